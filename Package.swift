@@ -1,0 +1,33 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Release builds drop bounds checks in the hot loops; debug builds keep them for tests.
+let fastMath: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "qat",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "qat", targets: ["qat"]),
+        .library(name: "QAT", targets: ["QAT"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Each C library enters through one module and one Swift file (BLAS.swift, HDF5.swift).
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
+                       providers: [.apt(["libhdf5-dev"])]),
+        .target(name: "QAT", dependencies: ["CBLAS", "CHDF5"], swiftSettings: fastMath),
+        .target(name: "QATCLI", dependencies: [
+            "QAT", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: fastMath),
+        .executableTarget(name: "qat", dependencies: ["QATCLI"], swiftSettings: fastMath),
+        .executableTarget(name: "qat-bench", dependencies: ["QAT"], path: "Sources/Bench",
+                          swiftSettings: fastMath),
+        .testTarget(name: "QATTests", dependencies: ["QAT", "QATCLI"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,91 @@
+/// Max and average pooling over square windows, no padding.
+///
+/// x: [N, C, H, W] → y: [N, C, (H − K) / S + 1, (W − K) / S + 1]
+private func pooledShape(_ x: [Int], kernel: Int, stride: Int) -> [Int] {
+    precondition(x.count == 4 && x[2] >= kernel && x[3] >= kernel, "pool: input \(x) smaller than kernel \(kernel)")
+    return [x[0], x[1], (x[2] - kernel) / stride + 1, (x[3] - kernel) / stride + 1]
+}
+
+public func maxPool2d(_ x: Variable, kernel: Int, stride: Int, tape: Tape?) -> Variable {
+    let shape = pooledShape(x.shape, kernel: kernel, stride: stride)
+    let (planes, h, w, oh, ow) = (shape[0] * shape[1], x.shape[2], x.shape[3], shape[2], shape[3])
+    var y = Tensor(shape: shape)
+    let record = needsPullback(tape, x)
+    // Flat index of each window's maximum (the first one on ties), kept for the pullback.
+    var argmax = [Int32](repeating: 0, count: record ? y.count : 0)
+    x.value.storage.withUnsafeBufferPointer { xs in
+        y.storage.withUnsafeMutableBufferPointer { ys in
+            argmax.withUnsafeMutableBufferPointer { am in
+                for p in 0..<planes {
+                    let base = p * h * w
+                    for i in 0..<oh {
+                        for j in 0..<ow {
+                            var best = base + (i * stride) * w + j * stride
+                            var bestValue = xs[best]
+                            for ki in 0..<kernel {
+                                let row = base + (i * stride + ki) * w + j * stride
+                                for kj in 0..<kernel where xs[row + kj] > bestValue {
+                                    bestValue = xs[row + kj]; best = row + kj
+                                }
+                            }
+                            let o = (p * oh + i) * ow + j
+                            ys[o] = bestValue
+                            if record { am[o] = Int32(best) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let out = Variable(y, requiresGrad: record)
+    guard record, let tape else { return out }
+    tape.record {
+        guard let gy = out.grad else { return }
+        x.withGradient { gx in
+            for o in 0..<gy.count { gx[Int(argmax[o])] += gy.storage[o] }
+        }
+    }
+    return out
+}
+
+public func avgPool2d(_ x: Variable, kernel: Int, stride: Int, tape: Tape?) -> Variable {
+    let shape = pooledShape(x.shape, kernel: kernel, stride: stride)
+    let (planes, h, w, oh, ow) = (shape[0] * shape[1], x.shape[2], x.shape[3], shape[2], shape[3])
+    let inverseArea = 1 / Float(kernel * kernel)
+    var y = Tensor(shape: shape)
+    x.value.storage.withUnsafeBufferPointer { xs in
+        y.storage.withUnsafeMutableBufferPointer { ys in
+            for p in 0..<planes {
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        var sum: Float = 0
+                        for ki in 0..<kernel {
+                            let row = p * h * w + (i * stride + ki) * w + j * stride
+                            for kj in 0..<kernel { sum += xs[row + kj] }
+                        }
+                        ys[(p * oh + i) * ow + j] = sum * inverseArea
+                    }
+                }
+            }
+        }
+    }
+    let out = Variable(y, requiresGrad: needsPullback(tape, x))
+    guard out.requiresGrad, let tape else { return out }
+    tape.record {
+        guard let gy = out.grad else { return }
+        x.withGradient { gx in
+            for p in 0..<planes {
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        let share = gy.storage[(p * oh + i) * ow + j] * inverseArea
+                        for ki in 0..<kernel {
+                            let row = p * h * w + (i * stride + ki) * w + j * stride
+                            for kj in 0..<kernel { gx[row + kj] += share }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return out
+}

@@ -1,0 +1,2 @@
+import QATCLI
+QATCommand.main()
