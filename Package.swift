@@ -20,7 +20,11 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
                        providers: [.apt(["libhdf5-dev"])]),
-        .target(name: "QAT", dependencies: ["CBLAS", "CHDF5"], swiftSettings: fastMath),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        // Our own C: float loops that need `restrict` to vectorise (and, later, the INT8 kernels).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "QAT", dependencies: ["CBLAS", "CHDF5", "CZlib", "CKernels"], swiftSettings: fastMath),
         .target(name: "QATCLI", dependencies: [
             "QAT", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: fastMath),

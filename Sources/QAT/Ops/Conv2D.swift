@@ -1,3 +1,5 @@
+import CKernels
+
 /// 2-D convolution (cross-correlation, as in PyTorch) by im2col + one sgemm per batch.
 ///
 /// x: [N, C, H, W], weight: [O, C, K, K], bias: [O] → y: [N, O, Ho, Wo]
@@ -26,7 +28,7 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?,
 
     let columns = im2col(x.value, g)
     // y2d [O, N·P] = W [O, CKK] · columns [CKK, N·P]
-    var y2d = [Float](repeating: 0, count: g.outputChannels * g.columns)
+    var y2d = uninitializedFloats(g.outputChannels * g.columns)
     weight.value.storage.withUnsafeBufferPointer { w in
         columns.withUnsafeBufferPointer { c in
             y2d.withUnsafeMutableBufferPointer { y in
@@ -67,7 +69,7 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?,
             }
             if x.requiresGrad {
                 // dColumns [CKK, N·P] = Wᵀ · gy2d, then scatter-add back onto the image.
-                var gradColumns = [Float](repeating: 0, count: g.patchSize * g.columns)
+                var gradColumns = uninitializedFloats(g.patchSize * g.columns)
                 weight.value.storage.withUnsafeBufferPointer { w in
                     gradColumns.withUnsafeMutableBufferPointer { gc in
                         BLAS.gemm(transposeA: true, m: g.patchSize, n: g.columns, k: g.outputChannels,
@@ -82,35 +84,53 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?,
     return y
 }
 
+/// The output columns j whose input column j·stride − padding + kw lies inside the image.
+@inline(__always)
+func validColumns(_ g: ConvGeometry, kw: Int) -> Range<Int> {
+    let ow = g.outputWidth
+    // j ≥ ceil((padding − kw) / stride) and j ≤ floor((width − 1 + padding − kw) / stride)
+    let low = max(0, (g.padding - kw + g.stride - 1) / g.stride)
+    let highInclusive = g.width - 1 + g.padding - kw
+    let high = highInclusive < 0 ? 0 : min(ow, highInclusive / g.stride + 1)
+    return low..<max(low, high)
+}
+
 /// Unfolds x [N, C, H, W] into columns [C·K·K, N·Ho·Wo]; padding reads as 0.
 func im2col(_ x: Tensor, _ g: ConvGeometry) -> [Float] {
     let (oh, ow) = (g.outputHeight, g.outputWidth)
     let plane = oh * ow
-    var columns = [Float](repeating: 0, count: g.patchSize * g.columns)
-    x.storage.withUnsafeBufferPointer { xs in
-        columns.withUnsafeMutableBufferPointer { cols in
+    // Every element is written below (copied or zeroed), so the buffer starts uninitialised.
+    return [Float](unsafeUninitializedCapacity: g.patchSize * g.columns) { cols, initialized in
+        x.storage.withUnsafeBufferPointer { xs in
             Parallel.forEachChunk(g.patchSize) { rows in
                 for row in rows {
                     let kw = row % g.kernel, kh = (row / g.kernel) % g.kernel, c = row / (g.kernel * g.kernel)
+                    let valid = validColumns(g, kw: kw)
                     for n in 0..<g.batch {
                         let image = xs.baseAddress! + (n * g.channels + c) * g.height * g.width
                         let out = cols.baseAddress! + row * g.columns + n * plane
                         for i in 0..<oh {
                             let ih = i * g.stride - g.padding + kh
-                            if ih < 0 || ih >= g.height { continue }   // stays zero
-                            let src = image + ih * g.width
                             let dst = out + i * ow
-                            for j in 0..<ow {
-                                let iw = j * g.stride - g.padding + kw
-                                if iw >= 0 && iw < g.width { dst[j] = src[iw] }
+                            if ih < 0 || ih >= g.height || valid.isEmpty {
+                                dst.update(repeating: 0, count: ow)
+                                continue
+                            }
+                            dst.update(repeating: 0, count: valid.lowerBound)
+                            (dst + valid.upperBound).update(repeating: 0, count: ow - valid.upperBound)
+                            let src = image + ih * g.width - g.padding + kw
+                            if g.stride == 1 {
+                                (dst + valid.lowerBound).update(from: src + valid.lowerBound, count: valid.count)
+                            } else {
+                                for j in valid { dst[j] = src[j * g.stride] }
                             }
                         }
                     }
                 }
             }
         }
+        initialized = g.patchSize * g.columns
     }
-    return columns
 }
 
 /// The adjoint of im2col: adds columns [C·K·K, N·Ho·Wo] back into gx [N, C, H, W].
@@ -124,18 +144,16 @@ func col2imAdd(_ columns: [Float], _ g: ConvGeometry, into gx: UnsafeMutableBuff
                 for kh in 0..<g.kernel {
                     for kw in 0..<g.kernel {
                         let row = (c * g.kernel + kh) * g.kernel + kw
+                        let valid = validColumns(g, kw: kw)
                         for n in 0..<g.batch {
                             let image = gx.baseAddress! + (n * g.channels + c) * g.height * g.width
                             let src = cols.baseAddress! + row * g.columns + n * plane
                             for i in 0..<oh {
                                 let ih = i * g.stride - g.padding + kh
                                 if ih < 0 || ih >= g.height { continue }
-                                let dst = image + ih * g.width
+                                let dst = image + ih * g.width - g.padding + kw
                                 let line = src + i * ow
-                                for j in 0..<ow {
-                                    let iw = j * g.stride - g.padding + kw
-                                    if iw >= 0 && iw < g.width { dst[iw] += line[j] }
-                                }
+                                qat_strided_add(dst, line, valid.lowerBound, valid.upperBound, g.stride)
                             }
                         }
                     }
@@ -148,7 +166,8 @@ func col2imAdd(_ columns: [Float], _ g: ConvGeometry, into gx: UnsafeMutableBuff
 /// [O, N·P] → [N, O, P] (+ bias per channel).
 func channelMajorToBatchMajor(_ y2d: [Float], _ g: ConvGeometry, bias: Tensor?) -> Tensor {
     let plane = g.outputHeight * g.outputWidth
-    var y = Tensor(shape: [g.batch, g.outputChannels, g.outputHeight, g.outputWidth])
+    var y = Tensor(shape: [g.batch, g.outputChannels, g.outputHeight, g.outputWidth],
+                   storage: uninitializedFloats(g.columns * g.outputChannels))
     y2d.withUnsafeBufferPointer { src in
         y.storage.withUnsafeMutableBufferPointer { dst in
             for n in 0..<g.batch {
@@ -167,7 +186,7 @@ func channelMajorToBatchMajor(_ y2d: [Float], _ g: ConvGeometry, bias: Tensor?) 
 /// [N, O, P] → [O, N·P], the layout the weight-gradient gemm wants.
 func batchMajorToChannelMajor(_ y: Tensor, _ g: ConvGeometry) -> [Float] {
     let plane = g.outputHeight * g.outputWidth
-    var out = [Float](repeating: 0, count: y.count)
+    var out = uninitializedFloats(y.count)
     y.storage.withUnsafeBufferPointer { src in
         out.withUnsafeMutableBufferPointer { dst in
             for n in 0..<g.batch {

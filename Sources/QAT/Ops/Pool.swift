@@ -1,3 +1,5 @@
+import CKernels
+
 /// Max and average pooling over square windows, no padding.
 ///
 /// x: [N, C, H, W] → y: [N, C, (H − K) / S + 1, (W − K) / S + 1]
@@ -9,31 +11,15 @@ private func pooledShape(_ x: [Int], kernel: Int, stride: Int) -> [Int] {
 public func maxPool2d(_ x: Variable, kernel: Int, stride: Int, tape: Tape?) -> Variable {
     let shape = pooledShape(x.shape, kernel: kernel, stride: stride)
     let (planes, h, w, oh, ow) = (shape[0] * shape[1], x.shape[2], x.shape[3], shape[2], shape[3])
-    var y = Tensor(shape: shape)
+    var y = Tensor(shape: shape, storage: uninitializedFloats(shape.reduce(1, *)))
     let record = needsPullback(tape, x)
     // Flat index of each window's maximum (the first one on ties), kept for the pullback.
     var argmax = [Int32](repeating: 0, count: record ? y.count : 0)
     x.value.storage.withUnsafeBufferPointer { xs in
         y.storage.withUnsafeMutableBufferPointer { ys in
             argmax.withUnsafeMutableBufferPointer { am in
-                for p in 0..<planes {
-                    let base = p * h * w
-                    for i in 0..<oh {
-                        for j in 0..<ow {
-                            var best = base + (i * stride) * w + j * stride
-                            var bestValue = xs[best]
-                            for ki in 0..<kernel {
-                                let row = base + (i * stride + ki) * w + j * stride
-                                for kj in 0..<kernel where xs[row + kj] > bestValue {
-                                    bestValue = xs[row + kj]; best = row + kj
-                                }
-                            }
-                            let o = (p * oh + i) * ow + j
-                            ys[o] = bestValue
-                            if record { am[o] = Int32(best) }
-                        }
-                    }
-                }
+                qat_maxpool_forward(xs.baseAddress!, ys.baseAddress!, record ? am.baseAddress! : nil,
+                                    planes, h, w, kernel, stride)
             }
         }
     }

@@ -1,8 +1,12 @@
+import CKernels
+
 /// y = max(x, 0); the gradient passes where y > 0.
 public func relu(_ x: Variable, tape: Tape?) -> Variable {
-    var y = x.value
-    y.storage.withUnsafeMutableBufferPointer { ys in
-        for i in 0..<ys.count { ys[i] = max(ys[i], 0) }
+    var y = Tensor(shape: x.shape, storage: uninitializedFloats(x.value.count))
+    x.value.storage.withUnsafeBufferPointer { xs in
+        y.storage.withUnsafeMutableBufferPointer { ys in
+            qat_relu_forward(xs.baseAddress!, ys.baseAddress!, xs.count)
+        }
     }
     let out = Variable(y, requiresGrad: needsPullback(tape, x))
     guard out.requiresGrad, let tape else { return out }
@@ -10,9 +14,7 @@ public func relu(_ x: Variable, tape: Tape?) -> Variable {
         guard let gy = out.grad else { return }
         out.value.storage.withUnsafeBufferPointer { ys in
             gy.storage.withUnsafeBufferPointer { g in
-                x.withGradient { gx in
-                    for i in 0..<gx.count where ys[i] > 0 { gx[i] += g[i] }
-                }
+                x.withGradient { gx in qat_relu_backward(ys.baseAddress!, g.baseAddress!, gx.baseAddress!, gx.count) }
             }
         }
     }

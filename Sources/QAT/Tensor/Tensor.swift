@@ -64,3 +64,10 @@ extension Tensor {
     /// True when every value is finite (no NaN or infinity).
     public var isFinite: Bool { storage.allSatisfy { $0.isFinite } }
 }
+
+/// A buffer the caller overwrites completely (for example the output of a beta = 0 gemm),
+/// so paying for zero-filling it would be waste.
+@inline(__always)
+func uninitializedFloats(_ count: Int) -> [Float] {
+    [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+}

@@ -1,0 +1,45 @@
+#include "float_kernels.h"
+
+void qat_relu_forward(const float *restrict x, float *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void qat_relu_backward(const float *restrict y, const float *restrict gy, float *restrict gx, size_t n) {
+    for (size_t i = 0; i < n; i++) gx[i] += y[i] > 0.0f ? gy[i] : 0.0f;
+}
+
+void qat_add_into(float *restrict a, const float *restrict b, size_t n) {
+    for (size_t i = 0; i < n; i++) a[i] += b[i];
+}
+
+void qat_maxpool_forward(const float *restrict x, float *restrict y, int32_t *restrict argmax,
+                         size_t planes, size_t h, size_t w, size_t k, size_t s) {
+    size_t oh = (h - k) / s + 1, ow = (w - k) / s + 1;
+    for (size_t p = 0; p < planes; p++) {
+        const float *plane = x + p * h * w;
+        for (size_t i = 0; i < oh; i++) {
+            for (size_t j = 0; j < ow; j++) {
+                size_t best = (i * s) * w + j * s;
+                float best_value = plane[best];
+                for (size_t ki = 0; ki < k; ki++) {
+                    const size_t row = (i * s + ki) * w + j * s;
+                    for (size_t kj = 0; kj < k; kj++) {
+                        // strict > keeps the first maximum on ties
+                        if (plane[row + kj] > best_value) { best_value = plane[row + kj]; best = row + kj; }
+                    }
+                }
+                size_t o = (p * oh + i) * ow + j;
+                y[o] = best_value;
+                if (argmax) argmax[o] = (int32_t)(p * h * w + best);
+            }
+        }
+    }
+}
+
+void qat_strided_add(float *restrict dst, const float *restrict src, size_t begin, size_t end, size_t stride) {
+    if (stride == 1) {
+        for (size_t j = begin; j < end; j++) dst[j] += src[j];
+    } else {
+        for (size_t j = begin; j < end; j++) dst[j * stride] += src[j];
+    }
+}
