@@ -50,3 +50,14 @@ void qat_strided_add(float *restrict dst, const float *restrict src, size_t begi
         for (size_t j = begin; j < end; j++) dst[j * stride] += src[j];
     }
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+void qat_keep_freed_memory(void) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+#endif
+}

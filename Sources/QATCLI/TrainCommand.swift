@@ -47,7 +47,7 @@ struct TrainCommand: ParsableCommand {
 }
 
 func runFloatTraining(_ settings: RunSettings) throws {
-    setThreads(settings.threads)
+    Runtime.configure(threads: settings.threads)
     let spec = try ModelSpec.load(file: settings.modelSpec)
     let model = try Model(spec: spec, seed: settings.seed)
     let train = try FashionMNIST.load(folder: settings.dataPath, split: .train, limit: settings.trainLimit)
@@ -64,7 +64,3 @@ func runFloatTraining(_ settings: RunSettings) throws {
     }
 }
 
-func setThreads(_ count: Int) {
-    BLAS.setThreads(count)
-    Parallel.threads = count
-}

@@ -17,3 +17,6 @@ void qat_maxpool_forward(const float *restrict x, float *restrict y, int32_t *re
 
 // dst[j * stride] += src[j] for j in [begin, end): one image row of col2im.
 void qat_strided_add(float *restrict dst, const float *restrict src, size_t begin, size_t end, size_t stride);
+
+// Keeps large freed blocks in the heap instead of returning them to the OS (glibc mallopt).
+void qat_keep_freed_memory(void);

@@ -33,7 +33,8 @@ public final class Model {
 
     /// Runs the graph on x: [N, C, H, W] and returns the logits [N, K].
     /// `observe`, if given, sees every layer's output as it is produced (layer-wise debugging).
-    public func forward(_ x: Tensor, training: Bool, tape: Tape?,
+    /// `timing`, if given, collects each layer's forward wall time.
+    public func forward(_ x: Tensor, training: Bool, tape: Tape?, timing: StepTiming? = nil,
                         observe: ((Int, Variable) -> Void)? = nil) -> Variable {
         precondition(Array(x.shape.dropFirst()) == spec.inputShape,
                      "model \(spec.name) expects samples of shape \(spec.inputShape), got \(x.shape)")
@@ -42,7 +43,9 @@ public final class Model {
         outputs.reserveCapacity(layers.count)
         for (i, layer) in layers.enumerated() {
             let inputs = sources[i].map { $0 < 0 ? input : outputs[$0] }
-            let y = layer.forward(inputs, training: training, tape: tape)
+            tape?.currentLabel = layer.name
+            let y = timing.map { $0.measure(layer.name) { layer.forward(inputs, training: training, tape: tape) } }
+                ?? layer.forward(inputs, training: training, tape: tape)
             observe?(i, y)
             outputs.append(y)
         }

@@ -54,14 +54,21 @@ public final class Trainer {
     }
 
     /// One optimizer step on one batch; returns the batch loss and the number of correct predictions.
-    public func trainStep(images: Tensor, labels: [Int32]) throws -> (loss: Float, correct: Int) {
+    /// With `timing`, each layer's forward and backward time is recorded (profiling).
+    public func trainStep(images: Tensor, labels: [Int32], timing: StepTiming? = nil) throws -> (loss: Float, correct: Int) {
         let tape = Tape()
-        let logits = model.forward(images, training: true, tape: tape)
-        let (loss, correct) = softmaxCrossEntropy(logits, labels: labels, tape: tape)
+        let logits = model.forward(images, training: true, tape: tape, timing: timing)
+        tape.currentLabel = "loss"
+        let (loss, correct) = timing.map { $0.measure("loss") { softmaxCrossEntropy(logits, labels: labels, tape: tape) } }
+            ?? softmaxCrossEntropy(logits, labels: labels, tape: tape)
         let value = loss.value.storage[0]
         guard value.isFinite else { throw TrainingError.nonFiniteLoss(epoch: epoch, step: step, value: value) }
-        tape.backward(from: loss)
-        optimizer.step(model.parameters)
+        tape.backward(from: loss, timing: timing)
+        if let timing {
+            timing.measure("optimizer") { optimizer.step(model.parameters) }
+        } else {
+            optimizer.step(model.parameters)
+        }
         step += 1
         return (value, correct)
     }

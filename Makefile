@@ -1,0 +1,40 @@
+# qat: two commands on a fresh machine (as root): `make demo` and `make test`.
+# Every target first installs the Debian packages it needs, once.
+
+APT_PACKAGES := libopenblas-dev libhdf5-dev hdf5-tools zlib1g-dev pkg-config dataset-fashion-mnist
+SWIFT ?= swift
+QAT := .build/release/qat
+
+.PHONY: all deps build demo test bench clean
+
+all: build
+
+# Installs only what is missing; `apt-get update` runs first because a fresh machine's lists are empty.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release --product qat
+
+demo: build
+	./examples/demo.sh
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+bench: deps
+	$(SWIFT) build -c release --product qat-bench
+	@echo "== OPENBLAS_CORETYPE as set by the environment ($${OPENBLAS_CORETYPE:-unset}) =="
+	.build/release/qat-bench
+	@echo "== OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (OpenBLAS picks its kernel from cpuid) =="
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .build/release/qat-bench
+
+clean:
+	rm -rf .build

@@ -1,0 +1,37 @@
+import Foundation
+import XCTest
+@testable import QAT
+
+/// The repository root, found from this file's path, so tests can read Configs/.
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent().path
+
+func repositoryPath(_ relative: String) -> String { repositoryRoot + "/" + relative }
+
+/// A fresh temporary folder, removed when the test ends.
+func makeTemporaryFolder(_ test: XCTestCase) throws -> String {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("qat-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    test.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+    return url.path
+}
+
+/// Loads the first `count` Fashion-MNIST samples of a split (the real dataset, from Debian's package).
+func fashionMNIST(_ split: FashionMNIST.Split, count: Int) throws -> Dataset {
+    try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: split, limit: count)
+}
+
+/// Asserts that `body` throws an InputError whose text contains every one of `fragments`.
+func assertInputError<T>(_ body: @autoclosure () throws -> T, mentions fragments: [String],
+                         file: StaticString = #filePath, line: UInt = #line) {
+    do {
+        _ = try body()
+        XCTFail("expected an error mentioning \(fragments)", file: file, line: line)
+    } catch let error as InputError {
+        for fragment in fragments {
+            XCTAssertTrue(error.description.contains(fragment), "\"\(error)\" should mention \"\(fragment)\"", file: file, line: line)
+        }
+    } catch {
+        XCTFail("expected InputError, got \(error)", file: file, line: line)
+    }
+}

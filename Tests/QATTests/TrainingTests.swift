@@ -1,0 +1,83 @@
+import XCTest
+@testable import QAT
+
+final class TrainingTests: XCTestCase {
+    func lenet(seed: UInt64 = 1) throws -> Model {
+        try Model(spec: ModelSpec.load(file: repositoryPath("Configs/models/lenet5.json")), seed: seed)
+    }
+
+    /// One epoch on 4000 real images must clearly learn: a broken gradient or optimizer stays near 10 %.
+    func testOneEpochOnFashionMNISTSliceLearns() throws {
+        let train = try fashionMNIST(.train, count: 4000)
+        let test = try fashionMNIST(.test, count: 1000)
+        var settings = RunSettings()
+        settings.epochs = 1
+        settings.batchSize = 32
+        settings.learningRate = 0.05
+        settings.schedule = .constant
+        let trainer = Trainer(model: try lenet(), settings: settings)
+        let before = trainer.evaluate(test)
+        let summary = try trainer.trainEpoch(on: train, test: test)
+        XCTAssertLessThan(before.accuracy, 0.25)
+        XCTAssertGreaterThan(summary.test.accuracy, 0.68, "accuracy floor after 1 epoch on 4000 images")
+        XCTAssertLessThan(summary.test.loss, before.loss * 0.5)
+    }
+
+    func testSameSeedGivesIdenticalWeights() throws {
+        let train = try fashionMNIST(.train, count: 256)
+        var settings = RunSettings()
+        settings.batchSize = 64
+        func run(seed: UInt64) throws -> [Tensor] {
+            settings.seed = seed
+            let model = try lenet(seed: seed)
+            let trainer = Trainer(model: model, settings: settings)
+            _ = try trainer.trainEpoch(on: train, test: train.prefix(64))
+            return model.parameters.map(\.variable.value)
+        }
+        XCTAssertEqual(try run(seed: 7), try run(seed: 7))
+        XCTAssertNotEqual(try run(seed: 7), try run(seed: 8))
+    }
+
+    func testNonFiniteLossStopsTrainingAndNamesTheStep() throws {
+        let train = try fashionMNIST(.train, count: 512)
+        var settings = RunSettings()
+        settings.learningRate = 1e12
+        settings.momentum = 0
+        settings.schedule = .constant
+        let trainer = Trainer(model: try lenet(), settings: settings)
+        XCTAssertThrowsError(try trainer.trainEpoch(on: train, test: train.prefix(64))) { error in
+            guard case let TrainingError.nonFiniteLoss(_, step, _) = error else { return XCTFail("got \(error)") }
+            XCTAssertGreaterThan(step, 0)
+            XCTAssertTrue("\(error)".contains("step \(step)"))
+        }
+    }
+
+    func testSGDMomentumAndWeightDecayMatchHandComputedSteps() {
+        // w = 1, g = 0.5, lr 0.1, μ 0.9, λ 0.01: v1 = 0.51, w1 = 0.949; v2 = 0.9·0.51 + 0.5 + 0.00949 = 0.96849
+        let w = Variable(.scalar(1), requiresGrad: true)
+        let sgd = SGD(learningRate: 0.1, momentum: 0.9, weightDecay: 0.01)
+        w.grad = .scalar(0.5)
+        sgd.step([NamedVariable("w", w)])
+        XCTAssertEqual(w.value.storage[0], 0.949, accuracy: 1e-6)
+        XCTAssertEqual(w.grad?.storage[0], 0, "the optimizer zeroes gradients")
+        w.grad = .scalar(0.5)
+        sgd.step([NamedVariable("w", w)])
+        XCTAssertEqual(w.value.storage[0], 0.949 - 0.1 * 0.96849, accuracy: 1e-6)
+    }
+
+    func testAdamFirstStepMovesByLearningRate() {
+        // After bias correction the first Adam step is lr · g/|g| (up to ε).
+        let w = Variable(Tensor(shape: [2], storage: [1, -1]), requiresGrad: true)
+        let adam = Adam(learningRate: 0.01)
+        w.grad = Tensor(shape: [2], storage: [3, -0.2])
+        adam.step([NamedVariable("w", w)])
+        XCTAssertEqual(w.value.storage[0], 0.99, accuracy: 1e-6)
+        XCTAssertEqual(w.value.storage[1], -0.99, accuracy: 1e-6)
+    }
+
+    func testSchedules() {
+        XCTAssertEqual(LearningRateSchedule.step(every: 2, factor: 0.1).rate(base: 1, epoch: 3), 0.1, accuracy: 1e-7)
+        XCTAssertEqual(LearningRateSchedule.cosine(epochs: 4, floor: 0).rate(base: 1, epoch: 2), 0.5, accuracy: 1e-6)
+        XCTAssertEqual(LearningRateSchedule.cosine(epochs: 4, floor: 0.1).rate(base: 1, epoch: 0), 1, accuracy: 1e-6)
+    }
+}
