@@ -17,3 +17,8 @@ static inline unsigned qat_H5F_ACC_TRUNC(void) { return H5F_ACC_TRUNC; }
 static inline unsigned qat_H5F_ACC_EXCL(void) { return H5F_ACC_EXCL; }
 static inline unsigned qat_H5F_ACC_RDONLY(void) { return H5F_ACC_RDONLY; }
 static inline size_t qat_H5T_VARIABLE(void) { return H5T_VARIABLE; }
+static inline hid_t qat_H5P_LINK_CREATE(void) { return H5P_LINK_CREATE; }
+static inline hid_t qat_H5E_DEFAULT(void) { return H5E_DEFAULT; }
+static inline hid_t qat_H5T_NATIVE_UINT16(void) { return H5T_NATIVE_UINT16; }
+static inline hid_t qat_H5T_NATIVE_UINT32(void) { return H5T_NATIVE_UINT32; }
+static inline hid_t qat_H5P_GROUP_CREATE(void) { return H5P_GROUP_CREATE; }
