@@ -258,14 +258,24 @@ extension ModelSpec {
     /// Only the direct producer counts: relu → maxpool → conv gives false, even though the data
     /// is still non-negative (ALGORITHMS.md §1 says "straight from a ReLU").
     func inputComesFromReLU(layerAt index: Int) -> Bool {
-        let layer = layers[index]
-        let producer: LayerSpec?
-        if let source = layer.inputs.first {
-            producer = layers.first { $0.name == source }  // nil for "input"
-        } else {
-            producer = index > 0 ? layers[index - 1] : nil
+        // Pooling and flatten keep a ReLU's output non-negative, so they are looked through:
+        // LeNet's conv2 (after relu → maxpool) then gets fixed_min and its full 8-bit range.
+        let signPreserving: Set<LayerKind> = [.maxpool2d, .avgpool2d, .flatten]
+        var current = index
+        while true {
+            let layer = layers[current]
+            let producerIndex: Int?
+            if let source = layer.inputs.first {
+                producerIndex = layers.firstIndex { $0.name == source }  // nil for "input"
+            } else {
+                producerIndex = current > 0 ? current - 1 : nil
+            }
+            guard let producerIndex else { return false }
+            let producer = layers[producerIndex]
+            if producer.kind == .relu { return true }
+            guard signPreserving.contains(producer.kind) else { return false }
+            current = producerIndex
         }
-        return producer?.kind == .relu
     }
 }
 
