@@ -7,18 +7,30 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a model in float, or fine-tune it with fake quantization (QAT).",
         discussion: """
-            The config's reserved sections (model, data, train, checkpoint) set up the run; \
-            see docs/CONFIG.md. Flags override the config.
-            Example: qat train --config Configs/float.json --epochs 2
+            A config with layer rules (AMCT retrain form or simple form) runs QAT: it starts from \
+            model.init, calibrates clip bounds with IFMR, then fine-tunes with fake quant. A config \
+            with only the runtime sections trains in float. Flags override the config; see docs/CONFIG.md.
+
+            Examples:
+              qat train --config Configs/float.json
+              qat train --config Configs/retrain.json --epochs 3
+              qat train --config Configs/retrain.json --resume Checkpoints/lenet5-qat/epoch-1.h5
+              qat train --config my-amct-config.json --model Configs/models/lenet5.json --init Checkpoints/lenet5-float.h5
             """)
 
     @Option(help: "The run's JSON config.") var config: String
+    @Option(help: "Model spec (overrides model.spec).") var model: String?
+    @Option(help: "Checkpoint to start from (overrides model.init).") var `init`: String?
     @Option(help: "Number of epochs.") var epochs: Int?
     @Option(help: "Base learning rate.") var lr: Float?
     @Option(name: .customLong("batch-size"), help: "Training batch size.") var batchSize: Int?
     @Option(help: "Seed for initialisation and shuffling.") var seed: UInt64?
     @Option(help: "Threads for BLAS and our own loops.") var threads: Int?
     @Option(help: "Where to write the final checkpoint.") var output: String?
+    @Option(name: .customLong("checkpoint-dir"), help: "Folder for per-epoch checkpoints.") var checkpointDir: String?
+    @Option(name: .customLong("save-every"), help: "Also checkpoint every N steps.") var saveEvery: Int?
+    @Option(help: "Continue the run saved in this checkpoint.") var resume: String?
+    @Flag(help: "Resume even if the config differs from the checkpoint's.") var force = false
     @Option(name: .customLong("train-limit"), help: "Use only the first N training images.") var trainLimit: Int?
     @Option(name: .customLong("test-limit"), help: "Use only the first N test images.") var testLimit: Int?
 
@@ -27,40 +39,53 @@ struct TrainCommand: ParsableCommand {
                               ("train-limit", trainLimit), ("test-limit", testLimit)] {
             if let value, value <= 0 { throw ValidationError("--\(name) must be positive, got \(value)") }
         }
+        if let saveEvery, saveEvery < 0 { throw ValidationError("--save-every must be ≥ 0, got \(saveEvery)") }
         if let lr, !(lr >= 0) { throw ValidationError("--lr must be ≥ 0, got \(lr)") }
     }
 
+    /// The config's settings with this command's flags applied.
+    func resolvedSettings(_ root: JSONObject) throws -> RunSettings {
+        var settings = try RunSettings.parse(root)
+        if let model { settings.modelSpec = model }
+        if let `init` { settings.initCheckpoint = `init` }
+        if let epochs { settings.setEpochs(epochs) }
+        if let lr { settings.learningRate = lr }
+        if let batchSize { settings.batchSize = batchSize }
+        if let seed { settings.seed = seed }
+        if let threads { settings.threads = threads }
+        if let output { settings.output = output }
+        if let checkpointDir { settings.checkpointDirectory = checkpointDir }
+        if let saveEvery { settings.saveEvery = saveEvery }
+        if let trainLimit { settings.trainLimit = trainLimit }
+        if let testLimit { settings.testLimit = testLimit }
+        return settings
+    }
+
     func run() throws {
-        try failWithUserError {
-            var settings = try RunSettings.parse(JSONObject.load(file: config))
-            if let epochs { settings.setEpochs(epochs) }
-            if let lr { settings.learningRate = lr }
-            if let batchSize { settings.batchSize = batchSize }
-            if let seed { settings.seed = seed }
-            if let threads { settings.threads = threads }
-            if let output { settings.output = output }
-            if let trainLimit { settings.trainLimit = trainLimit }
-            if let testLimit { settings.testLimit = testLimit }
-            try runFloatTraining(settings)
+        try reportingUserErrors {
+            let root = try JSONObject.load(file: config)
+            let retrainConfig = try RetrainConfig.parse(root)
+            let settings = try resolvedSettings(root)
+            Runtime.configure(threads: settings.threads)
+            let job = try TrainingRun(configFile: config, config: retrainConfig, settings: settings)
+            let train = try FashionMNIST.load(folder: settings.dataPath, split: .train, limit: settings.trainLimit)
+            let test = try FashionMNIST.load(folder: settings.dataPath, split: .test, limit: settings.testLimit)
+            print("\(job.isQAT ? "QAT" : "float") training of \(job.spec.name) "
+                  + "(\(job.model.parameters.reduce(0) { $0 + $1.variable.value.count }) parameters) on "
+                  + "\(train.count) training and \(test.count) test images, \(settings.threads) thread(s)")
+            if let resume {
+                try job.resume(from: resume, force: force)
+            } else {
+                try job.prepareFreshStart(train: train)
+                if job.isQAT {
+                    let start = job.trainer.evaluate(test)
+                    print(String(format: "after calibration: fake-quant test acc %.2f%%  loss %.4f", 100 * start.accuracy, start.loss))
+                }
+            }
+            var line = ProgressLine(epochs: settings.epochs)
+            try job.train(on: train, test: test) { batch, batches, loss in
+                line.update(epoch: job.trainer.epoch, batch: batch, batches: batches, loss: loss)
+            }
         }
     }
 }
-
-func runFloatTraining(_ settings: RunSettings) throws {
-    Runtime.configure(threads: settings.threads)
-    let spec = try ModelSpec.load(file: settings.modelSpec)
-    let model = try Model(spec: spec, seed: settings.seed)
-    let train = try FashionMNIST.load(folder: settings.dataPath, split: .train, limit: settings.trainLimit)
-    let test = try FashionMNIST.load(folder: settings.dataPath, split: .test, limit: settings.testLimit)
-    print("model \(spec.name): \(model.parameters.reduce(0) { $0 + $1.variable.value.count }) parameters; "
-          + "\(train.count) training and \(test.count) test images; \(settings.threads) thread(s)")
-    let trainer = Trainer(model: model, settings: settings)
-    for _ in 0..<settings.epochs {
-        let summary = try trainer.trainEpoch(on: train, test: test, progress: ProgressLine(epoch: trainer.epoch, of: settings.epochs).update)
-        ProgressLine.finish()
-        print(String(format: "epoch %d/%d  lr %.4f  loss %.4f  train acc %.2f%%  test loss %.4f  test acc %.2f%%  %.0f img/s  %.1f s",
-                     summary.epoch, settings.epochs, summary.learningRate, summary.train.loss, 100 * summary.train.accuracy,
-                     summary.test.loss, 100 * summary.test.accuracy, summary.imagesPerSecond, summary.seconds))
-    }
-}
-

@@ -318,3 +318,11 @@ extension RetrainConfig {
         return value
     }
 }
+
+extension RetrainConfig {
+    /// False for a config without any layer rules (a float training config such as Configs/float.json).
+    public var hasQuantizationRules: Bool {
+        if case let .perLayer(entries) = rules, entries.isEmpty { return false }
+        return true
+    }
+}

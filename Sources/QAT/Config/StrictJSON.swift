@@ -107,6 +107,17 @@ public final class JSONObject {
         }
     }
 
+    public func doubleArray(_ key: String) throws -> [Double]? {
+        guard let value = raw(key) else { return nil }
+        guard let array = value as? [Any] else { throw error(key, "expected an array of numbers, got \(jsonTypeName(value))") }
+        return try array.enumerated().map { index, element in
+            guard let n = element as? NSNumber, !isBoolean(n) else {
+                throw error("\(key)[\(index)]", "expected a number, got \(jsonTypeName(element))")
+            }
+            return n.doubleValue
+        }
+    }
+
     public func stringArray(_ key: String) throws -> [String]? {
         guard let value = raw(key) else { return nil }
         guard let array = value as? [Any] else { throw error(key, "expected an array of strings, got \(jsonTypeName(value))") }

@@ -26,10 +26,20 @@ public struct EpochSummary: Sendable {
     public var seconds: Double
 }
 
+/// How far the current epoch has got: enough to resume it mid-way with identical results.
+public struct EpochProgress: Equatable, Sendable {
+    /// Batches of this epoch already trained.
+    public var batch = 0
+    public var lossSum = 0.0
+    public var correct = 0
+    public var seen = 0
+    public init() {}
+}
+
 /// The training loop: shuffled mini-batches, forward on a fresh tape, backward, optimizer step.
 ///
-/// The order of epoch e comes from (seed, e) alone, so a run resumed at an epoch boundary sees
-/// exactly the batches the uninterrupted run would have.
+/// The order of epoch e comes from (seed, e) alone, so a run resumed at any step sees exactly
+/// the batches the uninterrupted run would have.
 public final class Trainer {
     public let model: Model
     public let optimizer: any Optimizer
@@ -37,6 +47,7 @@ public final class Trainer {
     /// Completed epochs and optimizer steps.
     public private(set) var epoch = 0
     public private(set) var step = 0
+    public private(set) var progress = EpochProgress()
 
     public init(model: Model, settings: RunSettings) {
         self.model = model
@@ -47,10 +58,27 @@ public final class Trainer {
         }
     }
 
+    /// Puts the loop back where a checkpoint says it stopped.
+    public func restore(epoch: Int, step: Int, progress: EpochProgress) {
+        self.epoch = epoch
+        self.step = step
+        self.progress = progress
+    }
+
     /// The sample order of one epoch.
     public func order(epoch: Int, count: Int) -> [Int] {
         var generator = SeededGenerator(seed: settings.seed &* 0x2545_F491_4F6C_DD1D &+ UInt64(epoch))
         return generator.permutation(count)
+    }
+
+    /// The first `count` training batches of epoch 0, the ones calibration looks at.
+    public func calibrationBatches(from train: Dataset, count: Int) -> [Tensor] {
+        let order = self.order(epoch: 0, count: train.count)
+        return (0..<count).compactMap { b in
+            let start = b * settings.batchSize
+            guard start < train.count else { return nil }
+            return train.batch(order[start..<min(start + settings.batchSize, train.count)]).images
+        }
     }
 
     /// One optimizer step on one batch; returns the batch loss and the number of correct predictions.
@@ -73,29 +101,38 @@ public final class Trainer {
         return (value, correct)
     }
 
-    /// Trains one epoch, then evaluates on `test`. `progress` sees (batch, batches, running loss).
+    /// Trains the rest of the current epoch, then evaluates on `test`.
+    /// `progress` sees (batch, batches, running loss); `afterStep` runs after every step (for
+    /// `--save-every` checkpoints) and may throw to stop the run.
     public func trainEpoch(on train: Dataset, test: Dataset,
-                           progress: ((Int, Int, Double) -> Void)? = nil) throws -> EpochSummary {
+                           progress report: ((Int, Int, Double) -> Void)? = nil,
+                           afterStep: ((Trainer) throws -> Void)? = nil) throws -> EpochSummary {
         optimizer.learningRate = settings.schedule.rate(base: settings.learningRate, epoch: epoch)
         let order = self.order(epoch: epoch, count: train.count)
         let batches = (train.count + settings.batchSize - 1) / settings.batchSize
-        var lossSum = 0.0, correct = 0
         let start = Date()
-        for b in 0..<batches {
+        let firstBatch = progress.batch
+        while progress.batch < batches {
+            let b = progress.batch
             let indices = order[(b * settings.batchSize)..<min((b + 1) * settings.batchSize, train.count)]
             let batch = train.batch(indices)
             let result = try trainStep(images: batch.images, labels: batch.labels)
-            lossSum += Double(result.loss) * Double(indices.count)
-            correct += result.correct
-            progress?(b + 1, batches, lossSum / Double(min((b + 1) * settings.batchSize, train.count)))
+            progress.lossSum += Double(result.loss) * Double(indices.count)
+            progress.correct += result.correct
+            progress.seen += indices.count
+            progress.batch += 1
+            report?(progress.batch, batches, progress.lossSum / Double(progress.seen))
+            try afterStep?(self)
         }
         let seconds = Date().timeIntervalSince(start)
-        let trainEvaluation = Evaluation(loss: lossSum / Double(train.count),
-                                         accuracy: Double(correct) / Double(train.count), count: train.count)
+        let trained = min(batches * settings.batchSize, train.count) - min(firstBatch * settings.batchSize, train.count)
+        let trainEvaluation = Evaluation(loss: progress.lossSum / Double(max(progress.seen, 1)),
+                                         accuracy: Double(progress.correct) / Double(max(progress.seen, 1)), count: progress.seen)
         let testEvaluation = evaluate(test)
         epoch += 1
+        progress = EpochProgress()
         return EpochSummary(epoch: epoch, learningRate: optimizer.learningRate, train: trainEvaluation,
-                            test: testEvaluation, imagesPerSecond: Double(train.count) / seconds, seconds: seconds)
+                            test: testEvaluation, imagesPerSecond: Double(trained) / max(seconds, 1e-9), seconds: seconds)
     }
 
     /// Loss and accuracy in eval mode (BN running statistics, no tape).
