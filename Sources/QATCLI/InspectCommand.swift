@@ -20,7 +20,7 @@ struct InspectCommand: ParsableCommand {
             print("epoch \(c["epoch"] ?? 0), step \(c["step"] ?? 0), config hash \(file.attributes["config_hash"] ?? "none")")
             print("\nparameters (\(file.parameters.reduce(0) { $0 + $1.tensor.count }) values):")
             for p in file.parameters {
-                print(String(format: "  %-28@ %-16@ max|x| %.4g", p.name as NSString, "\(p.tensor.shape)" as NSString, p.tensor.maxAbs()))
+                print("  " + p.name.padded(to: 28) + "\(p.tensor.shape)".padded(to: 16) + String(format: " max|x| %.4g", p.tensor.maxAbs()))
             }
             if !file.buffers.isEmpty {
                 print("\nbuffers:")
@@ -36,8 +36,8 @@ struct InspectCommand: ParsableCommand {
                     let scale = file.extra["quant/\(layer)/activation_scale"]?.storage.first ?? .nan
                     let offset = file.extra["quant/\(layer)/activation_offset"]?.storage.first ?? .nan
                     let ws = file.extra["quant/\(layer)/weight_scales"]?.storage ?? []
-                    print(String(format: "  %-8@ clip [%.4f, %.4f]  scale %.5g  offset %.0f  weight scales %d (max %.4g)",
-                                 layer as NSString, clipMin, clipMax, scale, offset, ws.count, ws.max() ?? 0))
+                    print("  " + layer.padded(to: 8) + String(format: " clip [%.4f, %.4f]  scale %.5g  offset %.0f  weight scales %d (max %.4g)",
+                                 clipMin, clipMax, scale, offset, ws.count, ws.max() ?? 0))
                 }
             }
             let optimizerTensors = file.extra.keys.filter { $0.hasPrefix("optimizer/") }.count

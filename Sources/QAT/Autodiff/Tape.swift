@@ -66,10 +66,10 @@ public final class StepTiming {
         var lines = ["layer            forward ms   backward ms   share"]
         for name in names {
             let f = Double(forwardNanoseconds[name] ?? 0), b = Double(backwardNanoseconds[name] ?? 0)
-            lines.append(String(format: "%-16@ %10.3f   %11.3f   %5.1f%%", name as NSString,
+            lines.append(name.padded(to: 16) + String(format: " %10.3f   %11.3f   %5.1f%%",
                                 f / 1e6 / Double(steps), b / 1e6 / Double(steps), 100 * (f + b) / max(total, 1)))
         }
-        lines.append(String(format: "%-16@ %10.3f ms per step", "total" as NSString, total / 1e6 / Double(steps)))
+        lines.append("total".padded(to: 16) + String(format: " %10.3f ms per step", total / 1e6 / Double(steps)))
         return lines.joined(separator: "\n")
     }
 }

@@ -69,15 +69,18 @@ extension Model {
         for assign in assignments { assign() }
     }
 
-    /// Builds the model a checkpoint describes and loads it.
+    /// Builds the model a checkpoint describes, with its fake quantizers if it is a QAT
+    /// checkpoint (attribute "quantization", an explicit AMCT-form config), and loads it.
     public static func load(checkpoint file: String) throws -> (Model, CheckpointFile) {
         let checkpoint = try CheckpointFile.read(from: file)
-        let spec: ModelSpec
-        do {
-            spec = try ModelSpec.parse(JSONObject.parse(Data(checkpoint.modelSpecJSON.utf8), file: "\(file) (model_spec)"))
-        }
+        let spec = try ModelSpec.parse(JSONObject.parse(Data(checkpoint.modelSpecJSON.utf8), file: "\(file) (model_spec)"))
         let model = try Model(spec: spec)
+        if let quantization = checkpoint.attributes["quantization"] {
+            let config = try RetrainConfig.parse(JSONObject.parse(Data(quantization.utf8), file: "\(file) (quantization)"))
+            model.applyQuantization(try config.resolve(for: spec))
+        }
         try model.load(checkpoint, file: file)
+        try model.loadQuantizerState(checkpoint.extra, file: file)
         return (model, checkpoint)
     }
 }

@@ -326,24 +326,49 @@ extension QuantizationPlan {
 /// arq_retrain, channel_wise true for conv2d and false for linear, INT8, batch_num 1.
 /// Layers appear in model order (hence hand-written JSON: JSONSerialization sorts keys).
 public func createDefaultConfig(for model: ModelSpec) -> String {
-    var members = ["  \"version\": 1", "  \"batch_num\": 1"]
-    for layer in model.layers where layer.kind.isQuantizable {
-        members.append("""
-              \(jsonQuoted(layer.name)): {
-                "retrain_enable": true,
-                "retrain_data_config": {
-                  "algo": "\(ActivationAlgorithm.ulqQuantize.rawValue)",
-                  "dst_type": "\(QuantizedType.int8.rawValue)"
-                },
-                "retrain_weight_config": {
-                  "algo": "\(WeightAlgorithm.arqRetrain.rawValue)",
-                  "channel_wise": \(layer.kind == .conv2d),
-                  "dst_type": "\(QuantizedType.int8.rawValue)"
-                }
-              }
-            """)
+    let entries = model.layers.filter(\.kind.isQuantizable).map { layer in
+        amctEntry(layer.name, activationAlgorithm: .ulqQuantize, fixedMin: nil, activationType: .int8,
+                  weightAlgorithm: .arqRetrain, channelWise: layer.kind == .conv2d, weightType: .int8)
     }
-    return "{\n" + members.joined(separator: ",\n") + "\n}\n"
+    return amctDocument(entries)
+}
+
+extension QuantizationPlan {
+    /// The plan as an AMCT-form config with every setting explicit (clip bounds left out: a
+    /// checkpoint stores the learned ones). Checkpoints keep it to rebuild their quantizers.
+    public func explicitAMCTConfig() -> String {
+        amctDocument(quantizedLayers.map { layer in
+            let q = layer.quantizer!
+            return amctEntry(layer.name, activationAlgorithm: q.activationAlgorithm, fixedMin: q.fixedMin,
+                             activationType: q.activationType, weightAlgorithm: q.weightAlgorithm,
+                             channelWise: q.channelWise, weightType: q.weightType)
+        }, batchNum: batchCount)
+    }
+}
+
+private func amctDocument(_ entries: [String], batchNum: Int = 1) -> String {
+    "{\n" + (["  \"version\": 1", "  \"batch_num\": \(batchNum)"] + entries).joined(separator: ",\n") + "\n}\n"
+}
+
+/// One layer entry of the AMCT form; `fixedMin` nil leaves it to the default rule.
+private func amctEntry(_ name: String, activationAlgorithm: ActivationAlgorithm, fixedMin: Bool?,
+                       activationType: QuantizedType, weightAlgorithm: WeightAlgorithm,
+                       channelWise: Bool, weightType: QuantizedType) -> String {
+    let fixedMinLine = fixedMin.map { "\n        \"fixed_min\": \($0)," } ?? ""
+    return """
+          \(jsonQuoted(name)): {
+            "retrain_enable": true,
+            "retrain_data_config": {
+              "algo": "\(activationAlgorithm.rawValue)",\(fixedMinLine)
+              "dst_type": "\(activationType.rawValue)"
+            },
+            "retrain_weight_config": {
+              "algo": "\(weightAlgorithm.rawValue)",
+              "channel_wise": \(channelWise),
+              "dst_type": "\(weightType.rawValue)"
+            }
+          }
+        """
 }
 
 /// `text` as a JSON string literal.

@@ -71,3 +71,10 @@ extension Tensor {
 func uninitializedFloats(_ count: Int) -> [Float] {
     [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
 }
+
+extension String {
+    /// The string padded with spaces to `width` characters (for text tables; `%-20@` does not pad on Linux).
+    public func padded(to width: Int) -> String {
+        count >= width ? self : self + String(repeating: " ", count: width - count)
+    }
+}

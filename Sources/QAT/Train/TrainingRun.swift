@@ -105,8 +105,9 @@ public final class TrainingRun {
             // The running loss sum is a Double; its bits keep a resumed epoch summary exact.
             "progress_loss_sum_bits": Int64(bitPattern: p.lossSum.bitPattern),
         ]
-        return model.checkpointFile(attributes: ["config": record.text, "config_hash": record.hash,
-                                                 "kind": isQAT ? "qat" : "float"],
+        var attributes = ["config": record.text, "config_hash": record.hash, "kind": isQAT ? "qat" : "float"]
+        if let plan { attributes["quantization"] = plan.explicitAMCTConfig() }
+        return model.checkpointFile(attributes: attributes,
                                     counters: counters, extra: extra)
     }
 
