@@ -3,7 +3,7 @@
 void qat_relu_forward(const float *restrict x, float *restrict y, size_t n) {
     for (size_t i = 0; i < n; i++) {
         const float v = x[i];
-        y[i] = v > 0.0f ? v : 0.0f;
+        y[i] = v < 0.0f ? 0.0f : v;   // NaN passes through (as in PyTorch), so it cannot hide
     }
 }
 
@@ -31,8 +31,9 @@ void qat_maxpool_forward(const float *restrict x, float *restrict y, int32_t *re
                 for (size_t ki = 0; ki < k; ki++) {
                     const size_t row = (i * s + ki) * w + j * s;
                     for (size_t kj = 0; kj < k; kj++) {
-                        // strict > keeps the first maximum on ties
-                        if (plane[row + kj] > best_value) { best_value = plane[row + kj]; best = row + kj; }
+                        // strict > keeps the first maximum on ties; a NaN wins and stays, so it propagates
+                        const float v = plane[row + kj];
+                        if (v > best_value || (v != v && best_value == best_value)) { best_value = v; best = row + kj; }
                     }
                 }
                 size_t o = (p * oh + i) * ow + j;

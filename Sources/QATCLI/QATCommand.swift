@@ -6,7 +6,8 @@ public struct QATCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "qat",
         abstract: "Quantization-aware retraining for CNNs: float training, fake-quant QAT, INT8 deployment.",
-        subcommands: [TrainCommand.self, EvalCommand.self, InspectCommand.self, CreateConfigCommand.self, PlanCommand.self])
+        subcommands: [TrainCommand.self, EvalCommand.self, InspectCommand.self, CreateConfigCommand.self, PlanCommand.self,
+                      CheckCommand.self])
 
     public init() {}
 }

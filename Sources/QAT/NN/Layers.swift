@@ -85,6 +85,9 @@ public final class BatchNorm2DLayer: Layer {
     public let gamma: Variable
     public let beta: Variable
     public let statistics: BatchNormStatistics
+    /// False freezes the running statistics (momentum 0) while still normalising with batch
+    /// statistics in training mode; the lr = 0 check uses it so nothing at all may change.
+    public var updatesRunningStatistics = true
 
     init(spec: LayerSpec) {
         self.spec = spec
@@ -99,7 +102,7 @@ public final class BatchNorm2DLayer: Layer {
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         batchNorm2d(inputs[0], gamma: gamma, beta: beta, statistics: statistics, training: training,
-                    momentum: spec.momentum, epsilon: spec.epsilon, tape: tape)
+                    momentum: updatesRunningStatistics ? spec.momentum : 0, epsilon: spec.epsilon, tape: tape)
     }
 }
 

@@ -41,8 +41,10 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
                 mean[ch] = Float(mu)
                 inverseStd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
                 let unbiased = m > 1 ? variance * Double(m) / Double(m - 1) : variance
-                statistics.mean.storage[ch] = (1 - momentum) * statistics.mean.storage[ch] + momentum * Float(mu)
-                statistics.variance.storage[ch] = (1 - momentum) * statistics.variance.storage[ch] + momentum * Float(unbiased)
+                if momentum != 0 {   // momentum 0 = frozen statistics, exactly (no 0·∞ surprises)
+                    statistics.mean.storage[ch] = (1 - momentum) * statistics.mean.storage[ch] + momentum * Float(mu)
+                    statistics.variance.storage[ch] = (1 - momentum) * statistics.variance.storage[ch] + momentum * Float(unbiased)
+                }
             } else {
                 mean[ch] = statistics.mean.storage[ch]
                 inverseStd[ch] = 1 / (statistics.variance.storage[ch] + epsilon).squareRoot()

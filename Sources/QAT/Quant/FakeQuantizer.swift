@@ -72,7 +72,10 @@ extension Model {
         for quantizer in pending {
             let result = try ifmr(collected[quantizer.layerName] ?? [], parameters: parameters, layer: quantizer.layerName)
             let bounds = result.startingClipRange
-            quantizer.activation.setClipRange(max: bounds.clipMax, min: bounds.clipMin)
+            // With fixed_min the forward pins m to 0; storing 0 now keeps the state exactly what
+            // the forward will use, so an lr = 0 step changes nothing.
+            let activation = quantizer.activation
+            activation.setClipRange(max: bounds.clipMax, min: activation.fixedMin ? 0 : bounds.clipMin)
         }
         return pending.map(\.layerName)
     }

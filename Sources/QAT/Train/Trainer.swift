@@ -2,11 +2,14 @@ import Foundation
 
 public enum TrainingError: Error, CustomStringConvertible {
     case nonFiniteLoss(epoch: Int, step: Int, value: Float)
+    case nonFiniteGradient(epoch: Int, step: Int, parameter: String)
 
     public var description: String {
         switch self {
         case let .nonFiniteLoss(epoch, step, value):
-            return "training stopped: the loss became \(value) at epoch \(epoch + 1), step \(step) (try a lower learning rate)"
+            return "training stopped: the loss became \(value) at epoch \(epoch + 1), step \(step)"
+        case let .nonFiniteGradient(epoch, step, parameter):
+            return "training stopped: the gradient of \(parameter) is not finite at epoch \(epoch + 1), step \(step); no update was applied"
         }
     }
 }
@@ -92,6 +95,12 @@ public final class Trainer {
         let value = loss.value.storage[0]
         guard value.isFinite else { throw TrainingError.nonFiniteLoss(epoch: epoch, step: step, value: value) }
         tape.backward(from: loss, timing: timing)
+        // A NaN can reach the weights without touching the loss (a ReLU after it, a clamp):
+        // checking every gradient before the update costs one pass over the parameters.
+        for p in model.parameters where !(p.variable.grad?.isFinite ?? true) {
+            for q in model.parameters { q.variable.zeroGradient() }
+            throw TrainingError.nonFiniteGradient(epoch: epoch, step: step, parameter: p.name)
+        }
         if let timing {
             timing.measure("optimizer") { optimizer.step(model.parameters) }
         } else {

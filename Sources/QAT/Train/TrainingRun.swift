@@ -155,6 +155,9 @@ public final class TrainingRun {
         let start = b * settings.batchSize
         guard start < train.count else { return "" }
         let batch = train.batch(order[start..<min(start + settings.batchSize, train.count)])
+        if !batch.images.isFinite {
+            return "; the input batch itself is not finite: check the training data"
+        }
         var culprit: String?
         _ = model.forward(batch.images, training: true, tape: nil) { index, output in
             if culprit == nil && !output.value.isFinite { culprit = self.model.layers[index].name }
