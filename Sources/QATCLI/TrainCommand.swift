@@ -83,9 +83,10 @@ struct TrainCommand: ParsableCommand {
                 }
             }
             var line = ProgressLine(epochs: settings.epochs)
-            try job.train(on: train, test: test) { batch, batches, loss in
-                line.update(epoch: job.trainer.epoch, batch: batch, batches: batches, loss: loss)
+            try job.train(on: train, test: test) { progress, batches in
+                line.update(epoch: job.trainer.epoch, progress: progress, batches: batches)
             }
+            if let metrics = job.metrics { print("metrics: \(metrics.csvPath), plot: \(metrics.svgPath)") }
         }
     }
 }

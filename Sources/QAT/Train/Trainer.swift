@@ -111,10 +111,10 @@ public final class Trainer {
     }
 
     /// Trains the rest of the current epoch, then evaluates on `test`.
-    /// `progress` sees (batch, batches, running loss); `afterStep` runs after every step (for
-    /// `--save-every` checkpoints) and may throw to stop the run.
+    /// `progress` sees the epoch's progress and its batch count after every step; `afterStep` runs
+    /// after every step (for `--save-every` checkpoints and metrics) and may throw to stop the run.
     public func trainEpoch(on train: Dataset, test: Dataset,
-                           progress report: ((Int, Int, Double) -> Void)? = nil,
+                           progress report: ((EpochProgress, Int) -> Void)? = nil,
                            afterStep: ((Trainer) throws -> Void)? = nil) throws -> EpochSummary {
         optimizer.learningRate = settings.schedule.rate(base: settings.learningRate, epoch: epoch)
         let order = self.order(epoch: epoch, count: train.count)
@@ -130,7 +130,7 @@ public final class Trainer {
             progress.correct += result.correct
             progress.seen += indices.count
             progress.batch += 1
-            report?(progress.batch, batches, progress.lossSum / Double(progress.seen))
+            report?(progress, batches)
             try afterStep?(self)
         }
         let seconds = Date().timeIntervalSince(start)

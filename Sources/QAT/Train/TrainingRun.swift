@@ -19,6 +19,11 @@ public final class TrainingRun {
     /// One row per finished epoch: epoch, step, train loss, train acc, test loss, test acc, lr.
     public private(set) var history: [[Float]] = []
     public var log: (String) -> Void = { print($0) }
+    /// metrics.csv and metrics.svg, beside the checkpoints.
+    public private(set) lazy var metrics: MetricsLog? = {
+        guard let folder = settings.checkpointDirectory ?? settings.output.map({ ($0 as NSString).deletingLastPathComponent }) else { return nil }
+        return MetricsLog(folder: folder.isEmpty ? "." : folder, layerNames: model.fakeQuantizers.map(\.layerName))
+    }()
 
     /// `config` may be nil for a pure AMCT file whose layer rules come with `--model`/`--init` flags.
     public init(configFile: String, config: RetrainConfig?, settings: RunSettings) throws {
@@ -88,6 +93,7 @@ public final class TrainingRun {
         if let rows = checkpoint.extra["metrics/history"], rows.rank == 2 {
             history = (0..<rows.shape[0]).map { Array(rows.storage[($0 * rows.shape[1])..<(($0 + 1) * rows.shape[1])]) }
         }
+        metrics?.restore(upTo: trainer.step)
         log("resumed from \(file) at epoch \(trainer.epoch + 1), step \(trainer.step)")
     }
 
@@ -119,7 +125,7 @@ public final class TrainingRun {
 
     /// Trains the remaining epochs; returns the path of the final checkpoint, if one was written.
     @discardableResult
-    public func train(on train: Dataset, test: Dataset, progress: ((Int, Int, Double) -> Void)? = nil) throws -> String? {
+    public func train(on train: Dataset, test: Dataset, progress: ((EpochProgress, Int) -> Void)? = nil) throws -> String? {
         let directory = settings.checkpointDirectory
         while trainer.epoch < settings.epochs {
             let summary: EpochSummary
@@ -128,12 +134,21 @@ public final class TrainingRun {
                     if self.settings.saveEvery > 0, trainer.step % self.settings.saveEvery == 0, let directory {
                         try self.save(to: "\(directory)/step-\(trainer.step).h5")
                     }
+                    if let metrics = self.metrics, trainer.step % metrics.interval == 0 {
+                        let p = trainer.progress
+                        try metrics.append(.init(epoch: trainer.epoch, step: trainer.step, kind: "step", loss: p.lossSum / Double(max(p.seen, 1)),
+                                                 trainAccuracy: Double(p.correct) / Double(max(p.seen, 1)), learningRate: trainer.optimizer.learningRate,
+                                                 clipBounds: self.clipBounds))
+                    }
                 }
             } catch let error as TrainingError {
                 throw RunError("\(error)\(locateNonFinite(train: train))")
             }
             history.append([Float(summary.epoch), Float(trainer.step), Float(summary.train.loss), Float(summary.train.accuracy),
                             Float(summary.test.loss), Float(summary.test.accuracy), summary.learningRate])
+            try metrics?.append(.init(epoch: summary.epoch, step: trainer.step, kind: "epoch", loss: summary.train.loss,
+                                      trainAccuracy: summary.train.accuracy, testLoss: summary.test.loss,
+                                      testAccuracy: summary.test.accuracy, learningRate: summary.learningRate, clipBounds: clipBounds))
             log(String(format: "epoch %d/%d  lr %.4f  loss %.4f  train acc %.2f%%  test loss %.4f  test acc %.2f%%  %.0f img/s  %.1f s",
                        summary.epoch, settings.epochs, summary.learningRate, summary.train.loss, 100 * summary.train.accuracy,
                        summary.test.loss, 100 * summary.test.accuracy, summary.imagesPerSecond, summary.seconds))
@@ -145,6 +160,11 @@ public final class TrainingRun {
             log("saved \(final)")
         }
         return final
+    }
+
+    /// clip_min, clip_max of every quantized layer, in layer order.
+    private var clipBounds: [Float] {
+        model.fakeQuantizers.flatMap { [$0.activation.clipMin.value.storage[0], $0.activation.clipMax.value.storage[0]] }
     }
 
     /// After a non-finite loss: replays the failing batch and names the first layer whose output
