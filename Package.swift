@@ -22,14 +22,19 @@ let package = Package(
                        providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
-        // Our own C: float loops that need `restrict` to vectorise (and, later, the INT8 kernels).
+        // Our own C: float loops that need `restrict` to vectorise.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
-        .target(name: "QAT", dependencies: ["CBLAS", "CHDF5", "CZlib", "CKernels"], swiftSettings: fastMath),
+        // INT8 kernels: AVX-512 VNNI, AVX2 and portable paths in one build, picked at run time.
+        .target(name: "CInt8", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "QAT", dependencies: ["CBLAS", "CHDF5", "CZlib", "CKernels", "CInt8"],
+                swiftSettings: fastMath),
         .target(name: "QATCLI", dependencies: [
             "QAT", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: fastMath),
         .executableTarget(name: "qat", dependencies: ["QATCLI"], swiftSettings: fastMath),
         .executableTarget(name: "qat-bench", dependencies: ["QAT"], path: "Sources/Bench",
+                          swiftSettings: fastMath),
+        .executableTarget(name: "qat-int8-bench", dependencies: ["QAT"], path: "Sources/Int8Bench",
                           swiftSettings: fastMath),
         .testTarget(name: "QATTests", dependencies: ["QAT", "QATCLI"]),
     ],

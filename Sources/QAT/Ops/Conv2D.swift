@@ -8,6 +8,19 @@ public struct ConvGeometry: Equatable, Sendable {
     public var batch, channels, height, width: Int
     public var outputChannels, kernel, stride, padding: Int
 
+    // Spelled out so it is public: the INT8 kernels take a ConvGeometry from outside the library.
+    public init(batch: Int, channels: Int, height: Int, width: Int, outputChannels: Int, kernel: Int,
+                stride: Int, padding: Int) {
+        self.batch = batch
+        self.channels = channels
+        self.height = height
+        self.width = width
+        self.outputChannels = outputChannels
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+    }
+
     public var outputHeight: Int { (height + 2 * padding - kernel) / stride + 1 }
     public var outputWidth: Int { (width + 2 * padding - kernel) / stride + 1 }
     /// Rows of the column matrix: one per (input channel, kernel row, kernel column).

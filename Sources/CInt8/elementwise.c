@@ -1,0 +1,55 @@
+// Requantize, max pool, residual add, quantize and dequantize: plain loops compiled three times
+// (elementwise_body.h) and picked by path like the GEMM kernels.
+#include <math.h>
+#include "int8_internal.h"
+
+#pragma clang fp contract(off)  // a·b + c must stay two roundings, as in the Swift simulation
+
+#define SUFFIX portable
+#define TARGET
+#include "elementwise_body.h"
+#undef SUFFIX
+#undef TARGET
+
+#define SUFFIX avx2
+#define TARGET QAT_I8_TARGET_AVX2
+#include "elementwise_body.h"
+#undef SUFFIX
+#undef TARGET
+
+#define SUFFIX vnni
+#define TARGET QAT_I8_TARGET_VNNI
+#include "elementwise_body.h"
+#undef SUFFIX
+#undef TARGET
+
+#define DISPATCH(fn, ...)                                      \
+    switch (path) {                                            \
+    case QAT_I8_VNNI: fn##_vnni(__VA_ARGS__); break;           \
+    case QAT_I8_AVX2: fn##_avx2(__VA_ARGS__); break;           \
+    default: fn##_portable(__VA_ARGS__); break;                \
+    }
+
+void qat_i8_requantize(qat_i8_path path, const int32_t *acc, size_t n, size_t channels, size_t plane,
+                       const float *multiplier, int32_t zero_point, int32_t lo, int8_t *out) {
+    DISPATCH(requantize, acc, n, channels, plane, multiplier, zero_point, lo, out)
+}
+
+void qat_i8_maxpool(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes,
+                    size_t h, size_t w, size_t k, size_t s) {
+    DISPATCH(maxpool, x, y, planes, h, w, k, s)
+}
+
+void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a,
+                const int8_t *b, float scale_b, int32_t zero_b,
+                float scale_y, int32_t zero_y, int32_t lo, int8_t *y, size_t count) {
+    DISPATCH(add, a, scale_a, zero_a, b, scale_b, zero_b, scale_y, zero_y, lo, y, count)
+}
+
+void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int8_t *q, size_t count) {
+    DISPATCH(quantize, x, scale, zero, q, count)
+}
+
+void qat_i8_dequantize(qat_i8_path path, const int8_t *q, float scale, int32_t zero, float *x, size_t count) {
+    DISPATCH(dequantize, q, scale, zero, x, count)
+}

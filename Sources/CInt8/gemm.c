@@ -1,0 +1,133 @@
+// Path selection, operand packing and the conv2d / linear drivers; the portable GEMM.
+// The math of the shared GEMM (u = q + 128, corr) is in int8_internal.h.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "int8_internal.h"
+
+int qat_i8_cpu_supports(qat_i8_path path) {
+    switch (path) {
+    case QAT_I8_PORTABLE: return 1;
+    case QAT_I8_AVX2: return __builtin_cpu_supports("avx2") != 0;
+    case QAT_I8_VNNI:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    }
+    return 0;
+}
+
+static void *checked_malloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) { fprintf(stderr, "qat int8: out of memory (%zu bytes)\n", bytes); abort(); }
+    return p;
+}
+
+static int round_up16(int n) { return (n + 15) / 16 * 16; }
+
+static size_t element_size(qat_i8_out_kind kind) { return kind == QAT_I8_OUT_INT8 ? 1 : 4; }
+
+// Weights [m][k] → [m][k4·4] with zero weights in the padding, and
+// corr[i] = b_q[i] − (128 + o_d)·Σ_k w[i][k]   (see int8_internal.h).
+static int8_t *pack_weights(const int8_t *w, const int32_t *bias, int m, int k, int k4,
+                            int8_t x_zero, int32_t **corr_out) {
+    int8_t *a = calloc((size_t)m * k4 * 4, 1);
+    int32_t *corr = checked_malloc((size_t)m * sizeof(int32_t));
+    if (!a) { fprintf(stderr, "qat int8: out of memory\n"); abort(); }
+    for (int i = 0; i < m; i++) {
+        int64_t sum = 0;
+        for (int j = 0; j < k; j++) {
+            a[(size_t)i * k4 * 4 + j] = w[(size_t)i * k + j];
+            sum += w[(size_t)i * k + j];
+        }
+        corr[i] = (int32_t)((int64_t)bias[i] - (128 + (int64_t)x_zero) * sum);
+    }
+    *corr_out = corr;
+    return a;
+}
+
+static void run_gemm(qat_i8_path path, const qat_i8_gemm *g) {
+    switch (path) {
+    case QAT_I8_VNNI: qat_i8_gemm_vnni(g); break;
+    case QAT_I8_AVX2: qat_i8_gemm_avx2(g); break;
+    default: qat_i8_gemm_portable(g); break;
+    }
+}
+
+void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
+                   const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
+                   qat_i8_output output, void *out) {
+    const int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+    const int kk = c * k * k, k4 = (kk + 3) / 4, p = oh * ow, npad = round_up16(p);
+    const int hp = h + 2 * pad, wp = w + 2 * pad;
+    int32_t *corr;
+    int8_t *a = pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
+
+    // One padded image in u8; the border (and the spare bytes the fast im2col may over-read)
+    // is the code of real zero, written once and never touched again.
+    const size_t padded = (size_t)c * hp * wp;
+    uint8_t *xu = checked_malloc(padded + 64);
+    memset(xu, (uint8_t)x_zero ^ 0x80, padded + 64);
+    uint8_t *b = checked_malloc(((size_t)k4 * npad + 16) * 4);
+
+    qat_i8_gemm g = {.m = oc, .n = p, .k4 = k4, .npad = npad, .a = a, .corr = corr, .b = b,
+                     .output = output, .row_stride = p, .col_stride = 1};
+    const size_t out_image = (size_t)oc * p * element_size(output.kind);
+    for (int img = 0; img < n; img++) {
+        const int8_t *src = x + (size_t)img * c * h * w;
+        for (int ch = 0; ch < c; ch++) {
+            for (int y = 0; y < h; y++) {
+                const int8_t *row = src + ((size_t)ch * h + y) * w;
+                uint8_t *dst = xu + ((size_t)ch * hp + y + pad) * wp + pad;
+                for (int i = 0; i < w; i++) dst[i] = (uint8_t)row[i] ^ 0x80;
+            }
+        }
+        if (path == QAT_I8_PORTABLE) qat_i8_im2col_portable(xu, c, hp, wp, k, stride, oh, ow, k4, npad, b);
+        else qat_i8_im2col_fast(xu, c, hp, wp, k, stride, oh, ow, k4, npad, b);
+        g.out = (char *)out + img * out_image;
+        run_gemm(path, &g);
+    }
+    free(b);
+    free(xu);
+    free(corr);
+    free(a);
+}
+
+void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,
+                   const int8_t *weight, const int32_t *bias, int outs,
+                   qat_i8_output output, void *out) {
+    const int k4 = (in + 3) / 4, npad = round_up16(n);
+    int32_t *corr;
+    int8_t *a = pack_weights(weight, bias, outs, in, k4, x_zero, &corr);
+
+    // Samples become columns: b[g][j][t] = x[j][4g + t] + 128 (the padding k get code 0).
+    uint8_t *b = checked_malloc((size_t)k4 * npad * 4);
+    memset(b, 0x80, (size_t)k4 * npad * 4);
+    for (int j = 0; j < n; j++) {
+        const int8_t *row = x + (size_t)j * in;
+        for (int kk = 0; kk < in; kk++) b[((size_t)(kk / 4) * npad + j) * 4 + kk % 4] = (uint8_t)row[kk] ^ 0x80;
+    }
+    // Channels are rows of the GEMM, samples its columns: out[j][i] is at i·1 + j·outs.
+    qat_i8_gemm g = {.m = outs, .n = n, .k4 = k4, .npad = npad, .a = a, .corr = corr, .b = b,
+                     .output = output, .out = out, .row_stride = 1, .col_stride = outs};
+    run_gemm(path, &g);
+    free(b);
+    free(corr);
+    free(a);
+}
+
+// Plain loops over the same operands: one row of accumulators at a time.
+void qat_i8_gemm_portable(const qat_i8_gemm *g) {
+    int32_t *row = checked_malloc((size_t)g->npad * sizeof(int32_t));
+    for (int i = 0; i < g->m; i++) {
+        for (int j = 0; j < g->npad; j++) row[j] = g->corr[i];
+        const int8_t *w = g->a + (size_t)i * g->k4 * 4;
+        for (int q = 0; q < g->k4; q++) {
+            const int32_t w0 = w[4 * q], w1 = w[4 * q + 1], w2 = w[4 * q + 2], w3 = w[4 * q + 3];
+            const uint8_t *u = g->b + (size_t)q * g->npad * 4;
+            for (int j = 0; j < g->npad; j++)
+                row[j] += w0 * u[4 * j] + w1 * u[4 * j + 1] + w2 * u[4 * j + 2] + w3 * u[4 * j + 3];
+        }
+        for (int j = 0; j < g->n; j++) qat_i8_store1(g, i, j, row[j]);
+    }
+    free(row);
+}

@@ -1,0 +1,94 @@
+// AVX-512 VNNI GEMM: vpdpbusd adds, per 32-bit lane, four u8×s8 products of one column and
+// one group of 4 k to the accumulator, exactly (no saturation). Tiles of up to 6 channels ×
+// 64 columns keep 24 accumulators in zmm registers while k runs.
+#include <immintrin.h>
+#include <string.h>
+#include "int8_internal.h"
+
+enum { MR = 6, NV = 4 };  // tile: MR rows × NV vectors of 16 columns
+
+// Finishes 16 accumulators (bias already added) of row `row`, columns col…col+15.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
+void store16(const qat_i8_gemm *g, int row, int col, __m512i acc) {
+    int valid = g->n - col;
+    if (valid <= 0) return;
+    if (valid > 16) valid = 16;
+    if (g->col_stride != 1) {  // linear: outputs of one channel are `outs` apart
+        int32_t lanes[16];
+        _mm512_storeu_si512(lanes, acc);
+        for (int l = 0; l < valid; l++) qat_i8_store1(g, row, col + l, lanes[l]);
+        return;
+    }
+    const __mmask16 mask = (__mmask16)(valid == 16 ? 0xFFFF : (1u << valid) - 1);
+    const ptrdiff_t at = (ptrdiff_t)row * g->row_stride + col;
+    switch (g->output.kind) {
+    case QAT_I8_OUT_INT32:
+        _mm512_mask_storeu_epi32((int32_t *)g->out + at, mask, acc);
+        break;
+    case QAT_I8_OUT_FLOAT: {
+        const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
+        _mm512_mask_storeu_ps((float *)g->out + at, mask, y);
+        break;
+    }
+    case QAT_I8_OUT_INT8: {
+        // Same steps as qat_i8_requant1: convert, multiply, round half even, clamp, add o_y.
+        const int32_t zero = g->output.zero_point;
+        __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
+        r = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm512_max_ps(r, _mm512_set1_ps((float)(g->output.lo - zero)));
+        r = _mm512_min_ps(r, _mm512_set1_ps((float)(127 - zero)));
+        const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(r), _mm512_set1_epi32(zero));
+        _mm512_mask_cvtepi32_storeu_epi8((int8_t *)g->out + at, mask, q);
+        break;
+    }
+    }
+}
+
+// One tile; mr and nv are constants after inlining, so acc[][] lives in registers.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
+void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv) {
+    __m512i acc[MR][NV];
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_si512();
+    // Each group of 4 weights is read as one int32 and broadcast to all lanes.
+    const int8_t *a = g->a + (size_t)i0 * g->k4 * 4;
+    const uint8_t *b = g->b + (size_t)j0 * 4;
+    for (int q = 0; q < g->k4; q++) {
+        __m512i u[NV];
+        for (int v = 0; v < nv; v++) u[v] = _mm512_loadu_si512(b + (size_t)q * g->npad * 4 + v * 64);
+        for (int r = 0; r < mr; r++) {
+            int32_t four;  // memcpy: the int8 array is read 32 bits at a time
+            memcpy(&four, a + ((size_t)r * g->k4 + q) * 4, sizeof four);
+            const __m512i w = _mm512_set1_epi32(four);
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], u[v], w);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        const __m512i corr = _mm512_set1_epi32(g->corr[i0 + r]);
+        for (int v = 0; v < nv; v++) store16(g, i0 + r, j0 + 16 * v, _mm512_add_epi32(acc[r][v], corr));
+    }
+}
+
+#define TILE_ROWS(R)                                   \
+    case R:                                            \
+        switch (nv) {                                  \
+        case 1: tile(g, i0, j0, R, 1); break;          \
+        case 2: tile(g, i0, j0, R, 2); break;          \
+        case 3: tile(g, i0, j0, R, 3); break;          \
+        default: tile(g, i0, j0, R, 4); break;         \
+        }                                              \
+        break;
+
+QAT_I8_TARGET_VNNI void qat_i8_gemm_vnni(const qat_i8_gemm *g) {
+    // Column tiles outside: the 64-column slice of b (k4 × 256 bytes) stays in L1 while
+    // every row tile passes over it.
+    for (int j0 = 0; j0 < g->npad; j0 += 16 * NV) {
+        const int nv = (g->npad - j0) / 16 < NV ? (g->npad - j0) / 16 : NV;
+        for (int i0 = 0; i0 < g->m; i0 += MR) {
+            const int mr = g->m - i0 < MR ? g->m - i0 : MR;
+            switch (mr) {
+                TILE_ROWS(1) TILE_ROWS(2) TILE_ROWS(3) TILE_ROWS(4) TILE_ROWS(5) TILE_ROWS(6)
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+// INT8 inference kernels (ALGORITHMS.md §5). Every kernel has three code paths, AVX-512 VNNI,
+// AVX2 and portable C, that produce identical integers (and identical floats where the output
+// is float). The caller picks the path; Int8Kernels.swift chooses it from cpuid or
+// QAT_INT8_KERNEL. Layouts are NCHW for images and row-major [rows][features] for matrices.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    QAT_I8_PORTABLE = 0,
+    QAT_I8_AVX2 = 1,
+    QAT_I8_VNNI = 2,
+} qat_i8_path;
+
+// 1 if this CPU (and OS) can run `path`.
+int qat_i8_cpu_supports(qat_i8_path path);
+
+// What a GEMM-based kernel writes per output (channel c, column j), from the exact int32
+// accumulator acc = Σ (q_x − o_d)·w_q + b_q:
+//   QAT_I8_OUT_INT32: acc
+//   QAT_I8_OUT_FLOAT: (float)acc · scale[c]                           (dequantize)
+//   QAT_I8_OUT_INT8:  clamp(nearbyintf((float)acc · scale[c]) + zero_point, lo, 127)
+//                     (requantize; lo = zero_point for a fused ReLU, −128 otherwise)
+typedef enum { QAT_I8_OUT_INT32 = 0, QAT_I8_OUT_INT8 = 1, QAT_I8_OUT_FLOAT = 2 } qat_i8_out_kind;
+
+typedef struct {
+    qat_i8_out_kind kind;
+    const float *scale;  // [channels]; unused for INT32
+    int32_t zero_point;  // INT8 only
+    int32_t lo;          // INT8 only
+} qat_i8_output;
+
+// Convolution (cross-correlation) on codes, NCHW in and out.
+// x: [n][c][h][w] codes with zero point x_zero; weight: [oc][c][k][k]; bias: [oc] (b_q);
+// out: [n][oc][oh][ow] of int32, int8 or float as `output.kind` says, with
+// oh = (h + 2·pad − k)/stride + 1. Padding is the code x_zero, i.e. zero in the real domain.
+// Precondition (checked by the Swift wrapper): |b_q| + 2·255·128·c·k·k < 2^31, so no
+// partial sum can overflow int32 in any path.
+void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
+                   const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
+                   qat_i8_output output, void *out);
+
+// Fully connected: out[i][o] = Σ_j (x[i][j] − x_zero)·weight[o][j] + bias[o], then `output`.
+// x: [n][in], weight: [outs][in], out: [n][outs]. Same overflow precondition with K = in.
+void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,
+                   const int8_t *weight, const int32_t *bias, int outs,
+                   qat_i8_output output, void *out);
+
+// Requantize int32 accumulators laid out [n][channels][plane] (plane = h·w, or 1 for a
+// matrix) with a per-channel multiplier, as QAT_I8_OUT_INT8 above.
+void qat_i8_requantize(qat_i8_path path, const int32_t *acc, size_t n, size_t channels, size_t plane,
+                       const float *multiplier, int32_t zero_point, int32_t lo, int8_t *out);
+
+// Max pool on codes over `planes` planes of h×w, window k, stride s, no padding.
+// Quantization is monotone, so pooling codes equals quantizing the pooled values.
+void qat_i8_maxpool(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes,
+                    size_t h, size_t w, size_t k, size_t s);
+
+// Residual add on codes:
+//   q = clamp(nearbyintf((s_a·(q_a − o_a) + s_b·(q_b − o_b)) / s_y) + o_y, lo, 127)
+// with the two products and the sum each rounded to float (no fused multiply-add).
+void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a,
+                const int8_t *b, float scale_b, int32_t zero_b,
+                float scale_y, int32_t zero_y, int32_t lo, int8_t *y, size_t count);
+
+// q = clamp(nearbyintf(x / scale) + zero, −128, 127).
+void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int8_t *q, size_t count);
+
+// x = scale · (q − zero).
+void qat_i8_dequantize(qat_i8_path path, const int8_t *q, float scale, int32_t zero, float *x, size_t count);

@@ -1,0 +1,75 @@
+// Shared by the CInt8 sources; not part of the module's public header.
+//
+// The GEMM at the heart of conv and linear
+// ----------------------------------------
+// ALGORITHMS.md §5 wants acc[c] = Σ_k (q_x − o_d)·w_q[c][k] + b_q[c]. VNNI's vpdpbusd multiplies
+// unsigned by signed bytes, so activations enter as u = q_x + 128 ∈ [0, 255] (one xor with 0x80)
+// and, since q_x − o_d = u − (128 + o_d),
+//     acc[c] = Σ_k u·w_q[c][k]  −  (128 + o_d)·Σ_k w_q[c][k]  +  b_q[c]
+//            = Σ_k u·w_q[c][k]  +  corr[c],
+// where corr[c] is computed once per call. All three paths use the same u and corr and sum exact
+// integer products, and the caller guarantees no partial sum leaves int32, so every path gets
+// the same acc whatever its order of additions.
+//
+// Operands (shared by all paths):
+//   a: weights [m][k4·4] int8, k padded with zero weights to a multiple of 4;
+//   b: activations [k4][npad][4] uint8, "VNNI layout": the 4 bytes for k = 4g…4g+3 of column j
+//      sit together, so one 32-bit lane of vpdpbusd is one (column, group of 4 k) dot product.
+//      npad is a multiple of 16; padded k and columns may hold any byte (zero weights or
+//      discarded outputs).
+// Output (channel c = row i, column j) goes to out + c·row_stride + j·col_stride elements.
+#pragma once
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "int8_kernels.h"
+
+typedef struct {
+    int m, n, k4, npad;
+    const int8_t *a;
+    const int32_t *corr;  // [m]
+    const uint8_t *b;
+    qat_i8_output output;
+    void *out;
+    ptrdiff_t row_stride, col_stride;
+} qat_i8_gemm;
+
+void qat_i8_gemm_portable(const qat_i8_gemm *g);
+void qat_i8_gemm_avx2(const qat_i8_gemm *g);
+void qat_i8_gemm_vnni(const qat_i8_gemm *g);
+
+// Requantize one accumulator. Float math chosen to match the fake-quant simulation in Swift,
+// `(Float(acc) * m).rounded(.toNearestOrEven)`: int→float conversion, one IEEE multiply and a
+// round-half-even are exactly specified per element, so the vector paths (cvtdq2ps, mulps,
+// roundps/vrndscaleps with round-to-nearest) give the same bits. Clamping happens in float,
+// before converting, so huge products cannot wrap.
+static inline int8_t qat_i8_requant1(int32_t acc, float m, int32_t zero, int32_t lo) {
+    float r = nearbyintf((float)acc * m);
+    const float low = (float)(lo - zero), high = (float)(127 - zero);
+    r = r < low ? low : r;
+    r = r > high ? high : r;
+    return (int8_t)((int32_t)r + zero);
+}
+
+// Writes one finished accumulator (bias already in) as the output kind asks. The vector paths
+// use it for tails and strided outputs, so the scalar and vector formulas must stay the same.
+static inline void qat_i8_store1(const qat_i8_gemm *g, int row, int col, int32_t acc) {
+    const ptrdiff_t at = (ptrdiff_t)row * g->row_stride + (ptrdiff_t)col * g->col_stride;
+    switch (g->output.kind) {
+    case QAT_I8_OUT_INT32: ((int32_t *)g->out)[at] = acc; break;
+    case QAT_I8_OUT_FLOAT: ((float *)g->out)[at] = (float)acc * g->output.scale[row]; break;
+    case QAT_I8_OUT_INT8:
+        ((int8_t *)g->out)[at] = qat_i8_requant1(acc, g->output.scale[row], g->output.zero_point, g->output.lo);
+        break;
+    }
+}
+
+// Column-matrix builders (im2col.c). `xu` is one image, already shifted to u8 and padded:
+// [c][hp][wp] with hp = h + 2·pad, wp = w + 2·pad, followed by at least 64 spare bytes.
+void qat_i8_im2col_portable(const uint8_t *xu, int c, int hp, int wp, int k, int stride,
+                            int oh, int ow, int k4, int npad, uint8_t *b);
+void qat_i8_im2col_fast(const uint8_t *xu, int c, int hp, int wp, int k, int stride,
+                        int oh, int ow, int k4, int npad, uint8_t *b);
+
+#define QAT_I8_TARGET_AVX2 __attribute__((target("avx2")))
+#define QAT_I8_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))

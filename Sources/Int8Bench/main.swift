@@ -1,0 +1,81 @@
+// `swift run -c release qat-int8-bench`: speed of the INT8 kernels on LeNet-5's shapes, batch 256,
+// one thread, for each code path this CPU supports. Weights and images are random codes: only
+// the shapes matter for speed. Prints img/s per layer and for the whole INT8 forward
+// (quantize → conv1 → pool → conv2 → pool → fc1 → fc2 → fc3 dequantized to logits).
+import Foundation
+import QAT
+
+let batch = 256
+var rng = SeededGenerator(seed: 1)
+func codes(_ count: Int) -> [Int8] { (0..<count).map { _ in Int8.random(in: -128...127, using: &rng) } }
+func relu(_ channels: Int, _ patch: Int) -> Int8Kernels.Requantization {
+    .init(multipliers: Array(repeating: 30 / (Float(patch).squareRoot() * 5500), count: channels), zeroPoint: -128, relu: true)
+}
+
+let image = (0..<batch * 784).map { _ in Float.random(in: -0.5...2.5, using: &rng) }
+let input = Int8Kernels.Quantizer(scale: 3.0 / 255, zeroPoint: -43)
+let conv1 = ConvGeometry(batch: batch, channels: 1, height: 28, width: 28, outputChannels: 6, kernel: 5, stride: 1, padding: 2)
+let conv2 = ConvGeometry(batch: batch, channels: 6, height: 14, width: 14, outputChannels: 16, kernel: 5, stride: 1, padding: 0)
+let w1 = codes(6 * 25), w2 = codes(16 * 150), w3 = codes(120 * 400), w4 = codes(84 * 120), w5 = codes(10 * 84)
+let b1 = [Int32](repeating: 100, count: 6), b2 = [Int32](repeating: -100, count: 16)
+let b3 = [Int32](repeating: 7, count: 120), b4 = [Int32](repeating: 7, count: 84), b5 = [Int32](repeating: 7, count: 10)
+
+/// Seconds per call of `body`: the best of 5 rounds of at least 0.2 s each, after a warm-up.
+func secondsPerCall(_ body: () -> Void) -> Double {
+    body()
+    var best = Double.infinity
+    for _ in 0..<5 {
+        var calls = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        var elapsed = 0.0
+        repeat {
+            body()
+            calls += 1
+            elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        } while elapsed < 0.2
+        best = min(best, elapsed / Double(calls))
+    }
+    return best
+}
+
+func rate(_ seconds: Double) -> String {
+    String(format: "%10.0f", Double(batch) / seconds)
+}
+
+print("INT8 LeNet-5 kernels, batch \(batch), 1 thread, img/s (higher is better)")
+print("path      quantize     conv1     pool1     conv2     pool2       fc1       fc2       fc3   forward")
+for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) {
+    let x0 = Int8Kernels.quantize(image, input, path: path)
+    let x1 = Int8Kernels.conv2d(x0, conv1, inputZeroPoint: input.zeroPoint, weights: w1, bias: b1, requantize: relu(6, 25), path: path)
+    let p1 = Int8Kernels.maxPool2d(x1, planes: batch * 6, height: 28, width: 28, kernel: 2, stride: 2, path: path)
+    let x2 = Int8Kernels.conv2d(p1, conv2, inputZeroPoint: -128, weights: w2, bias: b2, requantize: relu(16, 150), path: path)
+    let p2 = Int8Kernels.maxPool2d(x2, planes: batch * 16, height: 10, width: 10, kernel: 2, stride: 2, path: path)
+    let f1 = Int8Kernels.linear(p2, batch: batch, inputZeroPoint: -128, weights: w3, bias: b3, requantize: relu(120, 400), path: path)
+    let f2 = Int8Kernels.linear(f1, batch: batch, inputZeroPoint: -128, weights: w4, bias: b4, requantize: relu(84, 120), path: path)
+
+    let layers: [() -> Void] = [
+        { _ = Int8Kernels.quantize(image, input, path: path) },
+        { _ = Int8Kernels.conv2d(x0, conv1, inputZeroPoint: input.zeroPoint, weights: w1, bias: b1, requantize: relu(6, 25), path: path) },
+        { _ = Int8Kernels.maxPool2d(x1, planes: batch * 6, height: 28, width: 28, kernel: 2, stride: 2, path: path) },
+        { _ = Int8Kernels.conv2d(p1, conv2, inputZeroPoint: -128, weights: w2, bias: b2, requantize: relu(16, 150), path: path) },
+        { _ = Int8Kernels.maxPool2d(x2, planes: batch * 16, height: 10, width: 10, kernel: 2, stride: 2, path: path) },
+        { _ = Int8Kernels.linear(p2, batch: batch, inputZeroPoint: -128, weights: w3, bias: b3, requantize: relu(120, 400), path: path) },
+        { _ = Int8Kernels.linear(f1, batch: batch, inputZeroPoint: -128, weights: w4, bias: b4, requantize: relu(84, 120), path: path) },
+        { _ = Int8Kernels.linearDequantized(f2, batch: batch, inputZeroPoint: -128, weights: w5, bias: b5,
+                                            scales: Array(repeating: 1e-3, count: 10), path: path) },
+    ]
+    let forward: () -> Void = {
+        let x0 = Int8Kernels.quantize(image, input, path: path)
+        let x1 = Int8Kernels.conv2d(x0, conv1, inputZeroPoint: input.zeroPoint, weights: w1, bias: b1, requantize: relu(6, 25), path: path)
+        let p1 = Int8Kernels.maxPool2d(x1, planes: batch * 6, height: 28, width: 28, kernel: 2, stride: 2, path: path)
+        let x2 = Int8Kernels.conv2d(p1, conv2, inputZeroPoint: -128, weights: w2, bias: b2, requantize: relu(16, 150), path: path)
+        let p2 = Int8Kernels.maxPool2d(x2, planes: batch * 16, height: 10, width: 10, kernel: 2, stride: 2, path: path)
+        let f1 = Int8Kernels.linear(p2, batch: batch, inputZeroPoint: -128, weights: w3, bias: b3, requantize: relu(120, 400), path: path)
+        let f2 = Int8Kernels.linear(f1, batch: batch, inputZeroPoint: -128, weights: w4, bias: b4, requantize: relu(84, 120), path: path)
+        _ = Int8Kernels.linearDequantized(f2, batch: batch, inputZeroPoint: -128, weights: w5, bias: b5,
+                                          scales: Array(repeating: 1e-3, count: 10), path: path)
+    }
+    let figures = layers.map { rate(secondsPerCall($0)) } + [rate(secondsPerCall(forward))]
+    print(path.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + figures.joined())
+}
+print("target for the whole INT8 forward: 200000 img/s at 1 thread")
