@@ -107,6 +107,8 @@ public final class TrainingRun {
         let p = trainer.progress
         let counters: [String: Int64] = [
             "epoch": Int64(trainer.epoch), "step": Int64(trainer.step),
+            // The data order of epoch e is a pure function of (seed, e): this is the whole RNG state.
+            "seed": Int64(bitPattern: settings.seed),
             "progress_batch": Int64(p.batch), "progress_correct": Int64(p.correct), "progress_seen": Int64(p.seen),
             // The running loss sum is a Double; its bits keep a resumed epoch summary exact.
             "progress_loss_sum_bits": Int64(bitPattern: p.lossSum.bitPattern),
