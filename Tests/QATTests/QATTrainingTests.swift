@@ -41,7 +41,8 @@ final class QATTrainingTests: XCTestCase {
 
     /// The acceptance test of the fake-quant issue: clip bounds get non-zero gradients and move under SGD.
     func testClipBoundsGetGradientsAndMoveUnderSGD() throws {
-        let model = try quantizedLeNet()
+        // The default config freezes conv1's bounds (learn_clip false, tested below); learn all here.
+        let model = try quantizedLeNet(createDefaultConfig(for: lenetSpec).replacingOccurrences(of: "\"learn_clip\": false", with: "\"learn_clip\": true"))
         let data = try fashionMNIST(.train, count: 256)
         try model.calibrate(on: [data.batch(Array(0..<64)[...]).images])
         let boundsBefore = model.fakeQuantizers.map { $0.activation.clipMax.value.storage[0] }
@@ -67,6 +68,29 @@ final class QATTrainingTests: XCTestCase {
         _ = model.forward(data.batch(Array(0..<8)[...]).images, training: true, tape: nil)
         XCTAssertEqual(model.fakeQuantizers[1].activation.clipMin.value.storage[0], 0)
         XCTAssertLessThan(model.fakeQuantizers[0].activation.clipMin.value.storage[0], 0)
+    }
+
+    /// learn_clip false (the default for the layer reading the image): the bounds stay at their
+    /// calibrated values, and conv1 needs no input gradient, so its quantizer records no pullback.
+    func testFrozenClipBoundsSpareTheInputGradientPass() throws {
+        XCTAssertTrue(createDefaultConfig(for: lenetSpec).contains("\"learn_clip\": false"))
+        let frozen = try quantizedLeNet()
+        let learned = try quantizedLeNet(#"{"conv1": {}, "conv2": {}, "fc1": {}, "fc2": {}, "fc3": {}}"#)
+        let data = try fashionMNIST(.train, count: 64)
+        let batch = data.batch(Array(0..<64)[...])
+        var pullbacks: [Int] = []
+        for model in [frozen, learned] {
+            try model.calibrate(on: [batch.images])
+            let tape = Tape()
+            let (loss, _) = softmaxCrossEntropy(model.forward(batch.images, training: true, tape: tape), labels: batch.labels, tape: tape)
+            pullbacks.append(tape.count)
+            tape.backward(from: loss)
+        }
+        XCTAssertEqual(pullbacks[0], pullbacks[1] - 1, "conv1's input quantizer should record nothing when its bounds are frozen")
+        let conv1 = frozen.fakeQuantizers[0]
+        XCTAssertFalse(conv1.activation.clipMax.requiresGrad)
+        XCTAssertNil(conv1.activation.clipMax.grad)
+        XCTAssertGreaterThan((frozen.layer(named: "conv1") as! Conv2DLayer).weight.grad?.maxAbs() ?? 0, 0)
     }
 
     func testCheckpointRoundTripsParametersAndQuantizerStateBitForBit() throws {

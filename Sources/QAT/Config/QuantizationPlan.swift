@@ -21,10 +21,14 @@ public struct QuantizerSettings: Equatable, Sendable {
     public var channelWise: Bool
     /// Weight dst_type (always INT8 today).
     public var weightType: QuantizedType
+    /// False: the clip bounds are not trained (qat's `learn_clip` extension).
+    public var learnClip: Bool
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
-                weightAlgorithm: WeightAlgorithm = .arqRetrain, channelWise: Bool, weightType: QuantizedType = .int8) {
+                weightAlgorithm: WeightAlgorithm = .arqRetrain, channelWise: Bool, weightType: QuantizedType = .int8,
+                learnClip: Bool = true) {
+        self.learnClip = learnClip
         self.activationAlgorithm = activationAlgorithm
         self.clipMax = clipMax
         self.clipMin = clipMin
@@ -227,7 +231,8 @@ extension RetrainConfig {
             activationType: pick { $0.data.dstType }?.value ?? .int8,
             weightAlgorithm: pick { $0.weight.algorithm }?.value ?? .arqRetrain,
             channelWise: channelWise?.value ?? (layer.kind == .conv2d),
-            weightType: pick { $0.weight.dstType }?.value ?? .int8)
+            weightType: pick { $0.weight.dstType }?.value ?? .int8,
+            learnClip: pick { $0.data.learnClip }?.value ?? true)
 
         if layer.kind == .linear && result.channelWise, let source = channelWise?.source {
             // This runtime gives linear weights one scale per tensor only (see docs/CONFIG.md).
@@ -257,6 +262,12 @@ extension ModelSpec {
     /// The fixed_min default: true exactly when the layer's input is the output of a relu layer.
     /// Only the direct producer counts: relu → maxpool → conv gives false, even though the data
     /// is still non-negative (ALGORITHMS.md §1 says "straight from a ReLU").
+    /// True when the layer reads the model input itself (the normalised image).
+    func readsModelInput(layerAt index: Int) -> Bool {
+        let layer = layers[index]
+        return layer.inputs.first == "input" || (layer.inputs.isEmpty && index == 0)
+    }
+
     func inputComesFromReLU(layerAt index: Int) -> Bool {
         // Pooling and flatten keep a ReLU's output non-negative, so they are looked through:
         // LeNet's conv2 (after relu → maxpool) then gets fixed_min and its full 8-bit range.
@@ -292,7 +303,7 @@ extension QuantizationPlan {
             }
             let width = q.activationType == q.weightType
                 ? q.activationType.rawValue : "\(q.activationType.rawValue)/\(q.weightType.rawValue)"
-            let bounds = q.clipMax.map { "clip [\(q.clipMin!), \($0)]" } ?? "IFMR"
+            let bounds = (q.clipMax.map { "clip [\(q.clipMin!), \($0)]" } ?? "IFMR") + (q.learnClip ? "" : ", frozen")
             let fixedMin = q.fixedMin
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")
@@ -326,9 +337,10 @@ extension QuantizationPlan {
 /// arq_retrain, channel_wise true for conv2d and false for linear, INT8, batch_num 1.
 /// Layers appear in model order (hence hand-written JSON: JSONSerialization sorts keys).
 public func createDefaultConfig(for model: ModelSpec) -> String {
-    let entries = model.layers.filter(\.kind.isQuantizable).map { layer in
+    let entries = model.layers.enumerated().filter { $0.element.kind.isQuantizable }.map { index, layer in
         amctEntry(layer.name, activationAlgorithm: .ulqQuantize, fixedMin: nil, activationType: .int8,
-                  weightAlgorithm: .arqRetrain, channelWise: layer.kind == .conv2d, weightType: .int8)
+                  weightAlgorithm: .arqRetrain, channelWise: layer.kind == .conv2d, weightType: .int8,
+                  learnClip: model.readsModelInput(layerAt: index) ? false : nil)
     }
     return amctDocument(entries)
 }
@@ -341,7 +353,7 @@ extension QuantizationPlan {
             let q = layer.quantizer!
             return amctEntry(layer.name, activationAlgorithm: q.activationAlgorithm, fixedMin: q.fixedMin,
                              activationType: q.activationType, weightAlgorithm: q.weightAlgorithm,
-                             channelWise: q.channelWise, weightType: q.weightType)
+                             channelWise: q.channelWise, weightType: q.weightType, learnClip: q.learnClip ? nil : false)
         }, batchNum: batchCount)
     }
 }
@@ -353,8 +365,9 @@ private func amctDocument(_ entries: [String], batchNum: Int = 1) -> String {
 /// One layer entry of the AMCT form; `fixedMin` nil leaves it to the default rule.
 private func amctEntry(_ name: String, activationAlgorithm: ActivationAlgorithm, fixedMin: Bool?,
                        activationType: QuantizedType, weightAlgorithm: WeightAlgorithm,
-                       channelWise: Bool, weightType: QuantizedType) -> String {
-    let fixedMinLine = fixedMin.map { "\n        \"fixed_min\": \($0)," } ?? ""
+                       channelWise: Bool, weightType: QuantizedType, learnClip: Bool? = nil) -> String {
+    let fixedMinLine = (fixedMin.map { "\n        \"fixed_min\": \($0)," } ?? "")
+        + (learnClip.map { "\n        \"learn_clip\": \($0)," } ?? "")
     return """
           \(jsonQuoted(name)): {
             "retrain_enable": true,

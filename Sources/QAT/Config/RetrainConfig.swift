@@ -49,14 +49,17 @@ public struct RetrainDataConfig: Equatable, Sendable {
     public var clipMin: Float?
     public var fixedMin: Bool?
     public var dstType: QuantizedType?
+    /// qat extension: false keeps the bounds at their calibrated or configured values.
+    public var learnClip: Bool?
 
     public init(algorithm: ActivationAlgorithm? = nil, clipMax: Float? = nil, clipMin: Float? = nil,
-                fixedMin: Bool? = nil, dstType: QuantizedType? = nil) {
+                fixedMin: Bool? = nil, dstType: QuantizedType? = nil, learnClip: Bool? = nil) {
         self.algorithm = algorithm
         self.clipMax = clipMax
         self.clipMin = clipMin
         self.fixedMin = fixedMin
         self.dstType = dstType
+        self.learnClip = learnClip
     }
 }
 
@@ -284,6 +287,7 @@ extension RetrainConfig {
         }
         config.fixedMin = try object.bool("fixed_min")
         config.dstType = try choice(object, "dst_type", allowed: QuantizedType.allCases)
+        config.learnClip = try object.bool("learn_clip")
         try object.rejectUnknownKeys()
         return config
     }

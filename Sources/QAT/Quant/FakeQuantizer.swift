@@ -15,6 +15,10 @@ public final class FakeQuantizer: LayerQuantizer {
         if let clipMax = settings.clipMax, let clipMin = settings.clipMin {
             activation.setClipRange(max: clipMax, min: clipMin)
         }
+        // Frozen bounds need no gradient, and then neither does the quantizer's input: for the
+        // first conv this spares the whole input-gradient pass.
+        activation.clipMax.requiresGrad = settings.learnClip
+        activation.clipMin.requiresGrad = settings.learnClip
         weight = WeightQuantizerState(weightShape: weightShape, channelWise: settings.channelWise,
                                       algorithm: settings.weightAlgorithm == .ulqRetrain ? .lsq : .arq,
                                       numBits: settings.weightType.bitWidth)
