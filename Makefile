@@ -2,6 +2,10 @@
 # Every target first installs the Debian packages it needs, once.
 
 APT_PACKAGES := libopenblas-dev libhdf5-dev hdf5-tools zlib1g-dev pkg-config dataset-fashion-mnist
+# pipefail: a failing command in a pipe (swift test | tee) fails the target.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
 SWIFT ?= swift
 QAT := .build/release/qat
 
@@ -25,9 +29,17 @@ build: deps
 demo: build
 	./examples/demo.sh
 
+# The suite is XCTest only; the empty Swift Testing run is switched off so the log ends on
+# XCTest's summary.
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --disable-swift-testing 2>&1 | tee .build/test.log
+	@summary=$$(grep -E "^\s*Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -1); \
+	total=$$(echo "$$summary" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/'); \
+	failed=$$(echo "$$summary" | sed -E 's/.*with ([0-9]+) failures?.*/\1/'); \
+	test -n "$$summary" || { echo "no XCTest summary found"; exit 1; }; \
+	echo "$$((total - failed)) passed, $$failed failed"; \
+	test "$$failed" = 0
 
 bench: deps
 	$(SWIFT) build -c release --product qat-bench
