@@ -36,6 +36,8 @@ let package = Package(
                           swiftSettings: fastMath),
         .executableTarget(name: "qat-int8-bench", dependencies: ["QAT"], path: "Sources/Int8Bench",
                           swiftSettings: fastMath),
+        .executableTarget(name: "qat-library-example", dependencies: ["QAT"], path: "examples/LibraryAPI",
+                          swiftSettings: fastMath),
         .testTarget(name: "QATTests", dependencies: ["QAT", "QATCLI"]),
     ],
     swiftLanguageModes: [.v5]
