@@ -43,14 +43,6 @@ void qat_maxpool_forward(const float *restrict x, float *restrict y, int32_t *re
     }
 }
 
-void qat_strided_add(float *restrict dst, const float *restrict src, size_t begin, size_t end, size_t stride) {
-    if (stride == 1) {
-        for (size_t j = begin; j < end; j++) dst[j] += src[j];
-    } else {
-        for (size_t j = begin; j < end; j++) dst[j * stride] += src[j];
-    }
-}
-
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
