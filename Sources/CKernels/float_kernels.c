@@ -22,6 +22,30 @@ void qat_add_into(float *restrict a, const float *restrict b, size_t n) {
 void qat_maxpool_forward(const float *restrict x, float *restrict y, int32_t *restrict argmax,
                          size_t planes, size_t h, size_t w, size_t k, size_t s) {
     size_t oh = (h - k) / s + 1, ow = (w - k) / s + 1;
+    if (k == 2 && s == 2) {
+        // The common 2×2 / stride 2 case, branch-free: the comparisons become selects, so
+        // random data costs no mispredictions. Same order and strict > as below (first max wins).
+        for (size_t p = 0; p < planes; p++) {
+            const float *plane = x + p * h * w;
+            for (size_t i = 0; i < oh; i++) {
+                const float *r0 = plane + 2 * i * w, *r1 = r0 + w;
+                float *yo = y + (p * oh + i) * ow;
+                int32_t *ao = argmax ? argmax + (p * oh + i) * ow : 0;
+                const int32_t base = (int32_t)(p * h * w + 2 * i * w);
+                for (size_t j = 0; j < ow; j++) {
+                    const float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
+                    float m = a;
+                    int32_t off = 0;
+                    off = b > m ? 1 : off;              m = b > m ? b : m;
+                    off = c > m ? (int32_t)w : off;     m = c > m ? c : m;
+                    off = d > m ? (int32_t)w + 1 : off; m = d > m ? d : m;
+                    yo[j] = m;
+                    if (ao) ao[j] = base + (int32_t)(2 * j) + off;
+                }
+            }
+        }
+        return;
+    }
     for (size_t p = 0; p < planes; p++) {
         const float *plane = x + p * h * w;
         for (size_t i = 0; i < oh; i++) {
