@@ -226,46 +226,54 @@ static inline float horizontal_sum(__m256 v) {
 }
 
 // gw[o, c, kh, 0..K) for one (o, c, kh), summed over every image, output row and column.
-__attribute__((target("avx2,fma")))
-static void direct_weight_grad_row(const float *restrict xp, const float *restrict gy, float *restrict gw,
-                                   long N, long C, long O, long K, long hp, long wp, long oh, long ow,
-                                   long o, long c, long kh) {
-    // Two accumulator sets (even and odd 8-column groups) so that consecutive FMAs into one
-    // accumulator do not wait on each other's latency.
-    __m256 acc[8], acc2[8];
-    for (int k = 0; k < 8; k++) { acc[k] = _mm256_setzero_ps(); acc2[k] = _mm256_setzero_ps(); }
-    for (long n = 0; n < N; n++) {
-        for (long i = 0; i < oh; i++) {
-            const float *grow = gy + ((n * O + o) * oh + i) * ow;
-            const float *xrow = xp + ((n * C + c) * hp + i + kh) * wp;
-            long j0 = 0;
-            for (; j0 + 16 <= ow; j0 += 16) {
-                const __m256 g0 = _mm256_loadu_ps(grow + j0), g1 = _mm256_loadu_ps(grow + j0 + 8);
-                if (K == 5) {
-                    for (int kw = 0; kw < 5; kw++) {
-                        acc[kw] = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xrow + j0 + kw), acc[kw]);
-                        acc2[kw] = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xrow + j0 + 8 + kw), acc2[kw]);
-                    }
-                } else {
-                    for (long kw = 0; kw < K; kw++) {
-                        acc[kw] = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xrow + j0 + kw), acc[kw]);
-                        acc2[kw] = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xrow + j0 + 8 + kw), acc2[kw]);
-                    }
-                }
-            }
-            for (; j0 < ow; j0 += 8) {
-                const long left = ow - j0;
-                const __m256 gv = left >= 8 ? _mm256_loadu_ps(grow + j0)
-                                            : _mm256_maskload_ps(grow + j0, tail_mask(left));
-                for (long kw = 0; kw < K; kw++)
-                    acc[kw] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(xrow + j0 + kw), acc[kw]);
-            }
-        }
-    }
-    for (long kw = 0; kw < K; kw++) acc[kw] = _mm256_add_ps(acc[kw], acc2[kw]);
-    float *out = gw + ((o * C + c) * K + kh) * K;
-    for (long kw = 0; kw < K; kw++) out[kw] += horizontal_sum(acc[kw]);
+// Instantiated per kernel size KK so every loop over kw has a constant trip count and the
+// accumulators stay in registers (a run-time K would index them, forcing them to memory).
+// Two accumulator sets (even and odd 8-column groups) keep two independent FMA chains per kw.
+#define QAT_DIRECT_WEIGHT_GRAD_ROW(KK)                                                                 \
+__attribute__((target("avx2,fma")))                                                                    \
+static void direct_weight_grad_row_##KK(const float *restrict xp, const float *restrict gy,             \
+        float *restrict gw, long N, long C, long O, long hp, long wp, long oh, long ow,                  \
+        long o, long c, long kh) {                                                                      \
+    __m256 acc[KK], acc2[KK];                                                                           \
+    for (int k = 0; k < KK; k++) { acc[k] = _mm256_setzero_ps(); acc2[k] = _mm256_setzero_ps(); }        \
+    const long full = ow / 8, left = ow - 8 * full;                                                     \
+    const __m256i mask = tail_mask(left);                                                               \
+    for (long n = 0; n < N; n++) {                                                                      \
+        for (long i = 0; i < oh; i++) {                                                                 \
+            const float *grow = gy + ((n * O + o) * oh + i) * ow;                                       \
+            const float *xrow = xp + ((n * C + c) * hp + i + kh) * wp;                                  \
+            long v = 0;                                                                                  \
+            for (; v + 2 <= full; v += 2) {                                                             \
+                const __m256 g0 = _mm256_loadu_ps(grow + 8 * v), g1 = _mm256_loadu_ps(grow + 8 * v + 8); \
+                for (int kw = 0; kw < KK; kw++) {                                                       \
+                    acc[kw] = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xrow + 8 * v + kw), acc[kw]);         \
+                    acc2[kw] = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xrow + 8 * v + 8 + kw), acc2[kw]);   \
+                }                                                                                        \
+            }                                                                                            \
+            if (v < full) {                                                                             \
+                const __m256 g0 = _mm256_loadu_ps(grow + 8 * v);                                        \
+                for (int kw = 0; kw < KK; kw++)                                                         \
+                    acc[kw] = _mm256_fmadd_ps(g0, _mm256_loadu_ps(xrow + 8 * v + kw), acc[kw]);         \
+                v++;                                                                                     \
+            }                                                                                            \
+            if (left) {                                                                                  \
+                const __m256 g1 = _mm256_maskload_ps(grow + 8 * full, mask);                            \
+                for (int kw = 0; kw < KK; kw++)                                                         \
+                    acc2[kw] = _mm256_fmadd_ps(g1, _mm256_loadu_ps(xrow + 8 * full + kw), acc2[kw]);    \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+    float *out = gw + ((o * C + c) * KK + kh) * KK;                                                     \
+    for (int kw = 0; kw < KK; kw++) out[kw] += horizontal_sum(_mm256_add_ps(acc[kw], acc2[kw]));         \
 }
+QAT_DIRECT_WEIGHT_GRAD_ROW(1)
+QAT_DIRECT_WEIGHT_GRAD_ROW(2)
+QAT_DIRECT_WEIGHT_GRAD_ROW(3)
+QAT_DIRECT_WEIGHT_GRAD_ROW(4)
+QAT_DIRECT_WEIGHT_GRAD_ROW(5)
+QAT_DIRECT_WEIGHT_GRAD_ROW(6)
+QAT_DIRECT_WEIGHT_GRAD_ROW(7)
+QAT_DIRECT_WEIGHT_GRAD_ROW(8)
 
 void qat_conv_direct_weight_grad(const float *restrict xp, const float *restrict gy, float *restrict gw,
                                  const qat_conv_geometry *g, long unit0, long unit1) {
@@ -275,7 +283,16 @@ void qat_conv_direct_weight_grad(const float *restrict xp, const float *restrict
     // One unit per (o, c, kh); each writes its own K weights, so any split is race-free and exact.
     for (long u = unit0; u < unit1; u++) {
         const long kh = u % K, c = (u / K) % C, o = u / (K * C);
-        direct_weight_grad_row(xp, gy, gw, g->batch, C, O, K, hp, wp, oh, ow, o, c, kh);
+        switch (K) {   // qat_conv_direct_supported guarantees K ≤ 8
+        case 1: direct_weight_grad_row_1(xp, gy, gw, g->batch, C, O, hp, wp, oh, ow, o, c, kh); break;
+        case 2: direct_weight_grad_row_2(xp, gy, gw, g->batch, C, O, hp, wp, oh, ow, o, c, kh); break;
+        case 3: direct_weight_grad_row_3(xp, gy, gw, g->batch, C, O, hp, wp, oh, ow, o, c, kh); break;
+        case 4: direct_weight_grad_row_4(xp, gy, gw, g->batch, C, O, hp, wp, oh, ow, o, c, kh); break;
+        case 5: direct_weight_grad_row_5(xp, gy, gw, g->batch, C, O, hp, wp, oh, ow, o, c, kh); break;
+        case 6: direct_weight_grad_row_6(xp, gy, gw, g->batch, C, O, hp, wp, oh, ow, o, c, kh); break;
+        case 7: direct_weight_grad_row_7(xp, gy, gw, g->batch, C, O, hp, wp, oh, ow, o, c, kh); break;
+        default: direct_weight_grad_row_8(xp, gy, gw, g->batch, C, O, hp, wp, oh, ow, o, c, kh); break;
+        }
     }
 }
 #else
