@@ -170,14 +170,12 @@ static inline void direct_forward_block_##OB(const float *restrict xp, const flo
             const float *row = xp + (c * hp + i + kh) * wp + j0;                                        \
             const float *wk = w + (o0 * C + c) * K * K + kh * K;                                        \
             for (long kw = 0; kw < K; kw++) {                                                           \
-                const __m256 x0 = _mm256_loadu_ps(row + kw), x1 = _mm256_loadu_ps(row + kw + 8);        \
-                const __m256 x2 = _mm256_loadu_ps(row + kw + 16), x3 = _mm256_loadu_ps(row + kw + 24);  \
-                for (int b = 0; b < OB; b++) {                                                          \
-                    const __m256 wv = _mm256_broadcast_ss(wk + b * C * K * K + kw);                     \
-                    acc[b][0] = _mm256_fmadd_ps(wv, x0, acc[b][0]);                                     \
-                    acc[b][1] = _mm256_fmadd_ps(wv, x1, acc[b][1]);                                     \
-                    acc[b][2] = _mm256_fmadd_ps(wv, x2, acc[b][2]);                                     \
-                    acc[b][3] = _mm256_fmadd_ps(wv, x3, acc[b][3]);                                     \
+                /* OB broadcasts + 4·OB accumulators + 1 input vector ≤ 16 registers for OB ≤ 3 */       \
+                __m256 wv[OB];                                                                           \
+                for (int b = 0; b < OB; b++) wv[b] = _mm256_broadcast_ss(wk + b * C * K * K + kw);      \
+                for (int v4 = 0; v4 < 4; v4++) {                                                        \
+                    const __m256 xv = _mm256_loadu_ps(row + kw + 8 * v4);                               \
+                    for (int b = 0; b < OB; b++) acc[b][v4] = _mm256_fmadd_ps(wv[b], xv, acc[b][v4]);   \
                 }                                                                                        \
             }                                                                                            \
         }                                                                                                \

@@ -91,13 +91,17 @@ extension ConvGeometry {
     }
     /// Whether the direct (no im2col) kernel handles this layer: stride 1, wide rows, AVX2.
     public var directSupported: Bool { withUnsafePointer(to: c) { qat_conv_direct_supported($0) != 0 } }
-    /// Images per block of the gemm path, so that a block's columns stay in L2 (about 256 KB).
+    /// Images per block of the gemm path, so that a block's columns stay in L2 (at most
+    /// 1 MB, so 16 of LeNet's conv2 images), blocks as even as possible.
     /// Blocks depend on the geometry alone, never on the thread count: each block's gemm is the
     /// same computation whichever thread runs it, so results are identical for any `threads`.
-    var imagesPerBlock: Int { max(1, 65536 / max(1, patchSize * outputHeight * outputWidth)) }
-    var imageBlocks: Int { (batch + imagesPerBlock - 1) / imagesPerBlock }
+    var imagesPerBlock: Int { (batch + imageBlocks - 1) / max(1, imageBlocks) }
+    var imageBlocks: Int {
+        let most = max(1, 262_144 / max(1, patchSize * outputHeight * outputWidth))
+        return max(1, (batch + most - 1) / most)
+    }
     /// Row chunks of the weight-gradient gemm: fixed by the geometry, like `imageBlocks`.
-    var weightGradientChunks: Int { patchSize >= 64 ? 4 : 1 }
+    var weightGradientChunks: Int { patchSize >= 64 ? 2 : 1 }
 }
 
 /// Direct forward: y = W ⋆ x + b on a zero-padded copy of x, which it returns for the pullback.
@@ -166,6 +170,7 @@ private func gemmForward(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, _ g: ConvGeo
                                     let ownColumns = y2d + g.outputChannels * block * plane
                                     for blockIndex in blocks {
                                         let n0 = blockIndex * block, n1 = min(g.batch, n0 + block)
+                                        if n0 >= n1 { continue }
                                         let (c, ldc) = keepColumns ? (cols.baseAddress! + n0 * plane, g.columns)
                                                                    : (ownColumns, block * plane)
                                         qat_im2col(xs.baseAddress!, c, gp, n0, n1, ldc)
@@ -204,6 +209,7 @@ private func inputGradient(_ gy: Tensor, _ w: Tensor, _ g: ConvGeometry, into x:
                             gradColumns.withUnsafeMutableBufferPointer { gc in
                                 for blockIndex in blocks {
                                     let n0 = blockIndex * block, n1 = min(g.batch, n0 + block)
+                                    if n0 >= n1 { continue }
                                     qat_batch_to_channel(gys.baseAddress!, g2.baseAddress! + n0 * plane,
                                                          g.columns, g.outputChannels, plane, n0, n1)
                                     guard let gx else { continue }
