@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -25,43 +26,53 @@
 
 static pthread_mutex_t pool_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
-static atomic_ulong pool_generation;
-static atomic_long pool_pending;
-static qat_task_fn pool_fn;
-static void *pool_ctx;
-static long pool_count;
-static long pool_width;          // workers + caller taking part in the current region
+// generation << 32 | next unclaimed index. Threads claim indices with a compare-and-swap that
+// also checks the generation, so a late worker can never claim an index of a newer region.
+// Claiming (rather than a fixed index-to-thread map) means that when a worker is descheduled
+// (the machine is shared) the caller simply runs the remaining indices itself instead of
+// waiting. Which thread runs an index never changes what the index computes.
+static _Atomic uint64_t pool_state;
+static atomic_long pool_done;
+static _Atomic(qat_task_fn) pool_fn;
+static _Atomic(void *) pool_ctx;
+static atomic_long pool_count;
 static int pool_started;         // worker threads created so far
 static int pool_threads = 1;     // requested width (caller included)
 static _Thread_local int pool_inside;
 // The generation current when each worker was created: a worker that starts running only after
 // the caller has already published its first region must still see that region as new.
-static unsigned long pool_start_generation[QAT_MAX_WORKERS + 1];
+static uint32_t pool_start_generation[QAT_MAX_WORKERS + 1];
 
-static void run_indices(long first, long width) {
-    for (long i = first; i < pool_count; i += width) pool_fn(pool_ctx, i);
+static void claim_and_run(uint32_t generation) {
+    for (;;) {
+        uint64_t s = atomic_load_explicit(&pool_state, memory_order_acquire);
+        if ((uint32_t)(s >> 32) != generation) return;
+        const long index = (long)(uint32_t)s;
+        if (index >= atomic_load_explicit(&pool_count, memory_order_relaxed)) return;
+        if (!atomic_compare_exchange_weak_explicit(&pool_state, &s, s + 1, memory_order_acq_rel,
+                                                   memory_order_relaxed)) continue;
+        atomic_load_explicit(&pool_fn, memory_order_relaxed)(atomic_load_explicit(&pool_ctx, memory_order_relaxed), index);
+        atomic_fetch_add_explicit(&pool_done, 1, memory_order_release);
+    }
 }
 
 static void *pool_worker(void *arg) {
     const long slot = (long)arg;   // 1 … workers
     pool_inside = 1;
-    unsigned long seen = pool_start_generation[slot];
+    uint32_t seen = pool_start_generation[slot];
     for (;;) {
-        unsigned long g;
+        uint32_t g;
         int spins = 0;
-        while ((g = atomic_load_explicit(&pool_generation, memory_order_acquire)) == seen) {
+        while ((g = (uint32_t)(atomic_load_explicit(&pool_state, memory_order_acquire) >> 32)) == seen) {
             if (++spins < QAT_SPIN_LIMIT) { QAT_PAUSE(); continue; }
             pthread_mutex_lock(&pool_mutex);
-            while ((g = atomic_load_explicit(&pool_generation, memory_order_acquire)) == seen)
+            while ((g = (uint32_t)(atomic_load_explicit(&pool_state, memory_order_acquire) >> 32)) == seen)
                 pthread_cond_wait(&pool_wake, &pool_mutex);
             pthread_mutex_unlock(&pool_mutex);
             break;
         }
         seen = g;
-        if (slot < pool_width) {
-            run_indices(slot, pool_width);
-            atomic_fetch_sub_explicit(&pool_pending, 1, memory_order_acq_rel);
-        }
+        claim_and_run(g);
     }
     return 0;
 }
@@ -85,7 +96,7 @@ void qat_pool_run(long count, qat_task_fn fn, void *ctx) {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pool_start_generation[pool_started + 1] = atomic_load_explicit(&pool_generation, memory_order_relaxed);
+        pool_start_generation[pool_started + 1] = (uint32_t)(atomic_load_explicit(&pool_state, memory_order_relaxed) >> 32);
         if (pthread_create(&thread, &attr, pool_worker, (void *)(long)(pool_started + 1)) != 0) {
             pthread_attr_destroy(&attr);
             break;
@@ -98,21 +109,21 @@ void qat_pool_run(long count, qat_task_fn fn, void *ctx) {
         for (long i = 0; i < count; i++) fn(ctx, i);
         return;
     }
-    pool_fn = fn;
-    pool_ctx = ctx;
-    pool_count = count;
-    pool_width = width;
-    atomic_store_explicit(&pool_pending, width - 1, memory_order_relaxed);
+    atomic_store_explicit(&pool_fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&pool_ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&pool_count, count, memory_order_relaxed);
+    atomic_store_explicit(&pool_done, 0, memory_order_relaxed);
     pthread_mutex_lock(&pool_mutex);
-    atomic_fetch_add_explicit(&pool_generation, 1, memory_order_release);
+    const uint32_t generation = (uint32_t)(atomic_load_explicit(&pool_state, memory_order_relaxed) >> 32) + 1;
+    atomic_store_explicit(&pool_state, (uint64_t)generation << 32, memory_order_release);
     pthread_cond_broadcast(&pool_wake);
     pthread_mutex_unlock(&pool_mutex);
 
     pool_inside = 1;
-    run_indices(0, width);
+    claim_and_run(generation);
     pool_inside = 0;
     int spins = 0;
-    while (atomic_load_explicit(&pool_pending, memory_order_acquire) != 0) {
+    while (atomic_load_explicit(&pool_done, memory_order_acquire) != count) {
         if (++spins < 100000) QAT_PAUSE(); else sched_yield();
     }
 }

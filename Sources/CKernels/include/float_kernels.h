@@ -24,8 +24,9 @@ typedef void (*qat_task_fn)(void *ctx, long index);
 // How many threads (caller included) qat_pool_run spreads indices over.
 void qat_pool_set_threads(int threads);
 int qat_pool_threads(void);
-// Runs fn(ctx, i) for i in [0, count): index i on thread i mod width, the caller being thread 0.
-// Returns when all are done. Nested calls (from inside a task) run sequentially.
+// Runs fn(ctx, i) for i in [0, count) on the caller and up to threads − 1 workers, each index
+// claimed by whichever thread is free (so a descheduled worker never stalls the caller).
+// Returns when all are done; what an index computes must not depend on the thread running it. Nested calls (from inside a task) run sequentially.
 void qat_pool_run(long count, qat_task_fn fn, void *ctx);
 
 // ---- convolution helpers (conv_kernels.c) ----

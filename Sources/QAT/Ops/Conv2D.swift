@@ -161,7 +161,8 @@ private func gemmForward(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, _ g: ConvGeo
                 y.storage.withUnsafeMutableBufferPointer { ys in
                     columns.withUnsafeMutableBufferPointer { cols in
                         withBiasPointer(bias) { b in
-                            Parallel.forEachChunk(g.imageBlocks) { blocks in
+                            Parallel.forEachIndex(g.imageBlocks) { first in
+                                let blocks = first..<(first + 1)   // one block per task: claimed dynamically
                                 let block = g.imagesPerBlock
                                 var scratch = uninitializedFloats((keepColumns ? 0 : g.patchSize * block * plane)
                                                                   + g.outputChannels * block * plane)
@@ -203,7 +204,8 @@ private func inputGradient(_ gy: Tensor, _ w: Tensor, _ g: ConvGeometry, into x:
             w.storage.withUnsafeBufferPointer { ws in
                 gy2d.withUnsafeMutableBufferPointer { g2 in
                     func run(_ gx: UnsafeMutableBufferPointer<Float>?) {
-                        Parallel.forEachChunk(g.imageBlocks) { blocks in
+                        Parallel.forEachIndex(g.imageBlocks) { first in
+                                let blocks = first..<(first + 1)   // one block per task: claimed dynamically
                             let block = g.imagesPerBlock
                             var gradColumns = gx == nil ? [] : uninitializedFloats(g.patchSize * block * plane)
                             gradColumns.withUnsafeMutableBufferPointer { gc in

@@ -25,7 +25,7 @@ public enum Parallel {
         }
     }
 
-    /// Runs body(0), …, body(count − 1), spread over the pool (index i on thread i mod threads).
+    /// Runs body(0), …, body(count − 1), spread over the pool: free threads claim the next index.
     /// Use a count that does not depend on `threads` when the result must not either.
     public static func forEachIndex(_ count: Int, _ body: (Int) -> Void) {
         if count <= 0 { return }
