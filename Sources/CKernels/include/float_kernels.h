@@ -15,8 +15,55 @@ void qat_add_into(float *restrict a, const float *restrict b, size_t n);
 void qat_maxpool_forward(const float *restrict x, float *restrict y, int32_t *restrict argmax,
                          size_t planes, size_t h, size_t w, size_t k, size_t s);
 
-// dst[j * stride] += src[j] for j in [begin, end): one image row of col2im.
-void qat_strided_add(float *restrict dst, const float *restrict src, size_t begin, size_t end, size_t stride);
 
 // Keeps large freed blocks in the heap instead of returning them to the OS (glibc mallopt).
 void qat_keep_freed_memory(void);
+
+// ---- persistent thread pool (pool.c) ----
+typedef void (*qat_task_fn)(void *ctx, long index);
+// How many threads (caller included) qat_pool_run spreads indices over.
+void qat_pool_set_threads(int threads);
+int qat_pool_threads(void);
+// Runs fn(ctx, i) for i in [0, count) on the caller and up to threads − 1 workers, each index
+// claimed by whichever thread is free (so a descheduled worker never stalls the caller).
+// Returns when all are done; what an index computes must not depend on the thread running it. Nested calls (from inside a task) run sequentially.
+void qat_pool_run(long count, qat_task_fn fn, void *ctx);
+
+// ---- convolution helpers (conv_kernels.c) ----
+typedef struct {
+    long batch, channels, height, width;
+    long out_channels, kernel, stride, padding;
+} qat_conv_geometry;
+
+// Unfolds images [n0, n1) of x [N, C, H, W] into columns [C·K·K, ld] at column (n − n0)·P
+// of `cols` (P = Ho·Wo); padding reads as 0.
+void qat_im2col(const float *restrict x, float *restrict cols, const qat_conv_geometry *g,
+                long n0, long n1, long ld);
+// The adjoint: adds columns [C·K·K, ld] (image n at column (n − n0)·P) into gx for images [n0, n1).
+void qat_col2im_add(const float *restrict cols, float *restrict gx, const qat_conv_geometry *g,
+                    long n0, long n1, long ld);
+// y[n, o, p] = y2d[o, (n − n0)·P + p] + bias[o] for images [n0, n1); bias may be NULL.
+void qat_channel_to_batch(const float *restrict y2d, long ld, float *restrict y, const float *restrict bias,
+                          long out_channels, long plane, long n0, long n1);
+// y2d[o, (n − n0)·P + p] = y[n, o, p] for images [n0, n1).
+void qat_batch_to_channel(const float *restrict y, float *restrict y2d, long ld,
+                          long out_channels, long plane, long n0, long n1);
+// Direct stride-1 convolution (AVX2 + FMA only; qat_conv_direct_supported says when to use it).
+// Works on a zero-padded copy xp [N, C, padded_height, padded_width] made by qat_conv_pad.
+int qat_conv_direct_supported(const qat_conv_geometry *g);
+long qat_conv_padded_height(const qat_conv_geometry *g);
+long qat_conv_padded_width(const qat_conv_geometry *g);
+void qat_conv_pad(const float *restrict x, float *restrict xp, const qat_conv_geometry *g, long n0, long n1);
+// Images [n0, n1): y [N, O, Ho, Wo] = W ⋆ x + bias (bias may be NULL).
+void qat_conv_direct_forward(const float *restrict xp, const float *restrict w, const float *restrict bias,
+                             float *restrict y, const qat_conv_geometry *g, long n0, long n1);
+// Weight gradient for units [u0, u1), one unit per (o, c, kh) in that nesting (O·C·K units):
+// gw[o, c, kh, kw] += Σ_{n,i,j} gy[n, o, i, j] · xp[n, c, i + kh, j + kw]. Units write disjoint weights.
+void qat_conv_direct_weight_grad(const float *restrict xp, const float *restrict gy, float *restrict gw,
+                                 const qat_conv_geometry *g, long u0, long u1);
+// Max pool backward: gx[argmax[o]] += gy[o] for o in [begin, end).
+void qat_maxpool_backward(const float *restrict gy, const int32_t *restrict argmax, float *restrict gx,
+                          size_t begin, size_t end);
+// out[c] += Σ_{n, p} gy[n, c, p] for channels [c0, c1) (bias gradients; fixed summation order).
+void qat_channel_sums(const float *restrict gy, float *restrict out, long batch, long channels, long plane,
+                      long c0, long c1);

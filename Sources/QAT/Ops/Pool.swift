@@ -18,8 +18,17 @@ public func maxPool2d(_ x: Variable, kernel: Int, stride: Int, tape: Tape?) -> V
     x.value.storage.withUnsafeBufferPointer { xs in
         y.storage.withUnsafeMutableBufferPointer { ys in
             argmax.withUnsafeMutableBufferPointer { am in
-                qat_maxpool_forward(xs.baseAddress!, ys.baseAddress!, record ? am.baseAddress! : nil,
-                                    planes, h, w, kernel, stride)
+                // Planes split over threads; each plane's outputs depend on that plane alone.
+                Parallel.forEachChunk(planes, minimumChunk: 16) { chunk in
+                    let (inOffset, outOffset) = (chunk.lowerBound * h * w, chunk.lowerBound * oh * ow)
+                    qat_maxpool_forward(xs.baseAddress! + inOffset, ys.baseAddress! + outOffset,
+                                        record ? am.baseAddress! + outOffset : nil,
+                                        chunk.count, h, w, kernel, stride)
+                    // argmax holds flat indices into the chunk; make them indices into x.
+                    if record && inOffset != 0 {
+                        for o in outOffset..<(outOffset + chunk.count * oh * ow) { am[o] += Int32(inOffset) }
+                    }
+                }
             }
         }
     }
@@ -27,8 +36,19 @@ public func maxPool2d(_ x: Variable, kernel: Int, stride: Int, tape: Tape?) -> V
     guard record, let tape else { return out }
     tape.record {
         guard let gy = out.grad else { return }
-        x.withGradient { gx in
-            for o in 0..<gy.count { gx[Int(argmax[o])] += gy.storage[o] }
+        gy.storage.withUnsafeBufferPointer { g in
+            argmax.withUnsafeBufferPointer { am in
+                x.withGradient { gx in
+                    // Without overlap (stride ≥ kernel) each plane's outputs scatter into that plane
+                    // only, so planes split safely over threads.
+                    let chunks = stride >= kernel ? planes : 1
+                    Parallel.forEachChunk(chunks, minimumChunk: 16) { chunk in
+                        let per = gy.count / chunks
+                        qat_maxpool_backward(g.baseAddress!, am.baseAddress!, gx.baseAddress!,
+                                             chunk.lowerBound * per, chunk.upperBound * per)
+                    }
+                }
+            }
         }
     }
     return out

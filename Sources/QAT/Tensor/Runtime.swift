@@ -2,14 +2,17 @@ import CKernels
 
 /// Process-wide set-up, called once by the CLI and the benchmark before any work.
 public enum Runtime {
-    /// Sets the thread count for OpenBLAS and our own loops, and keeps large buffers in the heap.
+    /// Sets the thread count for our own loops (`Parallel.threads`), keeps OpenBLAS to one
+    /// thread inside each call (the ops split their gemms over the batch themselves, which pays
+    /// on LeNet-sized layers where OpenBLAS's threading does not), and keeps large buffers in
+    /// the heap.
     ///
     /// Each training step allocates and frees the same few multi-megabyte buffers. By default glibc
     /// serves those with fresh mmaps and returns them to the OS at once, so every step page-faults
     /// its whole working set again; raising both thresholds makes freed blocks reusable.
     public static func configure(threads: Int) {
-        BLAS.setThreads(threads)
-        Parallel.threads = threads
+        BLAS.setThreads(1)
+        Parallel.threads = max(1, threads)
         qat_keep_freed_memory()
     }
 }
