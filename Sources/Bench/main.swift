@@ -1,14 +1,20 @@
 // `make bench`: throughput of LeNet-5 on Fashion-MNIST in a release build, on real data.
-// Prints img/s at 1 and 2 threads beside the PyTorch figures we must beat, peak RSS, and a
-// per-layer profile of one training step.
+// Prints img/s at 1 and 2 threads beside the PyTorch figures we must beat, the QAT/float step
+// ratio, peak RSS, and per-layer profiles of a float and a QAT training step.
+//
+// The machines are noisy, so float and QAT runs alternate over several rounds and each figure
+// is the median of its rounds: a ratio then compares runs made under the same conditions.
 import Foundation
 import QAT
 
 struct Reference { let name: String; let oneThread: Double; let twoThreads: Double }
 let pytorchFloatTraining = Reference(name: "PyTorch 2.15 eager", oneThread: 11_700, twoThreads: 16_200)
-let onnxFloatInference = Reference(name: "ONNX Runtime", oneThread: 74_000, twoThreads: 101_000)
+let pytorchQATTraining = Reference(name: "PyTorch 2.15 eager QAT", oneThread: 4_500, twoThreads: 6_600)
+let onnxFloatInference = Reference(name: "ONNX Runtime fp32", oneThread: 74_000, twoThreads: 101_000)
 
-func setThreads(_ count: Int) { Runtime.configure(threads: count) }
+let rounds = Int(ProcessInfo.processInfo.environment["QAT_BENCH_ROUNDS"] ?? "") ?? 3
+let spec = try ModelSpec.load(file: "Configs/models/lenet5.json")
+let data = try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .train, limit: 8192)
 
 func peakResidentMegabytes() -> Double {
     var usage = rusage()
@@ -16,16 +22,27 @@ func peakResidentMegabytes() -> Double {
     return Double(usage.ru_maxrss) / 1024   // Linux reports kilobytes
 }
 
-func makeModel() -> Model {
-    try! Model(spec: ModelSpec.load(file: "Configs/models/lenet5.json"), seed: 1)
+func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
+/// A LeNet-5 trainer, in float or with the default QAT plan (calibrated on one batch).
+func makeTrainer(quantized: Bool) throws -> Trainer {
+    let model = try Model(spec: spec, seed: 1)
+    var settings = RunSettings()
+    settings.batchSize = 64
+    settings.learningRate = 0.01
+    let trainer = Trainer(model: model, settings: settings)
+    if quantized {
+        let config = try RetrainConfig.parse(JSONObject.parse(Data(createDefaultConfig(for: spec).utf8), file: "default"))
+        model.applyQuantization(try config.resolve(for: spec))
+        try model.calibrate(on: trainer.calibrationBatches(from: data, count: 1))
+    }
+    return trainer
 }
 
 /// Images per second of `steps` training steps at batch 64, after a warm-up.
-func trainingThroughput(_ data: Dataset, threads: Int, steps: Int, timing: StepTiming? = nil) throws -> Double {
-    setThreads(threads)
-    var settings = RunSettings()
-    settings.batchSize = 64
-    let trainer = Trainer(model: makeModel(), settings: settings)
+func trainingThroughput(quantized: Bool, threads: Int, steps: Int, timing: StepTiming? = nil) throws -> Double {
+    Runtime.configure(threads: threads)
+    let trainer = try makeTrainer(quantized: quantized)
     let order = trainer.order(epoch: 0, count: data.count)
     func run(_ count: Int, timing: StepTiming?) throws {
         for s in 0..<count {
@@ -40,9 +57,9 @@ func trainingThroughput(_ data: Dataset, threads: Int, steps: Int, timing: StepT
     return Double(steps * 64) / Date().timeIntervalSince(start)
 }
 
-func inferenceThroughput(_ data: Dataset, threads: Int, batches: Int) -> Double {
-    setThreads(threads)
-    let model = makeModel()
+func inferenceThroughput(threads: Int, batches: Int) throws -> Double {
+    Runtime.configure(threads: threads)
+    let model = try Model(spec: spec, seed: 1)
     let batchList = (0..<4).map { b in data.batch(Array((b * 256)..<((b + 1) * 256))[...]).images }
     for b in batchList { _ = model.forward(b, training: false, tape: nil) }
     let start = Date()
@@ -53,23 +70,38 @@ func inferenceThroughput(_ data: Dataset, threads: Int, batches: Int) -> Double 
 func report(_ label: String, _ ours: [Double], _ reference: Reference) {
     for (i, threads) in [1, 2].enumerated() {
         let theirs = threads == 1 ? reference.oneThread : reference.twoThreads
-        print(String(format: "%-34@ %d thread%@  %8.0f img/s   %@ %6.0f   ratio %.2f×",
-                     label as NSString, threads, threads == 1 ? " " : "s", ours[i],
-                     reference.name as NSString, theirs, ours[i] / theirs))
+        print(label.padded(to: 30) + String(format: " %d thread%@ %8.0f img/s   ", threads, threads == 1 ? " " : "s", ours[i])
+              + reference.name.padded(to: 24) + String(format: " %7.0f   ratio %.2f×", theirs, ours[i] / theirs))
     }
 }
 
-let data = try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .train, limit: 8192)
 let environment = ProcessInfo.processInfo.environment
 print("qat-bench  LeNet-5 / Fashion-MNIST  OpenBLAS core \(BLAS.coreName)  "
-      + "OPENBLAS_CORETYPE=\(environment["OPENBLAS_CORETYPE"] ?? "unset")  cores \(ProcessInfo.processInfo.activeProcessorCount)")
-let training = try [1, 2].map { try trainingThroughput(data, threads: $0, steps: 400) }
-report("float training, batch 64", training, pytorchFloatTraining)
-let inference = [1, 2].map { inferenceThroughput(data, threads: $0, batches: 200) }
-report("float inference, batch 256", inference, onnxFloatInference)
+      + "OPENBLAS_CORETYPE=\(environment["OPENBLAS_CORETYPE"] ?? "unset")  cores \(ProcessInfo.processInfo.activeProcessorCount)  "
+      + "median of \(rounds) rounds")
+var floatTraining: [[Double]] = [[], []], qatTraining: [[Double]] = [[], []], inference: [[Double]] = [[], []]
+for _ in 0..<rounds {
+    for (i, threads) in [1, 2].enumerated() {
+        floatTraining[i].append(try trainingThroughput(quantized: false, threads: threads, steps: 300))
+        qatTraining[i].append(try trainingThroughput(quantized: true, threads: threads, steps: 300))
+        inference[i].append(try inferenceThroughput(threads: threads, batches: 150))
+    }
+}
+let floatMedians = floatTraining.map(median), qatMedians = qatTraining.map(median)
+report("float training, batch 64", floatMedians, pytorchFloatTraining)
+report("QAT training, batch 64", qatMedians, pytorchQATTraining)
+for (i, threads) in [1, 2].enumerated() {
+    // Per round, so both sides of each ratio ran back to back.
+    let ratios = zip(floatTraining[i], qatTraining[i]).map { $0 / $1 }
+    print(String(format: "QAT step / float step, %d thread%@: %.2f× (target ≤ 1.2×; PyTorch 2.4–2.6×)",
+                 threads, threads == 1 ? " " : "s", median(ratios)))
+}
+report("float inference, batch 256", inference.map(median), onnxFloatInference)
 print(String(format: "peak RSS %.1f MB (target ≤ 150 MB; PyTorch ≈ 1 GB)", peakResidentMegabytes()))
 
-let timing = StepTiming()
-_ = try trainingThroughput(data, threads: 1, steps: 100, timing: timing)
-print("\nprofile of one float training step (batch 64, 1 thread, mean of 100 steps):")
-print(timing.table(steps: 100))
+for quantized in [false, true] {
+    let timing = StepTiming()
+    _ = try trainingThroughput(quantized: quantized, threads: 1, steps: 100, timing: timing)
+    print("\nprofile of one \(quantized ? "QAT" : "float") training step (batch 64, 1 thread, mean of 100 steps):")
+    print(timing.table(steps: 100))
+}
