@@ -13,18 +13,21 @@ public final class MetricsLog {
     }
 
     public let folder: String
+    /// File name without extension: "metrics" in a run's checkpoint folder, or "<output>-metrics".
+    public let name: String
     public let layerNames: [String]
     public let interval: Int
     public private(set) var rows: [Row] = []
 
-    public init(folder: String, layerNames: [String], interval: Int = 50) {
+    public init(folder: String, name: String = "metrics", layerNames: [String], interval: Int = 50) {
         self.folder = folder
+        self.name = name
         self.layerNames = layerNames
         self.interval = interval
     }
 
-    public var csvPath: String { folder + "/metrics.csv" }
-    public var svgPath: String { folder + "/metrics.svg" }
+    public var csvPath: String { "\(folder)/\(name).csv" }
+    public var svgPath: String { "\(folder)/\(name).svg" }
 
     public var header: String {
         (["epoch", "step", "kind", "loss", "train_acc", "test_loss", "test_acc", "lr"]

@@ -21,8 +21,13 @@ public final class TrainingRun {
     public var log: (String) -> Void = { print($0) }
     /// metrics.csv and metrics.svg, beside the checkpoints.
     public private(set) lazy var metrics: MetricsLog? = {
-        guard let folder = settings.checkpointDirectory ?? settings.output.map({ ($0 as NSString).deletingLastPathComponent }) else { return nil }
-        return MetricsLog(folder: folder.isEmpty ? "." : folder, layerNames: model.fakeQuantizers.map(\.layerName))
+        let layers = model.fakeQuantizers.map(\.layerName)
+        if let directory = settings.checkpointDirectory { return MetricsLog(folder: directory, layerNames: layers) }
+        guard let output = settings.output else { return nil }
+        // No run folder: name the record after the checkpoint, so runs sharing a folder keep theirs.
+        let folder = (output as NSString).deletingLastPathComponent
+        let stem = ((output as NSString).lastPathComponent as NSString).deletingPathExtension
+        return MetricsLog(folder: folder.isEmpty ? "." : folder, name: stem + "-metrics", layerNames: layers)
     }()
 
     /// `config` may be nil for a pure AMCT file whose layer rules come with `--model`/`--init` flags.
