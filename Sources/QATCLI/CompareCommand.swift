@@ -74,8 +74,13 @@ struct CompareCommand: ParsableCommand {
             if let data { settings.dataPath = data }
             if let trainLimit { settings.trainLimit = trainLimit }
             let calibration = { try DebugModels.calibrationBatches(spec: spec, settings: settings, batchCount: batchCount) }
-            let a = try DebugModels.source(first, checkpoint: checkpoint, deployFile: deploy, plan: plan, calibration: calibration, ifmr: settings.ifmr)
-            let b = try DebugModels.source(second, checkpoint: checkpoint, deployFile: deploy, plan: plan, calibration: calibration, ifmr: settings.ifmr)
+            // The int8 side first: it is the one that can be unavailable, so fail before any calibration.
+            var built: [ComparisonSide: any LayerOutputSource] = [:]
+            for side in [first, second].sorted(by: { $0 == .int8 && $1 != .int8 }) {
+                built[side] = try DebugModels.source(side, checkpoint: checkpoint, deployFile: deploy, plan: plan,
+                                                     calibration: calibration, ifmr: settings.ifmr)
+            }
+            let (a, b) = (built[first]!, built[second]!)
             DebugCLI.noteIgnoredConfig(checkpoint: checkpoint, config: config, plan: plan, sides: [first, second])
             let test = try FashionMNIST.load(folder: settings.dataPath, split: .test, limit: batches * batchSize)
             let comparison = LayerComparison(spec: spec, reference: a, candidate: b, bins: bins)

@@ -78,6 +78,20 @@ public struct SensitivityReport: Equatable, Sendable, Codable {
         case allQuantized = "all_quantized", rows = "layers"
     }
 
+    /// The same measurements ranked another way. Stable: equal keys keep their current order
+    /// (model order for a fresh report); NaN (a diverged variant) ranks first.
+    public func ranked(by ranking: SensitivityRanking) -> SensitivityReport {
+        let order = rows.indices.sorted { i, j in
+            let (a, b) = (ranking.key(rows[i]), ranking.key(rows[j]))
+            if a.isNaN != b.isNaN { return a.isNaN }
+            return a != b && !a.isNaN ? a > b : i < j
+        }
+        var report = self
+        report.rankedBy = ranking
+        report.rows = order.map { rows[$0] }
+        return report
+    }
+
     public func jsonString() throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -185,14 +199,8 @@ public final class SensitivityAnalysis {
                                        singleLossIncrease: single.loss - float.loss, singleAccuracyDrop: float.accuracy - single.accuracy,
                                        leaveOutLossGain: all.loss - leaveOut.loss, leaveOutAccuracyGain: leaveOut.accuracy - all.accuracy))
         }
-        // Stable: equal keys keep model order. NaN (a diverged variant) ranks first.
-        let order = rows.indices.sorted { i, j in
-            let (a, b) = (ranking.key(rows[i]), ranking.key(rows[j]))
-            if a.isNaN != b.isNaN { return a.isNaN }
-            return a != b && !a.isNaN ? a > b : i < j
-        }
         return SensitivityReport(model: spec.name, bounds: boundsDescription, evaluationSamples: evaluation.count,
-                                 rankedBy: ranking, float: float, allQuantized: all, rows: order.map { rows[$0] })
+                                 rankedBy: ranking, float: float, allQuantized: all, rows: rows).ranked(by: ranking)
     }
 
     private func evaluate(_ model: Model, on data: Dataset, batchSize: Int, reference: inout [[Float]],
