@@ -53,9 +53,9 @@ final class DebugWalkthroughTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/fixed-int16.json"))
         let plan = try RetrainConfig.load(file: folder + "/fixed-int16.json").resolve(for: DebugFixtures.lenetSpec)
         XCTAssertEqual(plan.layer(named: "conv2")?.quantizer?.activationType, .int16)
-        // The summary lines: "before: fake-quant accuracy X %", "after (INT16 conv2): Y %".
+        // The summary at the end: "float: X%", "before: … Y%", "after, INT16: … Z%", "after, skip: … W%".
         func accuracy(_ label: String) -> Double? {
-            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(label) }),
+            guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix(label) }),
                   let number = line.split(separator: " ").last(where: { $0.hasSuffix("%") }) else { return nil }
             return Double(number.dropLast())
         }
