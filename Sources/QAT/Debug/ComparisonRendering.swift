@@ -135,48 +135,60 @@ extension ComparisonReport {
     /// Two bar panels sharing the layer axis: cosine (top) and SQNR in dB (bottom).
     func chartSVG() -> String {
         let n = max(rows.count, 1)
-        let left = 70.0, right = 20.0, barSlot = 64.0, panelHeight = 170.0, gap = 50.0, top = 30.0, bottomLabels = 80.0
+        let left = 70.0, right = 20.0, barSlot = 64.0, panelHeight = 170.0, gap = 70.0, top = 44.0, bottomLabels = 80.0
         let width = left + right + barSlot * Double(n)
         let height = top + panelHeight * 2 + gap + bottomLabels
         var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"chart\" width=\"\(Int(width))\" height=\"\(Int(height))\" "
             + "viewBox=\"0 0 \(Int(width)) \(Int(height))\" font-family=\"sans-serif\" font-size=\"11\">\n"
         svg += "<rect x=\"0\" y=\"0\" width=\"\(Int(width))\" height=\"\(Int(height))\" fill=\"#ffffff\"/>\n"
 
-        func panel(title: String, y0: Double, values: [Double], lower: Double, upper: Double, color: String,
-                   label: (Double) -> String) -> String {
-            var s = "<text x=\"\(left)\" y=\"\(y0 - 10)\" font-size=\"13\" font-weight=\"bold\">\(htmlEscaped(title))</text>\n"
+        /// One panel: axis [lower, upper] with ticks every `step`, bars from `baseline` to the value.
+        func panel(title: String, y0: Double, values: [Double], lower: Double, upper: Double, step: Double, baseline: Double,
+                   color: String, label: (Double) -> String) -> String {
+            var s = "<text x=\"\(left)\" y=\"\(y0 - 24)\" font-size=\"13\" font-weight=\"bold\">\(htmlEscaped(title))</text>\n"
             let span = max(upper - lower, 1e-12)
             func y(_ v: Double) -> Double { y0 + panelHeight * (1 - (min(max(v, lower), upper) - lower) / span) }
-            for t in 0...4 {
-                let v = lower + span * Double(t) / 4
-                s += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n", left, y(v), width - right, y(v))
-                s += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#555\">%@</text>\n", left - 6, y(v) + 4, label(v))
+            for i in 0...Int(((upper - lower) / step + 1e-6).rounded(.down)) {
+                let tick = lower + Double(i) * step
+                s += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n", left, y(tick), width - right, y(tick))
+                s += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#555\">%@</text>\n", left - 6, y(tick) + 4, label(tick))
             }
-            s += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888\"/>\n", left, y0 + panelHeight, width - right, y0 + panelHeight)
+            let base = y(min(max(baseline, lower), upper))
+            s += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888\"/>\n", left, base, width - right, base)
             for (i, v) in values.enumerated() {
                 let x = left + barSlot * Double(i) + barSlot * 0.2
-                let value = v.isNaN ? lower : v
-                let yTop = y(value), base = y(lower)
+                let end = y(v.isNaN ? baseline : v)
+                let (top, bottom) = (min(end, base), max(end, base))
                 s += String(format: "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%@\"><title>%@: %@</title></rect>\n",
-                            x, yTop, barSlot * 0.6, max(base - yTop, 1), color, htmlEscaped(rows[i].layer), label(v))
+                            x, top, barSlot * 0.6, max(bottom - top, 1), color, htmlEscaped(rows[i].layer), label(v))
+                let labelY = end <= base ? top - 4 : bottom + 12
                 s += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#222\">%@</text>\n",
-                            x + barSlot * 0.3, yTop - 3, label(v))
+                            x + barSlot * 0.3, labelY, label(v))
             }
             return s
+        }
+        /// 1, 2 or 5 times a power of ten, at least `rough`.
+        func niceStep(_ rough: Double) -> Double {
+            let power = pow(10, (log10(max(rough, 1e-12))).rounded(.down))
+            return [1.0, 2, 5, 10].map { $0 * power }.first { $0 >= rough } ?? 10 * power
         }
         let cosines = rows.map(\.metrics.cosine)
         let minCosine = cosines.filter { !$0.isNaN }.min() ?? 1
         let cosineLower = max(-1, min(0.9, (minCosine * 10).rounded(.down) / 10))
         svg += panel(title: "cosine similarity (a vs b)", y0: top, values: cosines, lower: cosineLower, upper: 1,
-                     color: "#4a7fb5", label: { $0.isNaN ? "nan" : String(format: $0 >= 0.9995 && $0 < 1 ? "%.5f" : "%.3f", $0) })
+                     step: niceStep((1 - cosineLower) / 5), baseline: cosineLower, color: "#4a7fb5",
+                     label: { $0.isNaN ? "nan" : String(format: $0 >= 0.9995 && $0 < 1 ? "%.5f" : "%.3g", $0) })
         let sqnrs = rows.map(\.metrics.sqnrDB)
         let finite = sqnrs.filter { !$0.isNaN && $0 < ComparisonMetrics.sqnrCapDB }
-        let sqnrUpper = max(((finite.max() ?? 40) / 10 + 1).rounded(.down) * 10, 10)
-        let sqnrLower = min(((finite.min() ?? 0) / 10).rounded(.down) * 10, 0)
-        svg += panel(title: "SQNR in dB (bars at the top: identical outputs, ≥ \(Int(ComparisonMetrics.sqnrCapDB)) dB)",
-                     y0: top + panelHeight + gap, values: sqnrs, lower: sqnrLower, upper: sqnrUpper, color: "#d08a2e",
+        let roughTop = max(finite.max() ?? 40, 10), roughBottom = min(finite.min() ?? 0, 0)
+        let step = niceStep((roughTop - roughBottom) / 5)
+        let sqnrUpper = ((roughTop / step).rounded(.down) + 1) * step
+        let sqnrLower = (roughBottom / step).rounded(.down) * step
+        svg += panel(title: "SQNR in dB (a bar at the top with ≥\(Int(ComparisonMetrics.sqnrCapDB)): identical outputs)",
+                     y0: top + panelHeight + gap, values: sqnrs, lower: sqnrLower, upper: sqnrUpper, step: step, baseline: 0,
+                     color: "#d08a2e",
                      label: { $0.isNaN ? "nan" : $0 >= ComparisonMetrics.sqnrCapDB ? "≥\(Int(ComparisonMetrics.sqnrCapDB))" : String(format: "%.1f", $0) })
-        let labelY = top + panelHeight * 2 + gap + 14
+        let labelY = top + panelHeight * 2 + gap + 16
         for (i, row) in rows.enumerated() {
             let x = left + barSlot * Double(i) + barSlot * 0.5
             svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" transform=\"rotate(-35 %.1f %.1f)\">%@</text>\n",
