@@ -54,7 +54,7 @@ extension ComparisonReport {
     }
 
     var errorRows: [[String]] {
-        var rows = [["layer", "type", "input quantizer (b side)", "cosine", "MSE", "L1", "KL", "SQNR dB", "max|a-b|", "clip<L", "clip>U"]]
+        var rows = [["layer", "type", "input quantizer", "cosine", "MSE", "L1", "KL", "SQNR dB", "max|a-b|", "clip<L", "clip>U"]]
         for r in self.rows {
             let m = r.metrics
             rows.append([r.layer, r.kind, r.quantizerText, String(format: "%.6f", m.cosine), formatNumber(m.mse), formatNumber(m.l1),

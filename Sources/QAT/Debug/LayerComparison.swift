@@ -185,9 +185,9 @@ extension ComparisonReport {
                 + "(+\(Int(ComparisonMetrics.sqnrCapDB)) means identical outputs)",
             "KL = Σ p·ln(p / max(q, 1e-10)) in nats over histograms of a (p) and b (q) with min(\(bins), max(16, first-batch values/8)) bins "
                 + "spanning both sides' range on the first batch ±10 %; later values outside are counted in the end bins",
-            "clipping is measured on a quantized layer's INPUT (the quantized side's own input) against its "
-                + "grid-aligned bounds [L, U]: clip<L and clip>U are the fractions outside (clipping error); "
-                + "the rest of the layer's error is rounding inside [L, U]",
+            "clipping is measured on a quantized layer's INPUT, on the side that quantizes it (b if it does, else a), "
+                + "against the grid-aligned bounds [L, U] of its input quantizer (the 'input quantizer' column): "
+                + "clip<L and clip>U are the fractions outside (clipping error); the rest of the layer's error is rounding inside [L, U]",
         ]
     }
 
