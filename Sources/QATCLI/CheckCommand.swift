@@ -6,7 +6,7 @@ struct CheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
         abstract: "Sanity checks of a QAT set-up.",
-        subcommands: [LR0CheckCommand.self])
+        subcommands: [LR0CheckCommand.self, ModelCheckCommand.self])
 }
 
 struct LR0CheckCommand: ParsableCommand {

@@ -1,0 +1,159 @@
+import Foundation
+
+// The sides of a layer-by-layer comparison: anything that runs a batch and reports each
+// layer's output by name. `qat compare` runs two of them on the same batches.
+
+/// The quantization one side applies to a layer's INPUT, as used by its most recent run.
+public struct LayerQuantizationInfo: Equatable, Sendable, Codable {
+    /// Activation bit width: 8 or 16.
+    public var bits: Int
+    public var scale: Float
+    public var offset: Int
+    /// Grid-aligned clip bounds [L, U] (ALGORITHMS.md §1 step 4): L = s·(qmin − o), U = L + n·s.
+    public var lower: Float
+    public var upper: Float
+
+    public init(bits: Int, scale: Float, offset: Int) {
+        self.bits = bits
+        self.scale = scale
+        self.offset = offset
+        let range = QuantizationRange(bits: bits)
+        lower = scale * Float(range.qmin - offset)
+        upper = lower + Float(range.levels) * scale
+    }
+}
+
+/// One side of a comparison.
+public protocol LayerOutputSource: AnyObject {
+    /// "float", "fakequant", "int8".
+    var name: String { get }
+    /// Runs one batch [N, C, H, W] in inference mode, calling `observe` with every layer's
+    /// output (float values, dequantized if the side computes in integers) under the layer's
+    /// model-spec name, and returns the logits [N, K].
+    func run(_ batch: Tensor, observe: (String, Tensor) -> Void) -> Tensor
+    /// The input quantizer of `layer` as the latest `run` used it; nil when the layer's input
+    /// is not quantized on this side.
+    func quantization(ofLayer layer: String) -> LayerQuantizationInfo?
+}
+
+extension LayerOutputSource {
+    public func quantization(ofLayer layer: String) -> LayerQuantizationInfo? { nil }
+}
+
+/// A float or fake-quant `Model` as a comparison side.
+public final class ModelOutputSource: LayerOutputSource {
+    public let name: String
+    public let model: Model
+
+    public init(name: String, model: Model) {
+        self.name = name
+        self.model = model
+    }
+
+    public func run(_ batch: Tensor, observe: (String, Tensor) -> Void) -> Tensor {
+        withoutActuallyEscaping(observe) { observe in
+            model.forward(batch, training: false, tape: nil) { index, output in
+                observe(self.model.layers[index].name, output.value)
+            }.value
+        }
+    }
+
+    public func quantization(ofLayer layer: String) -> LayerQuantizationInfo? {
+        guard let quantizer = (model.layer(named: layer) as? WeightedLayer)?.quantizer as? FakeQuantizer else { return nil }
+        let a = quantizer.activation
+        return LayerQuantizationInfo(bits: a.numBits, scale: a.scale, offset: a.offset)
+    }
+}
+
+/// The sides `qat compare --sides` accepts.
+public enum ComparisonSide: String, CaseIterable, Sendable {
+    case float, fakequant, int8
+}
+
+extension Model {
+    /// Removes every fake quantizer: the float model with the same weights.
+    public func removeQuantization() {
+        applyQuantization(QuantizationPlan(modelName: spec.name, configFile: "", batchCount: 1, layers: []))
+    }
+
+    /// True when any layer has a fake quantizer attached.
+    public var isQuantized: Bool { !fakeQuantizers.isEmpty }
+}
+
+/// How a fake-quant model is obtained from a checkpoint (the same rule for `compare` and
+/// `sensitivity`, docs/DEBUGGING.md):
+/// - a QAT checkpoint: its own quantizers with their trained clip bounds; a config's layer rules
+///   are not used;
+/// - a float checkpoint: the config's plan is attached and IFMR calibrates every layer without
+///   configured bounds on `calibration` (the config's `batch_num` training batches, in the order
+///   `qat train` uses), exactly as a QAT run starts.
+public enum DebugModels {
+    /// The float model of a checkpoint (a QAT checkpoint's weights with its quantizers removed).
+    public static func float(checkpoint file: String) throws -> Model {
+        let (model, _) = try Model.load(checkpoint: file)
+        model.removeQuantization()
+        return model
+    }
+
+    /// The fake-quant model of a checkpoint; `plan` and `calibration` are needed for a float one.
+    public static func fakeQuant(checkpoint file: String, plan: QuantizationPlan?, calibration: () throws -> [Tensor],
+                                 ifmr: IFMRParameters = IFMRParameters()) throws -> Model {
+        let (model, _) = try Model.load(checkpoint: file)
+        if model.isQuantized { return model }
+        guard let plan else {
+            throw RunError("\(file) is a float checkpoint: give --config with the retrain config that quantizes it "
+                           + "(its layers are then calibrated with IFMR), or pass a QAT checkpoint")
+        }
+        model.applyQuantization(plan)
+        try model.calibrate(on: calibration(), parameters: ifmr)
+        return model
+    }
+
+    /// Builds one comparison side. `int8` needs `deployFile`.
+    public static func source(_ side: ComparisonSide, checkpoint: String, deployFile: String?, plan: QuantizationPlan?,
+                              calibration: () throws -> [Tensor], ifmr: IFMRParameters = IFMRParameters()) throws -> any LayerOutputSource {
+        switch side {
+        case .float:
+            return ModelOutputSource(name: "float", model: try float(checkpoint: checkpoint))
+        case .fakequant:
+            return ModelOutputSource(name: "fakequant",
+                                     model: try fakeQuant(checkpoint: checkpoint, plan: plan, calibration: calibration, ifmr: ifmr))
+        case .int8:
+            // ─── INT8 PLUG-IN POINT ─────────────────────────────────────────────────────────
+            // When the INT8 engine (branch wip-deploy: `Int8Model`) is merged, replace this
+            // throw with an adapter, e.g.
+            //
+            //   final class Int8OutputSource: LayerOutputSource {
+            //       let name = "int8"
+            //       let model: Int8Model
+            //       init(deployFile: String) throws { model = try Int8Model.load(deployFile: deployFile) }
+            //       func run(_ batch: Tensor, observe: (String, Tensor) -> Void) -> Tensor {
+            //           withoutActuallyEscaping(observe) { observe in
+            //               model.forward(batch, observe: { observe($0.layerName, $0.output) })
+            //           }
+            //       }
+            //       // optional: quantization(ofLayer:) from the deployed s_d, o_d, so clipping
+            //       // is measured against the deployed bounds.
+            //   }
+            //   guard let deployFile else { throw RunError("--sides …int8 needs --deploy <int8.h5>") }
+            //   return try Int8OutputSource(deployFile: deployFile)
+            //
+            // Layers the INT8 model does not report (a BN folded into its conv) are skipped by
+            // the comparison and listed as "only on one side".
+            // ─────────────────────────────────────────────────────────────────────────────────
+            _ = deployFile
+            throw RunError("the int8 side is not available in this build (the INT8 engine is not merged yet); "
+                           + "use --sides float,fakequant")
+        }
+    }
+}
+
+extension DebugModels {
+    /// The first `batchCount` training batches in the order `qat train` draws them (its epoch-0
+    /// shuffle with the settings' seed and batch size), from the training split limited to
+    /// `settings.trainLimit`: the batches a QAT run of the same config calibrates on.
+    public static func calibrationBatches(spec: ModelSpec, settings: RunSettings, batchCount: Int) throws -> [Tensor] {
+        let train = try FashionMNIST.load(folder: settings.dataPath, split: .train, limit: settings.trainLimit)
+        return Trainer(model: try Model(spec: spec), settings: settings).calibrationBatches(from: train, count: batchCount)
+    }
+}
