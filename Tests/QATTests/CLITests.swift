@@ -56,8 +56,8 @@ final class CLITests: XCTestCase {
                                      "--train-limit", "256", "--test-limit", "256", "--output", output])
         XCTAssertEqual(status, 0, log)
         XCTAssertTrue(log.contains("QAT training") && log.contains("calibrated conv1"), log)
-        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/metrics.csv"))
-        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/metrics.svg"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/qat-metrics.csv"), "metrics are named after the output")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/qat-metrics.svg"))
 
         let (evalStatus, evalOutput) = try qat(["eval", "--checkpoint", output, "--test-limit", "256"])
         XCTAssertEqual(evalStatus, 0, evalOutput)
