@@ -13,24 +13,12 @@ public struct QATCommand: ParsableCommand {
 }
 
 /// Turns the errors a user can cause (bad files, configs, data, diverging runs) into one
-/// "error: …" line and exit code 1; anything else is a bug and propagates as is.
+/// "Error: …" line and exit code 1; anything else is a bug and propagates as is.
 func reportingUserErrors<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()
-    } catch let error as InputError {
-        throw UserError(message: "\(error)")
-    } catch let error as TrainingError {
-        throw UserError(message: "\(error)")
-    } catch let error as RunError {
-        throw UserError(message: "\(error)")
-    } catch let error as HDF5Error {
-        throw UserError(message: "\(error)")
-    } catch let error as CheckpointMismatchError {
-        throw UserError(message: "\(error)")
-    } catch let error as AtomicWriteError {
-        throw UserError(message: "\(error)")
-    } catch let error as CalibrationError {
-        throw UserError(message: "\(error)")
+    } catch let error as any UserFacingError {
+        throw UserError(message: error.description)
     }
 }
 
