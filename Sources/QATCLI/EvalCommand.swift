@@ -1,20 +1,44 @@
 import ArgumentParser
+import Foundation
 import QAT
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Test accuracy of a checkpoint (float, or fake-quant for a QAT checkpoint).",
-        discussion: "Example: qat eval --checkpoint Checkpoints/lenet5-float.h5")
+        abstract: "Test accuracy of a checkpoint (float or fake-quant) or of an INT8 deploy file.",
+        discussion: """
+            Give exactly one of --checkpoint and --deploy.
+            Examples:
+              qat eval --checkpoint Checkpoints/lenet5-float.h5
+              qat eval --deploy Checkpoints/lenet5-int8.h5      (INT8 engine; QAT_INT8_KERNEL=portable|avx2|vnni forces a kernel path)
+            """)
 
-    @Option(help: "The checkpoint to evaluate.") var checkpoint: String
+    @Option(help: "The checkpoint to evaluate (float, or fake quant for a QAT checkpoint).") var checkpoint: String?
+    @Option(help: "The INT8 deploy file to evaluate on the INT8 engine.") var deploy: String?
     @Option(help: "Folder of Fashion-MNIST IDX files.") var data = FashionMNIST.defaultPath
     @Option(name: .customLong("test-limit"), help: "Use only the first N test images.") var testLimit: Int?
     @Option(help: "Threads.") var threads = 1
 
+    func validate() throws {
+        guard (checkpoint == nil) != (deploy == nil) else {
+            throw ValidationError("give exactly one of --checkpoint and --deploy")
+        }
+        if let testLimit, testLimit <= 0 { throw ValidationError("--test-limit must be positive") }
+        guard threads > 0 else { throw ValidationError("--threads must be positive") }
+    }
+
     func run() throws {
         try reportingUserErrors {
             Runtime.configure(threads: threads)
+            if let deploy {
+                let engine = try Int8Model.load(deployFile: deploy)
+                let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
+                let result = evaluateInt8(engine, on: test)
+                print(String(format: "%@: INT8 test accuracy %.2f%%  loss %.4f  (%d images, %@ kernels)", deploy,
+                             100 * result.accuracy, result.loss, result.count, Int8Kernels.activePath.rawValue))
+                return
+            }
+            let checkpoint = checkpoint!
             let (model, _) = try Model.load(checkpoint: checkpoint)
             let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
             let result = Trainer.evaluate(model, on: test)

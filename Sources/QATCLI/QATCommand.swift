@@ -7,7 +7,7 @@ public struct QATCommand: ParsableCommand {
         commandName: "qat",
         abstract: "Quantization-aware retraining for CNNs: float training, fake-quant QAT, INT8 deployment.",
         subcommands: [TrainCommand.self, EvalCommand.self, InspectCommand.self, CreateConfigCommand.self, PlanCommand.self,
-                      CheckCommand.self])
+                      CheckCommand.self, DeployCommand.self, VerifyCommand.self])
 
     public init() {}
 }
