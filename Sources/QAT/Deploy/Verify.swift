@@ -112,18 +112,21 @@ extension DeployVerification {
     }
 }
 
-/// INT8 test accuracy of a deploy file.
-public func evaluateInt8(_ engine: Int8Model, on data: Dataset, batchSize: Int = 256) -> Evaluation {
-    var correct = 0, lossSum = 0.0
+/// INT8 test accuracy of a deploy file, and the seconds spent in `Int8Model.forward` alone.
+public func evaluateInt8(_ engine: Int8Model, on data: Dataset, batchSize: Int = 256) -> (Evaluation, forwardSeconds: Double) {
+    var correct = 0, lossSum = 0.0, seconds = 0.0
     var start = 0
     while start < data.count {
         let end = min(start + batchSize, data.count)
         let batch = data.batch(Array(start..<end)[...])
+        let clock = DispatchTime.now().uptimeNanoseconds
         let logits = engine.forward(batch.images)
+        seconds += Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e9
         let (loss, right) = softmaxCrossEntropy(Variable(logits), labels: batch.labels, tape: nil)
         lossSum += Double(loss.value.storage[0]) * Double(end - start)
         correct += right
         start = end
     }
-    return Evaluation(loss: lossSum / Double(max(data.count, 1)), accuracy: Double(correct) / Double(max(data.count, 1)), count: data.count)
+    let evaluation = Evaluation(loss: lossSum / Double(max(data.count, 1)), accuracy: Double(correct) / Double(max(data.count, 1)), count: data.count)
+    return (evaluation, seconds)
 }
