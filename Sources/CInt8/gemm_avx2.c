@@ -27,14 +27,16 @@ void store8(const qat_i8_gemm *g, int row, int col, __m256i acc) {
         _mm256_storeu_si256((__m256i *)((int32_t *)g->out + at), acc);
         break;
     case QAT_I8_OUT_FLOAT: {
-        const __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(g->output.scale[row]));
+        __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(g->output.scale[row]));
+        if (g->output.offset) y = _mm256_add_ps(y, _mm256_set1_ps(g->output.offset[row]));
         _mm256_storeu_ps((float *)g->out + at, y);
         break;
     }
     case QAT_I8_OUT_INT8: {
-        // Same steps as qat_i8_requant1: convert, multiply, round half even, clamp, add o_y.
+        // Same steps as qat_i8_store1: convert, multiply, add the offset, round half even, clamp, add o_y.
         const int32_t zero = g->output.zero_point;
         __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(g->output.scale[row]));
+        if (g->output.offset) r = _mm256_add_ps(r, _mm256_set1_ps(g->output.offset[row]));
         r = _mm256_round_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         r = _mm256_max_ps(r, _mm256_set1_ps((float)(g->output.lo - zero)));
         r = _mm256_min_ps(r, _mm256_set1_ps((float)(127 - zero)));

@@ -26,14 +26,16 @@ void store16(const qat_i8_gemm *g, int row, int col, __m512i acc) {
         _mm512_mask_storeu_epi32((int32_t *)g->out + at, mask, acc);
         break;
     case QAT_I8_OUT_FLOAT: {
-        const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
+        __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
+        if (g->output.offset) y = _mm512_add_ps(y, _mm512_set1_ps(g->output.offset[row]));
         _mm512_mask_storeu_ps((float *)g->out + at, mask, y);
         break;
     }
     case QAT_I8_OUT_INT8: {
-        // Same steps as qat_i8_requant1: convert, multiply, round half even, clamp, add o_y.
+        // Same steps as qat_i8_store1: convert, multiply, add the offset, round half even, clamp, add o_y.
         const int32_t zero = g->output.zero_point;
         __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
+        if (g->output.offset) r = _mm512_add_ps(r, _mm512_set1_ps(g->output.offset[row]));
         r = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         r = _mm512_max_ps(r, _mm512_set1_ps((float)(g->output.lo - zero)));
         r = _mm512_min_ps(r, _mm512_set1_ps((float)(127 - zero)));

@@ -1,24 +1,74 @@
 import ArgumentParser
+import Foundation
 import QAT
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Test accuracy of a checkpoint (float, or fake-quant for a QAT checkpoint).",
-        discussion: "Example: qat eval --checkpoint Checkpoints/lenet5-float.h5")
+        abstract: "Test accuracy of a checkpoint (float or fake-quant) or of an INT8 deploy file.",
+        discussion: """
+            Give exactly one of --checkpoint and --deploy.
+            Examples:
+              qat eval --checkpoint Checkpoints/lenet5-float.h5
+              qat eval --deploy Checkpoints/lenet5-int8.h5      (INT8 engine; QAT_INT8_KERNEL=portable|avx2|vnni forces a kernel path)
+            """)
 
-    @Option(help: "The checkpoint to evaluate.") var checkpoint: String
+    @Option(help: "The checkpoint to evaluate (float, or fake quant for a QAT checkpoint).") var checkpoint: String?
+    @Option(help: "The INT8 deploy file to evaluate on the INT8 engine.") var deploy: String?
     @Option(help: "Folder of Fashion-MNIST IDX files.") var data = FashionMNIST.defaultPath
     @Option(name: .customLong("test-limit"), help: "Use only the first N test images.") var testLimit: Int?
     @Option(help: "Threads.") var threads = 1
+    @Flag(help: "With --deploy: also time the INT8 forward on one batch of 256 (best of 5 rounds of 0.2 s).") var speed = false
+
+    func validate() throws {
+        guard (checkpoint == nil) != (deploy == nil) else {
+            throw ValidationError("give exactly one of --checkpoint and --deploy")
+        }
+        if let testLimit, testLimit <= 0 { throw ValidationError("--test-limit must be positive") }
+        guard threads > 0 else { throw ValidationError("--threads must be positive") }
+    }
 
     func run() throws {
         try reportingUserErrors {
             Runtime.configure(threads: threads)
+            if let deploy {
+                let engine = try Int8Model.load(deployFile: deploy)
+                let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
+                let (result, seconds) = evaluateInt8(engine, on: test)
+                print(String(format: "%@: INT8 test accuracy %.2f%%  loss %.4f  (%d images, %@ kernels, %.0f img/s in the engine at batch 256)",
+                             deploy, 100 * result.accuracy, result.loss, result.count, Int8Kernels.activePath.rawValue,
+                             Double(result.count) / max(seconds, 1e-9)))
+                if speed {
+                    let batch = test.batch(Array(0..<min(256, test.count))[...]).images
+                    let perCall = bestSecondsPerCall { _ = engine.forward(batch) }
+                    print(String(format: "INT8 forward, batch %d, %@ kernels: %.0f img/s (best of 5 rounds)",
+                                 batch.shape[0], Int8Kernels.activePath.rawValue, Double(batch.shape[0]) / perCall))
+                }
+                return
+            }
+            let checkpoint = checkpoint!
             let (model, _) = try Model.load(checkpoint: checkpoint)
             let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
             let result = Trainer.evaluate(model, on: test)
             print(String(format: "%@: test accuracy %.2f%%  loss %.4f  (%d images)", checkpoint, 100 * result.accuracy, result.loss, result.count))
         }
     }
+}
+
+/// Seconds per call of `body`: the best of 5 rounds of at least 0.2 s each, after a warm-up.
+func bestSecondsPerCall(_ body: () -> Void) -> Double {
+    body()
+    var best = Double.infinity
+    for _ in 0..<5 {
+        var calls = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        var elapsed = 0.0
+        repeat {
+            body()
+            calls += 1
+            elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        } while elapsed < 0.2
+        best = min(best, elapsed / Double(calls))
+    }
+    return best
 }

@@ -6,8 +6,9 @@ public struct QATCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "qat",
         abstract: "Quantization-aware retraining for CNNs: float training, fake-quant QAT, INT8 deployment.",
-        subcommands: [TrainCommand.self, EvalCommand.self, InspectCommand.self, CreateConfigCommand.self, PlanCommand.self,
-                      CheckCommand.self, CompareCommand.self, SensitivityCommand.self])
+        // In workflow order: set up, train, check, deploy, debug.
+        subcommands: [CreateConfigCommand.self, PlanCommand.self, TrainCommand.self, EvalCommand.self, InspectCommand.self,
+                      CheckCommand.self, DeployCommand.self, VerifyCommand.self, CompareCommand.self, SensitivityCommand.self])
 
     public init() {}
 }

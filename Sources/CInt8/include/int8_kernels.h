@@ -18,14 +18,18 @@ int qat_i8_cpu_supports(qat_i8_path path);
 // What a GEMM-based kernel writes per output (channel c, column j), from the exact int32
 // accumulator acc = Σ (q_x − o_d)·w_q + b_q:
 //   QAT_I8_OUT_INT32: acc
-//   QAT_I8_OUT_FLOAT: (float)acc · scale[c]                           (dequantize)
-//   QAT_I8_OUT_INT8:  clamp(nearbyintf((float)acc · scale[c]) + zero_point, lo, 127)
+//   QAT_I8_OUT_FLOAT: (float)acc · scale[c] + offset[c]                (dequantize)
+//   QAT_I8_OUT_INT8:  clamp(nearbyintf((float)acc · scale[c] + offset[c]) + zero_point, lo, 127)
 //                     (requantize; lo = zero_point for a fused ReLU, −128 otherwise)
+// The product and the sum are rounded to float separately (no fused multiply-add); without an
+// offset array (NULL) nothing is added. The offset carries the part of the bias that the int32
+// b_q cannot hold (the deployer's bias residual), in output units.
 typedef enum { QAT_I8_OUT_INT32 = 0, QAT_I8_OUT_INT8 = 1, QAT_I8_OUT_FLOAT = 2 } qat_i8_out_kind;
 
 typedef struct {
     qat_i8_out_kind kind;
     const float *scale;  // [channels]; unused for INT32
+    const float *offset; // [channels] or NULL; unused for INT32
     int32_t zero_point;  // INT8 only
     int32_t lo;          // INT8 only
 } qat_i8_output;

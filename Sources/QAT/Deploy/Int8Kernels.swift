@@ -34,17 +34,23 @@ public enum Int8Kernels {
     }
 
     /// Turns int32 accumulators into the next layer's codes:
-    /// `q = clamp((Float(acc) * multipliers[c]).rounded(.toNearestOrEven) + zeroPoint, lo, 127)`
-    /// with `lo = zeroPoint` when a ReLU is fused (saturation), −128 otherwise.
+    /// `q = clamp((Float(acc) * multipliers[c] + offsets[c]).rounded(.toNearestOrEven) + zeroPoint, lo, 127)`
+    /// with `lo = zeroPoint` when a ReLU is fused (saturation), −128 otherwise. The product and
+    /// the sum are each rounded to Float; without `offsets` nothing is added.
     public struct Requantization: Equatable, Sendable {
         /// Per output channel: s_d · s_w[c] / s_y.
         public var multipliers: [Float]
         public var zeroPoint: Int8
         public var relu: Bool
-        public init(multipliers: [Float], zeroPoint: Int8, relu: Bool) {
+        /// Per output channel, in output codes: the bias residual the int32 b_q cannot hold
+        /// (`DeployNode.biasResidual` · multiplier), or nil.
+        public var offsets: [Float]?
+        public init(multipliers: [Float], zeroPoint: Int8, relu: Bool, offsets: [Float]? = nil) {
+            precondition(offsets == nil || offsets!.count == multipliers.count, "Requantization: \(offsets!.count) offsets for \(multipliers.count) multipliers")
             self.multipliers = multipliers
             self.zeroPoint = zeroPoint
             self.relu = relu
+            self.offsets = offsets
         }
         var lowerBound: Int32 { relu ? Int32(zeroPoint) : -128 }
     }
@@ -95,42 +101,45 @@ public enum Int8Kernels {
     public static func conv2d(_ x: [Int8], _ g: ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                               bias: [Int32], requantize r: Requantization, path: Path = activePath) -> [Int8] {
         precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
-        return conv(x, g, inputZeroPoint, weights, bias, path,
-                    kind: QAT_I8_OUT_INT8, scales: r.multipliers, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound)
+        return conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
+                    offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound)
     }
 
     /// The same convolution, returning the raw accumulators Σ (q_x − o_d)·w_q + b_q.
     public static func conv2dAccumulators(_ x: [Int8], _ g: ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                           bias: [Int32], path: Path = activePath) -> [Int32] {
-        conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT32, scales: [], zeroPoint: 0, lo: 0)
+        conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT32, scales: [], offsets: nil, zeroPoint: 0, lo: 0)
     }
 
-    /// The same convolution, dequantized: `Float(acc) * scales[c]` with scales[c] = s_d · s_w[c].
+    /// The same convolution, dequantized: `Float(acc) * scales[c] (+ offsets[c])` with
+    /// scales[c] = s_d · s_w[c].
     public static func conv2dDequantized(_ x: [Int8], _ g: ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
-                                         bias: [Int32], scales: [Float], path: Path = activePath) -> [Float] {
+                                         bias: [Int32], scales: [Float], offsets: [Float]? = nil, path: Path = activePath) -> [Float] {
         precondition(scales.count == g.outputChannels, "conv2d: \(scales.count) scales for \(g.outputChannels) channels")
-        return conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_FLOAT, scales: scales, zeroPoint: 0, lo: 0)
+        precondition(offsets == nil || offsets!.count == g.outputChannels, "conv2d: offsets for \(g.outputChannels) channels")
+        return conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_FLOAT, scales: scales, offsets: offsets, zeroPoint: 0, lo: 0)
     }
 
     /// Fully connected layer on codes: x: [N, I], weights: [O, I], bias: [O] → [N, O] codes.
     public static func linear(_ x: [Int8], batch: Int, inputZeroPoint: Int8, weights: [Int8], bias: [Int32],
                               requantize r: Requantization, path: Path = activePath) -> [Int8] {
         precondition(r.multipliers.count == bias.count, "linear: \(r.multipliers.count) multipliers for \(bias.count) outputs")
-        return dense(x, batch, inputZeroPoint, weights, bias, path,
-                     kind: QAT_I8_OUT_INT8, scales: r.multipliers, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound)
+        return dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
+                     offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound)
     }
 
     /// The same layer, returning the raw accumulators.
     public static func linearAccumulators(_ x: [Int8], batch: Int, inputZeroPoint: Int8, weights: [Int8],
                                           bias: [Int32], path: Path = activePath) -> [Int32] {
-        dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT32, scales: [], zeroPoint: 0, lo: 0)
+        dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT32, scales: [], offsets: nil, zeroPoint: 0, lo: 0)
     }
 
-    /// The same layer, dequantized with scales[o] = s_d · s_w[o] (for example the logits).
+    /// The same layer, dequantized with scales[o] = s_d · s_w[o] (+ offsets[o]) (for example the logits).
     public static func linearDequantized(_ x: [Int8], batch: Int, inputZeroPoint: Int8, weights: [Int8],
-                                         bias: [Int32], scales: [Float], path: Path = activePath) -> [Float] {
+                                         bias: [Int32], scales: [Float], offsets: [Float]? = nil, path: Path = activePath) -> [Float] {
         precondition(scales.count == bias.count, "linear: \(scales.count) scales for \(bias.count) outputs")
-        return dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_FLOAT, scales: scales, zeroPoint: 0, lo: 0)
+        precondition(offsets == nil || offsets!.count == bias.count, "linear: offsets for \(bias.count) outputs")
+        return dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_FLOAT, scales: scales, offsets: offsets, zeroPoint: 0, lo: 0)
     }
 
     // MARK: Element-wise kernels
@@ -194,8 +203,20 @@ public enum Int8Kernels {
                      "\(op): patch size \(patch) with bias up to \(largestBias) could overflow int32")
     }
 
+    /// The C output description, valid inside `body`.
+    private static func withOutput<R>(_ kind: qat_i8_out_kind, _ scales: [Float], _ offsets: [Float]?, _ zeroPoint: Int32,
+                                      _ lo: Int32, _ body: (qat_i8_output) -> R) -> R {
+        scales.withUnsafeBufferPointer { s in
+            func run(_ o: UnsafePointer<Float>?) -> R {
+                body(qat_i8_output(kind: kind, scale: s.baseAddress, offset: o, zero_point: zeroPoint, lo: lo))
+            }
+            guard let offsets else { return run(nil) }
+            return offsets.withUnsafeBufferPointer { run($0.baseAddress) }
+        }
+    }
+
     private static func conv<T>(_ x: [Int8], _ g: ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
-                                _ path: Path, kind: qat_i8_out_kind, scales: [Float],
+                                _ path: Path, kind: qat_i8_out_kind, scales: [Float], offsets: [Float]?,
                                 zeroPoint: Int32, lo: Int32) -> [T] {
         precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
         precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
@@ -204,9 +225,8 @@ public enum Int8Kernels {
                      "conv2d: bad geometry \(g)")
         checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
         let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
-        return scales.withUnsafeBufferPointer { s in
-            let output = qat_i8_output(kind: kind, scale: s.baseAddress, zero_point: zeroPoint, lo: lo)
-            return makeArray(count) { (out: UnsafeMutablePointer<T>) in
+        return withOutput(kind, scales, offsets, zeroPoint, lo) { output in
+            makeArray(count) { (out: UnsafeMutablePointer<T>) in
                 qat_i8_conv2d(path.c, x, Int32(g.batch), Int32(g.channels), Int32(g.height), Int32(g.width), zero,
                               weights, bias, Int32(g.outputChannels), Int32(g.kernel), Int32(g.stride), Int32(g.padding),
                               output, out)
@@ -215,16 +235,15 @@ public enum Int8Kernels {
     }
 
     private static func dense<T>(_ x: [Int8], _ batch: Int, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
-                                 _ path: Path, kind: qat_i8_out_kind, scales: [Float],
+                                 _ path: Path, kind: qat_i8_out_kind, scales: [Float], offsets: [Float]?,
                                  zeroPoint: Int32, lo: Int32) -> [T] {
         let outputs = bias.count
         precondition(batch > 0 && outputs > 0 && x.count % batch == 0, "linear: \(x.count) codes for batch \(batch)")
         let inputs = x.count / batch
         precondition(weights.count == outputs * inputs, "linear: \(weights.count) weights for \(outputs)×\(inputs)")
         checkAccumulatorRange(bias, patch: inputs, "linear")
-        return scales.withUnsafeBufferPointer { s in
-            let output = qat_i8_output(kind: kind, scale: s.baseAddress, zero_point: zeroPoint, lo: lo)
-            return makeArray(batch * outputs) { (out: UnsafeMutablePointer<T>) in
+        return withOutput(kind, scales, offsets, zeroPoint, lo) { output in
+            makeArray(batch * outputs) { (out: UnsafeMutablePointer<T>) in
                 qat_i8_linear(path.c, x, Int32(batch), Int32(inputs), zero, weights, bias, Int32(outputs), output, out)
             }
         }

@@ -1,0 +1,36 @@
+import ArgumentParser
+import Foundation
+import QAT
+
+struct DeployCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deploy",
+        abstract: "Turn a QAT checkpoint into an INT8 deploy file (BN folded, int8 weights, int32 biases).",
+        discussion: """
+            Folds each BatchNorm into the quantized conv before it, quantizes weights to int8 with \
+            per-channel scales and biases to int32, and records every layer's activation scale and \
+            offset and requantization multipliers. The file holds only what the INT8 engine needs; \
+            its schema is docs/DEPLOY-FORMAT.md.
+            Example: qat deploy --checkpoint Checkpoints/lenet5-qat/final.h5 --output Checkpoints/lenet5-int8.h5
+            """)
+
+    @Option(help: "The QAT checkpoint.") var checkpoint: String
+    @Option(help: "The deploy file to write.") var output: String
+
+    func run() throws {
+        try reportingUserErrors {
+            let deployed = try Deployer.deploy(checkpoint: checkpoint)
+            try deployed.write(to: output)
+            let integer = deployed.nodes.filter(\.isInteger)
+            print("\(output): \(deployed.modelName), \(deployed.nodes.count) nodes, \(integer.count) integer layers "
+                  + "(\(integer.reduce(0) { $0 + $1.weightCodes.count }) int8 weights)")
+            for node in deployed.nodes {
+                var line = "  " + node.name.padded(to: 22) + node.op.rawValue.padded(to: 12)
+                line += (node.isInteger ? "int8 in" : "").padded(to: 9)
+                line += (node.output.map { String(format: "→ int8 (s %.4g, o %d%@)", $0.scale, Int($0.zeroPoint), node.relu ? ", relu" : "") } ?? "→ float")
+                if !node.fused.isEmpty { line += "  fused: " + node.fused.joined(separator: ", ") }
+                print(line)
+            }
+        }
+    }
+}
