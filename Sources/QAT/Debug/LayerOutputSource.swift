@@ -65,6 +65,32 @@ public final class ModelOutputSource: LayerOutputSource {
     }
 }
 
+/// The INT8 engine as a comparison side. It reports each output dequantized, under the spec layer
+/// it stands for: a conv with a fused ReLU reports as the ReLU, a conv with a folded BatchNorm as
+/// the BN; the folded-away intermediate outputs are not reported and show as "not compared".
+public final class Int8OutputSource: LayerOutputSource {
+    public let name = "int8"
+    public let model: Int8Model
+    /// The deployed input quantizer of every integer layer, by layer name.
+    private let inputQuantizers: [String: Int8Kernels.Quantizer]
+
+    public init(deployFile: String) throws {
+        model = try Int8Model.load(deployFile: deployFile)
+        var quantizers: [String: Int8Kernels.Quantizer] = [:]
+        for node in model.file.nodes { if let q = node.inputQuantizer { quantizers[node.name] = q } }
+        inputQuantizers = quantizers
+    }
+
+    public func run(_ batch: Tensor, observe: (String, Tensor) -> Void) -> Tensor {
+        withoutActuallyEscaping(observe) { observe in model.forward(batch, observe: observe) }
+    }
+
+    /// Clipping on this side is measured against the deployed bounds.
+    public func quantization(ofLayer layer: String) -> LayerQuantizationInfo? {
+        inputQuantizers[layer].map { LayerQuantizationInfo(bits: 8, scale: $0.scale, offset: Int($0.zeroPoint)) }
+    }
+}
+
 /// The sides `qat compare --sides` accepts.
 public enum ComparisonSide: String, CaseIterable, Sendable {
     case float, fakequant, int8
@@ -119,31 +145,8 @@ public enum DebugModels {
             return ModelOutputSource(name: "fakequant",
                                      model: try fakeQuant(checkpoint: checkpoint, plan: plan, calibration: calibration, ifmr: ifmr))
         case .int8:
-            // ─── INT8 PLUG-IN POINT ─────────────────────────────────────────────────────────
-            // When the INT8 engine (branch wip-deploy: `Int8Model`) is merged, replace this
-            // throw with an adapter, e.g.
-            //
-            //   final class Int8OutputSource: LayerOutputSource {
-            //       let name = "int8"
-            //       let model: Int8Model
-            //       init(deployFile: String) throws { model = try Int8Model.load(deployFile: deployFile) }
-            //       func run(_ batch: Tensor, observe: (String, Tensor) -> Void) -> Tensor {
-            //           withoutActuallyEscaping(observe) { observe in
-            //               model.forward(batch, observe: { observe($0.layerName, $0.output) })
-            //           }
-            //       }
-            //       // optional: quantization(ofLayer:) from the deployed s_d, o_d, so clipping
-            //       // is measured against the deployed bounds.
-            //   }
-            //   guard let deployFile else { throw RunError("--sides …int8 needs --deploy <int8.h5>") }
-            //   return try Int8OutputSource(deployFile: deployFile)
-            //
-            // Layers the INT8 model does not report (a BN folded into its conv) are skipped by
-            // the comparison and listed as "only on one side".
-            // ─────────────────────────────────────────────────────────────────────────────────
-            _ = deployFile
-            throw RunError("the int8 side is not available in this build (the INT8 engine is not merged yet); "
-                           + "use --sides float,fakequant")
+            guard let deployFile else { throw RunError("--sides with int8 needs --deploy <int8.h5> (made by qat deploy)") }
+            return try Int8OutputSource(deployFile: deployFile)
         }
     }
 }
