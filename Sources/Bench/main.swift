@@ -11,6 +11,7 @@ struct Reference { let name: String; let oneThread: Double; let twoThreads: Doub
 let pytorchFloatTraining = Reference(name: "PyTorch 2.15 eager", oneThread: 11_700, twoThreads: 16_200)
 let pytorchQATTraining = Reference(name: "PyTorch 2.15 eager QAT", oneThread: 4_500, twoThreads: 6_600)
 let onnxFloatInference = Reference(name: "ONNX Runtime fp32", oneThread: 74_000, twoThreads: 101_000)
+let fbgemmInt8Inference = Reference(name: "PyTorch fbgemm INT8", oneThread: 65_000, twoThreads: 72_000)
 
 let rounds = Int(ProcessInfo.processInfo.environment["QAT_BENCH_ROUNDS"] ?? "") ?? 3
 let spec = try ModelSpec.load(file: "Configs/models/lenet5.json")
@@ -67,6 +68,18 @@ func inferenceThroughput(threads: Int, batches: Int) throws -> Double {
     return Double(batches * 256) / Date().timeIntervalSince(start)
 }
 
+/// INT8 inference of a LeNet-5 deployed from a briefly calibrated QAT model (speed does not
+/// depend on how well it is trained), on one kernel path.
+func int8Throughput(_ engine: Int8Model, path: Int8Kernels.Path, threads: Int, batches: Int) -> Double {
+    Runtime.configure(threads: threads)
+    Int8Kernels.activePath = path
+    let batchList = (0..<4).map { b in data.batch(Array((b * 256)..<((b + 1) * 256))[...]).images }
+    for b in batchList { _ = engine.forward(b) }
+    let start = Date()
+    for i in 0..<batches { _ = engine.forward(batchList[i % batchList.count]) }
+    return Double(batches * 256) / Date().timeIntervalSince(start)
+}
+
 func report(_ label: String, _ ours: [Double], _ reference: Reference) {
     for (i, threads) in [1, 2].enumerated() {
         let theirs = threads == 1 ? reference.oneThread : reference.twoThreads
@@ -97,6 +110,27 @@ for (i, threads) in [1, 2].enumerated() {
                  threads, threads == 1 ? " " : "s", median(ratios)))
 }
 report("float inference, batch 256", inference.map(median), onnxFloatInference)
+
+let qatModel = try makeTrainer(quantized: true).model
+_ = qatModel.forward(data.batch(Array(0..<64)[...]).images, training: false, tape: nil)   // sets the scales
+let engine = try Int8Model(Deployer.deploy(model: qatModel, source: "bench"))
+let paths = Int8Kernels.Path.allCases.filter(Int8Kernels.isSupported)
+var int8: [Int8Kernels.Path: [[Double]]] = [:]
+for _ in 0..<rounds {
+    for path in paths {
+        for (i, threads) in [1, 2].enumerated() {
+            int8[path, default: [[], []]][i].append(int8Throughput(engine, path: path, threads: threads, batches: path == .portable ? 10 : 150))
+        }
+    }
+}
+let floatInference = inference.map(median)
+for path in paths {
+    let medians = int8[path]!.map(median)
+    report("INT8 inference (\(path.rawValue)), b 256", medians, fbgemmInt8Inference)
+    print(String(format: "  INT8 (%@) / our float inference: %.2f× at 1 thread, %.2f× at 2 threads",
+                 path.rawValue, medians[0] / floatInference[0], medians[1] / floatInference[1]))
+}
+Int8Kernels.activePath = Int8Kernels.bestSupportedPath
 print(String(format: "peak RSS %.1f MB (target ≤ 150 MB; PyTorch ≈ 1 GB)", peakResidentMegabytes()))
 
 for quantized in [false, true] {

@@ -125,6 +125,17 @@ public final class Int8Model {
         precondition(Array(x.shape.dropFirst()) == file.inputShape,
                      "Int8Model \(file.modelName) expects samples of shape \(file.inputShape), got \(x.shape)")
         let n = x.shape[0]
+        // Samples are independent in integer arithmetic, so plain inference splits the batch over
+        // the threads; observed runs stay whole so observers see one tensor per layer.
+        if observe == nil && observeInputCodes == nil && Parallel.threads > 1 && n >= 2 * Parallel.threads {
+            return forwardSplittingBatch(x)
+        }
+        return forwardWhole(x, observe: observe, observeInputCodes: observeInputCodes)
+    }
+
+    private func forwardWhole(_ x: Tensor, observe: ((_ layerName: String, _ output: Tensor) -> Void)?,
+                              observeInputCodes: ((_ layerName: String, _ codes: [Int8]) -> Void)?) -> Tensor {
+        let n = x.shape[0]
         var values: [Value?] = Array(repeating: nil, count: steps.count + 1)
         values[0] = .floats(x.storage)
         // Free each value after its last reader.
@@ -139,6 +150,20 @@ public final class Int8Model {
             for input in step.inputs where lastUse[input] == i { values[input] = nil }
         }
         return Tensor(shape: [n, file.numberOfClasses], storage: floats(values[steps.count]!))
+    }
+
+    private func forwardSplittingBatch(_ x: Tensor) -> Tensor {
+        let n = x.shape[0], sampleSize = x.count / n, classes = file.numberOfClasses
+        var logits = [Float](repeating: 0, count: n * classes)
+        logits.withUnsafeMutableBufferPointer { out in
+            Parallel.forEachChunk(n) { rows in
+                let part = Tensor(shape: [rows.count] + file.inputShape,
+                                  storage: Array(x.storage[(rows.lowerBound * sampleSize)..<(rows.upperBound * sampleSize)]))
+                let y = forwardWhole(part, observe: nil, observeInputCodes: nil)   // nested regions run inline
+                for (i, v) in y.storage.enumerated() { out[rows.lowerBound * classes + i] = v }
+            }
+        }
+        return Tensor(shape: [n, classes], storage: logits)
     }
 
     /// The int8 codes each integer layer consumes for images x, by layer name ([N, …] flattened).
