@@ -180,6 +180,21 @@ final class RunTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: final)), before)
     }
 
+    /// --init with a QAT checkpoint continues from its learned bounds instead of recalibrating.
+    func testStartingFromAQATCheckpointKeepsItsLearnedBounds() throws {
+        let first = try runFresh(settings { $0.epochs = 1; $0.checkpointDirectory = self.folder + "/first" })
+        let (trained, _) = try Model.load(checkpoint: first)
+        let job = try TrainingRun(configFile: "retrain.json", config: retrainConfig(),
+                                  settings: settings { $0.initCheckpoint = first; $0.checkpointDirectory = self.folder + "/second" })
+        var calibrated: [String] = []
+        job.log = { if $0.hasPrefix("calibrated") { calibrated.append($0) } }
+        try job.prepareFreshStart(train: try fashionMNIST(.train, count: 64))
+        XCTAssertEqual(calibrated, [], "no layer should be recalibrated")
+        for (a, b) in zip(trained.fakeQuantizers, job.model.fakeQuantizers) {
+            XCTAssertEqual(a.activation.clipMax.value, b.activation.clipMax.value, a.layerName)
+        }
+    }
+
     func testBrokenCheckpointsGiveClearErrors() throws {
         let final = try runFresh(settings { $0.epochs = 1 })
         let truncated = folder + "/truncated.h5"

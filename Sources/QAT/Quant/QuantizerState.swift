@@ -18,10 +18,12 @@ extension Model {
         return state
     }
 
-    /// Restores what `quantizerStateTensors` saved; a missing entry is a checkpoint error.
-    public func loadQuantizerState(_ state: [String: Tensor], file: String) throws {
+    /// Restores what `quantizerStateTensors` saved; a missing entry is a checkpoint error, unless
+    /// `skippingMissingLayers` (starting QAT from a checkpoint whose plan quantized other layers).
+    public func loadQuantizerState(_ state: [String: Tensor], file: String, skippingMissingLayers: Bool = false) throws {
         for q in fakeQuantizers {
             let prefix = "quant/\(q.layerName)/"
+            if skippingMissingLayers && state[prefix + "initialized"] == nil { continue }
             func value(_ key: String, count: Int = 1) throws -> [Float] {
                 guard let t = state[prefix + key], t.count == count else {
                     throw InputError(file: file, keyPath: "/state/" + prefix + key,

@@ -55,8 +55,10 @@ public final class TrainingRun {
         if let initFile = settings.initCheckpoint {
             let checkpoint = try CheckpointFile.read(from: initFile)
             if let plan { model.applyQuantization(plan) }
-            // A float checkpoint has no quantizer parameters yet: calibration provides them.
+            // A float checkpoint has no quantizer parameters yet: calibration provides them. A QAT
+            // checkpoint brings its learned bounds and state, and those layers are not recalibrated.
             try model.load(checkpoint, file: initFile, mayBeMissing: { $0.contains("_quant.") })
+            try model.loadQuantizerState(checkpoint.extra, file: initFile, skippingMissingLayers: true)
             log("initialised from \(initFile)")
         } else if let plan {
             model.applyQuantization(plan)
