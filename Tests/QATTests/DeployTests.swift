@@ -181,6 +181,33 @@ final class DeployTests: XCTestCase {
         XCTAssertTrue(logits.allSatisfy { $0 == logits[0] }, "kernel paths disagree")
     }
 
+    /// INT16 layers deploy as float layers that simulate their quantizers: INT8 engine and fake
+    /// quant agree on every prediction, and the INT8 layers still meet the code contract.
+    func testINT16LayerDeploysAsExactFloatSimulation() throws {
+        let spec = try ModelSpec.load(file: lenetSpecFile)
+        let json = createDefaultConfig(for: spec).replacingOccurrences(
+            of: "\"conv2\": {\n    \"retrain_enable\": true,\n    \"retrain_data_config\": {\n      \"algo\": \"ulq_quantize\",\n      \"dst_type\": \"INT8\"",
+            with: "\"conv2\": {\n    \"retrain_enable\": true,\n    \"retrain_data_config\": {\n      \"algo\": \"ulq_quantize\",\n      \"dst_type\": \"INT16\"")
+        let config = try RetrainConfig.parse(JSONObject.parse(Data(json.utf8), file: "retrain.json"))
+        XCTAssertEqual(try config.resolve(for: spec).layer(named: "conv2")?.quantizer?.activationType, .int16)
+        let s = settings(spec: lenetSpecFile, initCheckpoint: repositoryPath("Checkpoints/lenet5-float.h5"),
+                         trainLimit: 320, epochs: 1, learningRate: 0.01, directory: folder + "/int16")
+        let job = try TrainingRun(configFile: "retrain.json", config: config, settings: s)
+        job.log = { _ in }
+        let train = try fashionMNIST(.train, count: 320)
+        try job.prepareFreshStart(train: train)
+        let checkpoint = try job.train(on: train, test: try fashionMNIST(.test, count: 64))!
+        let deployFile = folder + "/int16.h5"
+        try deploy(checkpoint: checkpoint, output: deployFile)
+        let conv2 = try XCTUnwrap(DeployFile.read(from: deployFile).nodes.first { $0.name == "conv2" })
+        XCTAssertFalse(conv2.isInteger)
+        XCTAssertEqual(conv2.inputFakeQuantization?.bits, 16)
+        let report = try DeployVerification.run(checkpoint: checkpoint, deployFile: deployFile, data: try fashionMNIST(.test, count: 1000))
+        XCTAssertEqual(report.layers.map(\.name), ["conv1", "fc1", "fc2", "fc3"])
+        assertWithinContract(report)
+        XCTAssertEqual(report.int8Accuracy, report.fakeQuantAccuracy, accuracy: 0.001, report.table())
+    }
+
     /// The residual model: float training from random init and a short QAT run on a few hundred
     /// images, then verify (BN folded into every conv, a float residual add, an average pool).
     func testResidualModelDeploysWithinTheContract() throws {

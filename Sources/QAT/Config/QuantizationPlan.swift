@@ -301,8 +301,9 @@ extension QuantizationPlan {
                 rows.append([layer.name, layer.kind.rawValue, "no", "float", "-", "-", "-", layer.rule])
                 continue
             }
-            let width = q.activationType == q.weightType
-                ? q.activationType.rawValue : "\(q.activationType.rawValue)/\(q.weightType.rawValue)"
+            let width = (q.activationType == q.weightType
+                ? q.activationType.rawValue : "\(q.activationType.rawValue)/\(q.weightType.rawValue)")
+                + (q.activationType == .int16 ? " (float on INT8 engine)" : "")
             let bounds = (q.clipMax.map { "clip [\(q.clipMin!), \($0)]" } ?? "IFMR") + (q.learnClip ? "" : ", frozen")
             let fixedMin = q.fixedMin
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
@@ -323,6 +324,10 @@ extension QuantizationPlan {
         text += line(rows[0]) + "\n"
         text += line(widths.map { String(repeating: "-", count: $0) }) + "\n"
         for row in rows.dropFirst() { text += line(row) + "\n" }
+        if quantizedLayers.contains(where: { $0.quantizer?.activationType == .int16 }) {
+            text += "\nINT16 layers deploy as float layers that apply their 16-bit input grid and INT8 weight codes "
+                + "exactly as fake quant does (docs/DEPLOY-FORMAT.md); the INT8 engine has no int16 kernels.\n"
+        }
         if !warnings.isEmpty {
             text += "\nwarnings:\n" + warnings.map { "  - \($0)\n" }.joined()
         }

@@ -37,10 +37,16 @@ public enum Deployer {
     /// The input quantizer (s_d, o_d) a quantized layer's eval forward uses: the same
     /// resolution of the clip pair as ULQ (validity rollback, fixed_min), without a batch.
     static func inputQuantizer(of q: FakeQuantizer, source: String) throws -> Int8Kernels.Quantizer {
+        let affine = try inputQuantization(of: q, source: source)
+        return Int8Kernels.Quantizer(scale: affine.scale, zeroPoint: Int8(affine.offset))
+    }
+
+    /// The same, at the quantizer's own width (8 or 16 bits).
+    static func inputQuantization(of q: FakeQuantizer, source: String) throws -> AffineQuantization {
         let a = q.activation
         func fail(_ message: String) -> InputError { InputError(file: source, keyPath: "layer \(q.layerName)", message: message) }
-        guard a.range.bits == 8, q.weight.range.bits == 8 else {
-            throw fail("cannot be deployed: the INT8 engine needs INT8 activations and weights (dst_type is INT\(a.range.bits)/INT\(q.weight.range.bits))")
+        guard q.weight.range.bits == 8 else {
+            throw fail("cannot be deployed: weights must be INT8 (dst_type is INT\(q.weight.range.bits))")
         }
         guard a.initialized else { throw fail("cannot be deployed: its activation quantizer was never calibrated") }
         let m = a.fixedMin ? 0 : a.clipMin.value.storage[0]
@@ -50,8 +56,7 @@ public enum Deployer {
             throw fail("cannot be deployed: clip bounds [\(m), \(M)] are invalid and there is no previous valid pair")
         }
         let (clipMax, clipMin) = a.resolveClipRange(batch: Tensor(shape: [0]))
-        let affine = AffineQuantization(clipMax: clipMax, clipMin: clipMin, range: a.range)
-        return Int8Kernels.Quantizer(scale: affine.scale, zeroPoint: Int8(affine.offset))
+        return AffineQuantization(clipMax: clipMax, clipMin: clipMin, range: a.range)
     }
 
     /// Weight codes and per-row scales exactly as the fake-quant forward computes them.
@@ -84,6 +89,8 @@ private struct Builder {
     var consumers: [[Int]]
     let outputSentinel: Int
     var inputQuantizers: [Int: Int8Kernels.Quantizer] = [:]
+    /// INT16 layers: the 16-bit grid their float node applies to its input.
+    var wideInputs: [Int: FloatInputQuantization] = [:]
     /// conv index → folded BN index
     var foldedInto: [Int: Int] = [:]
     var folded: Set<Int> = []
@@ -107,7 +114,11 @@ private struct Builder {
         }
         consumers[layers.count].append(outputSentinel)   // the last layer feeds the output
         for (i, layer) in layers.enumerated() {
-            if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer {
+            if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, q.activation.range.bits == 16 {
+                // INT16 layers run in float on this engine, simulating their quantizers exactly.
+                let affine = try Deployer.inputQuantization(of: q, source: source)
+                wideInputs[i] = FloatInputQuantization(bits: 16, scale: affine.scale, offset: affine.offset)
+            } else if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer {
                 inputQuantizers[i] = try Deployer.inputQuantizer(of: q, source: source)
             } else if let weighted = layer as? WeightedLayer, weighted.quantizer != nil {
                 throw fail(i, "cannot be deployed: its quantizer is not a fake quantizer the deployer knows")
@@ -202,6 +213,11 @@ private struct Builder {
                 }
                 node.floatTensors["weight"] = weighted.weight.value
                 if let bias = weighted.bias { node.floatTensors["bias"] = bias.value }
+                if let wide = wideInputs[i], let quantizer = weighted.quantizer as? FakeQuantizer {
+                    // The fake-quantized (ARQ) weight, and the input's 16-bit grid, as fake quant has them.
+                    node.floatTensors["weight"] = weightFakeQuantize(weighted.weight, state: quantizer.weight, tape: nil).value
+                    node.inputFakeQuantization = wide
+                }
             case .batchnorm2d:
                 let bn = layer as! BatchNorm2DLayer
                 node.floatTensors = ["gamma": bn.gamma.value, "beta": bn.beta.value,

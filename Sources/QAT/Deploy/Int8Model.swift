@@ -226,11 +226,13 @@ public final class Int8Model {
                 return .floats(Int8Kernels.linearDequantized(x, batch: n, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
                                                              bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
             }
+            let x = tensor(input, node.op == .conv2d ? step.inputShape : [node.inputChannels])
+            if let grid = node.inputFakeQuantization { grid.apply(&x.value.storage) }   // an INT16 layer
             if node.op == .conv2d {
-                return floatResult(conv2d(tensor(input, step.inputShape), weight: step.floatWeight!, bias: step.floatBias,
+                return floatResult(conv2d(x, weight: step.floatWeight!, bias: step.floatBias,
                                           stride: node.stride, padding: node.padding, tape: nil))
             }
-            return floatResult(linear(tensor(input, [node.inputChannels]), weight: step.floatWeight!, bias: step.floatBias, tape: nil))
+            return floatResult(linear(x, weight: step.floatWeight!, bias: step.floatBias, tape: nil))
         case .batchnorm2d:
             return floatResult(batchNorm2d(tensor(input, step.inputShape), gamma: step.bnGamma!, beta: step.bnBeta!,
                                            statistics: step.bnStatistics!, training: false, epsilon: node.epsilon, tape: nil))
