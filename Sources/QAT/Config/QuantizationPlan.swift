@@ -119,7 +119,7 @@ extension RetrainConfig {
             }
         case .simple(let simple):
             warnings += try checkSimpleRules(simple, against: model)
-            for (index, layer) in model.layers.enumerated() {
+            for index in model.layers.indices {
                 layers.append(try plan(layerAt: index, of: model, simple: simple, warnings: &warnings))
             }
         }
