@@ -37,6 +37,7 @@ void qat_i8_requantize(qat_i8_path path, const int32_t *acc, size_t n, size_t ch
 
 void qat_i8_maxpool(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes,
                     size_t h, size_t w, size_t k, size_t s) {
+    if (path != QAT_I8_PORTABLE && k == 2 && s == 2) { qat_i8_maxpool2x2_fast(x, y, planes, h, w); return; }
     DISPATCH(maxpool, x, y, planes, h, w, k, s)
 }
 

@@ -53,9 +53,11 @@ static void run_gemm(qat_i8_path path, const qat_i8_gemm *g) {
     }
 }
 
-void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
-                   const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
-                   qat_i8_output output, void *out) {
+// pool_k > 0: each image's requantized int8 output goes to a scratch buffer (still in L1) and
+// is max pooled from there into `out`, so the full-size conv output never exists.
+static void conv2d_impl(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
+                        const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
+                        qat_i8_output output, void *out, int pool_k, int pool_s) {
     const int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
     const int kk = c * k * k, k4 = (kk + 3) / 4, p = oh * ow, npad = round_up16(p);
     const int hp = h + 2 * pad, wp = w + 2 * pad;
@@ -72,6 +74,12 @@ void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w
     qat_i8_gemm g = {.m = oc, .n = p, .k4 = k4, .npad = npad, .a = a, .corr = corr, .b = b,
                      .output = output, .row_stride = p, .col_stride = 1};
     const size_t out_image = (size_t)oc * p * element_size(output.kind);
+    int8_t *conv_image = NULL;
+    size_t pooled_image = 0;
+    if (pool_k > 0) {
+        conv_image = checked_malloc(out_image);
+        pooled_image = (size_t)oc * ((oh - pool_k) / pool_s + 1) * ((ow - pool_k) / pool_s + 1);
+    }
     for (int img = 0; img < n; img++) {
         const int8_t *src = x + (size_t)img * c * h * w;
         for (int ch = 0; ch < c; ch++) {
@@ -83,13 +91,34 @@ void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w
         }
         if (path == QAT_I8_PORTABLE) qat_i8_im2col_portable(xu, c, hp, wp, k, stride, oh, ow, k4, npad, b);
         else qat_i8_im2col_fast(xu, c, hp, wp, k, stride, oh, ow, k4, npad, b);
-        g.out = (char *)out + img * out_image;
-        run_gemm(path, &g);
+        if (pool_k > 0) {
+            g.out = conv_image;
+            run_gemm(path, &g);
+            qat_i8_maxpool(path, conv_image, (int8_t *)out + img * pooled_image, (size_t)oc,
+                           (size_t)oh, (size_t)ow, (size_t)pool_k, (size_t)pool_s);
+        } else {
+            g.out = (char *)out + img * out_image;
+            run_gemm(path, &g);
+        }
     }
+    free(conv_image);
     free(b);
     free(xu);
     free(corr);
     free(a);
+}
+
+void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
+                   const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
+                   qat_i8_output output, void *out) {
+    conv2d_impl(path, x, n, c, h, w, x_zero, weight, bias, oc, k, stride, pad, output, out, 0, 0);
+}
+
+void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
+                           const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
+                           qat_i8_output output, int pool_k, int pool_s, int8_t *out) {
+    output.kind = QAT_I8_OUT_INT8;
+    conv2d_impl(path, x, n, c, h, w, x_zero, weight, bias, oc, k, stride, pad, output, out, pool_k, pool_s);
 }
 
 void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,

@@ -15,13 +15,17 @@ static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
 void store8(const qat_i8_gemm *g, int row, int col, __m256i acc) {
     int valid = g->n - col;
     if (valid <= 0) return;
-    if (valid < 8 || g->col_stride != 1) {  // tails and linear's strided outputs
+    if (valid > 8) valid = 8;
+    // Tails and linear's strided outputs: computed as a vector into lanes, then stored one by one.
+    const int lanewise = valid < 8 || g->col_stride != 1;
+    int8_t lanes8[8];
+    const ptrdiff_t at = (ptrdiff_t)row * g->row_stride + (ptrdiff_t)col * g->col_stride;
+    if (lanewise && g->output.kind != QAT_I8_OUT_INT8) {
         int32_t lanes[8];
         _mm256_storeu_si256((__m256i *)lanes, acc);
-        for (int l = 0; l < valid && l < 8; l++) qat_i8_store1(g, row, col + l, lanes[l]);
+        for (int l = 0; l < valid; l++) qat_i8_store1(g, row, col + l, lanes[l]);
         return;
     }
-    const ptrdiff_t at = (ptrdiff_t)row * g->row_stride + col;
     switch (g->output.kind) {
     case QAT_I8_OUT_INT32:
         _mm256_storeu_si256((__m256i *)((int32_t *)g->out + at), acc);
@@ -42,7 +46,10 @@ void store8(const qat_i8_gemm *g, int row, int col, __m256i acc) {
         r = _mm256_min_ps(r, _mm256_set1_ps((float)(127 - zero)));
         const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(zero));
         const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-        _mm_storel_epi64((__m128i *)((int8_t *)g->out + at), _mm_packs_epi16(q16, q16));
+        int8_t *dst = lanewise ? lanes8 : (int8_t *)g->out + at;
+        _mm_storel_epi64((__m128i *)dst, _mm_packs_epi16(q16, q16));
+        if (lanewise)
+            for (int l = 0; l < valid; l++) ((int8_t *)g->out)[at + l * g->col_stride] = lanes8[l];
         break;
     }
     }

@@ -7,6 +7,19 @@
 
 enum { MR = 6, NV = 4 };  // tile: MR rows × NV vectors of 16 columns
 
+// The int8 codes of 16 accumulators as int32 lanes: the same steps as qat_i8_store1 (convert, multiply,
+// add the offset, round half even, clamp, add o_y).
+static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
+__m512i requant16(const qat_i8_gemm *g, int row, __m512i acc) {
+    const int32_t zero = g->output.zero_point;
+    __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
+    if (g->output.offset) r = _mm512_add_ps(r, _mm512_set1_ps(g->output.offset[row]));
+    r = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_max_ps(r, _mm512_set1_ps((float)(g->output.lo - zero)));
+    r = _mm512_min_ps(r, _mm512_set1_ps((float)(127 - zero)));
+    return _mm512_add_epi32(_mm512_cvtps_epi32(r), _mm512_set1_epi32(zero));
+}
+
 // Finishes 16 accumulators (bias already added) of row `row`, columns col…col+15.
 static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
 void store16(const qat_i8_gemm *g, int row, int col, __m512i acc) {
@@ -14,9 +27,23 @@ void store16(const qat_i8_gemm *g, int row, int col, __m512i acc) {
     if (valid <= 0) return;
     if (valid > 16) valid = 16;
     if (g->col_stride != 1) {  // linear: outputs of one channel are `outs` apart
-        int32_t lanes[16];
-        _mm512_storeu_si512(lanes, acc);
-        for (int l = 0; l < valid; l++) qat_i8_store1(g, row, col + l, lanes[l]);
+        // Computed as a vector (the same steps as below), stored lane by lane.
+        const ptrdiff_t at = (ptrdiff_t)row * g->row_stride + (ptrdiff_t)col * g->col_stride;
+        if (g->output.kind == QAT_I8_OUT_INT8) {
+            int8_t lanes[16];
+            _mm_storeu_si128((__m128i *)lanes, _mm512_cvtepi32_epi8(requant16(g, row, acc)));
+            for (int l = 0; l < valid; l++) ((int8_t *)g->out)[at + l * g->col_stride] = lanes[l];
+        } else if (g->output.kind == QAT_I8_OUT_FLOAT) {
+            float lanes[16];
+            __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
+            if (g->output.offset) y = _mm512_add_ps(y, _mm512_set1_ps(g->output.offset[row]));
+            _mm512_storeu_ps(lanes, y);
+            for (int l = 0; l < valid; l++) ((float *)g->out)[at + l * g->col_stride] = lanes[l];
+        } else {
+            int32_t lanes[16];
+            _mm512_storeu_si512(lanes, acc);
+            for (int l = 0; l < valid; l++) ((int32_t *)g->out)[at + l * g->col_stride] = lanes[l];
+        }
         return;
     }
     const __mmask16 mask = (__mmask16)(valid == 16 ? 0xFFFF : (1u << valid) - 1);
@@ -46,6 +73,24 @@ void store16(const qat_i8_gemm *g, int row, int col, __m512i acc) {
     }
 }
 
+// 64 contiguous int8 outputs of one row (conv, NCHW) from 4 vectors of accumulators: the codes
+// are already in [−128, 127], so two saturating packs and a dword permute put them in order
+// for one (masked) store instead of four narrowing stores.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
+void store64_int8(const qat_i8_gemm *g, int row, int col, const int nv, __m512i a0, __m512i a1, __m512i a2, __m512i a3) {
+    int valid = g->n - col;
+    if (valid <= 0) return;
+    if (valid > 16 * nv) valid = 16 * nv;  // vectors past nv are not computed (zero, never stored)
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i q01 = _mm512_packs_epi32(requant16(g, row, a0), nv > 1 ? requant16(g, row, a1) : zero);
+    const __m512i q23 = _mm512_packs_epi32(nv > 2 ? requant16(g, row, a2) : zero, nv > 3 ? requant16(g, row, a3) : zero);
+    // Dword 4·lane + v holds vector v's outputs 4·lane…4·lane+3; move it to 4·v + lane.
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i q = _mm512_permutexvar_epi32(order, _mm512_packs_epi16(q01, q23));
+    const __mmask64 mask = valid >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << valid) - 1);
+    _mm512_mask_storeu_epi8((int8_t *)g->out + (ptrdiff_t)row * g->row_stride + col, mask, q);
+}
+
 // One tile; mr and nv are constants after inlining, so acc[][] lives in registers.
 static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
 void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv) {
@@ -67,6 +112,12 @@ void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv) {
     }
     for (int r = 0; r < mr; r++) {
         const __m512i corr = _mm512_set1_epi32(g->corr[i0 + r]);
+        if (g->output.kind == QAT_I8_OUT_INT8 && g->col_stride == 1) {
+            __m512i a[NV];
+            for (int v = 0; v < NV; v++) a[v] = v < nv ? _mm512_add_epi32(acc[r][v], corr) : _mm512_setzero_si512();
+            store64_int8(g, i0 + r, j0, nv, a[0], a[1], a[2], a[3]);
+            continue;
+        }
         for (int v = 0; v < nv; v++) store16(g, i0 + r, j0 + 16 * v, _mm512_add_epi32(acc[r][v], corr));
     }
 }

@@ -2,6 +2,7 @@
 //   b[q][p][t] = xu[ci][oy·stride + ky][ox·stride + kx]   for k = 4q + t = (ci, ky, kx), p = (oy, ox).
 // k past the end (padding to a multiple of 4) repeats k = 0: its weight is zero.
 #include <immintrin.h>
+#include <string.h>
 #include "int8_internal.h"
 
 // Offset into the padded image of the first input pixel that tap k reads.
@@ -55,6 +56,49 @@ QAT_I8_TARGET_AVX2 void qat_i8_im2col_fast(const uint8_t *xu, int c, int hp, int
                 _mm_storeu_si128(out + 1, _mm_unpackhi_epi16(lo01, lo23));
                 _mm_storeu_si128(out + 2, _mm_unpacklo_epi16(hi01, hi23));
                 _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(hi01, hi23));
+            }
+        }
+    }
+}
+
+// Max pool 2×2, stride 2 (the LeNet case) for the AVX2 and VNNI paths. Each output row is the
+// byte max of two input rows, then of each adjacent pair: a shuffle puts even bytes in the low
+// half and odd bytes in the high half. Rows go in chunks of 16 (or 8) input bytes; the last
+// chunk is moved back to end at 2·ow, so it may recompute outputs the previous chunk wrote
+// (same values). Narrower rows (2·ow < 8) use the scalar loop. Max is exact: same codes as portable.
+QAT_I8_TARGET_AVX2 void qat_i8_maxpool2x2_fast(const int8_t *x, int8_t *y, size_t planes, size_t h, size_t w) {
+    const size_t oh = h / 2, ow = w / 2, we = 2 * ow;
+    const __m128i even_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    const __m128i even_odd8 = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (size_t p = 0; p < planes; p++) {
+        for (size_t i = 0; i < oh; i++) {
+            const int8_t *r0 = x + (p * h + 2 * i) * w, *r1 = r0 + w;
+            int8_t *o = y + (p * oh + i) * ow;
+            if (we >= 16) {
+                for (size_t j = 0;; j += 16) {
+                    if (j + 16 > we) j = we - 16;
+                    const __m128i v = _mm_max_epi8(_mm_loadu_si128((const __m128i *)(r0 + j)),
+                                                   _mm_loadu_si128((const __m128i *)(r1 + j)));
+                    const __m128i s = _mm_shuffle_epi8(v, even_odd);
+                    _mm_storel_epi64((__m128i *)(o + j / 2), _mm_max_epi8(s, _mm_srli_si128(s, 8)));
+                    if (j + 16 == we) break;
+                }
+            } else if (we >= 8) {
+                for (size_t j = 0;; j += 8) {
+                    if (j + 8 > we) j = we - 8;
+                    const __m128i v = _mm_max_epi8(_mm_loadl_epi64((const __m128i *)(r0 + j)),
+                                                   _mm_loadl_epi64((const __m128i *)(r1 + j)));
+                    const __m128i s = _mm_shuffle_epi8(v, even_odd8);
+                    const int32_t four = _mm_cvtsi128_si32(_mm_max_epi8(s, _mm_srli_si128(s, 4)));
+                    memcpy(o + j / 2, &four, 4);
+                    if (j + 8 == we) break;
+                }
+            } else {
+                for (size_t j = 0; j < ow; j++) {
+                    const int8_t a = r0[2 * j] > r0[2 * j + 1] ? r0[2 * j] : r0[2 * j + 1];
+                    const int8_t b = r1[2 * j] > r1[2 * j + 1] ? r1[2 * j] : r1[2 * j + 1];
+                    o[j] = a > b ? a : b;
+                }
             }
         }
     }

@@ -87,5 +87,8 @@ void qat_i8_im2col_portable(const uint8_t *xu, int c, int hp, int wp, int k, int
 void qat_i8_im2col_fast(const uint8_t *xu, int c, int hp, int wp, int k, int stride,
                         int oh, int ow, int k4, int npad, uint8_t *b);
 
+// 2×2 stride-2 max pool for the AVX2 and VNNI paths (im2col.c); h, w ≥ 2.
+void qat_i8_maxpool2x2_fast(const int8_t *x, int8_t *y, size_t planes, size_t h, size_t w);
+
 #define QAT_I8_TARGET_AVX2 __attribute__((target("avx2")))
 #define QAT_I8_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))

@@ -43,7 +43,7 @@ func rate(_ seconds: Double) -> String {
 }
 
 print("INT8 LeNet-5 kernels, batch \(batch), 1 thread, img/s (higher is better)")
-print("path      quantize     conv1     pool1     conv2     pool2       fc1       fc2       fc3   forward")
+print("path      quantize     conv1     pool1     conv2     pool2       fc1       fc2       fc3 conv1+pool conv2+pool   forward")
 for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) {
     let x0 = Int8Kernels.quantize(image, input, path: path)
     let x1 = Int8Kernels.conv2d(x0, conv1, inputZeroPoint: input.zeroPoint, weights: w1, bias: b1, requantize: relu(6, 25), path: path)
@@ -63,13 +63,18 @@ for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) {
         { _ = Int8Kernels.linear(f1, batch: batch, inputZeroPoint: -128, weights: w4, bias: b4, requantize: relu(84, 120), path: path) },
         { _ = Int8Kernels.linearDequantized(f2, batch: batch, inputZeroPoint: -128, weights: w5, bias: b5,
                                             scales: Array(repeating: 1e-3, count: 10), path: path) },
+        { _ = Int8Kernels.conv2dMaxPool(x0, conv1, inputZeroPoint: input.zeroPoint, weights: w1, bias: b1, requantize: relu(6, 25),
+                                        poolKernel: 2, poolStride: 2, path: path) },
+        { _ = Int8Kernels.conv2dMaxPool(p1, conv2, inputZeroPoint: -128, weights: w2, bias: b2, requantize: relu(16, 150),
+                                        poolKernel: 2, poolStride: 2, path: path) },
     ]
+    // As Int8Model runs it: each conv fused with the max pool after it.
     let forward: () -> Void = {
         let x0 = Int8Kernels.quantize(image, input, path: path)
-        let x1 = Int8Kernels.conv2d(x0, conv1, inputZeroPoint: input.zeroPoint, weights: w1, bias: b1, requantize: relu(6, 25), path: path)
-        let p1 = Int8Kernels.maxPool2d(x1, planes: batch * 6, height: 28, width: 28, kernel: 2, stride: 2, path: path)
-        let x2 = Int8Kernels.conv2d(p1, conv2, inputZeroPoint: -128, weights: w2, bias: b2, requantize: relu(16, 150), path: path)
-        let p2 = Int8Kernels.maxPool2d(x2, planes: batch * 16, height: 10, width: 10, kernel: 2, stride: 2, path: path)
+        let p1 = Int8Kernels.conv2dMaxPool(x0, conv1, inputZeroPoint: input.zeroPoint, weights: w1, bias: b1, requantize: relu(6, 25),
+                                           poolKernel: 2, poolStride: 2, path: path)
+        let p2 = Int8Kernels.conv2dMaxPool(p1, conv2, inputZeroPoint: -128, weights: w2, bias: b2, requantize: relu(16, 150),
+                                           poolKernel: 2, poolStride: 2, path: path)
         let f1 = Int8Kernels.linear(p2, batch: batch, inputZeroPoint: -128, weights: w3, bias: b3, requantize: relu(120, 400), path: path)
         let f2 = Int8Kernels.linear(f1, batch: batch, inputZeroPoint: -128, weights: w4, bias: b4, requantize: relu(84, 120), path: path)
         _ = Int8Kernels.linearDequantized(f2, batch: batch, inputZeroPoint: -128, weights: w5, bias: b5,

@@ -314,6 +314,28 @@ final class Int8KernelTests: XCTestCase {
         }
     }
 
+    /// conv2dMaxPool is conv2d then maxPool2d, code for code, on every path (and the paths agree).
+    func testConvMaxPoolEqualsConvThenPool() {
+        for c in convCases() {
+            let g = c.geometry
+            for (kernel, stride) in [(2, 2), (3, 2), (2, 1)] where kernel <= g.outputHeight && kernel <= g.outputWidth {
+                var results: [[Int8]] = []
+                for path in Path.allCases where Int8Kernels.isSupported(path) {
+                    let conv = Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                  requantize: c.requantization, path: path)
+                    let pooled = Int8Kernels.maxPool2d(conv, planes: g.batch * g.outputChannels, height: g.outputHeight,
+                                                       width: g.outputWidth, kernel: kernel, stride: stride, path: path)
+                    let fused = Int8Kernels.conv2dMaxPool(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                          requantize: c.requantization, poolKernel: kernel, poolStride: stride,
+                                                          path: path)
+                    XCTAssertEqual(fused, pooled, "\(path) \(g) pool \(kernel)/\(stride)")
+                    results.append(fused)
+                }
+                XCTAssertTrue(results.allSatisfy { $0 == results[0] }, "paths differ \(g)")
+            }
+        }
+    }
+
     func testActivePathIsSupported() {
         XCTAssertTrue(Int8Kernels.isSupported(Int8Kernels.activePath))
         XCTAssertTrue(Int8Kernels.isSupported(.portable))

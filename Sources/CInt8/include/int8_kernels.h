@@ -44,6 +44,14 @@ void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w
                    const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
                    qat_i8_output output, void *out);
 
+// conv2d requantized to int8 (output.kind must be QAT_I8_OUT_INT8) followed by a max pool
+// (window pool_k, stride pool_s, no padding) on each output plane: the same codes as
+// qat_i8_conv2d then qat_i8_maxpool, without the full conv output in memory.
+// out: [n][oc][(oh − pool_k)/pool_s + 1][(ow − pool_k)/pool_s + 1].
+void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
+                           const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
+                           qat_i8_output output, int pool_k, int pool_s, int8_t *out);
+
 // Fully connected: out[i][o] = Σ_j (x[i][j] − x_zero)·weight[o][j] + bias[o], then `output`.
 // x: [n][in], weight: [outs][in], out: [n][outs]. Same overflow precondition with K = in.
 void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,

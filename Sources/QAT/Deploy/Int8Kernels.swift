@@ -105,6 +105,27 @@ public enum Int8Kernels {
                     offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound)
     }
 
+    /// `conv2d` followed by a max pool (window `poolKernel`, stride `poolStride`, no padding) on
+    /// each output plane; the same codes as the two kernels in turn, but each image's conv output
+    /// is pooled while it is still in cache. → [N, O, (Ho − k)/s + 1, (Wo − k)/s + 1].
+    public static func conv2dMaxPool(_ x: [Int8], _ g: ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                     bias: [Int32], requantize r: Requantization, poolKernel: Int, poolStride: Int,
+                                     path: Path = activePath) -> [Int8] {
+        precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
+        precondition(poolKernel > 0 && poolStride > 0 && poolKernel <= g.outputHeight && poolKernel <= g.outputWidth,
+                     "conv2dMaxPool: bad window \(poolKernel)/\(poolStride)")
+        checkConv(x, g, weights, bias)
+        let count = g.batch * g.outputChannels * ((g.outputHeight - poolKernel) / poolStride + 1)
+            * ((g.outputWidth - poolKernel) / poolStride + 1)
+        return withOutput(QAT_I8_OUT_INT8, r.multipliers, r.offsets, Int32(r.zeroPoint), r.lowerBound) { output in
+            makeArray(count) { (out: UnsafeMutablePointer<Int8>) in
+                qat_i8_conv2d_maxpool(path.c, x, Int32(g.batch), Int32(g.channels), Int32(g.height), Int32(g.width), inputZeroPoint,
+                                      weights, bias, Int32(g.outputChannels), Int32(g.kernel), Int32(g.stride), Int32(g.padding),
+                                      output, Int32(poolKernel), Int32(poolStride), out)
+            }
+        }
+    }
+
     /// The same convolution, returning the raw accumulators Σ (q_x − o_d)·w_q + b_q.
     public static func conv2dAccumulators(_ x: [Int8], _ g: ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                           bias: [Int32], path: Path = activePath) -> [Int32] {
@@ -218,12 +239,7 @@ public enum Int8Kernels {
     private static func conv<T>(_ x: [Int8], _ g: ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
                                 _ path: Path, kind: qat_i8_out_kind, scales: [Float], offsets: [Float]?,
                                 zeroPoint: Int32, lo: Int32) -> [T] {
-        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
-        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
-        precondition(bias.count == g.outputChannels, "conv2d: \(bias.count) biases for \(g.outputChannels) channels")
-        precondition(g.kernel > 0 && g.stride > 0 && g.padding >= 0 && g.outputHeight > 0 && g.outputWidth > 0,
-                     "conv2d: bad geometry \(g)")
-        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
+        checkConv(x, g, weights, bias)
         let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
         return withOutput(kind, scales, offsets, zeroPoint, lo) { output in
             makeArray(count) { (out: UnsafeMutablePointer<T>) in
@@ -232,6 +248,15 @@ public enum Int8Kernels {
                               output, out)
             }
         }
+    }
+
+    private static func checkConv(_ x: [Int8], _ g: ConvGeometry, _ weights: [Int8], _ bias: [Int32]) {
+        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
+        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
+        precondition(bias.count == g.outputChannels, "conv2d: \(bias.count) biases for \(g.outputChannels) channels")
+        precondition(g.kernel > 0 && g.stride > 0 && g.padding >= 0 && g.outputHeight > 0 && g.outputWidth > 0,
+                     "conv2d: bad geometry \(g)")
+        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
     }
 
     private static func dense<T>(_ x: [Int8], _ batch: Int, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],

@@ -17,6 +17,9 @@ public final class Int8Model {
     public let quantizedLayerNames: [String]
 
     private let steps: [Step]
+    /// fusesPool[i]: step i is an integer conv with int8 output whose only reader is step i + 1,
+    /// a max pool; unobserved runs do both in one kernel (Int8Kernels.conv2dMaxPool).
+    private let fusesPool: [Bool]
 
     /// A value between nodes: codes with their quantizer, or floats. Shapes are per sample.
     private enum Value {
@@ -111,6 +114,15 @@ public final class Int8Model {
             throw HDF5Error(file: path, object: "/nodes", message: "the last node outputs \(shapes.last!), expected [\(deployed.numberOfClasses)] logits")
         }
         self.steps = steps
+        var readers = Array(repeating: 0, count: steps.count + 1)
+        for step in steps { for input in step.inputs { readers[input] += 1 } }
+        fusesPool = steps.indices.map { i in
+            let step = steps[i]
+            guard step.node.op == .conv2d, step.node.inputQuantizer != nil, step.requantization != nil,
+                  i + 1 < steps.count, readers[i + 1] == 1 else { return false }
+            let next = steps[i + 1]
+            return next.node.op == .maxpool2d && next.inputs == [i + 1]
+        }
         quantizedLayerNames = deployed.nodes.filter(\.isInteger).map(\.name)
     }
 
@@ -141,7 +153,26 @@ public final class Int8Model {
         // Free each value after its last reader.
         var lastUse = Array(repeating: 0, count: steps.count + 1)
         for (i, step) in steps.enumerated() { for input in step.inputs { lastUse[input] = i } }
-        for (i, step) in steps.enumerated() {
+        var i = 0
+        while i < steps.count {
+            let step = steps[i]
+            if observe == nil && fusesPool[i], let qd = step.node.inputQuantizer, let r = step.requantization,
+               let input = values[step.inputs[0]] {
+                // conv → max pool in one kernel; the conv output (read by the pool alone) never exists.
+                let x = codes(input, qd)
+                observeInputCodes?(step.node.name, x)
+                let s = step.inputShape, pool = steps[i + 1].node
+                let g = ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2], outputChannels: step.node.outputChannels,
+                                     kernel: step.node.kernelSize, stride: step.node.stride, padding: step.node.padding)
+                values[i + 2] = .codes(Int8Kernels.conv2dMaxPool(x, g, inputZeroPoint: qd.zeroPoint, weights: step.node.weightCodes,
+                                                                 bias: step.node.biasCodes, requantize: r,
+                                                                 poolKernel: pool.kernelSize, poolStride: pool.stride),
+                                       step.node.output!)
+                for input in step.inputs where lastUse[input] == i { values[input] = nil }
+                i += 2
+                continue
+            }
+            defer { i += 1 }
             let output = run(step, n, values, observeInputCodes)
             values[i + 1] = output
             if let observe, !step.node.produces.isEmpty {
