@@ -293,7 +293,155 @@ void qat_conv_direct_weight_grad(const float *restrict xp, const float *restrict
         }
     }
 }
+
+// ---------------------------------------------------------------- direct convolution over 16 output channels
+//
+// For layers with several input channels, narrow outputs and a multiple of 16 output channels
+// (LeNet's conv2: 6 → 16 channels, 10×10 outputs), vectorised over the output channels: two
+// 8-lane accumulators per output pixel, up to 5 pixels of a row at a time (10 accumulators).
+// No column matrix and no layout transposes in the forward pass. Weights are first rearranged
+// to wt [O/16][C·K·K][16]; the weight gradient reads gy as [N, Ho, Wo, O] (qat_conv_nhwc).
+
+int qat_conv_c16_supported(const qat_conv_geometry *g) {
+    if (g->stride != 1 || g->padding != 0 || g->kernel > 6 || g->out_channels % 16 != 0) return 0;
+    if (g->height < g->kernel || g->width < g->kernel) return 0;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+void qat_conv_c16_weights(const float *restrict w, float *restrict wt, const qat_conv_geometry *g) {
+    const long O = g->out_channels, R = g->channels * g->kernel * g->kernel;
+    for (long o = 0; o < O; o++)
+        for (long r = 0; r < R; r++) wt[((o / 16) * R + r) * 16 + o % 16] = w[o * R + r];
+}
+
+void qat_conv_nhwc(const float *restrict y, float *restrict yt, long channels, long plane, long n0, long n1) {
+    for (long n = n0; n < n1; n++) {
+        const float *s = y + n * channels * plane;
+        float *d = yt + n * channels * plane;
+        for (long c = 0; c < channels; c++)
+            for (long p = 0; p < plane; p++) d[p * channels + c] = s[c * plane + p];
+    }
+}
+
+#define QAT_C16_FORWARD_BLOCK(PB)                                                                      \
+__attribute__((target("avx2,fma"), always_inline))                                                     \
+static inline void c16_forward_block_##PB(const float *restrict xn, const float *restrict wt,           \
+        const float *restrict bias, float *restrict yn, long C, long K, long H, long W,                  \
+        long plane, long ow, long ob, long i, long j0) {                                                \
+    __m256 acc[PB][2];                                                                                   \
+    const __m256 b0 = bias ? _mm256_loadu_ps(bias + 16 * ob) : _mm256_setzero_ps();                      \
+    const __m256 b1 = bias ? _mm256_loadu_ps(bias + 16 * ob + 8) : _mm256_setzero_ps();                  \
+    for (int p = 0; p < PB; p++) { acc[p][0] = b0; acc[p][1] = b1; }                                     \
+    const float *wk = wt + ob * C * K * K * 16;                                                          \
+    for (long c = 0; c < C; c++) {                                                                      \
+        for (long kh = 0; kh < K; kh++) {                                                               \
+            const float *row = xn + (c * H + i + kh) * W + j0;                                          \
+            for (long kw = 0; kw < K; kw++, wk += 16) {                                                 \
+                const __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);                   \
+                for (int p = 0; p < PB; p++) {                                                          \
+                    const __m256 xv = _mm256_broadcast_ss(row + kw + p);                                \
+                    acc[p][0] = _mm256_fmadd_ps(w0, xv, acc[p][0]);                                     \
+                    acc[p][1] = _mm256_fmadd_ps(w1, xv, acc[p][1]);                                     \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+    float out[PB][16];                                                                                   \
+    for (int p = 0; p < PB; p++) { _mm256_storeu_ps(out[p], acc[p][0]); _mm256_storeu_ps(out[p] + 8, acc[p][1]); } \
+    float *dst = yn + 16 * ob * plane + i * ow + j0;                                                     \
+    for (int o = 0; o < 16; o++)                                                                        \
+        for (int p = 0; p < PB; p++) dst[o * plane + p] = out[p][o];                                     \
+}
+QAT_C16_FORWARD_BLOCK(1)
+QAT_C16_FORWARD_BLOCK(5)
+
+__attribute__((target("avx2,fma")))
+void qat_conv_c16_forward(const float *restrict x, const float *restrict wt, const float *restrict bias,
+                          float *restrict y, const qat_conv_geometry *g, long n0, long n1) {
+    const long C = g->channels, H = g->height, W = g->width, K = g->kernel, O = g->out_channels;
+    const long oh = H - K + 1, ow = W - K + 1, plane = oh * ow;
+    for (long n = n0; n < n1; n++) {
+        const float *xn = x + n * C * H * W;
+        float *yn = y + n * O * plane;
+        for (long ob = 0; ob < O / 16; ob++) {
+            for (long i = 0; i < oh; i++) {
+                long j0 = 0;
+                for (; j0 + 5 <= ow; j0 += 5) c16_forward_block_5(xn, wt, bias, yn, C, K, H, W, plane, ow, ob, i, j0);
+                for (; j0 < ow; j0++) c16_forward_block_1(xn, wt, bias, yn, C, K, H, W, plane, ow, ob, i, j0);
+            }
+        }
+    }
+}
+
+// gw[o, c, kh, 0..K) for the 16 o of block ob and one (c, kh), summed over every image and pixel
+// in a fixed order. gyt is gy as [N, Ho, Wo, O].
+#define QAT_C16_WEIGHT_GRAD_ROW(KK)                                                                    \
+__attribute__((target("avx2,fma")))                                                                    \
+static void c16_weight_grad_row_##KK(const float *restrict x, const float *restrict gyt,                \
+        float *restrict gw, long N, long C, long H, long W, long O, long oh, long ow,                    \
+        long ob, long c, long kh) {                                                                     \
+    __m256 acc[KK][2];                                                                                   \
+    for (int k = 0; k < KK; k++) { acc[k][0] = _mm256_setzero_ps(); acc[k][1] = _mm256_setzero_ps(); }  \
+    for (long n = 0; n < N; n++) {                                                                      \
+        for (long i = 0; i < oh; i++) {                                                                 \
+            const float *xrow = x + ((n * C + c) * H + i + kh) * W;                                     \
+            const float *grow = gyt + ((n * oh + i) * ow) * O + 16 * ob;                                \
+            for (long j = 0; j < ow; j++) {                                                             \
+                const __m256 g0 = _mm256_loadu_ps(grow + j * O), g1 = _mm256_loadu_ps(grow + j * O + 8); \
+                for (int kw = 0; kw < KK; kw++) {                                                       \
+                    const __m256 xv = _mm256_broadcast_ss(xrow + j + kw);                               \
+                    acc[kw][0] = _mm256_fmadd_ps(g0, xv, acc[kw][0]);                                   \
+                    acc[kw][1] = _mm256_fmadd_ps(g1, xv, acc[kw][1]);                                   \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+    float out[KK][16];                                                                                   \
+    for (int k = 0; k < KK; k++) { _mm256_storeu_ps(out[k], acc[k][0]); _mm256_storeu_ps(out[k] + 8, acc[k][1]); } \
+    for (int o = 0; o < 16; o++)                                                                        \
+        for (int kw = 0; kw < KK; kw++) gw[(((16 * ob + o) * C + c) * KK + kh) * KK + kw] += out[kw][o]; \
+}
+QAT_C16_WEIGHT_GRAD_ROW(1)
+QAT_C16_WEIGHT_GRAD_ROW(2)
+QAT_C16_WEIGHT_GRAD_ROW(3)
+QAT_C16_WEIGHT_GRAD_ROW(4)
+QAT_C16_WEIGHT_GRAD_ROW(5)
+QAT_C16_WEIGHT_GRAD_ROW(6)
+
+void qat_conv_c16_weight_grad(const float *restrict x, const float *restrict gyt, float *restrict gw,
+                              const qat_conv_geometry *g, long unit0, long unit1) {
+    const long C = g->channels, H = g->height, W = g->width, K = g->kernel, O = g->out_channels;
+    const long oh = H - K + 1, ow = W - K + 1, N = g->batch;
+    // One unit per (o block, c, kh); each writes its own 16·K weights.
+    for (long u = unit0; u < unit1; u++) {
+        const long kh = u % K, c = (u / K) % C, ob = u / (K * C);
+        switch (K) {   // qat_conv_c16_supported guarantees K ≤ 6
+        case 1: c16_weight_grad_row_1(x, gyt, gw, N, C, H, W, O, oh, ow, ob, c, kh); break;
+        case 2: c16_weight_grad_row_2(x, gyt, gw, N, C, H, W, O, oh, ow, ob, c, kh); break;
+        case 3: c16_weight_grad_row_3(x, gyt, gw, N, C, H, W, O, oh, ow, ob, c, kh); break;
+        case 4: c16_weight_grad_row_4(x, gyt, gw, N, C, H, W, O, oh, ow, ob, c, kh); break;
+        case 5: c16_weight_grad_row_5(x, gyt, gw, N, C, H, W, O, oh, ow, ob, c, kh); break;
+        default: c16_weight_grad_row_6(x, gyt, gw, N, C, H, W, O, oh, ow, ob, c, kh); break;
+        }
+    }
+}
 #else
+int qat_conv_c16_supported(const qat_conv_geometry *g) { (void)g; return 0; }
+void qat_conv_c16_weights(const float *restrict w, float *restrict wt, const qat_conv_geometry *g) {
+    (void)w; (void)wt; (void)g;
+}
+void qat_conv_nhwc(const float *restrict y, float *restrict yt, long channels, long plane, long n0, long n1) {
+    (void)y; (void)yt; (void)channels; (void)plane; (void)n0; (void)n1;
+}
+void qat_conv_c16_forward(const float *restrict x, const float *restrict wt, const float *restrict bias,
+                          float *restrict y, const qat_conv_geometry *g, long n0, long n1) {
+    (void)x; (void)wt; (void)bias; (void)y; (void)g; (void)n0; (void)n1;
+}
+void qat_conv_c16_weight_grad(const float *restrict x, const float *restrict gyt, float *restrict gw,
+                              const qat_conv_geometry *g, long unit0, long unit1) {
+    (void)x; (void)gyt; (void)gw; (void)g; (void)unit0; (void)unit1;
+}
 int qat_conv_direct_supported(const qat_conv_geometry *g) { (void)g; return 0; }
 void qat_conv_direct_forward(const float *restrict xp, const float *restrict w, const float *restrict bias,
                              float *restrict y, const qat_conv_geometry *g, long n0, long n1) {

@@ -48,7 +48,9 @@ static void claim_and_run(uint32_t generation) {
         uint64_t s = atomic_load_explicit(&pool_state, memory_order_acquire);
         if ((uint32_t)(s >> 32) != generation) return;
         const long index = (long)(uint32_t)s;
-        if (index >= atomic_load_explicit(&pool_count, memory_order_relaxed)) return;
+        // Acquire: if this sees the next region's count, the CAS below sees the caller's closing
+        // store to pool_state (made before that count) and fails.
+        if (index >= atomic_load_explicit(&pool_count, memory_order_acquire)) return;
         if (!atomic_compare_exchange_weak_explicit(&pool_state, &s, s + 1, memory_order_acq_rel,
                                                    memory_order_relaxed)) continue;
         atomic_load_explicit(&pool_fn, memory_order_relaxed)(atomic_load_explicit(&pool_ctx, memory_order_relaxed), index);
@@ -109,9 +111,15 @@ void qat_pool_run(long count, qat_task_fn fn, void *ctx) {
         for (long i = 0; i < count; i++) fn(ctx, i);
         return;
     }
+    // Close the previous region before overwriting its count: a late worker that had loaded
+    // (old generation, index = old count) could otherwise read the new, larger count, claim that
+    // index with a CAS that still matches, run a stray task and add one to pool_done, which then
+    // skips past `count` and the wait below never ends. An index of 0xFFFFFFFF claims nothing.
+    atomic_store_explicit(&pool_state, atomic_load_explicit(&pool_state, memory_order_relaxed) | 0xFFFFFFFFu,
+                          memory_order_relaxed);
     atomic_store_explicit(&pool_fn, fn, memory_order_relaxed);
     atomic_store_explicit(&pool_ctx, ctx, memory_order_relaxed);
-    atomic_store_explicit(&pool_count, count, memory_order_relaxed);
+    atomic_store_explicit(&pool_count, count, memory_order_release);
     atomic_store_explicit(&pool_done, 0, memory_order_relaxed);
     pthread_mutex_lock(&pool_mutex);
     const uint32_t generation = (uint32_t)(atomic_load_explicit(&pool_state, memory_order_relaxed) >> 32) + 1;

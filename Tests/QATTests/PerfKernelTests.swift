@@ -50,6 +50,53 @@ final class PerfKernelTests: XCTestCase {
         checkDirect([1, 1, 6, 44], outputs: 5, kernel: 5, padding: 0, inputGradient: true, seed: 203)
     }
 
+    /// Gradient-checks conv2d on shapes the 16-output-channel direct kernel takes (stride 1, no padding).
+    private func checkC16(_ xShape: [Int], outputs: Int, kernel: Int, seed: UInt64,
+                          file: StaticString = #filePath, line: UInt = #line) {
+        let g = geometry(xShape, outputs: outputs, kernel: kernel, stride: 1, padding: 0)
+        guard g.c16Supported && !g.directSupported else { return }   // no AVX2: the gemm path
+        var rng = SeededGenerator(seed: seed)
+        let wShape = [outputs, xShape[1], kernel, kernel]
+        let x = randomVariable(xShape, &rng)
+        let w = randomVariable(wShape, bound: 0.5, &rng)
+        let b = randomVariable([outputs], &rng)
+        let outShape = [xShape[0], outputs, g.outputHeight, g.outputWidth]
+        checkOp("c16 conv2d \(xShape) o\(outputs) k\(kernel)",
+                inputs: [OpInput("x", x), OpInput("weight", w), OpInput("bias", b)], outputShape: outShape,
+                reference: { v in
+                    conv2dReference(x: v[0], xShape: xShape, w: v[1], wShape: wShape, b: v[2],
+                                    stride: 1, padding: 0)
+                },
+                forward: { tape in conv2d(x, weight: w, bias: b, stride: 1, padding: 0, tape: tape) },
+                seed: seed &+ 1, file: file, line: line)
+    }
+
+    /// 7 output columns (one 5-pixel block and two single pixels), 16 outputs, two images.
+    func testC16ConvOddWidth() {
+        checkC16([2, 3, 6, 9], outputs: 16, kernel: 3, seed: 211)
+    }
+
+    /// 32 outputs (two channel blocks), kernel 5 as in LeNet's conv2, 10 columns.
+    func testC16ConvTwoChannelBlocks() {
+        checkC16([1, 2, 7, 14], outputs: 32, kernel: 5, seed: 212)
+    }
+
+    /// The 16-channel kernel and the gemm path agree up to float rounding on LeNet's conv2.
+    func testC16MatchesGemm() {
+        ConvKernels.directEnabled = true
+        let direct = convRun([8, 6, 14, 14], outputs: 16, kernel: 5, stride: 1, padding: 0, seed: 213)
+        ConvKernels.directEnabled = false
+        let gemm = convRun([8, 6, 14, 14], outputs: 16, kernel: 5, stride: 1, padding: 0, seed: 213)
+        for (a, b) in zip(direct, gemm) {
+            XCTAssertEqual(a.count, b.count)
+            let scale = b.map { abs($0) }.max() ?? 1
+            for i in 0..<a.count where abs(a[i] - b[i]) > 1e-5 * max(1, scale) {
+                XCTFail("c16 \(a[i]) vs gemm \(b[i]) at \(i)")
+                break
+            }
+        }
+    }
+
     /// Runs a conv forward and backward and returns y, dx, dW, db.
     private func convRun(_ xShape: [Int], outputs: Int, kernel: Int, stride: Int, padding: Int,
                          seed: UInt64) -> [[Float]] {

@@ -61,6 +61,20 @@ void qat_conv_direct_forward(const float *restrict xp, const float *restrict w, 
 // gw[o, c, kh, kw] += Σ_{n,i,j} gy[n, o, i, j] · xp[n, c, i + kh, j + kw]. Units write disjoint weights.
 void qat_conv_direct_weight_grad(const float *restrict xp, const float *restrict gy, float *restrict gw,
                                  const qat_conv_geometry *g, long u0, long u1);
+// Direct stride-1, unpadded convolution vectorised over 16 output channels (AVX2 + FMA; O % 16 == 0,
+// K ≤ 6; qat_conv_c16_supported says when). Works on x [N, C, H, W] as it is.
+int qat_conv_c16_supported(const qat_conv_geometry *g);
+// wt [O/16][C·K·K][16]: the weights [O, C·K·K] with 16 output channels innermost.
+void qat_conv_c16_weights(const float *restrict w, float *restrict wt, const qat_conv_geometry *g);
+// yt [n, p, c] = y [n, c, p] for images [n0, n1) (NCHW → NHWC).
+void qat_conv_nhwc(const float *restrict y, float *restrict yt, long channels, long plane, long n0, long n1);
+// Images [n0, n1): y [N, O, Ho, Wo] = W ⋆ x + bias (bias may be NULL), wt from qat_conv_c16_weights.
+void qat_conv_c16_forward(const float *restrict x, const float *restrict wt, const float *restrict bias,
+                          float *restrict y, const qat_conv_geometry *g, long n0, long n1);
+// Weight gradient for units [u0, u1), one unit per (o block of 16, c, kh) (O/16·C·K units), gyt = gy
+// as [N, Ho, Wo, O]: gw[o, c, kh, kw] += Σ_{n,i,j} gy[n, o, i, j] · x[n, c, i + kh, j + kw].
+void qat_conv_c16_weight_grad(const float *restrict x, const float *restrict gyt, float *restrict gw,
+                              const qat_conv_geometry *g, long u0, long u1);
 // Max pool backward: gx[argmax[o]] += gy[o] for o in [begin, end).
 void qat_maxpool_backward(const float *restrict gy, const int32_t *restrict argmax, float *restrict gx,
                           size_t begin, size_t end);

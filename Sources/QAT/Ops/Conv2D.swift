@@ -40,12 +40,17 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?,
     precondition(g.outputHeight > 0 && g.outputWidth > 0, "conv2d: input \(x.shape) smaller than kernel")
     let record = needsPullback(tape, x, weight, bias)
     let useDirect = ConvKernels.directEnabled && g.directSupported
-    // Direct path: keeps the zero-padded input; gemm path: keeps the column matrix (training only).
+    let useC16 = ConvKernels.directEnabled && !useDirect && g.c16Supported
+    // Direct path: keeps the zero-padded input; gemm path: keeps the column matrix (training only);
+    // 16-channel path: keeps nothing (x itself is read again).
     var saved: [Float] = []
     var y = Tensor(shape: [g.batch, g.outputChannels, g.outputHeight, g.outputWidth],
                    storage: uninitializedFloats(g.columns * g.outputChannels))
+    let xValue = x.value
     if useDirect {
         saved = directForward(x.value, weight.value, bias?.value, g, into: &y)
+    } else if useC16 {
+        c16Forward(x.value, weight.value, bias?.value, g, into: &y)
     } else {
         saved = gemmForward(x.value, weight.value, bias?.value, g, keepColumns: record, into: &y)
     }
@@ -54,12 +59,14 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?,
 
     tape.record {
         guard let gyTensor = out.grad else { return }
-        let gy2d = x.requiresGrad || (weight.requiresGrad && !useDirect)
+        let gy2d = x.requiresGrad || (weight.requiresGrad && !useDirect && !useC16)
             ? inputGradient(gyTensor, weight.value, g, into: x.requiresGrad ? x : nil) : []
         if weight.requiresGrad {
             weight.withGradient { gw in
                 if useDirect {
                     directWeightGradient(padded: saved, gyTensor, g, into: gw)
+                } else if useC16 {
+                    c16WeightGradient(xValue, gyTensor, g, into: gw)
                 } else {
                     gemmWeightGradient(columns: saved, gy2d: gy2d, g, into: gw)
                 }
@@ -92,6 +99,9 @@ extension ConvGeometry {
     }
     /// Whether the direct (no im2col) kernel handles this layer: stride 1, wide rows, AVX2.
     public var directSupported: Bool { withUnsafePointer(to: c) { qat_conv_direct_supported($0) != 0 } }
+    /// Whether the 16-output-channel direct kernel handles this layer: stride 1, no padding,
+    /// O a multiple of 16, K ≤ 6, AVX2 (LeNet's conv2).
+    public var c16Supported: Bool { withUnsafePointer(to: c) { qat_conv_c16_supported($0) != 0 } }
     /// Images per block of the gemm path, so that a block's columns stay in L2 (at most
     /// 1 MB, so 16 of LeNet's conv2 images), blocks as even as possible.
     /// Blocks depend on the geometry alone, never on the thread count: each block's gemm is the
@@ -141,6 +151,57 @@ private func directWeightGradient(padded: [Float], _ gy: Tensor, _ g: ConvGeomet
                 Parallel.forEachChunk(g.outputChannels * g.channels * g.kernel) { units in
                     qat_conv_direct_weight_grad(xp.baseAddress!, gys.baseAddress!, gw.baseAddress!, gp,
                                                 units.lowerBound, units.upperBound)
+                }
+            }
+        }
+    }
+}
+
+/// Direct forward vectorised over 16 output channels, on x as it is; the batch split over threads
+/// (each image's result is the same whichever thread computes it).
+private func c16Forward(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, _ g: ConvGeometry, into y: inout Tensor) {
+    let cg = g.c
+    withUnsafePointer(to: cg) { gp in
+        var wt = uninitializedFloats(w.count)
+        w.storage.withUnsafeBufferPointer { ws in
+            wt.withUnsafeMutableBufferPointer { qat_conv_c16_weights(ws.baseAddress!, $0.baseAddress!, gp) }
+        }
+        x.storage.withUnsafeBufferPointer { xs in
+            wt.withUnsafeBufferPointer { wts in
+                y.storage.withUnsafeMutableBufferPointer { ys in
+                    withBiasPointer(bias) { b in
+                        Parallel.forEachChunk(g.batch) { images in
+                            qat_conv_c16_forward(xs.baseAddress!, wts.baseAddress!, b, ys.baseAddress!, gp,
+                                                 images.lowerBound, images.upperBound)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// dW += Σ gy ⋆ x with gy first transposed to [N, Ho, Wo, O]; split over (output-channel block,
+/// input channel, kernel row): each unit sums all images in a fixed order, no reduction across threads.
+private func c16WeightGradient(_ x: Tensor, _ gy: Tensor, _ g: ConvGeometry,
+                               into gw: UnsafeMutableBufferPointer<Float>) {
+    let cg = g.c
+    let plane = g.outputHeight * g.outputWidth
+    var gyt = uninitializedFloats(gy.count)
+    withUnsafePointer(to: cg) { gp in
+        gy.storage.withUnsafeBufferPointer { gys in
+            gyt.withUnsafeMutableBufferPointer { gts in
+                Parallel.forEachChunk(g.batch) { images in
+                    qat_conv_nhwc(gys.baseAddress!, gts.baseAddress!, g.outputChannels, plane,
+                                  images.lowerBound, images.upperBound)
+                }
+            }
+        }
+        x.storage.withUnsafeBufferPointer { xs in
+            gyt.withUnsafeBufferPointer { gts in
+                Parallel.forEachChunk(g.outputChannels / 16 * g.channels * g.kernel) { units in
+                    qat_conv_c16_weight_grad(xs.baseAddress!, gts.baseAddress!, gw.baseAddress!, gp,
+                                             units.lowerBound, units.upperBound)
                 }
             }
         }
