@@ -102,7 +102,8 @@ public final class MetricsLog {
         panel(2, title: "clip bounds (clip_max solid; clip_min when it moves)", series: layerNames.enumerated().flatMap { i, name in
             let maxPoints = rows.filter { $0.clipBounds.count > 2 * i + 1 }.map { (Double($0.step), Double($0.clipBounds[2 * i + 1])) }
             let minPoints = rows.filter { $0.clipBounds.count > 2 * i }.map { (Double($0.step), Double($0.clipBounds[2 * i])) }
-            let minMoves = Set(minPoints.map(\.1)).count > 1
+            let minValues = minPoints.map(\.1), maxScale = maxPoints.map { abs($0.1) }.max() ?? 1
+            let minMoves = (minValues.max() ?? 0) - (minValues.min() ?? 0) > 1e-4 * max(maxScale, 1e-6)
             return [(name, palette[i % palette.count], maxPoints)] + (minMoves ? [("\(name) min", palette[i % palette.count], minPoints)] : [])
         })
         let height = 30 + 3 * (panelHeight + 40)

@@ -171,9 +171,13 @@ public final class TrainingRun {
         return final
     }
 
-    /// clip_min, clip_max of every quantized layer, in layer order.
+    /// The clip_min, clip_max the next forward will use, for every quantized layer in order
+    /// (with fixed_min that is 0, whatever the optimizer just wrote into clip_min).
     private var clipBounds: [Float] {
-        model.fakeQuantizers.flatMap { [$0.activation.clipMin.value.storage[0], $0.activation.clipMax.value.storage[0]] }
+        model.fakeQuantizers.flatMap { q in
+            let a = q.activation
+            return [a.fixedMin ? 0 : a.clipMin.value.storage[0], a.clipMax.value.storage[0]]
+        }
     }
 
     /// After a non-finite loss: replays the failing batch and names the first layer whose output
