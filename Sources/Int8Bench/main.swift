@@ -20,23 +20,6 @@ let w1 = codes(6 * 25), w2 = codes(16 * 150), w3 = codes(120 * 400), w4 = codes(
 let b1 = [Int32](repeating: 100, count: 6), b2 = [Int32](repeating: -100, count: 16)
 let b3 = [Int32](repeating: 7, count: 120), b4 = [Int32](repeating: 7, count: 84), b5 = [Int32](repeating: 7, count: 10)
 
-/// Seconds per call of `body`: the best of 5 rounds of at least 0.2 s each, after a warm-up.
-func secondsPerCall(_ body: () -> Void) -> Double {
-    body()
-    var best = Double.infinity
-    for _ in 0..<5 {
-        var calls = 0
-        let start = DispatchTime.now().uptimeNanoseconds
-        var elapsed = 0.0
-        repeat {
-            body()
-            calls += 1
-            elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        } while elapsed < 0.2
-        best = min(best, elapsed / Double(calls))
-    }
-    return best
-}
 
 func rate(_ seconds: Double) -> String {
     String(format: "%10.0f", Double(batch) / seconds)
@@ -80,7 +63,7 @@ for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) {
         _ = Int8Kernels.linearDequantized(f2, batch: batch, inputZeroPoint: -128, weights: w5, bias: b5,
                                           scales: Array(repeating: 1e-3, count: 10), path: path)
     }
-    let figures = layers.map { rate(secondsPerCall($0)) } + [rate(secondsPerCall(forward))]
+    let figures = layers.map { rate(Stopwatch.bestSecondsPerCall($0)) } + [rate(Stopwatch.bestSecondsPerCall(forward))]
     print(path.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + figures.joined())
 }
 print("target for the whole INT8 forward: 200000 img/s at 1 thread")

@@ -40,7 +40,7 @@ struct EvalCommand: ParsableCommand {
                              Double(result.count) / max(seconds, 1e-9)))
                 if speed {
                     let batch = test.batch(Array(0..<min(256, test.count))[...]).images
-                    let perCall = bestSecondsPerCall { _ = engine.forward(batch) }
+                    let perCall = Stopwatch.bestSecondsPerCall { _ = engine.forward(batch) }
                     print(String(format: "INT8 forward, batch %d, %@ kernels: %.0f img/s (best of 5 rounds)",
                                  batch.shape[0], Int8Kernels.activePath.rawValue, Double(batch.shape[0]) / perCall))
                 }
@@ -55,20 +55,3 @@ struct EvalCommand: ParsableCommand {
     }
 }
 
-/// Seconds per call of `body`: the best of 5 rounds of at least 0.2 s each, after a warm-up.
-func bestSecondsPerCall(_ body: () -> Void) -> Double {
-    body()
-    var best = Double.infinity
-    for _ in 0..<5 {
-        var calls = 0
-        let start = DispatchTime.now().uptimeNanoseconds
-        var elapsed = 0.0
-        repeat {
-            body()
-            calls += 1
-            elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        } while elapsed < 0.2
-        best = min(best, elapsed / Double(calls))
-    }
-    return best
-}

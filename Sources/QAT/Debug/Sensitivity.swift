@@ -205,26 +205,16 @@ public final class SensitivityAnalysis {
 
     private func evaluate(_ model: Model, on data: Dataset, batchSize: Int, reference: inout [[Float]],
                           recordReference: Bool = false) -> VariantEvaluation {
-        var lossSum = 0.0, correct = 0, l1 = 0.0, logitCount = 0
-        var start = 0, batchIndex = 0
-        while start < data.count {
-            let end = min(start + batchSize, data.count)
-            let batch = data.batch(Array(start..<end)[...])
-            let logits = model.forward(batch.images, training: false, tape: nil)
-            let (loss, right) = softmaxCrossEntropy(logits, labels: batch.labels, tape: nil)
-            lossSum += Double(loss.value.storage[0]) * Double(end - start)
-            correct += right
+        var l1 = 0.0, logitCount = 0
+        let result = Trainer.evaluate(model, on: data, batchSize: batchSize) { batchIndex, logits in
             if recordReference {
-                reference.append(logits.value.storage)
+                reference.append(logits.storage)
             } else {
-                for (u, v) in zip(logits.value.storage, reference[batchIndex]) { l1 += Double(abs(u - v)) }
+                for (u, v) in zip(logits.storage, reference[batchIndex]) { l1 += Double(abs(u - v)) }
             }
-            logitCount += logits.value.count
-            start = end
-            batchIndex += 1
+            logitCount += logits.count
         }
-        let n = Double(max(data.count, 1))
-        return VariantEvaluation(loss: lossSum / n, accuracy: Double(correct) / n, outputL1: l1 / Double(max(logitCount, 1)))
+        return VariantEvaluation(loss: result.loss, accuracy: result.accuracy, outputL1: l1 / Double(max(logitCount, 1)))
     }
 }
 

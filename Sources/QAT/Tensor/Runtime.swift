@@ -16,3 +16,27 @@ public enum Runtime {
         qat_keep_freed_memory()
     }
 }
+
+import Dispatch
+
+/// Timing for benchmarks and `--speed` flags.
+public enum Stopwatch {
+    /// Seconds per call of `body`: the best of 5 rounds of at least 0.2 s each, after a warm-up.
+    /// The best round is the one least disturbed by other processes on a shared machine.
+    public static func bestSecondsPerCall(_ body: () -> Void) -> Double {
+        body()
+        var best = Double.infinity
+        for _ in 0..<5 {
+            var calls = 0
+            let start = DispatchTime.now().uptimeNanoseconds
+            var elapsed = 0.0
+            repeat {
+                body()
+                calls += 1
+                elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            } while elapsed < 0.2
+            best = min(best, elapsed / Double(calls))
+        }
+        return best
+    }
+}

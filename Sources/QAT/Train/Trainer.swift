@@ -149,9 +149,11 @@ public final class Trainer {
         Trainer.evaluate(model, on: data, batchSize: settings.evalBatchSize)
     }
 
-    public static func evaluate(_ model: Model, on data: Dataset, batchSize: Int = 256) -> Evaluation {
+    /// `eachBatch`, if given, sees every batch's logits [B, K] with the batch index.
+    public static func evaluate(_ model: Model, on data: Dataset, batchSize: Int = 256,
+                                eachBatch: (Int, Tensor) -> Void = { _, _ in }) -> Evaluation {
         var lossSum = 0.0, correct = 0
-        var start = 0
+        var start = 0, batchIndex = 0
         while start < data.count {
             let end = min(start + batchSize, data.count)
             let batch = data.batch(Array(start..<end)[...])
@@ -159,7 +161,9 @@ public final class Trainer {
             let (loss, right) = softmaxCrossEntropy(logits, labels: batch.labels, tape: nil)
             lossSum += Double(loss.value.storage[0]) * Double(end - start)
             correct += right
+            eachBatch(batchIndex, logits.value)
             start = end
+            batchIndex += 1
         }
         return Evaluation(loss: lossSum / Double(max(data.count, 1)),
                           accuracy: Double(correct) / Double(max(data.count, 1)), count: data.count)
