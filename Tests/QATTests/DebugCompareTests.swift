@@ -86,7 +86,7 @@ final class DebugCompareTests: XCTestCase {
         }
         // conv1's clipping, counted by hand on the same 64 images against the grid-aligned bounds.
         let conv1 = report.rows[0].clipping!
-        let q = LayerQuantizationInfo(bits: 8, scale: 1.5 / 255, offset: Int((-128 + 0.5 / (1.5 / 255)).rounded(.toNearestOrEven)))
+        let q = QuantizationGrid(bits: 8, scale: 1.5 / 255, offset: Int((-128 + 0.5 / (1.5 / 255)).rounded(.toNearestOrEven)))
         XCTAssertEqual(conv1.quantization.scale, q.scale, accuracy: 1e-7)
         XCTAssertEqual(conv1.quantization.offset, q.offset)
         let images = try fashionMNIST(.test, count: 64).images

@@ -5,7 +5,7 @@ import Foundation
 public struct ClippingStatistics: Equatable, Sendable, Codable {
     /// Which side's quantizer and input were measured ("fakequant", "int8").
     public var side: String
-    public var quantization: LayerQuantizationInfo
+    public var quantization: QuantizationGrid
     /// Values of the layer's input seen.
     public var count: Int
     /// Values x < L and x > U (x == L or x == U is inside).
@@ -31,12 +31,12 @@ public struct ClippingStatistics: Equatable, Sendable, Codable {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         side = try c.decode(String.self, forKey: .side)
-        quantization = try c.decode(LayerQuantizationInfo.self, forKey: .quantization)
+        quantization = try c.decode(QuantizationGrid.self, forKey: .quantization)
         count = try c.decode(Int.self, forKey: .count)
         below = try c.decode(Int.self, forKey: .below)
         above = try c.decode(Int.self, forKey: .above)
     }
-    init(side: String, quantization: LayerQuantizationInfo) {
+    init(side: String, quantization: QuantizationGrid) {
         self.side = side
         self.quantization = quantization
         count = 0

@@ -3,26 +3,6 @@ import Foundation
 // The sides of a layer-by-layer comparison: anything that runs a batch and reports each
 // layer's output by name. `qat compare` runs two of them on the same batches.
 
-/// The quantization one side applies to a layer's INPUT, as used by its most recent run.
-public struct LayerQuantizationInfo: Equatable, Sendable, Codable {
-    /// Activation bit width: 8 or 16.
-    public var bits: Int
-    public var scale: Float
-    public var offset: Int
-    /// Grid-aligned clip bounds [L, U] (ALGORITHMS.md §1 step 4): L = s·(qmin − o), U = L + n·s.
-    public var lower: Float
-    public var upper: Float
-
-    public init(bits: Int, scale: Float, offset: Int) {
-        self.bits = bits
-        self.scale = scale
-        self.offset = offset
-        let range = QuantizationRange(bits: bits)
-        lower = scale * Float(range.qmin - offset)
-        upper = lower + Float(range.levels) * scale
-    }
-}
-
 /// One side of a comparison.
 public protocol LayerOutputSource: AnyObject {
     /// "float", "fakequant", "int8".
@@ -33,11 +13,11 @@ public protocol LayerOutputSource: AnyObject {
     func run(_ batch: Tensor, observe: (String, Tensor) -> Void) -> Tensor
     /// The input quantizer of `layer` as the latest `run` used it; nil when the layer's input
     /// is not quantized on this side.
-    func quantization(ofLayer layer: String) -> LayerQuantizationInfo?
+    func quantization(ofLayer layer: String) -> QuantizationGrid?
 }
 
 extension LayerOutputSource {
-    public func quantization(ofLayer layer: String) -> LayerQuantizationInfo? { nil }
+    public func quantization(ofLayer layer: String) -> QuantizationGrid? { nil }
 }
 
 /// A float or fake-quant `Model` as a comparison side.
@@ -58,10 +38,10 @@ public final class ModelOutputSource: LayerOutputSource {
         }
     }
 
-    public func quantization(ofLayer layer: String) -> LayerQuantizationInfo? {
+    public func quantization(ofLayer layer: String) -> QuantizationGrid? {
         guard let quantizer = (model.layer(named: layer) as? WeightedLayer)?.quantizer as? FakeQuantizer else { return nil }
         let a = quantizer.activation
-        return LayerQuantizationInfo(bits: a.numBits, scale: a.scale, offset: a.offset)
+        return QuantizationGrid(bits: a.numBits, scale: a.scale, offset: a.offset)
     }
 }
 
@@ -86,8 +66,8 @@ public final class Int8OutputSource: LayerOutputSource {
     }
 
     /// Clipping on this side is measured against the deployed bounds.
-    public func quantization(ofLayer layer: String) -> LayerQuantizationInfo? {
-        inputQuantizers[layer].map { LayerQuantizationInfo(bits: 8, scale: $0.scale, offset: Int($0.zeroPoint)) }
+    public func quantization(ofLayer layer: String) -> QuantizationGrid? {
+        inputQuantizers[layer].map { QuantizationGrid(bits: 8, scale: $0.scale, offset: Int($0.zeroPoint)) }
     }
 }
 

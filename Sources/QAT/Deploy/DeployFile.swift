@@ -81,7 +81,7 @@ public struct DeployNode: Equatable, Sendable {
     public var biasResidual: [Float] = []
     /// Float conv/linear of an INT16 layer: the input is fake-quantized on this grid first, and
     /// `floatTensors["weight"]` is the already fake-quantized (ARQ) weight.
-    public var inputFakeQuantization: FloatInputQuantization?
+    public var inputFakeQuantization: QuantizationGrid?
     /// Float conv/linear: weight and bias; batchnorm2d: γ, β, running mean and variance.
     public var floatTensors: [String: Tensor] = [:]
     /// batchnorm2d: ε.
@@ -189,26 +189,6 @@ extension DeployFile {
     }
 }
 
-/// A quantize-dequantize grid applied in float: x̂ = s·round(clamp(x/s, qmin − o, qmax − o)),
-/// exactly the fake-quant forward (ALGORITHMS.md §1 step 4) at `bits` bits.
-public struct FloatInputQuantization: Equatable, Sendable {
-    public var bits: Int
-    public var scale: Float
-    public var offset: Int
-
-    public init(bits: Int, scale: Float, offset: Int) {
-        self.bits = bits
-        self.scale = scale
-        self.offset = offset
-    }
-
-    public func apply(_ values: inout [Float]) {
-        let range = QuantizationRange(bits: bits)
-        let (s, low, high) = (scale, Float(range.qmin - offset), Float(range.qmax - offset))
-        for i in values.indices { values[i] = (min(max(values[i] / s, low), high)).rounded(.toNearestOrEven) * s }
-    }
-}
-
 extension DeployNode {
     fileprivate func write(at group: String, in file: HDF5File) throws {
         try file.createGroup(at: group)
@@ -311,7 +291,7 @@ extension DeployNode {
                 if try file.hasAttribute("input_fake_quant_bits", on: group) {
                     let bits = try int("input_fake_quant_bits")
                     guard bits == 8 || bits == 16 else { throw fail(group, "input_fake_quant_bits must be 8 or 16, got \(bits)") }
-                    node.inputFakeQuantization = FloatInputQuantization(bits: bits, scale: try scale("input_fake_quant_scale"),
+                    node.inputFakeQuantization = QuantizationGrid(bits: bits, scale: try scale("input_fake_quant_scale"),
                                                                         offset: try int("input_fake_quant_offset"))
                 }
                 for key in try file.children(of: group) { node.floatTensors[key] = try file.readTensor(at: group + "/" + key) }

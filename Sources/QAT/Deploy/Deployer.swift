@@ -90,7 +90,7 @@ private struct Builder {
     let outputSentinel: Int
     var inputQuantizers: [Int: Int8Kernels.Quantizer] = [:]
     /// INT16 layers: the 16-bit grid their float node applies to its input.
-    var wideInputs: [Int: FloatInputQuantization] = [:]
+    var wideInputs: [Int: QuantizationGrid] = [:]
     /// conv index → folded BN index
     var foldedInto: [Int: Int] = [:]
     var folded: Set<Int> = []
@@ -117,7 +117,7 @@ private struct Builder {
             if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, q.activation.range.bits == 16 {
                 // INT16 layers run in float on this engine, simulating their quantizers exactly.
                 let affine = try Deployer.inputQuantization(of: q, source: source)
-                wideInputs[i] = FloatInputQuantization(bits: 16, scale: affine.scale, offset: affine.offset)
+                wideInputs[i] = QuantizationGrid(bits: 16, scale: affine.scale, offset: affine.offset)
             } else if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer {
                 inputQuantizers[i] = try Deployer.inputQuantizer(of: q, source: source)
             } else if let weighted = layer as? WeightedLayer, weighted.quantizer != nil {
