@@ -59,14 +59,7 @@ void store16(const qat_i8_gemm *g, int row, int col, __m512i acc) {
         break;
     }
     case QAT_I8_OUT_INT8: {
-        // Same steps as qat_i8_store1: convert, multiply, add the offset, round half even, clamp, add o_y.
-        const int32_t zero = g->output.zero_point;
-        __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
-        if (g->output.offset) r = _mm512_add_ps(r, _mm512_set1_ps(g->output.offset[row]));
-        r = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        r = _mm512_max_ps(r, _mm512_set1_ps((float)(g->output.lo - zero)));
-        r = _mm512_min_ps(r, _mm512_set1_ps((float)(127 - zero)));
-        const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(r), _mm512_set1_epi32(zero));
+        const __m512i q = requant16(g, row, acc);
         _mm512_mask_cvtepi32_storeu_epi8((int8_t *)g->out + at, mask, q);
         break;
     }
