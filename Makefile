@@ -9,7 +9,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 QAT := .build/release/qat
 
-.PHONY: all deps build demo test bench clean
+.PHONY: all deps build demo test bench behaviour-check clean
 
 all: build
 
@@ -47,6 +47,10 @@ bench: deps
 	.build/release/qat-bench
 	@echo "== OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (OpenBLAS picks its kernel from cpuid) =="
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .build/release/qat-bench
+
+# Byte-for-byte comparison of short seeded runs with the snapshot taken before the redesign.
+behaviour-check: build
+	scripts/behaviour-check.sh $(QAT)
 
 clean:
 	rm -rf .build
