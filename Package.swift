@@ -1,8 +1,21 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Release builds drop bounds checks in the hot loops; debug builds keep them for tests.
-let fastMath: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+// The floors of the house, each a target that may import only the floors below it, so an arrow
+// pointing backwards does not compile:
+//
+//   QATIO      files: HDF5, strict JSON, gzip, atomic writes, user-facing errors (a leaf)
+//   QATCore    tensor, tape, ops with their backward, the quantization grid, fake quant, calibrators
+//   QATModel   model spec, layer kinds, the graph, the quantization plan, checkpoint layout
+//   QATData    datasets and batches
+//   QATTrain   optimizers, schedules, the training loop and run (checkpoints, resume)
+//   QATDeploy  BN folding, the deploy file, the INT8 engine, the fake-quant = INT8 contract
+//   QATDebug   layer-wise comparison, sensitivity, model checks
+//   QATCLI     the `qat` subcommands
+//
+// The library product `QAT` re-exports every floor. No target in it uses unsafe flags, so other
+// packages can depend on it; the executables may (they are not part of the product).
+let executableFlags: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
     name: "qat",
@@ -15,7 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // Each C library enters through one module and one Swift file (BLAS.swift, HDF5.swift).
+        // Each C library enters through one module and one Swift file (BLAS.swift, HDF5.swift, Gzip.swift).
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
@@ -23,21 +36,29 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
         // Our own C: float loops that need `restrict` to vectorise.
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CKernels"),
         // INT8 kernels: AVX-512 VNNI, AVX2 and portable paths in one build, picked at run time.
-        .target(name: "CInt8", cSettings: [.unsafeFlags(["-O3"])]),
-        .target(name: "QAT", dependencies: ["CBLAS", "CHDF5", "CZlib", "CKernels", "CInt8"],
-                swiftSettings: fastMath),
+        .target(name: "CInt8"),
+
+        .target(name: "QATIO", dependencies: ["CHDF5", "CZlib"]),
+        .target(name: "QATCore", dependencies: ["QATIO", "CBLAS", "CKernels"]),
+        .target(name: "QATModel", dependencies: ["QATCore"]),
+        .target(name: "QATData", dependencies: ["QATCore"]),
+        .target(name: "QATTrain", dependencies: ["QATModel", "QATData"]),
+        .target(name: "QATDeploy", dependencies: ["QATTrain", "CInt8"]),
+        .target(name: "QATDebug", dependencies: ["QATDeploy"]),
+        .target(name: "QAT", dependencies: ["QATDebug"]),
         .target(name: "QATCLI", dependencies: [
             "QAT", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: fastMath),
-        .executableTarget(name: "qat", dependencies: ["QATCLI"], swiftSettings: fastMath),
+        ]),
+
+        .executableTarget(name: "qat", dependencies: ["QATCLI"], swiftSettings: executableFlags),
         .executableTarget(name: "qat-bench", dependencies: ["QAT"], path: "Sources/Bench",
-                          swiftSettings: fastMath),
+                          swiftSettings: executableFlags),
         .executableTarget(name: "qat-int8-bench", dependencies: ["QAT"], path: "Sources/Int8Bench",
-                          swiftSettings: fastMath),
+                          swiftSettings: executableFlags),
         .executableTarget(name: "qat-library-example", dependencies: ["QAT"], path: "examples/LibraryAPI",
-                          swiftSettings: fastMath),
+                          swiftSettings: executableFlags),
         .testTarget(name: "QATTests", dependencies: ["QAT", "QATCLI"]),
     ],
     swiftLanguageModes: [.v5]

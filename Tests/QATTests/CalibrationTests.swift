@@ -1,5 +1,12 @@
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// IFMR and HFMG, the calibrations that give ULQ its starting clip bounds (ALGORITHMS.md §2).
 final class CalibrationTests: XCTestCase {

@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// Shared helpers of the Debug*Tests: a LeNet-5 from the shipped float checkpoint, quantized
 /// by a config and calibrated with IFMR on the first 64 training images.

@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// `dst_type: "INT16"` through the Model path: a layer's input is fake-quantized with
 /// n = 65535 on [−32768, 32767], forward and backward, as ALGORITHMS.md §1 states.

@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// `qat compare` with the INT8 engine as one side: train briefly, deploy, compare.
 final class DebugInt8CompareTests: XCTestCase {

@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// Every comparison metric on hand-computed vectors (docs/DEBUGGING.md gives the definitions).
 final class DebugMetricsTests: XCTestCase {

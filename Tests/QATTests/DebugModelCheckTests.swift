@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// `qat check model`: shared outputs, unmatched config entries, coverage, few channels, BN folding.
 final class DebugModelCheckTests: XCTestCase {

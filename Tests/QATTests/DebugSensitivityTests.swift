@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// `qat sensitivity`: a layer with ruined clip bounds ranks first, from a float checkpoint with a
 /// config (IFMR per variant) and from a QAT checkpoint (its bounds reused); the fixed config.

@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 @testable import QATCLI
 
 /// INT8 deployment (issue 5): BN folding, the deploy file, the INT8 engine and the

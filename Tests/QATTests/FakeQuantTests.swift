@@ -1,5 +1,12 @@
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// ULQ (activations) and ARQ / LSQ (weights) fake quantization: ALGORITHMS.md §1 and §3.
 final class FakeQuantTests: XCTestCase {

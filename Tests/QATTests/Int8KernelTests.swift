@@ -1,5 +1,12 @@
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// INT8 kernels: the three code paths agree bit for bit, conv/linear equal an independent
 /// reference of the integer arithmetic, and the rounding and saturation rules hold by hand.

@@ -1,5 +1,12 @@
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// A NaN must never be silently turned into a number: that would let corrupt data poison the
 /// weights while the loss looks fine (found by the non-finite run test).

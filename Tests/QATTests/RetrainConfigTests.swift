@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// The retrain config: parsing, validation, resolution into a plan, the default config and
 /// the shipped example files.

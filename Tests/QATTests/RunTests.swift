@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// Whole runs: checkpoints every few steps, exact resume, refusals, the lr = 0 check, failures
 /// that must not lose the last good checkpoint.

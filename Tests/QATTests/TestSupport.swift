@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 /// The repository root, found from this file's path, so tests can read Configs/.
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()

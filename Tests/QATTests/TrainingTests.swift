@@ -1,5 +1,12 @@
 import XCTest
-@testable import QAT
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+@testable import QATDebug
+import QAT
 
 final class TrainingTests: XCTestCase {
     func lenet(seed: UInt64 = 1) throws -> Model {

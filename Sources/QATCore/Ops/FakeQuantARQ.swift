@@ -1,0 +1,178 @@
+import QATIO
+
+/// Weight fake quantization (ALGORITHMS.md §3): ARQ (`arq_retrain`, scales recomputed from the
+/// weights at every forward, straight-through backward) and the opt-in LSQ variant
+/// (`ulq_retrain`, learnable per-row scales initialised by ARQ).
+///
+/// The weight is viewed as rows [C_out, -1] when channel-wise, or as one row otherwise.
+/// Both are symmetric with offset 0: ŵ = clamp(round(w / s), qmin, qmax) · s per row.
+
+/// Which weight quantizer a layer uses, spelled as in the retrain config.
+public enum WeightQuantizationAlgorithm: String, Sendable {
+    case arq = "arq_retrain"
+    case lsq = "ulq_retrain"
+}
+
+/// A layer's weight quantizer settings and the scales its last forward used (for checkpoints
+/// and deploy).
+public final class WeightQuantizerState {
+    public let algorithm: WeightQuantizationAlgorithm
+    public let channelWise: Bool
+    public let range: QuantizationRange
+    /// One scale per row: C_out rows when channel-wise, else one.
+    public let rowCount: Int
+    /// The scales the most recent forward used, one per row (1 before any forward).
+    public var scales: [Float]
+    /// `ulq_retrain` only: trainable scales [rowCount], nil for ARQ.
+    public let learnedScales: Variable?
+    /// `ulq_retrain` only: whether `learnedScales` have been set (from ARQ on the first forward,
+    /// or from a checkpoint). Meaningless for ARQ, which keeps no state between forwards.
+    public var initialized: Bool = false
+
+    /// weightShape: [C_out, …]; the row count is fixed here so the learned scales exist (and can be
+    /// registered with the optimizer and checkpoints) before the first forward.
+    public init(weightShape: [Int], channelWise: Bool,
+                algorithm: WeightQuantizationAlgorithm = .arq, numBits: Int = 8) {
+        precondition(!weightShape.isEmpty, "weight quantizer needs a weight shape")
+        self.algorithm = algorithm
+        self.channelWise = channelWise
+        range = QuantizationRange(bits: numBits)
+        rowCount = channelWise ? weightShape[0] : 1
+        scales = [Float](repeating: 1, count: rowCount)
+        learnedScales = algorithm == .lsq
+            ? Variable(Tensor(shape: [rowCount], repeating: 1), requiresGrad: true) : nil
+    }
+}
+
+/// ARQ scales of `weight` viewed as `rows` rows: per row A = max(|max|, |min|),
+/// D = qmax + 1 (128) when |min| > |max| else qmax (127), s = A / D, and s < EPS → 1.
+public func arqScales(_ weight: Tensor, rows: Int, range: QuantizationRange = .int8) -> [Float] {
+    precondition(rows > 0 && weight.count % rows == 0, "arqScales: \(weight.shape) is not \(rows) rows")
+    let rowLength = weight.count / rows
+    var scales = [Float](repeating: 1, count: rows)
+    guard rowLength > 0 else { return scales }
+    weight.storage.withUnsafeBufferPointer { ws in
+        for r in 0..<rows {
+            let row = ws.baseAddress! + r * rowLength
+            var hi = row[0], lo = row[0]
+            for i in 1..<rowLength { hi = max(hi, row[i]); lo = min(lo, row[i]) }
+            let divisor = abs(lo) > abs(hi) ? Float(range.qmax + 1) : Float(range.qmax)
+            let s = max(abs(hi), abs(lo)) / divisor
+            scales[r] = s < quantizationEpsilon ? 1 : s
+        }
+    }
+    return scales
+}
+
+/// Fake-quantizes a weight with the algorithm `state` names and records the scales it used.
+///
+/// weight: [C_out, …] → ŵ of the same shape.
+public func weightFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tape: Tape?) -> Variable {
+    switch state.algorithm {
+    case .arq: return arqFakeQuantize(weight, state: state, tape: tape)
+    case .lsq: return lsqFakeQuantize(weight, state: state, tape: tape)
+    }
+}
+
+/// ARQ: scales from the current weights; backward is a pure straight-through dL/dw += dL/dŵ.
+public func arqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tape: Tape?) -> Variable {
+    let scales = arqScales(weight.value, rows: state.rowCount, range: state.range)
+    state.scales = scales
+    let out = Variable(quantizeRows(weight.value, scales: scales, range: state.range),
+                       requiresGrad: needsPullback(tape, weight))
+    guard out.requiresGrad, let tape else { return out }
+    tape.record {
+        guard let gy = out.grad else { return }
+        gy.storage.withUnsafeBufferPointer { g in
+            weight.withGradient { gw in
+                for i in 0..<gw.count { gw[i] += g[i] }
+            }
+        }
+    }
+    return out
+}
+
+/// LSQ (`ulq_retrain`): the scales are parameters. On the first forward they start from ARQ;
+/// a scale that the optimizer drove below EPS (or to NaN) is reset to its row's ARQ scale.
+///
+/// Backward, with t = w/s per element: dL/dw += g where qmin ≤ t ≤ qmax (0 outside, the exact
+/// derivative of clamp-then-round with round as identity), and
+/// dL/ds[row] += (1/√(N_c·qmax)) Σ g·{round(t) − t inside; qmin below; qmax above},
+/// N_c being the row length.
+public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tape: Tape?) -> Variable {
+    guard let learned = state.learnedScales else {
+        preconditionFailure("lsqFakeQuantize needs a state created with algorithm .lsq")
+    }
+    let rows = state.rowCount, range = state.range
+    let needsReset = learned.value.storage.contains { !$0.isFinite || $0 < quantizationEpsilon }
+    if !state.initialized || needsReset {
+        let arq = arqScales(weight.value, rows: rows, range: range)
+        for r in 0..<rows {
+            let s = learned.value.storage[r]
+            if !state.initialized || !s.isFinite || s < quantizationEpsilon {
+                learned.value.storage[r] = arq[r]
+            }
+        }
+        state.initialized = true
+    }
+    let scales = learned.value.storage
+    state.scales = scales
+    let out = Variable(quantizeRows(weight.value, scales: scales, range: range),
+                       requiresGrad: needsPullback(tape, weight, learned))
+    guard out.requiresGrad, let tape else { return out }
+
+    let rowLength = weight.value.count / rows
+    let (qmin, qmax) = (Float(range.qmin), Float(range.qmax))
+    let gradientScale = 1 / (Double(rowLength) * Double(range.qmax)).squareRoot()
+    tape.record {
+        guard let gy = out.grad else { return }
+        var scaleGradient = [Double](repeating: 0, count: rows)
+        weight.value.storage.withUnsafeBufferPointer { ws in
+            gy.storage.withUnsafeBufferPointer { g in
+                // Optional gradient buffer so one loop serves both "w needs it" and "only s does".
+                func run(_ gw: UnsafeMutableBufferPointer<Float>?) {
+                    for r in 0..<rows {
+                        let s = scales[r]
+                        var sum = 0.0
+                        for i in (r * rowLength)..<((r + 1) * rowLength) {
+                            let t = ws[i] / s
+                            if t < qmin {
+                                sum += Double(g[i] * qmin)
+                            } else if t > qmax {
+                                sum += Double(g[i] * qmax)
+                            } else {
+                                sum += Double(g[i] * (roundHalfEven(t) - t))
+                                gw?[i] += g[i]
+                            }
+                        }
+                        scaleGradient[r] = sum * gradientScale
+                    }
+                }
+                if weight.requiresGrad { weight.withGradient { run($0) } } else { run(nil) }
+            }
+        }
+        if learned.requiresGrad {
+            learned.withGradient { gs in
+                for r in 0..<rows { gs[r] += Float(scaleGradient[r]) }
+            }
+        }
+    }
+    return out
+}
+
+/// ŵ = clamp(round(w / s), qmin, qmax) · s with one scale per row.
+/// Clamping w/s to the (integer) code bounds before rounding gives the same result and keeps
+/// the argument in roundHalfEven's range.
+func quantizeRows(_ weight: Tensor, scales: [Float], range: QuantizationRange) -> Tensor {
+    var out = weight
+    let rowLength = weight.count / scales.count
+    let (qmin, qmax) = (Float(range.qmin), Float(range.qmax))
+    out.storage.withUnsafeMutableBufferPointer { ws in
+        for r in 0..<scales.count {
+            let s = scales[r]
+            let row = ws.baseAddress! + r * rowLength
+            for i in 0..<rowLength { row[i] = roundHalfEven(min(max(row[i] / s, qmin), qmax)) * s }
+        }
+    }
+    return out
+}

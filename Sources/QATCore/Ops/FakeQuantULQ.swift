@@ -1,0 +1,321 @@
+import QATIO
+
+/// ULQ activation fake quantization with learnable clip bounds (ALGORITHMS.md §1).
+///
+/// Forward: y = (clamp(round(x / s) + o, qmin, qmax) − o) · s with s, o from the clip pair.
+/// Backward: straight-through for x inside [L, U]; closed-form gradients for clip_max and clip_min.
+
+/// float32 machine epsilon, the contract's `EPS`: scales below it are replaced by 1.
+public let quantizationEpsilon: Float = 1.192092896e-7
+
+/// The signed integer grid a quantizer maps onto: INT8 [-128, 127] or INT16 [-32768, 32767].
+public struct QuantizationRange: Equatable, Sendable {
+    public let bits: Int
+    public let qmin: Int
+    public let qmax: Int
+    /// Number of steps between qmin and qmax (`n` in ALGORITHMS.md): 255 for INT8.
+    public var levels: Int { qmax - qmin }
+
+    public static let int8 = QuantizationRange(bits: 8)
+    public static let int16 = QuantizationRange(bits: 16)
+
+    /// Only 8 and 16 bits are supported; anything else is a programmer error.
+    public init(bits: Int) {
+        precondition(bits == 8 || bits == 16, "quantization supports 8 or 16 bits, got \(bits)")
+        self.bits = bits
+        qmax = (1 << (bits - 1)) - 1
+        qmin = -(1 << (bits - 1))
+    }
+}
+
+/// Rounds half to even, like `rounded(.toNearestOrEven)`, valid for |v| < 2²².
+///
+/// Without SSE4.1 in the target, Swift lowers `.toNearestOrEven` to a `rintf` call per element,
+/// which blocks vectorisation. Adding and subtracting 1.5·2²³ leaves a float whose ulp is 1, so
+/// the hardware's default round-to-nearest-even does the rounding. Callers clamp first, so the
+/// argument is always well inside the valid range (INT16 codes stay below 2¹⁶).
+@inline(__always)
+package func roundHalfEven(_ v: Float) -> Float {
+    let magic: Float = 12_582_912   // 1.5 · 2²³
+    return (v + magic) - magic
+}
+
+/// The scale, offset and grid-aligned bounds that one clip pair (M', m') gives.
+public struct AffineQuantization: Equatable, Sendable {
+    public var scale: Float
+    public var offset: Int
+    /// L = s·(qmin − o): the smallest value the grid represents.
+    public var lower: Float
+    /// U = L + n·s: the largest value the grid represents.
+    public var upper: Float
+
+    /// Step 3 of ULQ, in Float as the INT8 deploy computes it: s = (M' − m') / n,
+    /// o = round(qmin − m'/s); s < EPS gives s = 1, o = qmin. Expects clipMin ≤ 0 ≤ clipMax.
+    public init(clipMax: Float, clipMin: Float, range: QuantizationRange) {
+        var s = (clipMax - clipMin) / Float(range.levels)
+        var o = range.qmin
+        if s < quantizationEpsilon || !s.isFinite {
+            s = 1
+        } else {
+            let raw = (Float(range.qmin) - clipMin / s).rounded(.toNearestOrEven)
+            // m'/s lies in [-n, 0], so o is in range up to float noise; the clamp only guards it.
+            o = min(max(Int(raw), range.qmin), range.qmax)
+        }
+        scale = s
+        offset = o
+        lower = s * Float(range.qmin - o)
+        upper = lower + Float(range.levels) * s
+    }
+}
+
+/// Everything one quantized layer input keeps between steps; all of it belongs in checkpoints.
+///
+/// `clipMax` and `clipMin` are trainable scalar parameters (`act_quant.clip_max`, …) that the
+/// optimizer updates; every forward validates them, may roll them back, and writes back the
+/// values it actually used.
+public final class ActivationQuantizerState {
+    /// M, a scalar tensor, trained by the optimizer.
+    public let clipMax: Variable
+    /// m, a scalar tensor, trained by the optimizer (reset to 0 each forward when `fixedMin`).
+    public let clipMin: Variable
+    /// The last pair that passed validation (M_pre, m_pre). (0, 0) means "no valid pair yet".
+    public var previousClipMax: Float = 0
+    public var previousClipMin: Float = 0
+    /// True once the clip bounds came from the config or from calibration (IFMR). Until then every
+    /// batch uses its own min/max, and a resumed run with this set never calibrates again.
+    public var initialized: Bool = false
+    /// m is pinned to 0 (inputs that come straight from a ReLU).
+    public var fixedMin: Bool
+    public let range: QuantizationRange
+    public var numBits: Int { range.bits }
+    /// Opt-in LSQ-style factor on the clip gradients; nil (the contract's default) means 1.
+    public var gradientScale: Float?
+    /// The scale and offset used by the most recent forward, for export.
+    public var scale: Float
+    public var offset: Int
+
+    /// A state with no clip bounds yet (`initialized == false`): it quantizes each batch with
+    /// that batch's min/max until `setClipRange(max:min:)` is called.
+    public init(fixedMin: Bool, numBits: Int = 8) {
+        self.fixedMin = fixedMin
+        range = QuantizationRange(bits: numBits)
+        clipMax = Variable(.scalar(0), requiresGrad: true)
+        clipMin = Variable(.scalar(0), requiresGrad: true)
+        scale = 1
+        offset = range.qmin
+    }
+
+    /// A state starting from given bounds (config `clip_max`/`clip_min`, or IFMR's result).
+    public convenience init(fixedMin: Bool, numBits: Int = 8, clipMax: Float, clipMin: Float) {
+        self.init(fixedMin: fixedMin, numBits: numBits)
+        setClipRange(max: clipMax, min: clipMin)
+    }
+
+    /// Sets M and m, records them as the last valid pair and marks the state initialized.
+    /// The next forward still validates them (and applies `fixedMin`).
+    public func setClipRange(max clipMax: Float, min clipMin: Float) {
+        self.clipMax.value.storage[0] = clipMax
+        self.clipMin.value.storage[0] = clipMin
+        if Self.isValidPair(clipMax, clipMin) {
+            previousClipMax = clipMax
+            previousClipMin = clipMin
+        }
+        initialized = true
+    }
+
+    /// Whether (M_pre, m_pre) can be used for a rollback.
+    public var hasValidPreviousPair: Bool { Self.isValidPair(previousClipMax, previousClipMin) }
+
+    /// The contract's validity rule: M > m, M ≥ 0, m ≤ 0 (non-finite values are invalid too).
+    static func isValidPair(_ clipMax: Float, _ clipMin: Float) -> Bool {
+        clipMax.isFinite && clipMin.isFinite && clipMax > clipMin && clipMax >= 0 && clipMin <= 0
+    }
+
+    /// Steps 1–3: the (M', m') this forward uses, with 0 inside [m', M'].
+    package func resolveClipRange(batch x: Tensor) -> (clipMax: Float, clipMin: Float) {
+        var m = fixedMin ? 0 : clipMin.value.storage[0]
+        var M = clipMax.value.storage[0]
+        if !initialized {
+            (M, m) = batchMaxMin(x)
+        } else {
+            // NaN or infinity (a diverged optimizer) counts as out of range, like M < 0 or m > 0.
+            let maxBad = !M.isFinite || M < 0
+            let minBad = !m.isFinite || m > 0
+            let restoreBoth = M <= m || (maxBad && minBad)
+            if restoreBoth || maxBad || minBad {
+                let fallback = hasValidPreviousPair ? (previousClipMax, previousClipMin) : batchMaxMin(x)
+                if restoreBoth || maxBad { M = fallback.0 }
+                if restoreBoth || minBad { m = fallback.1 }
+            }
+        }
+        if fixedMin { m = 0 }   // fixed_min wins over any restored or batch value
+        return (max(M, 0), min(m, 0))
+    }
+
+    /// Step 5: the pair actually used becomes the parameters' value and the last valid pair.
+    func commit(clipMax: Float, clipMin: Float, quantization: AffineQuantization) {
+        self.clipMax.value.storage[0] = clipMax
+        self.clipMin.value.storage[0] = clipMin
+        previousClipMax = clipMax
+        previousClipMin = clipMin
+        scale = quantization.scale
+        offset = quantization.offset
+    }
+}
+
+/// The batch's (max, min), (0, 0) for an empty tensor.
+func batchMaxMin(_ x: Tensor) -> (Float, Float) {
+    guard x.count > 0 else { return (0, 0) }
+    return x.storage.withUnsafeBufferPointer { xs in
+        var hi = xs[0], lo = xs[0]
+        for v in xs { hi = max(hi, v); lo = min(lo, v) }
+        return (hi, lo)
+    }
+}
+
+/// ULQ fake quantization of an activation tensor of any shape (ALGORITHMS.md §1).
+///
+/// Forward: resolves (M', m') from `state` (fixed_min, validity rollback, batch fallback),
+/// computes s, o, L, U, writes the pair back and returns y of x's shape.
+/// Backward (recorded when x or a clip bound needs a gradient), with masks up = x > U,
+/// lo = x < L and residual e = (round(t) − t)/n where t = x/s inside, M'/s above, m'/s below:
+/// dL/dx += g·in, dL/dM += Σ g·(e + up), dL/dm += Σ g·(lo − e) (times `gradientScale` if set).
+public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape: Tape?) -> Variable {
+    let range = state.range
+    let (clipMax, clipMin) = state.resolveClipRange(batch: x.value)
+    let q = AffineQuantization(clipMax: clipMax, clipMin: clipMin, range: range)
+    state.commit(clipMax: clipMax, clipMin: clipMin, quantization: q)
+
+    // clamp(round(t) + o, qmin, qmax) − o == round(clamp(t, qmin − o, qmax − o)) because the
+    // bounds are integers; clamping first also keeps t small enough for roundHalfEven.
+    let s = q.scale
+    let lowCode = Float(range.qmin - q.offset), highCode = Float(range.qmax - q.offset)
+    var y = x.value
+    y.storage.withUnsafeMutableBufferPointer { ys in
+        let base = ys.baseAddress!
+        Parallel.forEachChunk(ys.count, minimumChunk: 1 << 16) { chunk in
+            for i in chunk {
+                base[i] = roundHalfEven(min(max(base[i] / s, lowCode), highCode)) * s
+            }
+        }
+    }
+
+    let out = Variable(y, requiresGrad: needsPullback(tape, x, state.clipMax, state.clipMin))
+    guard out.requiresGrad, let tape else { return out }
+    let clipMaxVariable = state.clipMax, clipMinVariable = state.clipMin
+    let gradientScale = state.gradientScale ?? 1
+    let levels = Float(range.levels)
+    tape.record {
+        guard let gy = out.grad else { return }
+        let sums = ulqBackward(x: x, upstream: gy, quantization: q)
+        guard clipMaxVariable.requiresGrad || clipMinVariable.requiresGrad else { return }
+        // Σ g·e over all three regions; the residual is constant above and below.
+        let residualAbove = Double(residual(clipMax / s)), residualBelow = Double(residual(clipMin / s))
+        let e = (sums.insideResidual + residualAbove * sums.above + residualBelow * sums.below)
+            / Double(levels)
+        let dMax = Float(e + sums.above) * gradientScale
+        let dMin = Float(sums.below - e) * gradientScale
+        if clipMaxVariable.requiresGrad { clipMaxVariable.withGradient { $0[0] += dMax } }
+        if clipMinVariable.requiresGrad { clipMinVariable.withGradient { $0[0] += dMin } }
+    }
+    return out
+}
+
+/// round(t) − t.
+@inline(__always)
+private func residual(_ t: Float) -> Float { roundHalfEven(t) - t }
+
+/// Σ g·(round(t) − t) over elements inside [L, U], and Σ g above U and below L.
+private struct ULQGradientSums {
+    var insideResidual = 0.0
+    var above = 0.0
+    var below = 0.0
+}
+
+/// Elements per partial sum: within a block the sums run in Float SIMD lanes, blocks are added
+/// in Double in block order, so the result does not depend on the thread count.
+private let ulqBlockSize = 1024
+
+/// One pass over the saved input: accumulates dL/dx (when x needs it) and returns the sums the
+/// clip gradients are built from.
+private func ulqBackward(x: Variable, upstream gy: Tensor,
+                         quantization q: AffineQuantization) -> ULQGradientSums {
+    let count = x.value.count
+    let blockCount = (count + ulqBlockSize - 1) / ulqBlockSize
+    var partials = [ULQGradientSums](repeating: ULQGradientSums(), count: blockCount)
+
+    func run(_ gx: UnsafeMutablePointer<Float>?) {
+        x.value.storage.withUnsafeBufferPointer { xs in
+            gy.storage.withUnsafeBufferPointer { g in
+                partials.withUnsafeMutableBufferPointer { blocks in
+                    Parallel.forEachChunk(blockCount, minimumChunk: 16) { chunk in
+                        for block in chunk {
+                            let start = block * ulqBlockSize
+                            blocks[block] = ulqBlockSums(
+                                x: xs.baseAddress! + start, upstream: g.baseAddress! + start,
+                                inputGradient: gx.map { $0 + start },
+                                count: min(ulqBlockSize, count - start), quantization: q)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if x.requiresGrad { x.withGradient { run($0.baseAddress) } } else { run(nil) }
+
+    var total = ULQGradientSums()
+    for p in partials {
+        total.insideResidual += p.insideResidual
+        total.above += p.above
+        total.below += p.below
+    }
+    return total
+}
+
+/// The backward of one block, eight elements at a time and branch-free: masks select which of
+/// the three sums (and dL/dx) each element feeds. Elements outside [L, U] may have a huge or
+/// meaningless residual, but the mask discards it.
+@inline(__always)
+private func ulqBlockSums(x: UnsafePointer<Float>, upstream g: UnsafePointer<Float>,
+                          inputGradient gx: UnsafeMutablePointer<Float>?, count: Int,
+                          quantization q: AffineQuantization) -> ULQGradientSums {
+    typealias Lanes = SIMD8<Float>
+    let (s, lower, upper) = (q.scale, q.lower, q.upper)
+    let magic = Lanes(repeating: 12_582_912)   // see roundHalfEven
+    var residualLanes = Lanes(), aboveLanes = Lanes(), belowLanes = Lanes()
+    let vectorEnd = count - count % Lanes.scalarCount
+    for i in stride(from: 0, to: vectorEnd, by: Lanes.scalarCount) {
+        let xv = UnsafeRawPointer(x + i).loadUnaligned(as: Lanes.self)
+        let gv = UnsafeRawPointer(g + i).loadUnaligned(as: Lanes.self)
+        let above = xv .> upper, below = xv .< lower
+        let outside = above .| below
+        let t = xv / s
+        let residual = ((t + magic) - magic) - t
+        residualLanes += (gv * residual).replacing(with: 0, where: outside)
+        aboveLanes += gv.replacing(with: 0, where: .!above)
+        belowLanes += gv.replacing(with: 0, where: .!below)
+        if let gx {
+            let p = UnsafeMutableRawPointer(gx + i)
+            p.storeBytes(of: p.loadUnaligned(as: Lanes.self) + gv.replacing(with: 0, where: outside),
+                         as: Lanes.self)
+        }
+    }
+    for i in vectorEnd..<count {   // the tail, into lane 0
+        let (xi, gi) = (x[i], g[i])
+        if xi > upper {
+            aboveLanes[0] += gi
+        } else if xi < lower {
+            belowLanes[0] += gi
+        } else {
+            residualLanes[0] += gi * residual(xi / s)
+            gx?[i] += gi
+        }
+    }
+    var sums = ULQGradientSums()
+    for lane in 0..<Lanes.scalarCount {
+        sums.insideResidual += Double(residualLanes[lane])
+        sums.above += Double(aboveLanes[lane])
+        sums.below += Double(belowLanes[lane])
+    }
+    return sums
+}

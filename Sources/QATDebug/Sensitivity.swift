@@ -1,0 +1,279 @@
+import Foundation
+import QATCore
+import QATData
+import QATDeploy
+import QATIO
+import QATModel
+import QATTrain
+
+// Per-layer quantization sensitivity (`qat sensitivity`, docs/DEBUGGING.md): for every quantized
+// layer of a plan, evaluate the model with only that layer quantized, and with every layer but
+// that one quantized, against the float model.
+
+/// Loss, accuracy and output distance of one model variant on the evaluation subset.
+public struct VariantEvaluation: Equatable, Sendable, Codable {
+    public var loss: Double
+    public var accuracy: Double
+    /// Mean |logits − float logits| over every logit of every sample (0 for the float model).
+    public var outputL1: Double
+
+    enum CodingKeys: String, CodingKey { case loss, accuracy, outputL1 = "output_l1" }
+}
+
+/// One quantized layer's sensitivity.
+public struct SensitivityRow: Equatable, Sendable, Codable {
+    public var layer: String
+    public var kind: String
+    /// Activation width in the plan ("INT8", "INT16").
+    public var width: String
+    /// Only this layer quantized, every other layer float.
+    public var single: VariantEvaluation
+    /// Every quantized layer of the plan except this one.
+    public var leaveOut: VariantEvaluation
+    /// single.loss − float.loss: what quantizing this layer alone costs.
+    public var singleLossIncrease: Double
+    /// float.accuracy − single.accuracy.
+    public var singleAccuracyDrop: Double
+    /// allQuantized.loss − leaveOut.loss: what keeping this layer float recovers.
+    public var leaveOutLossGain: Double
+    /// leaveOut.accuracy − allQuantized.accuracy.
+    public var leaveOutAccuracyGain: Double
+
+    enum CodingKeys: String, CodingKey {
+        case layer, kind, width, single, leaveOut = "leave_out", singleLossIncrease = "single_loss_increase"
+        case singleAccuracyDrop = "single_accuracy_drop", leaveOutLossGain = "leave_out_loss_gain"
+        case leaveOutAccuracyGain = "leave_out_accuracy_gain"
+    }
+}
+
+/// What the layers are ranked by (descending: the most sensitive layer first).
+public enum SensitivityRanking: String, CaseIterable, Sendable, Codable {
+    /// Loss increase with only the layer quantized (the default).
+    case singleLoss = "single-loss"
+    case singleAccuracy = "single-accuracy"
+    /// Loss recovered by keeping only this layer float.
+    case leaveOutLoss = "leave-out-loss"
+    case leaveOutAccuracy = "leave-out-accuracy"
+    /// Mean |logits − float logits| with only the layer quantized (Horizon's L1 sensitivity).
+    case outputL1 = "output-l1"
+
+    func key(_ row: SensitivityRow) -> Double {
+        switch self {
+        case .singleLoss: return row.singleLossIncrease
+        case .singleAccuracy: return row.singleAccuracyDrop
+        case .leaveOutLoss: return row.leaveOutLossGain
+        case .leaveOutAccuracy: return row.leaveOutAccuracyGain
+        case .outputL1: return row.single.outputL1
+        }
+    }
+}
+
+public struct SensitivityReport: Equatable, Sendable, Codable {
+    public var model: String
+    /// Where the clip bounds of every variant came from.
+    public var bounds: String
+    public var evaluationSamples: Int
+    public var rankedBy: SensitivityRanking
+    public var float: VariantEvaluation
+    public var allQuantized: VariantEvaluation
+    /// Ranked, most sensitive first.
+    public var rows: [SensitivityRow]
+
+    enum CodingKeys: String, CodingKey {
+        case model, bounds, evaluationSamples = "evaluation_samples", rankedBy = "ranked_by", float
+        case allQuantized = "all_quantized", rows = "layers"
+    }
+
+    /// The same measurements ranked another way. Stable: equal keys keep their current order
+    /// (model order for a fresh report); NaN (a diverged variant) ranks first.
+    public func ranked(by ranking: SensitivityRanking) -> SensitivityReport {
+        let order = rows.indices.sorted { i, j in
+            let (a, b) = (ranking.key(rows[i]), ranking.key(rows[j]))
+            if a.isNaN != b.isNaN { return a.isNaN }
+            return a != b && !a.isNaN ? a > b : i < j
+        }
+        var report = self
+        report.rankedBy = ranking
+        report.rows = order.map { rows[$0] }
+        return report
+    }
+
+    public func jsonString() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    /// The ranking as a table of the first `top` layers.
+    public func table(top: Int? = nil) -> String {
+        var text = "Quantization sensitivity of model \(model) on \(evaluationSamples) evaluation samples; bounds: \(bounds)\n"
+        text += String(format: "float: loss %.4f  acc %.2f%%   all quantized: loss %.4f  acc %.2f%%\n\n",
+                       float.loss, 100 * float.accuracy, allQuantized.loss, 100 * allQuantized.accuracy)
+        var rows = [["rank", "layer", "type", "width", "only this: Δloss", "Δacc", "out L1", "all but this: loss gain", "acc gain"]]
+        for (i, r) in self.rows.prefix(top ?? self.rows.count).enumerated() {
+            rows.append(["\(i + 1)", r.layer, r.kind, r.width, String(format: "%+.4f", r.singleLossIncrease),
+                         String(format: "%+.2f%%", -100 * r.singleAccuracyDrop + 0), formatNumber(r.single.outputL1),
+                         String(format: "%+.4f", r.leaveOutLossGain), String(format: "%+.2f%%", 100 * r.leaveOutAccuracyGain + 0)])
+        }
+        text += textTable(rows, leftAligned: [1, 2, 3]) + "\n"
+        text += "\nranked by \(rankedBy.rawValue) (descending). \"only this\": the layer quantized alone, Δ against float; "
+            + "\"all but this\": every other layer quantized, gain against all quantized.\n"
+        return text
+    }
+}
+
+/// Builds the model variants and evaluates them.
+public final class SensitivityAnalysis {
+    public let spec: ModelSpec
+    /// The plan whose quantized layers are studied.
+    public let plan: QuantizationPlan
+    /// "checkpoint (trained clip bounds, no calibration)" or "IFMR on N batch(es) …".
+    public let boundsDescription: String
+    /// A model with exactly the named layers quantized (may be the same instance each time).
+    private let variant: (Set<String>) throws -> Model
+
+    init(spec: ModelSpec, plan: QuantizationPlan, boundsDescription: String, variant: @escaping (Set<String>) throws -> Model) {
+        self.spec = spec
+        self.plan = plan
+        self.boundsDescription = boundsDescription
+        self.variant = variant
+    }
+
+    /// A QAT checkpoint: its quantizers keep their trained clip bounds; variants switch them on
+    /// and off (no calibration, `config` is not used). A float checkpoint: `config`'s plan, and
+    /// every variant is calibrated with IFMR on the same `calibration` batches (layers with
+    /// configured clip bounds keep them).
+    public static func load(checkpoint file: String, config: RetrainConfig?, calibration: () throws -> [Tensor],
+                            ifmr: IFMRParameters = IFMRParameters()) throws -> SensitivityAnalysis {
+        let (model, checkpoint) = try Model.load(checkpoint: file)
+        if model.isQuantized, let quantization = checkpoint.attributes["quantization"] {
+            let stored = try RetrainConfig.parse(JSONObject.parse(Data(quantization.utf8), file: "\(file) (quantization)"))
+            let plan = try stored.resolve(for: model.spec)
+            var quantizers: [String: any LayerQuantizer] = [:]
+            for layer in model.layers {
+                if let weighted = layer as? WeightedLayer, let q = weighted.quantizer { quantizers[layer.name] = q }
+            }
+            return SensitivityAnalysis(spec: model.spec, plan: plan, boundsDescription: "the checkpoint's trained clip bounds (no calibration)") { enabled in
+                for layer in model.layers {
+                    guard let weighted = layer as? WeightedLayer else { continue }
+                    weighted.quantizer = enabled.contains(layer.name) ? quantizers[layer.name] : nil
+                }
+                return model
+            }
+        }
+        guard let config else {
+            throw RunError("\(file) is a float checkpoint: give --config with the retrain config whose layers to study")
+        }
+        let plan = try config.resolve(for: model.spec)
+        let batches = try calibration()
+        let configured = plan.quantizedLayers.filter { !($0.quantizer!.needsCalibration) }.map(\.name)
+        var description = "IFMR on \(batches.count) calibration batch(es), the same for every variant"
+        if !configured.isEmpty { description += "; configured clip bounds kept for \(configured.joined(separator: ", "))" }
+        let spec = model.spec
+        return SensitivityAnalysis(spec: spec, plan: plan, boundsDescription: description) { enabled in
+            var restricted = plan
+            for i in restricted.layers.indices where !enabled.contains(restricted.layers[i].name) {
+                restricted.layers[i].quantizer = nil
+            }
+            let variant = try Model(spec: spec)
+            try variant.load(checkpoint, file: file)
+            variant.applyQuantization(restricted)
+            try variant.calibrate(on: batches, parameters: ifmr)
+            return variant
+        }
+    }
+
+    /// Evaluates the float model, the fully quantized model and two variants per quantized layer
+    /// on `evaluation` (in order, `batchSize` at a time). `progress` gets a line per variant.
+    public func run(evaluation: Dataset, batchSize: Int = 256, ranking: SensitivityRanking = .singleLoss,
+                    progress: (String) -> Void = { _ in }) throws -> SensitivityReport {
+        let layers = plan.quantizedLayers
+        var reference: [[Float]] = []
+        let float = evaluate(try variant([]), on: evaluation, batchSize: batchSize, reference: &reference, recordReference: true)
+        progress(String(format: "float: loss %.4f acc %.2f%%", float.loss, 100 * float.accuracy))
+        let all = evaluate(try variant(Set(layers.map(\.name))), on: evaluation, batchSize: batchSize, reference: &reference)
+        progress(String(format: "all quantized: loss %.4f acc %.2f%%", all.loss, 100 * all.accuracy))
+        var rows: [SensitivityRow] = []
+        for layer in layers {
+            let single = evaluate(try variant([layer.name]), on: evaluation, batchSize: batchSize, reference: &reference)
+            let others = Set(layers.map(\.name)).subtracting([layer.name])
+            let leaveOut = evaluate(try variant(others), on: evaluation, batchSize: batchSize, reference: &reference)
+            progress(String(format: "%@: only this %.2f%%, all but this %.2f%%", layer.name, 100 * single.accuracy, 100 * leaveOut.accuracy))
+            rows.append(SensitivityRow(layer: layer.name, kind: layer.kind.rawValue, width: layer.quantizer!.activationType.rawValue,
+                                       single: single, leaveOut: leaveOut,
+                                       singleLossIncrease: single.loss - float.loss, singleAccuracyDrop: float.accuracy - single.accuracy,
+                                       leaveOutLossGain: all.loss - leaveOut.loss, leaveOutAccuracyGain: leaveOut.accuracy - all.accuracy))
+        }
+        return SensitivityReport(model: spec.name, bounds: boundsDescription, evaluationSamples: evaluation.count,
+                                 rankedBy: ranking, float: float, allQuantized: all, rows: rows).ranked(by: ranking)
+    }
+
+    private func evaluate(_ model: Model, on data: Dataset, batchSize: Int, reference: inout [[Float]],
+                          recordReference: Bool = false) -> VariantEvaluation {
+        var l1 = 0.0, logitCount = 0
+        let result = Trainer.evaluate(model, on: data, batchSize: batchSize) { batchIndex, logits in
+            if recordReference {
+                reference.append(logits.storage)
+            } else {
+                for (u, v) in zip(logits.storage, reference[batchIndex]) { l1 += Double(abs(u - v)) }
+            }
+            logitCount += logits.count
+        }
+        return VariantEvaluation(loss: result.loss, accuracy: result.accuracy, outputL1: l1 / Double(max(logitCount, 1)))
+    }
+}
+
+// MARK: - Writing a fixed config
+
+/// What `--write-config` does to the top-k layers.
+public enum SensitivityAction: String, CaseIterable, Sendable {
+    /// Keep the layer float (`retrain_enable: false`).
+    case skip
+    /// Quantize the layer's input at 16 bits (`dst_type: "INT16"`).
+    case int16
+}
+
+extension QuantizationPlan {
+    /// The plan as an AMCT-form retrain config with `action` applied to `layers`, keeping what
+    /// the plan took from its config (configured clip bounds, explicit fixed_min, weight
+    /// settings) and the runtime sections of `base` (model, data, train, checkpoint,
+    /// calibration), so `qat train --config <file>` runs the fixed job directly.
+    public func amctConfig(applying action: SensitivityAction, to layers: Set<String>, base: RetrainConfig?) -> String {
+        var parts: [String] = []
+        for name in RetrainConfig.reservedSections {
+            guard let section = base?.runtimeSections[name],
+                  let data = try? JSONSerialization.data(withJSONObject: section.values, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]) else { continue }
+            let body = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+                .enumerated().map { $0.offset == 0 ? String($0.element) : "  " + $0.element }.joined(separator: "\n")
+            parts.append("  \(jsonQuoted(name)): \(body)")
+        }
+        parts.append("  \"version\": 1")
+        parts.append("  \"batch_num\": \(batchCount)")
+        for layer in self.layers {
+            guard let q = layer.quantizer else { continue }
+            if layer.isQuantized && layers.contains(layer.name) && action == .skip {
+                parts.append("  \(jsonQuoted(layer.name)): {\"retrain_enable\": false}")
+                continue
+            }
+            var data = ["\"algo\": \"\(q.activationAlgorithm.rawValue)\""]
+            if let clipMax = q.clipMax, let clipMin = q.clipMin {
+                data.append("\"clip_max\": \(clipMax)")
+                data.append("\"clip_min\": \(clipMin)")
+            }
+            if !q.fixedMinIsDefault { data.append("\"fixed_min\": \(q.fixedMin)") }
+            let width = layers.contains(layer.name) && action == .int16 ? QuantizedType.int16 : q.activationType
+            data.append("\"dst_type\": \"\(width.rawValue)\"")
+            let weight = ["\"algo\": \"\(q.weightAlgorithm.rawValue)\"", "\"channel_wise\": \(q.channelWise)",
+                          "\"dst_type\": \"\(q.weightType.rawValue)\""]
+            parts.append("""
+                  \(jsonQuoted(layer.name)): {
+                    "retrain_enable": true,
+                    "retrain_data_config": {\(data.joined(separator: ", "))},
+                    "retrain_weight_config": {\(weight.joined(separator: ", "))}
+                  }
+                """)
+        }
+        return "{\n" + parts.joined(separator: ",\n") + "\n}\n"
+    }
+}

@@ -1,0 +1,315 @@
+import Foundation
+import QATCore
+import QATData
+import QATIO
+import QATModel
+import QATTrain
+
+/// A deployed network: the INT8 engine's program, independent of the training classes.
+/// `Deployer` makes one from a QAT checkpoint, `write(to:)`/`read(from:)` move it through an
+/// HDF5 file (schema: docs/DEPLOY-FORMAT.md), and `Int8Model` runs it.
+public struct DeployFile: Equatable, Sendable {
+    public static let formatName = "qat-int8-deploy"
+    public static let formatVersion = 1
+
+    public var modelName: String
+    /// One sample's shape, [C, H, W].
+    public var inputShape: [Int]
+    public var numberOfClasses: Int
+    /// The spec of the trained model (informational: names, topology before folding).
+    public var modelSpecJSON: String
+    /// The checkpoint this file was made from (informational).
+    public var source: String
+    /// Nodes in execution order; each reads earlier nodes or "input".
+    public var nodes: [DeployNode]
+
+    public init(modelName: String, inputShape: [Int], numberOfClasses: Int, modelSpecJSON: String,
+                source: String, nodes: [DeployNode]) {
+        self.modelName = modelName
+        self.inputShape = inputShape
+        self.numberOfClasses = numberOfClasses
+        self.modelSpecJSON = modelSpecJSON
+        self.source = source
+        self.nodes = nodes
+    }
+}
+
+/// One step of the INT8 engine.
+public struct DeployNode: Equatable, Sendable {
+    public enum Op: String, Sendable, CaseIterable {
+        /// float → codes with `output` (and ReLU saturation when `relu`).
+        case quantize
+        /// Integer conv/linear when `inputQuantizer` is set, else float.
+        case conv2d, linear
+        /// Float, eval-mode BatchNorm (running statistics): only where it could not be folded.
+        case batchnorm2d
+        /// On codes: max(q, zero point); on floats: max(x, 0).
+        case relu
+        /// On codes or floats, as the input comes.
+        case maxpool2d, flatten
+        /// Float only.
+        case avgpool2d
+        /// Float, or on codes when both inputs are codes and `output` is set.
+        case add
+    }
+
+    /// Unique within the file: the spec layer name, or "quantize:<value>" for inserted quantize nodes.
+    public var name: String
+    public var op: Op
+    /// Names of the nodes read ("input" is the image batch).
+    public var inputs: [String]
+    /// The spec layer whose output this node's output is (after folding and fusion), or "" when
+    /// it is not any layer's output (a plain quantize node). `Int8Model.forward(observe:)` reports by it.
+    public var produces: String
+    /// Spec layers folded or fused into this node (BatchNorm, ReLU), for reports.
+    public var fused: [String] = []
+    /// Set: the node outputs int8 codes with this quantizer. Nil: it outputs float.
+    public var output: Int8Kernels.Quantizer?
+    /// With int8 output: saturate at the zero point (a fused ReLU).
+    public var relu = false
+    // Geometry (conv2d, pools).
+    public var kernelSize = 1, stride = 1, padding = 0
+    // conv2d / linear
+    public var inputChannels = 0, outputChannels = 0
+    /// Integer layers: the quantizer of the input codes (s_d, o_d).
+    public var inputQuantizer: Int8Kernels.Quantizer?
+    /// Integer layers: w_q [O, C, K, K] or [O, I].
+    public var weightCodes: [Int8] = []
+    /// Integer layers: b_q [O].
+    public var biasCodes: [Int32] = []
+    /// Integer layers: per output channel s_w'[c] (folded BN included; negative where γ < 0).
+    public var weightScales: [Float] = []
+    /// Integer layers: per output channel s_d·s_w'[c]/s_y (int8 output) or s_d·s_w'[c] (float output).
+    public var multipliers: [Float] = []
+    /// Integer layers: b'/(s_d·s_w'[c]) − b_q, the part of the bias that int32 cannot hold, in
+    /// accumulator units (|r| ≤ 0.5).
+    public var biasResidual: [Float] = []
+    /// Float conv/linear of an INT16 layer: the input is fake-quantized on this grid first, and
+    /// `floatTensors["weight"]` is the already fake-quantized (ARQ) weight.
+    public var inputFakeQuantization: QuantizationGrid?
+    /// Float conv/linear: weight and bias; batchnorm2d: γ, β, running mean and variance.
+    public var floatTensors: [String: Tensor] = [:]
+    /// batchnorm2d: ε.
+    public var epsilon: Float = 1e-5
+
+    public init(name: String, op: Op, inputs: [String], produces: String) {
+        self.name = name
+        self.op = op
+        self.inputs = inputs
+        self.produces = produces
+    }
+
+    public var isInteger: Bool { inputQuantizer != nil }
+}
+
+// MARK: - HDF5
+
+extension DeployFile {
+    /// Writes the file atomically (a temporary file renamed over `path`).
+    public func write(to path: String) throws {
+        try AtomicFile.write(to: path) { temporary in
+            let file = try HDF5File.create(at: temporary)
+            defer { try? file.close() }
+            try file.setAttribute("format", to: .string(Self.formatName))
+            try file.setAttribute("format_version", to: .int64(Int64(Self.formatVersion)))
+            try file.setAttribute("model_name", to: .string(modelName))
+            try file.setAttribute("model_spec", to: .string(modelSpecJSON))
+            try file.setAttribute("source", to: .string(source))
+            try file.setAttribute("input_shape", to: .int64s(inputShape.map(Int64.init)))
+            try file.setAttribute("num_classes", to: .int64(Int64(numberOfClasses)))
+            try file.createGroup(at: "/nodes")
+            try file.setAttribute("order", to: .strings(nodes.map(\.name)), on: "/nodes")
+            for (index, node) in nodes.enumerated() {
+                try node.write(at: "/nodes/\(index)", in: file)
+            }
+            try file.close()
+        }
+    }
+
+    /// Reads and checks a deploy file; errors name the file and the object.
+    public static func read(from path: String) throws -> DeployFile {
+        let file = try HDF5File.open(at: path)
+        defer { try? file.close() }
+        func fail(_ object: String?, _ message: String) -> HDF5Error { HDF5Error(file: path, object: object, message: message) }
+        guard try file.hasAttribute("format") else { throw fail(nil, "not a qat deploy file (no 'format' attribute)") }
+        let format = try file.stringAttribute("format")
+        guard format == formatName else {
+            throw fail(nil, "not a qat deploy file: format is '\(format)', expected '\(formatName)'"
+                       + (format == CheckpointFile.formatName ? " (this is a checkpoint: make a deploy file with `qat deploy`)" : ""))
+        }
+        let version = try file.int64Attribute("format_version")
+        guard version == formatVersion else {
+            throw fail(nil, "deploy format version \(version) is not supported (this qat reads version \(formatVersion))")
+        }
+        guard case .int64s(let shape) = try file.attribute("input_shape"), shape.count == 3 else {
+            throw fail("/", "input_shape must be three int64 values")
+        }
+        let order = try file.stringsAttribute("order", of: "/nodes")
+        var nodes: [DeployNode] = []
+        for index in order.indices {
+            let node = try DeployNode.read(at: "/nodes/\(index)", in: file, fail: fail)
+            guard node.name == order[index] else { throw fail("/nodes/\(index)", "name '\(node.name)' but /nodes order says '\(order[index])'") }
+            nodes.append(node)
+        }
+        let deployed = DeployFile(modelName: try file.stringAttribute("model_name"), inputShape: shape.map { Int($0) },
+                                  numberOfClasses: Int(try file.int64Attribute("num_classes")),
+                                  modelSpecJSON: try file.stringAttribute("model_spec"),
+                                  source: try file.stringAttribute("source"), nodes: nodes)
+        try deployed.validate(fail: fail)
+        return deployed
+    }
+
+    /// Structural checks a hand-edited or truncated file could fail: known inputs, array sizes.
+    func validate(fail: (String?, String) -> HDF5Error) throws {
+        var known: Set<String> = ["input"]
+        guard !nodes.isEmpty else { throw fail("/nodes", "no nodes") }
+        for (index, node) in nodes.enumerated() {
+            let object = "/nodes/\(index) (\(node.name))"
+            for input in node.inputs where !known.contains(input) {
+                throw fail(object, "input '\(input)' is not an earlier node")
+            }
+            guard known.insert(node.name).inserted else { throw fail(object, "duplicate node name") }
+            let arity = node.op == .add ? 2 : 1
+            guard node.inputs.count == arity else { throw fail(object, "\(node.op.rawValue) takes \(arity) input(s), got \(node.inputs.count)") }
+            if node.op == .quantize && node.output == nil { throw fail(object, "quantize node without output quantizer") }
+            if node.op == .conv2d || node.op == .linear {
+                let o = node.outputChannels
+                let perChannel = node.op == .conv2d ? node.inputChannels * node.kernelSize * node.kernelSize : node.inputChannels
+                if node.isInteger {
+                    guard node.weightCodes.count == o * perChannel, node.biasCodes.count == o,
+                          node.weightScales.count == o, node.multipliers.count == o, node.biasResidual.count == o else {
+                        throw fail(object, "weight/bias/scale/multiplier/residual sizes do not match \(o) output channels × \(perChannel)")
+                    }
+                } else {
+                    guard node.floatTensors["weight"]?.count == o * perChannel else { throw fail(object, "float weight missing or of the wrong size") }
+                }
+            }
+            if node.op == .batchnorm2d {
+                for key in ["gamma", "beta", "running_mean", "running_var"] where node.floatTensors[key] == nil {
+                    throw fail(object, "batchnorm2d without \(key)")
+                }
+            }
+        }
+        guard nodes.last!.output == nil else { throw fail("/nodes", "the last node must output float logits") }
+    }
+}
+
+extension DeployNode {
+    fileprivate func write(at group: String, in file: HDF5File) throws {
+        try file.createGroup(at: group)
+        func attribute(_ name: String, _ value: HDF5Attribute) throws { try file.setAttribute(name, to: value, on: group) }
+        try attribute("name", .string(name))
+        try attribute("op", .string(op.rawValue))
+        try attribute("inputs", .strings(inputs))
+        try attribute("produces", .string(produces))
+        try attribute("fused", .strings(fused))
+        if let output {
+            try attribute("output", .string("int8"))
+            try attribute("output_scale", .double(Double(output.scale)))
+            try attribute("output_zero_point", .int64(Int64(output.zeroPoint)))
+            try attribute("relu", .int64(relu ? 1 : 0))
+        } else {
+            try attribute("output", .string("float"))
+        }
+        switch op {
+        case .conv2d, .linear:
+            try attribute("in_channels", .int64(Int64(inputChannels)))
+            try attribute("out_channels", .int64(Int64(outputChannels)))
+            if op == .conv2d {
+                try attribute("kernel_size", .int64(Int64(kernelSize)))
+                try attribute("stride", .int64(Int64(stride)))
+                try attribute("padding", .int64(Int64(padding)))
+            }
+            let weightShape = op == .conv2d ? [outputChannels, inputChannels, kernelSize, kernelSize] : [outputChannels, inputChannels]
+            if let inputQuantizer {
+                try attribute("integer", .int64(1))
+                try attribute("input_scale", .double(Double(inputQuantizer.scale)))
+                try attribute("input_zero_point", .int64(Int64(inputQuantizer.zeroPoint)))
+                try file.write(weightCodes, shape: weightShape, at: group + "/weight")
+                try file.write(biasCodes, shape: [outputChannels], at: group + "/bias")
+                try file.write(weightScales, shape: [outputChannels], at: group + "/weight_scale")
+                try file.write(multipliers, shape: [outputChannels], at: group + "/multiplier")
+                try file.write(biasResidual, shape: [outputChannels], at: group + "/bias_residual")
+            } else {
+                try attribute("integer", .int64(0))
+                if let q = inputFakeQuantization {
+                    try attribute("input_fake_quant_bits", .int64(Int64(q.bits)))
+                    try attribute("input_fake_quant_scale", .double(Double(q.scale)))
+                    try attribute("input_fake_quant_offset", .int64(Int64(q.offset)))
+                }
+                for (key, tensor) in floatTensors.sorted(by: { $0.key < $1.key }) { try file.write(tensor, at: group + "/" + key) }
+            }
+        case .batchnorm2d:
+            try attribute("epsilon", .double(Double(epsilon)))
+            for (key, tensor) in floatTensors.sorted(by: { $0.key < $1.key }) { try file.write(tensor, at: group + "/" + key) }
+        case .maxpool2d, .avgpool2d:
+            try attribute("kernel_size", .int64(Int64(kernelSize)))
+            try attribute("stride", .int64(Int64(stride)))
+        case .quantize, .relu, .flatten, .add:
+            break
+        }
+    }
+
+    fileprivate static func read(at group: String, in file: HDF5File, fail: (String?, String) -> HDF5Error) throws -> DeployNode {
+        guard file.kind(at: group) == .group else { throw fail(group, "missing node group") }
+        let opName = try file.stringAttribute("op", of: group)
+        guard let op = Op(rawValue: opName) else { throw fail(group, "unknown op '\(opName)'") }
+        var node = DeployNode(name: try file.stringAttribute("name", of: group), op: op,
+                              inputs: try file.stringsAttribute("inputs", of: group),
+                              produces: try file.stringAttribute("produces", of: group))
+        node.fused = try file.stringsAttribute("fused", of: group)
+        func int(_ name: String) throws -> Int { Int(try file.int64Attribute(name, of: group)) }
+        func zeroPoint(_ name: String) throws -> Int8 {
+            let value = try int(name)
+            guard let z = Int8(exactly: value) else { throw fail(group, "\(name) \(value) is outside int8") }
+            return z
+        }
+        func scale(_ name: String) throws -> Float {
+            let value = Float(try file.doubleAttribute(name, of: group))
+            guard value.isFinite, value > 0 else { throw fail(group, "\(name) must be a positive finite number") }
+            return value
+        }
+        switch try file.stringAttribute("output", of: group) {
+        case "int8":
+            node.output = Int8Kernels.Quantizer(scale: try scale("output_scale"), zeroPoint: try zeroPoint("output_zero_point"))
+            node.relu = try int("relu") != 0
+        case "float": break
+        case let other: throw fail(group, "output must be 'int8' or 'float', got '\(other)'")
+        }
+        switch op {
+        case .conv2d, .linear:
+            node.inputChannels = try int("in_channels")
+            node.outputChannels = try int("out_channels")
+            if op == .conv2d {
+                node.kernelSize = try int("kernel_size")
+                node.stride = try int("stride")
+                node.padding = try int("padding")
+            }
+            if try int("integer") != 0 {
+                node.inputQuantizer = Int8Kernels.Quantizer(scale: try scale("input_scale"), zeroPoint: try zeroPoint("input_zero_point"))
+                node.weightCodes = try file.read(Int8.self, at: group + "/weight").values
+                node.biasCodes = try file.read(Int32.self, at: group + "/bias").values
+                node.weightScales = try file.read(Float.self, at: group + "/weight_scale").values
+                node.multipliers = try file.read(Float.self, at: group + "/multiplier").values
+                node.biasResidual = try file.read(Float.self, at: group + "/bias_residual").values
+            } else {
+                if try file.hasAttribute("input_fake_quant_bits", on: group) {
+                    let bits = try int("input_fake_quant_bits")
+                    guard bits == 8 || bits == 16 else { throw fail(group, "input_fake_quant_bits must be 8 or 16, got \(bits)") }
+                    node.inputFakeQuantization = QuantizationGrid(bits: bits, scale: try scale("input_fake_quant_scale"),
+                                                                        offset: try int("input_fake_quant_offset"))
+                }
+                for key in try file.children(of: group) { node.floatTensors[key] = try file.readTensor(at: group + "/" + key) }
+            }
+        case .batchnorm2d:
+            node.epsilon = Float(try file.doubleAttribute("epsilon", of: group))
+            for key in try file.children(of: group) { node.floatTensors[key] = try file.readTensor(at: group + "/" + key) }
+        case .maxpool2d, .avgpool2d:
+            node.kernelSize = try int("kernel_size")
+            node.stride = try int("stride")
+        case .quantize, .relu, .flatten, .add:
+            break
+        }
+        return node
+    }
+}

@@ -1,0 +1,348 @@
+import Foundation
+import QATCore
+import QATData
+import QATIO
+import QATModel
+import QATTrain
+
+/// Makes the INT8 deploy file of a QAT checkpoint (`qat deploy`).
+public func deploy(checkpoint: String, output: String) throws {
+    try Deployer.deploy(checkpoint: checkpoint).write(to: output)
+}
+
+/// Turns a trained fake-quant model into the INT8 engine's program (ALGORITHMS.md §4–5).
+///
+/// - BatchNorm right after a quantized conv (its only consumer) folds into it per channel:
+///   k = γ/√(σ² + ε), the ARQ codes of the ORIGINAL weight stay, the channel's weight scale
+///   becomes s_w·k (signed: γ < 0 gives a negative scale, since code −128 has no negation), and
+///   b' = (b − μ)·k + β. A channel with k = 0 gets zero codes and a bias that carries β alone.
+/// - A value is requantized straight into codes when every path from it runs through code-
+///   preserving layers (ReLU, max-pool, flatten) into quantized layers that share one input
+///   quantizer; a ReLU that is the value's only consumer becomes saturation at the zero point.
+///   Otherwise the value stays float, and each quantized consumer quantizes it itself.
+/// - Adds, average pools, BatchNorms that cannot fold and unquantized conv/linear layers run in
+///   float with the training ops (eval mode), so they match the fake-quant model exactly.
+/// See docs/DEPLOY-FORMAT.md.
+public enum Deployer {
+    /// Loads a QAT checkpoint (eval mode) and deploys it. Errors name the file and the layer.
+    public static func deploy(checkpoint: String) throws -> DeployFile {
+        let (model, _) = try Model.load(checkpoint: checkpoint)
+        guard !model.fakeQuantizers.isEmpty else {
+            throw InputError(file: checkpoint, message: "no layer is quantized (a float checkpoint?): deploy needs a QAT checkpoint")
+        }
+        return try deploy(model: model, source: checkpoint)
+    }
+
+    /// Deploys a model in memory; `source` names it in errors and in the file.
+    public static func deploy(model: Model, source: String) throws -> DeployFile {
+        var builder = try Builder(model: model, source: source)
+        return try builder.build()
+    }
+
+    /// The input quantizer (s_d, o_d) a quantized layer's eval forward uses: the same
+    /// resolution of the clip pair as ULQ (validity rollback, fixed_min), without a batch.
+    static func inputQuantizer(of q: FakeQuantizer, source: String) throws -> Int8Kernels.Quantizer {
+        let affine = try inputQuantization(of: q, source: source)
+        return Int8Kernels.Quantizer(scale: affine.scale, zeroPoint: Int8(affine.offset))
+    }
+
+    /// The same, at the quantizer's own width (8 or 16 bits).
+    static func inputQuantization(of q: FakeQuantizer, source: String) throws -> AffineQuantization {
+        let a = q.activation
+        func fail(_ message: String) -> InputError { InputError(file: source, keyPath: "layer \(q.layerName)", message: message) }
+        guard q.weight.range.bits == 8 else {
+            throw fail("cannot be deployed: weights must be INT8 (dst_type is INT\(q.weight.range.bits))")
+        }
+        guard a.initialized else { throw fail("cannot be deployed: its activation quantizer was never calibrated") }
+        let m = a.fixedMin ? 0 : a.clipMin.value.storage[0]
+        let M = a.clipMax.value.storage[0]
+        let needsFallback = M <= m || !M.isFinite || M < 0 || !m.isFinite || m > 0
+        if needsFallback && !a.hasValidPreviousPair {
+            throw fail("cannot be deployed: clip bounds [\(m), \(M)] are invalid and there is no previous valid pair")
+        }
+        let (clipMax, clipMin) = a.resolveClipRange(batch: Tensor(shape: [0]))
+        return AffineQuantization(clipMax: clipMax, clipMin: clipMin, range: a.range)
+    }
+
+    /// Weight codes and per-row scales exactly as the fake-quant forward computes them.
+    static func weightCodes(_ weight: Tensor, state: WeightQuantizerState) -> (codes: [Int8], rowScales: [Float]) {
+        var scales = arqScales(weight, rows: state.rowCount, range: state.range)
+        if state.algorithm == .lsq, let learned = state.learnedScales, state.initialized {
+            for r in 0..<state.rowCount {
+                let s = learned.value.storage[r]
+                if s.isFinite && s >= quantizationEpsilon { scales[r] = s }
+            }
+            // As lsqFakeQuantize: a learned scale that is NaN or below EPS falls back to ARQ.
+        }
+        let rowLength = weight.count / scales.count
+        let (qmin, qmax) = (Float(state.range.qmin), Float(state.range.qmax))
+        var codes = [Int8](repeating: 0, count: weight.count)
+        for i in 0..<weight.count {
+            codes[i] = Int8(roundHalfEven(min(max(weight.storage[i] / scales[i / rowLength], qmin), qmax)))
+        }
+        return (codes, scales)
+    }
+}
+
+private struct Builder {
+    let model: Model
+    let source: String
+    let layers: [any Layer]
+    let specs: [LayerSpec]
+    /// consumers[i + 1]: the layers reading value i (index −1 is the input); `outputSentinel`
+    /// marks the model output.
+    var consumers: [[Int]]
+    let outputSentinel: Int
+    var inputQuantizers: [Int: Int8Kernels.Quantizer] = [:]
+    /// INT16 layers: the 16-bit grid their float node applies to its input.
+    var wideInputs: [Int: QuantizationGrid] = [:]
+    /// conv index → folded BN index
+    var foldedInto: [Int: Int] = [:]
+    var folded: Set<Int> = []
+    var targetMemo: [Int: Int8Kernels.Quantizer?] = [:]
+
+    // Emission state.
+    var nodes: [DeployNode] = []
+    /// Spec value index → (node name, codes quantizer or nil for float).
+    var values: [Int: (node: String, codes: Int8Kernels.Quantizer?)] = [:]
+    var skipped: Set<Int> = []
+
+    init(model: Model, source: String) throws {
+        self.model = model
+        self.source = source
+        layers = model.layers
+        specs = model.layers.map(\.spec)
+        outputSentinel = layers.count
+        consumers = Array(repeating: [], count: layers.count + 1)
+        for (i, sources) in model.sources.enumerated() {
+            for s in sources { consumers[s + 1].append(i) }
+        }
+        consumers[layers.count].append(outputSentinel)   // the last layer feeds the output
+        for (i, layer) in layers.enumerated() {
+            if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, q.activation.range.bits == 16 {
+                // INT16 layers run in float on this engine, simulating their quantizers exactly.
+                let affine = try Deployer.inputQuantization(of: q, source: source)
+                wideInputs[i] = QuantizationGrid(bits: 16, scale: affine.scale, offset: affine.offset)
+            } else if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer {
+                inputQuantizers[i] = try Deployer.inputQuantizer(of: q, source: source)
+            } else if let weighted = layer as? WeightedLayer, weighted.quantizer != nil {
+                throw fail(i, "cannot be deployed: its quantizer is not a fake quantizer the deployer knows")
+            }
+        }
+        for i in layers.indices where inputQuantizers[i] != nil && specs[i].kind == .conv2d {
+            let readers = consumers[i + 1]
+            if readers.count == 1, readers[0] != outputSentinel, specs[readers[0]].kind == .batchnorm2d {
+                foldedInto[i] = readers[0]
+                folded.insert(readers[0])
+            }
+        }
+    }
+
+    func fail(_ layer: Int, _ message: String) -> InputError {
+        InputError(file: source, keyPath: "layer \(specs[layer].name)", message: message)
+    }
+
+    func readers(of value: Int) -> [Int] { consumers[value + 1] }
+
+    /// The one quantizer every use of `value` ends in through code-preserving layers, or nil.
+    mutating func codeTarget(_ value: Int) -> Int8Kernels.Quantizer? {
+        if let memo = targetMemo[value] { return memo }
+        var target: Int8Kernels.Quantizer?
+        var ok = !readers(of: value).isEmpty
+        for c in readers(of: value) where ok {
+            var t: Int8Kernels.Quantizer?
+            if c == outputSentinel {
+                t = nil
+            } else if let q = inputQuantizers[c] {
+                t = q
+            } else {
+                switch specs[c].kind {
+                case .relu, .maxpool2d, .flatten: t = codeTarget(c)
+                default: t = nil
+                }
+            }
+            guard let t else { ok = false; break }
+            if let target, target != t { ok = false; break }
+            target = t
+        }
+        let result = ok ? target : nil
+        targetMemo[value] = result
+        return result
+    }
+
+    /// A ReLU that is the only reader of `value` (it can become saturation), if any.
+    func soleReLU(of value: Int) -> Int? {
+        let r = readers(of: value)
+        guard r.count == 1, r[0] != outputSentinel, specs[r[0]].kind == .relu else { return nil }
+        return r[0]
+    }
+
+    func inputName(_ layer: Int, _ k: Int = 0) -> String { values[model.sources[layer][k]]!.node }
+
+    /// After a float node produced `value`: quantize it when all its uses want the same codes.
+    mutating func finishFloat(_ value: Int, node: String) {
+        values[value] = (node, nil)
+        guard let q = codeTarget(value) else { return }
+        let valueName = value < 0 ? "input" : specs[value].name
+        var quantize = DeployNode(name: "quantize:" + valueName, op: .quantize, inputs: [node], produces: "")
+        quantize.output = q
+        var produced = value
+        if let r = soleReLU(of: value) {
+            quantize.relu = true
+            quantize.produces = specs[r].name
+            quantize.fused = [specs[r].name]
+            skipped.insert(r)
+            produced = r
+        }
+        nodes.append(quantize)
+        values[produced] = (quantize.name, q)
+    }
+
+    mutating func build() throws -> DeployFile {
+        finishFloat(-1, node: "input")
+        for (i, layer) in layers.enumerated() where !skipped.contains(i) && !folded.contains(i) {
+            let spec = specs[i]
+            var node = DeployNode(name: spec.name, op: DeployNode.Op(rawValue: spec.kind.rawValue)!,
+                                  inputs: model.sources[i].indices.map { inputName(i, $0) }, produces: spec.name)
+            switch spec.kind {
+            case .conv2d, .linear:
+                let weighted = layer as! WeightedLayer
+                node.inputChannels = spec.inputChannels
+                node.outputChannels = spec.outputChannels
+                node.kernelSize = spec.kernelSize
+                node.stride = spec.stride
+                node.padding = spec.padding
+                if let inputQuantizer = inputQuantizers[i] {
+                    try emitInteger(i, weighted, inputQuantizer, &node)
+                    continue
+                }
+                node.floatTensors["weight"] = weighted.weight.value
+                if let bias = weighted.bias { node.floatTensors["bias"] = bias.value }
+                if let wide = wideInputs[i], let quantizer = weighted.quantizer as? FakeQuantizer {
+                    // The fake-quantized (ARQ) weight, and the input's 16-bit grid, as fake quant has them.
+                    node.floatTensors["weight"] = weightFakeQuantize(weighted.weight, state: quantizer.weight, tape: nil).value
+                    node.inputFakeQuantization = wide
+                }
+            case .batchnorm2d:
+                let bn = layer as! BatchNorm2DLayer
+                node.floatTensors = ["gamma": bn.gamma.value, "beta": bn.beta.value,
+                                     "running_mean": bn.statistics.mean, "running_var": bn.statistics.variance]
+                node.epsilon = spec.epsilon
+            case .relu, .maxpool2d, .flatten:
+                node.kernelSize = spec.kernelSize
+                node.stride = spec.stride
+                if let q = values[model.sources[i][0]]!.codes {   // codes in, codes out
+                    node.output = q
+                    nodes.append(node)
+                    values[i] = (node.name, q)
+                    continue
+                }
+            case .avgpool2d:
+                node.kernelSize = spec.kernelSize
+                node.stride = spec.stride
+            case .add:
+                break
+            }
+            nodes.append(node)
+            finishFloat(i, node: node.name)
+        }
+        return DeployFile(modelName: model.spec.name, inputShape: model.spec.inputShape,
+                          numberOfClasses: model.numberOfClasses, modelSpecJSON: model.spec.jsonString(),
+                          source: source, nodes: nodes)
+    }
+
+    /// An integer conv/linear node: folded BN, weight codes, int32 bias, requantize or dequantize.
+    mutating func emitInteger(_ i: Int, _ weighted: WeightedLayer, _ qd: Int8Kernels.Quantizer,
+                              _ node: inout DeployNode) throws {
+        let spec = specs[i]
+        let quantizer = weighted.quantizer as! FakeQuantizer
+        let w = weighted.weight.value
+        guard w.isFinite else { throw fail(i, "cannot be deployed: the weight has NaN or infinite values") }
+        let (codes, rowScales) = Deployer.weightCodes(w, state: quantizer.weight)
+        let channels = spec.outputChannels
+        let perChannel = w.count / channels
+        var weightCodes = codes
+        let bias = weighted.bias?.value.storage ?? [Float](repeating: 0, count: channels)
+
+        // Per channel: k (1 without BN) and the folded bias b'.
+        var k = [Double](repeating: 1, count: channels)
+        var shift = bias.map(Double.init)
+        var value = i
+        if let b = foldedInto[i] {
+            let bn = layers[b] as! BatchNorm2DLayer
+            value = b
+            node.fused.append(specs[b].name)
+            for c in 0..<channels {
+                // invStd in Float as batchNorm2d's eval path computes it.
+                let invStd = 1 / (bn.statistics.variance.storage[c] + specs[b].epsilon).squareRoot()
+                let kc = Double(bn.gamma.value.storage[c]) * Double(invStd)
+                guard kc.isFinite, invStd.isFinite else {
+                    throw fail(b, "cannot fold into \(spec.name): channel \(c) has γ/√(σ² + ε) = \(kc) (running variance \(bn.statistics.variance.storage[c]))")
+                }
+                k[c] = kc
+                shift[c] = (Double(bias[c]) - Double(bn.statistics.mean.storage[c])) * kc + Double(bn.beta.value.storage[c])
+                guard shift[c].isFinite else { throw fail(b, "cannot fold into \(spec.name): channel \(c) has a non-finite folded bias") }
+            }
+        }
+
+        // Weight scales s_w'[c] = s_w[c]·k[c] and int32 biases b_q = round(b'/(s_d s_w'[c])).
+        let sd = Double(qd.scale)
+        // No partial sum may leave int32 (Int8Kernels' precondition): |b_q| + 2·255·128·K < 2³¹.
+        let biasLimit = Double(Int32.max) - 2 * 255 * 128 * Double(perChannel)
+        guard biasLimit > 0 else { throw fail(i, "cannot be deployed: \(perChannel) products per output could overflow the int32 accumulator") }
+        var weightScales = [Float](repeating: 0, count: channels)
+        var biasCodes = [Int32](repeating: 0, count: channels)
+        var effectiveScales = [Double](repeating: 0, count: channels)
+        var biasResidual = [Float](repeating: 0, count: channels)
+        for c in 0..<channels {
+            let sw = Double(rowScales.count == 1 ? rowScales[0] : rowScales[c])
+            var scale = sw * k[c]
+            if k[c] == 0 {
+                // γ = 0: the output is the constant b'. Zero codes; choose the scale so that the
+                // bias holds b' with ~2²² units of resolution (or plain s_w when b' = 0).
+                for j in (c * perChannel)..<((c + 1) * perChannel) { weightCodes[j] = 0 }
+                let units = min(Double(1 << 22), (biasLimit / 2).rounded(.down))
+                scale = shift[c] == 0 ? sw : shift[c] / (sd * units)
+            }
+            let scale32 = Float(scale)
+            guard scale32.isFinite, scale32 != 0 else {
+                throw fail(i, "cannot be deployed: channel \(c) has weight scale \(scale) (after BN folding), not a normal float32")
+            }
+            weightScales[c] = scale32
+            let effective = sd * Double(scale32)
+            effectiveScales[c] = effective
+            let bq = (shift[c] / effective).rounded(.toNearestOrEven)
+            guard bq.isFinite, abs(bq) < biasLimit else {
+                throw fail(i, "cannot be deployed: the int32 bias of channel \(c) would be \(bq) accumulator units "
+                           + "(b' = \(shift[c]), s_d·s_w = \(effective)); the limit is ±\(Int64(biasLimit)) so that no accumulator overflows")
+            }
+            biasCodes[c] = Int32(bq)
+            biasResidual[c] = Float(shift[c] / effective - bq)
+        }
+
+        node.inputQuantizer = qd
+        node.weightCodes = weightCodes
+        node.biasCodes = biasCodes
+        node.weightScales = weightScales
+        node.biasResidual = biasResidual
+        node.produces = specs[value].name
+        if let qy = codeTarget(value) {
+            node.output = qy
+            node.multipliers = effectiveScales.map { Float($0 / Double(qy.scale)) }
+            var produced = value
+            if let r = soleReLU(of: value) {
+                node.relu = true
+                node.fused.append(specs[r].name)
+                node.produces = specs[r].name
+                skipped.insert(r)
+                produced = r
+            }
+            nodes.append(node)
+            values[produced] = (node.name, qy)
+        } else {
+            node.multipliers = effectiveScales.map { Float($0) }
+            nodes.append(node)
+            values[value] = (node.name, nil)
+        }
+    }
+}

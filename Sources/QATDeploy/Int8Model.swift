@@ -1,0 +1,322 @@
+import Foundation
+import QATCore
+import QATData
+import QATIO
+import QATModel
+import QATTrain
+
+/// The INT8 inference engine: runs a deploy file's nodes on the integer kernels (Int8Kernels),
+/// with float ops only where the file says a value is float.
+///
+///     let engine = try Int8Model.load(deployFile: "Checkpoints/lenet5-int8.h5")
+///     let logits = engine.forward(images)          // [N, K] float
+///
+/// The kernel path (VNNI, AVX2, portable) is `Int8Kernels.activePath`: the best one this CPU has,
+/// or `QAT_INT8_KERNEL=portable|avx2|vnni`. All paths give identical results.
+/// Not thread-safe: one forward at a time per instance.
+public final class Int8Model {
+    public let file: DeployFile
+    public var inputShape: [Int] { file.inputShape }
+    public var numberOfClasses: Int { file.numberOfClasses }
+    /// Names of the integer conv/linear layers, in execution order (the keys of `inputCodes`).
+    public let quantizedLayerNames: [String]
+
+    private let steps: [Step]
+    /// fusesPool[i]: step i is an integer conv with int8 output whose only reader is step i + 1,
+    /// a max pool; unobserved runs do both in one kernel (Int8Kernels.conv2dMaxPool).
+    private let fusesPool: [Bool]
+
+    /// A value between nodes: codes with their quantizer, or floats. Shapes are per sample.
+    private enum Value {
+        case codes([Int8], Int8Kernels.Quantizer)
+        case floats([Float])
+    }
+
+    private struct Step {
+        let node: DeployNode
+        /// Input indices into the value list (0 is the model input, node i is i + 1).
+        let inputs: [Int]
+        /// Per-sample input and output shapes.
+        let inputShape: [Int]
+        let outputShape: [Int]
+        // Prepared once at load.
+        let requantization: Int8Kernels.Requantization?
+        /// Integer layers: the bias residual in output units (codes, or float when dequantizing).
+        let offsets: [Float]?
+        let floatWeight: Variable?
+        let floatBias: Variable?
+        let bnGamma: Variable?, bnBeta: Variable?
+        let bnStatistics: BatchNormStatistics?
+    }
+
+    public static func load(deployFile path: String) throws -> Int8Model {
+        try Int8Model(DeployFile.read(from: path), file: path)
+    }
+
+    /// Builds the engine; `file` names the source in errors (shape mismatches between nodes).
+    public init(_ deployed: DeployFile, file path: String = "deploy file") throws {
+        file = deployed
+        var indexByName = ["input": 0]
+        var shapes: [[Int]] = [deployed.inputShape]
+        var steps: [Step] = []
+        for (i, node) in deployed.nodes.enumerated() {
+            func fail(_ message: String) -> HDF5Error {
+                HDF5Error(file: path, object: "/nodes/\(i) (\(node.name))", message: message)
+            }
+            let inputs = node.inputs.map { indexByName[$0]! }
+            let inShape = shapes[inputs[0]]
+            var outShape = inShape
+            switch node.op {
+            case .conv2d:
+                guard inShape.count == 3, inShape[0] == node.inputChannels, node.kernelSize > 0, node.stride > 0,
+                      inShape[1] + 2 * node.padding >= node.kernelSize, inShape[2] + 2 * node.padding >= node.kernelSize else {
+                    throw fail("conv2d does not fit its input \(inShape)")
+                }
+                outShape = [node.outputChannels, (inShape[1] + 2 * node.padding - node.kernelSize) / node.stride + 1,
+                            (inShape[2] + 2 * node.padding - node.kernelSize) / node.stride + 1]
+            case .linear:
+                guard inShape.reduce(1, *) == node.inputChannels else { throw fail("linear wants \(node.inputChannels) features, input is \(inShape)") }
+                outShape = [node.outputChannels]
+            case .maxpool2d, .avgpool2d:
+                guard inShape.count == 3, node.kernelSize > 0, node.stride > 0,
+                      inShape[1] >= node.kernelSize, inShape[2] >= node.kernelSize else { throw fail("pool does not fit its input \(inShape)") }
+                outShape = [inShape[0], (inShape[1] - node.kernelSize) / node.stride + 1, (inShape[2] - node.kernelSize) / node.stride + 1]
+            case .flatten:
+                outShape = [inShape.reduce(1, *)]
+            case .batchnorm2d:
+                guard inShape.count == 3, node.floatTensors["gamma"]?.count == inShape[0] else { throw fail("batchnorm2d does not fit \(inShape)") }
+            case .add:
+                guard shapes[inputs[1]] == inShape else { throw fail("add inputs \(inShape) and \(shapes[inputs[1]]) differ") }
+            case .quantize, .relu:
+                break
+            }
+            var requantization: Int8Kernels.Requantization?
+            let offsets = node.isInteger ? zip(node.biasResidual, node.multipliers).map { $0 * $1 } : nil
+            if node.isInteger, let output = node.output {
+                requantization = .init(multipliers: node.multipliers, zeroPoint: output.zeroPoint, relu: node.relu, offsets: offsets)
+            }
+            let weight = node.isInteger ? nil : node.floatTensors["weight"].map {
+                Variable($0.reshaped(node.op == .conv2d ? [node.outputChannels, node.inputChannels, node.kernelSize, node.kernelSize]
+                                                        : [node.outputChannels, node.inputChannels]))
+            }
+            var statistics: BatchNormStatistics?
+            if node.op == .batchnorm2d {
+                let s = BatchNormStatistics(channels: inShape[0])
+                s.mean = node.floatTensors["running_mean"]!
+                s.variance = node.floatTensors["running_var"]!
+                statistics = s
+            }
+            steps.append(Step(node: node, inputs: inputs, inputShape: inShape, outputShape: outShape,
+                              requantization: requantization, offsets: offsets, floatWeight: weight,
+                              floatBias: node.isInteger ? nil : node.floatTensors["bias"].map { Variable($0) },
+                              bnGamma: node.op == .batchnorm2d ? Variable(node.floatTensors["gamma"]!) : nil,
+                              bnBeta: node.op == .batchnorm2d ? Variable(node.floatTensors["beta"]!) : nil,
+                              bnStatistics: statistics))
+            shapes.append(outShape)
+            indexByName[node.name] = i + 1
+        }
+        guard shapes.last! == [deployed.numberOfClasses] else {
+            throw HDF5Error(file: path, object: "/nodes", message: "the last node outputs \(shapes.last!), expected [\(deployed.numberOfClasses)] logits")
+        }
+        self.steps = steps
+        var readers = Array(repeating: 0, count: steps.count + 1)
+        for step in steps { for input in step.inputs { readers[input] += 1 } }
+        fusesPool = steps.indices.map { i in
+            let step = steps[i]
+            guard step.node.op == .conv2d, step.node.inputQuantizer != nil, step.requantization != nil,
+                  i + 1 < steps.count, readers[i + 1] == 1 else { return false }
+            let next = steps[i + 1]
+            return next.node.op == .maxpool2d && next.inputs == [i + 1]
+        }
+        quantizedLayerNames = deployed.nodes.filter(\.isInteger).map(\.name)
+    }
+
+    /// Logits [N, K] for images x: [N, C, H, W].
+    ///
+    /// `observe` receives each spec layer's output as this engine has it, dequantized to float,
+    /// [N, …] by the layer name it stands for (`DeployNode.produces`): for a conv with a folded
+    /// BN and fused ReLU that is the ReLU's name; layers folded away are not reported.
+    /// `observeInputCodes` receives, for each integer layer, the int8 codes its kernel consumed.
+    public func forward(_ x: Tensor, observe: ((_ layerName: String, _ output: Tensor) -> Void)? = nil,
+                        observeInputCodes: ((_ layerName: String, _ codes: [Int8]) -> Void)? = nil) -> Tensor {
+        precondition(Array(x.shape.dropFirst()) == file.inputShape,
+                     "Int8Model \(file.modelName) expects samples of shape \(file.inputShape), got \(x.shape)")
+        let n = x.shape[0]
+        // Samples are independent in integer arithmetic, so plain inference splits the batch over
+        // the threads; observed runs stay whole so observers see one tensor per layer.
+        if observe == nil && observeInputCodes == nil && Parallel.threads > 1 && n >= 2 * Parallel.threads {
+            return forwardSplittingBatch(x)
+        }
+        return forwardWhole(x, observe: observe, observeInputCodes: observeInputCodes)
+    }
+
+    private func forwardWhole(_ x: Tensor, observe: ((_ layerName: String, _ output: Tensor) -> Void)?,
+                              observeInputCodes: ((_ layerName: String, _ codes: [Int8]) -> Void)?) -> Tensor {
+        let n = x.shape[0]
+        var values: [Value?] = Array(repeating: nil, count: steps.count + 1)
+        values[0] = .floats(x.storage)
+        // Free each value after its last reader.
+        var lastUse = Array(repeating: 0, count: steps.count + 1)
+        for (i, step) in steps.enumerated() { for input in step.inputs { lastUse[input] = i } }
+        var i = 0
+        while i < steps.count {
+            let step = steps[i]
+            if observe == nil && fusesPool[i], let qd = step.node.inputQuantizer, let r = step.requantization,
+               let input = values[step.inputs[0]] {
+                // conv → max pool in one kernel; the conv output (read by the pool alone) never exists.
+                let x = codes(input, qd)
+                observeInputCodes?(step.node.name, x)
+                let s = step.inputShape, pool = steps[i + 1].node
+                let g = ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2], outputChannels: step.node.outputChannels,
+                                     kernel: step.node.kernelSize, stride: step.node.stride, padding: step.node.padding)
+                values[i + 2] = .codes(Int8Kernels.conv2dMaxPool(x, g, inputZeroPoint: qd.zeroPoint, weights: step.node.weightCodes,
+                                                                 bias: step.node.biasCodes, requantize: r,
+                                                                 poolKernel: pool.kernelSize, poolStride: pool.stride),
+                                       step.node.output!)
+                for input in step.inputs where lastUse[input] == i { values[input] = nil }
+                i += 2
+                continue
+            }
+            defer { i += 1 }
+            let output = run(step, n, values, observeInputCodes)
+            values[i + 1] = output
+            if let observe, !step.node.produces.isEmpty {
+                observe(step.node.produces, Tensor(shape: [n] + step.outputShape, storage: floats(output)))
+            }
+            for input in step.inputs where lastUse[input] == i { values[input] = nil }
+        }
+        return Tensor(shape: [n, file.numberOfClasses], storage: floats(values[steps.count]!))
+    }
+
+    private func forwardSplittingBatch(_ x: Tensor) -> Tensor {
+        let n = x.shape[0], sampleSize = x.count / n, classes = file.numberOfClasses
+        var logits = [Float](repeating: 0, count: n * classes)
+        logits.withUnsafeMutableBufferPointer { out in
+            Parallel.forEachChunk(n) { rows in
+                let part = Tensor(shape: [rows.count] + file.inputShape,
+                                  storage: Array(x.storage[(rows.lowerBound * sampleSize)..<(rows.upperBound * sampleSize)]))
+                let y = forwardWhole(part, observe: nil, observeInputCodes: nil)   // nested regions run inline
+                for (i, v) in y.storage.enumerated() { out[rows.lowerBound * classes + i] = v }
+            }
+        }
+        return Tensor(shape: [n, classes], storage: logits)
+    }
+
+    /// The int8 codes each integer layer consumes for images x, by layer name ([N, …] flattened).
+    public func inputCodes(_ x: Tensor) -> [String: [Int8]] {
+        var codes: [String: [Int8]] = [:]
+        _ = forward(x, observeInputCodes: { codes[$0] = $1 })
+        return codes
+    }
+
+    /// Predicted class per sample.
+    public func predict(_ x: Tensor) -> [Int] { argmaxRows(forward(x)) }
+
+    // MARK: Execution
+
+    private func floats(_ v: Value) -> [Float] {
+        switch v {
+        case .floats(let f): return f
+        case .codes(let c, let q): return Int8Kernels.dequantize(c, q)
+        }
+    }
+
+    private func codes(_ v: Value, _ q: Int8Kernels.Quantizer) -> [Int8] {
+        switch v {
+        case .codes(let c, let have) where have == q: return c
+        case .codes(let c, let have): return Int8Kernels.quantize(Int8Kernels.dequantize(c, have), q)
+        case .floats(let f): return Int8Kernels.quantize(f, q)
+        }
+    }
+
+    private func run(_ step: Step, _ n: Int, _ values: [Value?],
+                     _ observeInputCodes: ((String, [Int8]) -> Void)?) -> Value {
+        let node = step.node
+        let input = values[step.inputs[0]]!
+        func tensor(_ v: Value, _ shape: [Int]) -> Variable { Variable(Tensor(shape: [n] + shape, storage: floats(v))) }
+        func floatResult(_ y: Variable) -> Value { .floats(y.value.storage) }
+        switch node.op {
+        case .quantize:
+            var q = codes(input, node.output!)
+            if node.relu { saturate(&q, node.output!.zeroPoint) }
+            return .codes(q, node.output!)
+        case .conv2d, .linear:
+            if let qd = node.inputQuantizer {
+                let x = codes(input, qd)
+                observeInputCodes?(node.name, x)
+                if node.op == .conv2d {
+                    let s = step.inputShape
+                    let g = ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2], outputChannels: node.outputChannels,
+                                         kernel: node.kernelSize, stride: node.stride, padding: node.padding)
+                    if let r = step.requantization {
+                        return .codes(Int8Kernels.conv2d(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                         bias: node.biasCodes, requantize: r), node.output!)
+                    }
+                    return .floats(Int8Kernels.conv2dDequantized(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                                 bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
+                }
+                if let r = step.requantization {
+                    return .codes(Int8Kernels.linear(x, batch: n, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                     bias: node.biasCodes, requantize: r), node.output!)
+                }
+                return .floats(Int8Kernels.linearDequantized(x, batch: n, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                             bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
+            }
+            let x = tensor(input, node.op == .conv2d ? step.inputShape : [node.inputChannels])
+            if let grid = node.inputFakeQuantization { grid.apply(&x.value.storage) }   // an INT16 layer
+            if node.op == .conv2d {
+                return floatResult(conv2d(x, weight: step.floatWeight!, bias: step.floatBias,
+                                          stride: node.stride, padding: node.padding, tape: nil))
+            }
+            return floatResult(linear(x, weight: step.floatWeight!, bias: step.floatBias, tape: nil))
+        case .batchnorm2d:
+            return floatResult(batchNorm2d(tensor(input, step.inputShape), gamma: step.bnGamma!, beta: step.bnBeta!,
+                                           statistics: step.bnStatistics!, training: false, epsilon: node.epsilon, tape: nil))
+        case .relu:
+            if case .codes(var c, let q) = input {
+                saturate(&c, q.zeroPoint)
+                return .codes(c, q)
+            }
+            return floatResult(relu(tensor(input, step.inputShape), tape: nil))
+        case .maxpool2d:
+            if case .codes(let c, let q) = input {
+                let s = step.inputShape
+                return .codes(Int8Kernels.maxPool2d(c, planes: n * s[0], height: s[1], width: s[2],
+                                                    kernel: node.kernelSize, stride: node.stride), q)
+            }
+            return floatResult(maxPool2d(tensor(input, step.inputShape), kernel: node.kernelSize, stride: node.stride, tape: nil))
+        case .avgpool2d:
+            return floatResult(avgPool2d(tensor(input, step.inputShape), kernel: node.kernelSize, stride: node.stride, tape: nil))
+        case .flatten:
+            return input
+        case .add:
+            let other = values[step.inputs[1]]!
+            if let qy = node.output, case .codes(let a, let qa) = input, case .codes(let b, let qb) = other {
+                return .codes(Int8Kernels.add(a, qa, b, qb, output: qy, relu: node.relu), qy)
+            }
+            let y = add(tensor(input, step.inputShape), tensor(other, step.inputShape), tape: nil)
+            if let qy = node.output {   // float add into codes
+                var q = Int8Kernels.quantize(y.value.storage, qy)
+                if node.relu { saturate(&q, qy.zeroPoint) }
+                return .codes(q, qy)
+            }
+            return floatResult(y)
+        }
+    }
+
+    private func saturate(_ codes: inout [Int8], _ zeroPoint: Int8) {
+        codes.withUnsafeMutableBufferPointer { c in
+            for i in c.indices { c[i] = max(c[i], zeroPoint) }
+        }
+    }
+}
+
+/// Index of the largest value in each row of a [N, K] tensor (the first one on ties).
+func argmaxRows(_ logits: Tensor) -> [Int] {
+    let (n, k) = (logits.shape[0], logits.shape[1])
+    return (0..<n).map { r in
+        var best = 0
+        for c in 1..<k where logits.storage[r * k + c] > logits.storage[r * k + best] { best = c }
+        return best
+    }
+}

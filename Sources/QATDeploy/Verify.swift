@@ -1,0 +1,139 @@
+import Foundation
+import QATCore
+import QATData
+import QATIO
+import QATModel
+import QATTrain
+
+/// Fake quant vs the INT8 engine on the same images (ALGORITHMS.md §5, the deployment contract).
+public struct DeployVerification: Sendable {
+    /// Agreement of the input codes of one quantized layer.
+    public struct Layer: Sendable {
+        public var name: String
+        public var count = 0
+        public var equal = 0
+        public var maxDifference = 0
+        public var equalFraction: Double { count == 0 ? 1 : Double(equal) / Double(count) }
+    }
+
+    public var layers: [Layer]
+    public var samples = 0
+    public var equalPredictions = 0
+    public var fakeQuantCorrect = 0
+    public var int8Correct = 0
+
+    /// The contract's thresholds.
+    public static let minimumEqualCodes = 0.999
+    public static let maximumCodeDifference = 1
+    public static let minimumEqualPredictions = 0.999
+
+    public var predictionAgreement: Double { samples == 0 ? 1 : Double(equalPredictions) / Double(samples) }
+    public var fakeQuantAccuracy: Double { samples == 0 ? 0 : Double(fakeQuantCorrect) / Double(samples) }
+    public var int8Accuracy: Double { samples == 0 ? 0 : Double(int8Correct) / Double(samples) }
+
+    /// Every layer ≥ 99.9 % equal codes and never more than one code apart; ≥ 99.9 % equal predictions.
+    public var passed: Bool {
+        layers.allSatisfy { $0.equalFraction >= Self.minimumEqualCodes && $0.maxDifference <= Self.maximumCodeDifference }
+            && predictionAgreement >= Self.minimumEqualPredictions
+    }
+
+    public func table() -> String {
+        var lines = ["layer".padded(to: 16) + "input codes".padded(to: 14) + "equal".padded(to: 12) + "max diff"]
+        for l in layers {
+            let ok = l.equalFraction >= Self.minimumEqualCodes && l.maxDifference <= Self.maximumCodeDifference
+            lines.append(l.name.padded(to: 16) + "\(l.count)".padded(to: 14)
+                         + String(format: "%.4f%%", 100 * l.equalFraction).padded(to: 12)
+                         + "\(l.maxDifference)" + (ok ? "" : "   FAIL"))
+        }
+        lines.append(String(format: "predictions equal: %.3f%% of %d images%@", 100 * predictionAgreement, samples,
+                            predictionAgreement >= Self.minimumEqualPredictions ? "" : "   FAIL"))
+        lines.append(String(format: "accuracy: fake quant %.2f%%, INT8 %.2f%% (%+.2f pp)",
+                            100 * fakeQuantAccuracy, 100 * int8Accuracy, 100 * (int8Accuracy - fakeQuantAccuracy)))
+        lines.append(passed ? "PASS: within the fake-quant ≡ INT8 contract"
+                            : "FAIL: outside the contract (≥ 99.9 % equal codes per layer, never > 1 code apart, ≥ 99.9 % equal predictions)")
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension DeployVerification {
+    /// Runs `model` (fake quant, eval mode) and `engine` side by side over `data`.
+    /// The fake-quant codes of layer L are clamp(round(x/s_d) + o_d) of the float input its
+    /// quantizer sees, with the (s_d, o_d) that forward used.
+    public static func run(model: Model, engine: Int8Model, data: Dataset, batchSize: Int = 256) -> DeployVerification {
+        let quantizers = model.fakeQuantizers
+        var report = DeployVerification(layers: engine.quantizedLayerNames.map { Layer(name: $0) })
+        let layerIndex = Dictionary(uniqueKeysWithValues: report.layers.enumerated().map { ($1.name, $0) })
+        var collected: [String: [Float]] = [:]
+        for q in quantizers { q.collectInput = { collected[q.layerName, default: []].append(contentsOf: $0.storage) } }
+        defer { for q in quantizers { q.collectInput = nil } }
+
+        var start = 0
+        while start < data.count {
+            let end = min(start + batchSize, data.count)
+            let batch = data.batch(Array(start..<end)[...])
+            collected = [:]
+            let fakeLogits = model.forward(batch.images, training: false, tape: nil).value
+            var engineCodes: [String: [Int8]] = [:]
+            let int8Logits = engine.forward(batch.images, observeInputCodes: { engineCodes[$0] = $1 })
+            for q in quantizers {
+                guard let index = layerIndex[q.layerName], let theirs = engineCodes[q.layerName] else { continue }
+                let ours = Int8Kernels.quantize(collected[q.layerName] ?? [],
+                                                Int8Kernels.Quantizer(scale: q.activation.scale, zeroPoint: Int8(q.activation.offset)))
+                precondition(ours.count == theirs.count, "verify: \(q.layerName) has \(ours.count) fake-quant codes, \(theirs.count) INT8 codes")
+                var equal = 0, maxDifference = 0
+                for i in ours.indices {
+                    let d = abs(Int(ours[i]) - Int(theirs[i]))
+                    if d == 0 { equal += 1 } else { maxDifference = max(maxDifference, d) }
+                }
+                report.layers[index].count += ours.count
+                report.layers[index].equal += equal
+                report.layers[index].maxDifference = max(report.layers[index].maxDifference, maxDifference)
+            }
+            let a = argmaxRows(fakeLogits), b = argmaxRows(int8Logits)
+            for i in a.indices {
+                let label = Int(batch.labels[i])
+                if a[i] == b[i] { report.equalPredictions += 1 }
+                if a[i] == label { report.fakeQuantCorrect += 1 }
+                if b[i] == label { report.int8Correct += 1 }
+            }
+            report.samples += end - start
+            start = end
+        }
+        return report
+    }
+
+    /// Loads both files and verifies on `data`.
+    public static func run(checkpoint: String, deployFile: String, data: Dataset, batchSize: Int = 256) throws -> DeployVerification {
+        let (model, _) = try Model.load(checkpoint: checkpoint)
+        let engine = try Int8Model.load(deployFile: deployFile)
+        guard Array(model.spec.inputShape) == engine.inputShape, model.numberOfClasses == engine.numberOfClasses else {
+            throw InputError(file: deployFile, message: "does not match \(checkpoint): input \(engine.inputShape) vs \(model.spec.inputShape)")
+        }
+        // INT16 layers run in float on the engine (they have no int8 input codes to compare).
+        let missing = model.fakeQuantizers.filter { $0.activation.range.bits == 8 }.map(\.layerName)
+            .filter { !engine.quantizedLayerNames.contains($0) }
+        guard missing.isEmpty else {
+            throw InputError(file: deployFile, message: "has no integer layer for the quantized layer(s) \(missing.joined(separator: ", ")) of \(checkpoint)")
+        }
+        return run(model: model, engine: engine, data: data, batchSize: batchSize)
+    }
+}
+
+/// INT8 test accuracy of a deploy file, and the seconds spent in `Int8Model.forward` alone.
+public func evaluateInt8(_ engine: Int8Model, on data: Dataset, batchSize: Int = 256) -> (Evaluation, forwardSeconds: Double) {
+    var correct = 0, lossSum = 0.0, seconds = 0.0
+    var start = 0
+    while start < data.count {
+        let end = min(start + batchSize, data.count)
+        let batch = data.batch(Array(start..<end)[...])
+        let clock = DispatchTime.now().uptimeNanoseconds
+        let logits = engine.forward(batch.images)
+        seconds += Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e9
+        let (loss, right) = softmaxCrossEntropy(Variable(logits), labels: batch.labels, tape: nil)
+        lossSum += Double(loss.value.storage[0]) * Double(end - start)
+        correct += right
+        start = end
+    }
+    let evaluation = Evaluation(loss: lossSum / Double(max(data.count, 1)), accuracy: Double(correct) / Double(max(data.count, 1)), count: data.count)
+    return (evaluation, seconds)
+}

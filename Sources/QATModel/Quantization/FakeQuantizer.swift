@@ -1,0 +1,89 @@
+import QATCore
+import QATIO
+
+/// The fake quantization of one conv or linear layer during QAT: ULQ on its input, ARQ (or LSQ)
+/// on its weight, as the layer's `QuantizerSettings` say.
+public final class FakeQuantizer: LayerQuantizer {
+    public let layerName: String
+    public let settings: QuantizerSettings
+    public let activation: ActivationQuantizerState
+    public let weight: WeightQuantizerState
+    /// Set during calibration: receives every input batch the quantizer sees.
+    package var collectInput: ((Tensor) -> Void)?
+
+    public init(layerName: String, settings: QuantizerSettings, weightShape: [Int]) {
+        self.layerName = layerName
+        self.settings = settings
+        activation = ActivationQuantizerState(fixedMin: settings.fixedMin, numBits: settings.activationType.bitWidth)
+        if let clipMax = settings.clipMax, let clipMin = settings.clipMin {
+            activation.setClipRange(max: clipMax, min: clipMin)
+        }
+        // Frozen bounds need no gradient, and then neither does the quantizer's input: for the
+        // first conv this spares the whole input-gradient pass.
+        activation.clipMax.requiresGrad = settings.learnClip
+        activation.clipMin.requiresGrad = settings.learnClip
+        weight = WeightQuantizerState(weightShape: weightShape, channelWise: settings.channelWise,
+                                      algorithm: settings.weightAlgorithm == .ulqRetrain ? .lsq : .arq,
+                                      numBits: settings.weightType.bitWidth)
+    }
+
+    public func quantizeInput(_ x: Variable, training: Bool, tape: Tape?) -> Variable {
+        collectInput?(x.value)
+        return ulqFakeQuantize(x, state: activation, tape: tape)
+    }
+
+    public func quantizeWeight(_ w: Variable, tape: Tape?) -> Variable {
+        weightFakeQuantize(w, state: weight, tape: tape)
+    }
+
+    public var parameters: [NamedVariable] {
+        var list = [NamedVariable("act_quant.clip_max", activation.clipMax),
+                    NamedVariable("act_quant.clip_min", activation.clipMin)]
+        if let scales = weight.learnedScales { list.append(NamedVariable("weight_quant.scale", scales)) }
+        return list
+    }
+}
+
+extension Model {
+    /// Attaches a fake quantizer to every layer the plan quantizes (and removes any others).
+    public func applyQuantization(_ plan: QuantizationPlan) {
+        for layer in layers {
+            guard let weighted = layer as? WeightedLayer else { continue }
+            if let settings = plan.layer(named: layer.name)?.quantizer {
+                weighted.quantizer = FakeQuantizer(layerName: layer.name, settings: settings, weightShape: weighted.weight.shape)
+            } else {
+                weighted.quantizer = nil
+            }
+        }
+    }
+
+    /// The attached fake quantizers, in layer order.
+    public var fakeQuantizers: [FakeQuantizer] {
+        layers.compactMap { ($0 as? WeightedLayer)?.quantizer as? FakeQuantizer }
+    }
+
+    /// IFMR calibration (ALGORITHMS.md §2): runs `batches` through the model in eval mode, collects
+    /// each uncalibrated quantizer's input, and sets its starting clip bounds from the IFMR scale.
+    /// Layers whose bounds came from the config, or that are already initialised (a resumed run),
+    /// are left alone. Returns the calibrated layer names.
+    @discardableResult
+    public func calibrate(on batches: [Tensor], parameters: IFMRParameters = IFMRParameters()) throws -> [String] {
+        let pending = fakeQuantizers.filter { !$0.activation.initialized }
+        guard !pending.isEmpty, !batches.isEmpty else { return [] }
+        var collected = [String: [Float]]()
+        for quantizer in pending {
+            quantizer.collectInput = { collected[quantizer.layerName, default: []].append(contentsOf: $0.storage) }
+        }
+        defer { for quantizer in pending { quantizer.collectInput = nil } }
+        for batch in batches { _ = forward(batch, training: false, tape: nil) }
+        for quantizer in pending {
+            let result = try ifmr(collected[quantizer.layerName] ?? [], parameters: parameters, layer: quantizer.layerName)
+            let bounds = result.startingClipRange
+            // With fixed_min the forward pins m to 0; storing 0 now keeps the state exactly what
+            // the forward will use, so an lr = 0 step changes nothing.
+            let activation = quantizer.activation
+            activation.setClipRange(max: bounds.clipMax, min: activation.fixedMin ? 0 : bounds.clipMin)
+        }
+        return pending.map(\.layerName)
+    }
+}

@@ -1,0 +1,334 @@
+import Foundation
+import QATCore
+import QATIO
+
+// The retrain config: which layers QAT quantizes and how (docs/CONFIG.md describes every key).
+//
+// Two forms are accepted:
+// - AMCT's config.json, verbatim: `version`, `batch_num`, and one entry per layer name with
+//   `retrain_enable`, `retrain_data_config` and `retrain_weight_config`. Layers not listed are
+//   not quantized.
+// - A JSON rendering of AMCT's "simple config": a global `retrain_data_config` /
+//   `retrain_weight_config` for every quantizable layer, refined by `skip_layers`,
+//   `skip_layer_types`, `override_layer_types` and `override_layer_configs`.
+// A file is in the simple form when it has any of the simple form's top-level keys; the two
+// forms cannot be mixed. This file parses and checks what can be checked without a model;
+// QuantizationPlan.swift resolves the rules against a model, layer by layer.
+
+/// `retrain_data_config.algo`: how a layer's input (activation) is quantized.
+public enum ActivationAlgorithm: String, CaseIterable, Sendable {
+    /// Learnable clip bounds (ALGORITHMS.md §1).
+    case ulqQuantize = "ulq_quantize"
+}
+
+/// `retrain_weight_config.algo`: how a layer's weights are quantized.
+public enum WeightAlgorithm: String, CaseIterable, Sendable {
+    /// Scales recomputed from the weights at every step (ALGORITHMS.md §3).
+    case arqRetrain = "arq_retrain"
+    /// Learnable per-channel scales, initialized by ARQ.
+    case ulqRetrain = "ulq_retrain"
+}
+
+/// `dst_type`: the integer type a tensor is quantized to.
+public enum QuantizedType: String, CaseIterable, Sendable {
+    case int8 = "INT8"
+    case int16 = "INT16"
+
+    public var bitWidth: Int {
+        switch self {
+        case .int8: return 8
+        case .int16: return 16
+        }
+    }
+}
+
+/// `retrain_data_config` as written; `nil` means "not given here" (a default or a less
+/// specific rule decides).
+public struct RetrainDataConfig: Equatable, Sendable {
+    public var algorithm: ActivationAlgorithm?
+    /// Starting clip bounds; the parser guarantees both or neither (neither: IFMR calibrates).
+    public var clipMax: Float?
+    public var clipMin: Float?
+    public var fixedMin: Bool?
+    public var dstType: QuantizedType?
+    /// qat extension: false keeps the bounds at their calibrated or configured values.
+    public var learnClip: Bool?
+
+    public init(algorithm: ActivationAlgorithm? = nil, clipMax: Float? = nil, clipMin: Float? = nil,
+                fixedMin: Bool? = nil, dstType: QuantizedType? = nil, learnClip: Bool? = nil) {
+        self.algorithm = algorithm
+        self.clipMax = clipMax
+        self.clipMin = clipMin
+        self.fixedMin = fixedMin
+        self.dstType = dstType
+        self.learnClip = learnClip
+    }
+}
+
+/// `retrain_weight_config` as written; `nil` means "not given here".
+public struct RetrainWeightConfig: Equatable, Sendable {
+    public var algorithm: WeightAlgorithm?
+    public var channelWise: Bool?
+    public var dstType: QuantizedType?
+
+    public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil) {
+        self.algorithm = algorithm
+        self.channelWise = channelWise
+        self.dstType = dstType
+    }
+}
+
+/// One object holding `retrain_data_config` and `retrain_weight_config`: an AMCT layer entry,
+/// the simple form's global config, or one of its overrides.
+public struct QuantizerConfig: Equatable, Sendable {
+    /// Where the object sits in the file ("conv1", "override_layer_types.linear"; "" for the
+    /// simple form's global config, which lives at the top level). Used in messages.
+    public var keyPath: String
+    /// `retrain_enable`; only AMCT layer entries can set it (the simple form skips layers
+    /// with `skip_layers` / `skip_layer_types` instead).
+    public var isEnabled: Bool
+    public var data: RetrainDataConfig
+    public var weight: RetrainWeightConfig
+
+    public init(keyPath: String, isEnabled: Bool = true,
+                data: RetrainDataConfig = RetrainDataConfig(), weight: RetrainWeightConfig = RetrainWeightConfig()) {
+        self.keyPath = keyPath
+        self.isEnabled = isEnabled
+        self.data = data
+        self.weight = weight
+    }
+
+    /// The key path of a key inside this object, e.g. "conv1.retrain_weight_config".
+    public func keyPath(_ key: String) -> String { keyPath.isEmpty ? key : "\(keyPath).\(key)" }
+}
+
+/// The simple form's rules. Priority, most specific first: `override_layer_configs` and
+/// `skip_layers` (a layer by name) > `override_layer_types` and `skip_layer_types` (a layer
+/// type) > the global config. Naming the same layer (or type) in both a skip list and an
+/// override is an error, so the order within a level never matters.
+public struct SimpleRules: Equatable, Sendable {
+    public var global: QuantizerConfig
+    public var skipLayers: [String]
+    public var skipLayerTypes: [LayerKind]
+    public var typeOverrides: [LayerKind: QuantizerConfig]
+    public var layerOverrides: [String: QuantizerConfig]
+
+    public init(global: QuantizerConfig = QuantizerConfig(keyPath: ""), skipLayers: [String] = [],
+                skipLayerTypes: [LayerKind] = [], typeOverrides: [LayerKind: QuantizerConfig] = [:],
+                layerOverrides: [String: QuantizerConfig] = [:]) {
+        self.global = global
+        self.skipLayers = skipLayers
+        self.skipLayerTypes = skipLayerTypes
+        self.typeOverrides = typeOverrides
+        self.layerOverrides = layerOverrides
+    }
+}
+
+/// Which of the two forms a file used, with its rules.
+public enum LayerRules: Equatable, Sendable {
+    /// AMCT's config.json: one entry per layer name.
+    case perLayer([String: QuantizerConfig])
+    /// The simple form.
+    case simple(SimpleRules)
+}
+
+/// A parsed retrain config file. Resolve it against a model with `resolve(for:)`.
+public struct RetrainConfig {
+    /// The file name used in messages.
+    public var file: String
+    /// `version`: always 1.
+    public var version: Int
+    /// `batch_num`: how many training batches IFMR calibrates on (for layers without clip bounds).
+    public var batchCount: Int
+    public var rules: LayerRules
+    /// The runtime's own sections (`model`, `data`, `train`, `checkpoint`, `calibration`),
+    /// unparsed: the trainer reads them (and should call `rejectUnknownKeys()` on each).
+    public var runtimeSections: [String: JSONObject]
+
+    public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
+                runtimeSections: [String: JSONObject] = [:]) {
+        self.file = file
+        self.version = version
+        self.batchCount = batchCount
+        self.rules = rules
+        self.runtimeSections = runtimeSections
+    }
+
+    /// Top-level keys that hold the runtime's settings; they are never layer names.
+    public static let reservedSections = ["model", "data", "train", "checkpoint", "calibration"]
+
+    /// Top-level keys that mark a file as the simple form.
+    public static let simpleFormKeys = ["retrain_data_config", "retrain_weight_config", "skip_layers",
+                                        "skip_layer_types", "override_layer_types", "override_layer_configs"]
+
+    /// The layer types QAT quantizes, as named in configs.
+    static var quantizableTypeNames: [String] { LayerKind.allCases.filter(\.isQuantizable).map(\.rawValue) }
+}
+
+// MARK: - Parsing
+
+extension RetrainConfig {
+    /// Reads and checks a config file; errors name the file and the key path.
+    public static func load(file: String) throws -> RetrainConfig {
+        try parse(JSONObject.load(file: file))
+    }
+
+    public static func parse(_ root: JSONObject) throws -> RetrainConfig {
+        let version = try root.int("version") ?? 1
+        guard version == 1 else { throw root.error("version", "unsupported version \(version) (allowed: 1)") }
+        let batchCount = try root.int("batch_num") ?? 1
+        guard batchCount > 0 else {
+            throw root.error("batch_num", "must be > 0 (the number of batches IFMR calibrates on), got \(batchCount)")
+        }
+        var sections: [String: JSONObject] = [:]
+        for name in reservedSections {
+            if let section = try root.object(name) { sections[name] = section }
+        }
+
+        // Every other top-level key is a layer name (AMCT form) or a simple-form key.
+        let otherKeys = root.keys.filter { !["version", "batch_num"].contains($0) && !reservedSections.contains($0) }
+        let simpleKeys = otherKeys.filter { simpleFormKeys.contains($0) }
+        let layerNames = otherKeys.filter { !simpleFormKeys.contains($0) }
+
+        let rules: LayerRules
+        if let simpleKey = simpleKeys.first {
+            if let layerName = layerNames.first {
+                throw root.error(layerName, "a per-layer entry cannot be mixed with the simple form (the file has \"\(simpleKey)\"); "
+                    + "move it under override_layer_configs, or drop the simple-form keys (\(simpleKeys.joined(separator: ", ")))")
+            }
+            rules = .simple(try parseSimpleRules(root))
+        } else {
+            var entries: [String: QuantizerConfig] = [:]
+            for name in layerNames {
+                guard root.values[name] is [String: Any] else {
+                    throw root.error(name, "expected a layer entry object, got \(jsonTypeName(root.values[name]!)) "
+                        + "(top-level keys other than version, batch_num and the sections \(reservedSections.joined(separator: ", ")) are layer names)")
+                }
+                entries[name] = try parseQuantizerConfig(root.object(name)!, allowsEnable: true)
+            }
+            rules = .perLayer(entries)
+        }
+        return RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: rules,
+                             runtimeSections: sections)
+    }
+
+    /// Parses the simple form's keys from the top-level object.
+    private static func parseSimpleRules(_ root: JSONObject) throws -> SimpleRules {
+        var rules = SimpleRules()
+        rules.global = try parseQuantizerConfig(root, allowsEnable: false, checksUnknownKeys: false)
+
+        rules.skipLayers = try root.stringArray("skip_layers") ?? []
+        for (index, typeName) in (try root.stringArray("skip_layer_types") ?? []).enumerated() {
+            rules.skipLayerTypes.append(try quantizableKind(typeName, in: root, key: "skip_layer_types[\(index)]"))
+        }
+
+        if let types = try root.object("override_layer_types") {
+            for typeName in types.keys {
+                let kind = try quantizableKind(typeName, in: types, key: typeName)
+                rules.typeOverrides[kind] = try parseQuantizerConfig(try requiredObject(types, typeName), allowsEnable: false)
+                if rules.skipLayerTypes.contains(kind) {
+                    throw types.error(typeName, "\(typeName) is also in skip_layer_types; keep only one of the two")
+                }
+            }
+        }
+        if let layers = try root.object("override_layer_configs") {
+            for name in layers.keys {
+                rules.layerOverrides[name] = try parseQuantizerConfig(try requiredObject(layers, name), allowsEnable: false)
+                if rules.skipLayers.contains(name) {
+                    throw layers.error(name, "\(name) is also in skip_layers; keep only one of the two")
+                }
+            }
+        }
+        return rules
+    }
+
+    /// A type name from `skip_layer_types` or `override_layer_types`: conv2d or linear.
+    private static func quantizableKind(_ name: String, in object: JSONObject, key: String) throws -> LayerKind {
+        guard let kind = LayerKind(rawValue: name), kind.isQuantizable else {
+            let why = LayerKind(rawValue: name) == nil ? "unknown layer type" : "layers of this type are never quantized:"
+            throw object.error(key, "\(why) \"\(name)\" (allowed: \(quantizableTypeNames.joined(separator: ", ")))")
+        }
+        return kind
+    }
+
+    private static func requiredObject(_ parent: JSONObject, _ key: String) throws -> JSONObject {
+        guard let object = try parent.object(key) else { throw parent.error(key, "expected an object, got null") }
+        return object
+    }
+
+    /// Parses `retrain_enable` (if allowed), `retrain_data_config` and `retrain_weight_config`.
+    /// `checksUnknownKeys` is false for the top-level object, whose other keys belong to others.
+    private static func parseQuantizerConfig(_ object: JSONObject, allowsEnable: Bool,
+                                             checksUnknownKeys: Bool = true) throws -> QuantizerConfig {
+        var config = QuantizerConfig(keyPath: object.path)
+        if allowsEnable {
+            config.isEnabled = try object.bool("retrain_enable") ?? true
+        }
+        if let data = try object.object("retrain_data_config") {
+            config.data = try parseDataConfig(data)
+        }
+        if let weight = try object.object("retrain_weight_config") {
+            config.weight = try parseWeightConfig(weight)
+        }
+        if checksUnknownKeys {
+            try object.rejectUnknownKeys()
+        }
+        return config
+    }
+
+    private static func parseDataConfig(_ object: JSONObject) throws -> RetrainDataConfig {
+        var config = RetrainDataConfig()
+        config.algorithm = try choice(object, "algo", allowed: ActivationAlgorithm.allCases)
+        config.clipMax = try clipBound(object, "clip_max", positive: true)
+        config.clipMin = try clipBound(object, "clip_min", positive: false)
+        // AMCT silently ignores a lone bound; here it is an error, since the user clearly meant
+        // something and would otherwise get IFMR without noticing.
+        if (config.clipMax == nil) != (config.clipMin == nil) {
+            let (given, missing) = config.clipMax != nil ? ("clip_max", "clip_min") : ("clip_min", "clip_max")
+            throw object.error(given, "given without \(missing): give both bounds, or neither to let IFMR calibrate them")
+        }
+        config.fixedMin = try object.bool("fixed_min")
+        config.dstType = try choice(object, "dst_type", allowed: QuantizedType.allCases)
+        config.learnClip = try object.bool("learn_clip")
+        try object.rejectUnknownKeys()
+        return config
+    }
+
+    private static func parseWeightConfig(_ object: JSONObject) throws -> RetrainWeightConfig {
+        var config = RetrainWeightConfig()
+        config.algorithm = try choice(object, "algo", allowed: WeightAlgorithm.allCases)
+        config.channelWise = try object.bool("channel_wise")
+        config.dstType = try choice(object, "dst_type", allowed: [QuantizedType.int8])
+        try object.rejectUnknownKeys()
+        return config
+    }
+
+    /// A clip bound: finite in Float, and > 0 (clip_max) or < 0 (clip_min).
+    private static func clipBound(_ object: JSONObject, _ key: String, positive: Bool) throws -> Float? {
+        guard let value = try object.double(key) else { return nil }
+        let bound = Float(value)
+        guard bound.isFinite else { throw object.error(key, "must be a finite float, got \(value)") }
+        if positive && !(bound > 0) { throw object.error(key, "must be > 0, got \(value)") }
+        if !positive && !(bound < 0) { throw object.error(key, "must be < 0, got \(value)") }
+        return bound
+    }
+
+    /// A string that must be one of `allowed`'s raw values.
+    private static func choice<T: RawRepresentable>(_ object: JSONObject, _ key: String,
+                                                    allowed: [T]) throws -> T? where T.RawValue == String {
+        guard let text = try object.string(key) else { return nil }
+        guard let value = allowed.first(where: { $0.rawValue == text }) else {
+            let names = allowed.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+            throw object.error(key, "unsupported value \"\(text)\" (allowed: \(names))")
+        }
+        return value
+    }
+}
+
+extension RetrainConfig {
+    /// False for a config without any layer rules (a float training config such as Configs/float.json).
+    public var hasQuantizationRules: Bool {
+        if case let .perLayer(entries) = rules, entries.isEmpty { return false }
+        return true
+    }
+}

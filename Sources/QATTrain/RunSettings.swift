@@ -1,0 +1,142 @@
+import Foundation
+import QATCore
+import QATData
+import QATIO
+import QATModel
+
+/// The runtime's own settings, read from a config's reserved top-level sections
+/// (`model`, `data`, `train`, `checkpoint`) and overridable from the command line.
+/// Relative paths are taken from the current directory, like every other CLI argument.
+public struct RunSettings: Equatable, Sendable {
+    public enum OptimizerKind: String, CaseIterable, Sendable { case sgd, adam }
+
+    // model
+    public var modelSpec = "Configs/models/lenet5.json"
+    /// A float (or QAT) checkpoint whose parameters start the run.
+    public var initCheckpoint: String?
+    // data
+    public var dataPath = FashionMNIST.defaultPath
+    /// Use only the first N training / test samples (quick runs and tests).
+    public var trainLimit: Int?
+    public var testLimit: Int?
+    // train
+    public var epochs = 10
+    public var batchSize = 64
+    public var evalBatchSize = 256
+    public var optimizer = OptimizerKind.sgd
+    public var learningRate: Float = 0.05
+    public var momentum: Float = 0.9
+    public var weightDecay: Float = 5e-4
+    public var schedule = LearningRateSchedule.cosine(epochs: 10, floor: 0)
+    public var seed: UInt64 = 1
+    public var threads = 1
+    // checkpoint
+    /// Where the final checkpoint goes.
+    public var output: String?
+    /// Folder for per-epoch checkpoints (QAT runs).
+    public var checkpointDirectory: String?
+    /// Also save every N optimizer steps (0: only at epoch ends).
+    public var saveEvery = 0
+    // calibration
+    public var ifmr = IFMRParameters()
+
+    public init() {}
+
+    public static let sectionNames = ["model", "data", "train", "checkpoint", "calibration"]
+
+    /// Reads the reserved sections of `root`; keys outside them are left to the caller.
+    public static func parse(_ root: JSONObject) throws -> RunSettings {
+        var s = RunSettings()
+        if let model = try root.object("model") {
+            s.modelSpec = try model.string("spec") ?? s.modelSpec
+            s.initCheckpoint = try model.string("init")
+            try model.rejectUnknownKeys()
+        }
+        if let data = try root.object("data") {
+            s.dataPath = try data.string("path") ?? s.dataPath
+            s.trainLimit = try positive(data, "train_limit")
+            s.testLimit = try positive(data, "test_limit")
+            try data.rejectUnknownKeys()
+        }
+        if let train = try root.object("train") {
+            s.epochs = try positive(train, "epochs") ?? s.epochs
+            s.batchSize = try positive(train, "batch_size") ?? s.batchSize
+            s.evalBatchSize = try positive(train, "eval_batch_size") ?? s.evalBatchSize
+            if let name = try train.string("optimizer") {
+                guard let kind = OptimizerKind(rawValue: name) else {
+                    throw train.error("optimizer", "unknown optimizer \"\(name)\" (allowed: sgd, adam)")
+                }
+                s.optimizer = kind
+            }
+            s.learningRate = try nonNegative(train, "learning_rate") ?? s.learningRate
+            s.momentum = try nonNegative(train, "momentum") ?? s.momentum
+            s.weightDecay = try nonNegative(train, "weight_decay") ?? s.weightDecay
+            if let seed = try train.int("seed") {
+                guard seed >= 0 else { throw train.error("seed", "must be ≥ 0, got \(seed)") }
+                s.seed = UInt64(seed)
+            }
+            s.threads = try positive(train, "threads") ?? s.threads
+            s.schedule = try parseSchedule(train, epochs: s.epochs)
+            try train.rejectUnknownKeys()
+        } else {
+            s.schedule = .cosine(epochs: s.epochs, floor: 0)
+        }
+        if let checkpoint = try root.object("checkpoint") {
+            s.output = try checkpoint.string("output")
+            s.checkpointDirectory = try checkpoint.string("dir")
+            s.saveEvery = try checkpoint.int("save_every") ?? 0
+            guard s.saveEvery >= 0 else { throw checkpoint.error("save_every", "must be ≥ 0, got \(s.saveEvery)") }
+            try checkpoint.rejectUnknownKeys()
+        }
+        if let calibration = try root.object("calibration") {
+            func fraction(_ key: String, _ fallback: Double) throws -> Double {
+                guard let v = try calibration.double(key) else { return fallback }
+                guard v > 0 && v <= 1 else { throw calibration.error(key, "must be in (0, 1], got \(v)") }
+                return v
+            }
+            s.ifmr.maxPercentile = try fraction("max_percentile", s.ifmr.maxPercentile)
+            s.ifmr.minPercentile = try fraction("min_percentile", s.ifmr.minPercentile)
+            if let range = try calibration.doubleArray("search_range") {
+                guard range.count == 2, range[0] > 0, range[0] < range[1] else {
+                    throw calibration.error("search_range", "expected [start, end] with 0 < start < end, e.g. [0.7, 1.3]")
+                }
+                (s.ifmr.searchRangeStart, s.ifmr.searchRangeEnd) = (range[0], range[1])
+            }
+            s.ifmr.searchStep = try fraction("search_step", s.ifmr.searchStep)
+            try calibration.rejectUnknownKeys()
+        }
+        return s
+    }
+
+    private static func parseSchedule(_ train: JSONObject, epochs: Int) throws -> LearningRateSchedule {
+        let name = try train.string("schedule") ?? "cosine"
+        switch name {
+        case "constant": return .constant
+        case "cosine": return .cosine(epochs: epochs, floor: Float(try train.double("lr_floor") ?? 0))
+        case "step":
+            let every = try positive(train, "step_every") ?? max(1, epochs / 3)
+            let factor = Float(try train.double("step_factor") ?? 0.1)
+            return .step(every: every, factor: factor)
+        default:
+            throw train.error("schedule", "unknown schedule \"\(name)\" (allowed: constant, step, cosine)")
+        }
+    }
+
+    private static func positive(_ o: JSONObject, _ key: String) throws -> Int? {
+        guard let v = try o.int(key) else { return nil }
+        guard v > 0 else { throw o.error(key, "must be a positive integer, got \(v)") }
+        return v
+    }
+
+    private static func nonNegative(_ o: JSONObject, _ key: String) throws -> Float? {
+        guard let v = try o.double(key) else { return nil }
+        guard v >= 0, v.isFinite else { throw o.error(key, "must be a finite number ≥ 0, got \(v)") }
+        return Float(v)
+    }
+
+    /// After `--epochs` changes the epoch count, a cosine schedule must span the new count.
+    public mutating func setEpochs(_ count: Int) {
+        epochs = count
+        if case let .cosine(_, floor) = schedule { schedule = .cosine(epochs: count, floor: floor) }
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+import QATCore
+import QATData
+import QATIO
+import QATModel
+
+public enum TrainingError: Error, CustomStringConvertible {
+    case nonFiniteLoss(epoch: Int, step: Int, value: Float)
+    case nonFiniteGradient(epoch: Int, step: Int, parameter: String)
+
+    public var description: String {
+        switch self {
+        case let .nonFiniteLoss(epoch, step, value):
+            return "training stopped: the loss became \(value) at epoch \(epoch + 1), step \(step)"
+        case let .nonFiniteGradient(epoch, step, parameter):
+            return "training stopped: the gradient of \(parameter) is not finite at epoch \(epoch + 1), step \(step); no update was applied"
+        }
+    }
+}
+
+public struct Evaluation: Sendable {
+    public var loss: Double
+    public var accuracy: Double
+    public var count: Int
+
+    public init(loss: Double, accuracy: Double, count: Int) {
+        self.loss = loss; self.accuracy = accuracy; self.count = count
+    }
+}
+
+public struct EpochSummary: Sendable {
+    public var epoch: Int
+    public var learningRate: Float
+    public var train: Evaluation
+    public var test: Evaluation
+    public var imagesPerSecond: Double
+    public var seconds: Double
+}
+
+/// How far the current epoch has got: enough to resume it mid-way with identical results.
+public struct EpochProgress: Equatable, Sendable {
+    /// Batches of this epoch already trained.
+    public var batch = 0
+    public var lossSum = 0.0
+    public var correct = 0
+    public var seen = 0
+    public init() {}
+}
+
+/// The training loop: shuffled mini-batches, forward on a fresh tape, backward, optimizer step.
+///
+/// The order of epoch e comes from (seed, e) alone, so a run resumed at any step sees exactly
+/// the batches the uninterrupted run would have.
+public final class Trainer {
+    public let model: Model
+    public let optimizer: any Optimizer
+    public let settings: RunSettings
+    /// Completed epochs and optimizer steps.
+    public private(set) var epoch = 0
+    public private(set) var step = 0
+    public private(set) var progress = EpochProgress()
+
+    public init(model: Model, settings: RunSettings) {
+        self.model = model
+        self.settings = settings
+        switch settings.optimizer {
+        case .sgd: optimizer = SGD(learningRate: settings.learningRate, momentum: settings.momentum, weightDecay: settings.weightDecay)
+        case .adam: optimizer = Adam(learningRate: settings.learningRate, weightDecay: settings.weightDecay)
+        }
+    }
+
+    /// Puts the loop back where a checkpoint says it stopped.
+    public func restore(epoch: Int, step: Int, progress: EpochProgress) {
+        self.epoch = epoch
+        self.step = step
+        self.progress = progress
+    }
+
+    /// The sample order of one epoch.
+    public func order(epoch: Int, count: Int) -> [Int] {
+        var generator = SeededGenerator(seed: settings.seed &* 0x2545_F491_4F6C_DD1D &+ UInt64(epoch))
+        return generator.permutation(count)
+    }
+
+    /// The first `count` training batches of epoch 0, the ones calibration looks at.
+    public func calibrationBatches(from train: Dataset, count: Int) -> [Tensor] {
+        let order = self.order(epoch: 0, count: train.count)
+        return (0..<count).compactMap { b in
+            let start = b * settings.batchSize
+            guard start < train.count else { return nil }
+            return train.batch(order[start..<min(start + settings.batchSize, train.count)]).images
+        }
+    }
+
+    /// One optimizer step on one batch; returns the batch loss and the number of correct predictions.
+    /// With `timing`, each layer's forward and backward time is recorded (profiling).
+    public func trainStep(images: Tensor, labels: [Int32], timing: StepTiming? = nil) throws -> (loss: Float, correct: Int) {
+        let tape = Tape()
+        let logits = model.forward(images, training: true, tape: tape, timing: timing)
+        tape.currentLabel = "loss"
+        let (loss, correct) = timing.map { $0.measure("loss") { softmaxCrossEntropy(logits, labels: labels, tape: tape) } }
+            ?? softmaxCrossEntropy(logits, labels: labels, tape: tape)
+        let value = loss.value.storage[0]
+        guard value.isFinite else { throw TrainingError.nonFiniteLoss(epoch: epoch, step: step, value: value) }
+        tape.backward(from: loss, timing: timing)
+        // A NaN can reach the weights without touching the loss (a ReLU after it, a clamp):
+        // checking every gradient before the update costs one pass over the parameters.
+        for p in model.parameters where !(p.variable.grad?.isFinite ?? true) {
+            for q in model.parameters { q.variable.zeroGradient() }
+            throw TrainingError.nonFiniteGradient(epoch: epoch, step: step, parameter: p.name)
+        }
+        if let timing {
+            timing.measure("optimizer") { optimizer.step(model.parameters) }
+        } else {
+            optimizer.step(model.parameters)
+        }
+        step += 1
+        return (value, correct)
+    }
+
+    /// Trains the rest of the current epoch, then evaluates on `test`.
+    /// `progress` sees the epoch's progress and its batch count after every step; `afterStep` runs
+    /// after every step (for `--save-every` checkpoints and metrics) and may throw to stop the run.
+    public func trainEpoch(on train: Dataset, test: Dataset,
+                           progress report: ((EpochProgress, Int) -> Void)? = nil,
+                           afterStep: ((Trainer) throws -> Void)? = nil) throws -> EpochSummary {
+        optimizer.learningRate = settings.schedule.rate(base: settings.learningRate, epoch: epoch)
+        let order = self.order(epoch: epoch, count: train.count)
+        let batches = (train.count + settings.batchSize - 1) / settings.batchSize
+        let start = Date()
+        let firstBatch = progress.batch
+        while progress.batch < batches {
+            let b = progress.batch
+            let indices = order[(b * settings.batchSize)..<min((b + 1) * settings.batchSize, train.count)]
+            let batch = train.batch(indices)
+            let result = try trainStep(images: batch.images, labels: batch.labels)
+            progress.lossSum += Double(result.loss) * Double(indices.count)
+            progress.correct += result.correct
+            progress.seen += indices.count
+            progress.batch += 1
+            report?(progress, batches)
+            try afterStep?(self)
+        }
+        let seconds = Date().timeIntervalSince(start)
+        let trained = min(batches * settings.batchSize, train.count) - min(firstBatch * settings.batchSize, train.count)
+        let trainEvaluation = Evaluation(loss: progress.lossSum / Double(max(progress.seen, 1)),
+                                         accuracy: Double(progress.correct) / Double(max(progress.seen, 1)), count: progress.seen)
+        let testEvaluation = evaluate(test)
+        epoch += 1
+        progress = EpochProgress()
+        return EpochSummary(epoch: epoch, learningRate: optimizer.learningRate, train: trainEvaluation,
+                            test: testEvaluation, imagesPerSecond: Double(trained) / max(seconds, 1e-9), seconds: seconds)
+    }
+
+    /// Loss and accuracy in eval mode (BN running statistics, no tape).
+    public func evaluate(_ data: Dataset) -> Evaluation {
+        Trainer.evaluate(model, on: data, batchSize: settings.evalBatchSize)
+    }
+
+    /// `eachBatch`, if given, sees every batch's logits [B, K] with the batch index.
+    public static func evaluate(_ model: Model, on data: Dataset, batchSize: Int = 256,
+                                eachBatch: (Int, Tensor) -> Void = { _, _ in }) -> Evaluation {
+        var lossSum = 0.0, correct = 0
+        var start = 0, batchIndex = 0
+        while start < data.count {
+            let end = min(start + batchSize, data.count)
+            let batch = data.batch(Array(start..<end)[...])
+            let logits = model.forward(batch.images, training: false, tape: nil)
+            let (loss, right) = softmaxCrossEntropy(logits, labels: batch.labels, tape: nil)
+            lossSum += Double(loss.value.storage[0]) * Double(end - start)
+            correct += right
+            eachBatch(batchIndex, logits.value)
+            start = end
+            batchIndex += 1
+        }
+        return Evaluation(loss: lossSum / Double(max(data.count, 1)),
+                          accuracy: Double(correct) / Double(max(data.count, 1)), count: data.count)
+    }
+}
+extension TrainingError: UserFacingError {}

@@ -1,0 +1,205 @@
+import Foundation
+import QATCore
+import QATData
+import QATIO
+import QATModel
+
+/// Errors of a run as a whole (resume refused, non-finite activations), with what to do.
+public struct RunError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One `qat train` job: builds the model, loads the initial checkpoint, attaches fake quantizers
+/// and calibrates them (QAT), trains, and checkpoints. Float training is the same job without a plan.
+public final class TrainingRun {
+    public let configFile: String
+    public let settings: RunSettings
+    public let spec: ModelSpec
+    public let plan: QuantizationPlan?
+    public let record: RunRecord
+    public let model: Model
+    public let trainer: Trainer
+    /// One row per finished epoch: epoch, step, train loss, train acc, test loss, test acc, lr.
+    public private(set) var history: [[Float]] = []
+    public var log: (String) -> Void = { print($0) }
+    /// metrics.csv and metrics.svg, beside the checkpoints.
+    public private(set) lazy var metrics: MetricsLog? = {
+        let layers = model.fakeQuantizers.map(\.layerName)
+        if let directory = settings.checkpointDirectory { return MetricsLog(folder: directory, layerNames: layers) }
+        guard let output = settings.output else { return nil }
+        // No run folder: name the record after the checkpoint, so runs sharing a folder keep theirs.
+        let folder = (output as NSString).deletingLastPathComponent
+        let stem = ((output as NSString).lastPathComponent as NSString).deletingPathExtension
+        return MetricsLog(folder: folder.isEmpty ? "." : folder, name: stem + "-metrics", layerNames: layers)
+    }()
+
+    /// `config` may be nil for a pure AMCT file whose layer rules come with `--model`/`--init` flags.
+    public init(configFile: String, config: RetrainConfig?, settings: RunSettings) throws {
+        self.configFile = configFile
+        self.settings = settings
+        spec = try ModelSpec.load(file: settings.modelSpec)
+        if let config, config.hasQuantizationRules {
+            plan = try config.resolve(for: spec)
+        } else {
+            plan = nil
+        }
+        record = RunRecord(settings: settings, spec: spec, plan: plan, batchNum: config?.batchCount ?? 1)
+        model = try Model(spec: spec, seed: settings.seed)
+        trainer = Trainer(model: model, settings: settings)
+        batchNum = config?.batchCount ?? 1
+    }
+
+    private let batchNum: Int
+
+    public var isQAT: Bool { plan != nil }
+
+    /// Starts from `settings.initCheckpoint` (if any), attaches quantizers, calibrates.
+    public func prepareFreshStart(train: Dataset) throws {
+        if let initFile = settings.initCheckpoint {
+            let checkpoint = try CheckpointFile.read(from: initFile)
+            if let plan { model.applyQuantization(plan) }
+            // A float checkpoint has no quantizer parameters yet: calibration provides them. A QAT
+            // checkpoint brings its learned bounds and state, and those layers are not recalibrated.
+            try model.load(checkpoint, file: initFile, mayBeMissing: { $0.contains("_quant.") })
+            try model.loadQuantizerState(checkpoint.extra, file: initFile, skippingMissingLayers: true)
+            log("initialised from \(initFile)")
+        } else if let plan {
+            model.applyQuantization(plan)
+        }
+        if plan != nil {
+            let batches = trainer.calibrationBatches(from: train, count: batchNum)
+            let calibrated = try model.calibrate(on: batches, parameters: settings.ifmr)
+            if !calibrated.isEmpty {
+                log("calibrated \(calibrated.joined(separator: ", ")) with IFMR on \(batches.count) batch(es)")
+            }
+        }
+    }
+
+    /// Restores everything from a checkpoint of this run. Refuses a checkpoint whose math-relevant
+    /// settings differ (naming the keys) unless `force`.
+    public func resume(from file: String, force: Bool) throws {
+        let checkpoint = try CheckpointFile.read(from: file)
+        let stored = RunRecord(text: checkpoint.attributes["config"] ?? "")
+        let differing = stored.differences(from: record)
+        if !differing.isEmpty && !force {
+            throw RunError("\(file): refusing to resume: the config differs from the checkpoint's in \(differing.joined(separator: ", ")) "
+                           + "(these change the result; pass --force to resume anyway)")
+        }
+        if let plan { model.applyQuantization(plan) }
+        try model.load(checkpoint, file: file)
+        try model.loadQuantizerState(checkpoint.extra, file: file)
+        var optimizerState: [String: Tensor] = [:]
+        for (key, tensor) in checkpoint.extra where key.hasPrefix("optimizer/") {
+            optimizerState[String(key.dropFirst("optimizer/".count))] = tensor
+        }
+        try trainer.optimizer.loadState(optimizerState)
+        let c = checkpoint.counters
+        var progress = EpochProgress()
+        progress.batch = Int(c["progress_batch"] ?? 0)
+        progress.correct = Int(c["progress_correct"] ?? 0)
+        progress.seen = Int(c["progress_seen"] ?? 0)
+        progress.lossSum = Double(bitPattern: UInt64(bitPattern: c["progress_loss_sum_bits"] ?? 0))
+        trainer.restore(epoch: Int(c["epoch"] ?? 0), step: Int(c["step"] ?? 0), progress: progress)
+        if let rows = checkpoint.extra["metrics/history"], rows.rank == 2 {
+            history = (0..<rows.shape[0]).map { Array(rows.storage[($0 * rows.shape[1])..<(($0 + 1) * rows.shape[1])]) }
+        }
+        metrics?.restore(upTo: trainer.step)
+        log("resumed from \(file) at epoch \(trainer.epoch + 1), step \(trainer.step)")
+    }
+
+    /// Everything needed to resume exactly and to deploy.
+    public func checkpointFile() -> CheckpointFile {
+        var extra = model.quantizerStateTensors()
+        for (name, tensor) in trainer.optimizer.state { extra["optimizer/\(name)"] = tensor }
+        if !history.isEmpty {
+            extra["metrics/history"] = Tensor(shape: [history.count, history[0].count], storage: history.flatMap { $0 })
+        }
+        let p = trainer.progress
+        let counters: [String: Int64] = [
+            "epoch": Int64(trainer.epoch), "step": Int64(trainer.step),
+            // The data order of epoch e is a pure function of (seed, e): this is the whole RNG state.
+            "seed": Int64(bitPattern: settings.seed),
+            "progress_batch": Int64(p.batch), "progress_correct": Int64(p.correct), "progress_seen": Int64(p.seen),
+            // The running loss sum is a Double; its bits keep a resumed epoch summary exact.
+            "progress_loss_sum_bits": Int64(bitPattern: p.lossSum.bitPattern),
+        ]
+        var attributes = ["config": record.text, "config_hash": record.hash, "kind": isQAT ? "qat" : "float"]
+        if let plan { attributes["quantization"] = plan.explicitAMCTConfig() }
+        return model.checkpointFile(attributes: attributes,
+                                    counters: counters, extra: extra)
+    }
+
+    public func save(to path: String) throws {
+        let folder = (path as NSString).deletingLastPathComponent
+        if !folder.isEmpty { try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        try checkpointFile().write(to: path)
+    }
+
+    /// Trains the remaining epochs; returns the path of the final checkpoint, if one was written.
+    @discardableResult
+    public func train(on train: Dataset, test: Dataset, progress: ((EpochProgress, Int) -> Void)? = nil) throws -> String? {
+        let directory = settings.checkpointDirectory
+        while trainer.epoch < settings.epochs {
+            let summary: EpochSummary
+            do {
+                summary = try trainer.trainEpoch(on: train, test: test, progress: progress) { trainer in
+                    if self.settings.saveEvery > 0, trainer.step % self.settings.saveEvery == 0, let directory {
+                        try self.save(to: "\(directory)/step-\(trainer.step).h5")
+                    }
+                    if let metrics = self.metrics, trainer.step % metrics.interval == 0 {
+                        let p = trainer.progress
+                        try metrics.append(.init(epoch: trainer.epoch, step: trainer.step, kind: "step", loss: p.lossSum / Double(max(p.seen, 1)),
+                                                 trainAccuracy: Double(p.correct) / Double(max(p.seen, 1)), learningRate: trainer.optimizer.learningRate,
+                                                 clipBounds: self.clipBounds))
+                    }
+                }
+            } catch let error as TrainingError {
+                throw RunError("\(error)\(locateNonFinite(train: train))")
+            }
+            history.append([Float(summary.epoch), Float(trainer.step), Float(summary.train.loss), Float(summary.train.accuracy),
+                            Float(summary.test.loss), Float(summary.test.accuracy), summary.learningRate])
+            try metrics?.append(.init(epoch: summary.epoch, step: trainer.step, kind: "epoch", loss: summary.train.loss,
+                                      trainAccuracy: summary.train.accuracy, testLoss: summary.test.loss,
+                                      testAccuracy: summary.test.accuracy, learningRate: summary.learningRate, clipBounds: clipBounds))
+            log(String(format: "epoch %d/%d  lr %.4f  loss %.4f  train acc %.2f%%  test loss %.4f  test acc %.2f%%  %.0f img/s  %.1f s",
+                       summary.epoch, settings.epochs, summary.learningRate, summary.train.loss, 100 * summary.train.accuracy,
+                       summary.test.loss, 100 * summary.test.accuracy, summary.imagesPerSecond, summary.seconds))
+            if let directory { try save(to: "\(directory)/epoch-\(summary.epoch).h5") }
+        }
+        let final = settings.output ?? directory.map { "\($0)/final.h5" }
+        if let final {
+            try save(to: final)
+            log("saved \(final)")
+        }
+        return final
+    }
+
+    /// The clip_min, clip_max the next forward will use, for every quantized layer in order
+    /// (with fixed_min that is 0, whatever the optimizer just wrote into clip_min).
+    private var clipBounds: [Float] {
+        model.fakeQuantizers.flatMap { q in
+            let a = q.activation
+            return [a.fixedMin ? 0 : a.clipMin.value.storage[0], a.clipMax.value.storage[0]]
+        }
+    }
+
+    /// After a non-finite loss: replays the failing batch and names the first layer whose output
+    /// is not finite. The weights are those the failing step saw, since it stopped before updating.
+    private func locateNonFinite(train: Dataset) -> String {
+        let order = trainer.order(epoch: trainer.epoch, count: train.count)
+        let b = trainer.progress.batch
+        let start = b * settings.batchSize
+        guard start < train.count else { return "" }
+        let batch = train.batch(order[start..<min(start + settings.batchSize, train.count)])
+        if !batch.images.isFinite {
+            return "; the input batch itself is not finite: check the training data"
+        }
+        var culprit: String?
+        _ = model.forward(batch.images, training: true, tape: nil) { index, output in
+            if culprit == nil && !output.value.isFinite { culprit = self.model.layers[index].name }
+        }
+        return culprit.map { "; first non-finite activation: output of layer \($0)" } ?? ""
+    }
+}
+extension RunError: UserFacingError {}
