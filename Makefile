@@ -8,8 +8,10 @@ SHELL := /bin/bash
 
 SWIFT ?= swift
 QAT := .build/release/qat
+# Importing a target that is not a declared dependency is an error, not a warning (Package.swift).
+STRICT := --explicit-target-dependency-import-check error
 
-.PHONY: all deps build demo test bench behaviour-check clean
+.PHONY: all deps build demo test bench behaviour-check layering clean
 
 all: build
 
@@ -24,7 +26,7 @@ deps:
 	fi
 
 build: deps
-	$(SWIFT) build -c release --product qat
+	$(SWIFT) build $(STRICT) -c release --product qat
 
 demo: build
 	./examples/demo.sh
@@ -32,7 +34,7 @@ demo: build
 # The suite is XCTest only; the empty Swift Testing run is switched off so the log ends on
 # XCTest's summary.
 test: deps
-	$(SWIFT) build --build-tests
+	$(SWIFT) build $(STRICT) --build-tests
 	$(SWIFT) test --skip-build --disable-swift-testing 2>&1 | tee .build/test.log
 	@summary=$$(grep -E "^\s*Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -1); \
 	total=$$(echo "$$summary" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/'); \
@@ -51,6 +53,10 @@ bench: deps
 # Byte-for-byte comparison of short seeded runs with the snapshot taken before the redesign.
 behaviour-check: build
 	scripts/behaviour-check.sh $(QAT)
+
+# Every backwards import between the floors must fail to build.
+layering: deps
+	scripts/check-layering.sh
 
 clean:
 	rm -rf .build

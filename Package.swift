@@ -7,12 +7,14 @@ import PackageDescription
 //   QATIO      files: HDF5, strict JSON, gzip, atomic writes, user-facing errors (a leaf)
 //   QATCore    tensor, tape, ops with their backward, the quantization grid, fake quant, calibrators
 //   QATModel   model spec, layer kinds, the graph, the quantization plan, checkpoint layout
-//   QATData    datasets and batches
+//   QATData    datasets and batches (above the model, so data can be checked against its input)
 //   QATTrain   optimizers, schedules, the training loop and run (checkpoints, resume)
 //   QATDeploy  BN folding, the deploy file, the INT8 engine, the fake-quant = INT8 contract
 //   QATDebug   layer-wise comparison, sensitivity, model checks
 //   QATCLI     the `qat` subcommands
 //
+// `make` builds with --explicit-target-dependency-import-check error, so importing a target that
+// is not a declared dependency fails too; scripts/check-layering.sh proves both rules.
 // The library product `QAT` re-exports every floor. No target in it uses unsafe flags, so other
 // packages can depend on it; the executables may (they are not part of the product).
 let executableFlags: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
@@ -43,7 +45,7 @@ let package = Package(
         .target(name: "QATIO", dependencies: ["CHDF5", "CZlib"]),
         .target(name: "QATCore", dependencies: ["QATIO", "CBLAS", "CKernels"]),
         .target(name: "QATModel", dependencies: ["QATCore"]),
-        .target(name: "QATData", dependencies: ["QATCore"]),
+        .target(name: "QATData", dependencies: ["QATModel"]),
         .target(name: "QATTrain", dependencies: ["QATModel", "QATData"]),
         .target(name: "QATDeploy", dependencies: ["QATTrain", "CInt8"]),
         .target(name: "QATDebug", dependencies: ["QATDeploy"]),
@@ -59,7 +61,9 @@ let package = Package(
                           swiftSettings: executableFlags),
         .executableTarget(name: "qat-library-example", dependencies: ["QAT"], path: "examples/LibraryAPI",
                           swiftSettings: executableFlags),
-        .testTarget(name: "QATTests", dependencies: ["QAT", "QATCLI"]),
+        .testTarget(name: "QATTests", dependencies: [
+            "QATIO", "QATCore", "QATModel", "QATData", "QATTrain", "QATDeploy", "QATDebug", "QAT", "QATCLI",
+        ]),
     ],
     swiftLanguageModes: [.v5]
 )
