@@ -43,12 +43,9 @@ extension TrainingRun {
         let statistics = model.buffers
 
         trainer.optimizer.learningRate = 0
-        let order = trainer.order(epoch: 0, count: train.count)
-        for step in 0..<steps {
-            let start = (step * settings.batchSize) % max(train.count - settings.batchSize + 1, 1)
-            let batch = train.batch(order[start..<min(start + settings.batchSize, train.count)])
+        for batch in train.cyclingBatches(size: settings.batchSize, order: trainer.order(epoch: 0), count: steps) {
             _ = try trainer.trainStep(images: batch.images, labels: batch.labels)
-            perturb?(model, step)
+            perturb?(model, batch.index)
         }
         let after = trainer.evaluate(evaluation)
 

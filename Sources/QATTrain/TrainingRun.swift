@@ -187,11 +187,8 @@ public final class TrainingRun {
     /// After a non-finite loss: replays the failing batch and names the first layer whose output
     /// is not finite. The weights are those the failing step saw, since it stopped before updating.
     private func locateNonFinite(train: Dataset) -> String {
-        let order = trainer.order(epoch: trainer.epoch, count: train.count)
-        let b = trainer.progress.batch
-        let start = b * settings.batchSize
-        guard start < train.count else { return "" }
-        let batch = train.batch(order[start..<min(start + settings.batchSize, train.count)])
+        var failing = train.batches(size: settings.batchSize, order: trainer.order(epoch: trainer.epoch), first: trainer.progress.batch)
+        guard let batch = failing.next() else { return "" }
         if !batch.images.isFinite {
             return "; the input batch itself is not finite: check the training data"
         }
