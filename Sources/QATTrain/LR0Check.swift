@@ -60,7 +60,7 @@ extension TrainingRun {
             report.rows.append(.init(check: check, detail: worst.name.isEmpty ? "\(old.count) tensors bit-identical"
                                         : "\(worst.name) moved by \(worst.change)", passed: worst.name.isEmpty))
         }
-        let isBound = { (name: String) in name.contains(".act_quant.") }
+        let isBound = { (name: String) in name.hasSuffix("." + FakeQuantizer.clipMaxName) || name.hasSuffix("." + FakeQuantizer.clipMinName) }
         compare("weights", parameters.filter { !isBound($0.0) }, model.parameters.filter { !isBound($0.name) }.map { ($0.name, $0.variable.value) })
         compare("clip bounds", parameters.filter { isBound($0.0) }, model.parameters.filter { isBound($0.name) }.map { ($0.name, $0.variable.value) })
         let scalesNow = model.fakeQuantizers.map { ($0.layerName, $0.weight.scales, $0.activation.scale, $0.activation.offset) }
