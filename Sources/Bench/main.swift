@@ -44,11 +44,8 @@ func makeTrainer(quantized: Bool) throws -> Trainer {
 func trainingThroughput(quantized: Bool, threads: Int, steps: Int, timing: StepTiming? = nil) throws -> Double {
     Runtime.configure(threads: threads)
     let trainer = try makeTrainer(quantized: quantized)
-    let order = trainer.order(epoch: 0, count: data.count)
     func run(_ count: Int, timing: StepTiming?) throws {
-        for s in 0..<count {
-            let start = (s * 64) % (data.count - 64)
-            let batch = data.batch(order[start..<(start + 64)])
+        for batch in data.cyclingBatches(size: 64, order: trainer.order(epoch: 0), count: count) {
             _ = try trainer.trainStep(images: batch.images, labels: batch.labels, timing: timing)
         }
     }
@@ -61,7 +58,7 @@ func trainingThroughput(quantized: Bool, threads: Int, steps: Int, timing: StepT
 func inferenceThroughput(threads: Int, batches: Int) throws -> Double {
     Runtime.configure(threads: threads)
     let model = try Model(spec: spec, seed: 1)
-    let batchList = (0..<4).map { b in data.batch(Array((b * 256)..<((b + 1) * 256))[...]).images }
+    let batchList = data.batches(size: 256, limit: 4).map(\.images)
     for b in batchList { _ = model.forward(b, training: false, tape: nil) }
     let start = Date()
     for i in 0..<batches { _ = model.forward(batchList[i % batchList.count], training: false, tape: nil) }
@@ -73,7 +70,7 @@ func inferenceThroughput(threads: Int, batches: Int) throws -> Double {
 func int8Throughput(_ engine: Int8Model, path: Int8Kernels.Path, threads: Int, batches: Int) -> Double {
     Runtime.configure(threads: threads)
     Int8Kernels.activePath = path
-    let batchList = (0..<4).map { b in data.batch(Array((b * 256)..<((b + 1) * 256))[...]).images }
+    let batchList = data.batches(size: 256, limit: 4).map(\.images)
     for b in batchList { _ = engine.forward(b) }
     let start = Date()
     for i in 0..<batches { _ = engine.forward(batchList[i % batchList.count]) }

@@ -60,38 +60,9 @@ struct CompareCommand: ParsableCommand {
         let report = try reportingUserErrors { () -> ComparisonReport in
             Runtime.configure(threads: threads)
             let (first, second) = try parsedSides()
-            var settings = RunSettings()
-            var plan: QuantizationPlan?
-            var batchCount = 1
-            let spec = try DebugCLI.checkpointSpec(checkpoint)
-            if let config {
-                let root = try JSONObject.load(file: config)
-                let retrain = try RetrainConfig.parse(root)
-                settings = try RunSettings.parse(root)
-                batchCount = retrain.batchCount
-                if retrain.hasQuantizationRules { plan = try retrain.resolve(for: spec) }
-            }
-            if let data { settings.dataPath = data }
-            if let trainLimit { settings.trainLimit = trainLimit }
-            let calibration = { try DebugModels.calibrationBatches(spec: spec, settings: settings, batchCount: batchCount) }
-            // The int8 side first: it is the one that can be unavailable, so fail before any calibration.
-            var built: [ComparisonSide: any LayerOutputSource] = [:]
-            for side in [first, second].sorted(by: { $0 == .int8 && $1 != .int8 }) {
-                built[side] = try DebugModels.source(side, checkpoint: checkpoint, deployFile: deploy, plan: plan,
-                                                     calibration: calibration, ifmr: settings.ifmr)
-            }
-            let (a, b) = (built[first]!, built[second]!)
-            DebugCLI.noteIgnoredConfig(checkpoint: checkpoint, config: config, plan: plan, sides: [first, second])
-            let test = try FashionMNIST.load(folder: settings.dataPath, split: .test, limit: batches * batchSize)
-            let comparison = LayerComparison(spec: spec, reference: a, candidate: b, bins: bins)
-            var start = 0
-            while start < test.count {
-                let end = min(start + batchSize, test.count)
-                let batch = test.batch(Array(start..<end)[...])
-                comparison.add(batch: batch.images, labels: batch.labels)
-                start = end
-            }
-            let report = comparison.report()
+            let subject = try DebugSubject(checkpoint: checkpoint, configFile: config, dataPath: data, trainLimit: trainLimit)
+            let report = try LayerComparison.run(subject, sides: (first, second), deployFile: deploy, batches: batches,
+                                                 batchSize: batchSize, bins: bins) { DebugCLI.log($0, toStandardError: true) }
             if let html { try AtomicFile.write(Data(report.htmlReport().utf8), to: html) }
             return report
         }
@@ -106,23 +77,6 @@ struct CompareCommand: ParsableCommand {
 
 /// Helpers shared by compare and sensitivity.
 enum DebugCLI {
-    /// The model spec stored in a checkpoint.
-    static func checkpointSpec(_ file: String) throws -> ModelSpec {
-        let checkpoint = try CheckpointFile.read(from: file)
-        return try ModelSpec.parse(JSONObject.parse(Data(checkpoint.modelSpecJSON.utf8), file: "\(file) (model_spec)"))
-    }
-
-    static func isQATCheckpoint(_ file: String) -> Bool {
-        (try? CheckpointFile.read(from: file))?.attributes["quantization"] != nil
-    }
-
-    /// A QAT checkpoint brings its own quantizers; say so when a config's layer rules are ignored.
-    static func noteIgnoredConfig(checkpoint: String, config: String?, plan: QuantizationPlan?, sides: [ComparisonSide]) {
-        guard let config, plan != nil, sides.contains(.fakequant), isQATCheckpoint(checkpoint) else { return }
-        log("note: \(checkpoint) is a QAT checkpoint: its own quantizers and trained clip bounds are used; "
-            + "the layer rules of \(config) are not", toStandardError: true)
-    }
-
     static func log(_ line: String, toStandardError: Bool) {
         if toStandardError {
             FileHandle.standardError.write(Data((line + "\n").utf8))

@@ -34,10 +34,10 @@ struct EvalCommand: ParsableCommand {
             if let deploy {
                 let engine = try Int8Model.load(deployFile: deploy)
                 let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
-                let (result, seconds) = evaluateInt8(engine, on: test)
+                let result = Evaluator.evaluate(engine, on: test)
                 print(String(format: "%@: INT8 test accuracy %.2f%%  loss %.4f  (%d images, %@ kernels, %.0f img/s in the engine at batch 256)",
                              deploy, 100 * result.accuracy, result.loss, result.count, Int8Kernels.activePath.rawValue,
-                             Double(result.count) / max(seconds, 1e-9)))
+                             Double(result.count) / max(result.forwardSeconds, 1e-9)))
                 if speed {
                     let batch = test.batch(Array(0..<min(256, test.count))[...]).images
                     let perCall = Stopwatch.bestSecondsPerCall { _ = engine.forward(batch) }
@@ -49,7 +49,7 @@ struct EvalCommand: ParsableCommand {
             let checkpoint = checkpoint!
             let (model, _) = try Model.load(checkpoint: checkpoint)
             let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
-            let result = Trainer.evaluate(model, on: test)
+            let result = Evaluator.evaluate(model, on: test)
             print(String(format: "%@: test accuracy %.2f%%  loss %.4f  (%d images)", checkpoint, 100 * result.accuracy, result.loss, result.count))
         }
     }

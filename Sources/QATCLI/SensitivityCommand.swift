@@ -52,30 +52,9 @@ struct SensitivityCommand: ParsableCommand {
     func run() throws {
         let (report, written) = try reportingUserErrors { () -> (SensitivityReport, String?) in
             Runtime.configure(threads: threads)
-            let spec = try DebugCLI.checkpointSpec(checkpoint)
-            var settings = RunSettings()
-            var retrain: RetrainConfig?
-            if let config {
-                let root = try JSONObject.load(file: config)
-                retrain = try RetrainConfig.parse(root)
-                settings = try RunSettings.parse(root)
-                if !retrain!.hasQuantizationRules && !DebugCLI.isQATCheckpoint(checkpoint) {
-                    throw RunError("\(config): the config has no layer rules, so no layer is quantized to study")
-                }
-            }
-            if let data { settings.dataPath = data }
-            if let trainLimit { settings.trainLimit = trainLimit }
-            if let config, retrain?.hasQuantizationRules == true, DebugCLI.isQATCheckpoint(checkpoint) {
-                DebugCLI.log("note: \(checkpoint) is a QAT checkpoint: its own quantizers and trained clip bounds are studied; "
-                             + "the layer rules of \(config) are not (its runtime sections still apply)", toStandardError: true)
-            }
-            let batchCount = retrain?.batchCount ?? 1
-            let analysis = try SensitivityAnalysis.load(
-                checkpoint: checkpoint, config: retrain,
-                calibration: { try DebugModels.calibrationBatches(spec: spec, settings: settings, batchCount: batchCount) },
-                ifmr: settings.ifmr)
-            let evaluation = try FashionMNIST.load(folder: settings.dataPath, split: .test, limit: evalLimit)
-            let report = try analysis.run(evaluation: evaluation, batchSize: batchSize, ranking: rankBy) { line in
+            let subject = try DebugSubject(checkpoint: checkpoint, configFile: config, dataPath: data, trainLimit: trainLimit)
+            let analysis = try SensitivityAnalysis.load(subject) { DebugCLI.log($0, toStandardError: true) }
+            let report = try analysis.run(evaluation: try subject.testImages(limit: evalLimit), batchSize: batchSize, ranking: rankBy) { line in
                 if !quiet { DebugCLI.log(line, toStandardError: true) }
             }
             var written: String?
@@ -84,10 +63,10 @@ struct SensitivityCommand: ParsableCommand {
                 if action == .skip && chosen.count == analysis.plan.quantizedLayers.count {
                     throw RunError("--top-k \(topK) with --action skip would leave no layer quantized (the plan quantizes \(chosen.count))")
                 }
-                let text = analysis.plan.amctConfig(applying: action, to: Set(chosen), base: retrain)
+                let text = analysis.plan.amctConfig(applying: action, to: Set(chosen), base: subject.config)
                 try AtomicFile.write(Data(text.utf8), to: writeConfig)
                 written = "wrote \(writeConfig): \(action == .skip ? "kept float" : "INT16 input"): \(chosen.joined(separator: ", "))"
-                    + (retrain == nil ? " (no --config: the file has only the layer rules)" : "")
+                    + (subject.config == nil ? " (no --config: the file has only the layer rules)" : "")
             }
             return (report, written)
         }

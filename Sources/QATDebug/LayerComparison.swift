@@ -70,7 +70,7 @@ public struct ComparisonReport: Equatable, Sendable, Codable {
     public var batches: Int
     public var samples: Int
     public var rows: [LayerComparisonRow]
-    /// Top-1 accuracy of each side on the compared samples (when labels were given).
+    /// Top-1 accuracy of each side on the compared samples (nil when none was compared).
     public var accuracy: [Double]?
     /// Fraction of samples where both sides predict the same class.
     public var agreement: Double
@@ -98,7 +98,6 @@ public final class LayerComparison {
     private var unmatched = Set<String>()
     private var batches = 0, samples = 0, agreeing = 0
     private var correct = [0, 0]
-    private var labelled = 0
     /// For each layer, the name of the layer producing its (first) input; "input" is the batch.
     private let producers: [String: String]
 
@@ -114,11 +113,25 @@ public final class LayerComparison {
         self.producers = producers
     }
 
-    /// Runs both sides on `batch` and folds the outputs into the statistics.
-    public func add(batch: Tensor, labels: [Int32]? = nil) {
+    /// Runs both sides over `data` in order, `batchSize` samples at a time, and folds every
+    /// batch's outputs into the statistics (the evaluation loop counts each side's accuracy).
+    public func add(_ data: Dataset, batchSize: Int) {
         var outputsA: [String: Tensor] = [:], outputsB: [String: Tensor] = [:]
-        let logitsA = reference.run(batch) { outputsA[$0] = $1 }
-        let logitsB = candidate.run(batch) { outputsB[$0] = $1 }
+        let sides = [
+            { (images: Tensor) -> Tensor in outputsA = [:]; return self.reference.run(images) { outputsA[$0] = $1 } },
+            { (images: Tensor) -> Tensor in outputsB = [:]; return self.candidate.run(images) { outputsB[$0] = $1 } },
+        ]
+        let evaluations = Evaluator.evaluate(sides, on: data, batchSize: batchSize) { batch, logits in
+            fold(batch: batch.images, outputsA, outputsB)
+            agreeing += zip(argmaxRows(logits[0]), argmaxRows(logits[1])).filter { $0 == $1 }.count
+            batches += 1
+            samples += batch.count
+        }
+        for side in 0..<2 { correct[side] += evaluations[side].correct }
+    }
+
+    /// Folds one batch's layer outputs of both sides into the per-layer statistics.
+    private func fold(batch: Tensor, _ outputsA: [String: Tensor], _ outputsB: [String: Tensor]) {
         for layer in spec.layers {
             guard let a = outputsA[layer.name], let b = outputsB[layer.name], a.count == b.count else {
                 unmatched.insert(layer.name)
@@ -143,15 +156,6 @@ public final class LayerComparison {
                 break
             }
         }
-        let predictionsA = argmaxRows(logitsA), predictionsB = argmaxRows(logitsB)
-        agreeing += zip(predictionsA, predictionsB).filter { $0 == $1 }.count
-        if let labels {
-            correct[0] += zip(predictionsA, labels).filter { $0 == Int($1) }.count
-            correct[1] += zip(predictionsB, labels).filter { $0 == Int($1) }.count
-            labelled += labels.count
-        }
-        batches += 1
-        samples += batch.shape[0]
     }
 
     public func report() -> ComparisonReport {
@@ -165,20 +169,33 @@ public final class LayerComparison {
         }
         return ComparisonReport(
             model: spec.name, sides: [reference.name, candidate.name], batches: batches, samples: samples, rows: rows,
-            accuracy: labelled > 0 ? correct.map { Double($0) / Double(labelled) } : nil,
+            accuracy: samples > 0 ? correct.map { Double($0) / Double(samples) } : nil,
             agreement: samples > 0 ? Double(agreeing) / Double(samples) : 1,
             unmatchedLayers: spec.layers.map(\.name).filter { unmatched.contains($0) && accumulators[$0] == nil },
             notes: ComparisonReport.standardNotes(bins: bins))
     }
+}
 
-    private func argmaxRows(_ logits: Tensor) -> [Int] {
-        guard logits.rank == 2 else { return [] }
-        let k = logits.shape[1]
-        return (0..<logits.shape[0]).map { r in
-            var best = 0
-            for j in 1..<k where logits.storage[r * k + j] > logits.storage[r * k + best] { best = j }
-            return best
+extension LayerComparison {
+    /// `qat compare`: builds the two sides of `subject`, runs them on the first
+    /// `batches` × `batchSize` test images and returns the report. The INT8 side is built first:
+    /// it is the one that can be unavailable, so it fails before any calibration. `note` gets a
+    /// line when a config's layer rules give way to a QAT checkpoint's own quantizers.
+    public static func run(_ subject: DebugSubject, sides: (reference: ComparisonSide, candidate: ComparisonSide),
+                           deployFile: String?, batches: Int, batchSize: Int, bins: Int = 512,
+                           note: (String) -> Void = { _ in }) throws -> ComparisonReport {
+        let plan = try subject.plan()
+        var built: [ComparisonSide: any LayerOutputSource] = [:]
+        for side in [sides.reference, sides.candidate].sorted(by: { $0 == .int8 && $1 != .int8 }) {
+            built[side] = try DebugModels.source(side, checkpoint: subject.checkpoint, deployFile: deployFile, plan: plan,
+                                                 calibration: subject.calibrationBatches, ifmr: subject.settings.ifmr)
         }
+        if [sides.reference, sides.candidate].contains(.fakequant), let line = subject.ignoredConfigNote(what: "used") { note(line) }
+        let test = try subject.testImages(limit: batches * batchSize)
+        let comparison = LayerComparison(spec: subject.spec, reference: built[sides.reference]!,
+                                         candidate: built[sides.candidate]!, bins: bins)
+        comparison.add(test, batchSize: batchSize)
+        return comparison.report()
     }
 }
 

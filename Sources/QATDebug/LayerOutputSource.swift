@@ -136,13 +136,3 @@ public enum DebugModels {
         }
     }
 }
-
-extension DebugModels {
-    /// The first `batchCount` training batches in the order `qat train` draws them (its epoch-0
-    /// shuffle with the settings' seed and batch size), from the training split limited to
-    /// `settings.trainLimit`: the batches a QAT run of the same config calibrates on.
-    public static func calibrationBatches(spec: ModelSpec, settings: RunSettings, batchCount: Int) throws -> [Tensor] {
-        let train = try FashionMNIST.load(folder: settings.dataPath, split: .train, limit: settings.trainLimit)
-        return Trainer(model: try Model(spec: spec), settings: settings).calibrationBatches(from: train, count: batchCount)
-    }
-}

@@ -184,6 +184,18 @@ public final class SensitivityAnalysis {
         }
     }
 
+    /// `qat sensitivity`'s subject: a QAT checkpoint is studied with its own quantizers (a config
+    /// then gives only the runtime sections, and `note` says so); a float checkpoint with the
+    /// config's plan, every variant calibrated on the subject's calibration batches.
+    public static func load(_ subject: DebugSubject, note: (String) -> Void = { _ in }) throws -> SensitivityAnalysis {
+        if let configFile = subject.configFile, subject.config?.hasQuantizationRules == false, !subject.isQAT {
+            throw RunError("\(configFile): the config has no layer rules, so no layer is quantized to study")
+        }
+        if let line = subject.ignoredConfigNote(what: "studied") { note(line + " (its runtime sections still apply)") }
+        return try load(checkpoint: subject.checkpoint, config: subject.config, calibration: subject.calibrationBatches,
+                        ifmr: subject.settings.ifmr)
+    }
+
     /// Evaluates the float model, the fully quantized model and two variants per quantized layer
     /// on `evaluation` (in order, `batchSize` at a time). `progress` gets a line per variant.
     public func run(evaluation: Dataset, batchSize: Int = 256, ranking: SensitivityRanking = .singleLoss,
@@ -212,11 +224,11 @@ public final class SensitivityAnalysis {
     private func evaluate(_ model: Model, on data: Dataset, batchSize: Int, reference: inout [[Float]],
                           recordReference: Bool = false) -> VariantEvaluation {
         var l1 = 0.0, logitCount = 0
-        let result = Trainer.evaluate(model, on: data, batchSize: batchSize) { batchIndex, logits in
+        let result = Evaluator.evaluate(model, on: data, batchSize: batchSize) { batch, logits in
             if recordReference {
                 reference.append(logits.storage)
             } else {
-                for (u, v) in zip(logits.storage, reference[batchIndex]) { l1 += Double(abs(u - v)) }
+                for (u, v) in zip(logits.storage, reference[batch.index]) { l1 += Double(abs(u - v)) }
             }
             logitCount += logits.count
         }

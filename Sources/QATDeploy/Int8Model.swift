@@ -310,13 +310,3 @@ public final class Int8Model {
         }
     }
 }
-
-/// Index of the largest value in each row of a [N, K] tensor (the first one on ties).
-func argmaxRows(_ logits: Tensor) -> [Int] {
-    let (n, k) = (logits.shape[0], logits.shape[1])
-    return (0..<n).map { r in
-        var best = 0
-        for c in 1..<k where logits.storage[r * k + c] > logits.storage[r * k + best] { best = c }
-        return best
-    }
-}

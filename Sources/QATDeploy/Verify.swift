@@ -67,14 +67,16 @@ extension DeployVerification {
         for q in quantizers { q.collectInput = { collected[q.layerName, default: []].append(contentsOf: $0.storage) } }
         defer { for q in quantizers { q.collectInput = nil } }
 
-        var start = 0
-        while start < data.count {
-            let end = min(start + batchSize, data.count)
-            let batch = data.batch(Array(start..<end)[...])
+        let fakeQuant = { (images: Tensor) -> Tensor in
             collected = [:]
-            let fakeLogits = model.forward(batch.images, training: false, tape: nil).value
-            var engineCodes: [String: [Int8]] = [:]
-            let int8Logits = engine.forward(batch.images, observeInputCodes: { engineCodes[$0] = $1 })
+            return model.logits(for: images)
+        }
+        var engineCodes: [String: [Int8]] = [:]
+        let int8 = { (images: Tensor) -> Tensor in
+            engineCodes = [:]
+            return engine.forward(images, observeInputCodes: { engineCodes[$0] = $1 })
+        }
+        let evaluations = Evaluator.evaluate([fakeQuant, int8], on: data, batchSize: batchSize) { _, logits in
             for q in quantizers {
                 guard let index = layerIndex[q.layerName], let theirs = engineCodes[q.layerName] else { continue }
                 let ours = Int8Kernels.quantize(collected[q.layerName] ?? [],
@@ -89,16 +91,11 @@ extension DeployVerification {
                 report.layers[index].equal += equal
                 report.layers[index].maxDifference = max(report.layers[index].maxDifference, maxDifference)
             }
-            let a = argmaxRows(fakeLogits), b = argmaxRows(int8Logits)
-            for i in a.indices {
-                let label = Int(batch.labels[i])
-                if a[i] == b[i] { report.equalPredictions += 1 }
-                if a[i] == label { report.fakeQuantCorrect += 1 }
-                if b[i] == label { report.int8Correct += 1 }
-            }
-            report.samples += end - start
-            start = end
+            report.equalPredictions += zip(argmaxRows(logits[0]), argmaxRows(logits[1])).filter { $0 == $1 }.count
         }
+        report.samples = data.count
+        report.fakeQuantCorrect = evaluations[0].correct
+        report.int8Correct = evaluations[1].correct
         return report
     }
 
@@ -119,21 +116,6 @@ extension DeployVerification {
     }
 }
 
-/// INT8 test accuracy of a deploy file, and the seconds spent in `Int8Model.forward` alone.
-public func evaluateInt8(_ engine: Int8Model, on data: Dataset, batchSize: Int = 256) -> (Evaluation, forwardSeconds: Double) {
-    var correct = 0, lossSum = 0.0, seconds = 0.0
-    var start = 0
-    while start < data.count {
-        let end = min(start + batchSize, data.count)
-        let batch = data.batch(Array(start..<end)[...])
-        let clock = DispatchTime.now().uptimeNanoseconds
-        let logits = engine.forward(batch.images)
-        seconds += Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e9
-        let (loss, right) = softmaxCrossEntropy(Variable(logits), labels: batch.labels, tape: nil)
-        lossSum += Double(loss.value.storage[0]) * Double(end - start)
-        correct += right
-        start = end
-    }
-    let evaluation = Evaluation(loss: lossSum / Double(max(data.count, 1)), accuracy: Double(correct) / Double(max(data.count, 1)), count: data.count)
-    return (evaluation, seconds)
+extension Int8Model: Classifier {
+    public func logits(for images: Tensor) -> Tensor { forward(images) }
 }

@@ -43,12 +43,9 @@ extension TrainingRun {
         let statistics = model.buffers
 
         trainer.optimizer.learningRate = 0
-        let order = trainer.order(epoch: 0, count: train.count)
-        for step in 0..<steps {
-            let start = (step * settings.batchSize) % max(train.count - settings.batchSize + 1, 1)
-            let batch = train.batch(order[start..<min(start + settings.batchSize, train.count)])
+        for batch in train.cyclingBatches(size: settings.batchSize, order: trainer.order(epoch: 0), count: steps) {
             _ = try trainer.trainStep(images: batch.images, labels: batch.labels)
-            perturb?(model, step)
+            perturb?(model, batch.index)
         }
         let after = trainer.evaluate(evaluation)
 
@@ -63,7 +60,7 @@ extension TrainingRun {
             report.rows.append(.init(check: check, detail: worst.name.isEmpty ? "\(old.count) tensors bit-identical"
                                         : "\(worst.name) moved by \(worst.change)", passed: worst.name.isEmpty))
         }
-        let isBound = { (name: String) in name.contains(".act_quant.") }
+        let isBound = { (name: String) in name.hasSuffix("." + FakeQuantizer.clipMaxName) || name.hasSuffix("." + FakeQuantizer.clipMinName) }
         compare("weights", parameters.filter { !isBound($0.0) }, model.parameters.filter { !isBound($0.name) }.map { ($0.name, $0.variable.value) })
         compare("clip bounds", parameters.filter { isBound($0.0) }, model.parameters.filter { isBound($0.name) }.map { ($0.name, $0.variable.value) })
         let scalesNow = model.fakeQuantizers.map { ($0.layerName, $0.weight.scales, $0.activation.scale, $0.activation.offset) }

@@ -18,16 +18,6 @@ public enum TrainingError: Error, CustomStringConvertible {
     }
 }
 
-public struct Evaluation: Sendable {
-    public var loss: Double
-    public var accuracy: Double
-    public var count: Int
-
-    public init(loss: Double, accuracy: Double, count: Int) {
-        self.loss = loss; self.accuracy = accuracy; self.count = count
-    }
-}
-
 public struct EpochSummary: Sendable {
     public var epoch: Int
     public var learningRate: Float
@@ -77,19 +67,18 @@ public final class Trainer {
     }
 
     /// The sample order of one epoch.
-    public func order(epoch: Int, count: Int) -> [Int] {
-        var generator = SeededGenerator(seed: settings.seed &* 0x2545_F491_4F6C_DD1D &+ UInt64(epoch))
-        return generator.permutation(count)
+    public func order(epoch: Int) -> BatchOrder {
+        .shuffled(seed: settings.seed, epoch: epoch)
     }
 
     /// The first `count` training batches of epoch 0, the ones calibration looks at.
     public func calibrationBatches(from train: Dataset, count: Int) -> [Tensor] {
-        let order = self.order(epoch: 0, count: train.count)
-        return (0..<count).compactMap { b in
-            let start = b * settings.batchSize
-            guard start < train.count else { return nil }
-            return train.batch(order[start..<min(start + settings.batchSize, train.count)]).images
-        }
+        Self.calibrationBatches(from: train, count: count, settings: settings)
+    }
+
+    /// The first `count` training batches of epoch 0 under `settings` (seed, batch size).
+    public static func calibrationBatches(from train: Dataset, count: Int, settings: RunSettings) -> [Tensor] {
+        train.batches(size: settings.batchSize, order: .shuffled(seed: settings.seed, epoch: 0), limit: count).map(\.images)
     }
 
     /// One optimizer step on one batch; returns the batch loss and the number of correct predictions.
@@ -125,26 +114,21 @@ public final class Trainer {
                            progress report: ((EpochProgress, Int) -> Void)? = nil,
                            afterStep: ((Trainer) throws -> Void)? = nil) throws -> EpochSummary {
         optimizer.learningRate = settings.schedule.rate(base: settings.learningRate, epoch: epoch)
-        let order = self.order(epoch: epoch, count: train.count)
-        let batches = (train.count + settings.batchSize - 1) / settings.batchSize
+        let batches = train.batches(size: settings.batchSize, order: order(epoch: epoch), first: progress.batch)
         let start = Date()
-        let firstBatch = progress.batch
-        while progress.batch < batches {
-            let b = progress.batch
-            let indices = order[(b * settings.batchSize)..<min((b + 1) * settings.batchSize, train.count)]
-            let batch = train.batch(indices)
+        var trained = 0
+        for batch in batches {
             let result = try trainStep(images: batch.images, labels: batch.labels)
-            progress.lossSum += Double(result.loss) * Double(indices.count)
+            progress.lossSum += Double(result.loss) * Double(batch.count)
             progress.correct += result.correct
-            progress.seen += indices.count
-            progress.batch += 1
-            report?(progress, batches)
+            progress.seen += batch.count
+            progress.batch = batch.index + 1
+            trained += batch.count
+            report?(progress, batches.batchesPerPass)
             try afterStep?(self)
         }
         let seconds = Date().timeIntervalSince(start)
-        let trained = min(batches * settings.batchSize, train.count) - min(firstBatch * settings.batchSize, train.count)
-        let trainEvaluation = Evaluation(loss: progress.lossSum / Double(max(progress.seen, 1)),
-                                         accuracy: Double(progress.correct) / Double(max(progress.seen, 1)), count: progress.seen)
+        let trainEvaluation = Evaluation(lossSum: progress.lossSum, correct: progress.correct, count: progress.seen)
         let testEvaluation = evaluate(test)
         epoch += 1
         progress = EpochProgress()
@@ -154,27 +138,7 @@ public final class Trainer {
 
     /// Loss and accuracy in eval mode (BN running statistics, no tape).
     public func evaluate(_ data: Dataset) -> Evaluation {
-        Trainer.evaluate(model, on: data, batchSize: settings.evalBatchSize)
-    }
-
-    /// `eachBatch`, if given, sees every batch's logits [B, K] with the batch index.
-    public static func evaluate(_ model: Model, on data: Dataset, batchSize: Int = 256,
-                                eachBatch: (Int, Tensor) -> Void = { _, _ in }) -> Evaluation {
-        var lossSum = 0.0, correct = 0
-        var start = 0, batchIndex = 0
-        while start < data.count {
-            let end = min(start + batchSize, data.count)
-            let batch = data.batch(Array(start..<end)[...])
-            let logits = model.forward(batch.images, training: false, tape: nil)
-            let (loss, right) = softmaxCrossEntropy(logits, labels: batch.labels, tape: nil)
-            lossSum += Double(loss.value.storage[0]) * Double(end - start)
-            correct += right
-            eachBatch(batchIndex, logits.value)
-            start = end
-            batchIndex += 1
-        }
-        return Evaluation(loss: lossSum / Double(max(data.count, 1)),
-                          accuracy: Double(correct) / Double(max(data.count, 1)), count: data.count)
+        Evaluator.evaluate(model, on: data, batchSize: settings.evalBatchSize)
     }
 }
 extension TrainingError: UserFacingError {}

@@ -90,8 +90,8 @@ public final class TrainingRun {
         try model.load(checkpoint, file: file)
         try model.loadQuantizerState(checkpoint.extra, file: file)
         var optimizerState: [String: Tensor] = [:]
-        for (key, tensor) in checkpoint.extra where key.hasPrefix("optimizer/") {
-            optimizerState[String(key.dropFirst("optimizer/".count))] = tensor
+        for (key, tensor) in checkpoint.extra where key.hasPrefix(CheckpointFile.RunKey.optimizerGroup) {
+            optimizerState[String(key.dropFirst(CheckpointFile.RunKey.optimizerGroup.count))] = tensor
         }
         try trainer.optimizer.loadState(optimizerState)
         let c = checkpoint.counters
@@ -100,7 +100,7 @@ public final class TrainingRun {
         progress.correct = Int(c["progress_correct"] ?? 0)
         progress.seen = Int(c["progress_seen"] ?? 0)
         progress.lossSum = Double(bitPattern: UInt64(bitPattern: c["progress_loss_sum_bits"] ?? 0))
-        trainer.restore(epoch: Int(c["epoch"] ?? 0), step: Int(c["step"] ?? 0), progress: progress)
+        trainer.restore(epoch: Int(c[CheckpointFile.RunKey.epoch] ?? 0), step: Int(c[CheckpointFile.RunKey.step] ?? 0), progress: progress)
         if let rows = checkpoint.extra["metrics/history"], rows.rank == 2 {
             history = (0..<rows.shape[0]).map { Array(rows.storage[($0 * rows.shape[1])..<(($0 + 1) * rows.shape[1])]) }
         }
@@ -111,13 +111,13 @@ public final class TrainingRun {
     /// Everything needed to resume exactly and to deploy.
     public func checkpointFile() -> CheckpointFile {
         var extra = model.quantizerStateTensors()
-        for (name, tensor) in trainer.optimizer.state { extra["optimizer/\(name)"] = tensor }
+        for (name, tensor) in trainer.optimizer.state { extra[CheckpointFile.RunKey.optimizerGroup + name] = tensor }
         if !history.isEmpty {
             extra["metrics/history"] = Tensor(shape: [history.count, history[0].count], storage: history.flatMap { $0 })
         }
         let p = trainer.progress
         let counters: [String: Int64] = [
-            "epoch": Int64(trainer.epoch), "step": Int64(trainer.step),
+            CheckpointFile.RunKey.epoch: Int64(trainer.epoch), CheckpointFile.RunKey.step: Int64(trainer.step),
             // The data order of epoch e is a pure function of (seed, e): this is the whole RNG state.
             "seed": Int64(bitPattern: settings.seed),
             "progress_batch": Int64(p.batch), "progress_correct": Int64(p.correct), "progress_seen": Int64(p.seen),
@@ -187,11 +187,8 @@ public final class TrainingRun {
     /// After a non-finite loss: replays the failing batch and names the first layer whose output
     /// is not finite. The weights are those the failing step saw, since it stopped before updating.
     private func locateNonFinite(train: Dataset) -> String {
-        let order = trainer.order(epoch: trainer.epoch, count: train.count)
-        let b = trainer.progress.batch
-        let start = b * settings.batchSize
-        guard start < train.count else { return "" }
-        let batch = train.batch(order[start..<min(start + settings.batchSize, train.count)])
+        var failing = train.batches(size: settings.batchSize, order: trainer.order(epoch: trainer.epoch), first: trainer.progress.batch)
+        guard let batch = failing.next() else { return "" }
         if !batch.images.isFinite {
             return "; the input batch itself is not finite: check the training data"
         }

@@ -45,10 +45,7 @@ final class DebugCompareTests: XCTestCase {
     func compare(_ a: any LayerOutputSource, _ b: any LayerOutputSource, batches: Int = 2, batchSize: Int = 32) throws -> ComparisonReport {
         let test = try fashionMNIST(.test, count: batches * batchSize)
         let comparison = LayerComparison(spec: DebugFixtures.lenetSpec, reference: a, candidate: b)
-        for i in 0..<batches {
-            let batch = test.batch(Array((i * batchSize)..<((i + 1) * batchSize))[...])
-            comparison.add(batch: batch.images, labels: batch.labels)
-        }
+        comparison.add(test, batchSize: batchSize)
         return comparison.report()
     }
 

@@ -175,7 +175,7 @@ final class DeployTests: XCTestCase {
         XCTAssertEqual(report.layers.map(\.name), ["conv1", "conv2", "fc1", "fc2", "fc3"])
         XCTAssertEqual(report.int8Accuracy, report.fakeQuantAccuracy, accuracy: 0.001, report.table())
         let engine = try Int8Model.load(deployFile: deployFile)
-        XCTAssertEqual(evaluateInt8(engine, on: test).0.accuracy, report.int8Accuracy)
+        XCTAssertEqual(Evaluator.evaluate(engine, on: test).accuracy, report.int8Accuracy)
 
         let batch = test.batch(Array(0..<100)[...]).images
         let saved = Int8Kernels.activePath

@@ -150,7 +150,7 @@ final class RunTests: XCTestCase {
         for quantized in [false, true] {
             // A NaN pixel in the third batch (calibration saw only the first).
             let (message, files, folder) = try runUntilNonFinite(quantized: quantized, name: "data-\(quantized)") { job, train in
-                let victim = job.trainer.order(epoch: 0, count: train.count)[2 * 64]
+                let victim = job.trainer.order(epoch: 0).indices(count: train.count)[2 * 64]
                 train.images[victim * train.sampleSize + 300] = .nan
             }
             XCTAssertTrue(message.contains("step 2") && message.contains("input batch"), message)

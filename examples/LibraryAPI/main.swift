@@ -41,4 +41,4 @@ let output = FileManager.default.temporaryDirectory.appendingPathComponent("qat-
 try model.checkpointFile(attributes: ["quantization": plan.explicitAMCTConfig()],
                          extra: model.quantizerStateTensors()).write(to: output)
 let (reloaded, _) = try Model.load(checkpoint: output)
-print(String(format: "reloaded %@: fake-quant accuracy %.2f%%", output, 100 * Trainer.evaluate(reloaded, on: test).accuracy))
+print(String(format: "reloaded %@: fake-quant accuracy %.2f%%", output, 100 * Evaluator.evaluate(reloaded, on: test).accuracy))

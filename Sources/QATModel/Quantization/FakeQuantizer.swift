@@ -36,9 +36,12 @@ public final class FakeQuantizer: LayerQuantizer {
         weightFakeQuantize(w, state: weight, tape: tape)
     }
 
+    /// The clip bounds' parameter names, relative to the layer (`conv1.act_quant.clip_max`).
+    public static let clipMaxName = "act_quant.clip_max", clipMinName = "act_quant.clip_min"
+
     public var parameters: [NamedVariable] {
-        var list = [NamedVariable("act_quant.clip_max", activation.clipMax),
-                    NamedVariable("act_quant.clip_min", activation.clipMin)]
+        var list = [NamedVariable(Self.clipMaxName, activation.clipMax),
+                    NamedVariable(Self.clipMinName, activation.clipMin)]
         if let scales = weight.learnedScales { list.append(NamedVariable("weight_quant.scale", scales)) }
         return list
     }

@@ -1,6 +1,23 @@
 import QATCore
 import QATIO
 
+/// The quantizer state of one layer under /state: `quant/<layer>/<name>`, one float32 tensor each.
+package enum QuantizerStateKey: String, CaseIterable {
+    case previousClip = "previous_clip", initialized, fixedMin = "fixed_min"
+    case activationScale = "activation_scale", activationOffset = "activation_offset"
+    case weightScales = "weight_scales", weightInitialized = "weight_initialized"
+
+    package static let group = "quant/"
+
+    /// The state key of this entry for `layer`, relative to /state.
+    package func key(layer: String) -> String { Self.group + layer + "/" + rawValue }
+
+    /// The layers that have quantizer state among a checkpoint's /state keys.
+    package static func layers(in keys: some Sequence<String>) -> Set<String> {
+        Set(keys.filter { $0.hasPrefix(group) }.map { String($0.dropFirst(group.count).prefix { $0 != "/" }) })
+    }
+}
+
 /// Quantizer state that is not a trainable parameter but must survive a checkpoint: the last
 /// valid clip pair, the `initialized` flag, `fixed_min`, and the scales and offset last used
 /// (what deployment exports). Stored under /state/quant/<layer>/… as float32 tensors.
@@ -8,15 +25,15 @@ extension Model {
     public func quantizerStateTensors() -> [String: Tensor] {
         var state: [String: Tensor] = [:]
         for q in fakeQuantizers {
-            let prefix = "quant/\(q.layerName)/"
+            func set(_ key: QuantizerStateKey, _ tensor: Tensor) { state[key.key(layer: q.layerName)] = tensor }
             let a = q.activation
-            state[prefix + "previous_clip"] = Tensor(shape: [2], storage: [a.previousClipMax, a.previousClipMin])
-            state[prefix + "initialized"] = .scalar(a.initialized ? 1 : 0)
-            state[prefix + "fixed_min"] = .scalar(a.fixedMin ? 1 : 0)
-            state[prefix + "activation_scale"] = .scalar(a.scale)
-            state[prefix + "activation_offset"] = .scalar(Float(a.offset))
-            state[prefix + "weight_scales"] = Tensor(shape: [q.weight.scales.count], storage: q.weight.scales)
-            state[prefix + "weight_initialized"] = .scalar(q.weight.initialized ? 1 : 0)
+            set(.previousClip, Tensor(shape: [2], storage: [a.previousClipMax, a.previousClipMin]))
+            set(.initialized, .scalar(a.initialized ? 1 : 0))
+            set(.fixedMin, .scalar(a.fixedMin ? 1 : 0))
+            set(.activationScale, .scalar(a.scale))
+            set(.activationOffset, .scalar(Float(a.offset)))
+            set(.weightScales, Tensor(shape: [q.weight.scales.count], storage: q.weight.scales))
+            set(.weightInitialized, .scalar(q.weight.initialized ? 1 : 0))
         }
         return state
     }
@@ -25,24 +42,23 @@ extension Model {
     /// `skippingMissingLayers` (starting QAT from a checkpoint whose plan quantized other layers).
     public func loadQuantizerState(_ state: [String: Tensor], file: String, skippingMissingLayers: Bool = false) throws {
         for q in fakeQuantizers {
-            let prefix = "quant/\(q.layerName)/"
-            if skippingMissingLayers && state[prefix + "initialized"] == nil { continue }
-            func value(_ key: String, count: Int = 1) throws -> [Float] {
-                guard let t = state[prefix + key], t.count == count else {
-                    throw InputError(file: file, keyPath: "/state/" + prefix + key,
+            if skippingMissingLayers && state[QuantizerStateKey.initialized.key(layer: q.layerName)] == nil { continue }
+            func value(_ key: QuantizerStateKey, count: Int = 1) throws -> [Float] {
+                guard let t = state[key.key(layer: q.layerName)], t.count == count else {
+                    throw InputError(file: file, keyPath: "/state/" + key.key(layer: q.layerName),
                                      message: "missing or wrong size (expected \(count) values): the checkpoint has no quantizer state for layer \(q.layerName)")
                 }
                 return t.storage
             }
             let a = q.activation
-            let previous = try value("previous_clip", count: 2)
+            let previous = try value(.previousClip, count: 2)
             (a.previousClipMax, a.previousClipMin) = (previous[0], previous[1])
-            a.initialized = try value("initialized")[0] != 0
-            a.fixedMin = try value("fixed_min")[0] != 0
-            a.scale = try value("activation_scale")[0]
-            a.offset = Int(try value("activation_offset")[0])
-            q.weight.scales = try value("weight_scales", count: q.weight.scales.count)
-            q.weight.initialized = try value("weight_initialized")[0] != 0
+            a.initialized = try value(.initialized)[0] != 0
+            a.fixedMin = try value(.fixedMin)[0] != 0
+            a.scale = try value(.activationScale)[0]
+            a.offset = Int(try value(.activationOffset)[0])
+            q.weight.scales = try value(.weightScales, count: q.weight.scales.count)
+            q.weight.initialized = try value(.weightInitialized)[0] != 0
         }
     }
 }
