@@ -20,52 +20,21 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
                         statistics: BatchNormStatistics, training: Bool,
                         momentum: Float = 0.1, epsilon: Float = 1e-5, tape: Tape?) -> Variable {
     precondition(x.value.rank == 4 && x.shape[1] == gamma.value.count, "batchNorm2d: input \(x.shape) vs γ \(gamma.shape)")
-    let (n, c, plane) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-    let m = n * plane
-    var mean = [Float](repeating: 0, count: c)
-    var inverseStd = [Float](repeating: 0, count: c)
-    x.value.storage.withUnsafeBufferPointer { xs in
-        for ch in 0..<c {
-            if training {
-                // Double accumulators: the variance of many float32 values loses digits otherwise.
-                var sum = 0.0, sumSquares = 0.0
-                for b in 0..<n {
-                    let p = xs.baseAddress! + (b * c + ch) * plane
-                    for i in 0..<plane { sum += Double(p[i]) }
-                }
-                let mu = sum / Double(m)
-                for b in 0..<n {
-                    let p = xs.baseAddress! + (b * c + ch) * plane
-                    for i in 0..<plane { let d = Double(p[i]) - mu; sumSquares += d * d }
-                }
-                let variance = sumSquares / Double(m)
-                mean[ch] = Float(mu)
-                inverseStd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
-                let unbiased = m > 1 ? variance * Double(m) / Double(m - 1) : variance
-                if momentum != 0 {   // momentum 0 = frozen statistics, exactly (no 0·∞ surprises)
-                    statistics.mean.storage[ch] = (1 - momentum) * statistics.mean.storage[ch] + momentum * Float(mu)
-                    statistics.variance.storage[ch] = (1 - momentum) * statistics.variance.storage[ch] + momentum * Float(unbiased)
-                }
-            } else {
-                mean[ch] = statistics.mean.storage[ch]
-                inverseStd[ch] = 1 / (statistics.variance.storage[ch] + epsilon).squareRoot()
-            }
-        }
-    }
+    let geometry = BatchNormGeometry(batch: x.shape[0], channels: x.shape[1], plane: x.shape[2] * x.shape[3])
+    let (mean, inverseStd) = training
+        ? batchStatistics(x.value, geometry, updating: statistics, momentum: momentum, epsilon: epsilon)
+        : runningStatistics(statistics, epsilon: epsilon)
     // normalized = (x − μ)·invStd, kept for the pullback; y = γ·normalized + β.
     var normalized = x.value
     var y = x.value
     normalized.storage.withUnsafeMutableBufferPointer { xh in
         y.storage.withUnsafeMutableBufferPointer { ys in
-            for b in 0..<n {
-                for ch in 0..<c {
-                    let (mu, s, g, be) = (mean[ch], inverseStd[ch], gamma.value.storage[ch], beta.value.storage[ch])
-                    let base = (b * c + ch) * plane
-                    for i in base..<(base + plane) {
-                        let v = (xh[i] - mu) * s
-                        xh[i] = v
-                        ys[i] = g * v + be
-                    }
+            geometry.forEachPlane { ch, range in
+                let (mu, s, g, be) = (mean[ch], inverseStd[ch], gamma.value.storage[ch], beta.value.storage[ch])
+                for i in range {
+                    let v = (xh[i] - mu) * s
+                    xh[i] = v
+                    ys[i] = g * v + be
                 }
             }
         }
@@ -74,46 +43,101 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
     guard out.requiresGrad, let tape else { return out }
     tape.record {
         guard let gy = out.grad else { return }
-        // Per channel: Σ dy and Σ dy·x̂, the two reductions every gradient needs.
-        var sumGrad = [Double](repeating: 0, count: c)
-        var sumGradNormalized = [Double](repeating: 0, count: c)
-        gy.storage.withUnsafeBufferPointer { g in
-            normalized.storage.withUnsafeBufferPointer { xh in
-                for b in 0..<n {
-                    for ch in 0..<c {
-                        let base = (b * c + ch) * plane
-                        var s = 0.0, sn = 0.0
-                        for i in base..<(base + plane) { s += Double(g[i]); sn += Double(g[i] * xh[i]) }
-                        sumGrad[ch] += s; sumGradNormalized[ch] += sn
-                    }
-                }
-                if gamma.requiresGrad {
-                    gamma.withGradient { gg in for ch in 0..<c { gg[ch] += Float(sumGradNormalized[ch]) } }
-                }
-                if beta.requiresGrad {
-                    beta.withGradient { gb in for ch in 0..<c { gb[ch] += Float(sumGrad[ch]) } }
-                }
-                guard x.requiresGrad else { return }
-                x.withGradient { gx in
-                    for b in 0..<n {
-                        for ch in 0..<c {
-                            let k = gamma.value.storage[ch] * inverseStd[ch]
-                            let base = (b * c + ch) * plane
-                            if training {
-                                // dx = γ·invStd·(dy − mean(dy) − x̂·mean(dy·x̂))
-                                let meanGrad = Float(sumGrad[ch] / Double(m))
-                                let meanGradNormalized = Float(sumGradNormalized[ch] / Double(m))
-                                for i in base..<(base + plane) {
-                                    gx[i] += k * (g[i] - meanGrad - xh[i] * meanGradNormalized)
-                                }
-                            } else {
-                                for i in base..<(base + plane) { gx[i] += k * g[i] }
-                            }
-                        }
+        batchNormBackward(gy, normalized: normalized, x: x, gamma: gamma, beta: beta, inverseStd: inverseStd,
+                          geometry: geometry, training: training)
+    }
+    return out
+}
+
+/// The pullback of `batchNorm2d`: dγ = Σ dy·x̂, dβ = Σ dy, and in training
+/// dx = γ·invStd·(dy − mean(dy) − x̂·mean(dy·x̂)); in eval the statistics are constants, dx = γ·invStd·dy.
+private func batchNormBackward(_ gy: Tensor, normalized: Tensor, x: Variable, gamma: Variable, beta: Variable,
+                               inverseStd: [Float], geometry: BatchNormGeometry, training: Bool) {
+    let (c, m) = (geometry.channels, geometry.batch * geometry.plane)
+    // Per channel: Σ dy and Σ dy·x̂, the two reductions every gradient needs.
+    var sumGrad = [Double](repeating: 0, count: c)
+    var sumGradNormalized = [Double](repeating: 0, count: c)
+    gy.storage.withUnsafeBufferPointer { g in
+        normalized.storage.withUnsafeBufferPointer { xh in
+            geometry.forEachPlane { ch, range in
+                var s = 0.0, sn = 0.0
+                for i in range { s += Double(g[i]); sn += Double(g[i] * xh[i]) }
+                sumGrad[ch] += s; sumGradNormalized[ch] += sn
+            }
+            if gamma.requiresGrad {
+                gamma.withGradient { gg in for ch in 0..<c { gg[ch] += Float(sumGradNormalized[ch]) } }
+            }
+            if beta.requiresGrad {
+                beta.withGradient { gb in for ch in 0..<c { gb[ch] += Float(sumGrad[ch]) } }
+            }
+            guard x.requiresGrad else { return }
+            x.withGradient { gx in
+                geometry.forEachPlane { ch, range in
+                    let k = gamma.value.storage[ch] * inverseStd[ch]
+                    if training {
+                        let meanGrad = Float(sumGrad[ch] / Double(m))
+                        let meanGradNormalized = Float(sumGradNormalized[ch] / Double(m))
+                        for i in range { gx[i] += k * (g[i] - meanGrad - xh[i] * meanGradNormalized) }
+                    } else {
+                        for i in range { gx[i] += k * g[i] }
                     }
                 }
             }
         }
     }
-    return out
+}
+
+/// The [N, C, plane] layout BatchNorm walks: one contiguous plane per (sample, channel).
+private struct BatchNormGeometry {
+    let batch: Int, channels: Int, plane: Int
+
+    /// Calls `body(channel, indices of the plane)` for every plane, samples outer, channels inner.
+    @inline(__always)
+    func forEachPlane(_ body: (Int, Range<Int>) -> Void) {
+        for b in 0..<batch {
+            for ch in 0..<channels {
+                let base = (b * channels + ch) * plane
+                body(ch, base..<(base + plane))
+            }
+        }
+    }
+}
+
+/// Batch mean and 1/√(σ² + ε) per channel, with σ² the biased batch variance; moves the running
+/// statistics toward the batch mean and the unbiased variance unless `momentum` is 0.
+private func batchStatistics(_ x: Tensor, _ geometry: BatchNormGeometry, updating statistics: BatchNormStatistics,
+                             momentum: Float, epsilon: Float) -> (mean: [Float], inverseStd: [Float]) {
+    let (n, c, plane) = (geometry.batch, geometry.channels, geometry.plane)
+    let m = n * plane
+    var mean = [Float](repeating: 0, count: c)
+    var inverseStd = [Float](repeating: 0, count: c)
+    x.storage.withUnsafeBufferPointer { xs in
+        for ch in 0..<c {
+            // Double accumulators: the variance of many float32 values loses digits otherwise.
+            var sum = 0.0, sumSquares = 0.0
+            for b in 0..<n {
+                let p = xs.baseAddress! + (b * c + ch) * plane
+                for i in 0..<plane { sum += Double(p[i]) }
+            }
+            let mu = sum / Double(m)
+            for b in 0..<n {
+                let p = xs.baseAddress! + (b * c + ch) * plane
+                for i in 0..<plane { let d = Double(p[i]) - mu; sumSquares += d * d }
+            }
+            let variance = sumSquares / Double(m)
+            mean[ch] = Float(mu)
+            inverseStd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
+            let unbiased = m > 1 ? variance * Double(m) / Double(m - 1) : variance
+            if momentum != 0 {   // momentum 0 = frozen statistics, exactly (no 0·∞ surprises)
+                statistics.mean.storage[ch] = (1 - momentum) * statistics.mean.storage[ch] + momentum * Float(mu)
+                statistics.variance.storage[ch] = (1 - momentum) * statistics.variance.storage[ch] + momentum * Float(unbiased)
+            }
+        }
+    }
+    return (mean, inverseStd)
+}
+
+/// Eval mode: the running statistics, as 1/√(σ² + ε) in float32.
+private func runningStatistics(_ statistics: BatchNormStatistics, epsilon: Float) -> (mean: [Float], inverseStd: [Float]) {
+    (statistics.mean.storage, statistics.variance.storage.map { 1 / ($0 + epsilon).squareRoot() })
 }
