@@ -72,9 +72,11 @@ public enum Deployer {
         let rowLength = weight.count / scales.count
         var codes = [Int8](repeating: 0, count: weight.count)
         weight.storage.withUnsafeBufferPointer { ws in
-            for (r, s) in scales.enumerated() {
-                let grid = QuantizationGrid(bits: state.numBits, scale: s, offset: 0)
-                for i in (r * rowLength)..<((r + 1) * rowLength) { codes[i] = Int8(grid.quantize(ws[i])) }
+            codes.withUnsafeMutableBufferPointer { out in
+                for (r, s) in scales.enumerated() {
+                    let grid = QuantizationGrid(bits: state.numBits, scale: s, offset: 0)   // as ARQ/LSQ's row grid
+                    for i in (r * rowLength)..<((r + 1) * rowLength) { out[i] = Int8(grid.quantize(ws[i])) }
+                }
             }
         }
         return (codes, scales)

@@ -1,12 +1,6 @@
 import XCTest
-@testable import QATIO
 @testable import QATCore
-@testable import QATModel
-@testable import QATData
-@testable import QATTrain
-@testable import QATDeploy
-@testable import QATDebug
-import QAT
+import QATDeploy
 
 /// The one quantization grid (ALGORITHMS.md "Notation", §1 step 3–4) and its clamp-and-round,
 /// on hand-computed cases, and the vectorised rounding against Swift's scalar rule.
@@ -14,7 +8,7 @@ final class QuantizationGridTests: XCTestCase {
 
     private func randomValues(_ count: Int, bound: Float, seed: UInt64) -> [Float] {
         var generator = SeededGenerator(seed: seed)
-        return (0..<count).map { _ in (generator.nextUnitFloat() * 2 - 1) * bound }
+        return Tensor.uniform([count], bound: bound, using: &generator).storage
     }
 
     // MARK: Rounding
