@@ -13,7 +13,7 @@ func relu(_ channels: Int, _ patch: Int) -> Int8Kernels.Requantization {
 }
 
 let image = (0..<batch * 784).map { _ in Float.random(in: -0.5...2.5, using: &rng) }
-let input = Int8Kernels.Quantizer(scale: 3.0 / 255, zeroPoint: -43)
+let input = QuantizationGrid(bits: 8, scale: 3.0 / 255, offset: -43)
 let conv1 = ConvGeometry(batch: batch, channels: 1, height: 28, width: 28, outputChannels: 6, kernel: 5, stride: 1, padding: 2)
 let conv2 = ConvGeometry(batch: batch, channels: 6, height: 14, width: 14, outputChannels: 16, kernel: 5, stride: 1, padding: 0)
 let w1 = codes(6 * 25), w2 = codes(16 * 150), w3 = codes(120 * 400), w4 = codes(84 * 120), w5 = codes(10 * 84)

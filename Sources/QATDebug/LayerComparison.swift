@@ -146,11 +146,9 @@ public final class LayerComparison {
                 guard let input = producer == "input" ? batch : outputs[producer] else { break }
                 var stats = clipping[layer.name] ?? ClippingStatistics(side: side.name, quantization: q)
                 stats.quantization = q
-                input.storage.withUnsafeBufferPointer { xs in
-                    for x in xs {
-                        if x < q.lower { stats.below += 1 } else if x > q.upper { stats.above += 1 }
-                    }
-                }
+                let clipped = input.storage.withUnsafeBufferPointer { q.clippedCounts($0) }
+                stats.below += clipped.below
+                stats.above += clipped.above
                 stats.count += input.count
                 clipping[layer.name] = stats
                 break

@@ -46,8 +46,7 @@ public final class ModelOutputSource: LayerOutputSource {
 
     public func quantization(ofLayer layer: String) -> QuantizationGrid? {
         guard let quantizer = (model.layer(named: layer) as? WeightedLayer)?.quantizer as? FakeQuantizer else { return nil }
-        let a = quantizer.activation
-        return QuantizationGrid(bits: a.numBits, scale: a.scale, offset: a.offset)
+        return quantizer.activation.grid
     }
 }
 
@@ -58,11 +57,11 @@ public final class Int8OutputSource: LayerOutputSource {
     public let name = "int8"
     public let model: Int8Model
     /// The deployed input quantizer of every integer layer, by layer name.
-    private let inputQuantizers: [String: Int8Kernels.Quantizer]
+    private let inputQuantizers: [String: QuantizationGrid]
 
     public init(deployFile: String) throws {
         model = try Int8Model.load(deployFile: deployFile)
-        var quantizers: [String: Int8Kernels.Quantizer] = [:]
+        var quantizers: [String: QuantizationGrid] = [:]
         for node in model.file.nodes { if let q = node.inputQuantizer { quantizers[node.name] = q } }
         inputQuantizers = quantizers
     }
@@ -73,7 +72,7 @@ public final class Int8OutputSource: LayerOutputSource {
 
     /// Clipping on this side is measured against the deployed bounds.
     public func quantization(ofLayer layer: String) -> QuantizationGrid? {
-        inputQuantizers[layer].map { QuantizationGrid(bits: 8, scale: $0.scale, offset: Int($0.zeroPoint)) }
+        inputQuantizers[layer]
     }
 }
 

@@ -64,7 +64,7 @@ public struct DeployNode: Equatable, Sendable {
     /// Spec layers folded or fused into this node (BatchNorm, ReLU), for reports.
     public var fused: [String] = []
     /// Set: the node outputs int8 codes with this quantizer. Nil: it outputs float.
-    public var output: Int8Kernels.Quantizer?
+    public var output: QuantizationGrid?
     /// With int8 output: saturate at the zero point (a fused ReLU).
     public var relu = false
     // Geometry (conv2d, pools).
@@ -72,7 +72,7 @@ public struct DeployNode: Equatable, Sendable {
     // conv2d / linear
     public var inputChannels = 0, outputChannels = 0
     /// Integer layers: the quantizer of the input codes (s_d, o_d).
-    public var inputQuantizer: Int8Kernels.Quantizer?
+    public var inputQuantizer: QuantizationGrid?
     /// Integer layers: w_q [O, C, K, K] or [O, I].
     public var weightCodes: [Int8] = []
     /// Integer layers: b_q [O].
@@ -271,7 +271,7 @@ extension DeployNode {
         }
         switch try file.stringAttribute("output", of: group) {
         case "int8":
-            node.output = Int8Kernels.Quantizer(scale: try scale("output_scale"), zeroPoint: try zeroPoint("output_zero_point"))
+            node.output = QuantizationGrid(bits: 8, scale: try scale("output_scale"), offset: Int(try zeroPoint("output_zero_point")))
             node.relu = try int("relu") != 0
         case "float": break
         case let other: throw fail(group, "output must be 'int8' or 'float', got '\(other)'")
@@ -286,7 +286,7 @@ extension DeployNode {
                 node.padding = try int("padding")
             }
             if try int("integer") != 0 {
-                node.inputQuantizer = Int8Kernels.Quantizer(scale: try scale("input_scale"), zeroPoint: try zeroPoint("input_zero_point"))
+                node.inputQuantizer = QuantizationGrid(bits: 8, scale: try scale("input_scale"), offset: Int(try zeroPoint("input_zero_point")))
                 node.weightCodes = try file.read(Int8.self, at: group + "/weight").values
                 node.biasCodes = try file.read(Int32.self, at: group + "/bias").values
                 node.weightScales = try file.read(Float.self, at: group + "/weight_scale").values

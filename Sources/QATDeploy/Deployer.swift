@@ -39,19 +39,14 @@ public enum Deployer {
         return try builder.build()
     }
 
-    /// The input quantizer (s_d, o_d) a quantized layer's eval forward uses: the same
-    /// resolution of the clip pair as ULQ (validity rollback, fixed_min), without a batch.
-    static func inputQuantizer(of q: FakeQuantizer, source: String) throws -> Int8Kernels.Quantizer {
-        let affine = try inputQuantization(of: q, source: source)
-        return Int8Kernels.Quantizer(scale: affine.scale, zeroPoint: Int8(affine.offset))
-    }
-
-    /// The same, at the quantizer's own width (8 or 16 bits).
-    static func inputQuantization(of q: FakeQuantizer, source: String) throws -> AffineQuantization {
+    /// The input grid (s_d, o_d) a quantized layer's eval forward uses, at the quantizer's own
+    /// width (8 or 16 bits): the same resolution of the clip pair as ULQ (validity rollback,
+    /// fixed_min), without a batch.
+    static func inputGrid(of q: FakeQuantizer, source: String) throws -> QuantizationGrid {
         let a = q.activation
         func fail(_ message: String) -> InputError { InputError(file: source, keyPath: "layer \(q.layerName)", message: message) }
-        guard q.weight.range.bits == 8 else {
-            throw fail("cannot be deployed: weights must be INT8 (dst_type is INT\(q.weight.range.bits))")
+        guard q.weight.numBits == 8 else {
+            throw fail("cannot be deployed: weights must be INT8 (dst_type is INT\(q.weight.numBits))")
         }
         guard a.initialized else { throw fail("cannot be deployed: its activation quantizer was never calibrated") }
         let m = a.fixedMin ? 0 : a.clipMin.value.storage[0]
@@ -61,12 +56,12 @@ public enum Deployer {
             throw fail("cannot be deployed: clip bounds [\(m), \(M)] are invalid and there is no previous valid pair")
         }
         let (clipMax, clipMin) = a.resolveClipRange(batch: Tensor(shape: [0]))
-        return AffineQuantization(clipMax: clipMax, clipMin: clipMin, range: a.range)
+        return QuantizationGrid(bits: a.numBits, clipMax: clipMax, clipMin: clipMin)
     }
 
     /// Weight codes and per-row scales exactly as the fake-quant forward computes them.
     static func weightCodes(_ weight: Tensor, state: WeightQuantizerState) -> (codes: [Int8], rowScales: [Float]) {
-        var scales = arqScales(weight, rows: state.rowCount, range: state.range)
+        var scales = arqScales(weight, rows: state.rowCount, bits: state.numBits)
         if state.algorithm == .lsq, let learned = state.learnedScales, state.initialized {
             for r in 0..<state.rowCount {
                 let s = learned.value.storage[r]
@@ -75,10 +70,14 @@ public enum Deployer {
             // As lsqFakeQuantize: a learned scale that is NaN or below EPS falls back to ARQ.
         }
         let rowLength = weight.count / scales.count
-        let (qmin, qmax) = (Float(state.range.qmin), Float(state.range.qmax))
         var codes = [Int8](repeating: 0, count: weight.count)
-        for i in 0..<weight.count {
-            codes[i] = Int8(roundHalfEven(min(max(weight.storage[i] / scales[i / rowLength], qmin), qmax)))
+        weight.storage.withUnsafeBufferPointer { ws in
+            codes.withUnsafeMutableBufferPointer { out in
+                for (r, s) in scales.enumerated() {
+                    let grid = QuantizationGrid(bits: state.numBits, scale: s, offset: 0)   // as ARQ/LSQ's row grid
+                    for i in (r * rowLength)..<((r + 1) * rowLength) { out[i] = Int8(grid.quantize(ws[i])) }
+                }
+            }
         }
         return (codes, scales)
     }
@@ -93,18 +92,18 @@ private struct Builder {
     /// marks the model output.
     var consumers: [[Int]]
     let outputSentinel: Int
-    var inputQuantizers: [Int: Int8Kernels.Quantizer] = [:]
+    var inputQuantizers: [Int: QuantizationGrid] = [:]
     /// INT16 layers: the 16-bit grid their float node applies to its input.
     var wideInputs: [Int: QuantizationGrid] = [:]
     /// conv index → folded BN index
     var foldedInto: [Int: Int] = [:]
     var folded: Set<Int> = []
-    var targetMemo: [Int: Int8Kernels.Quantizer?] = [:]
+    var targetMemo: [Int: QuantizationGrid?] = [:]
 
     // Emission state.
     var nodes: [DeployNode] = []
     /// Spec value index → (node name, codes quantizer or nil for float).
-    var values: [Int: (node: String, codes: Int8Kernels.Quantizer?)] = [:]
+    var values: [Int: (node: String, codes: QuantizationGrid?)] = [:]
     var skipped: Set<Int> = []
 
     init(model: Model, source: String) throws {
@@ -119,12 +118,11 @@ private struct Builder {
         }
         consumers[layers.count].append(outputSentinel)   // the last layer feeds the output
         for (i, layer) in layers.enumerated() {
-            if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, q.activation.range.bits == 16 {
+            if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, q.activation.numBits == 16 {
                 // INT16 layers run in float on this engine, simulating their quantizers exactly.
-                let affine = try Deployer.inputQuantization(of: q, source: source)
-                wideInputs[i] = QuantizationGrid(bits: 16, scale: affine.scale, offset: affine.offset)
+                wideInputs[i] = try Deployer.inputGrid(of: q, source: source)
             } else if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer {
-                inputQuantizers[i] = try Deployer.inputQuantizer(of: q, source: source)
+                inputQuantizers[i] = try Deployer.inputGrid(of: q, source: source)
             } else if let weighted = layer as? WeightedLayer, weighted.quantizer != nil {
                 throw fail(i, "cannot be deployed: its quantizer is not a fake quantizer the deployer knows")
             }
@@ -145,12 +143,12 @@ private struct Builder {
     func readers(of value: Int) -> [Int] { consumers[value + 1] }
 
     /// The one quantizer every use of `value` ends in through code-preserving layers, or nil.
-    mutating func codeTarget(_ value: Int) -> Int8Kernels.Quantizer? {
+    mutating func codeTarget(_ value: Int) -> QuantizationGrid? {
         if let memo = targetMemo[value] { return memo }
-        var target: Int8Kernels.Quantizer?
+        var target: QuantizationGrid?
         var ok = !readers(of: value).isEmpty
         for c in readers(of: value) where ok {
-            var t: Int8Kernels.Quantizer?
+            var t: QuantizationGrid?
             if c == outputSentinel {
                 t = nil
             } else if let q = inputQuantizers[c] {
@@ -252,7 +250,7 @@ private struct Builder {
     }
 
     /// An integer conv/linear node: folded BN, weight codes, int32 bias, requantize or dequantize.
-    mutating func emitInteger(_ i: Int, _ weighted: WeightedLayer, _ qd: Int8Kernels.Quantizer,
+    mutating func emitInteger(_ i: Int, _ weighted: WeightedLayer, _ qd: QuantizationGrid,
                               _ node: inout DeployNode) throws {
         let spec = specs[i]
         let quantizer = weighted.quantizer as! FakeQuantizer

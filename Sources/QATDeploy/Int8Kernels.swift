@@ -13,8 +13,8 @@ import QATTrain
 /// supports, or the one named by the environment variable `QAT_INT8_KERNEL`
 /// (`portable`, `avx2`, `vnni`). Each kernel also takes an explicit `path:` for tests.
 ///
-/// Images are NCHW, matrices row-major `[rows][features]`. Codes are int8 with a zero point;
-/// the real value of code q is `scale · (q − zeroPoint)`.
+/// Images are NCHW, matrices row-major `[rows][features]`. Codes are int8 on an 8-bit
+/// `QuantizationGrid`: the real value of code q is `scale · (q − zeroPoint)`.
 public enum Int8Kernels {
     public enum Path: String, CaseIterable, Sendable {
         case portable, avx2, vnni
@@ -28,17 +28,8 @@ public enum Int8Kernels {
         }
     }
 
-    /// Scale and zero point of one int8 quantizer.
-    public struct Quantizer: Equatable, Sendable {
-        public var scale: Float
-        public var zeroPoint: Int8
-        public init(scale: Float, zeroPoint: Int8) {
-            self.scale = scale
-            self.zeroPoint = zeroPoint
-        }
-    }
-
-    /// Turns int32 accumulators into the next layer's codes:
+    /// The requantization multipliers of one layer (not a grid: the output grid contributes
+    /// only its zero point). Turns int32 accumulators into the next layer's codes:
     /// `q = clamp((Float(acc) * multipliers[c] + offsets[c]).rounded(.toNearestOrEven) + zeroPoint, lo, 127)`
     /// with `lo = zeroPoint` when a ReLU is fused (saturation), −128 otherwise. The product and
     /// the sum are each rounded to Float; without `offsets` nothing is added.
@@ -193,7 +184,7 @@ public enum Int8Kernels {
 
     /// Residual add on codes: q = clamp(round((s_a(q_a − o_a) + s_b(q_b − o_b)) / s_y) + o_y, lo, 127),
     /// each product, the sum and the quotient rounded to Float, round half to even.
-    public static func add(_ a: [Int8], _ qa: Quantizer, _ b: [Int8], _ qb: Quantizer, output qy: Quantizer,
+    public static func add(_ a: [Int8], _ qa: QuantizationGrid, _ b: [Int8], _ qb: QuantizationGrid, output qy: QuantizationGrid,
                            relu: Bool, path: Path = activePath) -> [Int8] {
         precondition(a.count == b.count, "add: \(a.count) and \(b.count) codes")
         return makeArray(a.count) { out in
@@ -203,12 +194,13 @@ public enum Int8Kernels {
     }
 
     /// q = clamp(round(x / scale) + zeroPoint, −128, 127), round half to even; NaN → zeroPoint.
-    public static func quantize(_ x: [Float], _ q: Quantizer, path: Path = activePath) -> [Int8] {
+    /// The vectorised C form of `QuantizationGrid.quantize`, which it equals code for code.
+    public static func quantize(_ x: [Float], _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
         makeArray(x.count) { out in qat_i8_quantize(path.c, x, q.scale, Int32(q.zeroPoint), out, x.count) }
     }
 
     /// x = scale · (q − zeroPoint).
-    public static func dequantize(_ codes: [Int8], _ q: Quantizer, path: Path = activePath) -> [Float] {
+    public static func dequantize(_ codes: [Int8], _ q: QuantizationGrid, path: Path = activePath) -> [Float] {
         makeArray(codes.count) { out in qat_i8_dequantize(path.c, codes, q.scale, Int32(q.zeroPoint), out, codes.count) }
     }
 
@@ -280,3 +272,11 @@ public enum Int8Kernels {
     }
 }
 
+
+extension QuantizationGrid {
+    /// The offset as the int8 kernels take it; only 8-bit grids have one.
+    public var zeroPoint: Int8 {
+        precondition(bits == 8, "an INT\(bits) grid has no int8 zero point")
+        return Int8(offset)
+    }
+}

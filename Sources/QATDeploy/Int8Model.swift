@@ -28,7 +28,7 @@ public final class Int8Model {
 
     /// A value between nodes: codes with their quantizer, or floats. Shapes are per sample.
     private enum Value {
-        case codes([Int8], Int8Kernels.Quantizer)
+        case codes([Int8], QuantizationGrid)
         case floats([Float])
     }
 
@@ -221,7 +221,7 @@ public final class Int8Model {
         }
     }
 
-    private func codes(_ v: Value, _ q: Int8Kernels.Quantizer) -> [Int8] {
+    private func codes(_ v: Value, _ q: QuantizationGrid) -> [Int8] {
         switch v {
         case .codes(let c, let have) where have == q: return c
         case .codes(let c, let have): return Int8Kernels.quantize(Int8Kernels.dequantize(c, have), q)
@@ -263,7 +263,7 @@ public final class Int8Model {
                                                              bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
             }
             let x = tensor(input, node.op == .conv2d ? step.inputShape : [node.inputChannels])
-            if let grid = node.inputFakeQuantization { grid.apply(&x.value.storage) }   // an INT16 layer
+            if let grid = node.inputFakeQuantization { grid.fakeQuantize(&x.value.storage) }   // an INT16 layer
             if node.op == .conv2d {
                 return floatResult(conv2d(x, weight: step.floatWeight!, bias: step.floatBias,
                                           stride: node.stride, padding: node.padding, tape: nil))

@@ -79,8 +79,7 @@ extension DeployVerification {
         let evaluations = Evaluator.evaluate([fakeQuant, int8], on: data, batchSize: batchSize) { _, logits in
             for q in quantizers {
                 guard let index = layerIndex[q.layerName], let theirs = engineCodes[q.layerName] else { continue }
-                let ours = Int8Kernels.quantize(collected[q.layerName] ?? [],
-                                                Int8Kernels.Quantizer(scale: q.activation.scale, zeroPoint: Int8(q.activation.offset)))
+                let ours = Int8Kernels.quantize(collected[q.layerName] ?? [], q.activation.grid)
                 precondition(ours.count == theirs.count, "verify: \(q.layerName) has \(ours.count) fake-quant codes, \(theirs.count) INT8 codes")
                 var equal = 0, maxDifference = 0
                 for i in ours.indices {
@@ -107,7 +106,7 @@ extension DeployVerification {
             throw InputError(file: deployFile, message: "does not match \(checkpoint): input \(engine.inputShape) vs \(model.spec.inputShape)")
         }
         // INT16 layers run in float on the engine (they have no int8 input codes to compare).
-        let missing = model.fakeQuantizers.filter { $0.activation.range.bits == 8 }.map(\.layerName)
+        let missing = model.fakeQuantizers.filter { $0.activation.numBits == 8 }.map(\.layerName)
             .filter { !engine.quantizedLayerNames.contains($0) }
         guard missing.isEmpty else {
             throw InputError(file: deployFile, message: "has no integer layer for the quantized layer(s) \(missing.joined(separator: ", ")) of \(checkpoint)")

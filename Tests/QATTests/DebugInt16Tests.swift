@@ -44,7 +44,7 @@ final class DebugInt16Tests: XCTestCase {
         for name in ["conv1", "conv2"] {
             let layer = model.layer(named: name) as! WeightedLayer
             let fake = layer.quantizer as! FakeQuantizer
-            XCTAssertEqual(fake.activation.range, .int16)
+            XCTAssertEqual(fake.activation.numBits, 16)
             recorders[name] = RecordingQuantizer(fake)
             layer.quantizer = recorders[name]
         }

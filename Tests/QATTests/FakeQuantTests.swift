@@ -26,8 +26,9 @@ final class FakeQuantTests: XCTestCase {
     }
 
     /// The contract's forward written plainly: (clamp(round(x/s) + o, qmin, qmax) − o)·s.
-    private func referenceQuantize(_ x: Float, scale s: Float, offset o: Int, range: QuantizationRange) -> Float {
-        let code = min(max((x / s).rounded(.toNearestOrEven) + Float(o), Float(range.qmin)), Float(range.qmax))
+    private func referenceQuantize(_ x: Float, scale s: Float, offset o: Int, bits: Int) -> Float {
+        let (qmin, qmax) = QuantizationGrid.codeBounds(bits: bits)
+        let code = min(max((x / s).rounded(.toNearestOrEven) + Float(o), Float(qmin)), Float(qmax))
         return (code - Float(o)) * s
     }
 
@@ -41,17 +42,6 @@ final class FakeQuantTests: XCTestCase {
             .value.storage
     }
 
-    // MARK: Rounding
-
-    func testRoundHalfEvenMatchesSwiftRounding() {
-        var samples: [Float] = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 127.5, -128.5, 32767.5, -32768.5,
-                                65535.5, 0.49999997, -0.49999997, 0, -0.0, 3.25]
-        samples += randomValues(2000, bound: 70_000, seed: 7)
-        for v in samples {
-            XCTAssertEqual(roundHalfEven(v), v.rounded(.toNearestOrEven), "at \(v)")
-        }
-    }
-
     // MARK: ULQ forward
 
     func testULQForwardHandChecked() {
@@ -61,7 +51,7 @@ final class FakeQuantTests: XCTestCase {
         let y = quantize(x, state)
         XCTAssertEqual(state.scale, 0.0625)
         XCTAssertEqual(state.offset, -64)
-        let q = AffineQuantization(clipMax: 11.9375, clipMin: -4, range: .int8)
+        let q = QuantizationGrid(bits: 8, clipMax: 11.9375, clipMin: -4)
         XCTAssertEqual(q.lower, -4)
         XCTAssertEqual(q.upper, 11.9375)
         // Codes −1.5 → −2, 3.5 → 4, 2.5 → 2, 0.5 → 0 (half to even); 12.5 and −5 clip to U and L.
@@ -92,7 +82,7 @@ final class FakeQuantTests: XCTestCase {
         XCTAssertEqual(state.scale, s)
         XCTAssertEqual(state.offset, Int((-128 - Float(-0.9) / s).rounded(.toNearestOrEven)))
         for i in 0..<x.count {
-            XCTAssertEqual(y[i], referenceQuantize(x[i], scale: s, offset: state.offset, range: .int8), "at \(x[i])")
+            XCTAssertEqual(y[i], referenceQuantize(x[i], scale: s, offset: state.offset, bits: 8), "at \(x[i])")
         }
     }
 
@@ -112,9 +102,9 @@ final class FakeQuantTests: XCTestCase {
         let o = Int((-32768 - Float(-1) / s).rounded(.toNearestOrEven))
         XCTAssertEqual(state.scale, s)
         XCTAssertEqual(state.offset, o)
-        XCTAssertEqual(QuantizationRange.int16.levels, 65535)
+        XCTAssertEqual(state.grid.levels, 65535)
         for i in 0..<x.count {
-            XCTAssertEqual(y[i], referenceQuantize(x[i], scale: s, offset: o, range: .int16), "at \(x[i])")
+            XCTAssertEqual(y[i], referenceQuantize(x[i], scale: s, offset: o, bits: 16), "at \(x[i])")
         }
         // Far finer than INT8: inside the range the error is at most half a step.
         XCTAssertLessThanOrEqual(abs(y[0] - min(max(x[0], -1), 3)), s)
@@ -125,9 +115,8 @@ final class FakeQuantTests: XCTestCase {
     /// Checks the op's gradients against central differences, in Double, of the surrogate
     /// f(M, m, x) = Σ g·(clamp(x, m, M) + (M − m)/n · r) with rounding residuals r frozen.
     private func checkULQGradients(numBits: Int, clipMax: Float, clipMin: Float, seed: UInt64) {
-        let range = QuantizationRange(bits: numBits)
-        let n = Double(range.levels)
-        let q = AffineQuantization(clipMax: clipMax, clipMin: clipMin, range: range)
+        let q = QuantizationGrid(bits: numBits, clipMax: clipMax, clipMin: clipMin)
+        let n = Double(q.levels)
         let s = Double(q.scale)
         // Keep points away from every boundary (m, M, L, U) so the masks cannot flip under ±h.
         let margin = Float(2 * s) + 1e-3
@@ -222,7 +211,7 @@ final class FakeQuantTests: XCTestCase {
         XCTAssertEqual(one.1, two.1)
         XCTAssertEqual(one.2, two.2)
 
-        let q = AffineQuantization(clipMax: 1.1, clipMin: -0.6, range: .int8)
+        let q = QuantizationGrid(bits: 8, clipMax: 1.1, clipMin: -0.6)
         var dMax = 0.0, dMin = 0.0
         for i in 0..<x.count {
             let (up, lo) = (x[i] > q.upper, x[i] < q.lower)

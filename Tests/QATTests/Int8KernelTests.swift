@@ -132,10 +132,10 @@ final class Int8KernelTests: XCTestCase {
             XCTAssertEqual(Int8Kernels.maxPool2d(planes, planes: 3, height: 17, width: 11, kernel: kernel, stride: stride, path: path),
                            Int8Kernels.maxPool2d(planes, planes: 3, height: 17, width: 11, kernel: kernel, stride: stride, path: .portable))
         }
-        let qa = Int8Kernels.Quantizer(scale: 0.5, zeroPoint: 3), qb = Int8Kernels.Quantizer(scale: 0.031, zeroPoint: -7)
+        let qa = QuantizationGrid(bits: 8, scale: 0.5, offset: 3), qb = QuantizationGrid(bits: 8, scale: 0.031, offset: -7)
         for relu in [false, true] {
-            XCTAssertEqual(Int8Kernels.add(codes, qa, others, qb, output: .init(scale: 0.75, zeroPoint: -2), relu: relu, path: path),
-                           Int8Kernels.add(codes, qa, others, qb, output: .init(scale: 0.75, zeroPoint: -2), relu: relu, path: .portable))
+            XCTAssertEqual(Int8Kernels.add(codes, qa, others, qb, output: QuantizationGrid(bits: 8, scale: 0.75, offset: -2), relu: relu, path: path),
+                           Int8Kernels.add(codes, qa, others, qb, output: QuantizationGrid(bits: 8, scale: 0.75, offset: -2), relu: relu, path: .portable))
         }
         var floats: [Float] = (0..<1003).map { (i: Int) -> Float in
             i % 3 == 0 ? Float(i % 200 - 100) * 0.25 : Float.random(in: -90...90, using: &rng)
@@ -305,16 +305,16 @@ final class Int8KernelTests: XCTestCase {
             // a: 0.5·(10 − 0) = 5, 0.5·(−128) = −64; b: 0.25·(4 − 2) = 0.5, 0.25·(0 − 2) = −0.5.
             // Sums 5.5 and −64.5 round half to even: 6 and −64; a ReLU saturates −64 at o_y = 0.
             // Third: 63.5 + 31.25 = 94.75 → 95.
-            let qa = Int8Kernels.Quantizer(scale: 0.5, zeroPoint: 0), qb = Int8Kernels.Quantizer(scale: 0.25, zeroPoint: 2)
-            XCTAssertEqual(Int8Kernels.add([10, -128, 127], qa, [4, 0, 127], qb, output: .init(scale: 1, zeroPoint: 0),
+            let qa = QuantizationGrid(bits: 8, scale: 0.5, offset: 0), qb = QuantizationGrid(bits: 8, scale: 0.25, offset: 2)
+            XCTAssertEqual(Int8Kernels.add([10, -128, 127], qa, [4, 0, 127], qb, output: QuantizationGrid(bits: 8, scale: 1, offset: 0),
                                            relu: false, path: path), [6, -64, 95], "\(path)")
-            XCTAssertEqual(Int8Kernels.add([10, -128, 127], qa, [4, 0, 127], qb, output: .init(scale: 1, zeroPoint: 0),
+            XCTAssertEqual(Int8Kernels.add([10, -128, 127], qa, [4, 0, 127], qb, output: QuantizationGrid(bits: 8, scale: 1, offset: 0),
                                            relu: true, path: path), [6, 0, 95], "\(path)")
-            XCTAssertEqual(Int8Kernels.add([127], qa, [127], qb, output: .init(scale: 0.5, zeroPoint: 5),
+            XCTAssertEqual(Int8Kernels.add([127], qa, [127], qb, output: QuantizationGrid(bits: 8, scale: 0.5, offset: 5),
                                            relu: false, path: path), [127], "\(path)")
 
             // x / 0.5: 0.5→0, 1.5→2, −0.5→0, −1.5→−2, then +3; large values saturate; NaN → zero point.
-            let q = Int8Kernels.Quantizer(scale: 0.5, zeroPoint: 3)
+            let q = QuantizationGrid(bits: 8, scale: 0.5, offset: 3)
             XCTAssertEqual(Int8Kernels.quantize([0.25, 0.75, -0.25, -0.75, 100, -100, .nan, 62], q, path: path),
                            [3, 5, 3, 1, 127, -128, 3, 127], "\(path)")
             XCTAssertEqual(Int8Kernels.dequantize([3, 5, -128, 127], q, path: path), [0, 1, -65.5, 62], "\(path)")

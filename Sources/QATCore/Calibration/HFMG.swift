@@ -108,7 +108,7 @@ public func hfmgSearch(_ histogram: Histogram) -> HFMGResult {
                 let step = (b - a) / 255
                 var sum = 0.0
                 for j in 0..<centres.count {
-                    let level = min(max(((centres[j] - a) / step).rounded(.toNearestOrEven), 0), 255)
+                    let level = QuantizationGrid.clampAndRound((centres[j] - a) / step, low: 0, high: 255)
                     let d = centres[j] - (a + level * step)
                     sum += masses[j] * d * d
                 }

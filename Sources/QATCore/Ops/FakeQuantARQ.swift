@@ -18,7 +18,8 @@ public enum WeightQuantizationAlgorithm: String, Sendable {
 public final class WeightQuantizerState {
     public let algorithm: WeightQuantizationAlgorithm
     public let channelWise: Bool
-    public let range: QuantizationRange
+    /// Code width of the weight grids: 8 (16 is refused at deployment).
+    public let numBits: Int
     /// One scale per row: C_out rows when channel-wise, else one.
     public let rowCount: Int
     /// The scales the most recent forward used, one per row (1 before any forward).
@@ -36,7 +37,7 @@ public final class WeightQuantizerState {
         precondition(!weightShape.isEmpty, "weight quantizer needs a weight shape")
         self.algorithm = algorithm
         self.channelWise = channelWise
-        range = QuantizationRange(bits: numBits)
+        self.numBits = numBits
         rowCount = channelWise ? weightShape[0] : 1
         scales = [Float](repeating: 1, count: rowCount)
         learnedScales = algorithm == .lsq
@@ -46,17 +47,18 @@ public final class WeightQuantizerState {
 
 /// ARQ scales of `weight` viewed as `rows` rows: per row A = max(|max|, |min|),
 /// D = qmax + 1 (128) when |min| > |max| else qmax (127), s = A / D, and s < EPS → 1.
-public func arqScales(_ weight: Tensor, rows: Int, range: QuantizationRange = .int8) -> [Float] {
+public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8) -> [Float] {
     precondition(rows > 0 && weight.count % rows == 0, "arqScales: \(weight.shape) is not \(rows) rows")
     let rowLength = weight.count / rows
     var scales = [Float](repeating: 1, count: rows)
     guard rowLength > 0 else { return scales }
+    let qmax = QuantizationGrid.codeBounds(bits: bits).qmax
     weight.storage.withUnsafeBufferPointer { ws in
         for r in 0..<rows {
             let row = ws.baseAddress! + r * rowLength
             var hi = row[0], lo = row[0]
             for i in 1..<rowLength { hi = max(hi, row[i]); lo = min(lo, row[i]) }
-            let divisor = abs(lo) > abs(hi) ? Float(range.qmax + 1) : Float(range.qmax)
+            let divisor = abs(lo) > abs(hi) ? Float(qmax + 1) : Float(qmax)
             let s = max(abs(hi), abs(lo)) / divisor
             scales[r] = s < quantizationEpsilon ? 1 : s
         }
@@ -76,9 +78,9 @@ public func weightFakeQuantize(_ weight: Variable, state: WeightQuantizerState, 
 
 /// ARQ: scales from the current weights; backward is a pure straight-through dL/dw += dL/dŵ.
 public func arqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tape: Tape?) -> Variable {
-    let scales = arqScales(weight.value, rows: state.rowCount, range: state.range)
+    let scales = arqScales(weight.value, rows: state.rowCount, bits: state.numBits)
     state.scales = scales
-    let out = Variable(quantizeRows(weight.value, scales: scales, range: state.range),
+    let out = Variable(quantizeRows(weight.value, scales: scales, bits: state.numBits),
                        requiresGrad: needsPullback(tape, weight))
     guard out.requiresGrad, let tape else { return out }
     tape.record {
@@ -103,10 +105,10 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
     guard let learned = state.learnedScales else {
         preconditionFailure("lsqFakeQuantize needs a state created with algorithm .lsq")
     }
-    let rows = state.rowCount, range = state.range
+    let rows = state.rowCount, bits = state.numBits
     let needsReset = learned.value.storage.contains { !$0.isFinite || $0 < quantizationEpsilon }
     if !state.initialized || needsReset {
-        let arq = arqScales(weight.value, rows: rows, range: range)
+        let arq = arqScales(weight.value, rows: rows, bits: bits)
         for r in 0..<rows {
             let s = learned.value.storage[r]
             if !state.initialized || !s.isFinite || s < quantizationEpsilon {
@@ -117,13 +119,14 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
     }
     let scales = learned.value.storage
     state.scales = scales
-    let out = Variable(quantizeRows(weight.value, scales: scales, range: range),
+    let out = Variable(quantizeRows(weight.value, scales: scales, bits: bits),
                        requiresGrad: needsPullback(tape, weight, learned))
     guard out.requiresGrad, let tape else { return out }
 
     let rowLength = weight.value.count / rows
-    let (qmin, qmax) = (Float(range.qmin), Float(range.qmax))
-    let gradientScale = 1 / (Double(rowLength) * Double(range.qmax)).squareRoot()
+    let codes = QuantizationGrid.codeBounds(bits: bits)
+    let (qmin, qmax) = (Float(codes.qmin), Float(codes.qmax))
+    let gradientScale = 1 / (Double(rowLength) * Double(codes.qmax)).squareRoot()
     tape.record {
         guard let gy = out.grad else { return }
         var scaleGradient = [Double](repeating: 0, count: rows)
@@ -160,18 +163,15 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
     return out
 }
 
-/// ŵ = clamp(round(w / s), qmin, qmax) · s with one scale per row.
-/// Clamping w/s to the (integer) code bounds before rounding gives the same result and keeps
-/// the argument in roundHalfEven's range.
-func quantizeRows(_ weight: Tensor, scales: [Float], range: QuantizationRange) -> Tensor {
+/// ŵ = clamp(round(w / s), qmin, qmax) · s with one scale per row: each row on its own
+/// symmetric grid (offset 0).
+func quantizeRows(_ weight: Tensor, scales: [Float], bits: Int) -> Tensor {
     var out = weight
     let rowLength = weight.count / scales.count
-    let (qmin, qmax) = (Float(range.qmin), Float(range.qmax))
     out.storage.withUnsafeMutableBufferPointer { ws in
         for r in 0..<scales.count {
-            let s = scales[r]
-            let row = ws.baseAddress! + r * rowLength
-            for i in 0..<rowLength { row[i] = roundHalfEven(min(max(row[i] / s, qmin), qmax)) * s }
+            let grid = QuantizationGrid(bits: bits, scale: scales[r], offset: 0)
+            grid.fakeQuantize(UnsafeMutableBufferPointer(start: ws.baseAddress! + r * rowLength, count: rowLength))
         }
     }
     return out

@@ -5,69 +5,6 @@ import QATIO
 /// Forward: y = (clamp(round(x / s) + o, qmin, qmax) − o) · s with s, o from the clip pair.
 /// Backward: straight-through for x inside [L, U]; closed-form gradients for clip_max and clip_min.
 
-/// float32 machine epsilon, the contract's `EPS`: scales below it are replaced by 1.
-public let quantizationEpsilon: Float = 1.192092896e-7
-
-/// The signed integer grid a quantizer maps onto: INT8 [-128, 127] or INT16 [-32768, 32767].
-public struct QuantizationRange: Equatable, Sendable {
-    public let bits: Int
-    public let qmin: Int
-    public let qmax: Int
-    /// Number of steps between qmin and qmax (`n` in ALGORITHMS.md): 255 for INT8.
-    public var levels: Int { qmax - qmin }
-
-    public static let int8 = QuantizationRange(bits: 8)
-    public static let int16 = QuantizationRange(bits: 16)
-
-    /// Only 8 and 16 bits are supported; anything else is a programmer error.
-    public init(bits: Int) {
-        precondition(bits == 8 || bits == 16, "quantization supports 8 or 16 bits, got \(bits)")
-        self.bits = bits
-        qmax = (1 << (bits - 1)) - 1
-        qmin = -(1 << (bits - 1))
-    }
-}
-
-/// Rounds half to even, like `rounded(.toNearestOrEven)`, valid for |v| < 2²².
-///
-/// Without SSE4.1 in the target, Swift lowers `.toNearestOrEven` to a `rintf` call per element,
-/// which blocks vectorisation. Adding and subtracting 1.5·2²³ leaves a float whose ulp is 1, so
-/// the hardware's default round-to-nearest-even does the rounding. Callers clamp first, so the
-/// argument is always well inside the valid range (INT16 codes stay below 2¹⁶).
-@inline(__always)
-package func roundHalfEven(_ v: Float) -> Float {
-    let magic: Float = 12_582_912   // 1.5 · 2²³
-    return (v + magic) - magic
-}
-
-/// The scale, offset and grid-aligned bounds that one clip pair (M', m') gives.
-public struct AffineQuantization: Equatable, Sendable {
-    public var scale: Float
-    public var offset: Int
-    /// L = s·(qmin − o): the smallest value the grid represents.
-    public var lower: Float
-    /// U = L + n·s: the largest value the grid represents.
-    public var upper: Float
-
-    /// Step 3 of ULQ, in Float as the INT8 deploy computes it: s = (M' − m') / n,
-    /// o = round(qmin − m'/s); s < EPS gives s = 1, o = qmin. Expects clipMin ≤ 0 ≤ clipMax.
-    public init(clipMax: Float, clipMin: Float, range: QuantizationRange) {
-        var s = (clipMax - clipMin) / Float(range.levels)
-        var o = range.qmin
-        if s < quantizationEpsilon || !s.isFinite {
-            s = 1
-        } else {
-            let raw = (Float(range.qmin) - clipMin / s).rounded(.toNearestOrEven)
-            // m'/s lies in [-n, 0], so o is in range up to float noise; the clamp only guards it.
-            o = min(max(Int(raw), range.qmin), range.qmax)
-        }
-        scale = s
-        offset = o
-        lower = s * Float(range.qmin - o)
-        upper = lower + Float(range.levels) * s
-    }
-}
-
 /// Everything one quantized layer input keeps between steps; all of it belongs in checkpoints.
 ///
 /// `clipMax` and `clipMin` are trainable scalar parameters (`act_quant.clip_max`, …) that the
@@ -86,23 +23,25 @@ public final class ActivationQuantizerState {
     public var initialized: Bool = false
     /// m is pinned to 0 (inputs that come straight from a ReLU).
     public var fixedMin: Bool
-    public let range: QuantizationRange
-    public var numBits: Int { range.bits }
+    /// Code width of the input grid: 8 or 16.
+    public let numBits: Int
     /// Opt-in LSQ-style factor on the clip gradients; nil (the contract's default) means 1.
     public var gradientScale: Float?
     /// The scale and offset used by the most recent forward, for export.
     public var scale: Float
     public var offset: Int
+    /// The grid of the most recent forward.
+    public var grid: QuantizationGrid { QuantizationGrid(bits: numBits, scale: scale, offset: offset) }
 
     /// A state with no clip bounds yet (`initialized == false`): it quantizes each batch with
     /// that batch's min/max until `setClipRange(max:min:)` is called.
     public init(fixedMin: Bool, numBits: Int = 8) {
         self.fixedMin = fixedMin
-        range = QuantizationRange(bits: numBits)
+        self.numBits = numBits
         clipMax = Variable(.scalar(0), requiresGrad: true)
         clipMin = Variable(.scalar(0), requiresGrad: true)
         scale = 1
-        offset = range.qmin
+        offset = QuantizationGrid.codeBounds(bits: numBits).qmin
     }
 
     /// A state starting from given bounds (config `clip_max`/`clip_min`, or IFMR's result).
@@ -153,13 +92,13 @@ public final class ActivationQuantizerState {
     }
 
     /// Step 5: the pair actually used becomes the parameters' value and the last valid pair.
-    func commit(clipMax: Float, clipMin: Float, quantization: AffineQuantization) {
+    func commit(clipMax: Float, clipMin: Float, grid: QuantizationGrid) {
         self.clipMax.value.storage[0] = clipMax
         self.clipMin.value.storage[0] = clipMin
         previousClipMax = clipMax
         previousClipMin = clipMin
-        scale = quantization.scale
-        offset = quantization.offset
+        scale = grid.scale
+        offset = grid.offset
     }
 }
 
@@ -181,22 +120,15 @@ func batchMaxMin(_ x: Tensor) -> (Float, Float) {
 /// lo = x < L and residual e = (round(t) − t)/n where t = x/s inside, M'/s above, m'/s below:
 /// dL/dx += g·in, dL/dM += Σ g·(e + up), dL/dm += Σ g·(lo − e) (times `gradientScale` if set).
 public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape: Tape?) -> Variable {
-    let range = state.range
     let (clipMax, clipMin) = state.resolveClipRange(batch: x.value)
-    let q = AffineQuantization(clipMax: clipMax, clipMin: clipMin, range: range)
-    state.commit(clipMax: clipMax, clipMin: clipMin, quantization: q)
+    let q = QuantizationGrid(bits: state.numBits, clipMax: clipMax, clipMin: clipMin)
+    state.commit(clipMax: clipMax, clipMin: clipMin, grid: q)
 
-    // clamp(round(t) + o, qmin, qmax) − o == round(clamp(t, qmin − o, qmax − o)) because the
-    // bounds are integers; clamping first also keeps t small enough for roundHalfEven.
-    let s = q.scale
-    let lowCode = Float(range.qmin - q.offset), highCode = Float(range.qmax - q.offset)
     var y = x.value
     y.storage.withUnsafeMutableBufferPointer { ys in
         let base = ys.baseAddress!
         Parallel.forEachChunk(ys.count, minimumChunk: 1 << 16) { chunk in
-            for i in chunk {
-                base[i] = roundHalfEven(min(max(base[i] / s, lowCode), highCode)) * s
-            }
+            q.fakeQuantize(UnsafeMutableBufferPointer(start: base + chunk.lowerBound, count: chunk.count))
         }
     }
 
@@ -204,10 +136,10 @@ public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape
     guard out.requiresGrad, let tape else { return out }
     let clipMaxVariable = state.clipMax, clipMinVariable = state.clipMin
     let gradientScale = state.gradientScale ?? 1
-    let levels = Float(range.levels)
+    let (s, levels) = (q.scale, Float(q.levels))
     tape.record {
         guard let gy = out.grad else { return }
-        let sums = ulqBackward(x: x, upstream: gy, quantization: q)
+        let sums = ulqBackward(x: x, upstream: gy, grid: q)
         guard clipMaxVariable.requiresGrad || clipMinVariable.requiresGrad else { return }
         // Σ g·e over all three regions; the residual is constant above and below.
         let residualAbove = Double(residual(clipMax / s)), residualBelow = Double(residual(clipMin / s))
@@ -238,8 +170,7 @@ private let ulqBlockSize = 1024
 
 /// One pass over the saved input: accumulates dL/dx (when x needs it) and returns the sums the
 /// clip gradients are built from.
-private func ulqBackward(x: Variable, upstream gy: Tensor,
-                         quantization q: AffineQuantization) -> ULQGradientSums {
+private func ulqBackward(x: Variable, upstream gy: Tensor, grid q: QuantizationGrid) -> ULQGradientSums {
     let count = x.value.count
     let blockCount = (count + ulqBlockSize - 1) / ulqBlockSize
     var partials = [ULQGradientSums](repeating: ULQGradientSums(), count: blockCount)
@@ -254,7 +185,7 @@ private func ulqBackward(x: Variable, upstream gy: Tensor,
                             blocks[block] = ulqBlockSums(
                                 x: xs.baseAddress! + start, upstream: g.baseAddress! + start,
                                 inputGradient: gx.map { $0 + start },
-                                count: min(ulqBlockSize, count - start), quantization: q)
+                                count: min(ulqBlockSize, count - start), grid: q)
                         }
                     }
                 }
@@ -278,10 +209,9 @@ private func ulqBackward(x: Variable, upstream gy: Tensor,
 @inline(__always)
 private func ulqBlockSums(x: UnsafePointer<Float>, upstream g: UnsafePointer<Float>,
                           inputGradient gx: UnsafeMutablePointer<Float>?, count: Int,
-                          quantization q: AffineQuantization) -> ULQGradientSums {
+                          grid q: QuantizationGrid) -> ULQGradientSums {
     typealias Lanes = SIMD8<Float>
     let (s, lower, upper) = (q.scale, q.lower, q.upper)
-    let magic = Lanes(repeating: 12_582_912)   // see roundHalfEven
     var residualLanes = Lanes(), aboveLanes = Lanes(), belowLanes = Lanes()
     let vectorEnd = count - count % Lanes.scalarCount
     for i in stride(from: 0, to: vectorEnd, by: Lanes.scalarCount) {
@@ -290,7 +220,7 @@ private func ulqBlockSums(x: UnsafePointer<Float>, upstream g: UnsafePointer<Flo
         let above = xv .> upper, below = xv .< lower
         let outside = above .| below
         let t = xv / s
-        let residual = ((t + magic) - magic) - t
+        let residual = roundHalfEven(t) - t
         residualLanes += (gv * residual).replacing(with: 0, where: outside)
         aboveLanes += gv.replacing(with: 0, where: .!above)
         belowLanes += gv.replacing(with: 0, where: .!below)

@@ -1,31 +1,140 @@
 import Foundation
 import QATIO
 
-/// A quantization grid: `bits`-bit codes with scale s and offset o, i.e. the values
-/// s·(q − o) for q in [qmin, qmax]. Fake quant, deployment and the comparison tools share it.
+/// float32 machine epsilon, the contract's `EPS`: scales below it are replaced by 1.
+public let quantizationEpsilon: Float = 1.192092896e-7
+
+/// An affine quantization grid (ALGORITHMS.md "Notation"): `bits`-bit signed codes q in
+/// [qmin, qmax] standing for the values s·(q − o).
+///
+/// The one grid type: ULQ inputs, ARQ/LSQ weight rows (offset 0), the deployer's weight and
+/// activation codes, the INT8 engine's codes, INT16 inputs on the engine, and the comparison
+/// tools all build one, and all of them quantize through `clampAndRound`.
 public struct QuantizationGrid: Equatable, Sendable, Codable {
-    /// Activation bit width: 8 or 16.
-    public var bits: Int
-    public var scale: Float
-    public var offset: Int
-    /// Grid-aligned clip bounds [L, U] (ALGORITHMS.md §1 step 4): L = s·(qmin − o), U = L + n·s.
-    public var lower: Float
-    public var upper: Float
+    /// Code width: 8 or 16.
+    public let bits: Int
+    /// s > 0.
+    public let scale: Float
+    /// o, the zero point, in [qmin, qmax].
+    public let offset: Int
+    /// Grid-aligned clip bounds [L, U] (ALGORITHMS.md §1 step 4): L = s·(qmin − o), U = L + n·s,
+    /// in float32, product and sum each rounded (§6.1).
+    public let lower: Float
+    public let upper: Float
 
     public init(bits: Int, scale: Float, offset: Int) {
+        let (qmin, qmax) = Self.codeBounds(bits: bits)
         self.bits = bits
         self.scale = scale
         self.offset = offset
-        let range = QuantizationRange(bits: bits)
-        lower = scale * Float(range.qmin - offset)
-        upper = lower + Float(range.levels) * scale
+        lower = scale * Float(qmin - offset)
+        upper = lower + Float(qmax - qmin) * scale
     }
 
-    /// Fake-quantizes `values` in place: x̂ = s·round(clamp(x/s, qmin − o, qmax − o)), exactly the
-    /// fake-quant forward (ALGORITHMS.md §1 step 4).
-    public func apply(_ values: inout [Float]) {
-        let range = QuantizationRange(bits: bits)
-        let (s, low, high) = (scale, Float(range.qmin - offset), Float(range.qmax - offset))
-        for i in values.indices { values[i] = (min(max(values[i] / s, low), high)).rounded(.toNearestOrEven) * s }
+    /// The grid one clip pair (M', m') gives, ULQ step 3 in float32 as the INT8 deploy computes
+    /// it: s = (M' − m') / n, o = round(qmin − m'/s); s < EPS (or not finite) gives s = 1,
+    /// o = qmin. Expects clipMin ≤ 0 ≤ clipMax.
+    public init(bits: Int, clipMax: Float, clipMin: Float) {
+        let (qmin, qmax) = Self.codeBounds(bits: bits)
+        var s = (clipMax - clipMin) / Float(qmax - qmin)
+        var o = qmin
+        if s < quantizationEpsilon || !s.isFinite {
+            s = 1
+        } else {
+            let raw = (Float(qmin) - clipMin / s).rounded(.toNearestOrEven)
+            // m'/s lies in [-n, 0], so o is in range up to float noise; the clamp only guards it.
+            o = min(max(Int(raw), qmin), qmax)
+        }
+        self.init(bits: bits, scale: s, offset: o)
     }
+
+    /// The signed code range of a `bits`-bit grid: INT8 [−128, 127], INT16 [−32768, 32767].
+    /// Only 8 and 16 bits are supported; anything else is a programmer error.
+    public static func codeBounds(bits: Int) -> (qmin: Int, qmax: Int) {
+        precondition(bits == 8 || bits == 16, "quantization supports 8 or 16 bits, got \(bits)")
+        return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    }
+
+    public var qmin: Int { Self.codeBounds(bits: bits).qmin }
+    public var qmax: Int { Self.codeBounds(bits: bits).qmax }
+    /// Number of steps between qmin and qmax (`n` in ALGORITHMS.md): 255 for INT8.
+    public var levels: Int { qmax - qmin }
+
+    // MARK: Clamp and round
+
+    /// The one clamp-and-round of qat: t clamped to [low, high], then rounded half to even.
+    ///
+    /// Every quantizer calls it with t = x/s and the integer bounds qmin − o, qmax − o, which
+    /// equals the contract's clamp(round(x/s) + o, qmin, qmax) − o. Clamping first keeps t in
+    /// `roundHalfEven`'s range, so the loops that call this vectorise. Generic so that HFMG's
+    /// Double histogram grid uses the same rule.
+    @inline(__always)
+    public static func clampAndRound<T: BinaryFloatingPoint>(_ t: T, low: T, high: T) -> T {
+        roundHalfEven(min(max(t, low), high))
+    }
+
+    /// q − o for x, as a Float: round(clamp(x/s, qmin − o, qmax − o)).
+    @inline(__always)
+    public func steps(_ x: Float) -> Float {
+        Self.clampAndRound(x / scale, low: Float(qmin - offset), high: Float(qmax - offset))
+    }
+
+    /// The code of x: q = clamp(round(x/s) + o, qmin, qmax); NaN gives the zero point o, as in
+    /// the INT8 kernels.
+    public func quantize(_ x: Float) -> Int {
+        let t = steps(x)
+        return t.isNaN ? offset : Int(t) + offset
+    }
+
+    /// The value of code q: s·(q − o).
+    public func dequantize(_ q: Int) -> Float { scale * Float(q - offset) }
+
+    /// Fake-quantizes in place, x̂ = s·round(clamp(x/s, qmin − o, qmax − o)): the ULQ and ARQ
+    /// forward (ALGORITHMS.md §1 step 4, §3). The hot loop of fake quant.
+    public func fakeQuantize(_ values: UnsafeMutableBufferPointer<Float>) {
+        let (s, low, high) = (scale, Float(qmin - offset), Float(qmax - offset))
+        for i in values.indices { values[i] = Self.clampAndRound(values[i] / s, low: low, high: high) * s }
+    }
+
+    public func fakeQuantize(_ values: inout [Float]) {
+        values.withUnsafeMutableBufferPointer { fakeQuantize($0) }
+    }
+
+    /// How many values fall below L and above U (x == L or x == U is inside): the values the
+    /// grid clips, as the ULQ backward's masks count them.
+    public func clippedCounts(_ values: UnsafeBufferPointer<Float>) -> (below: Int, above: Int) {
+        var below = 0, above = 0
+        for x in values {
+            if x < lower { below += 1 } else if x > upper { above += 1 }
+        }
+        return (below, above)
+    }
+}
+
+// MARK: - Rounding
+
+/// Rounds half to even, like `rounded(.toNearestOrEven)`, for |v| < 2^(p − 1) (2²² for Float,
+/// 2⁵¹ for Double); the result is +0 where `rounded` gives −0.
+///
+/// Without SSE4.1 in the target, Swift lowers `.toNearestOrEven` to a `rintf` call per element,
+/// which blocks vectorisation. Adding and subtracting 1.5·2^p (p fraction bits) leaves a value
+/// whose ulp is 1, so the hardware's default round-to-nearest-even does the rounding.
+/// Callers clamp first (`QuantizationGrid.clampAndRound`), or pass values known to be small.
+@inline(__always)
+package func roundHalfEven<T: BinaryFloatingPoint>(_ v: T) -> T {
+    let magic = halfEvenMagic(T.self)
+    return (v + magic) - magic
+}
+
+/// The same on eight lanes at once (the ULQ backward).
+@inline(__always)
+package func roundHalfEven(_ v: SIMD8<Float>) -> SIMD8<Float> {
+    let magic = SIMD8<Float>(repeating: halfEvenMagic(Float.self))
+    return (v + magic) - magic
+}
+
+/// 1.5·2^p: 12 582 912 for Float.
+@inline(__always)
+private func halfEvenMagic<T: BinaryFloatingPoint>(_: T.Type) -> T {
+    1.5 * T(1 << T.significandBitCount)
 }
