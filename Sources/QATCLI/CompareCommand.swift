@@ -78,7 +78,7 @@ struct CompareCommand: ParsableCommand {
             var built: [ComparisonSide: any LayerOutputSource] = [:]
             for side in [first, second].sorted(by: { $0 == .int8 && $1 != .int8 }) {
                 built[side] = try DebugModels.source(side, checkpoint: checkpoint, deployFile: deploy, plan: plan,
-                                                     calibration: calibration, ifmr: settings.ifmr)
+                                                     calibration: calibration)
             }
             let (a, b) = (built[first]!, built[second]!)
             DebugCLI.noteIgnoredConfig(checkpoint: checkpoint, config: config, plan: plan, sides: [first, second])

@@ -72,8 +72,7 @@ struct SensitivityCommand: ParsableCommand {
             let batchCount = retrain?.batchCount ?? 1
             let analysis = try SensitivityAnalysis.load(
                 checkpoint: checkpoint, config: retrain,
-                calibration: { try DebugModels.calibrationBatches(spec: spec, settings: settings, batchCount: batchCount) },
-                ifmr: settings.ifmr)
+                calibration: { try DebugModels.calibrationBatches(spec: spec, settings: settings, batchCount: batchCount) })
             let evaluation = try FashionMNIST.load(folder: settings.dataPath, split: .test, limit: evalLimit)
             let report = try analysis.run(evaluation: evaluation, batchSize: batchSize, ranking: rankBy) { line in
                 if !quiet { DebugCLI.log(line, toStandardError: true) }
@@ -84,10 +83,12 @@ struct SensitivityCommand: ParsableCommand {
                 if action == .skip && chosen.count == analysis.plan.quantizedLayers.count {
                     throw RunError("--top-k \(topK) with --action skip would leave no layer quantized (the plan quantizes \(chosen.count))")
                 }
-                let text = analysis.plan.amctConfig(applying: action, to: Set(chosen), base: retrain)
-                try AtomicFile.write(Data(text.utf8), to: writeConfig)
+                let runFolder = (writeConfig as NSString).deletingPathExtension
+                let fixed = analysis.fixedConfig(applying: action, to: Set(chosen), base: retrain, runFolder: runFolder)
+                try AtomicFile.write(Data(fixed.jsonText(layerOrder: spec.layers.map(\.name)).utf8), to: writeConfig)
                 written = "wrote \(writeConfig): \(action == .skip ? "kept float" : "INT16 input"): \(chosen.joined(separator: ", "))"
                     + (retrain == nil ? " (no --config: the file has only the layer rules)" : "")
+                    + "; training it checkpoints into \(runFolder)/"
             }
             return (report, written)
         }
