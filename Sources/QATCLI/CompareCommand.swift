@@ -11,7 +11,7 @@ struct CompareCommand: ParsableCommand {
             both sides, and for quantized layers the input quantizer's scale, [L, U] bounds and the \
             fraction of its INPUT clipped below L and above U. Statistics are accumulated batch by \
             batch. The fake-quant side is a QAT checkpoint's own quantizers, or, for a float \
-            checkpoint, the --config plan calibrated with IFMR on the config's batch_num training \
+            checkpoint, the --config plan calibrated (IFMR, or each layer's act_algo) on the config's batch_num training \
             batches. The float side is the checkpoint's weights without quantizers. Definitions: docs/DEBUGGING.md.
 
             Examples:

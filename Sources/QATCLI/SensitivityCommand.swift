@@ -12,10 +12,11 @@ struct SensitivityCommand: ParsableCommand {
         discussion: """
             For each quantized layer: the loss and accuracy with only that layer quantized, and with \
             every other layer quantized, on the first --eval-limit test images, against the float model. \
-            A float checkpoint is quantized with the --config plan and every variant is calibrated with \
-            IFMR on the same batches (the config's batch_num training batches, as qat train draws them); \
+            A float checkpoint is quantized with the --config plan and every variant is calibrated (IFMR, \
+            or each layer's act_algo) on the same batches (the config's batch_num training batches, as qat train draws them); \
             a QAT checkpoint's trained clip bounds are reused (no calibration). --write-config writes a \
-            retrain config with the top-k layers skipped (--action skip) or at INT16 (--action int16).
+            retrain config with the top-k layers skipped (--action skip) or at INT16 (--action int16), \
+            checkpointing into a folder named after it.
 
             Examples:
               qat sensitivity --checkpoint Checkpoints/lenet5-float.h5 --config Configs/retrain.json
@@ -63,10 +64,12 @@ struct SensitivityCommand: ParsableCommand {
                 if action == .skip && chosen.count == analysis.plan.quantizedLayers.count {
                     throw RunError("--top-k \(topK) with --action skip would leave no layer quantized (the plan quantizes \(chosen.count))")
                 }
-                let text = analysis.plan.amctConfig(applying: action, to: Set(chosen), base: subject.config)
-                try AtomicFile.write(Data(text.utf8), to: writeConfig)
+                let runFolder = (writeConfig as NSString).deletingPathExtension
+                let fixed = analysis.fixedConfig(applying: action, to: Set(chosen), base: subject.config, runFolder: runFolder)
+                try AtomicFile.write(Data(fixed.jsonText(layerOrder: subject.spec.layers.map(\.name)).utf8), to: writeConfig)
                 written = "wrote \(writeConfig): \(action == .skip ? "kept float" : "INT16 input"): \(chosen.joined(separator: ", "))"
                     + (subject.config == nil ? " (no --config: the file has only the layer rules)" : "")
+                    + "; training it checkpoints into \(runFolder)/"
             }
             return (report, written)
         }

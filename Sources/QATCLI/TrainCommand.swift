@@ -8,7 +8,7 @@ struct TrainCommand: ParsableCommand {
         abstract: "Train a model in float, or fine-tune it with fake quantization (QAT).",
         discussion: """
             A config with layer rules (AMCT retrain form or simple form) runs QAT: it starts from \
-            model.init, calibrates clip bounds with IFMR, then fine-tunes with fake quant. A config \
+            model.init, calibrates clip bounds (IFMR, or the config's act_algo), then fine-tunes with fake quant. A config \
             with only the runtime sections trains in float. Flags override the config; see docs/CONFIG.md.
 
             Examples:

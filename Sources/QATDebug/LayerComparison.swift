@@ -186,7 +186,7 @@ extension LayerComparison {
         var built: [ComparisonSide: any LayerOutputSource] = [:]
         for side in [sides.reference, sides.candidate].sorted(by: { $0 == .int8 && $1 != .int8 }) {
             built[side] = try DebugModels.source(side, checkpoint: subject.checkpoint, deployFile: deployFile, plan: plan,
-                                                 calibration: subject.calibrationBatches, ifmr: subject.settings.ifmr)
+                                                 calibration: subject.calibrationBatches)
         }
         if [sides.reference, sides.candidate].contains(.fakequant), let line = subject.ignoredConfigNote(what: "used") { note(line) }
         let test = try subject.testImages(limit: batches * batchSize)

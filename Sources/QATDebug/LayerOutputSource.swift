@@ -107,8 +107,8 @@ public enum DebugModels {
     }
 
     /// The fake-quant model of a checkpoint; `plan` and `calibration` are needed for a float one.
-    public static func fakeQuant(checkpoint file: String, plan: QuantizationPlan?, calibration: () throws -> [Tensor],
-                                 ifmr: IFMRParameters = IFMRParameters()) throws -> Model {
+    public static func fakeQuant(checkpoint file: String, plan: QuantizationPlan?,
+                                 calibration: () throws -> [Tensor]) throws -> Model {
         let (model, _) = try Model.load(checkpoint: file)
         if model.isQuantized { return model }
         guard let plan else {
@@ -116,19 +116,19 @@ public enum DebugModels {
                            + "(its layers are then calibrated with IFMR), or pass a QAT checkpoint")
         }
         model.applyQuantization(plan)
-        try model.calibrate(on: calibration(), parameters: ifmr)
+        try model.calibrate(on: calibration())
         return model
     }
 
     /// Builds one comparison side. `int8` needs `deployFile`.
     public static func source(_ side: ComparisonSide, checkpoint: String, deployFile: String?, plan: QuantizationPlan?,
-                              calibration: () throws -> [Tensor], ifmr: IFMRParameters = IFMRParameters()) throws -> any LayerOutputSource {
+                              calibration: () throws -> [Tensor]) throws -> any LayerOutputSource {
         switch side {
         case .float:
             return ModelOutputSource(name: "float", model: try float(checkpoint: checkpoint))
         case .fakequant:
             return ModelOutputSource(name: "fakequant",
-                                     model: try fakeQuant(checkpoint: checkpoint, plan: plan, calibration: calibration, ifmr: ifmr))
+                                     model: try fakeQuant(checkpoint: checkpoint, plan: plan, calibration: calibration))
         case .int8:
             guard let deployFile else { throw RunError("--sides with int8 needs --deploy <int8.h5> (made by qat deploy)") }
             return try Int8OutputSource(deployFile: deployFile)

@@ -126,15 +126,19 @@ public struct SensitivityReport: Equatable, Sendable, Codable {
 /// Builds the model variants and evaluates them.
 public final class SensitivityAnalysis {
     public let spec: ModelSpec
+    /// The layer rules whose plan is studied: the given config, or a QAT checkpoint's own record.
+    public let config: RetrainConfig
     /// The plan whose quantized layers are studied.
     public let plan: QuantizationPlan
-    /// "checkpoint (trained clip bounds, no calibration)" or "IFMR on N batch(es) …".
+    /// "checkpoint (trained clip bounds, no calibration)" or "… with IFMR on N batch(es) …".
     public let boundsDescription: String
     /// A model with exactly the named layers quantized (may be the same instance each time).
     private let variant: (Set<String>) throws -> Model
 
-    init(spec: ModelSpec, plan: QuantizationPlan, boundsDescription: String, variant: @escaping (Set<String>) throws -> Model) {
+    init(spec: ModelSpec, config: RetrainConfig, plan: QuantizationPlan, boundsDescription: String,
+         variant: @escaping (Set<String>) throws -> Model) {
         self.spec = spec
+        self.config = config
         self.plan = plan
         self.boundsDescription = boundsDescription
         self.variant = variant
@@ -142,19 +146,19 @@ public final class SensitivityAnalysis {
 
     /// A QAT checkpoint: its quantizers keep their trained clip bounds; variants switch them on
     /// and off (no calibration, `config` is not used). A float checkpoint: `config`'s plan, and
-    /// every variant is calibrated with IFMR on the same `calibration` batches (layers with
-    /// configured clip bounds keep them).
-    public static func load(checkpoint file: String, config: RetrainConfig?, calibration: () throws -> [Tensor],
-                            ifmr: IFMRParameters = IFMRParameters()) throws -> SensitivityAnalysis {
+    /// every variant is calibrated by each layer's method (IFMR unless the config says otherwise)
+    /// on the same `calibration` batches (layers with configured clip bounds keep them).
+    public static func load(checkpoint file: String, config: RetrainConfig?,
+                            calibration: () throws -> [Tensor]) throws -> SensitivityAnalysis {
         let (model, checkpoint) = try Model.load(checkpoint: file)
-        if model.isQuantized, let quantization = checkpoint.attributes["quantization"] {
-            let stored = try RetrainConfig.parse(JSONObject.parse(Data(quantization.utf8), file: "\(file) (quantization)"))
+        if model.isQuantized, let stored = try checkpoint.quantizationConfig(file: file) {
             let plan = try stored.resolve(for: model.spec)
             var quantizers: [String: any LayerQuantizer] = [:]
             for layer in model.layers {
                 if let weighted = layer as? WeightedLayer, let q = weighted.quantizer { quantizers[layer.name] = q }
             }
-            return SensitivityAnalysis(spec: model.spec, plan: plan, boundsDescription: "the checkpoint's trained clip bounds (no calibration)") { enabled in
+            return SensitivityAnalysis(spec: model.spec, config: stored, plan: plan,
+                                       boundsDescription: "the checkpoint's trained clip bounds (no calibration)") { enabled in
                 for layer in model.layers {
                     guard let weighted = layer as? WeightedLayer else { continue }
                     weighted.quantizer = enabled.contains(layer.name) ? quantizers[layer.name] : nil
@@ -167,11 +171,13 @@ public final class SensitivityAnalysis {
         }
         let plan = try config.resolve(for: model.spec)
         let batches = try calibration()
-        let configured = plan.quantizedLayers.filter { !($0.quantizer!.needsCalibration) }.map(\.name)
-        var description = "IFMR on \(batches.count) calibration batch(es), the same for every variant"
+        let calibrated = plan.quantizedLayers.filter { $0.quantizer!.needsCalibration }.map(\.name)
+        let configured = plan.quantizedLayers.filter { !$0.quantizer!.needsCalibration }.map(\.name)
+        var description = "\(calibrated.isEmpty ? "no layer calibrated" : plan.describeCalibration(of: calibrated)) "
+            + "on \(batches.count) calibration batch(es), the same for every variant"
         if !configured.isEmpty { description += "; configured clip bounds kept for \(configured.joined(separator: ", "))" }
         let spec = model.spec
-        return SensitivityAnalysis(spec: spec, plan: plan, boundsDescription: description) { enabled in
+        return SensitivityAnalysis(spec: spec, config: config, plan: plan, boundsDescription: description) { enabled in
             var restricted = plan
             for i in restricted.layers.indices where !enabled.contains(restricted.layers[i].name) {
                 restricted.layers[i].quantizer = nil
@@ -179,7 +185,7 @@ public final class SensitivityAnalysis {
             let variant = try Model(spec: spec)
             try variant.load(checkpoint, file: file)
             variant.applyQuantization(restricted)
-            try variant.calibrate(on: batches, parameters: ifmr)
+            try variant.calibrate(on: batches)
             return variant
         }
     }
@@ -192,8 +198,7 @@ public final class SensitivityAnalysis {
             throw RunError("\(configFile): the config has no layer rules, so no layer is quantized to study")
         }
         if let line = subject.ignoredConfigNote(what: "studied") { note(line + " (its runtime sections still apply)") }
-        return try load(checkpoint: subject.checkpoint, config: subject.config, calibration: subject.calibrationBatches,
-                        ifmr: subject.settings.ifmr)
+        return try load(checkpoint: subject.checkpoint, config: subject.config, calibration: subject.calibrationBatches)
     }
 
     /// Evaluates the float model, the fully quantized model and two variants per quantized layer
@@ -246,46 +251,52 @@ public enum SensitivityAction: String, CaseIterable, Sendable {
     case int16
 }
 
-extension QuantizationPlan {
-    /// The plan as an AMCT-form retrain config with `action` applied to `layers`, keeping what
-    /// the plan took from its config (configured clip bounds, explicit fixed_min, weight
-    /// settings) and the runtime sections of `base` (model, data, train, checkpoint,
-    /// calibration), so `qat train --config <file>` runs the fixed job directly.
-    public func amctConfig(applying action: SensitivityAction, to layers: Set<String>, base: RetrainConfig?) -> String {
-        var parts: [String] = []
-        for name in RetrainConfig.reservedSections {
-            guard let section = base?.runtimeSections[name],
-                  let data = try? JSONSerialization.data(withJSONObject: section.values, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]) else { continue }
-            let body = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-                .enumerated().map { $0.offset == 0 ? String($0.element) : "  " + $0.element }.joined(separator: "\n")
-            parts.append("  \(jsonQuoted(name)): \(body)")
-        }
-        parts.append("  \"version\": 1")
-        parts.append("  \"batch_num\": \(batchCount)")
-        for layer in self.layers {
-            guard let q = layer.quantizer else { continue }
-            if layer.isQuantized && layers.contains(layer.name) && action == .skip {
-                parts.append("  \(jsonQuoted(layer.name)): {\"retrain_enable\": false}")
-                continue
+extension RetrainConfig {
+    /// This config with `action` applied to `layers` (layers it quantizes), in the same form and
+    /// otherwise unchanged: the AMCT form turns the layer's entry off or sets its dst_type; the
+    /// simple form adds the layer to skip_layers (dropping its override) or sets dst_type in its
+    /// override_layer_configs entry.
+    public func applying(_ action: SensitivityAction, to layers: Set<String>) -> RetrainConfig {
+        var fixed = self
+        switch rules {
+        case .perLayer(var entries):
+            for name in layers.sorted() {
+                guard entries[name] != nil else { continue }
+                switch action {
+                case .skip: entries[name]!.isEnabled = false
+                case .int16: entries[name]!.data.dstType = .int16
+                }
             }
-            var data = ["\"algo\": \"\(q.activationAlgorithm.rawValue)\""]
-            if let clipMax = q.clipMax, let clipMin = q.clipMin {
-                data.append("\"clip_max\": \(clipMax)")
-                data.append("\"clip_min\": \(clipMin)")
+            fixed.rules = .perLayer(entries)
+        case .simple(var simple):
+            for name in layers.sorted() {
+                switch action {
+                case .skip:
+                    simple.layerOverrides[name] = nil
+                    if !simple.skipLayers.contains(name) { simple.skipLayers.append(name) }
+                case .int16:
+                    simple.layerOverrides[name, default: QuantizerConfig(keyPath: "override_layer_configs.\(name)")].data.dstType = .int16
+                }
             }
-            if !q.fixedMinIsDefault { data.append("\"fixed_min\": \(q.fixedMin)") }
-            let width = layers.contains(layer.name) && action == .int16 ? QuantizedType.int16 : q.activationType
-            data.append("\"dst_type\": \"\(width.rawValue)\"")
-            let weight = ["\"algo\": \"\(q.weightAlgorithm.rawValue)\"", "\"channel_wise\": \(q.channelWise)",
-                          "\"dst_type\": \"\(q.weightType.rawValue)\""]
-            parts.append("""
-                  \(jsonQuoted(layer.name)): {
-                    "retrain_enable": true,
-                    "retrain_data_config": {\(data.joined(separator: ", "))},
-                    "retrain_weight_config": {\(weight.joined(separator: ", "))}
-                  }
-                """)
+            fixed.rules = .simple(simple)
         }
-        return "{\n" + parts.joined(separator: ",\n") + "\n}\n"
+        return fixed
+    }
+}
+
+extension SensitivityAnalysis {
+    /// The fixed job `--write-config` writes: the studied layer rules with `action` applied to
+    /// `layers`, with the trainer sections of `base` (model, data, train, checkpoint), so `qat
+    /// train --config <file>` runs it directly. The checkpoint section never keeps `dir` or
+    /// `output`, which point at the studied run's files: `runFolder` (if given) becomes `dir`.
+    public func fixedConfig(applying action: SensitivityAction, to layers: Set<String>, base: RetrainConfig?,
+                            runFolder: String?) -> RetrainConfig {
+        var fixed = config.applying(action, to: layers)
+        fixed.runtimeSections = base?.runtimeSections ?? [:]
+        var checkpoint = fixed.runtimeSections["checkpoint"] ?? .object([])
+        checkpoint.set("dir", runFolder.map(JSONValue.init))
+        checkpoint.set("output", nil)
+        fixed.runtimeSections["checkpoint"] = checkpoint.members.isEmpty ? nil : checkpoint
+        return fixed
     }
 }

@@ -155,7 +155,7 @@ public final class JSONObject {
     }
 }
 
-private func isBoolean(_ n: NSNumber) -> Bool {
+func isBoolean(_ n: NSNumber) -> Bool {
     // Foundation on Linux bridges JSON true/false to NSNumber with objCType "c".
     String(cString: n.objCType) == "c"
 }

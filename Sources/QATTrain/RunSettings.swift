@@ -37,12 +37,11 @@ public struct RunSettings: Equatable, Sendable {
     public var checkpointDirectory: String?
     /// Also save every N optimizer steps (0: only at epoch ends).
     public var saveEvery = 0
-    // calibration
-    public var ifmr = IFMRParameters()
 
     public init() {}
 
-    public static let sectionNames = ["model", "data", "train", "checkpoint", "calibration"]
+    /// The sections this type reads (`calibration` belongs to the retrain config: RetrainConfig.swift).
+    public static let sectionNames = ["model", "data", "train", "checkpoint"]
 
     /// Reads the reserved sections of `root`; keys outside them are left to the caller.
     public static func parse(_ root: JSONObject) throws -> RunSettings {
@@ -87,23 +86,6 @@ public struct RunSettings: Equatable, Sendable {
             s.saveEvery = try checkpoint.int("save_every") ?? 0
             guard s.saveEvery >= 0 else { throw checkpoint.error("save_every", "must be ≥ 0, got \(s.saveEvery)") }
             try checkpoint.rejectUnknownKeys()
-        }
-        if let calibration = try root.object("calibration") {
-            func fraction(_ key: String, _ fallback: Double) throws -> Double {
-                guard let v = try calibration.double(key) else { return fallback }
-                guard v > 0 && v <= 1 else { throw calibration.error(key, "must be in (0, 1], got \(v)") }
-                return v
-            }
-            s.ifmr.maxPercentile = try fraction("max_percentile", s.ifmr.maxPercentile)
-            s.ifmr.minPercentile = try fraction("min_percentile", s.ifmr.minPercentile)
-            if let range = try calibration.doubleArray("search_range") {
-                guard range.count == 2, range[0] > 0, range[0] < range[1] else {
-                    throw calibration.error("search_range", "expected [start, end] with 0 < start < end, e.g. [0.7, 1.3]")
-                }
-                (s.ifmr.searchRangeStart, s.ifmr.searchRangeEnd) = (range[0], range[1])
-            }
-            s.ifmr.searchStep = try fraction("search_step", s.ifmr.searchStep)
-            try calibration.rejectUnknownKeys()
         }
         return s
     }

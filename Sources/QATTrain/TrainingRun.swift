@@ -44,7 +44,7 @@ public final class TrainingRun {
         } else {
             plan = nil
         }
-        record = RunRecord(settings: settings, spec: spec, plan: plan, batchNum: config?.batchCount ?? 1)
+        record = RunRecord(settings: settings, spec: spec, plan: plan)
         model = try Model(spec: spec, seed: settings.seed)
         trainer = Trainer(model: model, settings: settings)
         batchNum = config?.batchCount ?? 1
@@ -69,9 +69,9 @@ public final class TrainingRun {
         }
         if plan != nil {
             let batches = trainer.calibrationBatches(from: train, count: batchNum)
-            let calibrated = try model.calibrate(on: batches, parameters: settings.ifmr)
-            if !calibrated.isEmpty {
-                log("calibrated \(calibrated.joined(separator: ", ")) with IFMR on \(batches.count) batch(es)")
+            let calibrated = try model.calibrate(on: batches)
+            if let plan, !calibrated.isEmpty {
+                log("calibrated \(plan.describeCalibration(of: calibrated)) on \(batches.count) batch(es)")
             }
         }
     }
@@ -80,11 +80,16 @@ public final class TrainingRun {
     /// settings differ (naming the keys) unless `force`.
     public func resume(from file: String, force: Bool) throws {
         let checkpoint = try CheckpointFile.read(from: file)
-        let stored = RunRecord(text: checkpoint.attributes["config"] ?? "")
-        let differing = stored.differences(from: record)
-        if !differing.isEmpty && !force {
-            throw RunError("\(file): refusing to resume: the config differs from the checkpoint's in \(differing.joined(separator: ", ")) "
-                           + "(these change the result; pass --force to resume anyway)")
+        if !force {
+            guard let stored = try RunRecord(checkpoint: checkpoint, file: file) else {
+                throw RunError("\(file): refusing to resume: the checkpoint has no \(RunRecord.settingsAttribute) record "
+                               + "(an older qat wrote it), so its settings cannot be compared; pass --force to resume anyway")
+            }
+            let differing = stored.differences(from: record)
+            if !differing.isEmpty {
+                throw RunError("\(file): refusing to resume: the config differs from the checkpoint's in \(differing.joined(separator: ", ")) "
+                               + "(these change the result; pass --force to resume anyway)")
+            }
         }
         if let plan { model.applyQuantization(plan) }
         try model.load(checkpoint, file: file)
@@ -124,8 +129,8 @@ public final class TrainingRun {
             // The running loss sum is a Double; its bits keep a resumed epoch summary exact.
             "progress_loss_sum_bits": Int64(bitPattern: p.lossSum.bitPattern),
         ]
-        var attributes = ["config": record.text, "config_hash": record.hash, "kind": isQAT ? "qat" : "float"]
-        if let plan { attributes["quantization"] = plan.explicitAMCTConfig() }
+        var attributes = record.attributes
+        attributes["kind"] = isQAT ? "qat" : "float"
         return model.checkpointFile(attributes: attributes,
                                     counters: counters, extra: extra)
     }

@@ -109,7 +109,7 @@ final class DebugInt16Tests: XCTestCase {
 
         let plan = try DebugFixtures.config(json).resolve(for: DebugFixtures.lenetSpec)
         let file = try makeTemporaryFolder(self) + "/int16.h5"
-        try int16.checkpointFile(attributes: ["kind": "qat", "quantization": plan.explicitAMCTConfig()],
+        try int16.checkpointFile(attributes: ["kind": "qat", "quantization": plan.explicitConfig().jsonText()],
                                  extra: int16.quantizerStateTensors()).write(to: file)
         let (restored, _) = try Model.load(checkpoint: file)
         XCTAssertEqual(restored.fakeQuantizers.map(\.activation.numBits), [16, 16, 8])

@@ -40,7 +40,7 @@ final class DebugSensitivityTests: XCTestCase {
         let fc1 = model.fakeQuantizers.first { $0.layerName == "fc1" }!
         fc1.activation.setClipRange(max: 0.02, min: 0)
         let file = try makeTemporaryFolder(self) + "/qat.h5"
-        try model.checkpointFile(attributes: ["kind": "qat", "quantization": plan.explicitAMCTConfig()],
+        try model.checkpointFile(attributes: ["kind": "qat", "quantization": plan.explicitConfig().jsonText()],
                                  extra: model.quantizerStateTensors()).write(to: file)
         var calibrated = false
         let analysis = try SensitivityAnalysis.load(checkpoint: file, config: nil, calibration: { calibrated = true; return [] })
@@ -55,17 +55,26 @@ final class DebugSensitivityTests: XCTestCase {
     }
 
     func testWrittenConfigAppliesTheActionAndKeepsTheRestOfTheJob() throws {
-        let base = try RetrainConfig.load(file: repositoryPath("Configs/retrain.json"))
-        var plan = try base.resolve(for: DebugFixtures.lenetSpec)
-        plan.layers[3].quantizer!.clipMax = 3   // conv2 with configured bounds
-        plan.layers[3].quantizer!.clipMin = -1
+        // Configs/retrain.json with configured bounds on conv2.
+        let text = try String(contentsOfFile: repositoryPath("Configs/retrain.json"), encoding: .utf8)
+        var root = try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any]
+        var conv2 = root["conv2"] as! [String: Any]
+        conv2["retrain_data_config"] = ["algo": "ulq_quantize", "clip_max": 3, "clip_min": -1]
+        root["conv2"] = conv2
+        let base = try RetrainConfig.parse(JSONObject(file: "retrain.json", path: "", values: root))
+        let plan = try base.resolve(for: DebugFixtures.lenetSpec)
+        let analysis = try SensitivityAnalysis.load(checkpoint: DebugFixtures.floatCheckpoint, config: base,
+                                                    calibration: { [try DebugFixtures.calibrationBatch()] })
         for action in SensitivityAction.allCases {
-            let text = plan.amctConfig(applying: action, to: ["conv2"], base: base)
+            let fixed = analysis.fixedConfig(applying: action, to: ["conv2"], base: base, runFolder: "runs/fixed")
+            let text = fixed.jsonText(layerOrder: DebugFixtures.lenetSpec.layers.map(\.name))
             let root = try JSONObject.parse(Data(text.utf8), file: "fixed.json")
             let written = try RetrainConfig.parse(root)
             let settings = try RunSettings.parse(root)
             XCTAssertEqual(settings.initCheckpoint, "Checkpoints/lenet5-float.h5", text)
-            XCTAssertEqual(settings.checkpointDirectory, "Checkpoints/lenet5-qat")
+            // Training the fixed job must not write into the studied run's folder.
+            XCTAssertEqual(settings.checkpointDirectory, "runs/fixed", text)
+            XCTAssertNil(settings.output, text)
             XCTAssertEqual(settings.epochs, 2)
             let resolved = try written.resolve(for: DebugFixtures.lenetSpec)
             let conv2 = resolved.layer(named: "conv2")!
@@ -74,17 +83,61 @@ final class DebugSensitivityTests: XCTestCase {
                 XCTAssertNil(conv2.quantizer, text)
                 XCTAssertEqual(conv2.rule, "layer entry conv2 (retrain_enable false)")
             case .int16:
-                XCTAssertEqual(conv2.quantizer?.activationType, .int16, text)
+                var expected = plan.layer(named: "conv2")!.quantizer!
+                expected.activationType = .int16
+                XCTAssertEqual(conv2.quantizer, expected, text)
                 XCTAssertEqual(conv2.quantizer?.clipMax, 3)
-                XCTAssertEqual(conv2.quantizer?.weightType, .int8)
             }
-            // Every other layer is as before.
+            // Every other layer is exactly as before, conv1's learn_clip false included.
             for name in ["conv1", "fc1", "fc2", "fc3"] {
-                XCTAssertEqual(resolved.layer(named: name)?.quantizer?.activationType, .int8, name)
-                XCTAssertEqual(resolved.layer(named: name)?.quantizer?.channelWise, plan.layer(named: name)?.quantizer?.channelWise, name)
-                XCTAssertEqual(resolved.layer(named: name)?.quantizer?.fixedMin, plan.layer(named: name)?.quantizer?.fixedMin, name)
+                XCTAssertEqual(resolved.layer(named: name), plan.layer(named: name), name)
             }
+            XCTAssertEqual(resolved.layer(named: "conv1")?.quantizer?.learnClip, false)
         }
+    }
+
+    func testFixedConfigOfTheSimpleFormStaysSimple() throws {
+        let base = try DebugFixtures.config("""
+            {"retrain_data_config": {"act_algo": "hfmg"}, "retrain_weight_config": {},
+             "override_layer_types": {"linear": {"retrain_weight_config": {"channel_wise": false}}},
+             "override_layer_configs": {"fc1": {"retrain_data_config": {"learn_clip": false}}}}
+            """)
+        let plan = try base.resolve(for: DebugFixtures.lenetSpec)
+        let skipped = base.applying(.skip, to: ["fc1"])
+        guard case .simple(let simple) = skipped.rules else { return XCTFail("expected the simple form") }
+        XCTAssertEqual(simple.skipLayers, ["fc1"])
+        XCTAssertNil(simple.layerOverrides["fc1"], "a skipped layer cannot keep its override")
+        let int16 = try DebugFixtures.config(base.applying(.int16, to: ["fc2"]).jsonText()).resolve(for: DebugFixtures.lenetSpec)
+        var expected = plan.layer(named: "fc2")!.quantizer!
+        expected.activationType = .int16
+        XCTAssertEqual(int16.layer(named: "fc2")?.quantizer, expected)
+        XCTAssertEqual(int16.layer(named: "fc2")?.rule, "override_layer_configs.fc2")
+        XCTAssertEqual(int16.layer(named: "fc1"), plan.layer(named: "fc1"))
+        XCTAssertEqual(try DebugFixtures.config(skipped.jsonText()).resolve(for: DebugFixtures.lenetSpec).quantizedLayers.map(\.name),
+                       ["conv1", "conv2", "fc2", "fc3"])
+    }
+
+    /// The drift bugs of the old hand-written writer, end to end: the written config lost conv1's
+    /// learn_clip (so `qat plan` no longer showed it frozen) and kept checkpoint.dir.
+    func testCommandLineFixedConfigKeepsLearnClipAndGetsItsOwnRunFolder() throws {
+        let folder = try makeTemporaryFolder(self)
+        let fixed = folder + "/fixed.json"
+        let result = try runQAT(["sensitivity", "--checkpoint", DebugFixtures.floatCheckpoint, "--config", "Configs/retrain.json",
+                                 "--eval-limit", "100", "--train-limit", "256", "--write-config", fixed,
+                                 "--action", "int16", "--top-k", "1", "--quiet"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.contains("training it checkpoints into \(folder)/fixed/"), result.stdout)
+        func conv1Row(_ config: String) throws -> String {
+            let plan = try runQAT(["plan", "--config", config])
+            XCTAssertEqual(plan.status, 0, plan.stderr)
+            return plan.stdout.split(separator: "\n").first { $0.hasPrefix("conv1 ") }.map(String.init) ?? ""
+        }
+        XCTAssertTrue(try conv1Row("Configs/retrain.json").contains("frozen"))
+        let written = try String(contentsOfFile: fixed, encoding: .utf8)
+        XCTAssertTrue(try conv1Row(fixed).contains("frozen"), written)
+        let settings = try RunSettings.parse(JSONObject.load(file: fixed))
+        XCTAssertEqual(settings.checkpointDirectory, folder + "/fixed")
+        XCTAssertFalse(written.contains("Checkpoints/lenet5-qat"), written)
     }
 
     func testCommandLineWritesTheFixedConfig() throws {

@@ -19,7 +19,7 @@ final class DebugSubjectTests: XCTestCase {
         let model = try DebugFixtures.fakeQuantLeNet()
         let plan = try DebugFixtures.config().resolve(for: DebugFixtures.lenetSpec)
         let file = try makeTemporaryFolder(self) + "/qat.h5"
-        try model.checkpointFile(attributes: ["kind": "qat", "quantization": plan.explicitAMCTConfig()],
+        try model.checkpointFile(attributes: ["kind": "qat", "quantization": plan.explicitConfig().jsonText()],
                                  extra: model.quantizerStateTensors()).write(to: file)
         return file
     }

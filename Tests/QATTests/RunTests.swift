@@ -89,7 +89,7 @@ final class RunTests: XCTestCase {
         let otherPlan = try TrainingRun(configFile: "retrain.json",
                                         config: retrainConfig(#"{"conv1": {"retrain_data_config": {"dst_type": "INT16"}}}"#), settings: s)
         XCTAssertThrowsError(try otherPlan.resume(from: saved, force: false)) { error in
-            XCTAssertTrue("\(error)".contains("quant.conv1"), "\(error)")
+            XCTAssertTrue("\(error)".contains("conv1.retrain_data_config.dst_type"), "\(error)")
         }
     }
 

@@ -38,7 +38,7 @@ print(String(format: "after QAT: fake-quant accuracy %.2f%%", 100 * summary.test
 
 // 4. A checkpoint with the learned clip bounds and quantizer state.
 let output = FileManager.default.temporaryDirectory.appendingPathComponent("qat-library-example.h5").path
-try model.checkpointFile(attributes: ["quantization": plan.explicitAMCTConfig()],
+try model.checkpointFile(attributes: [CheckpointFile.quantizationAttribute: plan.explicitConfig().jsonText()],
                          extra: model.quantizerStateTensors()).write(to: output)
 let (reloaded, _) = try Model.load(checkpoint: output)
 print(String(format: "reloaded %@: fake-quant accuracy %.2f%%", output, 100 * Evaluator.evaluate(reloaded, on: test).accuracy))

@@ -50,6 +50,28 @@ public struct HFMGResult: Equatable, Sendable {
 /// The bin counts HFMG accepts (AMCT's `num_of_bins`).
 public let hfmgBinCounts: Set<Int> = [1024, 2048, 4096, 8192]
 
+/// HFMG as a calibrator: AMCT's `act_algo: "hfmg"` with `num_of_bins`.
+public struct HFMGParameters: Calibrator, Equatable {
+    public static let name = "hfmg"
+
+    public static var settings: [CalibratorSetting<HFMGParameters>] {
+        [.integer("num_of_bins", .oneOf(hfmgBinCounts.sorted()), \.binCount)]
+    }
+
+    /// AMCT's `num_of_bins`: 1024, 2048, 4096 or 8192.
+    public var binCount = 4096
+
+    public init() {}
+    public init(binCount: Int) { self.binCount = binCount }
+
+    /// HFMG's range over every value of the batches, widened to contain 0 (the ULQ bounds always
+    /// do, ALGORITHMS.md §1), so data that never goes negative starts with clip_min = 0.
+    public func startingClipRange(batches: [Tensor], layer: String) throws -> (clipMax: Float, clipMin: Float) {
+        let result = try hfmg(concatenated(batches), numberOfBins: binCount, layer: layer)
+        return (max(result.clipMax, 0), min(result.clipMin, 0))
+    }
+}
+
 /// HFMG over one layer's collected values. Throws for a bin count outside {1024, 2048, 4096,
 /// 8192}, for NaN or infinity, and for no data, naming the layer.
 public func hfmg(_ values: [Float], numberOfBins: Int = 4096, layer: String) throws -> HFMGResult {

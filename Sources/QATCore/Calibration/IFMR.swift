@@ -33,6 +33,8 @@ public struct IFMRParameters: Equatable, Sendable {
     public var searchStep: Double = 0.01
     public var asymmetric: Bool = false
 
+    public init() {}
+
     public init(maxPercentile: Double = 0.999999, minPercentile: Double = 0.999999,
                 searchRangeStart: Double = 0.7, searchRangeEnd: Double = 1.3,
                 searchStep: Double = 0.01, asymmetric: Bool = false) {
@@ -60,6 +62,36 @@ public struct IFMRParameters: Equatable, Sendable {
             i += 1
         }
         return ratios
+    }
+}
+
+/// IFMR as a calibrator: AMCT's `act_algo: "ifmr"` with its settings and their ranges (AMCT's
+/// post-training manual; `asymmetric` has no config key: the QAT start is symmetric).
+extension IFMRParameters: Calibrator {
+    public static let name = "ifmr"
+
+    public static var settings: [CalibratorSetting<IFMRParameters>] {
+        [.number("max_percentile", .fraction(above: 0.5), \.maxPercentile),
+         .number("min_percentile", .fraction(above: 0.5), \.minPercentile),
+         CalibratorSetting("search_range", .increasingRange, get: { .range($0.searchRangeStart, $0.searchRangeEnd) },
+                           set: { ifmr, value in
+                               if case let .range(start, end) = value { (ifmr.searchRangeStart, ifmr.searchRangeEnd) = (start, end) }
+                           }),
+         .number("search_step", .positive, \.searchStep)]
+    }
+
+    /// The symmetric start (127·s*, −128·s*); asymmetric, IFMR's own bounds (r*·max_v, min_v).
+    public func startingClipRange(batches: [Tensor], layer: String) throws -> (clipMax: Float, clipMin: Float) {
+        let result = try ifmr(concatenated(batches), parameters: self, layer: layer)
+        return asymmetric ? (result.clipMax, result.clipMin) : result.startingClipRange
+    }
+
+    /// AMCT allows search_step in (0, end − start]; a wider step would search only r = start.
+    public func conflict() -> (key: String, message: String)? {
+        let width = searchRangeEnd - searchRangeStart
+        guard searchStep > width * (1 + 1e-9) else { return nil }
+        return ("search_step", "search_step \(searchStep) is wider than search_range [\(searchRangeStart), \(searchRangeEnd)]: "
+                + "AMCT allows a step in (0, end − start]")
     }
 }
 

@@ -9,7 +9,7 @@ import QATIO
 ///         format         = "qat-checkpoint"   string
 ///         format_version = 1                  int64
 ///         model_spec     = "<JSON>"           string: the model spec the parameters belong to
-///         <key>          = "<text>"           string, one per `attributes` entry (config, config_hash, …)
+///         <key>          = "<text>"           string, one per `attributes` entry (run_settings, quantization, …)
 ///         <key>          = <integer>          int64, one per `counters` entry (epoch, step, …)
 ///     /parameters/                    group; attribute `order` = parameter names, canonical order
 ///         <dotted.name>               float32 dataset, e.g. /parameters/conv1.weight [6, 1, 5, 5]
@@ -34,7 +34,7 @@ public struct CheckpointFile: Equatable, Sendable {
 
     /// The model spec JSON, stored as root attribute "model_spec".
     public var modelSpecJSON: String
-    /// Other root string attributes, e.g. "config" and "config_hash".
+    /// Other root string attributes, e.g. "run_settings" and "config_hash".
     public var attributes: [String: String]
     /// Root integer attributes, e.g. "epoch" and "step".
     public var counters: [String: Int64]

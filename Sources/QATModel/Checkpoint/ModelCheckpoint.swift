@@ -77,13 +77,25 @@ extension Model {
         let checkpoint = try CheckpointFile.read(from: file)
         let spec = try ModelSpec.parse(JSONObject.parse(Data(checkpoint.modelSpecJSON.utf8), file: "\(file) (model_spec)"))
         let model = try Model(spec: spec)
-        if let quantization = checkpoint.attributes["quantization"] {
-            let config = try RetrainConfig.parse(JSONObject.parse(Data(quantization.utf8), file: "\(file) (quantization)"))
+        if let config = try checkpoint.quantizationConfig(file: file) {
             model.applyQuantization(try config.resolve(for: spec))
         }
         try model.load(checkpoint, file: file)
         try model.loadQuantizerState(checkpoint.extra, file: file)
         return (model, checkpoint)
+    }
+}
+
+extension CheckpointFile {
+    /// The root attribute holding a QAT run's resolved plan, written by `RetrainConfig.jsonText`
+    /// from `QuantizationPlan.explicitConfig()` (docs/CHECKPOINT.md).
+    public static let quantizationAttribute = "quantization"
+
+    /// The plan a QAT checkpoint recorded, as the explicit AMCT-form config it was written as;
+    /// nil for a float checkpoint. The one place that reads the attribute back.
+    public func quantizationConfig(file: String) throws -> RetrainConfig? {
+        guard let text = attributes[Self.quantizationAttribute] else { return nil }
+        return try RetrainConfig.parse(JSONObject.parse(Data(text.utf8), file: "\(file) (\(Self.quantizationAttribute))"))
     }
 }
 

@@ -65,23 +65,24 @@ extension Model {
         layers.compactMap { ($0 as? WeightedLayer)?.quantizer as? FakeQuantizer }
     }
 
-    /// IFMR calibration (ALGORITHMS.md §2): runs `batches` through the model in eval mode, collects
-    /// each uncalibrated quantizer's input, and sets its starting clip bounds from the IFMR scale.
+    /// Calibration (ALGORITHMS.md §2): runs `batches` through the model in eval mode, collects each
+    /// uncalibrated quantizer's input, and sets its starting clip bounds with the layer's
+    /// calibration method (`settings.calibration`, IFMR unless the config says otherwise).
     /// Layers whose bounds came from the config, or that are already initialised (a resumed run),
     /// are left alone. Returns the calibrated layer names.
     @discardableResult
-    public func calibrate(on batches: [Tensor], parameters: IFMRParameters = IFMRParameters()) throws -> [String] {
+    public func calibrate(on batches: [Tensor]) throws -> [String] {
         let pending = fakeQuantizers.filter { !$0.activation.initialized }
         guard !pending.isEmpty, !batches.isEmpty else { return [] }
-        var collected = [String: [Float]]()
+        var collected = [String: [Tensor]]()
         for quantizer in pending {
-            quantizer.collectInput = { collected[quantizer.layerName, default: []].append(contentsOf: $0.storage) }
+            quantizer.collectInput = { collected[quantizer.layerName, default: []].append($0) }
         }
         defer { for quantizer in pending { quantizer.collectInput = nil } }
         for batch in batches { _ = forward(batch, training: false, tape: nil) }
         for quantizer in pending {
-            let result = try ifmr(collected[quantizer.layerName] ?? [], parameters: parameters, layer: quantizer.layerName)
-            let bounds = result.startingClipRange
+            let bounds = try quantizer.settings.calibration.calibrator
+                .startingClipRange(batches: collected[quantizer.layerName] ?? [], layer: quantizer.layerName)
             // With fixed_min the forward pins m to 0; storing 0 now keeps the state exactly what
             // the forward will use, so an lr = 0 step changes nothing.
             let activation = quantizer.activation

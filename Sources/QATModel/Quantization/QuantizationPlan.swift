@@ -9,7 +9,7 @@ import QATIO
 /// The final quantizer settings of one quantized layer.
 public struct QuantizerSettings: Equatable, Sendable {
     public var activationAlgorithm: ActivationAlgorithm
-    /// Starting clip bounds (clipMax > 0 > clipMin), or nil for both: IFMR calibrates them.
+    /// Starting clip bounds (clipMax > 0 > clipMin), or nil for both: `calibration` sets them.
     public var clipMax: Float?
     public var clipMin: Float?
     /// Lower clip bound pinned at 0 (ALGORITHMS.md §1).
@@ -25,12 +25,15 @@ public struct QuantizerSettings: Equatable, Sendable {
     public var weightType: QuantizedType
     /// False: the clip bounds are not trained (qat's `learn_clip` extension).
     public var learnClip: Bool
+    /// The method that finds the starting clip bounds when the config gives none (`act_algo`).
+    public var calibration: CalibrationMethod
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
                 weightAlgorithm: WeightAlgorithm = .arqRetrain, channelWise: Bool, weightType: QuantizedType = .int8,
-                learnClip: Bool = true) {
+                learnClip: Bool = true, calibration: CalibrationMethod = .default) {
         self.learnClip = learnClip
+        self.calibration = calibration
         self.activationAlgorithm = activationAlgorithm
         self.clipMax = clipMax
         self.clipMin = clipMin
@@ -42,7 +45,7 @@ public struct QuantizerSettings: Equatable, Sendable {
         self.weightType = weightType
     }
 
-    /// True when IFMR must calibrate the starting clip bounds.
+    /// True when calibration must find the starting clip bounds.
     public var needsCalibration: Bool { clipMax == nil }
 }
 
@@ -71,7 +74,7 @@ public struct QuantizationPlan: Equatable, Sendable {
     public var modelName: String
     /// The config file it came from (for display).
     public var configFile: String
-    /// `batch_num`: batches IFMR calibrates on.
+    /// `batch_num`: batches calibration runs on.
     public var batchCount: Int
     public var layers: [LayerPlan]
     /// Config entries that had no effect, and other things worth a look; not errors.
@@ -225,6 +228,8 @@ extension RetrainConfig {
         let clip = pick { config in config.data.clipMax.map { ($0, config.data.clipMin!) } }
         let fixedMin = pick { $0.data.fixedMin }
         let channelWise = pick { $0.weight.channelWise }
+        let calibrationChain: [(config: CalibrationConfig, keyPath: String)] = [(calibration, "calibration")]
+            + configs.map { ($0.data.calibration, $0.keyPath("retrain_data_config")) }
         let result = QuantizerSettings(
             activationAlgorithm: pick { $0.data.algorithm }?.value ?? .ulqQuantize,
             clipMax: clip?.value.0, clipMin: clip?.value.1,
@@ -234,7 +239,8 @@ extension RetrainConfig {
             weightAlgorithm: pick { $0.weight.algorithm }?.value ?? .arqRetrain,
             channelWise: channelWise?.value ?? (layer.kind == .conv2d),
             weightType: pick { $0.weight.dstType }?.value ?? .int8,
-            learnClip: pick { $0.data.learnClip }?.value ?? true)
+            learnClip: pick { $0.data.learnClip }?.value ?? true,
+            calibration: try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings))
 
         if layer.kind == .linear && result.channelWise, let source = channelWise?.source {
             // This runtime gives linear weights one scale per tensor only (see docs/CONFIG.md).
@@ -306,7 +312,8 @@ extension QuantizationPlan {
             let width = (q.activationType == q.weightType
                 ? q.activationType.rawValue : "\(q.activationType.rawValue)/\(q.weightType.rawValue)")
                 + (q.activationType == .int16 ? " (float on INT8 engine)" : "")
-            let bounds = (q.clipMax.map { "clip [\(q.clipMin!), \($0)]" } ?? "IFMR") + (q.learnClip ? "" : ", frozen")
+            let bounds = (q.clipMax.map { "clip [\(q.clipMin!), \($0)]" } ?? q.calibration.name.uppercased())
+                + (q.learnClip ? "" : ", frozen")
             let fixedMin = q.fixedMin
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")
@@ -337,73 +344,19 @@ extension QuantizationPlan {
     }
 }
 
-// MARK: - Default config
-
-/// The default retrain config for `model`, in AMCT's config.json form (like AMCT's
-/// `create_quant_retrain_config`): every conv2d and linear layer enabled with ulq_quantize and
-/// arq_retrain, channel_wise true for conv2d and false for linear, INT8, batch_num 1.
-/// Layers appear in model order (hence hand-written JSON: JSONSerialization sorts keys).
-public func createDefaultConfig(for model: ModelSpec) -> String {
-    let entries = model.layers.enumerated().filter { $0.element.kind.isQuantizable }.map { index, layer in
-        amctEntry(layer.name, activationAlgorithm: .ulqQuantize, fixedMin: nil, activationType: .int8,
-                  weightAlgorithm: .arqRetrain, channelWise: layer.kind == .conv2d, weightType: .int8,
-                  learnClip: model.readsModelInput(layerAt: index) ? false : nil)
-    }
-    return amctDocument(entries)
-}
-
 extension QuantizationPlan {
-    /// The plan as an AMCT-form config with every setting explicit (clip bounds left out: a
-    /// checkpoint stores the learned ones). Checkpoints keep it to rebuild their quantizers.
-    public func explicitAMCTConfig() -> String {
-        amctDocument(quantizedLayers.map { layer in
-            let q = layer.quantizer!
-            return amctEntry(layer.name, activationAlgorithm: q.activationAlgorithm, fixedMin: q.fixedMin,
-                             activationType: q.activationType, weightAlgorithm: q.weightAlgorithm,
-                             channelWise: q.channelWise, weightType: q.weightType, learnClip: q.learnClip ? nil : false)
-        }, batchNum: batchCount)
-    }
-}
-
-private func amctDocument(_ entries: [String], batchNum: Int = 1) -> String {
-    "{\n" + (["  \"version\": 1", "  \"batch_num\": \(batchNum)"] + entries).joined(separator: ",\n") + "\n}\n"
-}
-
-/// One layer entry of the AMCT form; `fixedMin` nil leaves it to the default rule.
-private func amctEntry(_ name: String, activationAlgorithm: ActivationAlgorithm, fixedMin: Bool?,
-                       activationType: QuantizedType, weightAlgorithm: WeightAlgorithm,
-                       channelWise: Bool, weightType: QuantizedType, learnClip: Bool? = nil) -> String {
-    let fixedMinLine = (fixedMin.map { "\n        \"fixed_min\": \($0)," } ?? "")
-        + (learnClip.map { "\n        \"learn_clip\": \($0)," } ?? "")
-    return """
-          \(jsonQuoted(name)): {
-            "retrain_enable": true,
-            "retrain_data_config": {
-              "algo": "\(activationAlgorithm.rawValue)",\(fixedMinLine)
-              "dst_type": "\(activationType.rawValue)"
-            },
-            "retrain_weight_config": {
-              "algo": "\(weightAlgorithm.rawValue)",
-              "channel_wise": \(channelWise),
-              "dst_type": "\(weightType.rawValue)"
+    /// The named layers grouped by calibration method in plan order, e.g. "conv1, fc1 with IFMR
+    /// and conv2 with HFMG".
+    public func describeCalibration(of names: [String]) -> String {
+        var groups: [(method: String, layers: [String])] = []
+        for name in names {
+            let method = layer(named: name)?.quantizer?.calibration.name.uppercased() ?? "no quantizer"
+            if let index = groups.firstIndex(where: { $0.method == method }) {
+                groups[index].layers.append(name)
+            } else {
+                groups.append((method, [name]))
             }
-          }
-        """
-}
-
-/// `text` as a JSON string literal.
-package func jsonQuoted(_ text: String) -> String {
-    var result = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": result += "\\\""
-        case "\\": result += "\\\\"
-        case "\n": result += "\\n"
-        case "\r": result += "\\r"
-        case "\t": result += "\\t"
-        case _ where scalar.value < 0x20: result += String(format: "\\u%04x", scalar.value)
-        default: result.unicodeScalars.append(scalar)
         }
+        return groups.map { "\($0.layers.joined(separator: ", ")) with \($0.method)" }.joined(separator: " and ")
     }
-    return result + "\""
 }

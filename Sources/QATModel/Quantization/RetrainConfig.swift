@@ -46,22 +46,26 @@ public enum QuantizedType: String, CaseIterable, Sendable {
 /// specific rule decides).
 public struct RetrainDataConfig: Equatable, Sendable {
     public var algorithm: ActivationAlgorithm?
-    /// Starting clip bounds; the parser guarantees both or neither (neither: IFMR calibrates).
+    /// Starting clip bounds; the parser guarantees both or neither (neither: calibration sets them).
     public var clipMax: Float?
     public var clipMin: Float?
     public var fixedMin: Bool?
     public var dstType: QuantizedType?
     /// qat extension: false keeps the bounds at their calibrated or configured values.
     public var learnClip: Bool?
+    /// `act_algo` and its method's settings: how calibration finds the starting bounds.
+    public var calibration: CalibrationConfig
 
     public init(algorithm: ActivationAlgorithm? = nil, clipMax: Float? = nil, clipMin: Float? = nil,
-                fixedMin: Bool? = nil, dstType: QuantizedType? = nil, learnClip: Bool? = nil) {
+                fixedMin: Bool? = nil, dstType: QuantizedType? = nil, learnClip: Bool? = nil,
+                calibration: CalibrationConfig = CalibrationConfig()) {
         self.algorithm = algorithm
         self.clipMax = clipMax
         self.clipMin = clipMin
         self.fixedMin = fixedMin
         self.dstType = dstType
         self.learnClip = learnClip
+        self.calibration = calibration
     }
 }
 
@@ -132,30 +136,37 @@ public enum LayerRules: Equatable, Sendable {
     case simple(SimpleRules)
 }
 
-/// A parsed retrain config file. Resolve it against a model with `resolve(for:)`.
-public struct RetrainConfig {
+/// A retrain config in either form: read with `load`/`parse`, written with `jsonText` (the one
+/// writer, RetrainConfigWriting.swift), resolved against a model with `resolve(for:)`.
+public struct RetrainConfig: Equatable, Sendable {
     /// The file name used in messages.
     public var file: String
     /// `version`: always 1.
     public var version: Int
-    /// `batch_num`: how many training batches IFMR calibrates on (for layers without clip bounds).
+    /// `batch_num`: how many training batches calibration runs on (for layers without clip bounds).
     public var batchCount: Int
     public var rules: LayerRules
-    /// The runtime's own sections (`model`, `data`, `train`, `checkpoint`, `calibration`),
-    /// unparsed: the trainer reads them (and should call `rejectUnknownKeys()` on each).
-    public var runtimeSections: [String: JSONObject]
+    /// The `calibration` section: every layer's default `act_algo` and method settings.
+    public var calibration: CalibrationConfig
+    /// The trainer's sections (`model`, `data`, `train`, `checkpoint`) as written: RunSettings
+    /// reads them strictly from the file; here they are carried so a written config keeps them.
+    public var runtimeSections: [String: JSONValue]
 
     public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
-                runtimeSections: [String: JSONObject] = [:]) {
+                calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:]) {
         self.file = file
         self.version = version
         self.batchCount = batchCount
         self.rules = rules
+        self.calibration = calibration
         self.runtimeSections = runtimeSections
     }
 
     /// Top-level keys that hold the runtime's settings; they are never layer names.
     public static let reservedSections = ["model", "data", "train", "checkpoint", "calibration"]
+
+    /// The reserved sections the trainer reads (all but `calibration`, which the plan resolves).
+    public static let trainerSections = ["model", "data", "train", "checkpoint"]
 
     /// Top-level keys that mark a file as the simple form.
     public static let simpleFormKeys = ["retrain_data_config", "retrain_weight_config", "skip_layers",
@@ -178,11 +189,16 @@ extension RetrainConfig {
         guard version == 1 else { throw root.error("version", "unsupported version \(version) (allowed: 1)") }
         let batchCount = try root.int("batch_num") ?? 1
         guard batchCount > 0 else {
-            throw root.error("batch_num", "must be > 0 (the number of batches IFMR calibrates on), got \(batchCount)")
+            throw root.error("batch_num", "must be > 0 (the number of batches calibration runs on), got \(batchCount)")
         }
-        var sections: [String: JSONObject] = [:]
-        for name in reservedSections {
-            if let section = try root.object(name) { sections[name] = section }
+        var sections: [String: JSONValue] = [:]
+        for name in trainerSections {
+            if let section = try root.object(name) { sections[name] = JSONValue(foundation: section.values) }
+        }
+        var calibration = CalibrationConfig()
+        if let section = try root.object("calibration") {
+            calibration = try CalibrationConfig.parse(section)
+            try section.rejectUnknownKeys()
         }
 
         // Every other top-level key is a layer name (AMCT form) or a simple-form key.
@@ -209,7 +225,7 @@ extension RetrainConfig {
             rules = .perLayer(entries)
         }
         return RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: rules,
-                             runtimeSections: sections)
+                             calibration: calibration, runtimeSections: sections)
     }
 
     /// Parses the simple form's keys from the top-level object.
@@ -285,11 +301,12 @@ extension RetrainConfig {
         // something and would otherwise get IFMR without noticing.
         if (config.clipMax == nil) != (config.clipMin == nil) {
             let (given, missing) = config.clipMax != nil ? ("clip_max", "clip_min") : ("clip_min", "clip_max")
-            throw object.error(given, "given without \(missing): give both bounds, or neither to let IFMR calibrate them")
+            throw object.error(given, "given without \(missing): give both bounds, or neither to let calibration (IFMR by default) set them")
         }
         config.fixedMin = try object.bool("fixed_min")
         config.dstType = try choice(object, "dst_type", allowed: QuantizedType.allCases)
         config.learnClip = try object.bool("learn_clip")
+        config.calibration = try CalibrationConfig.parse(object)
         try object.rejectUnknownKeys()
         return config
     }

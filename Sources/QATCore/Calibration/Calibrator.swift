@@ -1,0 +1,102 @@
+import QATIO
+
+/// A calibration method (ALGORITHMS.md §2): from the activations one quantized layer received
+/// during calibration, the clip bounds its training starts from. A conforming value *is* the
+/// method's settings, and `settings` names them as configs do (AMCT's names, e.g.
+/// `num_of_bins`), so the config reader, the config writer and the checkpoint record handle
+/// every method alike.
+///
+/// Adding a method (max-min, percentile, entropy, MSE, …) takes one new file with a type that
+/// conforms to `Calibrator`, and its entry in `CalibrationMethod.known` (QATModel), the list
+/// that maps `act_algo` names to methods.
+public protocol Calibrator: Sendable {
+    /// The method's `act_algo` name in a config, e.g. "hfmg".
+    static var name: String { get }
+    /// The method's settings, in the order configs and records list them.
+    static var settings: [CalibratorSetting<Self>] { get }
+    /// Every setting at its default.
+    init()
+    /// Starting clip bounds (clipMax ≥ 0 ≥ clipMin) from the layer's input batches, in the order
+    /// they ran. Errors name `layer`.
+    func startingClipRange(batches: [Tensor], layer: String) throws -> (clipMax: Float, clipMin: Float)
+    /// A problem between settings that each passed their own rule, with the key to blame.
+    func conflict() -> (key: String, message: String)?
+}
+
+extension Calibrator {
+    public func conflict() -> (key: String, message: String)? { nil }
+}
+
+/// A setting's value as a config holds it.
+public enum CalibratorSettingValue: Equatable, Sendable {
+    case number(Double)
+    case integer(Int)
+    /// `[start, end]`.
+    case range(Double, Double)
+}
+
+/// The values a setting allows; the config reader checks them and quotes them in its errors.
+public enum CalibratorSettingRule: Equatable, Sendable {
+    /// A number in (above, 1].
+    case fraction(above: Double)
+    /// A number > 0.
+    case positive
+    /// `[start, end]` with 0 < start < end.
+    case increasingRange
+    /// One of these integers.
+    case oneOf([Int])
+}
+
+/// One setting of a calibration method: its config key, the values it allows, and where it
+/// lives in the method's value.
+public struct CalibratorSetting<Method> {
+    public let key: String
+    public let rule: CalibratorSettingRule
+    public let get: (Method) -> CalibratorSettingValue
+    /// Stores a value that passed `rule` (other kinds of value are ignored).
+    public let set: (inout Method, CalibratorSettingValue) -> Void
+
+    public init(_ key: String, _ rule: CalibratorSettingRule, get: @escaping (Method) -> CalibratorSettingValue,
+                set: @escaping (inout Method, CalibratorSettingValue) -> Void) {
+        self.key = key
+        self.rule = rule
+        self.get = get
+        self.set = set
+    }
+
+    /// A number stored in `field`.
+    public static func number(_ key: String, _ rule: CalibratorSettingRule, _ field: WritableKeyPath<Method, Double>) -> Self {
+        Self(key, rule, get: { .number($0[keyPath: field]) },
+             set: { method, value in if case .number(let number) = value { method[keyPath: field] = number } })
+    }
+
+    /// An integer stored in `field`.
+    public static func integer(_ key: String, _ rule: CalibratorSettingRule, _ field: WritableKeyPath<Method, Int>) -> Self {
+        Self(key, rule, get: { .integer($0[keyPath: field]) },
+             set: { method, value in if case .integer(let integer) = value { method[keyPath: field] = integer } })
+    }
+}
+
+extension Calibrator {
+    /// Every setting with its value, in the method's order.
+    public var settingValues: [(key: String, value: CalibratorSettingValue)] {
+        Self.settings.map { ($0.key, $0.get(self)) }
+    }
+
+    /// This method with `values` (keys it does not have are ignored).
+    public func with(_ values: [String: CalibratorSettingValue]) -> Self {
+        var method = self
+        for setting in Self.settings {
+            if let value = values[setting.key] { setting.set(&method, value) }
+        }
+        return method
+    }
+}
+
+/// The batches' values in order, as one array.
+func concatenated(_ batches: [Tensor]) -> [Float] {
+    var values: [Float] = []
+    values.reserveCapacity(batches.reduce(0) { $0 + $1.count })
+    for batch in batches { values.append(contentsOf: batch.storage) }
+    return values
+}
