@@ -53,9 +53,17 @@ public final class Int8Model {
         try Int8Model(DeployFile.read(from: path), file: path)
     }
 
-    /// Builds the engine; `file` names the source in errors (shape mismatches between nodes).
+    /// Builds the engine; `file` names the source in errors. Shapes come from the graph of the
+    /// file's model spec: every node other than a quantize node stands for a layer of it, with
+    /// that layer's attributes and input shapes.
     public init(_ deployed: DeployFile, file path: String = "deploy file") throws {
         file = deployed
+        let specSource = "\(path) (model_spec)"
+        let graph = try ModelGraph(ModelSpec.parse(JSONObject.parse(Data(deployed.modelSpecJSON.utf8), file: specSource)),
+                                   file: specSource)
+        guard graph.spec.inputShape == deployed.inputShape else {
+            throw HDF5Error(file: path, object: "/", message: "input_shape \(deployed.inputShape) differs from the model spec's \(graph.spec.inputShape)")
+        }
         var indexByName = ["input": 0]
         var shapes: [[Int]] = [deployed.inputShape]
         var steps: [Step] = []
@@ -65,30 +73,16 @@ public final class Int8Model {
             }
             let inputs = node.inputs.map { indexByName[$0]! }
             let inShape = shapes[inputs[0]]
-            var outShape = inShape
-            switch node.op {
-            case .conv2d:
-                guard inShape.count == 3, inShape[0] == node.inputChannels, node.kernelSize > 0, node.stride > 0,
-                      inShape[1] + 2 * node.padding >= node.kernelSize, inShape[2] + 2 * node.padding >= node.kernelSize else {
-                    throw fail("conv2d does not fit its input \(inShape)")
+            var outShape = inShape   // a quantize node
+            if node.op != .quantize {
+                guard let layer = graph.index(of: node.name), node.matches(graph.spec.layers[layer]) else {
+                    throw fail("\(node.op.rawValue) node does not match a layer of the same name and attributes in the model spec")
                 }
-                outShape = [node.outputChannels, (inShape[1] + 2 * node.padding - node.kernelSize) / node.stride + 1,
-                            (inShape[2] + 2 * node.padding - node.kernelSize) / node.stride + 1]
-            case .linear:
-                guard inShape.reduce(1, *) == node.inputChannels else { throw fail("linear wants \(node.inputChannels) features, input is \(inShape)") }
-                outShape = [node.outputChannels]
-            case .maxpool2d, .avgpool2d:
-                guard inShape.count == 3, node.kernelSize > 0, node.stride > 0,
-                      inShape[1] >= node.kernelSize, inShape[2] >= node.kernelSize else { throw fail("pool does not fit its input \(inShape)") }
-                outShape = [inShape[0], (inShape[1] - node.kernelSize) / node.stride + 1, (inShape[2] - node.kernelSize) / node.stride + 1]
-            case .flatten:
-                outShape = [inShape.reduce(1, *)]
-            case .batchnorm2d:
-                guard inShape.count == 3, node.floatTensors["gamma"]?.count == inShape[0] else { throw fail("batchnorm2d does not fit \(inShape)") }
-            case .add:
-                guard shapes[inputs[1]] == inShape else { throw fail("add inputs \(inShape) and \(shapes[inputs[1]]) differ") }
-            case .quantize, .relu:
-                break
+                guard inputs.map({ shapes[$0] }) == graph.inputShapes[layer] else {
+                    throw fail("reads \(inputs.map { shapes[$0] }), but its layer in the model spec reads \(graph.inputShapes[layer])")
+                }
+                if node.op == .batchnorm2d && node.floatTensors["gamma"]?.count != inShape[0] { throw fail("batchnorm2d does not fit \(inShape)") }
+                outShape = graph.outputShapes[layer]
             }
             var requantization: Int8Kernels.Requantization?
             let offsets = node.isInteger ? zip(node.biasResidual, node.multipliers).map { $0 * $1 } : nil

@@ -68,7 +68,7 @@ final class DeployTests: XCTestCase {
         model.applyQuantization(try config.resolve(for: spec))
         var rng = SeededGenerator(seed: 11)
         for bn in model.batchNormLayers {
-            let c = bn.spec.outputChannels
+            let c = bn.attributes.features
             for ch in 0..<c {
                 let magnitude = Float.random(in: 0.5...2, using: &rng)
                 bn.gamma.value.storage[ch] = ch == 0 ? 0 : (ch % 2 == 1 ? -magnitude : magnitude)
@@ -116,7 +116,7 @@ final class DeployTests: XCTestCase {
             let qd = try XCTUnwrap(node.inputQuantizer)
             let expected = try XCTUnwrap(fake[bnName])
             let x = try XCTUnwrap(inputs[convName])
-            let spec = model.layer(named: convName)!.spec
+            let spec = (model.layer(named: convName) as! Conv2DLayer).convolution
             let inShape = [spec.inputChannels, Int((Double(x.count / 256 / spec.inputChannels)).squareRoot())]
             let g = ConvGeometry(batch: 256, channels: inShape[0], height: inShape[1], width: inShape[1],
                                  outputChannels: spec.outputChannels, kernel: spec.kernelSize, stride: spec.stride, padding: spec.padding)
