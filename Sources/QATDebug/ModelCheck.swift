@@ -17,7 +17,7 @@ public struct ModelCheckFinding: Equatable, Sendable, Codable {
     }
     public var severity: Severity
     /// Short check name: "coverage", "unmatched entry", "shared output", "few channels", "batchnorm fold",
-    /// "spec", "config", "plan".
+    /// "clip range", "spec", "config", "plan".
     public var check: String
     /// The layer or config entry concerned ("-" when none).
     public var subject: String
@@ -184,6 +184,20 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
             + "what \(others.joined(separator: ", ")) read\(quantized ? ", so the quantized conv cannot be deployed as trained" : "")"
             + "; give the other readers the BN output, or a separate conv"))
     }
+    findings += clipRangeFindings(plan: plan, graph: graph)
     return ModelCheckReport(model: spec.name, configFile: config.file, findings: findings)
 }
 
+/// 5. Clip bounds above what the input can reach: after a ReLU6 (looking through pools and
+/// flatten, as the fixed_min default does) no input value exceeds 6.
+private func clipRangeFindings(plan: QuantizationPlan, graph: ModelGraph) -> [ModelCheckFinding] {
+    plan.quantizedLayers.compactMap { layer in
+        guard let clipMax = layer.quantizer?.clipMax, let index = graph.index(of: layer.name),
+              let source = graph.wiring.nonNegativeSource(ofLayerAt: index),
+              case .nonNegativeOutput(let bound?) = graph.spec.layers[source].kind.quantizationRole, clipMax > bound else { return nil }
+        let producer = graph.spec.layers[source]
+        return ModelCheckFinding(.warning, "clip range", layer.name,
+            "clip_max \(clipMax) is above \(bound), the largest value \(producer.name) (\(producer.kind.typeName)) can give: "
+            + "the codes above \(bound) are never used; set clip_max to at most \(bound), or leave the bounds to IFMR")
+    }
+}

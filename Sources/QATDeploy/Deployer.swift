@@ -17,8 +17,9 @@ public func deploy(checkpoint: String, output: String) throws {
 ///   becomes s_w·k (signed: γ < 0 gives a negative scale, since code −128 has no negation), and
 ///   b' = (b − μ)·k + β. A channel with k = 0 gets zero codes and a bias that carries β alone.
 /// - A value is requantized straight into codes when every path from it runs through code-
-///   preserving layers (ReLU, max-pool, flatten) into quantized layers that share one input
-///   quantizer; a ReLU that is the value's only consumer becomes saturation at the zero point.
+///   preserving layers (ReLU, ReLU6, max-pool, flatten) into quantized layers that share one input
+///   quantizer; a ReLU or ReLU6 that is the value's only consumer becomes saturation of the
+///   codes (at the zero point, and for ReLU6 at the code of 6.0).
 ///   Otherwise the value stays float, and each quantized consumer quantizes it itself.
 /// - Adds, average pools, BatchNorms that cannot fold and unquantized conv/linear layers run in
 ///   float with the training ops (eval mode), so they match the fake-quant model exactly.
@@ -169,11 +170,11 @@ private struct Builder {
         return result
     }
 
-    /// A ReLU that is the only reader of `value` (it can become saturation), if any.
-    func soleReLU(of value: Int) -> Int? {
+    /// An activation that is the only reader of `value` (it can become saturation), if any.
+    func soleActivation(of value: Int) -> (layer: Int, activation: FusedActivation)? {
         let r = readers(of: value)
-        guard r.count == 1, r[0] != outputSentinel, case .codePreserving(fusesAsReLU: true) = specs[r[0]].kind.lowering else { return nil }
-        return r[0]
+        guard r.count == 1, r[0] != outputSentinel, case .codePreserving(let fused?) = specs[r[0]].kind.lowering else { return nil }
+        return (r[0], fused)
     }
 
     func inputName(_ layer: Int, _ k: Int = 0) -> String { values[graph.sources[layer][k]]!.node }
@@ -186,8 +187,8 @@ private struct Builder {
         var quantize = DeployNode(name: "quantize:" + valueName, op: .quantize, inputs: [node], produces: "")
         quantize.output = q
         var produced = value
-        if let r = soleReLU(of: value) {
-            quantize.relu = true
+        if let (r, activation) = soleActivation(of: value) {
+            quantize.fusedActivation = activation
             quantize.produces = specs[r].name
             quantize.fused = [specs[r].name]
             skipped.insert(r)
@@ -318,8 +319,8 @@ private struct Builder {
             node.output = qy
             node.multipliers = effectiveScales.map { Float($0 / Double(qy.scale)) }
             var produced = value
-            if let r = soleReLU(of: value) {
-                node.relu = true
+            if let (r, activation) = soleActivation(of: value) {
+                node.fusedActivation = activation
                 node.fused.append(specs[r].name)
                 node.produces = specs[r].name
                 skipped.insert(r)

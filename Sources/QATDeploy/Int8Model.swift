@@ -87,7 +87,8 @@ public final class Int8Model {
             var requantization: Int8Kernels.Requantization?
             let offsets = node.isInteger ? zip(node.biasResidual, node.multipliers).map { $0 * $1 } : nil
             if node.isInteger, let output = node.output {
-                requantization = .init(multipliers: node.multipliers, zeroPoint: output.zeroPoint, relu: node.relu, offsets: offsets)
+                requantization = .init(multipliers: node.multipliers, zeroPoint: output.zeroPoint, relu: node.fusedActivation != nil,
+                                       offsets: offsets, upperBound: node.fusedActivation?.codeRange(on: output).upperBound ?? .max)
             }
             let weight = node.isInteger ? nil : node.floatTensors["weight"].map {
                 Variable($0.reshaped(node.op == .conv2d ? [node.outputChannels, node.inputChannels, node.kernelSize, node.kernelSize]
@@ -232,7 +233,7 @@ public final class Int8Model {
         switch node.op {
         case .quantize:
             var q = codes(input, node.output!)
-            if node.relu { saturate(&q, node.output!.zeroPoint) }
+            if let activation = node.fusedActivation { saturate(&q, activation.codeRange(on: node.output!)) }
             return .codes(q, node.output!)
         case .conv2d, .linear:
             if let qd = node.inputQuantizer {
@@ -268,10 +269,16 @@ public final class Int8Model {
                                            statistics: step.bnStatistics!, training: false, epsilon: node.epsilon, tape: nil))
         case .relu:
             if case .codes(var c, let q) = input {
-                saturate(&c, q.zeroPoint)
+                saturate(&c, FusedActivation.relu.codeRange(on: q))
                 return .codes(c, q)
             }
             return floatResult(relu(tensor(input, step.inputShape), tape: nil))
+        case .relu6:
+            if case .codes(var c, let q) = input {
+                saturate(&c, FusedActivation.relu6.codeRange(on: q))
+                return .codes(c, q)
+            }
+            return floatResult(relu6(tensor(input, step.inputShape), tape: nil))
         case .maxpool2d:
             if case .codes(let c, let q) = input {
                 let s = step.inputShape
@@ -286,21 +293,24 @@ public final class Int8Model {
         case .add:
             let other = values[step.inputs[1]]!
             if let qy = node.output, case .codes(let a, let qa) = input, case .codes(let b, let qb) = other {
-                return .codes(Int8Kernels.add(a, qa, b, qb, output: qy, relu: node.relu), qy)
+                return .codes(Int8Kernels.add(a, qa, b, qb, output: qy, relu: node.fusedActivation != nil,
+                                              upperBound: node.fusedActivation?.codeRange(on: qy).upperBound ?? .max), qy)
             }
             let y = add(tensor(input, step.inputShape), tensor(other, step.inputShape), tape: nil)
             if let qy = node.output {   // float add into codes
                 var q = Int8Kernels.quantize(y.value.storage, qy)
-                if node.relu { saturate(&q, qy.zeroPoint) }
+                if let activation = node.fusedActivation { saturate(&q, activation.codeRange(on: qy)) }
                 return .codes(q, qy)
             }
             return floatResult(y)
         }
     }
 
-    private func saturate(_ codes: inout [Int8], _ zeroPoint: Int8) {
+    /// A fused activation on codes: clamps them to `kept`.
+    private func saturate(_ codes: inout [Int8], _ kept: ClosedRange<Int8>) {
+        let (low, high) = (kept.lowerBound, kept.upperBound)
         codes.withUnsafeMutableBufferPointer { c in
-            for i in c.indices { c[i] = max(c[i], zeroPoint) }
+            for i in c.indices { c[i] = min(max(c[i], low), high) }
         }
     }
 }

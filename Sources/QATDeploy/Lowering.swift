@@ -8,9 +8,10 @@ package enum Lowering {
     case weighted(foldsBatchNorm: Bool)
     /// Folds into the conv before it when it can, else a float node.
     case batchNorm
-    /// Monotone, so it runs on codes in the quantizer they come with, or on floats; a ReLU that
-    /// is the only reader of a value being requantized becomes saturation of those codes.
-    case codePreserving(fusesAsReLU: Bool)
+    /// Monotone, so it runs on codes in the quantizer they come with, or on floats; when
+    /// `fusesAs` is set and it is the only reader of a value being requantized, it becomes
+    /// saturation of those codes.
+    case codePreserving(fusesAs: FusedActivation?)
     /// Always float.
     case float
 }
@@ -21,8 +22,9 @@ extension LayerKind {
         case .conv2d: return .weighted(foldsBatchNorm: true)
         case .linear: return .weighted(foldsBatchNorm: false)
         case .batchnorm2d: return .batchNorm
-        case .relu: return .codePreserving(fusesAsReLU: true)
-        case .maxpool2d, .flatten: return .codePreserving(fusesAsReLU: false)
+        case .relu: return .codePreserving(fusesAs: .relu)
+        case .relu6: return .codePreserving(fusesAs: .relu6)
+        case .maxpool2d, .flatten: return .codePreserving(fusesAs: nil)
         case .avgpool2d, .add: return .float
         }
     }
@@ -44,6 +46,7 @@ extension DeployNode {
             self.init(name: layer.name, op: .batchnorm2d, inputs: inputs, produces: layer.name)
             epsilon = b.epsilon
         case .relu: self.init(name: layer.name, op: .relu, inputs: inputs, produces: layer.name)
+        case .relu6: self.init(name: layer.name, op: .relu6, inputs: inputs, produces: layer.name)
         case .maxpool2d(let p):
             self.init(name: layer.name, op: .maxpool2d, inputs: inputs, produces: layer.name)
             (kernelSize, stride) = (p.kernelSize, p.stride)

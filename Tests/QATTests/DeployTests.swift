@@ -166,7 +166,7 @@ final class DeployTests: XCTestCase {
         XCTAssertEqual(deployed, try Deployer.deploy(checkpoint: qat), "the file round-trips")
         XCTAssertEqual(deployed.nodes.map(\.name),
                        ["quantize:input", "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "fc3"])
-        XCTAssertEqual(deployed.nodes.filter(\.relu).map(\.name), ["conv1", "conv2", "fc1", "fc2"])
+        XCTAssertEqual(deployed.nodes.filter { $0.fusedActivation == .relu }.map(\.name), ["conv1", "conv2", "fc1", "fc2"])
         XCTAssertNil(deployed.nodes.last!.output, "fc3's logits are dequantized")
 
         let test = try fashionMNIST(.test, count: 2000)

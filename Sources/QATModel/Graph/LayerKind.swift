@@ -10,6 +10,8 @@ public enum LayerKind: Equatable, Sendable {
     case batchnorm2d(BatchNormAttributes)
     /// max(x, 0).
     case relu
+    /// min(max(x, 0), 6), the activation of MobileNet-style models.
+    case relu6
     case maxpool2d(PoolingAttributes)
     case avgpool2d(PoolingAttributes)
     /// [C, H, W] → [C·H·W].
@@ -24,6 +26,7 @@ public enum LayerKind: Equatable, Sendable {
         case .linear: return .linear
         case .batchnorm2d: return .batchnorm2d
         case .relu: return .relu
+        case .relu6: return .relu6
         case .maxpool2d: return .maxpool2d
         case .avgpool2d: return .avgpool2d
         case .flatten: return .flatten
@@ -38,7 +41,7 @@ public enum LayerKind: Equatable, Sendable {
 /// A layer kind without its attributes: the `type` of a layer in model specs, and what retrain
 /// configs name in `skip_layer_types` and `override_layer_types`.
 public enum LayerType: CaseIterable, Hashable, Sendable {
-    case conv2d, linear, batchnorm2d, relu, maxpool2d, avgpool2d, flatten, add
+    case conv2d, linear, batchnorm2d, relu, relu6, maxpool2d, avgpool2d, flatten, add
 
     /// The name in spec and config files: the one place that maps names to types.
     public var name: String {
@@ -47,6 +50,7 @@ public enum LayerType: CaseIterable, Hashable, Sendable {
         case .linear: return "linear"
         case .batchnorm2d: return "batchnorm2d"
         case .relu: return "relu"
+        case .relu6: return "relu6"
         case .maxpool2d: return "maxpool2d"
         case .avgpool2d: return "avgpool2d"
         case .flatten: return "flatten"
@@ -64,7 +68,7 @@ public enum LayerType: CaseIterable, Hashable, Sendable {
     public var inputCount: Int {
         switch self {
         case .add: return 2
-        case .conv2d, .linear, .batchnorm2d, .relu, .maxpool2d, .avgpool2d, .flatten: return 1
+        case .conv2d, .linear, .batchnorm2d, .relu, .relu6, .maxpool2d, .avgpool2d, .flatten: return 1
         }
     }
 }

@@ -36,6 +36,7 @@ func makeLayer(_ spec: LayerSpec, generator: inout SeededGenerator) -> any Layer
     case .linear(let attributes): return LinearLayer(spec: spec, attributes, generator: &generator)
     case .batchnorm2d(let attributes): return BatchNorm2DLayer(spec: spec, attributes)
     case .relu: return StatelessLayer(spec: spec) { x, tape in relu(x[0], tape: tape) }
+    case .relu6: return StatelessLayer(spec: spec) { x, tape in relu6(x[0], tape: tape) }
     case .maxpool2d(let p):
         return StatelessLayer(spec: spec) { x, tape in maxPool2d(x[0], kernel: p.kernelSize, stride: p.stride, tape: tape) }
     case .avgpool2d(let p):

@@ -135,7 +135,7 @@ extension LayerKind {
             return [inShape[0], (inShape[1] - p.kernelSize) / p.stride + 1, (inShape[2] - p.kernelSize) / p.stride + 1]
         case .flatten:
             return [inShape.reduce(1, *)]
-        case .relu:
+        case .relu, .relu6:
             return inShape
         case .add:
             guard shapes[1] == inShape else {

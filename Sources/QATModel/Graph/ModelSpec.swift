@@ -111,6 +111,7 @@ extension ModelSpec {
             let pooling = PoolingAttributes(kernelSize: kernelSize, stride: try positive("stride", default: kernelSize))
             return type == .maxpool2d ? .maxpool2d(pooling) : .avgpool2d(pooling)
         case .relu: return .relu
+        case .relu6: return .relu6
         case .flatten: return .flatten
         case .add: return .add
         }
@@ -132,7 +133,7 @@ extension ModelSpec {
                 o["num_features"] = b.features; o["eps"] = Double(b.epsilon); o["momentum"] = Double(b.momentum)
             case .maxpool2d(let p), .avgpool2d(let p):
                 o["kernel_size"] = p.kernelSize; o["stride"] = p.stride
-            case .relu, .flatten, .add:
+            case .relu, .relu6, .flatten, .add:
                 break
             }
             layerObjects.append(o)

@@ -267,7 +267,7 @@ extension ModelGraph.Wiring {
     /// True when the layer reads the model input itself (the normalised image).
     public func readsModelInput(layerAt index: Int) -> Bool { sources[index].first == -1 }
 
-    /// The layer whose non-negative output (a `nonNegativeOutput` role: relu) reaches
+    /// The layer whose non-negative output (its role is `nonNegativeOutput`, e.g. relu) reaches
     /// layer `index`'s first input, following first inputs back through layers that keep values
     /// non-negative (max and average pools, flatten); nil when the input may be negative.
     /// The `fixed_min` default is true exactly when there is one. ALGORITHMS.md §1 says "straight

@@ -4,9 +4,9 @@ public enum QuantizationRole: Equatable, Sendable {
     /// Its input and weight are fake-quantized. `channelWise`: the weights may have one scale per
     /// output channel, and do by default; false: one scale per tensor only.
     case quantized(channelWise: Bool)
-    /// The output is never negative whatever the input, so a quantized layer reading it gets
-    /// `fixed_min` by default.
-    case nonNegativeOutput
+    /// The output lies in [0, atMost] whatever the input (atMost nil: no upper bound), so a
+    /// quantized layer reading it gets `fixed_min` by default.
+    case nonNegativeOutput(atMost: Float?)
     /// A non-negative input gives a non-negative output: the `fixed_min` default looks through it.
     case keepsNonNegative
     /// May turn non-negative values negative: the `fixed_min` default stops here.
@@ -18,7 +18,8 @@ extension LayerType {
         switch self {
         case .conv2d: return .quantized(channelWise: true)
         case .linear: return .quantized(channelWise: false)
-        case .relu: return .nonNegativeOutput
+        case .relu: return .nonNegativeOutput(atMost: nil)
+        case .relu6: return .nonNegativeOutput(atMost: 6)
         case .maxpool2d, .avgpool2d, .flatten: return .keepsNonNegative
         case .batchnorm2d, .add: return .mayTurnNegative
         }
