@@ -102,6 +102,23 @@ public struct DeployNode: Equatable, Sendable {
     }
 
     public var isInteger: Bool { inputQuantizer != nil }
+
+    /// How many inputs the op reads.
+    public var inputCount: Int {
+        switch op {
+        case .add: return 2
+        case .quantize, .conv2d, .linear, .batchnorm2d, .relu, .relu6, .maxpool2d, .flatten, .avgpool2d: return 1
+        }
+    }
+
+    /// The weight's shape for conv2d ([O, C, K, K]) and linear ([O, I]) nodes; nil for other ops.
+    public var weightShape: [Int]? {
+        switch op {
+        case .conv2d: return [outputChannels, inputChannels, kernelSize, kernelSize]
+        case .linear: return [outputChannels, inputChannels]
+        case .quantize, .batchnorm2d, .relu, .relu6, .maxpool2d, .flatten, .avgpool2d, .add: return nil
+        }
+    }
 }
 
 /// An activation fused into a node with int8 output: the requantized codes saturate, which is
@@ -189,12 +206,13 @@ extension DeployFile {
                 throw fail(object, "input '\(input)' is not an earlier node")
             }
             guard known.insert(node.name).inserted else { throw fail(object, "duplicate node name") }
-            let arity = node.op == .add ? 2 : 1
-            guard node.inputs.count == arity else { throw fail(object, "\(node.op.rawValue) takes \(arity) input(s), got \(node.inputs.count)") }
+            guard node.inputs.count == node.inputCount else {
+                throw fail(object, "\(node.op.rawValue) takes \(node.inputCount) input(s), got \(node.inputs.count)")
+            }
             if node.op == .quantize && node.output == nil { throw fail(object, "quantize node without output quantizer") }
-            if node.op == .conv2d || node.op == .linear {
+            if let weightShape = node.weightShape {
                 let o = node.outputChannels
-                let perChannel = node.op == .conv2d ? node.inputChannels * node.kernelSize * node.kernelSize : node.inputChannels
+                let perChannel = weightShape.dropFirst().reduce(1, *)
                 if node.isInteger {
                     guard node.weightCodes.count == o * perChannel, node.biasCodes.count == o,
                           node.weightScales.count == o, node.multipliers.count == o, node.biasResidual.count == o else {

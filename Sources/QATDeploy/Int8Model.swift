@@ -90,9 +90,8 @@ public final class Int8Model {
                 requantization = .init(multipliers: node.multipliers, zeroPoint: output.zeroPoint, relu: node.fusedActivation != nil,
                                        offsets: offsets, upperBound: node.fusedActivation?.codeRange(on: output).upperBound ?? .max)
             }
-            let weight = node.isInteger ? nil : node.floatTensors["weight"].map {
-                Variable($0.reshaped(node.op == .conv2d ? [node.outputChannels, node.inputChannels, node.kernelSize, node.kernelSize]
-                                                        : [node.outputChannels, node.inputChannels]))
+            let weight = node.isInteger ? nil : node.floatTensors["weight"].flatMap { tensor in
+                node.weightShape.map { Variable(tensor.reshaped($0)) }
             }
             var statistics: BatchNormStatistics?
             if node.op == .batchnorm2d {
@@ -257,7 +256,7 @@ public final class Int8Model {
                 return .floats(Int8Kernels.linearDequantized(x, batch: n, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
                                                              bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
             }
-            let x = tensor(input, node.op == .conv2d ? step.inputShape : [node.inputChannels])
+            let x = tensor(input, step.inputShape)
             if let grid = node.inputFakeQuantization { grid.apply(&x.value.storage) }   // an INT16 layer
             if node.op == .conv2d {
                 return floatResult(conv2d(x, weight: step.floatWeight!, bias: step.floatBias,

@@ -91,6 +91,10 @@ extension ModelSpec {
             guard v > 0 else { throw object.error(key, "must be positive, got \(v)") }
             return v
         }
+        func pooling() throws -> PoolingAttributes {
+            let kernelSize = try positive("kernel_size")
+            return PoolingAttributes(kernelSize: kernelSize, stride: try positive("stride", default: kernelSize))
+        }
         switch type {
         case .conv2d:
             let convolution = ConvolutionAttributes(
@@ -106,10 +110,8 @@ extension ModelSpec {
             return .batchnorm2d(BatchNormAttributes(features: try positive("num_features"),
                                                     epsilon: Float(try object.double("eps") ?? 1e-5),
                                                     momentum: Float(try object.double("momentum") ?? 0.1)))
-        case .maxpool2d, .avgpool2d:
-            let kernelSize = try positive("kernel_size")
-            let pooling = PoolingAttributes(kernelSize: kernelSize, stride: try positive("stride", default: kernelSize))
-            return type == .maxpool2d ? .maxpool2d(pooling) : .avgpool2d(pooling)
+        case .maxpool2d: return .maxpool2d(try pooling())
+        case .avgpool2d: return .avgpool2d(try pooling())
         case .relu: return .relu
         case .relu6: return .relu6
         case .flatten: return .flatten
