@@ -128,7 +128,25 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
             "input quantized at INT16: fake quant uses n = 65535; the INT8 deployment keeps this layer in float or runs an int16 path"))
     }
 
-    // 2. Shared outputs: a tensor (a layer's output, or the model input) read by several layers.
+    findings += sharedOutputFindings(plan: plan, graph: graph)
+
+    // 3. Convolutions with few input channels.
+    for layer in plan.quantizedLayers {
+        guard case .conv2d(let convolution) = byName[layer.name]?.kind, convolution.inputChannels <= fewChannels else { continue }
+        findings.append(.init(.warning, "few channels", layer.name,
+            "quantized conv with \(convolution.inputChannels) input channel(s): QAT gains little here and the image input is "
+            + "sensitive; consider keeping it float (\"retrain_enable\": false) or INT16 (check with qat sensitivity)"))
+    }
+
+    findings += batchNormFoldFindings(plan: plan, graph: graph)
+    findings += clipRangeFindings(plan: plan, graph: graph)
+    return ModelCheckReport(model: spec.name, configFile: config.file, findings: findings)
+}
+
+/// 2. Shared outputs: a tensor (a layer's output, or the model input) read by several layers.
+private func sharedOutputFindings(plan: QuantizationPlan, graph: ModelGraph) -> [ModelCheckFinding] {
+    var findings: [ModelCheckFinding] = []
+    let spec = graph.spec
     func name(_ value: Int) -> String { value < 0 ? "input" : spec.layers[value].name }
     for value in [-1] + Array(spec.layers.indices) {
         let producer = name(value)
@@ -155,16 +173,14 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
         }
         findings.append(.init(quantized.isEmpty ? .info : .warning, "shared output", producer, message))
     }
+    return findings
+}
 
-    // 3. Convolutions with few input channels.
-    for layer in plan.quantizedLayers {
-        guard case .conv2d(let convolution) = byName[layer.name]?.kind, convolution.inputChannels <= fewChannels else { continue }
-        findings.append(.init(.warning, "few channels", layer.name,
-            "quantized conv with \(convolution.inputChannels) input channel(s): QAT gains little here and the image input is "
-            + "sensitive; consider keeping it float (\"retrain_enable\": false) or INT16 (check with qat sensitivity)"))
-    }
-
-    // 4. BatchNorm folding (ALGORITHMS.md §4): a BN folds into a conv whose only reader it is.
+/// 4. BatchNorm folding (ALGORITHMS.md §4): a BN folds into a conv whose only reader it is.
+private func batchNormFoldFindings(plan: QuantizationPlan, graph: ModelGraph) -> [ModelCheckFinding] {
+    var findings: [ModelCheckFinding] = []
+    let spec = graph.spec
+    func name(_ value: Int) -> String { value < 0 ? "input" : spec.layers[value].name }
     for (index, layer) in spec.layers.enumerated() {
         guard case .batchNorm = layer.kind.lowering else { continue }
         let sourceIndex = graph.sources[index][0]
@@ -184,8 +200,7 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
             + "what \(others.joined(separator: ", ")) read\(quantized ? ", so the quantized conv cannot be deployed as trained" : "")"
             + "; give the other readers the BN output, or a separate conv"))
     }
-    findings += clipRangeFindings(plan: plan, graph: graph)
-    return ModelCheckReport(model: spec.name, configFile: config.file, findings: findings)
+    return findings
 }
 
 /// 5. Clip bounds above what the input can reach: after a ReLU6 (looking through pools and
