@@ -31,8 +31,8 @@
     }
 
 void qat_i8_requantize(qat_i8_path path, const int32_t *acc, size_t n, size_t channels, size_t plane,
-                       const float *multiplier, int32_t zero_point, int32_t lo, int8_t *out) {
-    DISPATCH(requantize, acc, n, channels, plane, multiplier, zero_point, lo, out)
+                       const float *multiplier, int32_t zero_point, int32_t lo, int32_t hi, int8_t *out) {
+    DISPATCH(requantize, acc, n, channels, plane, multiplier, zero_point, lo, hi, out)
 }
 
 void qat_i8_maxpool(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes,
@@ -43,8 +43,8 @@ void qat_i8_maxpool(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes,
 
 void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a,
                 const int8_t *b, float scale_b, int32_t zero_b,
-                float scale_y, int32_t zero_y, int32_t lo, int8_t *y, size_t count) {
-    DISPATCH(add, a, scale_a, zero_a, b, scale_b, zero_b, scale_y, zero_y, lo, y, count)
+                float scale_y, int32_t zero_y, int32_t lo, int32_t hi, int8_t *y, size_t count) {
+    DISPATCH(add, a, scale_a, zero_a, b, scale_b, zero_b, scale_y, zero_y, lo, hi, y, count)
 }
 
 void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int8_t *q, size_t count) {

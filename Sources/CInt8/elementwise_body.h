@@ -6,12 +6,12 @@
 #define NAME(a, b) NAME2(a, b)
 
 TARGET static void NAME(requantize, SUFFIX)(const int32_t *acc, size_t n, size_t channels, size_t plane,
-                                            const float *m, int32_t zero, int32_t lo, int8_t *out) {
+                                            const float *m, int32_t zero, int32_t lo, int32_t hi, int8_t *out) {
     for (size_t i = 0; i < n * channels; i++) {
         const float mc = m[i % channels];
         const int32_t *a = acc + i * plane;
         int8_t *o = out + i * plane;
-        for (size_t j = 0; j < plane; j++) o[j] = qat_i8_requant1(a[j], mc, zero, lo);
+        for (size_t j = 0; j < plane; j++) o[j] = qat_i8_requant1(a[j], mc, zero, lo, hi);
     }
 }
 
@@ -50,8 +50,8 @@ TARGET static void NAME(maxpool, SUFFIX)(const int8_t *x, int8_t *y, size_t plan
 }
 
 TARGET static void NAME(add, SUFFIX)(const int8_t *a, float sa, int32_t za, const int8_t *b, float sb,
-                                     int32_t zb, float sy, int32_t zy, int32_t lo, int8_t *y, size_t count) {
-    const float low = (float)(lo - zy), high = (float)(127 - zy);
+                                     int32_t zb, float sy, int32_t zy, int32_t lo, int32_t hi, int8_t *y, size_t count) {
+    const float low = (float)(lo - zy), high = (float)(hi - zy);
     for (size_t i = 0; i < count; i++) {
         const float pa = sa * (float)(a[i] - za);
         const float pb = sb * (float)(b[i] - zb);

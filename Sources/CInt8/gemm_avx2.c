@@ -43,7 +43,7 @@ void store8(const qat_i8_gemm *g, int row, int col, __m256i acc) {
         if (g->output.offset) r = _mm256_add_ps(r, _mm256_set1_ps(g->output.offset[row]));
         r = _mm256_round_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         r = _mm256_max_ps(r, _mm256_set1_ps((float)(g->output.lo - zero)));
-        r = _mm256_min_ps(r, _mm256_set1_ps((float)(127 - zero)));
+        r = _mm256_min_ps(r, _mm256_set1_ps((float)(g->output.hi - zero)));
         const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(zero));
         const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
         int8_t *dst = lanewise ? lanes8 : (int8_t *)g->out + at;

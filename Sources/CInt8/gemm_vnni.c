@@ -16,7 +16,7 @@ __m512i requant16(const qat_i8_gemm *g, int row, __m512i acc) {
     if (g->output.offset) r = _mm512_add_ps(r, _mm512_set1_ps(g->output.offset[row]));
     r = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     r = _mm512_max_ps(r, _mm512_set1_ps((float)(g->output.lo - zero)));
-    r = _mm512_min_ps(r, _mm512_set1_ps((float)(127 - zero)));
+    r = _mm512_min_ps(r, _mm512_set1_ps((float)(g->output.hi - zero)));
     return _mm512_add_epi32(_mm512_cvtps_epi32(r), _mm512_set1_epi32(zero));
 }
 

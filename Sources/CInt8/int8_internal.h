@@ -43,16 +43,16 @@ void qat_i8_gemm_vnni(const qat_i8_gemm *g);
 // round-half-even are exactly specified per element, so the vector paths (cvtdq2ps, mulps,
 // roundps/vrndscaleps with round-to-nearest) give the same bits. Clamping happens in float,
 // before converting, so huge products cannot wrap.
-static inline int8_t qat_i8_requant_scaled(float scaled, int32_t zero, int32_t lo) {
+static inline int8_t qat_i8_requant_scaled(float scaled, int32_t zero, int32_t lo, int32_t hi) {
     float r = nearbyintf(scaled);
-    const float low = (float)(lo - zero), high = (float)(127 - zero);
+    const float low = (float)(lo - zero), high = (float)(hi - zero);
     r = r < low ? low : r;
     r = r > high ? high : r;
     return (int8_t)((int32_t)r + zero);
 }
 
-static inline int8_t qat_i8_requant1(int32_t acc, float m, int32_t zero, int32_t lo) {
-    return qat_i8_requant_scaled((float)acc * m, zero, lo);
+static inline int8_t qat_i8_requant1(int32_t acc, float m, int32_t zero, int32_t lo, int32_t hi) {
+    return qat_i8_requant_scaled((float)acc * m, zero, lo, hi);
 }
 
 // (float)acc · scale[row] (+ offset[row]): two roundings, never a fused multiply-add, so that
@@ -75,7 +75,8 @@ static inline void qat_i8_store1(const qat_i8_gemm *g, int row, int col, int32_t
     case QAT_I8_OUT_INT32: ((int32_t *)g->out)[at] = acc; break;
     case QAT_I8_OUT_FLOAT: ((float *)g->out)[at] = qat_i8_scaled1(g, row, acc); break;
     case QAT_I8_OUT_INT8:
-        ((int8_t *)g->out)[at] = qat_i8_requant_scaled(qat_i8_scaled1(g, row, acc), g->output.zero_point, g->output.lo);
+        ((int8_t *)g->out)[at] = qat_i8_requant_scaled(qat_i8_scaled1(g, row, acc), g->output.zero_point, g->output.lo,
+                                                           g->output.hi);
         break;
     }
 }

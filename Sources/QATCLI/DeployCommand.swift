@@ -27,7 +27,7 @@ struct DeployCommand: ParsableCommand {
             for node in deployed.nodes {
                 var line = "  " + node.name.padded(to: 22) + node.op.rawValue.padded(to: 12)
                 line += (node.isInteger ? "int8 in" : "").padded(to: 9)
-                line += (node.output.map { String(format: "→ int8 (s %.4g, o %d%@)", $0.scale, Int($0.zeroPoint), node.relu ? ", relu" : "") } ?? "→ float")
+                line += (node.output.map { String(format: "→ int8 (s %.4g, o %d%@)", $0.scale, Int($0.zeroPoint), node.fusedActivation.map { ", \($0)" } ?? "") } ?? "→ float")
                 if !node.fused.isEmpty { line += "  fused: " + node.fused.joined(separator: ", ") }
                 print(line)
             }

@@ -98,19 +98,16 @@ public final class LayerComparison {
     private var unmatched = Set<String>()
     private var batches = 0, samples = 0, agreeing = 0
     private var correct = [0, 0]
-    /// For each layer, the name of the layer producing its (first) input; "input" is the batch.
-    private let producers: [String: String]
+    /// Who feeds each layer, and the shapes; nil for a spec whose shapes do not fit (the report
+    /// then shows no shapes and no clipping).
+    private let graph: ModelGraph?
 
     public init(spec: ModelSpec, reference: any LayerOutputSource, candidate: any LayerOutputSource, bins: Int = 512) {
         self.spec = spec
         self.reference = reference
         self.candidate = candidate
         self.bins = bins
-        var producers: [String: String] = [:]
-        for (i, layer) in spec.layers.enumerated() {
-            producers[layer.name] = layer.inputs.first ?? (i == 0 ? "input" : spec.layers[i - 1].name)
-        }
-        self.producers = producers
+        graph = try? ModelGraph(spec)
     }
 
     /// Runs both sides over `data` in order, `batchSize` samples at a time, and folds every
@@ -132,7 +129,7 @@ public final class LayerComparison {
 
     /// Folds one batch's layer outputs of both sides into the per-layer statistics.
     private func fold(batch: Tensor, _ outputsA: [String: Tensor], _ outputsB: [String: Tensor]) {
-        for layer in spec.layers {
+        for (index, layer) in spec.layers.enumerated() {
             guard let a = outputsA[layer.name], let b = outputsB[layer.name], a.count == b.count else {
                 unmatched.insert(layer.name)
                 continue
@@ -142,8 +139,8 @@ public final class LayerComparison {
             // under test if it quantizes the layer, else the reference.
             for (side, outputs) in [(candidate, outputsB), (reference, outputsA)] {
                 guard let q = side.quantization(ofLayer: layer.name) else { continue }
-                let producer = producers[layer.name]!
-                guard let input = producer == "input" ? batch : outputs[producer] else { break }
+                guard let producer = graph?.sources[index][0],
+                      let input = producer < 0 ? batch : outputs[spec.layers[producer].name] else { break }
                 var stats = clipping[layer.name] ?? ClippingStatistics(side: side.name, quantization: q)
                 stats.quantization = q
                 let clipped = input.storage.withUnsafeBufferPointer { q.clippedCounts($0) }
@@ -157,11 +154,11 @@ public final class LayerComparison {
     }
 
     public func report() -> ComparisonReport {
-        let shapes = (try? spec.outputShapes()) ?? []
+        let shapes = graph?.outputShapes ?? []
         var rows: [LayerComparisonRow] = []
         for (i, layer) in spec.layers.enumerated() {
             guard let accumulator = accumulators[layer.name] else { continue }
-            rows.append(LayerComparisonRow(layer: layer.name, kind: layer.kind.rawValue,
+            rows.append(LayerComparisonRow(layer: layer.name, kind: layer.kind.typeName,
                                            shape: i < shapes.count ? shapes[i] : [],
                                            metrics: accumulator.metrics, clipping: clipping[layer.name]))
         }

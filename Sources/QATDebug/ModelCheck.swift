@@ -16,7 +16,8 @@ public struct ModelCheckFinding: Equatable, Sendable, Codable {
         public static func < (a: Severity, b: Severity) -> Bool { a.rank < b.rank }
     }
     public var severity: Severity
-    /// Short check name: "coverage", "unmatched entry", "shared output", "few channels", "batchnorm fold", "config", "plan".
+    /// Short check name: "coverage", "unmatched entry", "shared output", "few channels", "batchnorm fold",
+    /// "clip range", "spec", "config", "plan".
     public var check: String
     /// The layer or config entry concerned ("-" when none).
     public var subject: String
@@ -64,6 +65,13 @@ public struct ModelCheckReport: Equatable, Sendable {
 /// flagged (QAT gains little there, e.g. conv1 on a grayscale image).
 public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int = 3) -> ModelCheckReport {
     var findings: [ModelCheckFinding] = []
+    let graph: ModelGraph
+    do {
+        graph = try ModelGraph(spec)
+    } catch {
+        findings.append(.init(.error, "spec", "-", "\(error)"))
+        return ModelCheckReport(model: spec.name, configFile: config.file, findings: findings)
+    }
     let byName = Dictionary(spec.layers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
     let quantizableNames = spec.layers.filter(\.kind.isQuantizable).map(\.name)
 
@@ -81,7 +89,7 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
             }
             guard layer.kind.isQuantizable else {
                 findings.append(.init(.error, "unmatched entry", name,
-                    "config entry \"\(name)\" names a \(layer.kind.rawValue) layer, which cannot be quantized (only conv2d and linear)"))
+                    "config entry \"\(name)\" names a \(layer.kind.typeName) layer, which cannot be quantized (only conv2d and linear)"))
                 continue
             }
             kept[name] = entries[name]
@@ -109,7 +117,7 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
     for layer in plan.layers where layer.kind.isQuantizable && !layer.isQuantized {
         if layer.rule == "not listed" {
             findings.append(.init(.warning, "coverage", layer.name,
-                "\(layer.kind.rawValue) layer \(layer.name) is not in the config, so it stays float (add an entry, or "
+                "\(layer.kind.typeName) layer \(layer.name) is not in the config, so it stays float (add an entry, or "
                 + "\"retrain_enable\": false to make the choice explicit)"))
         } else {
             findings.append(.init(.info, "coverage", layer.name, "kept float by \(layer.rule)"))
@@ -120,16 +128,29 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
             "input quantized at INT16: fake quant uses n = 65535; the INT8 deployment keeps this layer in float or runs an int16 path"))
     }
 
-    // 2. Shared outputs: a tensor (a layer's output, or the model input) read by several layers.
-    var consumers: [String: [String]] = [:]
-    var producerOf: [String: [String]] = [:]
-    for (i, layer) in spec.layers.enumerated() {
-        let sources = layer.inputs.isEmpty ? [i == 0 ? "input" : spec.layers[i - 1].name] : layer.inputs
-        producerOf[layer.name] = sources
-        for source in sources { consumers[source, default: []].append(layer.name) }
+    findings += sharedOutputFindings(plan: plan, graph: graph)
+
+    // 3. Convolutions with few input channels.
+    for layer in plan.quantizedLayers {
+        guard case .conv2d(let convolution) = byName[layer.name]?.kind, convolution.inputChannels <= fewChannels else { continue }
+        findings.append(.init(.warning, "few channels", layer.name,
+            "quantized conv with \(convolution.inputChannels) input channel(s): QAT gains little here and the image input is "
+            + "sensitive; consider keeping it float (\"retrain_enable\": false) or INT16 (check with qat sensitivity)"))
     }
-    for producer in ["input"] + spec.layers.map(\.name) {
-        let readers = consumers[producer] ?? []
+
+    findings += batchNormFoldFindings(plan: plan, graph: graph)
+    findings += clipRangeFindings(plan: plan, graph: graph)
+    return ModelCheckReport(model: spec.name, configFile: config.file, findings: findings)
+}
+
+/// 2. Shared outputs: a tensor (a layer's output, or the model input) read by several layers.
+private func sharedOutputFindings(plan: QuantizationPlan, graph: ModelGraph) -> [ModelCheckFinding] {
+    var findings: [ModelCheckFinding] = []
+    let spec = graph.spec
+    func name(_ value: Int) -> String { value < 0 ? "input" : spec.layers[value].name }
+    for value in [-1] + Array(spec.layers.indices) {
+        let producer = name(value)
+        let readers = graph.consumers(of: value).map(name)
         let distinct = readers.reduce(into: [String]()) { if !$1.isEmpty && !$0.contains($1) { $0.append($1) } }
         if distinct.count < readers.count {
             findings.append(.init(.info, "shared output", producer,
@@ -152,26 +173,26 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
         }
         findings.append(.init(quantized.isEmpty ? .info : .warning, "shared output", producer, message))
     }
+    return findings
+}
 
-    // 3. Convolutions with few input channels.
-    for layer in plan.quantizedLayers {
-        guard let spec = byName[layer.name], spec.kind == .conv2d, spec.inputChannels <= fewChannels else { continue }
-        findings.append(.init(.warning, "few channels", layer.name,
-            "quantized conv with \(spec.inputChannels) input channel(s): QAT gains little here and the image input is "
-            + "sensitive; consider keeping it float (\"retrain_enable\": false) or INT16 (check with qat sensitivity)"))
-    }
-
-    // 4. BatchNorm folding (ALGORITHMS.md §4): a BN folds into a conv whose only reader it is.
-    for layer in spec.layers where layer.kind == .batchnorm2d {
-        let source = producerOf[layer.name]![0]
-        guard let producer = byName[source], producer.kind == .conv2d else {
-            let what = byName[source].map { "a \($0.kind.rawValue) layer (\(source))" } ?? "the model input"
+/// 4. BatchNorm folding (ALGORITHMS.md §4): a BN folds into a conv whose only reader it is.
+private func batchNormFoldFindings(plan: QuantizationPlan, graph: ModelGraph) -> [ModelCheckFinding] {
+    var findings: [ModelCheckFinding] = []
+    let spec = graph.spec
+    func name(_ value: Int) -> String { value < 0 ? "input" : spec.layers[value].name }
+    for (index, layer) in spec.layers.enumerated() {
+        guard case .batchNorm = layer.kind.lowering else { continue }
+        let sourceIndex = graph.sources[index][0]
+        let source = name(sourceIndex)
+        guard sourceIndex >= 0, case .weighted(foldsBatchNorm: true) = spec.layers[sourceIndex].kind.lowering else {
+            let what = sourceIndex >= 0 ? "a \(spec.layers[sourceIndex].kind.typeName) layer (\(source))" : "the model input"
             findings.append(.init(.warning, "batchnorm fold", layer.name,
                 "\(layer.name) reads \(what), not a conv, so it cannot be folded at deployment and stays a float op "
                 + "between quantized layers"))
             continue
         }
-        let others = (consumers[source] ?? []).filter { $0 != layer.name }
+        let others = graph.consumers(of: sourceIndex).map(name).filter { $0 != layer.name }
         guard !others.isEmpty else { continue }
         let quantized = plan.layer(named: source)?.isQuantized ?? false
         findings.append(.init(quantized ? .error : .warning, "batchnorm fold", layer.name,
@@ -179,5 +200,19 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
             + "what \(others.joined(separator: ", ")) read\(quantized ? ", so the quantized conv cannot be deployed as trained" : "")"
             + "; give the other readers the BN output, or a separate conv"))
     }
-    return ModelCheckReport(model: spec.name, configFile: config.file, findings: findings)
+    return findings
+}
+
+/// 5. Clip bounds above what the input can reach: after a ReLU6 (looking through pools and
+/// flatten, as the fixed_min default does) no input value exceeds 6.
+private func clipRangeFindings(plan: QuantizationPlan, graph: ModelGraph) -> [ModelCheckFinding] {
+    plan.quantizedLayers.compactMap { layer in
+        guard let clipMax = layer.quantizer?.clipMax, let index = graph.index(of: layer.name),
+              let source = graph.wiring.nonNegativeSource(ofLayerAt: index),
+              case .nonNegativeOutput(let bound?) = graph.spec.layers[source].kind.quantizationRole, clipMax > bound else { return nil }
+        let producer = graph.spec.layers[source]
+        return ModelCheckFinding(.warning, "clip range", layer.name,
+            "clip_max \(clipMax) is above \(bound), the largest value \(producer.name) (\(producer.kind.typeName)) can give: "
+            + "the codes above \(bound) are never used; set clip_max to at most \(bound), or leave the bounds to IFMR")
+    }
 }

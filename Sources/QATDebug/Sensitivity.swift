@@ -217,7 +217,7 @@ public final class SensitivityAnalysis {
             let others = Set(layers.map(\.name)).subtracting([layer.name])
             let leaveOut = evaluate(try variant(others), on: evaluation, batchSize: batchSize, reference: &reference)
             progress(String(format: "%@: only this %.2f%%, all but this %.2f%%", layer.name, 100 * single.accuracy, 100 * leaveOut.accuracy))
-            rows.append(SensitivityRow(layer: layer.name, kind: layer.kind.rawValue, width: layer.quantizer!.activationType.rawValue,
+            rows.append(SensitivityRow(layer: layer.name, kind: layer.kind.typeName, width: layer.quantizer!.activationType.rawValue,
                                        single: single, leaveOut: leaveOut,
                                        singleLossIncrease: single.loss - float.loss, singleAccuracyDrop: float.accuracy - single.accuracy,
                                        leaveOutLossGain: all.loss - leaveOut.loss, leaveOutAccuracyGain: leaveOut.accuracy - all.accuracy))

@@ -37,7 +37,7 @@ public struct DeployFile: Equatable, Sendable {
 /// One step of the INT8 engine.
 public struct DeployNode: Equatable, Sendable {
     public enum Op: String, Sendable, CaseIterable {
-        /// float → codes with `output` (and ReLU saturation when `relu`).
+        /// float → codes with `output` (and saturation when an activation is fused).
         case quantize
         /// Integer conv/linear when `inputQuantizer` is set, else float.
         case conv2d, linear
@@ -45,6 +45,8 @@ public struct DeployNode: Equatable, Sendable {
         case batchnorm2d
         /// On codes: max(q, zero point); on floats: max(x, 0).
         case relu
+        /// On codes: clamp(q, zero point, the code of 6.0); on floats: min(max(x, 0), 6).
+        case relu6
         /// On codes or floats, as the input comes.
         case maxpool2d, flatten
         /// Float only.
@@ -65,8 +67,8 @@ public struct DeployNode: Equatable, Sendable {
     public var fused: [String] = []
     /// Set: the node outputs int8 codes with this quantizer. Nil: it outputs float.
     public var output: QuantizationGrid?
-    /// With int8 output: saturate at the zero point (a fused ReLU).
-    public var relu = false
+    /// With int8 output: the activation fused into it as saturation of the codes, if any.
+    public var fusedActivation: FusedActivation?
     // Geometry (conv2d, pools).
     public var kernelSize = 1, stride = 1, padding = 0
     // conv2d / linear
@@ -100,6 +102,41 @@ public struct DeployNode: Equatable, Sendable {
     }
 
     public var isInteger: Bool { inputQuantizer != nil }
+
+    /// How many inputs the op reads.
+    public var inputCount: Int {
+        switch op {
+        case .add: return 2
+        case .quantize, .conv2d, .linear, .batchnorm2d, .relu, .relu6, .maxpool2d, .flatten, .avgpool2d: return 1
+        }
+    }
+
+    /// The weight's shape for conv2d ([O, C, K, K]) and linear ([O, I]) nodes; nil for other ops.
+    public var weightShape: [Int]? {
+        switch op {
+        case .conv2d: return [outputChannels, inputChannels, kernelSize, kernelSize]
+        case .linear: return [outputChannels, inputChannels]
+        case .quantize, .batchnorm2d, .relu, .relu6, .maxpool2d, .flatten, .avgpool2d, .add: return nil
+        }
+    }
+}
+
+/// An activation fused into a node with int8 output: the requantized codes saturate, which is
+/// exact because quantization is monotone and maps 0 to the zero point (docs/DEPLOY-FORMAT.md).
+public enum FusedActivation: Equatable, Sendable {
+    /// Codes clamp to [zero point, 127].
+    case relu
+    /// Codes clamp to [zero point, q6], q6 = the code of 6.0 on the output's grid,
+    /// `clamp(round(6 / s) + zero point, −128, 127)`, the code fake quant gives a ReLU6 output of 6.
+    case relu6
+
+    /// The codes this activation keeps, on the grid `q`.
+    public func codeRange(on q: QuantizationGrid) -> ClosedRange<Int8> {
+        switch self {
+        case .relu: return q.zeroPoint...Int8.max
+        case .relu6: return q.zeroPoint...Int8Kernels.quantize([6], q)[0]
+        }
+    }
 }
 
 // MARK: - HDF5
@@ -169,12 +206,13 @@ extension DeployFile {
                 throw fail(object, "input '\(input)' is not an earlier node")
             }
             guard known.insert(node.name).inserted else { throw fail(object, "duplicate node name") }
-            let arity = node.op == .add ? 2 : 1
-            guard node.inputs.count == arity else { throw fail(object, "\(node.op.rawValue) takes \(arity) input(s), got \(node.inputs.count)") }
+            guard node.inputs.count == node.inputCount else {
+                throw fail(object, "\(node.op.rawValue) takes \(node.inputCount) input(s), got \(node.inputs.count)")
+            }
             if node.op == .quantize && node.output == nil { throw fail(object, "quantize node without output quantizer") }
-            if node.op == .conv2d || node.op == .linear {
+            if let weightShape = node.weightShape {
                 let o = node.outputChannels
-                let perChannel = node.op == .conv2d ? node.inputChannels * node.kernelSize * node.kernelSize : node.inputChannels
+                let perChannel = weightShape.dropFirst().reduce(1, *)
                 if node.isInteger {
                     guard node.weightCodes.count == o * perChannel, node.biasCodes.count == o,
                           node.weightScales.count == o, node.multipliers.count == o, node.biasResidual.count == o else {
@@ -207,7 +245,8 @@ extension DeployNode {
             try attribute("output", .string("int8"))
             try attribute("output_scale", .double(Double(output.scale)))
             try attribute("output_zero_point", .int64(Int64(output.zeroPoint)))
-            try attribute("relu", .int64(relu ? 1 : 0))
+            try attribute("relu", .int64(fusedActivation == nil ? 0 : 1))
+            if fusedActivation == .relu6 { try attribute("relu6", .int64(1)) }
         } else {
             try attribute("output", .string("float"))
         }
@@ -245,7 +284,7 @@ extension DeployNode {
         case .maxpool2d, .avgpool2d:
             try attribute("kernel_size", .int64(Int64(kernelSize)))
             try attribute("stride", .int64(Int64(stride)))
-        case .quantize, .relu, .flatten, .add:
+        case .quantize, .relu, .relu6, .flatten, .add:
             break
         }
     }
@@ -272,7 +311,9 @@ extension DeployNode {
         switch try file.stringAttribute("output", of: group) {
         case "int8":
             node.output = QuantizationGrid(bits: 8, scale: try scale("output_scale"), offset: Int(try zeroPoint("output_zero_point")))
-            node.relu = try int("relu") != 0
+            let relu6 = try file.hasAttribute("relu6", on: group) && int("relu6") != 0
+            node.fusedActivation = try int("relu") == 0 ? nil : relu6 ? .relu6 : .relu
+            if relu6 && node.fusedActivation == nil { throw fail(group, "relu6 is set but relu is not (a ReLU6 saturates at the zero point too)") }
         case "float": break
         case let other: throw fail(group, "output must be 'int8' or 'float', got '\(other)'")
         }
@@ -307,7 +348,7 @@ extension DeployNode {
         case .maxpool2d, .avgpool2d:
             node.kernelSize = try int("kernel_size")
             node.stride = try int("stride")
-        case .quantize, .relu, .flatten, .add:
+        case .quantize, .relu, .relu6, .flatten, .add:
             break
         }
         return node

@@ -17,8 +17,9 @@ public func deploy(checkpoint: String, output: String) throws {
 ///   becomes s_w·k (signed: γ < 0 gives a negative scale, since code −128 has no negation), and
 ///   b' = (b − μ)·k + β. A channel with k = 0 gets zero codes and a bias that carries β alone.
 /// - A value is requantized straight into codes when every path from it runs through code-
-///   preserving layers (ReLU, max-pool, flatten) into quantized layers that share one input
-///   quantizer; a ReLU that is the value's only consumer becomes saturation at the zero point.
+///   preserving layers (ReLU, ReLU6, max-pool, flatten) into quantized layers that share one input
+///   quantizer; a ReLU or ReLU6 that is the value's only consumer becomes saturation of the
+///   codes (at the zero point, and for ReLU6 at the code of 6.0).
 ///   Otherwise the value stays float, and each quantized consumer quantizes it itself.
 /// - Adds, average pools, BatchNorms that cannot fold and unquantized conv/linear layers run in
 ///   float with the training ops (eval mode), so they match the fake-quant model exactly.
@@ -85,12 +86,11 @@ public enum Deployer {
 
 private struct Builder {
     let model: Model
+    let graph: ModelGraph
     let source: String
     let layers: [any Layer]
     let specs: [LayerSpec]
-    /// consumers[i + 1]: the layers reading value i (index −1 is the input); `outputSentinel`
-    /// marks the model output.
-    var consumers: [[Int]]
+    /// Stands for the model output among the readers of the last layer.
     let outputSentinel: Int
     var inputQuantizers: [Int: QuantizationGrid] = [:]
     /// INT16 layers: the 16-bit grid their float node applies to its input.
@@ -109,14 +109,10 @@ private struct Builder {
     init(model: Model, source: String) throws {
         self.model = model
         self.source = source
+        graph = model.graph
         layers = model.layers
-        specs = model.layers.map(\.spec)
+        specs = model.spec.layers
         outputSentinel = layers.count
-        consumers = Array(repeating: [], count: layers.count + 1)
-        for (i, sources) in model.sources.enumerated() {
-            for s in sources { consumers[s + 1].append(i) }
-        }
-        consumers[layers.count].append(outputSentinel)   // the last layer feeds the output
         for (i, layer) in layers.enumerated() {
             if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, q.activation.numBits == 16 {
                 // INT16 layers run in float on this engine, simulating their quantizers exactly.
@@ -127,9 +123,10 @@ private struct Builder {
                 throw fail(i, "cannot be deployed: its quantizer is not a fake quantizer the deployer knows")
             }
         }
-        for i in layers.indices where inputQuantizers[i] != nil && specs[i].kind == .conv2d {
-            let readers = consumers[i + 1]
-            if readers.count == 1, readers[0] != outputSentinel, specs[readers[0]].kind == .batchnorm2d {
+        for i in layers.indices where inputQuantizers[i] != nil {
+            guard case .weighted(foldsBatchNorm: true) = specs[i].kind.lowering else { continue }
+            let readers = readers(of: i)
+            if readers.count == 1, readers[0] != outputSentinel, case .batchNorm = specs[readers[0]].kind.lowering {
                 foldedInto[i] = readers[0]
                 folded.insert(readers[0])
             }
@@ -140,7 +137,10 @@ private struct Builder {
         InputError(file: source, keyPath: "layer \(specs[layer].name)", message: message)
     }
 
-    func readers(of value: Int) -> [Int] { consumers[value + 1] }
+    /// The layers reading `value` (−1 is the input), and `outputSentinel` for the model output.
+    func readers(of value: Int) -> [Int] {
+        graph.consumers(of: value) + (value == layers.count - 1 ? [outputSentinel] : [])
+    }
 
     /// The one quantizer every use of `value` ends in through code-preserving layers, or nil.
     mutating func codeTarget(_ value: Int) -> QuantizationGrid? {
@@ -154,9 +154,9 @@ private struct Builder {
             } else if let q = inputQuantizers[c] {
                 t = q
             } else {
-                switch specs[c].kind {
-                case .relu, .maxpool2d, .flatten: t = codeTarget(c)
-                default: t = nil
+                switch specs[c].kind.lowering {
+                case .codePreserving: t = codeTarget(c)
+                case .weighted, .batchNorm, .float: t = nil
                 }
             }
             guard let t else { ok = false; break }
@@ -168,14 +168,14 @@ private struct Builder {
         return result
     }
 
-    /// A ReLU that is the only reader of `value` (it can become saturation), if any.
-    func soleReLU(of value: Int) -> Int? {
+    /// An activation that is the only reader of `value` (it can become saturation), if any.
+    func soleActivation(of value: Int) -> (layer: Int, activation: FusedActivation)? {
         let r = readers(of: value)
-        guard r.count == 1, r[0] != outputSentinel, specs[r[0]].kind == .relu else { return nil }
-        return r[0]
+        guard r.count == 1, r[0] != outputSentinel, case .codePreserving(let fused?) = specs[r[0]].kind.lowering else { return nil }
+        return (r[0], fused)
     }
 
-    func inputName(_ layer: Int, _ k: Int = 0) -> String { values[model.sources[layer][k]]!.node }
+    func inputName(_ layer: Int, _ k: Int = 0) -> String { values[graph.sources[layer][k]]!.node }
 
     /// After a float node produced `value`: quantize it when all its uses want the same codes.
     mutating func finishFloat(_ value: Int, node: String) {
@@ -185,8 +185,8 @@ private struct Builder {
         var quantize = DeployNode(name: "quantize:" + valueName, op: .quantize, inputs: [node], produces: "")
         quantize.output = q
         var produced = value
-        if let r = soleReLU(of: value) {
-            quantize.relu = true
+        if let (r, activation) = soleActivation(of: value) {
+            quantize.fusedActivation = activation
             quantize.produces = specs[r].name
             quantize.fused = [specs[r].name]
             skipped.insert(r)
@@ -200,16 +200,10 @@ private struct Builder {
         finishFloat(-1, node: "input")
         for (i, layer) in layers.enumerated() where !skipped.contains(i) && !folded.contains(i) {
             let spec = specs[i]
-            var node = DeployNode(name: spec.name, op: DeployNode.Op(rawValue: spec.kind.rawValue)!,
-                                  inputs: model.sources[i].indices.map { inputName(i, $0) }, produces: spec.name)
-            switch spec.kind {
-            case .conv2d, .linear:
+            var node = DeployNode(layer: spec, inputs: graph.sources[i].indices.map { inputName(i, $0) })
+            switch spec.kind.lowering {
+            case .weighted:
                 let weighted = layer as! WeightedLayer
-                node.inputChannels = spec.inputChannels
-                node.outputChannels = spec.outputChannels
-                node.kernelSize = spec.kernelSize
-                node.stride = spec.stride
-                node.padding = spec.padding
                 if let inputQuantizer = inputQuantizers[i] {
                     try emitInteger(i, weighted, inputQuantizer, &node)
                     continue
@@ -221,24 +215,18 @@ private struct Builder {
                     node.floatTensors["weight"] = weightFakeQuantize(weighted.weight, state: quantizer.weight, tape: nil).value
                     node.inputFakeQuantization = wide
                 }
-            case .batchnorm2d:
+            case .batchNorm:
                 let bn = layer as! BatchNorm2DLayer
                 node.floatTensors = ["gamma": bn.gamma.value, "beta": bn.beta.value,
                                      "running_mean": bn.statistics.mean, "running_var": bn.statistics.variance]
-                node.epsilon = spec.epsilon
-            case .relu, .maxpool2d, .flatten:
-                node.kernelSize = spec.kernelSize
-                node.stride = spec.stride
-                if let q = values[model.sources[i][0]]!.codes {   // codes in, codes out
+            case .codePreserving:
+                if let q = values[graph.sources[i][0]]!.codes {   // codes in, codes out
                     node.output = q
                     nodes.append(node)
                     values[i] = (node.name, q)
                     continue
                 }
-            case .avgpool2d:
-                node.kernelSize = spec.kernelSize
-                node.stride = spec.stride
-            case .add:
+            case .float:
                 break
             }
             nodes.append(node)
@@ -257,7 +245,7 @@ private struct Builder {
         let w = weighted.weight.value
         guard w.isFinite else { throw fail(i, "cannot be deployed: the weight has NaN or infinite values") }
         let (codes, rowScales) = Deployer.weightCodes(w, state: quantizer.weight)
-        let channels = spec.outputChannels
+        let channels = node.outputChannels
         let perChannel = w.count / channels
         var weightCodes = codes
         let bias = weighted.bias?.value.storage ?? [Float](repeating: 0, count: channels)
@@ -268,11 +256,12 @@ private struct Builder {
         var value = i
         if let b = foldedInto[i] {
             let bn = layers[b] as! BatchNorm2DLayer
+            let epsilon = bn.attributes.epsilon
             value = b
             node.fused.append(specs[b].name)
             for c in 0..<channels {
                 // invStd in Float as batchNorm2d's eval path computes it.
-                let invStd = 1 / (bn.statistics.variance.storage[c] + specs[b].epsilon).squareRoot()
+                let invStd = 1 / (bn.statistics.variance.storage[c] + epsilon).squareRoot()
                 let kc = Double(bn.gamma.value.storage[c]) * Double(invStd)
                 guard kc.isFinite, invStd.isFinite else {
                     throw fail(b, "cannot fold into \(spec.name): channel \(c) has γ/√(σ² + ε) = \(kc) (running variance \(bn.statistics.variance.storage[c]))")
@@ -328,8 +317,8 @@ private struct Builder {
             node.output = qy
             node.multipliers = effectiveScales.map { Float($0 / Double(qy.scale)) }
             var produced = value
-            if let r = soleReLU(of: value) {
-                node.relu = true
+            if let (r, activation) = soleActivation(of: value) {
+                node.fusedActivation = activation
                 node.fused.append(specs[r].name)
                 node.produces = specs[r].name
                 skipped.insert(r)

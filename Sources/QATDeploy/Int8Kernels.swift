@@ -30,7 +30,7 @@ public enum Int8Kernels {
 
     /// The requantization multipliers of one layer (not a grid: the output grid contributes
     /// only its zero point). Turns int32 accumulators into the next layer's codes:
-    /// `q = clamp((Float(acc) * multipliers[c] + offsets[c]).rounded(.toNearestOrEven) + zeroPoint, lo, 127)`
+    /// `q = clamp((Float(acc) * multipliers[c] + offsets[c]).rounded(.toNearestOrEven) + zeroPoint, lo, upperBound)`
     /// with `lo = zeroPoint` when a ReLU is fused (saturation), −128 otherwise. The product and
     /// the sum are each rounded to Float; without `offsets` nothing is added.
     public struct Requantization: Equatable, Sendable {
@@ -41,12 +41,16 @@ public enum Int8Kernels {
         /// Per output channel, in output codes: the bias residual the int32 b_q cannot hold
         /// (`DeployNode.biasResidual` · multiplier), or nil.
         public var offsets: [Float]?
-        public init(multipliers: [Float], zeroPoint: Int8, relu: Bool, offsets: [Float]? = nil) {
+        /// The largest code written: 127, or the code of 6.0 when a ReLU6 is fused (saturation).
+        public var upperBound: Int8
+        public init(multipliers: [Float], zeroPoint: Int8, relu: Bool, offsets: [Float]? = nil, upperBound: Int8 = 127) {
             precondition(offsets == nil || offsets!.count == multipliers.count, "Requantization: \(offsets!.count) offsets for \(multipliers.count) multipliers")
             self.multipliers = multipliers
             self.zeroPoint = zeroPoint
             self.relu = relu
             self.offsets = offsets
+            self.upperBound = upperBound
+            precondition(Int32(upperBound) >= lowerBound, "Requantization: upper bound \(upperBound) below the lower bound \(lowerBound)")
         }
         var lowerBound: Int32 { relu ? Int32(zeroPoint) : -128 }
     }
@@ -98,7 +102,7 @@ public enum Int8Kernels {
                               bias: [Int32], requantize r: Requantization, path: Path = activePath) -> [Int8] {
         precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
         return conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
-                    offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound)
+                    offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound))
     }
 
     /// `conv2d` followed by a max pool (window `poolKernel`, stride `poolStride`, no padding) on
@@ -113,7 +117,7 @@ public enum Int8Kernels {
         checkConv(x, g, weights, bias)
         let count = g.batch * g.outputChannels * ((g.outputHeight - poolKernel) / poolStride + 1)
             * ((g.outputWidth - poolKernel) / poolStride + 1)
-        return withOutput(QAT_I8_OUT_INT8, r.multipliers, r.offsets, Int32(r.zeroPoint), r.lowerBound) { output in
+        return withOutput(QAT_I8_OUT_INT8, r.multipliers, r.offsets, Int32(r.zeroPoint), r.lowerBound, Int32(r.upperBound)) { output in
             makeArray(count) { (out: UnsafeMutablePointer<Int8>) in
                 qat_i8_conv2d_maxpool(path.c, x, Int32(g.batch), Int32(g.channels), Int32(g.height), Int32(g.width), inputZeroPoint,
                                       weights, bias, Int32(g.outputChannels), Int32(g.kernel), Int32(g.stride), Int32(g.padding),
@@ -125,7 +129,7 @@ public enum Int8Kernels {
     /// The same convolution, returning the raw accumulators Σ (q_x − o_d)·w_q + b_q.
     public static func conv2dAccumulators(_ x: [Int8], _ g: ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                           bias: [Int32], path: Path = activePath) -> [Int32] {
-        conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT32, scales: [], offsets: nil, zeroPoint: 0, lo: 0)
+        conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT32, scales: [], offsets: nil, zeroPoint: 0, lo: 0, hi: 0)
     }
 
     /// The same convolution, dequantized: `Float(acc) * scales[c] (+ offsets[c])` with
@@ -134,7 +138,7 @@ public enum Int8Kernels {
                                          bias: [Int32], scales: [Float], offsets: [Float]? = nil, path: Path = activePath) -> [Float] {
         precondition(scales.count == g.outputChannels, "conv2d: \(scales.count) scales for \(g.outputChannels) channels")
         precondition(offsets == nil || offsets!.count == g.outputChannels, "conv2d: offsets for \(g.outputChannels) channels")
-        return conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_FLOAT, scales: scales, offsets: offsets, zeroPoint: 0, lo: 0)
+        return conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_FLOAT, scales: scales, offsets: offsets, zeroPoint: 0, lo: 0, hi: 0)
     }
 
     /// Fully connected layer on codes: x: [N, I], weights: [O, I], bias: [O] → [N, O] codes.
@@ -142,13 +146,13 @@ public enum Int8Kernels {
                               requantize r: Requantization, path: Path = activePath) -> [Int8] {
         precondition(r.multipliers.count == bias.count, "linear: \(r.multipliers.count) multipliers for \(bias.count) outputs")
         return dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
-                     offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound)
+                     offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound))
     }
 
     /// The same layer, returning the raw accumulators.
     public static func linearAccumulators(_ x: [Int8], batch: Int, inputZeroPoint: Int8, weights: [Int8],
                                           bias: [Int32], path: Path = activePath) -> [Int32] {
-        dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT32, scales: [], offsets: nil, zeroPoint: 0, lo: 0)
+        dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT32, scales: [], offsets: nil, zeroPoint: 0, lo: 0, hi: 0)
     }
 
     /// The same layer, dequantized with scales[o] = s_d · s_w[o] (+ offsets[o]) (for example the logits).
@@ -156,7 +160,7 @@ public enum Int8Kernels {
                                          bias: [Int32], scales: [Float], offsets: [Float]? = nil, path: Path = activePath) -> [Float] {
         precondition(scales.count == bias.count, "linear: \(scales.count) scales for \(bias.count) outputs")
         precondition(offsets == nil || offsets!.count == bias.count, "linear: offsets for \(bias.count) outputs")
-        return dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_FLOAT, scales: scales, offsets: offsets, zeroPoint: 0, lo: 0)
+        return dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_FLOAT, scales: scales, offsets: offsets, zeroPoint: 0, lo: 0, hi: 0)
     }
 
     // MARK: Element-wise kernels
@@ -169,7 +173,7 @@ public enum Int8Kernels {
         precondition(r.multipliers.count == channels, "requantize: \(r.multipliers.count) multipliers for \(channels) channels")
         return makeArray(acc.count) { out in
             qat_i8_requantize(path.c, acc, acc.count / (channels * planeSize), channels, planeSize,
-                              r.multipliers, Int32(r.zeroPoint), r.lowerBound, out)
+                              r.multipliers, Int32(r.zeroPoint), r.lowerBound, Int32(r.upperBound), out)
         }
     }
 
@@ -182,14 +186,14 @@ public enum Int8Kernels {
         return makeArray(count) { out in qat_i8_maxpool(path.c, x, out, planes, height, width, kernel, stride) }
     }
 
-    /// Residual add on codes: q = clamp(round((s_a(q_a − o_a) + s_b(q_b − o_b)) / s_y) + o_y, lo, 127),
+    /// Residual add on codes: q = clamp(round((s_a(q_a − o_a) + s_b(q_b − o_b)) / s_y) + o_y, lo, upperBound),
     /// each product, the sum and the quotient rounded to Float, round half to even.
     public static func add(_ a: [Int8], _ qa: QuantizationGrid, _ b: [Int8], _ qb: QuantizationGrid, output qy: QuantizationGrid,
-                           relu: Bool, path: Path = activePath) -> [Int8] {
+                           relu: Bool, upperBound: Int8 = 127, path: Path = activePath) -> [Int8] {
         precondition(a.count == b.count, "add: \(a.count) and \(b.count) codes")
         return makeArray(a.count) { out in
             qat_i8_add(path.c, a, qa.scale, Int32(qa.zeroPoint), b, qb.scale, Int32(qb.zeroPoint),
-                       qy.scale, Int32(qy.zeroPoint), relu ? Int32(qy.zeroPoint) : -128, out, a.count)
+                       qy.scale, Int32(qy.zeroPoint), relu ? Int32(qy.zeroPoint) : -128, Int32(upperBound), out, a.count)
         }
     }
 
@@ -223,10 +227,10 @@ public enum Int8Kernels {
 
     /// The C output description, valid inside `body`.
     private static func withOutput<R>(_ kind: qat_i8_out_kind, _ scales: [Float], _ offsets: [Float]?, _ zeroPoint: Int32,
-                                      _ lo: Int32, _ body: (qat_i8_output) -> R) -> R {
+                                      _ lo: Int32, _ hi: Int32, _ body: (qat_i8_output) -> R) -> R {
         scales.withUnsafeBufferPointer { s in
             func run(_ o: UnsafePointer<Float>?) -> R {
-                body(qat_i8_output(kind: kind, scale: s.baseAddress, offset: o, zero_point: zeroPoint, lo: lo))
+                body(qat_i8_output(kind: kind, scale: s.baseAddress, offset: o, zero_point: zeroPoint, lo: lo, hi: hi))
             }
             guard let offsets else { return run(nil) }
             return offsets.withUnsafeBufferPointer { run($0.baseAddress) }
@@ -235,10 +239,10 @@ public enum Int8Kernels {
 
     private static func conv<T>(_ x: [Int8], _ g: ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
                                 _ path: Path, kind: qat_i8_out_kind, scales: [Float], offsets: [Float]?,
-                                zeroPoint: Int32, lo: Int32) -> [T] {
+                                zeroPoint: Int32, lo: Int32, hi: Int32) -> [T] {
         checkConv(x, g, weights, bias)
         let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
-        return withOutput(kind, scales, offsets, zeroPoint, lo) { output in
+        return withOutput(kind, scales, offsets, zeroPoint, lo, hi) { output in
             makeArray(count) { (out: UnsafeMutablePointer<T>) in
                 qat_i8_conv2d(path.c, x, Int32(g.batch), Int32(g.channels), Int32(g.height), Int32(g.width), zero,
                               weights, bias, Int32(g.outputChannels), Int32(g.kernel), Int32(g.stride), Int32(g.padding),
@@ -258,13 +262,13 @@ public enum Int8Kernels {
 
     private static func dense<T>(_ x: [Int8], _ batch: Int, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
                                  _ path: Path, kind: qat_i8_out_kind, scales: [Float], offsets: [Float]?,
-                                 zeroPoint: Int32, lo: Int32) -> [T] {
+                                 zeroPoint: Int32, lo: Int32, hi: Int32) -> [T] {
         let outputs = bias.count
         precondition(batch > 0 && outputs > 0 && x.count % batch == 0, "linear: \(x.count) codes for batch \(batch)")
         let inputs = x.count / batch
         precondition(weights.count == outputs * inputs, "linear: \(weights.count) weights for \(outputs)×\(inputs)")
         checkAccumulatorRange(bias, patch: inputs, "linear")
-        return withOutput(kind, scales, offsets, zeroPoint, lo) { output in
+        return withOutput(kind, scales, offsets, zeroPoint, lo, hi) { output in
             makeArray(batch * outputs) { (out: UnsafeMutablePointer<T>) in
                 qat_i8_linear(path.c, x, Int32(batch), Int32(inputs), zero, weights, bias, Int32(outputs), output, out)
             }

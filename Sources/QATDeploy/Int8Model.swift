@@ -53,9 +53,17 @@ public final class Int8Model {
         try Int8Model(DeployFile.read(from: path), file: path)
     }
 
-    /// Builds the engine; `file` names the source in errors (shape mismatches between nodes).
+    /// Builds the engine; `file` names the source in errors. Shapes come from the graph of the
+    /// file's model spec: every node other than a quantize node stands for a layer of it, with
+    /// that layer's attributes and input shapes.
     public init(_ deployed: DeployFile, file path: String = "deploy file") throws {
         file = deployed
+        let specSource = "\(path) (model_spec)"
+        let graph = try ModelGraph(ModelSpec.parse(JSONObject.parse(Data(deployed.modelSpecJSON.utf8), file: specSource)),
+                                   file: specSource)
+        guard graph.spec.inputShape == deployed.inputShape else {
+            throw HDF5Error(file: path, object: "/", message: "input_shape \(deployed.inputShape) differs from the model spec's \(graph.spec.inputShape)")
+        }
         var indexByName = ["input": 0]
         var shapes: [[Int]] = [deployed.inputShape]
         var steps: [Step] = []
@@ -65,39 +73,25 @@ public final class Int8Model {
             }
             let inputs = node.inputs.map { indexByName[$0]! }
             let inShape = shapes[inputs[0]]
-            var outShape = inShape
-            switch node.op {
-            case .conv2d:
-                guard inShape.count == 3, inShape[0] == node.inputChannels, node.kernelSize > 0, node.stride > 0,
-                      inShape[1] + 2 * node.padding >= node.kernelSize, inShape[2] + 2 * node.padding >= node.kernelSize else {
-                    throw fail("conv2d does not fit its input \(inShape)")
+            var outShape = inShape   // a quantize node
+            if node.op != .quantize {
+                guard let layer = graph.index(of: node.name), node.matches(graph.spec.layers[layer]) else {
+                    throw fail("\(node.op.rawValue) node does not match a layer of the same name and attributes in the model spec")
                 }
-                outShape = [node.outputChannels, (inShape[1] + 2 * node.padding - node.kernelSize) / node.stride + 1,
-                            (inShape[2] + 2 * node.padding - node.kernelSize) / node.stride + 1]
-            case .linear:
-                guard inShape.reduce(1, *) == node.inputChannels else { throw fail("linear wants \(node.inputChannels) features, input is \(inShape)") }
-                outShape = [node.outputChannels]
-            case .maxpool2d, .avgpool2d:
-                guard inShape.count == 3, node.kernelSize > 0, node.stride > 0,
-                      inShape[1] >= node.kernelSize, inShape[2] >= node.kernelSize else { throw fail("pool does not fit its input \(inShape)") }
-                outShape = [inShape[0], (inShape[1] - node.kernelSize) / node.stride + 1, (inShape[2] - node.kernelSize) / node.stride + 1]
-            case .flatten:
-                outShape = [inShape.reduce(1, *)]
-            case .batchnorm2d:
-                guard inShape.count == 3, node.floatTensors["gamma"]?.count == inShape[0] else { throw fail("batchnorm2d does not fit \(inShape)") }
-            case .add:
-                guard shapes[inputs[1]] == inShape else { throw fail("add inputs \(inShape) and \(shapes[inputs[1]]) differ") }
-            case .quantize, .relu:
-                break
+                guard inputs.map({ shapes[$0] }) == graph.inputShapes[layer] else {
+                    throw fail("reads \(inputs.map { shapes[$0] }), but its layer in the model spec reads \(graph.inputShapes[layer])")
+                }
+                if node.op == .batchnorm2d && node.floatTensors["gamma"]?.count != inShape[0] { throw fail("batchnorm2d does not fit \(inShape)") }
+                outShape = graph.outputShapes[layer]
             }
             var requantization: Int8Kernels.Requantization?
             let offsets = node.isInteger ? zip(node.biasResidual, node.multipliers).map { $0 * $1 } : nil
             if node.isInteger, let output = node.output {
-                requantization = .init(multipliers: node.multipliers, zeroPoint: output.zeroPoint, relu: node.relu, offsets: offsets)
+                requantization = .init(multipliers: node.multipliers, zeroPoint: output.zeroPoint, relu: node.fusedActivation != nil,
+                                       offsets: offsets, upperBound: node.fusedActivation?.codeRange(on: output).upperBound ?? .max)
             }
-            let weight = node.isInteger ? nil : node.floatTensors["weight"].map {
-                Variable($0.reshaped(node.op == .conv2d ? [node.outputChannels, node.inputChannels, node.kernelSize, node.kernelSize]
-                                                        : [node.outputChannels, node.inputChannels]))
+            let weight = node.isInteger ? nil : node.floatTensors["weight"].flatMap { tensor in
+                node.weightShape.map { Variable(tensor.reshaped($0)) }
             }
             var statistics: BatchNormStatistics?
             if node.op == .batchnorm2d {
@@ -238,7 +232,7 @@ public final class Int8Model {
         switch node.op {
         case .quantize:
             var q = codes(input, node.output!)
-            if node.relu { saturate(&q, node.output!.zeroPoint) }
+            if let activation = node.fusedActivation { saturate(&q, activation.codeRange(on: node.output!)) }
             return .codes(q, node.output!)
         case .conv2d, .linear:
             if let qd = node.inputQuantizer {
@@ -262,7 +256,7 @@ public final class Int8Model {
                 return .floats(Int8Kernels.linearDequantized(x, batch: n, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
                                                              bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
             }
-            let x = tensor(input, node.op == .conv2d ? step.inputShape : [node.inputChannels])
+            let x = tensor(input, step.inputShape)
             if let grid = node.inputFakeQuantization { grid.fakeQuantize(&x.value.storage) }   // an INT16 layer
             if node.op == .conv2d {
                 return floatResult(conv2d(x, weight: step.floatWeight!, bias: step.floatBias,
@@ -274,10 +268,16 @@ public final class Int8Model {
                                            statistics: step.bnStatistics!, training: false, epsilon: node.epsilon, tape: nil))
         case .relu:
             if case .codes(var c, let q) = input {
-                saturate(&c, q.zeroPoint)
+                saturate(&c, FusedActivation.relu.codeRange(on: q))
                 return .codes(c, q)
             }
             return floatResult(relu(tensor(input, step.inputShape), tape: nil))
+        case .relu6:
+            if case .codes(var c, let q) = input {
+                saturate(&c, FusedActivation.relu6.codeRange(on: q))
+                return .codes(c, q)
+            }
+            return floatResult(relu6(tensor(input, step.inputShape), tape: nil))
         case .maxpool2d:
             if case .codes(let c, let q) = input {
                 let s = step.inputShape
@@ -292,21 +292,24 @@ public final class Int8Model {
         case .add:
             let other = values[step.inputs[1]]!
             if let qy = node.output, case .codes(let a, let qa) = input, case .codes(let b, let qb) = other {
-                return .codes(Int8Kernels.add(a, qa, b, qb, output: qy, relu: node.relu), qy)
+                return .codes(Int8Kernels.add(a, qa, b, qb, output: qy, relu: node.fusedActivation != nil,
+                                              upperBound: node.fusedActivation?.codeRange(on: qy).upperBound ?? .max), qy)
             }
             let y = add(tensor(input, step.inputShape), tensor(other, step.inputShape), tape: nil)
             if let qy = node.output {   // float add into codes
                 var q = Int8Kernels.quantize(y.value.storage, qy)
-                if node.relu { saturate(&q, qy.zeroPoint) }
+                if let activation = node.fusedActivation { saturate(&q, activation.codeRange(on: qy)) }
                 return .codes(q, qy)
             }
             return floatResult(y)
         }
     }
 
-    private func saturate(_ codes: inout [Int8], _ zeroPoint: Int8) {
+    /// A fused activation on codes: clamps them to `kept`.
+    private func saturate(_ codes: inout [Int8], _ kept: ClosedRange<Int8>) {
+        let (low, high) = (kept.lowerBound, kept.upperBound)
         codes.withUnsafeMutableBufferPointer { c in
-            for i in c.indices { c[i] = max(c[i], zeroPoint) }
+            for i in c.indices { c[i] = min(max(c[i], low), high) }
         }
     }
 }

@@ -38,11 +38,10 @@ final class DebugModelCheckTests: XCTestCase {
     func testTwoQuantizedReadersOfOneTensor() throws {
         var spec = DebugFixtures.lenetSpec
         // A second head reading pool2 through its own flatten: both fc1 and fc_aux quantize flatten's output.
-        var aux = LayerSpec(name: "fc_aux", kind: .linear, inputs: ["flatten"])
-        aux.inputChannels = 400; aux.outputChannels = 10
+        let aux = LayerSpec(name: "fc_aux", kind: .linear(.init(inputFeatures: 400, outputFeatures: 10)), inputs: ["flatten"])
         spec.layers.insert(aux, at: 7)
         var fc1 = spec.layers[8]; fc1.inputs = ["flatten"]; spec.layers[8] = fc1
-        _ = try spec.outputShapes()
+        _ = try ModelGraph(spec)
         let report = checkModel(spec: spec, config: try DebugFixtures.config(nil, spec: spec))
         let shared = report.findings("shared output")
         XCTAssertEqual(shared.map(\.subject), ["flatten"], report.text())
@@ -61,21 +60,19 @@ final class DebugModelCheckTests: XCTestCase {
     }
 
     func testBatchNormThatCannotBeFolded() throws {
-        func layer(_ name: String, _ kind: LayerKind, _ inputs: [String] = [], configure: (inout LayerSpec) -> Void = { _ in }) -> LayerSpec {
-            var l = LayerSpec(name: name, kind: kind, inputs: inputs)
-            configure(&l)
-            return l
+        func layer(_ name: String, _ kind: LayerKind, _ inputs: [String] = []) -> LayerSpec {
+            LayerSpec(name: name, kind: kind, inputs: inputs)
         }
         let spec = ModelSpec(name: "bn-test", inputShape: [1, 8, 8], layers: [
-            layer("conv", .conv2d) { $0.inputChannels = 1; $0.outputChannels = 4; $0.kernelSize = 3; $0.padding = 1 },
-            layer("bn", .batchnorm2d) { $0.outputChannels = 4 },
+            layer("conv", .conv2d(.init(inputChannels: 1, outputChannels: 4, kernelSize: 3, padding: 1))),
+            layer("bn", .batchnorm2d(.init(features: 4))),
             layer("skip", .add, ["bn", "conv"]),          // conv's output also read here: no fold
             layer("relu", .relu),
-            layer("bn_after_relu", .batchnorm2d) { $0.outputChannels = 4 },   // not after a conv
+            layer("bn_after_relu", .batchnorm2d(.init(features: 4))),   // not after a conv
             layer("flatten", .flatten),
-            layer("fc", .linear) { $0.inputChannels = 256; $0.outputChannels = 10 },
+            layer("fc", .linear(.init(inputFeatures: 256, outputFeatures: 10))),
         ])
-        _ = try spec.outputShapes()
+        _ = try ModelGraph(spec)
         let quantized = checkModel(spec: spec, config: try DebugFixtures.config(#"{"conv": {}, "fc": {}}"#, spec: spec))
         let folds = quantized.findings("batchnorm fold")
         XCTAssertEqual(folds.map(\.subject), ["bn", "bn_after_relu"], quantized.text())

@@ -68,7 +68,7 @@ final class DeployTests: XCTestCase {
         model.applyQuantization(try config.resolve(for: spec))
         var rng = SeededGenerator(seed: 11)
         for bn in model.batchNormLayers {
-            let c = bn.spec.outputChannels
+            let c = bn.attributes.features
             for ch in 0..<c {
                 let magnitude = Float.random(in: 0.5...2, using: &rng)
                 bn.gamma.value.storage[ch] = ch == 0 ? 0 : (ch % 2 == 1 ? -magnitude : magnitude)
@@ -116,7 +116,7 @@ final class DeployTests: XCTestCase {
             let qd = try XCTUnwrap(node.inputQuantizer)
             let expected = try XCTUnwrap(fake[bnName])
             let x = try XCTUnwrap(inputs[convName])
-            let spec = model.layer(named: convName)!.spec
+            let spec = (model.layer(named: convName) as! Conv2DLayer).convolution
             let inShape = [spec.inputChannels, Int((Double(x.count / 256 / spec.inputChannels)).squareRoot())]
             let g = ConvGeometry(batch: 256, channels: inShape[0], height: inShape[1], width: inShape[1],
                                  outputChannels: spec.outputChannels, kernel: spec.kernelSize, stride: spec.stride, padding: spec.padding)
@@ -166,7 +166,7 @@ final class DeployTests: XCTestCase {
         XCTAssertEqual(deployed, try Deployer.deploy(checkpoint: qat), "the file round-trips")
         XCTAssertEqual(deployed.nodes.map(\.name),
                        ["quantize:input", "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "fc3"])
-        XCTAssertEqual(deployed.nodes.filter(\.relu).map(\.name), ["conv1", "conv2", "fc1", "fc2"])
+        XCTAssertEqual(deployed.nodes.filter { $0.fusedActivation == .relu }.map(\.name), ["conv1", "conv2", "fc1", "fc2"])
         XCTAssertNil(deployed.nodes.last!.output, "fc3's logits are dequantized")
 
         let test = try fashionMNIST(.test, count: 2000)
@@ -236,6 +236,71 @@ final class DeployTests: XCTestCase {
         let report = try DeployVerification.run(checkpoint: qat, deployFile: deployFile, data: fashionMNIST(.test, count: 500))
         assertWithinContract(report)
         XCTAssertEqual(report.layers.map(\.name), ["stem", "block1_conv1", "block1_conv2", "conv2", "fc"])
+    }
+
+    /// ReLU6 end to end: a small model with ReLU6 fused into an integer conv and an integer
+    /// linear layer (saturation at the zero point and at the code of 6.0), into a quantize node
+    /// after a float residual add, and as a float op, trains with QAT, deploys and meets the
+    /// same contract.
+    func testReLU6ModelDeploysWithinTheContract() throws {
+        let specFile = folder + "/relu6.json"
+        try """
+            {"name": "relu6-net", "input": [1, 28, 28], "layers": [
+              {"name": "conv1", "type": "conv2d", "in_channels": 1, "out_channels": 6, "kernel_size": 5, "padding": 2},
+              {"name": "relu1", "type": "relu6"},
+              {"name": "pool1", "type": "maxpool2d", "kernel_size": 2},
+              {"name": "conv2", "type": "conv2d", "in_channels": 6, "out_channels": 16, "kernel_size": 5},
+              {"name": "relu2", "type": "relu6"},
+              {"name": "conv3", "type": "conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3, "padding": 1},
+              {"name": "add", "type": "add", "inputs": ["conv3", "relu2"]},
+              {"name": "relu3", "type": "relu6"},
+              {"name": "pool2", "type": "maxpool2d", "kernel_size": 2},
+              {"name": "flatten", "type": "flatten"},
+              {"name": "fc1", "type": "linear", "in_features": 400, "out_features": 64},
+              {"name": "relu4", "type": "relu6"},
+              {"name": "fc2", "type": "linear", "in_features": 64, "out_features": 10}]}
+            """.write(toFile: specFile, atomically: true, encoding: .utf8)
+        let float = try train(settings(spec: specFile, initCheckpoint: nil, trainLimit: 384, epochs: 2,
+                                       learningRate: 0.05, directory: folder + "/float"), quantized: false)
+        // Short float training leaves every activation below 4; larger conv1 and fc1 weights make
+        // ReLU6 saturate often, so the clamp at the code of 6.0 is really exercised.
+        let (floatModel, _) = try Model.load(checkpoint: float)
+        for (name, factor) in [("conv1", Float(4)), ("fc1", 5)] {
+            let layer = floatModel.layer(named: name) as! WeightedLayer
+            for variable in [layer.weight] + (layer.bias.map { [$0] } ?? []) {
+                variable.value.storage = variable.value.storage.map { $0 * factor }
+            }
+        }
+        let scaled = folder + "/float-scaled.h5"
+        try floatModel.checkpointFile().write(to: scaled)
+        let qat = try train(settings(spec: specFile, initCheckpoint: scaled, trainLimit: 384, epochs: 1,
+                                     learningRate: 0.01, directory: folder + "/qat"), quantized: true)
+        let deployFile = folder + "/relu6-int8.h5"
+        try deploy(checkpoint: qat, output: deployFile)
+        let deployed = try DeployFile.read(from: deployFile)
+        XCTAssertEqual(deployed, try Deployer.deploy(checkpoint: qat), "the file round-trips")
+        let byName = Dictionary(uniqueKeysWithValues: deployed.nodes.map { ($0.name, $0) })
+        XCTAssertEqual(byName["conv1"]?.fusedActivation, .relu6)
+        XCTAssertEqual(byName["conv1"]?.fused, ["relu1"])
+        XCTAssertEqual(byName["fc1"]?.fusedActivation, .relu6)
+        XCTAssertEqual(byName["quantize:add"]?.fusedActivation, .relu6, "the float add is quantized once, ReLU6 as saturation")
+        XCTAssertEqual(byName["relu2"]?.op, .relu6, "read by conv3 and the add: a float ReLU6")
+        XCTAssertNil(byName["relu2"]?.output)
+
+        // The saturation at 6 is exercised: some ReLU6 outputs of the fake-quant model are exactly 6.
+        let test = try fashionMNIST(.test, count: 500)
+        let (model, _) = try Model.load(checkpoint: qat)
+        var saturated: [String: Int] = [:]
+        _ = model.forward(test.batch(Array(0..<200)[...]).images, training: false, tape: nil) { index, y in
+            let layer = model.spec.layers[index]
+            if layer.kind == .relu6 { saturated[layer.name] = y.value.storage.filter { $0 == 6 }.count }
+        }
+        XCTAssertGreaterThan(saturated["relu1"] ?? 0, 0, "relu1 never reaches 6: the test would not exercise the upper clamp")
+        XCTAssertGreaterThan(saturated["relu4"] ?? 0, 0, "relu4 never reaches 6")
+
+        let report = try DeployVerification.run(checkpoint: qat, deployFile: deployFile, data: test)
+        assertWithinContract(report)
+        XCTAssertEqual(report.layers.map(\.name), ["conv1", "conv2", "conv3", "fc1", "fc2"])
     }
 
     // MARK: Errors

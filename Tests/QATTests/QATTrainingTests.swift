@@ -133,8 +133,8 @@ final class QATTrainingTests: XCTestCase {
         }
         // Same names, other shapes.
         var spec = lenetSpec
-        spec.layers[9].outputChannels = 80
-        spec.layers[11].inputChannels = 80
+        spec.layers[9].kind = .linear(LinearAttributes(inputFeatures: 120, outputFeatures: 80))
+        spec.layers[11].kind = .linear(LinearAttributes(inputFeatures: 80, outputFeatures: 10))
         let wider = try Model(spec: spec)
         let lenetFile = file + ".lenet.h5"
         try lenet.checkpointFile().write(to: lenetFile)

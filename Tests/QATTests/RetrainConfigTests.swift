@@ -54,10 +54,13 @@ final class RetrainConfigTests: XCTestCase {
         func layer(_ name: String, _ kind: LayerKind, _ inputs: [String] = []) -> LayerSpec {
             LayerSpec(name: name, kind: kind, inputs: inputs)
         }
+        // Only the wiring matters here; the shapes need not fit.
+        let conv = LayerKind.conv2d(.init(inputChannels: 1, outputChannels: 1, kernelSize: 1))
+        let fc = LayerKind.linear(.init(inputFeatures: 1, outputFeatures: 1))
         return ModelSpec(name: "graph", inputShape: [1, 8, 8], layers: [
-            layer("a", .conv2d), layer("r", .relu), layer("b", .conv2d), layer("c", .conv2d, ["r"]),
-            layer("d", .conv2d, ["input"]), layer("r2", .relu), layer("flat", .flatten), layer("e", .linear),
-            layer("r3", .relu), layer("pool", .maxpool2d, ["r3"]), layer("f", .linear, ["r3"]),
+            layer("a", conv), layer("r", .relu), layer("b", conv), layer("c", conv, ["r"]),
+            layer("d", conv, ["input"]), layer("r2", .relu), layer("flat", .flatten), layer("e", fc),
+            layer("r3", .relu), layer("pool", .maxpool2d(.init(kernelSize: 2)), ["r3"]), layer("f", fc, ["r3"]),
         ])
     }()
 
@@ -177,7 +180,7 @@ final class RetrainConfigTests: XCTestCase {
         XCTAssertTrue(plan.warnings[2].hasPrefix("override_layer_configs.fc9: no layer named \"fc9\""), plan.warnings[2])
 
         let mlp = ModelSpec(name: "mlp", inputShape: [1, 2, 2], layers: [
-            LayerSpec(name: "flat", kind: .flatten), LayerSpec(name: "fc", kind: .linear)])
+            LayerSpec(name: "flat", kind: .flatten), LayerSpec(name: "fc", kind: .linear(.init(inputFeatures: 4, outputFeatures: 2)))])
         let typePlan = try self.plan(#"{"override_layer_types": {"conv2d": {}}}"#, model: mlp)
         XCTAssertEqual(typePlan.warnings, ["override_layer_types.conv2d: model mlp has no conv2d layer; the entry has no effect"])
         let skipPlan = try self.plan(#"{"skip_layer_types": ["conv2d"]}"#, model: mlp)
@@ -359,7 +362,7 @@ final class RetrainConfigTests: XCTestCase {
             for layer in plan.quantizedLayers {
                 let q = layer.quantizer!
                 XCTAssertEqual(layer.rule, "layer entry \(layer.name)")
-                XCTAssertEqual(q.channelWise, layer.kind == .conv2d, layer.name)
+                XCTAssertEqual(q.channelWise, layer.kind.layerType == .conv2d, layer.name)
                 XCTAssertEqual(q.activationAlgorithm, .ulqQuantize)
                 XCTAssertEqual(q.weightAlgorithm, .arqRetrain)
                 XCTAssertEqual(q.activationType, .int8)
@@ -382,7 +385,8 @@ final class RetrainConfigTests: XCTestCase {
 
     func testDefaultConfigEscapesLayerNames() throws {
         let name = "odd \"name\" \\ with\ttab"
-        let model = ModelSpec(name: "odd", inputShape: [1, 4, 4], layers: [LayerSpec(name: name, kind: .conv2d)])
+        let model = ModelSpec(name: "odd", inputShape: [1, 4, 4],
+                              layers: [LayerSpec(name: name, kind: .conv2d(.init(inputChannels: 1, outputChannels: 1, kernelSize: 1)))])
         let plan = try plan(createDefaultConfig(for: model), model: model)
         XCTAssertEqual(plan.quantizedLayers.map(\.name), [name])
     }

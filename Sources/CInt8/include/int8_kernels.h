@@ -19,8 +19,9 @@ int qat_i8_cpu_supports(qat_i8_path path);
 // accumulator acc = Σ (q_x − o_d)·w_q + b_q:
 //   QAT_I8_OUT_INT32: acc
 //   QAT_I8_OUT_FLOAT: (float)acc · scale[c] + offset[c]                (dequantize)
-//   QAT_I8_OUT_INT8:  clamp(nearbyintf((float)acc · scale[c] + offset[c]) + zero_point, lo, 127)
-//                     (requantize; lo = zero_point for a fused ReLU, −128 otherwise)
+//   QAT_I8_OUT_INT8:  clamp(nearbyintf((float)acc · scale[c] + offset[c]) + zero_point, lo, hi)
+//                     (requantize; lo = zero_point for a fused ReLU or ReLU6, −128 otherwise;
+//                     hi = the code of 6.0 for a fused ReLU6, 127 otherwise)
 // The product and the sum are rounded to float separately (no fused multiply-add); without an
 // offset array (NULL) nothing is added. The offset carries the part of the bias that the int32
 // b_q cannot hold (the deployer's bias residual), in output units.
@@ -31,7 +32,7 @@ typedef struct {
     const float *scale;  // [channels]; unused for INT32
     const float *offset; // [channels] or NULL; unused for INT32
     int32_t zero_point;  // INT8 only
-    int32_t lo;          // INT8 only
+    int32_t lo, hi;      // INT8 only: lo ≤ hi
 } qat_i8_output;
 
 // Convolution (cross-correlation) on codes, NCHW in and out.
@@ -61,7 +62,7 @@ void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_ze
 // Requantize int32 accumulators laid out [n][channels][plane] (plane = h·w, or 1 for a
 // matrix) with a per-channel multiplier, as QAT_I8_OUT_INT8 above.
 void qat_i8_requantize(qat_i8_path path, const int32_t *acc, size_t n, size_t channels, size_t plane,
-                       const float *multiplier, int32_t zero_point, int32_t lo, int8_t *out);
+                       const float *multiplier, int32_t zero_point, int32_t lo, int32_t hi, int8_t *out);
 
 // Max pool on codes over `planes` planes of h×w, window k, stride s, no padding.
 // Quantization is monotone, so pooling codes equals quantizing the pooled values.
@@ -69,11 +70,11 @@ void qat_i8_maxpool(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes,
                     size_t h, size_t w, size_t k, size_t s);
 
 // Residual add on codes:
-//   q = clamp(nearbyintf((s_a·(q_a − o_a) + s_b·(q_b − o_b)) / s_y) + o_y, lo, 127)
+//   q = clamp(nearbyintf((s_a·(q_a − o_a) + s_b·(q_b − o_b)) / s_y) + o_y, lo, hi)
 // with the two products and the sum each rounded to float (no fused multiply-add).
 void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a,
                 const int8_t *b, float scale_b, int32_t zero_b,
-                float scale_y, int32_t zero_y, int32_t lo, int8_t *y, size_t count);
+                float scale_y, int32_t zero_y, int32_t lo, int32_t hi, int8_t *y, size_t count);
 
 // q = clamp(nearbyintf(x / scale) + zero, −128, 127).
 void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int8_t *q, size_t count);

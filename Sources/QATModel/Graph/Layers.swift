@@ -29,6 +29,23 @@ extension Layer {
     public var name: String { spec.name }
 }
 
+/// The layer object of one spec layer: the one place that says which float op each kind runs.
+func makeLayer(_ spec: LayerSpec, generator: inout SeededGenerator) -> any Layer {
+    switch spec.kind {
+    case .conv2d(let convolution): return Conv2DLayer(spec: spec, convolution, generator: &generator)
+    case .linear(let attributes): return LinearLayer(spec: spec, attributes, generator: &generator)
+    case .batchnorm2d(let attributes): return BatchNorm2DLayer(spec: spec, attributes)
+    case .relu: return StatelessLayer(spec: spec) { x, tape in relu(x[0], tape: tape) }
+    case .relu6: return StatelessLayer(spec: spec) { x, tape in relu6(x[0], tape: tape) }
+    case .maxpool2d(let p):
+        return StatelessLayer(spec: spec) { x, tape in maxPool2d(x[0], kernel: p.kernelSize, stride: p.stride, tape: tape) }
+    case .avgpool2d(let p):
+        return StatelessLayer(spec: spec) { x, tape in avgPool2d(x[0], kernel: p.kernelSize, stride: p.stride, tape: tape) }
+    case .flatten: return StatelessLayer(spec: spec) { x, tape in flatten(x[0], tape: tape) }
+    case .add: return StatelessLayer(spec: spec) { x, tape in add(x[0], x[1], tape: tape) }
+    }
+}
+
 /// Conv and linear share everything but the op they call.
 public class WeightedLayer {
     public let spec: LayerSpec
@@ -36,12 +53,12 @@ public class WeightedLayer {
     public let bias: Variable?
     public var quantizer: (any LayerQuantizer)?
 
-    init(spec: LayerSpec, weightShape: [Int], fanIn: Int, generator: inout SeededGenerator) {
+    init(spec: LayerSpec, weightShape: [Int], hasBias: Bool, fanIn: Int, generator: inout SeededGenerator) {
         self.spec = spec
         // PyTorch's default (Kaiming-uniform with a = √5): U(−1/√fanIn, 1/√fanIn) for weight and bias.
         let bound = 1 / Float(fanIn).squareRoot()
         weight = Variable(.uniform(weightShape, bound: bound, using: &generator), requiresGrad: true)
-        bias = spec.hasBias ? Variable(.uniform([spec.outputChannels], bound: bound, using: &generator), requiresGrad: true) : nil
+        bias = hasBias ? Variable(.uniform([weightShape[0]], bound: bound, using: &generator), requiresGrad: true) : nil
     }
 
     public var parameters: [NamedVariable] {
@@ -59,22 +76,25 @@ public class WeightedLayer {
 }
 
 public final class Conv2DLayer: WeightedLayer, Layer {
-    init(spec: LayerSpec, generator: inout SeededGenerator) {
-        let k = spec.kernelSize
-        super.init(spec: spec, weightShape: [spec.outputChannels, spec.inputChannels, k, k],
-                   fanIn: spec.inputChannels * k * k, generator: &generator)
+    public let convolution: ConvolutionAttributes
+
+    init(spec: LayerSpec, _ convolution: ConvolutionAttributes, generator: inout SeededGenerator) {
+        self.convolution = convolution
+        let (c, k) = (convolution.inputChannels, convolution.kernelSize)
+        super.init(spec: spec, weightShape: [convolution.outputChannels, c, k, k], hasBias: convolution.hasBias,
+                   fanIn: c * k * k, generator: &generator)
     }
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         let (x, w) = quantized(inputs[0], training: training, tape: tape)
-        return conv2d(x, weight: w, bias: bias, stride: spec.stride, padding: spec.padding, tape: tape)
+        return conv2d(x, weight: w, bias: bias, stride: convolution.stride, padding: convolution.padding, tape: tape)
     }
 }
 
 public final class LinearLayer: WeightedLayer, Layer {
-    init(spec: LayerSpec, generator: inout SeededGenerator) {
-        super.init(spec: spec, weightShape: [spec.outputChannels, spec.inputChannels],
-                   fanIn: spec.inputChannels, generator: &generator)
+    init(spec: LayerSpec, _ attributes: LinearAttributes, generator: inout SeededGenerator) {
+        super.init(spec: spec, weightShape: [attributes.outputFeatures, attributes.inputFeatures], hasBias: attributes.hasBias,
+                   fanIn: attributes.inputFeatures, generator: &generator)
     }
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
@@ -85,6 +105,7 @@ public final class LinearLayer: WeightedLayer, Layer {
 
 public final class BatchNorm2DLayer: Layer {
     public let spec: LayerSpec
+    public let attributes: BatchNormAttributes
     public let gamma: Variable
     public let beta: Variable
     public let statistics: BatchNormStatistics
@@ -92,11 +113,12 @@ public final class BatchNorm2DLayer: Layer {
     /// statistics in training mode; the lr = 0 check uses it so nothing at all may change.
     public var updatesRunningStatistics = true
 
-    init(spec: LayerSpec) {
+    init(spec: LayerSpec, _ attributes: BatchNormAttributes) {
         self.spec = spec
-        gamma = Variable(Tensor(shape: [spec.outputChannels], repeating: 1), requiresGrad: true)
-        beta = Variable(Tensor(shape: [spec.outputChannels]), requiresGrad: true)
-        statistics = BatchNormStatistics(channels: spec.outputChannels)
+        self.attributes = attributes
+        gamma = Variable(Tensor(shape: [attributes.features], repeating: 1), requiresGrad: true)
+        beta = Variable(Tensor(shape: [attributes.features]), requiresGrad: true)
+        statistics = BatchNormStatistics(channels: attributes.features)
     }
 
     public var parameters: [NamedVariable] {
@@ -105,24 +127,21 @@ public final class BatchNorm2DLayer: Layer {
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         batchNorm2d(inputs[0], gamma: gamma, beta: beta, statistics: statistics, training: training,
-                    momentum: updatesRunningStatistics ? spec.momentum : 0, epsilon: spec.epsilon, tape: tape)
+                    momentum: updatesRunningStatistics ? attributes.momentum : 0, epsilon: attributes.epsilon, tape: tape)
     }
 }
 
-/// Layers without parameters: ReLU, pooling, flatten and add.
+/// A layer without parameters (activations, pooling, flatten, add): the float op it runs.
 public final class StatelessLayer: Layer {
     public let spec: LayerSpec
-    init(spec: LayerSpec) { self.spec = spec }
+    private let operation: ([Variable], Tape?) -> Variable
+
+    init(spec: LayerSpec, operation: @escaping ([Variable], Tape?) -> Variable) {
+        self.spec = spec
+        self.operation = operation
+    }
+
     public var parameters: [NamedVariable] { [] }
 
-    public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
-        switch spec.kind {
-        case .relu: return relu(inputs[0], tape: tape)
-        case .maxpool2d: return maxPool2d(inputs[0], kernel: spec.kernelSize, stride: spec.stride, tape: tape)
-        case .avgpool2d: return avgPool2d(inputs[0], kernel: spec.kernelSize, stride: spec.stride, tape: tape)
-        case .flatten: return flatten(inputs[0], tape: tape)
-        case .add: return add(inputs[0], inputs[1], tape: tape)
-        case .conv2d, .linear, .batchnorm2d: preconditionFailure("\(spec.kind) is not stateless")
-        }
-    }
+    public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable { operation(inputs, tape) }
 }

@@ -1,38 +1,22 @@
 import QATCore
 import QATIO
 
-/// A network built from a `ModelSpec`: layers in spec order, wired by name.
+/// A network built from a `ModelSpec`: layers in spec order, wired by its `ModelGraph`.
 public final class Model {
     public let spec: ModelSpec
+    /// Sources, consumers and shapes of every layer.
+    public let graph: ModelGraph
     public let layers: [any Layer]
-    /// For each layer, the indices of the layers it reads; −1 is the model input.
-    public let sources: [[Int]]
-    /// Each layer's output shape for one sample.
-    public let outputShapes: [[Int]]
 
     /// Builds the layers and draws their initial weights from `seed` (same seed, same weights).
     public init(spec: ModelSpec, seed: UInt64 = 0) throws {
         self.spec = spec
-        outputShapes = try spec.outputShapes()
+        graph = try ModelGraph(spec)
         var generator = SeededGenerator(seed: seed)
-        var layers: [any Layer] = []
-        var sources: [[Int]] = []
-        var indexByName = ["input": -1]
-        for (i, layerSpec) in spec.layers.enumerated() {
-            switch layerSpec.kind {
-            case .conv2d: layers.append(Conv2DLayer(spec: layerSpec, generator: &generator))
-            case .linear: layers.append(LinearLayer(spec: layerSpec, generator: &generator))
-            case .batchnorm2d: layers.append(BatchNorm2DLayer(spec: layerSpec))
-            default: layers.append(StatelessLayer(spec: layerSpec))
-            }
-            sources.append(layerSpec.inputs.isEmpty ? [i - 1] : layerSpec.inputs.map { indexByName[$0]! })
-            indexByName[layerSpec.name] = i
-        }
-        self.layers = layers
-        self.sources = sources
+        layers = spec.layers.map { makeLayer($0, generator: &generator) }
     }
 
-    public var numberOfClasses: Int { outputShapes.last![0] }
+    public var numberOfClasses: Int { graph.numberOfClasses }
 
     /// Runs the graph on x: [N, C, H, W] and returns the logits [N, K].
     /// `observe`, if given, sees every layer's output as it is produced (layer-wise debugging).
@@ -45,7 +29,7 @@ public final class Model {
         var outputs: [Variable] = []
         outputs.reserveCapacity(layers.count)
         for (i, layer) in layers.enumerated() {
-            let inputs = sources[i].map { $0 < 0 ? input : outputs[$0] }
+            let inputs = graph.sources[i].map { $0 < 0 ? input : outputs[$0] }
             tape?.currentLabel = layer.name
             let y = timing.map { $0.measure(layer.name) { layer.forward(inputs, training: training, tape: tape) } }
                 ?? layer.forward(inputs, training: training, tape: tape)

@@ -19,24 +19,12 @@ public struct ModelSpec: Equatable, Sendable {
     }
 }
 
-public enum LayerKind: String, CaseIterable, Sendable {
-    case conv2d, linear, batchnorm2d, relu, maxpool2d, avgpool2d, flatten, add
-
-    /// Layers whose weights and inputs QAT quantizes.
-    public var isQuantizable: Bool { self == .conv2d || self == .linear }
-}
-
+/// One named layer of a spec: what it computes and which values it reads.
 public struct LayerSpec: Equatable, Sendable {
     public var name: String
     public var kind: LayerKind
     /// Names of the layers feeding this one; empty means "the previous layer" (or the input).
     public var inputs: [String]
-    // conv2d / linear
-    public var inputChannels = 0, outputChannels = 0
-    public var kernelSize = 1, stride = 1, padding = 0
-    public var hasBias = true
-    // batchnorm2d
-    public var epsilon: Float = 1e-5, momentum: Float = 0.1
 
     public init(name: String, kind: LayerKind, inputs: [String] = []) {
         self.name = name
@@ -73,71 +61,81 @@ extension ModelSpec {
             layers.append(layer)
         }
         let spec = ModelSpec(name: name, inputShape: input, layers: layers)
-        _ = try spec.outputShapes(file: root.file)
+        _ = try ModelGraph(spec, file: root.file)
         return spec
     }
 
     private static func parseLayer(_ object: JSONObject) throws -> LayerSpec {
         guard let name = try object.string("name"), !name.isEmpty else { throw object.error("name", "missing layer name") }
         guard let typeName = try object.string("type") else { throw object.error("type", "missing layer type") }
-        guard let kind = LayerKind(rawValue: typeName) else {
-            throw object.error("type", "unknown layer type \"\(typeName)\" (known: \(LayerKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+        guard let type = LayerType(name: typeName) else {
+            throw object.error("type", "unknown layer type \"\(typeName)\" (known: \(LayerType.allCases.map(\.name).joined(separator: ", ")))")
         }
-        var layer = LayerSpec(name: name, kind: kind, inputs: try object.stringArray("inputs") ?? [])
-        func positive(_ key: String, default value: Int? = nil) throws -> Int {
-            guard let v = try object.int(key) ?? value else { throw object.error(key, "missing (required for \(kind.rawValue))") }
-            guard v > 0 else { throw object.error(key, "must be positive, got \(v)") }
-            return v
+        let inputs = try object.stringArray("inputs") ?? []
+        let layer = LayerSpec(name: name, kind: try parseKind(type, object), inputs: inputs)
+        // One input may be left implicit (the previous layer); more must all be named.
+        if type.inputCount == 1 && layer.inputs.count > 1 {
+            throw object.error("inputs", "\(typeName) takes one input, got \(layer.inputs.count)")
         }
-        switch kind {
-        case .conv2d:
-            layer.inputChannels = try positive("in_channels")
-            layer.outputChannels = try positive("out_channels")
-            layer.kernelSize = try positive("kernel_size")
-            layer.stride = try positive("stride", default: 1)
-            layer.padding = try object.int("padding") ?? 0
-            guard layer.padding >= 0 else { throw object.error("padding", "must be ≥ 0") }
-            layer.hasBias = try object.bool("bias") ?? true
-        case .linear:
-            layer.inputChannels = try positive("in_features")
-            layer.outputChannels = try positive("out_features")
-            layer.hasBias = try object.bool("bias") ?? true
-        case .batchnorm2d:
-            layer.outputChannels = try positive("num_features")
-            layer.epsilon = Float(try object.double("eps") ?? 1e-5)
-            layer.momentum = Float(try object.double("momentum") ?? 0.1)
-        case .maxpool2d, .avgpool2d:
-            layer.kernelSize = try positive("kernel_size")
-            layer.stride = try positive("stride", default: layer.kernelSize)
-        case .add:
-            guard layer.inputs.count == 2 else { throw object.error("inputs", "add needs exactly two inputs") }
-        case .relu, .flatten:
-            break
-        }
-        if kind != .add && layer.inputs.count > 1 {
-            throw object.error("inputs", "\(kind.rawValue) takes one input, got \(layer.inputs.count)")
+        if type.inputCount > 1 && layer.inputs.count != type.inputCount {
+            throw object.error("inputs", "\(typeName) needs exactly \(type.inputCount) inputs")
         }
         try object.rejectUnknownKeys()
         return layer
+    }
+
+    /// The attributes of a layer of `type`, from its spec object.
+    private static func parseKind(_ type: LayerType, _ object: JSONObject) throws -> LayerKind {
+        func positive(_ key: String, default value: Int? = nil) throws -> Int {
+            guard let v = try object.int(key) ?? value else { throw object.error(key, "missing (required for \(type.name))") }
+            guard v > 0 else { throw object.error(key, "must be positive, got \(v)") }
+            return v
+        }
+        func pooling() throws -> PoolingAttributes {
+            let kernelSize = try positive("kernel_size")
+            return PoolingAttributes(kernelSize: kernelSize, stride: try positive("stride", default: kernelSize))
+        }
+        switch type {
+        case .conv2d:
+            let convolution = ConvolutionAttributes(
+                inputChannels: try positive("in_channels"), outputChannels: try positive("out_channels"),
+                kernelSize: try positive("kernel_size"), stride: try positive("stride", default: 1),
+                padding: try object.int("padding") ?? 0, hasBias: try object.bool("bias") ?? true)
+            guard convolution.padding >= 0 else { throw object.error("padding", "must be ≥ 0") }
+            return .conv2d(convolution)
+        case .linear:
+            return .linear(LinearAttributes(inputFeatures: try positive("in_features"), outputFeatures: try positive("out_features"),
+                                            hasBias: try object.bool("bias") ?? true))
+        case .batchnorm2d:
+            return .batchnorm2d(BatchNormAttributes(features: try positive("num_features"),
+                                                    epsilon: Float(try object.double("eps") ?? 1e-5),
+                                                    momentum: Float(try object.double("momentum") ?? 0.1)))
+        case .maxpool2d: return .maxpool2d(try pooling())
+        case .avgpool2d: return .avgpool2d(try pooling())
+        case .relu: return .relu
+        case .relu6: return .relu6
+        case .flatten: return .flatten
+        case .add: return .add
+        }
     }
 
     /// The spec as JSON (stored in checkpoints so a file says what model it holds).
     public func jsonString() -> String {
         var layerObjects: [[String: Any]] = []
         for l in layers {
-            var o: [String: Any] = ["name": l.name, "type": l.kind.rawValue]
+            var o: [String: Any] = ["name": l.name, "type": l.kind.typeName]
             if !l.inputs.isEmpty { o["inputs"] = l.inputs }
             switch l.kind {
-            case .conv2d:
-                o["in_channels"] = l.inputChannels; o["out_channels"] = l.outputChannels
-                o["kernel_size"] = l.kernelSize; o["stride"] = l.stride; o["padding"] = l.padding; o["bias"] = l.hasBias
-            case .linear:
-                o["in_features"] = l.inputChannels; o["out_features"] = l.outputChannels; o["bias"] = l.hasBias
-            case .batchnorm2d:
-                o["num_features"] = l.outputChannels; o["eps"] = Double(l.epsilon); o["momentum"] = Double(l.momentum)
-            case .maxpool2d, .avgpool2d:
-                o["kernel_size"] = l.kernelSize; o["stride"] = l.stride
-            case .relu, .flatten, .add:
+            case .conv2d(let c):
+                o["in_channels"] = c.inputChannels; o["out_channels"] = c.outputChannels
+                o["kernel_size"] = c.kernelSize; o["stride"] = c.stride; o["padding"] = c.padding; o["bias"] = c.hasBias
+            case .linear(let f):
+                o["in_features"] = f.inputFeatures; o["out_features"] = f.outputFeatures; o["bias"] = f.hasBias
+            case .batchnorm2d(let b):
+                o["num_features"] = b.features; o["eps"] = Double(b.epsilon); o["momentum"] = Double(b.momentum)
+            case .maxpool2d(let p), .avgpool2d(let p):
+                o["kernel_size"] = p.kernelSize; o["stride"] = p.stride
+            case .relu, .relu6, .flatten, .add:
                 break
             }
             layerObjects.append(o)

@@ -102,6 +102,7 @@ extension RetrainConfig {
     /// layer the model lacks (AMCT form), targets a layer that cannot be quantized, asks for
     /// `channel_wise` on a linear layer, or when no layer ends up quantized.
     public func resolve(for model: ModelSpec) throws -> QuantizationPlan {
+        let wiring = try ModelGraph.Wiring(model)
         var warnings: [String] = []
         var layers: [LayerPlan] = []
         switch rules {
@@ -111,11 +112,11 @@ extension RetrainConfig {
                 let rule: String
                 var quantizer: QuantizerSettings?
                 if !layer.kind.isQuantizable {
-                    rule = "not quantizable (\(layer.kind.rawValue))"
+                    rule = "not quantizable (\(layer.kind.typeName))"
                 } else if let entry = entries[layer.name] {
                     rule = entry.isEnabled ? "layer entry \(layer.name)" : "layer entry \(layer.name) (retrain_enable false)"
                     if entry.isEnabled {
-                        quantizer = try self.quantizer(from: [entry], layerAt: index, of: model, warnings: &warnings)
+                        quantizer = try self.quantizer(from: [entry], layerAt: index, of: wiring, warnings: &warnings)
                     }
                 } else {
                     rule = "not listed"
@@ -125,7 +126,7 @@ extension RetrainConfig {
         case .simple(let simple):
             warnings += try checkSimpleRules(simple, against: model)
             for index in model.layers.indices {
-                layers.append(try plan(layerAt: index, of: model, simple: simple, warnings: &warnings))
+                layers.append(try plan(layerAt: index, of: wiring, simple: simple, warnings: &warnings))
             }
         }
         guard layers.contains(where: \.isQuantized) else {
@@ -146,7 +147,7 @@ extension RetrainConfig {
                                  message: "no layer named \"\(name)\" in model \(model.name) (quantizable layers: \(sampleNames(of: model)))")
             }
             guard layer.kind.isQuantizable else {
-                throw InputError(file: file, keyPath: name, message: "\(name) is a \(layer.kind.rawValue) layer, which cannot be quantized "
+                throw InputError(file: file, keyPath: name, message: "\(name) is a \(layer.kind.typeName) layer, which cannot be quantized "
                     + "(only \(RetrainConfig.quantizableTypeNames.joined(separator: ", ")) layers can; quantizable layers: \(sampleNames(of: model)))")
             }
         }
@@ -156,24 +157,24 @@ extension RetrainConfig {
     /// quantized are errors (their settings could never apply).
     private func checkSimpleRules(_ simple: SimpleRules, against model: ModelSpec) throws -> [String] {
         var warnings: [String] = []
-        let kindsInModel = Set(model.layers.map(\.kind))
+        let typesInModel = Set(model.layers.map(\.kind.layerType))
         func noLayer(_ name: String) -> String {
             "no layer named \"\(name)\" in model \(model.name) (quantizable layers: \(sampleNames(of: model)))"
         }
         for (index, name) in simple.skipLayers.enumerated() {
             if let layer = model.layers.first(where: { $0.name == name }) {
                 if !layer.kind.isQuantizable {
-                    warnings.append("skip_layers[\(index)]: \(name) is a \(layer.kind.rawValue) layer, never quantized anyway; the entry has no effect")
+                    warnings.append("skip_layers[\(index)]: \(name) is a \(layer.kind.typeName) layer, never quantized anyway; the entry has no effect")
                 }
             } else {
                 warnings.append("skip_layers[\(index)]: \(noLayer(name)); the entry has no effect")
             }
         }
-        for (index, kind) in simple.skipLayerTypes.enumerated() where !kindsInModel.contains(kind) {
-            warnings.append("skip_layer_types[\(index)]: model \(model.name) has no \(kind.rawValue) layer; the entry has no effect")
+        for (index, type) in simple.skipLayerTypes.enumerated() where !typesInModel.contains(type) {
+            warnings.append("skip_layer_types[\(index)]: model \(model.name) has no \(type.name) layer; the entry has no effect")
         }
-        for kind in simple.typeOverrides.keys.sorted(by: { $0.rawValue < $1.rawValue }) where !kindsInModel.contains(kind) {
-            warnings.append("override_layer_types.\(kind.rawValue): model \(model.name) has no \(kind.rawValue) layer; the entry has no effect")
+        for type in simple.typeOverrides.keys.sorted(by: { $0.name < $1.name }) where !typesInModel.contains(type) {
+            warnings.append("override_layer_types.\(type.name): model \(model.name) has no \(type.name) layer; the entry has no effect")
         }
         for name in simple.layerOverrides.keys.sorted() {
             guard let layer = model.layers.first(where: { $0.name == name }) else {
@@ -182,7 +183,7 @@ extension RetrainConfig {
             }
             guard layer.kind.isQuantizable else {
                 throw InputError(file: file, keyPath: "override_layer_configs.\(name)",
-                                 message: "\(name) is a \(layer.kind.rawValue) layer, which cannot be quantized "
+                                 message: "\(name) is a \(layer.kind.typeName) layer, which cannot be quantized "
                                     + "(quantizable layers: \(sampleNames(of: model)))")
             }
         }
@@ -190,33 +191,34 @@ extension RetrainConfig {
     }
 
     /// Simple form, one layer: layer rules > type rules > global.
-    private func plan(layerAt index: Int, of model: ModelSpec, simple: SimpleRules,
+    private func plan(layerAt index: Int, of wiring: ModelGraph.Wiring, simple: SimpleRules,
                       warnings: inout [String]) throws -> LayerPlan {
-        let layer = model.layers[index]
+        let layer = wiring.spec.layers[index]
         func decided(_ rule: String, _ configs: [QuantizerConfig]? = nil) throws -> LayerPlan {
             guard let configs else { return LayerPlan(name: layer.name, kind: layer.kind, rule: rule) }
             return LayerPlan(name: layer.name, kind: layer.kind, rule: rule,
-                             quantizer: try quantizer(from: configs, layerAt: index, of: model, warnings: &warnings))
+                             quantizer: try quantizer(from: configs, layerAt: index, of: wiring, warnings: &warnings))
         }
-        guard layer.kind.isQuantizable else { return try decided("not quantizable (\(layer.kind.rawValue))") }
-        let typeOverride = simple.typeOverrides[layer.kind]
+        guard layer.kind.isQuantizable else { return try decided("not quantizable (\(layer.kind.typeName))") }
+        let typeOverride = simple.typeOverrides[layer.kind.layerType]
         if let layerOverride = simple.layerOverrides[layer.name] {
             // A layer override refines its type's override and the global config, key by key.
             return try decided("override_layer_configs.\(layer.name)", [simple.global] + [typeOverride, layerOverride].compactMap { $0 })
         }
         if simple.skipLayers.contains(layer.name) { return try decided("skip_layers") }
-        if simple.skipLayerTypes.contains(layer.kind) { return try decided("skip_layer_types") }
+        if simple.skipLayerTypes.contains(layer.kind.layerType) { return try decided("skip_layer_types") }
         if let typeOverride {
-            return try decided("override_layer_types.\(layer.kind.rawValue)", [simple.global, typeOverride])
+            return try decided("override_layer_types.\(layer.kind.typeName)", [simple.global, typeOverride])
         }
         return try decided("global", [simple.global])
     }
 
     /// Final settings of one quantized layer: each key comes from the most specific config that
     /// gives it (`configs` run from least to most specific), else from the default.
-    private func quantizer(from configs: [QuantizerConfig], layerAt index: Int, of model: ModelSpec,
+    private func quantizer(from configs: [QuantizerConfig], layerAt index: Int, of wiring: ModelGraph.Wiring,
                            warnings: inout [String]) throws -> QuantizerSettings {
-        let layer = model.layers[index]
+        let layer = wiring.spec.layers[index]
+        let supportsChannelWise = layer.kind.layerType.supportsChannelWiseWeights
         /// The most specific value of a key, with the config that gave it.
         func pick<T>(_ value: (QuantizerConfig) -> T?) -> (value: T, source: QuantizerConfig)? {
             for config in configs.reversed() {
@@ -233,23 +235,24 @@ extension RetrainConfig {
         let result = QuantizerSettings(
             activationAlgorithm: pick { $0.data.algorithm }?.value ?? .ulqQuantize,
             clipMax: clip?.value.0, clipMin: clip?.value.1,
-            fixedMin: fixedMin?.value ?? model.inputComesFromReLU(layerAt: index),
+            fixedMin: fixedMin?.value ?? (wiring.nonNegativeSource(ofLayerAt: index) != nil),
             fixedMinIsDefault: fixedMin == nil,
             activationType: pick { $0.data.dstType }?.value ?? .int8,
             weightAlgorithm: pick { $0.weight.algorithm }?.value ?? .arqRetrain,
-            channelWise: channelWise?.value ?? (layer.kind == .conv2d),
+            channelWise: channelWise?.value ?? supportsChannelWise,
             weightType: pick { $0.weight.dstType }?.value ?? .int8,
             learnClip: pick { $0.data.learnClip }?.value ?? true,
             calibration: try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings))
 
-        if layer.kind == .linear && result.channelWise, let source = channelWise?.source {
+        if !supportsChannelWise && result.channelWise, let source = channelWise?.source {
             // This runtime gives linear weights one scale per tensor only (see docs/CONFIG.md).
+            let type = layer.kind.typeName
             let hint = source.keyPath.isEmpty
-                ? "; the global retrain_weight_config applies to every layer, so set channel_wise false for linear "
-                    + "layers under override_layer_types.linear.retrain_weight_config"
+                ? "; the global retrain_weight_config applies to every layer, so set channel_wise false for \(type) "
+                    + "layers under override_layer_types.\(type).retrain_weight_config"
                 : ""
             throw InputError(file: file, keyPath: source.keyPath("retrain_weight_config") + ".channel_wise",
-                             message: "channel_wise true is not allowed on linear layer \(layer.name): linear weights use one "
+                             message: "channel_wise true is not allowed on \(type) layer \(layer.name): \(type) weights use one "
                                 + "scale per tensor (allowed: false)\(hint)")
         }
         if result.fixedMin, let clipMin = result.clipMin {
@@ -266,35 +269,26 @@ extension RetrainConfig {
     }
 }
 
-extension ModelSpec {
-    /// The fixed_min default: true exactly when the layer's input is the output of a relu layer.
-    /// Only the direct producer counts: relu → maxpool → conv gives false, even though the data
-    /// is still non-negative (ALGORITHMS.md §1 says "straight from a ReLU").
+extension ModelGraph.Wiring {
     /// True when the layer reads the model input itself (the normalised image).
-    func readsModelInput(layerAt index: Int) -> Bool {
-        let layer = layers[index]
-        return layer.inputs.first == "input" || (layer.inputs.isEmpty && index == 0)
-    }
+    public func readsModelInput(layerAt index: Int) -> Bool { sources[index].first == -1 }
 
-    func inputComesFromReLU(layerAt index: Int) -> Bool {
-        // Pooling and flatten keep a ReLU's output non-negative, so they are looked through:
-        // LeNet's conv2 (after relu → maxpool) then gets fixed_min and its full 8-bit range.
-        let signPreserving: Set<LayerKind> = [.maxpool2d, .avgpool2d, .flatten]
+    /// The layer whose non-negative output (its role is `nonNegativeOutput`, e.g. relu) reaches
+    /// layer `index`'s first input, following first inputs back through layers that keep values
+    /// non-negative (max and average pools, flatten); nil when the input may be negative.
+    /// The `fixed_min` default is true exactly when there is one. ALGORITHMS.md §1 says "straight
+    /// from a ReLU"; looking through is qat's decision, so LeNet's conv2 (relu1 → pool1 → conv2)
+    /// gets fixed_min and its full 8-bit range.
+    public func nonNegativeSource(ofLayerAt index: Int) -> Int? {
         var current = index
-        while true {
-            let layer = layers[current]
-            let producerIndex: Int?
-            if let source = layer.inputs.first {
-                producerIndex = layers.firstIndex { $0.name == source }  // nil for "input"
-            } else {
-                producerIndex = current > 0 ? current - 1 : nil
+        while let producer = sources[current].first, producer >= 0 {
+            switch spec.layers[producer].kind.quantizationRole {
+            case .nonNegativeOutput: return producer
+            case .keepsNonNegative: current = producer
+            case .quantized, .mayTurnNegative: return nil
             }
-            guard let producerIndex else { return false }
-            let producer = layers[producerIndex]
-            if producer.kind == .relu { return true }
-            guard signPreserving.contains(producer.kind) else { return false }
-            current = producerIndex
         }
+        return nil
     }
 }
 
@@ -306,7 +300,7 @@ extension QuantizationPlan {
         var rows = [["layer", "type", "quantized", "width", "activation", "fixed_min", "weights", "rule"]]
         for layer in layers {
             guard let q = layer.quantizer else {
-                rows.append([layer.name, layer.kind.rawValue, "no", "float", "-", "-", "-", layer.rule])
+                rows.append([layer.name, layer.kind.typeName, "no", "float", "-", "-", "-", layer.rule])
                 continue
             }
             let width = (q.activationType == q.weightType
@@ -318,7 +312,7 @@ extension QuantizationPlan {
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")
             let weights = "\(q.weightAlgorithm.rawValue), \(q.channelWise ? "channel_wise" : "per-tensor")"
-            rows.append([layer.name, layer.kind.rawValue, "yes", width, "\(q.activationAlgorithm.rawValue), \(bounds)",
+            rows.append([layer.name, layer.kind.typeName, "yes", width, "\(q.activationAlgorithm.rawValue), \(bounds)",
                          fixedMin, weights, layer.rule])
         }
         // Pad every column but the last to its widest cell.

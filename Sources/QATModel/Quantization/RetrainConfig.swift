@@ -113,12 +113,12 @@ public struct QuantizerConfig: Equatable, Sendable {
 public struct SimpleRules: Equatable, Sendable {
     public var global: QuantizerConfig
     public var skipLayers: [String]
-    public var skipLayerTypes: [LayerKind]
-    public var typeOverrides: [LayerKind: QuantizerConfig]
+    public var skipLayerTypes: [LayerType]
+    public var typeOverrides: [LayerType: QuantizerConfig]
     public var layerOverrides: [String: QuantizerConfig]
 
     public init(global: QuantizerConfig = QuantizerConfig(keyPath: ""), skipLayers: [String] = [],
-                skipLayerTypes: [LayerKind] = [], typeOverrides: [LayerKind: QuantizerConfig] = [:],
+                skipLayerTypes: [LayerType] = [], typeOverrides: [LayerType: QuantizerConfig] = [:],
                 layerOverrides: [String: QuantizerConfig] = [:]) {
         self.global = global
         self.skipLayers = skipLayers
@@ -173,7 +173,7 @@ public struct RetrainConfig: Equatable, Sendable {
                                         "skip_layer_types", "override_layer_types", "override_layer_configs"]
 
     /// The layer types QAT quantizes, as named in configs.
-    static var quantizableTypeNames: [String] { LayerKind.allCases.filter(\.isQuantizable).map(\.rawValue) }
+    static var quantizableTypeNames: [String] { LayerType.allCases.filter(\.isQuantizable).map(\.name) }
 }
 
 // MARK: - Parsing
@@ -259,9 +259,9 @@ extension RetrainConfig {
     }
 
     /// A type name from `skip_layer_types` or `override_layer_types`: conv2d or linear.
-    private static func quantizableKind(_ name: String, in object: JSONObject, key: String) throws -> LayerKind {
-        guard let kind = LayerKind(rawValue: name), kind.isQuantizable else {
-            let why = LayerKind(rawValue: name) == nil ? "unknown layer type" : "layers of this type are never quantized:"
+    private static func quantizableKind(_ name: String, in object: JSONObject, key: String) throws -> LayerType {
+        guard let kind = LayerType(name: name), kind.isQuantizable else {
+            let why = LayerType(name: name) == nil ? "unknown layer type" : "layers of this type are never quantized:"
             throw object.error(key, "\(why) \"\(name)\" (allowed: \(quantizableTypeNames.joined(separator: ", ")))")
         }
         return kind

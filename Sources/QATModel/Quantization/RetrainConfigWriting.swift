@@ -34,12 +34,12 @@ extension RetrainConfig: Encodable {
                 members.append(.init("skip_layers", .array(simple.skipLayers.map(JSONValue.init))))
             }
             if !simple.skipLayerTypes.isEmpty {
-                members.append(.init("skip_layer_types", .array(simple.skipLayerTypes.map { JSONValue($0.rawValue) })))
+                members.append(.init("skip_layer_types", .array(simple.skipLayerTypes.map { JSONValue($0.name) })))
             }
             if !simple.typeOverrides.isEmpty {
-                let kinds = LayerKind.allCases.filter { simple.typeOverrides[$0] != nil }
-                members.append(.init("override_layer_types", .object(kinds.map {
-                    .init($0.rawValue, .object(simple.typeOverrides[$0]!.members(withEnable: false)))
+                let types = LayerType.allCases.filter { simple.typeOverrides[$0] != nil }
+                members.append(.init("override_layer_types", .object(types.map {
+                    .init($0.name, .object(simple.typeOverrides[$0]!.members(withEnable: false)))
                 })))
             }
             if !simple.layerOverrides.isEmpty {
@@ -101,13 +101,16 @@ extension RetrainConfig {
     /// arq_retrain, channel_wise true for conv2d and false for linear, INT8, batch_num 1, and
     /// `learn_clip: false` for layers that read the model input (docs/CONFIG.md).
     public static func makeDefault(for model: ModelSpec) -> RetrainConfig {
+        // A spec whose wiring is broken gets no learn_clip entries; resolving the config reports it.
+        let wiring = try? ModelGraph.Wiring(model)
         var entries: [String: QuantizerConfig] = [:]
         for (index, layer) in model.layers.enumerated() where layer.kind.isQuantizable {
             entries[layer.name] = QuantizerConfig(
                 keyPath: layer.name,
                 data: RetrainDataConfig(algorithm: .ulqQuantize, dstType: .int8,
-                                        learnClip: model.readsModelInput(layerAt: index) ? false : nil),
-                weight: RetrainWeightConfig(algorithm: .arqRetrain, channelWise: layer.kind == .conv2d, dstType: .int8))
+                                        learnClip: wiring?.readsModelInput(layerAt: index) == true ? false : nil),
+                weight: RetrainWeightConfig(algorithm: .arqRetrain,
+                                            channelWise: layer.kind.layerType.supportsChannelWiseWeights, dstType: .int8))
         }
         return RetrainConfig(file: "default config of model \(model.name)", rules: .perLayer(entries))
     }
