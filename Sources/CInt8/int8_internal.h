@@ -2,7 +2,7 @@
 //
 // The GEMM at the heart of conv and linear
 // ----------------------------------------
-// ALGORITHMS.md §5 wants acc[c] = Σ_k (q_x − o_d)·w_q[c][k] + b_q[c]. VNNI's vpdpbusd multiplies
+// docs/ALGORITHMS.md §5 wants acc[c] = Σ_k (q_x − o_d)·w_q[c][k] + b_q[c]. VNNI's vpdpbusd multiplies
 // unsigned by signed bytes, so activations enter as u = q_x + 128 ∈ [0, 255] (one xor with 0x80)
 // and, since q_x − o_d = u − (128 + o_d),
 //     acc[c] = Σ_k u·w_q[c][k]  −  (128 + o_d)·Σ_k w_q[c][k]  +  b_q[c]

@@ -176,7 +176,7 @@ private func sharedOutputFindings(plan: QuantizationPlan, graph: ModelGraph) -> 
     return findings
 }
 
-/// 4. BatchNorm folding (ALGORITHMS.md §4): a BN folds into a conv whose only reader it is.
+/// 4. BatchNorm folding (docs/ALGORITHMS.md §4): a BN folds into a conv whose only reader it is.
 private func batchNormFoldFindings(plan: QuantizationPlan, graph: ModelGraph) -> [ModelCheckFinding] {
     var findings: [ModelCheckFinding] = []
     let spec = graph.spec

@@ -10,7 +10,7 @@ public func deploy(checkpoint: String, output: String) throws {
     try Deployer.deploy(checkpoint: checkpoint).write(to: output)
 }
 
-/// Turns a trained fake-quant model into the INT8 engine's program (ALGORITHMS.md §4–5).
+/// Turns a trained fake-quant model into the INT8 engine's program (docs/ALGORITHMS.md §4–5).
 ///
 /// - BatchNorm right after a quantized conv (its only consumer) folds into it per channel:
 ///   k = γ/√(σ² + ε), the ARQ codes of the ORIGINAL weight stay, the channel's weight scale

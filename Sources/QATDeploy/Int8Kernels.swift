@@ -6,7 +6,7 @@ import QATIO
 import QATModel
 import QATTrain
 
-/// The integer kernels of the INT8 engine (ALGORITHMS.md §5), over plain Swift arrays.
+/// The integer kernels of the INT8 engine (docs/ALGORITHMS.md §5), over plain Swift arrays.
 ///
 /// Every kernel runs on one of three code paths, AVX-512 VNNI, AVX2 or portable C, which give
 /// bit-identical results; only speed differs. `activePath` starts as the best path this CPU

@@ -5,7 +5,7 @@ import QATIO
 import QATModel
 import QATTrain
 
-/// Fake quant vs the INT8 engine on the same images (ALGORITHMS.md §5, the deployment contract).
+/// Fake quant vs the INT8 engine on the same images (docs/ALGORITHMS.md §5, the deployment contract).
 public struct DeployVerification: Sendable {
     /// Agreement of the input codes of one quantized layer.
     public struct Layer: Sendable {

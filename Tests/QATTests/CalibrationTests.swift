@@ -8,7 +8,7 @@ import XCTest
 @testable import QATDebug
 import QAT
 
-/// IFMR and HFMG, the calibrations that give ULQ its starting clip bounds (ALGORITHMS.md §2).
+/// IFMR and HFMG, the calibrations that give ULQ its starting clip bounds (docs/ALGORITHMS.md §2).
 final class CalibrationTests: XCTestCase {
 
     private func normalValues(_ count: Int, sigma: Float, seed: UInt64) -> [Float] {

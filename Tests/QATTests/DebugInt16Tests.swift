@@ -10,7 +10,7 @@ import XCTest
 import QAT
 
 /// `dst_type: "INT16"` through the Model path: a layer's input is fake-quantized with
-/// n = 65535 on [−32768, 32767], forward and backward, as ALGORITHMS.md §1 states.
+/// n = 65535 on [−32768, 32767], forward and backward, as docs/ALGORITHMS.md §1 states.
 final class DebugInt16Tests: XCTestCase {
     /// Wraps a layer's quantizer to see the tensors around its input fake quant.
     final class RecordingQuantizer: LayerQuantizer {

@@ -8,7 +8,7 @@ import XCTest
 @testable import QATDebug
 import QAT
 
-/// ULQ (activations) and ARQ / LSQ (weights) fake quantization: ALGORITHMS.md §1 and §3.
+/// ULQ (activations) and ARQ / LSQ (weights) fake quantization: docs/ALGORITHMS.md §1 and §3.
 final class FakeQuantTests: XCTestCase {
 
     // MARK: Helpers

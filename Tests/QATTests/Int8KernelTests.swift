@@ -151,7 +151,7 @@ final class Int8KernelTests: XCTestCase {
 
     // MARK: (b) conv and linear equal an independent reference
 
-    /// The integer arithmetic of ALGORITHMS.md §5 written out directly, accumulated in Double
+    /// The integer arithmetic of docs/ALGORITHMS.md §5 written out directly, accumulated in Double
     /// (exact at these sizes): padding taps are skipped, i.e. contribute (o_d − o_d)·w = 0.
     func referenceConv(_ c: ConvCase) -> [Double] {
         let g = c.geometry

@@ -2,7 +2,7 @@ import XCTest
 @testable import QATCore
 import QATDeploy
 
-/// The one quantization grid (ALGORITHMS.md "Notation", §1 step 3–4) and its clamp-and-round,
+/// The one quantization grid (docs/ALGORITHMS.md "Notation", §1 step 3–4) and its clamp-and-round,
 /// on hand-computed cases, and the vectorised rounding against Swift's scalar rule.
 final class QuantizationGridTests: XCTestCase {
 

@@ -1,4 +1,4 @@
-// INT8 inference kernels (ALGORITHMS.md §5). Every kernel has three code paths, AVX-512 VNNI,
+// INT8 inference kernels (docs/ALGORITHMS.md §5). Every kernel has three code paths, AVX-512 VNNI,
 // AVX2 and portable C, that produce identical integers (and identical floats where the output
 // is float). The caller picks the path; Int8Kernels.swift chooses it from cpuid or
 // QAT_INT8_KERNEL. Layouts are NCHW for images and row-major [rows][features] for matrices.

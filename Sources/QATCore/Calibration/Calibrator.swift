@@ -1,6 +1,6 @@
 import QATIO
 
-/// A calibration method (ALGORITHMS.md §2): from the activations one quantized layer received
+/// A calibration method (docs/ALGORITHMS.md §2): from the activations one quantized layer received
 /// during calibration, the clip bounds its training starts from. A conforming value *is* the
 /// method's settings, and `settings` names them as configs do (AMCT's names, e.g.
 /// `num_of_bins`), so the config reader, the config writer and the checkpoint record handle

@@ -1,6 +1,6 @@
 import QATIO
 
-/// HFMG (histogram search, ALGORITHMS.md §2): a clip range chosen by shrinking a histogram's
+/// HFMG (histogram search, docs/ALGORITHMS.md §2): a clip range chosen by shrinking a histogram's
 /// range from both ends and keeping the range whose 256-level grid reconstructs it best.
 
 /// A histogram with equal-width bins over [lowerEdge, upperEdge].
@@ -65,7 +65,7 @@ public struct HFMGParameters: Calibrator, Equatable {
     public init(binCount: Int) { self.binCount = binCount }
 
     /// HFMG's range over every value of the batches, widened to contain 0 (the ULQ bounds always
-    /// do, ALGORITHMS.md §1), so data that never goes negative starts with clip_min = 0.
+    /// do, docs/ALGORITHMS.md §1), so data that never goes negative starts with clip_min = 0.
     public func startingClipRange(batches: [Tensor], layer: String) throws -> (clipMax: Float, clipMin: Float) {
         let result = try hfmg(concatenated(batches), numberOfBins: binCount, layer: layer)
         return (max(result.clipMax, 0), min(result.clipMin, 0))

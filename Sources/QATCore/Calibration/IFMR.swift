@@ -1,6 +1,6 @@
 import QATIO
 
-/// IFMR (Input Feature Map Reconstruction, ALGORITHMS.md §2): the starting clip range of an
+/// IFMR (Input Feature Map Reconstruction, docs/ALGORITHMS.md §2): the starting clip range of an
 /// activation quantizer, searched over candidate clips around a robust max/min of collected data.
 
 /// Errors of calibration data or settings, naming the layer so a user can find it.

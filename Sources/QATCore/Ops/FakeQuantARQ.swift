@@ -1,6 +1,6 @@
 import QATIO
 
-/// Weight fake quantization (ALGORITHMS.md §3): ARQ (`arq_retrain`, scales recomputed from the
+/// Weight fake quantization (docs/ALGORITHMS.md §3): ARQ (`arq_retrain`, scales recomputed from the
 /// weights at every forward, straight-through backward) and the opt-in LSQ variant
 /// (`ulq_retrain`, learnable per-row scales initialised by ARQ).
 ///

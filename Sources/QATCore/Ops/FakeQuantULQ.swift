@@ -1,6 +1,6 @@
 import QATIO
 
-/// ULQ activation fake quantization with learnable clip bounds (ALGORITHMS.md §1).
+/// ULQ activation fake quantization with learnable clip bounds (docs/ALGORITHMS.md §1).
 ///
 /// Forward: y = (clamp(round(x / s) + o, qmin, qmax) − o) · s with s, o from the clip pair.
 /// Backward: straight-through for x inside [L, U]; closed-form gradients for clip_max and clip_min.
@@ -112,7 +112,7 @@ func batchMaxMin(_ x: Tensor) -> (Float, Float) {
     }
 }
 
-/// ULQ fake quantization of an activation tensor of any shape (ALGORITHMS.md §1).
+/// ULQ fake quantization of an activation tensor of any shape (docs/ALGORITHMS.md §1).
 ///
 /// Forward: resolves (M', m') from `state` (fixed_min, validity rollback, batch fallback),
 /// computes s, o, L, U, writes the pair back and returns y of x's shape.

@@ -4,7 +4,7 @@ import QATIO
 /// float32 machine epsilon, the contract's `EPS`: scales below it are replaced by 1.
 public let quantizationEpsilon: Float = 1.192092896e-7
 
-/// An affine quantization grid (ALGORITHMS.md "Notation"): `bits`-bit signed codes q in
+/// An affine quantization grid (docs/ALGORITHMS.md "Notation"): `bits`-bit signed codes q in
 /// [qmin, qmax] standing for the values s·(q − o).
 ///
 /// The one grid type: ULQ inputs, ARQ/LSQ weight rows (offset 0), the deployer's weight and
@@ -17,7 +17,7 @@ public struct QuantizationGrid: Equatable, Sendable, Codable {
     public let scale: Float
     /// o, the zero point, in [qmin, qmax].
     public let offset: Int
-    /// Grid-aligned clip bounds [L, U] (ALGORITHMS.md §1 step 4): L = s·(qmin − o), U = L + n·s,
+    /// Grid-aligned clip bounds [L, U] (docs/ALGORITHMS.md §1 step 4): L = s·(qmin − o), U = L + n·s,
     /// in float32, product and sum each rounded (§6.1).
     public let lower: Float
     public let upper: Float
@@ -57,7 +57,7 @@ public struct QuantizationGrid: Equatable, Sendable, Codable {
 
     public var qmin: Int { Self.codeBounds(bits: bits).qmin }
     public var qmax: Int { Self.codeBounds(bits: bits).qmax }
-    /// Number of steps between qmin and qmax (`n` in ALGORITHMS.md): 255 for INT8.
+    /// Number of steps between qmin and qmax (`n` in docs/ALGORITHMS.md): 255 for INT8.
     public var levels: Int { qmax - qmin }
 
     // MARK: Clamp and round
@@ -90,7 +90,7 @@ public struct QuantizationGrid: Equatable, Sendable, Codable {
     public func dequantize(_ q: Int) -> Float { scale * Float(q - offset) }
 
     /// Fake-quantizes in place, x̂ = s·round(clamp(x/s, qmin − o, qmax − o)): the ULQ and ARQ
-    /// forward (ALGORITHMS.md §1 step 4, §3). The hot loop of fake quant.
+    /// forward (docs/ALGORITHMS.md §1 step 4, §3). The hot loop of fake quant.
     public func fakeQuantize(_ values: UnsafeMutableBufferPointer<Float>) {
         let (s, low, high) = (scale, Float(qmin - offset), Float(qmax - offset))
         for i in values.indices { values[i] = Self.clampAndRound(values[i] / s, low: low, high: high) * s }

@@ -5,7 +5,7 @@ import QATIO
 ///
 /// Backward passes g where 0 < y < 6 and gives 0 elsewhere: at exactly x = 0 and x = 6 the
 /// gradient is 0, as in PyTorch's hardtanh backward (g only where min_val < x < max_val), and at
-/// NaN it is 0, as in `relu` (ALGORITHMS.md §6.2).
+/// NaN it is 0, as in `relu` (docs/ALGORITHMS.md §6.2).
 public func relu6(_ x: Variable, tape: Tape?) -> Variable {
     var y = Tensor(shape: x.shape, storage: uninitializedFloats(x.value.count))
     x.value.storage.withUnsafeBufferPointer { xs in

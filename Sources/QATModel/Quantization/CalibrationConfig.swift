@@ -17,7 +17,7 @@ public struct CalibrationMethod: Equatable, Sendable {
     /// A new method is one file conforming to `Calibrator` plus its line here.
     public static let known: [any Calibrator.Type] = [IFMRParameters.self, HFMGParameters.self]
 
-    /// IFMR with its defaults, when no config says otherwise (ALGORITHMS.md §2).
+    /// IFMR with its defaults, when no config says otherwise (docs/ALGORITHMS.md §2).
     public static let `default` = CalibrationMethod(known[0].init())
 
     /// The method's `act_algo` name.

@@ -65,7 +65,7 @@ extension Model {
         layers.compactMap { ($0 as? WeightedLayer)?.quantizer as? FakeQuantizer }
     }
 
-    /// Calibration (ALGORITHMS.md §2): runs `batches` through the model in eval mode, collects each
+    /// Calibration (docs/ALGORITHMS.md §2): runs `batches` through the model in eval mode, collects each
     /// uncalibrated quantizer's input, and sets its starting clip bounds with the layer's
     /// calibration method (`settings.calibration`, IFMR unless the config says otherwise).
     /// Layers whose bounds came from the config, or that are already initialised (a resumed run),

@@ -12,7 +12,7 @@ public struct QuantizerSettings: Equatable, Sendable {
     /// Starting clip bounds (clipMax > 0 > clipMin), or nil for both: `calibration` sets them.
     public var clipMax: Float?
     public var clipMin: Float?
-    /// Lower clip bound pinned at 0 (ALGORITHMS.md §1).
+    /// Lower clip bound pinned at 0 (docs/ALGORITHMS.md §1).
     public var fixedMin: Bool
     /// True when the config left fixed_min out and the graph rule decided it.
     public var fixedMinIsDefault: Bool
@@ -276,7 +276,7 @@ extension ModelGraph.Wiring {
     /// The layer whose non-negative output (its role is `nonNegativeOutput`, e.g. relu) reaches
     /// layer `index`'s first input, following first inputs back through layers that keep values
     /// non-negative (max and average pools, flatten); nil when the input may be negative.
-    /// The `fixed_min` default is true exactly when there is one. ALGORITHMS.md §1 says "straight
+    /// The `fixed_min` default is true exactly when there is one. docs/ALGORITHMS.md §1 says "straight
     /// from a ReLU"; looking through is qat's decision, so LeNet's conv2 (relu1 → pool1 → conv2)
     /// gets fixed_min and its full 8-bit range.
     public func nonNegativeSource(ofLayerAt index: Int) -> Int? {

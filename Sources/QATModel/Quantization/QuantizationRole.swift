@@ -1,5 +1,5 @@
 /// How QAT treats a layer type: the one place that says which kinds are fake-quantized and which
-/// ones the `fixed_min` default looks through (ALGORITHMS.md §1, docs/CONFIG.md).
+/// ones the `fixed_min` default looks through (docs/ALGORITHMS.md §1, docs/CONFIG.md).
 public enum QuantizationRole: Equatable, Sendable {
     /// Its input and weight are fake-quantized. `channelWise`: the weights may have one scale per
     /// output channel, and do by default; false: one scale per tensor only.

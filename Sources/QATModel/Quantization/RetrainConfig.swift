@@ -17,13 +17,13 @@ import QATIO
 
 /// `retrain_data_config.algo`: how a layer's input (activation) is quantized.
 public enum ActivationAlgorithm: String, CaseIterable, Sendable {
-    /// Learnable clip bounds (ALGORITHMS.md §1).
+    /// Learnable clip bounds (docs/ALGORITHMS.md §1).
     case ulqQuantize = "ulq_quantize"
 }
 
 /// `retrain_weight_config.algo`: how a layer's weights are quantized.
 public enum WeightAlgorithm: String, CaseIterable, Sendable {
-    /// Scales recomputed from the weights at every step (ALGORITHMS.md §3).
+    /// Scales recomputed from the weights at every step (docs/ALGORITHMS.md §3).
     case arqRetrain = "arq_retrain"
     /// Learnable per-channel scales, initialized by ARQ.
     case ulqRetrain = "ulq_retrain"
