@@ -7,26 +7,11 @@ import QATIO
 /// gradient is 0, as in PyTorch's hardtanh backward (g only where min_val < x < max_val), and at
 /// NaN it is 0, as in `relu` (docs/ALGORITHMS.md §6.2).
 public func relu6(_ x: Variable, tape: Tape?) -> Variable {
-    var y = Tensor(shape: x.shape, storage: uninitializedFloats(x.value.count))
-    x.value.storage.withUnsafeBufferPointer { xs in
-        y.storage.withUnsafeMutableBufferPointer { ys in
-            for i in xs.indices {
-                let v = xs[i]
-                ys[i] = v < 0 ? 0 : (v > 6 ? 6 : v)
-            }
-        }
-    }
-    let out = Variable(y, requiresGrad: needsPullback(tape, x))
-    guard out.requiresGrad, let tape else { return out }
-    tape.record {
-        guard let gy = out.grad else { return }
-        out.value.storage.withUnsafeBufferPointer { ys in
-            gy.storage.withUnsafeBufferPointer { g in
-                x.withGradient { gx in
-                    for i in gx.indices { gx[i] += ys[i] > 0 && ys[i] < 6 ? g[i] : 0 }
-                }
-            }
-        }
-    }
-    return out
+    pointwise(x, tape: tape,
+              forward: { xs, ys in
+                  for i in xs.indices { let v = xs[i]; ys[i] = v < 0 ? 0 : (v > 6 ? 6 : v) }
+              },
+              backward: { ys, g, gx in
+                  for i in gx.indices { gx[i] += ys[i] > 0 && ys[i] < 6 ? g[i] : 0 }
+              })
 }
