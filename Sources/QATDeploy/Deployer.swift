@@ -240,7 +240,6 @@ private struct Builder {
     /// An integer conv/linear node: folded BN, weight codes, int32 bias, requantize or dequantize.
     mutating func emitInteger(_ i: Int, _ weighted: WeightedLayer, _ qd: QuantizationGrid,
                               _ node: inout DeployNode) throws {
-        let spec = specs[i]
         let quantizer = weighted.quantizer as! FakeQuantizer
         let w = weighted.weight.value
         guard w.isFinite else { throw fail(i, "cannot be deployed: the weight has NaN or infinite values") }
@@ -250,62 +249,10 @@ private struct Builder {
         var weightCodes = codes
         let bias = weighted.bias?.value.storage ?? [Float](repeating: 0, count: channels)
 
-        // Per channel: k (1 without BN) and the folded bias b'.
-        var k = [Double](repeating: 1, count: channels)
-        var shift = bias.map(Double.init)
-        var value = i
-        if let b = foldedInto[i] {
-            let bn = layers[b] as! BatchNorm2DLayer
-            let epsilon = bn.attributes.epsilon
-            value = b
-            node.fused.append(specs[b].name)
-            for c in 0..<channels {
-                // invStd in Float as batchNorm2d's eval path computes it.
-                let invStd = 1 / (bn.statistics.variance.storage[c] + epsilon).squareRoot()
-                let kc = Double(bn.gamma.value.storage[c]) * Double(invStd)
-                guard kc.isFinite, invStd.isFinite else {
-                    throw fail(b, "cannot fold into \(spec.name): channel \(c) has γ/√(σ² + ε) = \(kc) (running variance \(bn.statistics.variance.storage[c]))")
-                }
-                k[c] = kc
-                shift[c] = (Double(bias[c]) - Double(bn.statistics.mean.storage[c])) * kc + Double(bn.beta.value.storage[c])
-                guard shift[c].isFinite else { throw fail(b, "cannot fold into \(spec.name): channel \(c) has a non-finite folded bias") }
-            }
-        }
-
-        // Weight scales s_w'[c] = s_w[c]·k[c] and int32 biases b_q = round(b'/(s_d s_w'[c])).
-        let sd = Double(qd.scale)
-        // No partial sum may leave int32 (Int8Kernels' precondition): |b_q| + 2·255·128·K < 2³¹.
-        let biasLimit = Double(Int32.max) - 2 * 255 * 128 * Double(perChannel)
-        guard biasLimit > 0 else { throw fail(i, "cannot be deployed: \(perChannel) products per output could overflow the int32 accumulator") }
-        var weightScales = [Float](repeating: 0, count: channels)
-        var biasCodes = [Int32](repeating: 0, count: channels)
-        var effectiveScales = [Double](repeating: 0, count: channels)
-        var biasResidual = [Float](repeating: 0, count: channels)
-        for c in 0..<channels {
-            let sw = Double(rowScales.count == 1 ? rowScales[0] : rowScales[c])
-            var scale = sw * k[c]
-            if k[c] == 0 {
-                // γ = 0: the output is the constant b'. Zero codes; choose the scale so that the
-                // bias holds b' with ~2²² units of resolution (or plain s_w when b' = 0).
-                for j in (c * perChannel)..<((c + 1) * perChannel) { weightCodes[j] = 0 }
-                let units = min(Double(1 << 22), (biasLimit / 2).rounded(.down))
-                scale = shift[c] == 0 ? sw : shift[c] / (sd * units)
-            }
-            let scale32 = Float(scale)
-            guard scale32.isFinite, scale32 != 0 else {
-                throw fail(i, "cannot be deployed: channel \(c) has weight scale \(scale) (after BN folding), not a normal float32")
-            }
-            weightScales[c] = scale32
-            let effective = sd * Double(scale32)
-            effectiveScales[c] = effective
-            let bq = (shift[c] / effective).rounded(.toNearestOrEven)
-            guard bq.isFinite, abs(bq) < biasLimit else {
-                throw fail(i, "cannot be deployed: the int32 bias of channel \(c) would be \(bq) accumulator units "
-                           + "(b' = \(shift[c]), s_d·s_w = \(effective)); the limit is ±\(Int64(biasLimit)) so that no accumulator overflows")
-            }
-            biasCodes[c] = Int32(bq)
-            biasResidual[c] = Float(shift[c] / effective - bq)
-        }
+        let (k, shift, value) = try foldBatchNorm(into: i, bias: bias, channels: channels, node: &node)
+        let (weightScales, biasCodes, effectiveScales, biasResidual) =
+            try integerTerms(i, weightScales: rowScales, k: k, shift: shift, inputScale: qd.scale,
+                             perChannel: perChannel, weightCodes: &weightCodes)
 
         node.inputQuantizer = qd
         node.weightCodes = weightCodes
@@ -331,5 +278,75 @@ private struct Builder {
             nodes.append(node)
             values[value] = (node.name, nil)
         }
+    }
+
+    /// Per channel: k = γ/√(σ² + ε) of the BN folded into layer `i` (1 without BN) and the folded
+    /// bias b' = (b − μ)·k + β; `value` is the layer whose output the node now produces.
+    mutating func foldBatchNorm(into i: Int, bias: [Float], channels: Int, node: inout DeployNode) throws
+        -> (k: [Double], shift: [Double], value: Int) {
+        let spec = specs[i]
+    var k = [Double](repeating: 1, count: channels)
+    var shift = bias.map(Double.init)
+    var value = i
+    if let b = foldedInto[i] {
+        let bn = layers[b] as! BatchNorm2DLayer
+        let epsilon = bn.attributes.epsilon
+        value = b
+        node.fused.append(specs[b].name)
+        for c in 0..<channels {
+            // invStd in Float as batchNorm2d's eval path computes it.
+            let invStd = 1 / (bn.statistics.variance.storage[c] + epsilon).squareRoot()
+            let kc = Double(bn.gamma.value.storage[c]) * Double(invStd)
+            guard kc.isFinite, invStd.isFinite else {
+                throw fail(b, "cannot fold into \(spec.name): channel \(c) has γ/√(σ² + ε) = \(kc) (running variance \(bn.statistics.variance.storage[c]))")
+            }
+            k[c] = kc
+            shift[c] = (Double(bias[c]) - Double(bn.statistics.mean.storage[c])) * kc + Double(bn.beta.value.storage[c])
+            guard shift[c].isFinite else { throw fail(b, "cannot fold into \(spec.name): channel \(c) has a non-finite folded bias") }
+        }
+    }
+        return (k, shift, value)
+    }
+
+    /// Weight scales s_w'[c] = s_w[c]·k[c], int32 biases b_q = round(b'/(s_d s_w'[c])) and their
+    /// residuals; zeroes the weight codes of γ = 0 channels.
+    func integerTerms(_ i: Int, weightScales rowScales: [Float], k: [Double], shift: [Double], inputScale: Float,
+                      perChannel: Int, weightCodes: inout [Int8]) throws
+        -> (weightScales: [Float], biasCodes: [Int32], effectiveScales: [Double], biasResidual: [Float]) {
+        let channels = k.count
+    let sd = Double(inputScale)
+    // No partial sum may leave int32 (Int8Kernels' precondition): |b_q| + 2·255·128·K < 2³¹.
+    let biasLimit = Double(Int32.max) - 2 * 255 * 128 * Double(perChannel)
+    guard biasLimit > 0 else { throw fail(i, "cannot be deployed: \(perChannel) products per output could overflow the int32 accumulator") }
+    var weightScales = [Float](repeating: 0, count: channels)
+    var biasCodes = [Int32](repeating: 0, count: channels)
+    var effectiveScales = [Double](repeating: 0, count: channels)
+    var biasResidual = [Float](repeating: 0, count: channels)
+    for c in 0..<channels {
+        let sw = Double(rowScales.count == 1 ? rowScales[0] : rowScales[c])
+        var scale = sw * k[c]
+        if k[c] == 0 {
+            // γ = 0: the output is the constant b'. Zero codes; choose the scale so that the
+            // bias holds b' with ~2²² units of resolution (or plain s_w when b' = 0).
+            for j in (c * perChannel)..<((c + 1) * perChannel) { weightCodes[j] = 0 }
+            let units = min(Double(1 << 22), (biasLimit / 2).rounded(.down))
+            scale = shift[c] == 0 ? sw : shift[c] / (sd * units)
+        }
+        let scale32 = Float(scale)
+        guard scale32.isFinite, scale32 != 0 else {
+            throw fail(i, "cannot be deployed: channel \(c) has weight scale \(scale) (after BN folding), not a normal float32")
+        }
+        weightScales[c] = scale32
+        let effective = sd * Double(scale32)
+        effectiveScales[c] = effective
+        let bq = (shift[c] / effective).rounded(.toNearestOrEven)
+        guard bq.isFinite, abs(bq) < biasLimit else {
+            throw fail(i, "cannot be deployed: the int32 bias of channel \(c) would be \(bq) accumulator units "
+                       + "(b' = \(shift[c]), s_d·s_w = \(effective)); the limit is ±\(Int64(biasLimit)) so that no accumulator overflows")
+        }
+        biasCodes[c] = Int32(bq)
+        biasResidual[c] = Float(shift[c] / effective - bq)
+    }
+        return (weightScales, biasCodes, effectiveScales, biasResidual)
     }
 }

@@ -235,34 +235,7 @@ public final class Int8Model {
             if let activation = node.fusedActivation { saturate(&q, activation.codeRange(on: node.output!)) }
             return .codes(q, node.output!)
         case .conv2d, .linear:
-            if let qd = node.inputQuantizer {
-                let x = codes(input, qd)
-                observeInputCodes?(node.name, x)
-                if node.op == .conv2d {
-                    let s = step.inputShape
-                    let g = ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2], outputChannels: node.outputChannels,
-                                         kernel: node.kernelSize, stride: node.stride, padding: node.padding)
-                    if let r = step.requantization {
-                        return .codes(Int8Kernels.conv2d(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
-                                                         bias: node.biasCodes, requantize: r), node.output!)
-                    }
-                    return .floats(Int8Kernels.conv2dDequantized(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
-                                                                 bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
-                }
-                if let r = step.requantization {
-                    return .codes(Int8Kernels.linear(x, batch: n, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
-                                                     bias: node.biasCodes, requantize: r), node.output!)
-                }
-                return .floats(Int8Kernels.linearDequantized(x, batch: n, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
-                                                             bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
-            }
-            let x = tensor(input, step.inputShape)
-            if let grid = node.inputFakeQuantization { grid.fakeQuantize(&x.value.storage) }   // an INT16 layer
-            if node.op == .conv2d {
-                return floatResult(conv2d(x, weight: step.floatWeight!, bias: step.floatBias,
-                                          stride: node.stride, padding: node.padding, tape: nil))
-            }
-            return floatResult(linear(x, weight: step.floatWeight!, bias: step.floatBias, tape: nil))
+            return runWeighted(step, n, input, observeInputCodes)
         case .batchnorm2d:
             return floatResult(batchNorm2d(tensor(input, step.inputShape), gamma: step.bnGamma!, beta: step.bnBeta!,
                                            statistics: step.bnStatistics!, training: false, epsilon: node.epsilon, tape: nil))
@@ -303,6 +276,39 @@ public final class Int8Model {
             }
             return floatResult(y)
         }
+    }
+
+    /// A conv or linear node: integer kernels on codes, or float for an INT16 layer.
+    private func runWeighted(_ step: Step, _ n: Int, _ input: Value, _ observeInputCodes: ((String, [Int8]) -> Void)?) -> Value {
+        let node = step.node
+        if let qd = node.inputQuantizer {
+            let x = codes(input, qd)
+            observeInputCodes?(node.name, x)
+            if node.op == .conv2d {
+                let s = step.inputShape
+                let g = ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2], outputChannels: node.outputChannels,
+                                     kernel: node.kernelSize, stride: node.stride, padding: node.padding)
+                if let r = step.requantization {
+                    return .codes(Int8Kernels.conv2d(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                     bias: node.biasCodes, requantize: r), node.output!)
+                }
+                return .floats(Int8Kernels.conv2dDequantized(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                             bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
+            }
+            if let r = step.requantization {
+                return .codes(Int8Kernels.linear(x, batch: n, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                 bias: node.biasCodes, requantize: r), node.output!)
+            }
+            return .floats(Int8Kernels.linearDequantized(x, batch: n, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                         bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
+        }
+        let x = Variable(Tensor(shape: [n] + step.inputShape, storage: floats(input)))
+        if let grid = node.inputFakeQuantization { grid.fakeQuantize(&x.value.storage) }   // an INT16 layer
+        if node.op == .conv2d {
+            return .floats(conv2d(x, weight: step.floatWeight!, bias: step.floatBias,
+                                  stride: node.stride, padding: node.padding, tape: nil).value.storage)
+        }
+        return .floats(linear(x, weight: step.floatWeight!, bias: step.floatBias, tape: nil).value.storage)
     }
 
     /// A fused activation on codes: clamps them to `kept`.
