@@ -65,14 +65,23 @@ void qat_col2im_add(const float *restrict cols, float *restrict gx, const qat_co
                     if (hi > ow) hi = ow;
                     if (lo >= hi) continue;
                     const float *src = cols + row * ld + (n - n0) * plane;
-                    for (long i = 0; i < oh; i++) {
-                        const long ih = i * S - P + kh;
-                        if (ih < 0 || ih >= H) continue;
-                        float *dst = image + ih * W - P + kw;
-                        const float *line = src + i * ow;
-                        if (S == 1) {
+                    // Rows of this tap that land inside the image: i·S − P + kh ∈ [0, H).
+                    const long iLo = kh >= P ? 0 : (P - kh + S - 1) / S;
+                    const long top = H - 1 + P - kh;
+                    long iHi = top < 0 ? 0 : top / S + 1;
+                    if (iHi > oh) iHi = oh;
+                    // The stride test sits outside the row loop: the stride-1 rows then vectorise
+                    // without -O3's loop unswitching (the library builds at the default level).
+                    if (S == 1) {
+                        for (long i = iLo; i < iHi; i++) {
+                            float *restrict dst = image + (i - P + kh) * W - P + kw;
+                            const float *restrict line = src + i * ow;
                             for (long j = lo; j < hi; j++) dst[j] += line[j];
-                        } else {
+                        }
+                    } else {
+                        for (long i = iLo; i < iHi; i++) {
+                            float *restrict dst = image + (i * S - P + kh) * W - P + kw;
+                            const float *restrict line = src + i * ow;
                             for (long j = lo; j < hi; j++) dst[j * S] += line[j];
                         }
                     }

@@ -83,6 +83,15 @@ final class OpConv2DTests: XCTestCase {
         check(Case(batch: 2, channels: 2, height: 7, width: 5, outputs: 3, kernel: 3, stride: 2, padding: 2), seed: 14)
     }
 
+    func testImageSmallerThanKernelTaps() {
+        // Images smaller than the kernel: some kernel rows fall wholly above or below the image for
+        // every output row (col2im's row range for them must be empty).
+        check(Case(batch: 2, channels: 2, height: 2, width: 2, outputs: 2, kernel: 5, stride: 1, padding: 3), seed: 16)
+        check(Case(batch: 1, channels: 1, height: 2, width: 3, outputs: 2, kernel: 5, stride: 2, padding: 3), seed: 17)
+        // Stride 2, padding 2: the last kernel row sits below a 2-row image for every output row.
+        check(Case(batch: 2, channels: 2, height: 2, width: 3, outputs: 2, kernel: 5, stride: 2, padding: 2), seed: 18)
+    }
+
     func testKernel1Stride2() {
         check(Case(batch: 2, channels: 3, height: 5, width: 4, outputs: 2, kernel: 1, stride: 2, padding: 0), seed: 15)
     }
