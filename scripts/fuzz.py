@@ -31,7 +31,8 @@ DATASET = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 TRAIN_IMAGES, TEST_IMAGES = 512, 256
-LIMITS = ["--train-limit", "128", "--test-limit", "64", "--threads", "1"]
+EVAL_LIMITS = ["--test-limit", "64", "--threads", "1"]
+LIMITS = ["--train-limit", "128"] + EVAL_LIMITS
 GOOD_FILES = ["ckpt.h5", "step.h5", "int8.h5", "config.json", "simple.json"]
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -115,7 +116,7 @@ def prepare(qat, work, timeout):
 # The mutated file always has the same name as the good one (ckpt.h5, int8.h5, config.json,
 # simple.json, data/...), so a result can be compared byte for byte with the good run's.
 COMMANDS = {
-    "eval-checkpoint": ("checkpoint", ["eval", "--checkpoint", "ckpt.h5", "--data", "DATA"] + LIMITS[2:], None),
+    "eval-checkpoint": ("checkpoint", ["eval", "--checkpoint", "ckpt.h5", "--data", "DATA"] + EVAL_LIMITS, None),
     "inspect": ("checkpoint", ["inspect", "ckpt.h5"], None),
     "deploy": ("checkpoint", ["deploy", "--checkpoint", "ckpt.h5", "--output", "out.h5"], ["out.h5"]),
     "resume": ("resume", ["train", "--config", "config.json", "--resume", "step.h5", "--epochs", "1",
@@ -124,10 +125,10 @@ COMMANDS = {
     "compare": ("checkpoint", ["compare", "--checkpoint", "ckpt.h5", "--batches", "1", "--batch-size", "32",
                                "--data", "DATA", "--json"], None),
     "verify-checkpoint": ("checkpoint", ["verify", "--checkpoint", "ckpt.h5", "--deploy", "int8.h5",
-                                         "--data", "DATA"] + LIMITS[2:], None),
-    "eval-deploy": ("deploy", ["eval", "--deploy", "int8.h5", "--data", "DATA"] + LIMITS[2:], None),
+                                         "--data", "DATA"] + EVAL_LIMITS, None),
+    "eval-deploy": ("deploy", ["eval", "--deploy", "int8.h5", "--data", "DATA"] + EVAL_LIMITS, None),
     "verify-deploy": ("deploy", ["verify", "--checkpoint", "ckpt.h5", "--deploy", "int8.h5",
-                                 "--data", "DATA"] + LIMITS[2:], None),
+                                 "--data", "DATA"] + EVAL_LIMITS, None),
     "plan": ("config", ["plan", "--config", "config.json"], None),
     "plan-simple": ("config-simple", ["plan", "--config", "simple.json"], None),
     "check-model": ("config", ["check", "model", "--config", "config.json"], None),
@@ -135,7 +136,7 @@ COMMANDS = {
                                 "--batch-size", "32"] + LIMITS, None),
     "train-data": ("data", ["train", "--config", "config.json", "--epochs", "1", "--output", "out.h5",
                             "--batch-size", "32"] + LIMITS, None),
-    "eval-data": ("data", ["eval", "--checkpoint", "ckpt.h5", "--data", "DATA"] + LIMITS[2:], None),
+    "eval-data": ("data", ["eval", "--checkpoint", "ckpt.h5", "--data", "DATA"] + EVAL_LIMITS, None),
 }
 FILE_OF_KIND = {"checkpoint": "ckpt.h5", "resume": "step.h5", "deploy": "int8.h5", "config": "config.json",
                 "config-simple": "simple.json"}
@@ -382,7 +383,7 @@ class Case:
         return "cd %s && %s %s" % (shlex.quote(self.folder), shlex.quote(qat), shlex.join(self.args))
 
 
-def classify(case, code, stderr, result, baseline):
+def classify(case, code, stdout, stderr, result, baseline):
     """(passed, reason) by the rules at the top of this file."""
     if code == "timeout":
         return False, "timeout"
@@ -390,6 +391,8 @@ def classify(case, code, stderr, result, baseline):
         return False, "signal %d" % (-code if code < 0 else code - 128)
     if code == 1:
         lines = [l for l in stderr.splitlines() if l.strip()]
+        if not lines and case.command == "check-model" and " error(s), " in stdout:
+            return True, "findings"  # `check model` reports a bad config as a table of findings, exit 1
         return (True, "refused") if len(lines) == 1 else (False, "%d-line error" % len(lines))
     if code != 0:
         return False, "exit %d" % code
@@ -406,7 +409,7 @@ def run_case(index, command, opts, baselines):
     qat, failures = opts.qat, os.path.join(opts.work, "failures")
     code, out, err, _ = run(qat, case.args, case.folder, opts.timeout)
     result = result_of(out, case.folder, case.outputs)
-    passed, reason = classify(case, code, err, result, baselines[case.command])
+    passed, reason = classify(case, code, out, err, result, baselines[case.command])
     if passed:
         shutil.rmtree(case.folder, ignore_errors=True)
         return case, passed, reason, None
