@@ -11,7 +11,7 @@ QAT := .build/release/qat
 # Importing a target that is not a declared dependency is an error, not a warning (Package.swift).
 STRICT := --explicit-target-dependency-import-check error
 
-.PHONY: all deps build demo test bench behaviour-check layering clean
+.PHONY: all deps build demo test bench behaviour-check layering fuzz fuzz-smoke clean
 
 all: build
 
@@ -57,6 +57,15 @@ behaviour-check: build
 # Every backwards import between the floors must fail to build.
 layering: deps
 	scripts/check-layering.sh
+
+# The release qat run on damaged configs, checkpoints, deploy files and IDX data (docs/FUZZING.md).
+# Ends with "N passed, M failed"; fails if M > 0. Failing cases stay in .build/fuzz/failures.
+fuzz: build
+	python3 scripts/fuzz.py --cases 3000 --qat $(QAT)
+
+# The bounded form (300 cases, under a minute on 2 cores).
+fuzz-smoke: build
+	python3 scripts/fuzz.py --cases 300 --qat $(QAT)
 
 clean:
 	rm -rf .build

@@ -1,0 +1,513 @@
+#!/usr/bin/env python3
+"""Fuzz the `qat` binary from outside: mutated configs, checkpoints, deploy files and IDX data.
+
+Every case copies good inputs into its own folder, damages one file, runs one command on it as a
+subprocess with a time limit and classifies the outcome (docs/FUZZING.md):
+  PASS  exit 0 with the same result as the undamaged input, or exit 0 where a changed result is
+        legitimate (a still-valid config), or exit 1 with exactly one line on stderr;
+  FAIL  a signal, a timeout, another exit code, a multi-line error, or exit 0 from an input that
+        must be refused (invalid JSON, broken IDX) or with a different result from a damaged
+        checkpoint/deploy file ("silently accepted").
+Standard library only. Usage: scripts/fuzz.py [--cases N] [--seed S] [--qat PATH] [--case I]
+"""
+import argparse
+import collections
+import concurrent.futures
+import gzip
+import hashlib
+import json
+import os
+import random
+import re
+import shlex
+import shutil
+import struct
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASET = "/usr/share/datasets/fashion-mnist"
+IDX_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+TRAIN_IMAGES, TEST_IMAGES = 512, 256
+EVAL_LIMITS = ["--test-limit", "64", "--threads", "1"]
+LIMITS = ["--train-limit", "128"] + EVAL_LIMITS
+GOOD_FILES = ["ckpt.h5", "step.h5", "int8.h5", "config.json", "simple.json"]
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- good inputs, made once
+
+def write_idx_subset(src, dst, count):
+    """Copies the first `count` items of a gzip IDX file (header kept, count rewritten)."""
+    with gzip.open(src, "rb") as f:
+        magic, _ = struct.unpack(">II", f.read(8))
+        rank = (magic & 0xFF) - 1
+        dims = struct.unpack(">%dI" % rank, f.read(4 * rank))
+        item = 1
+        for d in dims:
+            item *= d
+        payload = f.read(item * count)
+    with open(dst, "wb") as f:
+        f.write(gzip.compress(struct.pack(">II", magic, count) + struct.pack(">%dI" % rank, *dims) + payload, mtime=0))
+
+
+def make_dataset(folder):
+    os.makedirs(folder, exist_ok=True)
+    for name in IDX_FILES:
+        count = TRAIN_IMAGES if name.startswith("train") else TEST_IMAGES
+        write_idx_subset(os.path.join(DATASET, name), os.path.join(folder, name), count)
+
+
+def make_configs(work, data):
+    """config.json: Configs/retrain.json; simple.json: the simple form plus model/data sections."""
+    with open(os.path.join(REPO, "Configs/retrain.json")) as f:
+        full = json.load(f)
+    model = {"spec": os.path.join(REPO, "Configs/models/lenet5.json"),
+             "init": os.path.join(REPO, "Checkpoints/lenet5-float.h5")}
+    full["model"] = model
+    full["data"] = {"path": data}
+    full["train"]["epochs"] = 1
+    full["checkpoint"] = {"dir": "epochs"}
+    with open(os.path.join(REPO, "Configs/amct/simple.json")) as f:
+        simple = json.load(f)
+    simple = dict({"model": model, "data": {"path": data}}, **simple)
+    for name, doc in (("config.json", full), ("simple.json", simple)):
+        with open(os.path.join(work, name), "w") as f:
+            json.dump(doc, f, indent=2)
+
+
+def run(qat, args, cwd, timeout):
+    """Runs qat; returns (returncode or 'timeout', stdout, stderr, seconds)."""
+    start = time.monotonic()
+    try:
+        p = subprocess.run([qat] + args, cwd=cwd, capture_output=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+        code, out, err = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        code, out, err = "timeout", e.stdout or b"", e.stderr or b""
+    return code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), time.monotonic() - start
+
+
+def prepare(qat, work, timeout):
+    """Good inputs in `work/good`: dataset, configs, a QAT checkpoint (ckpt.h5), its deploy file
+    (int8.h5) and a mid-epoch checkpoint of the same run (step.h5) to resume from."""
+    good = os.path.join(work, "good")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(good)
+    make_dataset(os.path.join(work, "data"))
+    make_configs(good, os.path.join(work, "data"))
+    steps = [["train", "--config", "config.json", "--train-limit", "256", "--epochs", "1",
+              "--test-limit", "128", "--threads", "1", "--output", "ckpt.h5", "--save-every", "2"],
+             ["deploy", "--checkpoint", "ckpt.h5", "--output", "int8.h5"]]
+    for args in steps:
+        code, out, err, _ = run(qat, args, good, timeout * 10)
+        if code != 0:
+            sys.exit("fuzz: preparing good inputs failed: qat %s\n%s" % (" ".join(args), err))
+    shutil.move(os.path.join(good, "epochs", "step-2.h5"), os.path.join(good, "step.h5"))
+    shutil.rmtree(os.path.join(good, "epochs"))
+    return good
+
+
+# ---------------------------------------------------------------- commands under test
+
+# name -> (kind of file mutated, arguments run in the case folder, result files or None).
+# The mutated file always has the same name as the good one (ckpt.h5, int8.h5, config.json,
+# simple.json, data/...), so a result can be compared byte for byte with the good run's.
+COMMANDS = {
+    "eval-checkpoint": ("checkpoint", ["eval", "--checkpoint", "ckpt.h5", "--data", "DATA"] + EVAL_LIMITS, None),
+    "inspect": ("checkpoint", ["inspect", "ckpt.h5"], None),
+    "deploy": ("checkpoint", ["deploy", "--checkpoint", "ckpt.h5", "--output", "out.h5"], ["out.h5"]),
+    "resume": ("resume", ["train", "--config", "config.json", "--resume", "step.h5", "--epochs", "1",
+                          "--output", "out.h5", "--train-limit", "256", "--test-limit", "128", "--threads", "1"],
+               ["out.h5"]),
+    "compare": ("checkpoint", ["compare", "--checkpoint", "ckpt.h5", "--batches", "1", "--batch-size", "32",
+                               "--data", "DATA", "--json"], None),
+    "verify-checkpoint": ("checkpoint", ["verify", "--checkpoint", "ckpt.h5", "--deploy", "int8.h5",
+                                         "--data", "DATA"] + EVAL_LIMITS, None),
+    "eval-deploy": ("deploy", ["eval", "--deploy", "int8.h5", "--data", "DATA"] + EVAL_LIMITS, None),
+    "verify-deploy": ("deploy", ["verify", "--checkpoint", "ckpt.h5", "--deploy", "int8.h5",
+                                 "--data", "DATA"] + EVAL_LIMITS, None),
+    "plan": ("config", ["plan", "--config", "config.json"], None),
+    "plan-simple": ("config-simple", ["plan", "--config", "simple.json"], None),
+    "check-model": ("config", ["check", "model", "--config", "config.json"], None),
+    "train-config": ("config", ["train", "--config", "config.json", "--epochs", "1", "--output", "out.h5",
+                                "--batch-size", "32"] + LIMITS, None),
+    "train-data": ("data", ["train", "--config", "config.json", "--epochs", "1", "--output", "out.h5",
+                            "--batch-size", "32"] + LIMITS, None),
+    "eval-data": ("data", ["eval", "--checkpoint", "ckpt.h5", "--data", "DATA"] + EVAL_LIMITS, None),
+}
+FILE_OF_KIND = {"checkpoint": "ckpt.h5", "resume": "step.h5", "deploy": "int8.h5", "config": "config.json",
+                "config-simple": "simple.json"}
+
+# Lines of stdout that carry a result; timings and progress are dropped before comparing.
+TIMING = re.compile(r"\d+(\.\d+)?\s*(s|ms|µs|sec|seconds|img/s|images/s)\b|elapsed.*|\d+:\d\d")
+
+
+def result_of(stdout, folder, files):
+    """What a run produced: its stdout without timings, plus the digests of its output files."""
+    lines = [TIMING.sub("<t>", line.rstrip()) for line in stdout.replace("\r", "\n").splitlines()]
+    digest = hashlib.sha256("\n".join(l for l in lines if l.strip()).encode())
+    for name in files or []:
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                digest.update(hashlib.sha256(f.read()).digest())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- mutations
+
+def flip_bytes(data, rng):
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        i = rng.randrange(len(data))
+        data[i] ^= rng.randint(1, 255)
+    return bytes(data), "flip"
+
+
+def zero_block(data, rng):
+    start = rng.randrange(0, max(1, len(data) // 512)) * 512
+    return data[:start] + bytes(min(512, len(data) - start)) + data[start + 512:], "zero-block"
+
+
+def truncate(data, rng):
+    return data[:rng.randrange(len(data))], "truncate"
+
+
+def append_garbage(data, rng):
+    return data + bytes(rng.randrange(256) for _ in range(rng.randint(1, 4096))), "append"
+
+
+def tail_bytes(data, rng):
+    """A few changed bytes near the end, where libhdf5 keeps heaps and attribute tables."""
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        i = len(data) - 1 - rng.randrange(min(len(data), 256))
+        data[i] = rng.randrange(256)
+    return bytes(data), "tail"
+
+
+def superblock(data, rng):
+    """Changed bytes in the HDF5 superblock (at 0, 512, 1024, … when a user block precedes it)."""
+    at = next((o for o in [0] + [512 << k for k in range(12)] if data[o:o + 8] == HDF5_SIGNATURE), 0)
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        i = min(len(data) - 1, at + 8 + rng.randrange(88))
+        data[i] = rng.randrange(256)
+    return bytes(data), "superblock"
+
+
+HDF5_MUTATIONS = [flip_bytes, zero_block, truncate, append_garbage, tail_bytes, superblock]
+
+
+def json_text_mutation(text, rng):
+    """Byte-level damage: flips, a deleted span, truncation."""
+    kind = rng.choice(["flip", "delete", "truncate"])
+    if kind == "flip":
+        data, _ = flip_bytes(text.encode(), rng)
+        return data, kind
+    i = rng.randrange(len(text))
+    if kind == "delete":
+        return (text[:i] + text[i + rng.randint(1, 40):]).encode(), kind
+    return text[:i].encode(), kind
+
+
+def json_structure_mutation(text, rng):
+    """Textual edits a person or a bad tool makes: duplicated keys, type swaps, huge numbers, deep nesting."""
+    lines = text.splitlines(keepends=True)
+    keyed = [i for i, l in enumerate(lines) if re.match(r'\s*"[^"]+":', l)]
+    kind = rng.choice(["duplicate-key", "type-swap", "huge-number", "deep-nesting", "null-section"])
+    i = rng.choice(keyed)
+    key = re.match(r'(\s*"[^"]+":)', lines[i]).group(1)
+    if kind == "duplicate-key":
+        lines.insert(i, key + ' "duplicate",\n')
+    elif kind == "null-section":
+        obj = [j for j in keyed if lines[j].rstrip().endswith("{")]
+        j = rng.choice(obj)
+        lines[j] = lines[j].rstrip()[:-1] + ' null, "x": {\n'
+    else:
+        value = {"type-swap": rng.choice(['"x"', "true", "[]", "{}", "-1", "0", "1.5"]),
+                 "huge-number": rng.choice(["1e300", "9223372036854775808", "-9223372036854775809",
+                                            "100000000000000", "2147483648", "1e-45", "-1e40"]),
+                 "deep-nesting": "[" * 600 + "1" + "]" * 600}[kind]
+        rest = lines[i][len(key):].strip()
+        if rest.endswith("{") or rest.endswith("["):
+            lines.insert(i, key + " " + value + ",\n")  # a duplicate too; the section stays intact
+            kind += "+duplicate"
+        else:
+            lines[i] = key + " " + value + ("," if rest.endswith(",") else "") + "\n"
+    return "".join(lines).encode(), kind
+
+
+def strict_json_ok(data):
+    """True if `data` is JSON without duplicate keys, NaN/Infinity or over 512 levels of nesting."""
+    def no_duplicates(pairs):
+        keys = [k for k, _ in pairs]
+        if len(keys) != len(set(keys)):
+            raise ValueError("duplicate key")
+        return dict(pairs)
+
+    def bad_constant(name):
+        raise ValueError(name)
+    try:
+        text = data.decode("utf-8")
+        json.loads(text, object_pairs_hook=no_duplicates, parse_constant=bad_constant)
+    except (ValueError, RecursionError):
+        return False
+    depth, deepest, in_string, escape = 0, 0, False, False
+    for ch in text:
+        if in_string:
+            escape, in_string = (not escape and ch == "\\"), in_string and (escape or ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest <= 512
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        return bytearray(f.read())
+
+
+def write_idx(path, raw, cut=None):
+    data = gzip.compress(bytes(raw), mtime=0)
+    with open(path, "wb") as f:
+        f.write(data if cut is None else data[:cut])
+
+
+def idx_consistent_mutation(folder, rng, name):
+    """Well-formed files the model cannot use: 14×14 images, or an empty split (images and labels)."""
+    if "images" in name and rng.random() < 0.5:
+        raw = read_idx(os.path.join(folder, name))
+        count = struct.unpack_from(">I", raw, 4)[0]
+        images = [raw[16 + i * 784:16 + i * 784 + 196] for i in range(count)]
+        write_idx(os.path.join(folder, name), raw[:8] + struct.pack(">II", 14, 14) + b"".join(images))
+        return "14x14-images"
+    split = name.split("-")[0]
+    for part in ("images-idx3", "labels-idx1"):
+        path = os.path.join(folder, "%s-%s-ubyte.gz" % (split, part))
+        raw = read_idx(path)
+        rank = raw[3] - 1
+        struct.pack_into(">I", raw, 4, 0)
+        write_idx(path, raw[:8 + 4 * rank])
+    return "empty-split"
+
+
+def idx_mutation(folder, rng, names):
+    """Damages one of the IDX files `names` in the case's data folder; returns (file name, kind)."""
+    name = rng.choice(names)
+    path = os.path.join(folder, name)
+    raw = read_idx(path)
+    rank = raw[3] - 1
+    kind = rng.choice(["magic", "count", "dims", "truncate-payload", "gzip-truncate", "consistent"]
+                      + (["label-range"] if rank == 0 else []))
+    if kind == "consistent":
+        return name, idx_consistent_mutation(folder, rng, name)
+    if kind == "magic":
+        raw[rng.randrange(4)] ^= rng.randint(1, 255)
+    elif kind == "count":
+        struct.pack_into(">I", raw, 4, rng.choice([0, TRAIN_IMAGES * 3, 2**31 - 1, 2**32 - 1]))
+    elif kind == "dims" and rank > 0:
+        struct.pack_into(">I", raw, 8 + 4 * rng.randrange(rank), rng.choice([0, 1, 14, 29, 2**31, 2**32 - 1]))
+    elif kind == "dims":
+        raw[3] = rng.choice([0, 3, 255])
+    elif kind == "truncate-payload":
+        raw = raw[:rng.randrange(8 + 4 * rank, len(raw) - 1)]
+    elif kind == "label-range":
+        raw[8 + rng.randrange(32)] = rng.choice([10, 11, 128, 255])
+    write_idx(path, raw, rng.randrange(len(gzip.compress(bytes(raw)))) if kind == "gzip-truncate" else None)
+    return name, kind
+
+
+# ---------------------------------------------------------------- one case
+
+class Case:
+    """One command on one damaged file, in its own folder `work/cases/<index>`."""
+
+    def __init__(self, index, seed, command, work, good):
+        self.index, self.command = index, command
+        self.rng = random.Random("%d-%d" % (seed, index))
+        self.folder = os.path.join(work, "cases", str(index))
+        self.work, self.good = work, good
+        self.kind, args, self.outputs = COMMANDS[command]
+        self.data = os.path.join(work, "data")
+        self.mutation, self.must_refuse = "", False
+        self.setup()
+        self.args = [self.data if a == "DATA" else a for a in args]
+
+    def setup(self):
+        shutil.rmtree(self.folder, ignore_errors=True)
+        os.makedirs(self.folder)
+        for name in GOOD_FILES:
+            os.symlink(os.path.join(self.good, name), os.path.join(self.folder, name))
+        if self.kind == "data":
+            self.setup_data()
+            return
+        name = FILE_OF_KIND[self.kind]
+        target = os.path.join(self.folder, name)
+        with open(os.readlink(target), "rb") as f:
+            data = f.read()
+        os.remove(target)
+        if self.kind in ("checkpoint", "resume", "deploy"):
+            data, self.mutation = self.rng.choice(HDF5_MUTATIONS)(data, self.rng)
+        else:
+            mutate = self.rng.choice([json_text_mutation, json_structure_mutation])
+            data, self.mutation = mutate(data.decode(), self.rng)
+            self.must_refuse = not strict_json_ok(data)
+        with open(target, "wb") as f:
+            f.write(data)
+
+    def setup_data(self):
+        """A copy of the dataset with one file damaged; config.json points at it."""
+        shutil.copytree(os.path.join(self.work, "data"), os.path.join(self.folder, "data"))
+        self.data = "data"  # relative to the case folder, so that the folder is a self-contained reproducer
+        read = IDX_FILES if self.command.startswith("train") else IDX_FILES[2:]  # eval reads the test set only
+        name, self.mutation = idx_mutation(os.path.join(self.folder, "data"), self.rng, read)
+        self.mutation = name.split("-")[0] + "-" + name.split("-")[1] + ":" + self.mutation
+        self.must_refuse = True
+        config = os.path.join(self.folder, "config.json")
+        with open(config) as f:
+            doc = json.load(f)
+        doc["data"]["path"] = self.data
+        os.remove(config)
+        with open(config, "w") as f:
+            json.dump(doc, f, indent=2)
+
+    def command_line(self, qat):
+        return "cd %s && %s %s" % (shlex.quote(self.folder), shlex.quote(qat), shlex.join(self.args))
+
+
+def classify(case, code, stdout, stderr, result, baseline):
+    """(passed, reason) by the rules at the top of this file."""
+    if code == "timeout":
+        return False, "timeout"
+    if code < 0 or code >= 128:
+        return False, "signal %d" % (-code if code < 0 else code - 128)
+    if code == 1:
+        lines = [l for l in stderr.splitlines() if l.strip()]
+        if not lines and case.command == "check-model" and " error(s), " in stdout:
+            return True, "findings"  # `check model` reports a bad config as a table of findings, exit 1
+        return (True, "refused") if len(lines) == 1 else (False, "%d-line error" % len(lines))
+    if code != 0:
+        return False, "exit %d" % code
+    if case.must_refuse:
+        return False, "invalid input accepted"
+    if case.kind in ("checkpoint", "resume", "deploy") and result != baseline:
+        return False, "silently accepted (different result)"
+    return True, "ok"
+
+
+def run_case(index, command, opts, baselines):
+    """Builds case `index` (in the worker, so only a few case folders exist at a time) and runs it."""
+    case = Case(index, opts.seed, command, opts.work, os.path.join(opts.work, "good"))
+    qat, failures = opts.qat, os.path.join(opts.work, "failures")
+    code, out, err, _ = run(qat, case.args, case.folder, opts.timeout)
+    result = result_of(out, case.folder, case.outputs)
+    passed, reason = classify(case, code, out, err, result, baselines[case.command])
+    if passed:
+        shutil.rmtree(case.folder, ignore_errors=True)
+        return case, passed, reason, None
+    kept = os.path.join(failures, "case-%d" % case.index)
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.move(case.folder, kept)
+    case.folder = kept
+    for name in GOOD_FILES:  # the good inputs are remade by the next run: keep copies, not links
+        path = os.path.join(kept, name)
+        if os.path.islink(path):
+            target = os.readlink(path)
+            os.remove(path)
+            shutil.copyfile(target, path)
+    last = (err.strip().splitlines() or ["(no stderr)"])[-1][:200]
+    with open(os.path.join(kept, "repro.sh"), "w") as f:
+        f.write("#!/bin/sh\n# %s %s: %s\n%s\n" % (case.command, case.mutation, reason, case.command_line(qat)))
+    return case, passed, reason, "%s\n    last stderr line: %s" % (case.command_line(qat), last)
+
+
+# ---------------------------------------------------------------- the run
+
+def baselines_for(qat, work, good, timeout):
+    """Each command's result on the undamaged inputs (run twice: the result must be reproducible)."""
+    results = {}
+    for name, (_, args, outputs) in COMMANDS.items():
+        seen = []
+        for attempt in range(2):
+            folder = os.path.join(work, "baseline", "%s-%d" % (name, attempt))
+            os.makedirs(folder)
+            for f in GOOD_FILES:
+                os.symlink(os.path.join(good, f), os.path.join(folder, f))
+            argv = [os.path.join(work, "data") if a == "DATA" else a for a in args]
+            code, out, err, _ = run(qat, argv, folder, timeout * 5)
+            if code != 0:
+                sys.exit("fuzz: qat %s fails on the good inputs:\n%s" % (" ".join(argv), err))
+            seen.append(result_of(out, folder, outputs))
+        if seen[0] != seen[1]:
+            sys.exit("fuzz: qat %s does not give the same result twice" % name)
+        results[name] = seen[0]
+    return results
+
+
+def schedule(count, seed, only):
+    """Case index -> command, cheap commands more often than training runs."""
+    weights = {"resume": 1, "train-config": 1, "train-data": 1, "compare": 1, "verify-checkpoint": 1,
+               "verify-deploy": 1}
+    names = [n for n in COMMANDS for _ in range(weights.get(n, 2))]
+    rng = random.Random(seed)
+    plan = [(i, rng.choice(names)) for i in range(count)]
+    return [p for p in plan if only is None or p[0] == only]
+
+
+def report(stats, failing, passed, failed):
+    print("\n%-20s %-40s %6s %6s" % ("command", "mutation", "pass", "fail"))
+    for (command, mutation), (p, f) in sorted(stats.items()):
+        print("%-20s %-40s %6d %6d" % (command, mutation, p, f))
+    reasons = collections.Counter(reason for _, reason, _ in failing)
+    if failing:
+        print("\nfailures by reason: " + ", ".join("%s %d" % kv for kv in reasons.most_common()))
+        print("\nfailing cases (each folder holds the damaged file and repro.sh):")
+        for case, reason, repro in sorted(failing, key=lambda x: x[0].index):
+            print("  #%d %s %s: %s\n    %s" % (case.index, case.command, case.mutation, reason, repro))
+    print("%d passed, %d failed" % (passed, failed))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--case", type=int, help="run only this case index (of the same --cases/--seed)")
+    ap.add_argument("--qat", default=os.path.join(REPO, ".build/release/qat"))
+    ap.add_argument("--work", default=os.path.join(REPO, ".build/fuzz"))
+    ap.add_argument("--timeout", type=float, default=20)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    opts = ap.parse_args()
+    opts.qat, opts.work = os.path.abspath(opts.qat), os.path.abspath(opts.work)
+    qat, work = opts.qat, opts.work
+    if not os.access(qat, os.X_OK):
+        sys.exit("fuzz: no qat binary at %s (run: swift build -c release --product qat)" % qat)
+    start = time.monotonic()
+    good = prepare(qat, work, opts.timeout)
+    baselines = baselines_for(qat, work, good, opts.timeout)
+    os.makedirs(os.path.join(work, "failures"), exist_ok=True)
+    print("fuzz: good inputs and baselines in %.1f s; seed %d, %d cases" % (time.monotonic() - start, opts.seed, opts.cases))
+    stats, failing = collections.defaultdict(lambda: [0, 0]), []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=opts.jobs) as pool:
+        plan = schedule(opts.cases, opts.seed, opts.case)
+        futures = [pool.submit(run_case, i, c, opts, baselines) for i, c in plan]
+        for future in concurrent.futures.as_completed(futures):
+            case, passed, reason, repro = future.result()
+            stats[(case.command, case.mutation)][0 if passed else 1] += 1
+            if not passed:
+                failing.append((case, reason, repro))
+    passed = sum(p for p, _ in stats.values())
+    print("fuzz: %d cases in %.1f s" % (passed + len(failing), time.monotonic() - start))
+    report(stats, failing, passed, len(failing))
+    return 1 if failing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
