@@ -49,6 +49,7 @@ struct EvalCommand: ParsableCommand {
             let checkpoint = checkpoint!
             let (model, _) = try Model.load(checkpoint: checkpoint)
             let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
+            try test.checkFits(model, name: "test", folder: data)
             let result = Evaluator.evaluate(model, on: test)
             print(String(format: "%@: test accuracy %.2f%%  loss %.4f  (%d images)", checkpoint, 100 * result.accuracy, result.loss, result.count))
         }

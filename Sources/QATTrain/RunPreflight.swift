@@ -21,18 +21,8 @@ extension TrainingRun {
     /// Non-empty sets whose images have the model's input shape and whose labels are classes
     /// of the model, [0, classes). Errors name the data file.
     func checkData(train: Dataset, test: Dataset?) throws {
-        for (set, name) in [(train, "training"), test.map { ($0, "test") }].compactMap({ $0 }) {
-            let file = set.imageFile.isEmpty ? settings.dataPath : set.imageFile
-            guard set.count > 0 else { throw InputError(file: file, message: "the \(name) set is empty") }
-            guard set.sampleShape == spec.inputShape else {
-                throw InputError(file: file, message: "\(name) images have shape \(set.sampleShape), the model \(spec.name) expects \(spec.inputShape)")
-            }
-            let classes = model.graph.numberOfClasses
-            if let bad = set.labels.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
-                throw InputError(file: set.labelFile.isEmpty ? file : set.labelFile,
-                                 message: "label \(set.labels[bad]) at index \(bad) is outside [0, \(classes)), the model's classes")
-            }
-        }
+        try train.checkFits(model, name: "training", folder: settings.dataPath)
+        try test?.checkFits(model, name: "test", folder: settings.dataPath)
     }
 
     /// Calibration reads batch_num batches of batch_size training images: their product (checked
@@ -53,6 +43,23 @@ extension TrainingRun {
         for (folder, setting) in folders {
             try OutputFolder.requireWritable(folder, setting: setting)
             for name in TempFileCleanup.removeStale(in: folder) { log("removed \(name), left by an interrupted write") }
+        }
+    }
+}
+
+extension Dataset {
+    /// A non-empty set whose images have the model's input shape and whose labels are classes of
+    /// the model, [0, classes). Errors name the data file (`folder` for data made in memory).
+    public func checkFits(_ model: Model, name: String, folder: String) throws {
+        let file = imageFile.isEmpty ? folder : imageFile
+        guard count > 0 else { throw InputError(file: file, message: "the \(name) set is empty") }
+        guard sampleShape == model.spec.inputShape else {
+            throw InputError(file: file, message: "\(name) images have shape \(sampleShape), the model \(model.spec.name) expects \(model.spec.inputShape)")
+        }
+        let classes = model.graph.numberOfClasses
+        if let bad = labels.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
+            throw InputError(file: labelFile.isEmpty ? file : labelFile,
+                             message: "label \(labels[bad]) at index \(bad) is outside [0, \(classes)), the model's classes")
         }
     }
 }

@@ -126,6 +126,14 @@ final class ValidationTests: XCTestCase {
         XCTAssertThrowsError(try run.prepareFreshStart(train: train), "calibration refuses it too")
     }
 
+    func testEvalRefusesImagesOfAnotherShape() throws {
+        let data = try writeIDX(split: "t10k", count: 4, side: 14)
+        let (status, output) = try qat(["eval", "--checkpoint", "Checkpoints/lenet5-float.h5", "--data", data])
+        XCTAssertEqual(status, 1, output)
+        XCTAssertEqual(output.split(separator: "\n").count, 1, output)
+        XCTAssertTrue(output.contains(data + "/t10k-images-idx3-ubyte") && output.contains("[1, 14, 14]") && output.contains("[1, 28, 28]"), output)
+    }
+
     func testEmptySetsAndLabelsOutsideTheClassesAreRefused() throws {
         let run = try qatJob(lenetSettings())
         let test = try fashionMNIST(.test, count: 10)
