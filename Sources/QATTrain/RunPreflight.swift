@@ -51,12 +51,17 @@ extension Dataset {
     /// A non-empty set whose images have the model's input shape and whose labels are classes of
     /// the model, [0, classes). Errors name the data file (`folder` for data made in memory).
     public func checkFits(_ model: Model, name: String, folder: String) throws {
+        try checkFits(inputShape: model.spec.inputShape, classes: model.graph.numberOfClasses, modelName: model.spec.name,
+                      name: name, folder: folder)
+    }
+
+    /// The same check for a model known by its input shape and class count (the INT8 engine).
+    public func checkFits(inputShape: [Int], classes: Int, modelName: String, name: String, folder: String) throws {
         let file = imageFile.isEmpty ? folder : imageFile
         guard count > 0 else { throw InputError(file: file, message: "the \(name) set is empty") }
-        guard sampleShape == model.spec.inputShape else {
-            throw InputError(file: file, message: "\(name) images have shape \(sampleShape), the model \(model.spec.name) expects \(model.spec.inputShape)")
+        guard sampleShape == inputShape else {
+            throw InputError(file: file, message: "\(name) images have shape \(sampleShape), the model \(modelName) expects \(inputShape)")
         }
-        let classes = model.graph.numberOfClasses
         if let bad = labels.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
             throw InputError(file: labelFile.isEmpty ? file : labelFile,
                              message: "label \(labels[bad]) at index \(bad) is outside [0, \(classes)), the model's classes")

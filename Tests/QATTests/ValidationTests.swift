@@ -134,6 +134,19 @@ final class ValidationTests: XCTestCase {
         XCTAssertTrue(output.contains(data + "/t10k-images-idx3-ubyte") && output.contains("[1, 14, 14]") && output.contains("[1, 28, 28]"), output)
     }
 
+    func testEvalOfADeployFileRefusesImagesOfAnotherShape() throws {
+        let checkpoint = folder + "/qat.h5", deployed = folder + "/int8.h5"
+        let train = try qat(["train", "--config", "Configs/retrain.json", "--epochs", "1", "--train-limit", "64",
+                             "--test-limit", "32", "--output", checkpoint])
+        XCTAssertEqual(train.0, 0, train.1)
+        XCTAssertEqual(try qat(["deploy", "--checkpoint", checkpoint, "--output", deployed]).0, 0)
+        let data = try writeIDX(split: "t10k", count: 4, side: 14)
+        let (status, output) = try qat(["eval", "--deploy", deployed, "--data", data])
+        XCTAssertEqual(status, 1, output)
+        XCTAssertEqual(output.split(separator: "\n").count, 1, output)
+        XCTAssertTrue(output.contains(data + "/t10k-images-idx3-ubyte") && output.contains("[1, 14, 14]") && output.contains("[1, 28, 28]"), output)
+    }
+
     func testEmptySetsAndLabelsOutsideTheClassesAreRefused() throws {
         let run = try qatJob(lenetSettings())
         let test = try fashionMNIST(.test, count: 10)
