@@ -91,6 +91,26 @@ final class ValidationTests: XCTestCase {
         assertInputError(try ModelSpec.load(file: wide), mentions: [wide, "conv2", "exceeds the limit of 2147483648 values"])
     }
 
+    func testBatchNormSettingsAndDebugFlagsAreBounded() throws {
+        let file = folder + "/bn.json"
+        func spec(eps: String, momentum: String) throws -> ModelSpec {
+            try #"""
+                {"input": [1, 4, 4], "layers": [
+                  {"name": "bn", "type": "batchnorm2d", "num_features": 1, "eps": \#(eps), "momentum": \#(momentum)},
+                  {"name": "flat", "type": "flatten"}, {"name": "fc", "type": "linear", "in_features": 16, "out_features": 2}]}
+                """#.write(toFile: file, atomically: true, encoding: .utf8)
+            return try ModelSpec.load(file: file)
+        }
+        assertInputError(try spec(eps: "-1", momentum: "0.1"), mentions: ["layers[0].eps", "> 0"])
+        assertInputError(try spec(eps: "1e-5", momentum: "2"), mentions: ["layers[0].momentum", "[0, 1]"])
+        XCTAssertNoThrow(try spec(eps: "1e-5", momentum: "0.1"))
+        for command in ["compare", "sensitivity"] {
+            let (status, output) = try qat([command, "--checkpoint", "Checkpoints/lenet5-float.h5", "--batch-size", "65537"])
+            XCTAssertEqual(status, 64, output)
+            XCTAssertTrue(output.contains("--batch-size must be in 1...65536, got 65537"), output)
+        }
+    }
+
     func testMemoryBudgetRefusesWhatCannotFit() throws {
         let spec = try ModelSpec.load(file: repositoryPath("Configs/models/lenet5.json"))
         let budget = MemoryBudget(spec: spec, graph: try ModelGraph(spec), batchSize: 65536, datasetValues: 60000 * 784)

@@ -153,9 +153,10 @@ extension ModelSpec {
             return .linear(LinearAttributes(inputFeatures: try positive("in_features"), outputFeatures: try positive("out_features"),
                                             hasBias: try object.bool("bias") ?? true))
         case .batchnorm2d:
-            return .batchnorm2d(BatchNormAttributes(features: try positive("num_features"),
-                                                    epsilon: Float(try object.double("eps") ?? 1e-5),
-                                                    momentum: Float(try object.double("momentum") ?? 0.1)))
+            let epsilon = Float(try object.double("eps") ?? 1e-5), momentum = Float(try object.double("momentum") ?? 0.1)
+            guard epsilon > 0, epsilon.isFinite else { throw object.error("eps", "must be a finite number > 0, got \(epsilon)") }
+            guard momentum >= 0, momentum <= 1 else { throw object.error("momentum", "must be in [0, 1], got \(momentum)") }
+            return .batchnorm2d(BatchNormAttributes(features: try positive("num_features"), epsilon: epsilon, momentum: momentum))
         case .maxpool2d: return .maxpool2d(try pooling())
         case .avgpool2d: return .avgpool2d(try pooling())
         case .relu: return .relu
