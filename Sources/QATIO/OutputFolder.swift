@@ -4,8 +4,8 @@ import Foundation
 import Glibc
 #endif
 
-/// Checks made when a run starts, so that a bad path fails in the first second rather than at
-/// the final save: output folders must be creatable and writable, input paths must be files.
+/// Checked when a run starts, so that a bad output path fails in the first second rather than at
+/// the final save: output folders must be creatable and writable.
 public enum OutputFolder {
     /// Creates `folder` if needed and proves it writable by creating and removing a probe file.
     /// `setting` names the config key or flag the folder came from.
@@ -37,16 +37,5 @@ public enum OutputFolder {
     public static func folder(of file: String) -> String {
         let folder = (file as NSString).deletingLastPathComponent
         return folder.isEmpty ? "." : folder
-    }
-
-    /// An input path given by `setting` must be non-empty and name an existing regular file.
-    public static func requireFile(_ path: String, setting: String, what: String = "file") throws {
-        var isDirectory: ObjCBool = false
-        guard !path.isEmpty, FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw InputError(file: setting, message: "\"\(path)\" is not a \(what) (no such file)")
-        }
-        guard !isDirectory.boolValue else {
-            throw InputError(file: setting, message: "\"\(path)\" is a folder, not a \(what)")
-        }
     }
 }
