@@ -34,6 +34,7 @@ struct EvalCommand: ParsableCommand {
             if let deploy {
                 let engine = try Int8Model.load(deployFile: deploy)
                 let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
+                try test.checkFits(inputShape: engine.inputShape, classes: engine.numberOfClasses, modelName: deploy, name: "test", folder: data)
                 let result = Evaluator.evaluate(engine, on: test)
                 print(String(format: "%@: INT8 test accuracy %.2f%%  loss %.4f  (%d images, %@ kernels, %.0f img/s in the engine at batch 256)",
                              deploy, 100 * result.accuracy, result.loss, result.count, Int8Kernels.activePath.rawValue,
@@ -49,6 +50,7 @@ struct EvalCommand: ParsableCommand {
             let checkpoint = checkpoint!
             let (model, _) = try Model.load(checkpoint: checkpoint)
             let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
+            try test.checkFits(model, name: "test", folder: data)
             let result = Evaluator.evaluate(model, on: test)
             print(String(format: "%@: test accuracy %.2f%%  loss %.4f  (%d images)", checkpoint, 100 * result.accuracy, result.loss, result.count))
         }

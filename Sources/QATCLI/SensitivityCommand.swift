@@ -47,6 +47,10 @@ struct SensitivityCommand: ParsableCommand {
         where value <= 0 {
             throw ValidationError("--\(name) must be positive, got \(value)")
         }
+        for (name, value, range) in [("batch-size", batchSize, RunSettings.Limits.batchSize), ("threads", threads, RunSettings.Limits.threads)]
+        where !range.contains(value) {
+            throw ValidationError("--\(name) must be in \(range.lowerBound)...\(range.upperBound), got \(value)")
+        }
         if let trainLimit, trainLimit <= 0 { throw ValidationError("--train-limit must be positive, got \(trainLimit)") }
     }
 

@@ -39,6 +39,12 @@ struct TrainCommand: ParsableCommand {
                               ("train-limit", trainLimit), ("test-limit", testLimit)] {
             if let value, value <= 0 { throw ValidationError("--\(name) must be positive, got \(value)") }
         }
+        for (name, value, range) in [("epochs", epochs, RunSettings.Limits.epochs), ("batch-size", batchSize, RunSettings.Limits.batchSize),
+                                     ("threads", threads, RunSettings.Limits.threads)] {
+            if let value, !range.contains(value) {
+                throw ValidationError("--\(name) must be in \(range.lowerBound)...\(range.upperBound), got \(value)")
+            }
+        }
         if let saveEvery, saveEvery < 0 { throw ValidationError("--save-every must be ≥ 0, got \(saveEvery)") }
         if let lr, !(lr >= 0) { throw ValidationError("--lr must be ≥ 0, got \(lr)") }
     }
@@ -73,6 +79,7 @@ struct TrainCommand: ParsableCommand {
             print("\(job.isQAT ? "QAT" : "float") training of \(job.spec.name) "
                   + "(\(job.model.parameters.reduce(0) { $0 + $1.variable.value.count }) parameters) on "
                   + "\(train.count) training and \(test.count) test images, \(settings.threads) thread(s)")
+            try job.preflight(train: train, test: test)
             if let resume {
                 try job.resume(from: resume, force: force)
             } else {

@@ -8,6 +8,9 @@ public struct Dataset: Sendable {
     public var images: [Float]
     public var labels: [Int32]
     public var sampleShape: [Int]
+    /// The files the images and labels came from (empty for data made in memory), for errors.
+    public var imageFile = ""
+    public var labelFile = ""
 
     public var count: Int { labels.count }
     public var sampleSize: Int { sampleShape.reduce(1, *) }
@@ -15,7 +18,8 @@ public struct Dataset: Sendable {
     /// The first `limit` samples (tests and quick runs).
     public func prefix(_ limit: Int) -> Dataset {
         let n = min(limit, count)
-        return Dataset(images: Array(images[0..<(n * sampleSize)]), labels: Array(labels[0..<n]), sampleShape: sampleShape)
+        return Dataset(images: Array(images[0..<(n * sampleSize)]), labels: Array(labels[0..<n]), sampleShape: sampleShape,
+                       imageFile: imageFile, labelFile: labelFile)
     }
 
     /// Copies the samples at `indices` into one batch [B, C, H, W] with their labels.
@@ -70,7 +74,7 @@ public enum FashionMNIST {
         var images = [Float](repeating: 0, count: n * size)
         for i in 0..<(n * size) { images[i] = Float(pixels[i]) * scale - shift }
         return Dataset(images: images, labels: labelBytes[0..<n].map { Int32($0) },
-                       sampleShape: [1, imageDims[1], imageDims[2]])
+                       sampleShape: [1, imageDims[1], imageDims[2]], imageFile: imageFile, labelFile: labelFile)
     }
 
     private static func findFile(folder: String, stem: String) throws -> String {

@@ -83,6 +83,10 @@ public final class HDF5File {
         guard FileManager.default.fileExists(atPath: path) else {
             throw HDF5Error(file: path, message: "no such file")
         }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw HDF5Error(file: path, message: "is a folder, not an HDF5 file")
+        }
         guard FileManager.default.isReadableFile(atPath: path) else {
             throw HDF5Error(file: path, message: "file is not readable (permission denied)")
         }

@@ -47,20 +47,20 @@ public struct RunSettings: Equatable, Sendable {
     public static func parse(_ root: JSONObject) throws -> RunSettings {
         var s = RunSettings()
         if let model = try root.object("model") {
-            s.modelSpec = try model.string("spec") ?? s.modelSpec
-            s.initCheckpoint = try model.string("init")
+            s.modelSpec = try path(model, "spec") ?? s.modelSpec
+            s.initCheckpoint = try path(model, "init")
             try model.rejectUnknownKeys()
         }
         if let data = try root.object("data") {
-            s.dataPath = try data.string("path") ?? s.dataPath
+            s.dataPath = try path(data, "path") ?? s.dataPath
             s.trainLimit = try positive(data, "train_limit")
             s.testLimit = try positive(data, "test_limit")
             try data.rejectUnknownKeys()
         }
         if let train = try root.object("train") {
-            s.epochs = try positive(train, "epochs") ?? s.epochs
-            s.batchSize = try positive(train, "batch_size") ?? s.batchSize
-            s.evalBatchSize = try positive(train, "eval_batch_size") ?? s.evalBatchSize
+            s.epochs = try bounded(train, "epochs", Limits.epochs) ?? s.epochs
+            s.batchSize = try bounded(train, "batch_size", Limits.batchSize) ?? s.batchSize
+            s.evalBatchSize = try bounded(train, "eval_batch_size", Limits.batchSize) ?? s.evalBatchSize
             if let name = try train.string("optimizer") {
                 guard let kind = OptimizerKind(rawValue: name) else {
                     throw train.error("optimizer", "unknown optimizer \"\(name)\" (allowed: sgd, adam)")
@@ -74,15 +74,15 @@ public struct RunSettings: Equatable, Sendable {
                 guard seed >= 0 else { throw train.error("seed", "must be ≥ 0, got \(seed)") }
                 s.seed = UInt64(seed)
             }
-            s.threads = try positive(train, "threads") ?? s.threads
+            s.threads = try bounded(train, "threads", Limits.threads) ?? s.threads
             s.schedule = try parseSchedule(train, epochs: s.epochs)
             try train.rejectUnknownKeys()
         } else {
             s.schedule = .cosine(epochs: s.epochs, floor: 0)
         }
         if let checkpoint = try root.object("checkpoint") {
-            s.output = try checkpoint.string("output")
-            s.checkpointDirectory = try checkpoint.string("dir")
+            s.output = try path(checkpoint, "output")
+            s.checkpointDirectory = try path(checkpoint, "dir")
             s.saveEvery = try checkpoint.int("save_every") ?? 0
             guard s.saveEvery >= 0 else { throw checkpoint.error("save_every", "must be ≥ 0, got \(s.saveEvery)") }
             try checkpoint.rejectUnknownKeys()
@@ -96,12 +96,34 @@ public struct RunSettings: Equatable, Sendable {
         case "constant": return .constant
         case "cosine": return .cosine(epochs: epochs, floor: Float(try train.double("lr_floor") ?? 0))
         case "step":
-            let every = try positive(train, "step_every") ?? max(1, epochs / 3)
+            let every = try bounded(train, "step_every", Limits.stepEvery) ?? max(1, epochs / 3)
             let factor = Float(try train.double("step_factor") ?? 0.1)
             return .step(every: every, factor: factor)
         default:
             throw train.error("schedule", "unknown schedule \"\(name)\" (allowed: constant, step, cosine)")
         }
+    }
+
+    /// The documented range of each bounded integer setting (docs/CONFIG.md "Ranges"); the same
+    /// ranges apply to the command-line flags that override them.
+    public enum Limits {
+        public static let epochs = 1...100_000
+        public static let batchSize = 1...65_536
+        public static let threads = 1...1_024
+        public static let stepEvery = 1...100_000
+    }
+
+    private static func bounded(_ o: JSONObject, _ key: String, _ range: ClosedRange<Int>) throws -> Int? {
+        guard let v = try o.int(key) else { return nil }
+        guard range.contains(v) else { throw o.error(key, "must be in \(range.lowerBound)...\(range.upperBound), got \(v)") }
+        return v
+    }
+
+    /// A path-valued setting: when given, it must not be empty.
+    private static func path(_ o: JSONObject, _ key: String) throws -> String? {
+        guard let v = try o.string(key) else { return nil }
+        guard !v.trimmingCharacters(in: .whitespaces).isEmpty else { throw o.error(key, "\"\(v)\" is not a path (empty)") }
+        return v
     }
 
     private static func positive(_ o: JSONObject, _ key: String) throws -> Int? {

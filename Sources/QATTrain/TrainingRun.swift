@@ -50,7 +50,9 @@ public final class TrainingRun {
         batchNum = config?.batchCount ?? 1
     }
 
-    private let batchNum: Int
+    let batchNum: Int
+    /// The checkpoint `resume` restored, whose position `train` checks against the data.
+    var resumedFrom: String?
 
     public var isQAT: Bool { plan != nil }
 
@@ -68,6 +70,8 @@ public final class TrainingRun {
             model.applyQuantization(plan)
         }
         if plan != nil {
+            try checkData(train: train, test: nil)
+            try checkCalibrationBatches(trainCount: train.count)
             let batches = trainer.calibrationBatches(from: train, count: batchNum)
             let calibrated = try model.calibrate(on: batches)
             if let plan, !calibrated.isEmpty {
@@ -91,24 +95,21 @@ public final class TrainingRun {
                                + "(these change the result; pass --force to resume anyway)")
             }
         }
-        if let plan { model.applyQuantization(plan) }
-        try model.load(checkpoint, file: file)
-        try model.loadQuantizerState(checkpoint.extra, file: file)
+        // Everything is read and checked before anything of the run changes (RunChecks.swift).
+        let position = try Self.readPosition(checkpoint, file: file, epochs: settings.epochs)
+        let restoredHistory = try Self.readHistory(checkpoint, file: file, epoch: position.epoch)
         var optimizerState: [String: Tensor] = [:]
         for (key, tensor) in checkpoint.extra where key.hasPrefix(CheckpointFile.RunKey.optimizerGroup) {
             optimizerState[String(key.dropFirst(CheckpointFile.RunKey.optimizerGroup.count))] = tensor
         }
+        if let plan { model.applyQuantization(plan) }
+        try Self.checkOptimizerState(optimizerState, parameters: model.parameters, file: file)
+        try model.load(checkpoint, file: file)
+        try model.loadQuantizerState(checkpoint.extra, file: file)
         try trainer.optimizer.loadState(optimizerState)
-        let c = checkpoint.counters
-        var progress = EpochProgress()
-        progress.batch = Int(c["progress_batch"] ?? 0)
-        progress.correct = Int(c["progress_correct"] ?? 0)
-        progress.seen = Int(c["progress_seen"] ?? 0)
-        progress.lossSum = Double(bitPattern: UInt64(bitPattern: c["progress_loss_sum_bits"] ?? 0))
-        trainer.restore(epoch: Int(c[CheckpointFile.RunKey.epoch] ?? 0), step: Int(c[CheckpointFile.RunKey.step] ?? 0), progress: progress)
-        if let rows = checkpoint.extra["metrics/history"], rows.rank == 2 {
-            history = (0..<rows.shape[0]).map { Array(rows.storage[($0 * rows.shape[1])..<(($0 + 1) * rows.shape[1])]) }
-        }
+        trainer.restore(epoch: position.epoch, step: position.step, progress: position.progress)
+        history = restoredHistory
+        resumedFrom = file
         metrics?.restore(upTo: trainer.step)
         log("resumed from \(file) at epoch \(trainer.epoch + 1), step \(trainer.step)")
     }
@@ -145,6 +146,9 @@ public final class TrainingRun {
     @discardableResult
     public func train(on train: Dataset, test: Dataset, progress: ((EpochProgress, Int) -> Void)? = nil) throws -> String? {
         let directory = settings.checkpointDirectory
+        try checkData(train: train, test: test)
+        if let resumedFrom { try checkPosition(trainCount: train.count, file: resumedFrom) }
+        try prepareOutputFolders()
         while trainer.epoch < settings.epochs {
             let summary: EpochSummary
             do {

@@ -87,8 +87,15 @@ extension IFMRParameters: Calibrator {
     }
 
     /// AMCT allows search_step in (0, end − start]; a wider step would search only r = start.
+    /// The most candidate ratios one search may try (docs/CONFIG.md "Ranges").
+    public static let maxSearchSteps = 100_000
+
     public func conflict() -> (key: String, message: String)? {
         let width = searchRangeEnd - searchRangeStart
+        if width / searchStep > Double(Self.maxSearchSteps) {
+            return ("search_step", "search_step \(searchStep) over search_range [\(searchRangeStart), \(searchRangeEnd)] "
+                    + "gives more than \(Self.maxSearchSteps) search steps: use a wider step")
+        }
         guard searchStep > width * (1 + 1e-9) else { return nil }
         return ("search_step", "search_step \(searchStep) is wider than search_range [\(searchRangeStart), \(searchRangeEnd)]: "
                 + "AMCT allows a step in (0, end − start]")

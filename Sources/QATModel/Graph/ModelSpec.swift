@@ -42,8 +42,8 @@ extension ModelSpec {
     public static func parse(_ root: JSONObject) throws -> ModelSpec {
         let name = try root.string("name") ?? "model"
         guard let input = try root.intArray("input") else { throw root.error("input", "missing: the sample shape, e.g. [1, 28, 28]") }
-        guard input.count == 3, input.allSatisfy({ $0 > 0 }) else {
-            throw root.error("input", "expected [channels, height, width] with positive sizes, got \(input)")
+        guard input.count == 3, input.allSatisfy({ Limits.size.contains($0) }) else {
+            throw root.error("input", "expected [channels, height, width] with sizes in 1...\(Limits.size.upperBound), got \(input)")
         }
         guard let layerObjects = try root.objectArray("layers"), !layerObjects.isEmpty else {
             throw root.error("layers", "missing or empty: list the model's layers")
@@ -61,8 +61,51 @@ extension ModelSpec {
             layers.append(layer)
         }
         let spec = ModelSpec(name: name, inputShape: input, layers: layers)
-        _ = try ModelGraph(spec, file: root.file)
+        let graph = try ModelGraph(spec, file: root.file)
+        try checkSizes(spec, graph, file: root.file)
         return spec
+    }
+
+    /// The documented ranges of spec sizes (docs/CONFIG.md "Ranges").
+    public enum Limits {
+        /// Channels, features and each input dimension.
+        public static let size = 1...65_536
+        /// Linear features (a flattened feature map may be wide) and batch-norm features.
+        public static let features = 1...16_777_216
+        /// Kernel sizes and strides.
+        public static let kernel = 1...1_024
+        /// Zero padding on each side.
+        public static let padding = 0...1_024
+        /// Elements of one layer's weight, or of one sample's activation: 2³¹.
+        public static let elements = 1 << 31
+    }
+
+    /// Every weight tensor and every per-sample activation must hold at most `Limits.elements`
+    /// values (products checked for overflow), so no spec can ask for an absurd allocation.
+    private static func checkSizes(_ spec: ModelSpec, _ graph: ModelGraph, file: String) throws {
+        func count(_ shape: [Int]) -> Int? {
+            var total = 1
+            for size in shape {
+                let (product, overflow) = total.multipliedReportingOverflow(by: size)
+                if overflow { return nil }
+                total = product
+            }
+            return total
+        }
+        for (index, layer) in spec.layers.enumerated() {
+            var shapes = [graph.outputShapes[index]]
+            switch layer.kind {
+            case .conv2d(let c): shapes.append([c.outputChannels, c.inputChannels, c.kernelSize, c.kernelSize])
+            case .linear(let f): shapes.append([f.outputFeatures, f.inputFeatures])
+            default: break
+            }
+            for shape in shapes {
+                guard let n = count(shape), n <= Limits.elements else {
+                    throw InputError(file: file, keyPath: "layers[\(index)] (\(layer.name))",
+                                     message: "a tensor of shape \(shape) exceeds the limit of \(Limits.elements) values per layer")
+                }
+            }
+        }
     }
 
     private static func parseLayer(_ object: JSONObject) throws -> LayerSpec {
@@ -88,7 +131,8 @@ extension ModelSpec {
     private static func parseKind(_ type: LayerType, _ object: JSONObject) throws -> LayerKind {
         func positive(_ key: String, default value: Int? = nil) throws -> Int {
             guard let v = try object.int(key) ?? value else { throw object.error(key, "missing (required for \(type.name))") }
-            guard v > 0 else { throw object.error(key, "must be positive, got \(v)") }
+            let range = key == "kernel_size" || key == "stride" ? Limits.kernel : key.hasSuffix("_features") ? Limits.features : Limits.size
+            guard range.contains(v) else { throw object.error(key, "must be in \(range.lowerBound)...\(range.upperBound), got \(v)") }
             return v
         }
         func pooling() throws -> PoolingAttributes {
@@ -101,15 +145,18 @@ extension ModelSpec {
                 inputChannels: try positive("in_channels"), outputChannels: try positive("out_channels"),
                 kernelSize: try positive("kernel_size"), stride: try positive("stride", default: 1),
                 padding: try object.int("padding") ?? 0, hasBias: try object.bool("bias") ?? true)
-            guard convolution.padding >= 0 else { throw object.error("padding", "must be ≥ 0") }
+            guard Limits.padding.contains(convolution.padding) else {
+                throw object.error("padding", "must be in \(Limits.padding.lowerBound)...\(Limits.padding.upperBound), got \(convolution.padding)")
+            }
             return .conv2d(convolution)
         case .linear:
             return .linear(LinearAttributes(inputFeatures: try positive("in_features"), outputFeatures: try positive("out_features"),
                                             hasBias: try object.bool("bias") ?? true))
         case .batchnorm2d:
-            return .batchnorm2d(BatchNormAttributes(features: try positive("num_features"),
-                                                    epsilon: Float(try object.double("eps") ?? 1e-5),
-                                                    momentum: Float(try object.double("momentum") ?? 0.1)))
+            let epsilon = Float(try object.double("eps") ?? 1e-5), momentum = Float(try object.double("momentum") ?? 0.1)
+            guard epsilon > 0, epsilon.isFinite else { throw object.error("eps", "must be a finite number > 0, got \(epsilon)") }
+            guard momentum >= 0, momentum <= 1 else { throw object.error("momentum", "must be in [0, 1], got \(momentum)") }
+            return .batchnorm2d(BatchNormAttributes(features: try positive("num_features"), epsilon: epsilon, momentum: momentum))
         case .maxpool2d: return .maxpool2d(try pooling())
         case .avgpool2d: return .avgpool2d(try pooling())
         case .relu: return .relu

@@ -114,6 +114,10 @@ extension CalibrationConfig {
         return "\(ofMethods) and cannot be given with \(given.joined(separator: ", ")): one layer's settings belong to one method"
     }
 
+    /// The largest `search_range` end accepted (docs/CONFIG.md "Ranges"); IFMR's step count is
+    /// bounded separately (`IFMRParameters.maxSearchSteps`).
+    static let searchRangeEndLimit = 100.0
+
     /// A setting's value, checked against its rule.
     private static func read(_ key: String, _ rule: CalibratorSettingRule, in object: JSONObject) throws -> CalibratorSettingValue {
         switch rule {
@@ -127,8 +131,8 @@ extension CalibrationConfig {
             return .number(value)
         case .increasingRange:
             let range = try object.doubleArray(key)!
-            guard range.count == 2, range[0] > 0, range[0] < range[1], range[1].isFinite else {
-                throw object.error(key, "expected [start, end] with 0 < start < end, e.g. [0.7, 1.3]")
+            guard range.count == 2, range[0] > 0, range[0] < range[1], range[1] <= searchRangeEndLimit else {
+                throw object.error(key, "expected [start, end] with 0 < start < end ≤ \(Int(searchRangeEndLimit)), e.g. [0.7, 1.3]")
             }
             return .range(range[0], range[1])
         case .oneOf(let allowed):

@@ -48,17 +48,33 @@ extension Model {
                     throw InputError(file: file, keyPath: "/state/" + key.key(layer: q.layerName),
                                      message: "missing or wrong size (expected \(count) values): the checkpoint has no quantizer state for layer \(q.layerName)")
                 }
+                guard t.storage.allSatisfy(\.isFinite) else {
+                    throw InputError(file: file, keyPath: "/state/" + key.key(layer: q.layerName), message: "holds a value that is not finite")
+                }
                 return t.storage
+            }
+            func flag(_ key: QuantizerStateKey) throws -> Bool {
+                let v = try value(key)[0]
+                guard v == 0 || v == 1 else {
+                    throw InputError(file: file, keyPath: "/state/" + key.key(layer: q.layerName), message: "must be 0 or 1, got \(v)")
+                }
+                return v == 1
             }
             let a = q.activation
             let previous = try value(.previousClip, count: 2)
             (a.previousClipMax, a.previousClipMin) = (previous[0], previous[1])
-            a.initialized = try value(.initialized)[0] != 0
-            a.fixedMin = try value(.fixedMin)[0] != 0
+            a.initialized = try flag(.initialized)
+            a.fixedMin = try flag(.fixedMin)
             a.scale = try value(.activationScale)[0]
-            a.offset = Int(try value(.activationOffset)[0])
+            let offset = try value(.activationOffset)[0]
+            // An INT8/INT16 offset is an integer well inside ±2¹⁷; anything else is damage.
+            guard offset == offset.rounded(), abs(offset) <= 131_072 else {
+                throw InputError(file: file, keyPath: "/state/" + QuantizerStateKey.activationOffset.key(layer: q.layerName),
+                                 message: "must be an integer offset of the quantization grid, got \(offset)")
+            }
+            a.offset = Int(offset)
             q.weight.scales = try value(.weightScales, count: q.weight.scales.count)
-            q.weight.initialized = try value(.weightInitialized)[0] != 0
+            q.weight.initialized = try flag(.weightInitialized)
         }
     }
 }

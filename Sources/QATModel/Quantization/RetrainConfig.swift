@@ -184,12 +184,17 @@ extension RetrainConfig {
         try parse(JSONObject.load(file: file))
     }
 
+    /// `batch_num`'s range at parse time; at run start batch_num × batch_size must also fit
+    /// in the training set (TrainingRun).
+    public static let batchCountRange = 1...65_536
+
     public static func parse(_ root: JSONObject) throws -> RetrainConfig {
         let version = try root.int("version") ?? 1
         guard version == 1 else { throw root.error("version", "unsupported version \(version) (allowed: 1)") }
         let batchCount = try root.int("batch_num") ?? 1
-        guard batchCount > 0 else {
-            throw root.error("batch_num", "must be > 0 (the number of batches calibration runs on), got \(batchCount)")
+        guard batchCountRange.contains(batchCount) else {
+            throw root.error("batch_num", "must be > 0 and ≤ \(batchCountRange.upperBound) "
+                             + "(the number of batches calibration runs on), got \(batchCount)")
         }
         var sections: [String: JSONValue] = [:]
         for name in trainerSections {
@@ -303,6 +308,10 @@ extension RetrainConfig {
             let (given, missing) = config.clipMax != nil ? ("clip_max", "clip_min") : ("clip_min", "clip_max")
             throw object.error(given, "given without \(missing): give both bounds, or neither to let calibration (IFMR by default) set them")
         }
+        if let clipMax = config.clipMax, let clipMin = config.clipMin, !clipRangeIsResolvable(clipMax: clipMax, clipMin: clipMin) {
+            throw object.error("clip_max", "clip range [\(clipMin), \(clipMax)] is below the float32 grid resolution: "
+                               + "(clip_max − clip_min)/255 must be ≥ 2⁻²³·max(|clip_max|, |clip_min|, 1)")
+        }
         config.fixedMin = try object.bool("fixed_min")
         config.dstType = try choice(object, "dst_type", allowed: QuantizedType.allCases)
         config.learnClip = try object.bool("learn_clip")
@@ -318,6 +327,14 @@ extension RetrainConfig {
         config.dstType = try choice(object, "dst_type", allowed: [QuantizedType.int8])
         try object.rejectUnknownKeys()
         return config
+    }
+
+    /// True when one step of the INT8 grid over [clip_min, clip_max] is at least one float32 ulp
+    /// of the larger of the bounds and 1 (docs/CONFIG.md "Ranges"): a narrower range collapses
+    /// every activation onto a handful of levels, or to a scale below EPS.
+    static func clipRangeIsResolvable(clipMax: Float, clipMin: Float) -> Bool {
+        let step = (Double(clipMax) - Double(clipMin)) / 255
+        return step >= Double(Float.ulpOfOne) * max(Double(abs(clipMax)), Double(abs(clipMin)), 1)
     }
 
     /// A clip bound: finite in Float, and > 0 (clip_max) or < 0 (clip_min).

@@ -1,0 +1,126 @@
+import Foundation
+import QATCore
+import QATData
+import QATIO
+import QATModel
+
+// What `qat train` checks once the config, the model and the data are loaded and before any
+// work (calibration, resume, training): the data fits the model, batch_num fits the data,
+// the output folders are writable, and the run fits in memory.
+
+extension TrainingRun {
+    /// All checks that need nothing but the loaded data; the CLI calls this before calibrating.
+    public func preflight(train: Dataset, test: Dataset) throws {
+        try checkData(train: train, test: test)
+        if isQAT { try checkCalibrationBatches(trainCount: train.count) }
+        try prepareOutputFolders()
+        try MemoryBudget(spec: spec, graph: model.graph, batchSize: max(settings.batchSize, settings.evalBatchSize),
+                         datasetValues: train.images.count + test.images.count).check()
+    }
+
+    /// Non-empty sets whose images have the model's input shape and whose labels are classes
+    /// of the model, [0, classes). Errors name the data file.
+    func checkData(train: Dataset, test: Dataset?) throws {
+        try train.checkFits(model, name: "training", folder: settings.dataPath)
+        try test?.checkFits(model, name: "test", folder: settings.dataPath)
+    }
+
+    /// Calibration reads batch_num batches of batch_size training images: their product (checked
+    /// for overflow) may not exceed the training set.
+    func checkCalibrationBatches(trainCount: Int) throws {
+        let (needed, overflow) = batchNum.multipliedReportingOverflow(by: settings.batchSize)
+        guard overflow || needed > trainCount else { return }
+        throw InputError(file: configFile, keyPath: "batch_num",
+                         message: "\(batchNum) batches of \(settings.batchSize) images is more than the \(trainCount) training images")
+    }
+
+    /// Creates the checkpoint, output and metrics folders, proves them writable, and removes the
+    /// temporaries interrupted writes left there (`TempFileCleanup`).
+    func prepareOutputFolders() throws {
+        var folders: [(folder: String, setting: String)] = []
+        if let directory = settings.checkpointDirectory { folders.append((directory, "checkpoint.dir")) }
+        if let output = settings.output { folders.append((OutputFolder.folder(of: output), "checkpoint.output")) }
+        for (folder, setting) in folders {
+            try OutputFolder.requireWritable(folder, setting: setting)
+            for name in TempFileCleanup.removeStale(in: folder) { log("removed \(name), left by an interrupted write") }
+        }
+    }
+}
+
+extension Dataset {
+    /// A non-empty set whose images have the model's input shape and whose labels are classes of
+    /// the model, [0, classes). Errors name the data file (`folder` for data made in memory).
+    public func checkFits(_ model: Model, name: String, folder: String) throws {
+        try checkFits(inputShape: model.spec.inputShape, classes: model.graph.numberOfClasses, modelName: model.spec.name,
+                      name: name, folder: folder)
+    }
+
+    /// The same check for a model known by its input shape and class count (the INT8 engine).
+    public func checkFits(inputShape: [Int], classes: Int, modelName: String, name: String, folder: String) throws {
+        let file = imageFile.isEmpty ? folder : imageFile
+        guard count > 0 else { throw InputError(file: file, message: "the \(name) set is empty") }
+        guard sampleShape == inputShape else {
+            throw InputError(file: file, message: "\(name) images have shape \(sampleShape), the model \(modelName) expects \(inputShape)")
+        }
+        if let bad = labels.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
+            throw InputError(file: labelFile.isEmpty ? file : labelFile,
+                             message: "label \(labels[bad]) at index \(bad) is outside [0, \(classes)), the model's classes")
+        }
+    }
+}
+
+/// A rough upper estimate of the memory a training run needs, compared with the machine's
+/// physical memory before anything is allocated (docs/CONFIG.md "Ranges"). Counted in float32
+/// values: parameters ×4 (value, gradient, two optimizer moments), activations ×3 per sample
+/// (output, gradient, what the backward pass keeps), each convolution's im2col buffer per
+/// sample, and the dataset. Every product is checked for overflow.
+public struct MemoryBudget {
+    public var spec: ModelSpec
+    public var graph: ModelGraph
+    public var batchSize: Int
+    public var datasetValues: Int
+
+    public init(spec: ModelSpec, graph: ModelGraph, batchSize: Int, datasetValues: Int) {
+        self.spec = spec
+        self.graph = graph
+        self.batchSize = batchSize
+        self.datasetValues = datasetValues
+    }
+
+    /// Bytes needed, or nil when the count overflows Int (certainly too much).
+    public var bytes: Int? {
+        var parameters = 0, perSample = spec.inputShape.reduce(1, *), columns = 0
+        for (index, layer) in spec.layers.enumerated() {
+            let output = graph.outputShapes[index]
+            perSample += output.reduce(1, *)
+            switch layer.kind {
+            case .conv2d(let c):
+                parameters += c.outputChannels * (c.inputChannels * c.kernelSize * c.kernelSize + 1)
+                columns += c.inputChannels * c.kernelSize * c.kernelSize * output[1] * output[2]
+            case .linear(let f): parameters += f.outputFeatures * (f.inputFeatures + 1)
+            case .batchnorm2d(let b): parameters += 4 * b.features
+            default: break
+            }
+        }
+        var total = 0
+        for (a, b) in [(parameters, 4), (perSample, 3 * batchSize), (columns, batchSize), (datasetValues, 1)] {
+            let (product, overflowMultiply) = a.multipliedReportingOverflow(by: b)
+            let (sum, overflowAdd) = total.addingReportingOverflow(product)
+            if overflowMultiply || overflowAdd { return nil }
+            total = sum
+        }
+        let (bytes, overflow) = total.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
+        return overflow ? nil : bytes
+    }
+
+    /// Refuses a run whose estimate exceeds `available` bytes (default: physical memory).
+    public func check(available: UInt64 = ProcessInfo.processInfo.physicalMemory) throws {
+        let gib = { (n: Double) in String(format: "%.1f GiB", n / Double(1 << 30)) }
+        guard let bytes else {
+            throw RunError("the model \(spec.name) at batch size \(batchSize) needs more memory than can be counted: lower the batch size or the model's sizes")
+        }
+        guard UInt64(bytes) > available else { return }
+        throw RunError("the model \(spec.name) at batch size \(batchSize) needs about \(gib(Double(bytes))) of memory, "
+                       + "this machine has \(gib(Double(available))): lower train.batch_size or the model's sizes")
+    }
+}
