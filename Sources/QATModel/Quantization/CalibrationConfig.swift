@@ -88,10 +88,7 @@ extension CalibrationConfig {
         // The methods every key read so far belongs to.
         var candidates = config.method.map { [$0] } ?? CalibrationMethod.known
         for key in settingKeys {
-            guard let given = object.values[key], !(given is NSNull) else {
-                _ = try object.string(key)  // absent or null: only marks the key as known for rejectUnknownKeys
-                continue
-            }
+            guard let given = try object.value(key) else { continue }  // absent (null is an error)
             let owners = candidates.filter { $0.keys.contains(key) }
             guard let owner = owners.first else {
                 throw object.error(key, mismatch(key, given: config.settings.keys.sorted(), actAlgo: config.method))
