@@ -222,7 +222,7 @@ struct JSONParser {
 
     // MARK: Numbers
 
-    /// RFC 8259 number grammar; integers that fit become `Int`, everything else `Double`.
+    /// RFC 8259 number grammar; integers that fit become `Int` (or `UInt64`), everything else `Double`.
     private mutating func parseNumber() throws -> Any {
         let start = index
         var isInteger = true
@@ -247,6 +247,7 @@ struct JSONParser {
         }
         let text = String(decoding: bytes[start..<index], as: UTF8.self)
         if isInteger, let int = Int(text) { return NSNumber(value: int) }
+        if isInteger, let unsigned = UInt64(text) { return NSNumber(value: unsigned) }
         guard let double = Double(text), double.isFinite else {
             index = start
             throw failure("the number \(truncatedForMessage(text)) is too large")
