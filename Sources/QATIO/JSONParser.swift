@@ -304,7 +304,18 @@ struct JSONParser {
     }
 }
 
-/// `text` cut to `limit` characters plus "…", so a 10 MB value never fills a terminal.
+/// `text` cut to `limit` characters plus "…", so a 10 MB value never fills a terminal, with control
+/// characters written as `\u00XX`, so an error stays one line.
 package func truncatedForMessage(_ text: String, limit: Int = 60) -> String {
-    text.prefix(limit + 1).count <= limit ? text : String(text.prefix(limit)) + "…"
+    let cut = text.prefix(limit + 1).count <= limit ? text : String(text.prefix(limit)) + "…"
+    guard cut.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return cut }
+    var out = ""
+    for scalar in cut.unicodeScalars {
+        if scalar.value < 0x20 || scalar.value == 0x7F {
+            out += String(format: "\\u%04X", scalar.value)
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
 }

@@ -131,6 +131,9 @@ final class StrictJSONTests: XCTestCase {
         XCTAssertEqual(duplicate, "my.json: \(String(repeating: "k", count: 60))…: duplicate key (first on line 1, again on line 1)")
         let unknown = try parsed("{\"\(longKey)\": 1}")
         assertInputError(try unknown.rejectUnknownKeys(allowed: ["a"]), mentions: [String(repeating: "k", count: 60) + "…: unknown key"])
+        // Control characters in keys and values are spelled out: the error stays one line.
+        XCTAssertEqual(failure("{\"a\\nb\": 1, \"a\\nb\": 2}"), "my.json: a\\u000Ab: duplicate key (first on line 1, again on line 1)")
+        assertInputError(try parsed("{\"a\": \"x\\ty\"}").int("a"), mentions: ["got a string (\"x\\u0009y\")"])
         // A long unknown value in a spec is cut the same way.
         let spec = try parsed("{\"input\": [1, 28, 28], \"layers\": [{\"name\": \"a\", \"type\": \"\(String(repeating: "t", count: 100_000))\"}]}")
         do {
