@@ -99,10 +99,10 @@ extension ComparisonReport {
     /// One HTML file with inline CSS and an inline SVG chart of cosine and SQNR per layer.
     public func htmlReport() -> String {
         func table(_ rows: [[String]]) -> String {
-            var html = "<table>\n<tr>" + rows[0].map { "<th>\(htmlEscaped($0))</th>" }.joined() + "</tr>\n"
+            var html = "<table>\n<tr>" + rows[0].map { "<th>\(markupEscaped($0))</th>" }.joined() + "</tr>\n"
             for row in rows.dropFirst() {
                 html += "<tr>" + row.enumerated().map { c, cell in
-                    "<td\(c == 0 ? " class=\"name\"" : "")>\(htmlEscaped(cell))</td>"
+                    "<td\(c == 0 ? " class=\"name\"" : "")>\(markupEscaped(cell))</td>"
                 }.joined() + "</tr>\n"
             }
             return html + "</table>\n"
@@ -112,7 +112,7 @@ extension ComparisonReport {
             <html lang="en">
             <head>
             <meta charset="utf-8">
-            <title>qat compare: \(htmlEscaped(model)) (\(htmlEscaped(sides[0])) vs \(htmlEscaped(sides[1])))</title>
+            <title>qat compare: \(markupEscaped(model)) (\(markupEscaped(sides[0])) vs \(markupEscaped(sides[1])))</title>
             <style>
             body { font-family: sans-serif; margin: 24px; color: #222; }
             h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 28px; }
@@ -123,17 +123,17 @@ extension ComparisonReport {
             </style>
             </head>
             <body>
-            <h1>Layer-by-layer comparison: \(htmlEscaped(sides[0])) (a) vs \(htmlEscaped(sides[1])) (b)</h1>
+            <h1>Layer-by-layer comparison: \(markupEscaped(sides[0])) (a) vs \(markupEscaped(sides[1])) (b)</h1>
 
             """
-        html += summaryLines.map { "<p>\(htmlEscaped($0))</p>\n" }.joined()
+        html += summaryLines.map { "<p>\(markupEscaped($0))</p>\n" }.joined()
         html += "<h2>Cosine similarity and SQNR per layer</h2>\n" + chartSVG() + "\n"
         html += "<h2>Error metrics</h2>\n" + table(errorRows)
         html += "<h2>Value ranges</h2>\n" + table(rangeRows)
         if !unmatchedLayers.isEmpty {
-            html += "<p>Not compared (reported by one side only): \(htmlEscaped(unmatchedLayers.joined(separator: ", ")))</p>\n"
+            html += "<p>Not compared (reported by one side only): \(markupEscaped(unmatchedLayers.joined(separator: ", ")))</p>\n"
         }
-        html += "<h2>Definitions</h2>\n<ul class=\"notes\">\n" + notes.map { "<li>\(htmlEscaped($0))</li>\n" }.joined() + "</ul>\n"
+        html += "<h2>Definitions</h2>\n<ul class=\"notes\">\n" + notes.map { "<li>\(markupEscaped($0))</li>\n" }.joined() + "</ul>\n"
         html += "</body>\n</html>\n"
         return html
     }
@@ -151,7 +151,7 @@ extension ComparisonReport {
         /// One panel: axis [lower, upper] with ticks every `step`, bars from `baseline` to the value.
         func panel(title: String, y0: Double, values: [Double], lower: Double, upper: Double, step: Double, baseline: Double,
                    color: String, label: (Double) -> String) -> String {
-            var s = "<text x=\"\(left)\" y=\"\(y0 - 24)\" font-size=\"13\" font-weight=\"bold\">\(htmlEscaped(title))</text>\n"
+            var s = "<text x=\"\(left)\" y=\"\(y0 - 24)\" font-size=\"13\" font-weight=\"bold\">\(markupEscaped(title))</text>\n"
             let span = max(upper - lower, 1e-12)
             func y(_ v: Double) -> Double { y0 + panelHeight * (1 - (min(max(v, lower), upper) - lower) / span) }
             for i in 0...Int(((upper - lower) / step + 1e-6).rounded(.down)) {
@@ -166,7 +166,7 @@ extension ComparisonReport {
                 let end = y(v.isNaN ? baseline : v)
                 let (top, bottom) = (min(end, base), max(end, base))
                 s += String(format: "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%@\"><title>%@: %@</title></rect>\n",
-                            x, top, barSlot * 0.6, max(bottom - top, 1), color, htmlEscaped(rows[i].layer), label(v))
+                            x, top, barSlot * 0.6, max(bottom - top, 1), color, markupEscaped(rows[i].layer), label(v))
                 let labelY = end <= base ? top - 4 : bottom + 12
                 s += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#222\">%@</text>\n",
                             x + barSlot * 0.3, labelY, label(v))
@@ -198,22 +198,8 @@ extension ComparisonReport {
         for (i, row) in rows.enumerated() {
             let x = left + barSlot * Double(i) + barSlot * 0.5
             svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" transform=\"rotate(-35 %.1f %.1f)\">%@</text>\n",
-                          x, labelY, x, labelY, htmlEscaped(row.layer))
+                          x, labelY, x, labelY, markupEscaped(row.layer))
         }
         return svg + "</svg>"
     }
-}
-
-func htmlEscaped(_ text: String) -> String {
-    var out = ""
-    for c in text {
-        switch c {
-        case "&": out += "&amp;"
-        case "<": out += "&lt;"
-        case ">": out += "&gt;"
-        case "\"": out += "&quot;"
-        default: out.append(c)
-        }
-    }
-    return out
 }

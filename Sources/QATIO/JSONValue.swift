@@ -30,7 +30,7 @@ public indirect enum JSONValue: Equatable, Sendable {
     public init(_ value: Float) { self = value.isFinite ? .number("\(value)") : .string("\(value)") }
     public init(_ value: Double) { self = value.isFinite ? .number("\(value)") : .string("\(value)") }
 
-    /// Converts what `JSONSerialization` returns. Its objects are unordered, so keys are sorted.
+    /// Converts what `JSONParser` (or `JSONSerialization`) returns. Its objects are unordered, so keys are sorted.
     /// Integers keep every digit; other numbers take their shortest Double form.
     public init(foundation value: Any) {
         switch value {
@@ -52,11 +52,7 @@ public indirect enum JSONValue: Equatable, Sendable {
 
     /// Parses JSON text (any value at the top level); errors name `file`.
     public init(parsing data: Data, file: String) throws {
-        do {
-            self.init(foundation: try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]))
-        } catch {
-            throw InputError(file: file, message: "not valid JSON (\(error.localizedDescription))")
-        }
+        self.init(foundation: try JSONParser.parse(data, file: file))
     }
 
     /// The members of an object (empty for any other value).

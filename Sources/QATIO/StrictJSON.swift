@@ -33,12 +33,7 @@ public final class JSONObject {
 
     /// Parses `data` as a JSON object; `file` is used in error messages.
     public static func parse(_ data: Data, file: String) throws -> JSONObject {
-        let root: Any
-        do {
-            root = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
-        } catch {
-            throw InputError(file: file, message: "not valid JSON (\(error.localizedDescription))")
-        }
+        let root = try JSONParser.parse(data, file: file)
         guard let object = root as? [String: Any] else {
             throw InputError(file: file, message: "the top level must be a JSON object")
         }
@@ -54,7 +49,10 @@ public final class JSONObject {
 
     public var keys: [String] { values.keys.sorted() }
 
-    public func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    /// `path.key`, with a very long key cut short (the path is only ever used in messages).
+    public func keyPath(_ key: String) -> String {
+        path.isEmpty ? truncatedForMessage(key) : "\(path).\(truncatedForMessage(key))"
+    }
 
     public func error(_ key: String, _ message: String) -> InputError {
         InputError(file: file, keyPath: keyPath(key), message: message)
@@ -62,20 +60,27 @@ public final class JSONObject {
 
     public func contains(_ key: String) -> Bool { values[key] != nil }
 
-    private func raw(_ key: String) -> Any? {
+    /// The value of `key`, nil when absent; `null` is an error, not "absent" (`expected` says what
+    /// the key needs, e.g. "a string"), so `"train": null` cannot pass for a missing section.
+    private func raw(_ key: String, expected: String) throws -> Any? {
         readKeys.insert(key)
-        if values[key] is NSNull { return nil }
+        if values[key] is NSNull { throw error(key, "expected \(expected), got null") }
         return values[key]
     }
 
+    /// The value of `key` whatever its type, nil when absent; `null` is an error. Marks the key read.
+    public func value(_ key: String) throws -> Any? {
+        try raw(key, expected: "a value")
+    }
+
     public func string(_ key: String) throws -> String? {
-        guard let value = raw(key) else { return nil }
+        guard let value = try raw(key, expected: "a string") else { return nil }
         guard let s = value as? String else { throw error(key, "expected a string, got \(jsonTypeName(value))") }
         return s
     }
 
     public func bool(_ key: String) throws -> Bool? {
-        guard let value = raw(key) else { return nil }
+        guard let value = try raw(key, expected: "true or false") else { return nil }
         guard let n = value as? NSNumber, isBoolean(n) else {
             throw error(key, "expected true or false, got \(jsonTypeName(value))")
         }
@@ -83,7 +88,7 @@ public final class JSONObject {
     }
 
     public func double(_ key: String) throws -> Double? {
-        guard let value = raw(key) else { return nil }
+        guard let value = try raw(key, expected: "a number") else { return nil }
         guard let n = value as? NSNumber, !isBoolean(n) else {
             throw error(key, "expected a number, got \(jsonTypeName(value))")
         }
@@ -97,7 +102,7 @@ public final class JSONObject {
     }
 
     public func intArray(_ key: String) throws -> [Int]? {
-        guard let value = raw(key) else { return nil }
+        guard let value = try raw(key, expected: "an array of integers") else { return nil }
         guard let array = value as? [Any] else { throw error(key, "expected an array of integers, got \(jsonTypeName(value))") }
         return try array.enumerated().map { index, element in
             guard let n = element as? NSNumber, !isBoolean(n), n.doubleValue == n.doubleValue.rounded() else {
@@ -108,7 +113,7 @@ public final class JSONObject {
     }
 
     public func doubleArray(_ key: String) throws -> [Double]? {
-        guard let value = raw(key) else { return nil }
+        guard let value = try raw(key, expected: "an array of numbers") else { return nil }
         guard let array = value as? [Any] else { throw error(key, "expected an array of numbers, got \(jsonTypeName(value))") }
         return try array.enumerated().map { index, element in
             guard let n = element as? NSNumber, !isBoolean(n) else {
@@ -119,7 +124,7 @@ public final class JSONObject {
     }
 
     public func stringArray(_ key: String) throws -> [String]? {
-        guard let value = raw(key) else { return nil }
+        guard let value = try raw(key, expected: "an array of strings") else { return nil }
         guard let array = value as? [Any] else { throw error(key, "expected an array of strings, got \(jsonTypeName(value))") }
         return try array.enumerated().map { index, element in
             guard let s = element as? String else {
@@ -130,13 +135,13 @@ public final class JSONObject {
     }
 
     public func object(_ key: String) throws -> JSONObject? {
-        guard let value = raw(key) else { return nil }
+        guard let value = try raw(key, expected: "an object") else { return nil }
         guard let dict = value as? [String: Any] else { throw error(key, "expected an object, got \(jsonTypeName(value))") }
         return JSONObject(file: file, path: keyPath(key), values: dict)
     }
 
     public func objectArray(_ key: String) throws -> [JSONObject]? {
-        guard let value = raw(key) else { return nil }
+        guard let value = try raw(key, expected: "an array of objects") else { return nil }
         guard let array = value as? [Any] else { throw error(key, "expected an array of objects, got \(jsonTypeName(value))") }
         return try array.enumerated().map { index, element in
             guard let dict = element as? [String: Any] else {
@@ -163,7 +168,7 @@ func isBoolean(_ n: NSNumber) -> Bool {
 package func jsonTypeName(_ value: Any) -> String {
     switch value {
     case let n as NSNumber: return isBoolean(n) ? "a boolean (\(n.boolValue))" : "a number (\(n))"
-    case let s as String: return "a string (\"\(s)\")"
+    case let s as String: return "a string (\"\(truncatedForMessage(s))\")"
     case is [Any]: return "an array"
     case is [String: Any]: return "an object"
     default: return "null"

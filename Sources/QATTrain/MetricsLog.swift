@@ -82,7 +82,7 @@ public final class MetricsLog {
             if high - low < 1e-9 { high += 0.5; low -= 0.5 }
             let x = { (s: Double) in left + (width - left - right) * s / maxStep }
             let y = { (v: Double) in top + panelHeight * (1 - (v - low) / (high - low)) }
-            body += "<text x='\(left)' y='\(top - 8)' font-size='14' font-weight='bold'>\(title)</text>\n"
+            body += "<text x='\(left)' y='\(top - 8)' font-size='14' font-weight='bold'>\(markupEscaped(title))</text>\n"
             body += "<rect x='\(left)' y='\(top)' width='\(width - left - right)' height='\(panelHeight)' fill='none' stroke='#999'/>\n"
             for tick in 0...4 {
                 let v = low + (high - low) * Double(tick) / 4
@@ -92,7 +92,7 @@ public final class MetricsLog {
             for (i, s) in series.enumerated() where !s.points.isEmpty {
                 let path = s.points.filter { $0.1.isFinite }.map { String(format: "%.1f,%.1f", x($0.0), y($0.1)) }.joined(separator: " ")
                 body += "<polyline fill='none' stroke='\(s.color)' stroke-width='1.5' points='\(path)'/>\n"
-                body += "<text x='\(width - right + 10)' y='\(top + 14 + Double(i) * 14)' font-size='11' fill='\(s.color)'>\(s.name)</text>\n"
+                body += "<text x='\(width - right + 10)' y='\(top + 14 + Double(i) * 14)' font-size='11' fill='\(s.color)'>\(markupEscaped(s.name))</text>\n"
             }
         }
         let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]

@@ -63,7 +63,7 @@ public struct RunSettings: Equatable, Sendable {
             s.evalBatchSize = try bounded(train, "eval_batch_size", Limits.batchSize) ?? s.evalBatchSize
             if let name = try train.string("optimizer") {
                 guard let kind = OptimizerKind(rawValue: name) else {
-                    throw train.error("optimizer", "unknown optimizer \"\(name)\" (allowed: sgd, adam)")
+                    throw train.error("optimizer", "unknown optimizer \"\(truncatedForMessage(name))\" (allowed: sgd, adam)")
                 }
                 s.optimizer = kind
             }
@@ -100,7 +100,7 @@ public struct RunSettings: Equatable, Sendable {
             let factor = Float(try train.double("step_factor") ?? 0.1)
             return .step(every: every, factor: factor)
         default:
-            throw train.error("schedule", "unknown schedule \"\(name)\" (allowed: constant, step, cosine)")
+            throw train.error("schedule", "unknown schedule \"\(truncatedForMessage(name))\" (allowed: constant, step, cosine)")
         }
     }
 

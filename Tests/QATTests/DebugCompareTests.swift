@@ -1,5 +1,8 @@
 import Foundation
 import XCTest
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 @testable import QATIO
 @testable import QATCore
 @testable import QATModel
@@ -126,6 +129,17 @@ final class DebugCompareTests: XCTestCase {
         XCTAssertEqual(html.components(separatedBy: "http://www.w3.org/2000/svg").count - 1, 1)
         for external in ["<script", "<link", "<img", "url(", "@import", "src="] { XCTAssertFalse(html.contains(external), external) }
         for layer in DebugFixtures.lenetSpec.layers { XCTAssertTrue(html.contains(">\(layer.name)<"), layer.name) }
+
+        // A hostile layer name is escaped everywhere it is written: the chart stays well-formed XML.
+        var hostile = report
+        hostile.rows[0].layer = "fc1<script>&'\""
+        hostile.unmatchedLayers = ["<b>x</b>"]
+        let hostileHTML = hostile.htmlReport()
+        XCTAssertFalse(hostileHTML.contains("<script") || hostileHTML.contains("<b>"))
+        XCTAssertTrue(hostileHTML.contains(">fc1&lt;script&gt;&amp;&#39;&quot;<"))
+        let chart = hostileHTML[hostileHTML.range(of: "<svg")!.lowerBound..<hostileHTML.range(of: "</svg>")!.upperBound]
+        let parser = XMLParser(data: Data(chart.utf8))
+        XCTAssertTrue(parser.parse(), "the chart is well-formed XML: \(String(describing: parser.parserError))")
     }
 
     func testCommandLine() throws {

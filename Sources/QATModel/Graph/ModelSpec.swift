@@ -54,9 +54,9 @@ extension ModelSpec {
         for object in layerObjects {
             let layer = try parseLayer(object)
             guard layer.name != "input" else { throw object.error("name", "\"input\" is reserved for the model input") }
-            guard seen.insert(layer.name).inserted else { throw object.error("name", "duplicate layer name \"\(layer.name)\"") }
+            guard seen.insert(layer.name).inserted else { throw object.error("name", "duplicate layer name \"\(truncatedForMessage(layer.name))\"") }
             for source in layer.inputs where source != "input" && !seen.contains(source) {
-                throw object.error("inputs", "unknown input \"\(source)\": it must name an earlier layer or \"input\"")
+                throw object.error("inputs", "unknown input \"\(truncatedForMessage(source))\": it must name an earlier layer or \"input\"")
             }
             layers.append(layer)
         }
@@ -112,7 +112,7 @@ extension ModelSpec {
         guard let name = try object.string("name"), !name.isEmpty else { throw object.error("name", "missing layer name") }
         guard let typeName = try object.string("type") else { throw object.error("type", "missing layer type") }
         guard let type = LayerType(name: typeName) else {
-            throw object.error("type", "unknown layer type \"\(typeName)\" (known: \(LayerType.allCases.map(\.name).joined(separator: ", ")))")
+            throw object.error("type", "unknown layer type \"\(truncatedForMessage(typeName))\" (known: \(LayerType.allCases.map(\.name).joined(separator: ", ")))")
         }
         let inputs = try object.stringArray("inputs") ?? []
         let layer = LayerSpec(name: name, kind: try parseKind(type, object), inputs: inputs)

@@ -81,17 +81,14 @@ extension CalibrationConfig {
         if let name = try object.string("act_algo") {
             guard let method = CalibrationMethod.known.first(where: { $0.name == name }) else {
                 let names = CalibrationMethod.known.map { "\"\($0.name)\"" }.joined(separator: ", ")
-                throw object.error("act_algo", "unsupported value \"\(name)\" (allowed: \(names))")
+                throw object.error("act_algo", "unsupported value \"\(truncatedForMessage(name))\" (allowed: \(names))")
             }
             config.method = method
         }
         // The methods every key read so far belongs to.
         var candidates = config.method.map { [$0] } ?? CalibrationMethod.known
         for key in settingKeys {
-            guard let given = object.values[key], !(given is NSNull) else {
-                _ = try object.string(key)  // absent or null: only marks the key as known for rejectUnknownKeys
-                continue
-            }
+            guard try object.value(key) != nil else { continue }  // absent (null is an error)
             let owners = candidates.filter { $0.keys.contains(key) }
             guard let owner = owners.first else {
                 throw object.error(key, mismatch(key, given: config.settings.keys.sorted(), actAlgo: config.method))

@@ -267,7 +267,7 @@ extension RetrainConfig {
     private static func quantizableKind(_ name: String, in object: JSONObject, key: String) throws -> LayerType {
         guard let kind = LayerType(name: name), kind.isQuantizable else {
             let why = LayerType(name: name) == nil ? "unknown layer type" : "layers of this type are never quantized:"
-            throw object.error(key, "\(why) \"\(name)\" (allowed: \(quantizableTypeNames.joined(separator: ", ")))")
+            throw object.error(key, "\(why) \"\(truncatedForMessage(name))\" (allowed: \(quantizableTypeNames.joined(separator: ", ")))")
         }
         return kind
     }
@@ -353,7 +353,7 @@ extension RetrainConfig {
         guard let text = try object.string(key) else { return nil }
         guard let value = allowed.first(where: { $0.rawValue == text }) else {
             let names = allowed.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
-            throw object.error(key, "unsupported value \"\(text)\" (allowed: \(names))")
+            throw object.error(key, "unsupported value \"\(truncatedForMessage(text))\" (allowed: \(names))")
         }
         return value
     }
