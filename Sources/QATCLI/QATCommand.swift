@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import QAT
 
 /// `qat`: the command-line entry point. Each subcommand lives in its own file.
@@ -16,6 +17,7 @@ public struct QATCommand: ParsableCommand {
 /// Turns the errors a user can cause (bad files, configs, data, diverging runs) into one
 /// "Error: …" line and exit code 1; anything else is a bug and propagates as is.
 func reportingUserErrors<T>(_ body: () throws -> T) throws -> T {
+    FileDigest.noteUndigestedFile = noteUndigestedFile
     do {
         return try body()
     } catch let error as any UserFacingError {
@@ -28,3 +30,11 @@ struct UserError: Error, CustomStringConvertible {
     var message: String
     var description: String { message }
 }
+
+/// One stderr line per HDF5 file read without a qat digest (written by another tool or an
+/// older qat): such a file is trusted on its structural checks alone.
+private func noteUndigestedFile(_ path: String) {
+    guard undigestedFilesNoted.insert(path).inserted else { return }
+    FileHandle.standardError.write(Data("note: \(path) has no qat digest (written by another tool or an older qat); read without a checksum check\n".utf8))
+}
+nonisolated(unsafe) private var undigestedFilesNoted: Set<String> = []
