@@ -611,8 +611,13 @@ private func libraryDetail() -> String {
             return 0
         }, context)
     }
-    // Some messages span lines (a write error embeds a timestamp ending in a newline).
-    let oneLine = innermost?.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-        .joined(separator: " ")
-    return oneLine.map { " (\($0))" } ?? ""
+    guard let innermost else { return "" }
+    // A failed system call is described over two lines with a timestamp, the descriptor, buffer
+    // addresses and sizes; the system's own message ("No space left on device") is what matters.
+    if let start = innermost.range(of: "error message = '"),
+       let end = innermost[start.upperBound...].firstIndex(of: "'") {
+        return " (\(innermost[start.upperBound..<end]))"
+    }
+    let oneLine = innermost.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+    return " (\(oneLine.joined(separator: " ")))"
 }
