@@ -1,7 +1,8 @@
 import CZlib
 import Foundation
 
-/// The only door to zlib: reads a whole `.gz` file (or a plain file) into memory.
+/// zlib's gzip reader (the other use of zlib is the CRC-32 of `FileDigest`): reads a whole `.gz`
+/// file (or a plain file) into memory.
 package enum Gzip {
     package static func readFile(_ path: String) throws -> [UInt8] {
         guard let handle = gzopen(path, "rb") else {

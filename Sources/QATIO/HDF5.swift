@@ -578,19 +578,6 @@ public final class HDF5File {
         }
     }
 
-    /// "/a//b/" and "a/b" both name "/a/b"; "" names the root.
-    static func normalized(_ path: String) -> String {
-        "/" + components(of: path).joined(separator: "/")
-    }
-
-    static func parent(of path: String) -> String {
-        "/" + components(of: path).dropLast().joined(separator: "/")
-    }
-
-    static func components(of path: String) -> [String] {
-        path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-    }
-
     private static func string<Bytes: Collection>(fromNulTerminated bytes: Bytes) -> String
         where Bytes.Element == CChar
     {
