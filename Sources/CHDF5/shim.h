@@ -2,6 +2,7 @@
 // HDF5's property-list and type constants are macros over global ids, which Swift cannot import.
 static inline hid_t qat_H5P_DEFAULT(void) { return H5P_DEFAULT; }
 static inline hid_t qat_H5P_FILE_ACCESS(void) { return H5P_FILE_ACCESS; }
+static inline hid_t qat_H5P_FILE_CREATE(void) { return H5P_FILE_CREATE; }
 static inline hid_t qat_H5P_DATASET_CREATE(void) { return H5P_DATASET_CREATE; }
 static inline hid_t qat_H5S_ALL(void) { return H5S_ALL; }
 static inline hid_t qat_H5T_NATIVE_FLOAT(void) { return H5T_NATIVE_FLOAT; }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import QAT
 
 /// `qat`: the command-line entry point. Each subcommand lives in its own file.
@@ -15,9 +16,16 @@ public struct QATCommand: ParsableCommand {
 
 /// Turns the errors a user can cause (bad files, configs, data, diverging runs) into one
 /// "Error: …" line and exit code 1; anything else is a bug and propagates as is.
+/// Notes about files read without a digest are printed once the command has succeeded, so a
+/// failing command still prints exactly one line.
 func reportingUserErrors<T>(_ body: () throws -> T) throws -> T {
+    FileDigest.noteUndigestedFile = { undigestedFiles.append($0) }
     do {
-        return try body()
+        let result = try body()
+        for path in Set(undigestedFiles).sorted() {
+            FileHandle.standardError.write(Data("note: \(path) has no qat digest (written by another tool or an older qat); read without a checksum check\n".utf8))
+        }
+        return result
     } catch let error as any UserFacingError {
         throw UserError(message: error.description)
     }
@@ -28,3 +36,7 @@ struct UserError: Error, CustomStringConvertible {
     var message: String
     var description: String { message }
 }
+
+/// HDF5 files read without a qat digest (written by another tool or an older qat): such a file
+/// is trusted on its structural checks alone, and the user is told so.
+nonisolated(unsafe) private var undigestedFiles: [String] = []

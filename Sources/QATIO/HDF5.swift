@@ -56,25 +56,37 @@ public final class HDF5File {
     public let path: String
     /// False for files opened with `open(at:)`.
     public let isWritable: Bool
+    /// For files opened for reading: whether a qat digest was found and matched (see
+    /// `FileDigest`). For created files: `.verified` when `close()` writes a digest.
+    public let digest: FileDigest.Status
     /// The HDF5 file id, or -1 once closed.
     private var id: hid_t
 
-    private init(path: String, id: hid_t, isWritable: Bool) {
+    private init(path: String, id: hid_t, isWritable: Bool, digest: FileDigest.Status) {
         self.path = path
         self.id = id
         self.isWritable = isWritable
+        self.digest = digest
     }
 
     deinit { try? close() }
 
-    /// Creates a new file for writing, replacing any file already at `path`.
-    public static func create(at path: String) throws -> HDF5File {
+    /// Creates a new file for writing, replacing any file already at `path`. With `withDigest`
+    /// (the default) the file starts with a user block that `close()` fills with a digest of the
+    /// rest (`FileDigest`); without it the file is a plain HDF5 file, as other tools write.
+    public static func create(at path: String, withDigest: Bool = true) throws -> HDF5File {
         silenceLibraryErrors()
         let access = try fileAccessList(path)
         defer { H5Pclose(access) }
-        let id = H5Fcreate(path, qat_H5F_ACC_TRUNC(), qat_H5P_DEFAULT(), access)
+        let creation = H5Pcreate(qat_H5P_FILE_CREATE())
+        defer { if creation >= 0 { H5Pclose(creation) } }
+        guard creation >= 0,
+              H5Pset_userblock(creation, hsize_t(withDigest ? FileDigest.userBlockSize : 0)) >= 0 else {
+            throw HDF5Error(file: path, message: "cannot set up file creation" + libraryDetail())
+        }
+        let id = H5Fcreate(path, qat_H5F_ACC_TRUNC(), creation, access)
         guard id >= 0 else { throw HDF5Error(file: path, message: "cannot create file" + libraryDetail()) }
-        return HDF5File(path: path, id: id, isWritable: true)
+        return HDF5File(path: path, id: id, isWritable: true, digest: withDigest ? .verified : .absent)
     }
 
     /// Opens an existing file read-only.
@@ -90,13 +102,16 @@ public final class HDF5File {
         guard FileManager.default.isReadableFile(atPath: path) else {
             throw HDF5Error(file: path, message: "file is not readable (permission denied)")
         }
+        // The raw bytes are checked before libhdf5 sees any of them.
+        let digest = try FileDigest.verify(path)
         let access = try fileAccessList(path)
         defer { H5Pclose(access) }
         let id = H5Fopen(path, qat_H5F_ACC_RDONLY(), access)
         guard id >= 0 else {
             throw HDF5Error(file: path, message: "not an HDF5 file or truncated" + libraryDetail())
         }
-        return HDF5File(path: path, id: id, isWritable: false)
+        if digest == .absent { FileDigest.noteUndigestedFile?(path) }
+        return HDF5File(path: path, id: id, isWritable: false, digest: digest)
     }
 
     /// A file-access property list whose close also closes any objects still open, so that
@@ -118,6 +133,8 @@ public final class HDF5File {
         let status = H5Fclose(id)
         id = -1
         guard status >= 0 else { throw error(nil, "cannot close file" + libraryDetail()) }
+        // Only now are all of libhdf5's bytes in the file, so only now can they be digested.
+        if isWritable && digest == .verified { try FileDigest.seal(path) }
     }
 
     /// Writes buffered data to the operating system (not necessarily to the disk: see AtomicFile).
@@ -429,8 +446,17 @@ public final class HDF5File {
     }
 
     private static func silenceLibraryErrors() {
+        _ = noCleanupAtExit
         H5Eset_auto2(qat_H5E_DEFAULT(), nil, nil)
     }
+
+    /// Keeps libhdf5 from running its own cleanup at process exit. That cleanup flushes every
+    /// file still open in the library, and a file whose close failed (a full disk) stays open
+    /// there: flushing it at exit crashed the process after the error had been printed. Every
+    /// file qat writes is closed explicitly (and a failed one is discarded by `AtomicFile`), so
+    /// nothing is lost. Must run before any other libhdf5 call, hence first in
+    /// `silenceLibraryErrors`, which every entry point calls first.
+    private static let noCleanupAtExit: Void = { H5dont_atexit() }()
 
     /// Creation properties without modification times, so that writing the same data twice
     /// gives byte-identical files.
@@ -552,19 +578,6 @@ public final class HDF5File {
         }
     }
 
-    /// "/a//b/" and "a/b" both name "/a/b"; "" names the root.
-    static func normalized(_ path: String) -> String {
-        "/" + components(of: path).joined(separator: "/")
-    }
-
-    static func parent(of path: String) -> String {
-        "/" + components(of: path).dropLast().joined(separator: "/")
-    }
-
-    static func components(of path: String) -> [String] {
-        path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-    }
-
     private static func string<Bytes: Collection>(fromNulTerminated bytes: Bytes) -> String
         where Bytes.Element == CChar
     {
@@ -585,5 +598,13 @@ private func libraryDetail() -> String {
             return 0
         }, context)
     }
-    return innermost.map { " (\($0))" } ?? ""
+    guard let innermost else { return "" }
+    // A failed system call is described over two lines with a timestamp, the descriptor, buffer
+    // addresses and sizes; the system's own message ("No space left on device") is what matters.
+    if let start = innermost.range(of: "error message = '"),
+       let end = innermost[start.upperBound...].firstIndex(of: "'") {
+        return " (\(innermost[start.upperBound..<end]))"
+    }
+    let oneLine = innermost.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+    return " (\(oneLine.joined(separator: " ")))"
 }

@@ -82,3 +82,20 @@ public enum HDF5Attribute: Equatable, Sendable {
 public enum HDF5ObjectKind: Sendable {
     case group, dataset
 }
+
+// MARK: - Paths inside a file
+
+extension HDF5File {
+    /// "/a//b/" and "a/b" both name "/a/b"; "" names the root.
+    static func normalized(_ path: String) -> String {
+        "/" + components(of: path).joined(separator: "/")
+    }
+
+    static func parent(of path: String) -> String {
+        "/" + components(of: path).dropLast().joined(separator: "/")
+    }
+
+    static func components(of path: String) -> [String] {
+        path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+    }
+}

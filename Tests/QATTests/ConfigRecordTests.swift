@@ -151,7 +151,7 @@ final class ConfigRecordTests: XCTestCase {
     func job(_ configure: (inout RunSettings) -> Void = { _ in }) throws -> TrainingRun {
         var settings = RunSettings()
         settings.modelSpec = repositoryPath("Configs/models/lenet5.json")
-        settings.initCheckpoint = repositoryPath("Checkpoints/lenet5-float.h5")
+        settings.initCheckpoint = repositoryPath("Tests/Fixtures/lenet5-float-before-digests.h5")
         settings.trainLimit = 128
         settings.learningRate = 0.01
         settings.setEpochs(2)
@@ -208,8 +208,8 @@ final class ConfigRecordTests: XCTestCase {
         XCTAssertNoThrow(try job().resume(from: folder + "/old.h5", force: true))
         // eval and deploy only need the plan, which old QAT checkpoints stored in the same attribute.
         XCTAssertEqual(try Model.load(checkpoint: folder + "/old.h5").0.fakeQuantizers.count, 5)
-        // The shipped float checkpoint (old record format) still starts a QAT run.
-        XCTAssertNotNil(try CheckpointFile.read(from: repositoryPath("Checkpoints/lenet5-float.h5")).attributes["config"])
-        XCTAssertEqual(try Model.load(checkpoint: repositoryPath("Checkpoints/lenet5-float.h5")).0.fakeQuantizers.count, 0)
+        // A float checkpoint of the old record format still starts a QAT run.
+        XCTAssertNotNil(try CheckpointFile.read(from: repositoryPath("Tests/Fixtures/lenet5-float-before-digests.h5")).attributes["config"])
+        XCTAssertEqual(try Model.load(checkpoint: repositoryPath("Tests/Fixtures/lenet5-float-before-digests.h5")).0.fakeQuantizers.count, 0)
     }
 }

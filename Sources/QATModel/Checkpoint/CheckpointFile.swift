@@ -59,10 +59,16 @@ public struct CheckpointFile: Equatable, Sendable {
 
     /// Writes the checkpoint atomically: the file at `path` is either the previous one or the
     /// complete new one, never a mix (see `AtomicFile`).
+    /// The file carries a digest of its bytes (see `FileDigest`); `withDigest: false` exists to
+    /// measure what the digest costs.
     public func write(to path: String) throws {
+        try write(to: path, withDigest: true)
+    }
+
+    package func write(to path: String, withDigest: Bool) throws {
         try validate(path: path)
         try AtomicFile.write(to: path) { temporary in
-            let file = try HDF5File.create(at: temporary)
+            let file = try HDF5File.create(at: temporary, withDigest: withDigest)
             defer { try? file.close() }
             try file.setAttribute("format", to: .string(Self.formatName))
             try file.setAttribute("format_version", to: .int64(Int64(Self.formatVersion)))

@@ -1,7 +1,18 @@
 import CZlib
 import Foundation
 
-/// The only door to zlib: reads a whole `.gz` file (or a plain file) into memory.
+/// The only door to zlib: CRC-32 (for `FileDigest`) and the gzip reader.
+package enum CRC32 {
+    /// The CRC-32 of an empty input, where a running checksum starts.
+    package static let initial = UInt32(crc32(0, nil, 0))
+
+    /// `crc` extended by `bytes`.
+    package static func update(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        UInt32(crc32(uLong(crc), bytes.bindMemory(to: Bytef.self).baseAddress, uInt(bytes.count)))
+    }
+}
+
+/// Reads a whole `.gz` file (or a plain file) into memory.
 package enum Gzip {
     package static func readFile(_ path: String) throws -> [UInt8] {
         guard let handle = gzopen(path, "rb") else {
