@@ -42,6 +42,8 @@ test: deps
 	test -n "$$summary" || { echo "no XCTest summary found"; exit 1; }; \
 	echo "$$((total - failed)) passed, $$failed failed"; \
 	test "$$failed" = 0
+	@# The bounded fuzz run (docs/FUZZING.md) against the release binary; `make fuzz` runs thousands.
+	$(MAKE) --no-print-directory fuzz-smoke
 
 bench: deps
 	$(SWIFT) build -c release --product qat-bench

@@ -23,7 +23,15 @@ public enum IDX {
             let o = 4 + 4 * d
             dimensions.append(Int(bytes[o]) << 24 | Int(bytes[o + 1]) << 16 | Int(bytes[o + 2]) << 8 | Int(bytes[o + 3]))
         }
-        let expected = dimensions.reduce(1, *)
+        // The sizes come from the file: their product may overflow, which is damage, not a crash.
+        var expected = 1
+        for size in dimensions {
+            let (product, overflow) = expected.multipliedReportingOverflow(by: size)
+            guard !overflow else {
+                throw InputError(file: file, message: "IDX header promises an impossible shape \(dimensions) (more values than memory can hold)")
+            }
+            expected = product
+        }
         let payload = bytes.count - (4 + 4 * rank)
         guard payload == expected else {
             throw InputError(file: file, message: "IDX header promises \(expected) values for shape \(dimensions), file holds \(payload)")

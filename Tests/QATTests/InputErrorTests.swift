@@ -31,6 +31,11 @@ final class InputErrorTests: XCTestCase {
         let short = folder + "/short"
         _ = FileManager.default.createFile(atPath: short, contents: Data([0, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3]))
         assertInputError(try IDX.readUInt8(file: short), mentions: [short, "promises"])
+        // A damaged rank byte (0x18 = 24 sizes of 256): the product of the sizes overflows Int.
+        let huge = folder + "/huge"
+        let header: [UInt8] = [0, 0, 8, 0x18] + (0..<24).flatMap { _ in [UInt8(0), 0, 1, 0] }
+        _ = FileManager.default.createFile(atPath: huge, contents: Data(header + [1, 2, 3]))
+        assertInputError(try IDX.readUInt8(file: huge), mentions: [huge, "impossible shape"])
     }
 
     func testTruncatedGzipIsAnError() throws {
