@@ -49,6 +49,8 @@ bench: deps
 	$(SWIFT) build -c release --product qat-bench
 	@echo "== OPENBLAS_CORETYPE as set by the environment ($${OPENBLAS_CORETYPE:-unset}) =="
 	.build/release/qat-bench
+	@echo "== OPENBLAS_CORETYPE=Haswell (OpenBLAS's AVX2 kernels) =="
+	OPENBLAS_CORETYPE=Haswell .build/release/qat-bench
 	@echo "== OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (OpenBLAS picks its kernel from cpuid) =="
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .build/release/qat-bench
 
