@@ -10,17 +10,7 @@ final class CLITests: XCTestCase {
             XCTFail("\(binary) is missing: run `swift build --build-tests` (make test does)")
             return (-1, "")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        return try runProgram(binary, arguments)
     }
 
     func testUsageErrorsExit64() throws {

@@ -15,6 +15,21 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 
 func repositoryPath(_ relative: String) -> String { repositoryRoot + "/" + relative }
 
+/// Runs a program from the repository root; returns its status and stdout + stderr together.
+func runProgram(_ executable: String, _ arguments: [String]) throws -> (Int32, String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+}
+
 /// A fresh temporary folder, removed when the test ends.
 func makeTemporaryFolder(_ test: XCTestCase) throws -> String {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("qat-test-\(UUID().uuidString)")

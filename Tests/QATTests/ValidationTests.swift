@@ -193,17 +193,7 @@ final class ValidationTests: XCTestCase {
 
     /// Runs the debug `qat` binary from the repository root; (status, stdout + stderr).
     func qat(_ arguments: [String]) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: repositoryPath(".build/debug/qat"))
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        try runProgram(repositoryPath(".build/debug/qat"), arguments)
     }
 
     func testHugeSpecFailsInEveryCommandWithOneLine() throws {
