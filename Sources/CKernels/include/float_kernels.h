@@ -81,3 +81,26 @@ void qat_maxpool_backward(const float *restrict gy, const int32_t *restrict argm
 // out[c] += Σ_{n, p} gy[n, c, p] for channels [c0, c1) (bias gradients; fixed summation order).
 void qat_channel_sums(const float *restrict gy, float *restrict out, long batch, long channels, long plane,
                       long c0, long c1);
+
+// ---- padded pooling (pool_padded.c; the math is in Sources/QATCore/Ops/PoolPadded.swift) ----
+typedef struct {
+    long height, width, out_height, out_width;
+    long kernel_h, kernel_w, stride_h, stride_w;
+    long pad_top, pad_left, pad_bottom, pad_right;
+} qat_pool_geometry;
+// Planes [p0, p1): y = the maximum of each window's in-bounds elements (padding is −∞); argmax
+// (may be NULL) gets the flat index into x of the element chosen (first maximum, first NaN), or −1
+// for a window with no element inside the input (y = −∞).
+void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int32_t *restrict argmax,
+                                const qat_pool_geometry *g, long p0, long p1);
+// Planes [p0, p1): gx[argmax[o]] += gy[o] where argmax[o] ≥ 0, in output order.
+void qat_maxpool_padded_backward(const float *restrict gy, const int32_t *restrict argmax, float *restrict gx,
+                                 const qat_pool_geometry *g, long p0, long p1);
+// Planes [p0, p1): y = (sum of the window's in-bounds elements, in scan order) · (1 / divisor), the
+// divisor being the window clipped to the padded extent (count_include_pad) or the number of
+// in-bounds elements; a window without any gives 0.
+void qat_avgpool_padded_forward(const float *restrict x, float *restrict y, const qat_pool_geometry *g,
+                                int count_include_pad, long p0, long p1);
+// Planes [p0, p1): each in-bounds element of a window gets gy · (1 / divisor), outputs in order.
+void qat_avgpool_padded_backward(const float *restrict gy, float *restrict gx, const qat_pool_geometry *g,
+                                 int count_include_pad, long p0, long p1);
