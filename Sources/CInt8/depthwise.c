@@ -3,12 +3,15 @@
 // Why a direct kernel: im2col + GEMM per group would be a GEMM with one row (or `multiplier`
 // rows) and K = kh·kw, all packing and no reuse. Instead each input plane is turned once into
 // "rows" (int8_internal.h): per padded input row and group of 4 kernel columns, the 4 input bytes
-// of each output column side by side. An output row is then, per kernel row, kw4 dot products of
-// 4 bytes per output column: contiguous loads, vectorised over output pixels (NCHW keeps a
-// plane's pixels together; channels are planes apart), 16 output columns per vpdpbusd (VNNI) or
-// 8 per pair of vpmaddwd (AVX2). The arithmetic is the GEMM's (int8_internal.h): u = q + 128,
-// acc = Σ u·w + corr with corr = b_q − (128 + o_d)·Σ w, exact in int32, so every path gets the
-// same acc; the output step is shared (qat_i8_finish).
+// of each output column side by side, shared by the `multiplier` output channels of that input.
+// An output row is then, per kernel row, kw4 dot products of 4 bytes per output column:
+// contiguous loads, vectorised over output pixels (NCHW keeps a plane's pixels together, while
+// channels are a plane apart), 16 output columns per vpdpbusd (VNNI) or 8 per two vpmaddwd
+// (AVX2), 3×3 unrolled. The arithmetic is the GEMM's (int8_internal.h): u = q + 128,
+// acc = Σ u·w + corr with corr = b_q − (128 + o_d)·Σ w over all taps (padding holds the code
+// o_d, so its taps add 0), exact in int32, so every path gets the same acc. The vector paths
+// requantize in registers with the steps of qat_i8_store1; portable (and the int32 and float
+// outputs) goes through qat_i8_finish, the same formula.
 #include <stdlib.h>
 #include <string.h>
 #include "int8_internal.h"
