@@ -1,48 +1,59 @@
 // Column matrices for conv2d in the GEMM's "VNNI layout" (int8_internal.h):
-//   b[q][p][t] = xu[ci][oy·stride + ky][ox·stride + kx]   for k = 4q + t = (ci, ky, kx), p = (oy, ox).
+//   b[q][p][t] = xu[ci][oy·sh + ky·dh][ox·sw + kx·dw]   for k = 4q + t = (ci, ky, kx), p = (oy, ox).
 // k past the end (padding to a multiple of 4) repeats k = 0: its weight is zero.
 #include <immintrin.h>
 #include <string.h>
 #include "int8_internal.h"
 
-// Offset into the padded image of the first input pixel that tap k reads.
-static size_t tap_offset(int k_index, int kk, int k, int hp, int wp) {
-    if (k_index >= kk) k_index = 0;
-    const int ci = k_index / (k * k), ky = k_index / k % k, kx = k_index % k;
-    return ((size_t)ci * hp + ky) * wp + kx;
+// Walks the taps k = 0, 1, 2, … in order, (ci, ky, kx) counted up without divisions (the
+// per-group cost matters for small images): each call returns the offset into the padded image
+// of the first input pixel that the next tap reads; taps past c·kh·kw read as tap 0.
+typedef struct { int k, ci, ky, kx; } tap_cursor;
+
+static size_t next_tap(tap_cursor *t, const qat_i8_im2col_shape *s) {
+    if (t->k++ >= s->c * s->kh * s->kw) return 0;
+    const size_t offset = ((size_t)t->ci * s->hp + (size_t)t->ky * s->dh) * s->wp + (size_t)t->kx * s->dw;
+    if (++t->kx == s->kw) {
+        t->kx = 0;
+        if (++t->ky == s->kh) { t->ky = 0; t->ci++; }
+    }
+    return offset;
 }
 
-void qat_i8_im2col_portable(const uint8_t *xu, int c, int hp, int wp, int k, int stride,
-                            int oh, int ow, int k4, int npad, uint8_t *b) {
-    const int kk = c * k * k;
+void qat_i8_im2col_portable(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t *b) {
+    // Fields in locals: stores through uint8_t * may alias *s, and would force reloads.
+    const int oh = s->oh, ow = s->ow, sw = s->sw, k4 = s->k4, npad = s->npad;
+    const size_t row_step = (size_t)s->sh * s->wp;
+    tap_cursor taps = {0, 0, 0, 0};
     for (int q = 0; q < k4; q++) {
         for (int t = 0; t < 4; t++) {
-            const uint8_t *src = xu + tap_offset(4 * q + t, kk, k, hp, wp);
+            const uint8_t *src = xu + next_tap(&taps, s);
             uint8_t *dst = b + (size_t)q * npad * 4 + t;
             for (int oy = 0; oy < oh; oy++)
                 for (int ox = 0; ox < ow; ox++)
-                    dst[((size_t)oy * ow + ox) * 4] = src[(size_t)oy * stride * wp + (size_t)ox * stride];
+                    dst[((size_t)oy * ow + ox) * 4] = src[oy * row_step + (size_t)ox * sw];
         }
     }
 }
 
-// Stride 1: the four taps of a group read four contiguous input rows, so 16 columns at a time
-// are a byte interleave of four 16-byte loads (two rounds of unpack). A chunk may run up to 15
-// columns past the row: it reads the next bytes of the image (or its 64 spare bytes) and writes
-// columns that the next row, the next group, or nobody (the GEMM ignores columns ≥ p; b has 16
-// spare columns) overwrites. Other strides use the portable loop.
-QAT_I8_TARGET_AVX2 void qat_i8_im2col_fast(const uint8_t *xu, int c, int hp, int wp, int k, int stride,
-                                           int oh, int ow, int k4, int npad, uint8_t *b) {
-    if (stride != 1) { qat_i8_im2col_portable(xu, c, hp, wp, k, stride, oh, ow, k4, npad, b); return; }
-    const int kk = c * k * k;
+// Column stride 1: the four taps of a group read four contiguous input rows, so 16 columns at a
+// time are a byte interleave of four 16-byte loads (two rounds of unpack). A chunk may run up to
+// 15 columns past the row: it reads the next bytes of the image (or its 64 spare bytes) and
+// writes columns that the next row, the next group, or nobody (the GEMM ignores columns ≥ p; b
+// has 16 spare columns) overwrites. Other column strides use the portable loop.
+QAT_I8_TARGET_AVX2 void qat_i8_im2col_fast(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t *b) {
+    if (s->sw != 1) { qat_i8_im2col_portable(xu, s, b); return; }
+    const int oh = s->oh, ow = s->ow, k4 = s->k4, npad = s->npad;  // locals: stores through b may alias *s
+    const size_t row_step = (size_t)s->sh * s->wp;
+    tap_cursor taps = {0, 0, 0, 0};
     for (int q = 0; q < k4; q++) {
-        const uint8_t *s0 = xu + tap_offset(4 * q, kk, k, hp, wp);
-        const uint8_t *s1 = xu + tap_offset(4 * q + 1, kk, k, hp, wp);
-        const uint8_t *s2 = xu + tap_offset(4 * q + 2, kk, k, hp, wp);
-        const uint8_t *s3 = xu + tap_offset(4 * q + 3, kk, k, hp, wp);
+        const uint8_t *s0 = xu + next_tap(&taps, s);
+        const uint8_t *s1 = xu + next_tap(&taps, s);
+        const uint8_t *s2 = xu + next_tap(&taps, s);
+        const uint8_t *s3 = xu + next_tap(&taps, s);
         uint8_t *dst = b + (size_t)q * npad * 4;
         for (int oy = 0; oy < oh; oy++) {
-            const size_t row = (size_t)oy * wp;
+            const size_t row = (size_t)oy * row_step;
             uint8_t *d = dst + (size_t)oy * ow * 4;
             for (int ox = 0; ox < ow; ox += 16) {
                 const __m128i x0 = _mm_loadu_si128((const __m128i *)(s0 + row + ox));
