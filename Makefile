@@ -76,7 +76,7 @@ venv-torch: $(TORCH_VENV)/.installed
 
 # One JSON line per measurement (bench/pytorch_peers.py --help); PEERS_ARGS="--quick" for a smoke run.
 bench-peers: deps $(TORCH_VENV)/.installed
-	$(TORCH_VENV)/bin/python bench/pytorch_peers.py $(PEERS_ARGS)
+	@$(TORCH_VENV)/bin/python bench/pytorch_peers.py $(PEERS_ARGS)
 
 # Retrains and re-exports examples/onnx-models/*.onnx and their reference inputs and logits.
 examples-export: deps $(TORCH_VENV)/.installed

@@ -11,9 +11,9 @@ the child: torch, the dataset and the run, as a user's training script would hav
 
 Modes:
   train-float              SGD (lr 0.05, momentum 0.9, weight decay 5e-4), batch 64, one full
-                           pass over --images training images, timed end to end including the
-                           data pipeline (shuffle, uint8 -> normalised float batch), after 5
-                           warm-up steps
+                           pass over --images training images (or as many steps as fit in
+                           --max-seconds), timed end to end including the data pipeline
+                           (shuffle, uint8 -> normalised float batch), after 5 warm-up steps
   train-qat                the same on the model after fuse_modules_qat + prepare_qat with
                            get_default_qat_qconfig("x86") (fake quant of weights and activations)
   train-qat-frozen-input   train-qat with the model input's fake quantizer frozen after the
@@ -245,7 +245,7 @@ def quantizable(model, qat):
     return tq.prepare(wrapped.eval())
 
 
-def measure_training(model, mode, images, labels, count, seed):
+def measure_training(model, mode, images, labels, count, seed, max_seconds):
     import numpy as np
     import torch
     import torch.ao.quantization as tq
@@ -273,18 +273,23 @@ def measure_training(model, mode, images, labels, count, seed):
     steps = count // TRAIN_BATCH
     started = time.perf_counter()
     order = rng.permutation(len(images))[:steps * TRAIN_BATCH]
-    for s in range(steps):
-        step(order[s * TRAIN_BATCH:(s + 1) * TRAIN_BATCH])
-    return steps * TRAIN_BATCH, time.perf_counter() - started
+    done = 0
+    while done < steps and time.perf_counter() - started < max_seconds:
+        step(order[done * TRAIN_BATCH:(done + 1) * TRAIN_BATCH])
+        done += 1
+    return done * TRAIN_BATCH, time.perf_counter() - started
 
 
-def timed_inference(run, batches):
+def timed_inference(run, batches, max_seconds):
     for batch in batches[:2]:
         run(batch)
-    started = time.perf_counter()
+    started, images = time.perf_counter(), 0
     for batch in batches:
+        if time.perf_counter() - started >= max_seconds:
+            break
         run(batch)
-    return sum(len(b) for b in batches), time.perf_counter() - started
+        images += len(batch)
+    return images, time.perf_counter() - started
 
 
 def export_onnx(model, path):
@@ -325,7 +330,7 @@ def quantize_for_ort(float_path, quantized_path, calibration):
                     weight_type=QuantType.QInt8)
 
 
-def measure_inference(model, mode, threads, train_images, test_images, count):
+def measure_inference(model, mode, threads, train_images, test_images, count, max_seconds):
     import numpy as np
     import torch
     from tiny_models import normalise
@@ -342,7 +347,7 @@ def measure_inference(model, mode, threads, train_images, test_images, count):
         import torch.ao.quantization as tq
         quantized = tq.convert(prepared)
         with torch.inference_mode():
-            images, seconds = timed_inference(quantized, batches)
+            images, seconds = timed_inference(quantized, batches, max_seconds)
         return images, seconds, note
 
     with tempfile.TemporaryDirectory() as folder:
@@ -351,15 +356,23 @@ def measure_inference(model, mode, threads, train_images, test_images, count):
         path = float_path
         if mode == "infer-int8-ort":
             path = os.path.join(folder, "model.int8.onnx")
-            try:
-                quantize_for_ort(float_path, path, [b.numpy() for b in calibration])
+            # Quantized in a process of its own: calibration holds every intermediate tensor,
+            # which is not the inference's memory.
+            calibration_path = os.path.join(folder, "calibration.npy")
+            np.save(calibration_path, np.stack([b.numpy() for b in calibration]))
+            result = subprocess.run([sys.executable, os.path.abspath(__file__), "--quantize-ort",
+                                     float_path, calibration_path, path],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if result.returncode == 0:
                 note = "quantize_static QDQ, per-channel QInt8 weights, QUInt8 activations"
-            except Exception as error:  # measured on the float model instead, and said so
+            else:  # measured on the float model instead, and said so
                 path = float_path
-                note = f"FLOAT MODEL: quantize_static failed: {type(error).__name__}: {error}"
+                reason = (result.stdout.strip().splitlines() or ["?"])[-1]
+                note = f"FLOAT MODEL: quantize_static failed: {reason}"
         session = ort_session(path, threads)
         arrays = [np.ascontiguousarray(b.numpy()) for b in batches]
-        images, seconds = timed_inference(lambda a: session.run(None, {"input": a}), arrays)
+        images, seconds = timed_inference(lambda a: session.run(None, {"input": a}), arrays,
+                                          max_seconds)
     return images, seconds, note
 
 
@@ -377,12 +390,12 @@ def run_child(args):
     if args.mode.startswith("train"):
         count = args.images or TRAIN_IMAGES[args.model]
         images, seconds = measure_training(model, args.mode, train_images, train_labels, count,
-                                           args.seed)
+                                           args.seed, args.max_seconds)
         note, batch = None, TRAIN_BATCH
     else:
         count = args.infer_images or INFER_IMAGES[args.model]
         images, seconds, note = measure_inference(model, args.mode, args.threads, train_images,
-                                                  test_images, count)
+                                                  test_images, count, args.max_seconds)
         batch = INFER_BATCH
     versions = {"torch": torch.__version__, "numpy": np.__version__,
                 "python": platform.python_version()}
@@ -413,11 +426,21 @@ def main():
     parser.add_argument("--images", type=int, help="training images per timed pass "
                         "(default per model, about 5 s of float training)")
     parser.add_argument("--infer-images", type=int, help="test images per timed inference run")
+    parser.add_argument("--max-seconds", type=float, default=8.0,
+                        help="end a timed pass early after this long (img/s counts the steps "
+                        "done), so that a loaded machine cannot stretch a full run")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 640 training / 512 inference images")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quantize-ort", nargs=3, help=argparse.SUPPRESS,
+                        metavar=("FLOAT_ONNX", "CALIBRATION_NPY", "OUTPUT_ONNX"))
     args = parser.parse_args()
+    if args.quantize_ort:
+        import numpy as np
+        float_path, calibration_path, output_path = args.quantize_ort
+        quantize_for_ort(float_path, output_path, list(np.load(calibration_path)))
+        return
     if args.quick:
         args.images = args.images or 640
         args.infer_images = args.infer_images or 512
@@ -435,7 +458,7 @@ def main():
                 for threads in args.threads or [1, 2]:
                     command = [sys.executable, os.path.abspath(__file__), "--child",
                                "--model", model, "--mode", mode, "--threads", str(threads),
-                               "--seed", str(args.seed)]
+                               "--seed", str(args.seed), "--max-seconds", str(args.max_seconds)]
                     if args.images:
                         command += ["--images", str(args.images)]
                     if args.infer_images:
