@@ -426,7 +426,7 @@ def main():
     parser.add_argument("--images", type=int, help="training images per timed pass "
                         "(default per model, about 5 s of float training)")
     parser.add_argument("--infer-images", type=int, help="test images per timed inference run")
-    parser.add_argument("--max-seconds", type=float, default=8.0,
+    parser.add_argument("--max-seconds", type=float, default=6.0,
                         help="end a timed pass early after this long (img/s counts the steps "
                         "done), so that a loaded machine cannot stretch a full run")
     parser.add_argument("--quick", action="store_true",
