@@ -11,7 +11,7 @@ QAT := .build/release/qat
 # Importing a target that is not a declared dependency is an error, not a warning (Package.swift).
 STRICT := --explicit-target-dependency-import-check error
 
-.PHONY: all deps build demo test bench behaviour-check layering fuzz fuzz-smoke clean
+.PHONY: all deps build demo test bench behaviour-check layering fuzz fuzz-smoke clean venv-torch bench-peers examples-export
 
 all: build
 
@@ -53,6 +53,34 @@ bench: deps
 	OPENBLAS_CORETYPE=Haswell .build/release/qat-bench
 	@echo "== OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (OpenBLAS picks its kernel from cpuid) =="
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .build/release/qat-bench
+
+# PyTorch and ONNX Runtime in a venv of their own, for the peers of the bench (bench/) and the
+# exporter of the ONNX examples (examples/onnx-models/); the test suite never needs them.
+# TORCH_SPEC: the CPU-only wheel (about 190 MB) that this machine kind's pip finds in its
+# find-links folder; if pip cannot find it, PyPI's plain torch, whose Linux wheel pulls several GB
+# of CUDA packages (`make bench-peers TORCH_SPEC=torch==2.15.0` chooses that one).
+TORCH_VENV := .venv-torch
+TORCH_SPEC ?= torch==2.13.0+cpu
+PEER_PACKAGES := numpy==2.4.6 onnx==1.23.2 onnxruntime==1.32.0
+PEERS_ARGS ?=
+
+$(TORCH_VENV)/.installed:
+	python3 -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install -q "$(TORCH_SPEC)" $(PEER_PACKAGES) || \
+	  $(TORCH_VENV)/bin/pip install -q torch $(PEER_PACKAGES)
+	$(TORCH_VENV)/bin/python -c "import torch, onnx, onnxruntime; torch.randn(2) @ torch.randn(2); \
+	  print('torch', torch.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__)"
+	touch $@
+
+venv-torch: $(TORCH_VENV)/.installed
+
+# One JSON line per measurement (bench/pytorch_peers.py --help); PEERS_ARGS="--quick" for a smoke run.
+bench-peers: deps $(TORCH_VENV)/.installed
+	@$(TORCH_VENV)/bin/python bench/pytorch_peers.py $(PEERS_ARGS)
+
+# Retrains and re-exports examples/onnx-models/*.onnx and their reference inputs and logits.
+examples-export: deps $(TORCH_VENV)/.installed
+	$(TORCH_VENV)/bin/python examples/onnx-models/export.py
 
 # Byte-for-byte comparison of short seeded runs with the snapshot taken before the redesign.
 behaviour-check: build
