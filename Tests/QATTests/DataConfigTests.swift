@@ -22,7 +22,7 @@ final class DataConfigTests: XCTestCase {
         XCTAssertEqual(s.data.normalization, FashionMNIST.normalization)
         XCTAssertTrue(s.data.augmentation.isIdentity)
         // The record of an IDX run without the new keys is what it always was.
-        XCTAssertEqual(s.recordJSON.object(at: "data")?.text, #"{"path":"/data/fm","train_limit":5}"#)
+        XCTAssertEqual(s.recordJSON["data"]?.compactText, #"{"path":"/data/fm","train_limit":5}"#)
     }
 
     func testHDF5AndNPYSections() throws {
@@ -37,7 +37,7 @@ final class DataConfigTests: XCTestCase {
         XCTAssertEqual(h.data.layout, .nhwc)
         XCTAssertEqual(h.data.inMemory, false)
         XCTAssertEqual(h.data.augmentation, Augmentation(cropPadding: 4, horizontalFlip: true))
-        XCTAssertEqual(h.recordJSON.object(at: "data")?.text,
+        XCTAssertEqual(h.recordJSON["data"]?.compactText,
                        #"{"format":"hdf5","train":"tr.h5","mean":[0.49,0.48,0.45],"std":[0.25],"layout":"nhwc","augment":{"random_crop_padding":4,"horizontal_flip":true}}"#)
 
         let n = try parse(#"{"format": "npy", "train_images": "a.npy", "train_labels": "b.npy", "test_images": "c.npy", "test_labels": "d.npy"}"#)

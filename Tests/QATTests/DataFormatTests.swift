@@ -27,21 +27,22 @@ final class DataFormatTests: XCTestCase {
         XCTAssertEqual(batch.labels, [data.labels[7], data.labels[3]])
     }
 
-    /// Two 2×2 images of two channels stored NHWC as uint8; mean [0.5, 0.25], std [0.5, 0.25]:
+    /// Two 1×2 images of two channels stored NHWC as uint8; mean [0.5, 0.25], std [0.5, 0.25]:
     /// channel 0 maps 0 → −1, 255 → 1, 51 (0.2) → −0.6; channel 1 maps 0 → −1, 255 → 3.
     func testHDF5UInt8NHWCIsTransposedAndNormalisedPerChannel() throws {
         let path = folder + "/train.h5"
-        // Image 0: channel 0 = [0, 255, 51, 0], channel 1 = [255, 0, 0, 255]; image 1 all 255.
-        let image0: [UInt8] = [0, 255, 255, 0, 51, 0, 0, 255]
-        try DataFiles.hdf5(at: path, images: image0 + [UInt8](repeating: 255, count: 8), shape: [2, 2, 2, 2], labels: [Int16(1), 0])
+        // Image 0: (x0: c0 0, c1 255), (x1: c0 51, c1 0); image 1 all 255.
+        let image0: [UInt8] = [0, 255, 51, 0]
+        try DataFiles.hdf5(at: path, images: image0 + [UInt8](repeating: 255, count: 4), shape: [2, 1, 2, 2], labels: [Int16(1), 0])
         let norm = Normalization(mean: [0.5, 0.25], standardDeviation: [0.5, 0.25])
-        let data = try HDF5Dataset.load(file: path, limit: nil, inputShape: [2, 2, 2], layout: nil, normalization: norm, inMemory: nil)
+        let data = try HDF5Dataset.load(file: path, limit: nil, inputShape: [2, 1, 2], layout: nil, normalization: norm, inMemory: nil)
         XCTAssertEqual(data.layout, .nhwc)
-        XCTAssertEqual(data.sampleShape, [2, 2, 2])
+        XCTAssertEqual(data.sampleShape, [2, 1, 2])
         XCTAssertEqual(data.labels, [1, 0])
         let images = data.batch([0, 1]).images
-        XCTAssertEqual(images.shape, [2, 2, 2, 2])
-        let expected: [Float] = [-1, 1, -0.6, -1, 3, -1, -1, 3, 1, 1, 1, 1, 3, 3, 3, 3]
+        XCTAssertEqual(images.shape, [2, 2, 1, 2])
+        let expected: [Float] = [-1, -0.6, 3, -1, 1, 1, 3, 3]
+        XCTAssertEqual(images.storage.count, expected.count)
         for (a, b) in zip(images.storage, expected) { XCTAssertEqual(a, b, accuracy: 1e-6) }
     }
 
@@ -73,8 +74,9 @@ final class DataFormatTests: XCTestCase {
     func testStreamedHDF5BatchesEqualInMemoryOnes() throws {
         let path = folder + "/big.h5"
         let count = 50, size = 3 * 5 * 5
-        let pixels = (0..<(count * size)).map { UInt8(($0 * 37 + $0 / 7) % 256) }
-        try DataFiles.hdf5(at: path, images: pixels, shape: [count, 5, 5, 3], labels: (0..<count).map { Int64($0 % 10) })
+        let pixels: [UInt8] = (0..<(count * size)).map { (i: Int) -> UInt8 in UInt8((i * 37 + i / 7) % 256) }
+        let labels: [Int64] = (0..<count).map { Int64($0 % 10) }
+        try DataFiles.hdf5(at: path, images: pixels, shape: [count, 5, 5, 3], labels: labels)
         let norm = Normalization(mean: [0.4, 0.5, 0.6], standardDeviation: [0.2, 0.25, 0.3])
         let load = { (inMemory: Bool) in
             try HDF5Dataset.load(file: path, limit: 45, inputShape: [3, 5, 5], layout: .nhwc, normalization: norm, inMemory: inMemory)
