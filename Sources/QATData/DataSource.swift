@@ -56,15 +56,20 @@ public struct DataSource: Equatable, Sendable {
                                  message: "has \(values.count) values, the model's input has \(channels) channels (give 1 or \(channels))")
             }
         }
+        func missing(_ key: String) -> InputError {
+            InputError(file: configFile, keyPath: "data." + key, message: "missing: format \(format.rawValue) needs it")
+        }
         switch format {
         case .idx:
             return try FashionMNIST.load(folder: folder, split: split == .train ? .train : .test, limit: limit, normalization: normalization)
         case .hdf5:
-            let file = (split == .train ? trainFile : testFile)!
+            guard let file = split == .train ? trainFile : testFile else { throw missing(split.rawValue) }
             return try HDF5Dataset.load(file: file, limit: limit, inputShape: inputShape, layout: layout,
                                         normalization: normalization, inMemory: inMemory)
         case .npy:
-            let (images, labels) = split == .train ? (trainImages!, trainLabels!) : (testImages!, testLabels!)
+            let prefix = split.rawValue
+            guard let images = split == .train ? trainImages : testImages else { throw missing(prefix + "_images") }
+            guard let labels = split == .train ? trainLabels : testLabels else { throw missing(prefix + "_labels") }
             return try NPYDataset.load(images: images, labels: labels, limit: limit, inputShape: inputShape, layout: layout,
                                        normalization: normalization)
         }
