@@ -79,6 +79,8 @@ extension RunSettings {
     /// "learning_rate", "momentum", "weight_decay", "schedule", …, "seed", "threads"}}`.
     /// The schedule adds its own keys: `lr_floor` and `cosine_epochs` (the epochs the cosine spans,
     /// `epochs` unless a library caller set it apart), or `step_every` and `step_factor`.
+    /// Data beyond IDX adds `format` and its training files (instead of `path`), and any set
+    /// `mean`, `std`, `layout` and `augment`.
     public var recordJSON: JSONValue {
         var data: [JSONValue.Member] = []
         // Keys beyond path and train_limit appear only when set, so records of IDX runs keep their bytes.
