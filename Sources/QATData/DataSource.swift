@@ -53,7 +53,8 @@ public struct DataSource: Equatable, Sendable {
             for (key, values) in [("mean", normalization.mean), ("std", normalization.standardDeviation)]
             where values.count != 1 && values.count != channels {
                 throw InputError(file: configFile, keyPath: "data.\(key)",
-                                 message: "has \(values.count) values, the model's input has \(channels) channels (give 1 or \(channels))")
+                                 message: "has \(values.count) values, the model's input has \(channels) channel"
+                                     + (channels == 1 ? " (give one value)" : "s (give 1 or \(channels) values)"))
             }
         }
         func missing(_ key: String) -> InputError {

@@ -123,7 +123,7 @@ final class DataErrorTests: XCTestCase {
         source.trainFile = try hdf5("ok", images: [UInt8](repeating: 0, count: 8), shape: [2, 1, 2, 2], labels: [Int64(0), 1])
         source.mean = [0.1, 0.2]
         assertInputError(try source.load(.train, limit: nil, inputShape: [1, 2, 2], configFile: "c.json"),
-                         mentions: ["c.json", "data.mean", "has 2 values", "1 channels"])
+                         mentions: ["c.json", "data.mean", "has 2 values", "has 1 channel (give one value)"])
         source.mean = [0.1]
         source.standardDeviation = [0.1, 0.2, 0.3]
         assertInputError(try source.load(.train, limit: nil, inputShape: [1, 2, 2], configFile: "c.json"), mentions: ["data.std", "has 3 values"])

@@ -92,6 +92,33 @@ final class DataFormatTests: XCTestCase {
         XCTAssertEqual(streamed.count, 45)
     }
 
+    /// Fashion-MNIST written to HDF5 (NHWC) and to .npy (NCHW) by the test gives, under the
+    /// config's mean/std, the same batches bit for bit as the IDX folder.
+    func testFashionMNISTThroughHDF5AndNPYEqualsIDX() throws {
+        let idx = try fashionMNIST(.train, count: 200)
+        guard case .bytes(let pixels) = idx.stored else { return XCTFail("Fashion-MNIST should stay uint8") }
+        var source = DataSource()
+        source.mean = [0.2860]
+        source.standardDeviation = [0.3530]
+        source.format = .hdf5
+        source.trainFile = folder + "/fm.h5"
+        try DataFiles.hdf5(at: source.trainFile!, images: pixels, shape: [200, 28, 28, 1], labels: idx.labels.map { Int64($0) })
+        let viaHDF5 = try source.load(.train, limit: nil, inputShape: [1, 28, 28])
+        source.format = .npy
+        (source.trainImages, source.trainLabels) = (folder + "/x.npy", folder + "/y.npy")
+        try DataFiles.write(DataFiles.npy(descr: "|u1", shape: [200, 1, 28, 28], payload: pixels), to: source.trainImages!)
+        try DataFiles.write(DataFiles.npy(descr: "|u1", shape: [200], payload: idx.labels.map { UInt8($0) }), to: source.trainLabels!)
+        let viaNPY = try source.load(.train, limit: nil, inputShape: [1, 28, 28])
+        XCTAssertEqual(viaHDF5.layout, .nhwc)
+        let order = BatchOrder.shuffled(seed: 5, epoch: 2), flip = Augmentation(cropPadding: 2, horizontalFlip: true)
+        let reference = Array(idx.batches(size: 64, order: order, augmentation: flip))
+        for other in [viaHDF5, viaNPY] {
+            let batches = Array(other.batches(size: 64, order: order, augmentation: flip))
+            XCTAssertEqual(batches.map { $0.images.storage.map(\.bitPattern) }, reference.map { $0.images.storage.map(\.bitPattern) })
+            XCTAssertEqual(batches.map(\.labels), reference.map(\.labels))
+        }
+    }
+
     /// Layout: declared, or the one under which a sample has the model's input shape.
     func testLayoutIsDetectedFromTheModelInputOrDeclared() throws {
         let error = { (m: String) in InputError(file: "f", message: m) }
