@@ -41,8 +41,8 @@ struct LR0CheckCommand: ParsableCommand {
             let job = try TrainingRun(configFile: config, config: retrain, settings: settings)
             guard job.isQAT else { throw RunError("\(config): no layer is quantized, so there is no QAT pipeline to check") }
             job.log = { _ in }
-            let train = try FashionMNIST.load(folder: settings.dataPath, split: .train, limit: settings.trainLimit)
-            let test = try FashionMNIST.load(folder: settings.dataPath, split: .test, limit: evalLimit)
+            let train = try job.loadData(.train, limit: settings.trainLimit)
+            let test = try job.loadData(.test, limit: evalLimit)
             return try job.lr0Check(train: train, evaluation: test, steps: steps)
         }
         print(report.table())

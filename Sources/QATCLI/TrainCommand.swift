@@ -74,8 +74,8 @@ struct TrainCommand: ParsableCommand {
             let settings = try resolvedSettings(root)
             Runtime.configure(threads: settings.threads)
             let job = try TrainingRun(configFile: config, config: retrainConfig, settings: settings)
-            let train = try FashionMNIST.load(folder: settings.dataPath, split: .train, limit: settings.trainLimit)
-            let test = try FashionMNIST.load(folder: settings.dataPath, split: .test, limit: settings.testLimit)
+            let train = try job.loadData(.train, limit: settings.trainLimit)
+            let test = try job.loadData(.test, limit: settings.testLimit)
             print("\(job.isQAT ? "QAT" : "float") training of \(job.spec.name) "
                   + "(\(job.model.parameters.reduce(0) { $0 + $1.variable.value.count }) parameters) on "
                   + "\(train.count) training and \(test.count) test images, \(settings.threads) thread(s)")

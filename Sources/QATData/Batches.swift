@@ -46,15 +46,23 @@ public struct Batches: Sequence, IteratorProtocol {
     public let order: [Int]
     /// Batches in a whole pass over the dataset: ⌈count / size⌉.
     public var batchesPerPass: Int { (dataset.count + size - 1) / size }
+    /// Training batches only: each sample's crop and flip, keyed by the order's (seed, epoch).
+    public let augmentation: Augmentation?
+    private let augmentationKey: (seed: UInt64, epoch: Int)
     private let cycles: Bool
     private let end: Int
     private var position: Int
 
-    init(dataset: Dataset, size: Int, order: BatchOrder, first: Int, limit: Int?, cycles: Bool) {
+    init(dataset: Dataset, size: Int, order: BatchOrder, first: Int, limit: Int?, cycles: Bool, augmentation: Augmentation?) {
         precondition(size > 0, "batch size must be positive, got \(size)")
         self.dataset = dataset
         self.size = size
         self.order = order.indices(count: dataset.count)
+        self.augmentation = augmentation.flatMap { $0.isIdentity ? nil : $0 }
+        switch order {
+        case .sequential: augmentationKey = (0, 0)
+        case let .shuffled(seed, epoch): augmentationKey = (seed, epoch)
+        }
         self.cycles = cycles
         position = first
         let available = cycles ? Int.max : (dataset.count + size - 1) / size
@@ -66,7 +74,10 @@ public struct Batches: Sequence, IteratorProtocol {
         let count = dataset.count
         let start = cycles ? (position * size) % Swift.max(count - size + 1, 1) : position * size
         let indices = order[start..<Swift.min(start + size, count)]
-        let (images, labels) = dataset.batch(indices)
+        let transforms = augmentation.map { a in
+            indices.map { a.transform(seed: augmentationKey.seed, epoch: augmentationKey.epoch, index: $0) }
+        }
+        let (images, labels) = dataset.batch(indices, transforms: transforms)
         defer { position += 1 }
         return Batch(index: position, indices: indices, images: images, labels: labels)
     }
@@ -76,14 +87,17 @@ extension Dataset {
     /// One pass over the dataset in batches of `size`, visiting samples in `order`: batch b
     /// holds the samples at positions b·size ..< min((b + 1)·size, count) of the order.
     /// The pass starts at batch `first` (a resumed epoch) and yields at most `limit` batches.
-    public func batches(size: Int, order: BatchOrder = .sequential, first: Int = 0, limit: Int? = nil) -> Batches {
-        Batches(dataset: self, size: size, order: order, first: first, limit: limit, cycles: false)
+    /// `augmentation` (training) crops and flips each sample as a function of the order's
+    /// (seed, epoch) and the sample's index.
+    public func batches(size: Int, order: BatchOrder = .sequential, first: Int = 0, limit: Int? = nil,
+                        augmentation: Augmentation? = nil) -> Batches {
+        Batches(dataset: self, size: size, order: order, first: first, limit: limit, cycles: false, augmentation: augmentation)
     }
 
     /// `count` full-size batches that cycle through the dataset in `order`: batch k holds the
     /// samples at positions s ..< s + size with s = k·size mod (count − size + 1), so none is cut
     /// short at the end (used where a fixed number of steps matters, not one pass).
-    public func cyclingBatches(size: Int, order: BatchOrder = .sequential, count: Int) -> Batches {
-        Batches(dataset: self, size: size, order: order, first: 0, limit: count, cycles: true)
+    public func cyclingBatches(size: Int, order: BatchOrder = .sequential, count: Int, augmentation: Augmentation? = nil) -> Batches {
+        Batches(dataset: self, size: size, order: order, first: 0, limit: count, cycles: true, augmentation: augmentation)
     }
 }

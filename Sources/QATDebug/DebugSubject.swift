@@ -52,13 +52,13 @@ public struct DebugSubject {
     /// shuffle with the settings' seed and batch size), from the training split limited to
     /// `settings.trainLimit`: the batches a QAT run of the same config calibrates on.
     public func calibrationBatches() throws -> [Tensor] {
-        let train = try FashionMNIST.load(folder: settings.dataPath, split: .train, limit: settings.trainLimit)
+        let train = try settings.data.load(.train, limit: settings.trainLimit, inputShape: spec.inputShape, configFile: configFile ?? "config")
         return Trainer.calibrationBatches(from: train, count: config?.batchCount ?? 1, settings: settings)
     }
 
     /// The first `limit` test images.
     public func testImages(limit: Int) throws -> Dataset {
-        try FashionMNIST.load(folder: settings.dataPath, split: .test, limit: limit)
+        try settings.data.load(.test, limit: limit, inputShape: spec.inputShape, configFile: configFile ?? "config")
     }
 
     /// The line saying that a QAT checkpoint's own quantizers are used instead of the config's

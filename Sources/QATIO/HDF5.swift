@@ -283,6 +283,37 @@ public final class HDF5File {
         }
     }
 
+    /// Reads rows `rows` (ascending, distinct) along a dataset's first axis into one buffer in
+    /// that order, converted by the library to `Element` (so any integer labels read as int64).
+    /// Consecutive rows are one hyperslab: a whole dataset is one read.
+    public func readRows<Element: HDF5Element>(_ type: Element.Type, at path: String, rows: [Int]) throws -> [Element] {
+        try withDataset(at: path) { dataset, path in
+            let shape = try describe(dataset: dataset, path: path).shape
+            guard !shape.isEmpty, rows.allSatisfy({ 0 <= $0 && $0 < shape[0] }) else { throw error(path, "has no such rows") }
+            let count = rows.count * shape.dropFirst().reduce(1, *)
+            guard count > 0 else { return [] }
+            let fileSpace = H5Dget_space(dataset)
+            let memorySpace = H5Screate_simple(Int32(shape.count), ([rows.count] + shape.dropFirst()).map { hsize_t($0) }, nil)
+            defer { H5Sclose(fileSpace); H5Sclose(memorySpace) }
+            var start = 0
+            while start < rows.count {
+                var end = start + 1
+                while end < rows.count && rows[end] == rows[end - 1] + 1 { end += 1 }
+                let corner = [hsize_t(rows[start])] + shape.dropFirst().map { _ in 0 }
+                let extent = [hsize_t(end - start)] + shape.dropFirst().map { hsize_t($0) }
+                guard H5Sselect_hyperslab(fileSpace, start == 0 ? H5S_SELECT_SET : H5S_SELECT_OR, corner, nil, extent, nil) >= 0 else {
+                    throw error(path, "cannot select rows" + libraryDetail())
+                }
+                start = end
+            }
+            return try [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
+                guard H5Dread(dataset, Element.hdf5ElementType.nativeType!, memorySpace, fileSpace, qat_H5P_DEFAULT(),
+                              buffer.baseAddress) >= 0 else { throw error(path, "cannot read dataset" + libraryDetail()) }
+                initialized = count
+            }
+        }
+    }
+
     /// The shape of a dataset; [] for a scalar.
     public func shape(at path: String) throws -> [Int] {
         try withDataset(at: path) { try describe(dataset: $0, path: $1).shape }

@@ -20,6 +20,8 @@ package enum Gzip {
         }
         defer { gzclose(handle) }
         var bytes: [UInt8] = []
+        // Growing by doubling would briefly hold two copies of a large file: reserve it whole.
+        bytes.reserveCapacity(uncompressedSize(path) ?? 0)
         var chunk = [UInt8](repeating: 0, count: 1 << 20)
         while true {
             let n = chunk.withUnsafeMutableBytes { gzread(handle, $0.baseAddress, UInt32($0.count)) }
@@ -32,5 +34,19 @@ package enum Gzip {
         _ = gzerror(handle, &code)
         if code != Z_OK && code != Z_STREAM_END { throw InputError(file: path, message: "corrupt or truncated gzip data") }
         return bytes
+    }
+
+    /// A gzip file's size once decompressed, from its trailer (ISIZE: the size mod 2³², little-endian),
+    /// or the size of a plain file. Only a hint for reserving memory: gzread decides what is read.
+    private static func uncompressedSize(_ path: String) -> Int? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        guard let magic = try? handle.read(upToCount: 2), let end = try? handle.seekToEnd() else { return nil }
+        guard magic == Data([0x1F, 0x8B]) else { return Int(end) }
+        guard end >= 4, (try? handle.seek(toOffset: end - 4)) != nil, let trailer = try? handle.read(upToCount: 4), trailer.count == 4 else {
+            return nil
+        }
+        let size = trailer.reversed().reduce(0) { $0 << 8 | Int($1) }
+        return size <= 1 << 31 ? size : nil   // a damaged trailer must not reserve gigabytes
     }
 }

@@ -15,7 +15,7 @@ extension TrainingRun {
         if isQAT { try checkCalibrationBatches(trainCount: train.count) }
         try prepareOutputFolders()
         try MemoryBudget(spec: spec, graph: model.graph, batchSize: max(settings.batchSize, settings.evalBatchSize),
-                         datasetValues: train.images.count + test.images.count).check()
+                         datasetValues: train.valuesInMemory + test.valuesInMemory).check()
     }
 
     /// Non-empty sets whose images have the model's input shape and whose labels are classes
@@ -58,12 +58,13 @@ extension Dataset {
     /// The same check for a model known by its input shape and class count (the INT8 engine).
     public func checkFits(inputShape: [Int], classes: Int, modelName: String, name: String, folder: String) throws {
         let file = imageFile.isEmpty ? folder : imageFile
-        guard count > 0 else { throw InputError(file: file, message: "the \(name) set is empty") }
+        guard count > 0 else { throw InputError(file: file, keyPath: imagePath, message: "the \(name) set is empty") }
         guard sampleShape == inputShape else {
-            throw InputError(file: file, message: "\(name) images have shape \(sampleShape), the model \(modelName) expects \(inputShape)")
+            throw InputError(file: file, keyPath: imagePath,
+                             message: "\(name) images have shape \(sampleShape), the model \(modelName) expects \(inputShape)")
         }
         if let bad = labels.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
-            throw InputError(file: labelFile.isEmpty ? file : labelFile,
+            throw InputError(file: labelFile.isEmpty ? file : labelFile, keyPath: labelPath,
                              message: "label \(labels[bad]) at index \(bad) is outside [0, \(classes)), the model's classes")
         }
     }

@@ -79,9 +79,28 @@ extension RunSettings {
     /// "learning_rate", "momentum", "weight_decay", "schedule", …, "seed", "threads"}}`.
     /// The schedule adds its own keys: `lr_floor` and `cosine_epochs` (the epochs the cosine spans,
     /// `epochs` unless a library caller set it apart), or `step_every` and `step_factor`.
+    /// Data beyond IDX adds `format` and its training files (instead of `path`), and any set
+    /// `mean`, `std`, `layout` and `augment`.
     public var recordJSON: JSONValue {
-        var data: [JSONValue.Member] = [.init("path", JSONValue(dataPath))]
+        var data: [JSONValue.Member] = []
+        // Keys beyond path and train_limit appear only when set, so records of IDX runs keep their bytes.
+        let files: [(String, String?)]
+        switch self.data.format {
+        case .idx: files = [("path", dataPath)]
+        case .hdf5: files = [("train", self.data.trainFile)]
+        case .npy: files = [("train_images", self.data.trainImages), ("train_labels", self.data.trainLabels)]
+        }
+        if self.data.format != .idx { data.append(.init("format", JSONValue(self.data.format.rawValue))) }
+        for case let (key, file?) in files { data.append(.init(key, JSONValue(file))) }
         if let trainLimit { data.append(.init("train_limit", JSONValue(trainLimit))) }
+        if let mean = self.data.mean { data.append(.init("mean", .array(mean.map { JSONValue($0) }))) }
+        if let std = self.data.standardDeviation { data.append(.init("std", .array(std.map { JSONValue($0) }))) }
+        if let layout = self.data.layout { data.append(.init("layout", JSONValue(layout.rawValue))) }
+        let augmentation = self.data.augmentation
+        if !augmentation.isIdentity {
+            data.append(.init("augment", .object([.init("random_crop_padding", JSONValue(augmentation.cropPadding)),
+                                                  .init("horizontal_flip", JSONValue(augmentation.horizontalFlip))])))
+        }
         var train: [JSONValue.Member] = [
             .init("epochs", JSONValue(epochs)), .init("batch_size", JSONValue(batchSize)),
             .init("optimizer", JSONValue(optimizer.rawValue)), .init("learning_rate", JSONValue(learningRate)),

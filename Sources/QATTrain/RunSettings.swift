@@ -15,7 +15,13 @@ public struct RunSettings: Equatable, Sendable {
     /// A float (or QAT) checkpoint whose parameters start the run.
     public var initCheckpoint: String?
     // data
-    public var dataPath = FashionMNIST.defaultPath
+    /// Format, files, normalisation and augmentation of the data (`DataSource`).
+    public var data = DataSource()
+    /// The IDX folder (format idx).
+    public var dataPath: String {
+        get { data.folder }
+        set { data.folder = newValue }
+    }
     /// Use only the first N training / test samples (quick runs and tests).
     public var trainLimit: Int?
     public var testLimit: Int?
@@ -52,7 +58,7 @@ public struct RunSettings: Equatable, Sendable {
             try model.rejectUnknownKeys()
         }
         if let data = try root.object("data") {
-            s.dataPath = try path(data, "path") ?? s.dataPath
+            s.data = try parseDataSource(data)
             s.trainLimit = try positive(data, "train_limit")
             s.testLimit = try positive(data, "test_limit")
             try data.rejectUnknownKeys()
@@ -90,6 +96,63 @@ public struct RunSettings: Equatable, Sendable {
         return s
     }
 
+    /// The `data` section's format, files, normalisation and augmentation (docs/CONFIG.md `data`).
+    private static func parseDataSource(_ data: JSONObject) throws -> DataSource {
+        var source = DataSource()
+        if let name = try data.string("format") {
+            guard let format = DataSource.Format(rawValue: name) else {
+                throw data.error("format", "unknown format \"\(truncatedForMessage(name))\" (allowed: idx, hdf5, npy)")
+            }
+            source.format = format
+        }
+        let keysOfFormat: [(DataSource.Format, [String])] = [(.idx, ["path"]), (.hdf5, ["train", "test", "in_memory"]),
+                                                            (.npy, ["train_images", "train_labels", "test_images", "test_labels"])]
+        for (format, keys) in keysOfFormat where format != source.format {
+            if let key = keys.first(where: data.contains) {
+                throw data.error(key, "is a key of format \(format.rawValue), this data section has format \(source.format.rawValue)")
+            }
+        }
+        func required(_ key: String) throws -> String {
+            guard let value = try path(data, key) else { throw data.error(key, "missing: format \(source.format.rawValue) needs it") }
+            return value
+        }
+        switch source.format {
+        case .idx:
+            source.folder = try path(data, "path") ?? source.folder
+        case .hdf5:
+            (source.trainFile, source.testFile) = (try required("train"), try required("test"))
+            source.inMemory = try data.bool("in_memory")
+        case .npy:
+            (source.trainImages, source.trainLabels) = (try required("train_images"), try required("train_labels"))
+            (source.testImages, source.testLabels) = (try required("test_images"), try required("test_labels"))
+        }
+        source.mean = try numbers(data, "mean", positive: false)
+        source.standardDeviation = try numbers(data, "std", positive: true)
+        if let name = try data.string("layout") {
+            guard let layout = ImageLayout(rawValue: name) else {
+                throw data.error("layout", "unknown layout \"\(truncatedForMessage(name))\" (allowed: nchw, nhwc)")
+            }
+            source.layout = layout
+        }
+        if let augment = try data.object("augment") {
+            source.augmentation.cropPadding = try bounded(augment, "random_crop_padding", Limits.cropPadding) ?? 0
+            source.augmentation.horizontalFlip = try augment.bool("horizontal_flip") ?? false
+            try augment.rejectUnknownKeys()
+        }
+        return source
+    }
+
+    /// A number or a non-empty array of numbers (one per channel), finite, and > 0 if `positive`.
+    private static func numbers(_ o: JSONObject, _ key: String, positive: Bool) throws -> [Float]? {
+        guard let value = try o.value(key) else { return nil }
+        let values = value is [Any] ? try o.doubleArray(key)! : [try o.double(key)!]
+        guard !values.isEmpty else { throw o.error(key, "is empty: give one number, or one per channel") }
+        for v in values where !v.isFinite || (positive && v <= 0) {
+            throw o.error(key, positive ? "must be finite numbers > 0, got \(v)" : "must be finite numbers, got \(v)")
+        }
+        return values.map { Float($0) }
+    }
+
     private static func parseSchedule(_ train: JSONObject, epochs: Int) throws -> LearningRateSchedule {
         let name = try train.string("schedule") ?? "cosine"
         switch name {
@@ -111,6 +174,7 @@ public struct RunSettings: Equatable, Sendable {
         public static let batchSize = 1...65_536
         public static let threads = 1...1_024
         public static let stepEvery = 1...100_000
+        public static let cropPadding = 0...1_024
     }
 
     private static func bounded(_ o: JSONObject, _ key: String, _ range: ClosedRange<Int>) throws -> Int? {

@@ -71,7 +71,7 @@ public final class Trainer {
         .shuffled(seed: settings.seed, epoch: epoch)
     }
 
-    /// The first `count` training batches of epoch 0, the ones calibration looks at.
+    /// The first `count` training batches of epoch 0, the ones calibration looks at (not augmented).
     public func calibrationBatches(from train: Dataset, count: Int) -> [Tensor] {
         Self.calibrationBatches(from: train, count: count, settings: settings)
     }
@@ -114,7 +114,8 @@ public final class Trainer {
                            progress report: ((EpochProgress, Int) -> Void)? = nil,
                            afterStep: ((Trainer) throws -> Void)? = nil) throws -> EpochSummary {
         optimizer.learningRate = settings.schedule.rate(base: settings.learningRate, epoch: epoch)
-        let batches = train.batches(size: settings.batchSize, order: order(epoch: epoch), first: progress.batch)
+        let batches = train.batches(size: settings.batchSize, order: order(epoch: epoch), first: progress.batch,
+                                    augmentation: settings.data.augmentation)
         let start = Date()
         var trained = 0
         for batch in batches {

@@ -56,6 +56,11 @@ public final class TrainingRun {
 
     public var isQAT: Bool { plan != nil }
 
+    /// One split of the configured data (`settings.data`), checked against the model's input.
+    public func loadData(_ split: DataSource.Split, limit: Int?) throws -> Dataset {
+        try settings.data.load(split, limit: limit, inputShape: spec.inputShape, configFile: configFile)
+    }
+
     /// Starts from `settings.initCheckpoint` (if any), attaches quantizers, calibrates.
     public func prepareFreshStart(train: Dataset) throws {
         if let initFile = settings.initCheckpoint {
@@ -196,7 +201,8 @@ public final class TrainingRun {
     /// After a non-finite loss: replays the failing batch and names the first layer whose output
     /// is not finite. The weights are those the failing step saw, since it stopped before updating.
     private func locateNonFinite(train: Dataset) -> String {
-        var failing = train.batches(size: settings.batchSize, order: trainer.order(epoch: trainer.epoch), first: trainer.progress.batch)
+        var failing = train.batches(size: settings.batchSize, order: trainer.order(epoch: trainer.epoch), first: trainer.progress.batch,
+                                    augmentation: settings.data.augmentation)
         guard let batch = failing.next() else { return "" }
         if !batch.images.isFinite {
             return "; the input batch itself is not finite: check the training data"

@@ -96,7 +96,7 @@ final class DebugCompareTests: XCTestCase {
         let q = QuantizationGrid(bits: 8, scale: 1.5 / 255, offset: Int((-128 + 0.5 / (1.5 / 255)).rounded(.toNearestOrEven)))
         XCTAssertEqual(conv1.quantization.scale, q.scale, accuracy: 1e-7)
         XCTAssertEqual(conv1.quantization.offset, q.offset)
-        let images = try fashionMNIST(.test, count: 64).images
+        let images = try fashionMNIST(.test, count: 64).normalizedImages
         XCTAssertEqual(conv1.count, images.count)
         XCTAssertEqual(conv1.below, images.filter { $0 < conv1.quantization.lower }.count)
         XCTAssertEqual(conv1.above, images.filter { $0 > conv1.quantization.upper }.count)

@@ -151,7 +151,9 @@ final class RunTests: XCTestCase {
             // A NaN pixel in the third batch (calibration saw only the first).
             let (message, files, folder) = try runUntilNonFinite(quantized: quantized, name: "data-\(quantized)") { job, train in
                 let victim = job.trainer.order(epoch: 0).indices(count: train.count)[2 * 64]
-                train.images[victim * train.sampleSize + 300] = .nan
+                var pixels = train.normalizedImages
+                pixels[victim * train.sampleSize + 300] = .nan
+                train = Dataset(images: pixels, labels: train.labels, sampleShape: train.sampleShape)
             }
             XCTAssertTrue(message.contains("step 2") && message.contains("input batch"), message)
             // The checkpoints written before the failure are complete and finite; no final, no temporaries.
