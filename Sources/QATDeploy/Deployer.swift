@@ -244,9 +244,6 @@ private struct Builder {
     mutating func emitInteger(_ i: Int, _ weighted: WeightedLayer, _ qd: QuantizationGrid,
                               _ node: inout DeployNode) throws {
         let quantizer = weighted.quantizer as! FakeQuantizer
-        if let conv = weighted as? Conv2DLayer, !conv.convolution.isPlain {
-            throw fail(i, "cannot be deployed yet: the INT8 engine has no integer kernel for a rectangular, dilated or asymmetrically padded conv or one with groups")
-        }
         let w = weighted.weight.value
         guard w.isFinite else { throw fail(i, "cannot be deployed: the weight has NaN or infinite values") }
         let (codes, rowScales) = Deployer.weightCodes(w, state: quantizer.weight)

@@ -86,9 +86,6 @@ public final class Int8Model {
                 if node.op == .batchnorm2d && node.floatTensors["gamma"]?.count != inShape[0] { throw fail("batchnorm2d does not fit \(inShape)") }
                 outShape = graph.outputShapes[layer]
             }
-            if node.op == .conv2d && node.isInteger && !node.convolution.isPlain {
-                throw fail("an integer conv with a rectangular, dilated or asymmetrically padded kernel or with groups is not supported by this engine yet")
-            }
             var requantization: Int8Kernels.Requantization?
             let offsets = node.isInteger ? zip(node.biasResidual, node.multipliers).map { $0 * $1 } : nil
             if node.isInteger, let output = node.output {
@@ -165,11 +162,15 @@ public final class Int8Model {
                 // conv → max pool in one kernel; the conv output (read by the pool alone) never exists.
                 let x = codes(input, qd)
                 observeInputCodes?(step.node.name, x)
-                let pool = steps[i + 1].node
-                values[i + 2] = .codes(Int8Kernels.conv2dMaxPool(x, convGeometry(step, n), inputZeroPoint: qd.zeroPoint,
-                                                                 weights: step.node.weightCodes, bias: step.node.biasCodes, requantize: r,
-                                                                 poolKernel: pool.kernel.height, poolStride: pool.stride.height),
-                                       step.node.output!)
+                let pool = steps[i + 1].node, node = step.node
+                let y = node.convolution.isPlain
+                    ? Int8Kernels.conv2dMaxPool(x, convGeometry(step, n), inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                bias: node.biasCodes, requantize: r, poolKernel: pool.kernel.height,
+                                                poolStride: pool.stride.height)
+                    : Int8Kernels.conv2dMaxPool(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                bias: node.biasCodes, requantize: r, poolKernel: pool.kernel.height,
+                                                poolStride: pool.stride.height)
+                values[i + 2] = .codes(y, node.output!)
                 for input in step.inputs where lastUse[input] == i { values[input] = nil }
                 i += 2
                 continue
@@ -300,6 +301,17 @@ public final class Int8Model {
         }
     }
 
+    /// The integer kernels' geometry of any conv node.
+    private func generalConvGeometry(_ step: Step, _ n: Int) -> Int8ConvGeometry {
+        let s = step.inputShape, node = step.node
+        return Int8ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2], outputChannels: node.outputChannels,
+                                kernelHeight: node.kernel.height, kernelWidth: node.kernel.width,
+                                strideHeight: node.stride.height, strideWidth: node.stride.width,
+                                dilationHeight: node.dilation.height, dilationWidth: node.dilation.width,
+                                padTop: node.padding.top, padLeft: node.padding.left, padBottom: node.padding.bottom,
+                                padRight: node.padding.right, groups: node.groups)
+    }
+
     /// The integer kernels' geometry of a plain conv node (square kernel, one stride and padding).
     private func convGeometry(_ step: Step, _ n: Int) -> ConvGeometry {
         let s = step.inputShape, node = step.node
@@ -313,6 +325,16 @@ public final class Int8Model {
         if let qd = node.inputQuantizer {
             let x = codes(input, qd)
             observeInputCodes?(node.name, x)
+            if node.op == .conv2d && !node.convolution.isPlain {
+                // Grouped, depthwise, dilated, rectangular or asymmetrically padded.
+                let g = generalConvGeometry(step, n)
+                if let r = step.requantization {
+                    return .codes(Int8Kernels.conv2d(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                     bias: node.biasCodes, requantize: r), node.output!)
+                }
+                return .floats(Int8Kernels.conv2dDequantized(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                             bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
+            }
             if node.op == .conv2d {
                 let g = convGeometry(step, n)
                 if let r = step.requantization {

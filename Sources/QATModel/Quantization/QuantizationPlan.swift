@@ -310,7 +310,9 @@ extension ModelGraph.Wiring {
 
 extension QuantizationPlan {
     /// The plan as a fixed-width table, one row per layer, followed by the warnings.
-    public func table() -> String {
+    /// `floatNodes`: the layers the INT8 engine always runs as float nodes (QATDeploy's
+    /// `floatNodeLayers(of:)`; QATModel cannot see lowering), listed in a note.
+    public func table(floatNodes: [String] = []) -> String {
         var rows = [["layer", "type", "quantized", "width", "activation", "fixed_min", "weights", "rule"]]
         for layer in layers {
             guard let q = layer.quantizer else {
@@ -344,6 +346,10 @@ extension QuantizationPlan {
         if quantizedLayers.contains(where: { $0.quantizer?.activationType == .int16 }) {
             text += "\nINT16 layers deploy as float layers that apply their 16-bit input grid and INT8 weight codes "
                 + "exactly as fake quant does (docs/DEPLOY-FORMAT.md); the INT8 engine has no int16 kernels.\n"
+        }
+        if !floatNodes.isEmpty {
+            text += "\nOn the INT8 engine these layers run as float nodes (the training op in eval mode, between "
+                + "dequantize and quantize; docs/DEPLOY-FORMAT.md): \(floatNodes.joined(separator: ", ")).\n"
         }
         if !warnings.isEmpty {
             text += "\nwarnings:\n" + warnings.map { "  - \($0)\n" }.joined()
