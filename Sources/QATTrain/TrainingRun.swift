@@ -39,6 +39,7 @@ public final class TrainingRun {
         self.configFile = configFile
         self.settings = settings
         spec = try ModelSpec.load(file: settings.modelSpec)
+        try ModelGraph(spec, file: settings.modelSpec).requireClassifier(file: settings.modelSpec)
         if let config, config.hasQuantizationRules {
             plan = try config.resolve(for: spec)
         } else {
