@@ -5,7 +5,7 @@
 # usage: scripts/check-layering.sh     (a debug build of each probed target, about a minute)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-floors=(QATIO QATCore QATModel QATData QATTrain QATDeploy QATDebug QAT QATCLI)
+floors=(QATIO QATCore QATModel QATONNX QATData QATTrain QATDeploy QATDebug QAT QATCLI)
 probe=""
 trap '[ -n "$probe" ] && rm -f "$probe"' EXIT
 failures=0
