@@ -52,7 +52,7 @@ let package = Package(
         .target(name: "QATModel", dependencies: ["QATCore"]),
         .target(name: "QATONNX", dependencies: ["QATModel", "CONNX"]),
         .target(name: "QATData", dependencies: ["QATONNX"]),
-        .target(name: "QATTrain", dependencies: ["QATModel", "QATData"]),
+        .target(name: "QATTrain", dependencies: ["QATModel", "QATONNX", "QATData"]),
         .target(name: "QATDeploy", dependencies: ["QATTrain", "CInt8"]),
         .target(name: "QATDebug", dependencies: ["QATDeploy"]),
         .target(name: "QAT", dependencies: ["QATDebug"]),

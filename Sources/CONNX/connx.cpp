@@ -6,6 +6,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -201,10 +202,18 @@ connx_model *connx_model_parse(const void *bytes, size_t length, int infer_shape
             return nullptr;
         }
         try {
-            onnx::checker::check_model(model->proto);
+            try {
+                onnx::checker::check_model(model->proto);
+            } catch (const std::exception &exception) {
+                throw std::runtime_error(std::string("ONNX checker: ") + exception.what());
+            }
             if (infer_shapes) {
                 onnx::ShapeInferenceOptions options(/*check_type*/ true, /*error_mode*/ 1, /*data_propagation*/ false);
-                onnx::shape_inference::InferShapes(model->proto, onnx::OpSchemaRegistry::Instance(), options);
+                try {
+                    onnx::shape_inference::InferShapes(model->proto, onnx::OpSchemaRegistry::Instance(), options);
+                } catch (const std::exception &exception) {
+                    throw std::runtime_error(std::string("ONNX shape inference: ") + exception.what());
+                }
             }
         } catch (...) {
             delete model;

@@ -17,6 +17,8 @@ public struct ONNXModel: Sendable {
     public var initializers: [ONNXTensor]
     public var inputs: [ONNXValueInfo]
     public var outputs: [ONNXValueInfo]
+    /// The shapes of intermediate values, as shape inference found them.
+    public var valueInfos: [ONNXValueInfo]
 
     /// The version of the default ("" or "ai.onnx") domain.
     public var defaultOpset: Int? { opsets[""] ?? opsets["ai.onnx"] }
@@ -99,7 +101,7 @@ extension ONNXModel {
         let parsed = data.withUnsafeBytes { bytes in
             connx_model_parse(bytes.baseAddress, bytes.count, inferShapes ? 1 : 0, &errorText)
         }
-        guard let handle = parsed else { throw ONNXReadError(message: "ONNX checker: " + takeMessage(errorText)) }
+        guard let handle = parsed else { throw ONNXReadError(message: oneLine(takeMessage(errorText))) }
         defer { connx_model_free(handle) }
         var opsets: [String: Int] = [:]
         for i in 0..<connx_opset_count(handle) {
@@ -111,7 +113,8 @@ extension ONNXModel {
             irVersion: Int(connx_model_ir_version(handle)), producer: String(cString: connx_model_producer(handle)),
             graphName: String(cString: connx_graph_name(handle)), opsets: opsets, nodes: nodes, initializers: initializers,
             inputs: (0..<connx_graph_input_count(handle)).map { readValue(connx_graph_input(handle, $0)!) },
-            outputs: (0..<connx_graph_output_count(handle)).map { readValue(connx_graph_output(handle, $0)!) })
+            outputs: (0..<connx_graph_output_count(handle)).map { readValue(connx_graph_output(handle, $0)!) },
+            valueInfos: (0..<connx_value_info_count(handle)).map { readValue(connx_value_info_at(handle, $0)!) })
     }
 
     private static func readNode(_ handle: OpaquePointer, _ index: Int) throws -> ONNXNode {
@@ -211,4 +214,14 @@ private func takeMessage(_ text: UnsafeMutablePointer<CChar>?) -> String {
     guard let text else { return "unknown error" }
     defer { connx_string_free(text) }
     return String(cString: text)
+}
+
+/// libonnx's messages span lines; ours are one line. The checker cannot tell a missing
+/// initializer from a cycle (both are a value no earlier node produces), so the hint names both.
+private func oneLine(_ message: String) -> String {
+    var text = message.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+    if text.contains("topologically sorted") {
+        text += " (no initializer, graph input or earlier node produces it: a missing initializer, or a cycle)"
+    }
+    return text
 }

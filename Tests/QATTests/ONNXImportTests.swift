@@ -1,0 +1,116 @@
+import Foundation
+import XCTest
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATONNX
+
+/// ONNX import: the committed fixtures (written by scripts/make-onnx-fixtures.py with the onnx
+/// package, expected outputs from onnx's ReferenceEvaluator) and damaged files.
+final class ONNXImportTests: XCTestCase {
+    let fixtures = repositoryPath("Tests/Fixtures/onnx")
+
+    /// The closeness rule of every ONNX comparison here (docs/ONNX.md): |ours − expected| ≤ 1e-5 · (1 + |expected|).
+    static func close(_ ours: [Float], _ expected: [Float]) -> (ok: Bool, worst: Float) {
+        guard ours.count == expected.count else { return (false, .infinity) }
+        var ok = true, worst: Float = 0
+        for (a, e) in zip(ours, expected) {
+            let excess = abs(a - e) / (1 + abs(e))
+            if !(excess <= 1e-5) { ok = false }
+            worst = max(worst, excess.isNaN ? .infinity : excess)
+        }
+        return (ok, worst)
+    }
+
+    func testLeNetLogitsEqualTheReferenceEvaluators() throws {
+        let imported = try ImportedModel.load(onnxFile: fixtures + "/lenet.onnx")
+        let input = try ONNXTensor.read(file: fixtures + "/lenet-input.pb")
+        let expected = try ONNXTensor.read(file: fixtures + "/lenet-output.pb")
+        XCTAssertEqual(input.dims, [3, 1, 12, 12])
+        let logits = imported.model.forward(Tensor(shape: input.dims, storage: input.floats), training: false, tape: nil).value
+        XCTAssertEqual(logits.shape, expected.dims)
+        let (ok, worst) = Self.close(logits.storage, expected.floats)
+        XCTAssertTrue(ok, "worst relative difference \(worst)")
+        XCTAssertEqual(imported.opset, 15)
+        // Dropout, Identity, three Constants and fc2's bias Add are gone.
+        XCTAssertEqual(imported.removedNodes, 6)
+    }
+
+    func testLayerNamesComeFromNodeNames() throws {
+        let imported = try ImportedModel.load(onnxFile: fixtures + "/lenet.onnx")
+        XCTAssertEqual(imported.spec.layers.map(\.name), [
+            "features_conv1_Conv", "features_bn1_BatchNormalization", "features_relu1_Relu", "features_pool1_MaxPool",
+            "features_conv2_Conv", "features_relu6_Clip", "features_conv3_Conv", "features_residual_Add",
+            "features_pool2_AveragePool", "Reshape_13", "classifier_fc1_Gemm", "classifier_relu_Relu", "classifier_fc2_MatMul",
+        ])
+        // Clip(0, 6) is relu6; SAME_UPPER with a 3×3 kernel is padding 1; the Reshape is a flatten.
+        XCTAssertEqual(imported.spec.layers[5].kind, .relu6)
+        XCTAssertEqual(imported.spec.layers[4].kind, .conv2d(ConvolutionAttributes(inputChannels: 4, outputChannels: 6, kernelSize: 3,
+                                                                                  padding: 1, hasBias: false)))
+        XCTAssertEqual(imported.spec.layers[9].kind, .flatten)
+        XCTAssertEqual(imported.spec.name, "lenet")
+    }
+
+    func testSanitisedNames() {
+        XCTAssertEqual(sanitisedName("/features/features.0/Conv", fallback: "x"), "features_features_0_Conv")
+        XCTAssertEqual(sanitisedName("conv__1", fallback: "x"), "conv_1")
+        XCTAssertEqual(sanitisedName("__a-b__", fallback: "x"), "a_b")
+        XCTAssertEqual(sanitisedName("ü", fallback: "Relu_3"), "Relu_3")
+        XCTAssertEqual(sanitisedName("", fallback: "Relu_3"), "Relu_3")
+    }
+
+    /// The checkpoint written by the import loads through the ordinary path and gives the same logits.
+    func testWrittenCheckpointLoadsAndRunsTheSame() throws {
+        let folder = try makeTemporaryFolder(self)
+        let imported = try ImportedModel.load(onnxFile: fixtures + "/lenet.onnx")
+        try imported.checkpoint.write(to: folder + "/lenet-float.h5")
+        let (model, _) = try Model.load(checkpoint: folder + "/lenet-float.h5")
+        let input = try ONNXTensor.read(file: fixtures + "/lenet-input.pb")
+        let x = Tensor(shape: input.dims, storage: input.floats)
+        XCTAssertEqual(model.forward(x, training: false, tape: nil).value, imported.model.forward(x, training: false, tape: nil).value)
+        XCTAssertEqual(model.buffers.map(\.name), ["features_bn1_BatchNormalization.running_mean", "features_bn1_BatchNormalization.running_var"])
+    }
+
+    func testBadFilesNameTheNodeOnOneLine() throws {
+        let cases: [(file: String, fragments: [String])] = [
+            ("bad-unsupported-op.onnx", ["node \"head/softmax\" (Softmax)", "op Softmax is not supported", "supported ops: Conv"]),
+            ("bad-missing-initializer.onnx", ["conv_missing", "w_missing", "missing initializer"]),
+            ("bad-cycle.onnx", ["add_a", "input 'b'", "cycle"]),
+            ("bad-shape-mismatch.onnx", ["residual_add", "Add", "Incompatible dimensions"]),
+            ("bad-conv3d.onnx", ["node \"conv3d\" (Conv)", "3-D convolution", "2-D only"]),
+            ("bad-unsupported-attribute.onnx", ["node \"conv_dilated\" (Conv)", "attribute dilations", "[2, 2]"]),
+        ]
+        for (file, fragments) in cases {
+            assertInputError(try ImportedModel.load(onnxFile: fixtures + "/" + file), mentions: [file] + fragments)
+            do {
+                _ = try ImportedModel.load(onnxFile: fixtures + "/" + file)
+            } catch {
+                XCTAssertFalse("\(error)".contains("\n"), "\(file): \(error)")
+            }
+        }
+    }
+
+    /// Every prefix of a valid file is an error (the protobuf parser, the checker or the
+    /// translator), never a crash and never a model.
+    func testTruncatedFilesAreErrors() throws {
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: fixtures + "/lenet.onnx"))
+        let folder = try makeTemporaryFolder(self)
+        for length in stride(from: 0, to: bytes.count, by: 41) {
+            let path = folder + "/cut-\(length).onnx"
+            try bytes.prefix(length).write(to: URL(fileURLWithPath: path))
+            assertInputError(try ImportedModel.load(onnxFile: path), mentions: [path])
+        }
+        var damaged = bytes
+        for i in stride(from: 7, to: damaged.count, by: 13) { damaged[i] ^= 0x5a }
+        try damaged.write(to: URL(fileURLWithPath: folder + "/damaged.onnx"))
+        assertInputError(try ImportedModel.load(onnxFile: folder + "/damaged.onnx"), mentions: [folder + "/damaged.onnx"])
+    }
+
+    func testTensorFilesOfTheBackendTestsRead() throws {
+        // A float16-free, float32 TensorProto from Debian's libonnx-testdata.
+        let tensor = try ONNXTensor.read(file: "/usr/share/libonnx-testdata/data/node/test_relu/test_data_set_0/input_0.pb")
+        XCTAssertEqual(tensor.dims, [3, 4, 5])
+        XCTAssertEqual(tensor.floats.count, 60)
+        assertInputError(try ONNXTensor.read(file: fixtures + "/does-not-exist.pb"), mentions: ["does-not-exist.pb"])
+    }
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Writes the ONNX test fixtures in Tests/Fixtures/onnx with the `onnx` Python package.
+
+Run once by hand (the files are committed; `make test` does not need Python's onnx):
+    python3 -m venv /tmp/onnx-venv && /tmp/onnx-venv/bin/pip install onnx numpy
+    /tmp/onnx-venv/bin/python scripts/make-onnx-fixtures.py
+
+lenet.onnx: a LeNet-style classifier with the layer set qat imports today, and
+lenet-input.pb / lenet-output.pb: a batch of 3 inputs and the outputs of onnx's own
+reference evaluator (onnx.reference.ReferenceEvaluator), the outside reference the import
+is checked against. The bad-*.onnx files each carry one defect the importer must report.
+"""
+import os
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "Tests", "Fixtures", "onnx")
+rng = np.random.default_rng(7)
+
+
+def init(name, shape, scale=0.3):
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def save(model, name, check=True):
+    model.ir_version = 8  # Debian's libonnx 1.12 reads IR ≤ 8
+    if check:
+        onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(OUT, name))
+
+
+def opsets(version=13):
+    return [helper.make_opsetid("", version)]
+
+
+def lenet():
+    nodes = [
+        helper.make_node("Conv", ["image", "conv1.weight", "conv1.bias"], ["c1"], name="/features/conv1/Conv",
+                         kernel_shape=[5, 5], pads=[2, 2, 2, 2]),
+        helper.make_node("BatchNormalization", ["c1", "bn1.scale", "bn1.bias", "bn1.mean", "bn1.var"], ["b1"],
+                         name="/features/bn1/BatchNormalization", epsilon=1e-3),
+        helper.make_node("Relu", ["b1"], ["r1"], name="/features/relu1/Relu"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="/features/pool1/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "conv2.weight"], ["c2"], name="/features/conv2/Conv", kernel_shape=[3, 3],
+                         auto_pad="SAME_UPPER"),
+        helper.make_node("Constant", [], ["clip_min"], value=numpy_helper.from_array(np.array(0, np.float32))),
+        helper.make_node("Constant", [], ["clip_max"], value=numpy_helper.from_array(np.array(6, np.float32))),
+        helper.make_node("Clip", ["c2", "clip_min", "clip_max"], ["r2"], name="/features/relu6/Clip"),
+        helper.make_node("Conv", ["r2", "conv3.weight", "conv3.bias"], ["c3"], name="/features/conv3/Conv",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c3", "r2"], ["res"], name="/features/residual/Add"),
+        helper.make_node("AveragePool", ["res"], ["p2"], name="/features/pool2/AveragePool", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Identity", ["p2"], ["p2i"]),
+        helper.make_node("Constant", [], ["flat_shape"], value=numpy_helper.from_array(np.array([0, -1], np.int64))),
+        helper.make_node("Reshape", ["p2i", "flat_shape"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc1.weight", "fc1.bias"], ["f1"], name="/classifier/fc1/Gemm",
+                         transB=1, alpha=0.5, beta=2.0),
+        helper.make_node("Relu", ["f1"], ["fr1"], name="/classifier/relu/Relu"),
+        helper.make_node("Dropout", ["fr1"], ["d1"], name="/classifier/dropout/Dropout"),
+        helper.make_node("MatMul", ["d1", "fc2.weight"], ["m2"], name="/classifier/fc2/MatMul"),
+        helper.make_node("Add", ["m2", "fc2.bias"], ["logits"], name="/classifier/fc2/Add"),
+    ]
+    inits = [
+        init("conv1.weight", [4, 1, 5, 5]), init("conv1.bias", [4]),
+        init("bn1.scale", [4]), init("bn1.bias", [4]), init("bn1.mean", [4], 0.1),
+        numpy_helper.from_array((rng.random(4) + 0.5).astype(np.float32), "bn1.var"),
+        init("conv2.weight", [6, 4, 3, 3]), init("conv3.weight", [6, 6, 3, 3]), init("conv3.bias", [6]),
+        init("fc1.weight", [16, 6 * 3 * 3]), init("fc1.bias", [16]),
+        init("fc2.weight", [16, 10]), init("fc2.bias", [10]),
+    ]
+    graph = helper.make_graph(nodes, "lenet", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 12, 12])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    # Opset 15: onnx's ReferenceEvaluator runs opset 9-13 BatchNormalization with a momentum
+    # attribute as a training-mode update (not what ONNX specifies for one output); 14+ is exact.
+    model = helper.make_model(graph, opset_imports=opsets(15), producer_name="qat make-onnx-fixtures.py")
+    save(model, "lenet.onnx")
+    x = rng.standard_normal([3, 1, 12, 12]).astype(np.float32)
+    (y,) = ReferenceEvaluator(model).run(None, {"image": x})
+    onnx.save_tensor(numpy_helper.from_array(x, "image"), os.path.join(OUT, "lenet-input.pb"))
+    onnx.save_tensor(numpy_helper.from_array(y, "logits"), os.path.join(OUT, "lenet-output.pb"))
+    return model
+
+
+def small(nodes, inits, name, output_shape=("batch", 4, 8, 8), check=True, opset=13):
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(output_shape))], inits)
+    save(helper.make_model(graph, opset_imports=opsets(opset)), name + ".onnx", check)
+
+
+def bad():
+    w = init("w", [4, 4, 3, 3])
+    # An op qat does not import.
+    small([helper.make_node("Softmax", ["x"], ["y"], name="head/softmax")], [], "bad-unsupported-op")
+    # The conv weight names an initializer that is not there.
+    small([helper.make_node("Conv", ["x", "w_missing"], ["y"], name="conv_missing", kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+          [], "bad-missing-initializer", check=False)
+    # Two nodes reading each other's outputs.
+    small([helper.make_node("Add", ["x", "b"], ["a"], name="add_a"), helper.make_node("Relu", ["a"], ["b"], name="relu_b"),
+           helper.make_node("Relu", ["a"], ["y"], name="relu_y")], [], "bad-cycle", check=False)
+    # A residual Add of 4 and 6 channels.
+    small([helper.make_node("Conv", ["x", "w6"], ["c"], name="conv6", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+           helper.make_node("Add", ["x", "c"], ["y"], name="residual_add")],
+          [init("w6", [6, 4, 3, 3])], "bad-shape-mismatch", check=False)
+    # A 3-D convolution.
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w3"], ["y"], name="conv3d", kernel_shape=[1, 3, 3])], "bad-conv3d",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 2, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 2, 6, 6])], [init("w3", [4, 4, 1, 3, 3])])
+    save(helper.make_model(graph, opset_imports=opsets()), "bad-conv3d.onnx")
+    # An auto_pad we cannot map (a node attribute with a value qat refuses).
+    small([helper.make_node("Conv", ["x", "w"], ["y"], name="conv_dilated", kernel_shape=[3, 3], pads=[2, 2, 2, 2], dilations=[2, 2])],
+          [w], "bad-unsupported-attribute")
+
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    lenet()
+    bad()
+    print("wrote", sorted(os.listdir(OUT)))
