@@ -5,7 +5,7 @@ Run once by hand (the files are committed; `make test` does not need Python's on
     python3 -m venv /tmp/onnx-venv && /tmp/onnx-venv/bin/pip install onnx numpy
     /tmp/onnx-venv/bin/python scripts/make-onnx-fixtures.py
 
-lenet.onnx: a LeNet-style classifier with the layer set qat imports today, and
+lenet.onnx: a LeNet-style classifier for 28×28 images with the layer set qat imports today, and
 lenet-input.pb / lenet-output.pb: a batch of 3 inputs and the outputs of onnx's own
 reference evaluator (onnx.reference.ReferenceEvaluator), the outside reference the import
 is checked against. The bad-*.onnx files each carry one defect the importer must report.
@@ -68,16 +68,16 @@ def lenet():
         init("bn1.scale", [4]), init("bn1.bias", [4]), init("bn1.mean", [4], 0.1),
         numpy_helper.from_array((rng.random(4) + 0.5).astype(np.float32), "bn1.var"),
         init("conv2.weight", [6, 4, 3, 3]), init("conv3.weight", [6, 6, 3, 3]), init("conv3.bias", [6]),
-        init("fc1.weight", [16, 6 * 3 * 3]), init("fc1.bias", [16]),
+        init("fc1.weight", [16, 6 * 7 * 7], 0.1), init("fc1.bias", [16]),
         init("fc2.weight", [16, 10]), init("fc2.bias", [10]),
     ]
-    graph = helper.make_graph(nodes, "lenet", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 12, 12])],
+    graph = helper.make_graph(nodes, "lenet", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 28, 28])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
     # Opset 15: onnx's ReferenceEvaluator runs opset 9-13 BatchNormalization with a momentum
     # attribute as a training-mode update (not what ONNX specifies for one output); 14+ is exact.
     model = helper.make_model(graph, opset_imports=opsets(15), producer_name="qat make-onnx-fixtures.py")
     save(model, "lenet.onnx")
-    x = rng.standard_normal([3, 1, 12, 12]).astype(np.float32)
+    x = rng.standard_normal([3, 1, 28, 28]).astype(np.float32)
     (y,) = ReferenceEvaluator(model).run(None, {"image": x})
     onnx.save_tensor(numpy_helper.from_array(x, "image"), os.path.join(OUT, "lenet-input.pb"))
     onnx.save_tensor(numpy_helper.from_array(y, "logits"), os.path.join(OUT, "lenet-output.pb"))
