@@ -1,4 +1,4 @@
-// Requantize, max pool, residual add, quantize and dequantize: plain loops compiled three times
+// Requantize, max pool, residual add, quantize, dequantize and finishing depthwise accumulators: plain loops compiled three times
 // (elementwise_body.h) and picked by path like the GEMM kernels.
 #include <math.h>
 #include "int8_internal.h"
@@ -53,4 +53,9 @@ void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero
 
 void qat_i8_dequantize(qat_i8_path path, const int8_t *q, float scale, int32_t zero, float *x, size_t count) {
     DISPATCH(dequantize, q, scale, zero, x, count)
+}
+
+void qat_i8_finish(qat_i8_path path, const int32_t *acc, size_t rows, size_t cols, size_t acc_stride,
+                   qat_i8_output output, int channel, void *out) {
+    DISPATCH(finish, acc, rows, cols, acc_stride, output, channel, out)
 }

@@ -77,5 +77,37 @@ TARGET static void NAME(dequantize, SUFFIX)(const int8_t *q, float scale, int32_
     for (size_t i = 0; i < count; i++) x[i] = scale * (float)(q[i] - zero);
 }
 
+TARGET static void NAME(finish, SUFFIX)(const int32_t *acc, size_t rows, size_t cols, size_t acc_stride,
+                                        qat_i8_output o, int channel, void *out) {
+    const float scale = o.kind == QAT_I8_OUT_INT32 ? 0.0f : o.scale[channel];
+    const float offset = o.kind != QAT_I8_OUT_INT32 && o.offset ? o.offset[channel] : 0.0f;
+    const int has_offset = o.kind != QAT_I8_OUT_INT32 && o.offset != NULL;
+    for (size_t r = 0; r < rows; r++) {
+        const int32_t *a = acc + r * acc_stride;
+        switch (o.kind) {
+        case QAT_I8_OUT_INT32: {
+            int32_t *y = (int32_t *)out + r * cols;
+            for (size_t j = 0; j < cols; j++) y[j] = a[j];
+            break;
+        }
+        case QAT_I8_OUT_FLOAT: {
+            float *y = (float *)out + r * cols;
+            if (has_offset) for (size_t j = 0; j < cols; j++) y[j] = (float)a[j] * scale + offset;
+            else for (size_t j = 0; j < cols; j++) y[j] = (float)a[j] * scale;
+            break;
+        }
+        case QAT_I8_OUT_INT8: {
+            int8_t *y = (int8_t *)out + r * cols;
+            if (has_offset)
+                for (size_t j = 0; j < cols; j++)
+                    y[j] = qat_i8_requant_scaled((float)a[j] * scale + offset, o.zero_point, o.lo, o.hi);
+            else
+                for (size_t j = 0; j < cols; j++) y[j] = qat_i8_requant_scaled((float)a[j] * scale, o.zero_point, o.lo, o.hi);
+            break;
+        }
+        }
+    }
+}
+
 #undef NAME
 #undef NAME2

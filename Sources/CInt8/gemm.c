@@ -16,11 +16,13 @@ int qat_i8_cpu_supports(qat_i8_path path) {
     return 0;
 }
 
-static void *checked_malloc(size_t bytes) {
+void *qat_i8_checked_malloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);
     if (!p) { fprintf(stderr, "qat int8: out of memory (%zu bytes)\n", bytes); abort(); }
     return p;
 }
+
+static void *checked_malloc(size_t bytes) { return qat_i8_checked_malloc(bytes); }
 
 static int round_up16(int n) { return (n + 15) / 16 * 16; }
 
@@ -53,14 +55,18 @@ static void run_gemm(qat_i8_path path, const qat_i8_gemm *g) {
     }
 }
 
-// pool_k > 0: each image's requantized int8 output goes to a scratch buffer (still in L1) and
-// is max pooled from there into `out`, so the full-size conv output never exists.
-static void conv2d_impl(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
-                        const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
-                        qat_i8_output output, void *out, int pool_k, int pool_s) {
-    const int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
-    const int kk = c * k * k, k4 = (kk + 3) / 4, p = oh * ow, npad = round_up16(p);
-    const int hp = h + 2 * pad, wp = w + 2 * pad;
+// One image's groups through im2col + GEMM. pool_k > 0: each image's requantized int8 output goes
+// to a scratch buffer (still in L1) and is max pooled from there into `out`, so the full-size
+// conv output never exists.
+static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *cg,
+                        const int8_t *weight, const int32_t *bias, qat_i8_output output, void *out,
+                        int pool_k, int pool_s) {
+    const int c = cg->c, h = cg->h, w = cg->w, oc = cg->oc, groups = cg->groups;
+    const int oh = qat_i8_conv_out_h(cg), ow = qat_i8_conv_out_w(cg);
+    const int group_c = c / groups, group_oc = oc / groups;
+    const int kk = group_c * cg->kh * cg->kw, k4 = (kk + 3) / 4, p = oh * ow, npad = round_up16(p);
+    const int hp = h + cg->pad_top + cg->pad_bottom, wp = w + cg->pad_left + cg->pad_right;
+    // Weights [oc][group_c·kh·kw] are one matrix whose row blocks are the groups.
     int32_t *corr;
     int8_t *a = pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
 
@@ -70,36 +76,44 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int n, int c, int h, 
     uint8_t *xu = checked_malloc(padded + 64);
     memset(xu, (uint8_t)x_zero ^ 0x80, padded + 64);
     uint8_t *b = checked_malloc(((size_t)k4 * npad + 16) * 4);
+    const qat_i8_im2col_shape shape = {.c = group_c, .hp = hp, .wp = wp, .kh = cg->kh, .kw = cg->kw, .sh = cg->sh,
+                                       .sw = cg->sw, .dh = cg->dh, .dw = cg->dw, .oh = oh, .ow = ow, .k4 = k4, .npad = npad};
 
-    qat_i8_gemm g = {.m = oc, .n = p, .k4 = k4, .npad = npad, .a = a, .corr = corr, .b = b,
-                     .output = output, .row_stride = p, .col_stride = 1};
-    const size_t out_image = (size_t)oc * p * element_size(output.kind);
+    const size_t elem = element_size(output.kind), out_image = (size_t)oc * p * elem;
     int8_t *conv_image = NULL;
     size_t pooled_image = 0;
     if (pool_k > 0) {
         conv_image = checked_malloc(out_image);
         pooled_image = (size_t)oc * ((oh - pool_k) / pool_s + 1) * ((ow - pool_k) / pool_s + 1);
     }
-    for (int img = 0; img < n; img++) {
+    for (int img = 0; img < cg->n; img++) {
         const int8_t *src = x + (size_t)img * c * h * w;
         for (int ch = 0; ch < c; ch++) {
             for (int y = 0; y < h; y++) {
                 const int8_t *row = src + ((size_t)ch * h + y) * w;
-                uint8_t *dst = xu + ((size_t)ch * hp + y + pad) * wp + pad;
+                uint8_t *dst = xu + ((size_t)ch * hp + y + cg->pad_top) * wp + cg->pad_left;
                 for (int i = 0; i < w; i++) dst[i] = (uint8_t)row[i] ^ 0x80;
             }
         }
-        if (path == QAT_I8_PORTABLE) qat_i8_im2col_portable(xu, c, hp, wp, k, stride, oh, ow, k4, npad, b);
-        else qat_i8_im2col_fast(xu, c, hp, wp, k, stride, oh, ow, k4, npad, b);
-        if (pool_k > 0) {
-            g.out = conv_image;
-            run_gemm(path, &g);
-            qat_i8_maxpool(path, conv_image, (int8_t *)out + img * pooled_image, (size_t)oc,
-                           (size_t)oh, (size_t)ow, (size_t)pool_k, (size_t)pool_s);
-        } else {
-            g.out = (char *)out + img * out_image;
+        char *image_out = pool_k > 0 ? (char *)conv_image : (char *)out + img * out_image;
+        for (int grp = 0; grp < groups; grp++) {
+            const uint8_t *group_in = xu + (size_t)grp * group_c * hp * wp;
+            if (path == QAT_I8_PORTABLE) qat_i8_im2col_portable(group_in, &shape, b);
+            else qat_i8_im2col_fast(group_in, &shape, b);
+            const int row0 = grp * group_oc;
+            qat_i8_output group_output = output;
+            if (output.kind != QAT_I8_OUT_INT32) {
+                group_output.scale = output.scale + row0;
+                if (output.offset) group_output.offset = output.offset + row0;
+            }
+            qat_i8_gemm g = {.m = group_oc, .n = p, .k4 = k4, .npad = npad, .a = a + (size_t)row0 * k4 * 4,
+                             .corr = corr + row0, .b = b, .output = group_output,
+                             .out = image_out + (size_t)row0 * p * elem, .row_stride = p, .col_stride = 1};
             run_gemm(path, &g);
         }
+        if (pool_k > 0)
+            qat_i8_maxpool(path, conv_image, (int8_t *)out + img * pooled_image, (size_t)oc,
+                           (size_t)oh, (size_t)ow, (size_t)pool_k, (size_t)pool_s);
     }
     free(conv_image);
     free(b);
@@ -108,17 +122,32 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int n, int c, int h, 
     free(a);
 }
 
+static qat_i8_conv_geometry square_geometry(int n, int c, int h, int w, int oc, int k, int stride, int pad) {
+    return (qat_i8_conv_geometry){.n = n, .c = c, .h = h, .w = w, .oc = oc, .kh = k, .kw = k, .sh = stride, .sw = stride,
+                                  .dh = 1, .dw = 1, .pad_top = pad, .pad_left = pad, .pad_bottom = pad, .pad_right = pad,
+                                  .groups = 1};
+}
+
 void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
                    const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
                    qat_i8_output output, void *out) {
-    conv2d_impl(path, x, n, c, h, w, x_zero, weight, bias, oc, k, stride, pad, output, out, 0, 0);
+    const qat_i8_conv_geometry g = square_geometry(n, c, h, w, oc, k, stride, pad);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, 0, 0);
 }
 
 void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
                            const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
                            qat_i8_output output, int pool_k, int pool_s, int8_t *out) {
     output.kind = QAT_I8_OUT_INT8;
-    conv2d_impl(path, x, n, c, h, w, x_zero, weight, bias, oc, k, stride, pad, output, out, pool_k, pool_s);
+    const qat_i8_conv_geometry g = square_geometry(n, c, h, w, oc, k, stride, pad);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, pool_k, pool_s);
+}
+
+void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                           const int8_t *weight, const int32_t *bias, qat_i8_output output,
+                           int pool_k, int pool_s, void *out) {
+    if (pool_k > 0) output.kind = QAT_I8_OUT_INT8;
+    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool_k, pool_s);
 }
 
 void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,

@@ -1,50 +1,49 @@
 // Column matrices for conv2d in the GEMM's "VNNI layout" (int8_internal.h):
-//   b[q][p][t] = xu[ci][oy·stride + ky][ox·stride + kx]   for k = 4q + t = (ci, ky, kx), p = (oy, ox).
+//   b[q][p][t] = xu[ci][oy·sh + ky·dh][ox·sw + kx·dw]   for k = 4q + t = (ci, ky, kx), p = (oy, ox).
 // k past the end (padding to a multiple of 4) repeats k = 0: its weight is zero.
 #include <immintrin.h>
 #include <string.h>
 #include "int8_internal.h"
 
 // Offset into the padded image of the first input pixel that tap k reads.
-static size_t tap_offset(int k_index, int kk, int k, int hp, int wp) {
-    if (k_index >= kk) k_index = 0;
-    const int ci = k_index / (k * k), ky = k_index / k % k, kx = k_index % k;
-    return ((size_t)ci * hp + ky) * wp + kx;
+static size_t tap_offset(int k_index, const qat_i8_im2col_shape *s) {
+    const int taps = s->kh * s->kw;
+    if (k_index >= s->c * taps) k_index = 0;
+    const int ci = k_index / taps, ky = k_index / s->kw % s->kh, kx = k_index % s->kw;
+    return ((size_t)ci * s->hp + (size_t)ky * s->dh) * s->wp + (size_t)kx * s->dw;
 }
 
-void qat_i8_im2col_portable(const uint8_t *xu, int c, int hp, int wp, int k, int stride,
-                            int oh, int ow, int k4, int npad, uint8_t *b) {
-    const int kk = c * k * k;
-    for (int q = 0; q < k4; q++) {
+void qat_i8_im2col_portable(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t *b) {
+    const size_t row_step = (size_t)s->sh * s->wp;
+    for (int q = 0; q < s->k4; q++) {
         for (int t = 0; t < 4; t++) {
-            const uint8_t *src = xu + tap_offset(4 * q + t, kk, k, hp, wp);
-            uint8_t *dst = b + (size_t)q * npad * 4 + t;
-            for (int oy = 0; oy < oh; oy++)
-                for (int ox = 0; ox < ow; ox++)
-                    dst[((size_t)oy * ow + ox) * 4] = src[(size_t)oy * stride * wp + (size_t)ox * stride];
+            const uint8_t *src = xu + tap_offset(4 * q + t, s);
+            uint8_t *dst = b + (size_t)q * s->npad * 4 + t;
+            for (int oy = 0; oy < s->oh; oy++)
+                for (int ox = 0; ox < s->ow; ox++)
+                    dst[((size_t)oy * s->ow + ox) * 4] = src[oy * row_step + (size_t)ox * s->sw];
         }
     }
 }
 
-// Stride 1: the four taps of a group read four contiguous input rows, so 16 columns at a time
-// are a byte interleave of four 16-byte loads (two rounds of unpack). A chunk may run up to 15
-// columns past the row: it reads the next bytes of the image (or its 64 spare bytes) and writes
-// columns that the next row, the next group, or nobody (the GEMM ignores columns ≥ p; b has 16
-// spare columns) overwrites. Other strides use the portable loop.
-QAT_I8_TARGET_AVX2 void qat_i8_im2col_fast(const uint8_t *xu, int c, int hp, int wp, int k, int stride,
-                                           int oh, int ow, int k4, int npad, uint8_t *b) {
-    if (stride != 1) { qat_i8_im2col_portable(xu, c, hp, wp, k, stride, oh, ow, k4, npad, b); return; }
-    const int kk = c * k * k;
-    for (int q = 0; q < k4; q++) {
-        const uint8_t *s0 = xu + tap_offset(4 * q, kk, k, hp, wp);
-        const uint8_t *s1 = xu + tap_offset(4 * q + 1, kk, k, hp, wp);
-        const uint8_t *s2 = xu + tap_offset(4 * q + 2, kk, k, hp, wp);
-        const uint8_t *s3 = xu + tap_offset(4 * q + 3, kk, k, hp, wp);
-        uint8_t *dst = b + (size_t)q * npad * 4;
-        for (int oy = 0; oy < oh; oy++) {
-            const size_t row = (size_t)oy * wp;
-            uint8_t *d = dst + (size_t)oy * ow * 4;
-            for (int ox = 0; ox < ow; ox += 16) {
+// Column stride 1: the four taps of a group read four contiguous input rows, so 16 columns at a
+// time are a byte interleave of four 16-byte loads (two rounds of unpack). A chunk may run up to
+// 15 columns past the row: it reads the next bytes of the image (or its 64 spare bytes) and
+// writes columns that the next row, the next group, or nobody (the GEMM ignores columns ≥ p; b
+// has 16 spare columns) overwrites. Other column strides use the portable loop.
+QAT_I8_TARGET_AVX2 void qat_i8_im2col_fast(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t *b) {
+    if (s->sw != 1) { qat_i8_im2col_portable(xu, s, b); return; }
+    const size_t row_step = (size_t)s->sh * s->wp;
+    for (int q = 0; q < s->k4; q++) {
+        const uint8_t *s0 = xu + tap_offset(4 * q, s);
+        const uint8_t *s1 = xu + tap_offset(4 * q + 1, s);
+        const uint8_t *s2 = xu + tap_offset(4 * q + 2, s);
+        const uint8_t *s3 = xu + tap_offset(4 * q + 3, s);
+        uint8_t *dst = b + (size_t)q * s->npad * 4;
+        for (int oy = 0; oy < s->oh; oy++) {
+            const size_t row = (size_t)oy * row_step;
+            uint8_t *d = dst + (size_t)oy * s->ow * 4;
+            for (int ox = 0; ox < s->ow; ox += 16) {
                 const __m128i x0 = _mm_loadu_si128((const __m128i *)(s0 + row + ox));
                 const __m128i x1 = _mm_loadu_si128((const __m128i *)(s1 + row + ox));
                 const __m128i x2 = _mm_loadu_si128((const __m128i *)(s2 + row + ox));

@@ -81,15 +81,55 @@ static inline void qat_i8_store1(const qat_i8_gemm *g, int row, int col, int32_t
     }
 }
 
-// Column-matrix builders (im2col.c). `xu` is one image, already shifted to u8 and padded:
-// [c][hp][wp] with hp = h + 2·pad, wp = w + 2·pad, followed by at least 64 spare bytes.
-void qat_i8_im2col_portable(const uint8_t *xu, int c, int hp, int wp, int k, int stride,
-                            int oh, int ow, int k4, int npad, uint8_t *b);
-void qat_i8_im2col_fast(const uint8_t *xu, int c, int hp, int wp, int k, int stride,
-                        int oh, int ow, int k4, int npad, uint8_t *b);
+// Column-matrix builders (im2col.c). `xu` is one image (or one group's channels of it), already
+// shifted to u8 and padded: [c][hp][wp] with hp = h + pad_top + pad_bottom, wp likewise, followed
+// by at least 64 spare bytes.
+typedef struct {
+    int c, hp, wp;   // padded input channels
+    int kh, kw, sh, sw, dh, dw;
+    int oh, ow;
+    int k4, npad;    // GEMM operand: k = c·kh·kw in groups of 4, columns padded to 16
+} qat_i8_im2col_shape;
+
+void qat_i8_im2col_portable(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t *b);
+void qat_i8_im2col_fast(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t *b);
+
+// Depthwise conv's per-channel operand (depthwise.c): for each padded input row y and group of 4
+// kernel columns g (kw4 = ⌈kw/4⌉ groups), the 4 bytes of output column ox sit together,
+//   rows[((y·kw4 + g)·owpad + ox)·4 + t] = plane[y][ox·sw + (4g + t)·dw]   (4g + t < kw; else column 0, weight zero)
+// so kernel row ky of output row oy is kw4 "4 taps × owpad columns" blocks at row y = oy·sh + ky·dh:
+// the GEMM's VNNI layout with the kernel row's taps as k. owpad is a multiple of 16.
+typedef struct {
+    int hp, wp, kw, sw, dw, ow, kw4, owpad;
+} qat_i8_rows_shape;
+
+void qat_i8_depthwise_rows_portable(const uint8_t *plane, const qat_i8_rows_shape *s, uint8_t *rows);
+void qat_i8_depthwise_rows_fast(const uint8_t *plane, const qat_i8_rows_shape *s, uint8_t *rows);
+
+// One output plane's accumulators: acc[oy·owpad + ox] = corr + Σ_ky Σ_g Σ_t rows(oy·sh + ky·dh, g, ox, t)·w[ky][g][t],
+// w: [kh][kw4][4] int8 with zero weights past kw. Columns ow…owpad − 1 are scratch.
+typedef struct {
+    const uint8_t *rows;
+    const int8_t *w;
+    int32_t corr;
+    int kh, sh, dh, kw4, oh, owpad;
+    int32_t *acc;
+} qat_i8_depthwise_plane;
+
+void qat_i8_depthwise_plane_portable(const qat_i8_depthwise_plane *p);
+void qat_i8_depthwise_plane_avx2(const qat_i8_depthwise_plane *p);
+void qat_i8_depthwise_plane_vnni(const qat_i8_depthwise_plane *p);
+
+// Writes rows × cols accumulators (row r at acc + r·acc_stride) of channel `channel` to `out`
+// (rows·cols contiguous elements) as output.kind says: the formula of qat_i8_store1 (elementwise.c).
+void qat_i8_finish(qat_i8_path path, const int32_t *acc, size_t rows, size_t cols, size_t acc_stride,
+                   qat_i8_output output, int channel, void *out);
 
 // 2×2 stride-2 max pool for the AVX2 and VNNI paths (im2col.c); h, w ≥ 2.
 void qat_i8_maxpool2x2_fast(const int8_t *x, int8_t *y, size_t planes, size_t h, size_t w);
+
+// malloc that aborts with a message when memory runs out (gemm.c).
+void *qat_i8_checked_malloc(size_t bytes);
 
 #define QAT_I8_TARGET_AVX2 __attribute__((target("avx2")))
 #define QAT_I8_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))

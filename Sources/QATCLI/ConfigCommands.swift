@@ -39,7 +39,7 @@ struct PlanCommand: ParsableCommand {
             let settings = try RunSettings.parse(root)
             let spec = try ModelSource.load(file: model ?? settings.modelSpec).spec
             let plan = try retrain.resolve(for: spec)
-            print(plan.table())
+            print(plan.table(floatNodes: floatNodeLayers(of: spec)))
         }
     }
 }

@@ -68,6 +68,7 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
     let graph: ModelGraph
     do {
         graph = try ModelGraph(spec)
+        try graph.requireClassifier()
     } catch {
         findings.append(.init(.error, "spec", "-", "\(error)"))
         return ModelCheckReport(model: spec.name, configFile: config.file, findings: findings)

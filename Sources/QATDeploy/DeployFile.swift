@@ -13,7 +13,7 @@ public struct DeployFile: Equatable, Sendable {
     public static let formatVersion = 1
 
     public var modelName: String
-    /// One sample's shape, [C, H, W].
+    /// One sample's shape, e.g. [C, H, W].
     public var inputShape: [Int]
     public var numberOfClasses: Int
     /// The spec of the trained model (informational: names, topology before folding).
@@ -53,6 +53,11 @@ public struct DeployNode: Equatable, Sendable {
         case avgpool2d
         /// Float, or on codes when both inputs are codes and `output` is set.
         case add
+        /// Float only: the training op in eval mode, between dequantize and quantize.
+        case clip, leakyReLU = "leaky_relu", sigmoid, hardSigmoid = "hard_sigmoid", hardSwish = "hard_swish"
+        case globalAvgpool2d = "global_avgpool2d", mul, concat
+        /// Float, no inputs: `floatTensors["value"]`, [1, ...constantShape], broadcast over the batch.
+        case constant
     }
 
     /// Unique within the file: the spec layer name, or "quantize:<value>" for inserted quantize nodes.
@@ -70,12 +75,24 @@ public struct DeployNode: Equatable, Sendable {
     /// With int8 output: the activation fused into it as saturation of the codes, if any.
     public var fusedActivation: FusedActivation?
     // Geometry (conv2d, pools).
-    public var kernelSize = 1, stride = 1, padding = 0
+    public var kernel = Size2D(1), stride = Size2D(1)
+    public var padding = Padding2D(0)
+    /// conv2d: the dilation, and the groups the channels split into (depthwise: groups == in_channels).
+    public var dilation = Size2D(1)
+    public var groups = 1
+    /// Pools: output sizes round up; average pools count padded cells in the divisor.
+    public var ceilMode = false, countIncludePad = true
     // conv2d / linear
     public var inputChannels = 0, outputChannels = 0
+    /// clip, leaky_relu, hard_sigmoid: their attributes.
+    public var clip = ClipAttributes()
+    public var leakyReLU = LeakyReLUAttributes()
+    public var hardSigmoid = HardSigmoidAttributes()
+    /// constant: one sample's shape.
+    public var constantShape: [Int] = []
     /// Integer layers: the quantizer of the input codes (s_d, o_d).
     public var inputQuantizer: QuantizationGrid?
-    /// Integer layers: w_q [O, C, K, K] or [O, I].
+    /// Integer layers: w_q [O, C / groups, KH, KW] or [O, I].
     public var weightCodes: [Int8] = []
     /// Integer layers: b_q [O].
     public var biasCodes: [Int32] = []
@@ -104,19 +121,23 @@ public struct DeployNode: Equatable, Sendable {
     public var isInteger: Bool { inputQuantizer != nil }
 
     /// How many inputs the op reads.
-    public var inputCount: Int {
+    public var inputCount: ClosedRange<Int> {
         switch op {
-        case .add: return 2
-        case .quantize, .conv2d, .linear, .batchnorm2d, .relu, .relu6, .maxpool2d, .flatten, .avgpool2d: return 1
+        case .constant: return 0...0
+        case .add, .mul: return 2...2
+        case .concat: return 2...Int.max
+        case .quantize, .conv2d, .linear, .batchnorm2d, .relu, .relu6, .maxpool2d, .flatten, .avgpool2d, .clip, .leakyReLU,
+             .sigmoid, .hardSigmoid, .hardSwish, .globalAvgpool2d: return 1...1
         }
     }
 
-    /// The weight's shape for conv2d ([O, C, K, K]) and linear ([O, I]) nodes; nil for other ops.
+    /// The weight's shape for conv2d ([O, C / groups, KH, KW]) and linear ([O, I]) nodes; nil for other ops.
     public var weightShape: [Int]? {
         switch op {
-        case .conv2d: return [outputChannels, inputChannels, kernelSize, kernelSize]
+        case .conv2d: return [outputChannels, inputChannels / max(groups, 1), kernel.height, kernel.width]
         case .linear: return [outputChannels, inputChannels]
-        case .quantize, .batchnorm2d, .relu, .relu6, .maxpool2d, .flatten, .avgpool2d, .add: return nil
+        case .quantize, .batchnorm2d, .relu, .relu6, .maxpool2d, .flatten, .avgpool2d, .add, .clip, .leakyReLU, .sigmoid,
+             .hardSigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat, .constant: return nil
         }
     }
 }
@@ -178,8 +199,8 @@ extension DeployFile {
         guard version == formatVersion else {
             throw fail(nil, "deploy format version \(version) is not supported (this qat reads version \(formatVersion))")
         }
-        guard case .int64s(let shape) = try file.attribute("input_shape"), shape.count == 3 else {
-            throw fail("/", "input_shape must be three int64 values")
+        guard case .int64s(let shape) = try file.attribute("input_shape"), !shape.isEmpty else {
+            throw fail("/", "input_shape must be an array of int64 values")
         }
         let order = try file.stringsAttribute("order", of: "/nodes")
         var nodes: [DeployNode] = []
@@ -206,8 +227,15 @@ extension DeployFile {
                 throw fail(object, "input '\(input)' is not an earlier node")
             }
             guard known.insert(node.name).inserted else { throw fail(object, "duplicate node name") }
-            guard node.inputs.count == node.inputCount else {
-                throw fail(object, "\(node.op.rawValue) takes \(node.inputCount) input(s), got \(node.inputs.count)")
+            guard node.inputCount.contains(node.inputs.count) else {
+                let count = node.inputCount.upperBound == Int.max ? "\(node.inputCount.lowerBound) or more" : "\(node.inputCount.lowerBound)"
+                throw fail(object, "\(node.op.rawValue) takes \(count) input(s), got \(node.inputs.count)")
+            }
+            guard node.op != .conv2d || (node.groups >= 1 && node.inputChannels % node.groups == 0 && node.outputChannels % node.groups == 0) else {
+                throw fail(object, "groups \(node.groups) does not divide in_channels \(node.inputChannels) and out_channels \(node.outputChannels)")
+            }
+            if node.op == .constant && node.floatTensors["value"]?.shape != [1] + node.constantShape {
+                throw fail(object, "constant without a value of shape \([1] + node.constantShape)")
             }
             if node.op == .quantize && node.output == nil { throw fail(object, "quantize node without output quantizer") }
             if let weightShape = node.weightShape {
@@ -255,11 +283,12 @@ extension DeployNode {
             try attribute("in_channels", .int64(Int64(inputChannels)))
             try attribute("out_channels", .int64(Int64(outputChannels)))
             if op == .conv2d {
-                try attribute("kernel_size", .int64(Int64(kernelSize)))
-                try attribute("stride", .int64(Int64(stride)))
-                try attribute("padding", .int64(Int64(padding)))
+                try writeGeometry(attribute)
+                // Written only when not the default, so files of plain convs keep their bytes.
+                if dilation != Size2D(1) { try attribute("dilation", .int64s([dilation.height, dilation.width].map(Int64.init))) }
+                if groups != 1 { try attribute("groups", .int64(Int64(groups))) }
             }
-            let weightShape = op == .conv2d ? [outputChannels, inputChannels, kernelSize, kernelSize] : [outputChannels, inputChannels]
+            let weightShape = self.weightShape!
             if let inputQuantizer {
                 try attribute("integer", .int64(1))
                 try attribute("input_scale", .double(Double(inputQuantizer.scale)))
@@ -282,10 +311,38 @@ extension DeployNode {
             try attribute("epsilon", .double(Double(epsilon)))
             for (key, tensor) in floatTensors.sorted(by: { $0.key < $1.key }) { try file.write(tensor, at: group + "/" + key) }
         case .maxpool2d, .avgpool2d:
-            try attribute("kernel_size", .int64(Int64(kernelSize)))
-            try attribute("stride", .int64(Int64(stride)))
-        case .quantize, .relu, .relu6, .flatten, .add:
+            try writeGeometry(attribute)
+            if ceilMode { try attribute("ceil_mode", .int64(1)) }
+            if op == .avgpool2d && !countIncludePad { try attribute("count_include_pad", .int64(0)) }
+        case .clip:
+            try attribute("min", .double(Double(clip.min)))
+            try attribute("max", .double(Double(clip.max)))
+        case .leakyReLU:
+            try attribute("negative_slope", .double(Double(leakyReLU.negativeSlope)))
+        case .hardSigmoid:
+            try attribute("alpha", .double(Double(hardSigmoid.alpha)))
+            try attribute("beta", .double(Double(hardSigmoid.beta)))
+        case .constant:
+            try attribute("shape", .int64s(constantShape.map(Int64.init)))
+            for (key, tensor) in floatTensors.sorted(by: { $0.key < $1.key }) { try file.write(tensor, at: group + "/" + key) }
+        case .quantize, .relu, .relu6, .flatten, .add, .sigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
             break
+        }
+    }
+
+    /// kernel_size and stride as an int64 when square, else [h, w]; padding as an int64 when
+    /// all sides agree (the form of files from before rectangular geometry), else [top, left,
+    /// bottom, right]. Pools write padding only when there is some.
+    private func writeGeometry(_ attribute: (String, HDF5Attribute) throws -> Void) throws {
+        func size(_ s: Size2D) -> HDF5Attribute {
+            s.height == s.width ? .int64(Int64(s.height)) : .int64s([Int64(s.height), Int64(s.width)])
+        }
+        try attribute("kernel_size", size(kernel))
+        try attribute("stride", size(stride))
+        let uniform = padding == Padding2D(padding.top)
+        if op == .conv2d || !uniform || padding.top != 0 {
+            try attribute("padding", uniform ? .int64(Int64(padding.top))
+                                             : .int64s([padding.top, padding.left, padding.bottom, padding.right].map(Int64.init)))
         }
     }
 
@@ -302,6 +359,27 @@ extension DeployNode {
             let value = try int(name)
             guard let z = Int8(exactly: value) else { throw fail(group, "\(name) \(value) is outside int8") }
             return z
+        }
+        /// An int64, or an int64 array (the geometry of rectangular kernels).
+        func ints(_ name: String) throws -> [Int] {
+            switch try file.attribute(name, of: group) {
+            case .int64(let v): return [Int(v)]
+            case .int64s(let v): return v.map { Int($0) }
+            case let other: throw fail(group, "attribute '\(name)' has type \(other.typeName), expected int64 or int64 array")
+            }
+        }
+        func size(_ name: String) throws -> Size2D {
+            let v = try ints(name)
+            guard v.count == 1 || v.count == 2, v.allSatisfy({ $0 >= 1 }) else { throw fail(group, "\(name) must be one or two positive ints, got \(v)") }
+            return v.count == 1 ? Size2D(v[0]) : Size2D(height: v[0], width: v[1])
+        }
+        func readGeometry() throws {
+            node.kernel = try size("kernel_size")
+            node.stride = try size("stride")
+            guard try file.hasAttribute("padding", on: group) else { return }
+            let p = try ints("padding")
+            guard p.count == 1 || p.count == 4, p.allSatisfy({ $0 >= 0 }) else { throw fail(group, "padding must be one or four ints ≥ 0, got \(p)") }
+            node.padding = p.count == 1 ? Padding2D(p[0]) : Padding2D(top: p[0], left: p[1], bottom: p[2], right: p[3])
         }
         func scale(_ name: String) throws -> Float {
             let value = Float(try file.doubleAttribute(name, of: group))
@@ -322,9 +400,9 @@ extension DeployNode {
             node.inputChannels = try int("in_channels")
             node.outputChannels = try int("out_channels")
             if op == .conv2d {
-                node.kernelSize = try int("kernel_size")
-                node.stride = try int("stride")
-                node.padding = try int("padding")
+                try readGeometry()
+                if try file.hasAttribute("dilation", on: group) { node.dilation = try size("dilation") }
+                if try file.hasAttribute("groups", on: group) { node.groups = try int("groups") }
             }
             if try int("integer") != 0 {
                 node.inputQuantizer = QuantizationGrid(bits: 8, scale: try scale("input_scale"), offset: Int(try zeroPoint("input_zero_point")))
@@ -346,9 +424,20 @@ extension DeployNode {
             node.epsilon = Float(try file.doubleAttribute("epsilon", of: group))
             for key in try file.children(of: group) { node.floatTensors[key] = try file.readTensor(at: group + "/" + key) }
         case .maxpool2d, .avgpool2d:
-            node.kernelSize = try int("kernel_size")
-            node.stride = try int("stride")
-        case .quantize, .relu, .relu6, .flatten, .add:
+            try readGeometry()
+            if try file.hasAttribute("ceil_mode", on: group) { node.ceilMode = try int("ceil_mode") != 0 }
+            if try file.hasAttribute("count_include_pad", on: group) { node.countIncludePad = try int("count_include_pad") != 0 }
+        case .clip:
+            node.clip = ClipAttributes(min: Float(try file.doubleAttribute("min", of: group)), max: Float(try file.doubleAttribute("max", of: group)))
+        case .leakyReLU:
+            node.leakyReLU = LeakyReLUAttributes(negativeSlope: Float(try file.doubleAttribute("negative_slope", of: group)))
+        case .hardSigmoid:
+            node.hardSigmoid = HardSigmoidAttributes(alpha: Float(try file.doubleAttribute("alpha", of: group)),
+                                                     beta: Float(try file.doubleAttribute("beta", of: group)))
+        case .constant:
+            node.constantShape = try ints("shape")
+            for key in try file.children(of: group) { node.floatTensors[key] = try file.readTensor(at: group + "/" + key) }
+        case .quantize, .relu, .relu6, .flatten, .add, .sigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
             break
         }
         return node

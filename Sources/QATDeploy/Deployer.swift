@@ -21,8 +21,11 @@ public func deploy(checkpoint: String, output: String) throws {
 ///   quantizer; a ReLU or ReLU6 that is the value's only consumer becomes saturation of the
 ///   codes (at the zero point, and for ReLU6 at the code of 6.0).
 ///   Otherwise the value stays float, and each quantized consumer quantizes it itself.
-/// - Adds, average pools, BatchNorms that cannot fold and unquantized conv/linear layers run in
-///   float with the training ops (eval mode), so they match the fake-quant model exactly.
+/// - Adds, average pools, the layers without an integer form (sigmoid, hard sigmoid, hard swish,
+///   leaky ReLU, clip, mul, concat, global average pool, constants: lowering `.float`),
+///   BatchNorms that cannot fold and unquantized conv/linear layers run in float with the
+///   training ops (eval mode), between dequantize and quantize, so they match the fake-quant
+///   model exactly.
 /// See docs/DEPLOY-FORMAT.md.
 public enum Deployer {
     /// Loads a QAT checkpoint (eval mode) and deploys it. Errors name the file and the layer.
@@ -227,7 +230,7 @@ private struct Builder {
                     continue
                 }
             case .float:
-                break
+                if let constant = layer as? ConstantLayer { node.floatTensors["value"] = constant.value }
             }
             nodes.append(node)
             finishFloat(i, node: node.name)

@@ -163,6 +163,78 @@ public enum Int8Kernels {
         return dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_FLOAT, scales: scales, offsets: offsets, zeroPoint: 0, lo: 0, hi: 0)
     }
 
+    // MARK: General convolution (rectangular kernel, stride, dilation, asymmetric padding, groups)
+
+    /// How a general convolution runs. `automatic` picks the direct depthwise kernel when
+    /// `Int8ConvGeometry.isDepthwise`, else im2col + GEMM per group; the others force one (tests
+    /// compare them). Every choice gives the same results.
+    enum ConvAlgorithm { case automatic, im2colGEMM, depthwiseDirect }
+
+    /// Convolution on codes, NCHW in and out, requantized into the next layer's codes, for any
+    /// geometry the float conv accepts. x: [N, C, H, W] codes with zero point `inputZeroPoint`;
+    /// weights: [O, C/groups, KH, KW] (w_q); bias: [O] (b_q) → [N, O, Ho, Wo]. Padding is the
+    /// code `inputZeroPoint` (real zero). Depthwise geometries run a direct kernel.
+    public static func conv2d(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                              bias: [Int32], requantize r: Requantization, path: Path = activePath) -> [Int8] {
+        conv2d(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, requantize: r, path: path, algorithm: .automatic)
+    }
+
+    static func conv2d(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8], bias: [Int32],
+                       requantize r: Requantization, path: Path, algorithm: ConvAlgorithm) -> [Int8] {
+        precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
+        return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
+                           offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound))
+    }
+
+    /// `conv2d` then a max pool (window `poolKernel`, stride `poolStride`, no padding) on each
+    /// output plane, as one kernel. → [N, O, (Ho − k)/s + 1, (Wo − k)/s + 1].
+    public static func conv2dMaxPool(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                     bias: [Int32], requantize r: Requantization, poolKernel: Int, poolStride: Int,
+                                     path: Path = activePath) -> [Int8] {
+        conv2dMaxPool(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, requantize: r,
+                      poolKernel: poolKernel, poolStride: poolStride, path: path, algorithm: .automatic)
+    }
+
+    static func conv2dMaxPool(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8], bias: [Int32],
+                              requantize r: Requantization, poolKernel: Int, poolStride: Int, path: Path,
+                              algorithm: ConvAlgorithm) -> [Int8] {
+        precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
+        precondition(poolKernel > 0 && poolStride > 0 && poolKernel <= g.outputHeight && poolKernel <= g.outputWidth,
+                     "conv2dMaxPool: bad window \(poolKernel)/\(poolStride)")
+        let pooled = ((g.outputHeight - poolKernel) / poolStride + 1) * ((g.outputWidth - poolKernel) / poolStride + 1)
+        return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
+                           offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound),
+                           pool: (poolKernel, poolStride), count: g.batch * g.outputChannels * pooled)
+    }
+
+    /// The same convolution, returning the raw accumulators Σ (q_x − o_d)·w_q + b_q.
+    public static func conv2dAccumulators(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                          bias: [Int32], path: Path = activePath) -> [Int32] {
+        conv2dAccumulators(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, path: path, algorithm: .automatic)
+    }
+
+    static func conv2dAccumulators(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                   bias: [Int32], path: Path, algorithm: ConvAlgorithm) -> [Int32] {
+        generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, kind: QAT_I8_OUT_INT32, scales: [], offsets: nil,
+                    zeroPoint: 0, lo: 0, hi: 0)
+    }
+
+    /// The same convolution, dequantized: `Float(acc) * scales[c] (+ offsets[c])`.
+    public static func conv2dDequantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                         bias: [Int32], scales: [Float], offsets: [Float]? = nil,
+                                         path: Path = activePath) -> [Float] {
+        conv2dDequantized(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, scales: scales, offsets: offsets,
+                          path: path, algorithm: .automatic)
+    }
+
+    static func conv2dDequantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8], bias: [Int32],
+                                  scales: [Float], offsets: [Float]?, path: Path, algorithm: ConvAlgorithm) -> [Float] {
+        precondition(scales.count == g.outputChannels, "conv2d: \(scales.count) scales for \(g.outputChannels) channels")
+        precondition(offsets == nil || offsets!.count == g.outputChannels, "conv2d: offsets for \(g.outputChannels) channels")
+        return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, kind: QAT_I8_OUT_FLOAT, scales: scales,
+                           offsets: offsets, zeroPoint: 0, lo: 0, hi: 0)
+    }
+
     // MARK: Element-wise kernels
 
     /// Requantizes accumulators laid out [N, channels, planeSize] (planeSize 1 for a matrix).
@@ -260,6 +332,36 @@ public enum Int8Kernels {
         checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
     }
 
+    private static func generalConv<T>(_ x: [Int8], _ g: Int8ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
+                                       _ path: Path, _ algorithm: ConvAlgorithm, kind: qat_i8_out_kind, scales: [Float],
+                                       offsets: [Float]?, zeroPoint: Int32, lo: Int32, hi: Int32,
+                                       pool: (kernel: Int, stride: Int) = (0, 0), count: Int? = nil) -> [T] {
+        precondition(g.isValid, "conv2d: bad geometry \(g)")
+        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
+        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
+        precondition(bias.count == g.outputChannels, "conv2d: \(bias.count) biases for \(g.outputChannels) channels")
+        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
+        let direct: Bool
+        switch algorithm {
+        case .automatic: direct = g.isDepthwise
+        case .im2colGEMM: direct = false
+        case .depthwiseDirect:
+            precondition(g.groups == g.channels, "conv2d: the depthwise kernel needs groups == channels, not \(g)")
+            direct = true
+        }
+        var geometry = g.c
+        let count = count ?? g.batch * g.outputChannels * g.outputHeight * g.outputWidth
+        return withOutput(kind, scales, offsets, zeroPoint, lo, hi) { output in
+            makeArray(count) { (out: UnsafeMutablePointer<T>) in
+                if direct {
+                    qat_i8_conv2d_depthwise(path.c, x, zero, &geometry, weights, bias, output, Int32(pool.kernel), Int32(pool.stride), out)
+                } else {
+                    qat_i8_conv2d_grouped(path.c, x, zero, &geometry, weights, bias, output, Int32(pool.kernel), Int32(pool.stride), out)
+                }
+            }
+        }
+    }
+
     private static func dense<T>(_ x: [Int8], _ batch: Int, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
                                  _ path: Path, kind: qat_i8_out_kind, scales: [Float], offsets: [Float]?,
                                  zeroPoint: Int32, lo: Int32, hi: Int32) -> [T] {
@@ -276,6 +378,61 @@ public enum Int8Kernels {
     }
 }
 
+
+/// The shape of a general integer convolution (ONNX Conv, PyTorch Conv2d), NCHW: input
+/// [batch, channels, height, width], weights [outputChannels, channels/groups, kernelHeight,
+/// kernelWidth], output [batch, outputChannels, outputHeight, outputWidth] with
+/// `outputHeight = (height + padTop + padBottom − dilationHeight·(kernelHeight − 1) − 1) / strideHeight + 1`
+/// (and likewise across). Output channel o reads the input channels of its group
+/// o / (outputChannels/groups). Kept apart from the float side's geometry so the INT8 kernels
+/// describe their own operands.
+public struct Int8ConvGeometry: Equatable, Sendable {
+    public var batch, channels, height, width, outputChannels: Int
+    public var kernelHeight, kernelWidth: Int
+    public var strideHeight, strideWidth: Int
+    public var dilationHeight, dilationWidth: Int
+    public var padTop, padLeft, padBottom, padRight: Int
+    public var groups: Int
+
+    public init(batch: Int, channels: Int, height: Int, width: Int, outputChannels: Int,
+                kernelHeight: Int, kernelWidth: Int, strideHeight: Int = 1, strideWidth: Int = 1,
+                dilationHeight: Int = 1, dilationWidth: Int = 1,
+                padTop: Int = 0, padLeft: Int = 0, padBottom: Int = 0, padRight: Int = 0, groups: Int = 1) {
+        (self.batch, self.channels, self.height, self.width, self.outputChannels) = (batch, channels, height, width, outputChannels)
+        (self.kernelHeight, self.kernelWidth, self.strideHeight, self.strideWidth) = (kernelHeight, kernelWidth, strideHeight, strideWidth)
+        (self.dilationHeight, self.dilationWidth) = (dilationHeight, dilationWidth)
+        (self.padTop, self.padLeft, self.padBottom, self.padRight) = (padTop, padLeft, padBottom, padRight)
+        self.groups = groups
+    }
+
+    public var outputHeight: Int { (height + padTop + padBottom - dilationHeight * (kernelHeight - 1) - 1) / strideHeight + 1 }
+    public var outputWidth: Int { (width + padLeft + padRight - dilationWidth * (kernelWidth - 1) - 1) / strideWidth + 1 }
+    /// Products per output: (channels/groups)·kernelHeight·kernelWidth.
+    public var patchSize: Int { channels / groups * kernelHeight * kernelWidth }
+    /// groups == channels > 1: each input channel has its own filters (outputChannels/channels of
+    /// them); runs on the direct depthwise kernel.
+    public var isDepthwise: Bool { groups > 1 && groups == channels }
+
+    /// Positive sizes, strides and dilations, padding ≥ 0, groups dividing both channel counts,
+    /// and at least one output pixel (the padded input must hold the dilated kernel).
+    public var isValid: Bool {
+        let positive = [batch, channels, height, width, outputChannels, kernelHeight, kernelWidth,
+                        strideHeight, strideWidth, dilationHeight, dilationWidth, groups].allSatisfy { $0 > 0 }
+        let padded = height + padTop + padBottom - dilationHeight * (kernelHeight - 1) - 1
+        let across = width + padLeft + padRight - dilationWidth * (kernelWidth - 1) - 1
+        return positive && [padTop, padLeft, padBottom, padRight].allSatisfy { $0 >= 0 }
+            && channels % groups == 0 && outputChannels % groups == 0 && padded >= 0 && across >= 0
+            && [batch, channels, height, width, outputChannels].allSatisfy { $0 <= Int(Int32.max) }
+    }
+
+    var c: qat_i8_conv_geometry {
+        qat_i8_conv_geometry(n: Int32(batch), c: Int32(channels), h: Int32(height), w: Int32(width), oc: Int32(outputChannels),
+                             kh: Int32(kernelHeight), kw: Int32(kernelWidth), sh: Int32(strideHeight), sw: Int32(strideWidth),
+                             dh: Int32(dilationHeight), dw: Int32(dilationWidth),
+                             pad_top: Int32(padTop), pad_left: Int32(padLeft), pad_bottom: Int32(padBottom), pad_right: Int32(padRight),
+                             groups: Int32(groups))
+    }
+}
 
 extension QuantizationGrid {
     /// The offset as the int8 kernels take it; only 8-bit grids have one.

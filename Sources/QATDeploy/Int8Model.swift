@@ -36,8 +36,9 @@ public final class Int8Model {
         let node: DeployNode
         /// Input indices into the value list (0 is the model input, node i is i + 1).
         let inputs: [Int]
-        /// Per-sample input and output shapes.
+        /// Per-sample input and output shapes (inputShape: the first input's; [] for a constant).
         let inputShape: [Int]
+        let inputShapes: [[Int]]
         let outputShape: [Int]
         // Prepared once at load.
         let requantization: Int8Kernels.Requantization?
@@ -61,6 +62,7 @@ public final class Int8Model {
         let specSource = "\(path) (model_spec)"
         let graph = try ModelGraph(ModelSpec.parse(JSONObject.parse(Data(deployed.modelSpecJSON.utf8), file: specSource)),
                                    file: specSource)
+        try graph.requireClassifier(file: specSource)
         guard graph.spec.inputShape == deployed.inputShape else {
             throw HDF5Error(file: path, object: "/", message: "input_shape \(deployed.inputShape) differs from the model spec's \(graph.spec.inputShape)")
         }
@@ -72,7 +74,7 @@ public final class Int8Model {
                 HDF5Error(file: path, object: "/nodes/\(i) (\(node.name))", message: message)
             }
             let inputs = node.inputs.map { indexByName[$0]! }
-            let inShape = shapes[inputs[0]]
+            let inShape = inputs.first.map { shapes[$0] } ?? []
             var outShape = inShape   // a quantize node
             if node.op != .quantize {
                 guard let layer = graph.index(of: node.name), node.matches(graph.spec.layers[layer]) else {
@@ -100,7 +102,7 @@ public final class Int8Model {
                 s.variance = node.floatTensors["running_var"]!
                 statistics = s
             }
-            steps.append(Step(node: node, inputs: inputs, inputShape: inShape, outputShape: outShape,
+            steps.append(Step(node: node, inputs: inputs, inputShape: inShape, inputShapes: inputs.map { shapes[$0] }, outputShape: outShape,
                               requantization: requantization, offsets: offsets, floatWeight: weight,
                               floatBias: node.isInteger ? nil : node.floatTensors["bias"].map { Variable($0) },
                               bnGamma: node.op == .batchnorm2d ? Variable(node.floatTensors["gamma"]!) : nil,
@@ -120,7 +122,7 @@ public final class Int8Model {
             guard step.node.op == .conv2d, step.node.inputQuantizer != nil, step.requantization != nil,
                   i + 1 < steps.count, readers[i + 1] == 1 else { return false }
             let next = steps[i + 1]
-            return next.node.op == .maxpool2d && next.inputs == [i + 1]
+            return next.node.op == .maxpool2d && next.inputs == [i + 1] && next.node.hasPlainPoolGeometry
         }
         quantizedLayerNames = deployed.nodes.filter(\.isInteger).map(\.name)
     }
@@ -160,13 +162,15 @@ public final class Int8Model {
                 // conv → max pool in one kernel; the conv output (read by the pool alone) never exists.
                 let x = codes(input, qd)
                 observeInputCodes?(step.node.name, x)
-                let s = step.inputShape, pool = steps[i + 1].node
-                let g = ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2], outputChannels: step.node.outputChannels,
-                                     kernel: step.node.kernelSize, stride: step.node.stride, padding: step.node.padding)
-                values[i + 2] = .codes(Int8Kernels.conv2dMaxPool(x, g, inputZeroPoint: qd.zeroPoint, weights: step.node.weightCodes,
-                                                                 bias: step.node.biasCodes, requantize: r,
-                                                                 poolKernel: pool.kernelSize, poolStride: pool.stride),
-                                       step.node.output!)
+                let pool = steps[i + 1].node, node = step.node
+                let y = node.convolution.isPlain
+                    ? Int8Kernels.conv2dMaxPool(x, convGeometry(step, n), inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                bias: node.biasCodes, requantize: r, poolKernel: pool.kernel.height,
+                                                poolStride: pool.stride.height)
+                    : Int8Kernels.conv2dMaxPool(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                bias: node.biasCodes, requantize: r, poolKernel: pool.kernel.height,
+                                                poolStride: pool.stride.height)
+                values[i + 2] = .codes(y, node.output!)
                 for input in step.inputs where lastUse[input] == i { values[input] = nil }
                 i += 2
                 continue
@@ -175,7 +179,8 @@ public final class Int8Model {
             let output = run(step, n, values, observeInputCodes)
             values[i + 1] = output
             if let observe, !step.node.produces.isEmpty {
-                observe(step.node.produces, Tensor(shape: [n] + step.outputShape, storage: floats(output)))
+                let batch = step.node.op == .constant ? 1 : n   // a constant broadcasts over the batch
+                observe(step.node.produces, Tensor(shape: [batch] + step.outputShape, storage: floats(output)))
             }
             for input in step.inputs where lastUse[input] == i { values[input] = nil }
         }
@@ -226,9 +231,17 @@ public final class Int8Model {
     private func run(_ step: Step, _ n: Int, _ values: [Value?],
                      _ observeInputCodes: ((String, [Int8]) -> Void)?) -> Value {
         let node = step.node
+        guard node.op != .constant else { return .floats(node.floatTensors["value"]!.storage) }
         let input = values[step.inputs[0]]!
         func tensor(_ v: Value, _ shape: [Int]) -> Variable { Variable(Tensor(shape: [n] + shape, storage: floats(v))) }
         func floatResult(_ y: Variable) -> Value { .floats(y.value.storage) }
+        /// The inputs as the training op takes them: batch first, a constant with batch 1.
+        func floatInputs() -> [Variable] {
+            zip(step.inputs, step.inputShapes).map { index, shape in
+                let constant = index > 0 && steps[index - 1].node.op == .constant
+                return Variable(Tensor(shape: [constant ? 1 : n] + shape, storage: floats(values[index]!)))
+            }
+        }
         switch node.op {
         case .quantize:
             var q = codes(input, node.output!)
@@ -253,13 +266,17 @@ public final class Int8Model {
             return floatResult(relu6(tensor(input, step.inputShape), tape: nil))
         case .maxpool2d:
             if case .codes(let c, let q) = input {
-                let s = step.inputShape
-                return .codes(Int8Kernels.maxPool2d(c, planes: n * s[0], height: s[1], width: s[2],
-                                                    kernel: node.kernelSize, stride: node.stride), q)
+                if node.hasPlainPoolGeometry {
+                    let s = step.inputShape
+                    return .codes(Int8Kernels.maxPool2d(c, planes: n * s[0], height: s[1], width: s[2],
+                                                        kernel: node.kernel.height, stride: node.stride.height), q)
+                }
+                // Padded or rectangular: the max of the dequantized codes is one of them, so
+                // quantizing it again on the same grid gives back its code.
+                let y = statelessOperation(node.statelessKind!)!([tensor(input, step.inputShape)], nil)
+                return .codes(Int8Kernels.quantize(y.value.storage, q), q)
             }
-            return floatResult(maxPool2d(tensor(input, step.inputShape), kernel: node.kernelSize, stride: node.stride, tape: nil))
-        case .avgpool2d:
-            return floatResult(avgPool2d(tensor(input, step.inputShape), kernel: node.kernelSize, stride: node.stride, tape: nil))
+            return floatResult(statelessOperation(node.statelessKind!)!([tensor(input, step.inputShape)], nil))
         case .flatten:
             return input
         case .add:
@@ -268,14 +285,38 @@ public final class Int8Model {
                 return .codes(Int8Kernels.add(a, qa, b, qb, output: qy, relu: node.fusedActivation != nil,
                                               upperBound: node.fusedActivation?.codeRange(on: qy).upperBound ?? .max), qy)
             }
-            let y = add(tensor(input, step.inputShape), tensor(other, step.inputShape), tape: nil)
+            let operands = floatInputs()
+            let y = add(operands[0], operands[1], tape: nil)
             if let qy = node.output {   // float add into codes
                 var q = Int8Kernels.quantize(y.value.storage, qy)
                 if let activation = node.fusedActivation { saturate(&q, activation.codeRange(on: qy)) }
                 return .codes(q, qy)
             }
             return floatResult(y)
+        case .avgpool2d, .clip, .leakyReLU, .sigmoid, .hardSigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
+            // Float nodes: the training op in eval mode on the dequantized inputs.
+            return floatResult(statelessOperation(node.statelessKind!)!(floatInputs(), nil))
+        case .constant:
+            preconditionFailure("handled above")
         }
+    }
+
+    /// The integer kernels' geometry of any conv node.
+    private func generalConvGeometry(_ step: Step, _ n: Int) -> Int8ConvGeometry {
+        let s = step.inputShape, node = step.node
+        return Int8ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2], outputChannels: node.outputChannels,
+                                kernelHeight: node.kernel.height, kernelWidth: node.kernel.width,
+                                strideHeight: node.stride.height, strideWidth: node.stride.width,
+                                dilationHeight: node.dilation.height, dilationWidth: node.dilation.width,
+                                padTop: node.padding.top, padLeft: node.padding.left, padBottom: node.padding.bottom,
+                                padRight: node.padding.right, groups: node.groups)
+    }
+
+    /// The integer kernels' geometry of a plain conv node (square kernel, one stride and padding).
+    private func convGeometry(_ step: Step, _ n: Int) -> ConvGeometry {
+        let s = step.inputShape, node = step.node
+        return ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2], outputChannels: node.outputChannels,
+                            kernel: node.kernel.height, stride: node.stride.height, padding: node.padding.top)
     }
 
     /// A conv or linear node: integer kernels on codes, or float for an INT16 layer.
@@ -284,10 +325,18 @@ public final class Int8Model {
         if let qd = node.inputQuantizer {
             let x = codes(input, qd)
             observeInputCodes?(node.name, x)
+            if node.op == .conv2d && !node.convolution.isPlain {
+                // Grouped, depthwise, dilated, rectangular or asymmetrically padded.
+                let g = generalConvGeometry(step, n)
+                if let r = step.requantization {
+                    return .codes(Int8Kernels.conv2d(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                     bias: node.biasCodes, requantize: r), node.output!)
+                }
+                return .floats(Int8Kernels.conv2dDequantized(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                             bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
+            }
             if node.op == .conv2d {
-                let s = step.inputShape
-                let g = ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2], outputChannels: node.outputChannels,
-                                     kernel: node.kernelSize, stride: node.stride, padding: node.padding)
+                let g = convGeometry(step, n)
                 if let r = step.requantization {
                     return .codes(Int8Kernels.conv2d(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
                                                      bias: node.biasCodes, requantize: r), node.output!)
@@ -305,8 +354,7 @@ public final class Int8Model {
         let x = Variable(Tensor(shape: [n] + step.inputShape, storage: floats(input)))
         if let grid = node.inputFakeQuantization { grid.fakeQuantize(&x.value.storage) }   // an INT16 layer
         if node.op == .conv2d {
-            return .floats(conv2d(x, weight: step.floatWeight!, bias: step.floatBias,
-                                  stride: node.stride, padding: node.padding, tape: nil).value.storage)
+            return .floats(node.convolution.apply(x, weight: step.floatWeight!, bias: step.floatBias, tape: nil).value.storage)
         }
         return .floats(linear(x, weight: step.floatWeight!, bias: step.floatBias, tape: nil).value.storage)
     }
@@ -317,5 +365,12 @@ public final class Int8Model {
         codes.withUnsafeMutableBufferPointer { c in
             for i in c.indices { c[i] = min(max(c[i], low), high) }
         }
+    }
+}
+
+extension DeployNode {
+    /// A max pool the integer kernel takes: square window and stride, no padding, no ceil mode.
+    var hasPlainPoolGeometry: Bool {
+        kernel.height == kernel.width && stride.height == stride.width && padding == Padding2D(0) && !ceilMode
     }
 }

@@ -95,8 +95,9 @@ public struct MemoryBudget {
             perSample += output.reduce(1, *)
             switch layer.kind {
             case .conv2d(let c):
-                parameters += c.outputChannels * (c.inputChannels * c.kernelSize * c.kernelSize + 1)
-                columns += c.inputChannels * c.kernelSize * c.kernelSize * output[1] * output[2]
+                let window = c.kernel.height * c.kernel.width
+                parameters += c.outputChannels * (c.inputChannels / c.groups * window + 1)
+                columns += c.inputChannels * window * output[1] * output[2]
             case .linear(let f): parameters += f.outputFeatures * (f.inputFeatures + 1)
             case .batchnorm2d(let b): parameters += 4 * b.features
             default: break

@@ -42,6 +42,7 @@ public final class TrainingRun {
         let source = try ModelSource.load(file: settings.modelSpec)
         spec = source.spec
         importedWeights = source.weights
+        try ModelGraph(spec, file: settings.modelSpec).requireClassifier(file: settings.modelSpec)
         if let config, config.hasQuantizationRules {
             plan = try config.resolve(for: spec)
         } else {

@@ -119,7 +119,8 @@ final class DeployTests: XCTestCase {
             let spec = (model.layer(named: convName) as! Conv2DLayer).convolution
             let inShape = [spec.inputChannels, Int((Double(x.count / 256 / spec.inputChannels)).squareRoot())]
             let g = ConvGeometry(batch: 256, channels: inShape[0], height: inShape[1], width: inShape[1],
-                                 outputChannels: spec.outputChannels, kernel: spec.kernelSize, stride: spec.stride, padding: spec.padding)
+                                 outputChannels: spec.outputChannels, kernel: spec.kernel.height, stride: spec.stride.height,
+                                 padding: spec.padding.top)
             let scales = node.weightScales.map { qd.scale * $0 }
             let y = Int8Kernels.conv2dDequantized(Int8Kernels.quantize(x, qd), g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
                                                   bias: node.biasCodes, scales: scales,

@@ -42,8 +42,10 @@ final class ModelGraphTests: XCTestCase {
                          mentions: ["layers[1] (c)", "duplicate layer name"])
         assertInputError(try ModelGraph(spec([LayerSpec(name: "c", kind: .conv2d(.init(inputChannels: 3, outputChannels: 2, kernelSize: 3)))])),
                          mentions: ["layers[0] (c)", "in_channels is 3 but the input has 1 channels"])
-        assertInputError(try ModelGraph(spec([LayerSpec(name: "c", kind: conv)])),
-                         mentions: ["the last layer must output class scores"])
+        // A graph need not be a classifier (single-op ONNX graphs); what needs one asks for it.
+        XCTAssertNoThrow(try ModelGraph(spec([LayerSpec(name: "c", kind: conv)])))
+        assertInputError(try ModelGraph(spec([LayerSpec(name: "c", kind: conv)])).requireClassifier(file: "m.json"),
+                         mentions: ["m.json", "the last layer must output class scores"])
         // A plan needs only the wiring, so it is made for specs whose shapes were never checked.
         XCTAssertNoThrow(try ModelGraph.Wiring(spec([LayerSpec(name: "c", kind: conv)])))
     }
@@ -57,7 +59,7 @@ final class ModelGraphTests: XCTestCase {
 
         var wrongKernel = deployed
         let conv2 = try XCTUnwrap(wrongKernel.nodes.firstIndex { $0.name == "conv2" })
-        wrongKernel.nodes[conv2].kernelSize = 3
+        wrongKernel.nodes[conv2].kernel = Size2D(3)
         XCTAssertThrowsError(try Int8Model(wrongKernel, file: "d.h5")) { error in
             XCTAssertTrue("\(error)".contains("d.h5") && "\(error)".contains("(conv2)") && "\(error)".contains("does not match"), "\(error)")
         }

@@ -53,6 +53,45 @@ void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int 
                            const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
                            qat_i8_output output, int pool_k, int pool_s, int8_t *out);
 
+// A general convolution's geometry (ONNX Conv / PyTorch Conv2d): input [n][c][h][w], weight
+// [oc][c/groups][kh][kw], output [n][oc][oh][ow] with
+//   oh = (h + pad_top + pad_bottom − dh·(kh − 1) − 1)/sh + 1,  ow likewise with w, left/right, dw, kw, sw.
+// Output channel o reads input channels g·c/groups … (g + 1)·c/groups − 1 of its group g = o/(oc/groups).
+// Padding pixels are the input zero point (real zero), as in qat_i8_conv2d.
+typedef struct {
+    int n, c, h, w;
+    int oc;
+    int kh, kw;                                   // kernel
+    int sh, sw;                                   // stride
+    int dh, dw;                                   // dilation
+    int pad_top, pad_left, pad_bottom, pad_right;
+    int groups;                                   // divides c and oc
+} qat_i8_conv_geometry;
+
+static inline int qat_i8_conv_out_h(const qat_i8_conv_geometry *g) {
+    return (g->h + g->pad_top + g->pad_bottom - g->dh * (g->kh - 1) - 1) / g->sh + 1;
+}
+static inline int qat_i8_conv_out_w(const qat_i8_conv_geometry *g) {
+    return (g->w + g->pad_left + g->pad_right - g->dw * (g->kw - 1) - 1) / g->sw + 1;
+}
+
+// Any geometry through the int8 im2col + GEMM, one GEMM per group; the same integers and
+// output formula as qat_i8_conv2d (which is this with kh = kw, one stride, symmetric padding,
+// dilation 1, groups 1). Precondition (checked by the Swift wrapper): |b_q| + 2·255·128·K < 2^31
+// with K = (c/groups)·kh·kw. pool_k > 0 max pools each int8 output plane as
+// qat_i8_conv2d_maxpool does (output.kind must then be INT8); pool_k = 0 for none.
+void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                           const int8_t *weight, const int32_t *bias, qat_i8_output output,
+                           int pool_k, int pool_s, void *out);
+
+// Depthwise convolution (groups == c, oc = c·multiplier; output channel o reads input channel
+// o / multiplier) by a direct kernel: no column matrix over channels, one pass per plane. The
+// same integers, output formula and precondition (K = kh·kw) as qat_i8_conv2d_grouped, and the
+// same results on every path; pool_k as there.
+void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                             const int8_t *weight, const int32_t *bias, qat_i8_output output,
+                             int pool_k, int pool_s, void *out);
+
 // Fully connected: out[i][o] = Σ_j (x[i][j] − x_zero)·weight[o][j] + bias[o], then `output`.
 // x: [n][in], weight: [outs][in], out: [n][outs]. Same overflow precondition with K = in.
 void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,

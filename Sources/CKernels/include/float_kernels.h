@@ -81,3 +81,54 @@ void qat_maxpool_backward(const float *restrict gy, const int32_t *restrict argm
 // out[c] += Σ_{n, p} gy[n, c, p] for channels [c0, c1) (bias gradients; fixed summation order).
 void qat_channel_sums(const float *restrict gy, float *restrict out, long batch, long channels, long plane,
                       long c0, long c1);
+
+// ---- padded pooling (pool_padded.c; the math is in Sources/QATCore/Ops/PoolPadded.swift) ----
+typedef struct {
+    long height, width, out_height, out_width;
+    long kernel_h, kernel_w, stride_h, stride_w;
+    long pad_top, pad_left, pad_bottom, pad_right;
+} qat_pool_geometry;
+// Planes [p0, p1): y = the maximum of each window's in-bounds elements (padding is −∞); argmax
+// (may be NULL) gets the flat index into x of the element chosen (first maximum, first NaN), or −1
+// for a window with no element inside the input (y = −∞).
+void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int32_t *restrict argmax,
+                                const qat_pool_geometry *g, long p0, long p1);
+// Planes [p0, p1): gx[argmax[o]] += gy[o] where argmax[o] ≥ 0, in output order.
+void qat_maxpool_padded_backward(const float *restrict gy, const int32_t *restrict argmax, float *restrict gx,
+                                 const qat_pool_geometry *g, long p0, long p1);
+// Planes [p0, p1): y = (sum of the window's in-bounds elements, in scan order) · (1 / divisor), the
+// divisor being the window clipped to the padded extent (count_include_pad) or the number of
+// in-bounds elements; a window without any gives 0.
+void qat_avgpool_padded_forward(const float *restrict x, float *restrict y, const qat_pool_geometry *g,
+                                int count_include_pad, long p0, long p1);
+// Planes [p0, p1): each in-bounds element of a window gets gy · (1 / divisor), outputs in order.
+void qat_avgpool_padded_backward(const float *restrict gy, float *restrict gx, const qat_pool_geometry *g,
+                                 int count_include_pad, long p0, long p1);
+
+// ---- grouped, dilated, asymmetrically padded convolution (conv_grouped.c; math in Conv2DGrouped.swift) ----
+typedef struct {
+    long batch, channels, height, width;
+    long out_channels, out_height, out_width;
+    long kernel_h, kernel_w, stride_h, stride_w;
+    long pad_top, pad_left, dilation_h, dilation_w;
+    long groups;
+} qat_conv2d_params;
+// Unfolds input channels [c0, c0 + C/groups) of images [n0, n1) into cols [(C/groups)·KH·KW, ld],
+// image n at column (n − n0)·Ho·Wo; taps outside the input read as 0.
+void qat_im2col_grouped(const float *restrict x, float *restrict cols, const qat_conv2d_params *g,
+                        long c0, long n0, long n1, long ld);
+// The adjoint: adds cols [(C/groups)·KH·KW, ld] into gx's channels [c0, c0 + C/groups) of images [n0, n1).
+void qat_col2im_grouped_add(const float *restrict cols, float *restrict gx, const qat_conv2d_params *g,
+                            long c0, long n0, long n1, long ld);
+// Depthwise (groups == C, O = C·m, output channel o reads input channel o / m), one unit per
+// (image, output channel) plane, units [u0, u1): y = Σ_taps w · x (taps in (kh, kw) order) + bias.
+void qat_depthwise_forward(const float *restrict x, const float *restrict w, const float *restrict bias,
+                           float *restrict y, const qat_conv2d_params *g, long u0, long u1);
+// Depthwise input gradient, one unit per (image, input channel) plane, units [u0, u1):
+// gx += Σ over that channel's output channels and taps of w · gy, in a fixed order.
+void qat_depthwise_input_grad(const float *restrict gy, const float *restrict w, float *restrict gx,
+                              const qat_conv2d_params *g, long u0, long u1);
+// Depthwise weight gradient for output channels [o0, o1): gw[o, kh, kw] += Σ_{n,i,j} gy · x, each
+// tap's sum taken over images and rows into one float per output column, then over the columns.
+void qat_depthwise_weight_grad(const float *restrict x, const float *restrict gy, float *restrict gw,
+                               const qat_conv2d_params *g, long o0, long o1);

@@ -23,3 +23,27 @@ func pointwise(_ x: Variable, tape: Tape?,
     }
     return out
 }
+
+/// Like `pointwise`, for ops whose gradient needs the input (clip, leaky ReLU, hard swish):
+/// `backward(x, gy, gx)` adds into gx. The input's value is kept as it was when the op ran.
+func pointwiseOnInput(_ x: Variable, tape: Tape?,
+                      forward: (UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) -> Void,
+                      backward: @escaping (UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) -> Void)
+    -> Variable {
+    let input = x.value
+    var y = Tensor(shape: x.shape, storage: uninitializedFloats(input.count))
+    input.storage.withUnsafeBufferPointer { xs in
+        y.storage.withUnsafeMutableBufferPointer { ys in forward(xs, ys) }
+    }
+    let out = Variable(y, requiresGrad: needsPullback(tape, x))
+    guard out.requiresGrad, let tape else { return out }
+    tape.record {
+        guard let gy = out.grad else { return }
+        input.storage.withUnsafeBufferPointer { xs in
+            gy.storage.withUnsafeBufferPointer { g in
+                x.withGradient { gx in backward(xs, g, gx) }
+            }
+        }
+    }
+    return out
+}

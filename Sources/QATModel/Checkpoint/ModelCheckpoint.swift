@@ -19,12 +19,13 @@ public struct CheckpointMismatchError: Error, CustomStringConvertible {
 }
 
 extension Model {
-    /// BatchNorm running statistics, named `<layer>.running_mean` and `<layer>.running_var`.
+    /// BatchNorm running statistics, named `<layer>.running_mean` and `<layer>.running_var`, and
+    /// constants' values, `<layer>.value` (shape [1, ...shape]).
     public var buffers: [NamedTensor] {
         batchNormLayers.flatMap { layer in
             [NamedTensor(name: "\(layer.name).running_mean", tensor: layer.statistics.mean),
              NamedTensor(name: "\(layer.name).running_var", tensor: layer.statistics.variance)]
-        }
+        } + constantLayers.map { NamedTensor(name: "\($0.name).value", tensor: $0.value) }
     }
 
     /// The model's parameters and buffers in a checkpoint container (nothing is written yet).
@@ -49,6 +50,9 @@ extension Model {
         for layer in batchNormLayers {
             targets.append(("\(layer.name).running_mean", layer.statistics.mean.shape, { layer.statistics.mean = $0 }))
             targets.append(("\(layer.name).running_var", layer.statistics.variance.shape, { layer.statistics.variance = $0 }))
+        }
+        for layer in constantLayers {
+            targets.append(("\(layer.name).value", layer.value.shape, { layer.value = $0 }))
         }
         let known = Set(targets.map(\.name))
         mismatch.unexpected = stored.keys.filter { !known.contains($0) }.sorted()
@@ -77,6 +81,8 @@ extension Model {
         let checkpoint = try CheckpointFile.read(from: file)
         let spec = try ModelSpec.parse(JSONObject.parse(Data(checkpoint.modelSpecJSON.utf8), file: "\(file) (model_spec)"))
         let model = try Model(spec: spec)
+        // Every command that loads a checkpoint (eval, deploy, verify, the debugging tools) needs a classifier.
+        try model.graph.requireClassifier(file: "\(file) (model_spec)")
         if let config = try checkpoint.quantizationConfig(file: file) {
             model.applyQuantization(try config.resolve(for: spec))
         }

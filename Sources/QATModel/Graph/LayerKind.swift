@@ -1,3 +1,5 @@
+import QATCore
+
 /// What a layer computes, with the attributes its kind needs.
 ///
 /// Every stage that treats kinds differently (spec parsing and writing, shape inference, the
@@ -16,8 +18,26 @@ public enum LayerKind: Equatable, Sendable {
     case avgpool2d(PoolingAttributes)
     /// [C, H, W] → [C·H·W].
     case flatten
-    /// The element-wise sum of two inputs of one shape.
+    /// The element-wise sum of two inputs, with numpy broadcasting between their sample shapes.
     case add
+    /// min(max(x, min), max) with general bounds.
+    case clip(ClipAttributes)
+    /// x for x ≥ 0, negativeSlope·x below.
+    case leakyReLU(LeakyReLUAttributes)
+    /// 1 / (1 + e^−x).
+    case sigmoid
+    /// max(0, min(1, alpha·x + beta)) (ONNX HardSigmoid).
+    case hardSigmoid(HardSigmoidAttributes)
+    /// x·relu6(x + 3)/6 (ONNX HardSwish).
+    case hardSwish
+    /// [C, H, W] → [C, 1, 1], the mean of each channel.
+    case globalAvgpool2d
+    /// The element-wise product of two inputs, with numpy broadcasting (squeeze-and-excitation).
+    case mul
+    /// Two or more inputs joined along the channel axis (axis 0 of a sample).
+    case concat
+    /// A value with no inputs (non-trainable, stored in checkpoints as `<name>.value`), read by add or mul.
+    case constant(ConstantAttributes)
 
     /// The kind without its attributes.
     public var layerType: LayerType {
@@ -31,6 +51,15 @@ public enum LayerKind: Equatable, Sendable {
         case .avgpool2d: return .avgpool2d
         case .flatten: return .flatten
         case .add: return .add
+        case .clip: return .clip
+        case .leakyReLU: return .leakyReLU
+        case .sigmoid: return .sigmoid
+        case .hardSigmoid: return .hardSigmoid
+        case .hardSwish: return .hardSwish
+        case .globalAvgpool2d: return .globalAvgpool2d
+        case .mul: return .mul
+        case .concat: return .concat
+        case .constant: return .constant
         }
     }
 
@@ -42,6 +71,7 @@ public enum LayerKind: Equatable, Sendable {
 /// configs name in `skip_layer_types` and `override_layer_types`.
 public enum LayerType: CaseIterable, Hashable, Sendable {
     case conv2d, linear, batchnorm2d, relu, relu6, maxpool2d, avgpool2d, flatten, add
+    case clip, leakyReLU, sigmoid, hardSigmoid, hardSwish, globalAvgpool2d, mul, concat, constant
 
     /// The name in spec and config files: the one place that maps names to types.
     public var name: String {
@@ -55,6 +85,15 @@ public enum LayerType: CaseIterable, Hashable, Sendable {
         case .avgpool2d: return "avgpool2d"
         case .flatten: return "flatten"
         case .add: return "add"
+        case .clip: return "clip"
+        case .leakyReLU: return "leaky_relu"
+        case .sigmoid: return "sigmoid"
+        case .hardSigmoid: return "hard_sigmoid"
+        case .hardSwish: return "hard_swish"
+        case .globalAvgpool2d: return "global_avgpool2d"
+        case .mul: return "mul"
+        case .concat: return "concat"
+        case .constant: return "constant"
         }
     }
 
@@ -64,33 +103,69 @@ public enum LayerType: CaseIterable, Hashable, Sendable {
         self = match
     }
 
-    /// How many inputs a layer of this type reads.
-    public var inputCount: Int {
+    /// How many inputs a layer of this type reads: one for most, none for a constant, two or
+    /// more for concat.
+    public var inputCount: ClosedRange<Int> {
         switch self {
-        case .add: return 2
-        case .conv2d, .linear, .batchnorm2d, .relu, .relu6, .maxpool2d, .avgpool2d, .flatten: return 1
+        case .constant: return 0...0
+        case .add, .mul: return 2...2
+        case .concat: return 2...Int.max
+        case .conv2d, .linear, .batchnorm2d, .relu, .relu6, .maxpool2d, .avgpool2d, .flatten,
+             .clip, .leakyReLU, .sigmoid, .hardSigmoid, .hardSwish, .globalAvgpool2d: return 1...1
         }
+    }
+
+    /// "one input", "2 inputs", "2 or more inputs": for messages.
+    var inputCountDescription: String {
+        let range = inputCount
+        if range.upperBound == Int.max { return "\(range.lowerBound) or more inputs" }
+        if range.lowerBound == range.upperBound { return range.lowerBound == 1 ? "one input" : "\(range.lowerBound) inputs" }
+        return "\(range.lowerBound)...\(range.upperBound) inputs"
     }
 }
 
-/// A 2-D convolution (cross-correlation) with square kernels and zero padding.
+/// A 2-D convolution (cross-correlation) with zero padding, optionally dilated and grouped.
+///
+/// Spec keys: `kernel_size`, `stride`, `dilation` (an int for both axes or [h, w]), `padding`
+/// (an int, [h, w] for both sides, or [top, left, bottom, right]), `groups`. The weight is
+/// [outputChannels, inputChannels / groups, kernel.height, kernel.width]; groups ==
+/// inputChannels is a depthwise convolution (outputChannels a multiple of it).
 public struct ConvolutionAttributes: Equatable, Sendable {
     public var inputChannels: Int
     public var outputChannels: Int
-    public var kernelSize: Int
-    public var stride: Int
-    public var padding: Int
+    public var kernel: Size2D
+    public var stride: Size2D
+    public var padding: Padding2D
+    public var dilation: Size2D
+    /// Input and output channels split into this many groups, each convolved on its own.
+    public var groups: Int
     public var hasBias: Bool
 
-    public init(inputChannels: Int, outputChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
-                hasBias: Bool = true) {
+    public init(inputChannels: Int, outputChannels: Int, kernel: Size2D, stride: Size2D = Size2D(1),
+                padding: Padding2D = Padding2D(0), dilation: Size2D = Size2D(1), groups: Int = 1, hasBias: Bool = true) {
         self.inputChannels = inputChannels
         self.outputChannels = outputChannels
-        self.kernelSize = kernelSize
+        self.kernel = kernel
         self.stride = stride
         self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
         self.hasBias = hasBias
     }
+
+    /// A square kernel with the same stride and padding on both axes.
+    public init(inputChannels: Int, outputChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                hasBias: Bool = true) {
+        self.init(inputChannels: inputChannels, outputChannels: outputChannels, kernel: Size2D(kernelSize),
+                  stride: Size2D(stride), padding: Padding2D(padding), hasBias: hasBias)
+    }
+
+    /// [O, C / groups, KH, KW].
+    public var weightShape: [Int] { [outputChannels, inputChannels / groups, kernel.height, kernel.width] }
+
+    /// Every input channel convolved on its own (groups == in_channels), with one or more
+    /// output channels each.
+    public var isDepthwise: Bool { groups > 1 && groups == inputChannels }
 }
 
 /// A fully connected layer on a flat input.
@@ -120,14 +195,66 @@ public struct BatchNormAttributes: Equatable, Sendable {
     }
 }
 
-/// A square pooling window without padding.
+/// A pooling window. Spec keys: `kernel_size`, `stride` (default: the window) and `padding`
+/// as for conv2d, `ceil_mode`, and for avgpool2d `count_include_pad` (PyTorch's default true:
+/// padded cells count in the mean). Max pooling pads with −∞.
 public struct PoolingAttributes: Equatable, Sendable {
-    public var kernelSize: Int
-    public var stride: Int
+    public var kernel: Size2D
+    public var stride: Size2D
+    public var padding: Padding2D
+    /// Output sizes round up (the last window may hang over the input), as PyTorch's ceil_mode.
+    public var ceilMode: Bool
+    /// Average pooling: padded cells count in the divisor.
+    public var countIncludePad: Bool
 
     /// `stride` defaults to the window size, as in PyTorch.
-    public init(kernelSize: Int, stride: Int? = nil) {
-        self.kernelSize = kernelSize
-        self.stride = stride ?? kernelSize
+    public init(kernel: Size2D, stride: Size2D? = nil, padding: Padding2D = Padding2D(0), ceilMode: Bool = false,
+                countIncludePad: Bool = true) {
+        self.kernel = kernel
+        self.stride = stride ?? kernel
+        self.padding = padding
+        self.ceilMode = ceilMode
+        self.countIncludePad = countIncludePad
     }
+
+    /// A square window without padding.
+    public init(kernelSize: Int, stride: Int? = nil) {
+        self.init(kernel: Size2D(kernelSize), stride: stride.map { Size2D($0) })
+    }
+}
+
+/// Bounds of `clip` (spec keys `min`, `max`; a missing one is unbounded).
+public struct ClipAttributes: Equatable, Sendable {
+    public var min: Float
+    public var max: Float
+
+    public init(min: Float = -.infinity, max: Float = .infinity) {
+        self.min = min
+        self.max = max
+    }
+}
+
+/// The slope of `leaky_relu` below zero (spec key `negative_slope`, default 0.01).
+public struct LeakyReLUAttributes: Equatable, Sendable {
+    public var negativeSlope: Float
+
+    public init(negativeSlope: Float = 0.01) { self.negativeSlope = negativeSlope }
+}
+
+/// `hard_sigmoid`'s max(0, min(1, alpha·x + beta)) (spec keys `alpha`, `beta`; ONNX defaults 0.2, 0.5).
+public struct HardSigmoidAttributes: Equatable, Sendable {
+    public var alpha: Float
+    public var beta: Float
+
+    public init(alpha: Float = 0.2, beta: Float = 0.5) {
+        self.alpha = alpha
+        self.beta = beta
+    }
+}
+
+/// The shape of a `constant` (spec key `shape`), one sample's worth: it broadcasts over the batch.
+public struct ConstantAttributes: Equatable, Sendable {
+    public var shape: [Int]
+
+    public init(shape: [Int]) { self.shape = shape }
 }

@@ -35,14 +35,57 @@ func makeLayer(_ spec: LayerSpec, generator: inout SeededGenerator) -> any Layer
     case .conv2d(let convolution): return Conv2DLayer(spec: spec, convolution, generator: &generator)
     case .linear(let attributes): return LinearLayer(spec: spec, attributes, generator: &generator)
     case .batchnorm2d(let attributes): return BatchNorm2DLayer(spec: spec, attributes)
-    case .relu: return StatelessLayer(spec: spec) { x, tape in relu(x[0], tape: tape) }
-    case .relu6: return StatelessLayer(spec: spec) { x, tape in relu6(x[0], tape: tape) }
+    case .constant(let attributes): return ConstantLayer(spec: spec, attributes)
+    case .relu, .relu6, .maxpool2d, .avgpool2d, .flatten, .add, .clip, .leakyReLU, .sigmoid, .hardSigmoid, .hardSwish,
+         .globalAvgpool2d, .mul, .concat:
+        return StatelessLayer(spec: spec, operation: statelessOperation(spec.kind)!)
+    }
+}
+
+/// The float op of a kind without parameters, on inputs with the batch axis first (a constant's
+/// output has batch 1 and broadcasts). The INT8 engine's float nodes run the same function.
+package func statelessOperation(_ kind: LayerKind) -> (([Variable], Tape?) -> Variable)? {
+    switch kind {
+    case .conv2d, .linear, .batchnorm2d, .constant: return nil
+    case .relu: return { x, tape in relu(x[0], tape: tape) }
+    case .relu6: return { x, tape in relu6(x[0], tape: tape) }
+    case .maxpool2d(let p) where p.isPlain:
+        return { x, tape in maxPool2d(x[0], kernel: p.kernel.height, stride: p.stride.height, tape: tape) }
     case .maxpool2d(let p):
-        return StatelessLayer(spec: spec) { x, tape in maxPool2d(x[0], kernel: p.kernelSize, stride: p.stride, tape: tape) }
+        return { x, tape in maxPool2d(x[0], kernel: p.kernel, stride: p.stride, padding: p.padding, ceilMode: p.ceilMode, tape: tape) }
+    case .avgpool2d(let p) where p.isPlain:
+        return { x, tape in avgPool2d(x[0], kernel: p.kernel.height, stride: p.stride.height, tape: tape) }
     case .avgpool2d(let p):
-        return StatelessLayer(spec: spec) { x, tape in avgPool2d(x[0], kernel: p.kernelSize, stride: p.stride, tape: tape) }
-    case .flatten: return StatelessLayer(spec: spec) { x, tape in flatten(x[0], tape: tape) }
-    case .add: return StatelessLayer(spec: spec) { x, tape in add(x[0], x[1], tape: tape) }
+        return { x, tape in
+            avgPool2d(x[0], kernel: p.kernel, stride: p.stride, padding: p.padding, ceilMode: p.ceilMode,
+                      countIncludePad: p.countIncludePad, tape: tape)
+        }
+    case .globalAvgpool2d: return { x, tape in globalAveragePool(x[0], tape: tape) }
+    case .flatten: return { x, tape in flatten(x[0], tape: tape) }
+    case .add: return { x, tape in add(x[0], x[1], tape: tape) }
+    case .mul: return { x, tape in multiply(x[0], x[1], tape: tape) }
+    case .concat: return { x, tape in concat(x, axis: 1, tape: tape) }
+    case .clip(let bounds): return { x, tape in clip(x[0], min: bounds.min, max: bounds.max, tape: tape) }
+    case .leakyReLU(let a): return { x, tape in leakyReLU(x[0], negativeSlope: a.negativeSlope, tape: tape) }
+    case .sigmoid: return { x, tape in sigmoid(x[0], tape: tape) }
+    case .hardSigmoid(let a): return { x, tape in hardSigmoid(x[0], alpha: a.alpha, beta: a.beta, tape: tape) }
+    case .hardSwish: return { x, tape in hardSwish(x[0], tape: tape) }
+    }
+}
+
+extension PoolingAttributes {
+    /// A square window and stride without padding or ceil mode: what the original pooling ops take.
+    package var isPlain: Bool {
+        kernel.height == kernel.width && stride.height == stride.width && padding == Padding2D(0) && !ceilMode
+    }
+}
+
+extension ConvolutionAttributes {
+    /// A square kernel, one stride and one padding for both axes, no dilation, no groups: what
+    /// the original conv2d op takes (kept for its speed and its exact results).
+    package var isPlain: Bool {
+        kernel.height == kernel.width && stride.height == stride.width && padding == Padding2D(padding.top)
+            && dilation == Size2D(1) && groups == 1
     }
 }
 
@@ -80,14 +123,24 @@ public final class Conv2DLayer: WeightedLayer, Layer {
 
     init(spec: LayerSpec, _ convolution: ConvolutionAttributes, generator: inout SeededGenerator) {
         self.convolution = convolution
-        let (c, k) = (convolution.inputChannels, convolution.kernelSize)
-        super.init(spec: spec, weightShape: [convolution.outputChannels, c, k, k], hasBias: convolution.hasBias,
-                   fanIn: c * k * k, generator: &generator)
+        let shape = convolution.weightShape
+        super.init(spec: spec, weightShape: shape, hasBias: convolution.hasBias,
+                   fanIn: shape.dropFirst().reduce(1, *), generator: &generator)
     }
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         let (x, w) = quantized(inputs[0], training: training, tape: tape)
-        return conv2d(x, weight: w, bias: bias, stride: convolution.stride, padding: convolution.padding, tape: tape)
+        return convolution.apply(x, weight: w, bias: bias, tape: tape)
+    }
+}
+
+extension ConvolutionAttributes {
+    /// The float convolution with these attributes (the INT8 engine's float conv nodes run it too).
+    package func apply(_ x: Variable, weight: Variable, bias: Variable?, tape: Tape?) -> Variable {
+        if isPlain {
+            return conv2d(x, weight: weight, bias: bias, stride: stride.height, padding: padding.top, tape: tape)
+        }
+        return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups, tape: tape)
     }
 }
 
@@ -129,6 +182,24 @@ public final class BatchNorm2DLayer: Layer {
         batchNorm2d(inputs[0], gamma: gamma, beta: beta, statistics: statistics, training: training,
                     momentum: updatesRunningStatistics ? attributes.momentum : 0, epsilon: attributes.epsilon, tape: tape)
     }
+}
+
+/// A value without inputs: an operand of add or mul (ONNX initializers that are not weights).
+/// Not trainable; checkpoints store it as `<name>.value`. It starts at zero until a checkpoint
+/// (or an importer) sets it.
+public final class ConstantLayer: Layer {
+    public let spec: LayerSpec
+    /// [1, ...shape]: batch 1, so it broadcasts over any batch.
+    public var value: Tensor
+
+    init(spec: LayerSpec, _ attributes: ConstantAttributes) {
+        self.spec = spec
+        value = Tensor(shape: [1] + attributes.shape)
+    }
+
+    public var parameters: [NamedVariable] { [] }
+
+    public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable { Variable(value) }
 }
 
 /// A layer without parameters (activations, pooling, flatten, add): the float op it runs.

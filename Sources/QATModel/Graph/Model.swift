@@ -18,7 +18,8 @@ public final class Model {
 
     public var numberOfClasses: Int { graph.numberOfClasses }
 
-    /// Runs the graph on x: [N, C, H, W] and returns the logits [N, K].
+    /// Runs the graph on x: [N, ...inputShape] and returns the last layer's output (a
+    /// classifier's logits [N, K]).
     /// `observe`, if given, sees every layer's output as it is produced (layer-wise debugging).
     /// `timing`, if given, collects each layer's forward wall time.
     public func forward(_ x: Tensor, training: Bool, tape: Tape?, timing: StepTiming? = nil,
@@ -45,6 +46,9 @@ public final class Model {
 
     /// Non-trainable state that still belongs in checkpoints: BN running statistics.
     public var batchNormLayers: [BatchNorm2DLayer] { layers.compactMap { $0 as? BatchNorm2DLayer } }
+
+    /// Constants, whose values are non-trainable state too.
+    public var constantLayers: [ConstantLayer] { layers.compactMap { $0 as? ConstantLayer } }
 
     public func layer(named name: String) -> (any Layer)? { layers.first { $0.name == name } }
 }

@@ -8,7 +8,7 @@ import QATIO
 /// image). Example: `Configs/models/lenet5.json`. Shapes are checked when the model is built.
 public struct ModelSpec: Equatable, Sendable {
     public var name: String
-    /// One sample's shape, [C, H, W].
+    /// One sample's shape: [C, H, W] for conv, pool and BN; element-wise layers take any rank.
     public var inputShape: [Int]
     public var layers: [LayerSpec]
 
@@ -42,8 +42,8 @@ extension ModelSpec {
     public static func parse(_ root: JSONObject) throws -> ModelSpec {
         let name = try root.string("name") ?? "model"
         guard let input = try root.intArray("input") else { throw root.error("input", "missing: the sample shape, e.g. [1, 28, 28]") }
-        guard input.count == 3, input.allSatisfy({ Limits.size.contains($0) }) else {
-            throw root.error("input", "expected [channels, height, width] with sizes in 1...\(Limits.size.upperBound), got \(input)")
+        guard (1...8).contains(input.count), input.allSatisfy({ Limits.size.contains($0) }) else {
+            throw root.error("input", "expected the sample shape, e.g. [channels, height, width], with 1 to 8 sizes in 1...\(Limits.size.upperBound), got \(input)")
         }
         guard let layerObjects = try root.objectArray("layers"), !layerObjects.isEmpty else {
             throw root.error("layers", "missing or empty: list the model's layers")
@@ -72,7 +72,7 @@ extension ModelSpec {
         public static let size = 1...65_536
         /// Linear features (a flattened feature map may be wide) and batch-norm features.
         public static let features = 1...16_777_216
-        /// Kernel sizes and strides.
+        /// Kernel sizes, strides and dilations.
         public static let kernel = 1...1_024
         /// Zero padding on each side.
         public static let padding = 0...1_024
@@ -95,9 +95,10 @@ extension ModelSpec {
         for (index, layer) in spec.layers.enumerated() {
             var shapes = [graph.outputShapes[index]]
             switch layer.kind {
-            case .conv2d(let c): shapes.append([c.outputChannels, c.inputChannels, c.kernelSize, c.kernelSize])
+            case .conv2d(let c): shapes.append(c.weightShape)
             case .linear(let f): shapes.append([f.outputFeatures, f.inputFeatures])
-            default: break
+            case .batchnorm2d, .relu, .relu6, .maxpool2d, .avgpool2d, .flatten, .add, .clip, .leakyReLU, .sigmoid,
+                 .hardSigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat, .constant: break
             }
             for shape in shapes {
                 guard let n = count(shape), n <= Limits.elements else {
@@ -117,11 +118,15 @@ extension ModelSpec {
         let inputs = try object.stringArray("inputs") ?? []
         let layer = LayerSpec(name: name, kind: try parseKind(type, object), inputs: inputs)
         // One input may be left implicit (the previous layer); more must all be named.
-        if type.inputCount == 1 && layer.inputs.count > 1 {
+        if type.inputCount == 1...1 && layer.inputs.count > 1 {
             throw object.error("inputs", "\(typeName) takes one input, got \(layer.inputs.count)")
         }
-        if type.inputCount > 1 && layer.inputs.count != type.inputCount {
-            throw object.error("inputs", "\(typeName) needs exactly \(type.inputCount) inputs")
+        if type.inputCount == 0...0 && !layer.inputs.isEmpty {
+            throw object.error("inputs", "\(typeName) reads no inputs, got \(layer.inputs.count)")
+        }
+        if type.inputCount.lowerBound > 1 && !type.inputCount.contains(layer.inputs.count) {
+            throw object.error("inputs", type.inputCount.count == 1 ? "\(typeName) needs exactly \(type.inputCount.lowerBound) inputs"
+                                                                  : "\(typeName) needs \(type.inputCountDescription), got \(layer.inputs.count)")
         }
         try object.rejectUnknownKeys()
         return layer
@@ -129,40 +134,54 @@ extension ModelSpec {
 
     /// The attributes of a layer of `type`, from its spec object.
     private static func parseKind(_ type: LayerType, _ object: JSONObject) throws -> LayerKind {
-        func positive(_ key: String, default value: Int? = nil) throws -> Int {
-            guard let v = try object.int(key) ?? value else { throw object.error(key, "missing (required for \(type.name))") }
-            let range = key == "kernel_size" || key == "stride" ? Limits.kernel : key.hasSuffix("_features") ? Limits.features : Limits.size
-            guard range.contains(v) else { throw object.error(key, "must be in \(range.lowerBound)...\(range.upperBound), got \(v)") }
-            return v
-        }
-        func pooling() throws -> PoolingAttributes {
-            let kernelSize = try positive("kernel_size")
-            return PoolingAttributes(kernelSize: kernelSize, stride: try positive("stride", default: kernelSize))
-        }
+        let attributes = SpecAttributeReader(object: object, type: type)
         switch type {
         case .conv2d:
+            let kernel = try attributes.size2D("kernel_size")
             let convolution = ConvolutionAttributes(
-                inputChannels: try positive("in_channels"), outputChannels: try positive("out_channels"),
-                kernelSize: try positive("kernel_size"), stride: try positive("stride", default: 1),
-                padding: try object.int("padding") ?? 0, hasBias: try object.bool("bias") ?? true)
-            guard Limits.padding.contains(convolution.padding) else {
-                throw object.error("padding", "must be in \(Limits.padding.lowerBound)...\(Limits.padding.upperBound), got \(convolution.padding)")
+                inputChannels: try attributes.positive("in_channels"), outputChannels: try attributes.positive("out_channels"),
+                kernel: kernel, stride: try attributes.size2D("stride", default: Size2D(1)),
+                padding: try attributes.padding(), dilation: try attributes.size2D("dilation", default: Size2D(1)),
+                groups: try attributes.positive("groups", default: 1), hasBias: try object.bool("bias") ?? true)
+            guard convolution.inputChannels % convolution.groups == 0, convolution.outputChannels % convolution.groups == 0 else {
+                throw object.error("groups", "in_channels \(convolution.inputChannels) and out_channels \(convolution.outputChannels) "
+                                   + "must both be multiples of groups \(convolution.groups)")
             }
             return .conv2d(convolution)
         case .linear:
-            return .linear(LinearAttributes(inputFeatures: try positive("in_features"), outputFeatures: try positive("out_features"),
+            return .linear(LinearAttributes(inputFeatures: try attributes.positive("in_features"),
+                                            outputFeatures: try attributes.positive("out_features"),
                                             hasBias: try object.bool("bias") ?? true))
         case .batchnorm2d:
             let epsilon = Float(try object.double("eps") ?? 1e-5), momentum = Float(try object.double("momentum") ?? 0.1)
             guard epsilon > 0, epsilon.isFinite else { throw object.error("eps", "must be a finite number > 0, got \(epsilon)") }
             guard momentum >= 0, momentum <= 1 else { throw object.error("momentum", "must be in [0, 1], got \(momentum)") }
-            return .batchnorm2d(BatchNormAttributes(features: try positive("num_features"), epsilon: epsilon, momentum: momentum))
-        case .maxpool2d: return .maxpool2d(try pooling())
-        case .avgpool2d: return .avgpool2d(try pooling())
+            return .batchnorm2d(BatchNormAttributes(features: try attributes.positive("num_features"), epsilon: epsilon, momentum: momentum))
+        case .maxpool2d: return .maxpool2d(try attributes.pooling(average: false))
+        case .avgpool2d: return .avgpool2d(try attributes.pooling(average: true))
         case .relu: return .relu
         case .relu6: return .relu6
         case .flatten: return .flatten
         case .add: return .add
+        case .clip:
+            let bounds = ClipAttributes(min: try attributes.float("min") ?? -.infinity, max: try attributes.float("max") ?? .infinity)
+            guard bounds.min <= bounds.max else { throw object.error("max", "must be ≥ min \(bounds.min), got \(bounds.max)") }
+            return .clip(bounds)
+        case .leakyReLU:
+            return .leakyReLU(LeakyReLUAttributes(negativeSlope: try attributes.float("negative_slope") ?? 0.01))
+        case .sigmoid: return .sigmoid
+        case .hardSigmoid:
+            return .hardSigmoid(HardSigmoidAttributes(alpha: try attributes.float("alpha") ?? 0.2, beta: try attributes.float("beta") ?? 0.5))
+        case .hardSwish: return .hardSwish
+        case .globalAvgpool2d: return .globalAvgpool2d
+        case .mul: return .mul
+        case .concat: return .concat
+        case .constant:
+            guard let shape = try object.intArray("shape") else { throw object.error("shape", "missing (required for constant)") }
+            guard (1...8).contains(shape.count), shape.allSatisfy({ Limits.size.contains($0) }) else {
+                throw object.error("shape", "expected 1 to 8 sizes in 1...\(Limits.size.upperBound), got \(shape)")
+            }
+            return .constant(ConstantAttributes(shape: shape))
         }
     }
 
@@ -173,16 +192,30 @@ extension ModelSpec {
             var o: [String: Any] = ["name": l.name, "type": l.kind.typeName]
             if !l.inputs.isEmpty { o["inputs"] = l.inputs }
             switch l.kind {
+            // Keys a spec from before rectangular kernels could not have are written only when
+            // they differ from their defaults, so old specs write back the same bytes.
             case .conv2d(let c):
                 o["in_channels"] = c.inputChannels; o["out_channels"] = c.outputChannels
-                o["kernel_size"] = c.kernelSize; o["stride"] = c.stride; o["padding"] = c.padding; o["bias"] = c.hasBias
+                o["kernel_size"] = c.kernel.specValue; o["stride"] = c.stride.specValue; o["padding"] = c.padding.specValue
+                o["bias"] = c.hasBias
+                if c.dilation != Size2D(1) { o["dilation"] = c.dilation.specValue }
+                if c.groups != 1 { o["groups"] = c.groups }
             case .linear(let f):
                 o["in_features"] = f.inputFeatures; o["out_features"] = f.outputFeatures; o["bias"] = f.hasBias
             case .batchnorm2d(let b):
                 o["num_features"] = b.features; o["eps"] = Double(b.epsilon); o["momentum"] = Double(b.momentum)
             case .maxpool2d(let p), .avgpool2d(let p):
-                o["kernel_size"] = p.kernelSize; o["stride"] = p.stride
-            case .relu, .relu6, .flatten, .add:
+                o["kernel_size"] = p.kernel.specValue; o["stride"] = p.stride.specValue
+                if p.padding != Padding2D(0) { o["padding"] = p.padding.specValue }
+                if p.ceilMode { o["ceil_mode"] = true }
+                if case .avgpool2d = l.kind, !p.countIncludePad { o["count_include_pad"] = false }
+            case .clip(let bounds):
+                if bounds.min.isFinite { o["min"] = Double(bounds.min) }
+                if bounds.max.isFinite { o["max"] = Double(bounds.max) }
+            case .leakyReLU(let a): o["negative_slope"] = Double(a.negativeSlope)
+            case .hardSigmoid(let a): o["alpha"] = Double(a.alpha); o["beta"] = Double(a.beta)
+            case .constant(let c): o["shape"] = c.shape
+            case .relu, .relu6, .flatten, .add, .sigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
                 break
             }
             layerObjects.append(o)
@@ -190,5 +223,85 @@ extension ModelSpec {
         let root: [String: Any] = ["name": name, "input": inputShape, "layers": layerObjects]
         let data = try! JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+extension Size2D {
+    /// An int when square (the form of old specs), else [height, width].
+    var specValue: Any { height == width ? height : [height, width] }
+}
+
+extension Padding2D {
+    /// An int when all sides agree, [h, w] when symmetric, else [top, left, bottom, right].
+    var specValue: Any {
+        if isSymmetric && top == left { return top }
+        return isSymmetric ? [top, left] : [top, left, bottom, right]
+    }
+}
+
+/// Reads a layer's attribute keys with their ranges; errors name the file and the key path.
+private struct SpecAttributeReader {
+    let object: JSONObject
+    let type: LayerType
+
+    func positive(_ key: String, default value: Int? = nil) throws -> Int {
+        guard let v = try object.int(key) ?? value else { throw object.error(key, "missing (required for \(type.name))") }
+        let range = key.hasSuffix("_features") ? ModelSpec.Limits.features : ModelSpec.Limits.size
+        guard range.contains(v) else { throw object.error(key, "must be in \(range.lowerBound)...\(range.upperBound), got \(v)") }
+        return v
+    }
+
+    func float(_ key: String) throws -> Float? {
+        guard let value = try object.double(key) else { return nil }
+        guard Float(value).isFinite else { throw object.error(key, "must be a finite number, got \(value)") }
+        return Float(value)
+    }
+
+    /// An int or an array of ints, each in `range`.
+    private func ints(_ key: String, range: ClosedRange<Int>) throws -> [Int]? {
+        let values: [Int]?
+        if object.values[key] is [Any] { values = try object.intArray(key) } else { values = try object.int(key).map { [$0] } }
+        guard let values else { return nil }
+        for v in values where !range.contains(v) {
+            throw object.error(key, "must be in \(range.lowerBound)...\(range.upperBound), got \(v)")
+        }
+        return values
+    }
+
+    /// `kernel_size`, `stride` or `dilation`: an int for both axes or [height, width].
+    func size2D(_ key: String, default value: Size2D? = nil) throws -> Size2D {
+        guard let v = try ints(key, range: ModelSpec.Limits.kernel) else {
+            if let value { return value }
+            throw object.error(key, "missing (required for \(type.name))")
+        }
+        switch v.count {
+        case 1: return Size2D(v[0])
+        case 2: return Size2D(height: v[0], width: v[1])
+        default: throw object.error(key, "expected an int or [height, width], got \(v.count) values")
+        }
+    }
+
+    /// `padding`: an int for all sides, [h, w] (symmetric) or [top, left, bottom, right].
+    func padding() throws -> Padding2D {
+        guard let v = try ints("padding", range: ModelSpec.Limits.padding) else { return Padding2D(0) }
+        switch v.count {
+        case 1: return Padding2D(v[0])
+        case 2: return Padding2D(top: v[0], left: v[1], bottom: v[0], right: v[1])
+        case 4: return Padding2D(top: v[0], left: v[1], bottom: v[2], right: v[3])
+        default: throw object.error("padding", "expected an int, [h, w] or [top, left, bottom, right], got \(v.count) values")
+        }
+    }
+
+    func pooling(average: Bool) throws -> PoolingAttributes {
+        let kernel = try size2D("kernel_size")
+        let pooling = PoolingAttributes(kernel: kernel, stride: try size2D("stride", default: kernel), padding: try padding(),
+                                        ceilMode: try object.bool("ceil_mode") ?? false,
+                                        countIncludePad: average ? try object.bool("count_include_pad") ?? true : true)
+        // PyTorch's rule: padding at most half the window, so no window lies wholly in the padding.
+        let p = pooling.padding
+        guard max(p.top, p.bottom) * 2 <= kernel.height, max(p.left, p.right) * 2 <= kernel.width else {
+            throw object.error("padding", "must be at most half the window \(kernel.height)×\(kernel.width) on each side")
+        }
+        return pooling
     }
 }

@@ -274,21 +274,35 @@ extension ModelGraph.Wiring {
     public func readsModelInput(layerAt index: Int) -> Bool { sources[index].first == -1 }
 
     /// The layer whose non-negative output (its role is `nonNegativeOutput`, e.g. relu) reaches
-    /// layer `index`'s first input, following first inputs back through layers that keep values
-    /// non-negative (max and average pools, flatten); nil when the input may be negative.
+    /// layer `index`'s first input, following inputs back through layers that keep values
+    /// non-negative (pools, flatten, and concat when every input is non-negative: then the source
+    /// with the largest bound); nil when the input may be negative.
     /// The `fixed_min` default is true exactly when there is one. docs/ALGORITHMS.md §1 says "straight
     /// from a ReLU"; looking through is qat's decision, so LeNet's conv2 (relu1 → pool1 → conv2)
     /// gets fixed_min and its full 8-bit range.
     public func nonNegativeSource(ofLayerAt index: Int) -> Int? {
-        var current = index
-        while let producer = sources[current].first, producer >= 0 {
-            switch spec.layers[producer].kind.quantizationRole {
-            case .nonNegativeOutput: return producer
-            case .keepsNonNegative: current = producer
-            case .quantized, .mayTurnNegative: return nil
+        guard let producer = sources[index].first else { return nil }
+        return nonNegativeProducer(of: producer)
+    }
+
+    /// The source of `value`'s non-negativity, as `nonNegativeSource`.
+    private func nonNegativeProducer(of value: Int) -> Int? {
+        guard value >= 0 else { return nil }
+        switch spec.layers[value].kind.quantizationRole {
+        case .nonNegativeOutput: return value
+        case .quantized, .mayTurnNegative: return nil
+        case .keepsNonNegative:
+            var found: [Int] = []
+            for source in sources[value] {
+                guard let producer = nonNegativeProducer(of: source) else { return nil }
+                found.append(producer)
             }
+            func bound(_ producer: Int) -> Float {
+                if case .nonNegativeOutput(let bound?) = spec.layers[producer].kind.quantizationRole { return bound }
+                return .infinity
+            }
+            return found.max { bound($0) < bound($1) }
         }
-        return nil
     }
 }
 
@@ -296,7 +310,9 @@ extension ModelGraph.Wiring {
 
 extension QuantizationPlan {
     /// The plan as a fixed-width table, one row per layer, followed by the warnings.
-    public func table() -> String {
+    /// `floatNodes`: the layers the INT8 engine always runs as float nodes (QATDeploy's
+    /// `floatNodeLayers(of:)`; QATModel cannot see lowering), listed in a note.
+    public func table(floatNodes: [String] = []) -> String {
         var rows = [["layer", "type", "quantized", "width", "activation", "fixed_min", "weights", "rule"]]
         for layer in layers {
             guard let q = layer.quantizer else {
@@ -330,6 +346,10 @@ extension QuantizationPlan {
         if quantizedLayers.contains(where: { $0.quantizer?.activationType == .int16 }) {
             text += "\nINT16 layers deploy as float layers that apply their 16-bit input grid and INT8 weight codes "
                 + "exactly as fake quant does (docs/DEPLOY-FORMAT.md); the INT8 engine has no int16 kernels.\n"
+        }
+        if !floatNodes.isEmpty {
+            text += "\nOn the INT8 engine these layers run as float nodes (the training op in eval mode, between "
+                + "dequantize and quantize; docs/DEPLOY-FORMAT.md): \(floatNodes.joined(separator: ", ")).\n"
         }
         if !warnings.isEmpty {
             text += "\nwarnings:\n" + warnings.map { "  - \($0)\n" }.joined()

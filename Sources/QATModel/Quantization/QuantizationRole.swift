@@ -7,21 +7,25 @@ public enum QuantizationRole: Equatable, Sendable {
     /// The output lies in [0, atMost] whatever the input (atMost nil: no upper bound), so a
     /// quantized layer reading it gets `fixed_min` by default.
     case nonNegativeOutput(atMost: Float?)
-    /// A non-negative input gives a non-negative output: the `fixed_min` default looks through it.
+    /// Non-negative inputs (all of them, for concat) give a non-negative output: the `fixed_min`
+    /// default looks through it.
     case keepsNonNegative
     /// May turn non-negative values negative: the `fixed_min` default stops here.
     case mayTurnNegative
 }
 
 extension LayerType {
+    /// The role of every layer of this type; a clip's depends on its bounds (`LayerKind.quantizationRole`),
+    /// so the type alone says `.mayTurnNegative` for it.
     public var quantizationRole: QuantizationRole {
         switch self {
-        case .conv2d: return .quantized(channelWise: true)
+        case .conv2d: return .quantized(channelWise: true)   // grouped and depthwise too: one scale per output channel
         case .linear: return .quantized(channelWise: false)
         case .relu: return .nonNegativeOutput(atMost: nil)
         case .relu6: return .nonNegativeOutput(atMost: 6)
-        case .maxpool2d, .avgpool2d, .flatten: return .keepsNonNegative
-        case .batchnorm2d, .add: return .mayTurnNegative
+        case .sigmoid, .hardSigmoid: return .nonNegativeOutput(atMost: 1)
+        case .maxpool2d, .avgpool2d, .globalAvgpool2d, .flatten, .concat: return .keepsNonNegative
+        case .batchnorm2d, .add, .mul, .clip, .leakyReLU, .hardSwish, .constant: return .mayTurnNegative
         }
     }
 
@@ -39,6 +43,12 @@ extension LayerType {
 }
 
 extension LayerKind {
-    public var quantizationRole: QuantizationRole { layerType.quantizationRole }
+    /// The type's role, except that a clip with min ≥ 0 has a non-negative output bounded by its max.
+    public var quantizationRole: QuantizationRole {
+        if case .clip(let bounds) = self, bounds.min >= 0 {
+            return .nonNegativeOutput(atMost: bounds.max.isFinite ? bounds.max : nil)
+        }
+        return layerType.quantizationRole
+    }
     public var isQuantizable: Bool { layerType.isQuantizable }
 }

@@ -1,0 +1,129 @@
+// Depthwise convolution (groups == channels): the driver and the portable path.
+//
+// Why a direct kernel: im2col + GEMM per group would be a GEMM with one row (or `multiplier`
+// rows) and K = kh·kw, all packing and no reuse. Instead each input plane is turned once into
+// "rows" (int8_internal.h): per padded input row and group of 4 kernel columns, the 4 input bytes
+// of each output column side by side. An output row is then, per kernel row, kw4 dot products of
+// 4 bytes per output column: contiguous loads, vectorised over output pixels (NCHW keeps a
+// plane's pixels together; channels are planes apart), 16 output columns per vpdpbusd (VNNI) or
+// 8 per pair of vpmaddwd (AVX2). The arithmetic is the GEMM's (int8_internal.h): u = q + 128,
+// acc = Σ u·w + corr with corr = b_q − (128 + o_d)·Σ w, exact in int32, so every path gets the
+// same acc; the output step is shared (qat_i8_finish).
+#include <stdlib.h>
+#include <string.h>
+#include "int8_internal.h"
+
+static int round_up16(int n) { return (n + 15) / 16 * 16; }
+
+void qat_i8_depthwise_rows_portable(const uint8_t *plane, const qat_i8_rows_shape *s, uint8_t *rows) {
+    for (int y = 0; y < s->hp; y++) {
+        for (int g = 0; g < s->kw4; g++) {
+            for (int t = 0; t < 4; t++) {
+                const int kx = 4 * g + t;
+                const uint8_t *src = plane + (size_t)y * s->wp + (kx < s->kw ? (size_t)kx * s->dw : 0);
+                uint8_t *dst = rows + ((size_t)y * s->kw4 + g) * s->owpad * 4 + t;
+                for (int ox = 0; ox < s->ow; ox++) dst[(size_t)ox * 4] = src[(size_t)ox * s->sw];
+            }
+        }
+    }
+}
+
+void qat_i8_depthwise_plane_portable(const qat_i8_depthwise_plane *p) {
+    const size_t block = (size_t)p->owpad * 4;
+    for (int oy = 0; oy < p->oh; oy++) {
+        int32_t *acc = p->acc + (size_t)oy * p->owpad;
+        for (int ox = 0; ox < p->owpad; ox++) acc[ox] = p->corr;
+        for (int ky = 0; ky < p->kh; ky++) {
+            const uint8_t *r = p->rows + (size_t)(oy * p->sh + ky * p->dh) * p->kw4 * block;
+            for (int g = 0; g < p->kw4; g++, r += block) {
+                const int8_t *w = p->w + ((size_t)ky * p->kw4 + g) * 4;
+                const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+                for (int ox = 0; ox < p->owpad; ox++)
+                    acc[ox] += w0 * r[4 * ox] + w1 * r[4 * ox + 1] + w2 * r[4 * ox + 2] + w3 * r[4 * ox + 3];
+            }
+        }
+    }
+}
+
+static size_t element_size(qat_i8_out_kind kind) { return kind == QAT_I8_OUT_INT8 ? 1 : 4; }
+
+void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                             const int8_t *weight, const int32_t *bias, qat_i8_output output,
+                             int pool_k, int pool_s, void *out) {
+    if (pool_k > 0) output.kind = QAT_I8_OUT_INT8;
+    const int c = g->c, h = g->h, w = g->w, oc = g->oc, multiplier = oc / c;
+    const int kh = g->kh, kw = g->kw, kw4 = (kw + 3) / 4;
+    const int oh = qat_i8_conv_out_h(g), ow = qat_i8_conv_out_w(g), owpad = round_up16(ow);
+    const int hp = h + g->pad_top + g->pad_bottom, wp = w + g->pad_left + g->pad_right;
+
+    // Weights [oc][kh][kw] → [oc][kh][kw4][4] with zero weights past kw; corr as in the GEMM.
+    const size_t taps4 = (size_t)kh * kw4 * 4;
+    int8_t *wpack = qat_i8_checked_malloc((size_t)oc * taps4);
+    memset(wpack, 0, (size_t)oc * taps4);
+    int32_t *corr = qat_i8_checked_malloc((size_t)oc * sizeof(int32_t));
+    for (int o = 0; o < oc; o++) {
+        int64_t sum = 0;
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++) {
+                const int8_t v = weight[((size_t)o * kh + ky) * kw + kx];
+                wpack[(size_t)o * taps4 + ((size_t)ky * kw4 + kx / 4) * 4 + kx % 4] = v;
+                sum += v;
+            }
+        corr[o] = (int32_t)((int64_t)bias[o] - (128 + (int64_t)x_zero) * sum);
+    }
+
+    // One padded plane in u8; its border and 64 spare bytes (over-read by the fast row builder)
+    // are the code of real zero, written once: every channel fills the same interior.
+    const size_t padded = (size_t)hp * wp;
+    uint8_t *plane = qat_i8_checked_malloc(padded + 64);
+    memset(plane, (uint8_t)x_zero ^ 0x80, padded + 64);
+    const qat_i8_rows_shape rs = {.hp = hp, .wp = wp, .kw = kw, .sw = g->sw, .dw = g->dw, .ow = ow, .kw4 = kw4, .owpad = owpad};
+    // Zeroed: the portable builder leaves columns ow…owpad − 1 alone, and the vector kernels read them.
+    const size_t rows_bytes = (size_t)hp * kw4 * owpad * 4;
+    uint8_t *rows = qat_i8_checked_malloc(rows_bytes);
+    memset(rows, 0, rows_bytes);
+    int32_t *acc = qat_i8_checked_malloc((size_t)oh * owpad * sizeof(int32_t));
+
+    const size_t elem = element_size(output.kind), out_plane = (size_t)oh * ow * elem;
+    int8_t *conv_plane = NULL;
+    size_t pooled_plane = 0;
+    if (pool_k > 0) {
+        conv_plane = qat_i8_checked_malloc(out_plane);
+        pooled_plane = (size_t)((oh - pool_k) / pool_s + 1) * ((ow - pool_k) / pool_s + 1);
+    }
+    for (int img = 0; img < g->n; img++) {
+        for (int ci = 0; ci < c; ci++) {
+            const int8_t *src = x + ((size_t)img * c + ci) * h * w;
+            for (int y = 0; y < h; y++) {
+                uint8_t *dst = plane + (size_t)(y + g->pad_top) * wp + g->pad_left;
+                for (int i = 0; i < w; i++) dst[i] = (uint8_t)src[(size_t)y * w + i] ^ 0x80;
+            }
+            if (path == QAT_I8_PORTABLE) qat_i8_depthwise_rows_portable(plane, &rs, rows);
+            else qat_i8_depthwise_rows_fast(plane, &rs, rows);
+            for (int j = 0; j < multiplier; j++) {
+                const int o = ci * multiplier + j;
+                const qat_i8_depthwise_plane p = {.rows = rows, .w = wpack + (size_t)o * taps4, .corr = corr[o], .kh = kh,
+                                                  .sh = g->sh, .dh = g->dh, .kw4 = kw4, .oh = oh, .owpad = owpad, .acc = acc};
+                switch (path) {
+                case QAT_I8_VNNI: qat_i8_depthwise_plane_vnni(&p); break;
+                case QAT_I8_AVX2: qat_i8_depthwise_plane_avx2(&p); break;
+                default: qat_i8_depthwise_plane_portable(&p); break;
+                }
+                const size_t at = (size_t)img * oc + o;
+                if (pool_k > 0) {
+                    qat_i8_finish(path, acc, (size_t)oh, (size_t)ow, (size_t)owpad, output, o, conv_plane);
+                    qat_i8_maxpool(path, conv_plane, (int8_t *)out + at * pooled_plane, 1, (size_t)oh, (size_t)ow,
+                                   (size_t)pool_k, (size_t)pool_s);
+                } else {
+                    qat_i8_finish(path, acc, (size_t)oh, (size_t)ow, (size_t)owpad, output, o, (char *)out + at * out_plane);
+                }
+            }
+        }
+    }
+    free(conv_plane);
+    free(acc);
+    free(rows);
+    free(plane);
+    free(corr);
+    free(wpack);
+}
