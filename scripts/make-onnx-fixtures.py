@@ -84,6 +84,56 @@ def lenet():
     return model
 
 
+def mobile():
+    """A MobileNetV3-style block set: depthwise and grouped conv, HardSwish, squeeze-and-excitation
+    (GlobalAveragePool, 1×1 convs, HardSigmoid, Mul), Concat, LeakyRelu, Sigmoid, a general Clip,
+    an Add and a Mul with constants, asymmetric pads, dilation, ceil-mode pooling."""
+    c = 8
+    nodes = [
+        helper.make_node("Conv", ["image", "stem.w", "stem.b"], ["s"], name="stem", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["s"], ["s1"], name="stem_act"),
+        helper.make_node("Conv", ["s1", "dw.w"], ["d"], name="block1.dw", kernel_shape=[3, 3], group=c, pads=[0, 1, 2, 1], dilations=[1, 1]),
+        helper.make_node("BatchNormalization", ["d", "dw.scale", "dw.bias", "dw.mean", "dw.var"], ["db"], name="block1.bn"),
+        helper.make_node("Clip", ["db", "clip_lo", "clip_hi"], ["dc"], name="block1.clip"),
+        helper.make_node("GlobalAveragePool", ["dc"], ["g"], name="block1.se.pool"),
+        helper.make_node("Conv", ["g", "se1.w", "se1.b"], ["g1"], name="block1.se.fc1", kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["g1"], ["g2"], name="block1.se.relu"),
+        helper.make_node("Conv", ["g2", "se2.w", "se2.b"], ["g3"], name="block1.se.fc2", kernel_shape=[1, 1]),
+        helper.make_node("HardSigmoid", ["g3"], ["g4"], name="block1.se.gate", alpha=1.0 / 6, beta=0.5),
+        helper.make_node("Mul", ["dc", "g4"], ["se"], name="block1.se.scale"),
+        helper.make_node("Conv", ["se", "pw.w"], ["p"], name="block1.pw", kernel_shape=[1, 1], group=2),
+        helper.make_node("Conv", ["s1", "dil.w"], ["q"], name="block1.dilated", kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2]),
+        helper.make_node("LeakyRelu", ["q"], ["q1"], name="block1.leaky", alpha=0.1),
+        helper.make_node("Concat", ["p", "q1"], ["cat"], name="block1.concat", axis=1),
+        helper.make_node("Mul", ["cat", "channel_scale"], ["cs"], name="block1.channel_scale"),
+        helper.make_node("Add", ["channel_shift", "cs"], ["csh"], name="block1.channel_shift"),
+        helper.make_node("Sigmoid", ["csh"], ["sg"], name="block1.sigmoid"),
+        helper.make_node("MaxPool", ["sg"], ["mp"], name="block1.pool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        helper.make_node("AveragePool", ["mp"], ["ap"], name="head.pool", kernel_shape=[2, 2], pads=[1, 1, 1, 1], strides=[2, 2],
+                         count_include_pad=0),
+        helper.make_node("Flatten", ["ap"], ["f"], name="head.flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["logits"], name="head.fc", transB=1),
+    ]
+    inits = [
+        init("stem.w", [c, 1, 3, 3]), init("stem.b", [c]), init("dw.w", [c, 1, 3, 3]),
+        init("dw.scale", [c]), init("dw.bias", [c]), init("dw.mean", [c], 0.1),
+        numpy_helper.from_array((rng.random(c) + 0.5).astype(np.float32), "dw.var"),
+        numpy_helper.from_array(np.array(-0.5, np.float32), "clip_lo"), numpy_helper.from_array(np.array(1.5, np.float32), "clip_hi"),
+        init("se1.w", [4, c, 1, 1]), init("se1.b", [4]), init("se2.w", [c, 4, 1, 1]), init("se2.b", [c]),
+        init("pw.w", [c, c // 2, 1, 1]), init("dil.w", [4, c, 3, 3]),
+        init("channel_scale", [1, c + 4, 1, 1], 1.0), init("channel_shift", [c + 4, 1, 1], 1.0),
+        init("fc.w", [10, (c + 4) * 2 * 2]), init("fc.b", [10]),
+    ]
+    graph = helper.make_graph(nodes, "mobile", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 14, 14])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=opsets(15), producer_name="qat make-onnx-fixtures.py")
+    save(model, "mobile.onnx")
+    x = rng.standard_normal([2, 1, 14, 14]).astype(np.float32)
+    (y,) = ReferenceEvaluator(model).run(None, {"image": x})
+    onnx.save_tensor(numpy_helper.from_array(x, "image"), os.path.join(OUT, "mobile-input.pb"))
+    onnx.save_tensor(numpy_helper.from_array(y, "logits"), os.path.join(OUT, "mobile-output.pb"))
+
+
 def small(nodes, inits, name, output_shape=("batch", 4, 8, 8), check=True, opset=13):
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(output_shape))], inits)
@@ -109,13 +159,14 @@ def bad():
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 2, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 2, 6, 6])], [init("w3", [4, 4, 1, 3, 3])])
     save(helper.make_model(graph, opset_imports=opsets()), "bad-conv3d.onnx")
-    # An auto_pad we cannot map (a node attribute with a value qat refuses).
-    small([helper.make_node("Conv", ["x", "w"], ["y"], name="conv_dilated", kernel_shape=[3, 3], pads=[2, 2, 2, 2], dilations=[2, 2])],
-          [w], "bad-unsupported-attribute")
+    # An attribute value qat refuses: a dilated max pool.
+    small([helper.make_node("MaxPool", ["x"], ["y"], name="pool_dilated", kernel_shape=[3, 3], pads=[2, 2, 2, 2], dilations=[2, 2])],
+          [], "bad-unsupported-attribute")
 
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     lenet()
+    mobile()
     bad()
     print("wrote", sorted(os.listdir(OUT)))

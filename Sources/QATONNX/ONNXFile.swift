@@ -68,10 +68,18 @@ public struct ONNXValueInfo: Sendable {
     public var dims: [ONNXDimension]?
 }
 
-public enum ONNXDimension: Equatable, Sendable {
+public enum ONNXDimension: Equatable, Sendable, CustomStringConvertible {
     case value(Int)
     case symbol(String)
     case unknown
+
+    public var description: String {
+        switch self {
+        case .value(let size): return "\(size)"
+        case .symbol(let name): return "\"\(name)\""
+        case .unknown: return "?"
+        }
+    }
 }
 
 /// libonnx's checker or protobuf rejected the bytes; the importer adds the file name.

@@ -30,8 +30,11 @@ public struct ImportOptions {
 }
 
 extension ImportedModel {
-    /// The opsets of the default domain we translate.
-    public static let supportedOpsets = 11...17
+    /// The opsets of the default domain we translate: up to 17 (libonnx 1.12's newest). Older
+    /// opsets are read too: where an op of our set changed meaning (Clip's bounds before 11) the
+    /// translation follows the version, and the attributes of older forms (`is_test`,
+    /// `broadcast`, `spatial`, `consumed_inputs`, Reshape's `shape`) are rejected as unknown.
+    public static let supportedOpsets = 1...17
 
     /// Reads an ONNX file and translates it; every unsupported node, attribute or shape is an
     /// `InputError` naming the file and the node, and nothing is returned then.

@@ -105,16 +105,18 @@ extension ONNXTranslator {
         try addLayer(index, kind, inputs: [input], weights: weights)
     }
 
-    /// The conv2d layer for these attributes, or which attribute our conv2d cannot express.
+    /// The conv2d layer for these attributes.
     func convolutionKind(_ index: Int, outputChannels: Int, inputChannels: Int, kernel: [Int], groups: Int,
                          geometry: (stride: [Int], dilation: [Int], pads: [Int]), hasBias: Bool) throws -> LayerKind {
-        guard groups == 1 else { throw unsupported(index, "group \(groups) is not supported yet (1 only)", attribute: "group") }
-        guard geometry.dilation == [1, 1] else { throw unsupported(index, "\(geometry.dilation) is not supported yet ([1, 1] only)", attribute: "dilations") }
-        guard kernel[0] == kernel[1] else { throw unsupported(index, "a rectangular kernel \(kernel) is not supported yet", attribute: "kernel_shape") }
-        guard geometry.stride[0] == geometry.stride[1] else { throw unsupported(index, "\(geometry.stride) is not supported yet (equal strides only)", attribute: "strides") }
-        guard Set(geometry.pads).count == 1 else { throw unsupported(index, "\(geometry.pads) is not supported yet (equal pads only)", attribute: "pads") }
-        return .conv2d(ConvolutionAttributes(inputChannels: inputChannels, outputChannels: outputChannels, kernelSize: kernel[0],
-                                             stride: geometry.stride[0], padding: geometry.pads[0], hasBias: hasBias))
+        guard groups >= 1, outputChannels % groups == 0 else {
+            throw error(index, "\(groups) does not divide the \(outputChannels) output channels", attribute: "group")
+        }
+        let p = geometry.pads
+        return .conv2d(ConvolutionAttributes(
+            inputChannels: inputChannels, outputChannels: outputChannels, kernel: Size2D(height: kernel[0], width: kernel[1]),
+            stride: Size2D(height: geometry.stride[0], width: geometry.stride[1]),
+            padding: Padding2D(top: p[0], left: p[1], bottom: p[2], right: p[3]),
+            dilation: Size2D(height: geometry.dilation[0], width: geometry.dilation[1]), groups: groups, hasBias: hasBias))
     }
 
     mutating func translatePool(_ index: Int) throws {
@@ -140,12 +142,22 @@ extension ONNXTranslator {
     func poolingKind(_ index: Int, isMax: Bool, kernel: [Int], geometry: (stride: [Int], dilation: [Int], pads: [Int]),
                      ceilMode: Bool, countIncludePad: Bool) throws -> LayerKind {
         guard geometry.dilation == [1, 1] else { throw unsupported(index, "\(geometry.dilation) is not supported ([1, 1] only)", attribute: "dilations") }
-        guard kernel[0] == kernel[1] else { throw unsupported(index, "a rectangular window \(kernel) is not supported yet", attribute: "kernel_shape") }
-        guard geometry.stride[0] == geometry.stride[1] else { throw unsupported(index, "\(geometry.stride) is not supported yet (equal strides only)", attribute: "strides") }
-        guard geometry.pads == [0, 0, 0, 0] else { throw unsupported(index, "\(geometry.pads) is not supported yet (no padding only)", attribute: "pads") }
-        guard !ceilMode else { throw unsupported(index, "1 is not supported yet", attribute: "ceil_mode") }
-        let attributes = PoolingAttributes(kernelSize: kernel[0], stride: geometry.stride[0])
+        let p = geometry.pads
+        // ONNX's count_include_pad defaults to 0 (PyTorch's to true); max pooling ignores it (true, our default).
+        let attributes = PoolingAttributes(
+            kernel: Size2D(height: kernel[0], width: kernel[1]), stride: Size2D(height: geometry.stride[0], width: geometry.stride[1]),
+            padding: Padding2D(top: p[0], left: p[1], bottom: p[2], right: p[3]), ceilMode: ceilMode,
+            countIncludePad: isMax ? true : countIncludePad)
         return isMax ? .maxpool2d(attributes) : .avgpool2d(attributes)
+    }
+
+    mutating func translateGlobalAveragePool(_ index: Int) throws {
+        try checkAttributes(index, known: [])
+        let input = try dataInput(index, 0)
+        if let dims = shapes[onnx.nodes[index].inputs[0]], dims.count != 4 {
+            throw unsupported(index, "a rank-\(dims.count) input is not supported ([N, C, H, W] only)")
+        }
+        try addLayer(index, .globalAvgpool2d, inputs: [input])
     }
 
     // MARK: Linear layers
@@ -243,6 +255,30 @@ extension ONNXTranslator {
                      weights: Dictionary(uniqueKeysWithValues: zip(names, parameters.map { Tensor(shape: [features], storage: $0.floats) })))
     }
 
+    mutating func translateActivation(_ index: Int) throws {
+        let node = onnx.nodes[index]
+        let input = try dataInput(index, 0)
+        let kind: LayerKind
+        switch node.opType {
+        case "Relu":
+            try checkAttributes(index, known: [])
+            kind = .relu
+        case "Sigmoid":
+            try checkAttributes(index, known: [])
+            kind = .sigmoid
+        case "HardSwish":
+            try checkAttributes(index, known: [])
+            kind = .hardSwish
+        case "LeakyRelu":
+            try checkAttributes(index, known: ["alpha"])
+            kind = .leakyReLU(LeakyReLUAttributes(negativeSlope: try floatAttribute(index, "alpha") ?? 0.01))
+        default:  // HardSigmoid
+            try checkAttributes(index, known: ["alpha", "beta"])
+            kind = .hardSigmoid(HardSigmoidAttributes(alpha: try floatAttribute(index, "alpha") ?? 0.2, beta: try floatAttribute(index, "beta") ?? 0.5))
+        }
+        try addLayer(index, kind, inputs: [input])
+    }
+
     /// Clip's bounds are inputs from opset 11 on (attributes before).
     mutating func translateClip(_ index: Int) throws {
         try checkAttributes(index, known: opset < 11 ? ["min", "max"] : [])
@@ -258,13 +294,14 @@ extension ONNXTranslator {
         try addLayer(index, kind, inputs: [input])
     }
 
-    /// Clip(0, 6) is relu6, Clip(0, none) relu.
+    /// Clip(0, 6) is relu6, Clip(0, none) relu, other bounds a clip.
     func clipKind(_ index: Int, low: Float?, high: Float?) throws -> LayerKind {
+        let low = low ?? -.infinity, high = high ?? .infinity
+        guard !low.isNaN, !high.isNaN, low <= high else { throw error(index, "bounds (\(low), \(high)) are not an interval") }
         switch (low, high) {
-        case (0?, 6?): return .relu6
-        case (0?, nil), (0?, Float.infinity?): return .relu
-        default:
-            throw unsupported(index, "bounds (\(low.map { "\($0)" } ?? "none"), \(high.map { "\($0)" } ?? "none")) are not supported yet (only (0, 6) and (0, none))")
+        case (0, 6): return .relu6
+        case (0, .infinity): return .relu
+        default: return .clip(ClipAttributes(min: low, max: high))
         }
     }
 
@@ -293,15 +330,55 @@ extension ONNXTranslator {
         try addLayer(index, .flatten, inputs: [input])
     }
 
-    /// Add of two computed values (a residual connection).
+    /// Add and Mul with numpy broadcasting; a constant operand (initializer or Constant node)
+    /// becomes a `constant` layer, shared by every node that reads it.
     mutating func translateBinary(_ index: Int) throws {
         try checkAttributes(index, known: [])
         let node = onnx.nodes[index]
         guard node.inputs.count == 2 else { throw error(index, "needs 2 inputs") }
-        for (k, name) in node.inputs.enumerated() where constants[name] != nil {
-            throw unsupported(index, "input \(k) (\"\(name)\") is a constant; adding a constant tensor is not supported yet")
+        guard !node.inputs.allSatisfy({ constants[$0] != nil && producers[$0] == nil }) else {
+            throw unsupported(index, "both inputs are constants (fold them before exporting)")
         }
-        let a = try dataInput(index, 0), b = try dataInput(index, 1)
-        try addLayer(index, .add, inputs: [a, b])
+        let operands = try (0..<2).map { try operandLayer(index, $0) }
+        try addLayer(index, node.opType == "Mul" ? .mul : .add, inputs: operands)
+    }
+
+    /// Concat along the channel axis (axis 1 of [N, C, …]).
+    mutating func translateConcat(_ index: Int) throws {
+        try checkAttributes(index, known: ["axis"])
+        let node = onnx.nodes[index]
+        guard let axis = try intAttribute(index, "axis") else { throw error(index, "missing", attribute: "axis") }
+        let rank = shapes[node.inputs[0]]?.count
+        guard axis == 1 || (rank != nil && axis == 1 - rank!) else {
+            throw unsupported(index, "axis \(axis) is not supported (the channel axis 1 only)", attribute: "axis")
+        }
+        guard node.inputs.count >= 2 else { throw unsupported(index, "one input: use Identity") }
+        let operands = try node.inputs.indices.map { try dataInput(index, $0) }
+        try addLayer(index, .concat, inputs: operands)
+    }
+
+    /// The layer holding input `k` of node `index`; a constant input gets a `constant` layer
+    /// (named after the initializer) the first time it is read.
+    mutating func operandLayer(_ index: Int, _ k: Int) throws -> String {
+        let node = onnx.nodes[index]
+        let value = node.inputs[k]
+        if let producer = producers[value] { return producer }
+        guard let tensor = constants[value] else { return try dataInput(index, k) }
+        // The constant broadcasts against the other operand's full shape [N, …]: a leading axis
+        // as long as the full rank is the batch axis and must be 1 (a value shared by every sample).
+        var shape = tensor.dims
+        let otherRank = shapes[node.inputs[1 - k]]?.count ?? sampleShape.count + 1
+        if shape.count >= otherRank {
+            guard shape.count == otherRank, shape.first == 1 else {
+                throw unsupported(index, "input \(k) (\"\(value)\") of dims \(tensor.dims) varies along the batch axis; a constant operand must be the same for every sample")
+            }
+            shape.removeFirst()
+        }
+        if shape.isEmpty { shape = [1] }
+        let name = uniqueName(sanitisedName(value, fallback: "constant"))
+        layers.append(LayerSpec(name: name, kind: .constant(ConstantAttributes(shape: shape)), inputs: []))
+        tensors["\(name).value"] = Tensor(shape: [1] + shape, storage: tensor.floats)
+        producers[value] = name
+        return name
     }
 }

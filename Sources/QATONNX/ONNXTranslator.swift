@@ -24,8 +24,9 @@ struct ONNXTranslator {
     private var foldedNodes: Set<Int> = []
 
     /// The ops we translate, for error messages.
-    static let supportedOps = "Conv, Gemm, MatMul (+ Add of a vector), BatchNormalization, Relu, Clip (0, 6) and (0, none), "
-        + "MaxPool, AveragePool, Flatten (axis 1), Reshape to [N, -1], Add, Dropout, Identity, Constant"
+    static let supportedOps = "Conv (2-D), Gemm, MatMul, BatchNormalization, Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, "
+        + "Add, Mul, MaxPool, AveragePool (2-D), GlobalAveragePool, Concat (axis 1), Flatten (axis 1), Reshape to [N, -1], "
+        + "Dropout, Identity, Constant"
 
     init(file: String, onnx: ONNXModel, opset: Int) {
         self.file = file
@@ -64,7 +65,8 @@ struct ONNXTranslator {
             throw InputError(file: file, keyPath: "graph.input \"\(input.name)\"", message: "element type \(input.elementType) is not supported (float32 only)")
         }
         guard let dims = input.dims, dims.count >= 2 else {
-            throw InputError(file: file, keyPath: "graph.input \"\(input.name)\"", message: "needs a known shape [N, …] with a batch axis first")
+            throw InputError(file: file, keyPath: "graph.input \"\(input.name)\"",
+                             message: "needs a known shape [N, …] of rank 2 or more with the batch axis first, got \(input.dims.map { "\($0)" } ?? "no shape")")
         }
         sampleShape = try dims.dropFirst().enumerated().map { k, dim in
             guard case .value(let size) = dim, size > 0 else {
@@ -104,7 +106,9 @@ struct ONNXTranslator {
         case "Gemm": try translateGemm(index)
         case "MatMul": try translateMatMul(index)
         case "BatchNormalization": try translateBatchNorm(index)
-        case "Relu": try addLayer(index, .relu, inputs: [try dataInput(index, 0)])
+        case "Relu", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu": try translateActivation(index)
+        case "GlobalAveragePool": try translateGlobalAveragePool(index)
+        case "Concat": try translateConcat(index)
         case "Clip": try translateClip(index)
         case "MaxPool", "AveragePool": try translatePool(index)
         case "Flatten":
@@ -112,7 +116,7 @@ struct ONNXTranslator {
             guard axis == 1 else { throw unsupported(index, "axis \(axis) is not supported (only 1: [N, C, H, W] → [N, C·H·W])", attribute: "axis") }
             try addLayer(index, .flatten, inputs: [try dataInput(index, 0)])
         case "Reshape": try translateReshape(index)
-        case "Add": try translateBinary(index)
+        case "Add", "Mul": try translateBinary(index)
         default:
             throw unsupported(index, "op \(node.opType) is not supported")
         }
@@ -189,7 +193,11 @@ struct ONNXTranslator {
     /// A layer named after the node (see `sanitisedName`), unique within the model.
     mutating func layerName(for index: Int) -> String {
         let node = onnx.nodes[index]
-        let base = sanitisedName(node.name, fallback: "\(sanitisedName(node.opType, fallback: "node"))_\(index)")
+        return uniqueName(sanitisedName(node.name, fallback: "\(sanitisedName(node.opType, fallback: "node"))_\(index)"))
+    }
+
+    /// `base`, or `base_2`, `base_3`, … if taken.
+    mutating func uniqueName(_ base: String) -> String {
         var name = base
         var suffix = 2
         while usedNames.contains(name) {

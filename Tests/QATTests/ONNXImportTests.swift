@@ -36,6 +36,25 @@ final class ONNXImportTests: XCTestCase {
         XCTAssertEqual(imported.removedNodes, 6)
     }
 
+    /// Depthwise, grouped and dilated conv, asymmetric pads, squeeze-and-excitation, HardSwish,
+    /// HardSigmoid, LeakyRelu, Sigmoid, a general Clip, Concat, constants in Add and Mul,
+    /// ceil-mode and padded pooling, against the reference evaluator.
+    func testMobileStyleLogitsEqualTheReferenceEvaluators() throws {
+        let imported = try ImportedModel.load(onnxFile: fixtures + "/mobile.onnx")
+        let input = try ONNXTensor.read(file: fixtures + "/mobile-input.pb")
+        let expected = try ONNXTensor.read(file: fixtures + "/mobile-output.pb")
+        let logits = imported.model.forward(Tensor(shape: input.dims, storage: input.floats), training: false, tape: nil).value
+        XCTAssertEqual(logits.shape, expected.dims)
+        let (ok, worst) = Self.close(logits.storage, expected.floats)
+        XCTAssertTrue(ok, "worst relative difference \(worst)")
+        let kinds = Dictionary(imported.spec.layers.map { ($0.name, $0.kind) }, uniquingKeysWith: { a, _ in a })
+        XCTAssertEqual(kinds["block1_dw"], .conv2d(ConvolutionAttributes(
+            inputChannels: 8, outputChannels: 8, kernel: Size2D(3), padding: Padding2D(top: 0, left: 1, bottom: 2, right: 1), groups: 8, hasBias: false)))
+        XCTAssertEqual(kinds["block1_clip"], .clip(ClipAttributes(min: -0.5, max: 1.5)))
+        XCTAssertEqual(kinds["channel_scale"], .constant(ConstantAttributes(shape: [12, 1, 1])))
+        XCTAssertEqual(imported.spec.layers.first { $0.name == "block1_channel_shift" }?.inputs, ["channel_shift", "block1_channel_scale"])
+    }
+
     func testLayerNamesComeFromNodeNames() throws {
         let imported = try ImportedModel.load(onnxFile: fixtures + "/lenet.onnx")
         XCTAssertEqual(imported.spec.layers.map(\.name), [
@@ -78,7 +97,7 @@ final class ONNXImportTests: XCTestCase {
             ("bad-cycle.onnx", ["add_a", "input 'b'", "cycle"]),
             ("bad-shape-mismatch.onnx", ["residual_add", "Add", "Incompatible dimensions"]),
             ("bad-conv3d.onnx", ["node \"conv3d\" (Conv)", "3-D convolution", "2-D only"]),
-            ("bad-unsupported-attribute.onnx", ["node \"conv_dilated\" (Conv)", "attribute dilations", "[2, 2]"]),
+            ("bad-unsupported-attribute.onnx", ["node \"pool_dilated\" (MaxPool)", "attribute dilations", "[2, 2]"]),
         ]
         for (file, fragments) in cases {
             assertInputError(try ImportedModel.load(onnxFile: fixtures + "/" + file), mentions: [file] + fragments)
