@@ -67,6 +67,8 @@ extension ImportedModel {
             checkpoint = CheckpointFile(modelSpecJSON: checked.jsonString(), attributes: ["imported_from": (file as NSString).lastPathComponent],
                                         parameters: parameters, buffers: buffers)
             try model.load(checkpoint, file: file)
+        } catch let error as InputError {
+            throw translator.retold(error)
         }
         return ImportedModel(spec: model.spec, checkpoint: checkpoint, model: model, opset: opset, removedNodes: translator.removedNodes)
     }

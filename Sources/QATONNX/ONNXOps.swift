@@ -377,6 +377,7 @@ extension ONNXTranslator {
         if shape.isEmpty { shape = [1] }
         let name = uniqueName(sanitisedName(value, fallback: "constant"))
         layers.append(LayerSpec(name: name, kind: .constant(ConstantAttributes(shape: shape)), inputs: []))
+        layerNodes.append(index)
         tensors["\(name).value"] = Tensor(shape: [1] + shape, storage: tensor.floats)
         producers[value] = name
         return name

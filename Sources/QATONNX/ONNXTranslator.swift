@@ -15,6 +15,8 @@ struct ONNXTranslator {
     /// ONNX value name → its full shape (batch first), from the file and shape inference.
     var shapes: [String: [ONNXDimension]] = [:]
     var layers: [LayerSpec] = []
+    /// layerNodes[i]: the node layer i comes from (for a constant, the node that reads it).
+    var layerNodes: [Int] = []
     /// Checkpoint tensors by dotted name (`conv1.weight`, `bn1.running_mean`).
     var tensors: [String: Tensor] = [:]
     var sampleShape: [Int] = []
@@ -45,6 +47,19 @@ struct ONNXTranslator {
         let label = node.name.isEmpty ? "#\(nodeIndex)" : "\"\(node.name)\""
         let at = attribute.map { " attribute \($0):" } ?? ""
         return InputError(file: file, keyPath: "node \(label) (\(node.opType))", message: at.isEmpty ? message : String(at.dropFirst()) + " " + message)
+    }
+
+    /// An error our spec checks found in layer `layers[i]…`, retold for the node it came from.
+    func retold(_ error: InputError) -> InputError {
+        guard error.keyPath.hasPrefix("layers["), let close = error.keyPath.firstIndex(of: "]"),
+              let layer = Int(error.keyPath.dropFirst("layers[".count).prefix(upTo: close)), layerNodes.indices.contains(layer) else {
+            return InputError(file: file, keyPath: error.keyPath, message: error.message)
+        }
+        var detail = String(error.keyPath[error.keyPath.index(after: close)...])
+        if detail.hasPrefix(".") { detail.removeFirst() }
+        if detail.hasPrefix(" (") { detail = "" }  // "layers[3] (name)": the node names it already
+        // `detail` is our spec key (padding, in_channels, …), not an ONNX attribute.
+        return self.error(layerNodes[layer], detail.isEmpty ? error.message : "\(detail): \(error.message)")
     }
 
     func unsupported(_ nodeIndex: Int, _ message: String, attribute: String? = nil) -> InputError {
@@ -113,7 +128,8 @@ struct ONNXTranslator {
         case "MaxPool", "AveragePool": try translatePool(index)
         case "Flatten":
             let axis = try intAttribute(index, "axis") ?? 1
-            guard axis == 1 else { throw unsupported(index, "axis \(axis) is not supported (only 1: [N, C, H, W] → [N, C·H·W])", attribute: "axis") }
+            let rank = shapes[node.inputs[0]]?.count
+            guard axis == 1 || (rank != nil && axis == 1 - rank!) else { throw unsupported(index, "axis \(axis) is not supported (only 1: [N, C, H, W] → [N, C·H·W])", attribute: "axis") }
             try addLayer(index, .flatten, inputs: [try dataInput(index, 0)])
         case "Reshape": try translateReshape(index)
         case "Add", "Mul": try translateBinary(index)
@@ -216,6 +232,7 @@ struct ONNXTranslator {
         // Reading the previous layer (or the image, first) is implicit in specs.
         let implicit = [layers.last?.name ?? "input"]
         layers.append(LayerSpec(name: name, kind: kind, inputs: inputs == implicit ? [] : inputs))
+        layerNodes.append(index)
         for (suffix, tensor) in weights { tensors["\(name).\(suffix)"] = tensor }
         producers[output ?? onnx.nodes[index].outputs[0]] = name
         return name

@@ -30,7 +30,7 @@ final class ONNXNodeTests: XCTestCase {
         "test_batchnorm_example", "test_clip", "test_clip_default_max", "test_clip_default_min",
         "test_conv_with_autopad_same", "test_conv_with_strides_and_asymmetric_padding",
         "test_conv_with_strides_no_padding", "test_conv_with_strides_padding", "test_flatten_axis1",
-        "test_flatten_default_axis", "test_gemm_alpha", "test_gemm_beta", "test_gemm_default_no_bias",
+        "test_flatten_default_axis", "test_flatten_negative_axis3", "test_gemm_alpha", "test_gemm_beta", "test_gemm_default_no_bias",
         "test_gemm_default_scalar_bias", "test_gemm_default_single_elem_vector_bias", "test_gemm_default_vector_bias",
         "test_gemm_default_zero_bias", "test_gemm_transposeB", "test_globalaveragepool",
         "test_globalaveragepool_precomputed", "test_hardsigmoid", "test_hardsigmoid_default", "test_hardswish",
