@@ -37,7 +37,9 @@ struct ImportCommand: ParsableCommand {
                   + "\(imported.parameterCount) parameters, input \(imported.spec.inputShape), "
                   + "\(imported.model.graph.outputShapes.last ?? []) output, \(imported.removedNodes) node(s) folded or removed")
             print("wrote \(specPath) and \(checkpointPath)")
-            print("next: qat train --config Configs/retrain.json --model \(specPath) --init \(checkpointPath)")
+            let configPath = (outputDir as NSString).appendingPathComponent("\(name)-retrain.json")
+            print("next: qat create-config --model \(specPath) --output \(configPath)")
+            print("      qat train --config \(configPath) --model \(specPath) --init \(checkpointPath)")
         }
     }
 }

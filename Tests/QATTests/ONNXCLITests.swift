@@ -20,14 +20,22 @@ final class ONNXCLITests: XCTestCase {
         XCTAssertEqual(status, 0, output)
         XCTAssertTrue(output.contains("(opset 15): 13 layers (3 conv2d, 1 batchnorm2d"), output)
         XCTAssertTrue(output.contains("input [1, 28, 28]"), output)
-        XCTAssertTrue(output.contains("next: qat train"), output)
         let spec = folder + "/imported/lenet.json", checkpoint = folder + "/imported/lenet-float.h5"
+        let config = folder + "/imported/lenet-retrain.json"
+        XCTAssertTrue(output.contains("next: qat create-config --model \(spec) --output \(config)\n"
+                                      + "      qat train --config \(config) --model \(spec) --init \(checkpoint)"), output)
+        // The printed next steps run (QAT on a few Fashion-MNIST images).
+        let (createStatus, created) = try qat(["create-config", "--model", spec, "--output", config])
+        XCTAssertEqual(createStatus, 0, created)
+        let (trainStatus, log) = try qat(["train", "--config", config, "--model", spec, "--init", checkpoint, "--epochs", "1",
+                                          "--train-limit", "128", "--test-limit", "128", "--output", folder + "/qat.h5"])
+        XCTAssertEqual(trainStatus, 0, log)
+        XCTAssertTrue(log.contains("QAT training of lenet") && log.contains("calibrated"), log)
         let (inspectStatus, summary) = try qat(["inspect", checkpoint])
         XCTAssertEqual(inspectStatus, 0, summary)
         XCTAssertTrue(summary.contains("features_bn1_BatchNormalization.running_var"), summary)
-        let (configStatus, config) = try qat(["create-config", "--model", spec])
-        XCTAssertEqual(configStatus, 0, config)
-        XCTAssertTrue(config.contains("\"features_conv1_Conv\""), config)
+        let configText = try String(contentsOfFile: config, encoding: .utf8)
+        XCTAssertTrue(configText.contains("\"features_conv1_Conv\""), configText)
     }
 
     func testONNXFileIsAcceptedWhereASpecIs() throws {
