@@ -115,8 +115,11 @@ extension ONNXModel {
         for i in 0..<connx_opset_count(handle) {
             opsets[String(cString: connx_opset_domain(handle, i))] = Int(connx_opset_version(handle, i))
         }
-        let nodes = try (0..<connx_node_count(handle)).map { try readNode(handle, $0) }
-        let initializers = try (0..<connx_initializer_count(handle)).map { try readTensor(connx_initializer(handle, $0)!) }
+        // Every stored element takes at least one byte of the file, so a tensor whose dims ask for
+        // more is damaged: refused before anything is allocated for it.
+        let limit = data.count
+        let nodes = try (0..<connx_node_count(handle)).map { try readNode(handle, $0, elementLimit: limit) }
+        let initializers = try (0..<connx_initializer_count(handle)).map { try readTensor(connx_initializer(handle, $0)!, elementLimit: limit) }
         return ONNXModel(
             irVersion: Int(connx_model_ir_version(handle)), producer: String(cString: connx_model_producer(handle)),
             graphName: String(cString: connx_graph_name(handle)), opsets: opsets, nodes: nodes, initializers: initializers,
@@ -125,7 +128,7 @@ extension ONNXModel {
             valueInfos: (0..<connx_value_info_count(handle)).map { readValue(connx_value_info_at(handle, $0)!) })
     }
 
-    private static func readNode(_ handle: OpaquePointer, _ index: Int) throws -> ONNXNode {
+    private static func readNode(_ handle: OpaquePointer, _ index: Int, elementLimit: Int) throws -> ONNXNode {
         var attributes: [String: ONNXAttribute] = [:]
         for a in 0..<connx_attribute_count(handle, index) {
             let name = String(cString: connx_attribute_name(handle, index, a))
@@ -141,7 +144,7 @@ extension ONNXModel {
                 var length = 0
                 let bytes = connx_attribute_string(handle, index, a, &length)!
                 attributes[name] = .string(String(decoding: UnsafeRawBufferPointer(start: bytes, count: length), as: UTF8.self))
-            case Int(CONNX_ATTRIBUTE_TENSOR): attributes[name] = .tensor(try readTensor(connx_attribute_tensor(handle, index, a)!))
+            case Int(CONNX_ATTRIBUTE_TENSOR): attributes[name] = .tensor(try readTensor(connx_attribute_tensor(handle, index, a)!, elementLimit: elementLimit))
             default: attributes[name] = .other(typeNumber: type)
             }
         }
@@ -182,7 +185,7 @@ extension ONNXTensor {
         guard let handle = parsed else { throw InputError(file: file, message: takeMessage(errorText)) }
         defer { connx_tensor_file_free(handle) }
         do {
-            return try readTensor(connx_tensor_file_tensor(handle)!)
+            return try readTensor(connx_tensor_file_tensor(handle)!, elementLimit: data.count)
         } catch let error as ONNXReadError {
             throw InputError(file: file, message: error.message)
         }
@@ -190,14 +193,16 @@ extension ONNXTensor {
 }
 
 /// Copies a tensor's dims and data out of libonnx's memory.
-private func readTensor(_ tensor: OpaquePointer) throws -> ONNXTensor {
+private func readTensor(_ tensor: OpaquePointer, elementLimit: Int) throws -> ONNXTensor {
     let name = String(cString: connx_tensor_name(tensor))
     let dims = (0..<connx_tensor_rank(tensor)).map { Int(connx_tensor_dim(tensor, $0)) }
     guard dims.allSatisfy({ $0 >= 0 }) else { throw ONNXReadError(message: "tensor \"\(name)\" has negative dims \(dims)") }
     var count = 1
     for d in dims {
         let (product, overflow) = count.multipliedReportingOverflow(by: d)
-        guard !overflow, product <= 1 << 31 else { throw ONNXReadError(message: "tensor \"\(name)\" of dims \(dims) is too large") }
+        guard !overflow, product <= elementLimit else {
+            throw ONNXReadError(message: "tensor \"\(name)\" of dims \(dims) holds more values than the file has bytes (damaged)")
+        }
         count = product
     }
     let dataType = Int(connx_tensor_data_type(tensor))

@@ -125,6 +125,36 @@ final class ONNXImportTests: XCTestCase {
         assertInputError(try ImportedModel.load(onnxFile: folder + "/damaged.onnx"), mentions: [folder + "/damaged.onnx"])
     }
 
+    /// Seeded random damage to a valid file (bytes overwritten, ranges dropped): the import either
+    /// fails with an InputError naming the file or yields a model; it never crashes or allocates
+    /// what a damaged size asks for.
+    func testRandomlyDamagedFilesNeverCrash() throws {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: fixtures + "/mobile.onnx")))
+        let folder = try makeTemporaryFolder(self)
+        var generator = SeededGenerator(seed: 10)
+        var refused = 0
+        for trial in 0..<150 {
+            var damaged = bytes
+            for _ in 0..<(1 + Int(generator.next() % 4)) {
+                let position = Int(generator.next() % UInt64(damaged.count))
+                if generator.next() % 3 == 0 {
+                    damaged.removeSubrange(position..<min(damaged.count, position + 1 + Int(generator.next() % 16)))
+                } else {
+                    damaged[position] = UInt8(truncatingIfNeeded: generator.next())
+                }
+            }
+            let path = folder + "/damaged-\(trial).onnx"
+            try Data(damaged).write(to: URL(fileURLWithPath: path))
+            do {
+                _ = try ImportedModel.load(onnxFile: path)
+            } catch let error as InputError {
+                XCTAssertTrue(error.description.hasPrefix(path) && !error.description.contains("\n"), error.description)
+                refused += 1
+            }
+        }
+        XCTAssertGreaterThan(refused, 75, "most random damage is detected")
+    }
+
     func testTensorFilesOfTheBackendTestsRead() throws {
         // A float16-free, float32 TensorProto from Debian's libonnx-testdata.
         let tensor = try ONNXTensor.read(file: "/usr/share/libonnx-testdata/data/node/test_relu/test_data_set_0/input_0.pb")
