@@ -297,7 +297,9 @@ extension ONNXTranslator {
     /// Clip(0, 6) is relu6, Clip(0, none) relu, other bounds a clip.
     func clipKind(_ index: Int, low: Float?, high: Float?) throws -> LayerKind {
         let low = low ?? -.infinity, high = high ?? .infinity
-        guard !low.isNaN, !high.isNaN, low <= high else { throw error(index, "bounds (\(low), \(high)) are not an interval") }
+        guard !low.isNaN, !high.isNaN, low <= high, low < .infinity, high > -.infinity else {
+            throw error(index, "bounds (\(low), \(high)) are not an interval of numbers")
+        }
         switch (low, high) {
         case (0, 6): return .relu6
         case (0, .infinity): return .relu

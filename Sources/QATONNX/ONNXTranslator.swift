@@ -186,7 +186,9 @@ struct ONNXTranslator {
     func floatAttribute(_ index: Int, _ name: String) throws -> Float? {
         switch onnx.nodes[index].attributes[name] {
         case nil: return nil
-        case .float(let value)?: return value
+        case .float(let value)?:
+            guard value.isFinite else { throw error(index, "must be a finite number, got \(value)", attribute: name) }
+            return value
         default: throw error(index, "expected a float", attribute: name)
         }
     }
