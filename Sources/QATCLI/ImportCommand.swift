@@ -12,8 +12,9 @@ struct ImportCommand: ParsableCommand {
             that qat does not support is an error naming the node, and nothing is written then. \
             `--model model.onnx` is also accepted wherever a spec is (train, plan, create-config, check model).
 
-            Example:
-              qat import examples/mobilenet/mobilenet.onnx --output-dir Imported
+            Examples:
+              qat import Tests/Fixtures/onnx/mobile.onnx --output-dir Imported
+              qat train --config Configs/float.json --model Tests/Fixtures/onnx/lenet.onnx --epochs 1
             """)
 
     @Argument(help: "The ONNX file.") var onnxFile: String
