@@ -134,6 +134,21 @@ def mobile():
     onnx.save_tensor(numpy_helper.from_array(y, "logits"), os.path.join(OUT, "mobile-output.pb"))
 
 
+def tensors():
+    """float16, double and int8 tensors (raw_data and typed fields) and numpy's float32 reading of
+    them: the shim's conversions are checked against numpy's."""
+    half = np.array([0, -0.0, 1, -2.5, 65504, 6.1035e-05, 5.96e-08, -3.0e-07, np.inf, -np.inf, 0.333], np.float16)
+    wide = np.array([[1.0, -1e-3], [1e30, 3.141592653589793]], np.float64)
+    small_ints = np.array([-128, -1, 0, 7, 127], np.int8)
+    for name, array in [("half", half), ("double", wide), ("int8", small_ints)]:
+        raw = numpy_helper.from_array(array, name)
+        onnx.save_tensor(raw, os.path.join(OUT, f"tensor-{name}-raw.pb"))
+        # The same values in the typed repeated field instead of raw_data.
+        typed = helper.make_tensor(name, raw.data_type, array.shape, array.reshape(-1).tolist())
+        onnx.save_tensor(typed, os.path.join(OUT, f"tensor-{name}-typed.pb"))
+        onnx.save_tensor(numpy_helper.from_array(array.astype(np.float32), name), os.path.join(OUT, f"tensor-{name}-as-float32.pb"))
+
+
 def small(nodes, inits, name, output_shape=("batch", 4, 8, 8), check=True, opset=13):
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(output_shape))], inits)
@@ -168,5 +183,6 @@ if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     lenet()
     mobile()
+    tensors()
     bad()
     print("wrote", sorted(os.listdir(OUT)))

@@ -155,6 +155,21 @@ final class ONNXImportTests: XCTestCase {
         XCTAssertGreaterThan(refused, 75, "most random damage is detected")
     }
 
+    /// float16 (subnormals, ±inf, 65504), double and int8 tensors, in raw_data and in the typed
+    /// fields, read as float32 exactly as numpy converts them; int8 also kept exact as integers.
+    func testTensorConversionsEqualNumpys() throws {
+        for name in ["half", "double", "int8"] {
+            let expected = try ONNXTensor.read(file: fixtures + "/tensor-\(name)-as-float32.pb")
+            for form in ["raw", "typed"] {
+                let tensor = try ONNXTensor.read(file: fixtures + "/tensor-\(name)-\(form).pb")
+                XCTAssertEqual(tensor.dims, expected.dims, "\(name) \(form)")
+                XCTAssertEqual(tensor.floats.map(\.bitPattern), expected.floats.map(\.bitPattern), "\(name) \(form)")
+            }
+        }
+        XCTAssertEqual(try ONNXTensor.read(file: fixtures + "/tensor-int8-raw.pb").integers, [-128, -1, 0, 7, 127])
+        XCTAssertNil(try ONNXTensor.read(file: fixtures + "/tensor-half-raw.pb").integers)
+    }
+
     func testTensorFilesOfTheBackendTestsRead() throws {
         // A float16-free, float32 TensorProto from Debian's libonnx-testdata.
         let tensor = try ONNXTensor.read(file: "/usr/share/libonnx-testdata/data/node/test_relu/test_data_set_0/input_0.pb")
