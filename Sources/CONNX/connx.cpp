@@ -6,6 +6,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -195,31 +196,26 @@ connx_model *connx_model_parse(const void *bytes, size_t length, int infer_shape
             set_error(error, "the file is larger than 2 GB, which protobuf cannot parse in one piece");
             return nullptr;
         }
-        auto model = new connx_model();
+        auto model = std::make_unique<connx_model>();
         if (!model->proto.ParseFromArray(bytes, static_cast<int>(length))) {
-            delete model;
             set_error(error, "not a valid ONNX model (the protobuf does not parse: truncated or damaged)");
             return nullptr;
         }
         try {
-            try {
-                onnx::checker::check_model(model->proto);
-            } catch (const std::exception &exception) {
-                throw std::runtime_error(std::string("ONNX checker: ") + exception.what());
-            }
-            if (infer_shapes) {
-                onnx::ShapeInferenceOptions options(/*check_type*/ true, /*error_mode*/ 1, /*data_propagation*/ false);
-                try {
-                    onnx::shape_inference::InferShapes(model->proto, onnx::OpSchemaRegistry::Instance(), options);
-                } catch (const std::exception &exception) {
-                    throw std::runtime_error(std::string("ONNX shape inference: ") + exception.what());
-                }
-            }
-        } catch (...) {
-            delete model;
-            throw;
+            onnx::checker::check_model(model->proto);
+        } catch (const std::exception &exception) {
+            throw std::runtime_error(std::string("ONNX checker: ") + exception.what());
         }
-        return model;
+        if (infer_shapes) {
+            // Strict: a node whose input shapes do not fit its op is an error, not a missing shape.
+            onnx::ShapeInferenceOptions options(/*check_type*/ true, /*error_mode*/ 1, /*data_propagation*/ false);
+            try {
+                onnx::shape_inference::InferShapes(model->proto, onnx::OpSchemaRegistry::Instance(), options);
+            } catch (const std::exception &exception) {
+                throw std::runtime_error(std::string("ONNX shape inference: ") + exception.what());
+            }
+        }
+        return model.release();
     } catch (const std::exception &exception) {
         set_error(error, exception.what());
     } catch (...) {
@@ -378,13 +374,12 @@ connx_tensor_file *connx_tensor_file_parse(const void *bytes, size_t length, cha
             set_error(error, "the file is larger than 2 GB");
             return nullptr;
         }
-        auto file = new connx_tensor_file();
+        auto file = std::make_unique<connx_tensor_file>();
         if (!file->proto.ParseFromArray(bytes, static_cast<int>(length))) {
-            delete file;
             set_error(error, "not a valid ONNX TensorProto (truncated or damaged)");
             return nullptr;
         }
-        return file;
+        return file.release();
     } catch (const std::exception &exception) {
         set_error(error, exception.what());
     } catch (...) {

@@ -57,7 +57,7 @@ public struct ONNXTensor: Sendable {
     /// The exact values of an integer tensor (Reshape shapes, Clip bounds); nil otherwise.
     public var integers: [Int64]?
 
-    public static let floatType = 1, int64Type = 7, float16Type = 10
+    public static let floatType = 1, int64Type = 7
 }
 
 /// A graph input or output: its name, element type and (possibly symbolic) dims.
