@@ -3,26 +3,29 @@
 // Why a direct kernel: im2col + GEMM per group would be a GEMM with one row (or `multiplier`
 // rows) and K = kh·kw, all packing and no reuse. Instead each input plane is turned once into
 // "rows" (int8_internal.h): per padded input row and group of 4 kernel columns, the 4 input bytes
-// of each output column side by side. An output row is then, per kernel row, kw4 dot products of
-// 4 bytes per output column: contiguous loads, vectorised over output pixels (NCHW keeps a
-// plane's pixels together; channels are planes apart), 16 output columns per vpdpbusd (VNNI) or
-// 8 per pair of vpmaddwd (AVX2). The arithmetic is the GEMM's (int8_internal.h): u = q + 128,
-// acc = Σ u·w + corr with corr = b_q − (128 + o_d)·Σ w, exact in int32, so every path gets the
-// same acc; the output step is shared (qat_i8_finish).
+// of each output column side by side, shared by the `multiplier` output channels of that input.
+// An output row is then, per kernel row, kw4 dot products of 4 bytes per output column:
+// contiguous loads, vectorised over output pixels (NCHW keeps a plane's pixels together, while
+// channels are a plane apart), 16 output columns per vpdpbusd (VNNI) or 8 per two vpmaddwd
+// (AVX2), 3×3 unrolled. The arithmetic is the GEMM's (int8_internal.h): u = q + 128,
+// acc = Σ u·w + corr with corr = b_q − (128 + o_d)·Σ w over all taps (padding holds the code
+// o_d, so its taps add 0), exact in int32, so every path gets the same acc. The vector paths
+// requantize in registers with the steps of qat_i8_store1; portable (and the int32 and float
+// outputs) goes through qat_i8_finish, the same formula.
 #include <stdlib.h>
 #include <string.h>
 #include "int8_internal.h"
 
 static int round_up16(int n) { return (n + 15) / 16 * 16; }
 
-void qat_i8_depthwise_rows_portable(const uint8_t *plane, const qat_i8_rows_shape *s, uint8_t *rows) {
+void qat_i8_depthwise_rows_portable(const int8_t *plane, const qat_i8_rows_shape *s, uint8_t *rows) {
     for (int y = 0; y < s->hp; y++) {
         for (int g = 0; g < s->kw4; g++) {
             for (int t = 0; t < 4; t++) {
                 const int kx = 4 * g + t;
-                const uint8_t *src = plane + (size_t)y * s->wp + (kx < s->kw ? (size_t)kx * s->dw : 0);
+                const int8_t *src = plane + (size_t)y * s->wp + (kx < s->kw ? (size_t)kx * s->dw : 0);
                 uint8_t *dst = rows + ((size_t)y * s->kw4 + g) * s->owpad * 4 + t;
-                for (int ox = 0; ox < s->ow; ox++) dst[(size_t)ox * 4] = src[(size_t)ox * s->sw];
+                for (int ox = 0; ox < s->ow; ox++) dst[(size_t)ox * 4] = (uint8_t)src[(size_t)ox * s->sw] ^ 0x80;
             }
         }
     }
@@ -72,11 +75,12 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
         corr[o] = (int32_t)((int64_t)bias[o] - (128 + (int64_t)x_zero) * sum);
     }
 
-    // One padded plane in u8; its border and 64 spare bytes (over-read by the fast row builder)
-    // are the code of real zero, written once: every channel fills the same interior.
+    // One padded plane of codes; its border and 64 spare bytes (over-read by the fast row
+    // builder) are the code of real zero, written once: every channel copies in the same interior.
+    // The row builders shift the codes to u8.
     const size_t padded = (size_t)hp * wp;
-    uint8_t *plane = qat_i8_checked_malloc(padded + 64);
-    memset(plane, (uint8_t)x_zero ^ 0x80, padded + 64);
+    int8_t *plane = qat_i8_checked_malloc(padded + 64);
+    memset(plane, x_zero, padded + 64);
     const qat_i8_rows_shape rs = {.hp = hp, .wp = wp, .kw = kw, .sw = g->sw, .dw = g->dw, .ow = ow, .kw4 = kw4, .owpad = owpad};
     // Zeroed: the portable builder leaves columns ow…owpad − 1 alone, and the vector kernels read them.
     const size_t rows_bytes = (size_t)hp * kw4 * owpad * 4;
@@ -94,29 +98,28 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
     for (int img = 0; img < g->n; img++) {
         for (int ci = 0; ci < c; ci++) {
             const int8_t *src = x + ((size_t)img * c + ci) * h * w;
-            for (int y = 0; y < h; y++) {
-                uint8_t *dst = plane + (size_t)(y + g->pad_top) * wp + g->pad_left;
-                for (int i = 0; i < w; i++) dst[i] = (uint8_t)src[(size_t)y * w + i] ^ 0x80;
-            }
+            for (int y = 0; y < h; y++) memcpy(plane + (size_t)(y + g->pad_top) * wp + g->pad_left, src + (size_t)y * w, (size_t)w);
             if (path == QAT_I8_PORTABLE) qat_i8_depthwise_rows_portable(plane, &rs, rows);
             else qat_i8_depthwise_rows_fast(plane, &rs, rows);
             for (int j = 0; j < multiplier; j++) {
                 const int o = ci * multiplier + j;
+                const size_t at = (size_t)img * oc + o;
+                int8_t *codes = NULL;  // the vector paths requantize in registers
+                if (output.kind == QAT_I8_OUT_INT8 && path != QAT_I8_PORTABLE)
+                    codes = pool_k > 0 ? conv_plane : (int8_t *)out + at * out_plane;
                 const qat_i8_depthwise_plane p = {.rows = rows, .w = wpack + (size_t)o * taps4, .corr = corr[o], .kh = kh,
-                                                  .sh = g->sh, .dh = g->dh, .kw4 = kw4, .oh = oh, .owpad = owpad, .acc = acc};
+                                                  .sh = g->sh, .dh = g->dh, .kw4 = kw4, .oh = oh, .ow = ow, .owpad = owpad,
+                                                  .acc = acc, .codes = codes, .output = output, .channel = o};
                 switch (path) {
                 case QAT_I8_VNNI: qat_i8_depthwise_plane_vnni(&p); break;
                 case QAT_I8_AVX2: qat_i8_depthwise_plane_avx2(&p); break;
                 default: qat_i8_depthwise_plane_portable(&p); break;
                 }
-                const size_t at = (size_t)img * oc + o;
-                if (pool_k > 0) {
-                    qat_i8_finish(path, acc, (size_t)oh, (size_t)ow, (size_t)owpad, output, o, conv_plane);
+                void *plane_out = pool_k > 0 ? (void *)conv_plane : (char *)out + at * out_plane;
+                if (!codes) qat_i8_finish(path, acc, (size_t)oh, (size_t)ow, (size_t)owpad, output, o, plane_out);
+                if (pool_k > 0)
                     qat_i8_maxpool(path, conv_plane, (int8_t *)out + at * pooled_plane, 1, (size_t)oh, (size_t)ow,
                                    (size_t)pool_k, (size_t)pool_s);
-                } else {
-                    qat_i8_finish(path, acc, (size_t)oh, (size_t)ow, (size_t)owpad, output, o, (char *)out + at * out_plane);
-                }
             }
         }
     }

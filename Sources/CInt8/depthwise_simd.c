@@ -14,69 +14,129 @@ __m128i load_strided16(const uint8_t *src, int sw) {
                             _mm_and_si128(_mm_loadu_si128((const __m128i *)(src + 16)), even));
 }
 
-// The rows of int8_internal.h for column strides 1 and 2 (others: the portable loop), 16 output
-// columns at a time: four strided loads, one per tap, byte-interleaved by two rounds of unpack
-// (as im2col_fast). The last chunk may read up to 32 bytes past a row (the next row, or the
-// plane's 64 spare bytes) and writes columns up to owpad, which nobody reads as output.
-QAT_I8_TARGET_AVX2 void qat_i8_depthwise_rows_fast(const uint8_t *plane, const qat_i8_rows_shape *s, uint8_t *rows) {
+// The rows of int8_internal.h for column strides 1 and 2 (others: the portable loop), 32 or 16
+// output columns at a time: four strided loads, one per tap, byte-interleaved by two rounds of
+// unpack (as im2col_fast) and shifted to u8. A 32-column chunk is taken only while more than 16
+// columns remain, so no chunk writes past owpad; the last chunk may read up to 32 bytes past a
+// row (the next row, or the plane's 64 spare bytes) and writes columns that nobody reads as output.
+QAT_I8_TARGET_AVX2 void qat_i8_depthwise_rows_fast(const int8_t *plane, const qat_i8_rows_shape *s, uint8_t *rows) {
     if (s->sw > 2) { qat_i8_depthwise_rows_portable(plane, s, rows); return; }
     const int sw = s->sw;
+    const __m128i shift = _mm_set1_epi8((char)0x80);
     for (int y = 0; y < s->hp; y++) {
         for (int g = 0; g < s->kw4; g++) {
             const uint8_t *src[4];
             for (int t = 0; t < 4; t++) {
                 const int kx = 4 * g + t;
-                src[t] = plane + (size_t)y * s->wp + (kx < s->kw ? (size_t)kx * s->dw : 0);
+                src[t] = (const uint8_t *)plane + (size_t)y * s->wp + (kx < s->kw ? (size_t)kx * s->dw : 0);
             }
             uint8_t *d = rows + ((size_t)y * s->kw4 + g) * s->owpad * 4;
-            for (int ox = 0; ox < s->ow; ox += 16) {
+            int ox = 0;
+            if (sw == 1) {
+                // 32 columns at a time: the unpacks work within 128-bit lanes, so the four results hold
+                // columns 0–3|16–19, 4–7|20–23, 8–11|24–27, 12–15|28–31; lane permutes put them in order.
+                const __m256i shift256 = _mm256_set1_epi8((char)0x80);
+                for (; ox + 16 < s->ow; ox += 32) {
+                    const __m256i x0 = _mm256_loadu_si256((const __m256i *)(src[0] + ox));
+                    const __m256i x1 = _mm256_loadu_si256((const __m256i *)(src[1] + ox));
+                    const __m256i x2 = _mm256_loadu_si256((const __m256i *)(src[2] + ox));
+                    const __m256i x3 = _mm256_loadu_si256((const __m256i *)(src[3] + ox));
+                    const __m256i lo01 = _mm256_unpacklo_epi8(x0, x1), hi01 = _mm256_unpackhi_epi8(x0, x1);
+                    const __m256i lo23 = _mm256_unpacklo_epi8(x2, x3), hi23 = _mm256_unpackhi_epi8(x2, x3);
+                    const __m256i a = _mm256_xor_si256(_mm256_unpacklo_epi16(lo01, lo23), shift256);
+                    const __m256i b = _mm256_xor_si256(_mm256_unpackhi_epi16(lo01, lo23), shift256);
+                    const __m256i c = _mm256_xor_si256(_mm256_unpacklo_epi16(hi01, hi23), shift256);
+                    const __m256i e = _mm256_xor_si256(_mm256_unpackhi_epi16(hi01, hi23), shift256);
+                    __m256i *out = (__m256i *)(d + (size_t)ox * 4);
+                    _mm256_storeu_si256(out + 0, _mm256_permute2x128_si256(a, b, 0x20));
+                    _mm256_storeu_si256(out + 1, _mm256_permute2x128_si256(c, e, 0x20));
+                    _mm256_storeu_si256(out + 2, _mm256_permute2x128_si256(a, b, 0x31));
+                    _mm256_storeu_si256(out + 3, _mm256_permute2x128_si256(c, e, 0x31));
+                }
+            }
+            for (; ox < s->ow; ox += 16) {
                 const size_t at = (size_t)ox * sw;
                 const __m128i x0 = load_strided16(src[0] + at, sw), x1 = load_strided16(src[1] + at, sw);
                 const __m128i x2 = load_strided16(src[2] + at, sw), x3 = load_strided16(src[3] + at, sw);
                 const __m128i lo01 = _mm_unpacklo_epi8(x0, x1), hi01 = _mm_unpackhi_epi8(x0, x1);
                 const __m128i lo23 = _mm_unpacklo_epi8(x2, x3), hi23 = _mm_unpackhi_epi8(x2, x3);
                 __m128i *out = (__m128i *)(d + (size_t)ox * 4);
-                _mm_storeu_si128(out + 0, _mm_unpacklo_epi16(lo01, lo23));
-                _mm_storeu_si128(out + 1, _mm_unpackhi_epi16(lo01, lo23));
-                _mm_storeu_si128(out + 2, _mm_unpacklo_epi16(hi01, hi23));
-                _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(hi01, hi23));
+                _mm_storeu_si128(out + 0, _mm_xor_si128(_mm_unpacklo_epi16(lo01, lo23), shift));
+                _mm_storeu_si128(out + 1, _mm_xor_si128(_mm_unpackhi_epi16(lo01, lo23), shift));
+                _mm_storeu_si128(out + 2, _mm_xor_si128(_mm_unpacklo_epi16(hi01, hi23), shift));
+                _mm_storeu_si128(out + 3, _mm_xor_si128(_mm_unpackhi_epi16(hi01, hi23), shift));
             }
         }
     }
 }
 
+// Requantizes 8 accumulators (columns col…col+7 of output row oy) and stores the valid ones:
+// the steps of qat_i8_store1 (convert, multiply, add the offset, round half even, clamp, add o_y).
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+void store8_codes(const qat_i8_depthwise_plane *p, int oy, int col, __m256i acc) {
+    const int valid = p->ow - col < 8 ? p->ow - col : 8;
+    if (valid <= 0) return;
+    const qat_i8_output *o = &p->output;
+    __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(o->scale[p->channel]));
+    if (o->offset) r = _mm256_add_ps(r, _mm256_set1_ps(o->offset[p->channel]));
+    r = _mm256_round_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_max_ps(r, _mm256_set1_ps((float)(o->lo - o->zero_point)));
+    r = _mm256_min_ps(r, _mm256_set1_ps((float)(o->hi - o->zero_point)));
+    const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(o->zero_point));
+    const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    const __m128i q8 = _mm_packs_epi16(q16, q16);
+    int8_t *dst = p->codes + (size_t)oy * p->ow + col;
+    if (valid == 8) { _mm_storel_epi64((__m128i *)dst, q8); return; }
+    int8_t lanes[16];
+    _mm_storeu_si128((__m128i *)lanes, q8);
+    memcpy(dst, lanes, (size_t)valid);
+}
+
 // AVX2: u8×s8 products would saturate vpmaddubsw, so the bytes are widened to int16 and
 // multiplied with vpmaddwd (exact pair sums), as in gemm_avx2.c: 16 bytes are 4 columns × 4
 // taps; the two half sums per column are added by vphaddd after the taps.
+// 16 output columns ox…ox+15 of output row oy; kh and kw4 are constants after inlining.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+void avx2_columns(const qat_i8_depthwise_plane *p, const int64_t *w16, int oy, int ox, const int kh, const int kw4) {
+    const size_t block = (size_t)p->owpad * 4, row_step = (size_t)kw4 * block;
+    const uint8_t *top = p->rows + (size_t)oy * p->sh * row_step + (size_t)ox * 4;
+    __m256i lo0 = _mm256_setzero_si256(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
+    for (int ky = 0; ky < kh; ky++) {
+        const uint8_t *r = top + (size_t)ky * p->dh * row_step;
+        for (int g = 0; g < kw4; g++, r += block) {
+            const __m256i w = _mm256_set1_epi64x(w16[ky * kw4 + g]);
+            lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)r)), w));
+            hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + 16))), w));
+            lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + 32))), w));
+            hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + 48))), w));
+        }
+    }
+    // hadd gives columns 0 1 4 5 | 2 3 6 7; the 64-bit permute puts them in order.
+    const __m256i corr = _mm256_set1_epi32(p->corr);
+    const __m256i s0 = _mm256_add_epi32(_mm256_permute4x64_epi64(_mm256_hadd_epi32(lo0, hi0), 0xD8), corr);
+    const __m256i s1 = _mm256_add_epi32(_mm256_permute4x64_epi64(_mm256_hadd_epi32(lo1, hi1), 0xD8), corr);
+    if (p->codes) {
+        store8_codes(p, oy, ox, s0);
+        store8_codes(p, oy, ox + 8, s1);
+    } else {
+        int32_t *acc = p->acc + (size_t)oy * p->owpad + ox;
+        _mm256_storeu_si256((__m256i *)acc, s0);
+        _mm256_storeu_si256((__m256i *)(acc + 8), s1);
+    }
+}
+
 QAT_I8_TARGET_AVX2 void qat_i8_depthwise_plane_avx2(const qat_i8_depthwise_plane *p) {
-    const size_t block = (size_t)p->owpad * 4, row_step = (size_t)p->kw4 * block;
-    const int groups = p->kh * p->kw4;
+    const int kh = p->kh, kw4 = p->kw4, groups = kh * kw4;
     int64_t w16[groups];  // 4 weights widened to int16, broadcast 64 bits at a time
     for (int i = 0; i < groups; i++) {
         const int16_t four[4] = {p->w[4 * i], p->w[4 * i + 1], p->w[4 * i + 2], p->w[4 * i + 3]};
         memcpy(&w16[i], four, sizeof four);
     }
-    const __m256i corr = _mm256_set1_epi32(p->corr);
     for (int oy = 0; oy < p->oh; oy++) {
-        int32_t *acc = p->acc + (size_t)oy * p->owpad;
-        const uint8_t *top = p->rows + (size_t)oy * p->sh * row_step;
-        for (int ox = 0; ox < p->owpad; ox += 16) {
-            __m256i lo0 = _mm256_setzero_si256(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
-            for (int ky = 0; ky < p->kh; ky++) {
-                const uint8_t *r = top + (size_t)ky * p->dh * row_step + (size_t)ox * 4;
-                for (int g = 0; g < p->kw4; g++, r += block) {
-                    const __m256i w = _mm256_set1_epi64x(w16[ky * p->kw4 + g]);
-                    lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)r)), w));
-                    hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + 16))), w));
-                    lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + 32))), w));
-                    hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + 48))), w));
-                }
-            }
-            // hadd gives columns 0 1 4 5 | 2 3 6 7; the 64-bit permute puts them in order.
-            const __m256i s0 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo0, hi0), 0xD8);
-            const __m256i s1 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo1, hi1), 0xD8);
-            _mm256_storeu_si256((__m256i *)(acc + ox), _mm256_add_epi32(s0, corr));
-            _mm256_storeu_si256((__m256i *)(acc + ox + 8), _mm256_add_epi32(s1, corr));
+        if (kh == 3 && kw4 == 1) {  // 3×3 gets its own unrolled copy
+            for (int ox = 0; ox < p->owpad; ox += 16) avx2_columns(p, w16, oy, ox, 3, 1);
+        } else {
+            for (int ox = 0; ox < p->owpad; ox += 16) avx2_columns(p, w16, oy, ox, kh, kw4);
         }
     }
 }
@@ -84,19 +144,39 @@ QAT_I8_TARGET_AVX2 void qat_i8_depthwise_plane_avx2(const qat_i8_depthwise_plane
 // VNNI: one vpdpbusd adds a group of 4 taps for 16 output columns; 4 vectors (64 columns) at a
 // time keep independent accumulators in flight, then single vectors for the rest of the row.
 static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
-void vnni_columns(const qat_i8_depthwise_plane *p, const uint8_t *top, const int32_t *w4, int ox, int32_t *acc,
-                  const int nv) {
-    const size_t block = (size_t)p->owpad * 4, row_step = (size_t)p->kw4 * block;
+void vnni_columns(const qat_i8_depthwise_plane *p, const uint8_t *top, const int32_t *w4, int oy, int ox, const int nv,
+                  const int kh, const int kw4) {
+    const size_t block = (size_t)p->owpad * 4, row_step = (size_t)kw4 * block;
     __m512i a[4];
     for (int v = 0; v < nv; v++) a[v] = _mm512_set1_epi32(p->corr);
-    for (int ky = 0; ky < p->kh; ky++) {
+    for (int ky = 0; ky < kh; ky++) {
         const uint8_t *r = top + (size_t)ky * p->dh * row_step + (size_t)ox * 4;
-        for (int g = 0; g < p->kw4; g++, r += block) {
-            const __m512i w = _mm512_set1_epi32(w4[ky * p->kw4 + g]);
+        for (int g = 0; g < kw4; g++, r += block) {
+            const __m512i w = _mm512_set1_epi32(w4[ky * kw4 + g]);
             for (int v = 0; v < nv; v++) a[v] = _mm512_dpbusd_epi32(a[v], _mm512_loadu_si512(r + 64 * v), w);
         }
     }
-    for (int v = 0; v < nv; v++) _mm512_storeu_si512(acc + ox + 16 * v, a[v]);
+    if (!p->codes) {
+        for (int v = 0; v < nv; v++) _mm512_storeu_si512(p->acc + (size_t)oy * p->owpad + ox + 16 * v, a[v]);
+        return;
+    }
+    // Requantized in registers: the steps of qat_i8_store1 (convert, multiply, add the offset,
+    // round half even, clamp, add o_y), then a masked narrowing store of the valid columns.
+    const qat_i8_output *o = &p->output;
+    const __m512 scale = _mm512_set1_ps(o->scale[p->channel]);
+    const __m512 low = _mm512_set1_ps((float)(o->lo - o->zero_point)), high = _mm512_set1_ps((float)(o->hi - o->zero_point));
+    const __m512i zero = _mm512_set1_epi32(o->zero_point);
+    int8_t *dst = p->codes + (size_t)oy * p->ow;
+    for (int v = 0; v < nv; v++) {
+        const int col = ox + 16 * v, valid = p->ow - col < 16 ? p->ow - col : 16;
+        if (valid <= 0) break;
+        __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(a[v]), scale);
+        if (o->offset) r = _mm512_add_ps(r, _mm512_set1_ps(o->offset[p->channel]));
+        r = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm512_min_ps(_mm512_max_ps(r, low), high);
+        const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(r), zero);
+        _mm512_mask_cvtepi32_storeu_epi8(dst + col, (__mmask16)((1u << valid) - 1), q);
+    }
 }
 
 QAT_I8_TARGET_VNNI void qat_i8_depthwise_plane_vnni(const qat_i8_depthwise_plane *p) {
@@ -104,11 +184,17 @@ QAT_I8_TARGET_VNNI void qat_i8_depthwise_plane_vnni(const qat_i8_depthwise_plane
     const int groups = p->kh * p->kw4;
     int32_t w4[groups];  // 4 weights read as one int32 and broadcast
     memcpy(w4, p->w, (size_t)groups * 4);
+    // kh, kw4 and the vector count are constants after inlining; 3×3 (kh 3, kw4 1) gets its own copy.
+    const int kh = p->kh, kw4 = p->kw4;
     for (int oy = 0; oy < p->oh; oy++) {
-        int32_t *acc = p->acc + (size_t)oy * p->owpad;
         const uint8_t *top = p->rows + (size_t)oy * p->sh * row_step;
         int ox = 0;
-        for (; ox + 64 <= p->owpad; ox += 64) vnni_columns(p, top, w4, ox, acc, 4);
-        for (; ox < p->owpad; ox += 16) vnni_columns(p, top, w4, ox, acc, 1);
+        if (kh == 3 && kw4 == 1) {
+            for (; ox + 64 <= p->owpad; ox += 64) vnni_columns(p, top, w4, oy, ox, 4, 3, 1);
+            for (; ox < p->owpad; ox += 16) vnni_columns(p, top, w4, oy, ox, 1, 3, 1);
+        } else {
+            for (; ox + 64 <= p->owpad; ox += 64) vnni_columns(p, top, w4, oy, ox, 4, kh, kw4);
+            for (; ox < p->owpad; ox += 16) vnni_columns(p, top, w4, oy, ox, 1, kh, kw4);
+        }
     }
 }

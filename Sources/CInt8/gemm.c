@@ -86,12 +86,13 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
         conv_image = checked_malloc(out_image);
         pooled_image = (size_t)oc * ((oh - pool_k) / pool_s + 1) * ((ow - pool_k) / pool_s + 1);
     }
-    for (int img = 0; img < cg->n; img++) {
+    const int n = cg->n, pad_top = cg->pad_top, pad_left = cg->pad_left;  // locals: byte stores may alias *cg
+    for (int img = 0; img < n; img++) {
         const int8_t *src = x + (size_t)img * c * h * w;
         for (int ch = 0; ch < c; ch++) {
             for (int y = 0; y < h; y++) {
                 const int8_t *row = src + ((size_t)ch * h + y) * w;
-                uint8_t *dst = xu + ((size_t)ch * hp + y + cg->pad_top) * wp + cg->pad_left;
+                uint8_t *dst = xu + ((size_t)ch * hp + y + pad_top) * wp + pad_left;
                 for (int i = 0; i < w; i++) dst[i] = (uint8_t)row[i] ^ 0x80;
             }
         }

@@ -5,23 +5,33 @@
 #include <string.h>
 #include "int8_internal.h"
 
-// Offset into the padded image of the first input pixel that tap k reads.
-static size_t tap_offset(int k_index, const qat_i8_im2col_shape *s) {
-    const int taps = s->kh * s->kw;
-    if (k_index >= s->c * taps) k_index = 0;
-    const int ci = k_index / taps, ky = k_index / s->kw % s->kh, kx = k_index % s->kw;
-    return ((size_t)ci * s->hp + (size_t)ky * s->dh) * s->wp + (size_t)kx * s->dw;
+// Walks the taps k = 0, 1, 2, … in order, (ci, ky, kx) counted up without divisions (the
+// per-group cost matters for small images): each call returns the offset into the padded image
+// of the first input pixel that the next tap reads; taps past c·kh·kw read as tap 0.
+typedef struct { int k, ci, ky, kx; } tap_cursor;
+
+static size_t next_tap(tap_cursor *t, const qat_i8_im2col_shape *s) {
+    if (t->k++ >= s->c * s->kh * s->kw) return 0;
+    const size_t offset = ((size_t)t->ci * s->hp + (size_t)t->ky * s->dh) * s->wp + (size_t)t->kx * s->dw;
+    if (++t->kx == s->kw) {
+        t->kx = 0;
+        if (++t->ky == s->kh) { t->ky = 0; t->ci++; }
+    }
+    return offset;
 }
 
 void qat_i8_im2col_portable(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t *b) {
+    // Fields in locals: stores through uint8_t * may alias *s, and would force reloads.
+    const int oh = s->oh, ow = s->ow, sw = s->sw, k4 = s->k4, npad = s->npad;
     const size_t row_step = (size_t)s->sh * s->wp;
-    for (int q = 0; q < s->k4; q++) {
+    tap_cursor taps = {0, 0, 0, 0};
+    for (int q = 0; q < k4; q++) {
         for (int t = 0; t < 4; t++) {
-            const uint8_t *src = xu + tap_offset(4 * q + t, s);
-            uint8_t *dst = b + (size_t)q * s->npad * 4 + t;
-            for (int oy = 0; oy < s->oh; oy++)
-                for (int ox = 0; ox < s->ow; ox++)
-                    dst[((size_t)oy * s->ow + ox) * 4] = src[oy * row_step + (size_t)ox * s->sw];
+            const uint8_t *src = xu + next_tap(&taps, s);
+            uint8_t *dst = b + (size_t)q * npad * 4 + t;
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++)
+                    dst[((size_t)oy * ow + ox) * 4] = src[oy * row_step + (size_t)ox * sw];
         }
     }
 }
@@ -33,17 +43,19 @@ void qat_i8_im2col_portable(const uint8_t *xu, const qat_i8_im2col_shape *s, uin
 // has 16 spare columns) overwrites. Other column strides use the portable loop.
 QAT_I8_TARGET_AVX2 void qat_i8_im2col_fast(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t *b) {
     if (s->sw != 1) { qat_i8_im2col_portable(xu, s, b); return; }
+    const int oh = s->oh, ow = s->ow, k4 = s->k4, npad = s->npad;  // locals: stores through b may alias *s
     const size_t row_step = (size_t)s->sh * s->wp;
-    for (int q = 0; q < s->k4; q++) {
-        const uint8_t *s0 = xu + tap_offset(4 * q, s);
-        const uint8_t *s1 = xu + tap_offset(4 * q + 1, s);
-        const uint8_t *s2 = xu + tap_offset(4 * q + 2, s);
-        const uint8_t *s3 = xu + tap_offset(4 * q + 3, s);
-        uint8_t *dst = b + (size_t)q * s->npad * 4;
-        for (int oy = 0; oy < s->oh; oy++) {
+    tap_cursor taps = {0, 0, 0, 0};
+    for (int q = 0; q < k4; q++) {
+        const uint8_t *s0 = xu + next_tap(&taps, s);
+        const uint8_t *s1 = xu + next_tap(&taps, s);
+        const uint8_t *s2 = xu + next_tap(&taps, s);
+        const uint8_t *s3 = xu + next_tap(&taps, s);
+        uint8_t *dst = b + (size_t)q * npad * 4;
+        for (int oy = 0; oy < oh; oy++) {
             const size_t row = (size_t)oy * row_step;
-            uint8_t *d = dst + (size_t)oy * s->ow * 4;
-            for (int ox = 0; ox < s->ow; ox += 16) {
+            uint8_t *d = dst + (size_t)oy * ow * 4;
+            for (int ox = 0; ox < ow; ox += 16) {
                 const __m128i x0 = _mm_loadu_si128((const __m128i *)(s0 + row + ox));
                 const __m128i x1 = _mm_loadu_si128((const __m128i *)(s1 + row + ox));
                 const __m128i x2 = _mm_loadu_si128((const __m128i *)(s2 + row + ox));

@@ -96,24 +96,30 @@ void qat_i8_im2col_fast(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t
 
 // Depthwise conv's per-channel operand (depthwise.c): for each padded input row y and group of 4
 // kernel columns g (kw4 = ⌈kw/4⌉ groups), the 4 bytes of output column ox sit together,
-//   rows[((y·kw4 + g)·owpad + ox)·4 + t] = plane[y][ox·sw + (4g + t)·dw]   (4g + t < kw; else column 0, weight zero)
+//   rows[((y·kw4 + g)·owpad + ox)·4 + t] = plane[y][ox·sw + (4g + t)·dw] + 128   (4g + t < kw; else column 0, weight zero)
+// from a padded plane of int8 codes, shifted to u8 on the way (u = q + 128, as in the GEMM),
 // so kernel row ky of output row oy is kw4 "4 taps × owpad columns" blocks at row y = oy·sh + ky·dh:
 // the GEMM's VNNI layout with the kernel row's taps as k. owpad is a multiple of 16.
 typedef struct {
     int hp, wp, kw, sw, dw, ow, kw4, owpad;
 } qat_i8_rows_shape;
 
-void qat_i8_depthwise_rows_portable(const uint8_t *plane, const qat_i8_rows_shape *s, uint8_t *rows);
-void qat_i8_depthwise_rows_fast(const uint8_t *plane, const qat_i8_rows_shape *s, uint8_t *rows);
+void qat_i8_depthwise_rows_portable(const int8_t *plane, const qat_i8_rows_shape *s, uint8_t *rows);
+void qat_i8_depthwise_rows_fast(const int8_t *plane, const qat_i8_rows_shape *s, uint8_t *rows);
 
 // One output plane's accumulators: acc[oy·owpad + ox] = corr + Σ_ky Σ_g Σ_t rows(oy·sh + ky·dh, g, ox, t)·w[ky][g][t],
 // w: [kh][kw4][4] int8 with zero weights past kw. Columns ow…owpad − 1 are scratch.
+// With `codes` set (the vector paths, INT8 output), the accumulators are requantized in registers
+// as qat_i8_store1 does and written to codes[oy·ow + ox] instead (channel `channel` of `output`).
 typedef struct {
     const uint8_t *rows;
     const int8_t *w;
     int32_t corr;
-    int kh, sh, dh, kw4, oh, owpad;
+    int kh, sh, dh, kw4, oh, ow, owpad;
     int32_t *acc;
+    int8_t *codes;
+    qat_i8_output output;
+    int channel;
 } qat_i8_depthwise_plane;
 
 void qat_i8_depthwise_plane_portable(const qat_i8_depthwise_plane *p);

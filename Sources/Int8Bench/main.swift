@@ -67,3 +67,54 @@ for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) {
     print(path.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + figures.joined())
 }
 print("target for the whole INT8 forward: 200000 img/s at 1 thread")
+
+// Depthwise 3×3 (MobileNet's block), batch 8, 64 channels of 56×56, padding 1: the direct kernel
+// on each path against a plain Swift loop of the same integer arithmetic (a sanity figure, not a target).
+print("\nINT8 depthwise 3×3, batch 8, 64×56×56, padding 1, 1 thread, ms per call (lower is better)")
+func naiveDepthwise(_ x: [Int8], _ g: Int8ConvGeometry, zero: Int8, weights: [Int8], bias: [Int32],
+                    _ r: Int8Kernels.Requantization) -> [Int8] {
+    let (oh, ow) = (g.outputHeight, g.outputWidth)
+    var out = [Int8](repeating: 0, count: g.batch * g.outputChannels * oh * ow)
+    let lower = Float(r.relu ? Int32(r.zeroPoint) : -128), upper = Float(r.upperBound)
+    for n in 0..<g.batch {
+        for o in 0..<g.outputChannels {
+            let plane = (n * g.channels + o) * g.height * g.width
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    var acc = bias[o]
+                    for ky in 0..<g.kernelHeight {
+                        let y = oy * g.strideHeight + ky - g.padTop
+                        guard y >= 0 && y < g.height else { continue }
+                        for kx in 0..<g.kernelWidth {
+                            let x0 = ox * g.strideWidth + kx - g.padLeft
+                            guard x0 >= 0 && x0 < g.width else { continue }
+                            acc += (Int32(x[plane + y * g.width + x0]) - Int32(zero)) * Int32(weights[(o * g.kernelHeight + ky) * g.kernelWidth + kx])
+                        }
+                    }
+                    let v = (Float(acc) * r.multipliers[o]).rounded(.toNearestOrEven) + Float(r.zeroPoint)
+                    out[((n * g.outputChannels + o) * oh + oy) * ow + ox] = Int8(min(max(v, lower), upper))
+                }
+            }
+        }
+    }
+    return out
+}
+print("stride  naive Swift" + Int8Kernels.Path.allCases.filter(Int8Kernels.isSupported).map {
+    String(repeating: " ", count: 12 - $0.rawValue.count) + $0.rawValue
+}.joined())
+for stride in [1, 2] {
+    let g = Int8ConvGeometry(batch: 8, channels: 64, height: 56, width: 56, outputChannels: 64, kernelHeight: 3, kernelWidth: 3,
+                             strideHeight: stride, strideWidth: stride, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, groups: 64)
+    let x = codes(8 * 64 * 56 * 56), w = codes(64 * 9), b = [Int32](repeating: 50, count: 64)
+    let r = Int8Kernels.Requantization(multipliers: Array(repeating: 30 / (3 * 5500), count: 64), zeroPoint: -128, relu: true, upperBound: 0)
+    let reference = naiveDepthwise(x, g, zero: 3, weights: w, bias: b, r)
+    var line = String(format: "%6d %12.2f", stride, 1000 * Stopwatch.bestSecondsPerCall { _ = naiveDepthwise(x, g, zero: 3, weights: w, bias: b, r) })
+    for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) {
+        let y = Int8Kernels.conv2d(x, g, inputZeroPoint: 3, weights: w, bias: b, requantize: r, path: path)
+        precondition(y == reference, "depthwise \(path) differs from the plain loop")
+        line += String(format: "%12.2f", 1000 * Stopwatch.bestSecondsPerCall {
+            _ = Int8Kernels.conv2d(x, g, inputZeroPoint: 3, weights: w, bias: b, requantize: r, path: path)
+        })
+    }
+    print(line)
+}

@@ -68,11 +68,12 @@ final class Int8ConvTests: XCTestCase {
                 }
             }
         }
-        // The MobileNet shapes: 3×3, padding 1, stride 1 and 2.
-        for stride in [1, 2] {
-            let g = Int8ConvGeometry(batch: 2, channels: 8, height: 14, width: 14, outputChannels: 8, kernelHeight: 3, kernelWidth: 3,
+        // The MobileNet shapes: 3×3, padding 1, stride 1 and 2; widths 14 and 37 (one 32-column
+        // chunk of the row builder, then a 16-column one) and 83 (a 64-column VNNI block and a tail).
+        for (stride, width) in [(1, 14), (2, 14), (1, 37), (2, 37), (1, 83), (2, 83)] {
+            let g = Int8ConvGeometry(batch: 2, channels: 8, height: 14, width: width, outputChannels: 8, kernelHeight: 3, kernelWidth: 3,
                                      strideHeight: stride, strideWidth: stride, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, groups: 8)
-            cases.append(randomCase(g, relu6: true, &rng))
+            cases.append(randomCase(g, relu6: stride == 1, &rng))
         }
         return cases
     }

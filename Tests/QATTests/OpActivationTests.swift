@@ -42,6 +42,13 @@ final class OpActivationTests: XCTestCase {
         XCTAssertEqual(g, [0, 1, 1, 1, 0, 0])
     }
 
+    /// min > max: every value becomes max (numpy's clip), and no gradient passes.
+    func testClipWithCrossedBounds() {
+        let (y, g) = valueAndGradient([-1, 0.5, 2]) { clip($0, min: 1, max: 0, tape: $1) }
+        XCTAssertEqual(y, [0, 0, 0])
+        XCTAssertEqual(g, [0, 0, 0])
+    }
+
     func testLeakyReLU() {
         var rng = SeededGenerator(seed: 303)
         let shape = [3, 7]

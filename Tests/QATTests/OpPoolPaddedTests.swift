@@ -151,6 +151,26 @@ final class OpPoolPaddedTests: XCTestCase {
         }
     }
 
+    /// A NaN anywhere in a padded window wins and takes the gradient (the rule of §6.2); the
+    /// average of a window holding it is NaN too.
+    func testNaNPropagatesThroughPaddedPools() {
+        for position in 0..<4 {
+            var values: [Float] = [1, 5, 3, 2]
+            values[position] = .nan
+            let x = Variable(Tensor(shape: [1, 1, 2, 2], storage: values), requiresGrad: true)
+            let tape = Tape()
+            let y = maxPool2d(x, kernel: Size2D(3), stride: Size2D(3), padding: Padding2D(top: 1, left: 1, bottom: 0, right: 0),
+                              ceilMode: false, tape: tape)
+            XCTAssertEqual(y.shape, [1, 1, 1, 1])
+            XCTAssertTrue(y.value.storage[0].isNaN, "NaN at \(position)")
+            tape.backward(from: weightedSum(y, weights: [1], tape: tape))
+            XCTAssertEqual(x.grad!.storage, (0..<4).map { $0 == position ? 1 : 0 }, "NaN at \(position)")
+            let avg = avgPool2d(x, kernel: Size2D(3), stride: Size2D(3), padding: Padding2D(top: 1, left: 1, bottom: 0, right: 0),
+                                ceilMode: false, countIncludePad: true, tape: nil)
+            XCTAssertTrue(avg.value.storage[0].isNaN)
+        }
+    }
+
     /// Square windows without padding go to Pool.swift's loops: identical bytes, values and gradients.
     func testUnpaddedSquareMatchesOriginalPools() {
         var rng = SeededGenerator(seed: 509)

@@ -5,15 +5,15 @@ import QATIO
 // (a NaN input gives a NaN output, so it cannot hide); the gradients at kinks follow PyTorch
 // (docs/ALGORITHMS.md §6.2).
 
-/// y = min(max(x, min), max), ONNX Clip / PyTorch `clamp`.
+/// y = min(max(x, min), max), ONNX Clip / PyTorch `clamp` (with min > max every y is max, as
+/// numpy's clip that ONNX's reference uses).
 ///
 /// Backward passes g where min ≤ x ≤ max, bounds included, as PyTorch's clamp backward; 0 outside
 /// and at NaN. (relu6 keeps hardtanh's convention, 0 at both bounds.)
 public func clip(_ x: Variable, min low: Float, max high: Float, tape: Tape?) -> Variable {
-    precondition(low <= high, "clip: min \(low) > max \(high)")
-    return pointwiseOnInput(x, tape: tape,
+    pointwiseOnInput(x, tape: tape,
         forward: { xs, ys in
-            for i in xs.indices { let v = xs[i]; ys[i] = v < low ? low : (v > high ? high : v) }
+            for i in xs.indices { let raised = xs[i] < low ? low : xs[i]; ys[i] = raised > high ? high : raised }
         },
         backward: { xs, g, gx in
             for i in gx.indices { gx[i] += xs[i] >= low && xs[i] <= high ? g[i] : 0 }

@@ -11,9 +11,9 @@ import QATIO
 /// Three implementations, picked by the shape:
 /// - groups 1, dilation 1, square kernel and stride, the same padding on all sides: the original
 ///   `conv2d(_:weight:bias:stride:padding:tape:)` (same bytes, same speed);
-/// - depthwise (groups == C > 1, O a multiple of C): direct loops in C, one (image, channel) plane
-///   per unit for the forward and input gradient, one output channel per unit for the weight
-///   gradient (im2col + sgemm with one row per group is far slower);
+/// - depthwise (groups == C > 1, O a multiple of C): direct loops in C on a zero-padded copy of
+///   each plane, one (image, input channel) plane per unit for the forward and input gradient, one
+///   input channel per unit for the weight gradient (im2col + sgemm with one row per group is slower);
 /// - everything else: im2col (with dilation and padding) and one sgemm per group.
 /// All split their work by image, plane, channel or fixed block, never by the thread count, so
 /// results do not depend on `Parallel.threads`.
@@ -223,7 +223,7 @@ private func depthwiseForward(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, _ g: Gr
             w.storage.withUnsafeBufferPointer { ws in
                 y.storage.withUnsafeMutableBufferPointer { ys in
                     withOptionalPointer(bias) { b in
-                        Parallel.forEachChunk(g.batch * g.outputChannels) { planes in
+                        Parallel.forEachChunk(g.batch * g.channels) { planes in
                             qat_depthwise_forward(xs.baseAddress!, ws.baseAddress!, b, ys.baseAddress!, gp,
                                                   planes.lowerBound, planes.upperBound)
                         }
@@ -253,7 +253,7 @@ private func depthwiseWeightGradient(_ x: Tensor, _ gy: Tensor, _ g: GroupedConv
     withUnsafePointer(to: g.c) { gp in
         x.storage.withUnsafeBufferPointer { xs in
             gy.storage.withUnsafeBufferPointer { gys in
-                Parallel.forEachChunk(g.outputChannels) { channels in
+                Parallel.forEachChunk(g.channels) { channels in
                     qat_depthwise_weight_grad(xs.baseAddress!, gys.baseAddress!, gw.baseAddress!, gp,
                                               channels.lowerBound, channels.upperBound)
                 }
