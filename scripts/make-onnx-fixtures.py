@@ -134,6 +134,23 @@ def mobile():
     onnx.save_tensor(numpy_helper.from_array(y, "logits"), os.path.join(OUT, "mobile-output.pb"))
 
 
+def old_opset():
+    """Opset 10: Clip's bounds are attributes. Also two nodes of one name and a node without one."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c"], ["r"], name="act", min=0.0, max=6.0),
+        helper.make_node("Clip", ["r"], ["y"], name="act", min=-1.0, max=2.5),
+    ]
+    graph = helper.make_graph(nodes, "old-opset", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 8, 8])], [init("w", [4, 4, 3, 3], 1.0)])
+    model = helper.make_model(graph, opset_imports=opsets(10))
+    save(model, "old-opset.onnx")
+    x = rng.standard_normal([2, 4, 8, 8]).astype(np.float32)
+    (y,) = ReferenceEvaluator(model).run(None, {"x": x})
+    onnx.save_tensor(numpy_helper.from_array(x, "x"), os.path.join(OUT, "old-opset-input.pb"))
+    onnx.save_tensor(numpy_helper.from_array(y, "y"), os.path.join(OUT, "old-opset-output.pb"))
+
+
 def tensors():
     """float16, double and int8 tensors (raw_data and typed fields) and numpy's float32 reading of
     them: the shim's conversions are checked against numpy's."""
@@ -185,4 +202,5 @@ if __name__ == "__main__":
     mobile()
     tensors()
     bad()
+    old_opset()
     print("wrote", sorted(os.listdir(OUT)))

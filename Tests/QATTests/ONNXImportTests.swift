@@ -70,6 +70,19 @@ final class ONNXImportTests: XCTestCase {
         XCTAssertEqual(imported.spec.name, "lenet")
     }
 
+    /// Opset 10's Clip takes its bounds from attributes; names: a node without one is
+    /// `<OpType>_<index>`, a repeated one gets `_2`.
+    func testOldOpsetClipAndNameRules() throws {
+        let imported = try ImportedModel.load(onnxFile: fixtures + "/old-opset.onnx")
+        XCTAssertEqual(imported.spec.layers.map(\.name), ["Conv_0", "act", "act_2"])
+        XCTAssertEqual(imported.spec.layers.map(\.kind), [imported.spec.layers[0].kind, .relu6, .clip(ClipAttributes(min: -1, max: 2.5))])
+        let input = try ONNXTensor.read(file: fixtures + "/old-opset-input.pb")
+        let expected = try ONNXTensor.read(file: fixtures + "/old-opset-output.pb")
+        let output = imported.model.forward(Tensor(shape: input.dims, storage: input.floats), training: false, tape: nil).value
+        XCTAssertEqual(output.shape, expected.dims)
+        XCTAssertTrue(Self.close(output.storage, expected.floats).ok)
+    }
+
     func testSanitisedNames() {
         XCTAssertEqual(sanitisedName("/features/features.0/Conv", fallback: "x"), "features_features_0_Conv")
         XCTAssertEqual(sanitisedName("conv__1", fallback: "x"), "conv_1")
