@@ -1,7 +1,8 @@
 # qat: two commands on a fresh machine (as root): `make demo` and `make test`.
 # Every target first installs the Debian packages it needs, once.
 
-APT_PACKAGES := libopenblas-dev libhdf5-dev hdf5-tools zlib1g-dev pkg-config dataset-fashion-mnist
+APT_PACKAGES := libopenblas-dev libhdf5-dev hdf5-tools zlib1g-dev pkg-config dataset-fashion-mnist \
+                libonnx-dev libprotobuf-dev libonnx-testdata
 # pipefail: a failing command in a pipe (swift test | tee) fails the target.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c

@@ -7,6 +7,7 @@ import PackageDescription
 //   QATIO      files: HDF5, strict JSON, gzip, atomic writes, user-facing errors (a leaf)
 //   QATCore    tensor, tape, ops with their backward, the quantization grid, fake quant, calibrators
 //   QATModel   model spec, layer kinds, the graph, the quantization plan, checkpoint layout
+//   QATONNX    ONNX import: an ONNX file (read by libonnx through CONNX) as a model spec and weights
 //   QATData    datasets and batches (above the model, so data can be checked against its input)
 //   QATTrain   optimizers, schedules, the training loop and run (checkpoints, resume)
 //   QATDeploy  BN folding, the deploy file, the INT8 engine, the fake-quant = INT8 contract
@@ -41,12 +42,17 @@ let package = Package(
         .target(name: "CKernels"),
         // INT8 kernels: AVX-512 VNNI, AVX2 and portable paths in one build, picked at run time.
         .target(name: "CInt8"),
+        // ONNX models, parsed and checked by Debian's libonnx and libprotobuf (C++) behind a C API.
+        .target(name: "CONNX",
+                cxxSettings: [.define("ONNX_NAMESPACE", to: "onnx"), .define("ONNX_ML", to: "1")],
+                linkerSettings: [.linkedLibrary("onnx"), .linkedLibrary("onnx_proto"), .linkedLibrary("protobuf")]),
 
         .target(name: "QATIO", dependencies: ["CHDF5", "CZlib"]),
         .target(name: "QATCore", dependencies: ["QATIO", "CBLAS", "CKernels"]),
         .target(name: "QATModel", dependencies: ["QATCore"]),
-        .target(name: "QATData", dependencies: ["QATModel"]),
-        .target(name: "QATTrain", dependencies: ["QATModel", "QATData"]),
+        .target(name: "QATONNX", dependencies: ["QATModel", "CONNX"]),
+        .target(name: "QATData", dependencies: ["QATONNX"]),
+        .target(name: "QATTrain", dependencies: ["QATModel", "QATONNX", "QATData"]),
         .target(name: "QATDeploy", dependencies: ["QATTrain", "CInt8"]),
         .target(name: "QATDebug", dependencies: ["QATDeploy"]),
         .target(name: "QAT", dependencies: ["QATDebug"]),
@@ -62,8 +68,9 @@ let package = Package(
         .executableTarget(name: "qat-library-example", dependencies: ["QAT"], path: "examples/LibraryAPI",
                           swiftSettings: executableFlags),
         .testTarget(name: "QATTests", dependencies: [
-            "QATIO", "QATCore", "QATModel", "QATData", "QATTrain", "QATDeploy", "QATDebug", "QAT", "QATCLI",
+            "QATIO", "QATCore", "QATModel", "QATONNX", "QATData", "QATTrain", "QATDeploy", "QATDebug", "QAT", "QATCLI",
         ]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v5],
+    cxxLanguageStandard: .cxx17
 )

@@ -5,7 +5,7 @@
 # usage: scripts/check-layering.sh     (a debug build of each probed target, about a minute)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-floors=(QATIO QATCore QATModel QATData QATTrain QATDeploy QATDebug QAT QATCLI)
+floors=(QATIO QATCore QATModel QATONNX QATData QATTrain QATDeploy QATDebug QAT QATCLI)
 probe=""
 trap '[ -n "$probe" ] && rm -f "$probe"' EXIT
 failures=0
@@ -16,7 +16,7 @@ for ((i = 0; i + 1 < ${#floors[@]}; i++)); do
     if output=$(swift build --target "$lower" --explicit-target-dependency-import-check error 2>&1); then
         echo "FAIL: $lower may import $upper"; failures=$((failures + 1))
     elif grep -qE "circular dependency|no such module|without declaring it a dependency" <<<"$output"; then
-        echo "ok: $lower cannot import $upper ($(grep -oE "circular dependency[^']*'[^']*' and '[^']*'|no such module '[^']*'" <<<"$output" | head -1))"
+        echo "ok: $lower cannot import $upper ($(grep -oE "circular dependency[^']*'[^']*' and '[^']*'|no such module '[^']*'|imports another target \([^)]*\) in the package without declaring it a dependency" <<<"$output" | head -1))"
     else
         echo "FAIL: $lower importing $upper broke the build for another reason:"; grep error: <<<"$output" | head -3
         failures=$((failures + 1))

@@ -3,6 +3,7 @@
 @_exported import QATIO
 @_exported import QATCore
 @_exported import QATModel
+@_exported import QATONNX
 @_exported import QATData
 @_exported import QATTrain
 @_exported import QATDeploy

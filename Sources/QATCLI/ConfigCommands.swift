@@ -8,12 +8,12 @@ struct CreateConfigCommand: ParsableCommand {
         abstract: "Print the default retrain config (AMCT form) for a model: every conv and linear quantized.",
         discussion: "Example: qat create-config --model Configs/models/lenet5.json > my-retrain.json")
 
-    @Option(help: "The model spec.") var model: String
+    @Option(help: "The model spec, or an ONNX file.") var model: String
     @Option(help: "Write to this file instead of standard output.") var output: String?
 
     func run() throws {
         try reportingUserErrors {
-            let text = createDefaultConfig(for: try ModelSpec.load(file: model))
+            let text = createDefaultConfig(for: try ModelSource.load(file: model).spec)
             if let output {
                 try AtomicFile.write(Data(text.utf8), to: output)
             } else {
@@ -30,14 +30,14 @@ struct PlanCommand: ParsableCommand {
         discussion: "Example: qat plan --config Configs/retrain.json")
 
     @Option(help: "The retrain config.") var config: String
-    @Option(help: "Model spec (overrides the config's model.spec).") var model: String?
+    @Option(help: "Model spec or ONNX file (overrides the config's model.spec).") var model: String?
 
     func run() throws {
         try reportingUserErrors {
             let root = try JSONObject.load(file: config)
             let retrain = try RetrainConfig.parse(root)
             let settings = try RunSettings.parse(root)
-            let spec = try ModelSpec.load(file: model ?? settings.modelSpec)
+            let spec = try ModelSource.load(file: model ?? settings.modelSpec).spec
             let plan = try retrain.resolve(for: spec)
             print(plan.table(floatNodes: floatNodeLayers(of: spec)))
         }

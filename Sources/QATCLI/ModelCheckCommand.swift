@@ -15,7 +15,7 @@ struct ModelCheckCommand: ParsableCommand {
             """)
 
     @Option(help: "The retrain config.") var config: String
-    @Option(help: "Model spec (overrides the config's model.spec).") var model: String?
+    @Option(help: "Model spec or ONNX file (overrides the config's model.spec).") var model: String?
     @Option(name: .customLong("few-channels"), help: "Flag quantized convs with at most this many input channels.")
     var fewChannels = 3
 
@@ -24,7 +24,7 @@ struct ModelCheckCommand: ParsableCommand {
             let root = try JSONObject.load(file: config)
             let retrain = try RetrainConfig.parse(root)
             let settings = try RunSettings.parse(root)
-            let spec = try ModelSpec.load(file: model ?? settings.modelSpec)
+            let spec = try ModelSource.load(file: model ?? settings.modelSpec).spec
             return checkModel(spec: spec, config: retrain, fewChannels: fewChannels)
         }
         print(report.text(), terminator: "")

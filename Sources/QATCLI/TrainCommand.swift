@@ -19,7 +19,7 @@ struct TrainCommand: ParsableCommand {
             """)
 
     @Option(help: "The run's JSON config.") var config: String
-    @Option(help: "Model spec (overrides model.spec).") var model: String?
+    @Option(help: "Model spec or ONNX file (overrides model.spec; an ONNX file's weights start the run unless --init is given).") var model: String?
     @Option(help: "Checkpoint to start from (overrides model.init).") var `init`: String?
     @Option(help: "Number of epochs.") var epochs: Int?
     @Option(help: "Base learning rate.") var lr: Float?

@@ -3,6 +3,7 @@ import QATCore
 import QATData
 import QATIO
 import QATModel
+import QATONNX
 
 /// Errors of a run as a whole (resume refused, non-finite activations), with what to do.
 public struct RunError: Error, CustomStringConvertible {
@@ -38,7 +39,9 @@ public final class TrainingRun {
     public init(configFile: String, config: RetrainConfig?, settings: RunSettings) throws {
         self.configFile = configFile
         self.settings = settings
-        spec = try ModelSpec.load(file: settings.modelSpec)
+        let source = try ModelSource.load(file: settings.modelSpec)
+        spec = source.spec
+        importedWeights = source.weights
         try ModelGraph(spec, file: settings.modelSpec).requireClassifier(file: settings.modelSpec)
         if let config, config.hasQuantizationRules {
             plan = try config.resolve(for: spec)
@@ -52,6 +55,8 @@ public final class TrainingRun {
     }
 
     let batchNum: Int
+    /// The weights of an ONNX `model.spec`: the starting point when there is no `model.init`.
+    let importedWeights: CheckpointFile?
     /// The checkpoint `resume` restored, whose position `train` checks against the data.
     var resumedFrom: String?
 
@@ -64,8 +69,9 @@ public final class TrainingRun {
 
     /// Starts from `settings.initCheckpoint` (if any), attaches quantizers, calibrates.
     public func prepareFreshStart(train: Dataset) throws {
-        if let initFile = settings.initCheckpoint {
-            let checkpoint = try CheckpointFile.read(from: initFile)
+        let start = try settings.initCheckpoint.map { ($0, try CheckpointFile.read(from: $0)) }
+            ?? importedWeights.map { (settings.modelSpec, $0) }
+        if let (initFile, checkpoint) = start {
             if let plan { model.applyQuantization(plan) }
             // A float checkpoint has no quantizer parameters yet: calibration provides them. A QAT
             // checkpoint brings its learned bounds and state, and those layers are not recalibrated.
