@@ -4,11 +4,13 @@
 Every case copies good inputs into its own folder, damages one file, runs one command on it as a
 subprocess with a time limit and classifies the outcome (docs/FUZZING.md):
   PASS  exit 0 with the same result as the undamaged input, or exit 0 where a changed result is
-        legitimate (a still-valid config), or exit 1 with exactly one line on stderr;
+        legitimate (a still-valid config, ONNX model or dataset file), or exit 1 with exactly one
+        line on stderr;
   FAIL  a signal, a timeout, another exit code, a multi-line error, or exit 0 from an input that
         must be refused (invalid JSON, broken IDX, a truncated .npy) or with a different result from a damaged
         checkpoint/deploy file ("silently accepted").
-Standard library only (and h5import from hdf5-tools for the HDF5 dataset file). Usage: scripts/fuzz.py [--cases N] [--seed S] [--qat PATH] [--case I]
+Standard library only (plus h5import from hdf5-tools, when installed, to write the HDF5 dataset file).
+Usage: scripts/fuzz.py [--cases N] [--seed S] [--qat PATH] [--case I]
 """
 import argparse
 import collections
@@ -640,7 +642,7 @@ def schedule(count, seed, only):
 
 
 def report(stats, failing, passed, failed):
-    print("\n%-20s %-40s %6s %6s" % ("command", "mutation", "pass", "fail"))
+    print("\n%-24s %-40s %6s %6s" % ("command", "mutation", "pass", "fail"))
     for (command, mutation), (p, f) in sorted(stats.items()):
         print("%-24s %-40s %6d %6d" % (command, mutation, p, f))
     reasons = collections.Counter(reason for _, reason, _ in failing)
