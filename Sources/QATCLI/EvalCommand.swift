@@ -11,12 +11,12 @@ struct EvalCommand: ParsableCommand {
             Examples:
               qat eval --checkpoint Checkpoints/lenet5-float.h5
               qat eval --deploy Checkpoints/lenet5-int8.h5      (INT8 engine; QAT_INT8_KERNEL=portable|avx2|vnni forces a kernel path)
+              qat eval --checkpoint run/final.h5 --config my-run.json   (the test set of the config's data section)
             """)
 
     @Option(help: "The checkpoint to evaluate (float, or fake quant for a QAT checkpoint).") var checkpoint: String?
     @Option(help: "The INT8 deploy file to evaluate on the INT8 engine.") var deploy: String?
-    @Option(help: "Folder of Fashion-MNIST IDX files.") var data = FashionMNIST.defaultPath
-    @Option(name: .customLong("test-limit"), help: "Use only the first N test images.") var testLimit: Int?
+    @OptionGroup var testData: TestDataOptions
     @Option(help: "Threads.") var threads = 1
     @Flag(help: "With --deploy: also time the INT8 forward on one batch of 256 (best of 5 rounds of 0.2 s).") var speed = false
 
@@ -24,7 +24,6 @@ struct EvalCommand: ParsableCommand {
         guard (checkpoint == nil) != (deploy == nil) else {
             throw ValidationError("give exactly one of --checkpoint and --deploy")
         }
-        if let testLimit, testLimit <= 0 { throw ValidationError("--test-limit must be positive") }
         guard threads > 0 else { throw ValidationError("--threads must be positive") }
     }
 
@@ -33,8 +32,8 @@ struct EvalCommand: ParsableCommand {
             Runtime.configure(threads: threads)
             if let deploy {
                 let engine = try Int8Model.load(deployFile: deploy)
-                let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
-                try test.checkFits(inputShape: engine.inputShape, classes: engine.numberOfClasses, modelName: deploy, name: "test", folder: data)
+                let (test, folder) = try testData.loadTest(inputShape: engine.inputShape)
+                try test.checkFits(inputShape: engine.inputShape, classes: engine.numberOfClasses, modelName: deploy, name: "test", folder: folder)
                 let result = Evaluator.evaluate(engine, on: test)
                 print(String(format: "%@: INT8 test accuracy %.2f%%  loss %.4f  (%d images, %@ kernels, %.0f img/s in the engine at batch 256)",
                              deploy, 100 * result.accuracy, result.loss, result.count, Int8Kernels.activePath.rawValue,
@@ -49,8 +48,8 @@ struct EvalCommand: ParsableCommand {
             }
             let checkpoint = checkpoint!
             let (model, _) = try Model.load(checkpoint: checkpoint)
-            let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
-            try test.checkFits(model, name: "test", folder: data)
+            let (test, folder) = try testData.loadTest(inputShape: model.spec.inputShape)
+            try test.checkFits(model, name: "test", folder: folder)
             let result = Evaluator.evaluate(model, on: test)
             print(String(format: "%@: test accuracy %.2f%%  loss %.4f  (%d images)", checkpoint, 100 * result.accuracy, result.loss, result.count))
         }
