@@ -92,6 +92,8 @@ func runMeasurements(_ options: Options) throws {
                     let steps = result.images / Measurer.trainingBatch
                     print("per-layer time of one \(mode.rawValue) step (batch 64, \(threads) thread(s), mean of \(steps) steps):")
                     print(timing.table(steps: steps))
+                    print("\nthe same by op class:")
+                    print(opClassTable(timing, spec: try ModelSource.load(file: model.file).spec, steps: steps))
                 }
                 fflush(stdout)
             }
