@@ -202,6 +202,10 @@ def main():
     parser.add_argument("--peer-python", default=os.path.join(ROOT, ".venv-torch", "bin", "python"))
     parser.add_argument("--json", metavar="FILE",
                         help="also write every measurement and the summary to FILE ('-': stdout, no table)")
+    parser.add_argument("--raw", metavar="FILE",
+                        help="append each measurement to FILE as a JSON line as soon as it is made")
+    parser.add_argument("--from", dest="from_file", metavar="FILE",
+                        help="measure nothing: summarise the JSON lines of an earlier --raw FILE")
     args = parser.parse_args()
     if args.quick:
         args.pairs = 1
@@ -210,13 +214,23 @@ def main():
     args.model = args.model or MODELS
     args.mode = args.mode or DEFAULT_MODES
     args.threads = args.threads or [1, 2]
+    if args.from_file:
+        with open(args.from_file) as f:
+            measurements = [json.loads(line) for line in f if line.startswith("{")]
+        args.pairs = max(m["pair"] for m in measurements) + 1
+        args.model = [m for m in MODELS if any(x["model"] == m for x in measurements)]
+        args.mode = [m for m in PEER_MODES if any(x["mode"] == m for x in measurements)]
+        args.threads = sorted({x["threads"] for x in measurements})
+        args.frozen_input = any(x["side"] == "train-qat-frozen-input" for x in measurements)
+        report(measurements, args, time.time())
+        return
     for path, what in ((args.qat_bench, "qat-bench (swift build -c release --product qat-bench)"),
                        (args.peer_python, "the peers' python (make venv-torch)")):
         if not os.access(path, os.X_OK):
             sys.exit(f"compare.py: {path}: not found or not executable: {what}")
     pytorch_peers.write_vgg_spec()
 
-    measurements, failures = [], 0
+    measurements = []
     total = args.pairs * len(args.model) * len(args.threads) * sum(
         1 + len(PEER_MODES[m]) + (m == "train-qat" and args.frozen_input) for m in args.mode)
     started = time.time()
@@ -236,13 +250,19 @@ def main():
                         line.update({"side": side, "pair": pair, "model": model, "mode": mode,
                                      "threads": threads})
                         measurements.append(line)
-                        failures += "error" in line
+                        if args.raw:
+                            with open(args.raw, "a") as f:
+                                f.write(json.dumps(line) + "\n")
                         shown = (f"ERROR {line['error']}" if "error" in line
                                  else f"{line['img_s']:,.0f} img/s, {line['peak_rss_mb']:.0f} MB, "
                                       f"load {line['load_1min']:.1f}")
                         print(f"[{len(measurements)}/{total} {time.time() - started:5.0f} s] pair {pair + 1} "
                               f"{model} {mode} {threads}t {side}: {shown}", file=sys.stderr, flush=True)
+    report(measurements, args, started)
 
+
+def report(measurements, args, started):
+    failures = sum("error" in m for m in measurements)
     rows, ratios = summarise(measurements, args), step_ratios(measurements, args)
     if args.json:
         document = {"settings": {k: v for k, v in vars(args).items() if k != "json"},
