@@ -49,8 +49,9 @@ test: deps
 # The LeNet-5 report of qat-bench three times (OPENBLAS_CORETYPE as set, Haswell, unset; about
 # 3 minutes), then, when .venv-torch exists or can be created (make venv-torch), bench/compare.py:
 # the five networks of docs/BENCHMARKS.md against PyTorch eager / ONNX Runtime, 5 interleaved
-# pairs per (model, mode, threads), 350 measurement processes, about 60 minutes on an idle
-# 2-core machine (COMPARE_ARGS="--quick": 1 pair with few images, about 4 minutes).
+# pairs per (model, mode, threads), 350 measurement processes of up to 6 s each: about an hour
+# in all (estimated; one pair of 70 processes with a 3 s cap took 12 minutes on a 2-core machine
+# at load 7-10). COMPARE_ARGS="--quick" (1 pair, few images): about 5 minutes.
 COMPARE_ARGS ?=
 bench: deps
 	$(SWIFT) build -c release --product qat-bench
