@@ -109,6 +109,7 @@ do {
         try runMeasurements(Options.parse(arguments))
     }
 } catch {
-    FileHandle.standardError.write(Data("qat-bench: \(error)\n".utf8))
+    // An InputError names its file (or "qat-bench" for a flag) itself.
+    FileHandle.standardError.write(Data(((error is InputError ? "" : "qat-bench: ") + "\(error)\n").utf8))
     exit(1)
 }
