@@ -51,7 +51,7 @@ test: deps
 # the five networks of docs/BENCHMARKS.md against PyTorch eager / ONNX Runtime, 5 interleaved
 # pairs per (model, mode, threads), 350 measurement processes of up to 6 s each: about an hour
 # in all (estimated; one pair of 70 processes with a 3 s cap took 12 minutes on a 2-core machine
-# at load 7-10). COMPARE_ARGS="--quick" (1 pair, few images): about 5 minutes.
+# at load 7-10). COMPARE_ARGS="--quick" (1 pair, few images): about 6 minutes at load 3-4.
 COMPARE_ARGS ?=
 bench: deps
 	$(SWIFT) build -c release --product qat-bench
