@@ -16,7 +16,8 @@
 # Budgets (epochs, learning rates, threads) are in configs/<model>-finetune.json (the float
 # fine-tune of the import) and configs/<model>-control.json (the float control); the QAT config
 # is `qat create-config`'s layer rules for the model plus the trainer sections of the control,
-# so QAT and control differ only in the quantization. Needs jq (Debian package jq).
+# so QAT and control differ only in the quantization (merged with python3, as scripts/fuzz.py
+# of `make test` already needs it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 QAT=${QAT_BIN:-.build/release/qat}
@@ -34,13 +35,25 @@ case "${1:-all}" in
   mobilenetv2-tiny|resnet18-tiny) MODELS=("$1") ;;
   *) echo "usage: $0 [mobilenetv2-tiny|resnet18-tiny|all]" >&2; exit 64 ;;
 esac
-command -v jq > /dev/null || { echo "error: jq not found (apt-get install jq, or make deps)" >&2; exit 1; }
 if [[ ! -x "$QAT" ]]; then
   [[ -z "${QAT_BIN:-}" ]] || { echo "error: QAT_BIN=$QAT is not an executable" >&2; exit 1; }
   echo "== building the release qat"
   swift build -c release --product qat
 fi
 
+# The trainer sections of $1 (without its checkpoint section) followed by the layer rules of $2, into $3.
+merge_config() {
+  python3 - "$@" <<'PY'
+import json, sys
+trainer, rules, output = sys.argv[1:4]
+merged = json.load(open(trainer))
+merged.pop("checkpoint", None)
+merged.update(json.load(open(rules)))
+with open(output, "w") as f:
+    json.dump(merged, f, indent=2)
+    f.write("\n")
+PY
+}
 step() { printf '\n== %s: %s\n' "$MODEL" "$*"; }
 # The test accuracy (a percentage without the sign) that `qat eval` prints.
 accuracy() { "$@" "${TEST_LIMIT[@]}" | sed -nE 's/.*test accuracy ([0-9.]+)%.*/\1/p' | head -1; }
@@ -62,7 +75,7 @@ run_model() {
 
   step "QAT from the fine-tuned checkpoint (qat create-config + the control's trainer sections)"
   "$QAT" create-config --model "$spec" --output "$out/layer-rules.json"
-  jq -s '.[0] * .[1] | del(.checkpoint)' "$control" "$out/layer-rules.json" > "$out/retrain.json"
+  merge_config "$control" "$out/layer-rules.json" "$out/retrain.json"
   "$QAT" plan --config "$out/retrain.json" --model "$spec" | tail -3
   "$QAT" train --config "$out/retrain.json" --model "$spec" --init "$out/float-finetune/final.h5" \
     "${TRAIN_LIMIT[@]}" --checkpoint-dir "$out/qat" --output "$out/qat/final.h5" | grep -E '^(after calibration|epoch [0-9]+/[0-9]+  lr)'
