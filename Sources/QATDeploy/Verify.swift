@@ -38,10 +38,13 @@ public struct DeployVerification: Sendable {
     }
 
     public func table() -> String {
-        var lines = ["layer".padded(to: 16) + "input codes".padded(to: 14) + "equal".padded(to: 12) + "max diff"]
+        // Imported models have long layer names (`blocks_blocks_3_block_block_6_reduce_Conv`): the
+        // first column is as wide as the longest, so the others stay aligned.
+        let nameWidth = max(16, (layers.map(\.name.count).max() ?? 0) + 2)
+        var lines = ["layer".padded(to: nameWidth) + "input codes".padded(to: 14) + "equal".padded(to: 12) + "max diff"]
         for l in layers {
             let ok = l.equalFraction >= Self.minimumEqualCodes && l.maxDifference <= Self.maximumCodeDifference
-            lines.append(l.name.padded(to: 16) + "\(l.count)".padded(to: 14)
+            lines.append(l.name.padded(to: nameWidth) + "\(l.count)".padded(to: 14)
                          + String(format: "%.4f%%", 100 * l.equalFraction).padded(to: 12)
                          + "\(l.maxDifference)" + (ok ? "" : "   FAIL"))
         }
