@@ -12,7 +12,7 @@ QAT := .build/release/qat
 # Importing a target that is not a declared dependency is an error, not a warning (Package.swift).
 STRICT := --explicit-target-dependency-import-check error
 
-.PHONY: all deps build demo test bench behaviour-check layering fuzz fuzz-smoke clean venv-torch bench-peers examples-export
+.PHONY: all deps build demo test bench behaviour-check layering fuzz fuzz-smoke clean venv-torch bench-peers examples-export onnx-examples
 
 all: build
 
@@ -95,6 +95,11 @@ bench-peers: deps $(TORCH_VENV)/.installed
 # Retrains and re-exports examples/onnx-models/*.onnx and their reference inputs and logits.
 examples-export: deps $(TORCH_VENV)/.installed
 	$(TORCH_VENV)/bin/python examples/onnx-models/export.py
+
+# The two example networks end to end: import, float fine-tune, QAT vs a float control, deploy,
+# verify (examples/onnx-models/README.md). About 10 minutes per model; not part of `make test`.
+onnx-examples: build
+	./examples/onnx-models/run.sh all
 
 # Byte-for-byte comparison of short seeded runs with the snapshot taken before the redesign.
 behaviour-check: build

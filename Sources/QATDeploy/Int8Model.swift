@@ -132,22 +132,26 @@ public final class Int8Model {
     /// `observe` receives each spec layer's output as this engine has it, dequantized to float,
     /// [N, …] by the layer name it stands for (`DeployNode.produces`): for a conv with a folded
     /// BN and fused ReLU that is the ReLU's name; layers folded away are not reported.
-    /// `observeInputCodes` receives, for each integer layer, the int8 codes its kernel consumed.
+    /// `observeInputCodes` receives, for each integer layer, the int8 codes this engine computed
+    /// for its input. `substituteInputCodes` may hand a layer other codes to run on instead
+    /// (`qat verify` feeds each layer the fake-quant model's codes, to check layers one at a time).
     public func forward(_ x: Tensor, observe: ((_ layerName: String, _ output: Tensor) -> Void)? = nil,
-                        observeInputCodes: ((_ layerName: String, _ codes: [Int8]) -> Void)? = nil) -> Tensor {
+                        observeInputCodes: ((_ layerName: String, _ codes: [Int8]) -> Void)? = nil,
+                        substituteInputCodes: ((_ layerName: String) -> [Int8]?)? = nil) -> Tensor {
         precondition(Array(x.shape.dropFirst()) == file.inputShape,
                      "Int8Model \(file.modelName) expects samples of shape \(file.inputShape), got \(x.shape)")
         let n = x.shape[0]
         // Samples are independent in integer arithmetic, so plain inference splits the batch over
         // the threads; observed runs stay whole so observers see one tensor per layer.
-        if observe == nil && observeInputCodes == nil && Parallel.threads > 1 && n >= 2 * Parallel.threads {
+        if observe == nil && observeInputCodes == nil && substituteInputCodes == nil && Parallel.threads > 1 && n >= 2 * Parallel.threads {
             return forwardSplittingBatch(x)
         }
-        return forwardWhole(x, observe: observe, observeInputCodes: observeInputCodes)
+        return forwardWhole(x, observe: observe, observeInputCodes: observeInputCodes, substituteInputCodes: substituteInputCodes)
     }
 
     private func forwardWhole(_ x: Tensor, observe: ((_ layerName: String, _ output: Tensor) -> Void)?,
-                              observeInputCodes: ((_ layerName: String, _ codes: [Int8]) -> Void)?) -> Tensor {
+                              observeInputCodes: ((_ layerName: String, _ codes: [Int8]) -> Void)?,
+                              substituteInputCodes: ((_ layerName: String) -> [Int8]?)? = nil) -> Tensor {
         let n = x.shape[0]
         var values: [Value?] = Array(repeating: nil, count: steps.count + 1)
         values[0] = .floats(x.storage)
@@ -160,8 +164,9 @@ public final class Int8Model {
             if observe == nil && fusesPool[i], let qd = step.node.inputQuantizer, let r = step.requantization,
                let input = values[step.inputs[0]] {
                 // conv → max pool in one kernel; the conv output (read by the pool alone) never exists.
-                let x = codes(input, qd)
-                observeInputCodes?(step.node.name, x)
+                let own = codes(input, qd)
+                observeInputCodes?(step.node.name, own)
+                let x = substituteInputCodes?(step.node.name) ?? own
                 let pool = steps[i + 1].node, node = step.node
                 let y = node.convolution.isPlain
                     ? Int8Kernels.conv2dMaxPool(x, convGeometry(step, n), inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
@@ -176,7 +181,7 @@ public final class Int8Model {
                 continue
             }
             defer { i += 1 }
-            let output = run(step, n, values, observeInputCodes)
+            let output = run(step, n, values, observeInputCodes, substituteInputCodes)
             values[i + 1] = output
             if let observe, !step.node.produces.isEmpty {
                 let batch = step.node.op == .constant ? 1 : n   // a constant broadcasts over the batch
@@ -229,7 +234,7 @@ public final class Int8Model {
     }
 
     private func run(_ step: Step, _ n: Int, _ values: [Value?],
-                     _ observeInputCodes: ((String, [Int8]) -> Void)?) -> Value {
+                     _ observeInputCodes: ((String, [Int8]) -> Void)?, _ substituteInputCodes: ((String) -> [Int8]?)?) -> Value {
         let node = step.node
         guard node.op != .constant else { return .floats(node.floatTensors["value"]!.storage) }
         let input = values[step.inputs[0]]!
@@ -248,7 +253,7 @@ public final class Int8Model {
             if let activation = node.fusedActivation { saturate(&q, activation.codeRange(on: node.output!)) }
             return .codes(q, node.output!)
         case .conv2d, .linear:
-            return runWeighted(step, n, input, observeInputCodes)
+            return runWeighted(step, n, input, observeInputCodes, substituteInputCodes)
         case .batchnorm2d:
             return floatResult(batchNorm2d(tensor(input, step.inputShape), gamma: step.bnGamma!, beta: step.bnBeta!,
                                            statistics: step.bnStatistics!, training: false, epsilon: node.epsilon, tape: nil))
@@ -320,11 +325,13 @@ public final class Int8Model {
     }
 
     /// A conv or linear node: integer kernels on codes, or float for an INT16 layer.
-    private func runWeighted(_ step: Step, _ n: Int, _ input: Value, _ observeInputCodes: ((String, [Int8]) -> Void)?) -> Value {
+    private func runWeighted(_ step: Step, _ n: Int, _ input: Value, _ observeInputCodes: ((String, [Int8]) -> Void)?,
+                             _ substituteInputCodes: ((String) -> [Int8]?)?) -> Value {
         let node = step.node
         if let qd = node.inputQuantizer {
-            let x = codes(input, qd)
-            observeInputCodes?(node.name, x)
+            let own = codes(input, qd)
+            observeInputCodes?(node.name, own)
+            let x = substituteInputCodes?(node.name) ?? own
             if node.op == .conv2d && !node.convolution.isPlain {
                 // Grouped, depthwise, dilated, rectangular or asymmetrically padded.
                 let g = generalConvGeometry(step, n)

@@ -13,7 +13,12 @@ public struct DeployVerification: Sendable {
         public var count = 0
         public var equal = 0
         public var maxDifference = 0
+        /// The same comparison with every integer layer of the engine fed the fake-quant model's
+        /// input codes: each layer alone, without the differences of the layers before it.
+        public var equalAlone = 0
+        public var maxDifferenceAlone = 0
         public var equalFraction: Double { count == 0 ? 1 : Double(equal) / Double(count) }
+        public var equalFractionAlone: Double { count == 0 ? 1 : Double(equalAlone) / Double(count) }
     }
 
     public var layers: [Layer]
@@ -38,13 +43,19 @@ public struct DeployVerification: Sendable {
     }
 
     public func table() -> String {
-        var lines = ["layer".padded(to: 16) + "input codes".padded(to: 14) + "equal".padded(to: 12) + "max diff"]
+        // Imported models have long layer names (`blocks_blocks_3_block_block_6_reduce_Conv`): the
+        // first column is as wide as the longest, so the others stay aligned.
+        let nameWidth = max(16, (layers.map(\.name.count).max() ?? 0) + 2)
+        var lines = ["layer".padded(to: nameWidth) + "input codes".padded(to: 14) + "equal".padded(to: 12) + "max diff".padded(to: 10)
+                     + "alone: equal".padded(to: 14) + "max diff"]
         for l in layers {
             let ok = l.equalFraction >= Self.minimumEqualCodes && l.maxDifference <= Self.maximumCodeDifference
-            lines.append(l.name.padded(to: 16) + "\(l.count)".padded(to: 14)
-                         + String(format: "%.4f%%", 100 * l.equalFraction).padded(to: 12)
-                         + "\(l.maxDifference)" + (ok ? "" : "   FAIL"))
+            lines.append(l.name.padded(to: nameWidth) + "\(l.count)".padded(to: 14)
+                         + String(format: "%.4f%%", 100 * l.equalFraction).padded(to: 12) + "\(l.maxDifference)".padded(to: 10)
+                         + String(format: "%.4f%%", 100 * l.equalFractionAlone).padded(to: 14) + "\(l.maxDifferenceAlone)"
+                         + (ok ? "" : "   FAIL"))
         }
+        lines.append("(alone: each integer layer fed the fake-quant input codes, so differences do not carry over from layer to layer; information only)")
         lines.append(String(format: "predictions equal: %.3f%% of %d images%@", 100 * predictionAgreement, samples,
                             predictionAgreement >= Self.minimumEqualPredictions ? "" : "   FAIL"))
         lines.append(String(format: "accuracy: fake quant %.2f%%, INT8 %.2f%% (%+.2f pp)",
@@ -76,19 +87,35 @@ extension DeployVerification {
             engineCodes = [:]
             return engine.forward(images, observeInputCodes: { engineCodes[$0] = $1 })
         }
-        let evaluations = Evaluator.evaluate([fakeQuant, int8], on: data, batchSize: batchSize) { _, logits in
+        /// Equal codes and the largest difference.
+        func agreement(_ ours: [Int8], _ theirs: [Int8]) -> (equal: Int, maxDifference: Int) {
+            var equal = 0, maxDifference = 0
+            for i in ours.indices {
+                let d = abs(Int(ours[i]) - Int(theirs[i]))
+                if d == 0 { equal += 1 } else { maxDifference = max(maxDifference, d) }
+            }
+            return (equal, maxDifference)
+        }
+        let evaluations = Evaluator.evaluate([fakeQuant, int8], on: data, batchSize: batchSize) { batch, logits in
+            var fakeQuantCodes: [String: [Int8]] = [:]
             for q in quantizers {
                 guard let index = layerIndex[q.layerName], let theirs = engineCodes[q.layerName] else { continue }
                 let ours = Int8Kernels.quantize(collected[q.layerName] ?? [], q.activation.grid)
                 precondition(ours.count == theirs.count, "verify: \(q.layerName) has \(ours.count) fake-quant codes, \(theirs.count) INT8 codes")
-                var equal = 0, maxDifference = 0
-                for i in ours.indices {
-                    let d = abs(Int(ours[i]) - Int(theirs[i]))
-                    if d == 0 { equal += 1 } else { maxDifference = max(maxDifference, d) }
-                }
+                fakeQuantCodes[q.layerName] = ours
+                let (equal, maxDifference) = agreement(ours, theirs)
                 report.layers[index].count += ours.count
                 report.layers[index].equal += equal
                 report.layers[index].maxDifference = max(report.layers[index].maxDifference, maxDifference)
+            }
+            // Again, each integer layer running on the fake-quant codes of its input.
+            var aloneCodes: [String: [Int8]] = [:]
+            _ = engine.forward(batch.images, observeInputCodes: { aloneCodes[$0] = $1 }, substituteInputCodes: { fakeQuantCodes[$0] })
+            for (name, ours) in fakeQuantCodes {
+                guard let index = layerIndex[name], let theirs = aloneCodes[name] else { continue }
+                let (equal, maxDifference) = agreement(ours, theirs)
+                report.layers[index].equalAlone += equal
+                report.layers[index].maxDifferenceAlone = max(report.layers[index].maxDifferenceAlone, maxDifference)
             }
             report.equalPredictions += zip(argmaxRows(logits[0]), argmaxRows(logits[1])).filter { $0 == $1 }.count
         }
