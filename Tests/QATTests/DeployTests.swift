@@ -51,6 +51,8 @@ final class DeployTests: XCTestCase {
             XCTAssertGreaterThan(layer.count, 0, layer.name, file: file, line: line)
             XCTAssertGreaterThanOrEqual(layer.equalFraction, 0.999, "\(layer.name)\n\(report.table())", file: file, line: line)
             XCTAssertLessThanOrEqual(layer.maxDifference, 1, "\(layer.name)\n\(report.table())", file: file, line: line)
+            XCTAssertGreaterThanOrEqual(layer.equalFractionAlone, 0.999, "\(layer.name) alone\n\(report.table())", file: file, line: line)
+            XCTAssertLessThanOrEqual(layer.maxDifferenceAlone, 1, "\(layer.name) alone\n\(report.table())", file: file, line: line)
         }
         XCTAssertGreaterThanOrEqual(report.predictionAgreement, 0.999, report.table(), file: file, line: line)
         XCTAssertTrue(report.passed, report.table(), file: file, line: line)
