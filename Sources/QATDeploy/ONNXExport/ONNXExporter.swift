@@ -26,7 +26,7 @@ public enum ONNXExporter {
     public static func exportQDQ(checkpoint: String, opset: Int = defaultOpset, warn: (String) -> Void = { _ in }) throws -> Data {
         let (model, _) = try Model.load(checkpoint: checkpoint)
         guard !model.fakeQuantizers.isEmpty else {
-            throw InputError(file: checkpoint, message: "is a float checkpoint (no layer is quantized): export it with --float, or train it with a QAT config first")
+            throw InputError(file: checkpoint, message: "a float checkpoint (no layer is quantized) cannot be exported as QDQ: use --float for the float model, or train it with a QAT config first")
         }
         return try exportQDQ(deploy: Deployer.deploy(model: model, source: checkpoint), opset: opset, file: checkpoint, warn: warn)
     }
