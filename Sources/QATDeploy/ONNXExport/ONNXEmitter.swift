@@ -48,6 +48,18 @@ struct ONNXEmitter {
         return result
     }
 
+    /// An integer layer's input on its grid (s_d, o_d), dequantized: the codes themselves when
+    /// they come on that grid, else the value quantized onto it first (as the engine does:
+    /// a float input, e.g. an add's sum read by a conv and by another add, is quantized by each
+    /// integer reader).
+    private mutating func codesInput(_ node: String, on q: QuantizationGrid, reader: String) -> String {
+        if let codes = values[node]!.codes, codes == q { return floatValue(node) }
+        let (scale, zeroPoint) = quantizerInitializers(q, for: reader + "/input")
+        add("QuantizeLinear", name: reader + "/input/quantize", [floatValue(node), scale, zeroPoint], reader + "/input")
+        values[reader + "/input"] = (reader + "/input", q)
+        return floatValue(reader + "/input")
+    }
+
     /// Scalar scale (float) and zero point (int8) initializers of a grid, named after `value`.
     private mutating func quantizerInitializers(_ q: QuantizationGrid, for value: String) -> (scale: String, zeroPoint: String) {
         let (scale, zeroPoint) = (value + "/scale", value + "/zero_point")
@@ -81,7 +93,8 @@ struct ONNXEmitter {
         case .quantize:
             result = inputs[0]
         case .conv2d, .linear:
-            try emitWeighted(node, input: inputs[0], output: floatName, warn: warn)
+            let input = node.inputQuantizer.map { codesInput(node.inputs[0], on: $0, reader: node.name) } ?? inputs[0]
+            try emitWeighted(node, input: input, output: floatName, warn: warn)
         case .batchnorm2d:
             let t = node.floatTensors
             let names = ["gamma", "beta", "running_mean", "running_var"].map { key in
