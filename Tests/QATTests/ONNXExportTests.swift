@@ -84,6 +84,17 @@ final class ONNXExportTests: XCTestCase {
             XCTAssertEqual(initializers[d.name + ".bias/scale"]!.floats,
                            d.weightScales.map { Float(Double(d.inputQuantizer!.scale) * Double($0)) })
         }
+        // An integer layer reading anything but codes on its own grid quantizes its input first,
+        // as the engine does (the fixture has one: a value read by an integer layer and by a float add).
+        var quantizedByReader = 0
+        for d in integer where deploy.nodes.first(where: { $0.name == d.inputs[0] })?.output != d.inputQuantizer {
+            let quantize = try XCTUnwrap(node(named: d.name + "/input/quantize"), d.name)
+            XCTAssertEqual(quantize.opType, "QuantizeLinear")
+            XCTAssertEqual(initializers[d.name + "/input/scale"]!.floats, [d.inputQuantizer!.scale], d.name)
+            XCTAssertEqual(initializers[d.name + "/input/zero_point"]!.integers!, [Int64(d.inputQuantizer!.offset)], d.name)
+            quantizedByReader += 1
+        }
+        XCTAssertGreaterThan(quantizedByReader, 0, "the fixture has an integer layer reading a float value")
         for d in deploy.nodes {
             if let q = d.output {
                 let quantize = try XCTUnwrap(node(named: d.name + "/quantize"), d.name)
