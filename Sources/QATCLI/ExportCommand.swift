@@ -20,6 +20,8 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "The checkpoint (QAT, or float with --float).") var checkpoint: String
     @Option(help: "The ONNX file to write.") var output: String
     @Option(help: "The default-domain opset (13 to 17).") var opset = ONNXExporter.defaultOpset
+    @Option(help: "standard (what ONNX Runtime runs) or tensorrt (symmetric int8 only: zero points 0, positive weight scales).")
+    var profile: ONNXExportProfile = .standard
     @Flag(name: .customLong("float"), help: "Write the float model (no quantization), which `qat import` reads back.")
     var floatModel = false
 
@@ -27,7 +29,7 @@ struct ExportCommand: ParsableCommand {
         try reportingUserErrors {
             let bytes = floatModel
                 ? try ONNXExporter.exportFloat(checkpoint: checkpoint, opset: opset)
-                : try ONNXExporter.exportQDQ(checkpoint: checkpoint, opset: opset) {
+                : try ONNXExporter.exportQDQ(checkpoint: checkpoint, opset: opset, profile: profile) {
                     FileHandle.standardError.write(Data("warning: \($0)\n".utf8))
                 }
             try AtomicFile.write(bytes, to: output)
@@ -35,3 +37,5 @@ struct ExportCommand: ParsableCommand {
         }
     }
 }
+
+extension ONNXExportProfile: ExpressibleByArgument {}

@@ -108,6 +108,20 @@ final class ONNXExportTests: XCTestCase {
         }
         XCTAssertTrue(deploy.nodes.contains { $0.op == .add && $0.output == nil } || deploy.nodes.contains { $0.op == .avgpool2d },
                       "the fixture has float nodes")
+
+        // The tensorrt profile refuses the first integer layer with an asymmetric activation grid
+        // (after a ReLU, ULQ's range [0, M] gives zero point −128) or a negative weight scale (a
+        // folded BN with γ < 0), naming it; nothing is written.
+        let layer = try XCTUnwrap(integer.first { $0.inputQuantizer!.offset != 0 || $0.weightScales.contains { $0 < 0 } })
+        let expected = layer.inputQuantizer!.offset != 0
+            ? "layer \(layer.name): cannot be expressed in the tensorrt profile: its activation quantizer has zero point \(layer.inputQuantizer!.offset)"
+            : "layer \(layer.name): cannot be expressed in the tensorrt profile: channel \(layer.weightScales.firstIndex { $0 < 0 }!) has a negative weight scale"
+        let refused = folder + "/tensorrt.onnx"
+        let (trtStatus, trtText) = try qat(["export", "--checkpoint", checkpoint, "--output", refused, "--profile", "tensorrt"])
+        XCTAssertEqual(trtStatus, 1, trtText)
+        XCTAssertEqual(trtText.split(separator: "\n").count, 1, trtText)
+        XCTAssertTrue(trtText.contains(expected), trtText)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: refused))
     }
 
     func testBadInputIsOneLineAndNothingIsWritten() throws {

@@ -16,6 +16,7 @@ struct ONNXEmitter {
     private var dequantized: [String: String] = [:]
     /// Float export: BN momentum by layer (ONNX's is 1 − ours), so that an import gives it back.
     var batchNormMomentum: [String: Float] = [:]
+    var profile = ONNXExportProfile.standard
     private var lastValue = "input"
 
     init(name: String, inputShape: [Int], opset: Int, file: String) throws {
@@ -46,6 +47,16 @@ struct ONNXEmitter {
         add("DequantizeLinear", name: name + "/dequantize", [name, scale, zeroPoint], result)
         dequantized[name] = result
         return result
+    }
+
+    /// The tensorrt profile takes symmetric int8 grids only (zero point 0). Every codes value is
+    /// on some integer layer's input grid, so checking those inputs covers every QuantizeLinear
+    /// and names the layer whose activation quantizer would have to change.
+    private func requireExpressible(_ q: QuantizationGrid, layer: String) throws {
+        guard profile == .tensorrt, q.offset != 0 else { return }
+        throw InputError(file: file, keyPath: "layer \(layer)",
+                         message: "cannot be expressed in the tensorrt profile: its activation quantizer has zero point \(q.offset) "
+                             + "(scale \(q.scale)); TensorRT takes symmetric int8 only (zero point 0)")
     }
 
     /// An integer layer's input on its grid (s_d, o_d), dequantized: the codes themselves when
@@ -93,7 +104,11 @@ struct ONNXEmitter {
         case .quantize:
             result = inputs[0]
         case .conv2d, .linear:
-            let input = node.inputQuantizer.map { codesInput(node.inputs[0], on: $0, reader: node.name) } ?? inputs[0]
+            var input = inputs[0]
+            if let qd = node.inputQuantizer {
+                try requireExpressible(qd, layer: node.name)
+                input = codesInput(node.inputs[0], on: qd, reader: node.name)
+            }
             try emitWeighted(node, input: input, output: floatName, warn: warn)
         case .batchnorm2d:
             let t = node.floatTensors
@@ -167,6 +182,11 @@ struct ONNXEmitter {
         var x = input
         let weight: String, bias: String?
         if let sd = node.inputQuantizer {
+            if profile == .tensorrt, let c = node.weightScales.firstIndex(where: { $0 < 0 }) {
+                throw InputError(file: file, keyPath: "layer \(node.name)",
+                                 message: "cannot be expressed in the tensorrt profile: channel \(c) has a negative weight scale "
+                                     + "(a BatchNorm with γ < 0 folded in); TensorRT takes positive scales only")
+            }
             weight = node.name + ".weight"
             graph.initializers.append(ONNXInitializer(name: weight + "/codes", int8s: node.weightCodes, dims: shape))
             graph.initializers.append(ONNXInitializer(name: weight + "/scale", floats: node.weightScales, dims: [channels]))

@@ -17,23 +17,36 @@ import QATONNX
 /// - a fused ReLU/ReLU6 is Relu/Clip(0, 6) before the QuantizeLinear, which clamps the codes
 ///   exactly as the engine's saturation does (quantization is monotone and maps 0 to o_y);
 /// - float nodes are the ONNX op of their layer.
+/// What an exported QDQ graph may contain.
+public enum ONNXExportProfile: String, Sendable, CaseIterable {
+    /// What ONNX Runtime runs: int8 grids with any zero point, signed per-channel weight scales.
+    case standard
+    /// TensorRT's explicit quantization: symmetric int8 activations (zero point 0) and positive
+    /// per-channel weight scales on axis 0; anything else is an error naming the layer.
+    case tensorrt
+}
+
 public enum ONNXExporter {
     /// Per-channel DequantizeLinear needs 13; libonnx 1.12 knows up to 17.
     public static let supportedOpsets = 13...17
     public static let defaultOpset = 13
 
     /// The QDQ model of a QAT checkpoint. `warn` hears of layers exported in a weaker form.
-    public static func exportQDQ(checkpoint: String, opset: Int = defaultOpset, warn: (String) -> Void = { _ in }) throws -> Data {
+    public static func exportQDQ(checkpoint: String, opset: Int = defaultOpset, profile: ONNXExportProfile = .standard,
+                                 warn: (String) -> Void = { _ in }) throws -> Data {
         let (model, _) = try Model.load(checkpoint: checkpoint)
         guard !model.fakeQuantizers.isEmpty else {
             throw InputError(file: checkpoint, message: "a float checkpoint (no layer is quantized) cannot be exported as QDQ: use --float for the float model, or train it with a QAT config first")
         }
-        return try exportQDQ(deploy: Deployer.deploy(model: model, source: checkpoint), opset: opset, file: checkpoint, warn: warn)
+        return try exportQDQ(deploy: Deployer.deploy(model: model, source: checkpoint), opset: opset, profile: profile,
+                             file: checkpoint, warn: warn)
     }
 
     /// The QDQ model of a deploy program.
-    public static func exportQDQ(deploy: DeployFile, opset: Int = defaultOpset, file: String, warn: (String) -> Void = { _ in }) throws -> Data {
+    public static func exportQDQ(deploy: DeployFile, opset: Int = defaultOpset, profile: ONNXExportProfile = .standard, file: String,
+                                 warn: (String) -> Void = { _ in }) throws -> Data {
         var emitter = try ONNXEmitter(name: deploy.modelName, inputShape: deploy.inputShape, opset: opset, file: file)
+        emitter.profile = profile
         for node in deploy.nodes { try emitter.emit(node, warn: warn) }
         return try emitter.finish(outputDims: [deploy.numberOfClasses])
     }
