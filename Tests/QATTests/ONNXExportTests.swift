@@ -124,6 +124,34 @@ final class ONNXExportTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: refused))
     }
 
+    /// An INT16 layer has no 16-bit QuantizeLinear before opset 21: it is exported as float ops
+    /// simulating its input grid (Div, Clip, Round, Mul with its scale and bounds), with a warning.
+    func testINT16LayerIsExportedAsFloatOpsWithAWarning() throws {
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: repositoryPath("Configs/retrain.json")))) as! [String: Any]
+        var conv2 = config["conv2"] as! [String: Any]
+        var data = conv2["retrain_data_config"] as! [String: Any]
+        data["dst_type"] = "INT16"
+        conv2["retrain_data_config"] = data
+        config["conv2"] = conv2
+        let configFile = folder + "/int16.json", checkpoint = folder + "/int16.h5", output = folder + "/int16.onnx"
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configFile))
+        let (trainStatus, log) = try qat(["train", "--config", configFile, "--epochs", "1", "--train-limit", "128", "--test-limit", "128",
+                                          "--checkpoint-dir", folder + "/run", "--output", checkpoint])
+        XCTAssertEqual(trainStatus, 0, log)
+        let (status, text) = try qat(["export", "--checkpoint", checkpoint, "--output", output])
+        XCTAssertEqual(status, 0, text)
+        XCTAssertTrue(text.contains("warning: layer conv2 is INT16: exported as float ops"), text)
+        let deploy = try Deployer.deploy(checkpoint: checkpoint)
+        let grid = try XCTUnwrap(deploy.nodes.first { $0.name == "conv2" }?.inputFakeQuantization)
+        let onnx = try ONNXModel.read(file: output)
+        XCTAssertEqual(onnx.nodes.filter { $0.name.hasPrefix("conv2/input/") }.map(\.opType), ["Div", "Clip", "Round", "Mul"])
+        let initializers = Dictionary(uniqueKeysWithValues: onnx.initializers.map { ($0.name, $0.floats) })
+        XCTAssertEqual(initializers["conv2/input/scale"], [grid.scale])
+        XCTAssertEqual(initializers["conv2/input/low"], [Float(-32768 - grid.offset)])
+        XCTAssertEqual(initializers["conv2/input/high"], [Float(32767 - grid.offset)])
+        XCTAssertEqual(onnx.nodes.first { $0.name == "conv2" }?.opType, "Conv")
+    }
+
     func testBadInputIsOneLineAndNothingIsWritten() throws {
         let output = folder + "/out.onnx"
         func expectFailure(_ arguments: [String], mentioning words: [String], file: StaticString = #filePath, line: UInt = #line) throws {
