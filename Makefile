@@ -46,6 +46,13 @@ test: deps
 	@# The bounded fuzz run (docs/FUZZING.md) against the release binary; `make fuzz` runs thousands.
 	$(MAKE) --no-print-directory fuzz-smoke
 
+# The LeNet-5 report of qat-bench three times (OPENBLAS_CORETYPE as set, Haswell, unset; about
+# 3 minutes), then, when .venv-torch exists or can be created (make venv-torch), bench/compare.py:
+# the five networks of docs/BENCHMARKS.md against PyTorch eager / ONNX Runtime, 5 interleaved
+# pairs per (model, mode, threads), 350 measurement processes of up to 6 s each: about an hour
+# in all (estimated; one pair of 70 processes with a 3 s cap took 12 minutes on a 2-core machine
+# at load 7-10). COMPARE_ARGS="--quick" (1 pair, few images): about 6 minutes at load 3-4.
+COMPARE_ARGS ?=
 bench: deps
 	$(SWIFT) build -c release --product qat-bench
 	@echo "== OPENBLAS_CORETYPE as set by the environment ($${OPENBLAS_CORETYPE:-unset}) =="
@@ -54,6 +61,12 @@ bench: deps
 	OPENBLAS_CORETYPE=Haswell .build/release/qat-bench
 	@echo "== OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (OpenBLAS picks its kernel from cpuid) =="
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .build/release/qat-bench
+	@echo "== against PyTorch eager and ONNX Runtime (bench/compare.py $(COMPARE_ARGS)) =="
+	@if $(MAKE) --no-print-directory venv-torch; then \
+	  $(TORCH_VENV)/bin/python bench/compare.py --json .build/bench-compare.json $(COMPARE_ARGS); \
+	else \
+	  echo "no $(TORCH_VENV) and make venv-torch failed: the PyTorch comparison is skipped"; \
+	fi
 
 # PyTorch and ONNX Runtime in a venv of their own, for the peers of the bench (bench/) and the
 # exporter of the ONNX examples (examples/onnx-models/); the test suite never needs them.

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Fuzz the `qat` binary from outside: mutated configs, checkpoints, deploy files and IDX data.
+"""Fuzz the `qat` binary from outside: mutated configs, checkpoints, deploy files, ONNX models and data.
 
 Every case copies good inputs into its own folder, damages one file, runs one command on it as a
 subprocess with a time limit and classifies the outcome (docs/FUZZING.md):
   PASS  exit 0 with the same result as the undamaged input, or exit 0 where a changed result is
-        legitimate (a still-valid config), or exit 1 with exactly one line on stderr;
+        legitimate (a still-valid config, ONNX model or dataset file), or exit 1 with exactly one
+        line on stderr;
   FAIL  a signal, a timeout, another exit code, a multi-line error, or exit 0 from an input that
-        must be refused (invalid JSON, broken IDX) or with a different result from a damaged
+        must be refused (invalid JSON, broken IDX, a truncated .npy) or with a different result from a damaged
         checkpoint/deploy file ("silently accepted").
-Standard library only. Usage: scripts/fuzz.py [--cases N] [--seed S] [--qat PATH] [--case I]
+Standard library only (plus h5import from hdf5-tools, when installed, to write the HDF5 dataset file).
+Usage: scripts/fuzz.py [--cases N] [--seed S] [--qat PATH] [--case I]
 """
 import argparse
 import collections
@@ -33,7 +35,16 @@ IDX_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 TRAIN_IMAGES, TEST_IMAGES = 512, 256
 EVAL_LIMITS = ["--test-limit", "64", "--threads", "1"]
 LIMITS = ["--train-limit", "128"] + EVAL_LIMITS
-GOOD_FILES = ["ckpt.h5", "step.h5", "int8.h5", "config.json", "simple.json"]
+# The ONNX models `qat import` is fuzzed with: name in the case folder -> committed file.
+ONNX_MODELS = {"lenet.onnx": "Tests/Fixtures/onnx/lenet.onnx", "mobile.onnx": "Tests/Fixtures/onnx/mobile.onnx",
+               "old-opset.onnx": "Tests/Fixtures/onnx/old-opset.onnx",
+               "resnet18-tiny.onnx": "examples/onnx-models/resnet18-tiny.onnx",
+               "mobilenetv2-tiny.onnx": "examples/onnx-models/mobilenetv2-tiny.onnx"}
+# The test split as .npy files and as an HDF5 dataset file (`data` sections of npy.json, hdf5.json).
+NPY_FILES = ["test-images.npy", "test-labels.npy"]
+HDF5_DATA = "test-data.h5"
+GOOD_FILES = ["ckpt.h5", "step.h5", "int8.h5", "config.json", "simple.json", "npy.json", "hdf5.json"] \
+    + list(ONNX_MODELS) + NPY_FILES + [HDF5_DATA]
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -78,6 +89,50 @@ def make_configs(work, data):
             json.dump(doc, f, indent=2)
 
 
+def npy_bytes(descr, shape, payload):
+    """An .npy file (format version 1.0): magic, header padded to a multiple of 64 bytes, payload."""
+    sizes = "(%d,)" % shape[0] if len(shape) == 1 else "(%s)" % ", ".join(map(str, shape))
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, sizes)
+    header += " " * (-(10 + len(header) + 1) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + payload
+
+
+def make_user_data(good, data):
+    """The IDX test subset as uint8 .npy files and as an HDF5 file (written by h5import from
+    Debian's hdf5-tools, when installed), and configs that evaluate on them."""
+    with gzip.open(os.path.join(data, IDX_FILES[2]), "rb") as f:
+        images = f.read()[16:]
+    with gzip.open(os.path.join(data, IDX_FILES[3]), "rb") as f:
+        labels = f.read()[8:]
+    for name, shape, payload in ((NPY_FILES[0], [TEST_IMAGES, 28, 28], images), (NPY_FILES[1], [TEST_IMAGES], labels)):
+        with open(os.path.join(good, name), "wb") as f:
+            f.write(npy_bytes("|u1", shape, payload))
+    # Both splits are the same files, so `train` reads the damaged one whichever split it loads first.
+    sections = {"npy.json": {"format": "npy", "train_images": NPY_FILES[0], "train_labels": NPY_FILES[1],
+                             "test_images": NPY_FILES[0], "test_labels": NPY_FILES[1]},
+                "hdf5.json": {"format": "hdf5", "train": HDF5_DATA, "test": HDF5_DATA}}
+    model = {"spec": os.path.join(REPO, "Configs/models/lenet5.json"),
+             "init": os.path.join(REPO, "Checkpoints/lenet5-float.h5")}
+    for name, section in sections.items():
+        with open(os.path.join(good, name), "w") as f:
+            json.dump({"model": model, "data": dict(section, mean=0.2860, std=0.3530)}, f, indent=2)
+    h5import = shutil.which("h5import")
+    if h5import is None:
+        return False
+    args = []
+    for path, payload, dims in (("images", images, "%d 28 28" % TEST_IMAGES), ("labels", labels, str(TEST_IMAGES))):
+        raw = os.path.join(good, path + ".bin")
+        with open(raw, "wb") as f:
+            f.write(payload)
+        with open(raw + ".cfg", "w") as f:
+            f.write("PATH %s\nINPUT-CLASS UIN\nINPUT-SIZE 8\nRANK %d\nDIMENSION-SIZES %s\n"
+                    "OUTPUT-CLASS UIN\nOUTPUT-SIZE 8\nOUTPUT-ARCHITECTURE NATIVE\nOUTPUT-BYTE-ORDER LE\n"
+                    % (path, len(dims.split()), dims))
+        args += [raw, "-c", raw + ".cfg"]
+    subprocess.run([h5import] + args + ["-o", os.path.join(good, HDF5_DATA)], check=True, capture_output=True)
+    return True
+
+
 def run(qat, args, cwd, timeout):
     """Runs qat; returns (returncode or 'timeout', stdout, stderr, seconds)."""
     start = time.monotonic()
@@ -98,6 +153,11 @@ def prepare(qat, work, timeout):
     os.makedirs(good)
     make_dataset(os.path.join(work, "data"))
     make_configs(good, os.path.join(work, "data"))
+    if not make_user_data(good, os.path.join(work, "data")):
+        for name in [n for n, (kind, _, _) in COMMANDS.items() if kind == "hdf5-data"]:
+            del COMMANDS[name]  # no h5import: no HDF5 dataset file to damage
+    for name, source in ONNX_MODELS.items():
+        shutil.copyfile(os.path.join(REPO, source), os.path.join(good, name))
     steps = [["train", "--config", "config.json", "--train-limit", "256", "--epochs", "1",
               "--test-limit", "128", "--threads", "1", "--output", "ckpt.h5", "--save-every", "2"],
              ["deploy", "--checkpoint", "ckpt.h5", "--output", "int8.h5"]]
@@ -137,9 +197,21 @@ COMMANDS = {
     "train-data": ("data", ["train", "--config", "config.json", "--epochs", "1", "--output", "out.h5",
                             "--batch-size", "32"] + LIMITS, None),
     "eval-data": ("data", ["eval", "--checkpoint", "ckpt.h5", "--data", "DATA"] + EVAL_LIMITS, None),
+    "eval-npy": ("npy-data", ["eval", "--checkpoint", "ckpt.h5", "--config", "npy.json"] + EVAL_LIMITS, None),
+    "eval-hdf5": ("hdf5-data", ["eval", "--checkpoint", "ckpt.h5", "--config", "hdf5.json"] + EVAL_LIMITS, None),
+    "train-npy": ("npy-data", ["train", "--config", "npy.json", "--epochs", "1", "--output", "out.h5",
+                               "--batch-size", "32"] + LIMITS, None),
+    "train-hdf5": ("hdf5-data", ["train", "--config", "hdf5.json", "--epochs", "1", "--output", "out.h5",
+                                 "--batch-size", "32"] + LIMITS, None),
+    "create-config-onnx": ("onnx:lenet.onnx", ["create-config", "--model", "lenet.onnx"], None),
 }
+# `qat import` of each ONNX model, damaged; the imported files are not compared (a flipped weight
+# byte is still a model).
+for _model in ONNX_MODELS:
+    COMMANDS["import-" + _model[:-5]] = ("onnx:" + _model, ["import", _model, "--output-dir", "out"], None)
 FILE_OF_KIND = {"checkpoint": "ckpt.h5", "resume": "step.h5", "deploy": "int8.h5", "config": "config.json",
-                "config-simple": "simple.json"}
+                "config-simple": "simple.json", "hdf5-data": HDF5_DATA}
+FILE_OF_KIND.update({"onnx:" + m: m for m in ONNX_MODELS})
 
 # Lines of stdout that carry a result; timings and progress are dropped before comparing.
 TIMING = re.compile(r"\d+(\.\d+)?\s*(s|ms|µs|sec|seconds|img/s|images/s)\b|elapsed.*|\d+:\d\d")
@@ -200,6 +272,99 @@ def superblock(data, rng):
 
 
 HDF5_MUTATIONS = [flip_bytes, zero_block, truncate, append_garbage, tail_bytes, superblock]
+
+
+def read_varint(data, i, end):
+    """(value, next offset) of the protobuf varint at `i`, or (None, i) if there is none."""
+    value, shift = 0, 0
+    while i < end and shift < 70:
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if byte < 0x80:
+            return value, i
+    return None, i
+
+
+def varint(value):
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def protobuf_fields(data, start, end, depth, found):
+    """Adds to `found` the varint and length-delimited fields of data[start:end] if it parses as a
+    protobuf message, and those of every length-delimited value that parses as one too, as
+    (wire type, offset of the value's varint, offset after it, length or None)."""
+    fields, i = [], start
+    while i < end:
+        key, i = read_varint(data, i, end)
+        if key is None or key >> 3 == 0:
+            return
+        wire = key & 7
+        if wire in (0, 2):
+            value, after = read_varint(data, i, end)
+            if value is None or (wire == 2 and after + value > end):
+                return
+            fields.append((wire, i, after, value if wire == 2 else None))
+            i = after + (value if wire == 2 else 0)
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            return
+    if i != end:
+        return
+    found.extend(fields)
+    for wire, _, after, length in fields:
+        if wire == 2 and depth < 8 and length:
+            protobuf_fields(data, after, after + length, depth + 1, found)
+
+
+def protobuf_number(data, rng):
+    """A length field (of a graph, node, tensor, string …) or a plain varint (a dimension, an
+    attribute, a data type) given another value: off by one, zero, or past 2³¹, 2³², 2⁶³."""
+    found = []
+    protobuf_fields(data, 0, len(data), 0, found)
+    wire = rng.choice([0, 2])
+    fields = [f for f in found if f[0] == wire] or found
+    _, at, after, length = rng.choice(fields)
+    old = read_varint(data, at, after)[0]
+    new = rng.choice([0, old + 1, max(old - 1, 0), old * 2 + 1, 2**31 - 1, 2**31, 2**32 - 1, 2**32 + 1,
+                      2**63 - 1, 2**64 - 1])
+    return data[:at] + varint(new) + data[after:], "length" if wire == 2 else "varint"
+
+
+ONNX_MUTATIONS = [flip_bytes, truncate, append_garbage, zero_block, protobuf_number, protobuf_number]
+
+
+def npy_mutation(data, rng):
+    """Damage to an .npy file: truncation (must be refused), flipped header bytes, or a header
+    whose shape or dtype says something else than the bytes that follow."""
+    end = 10 + struct.unpack_from("<H", data, 8)[0]
+    kind = rng.choice(["truncate", "header-flip", "shape", "descr", "header-length"])
+    if kind == "truncate":
+        return data[:rng.randrange(len(data))], kind
+    if kind == "header-flip":
+        data = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(end)] ^= rng.randint(1, 255)
+        return bytes(data), kind
+    if kind == "header-length":
+        return data[:8] + struct.pack("<H", rng.choice([0, 1, end - 11, end - 9, 65535])) + data[10:], kind
+    header = data[10:end].decode("latin-1")
+    if kind == "shape":
+        number = rng.choice(["0", "1", "-1", "27", "29", "2147483648", "9223372036854775807", "99999999999999999999"])
+        at = header.find("'shape'")
+        header = header[:at] + re.sub(r"\d+", number, header[at:], count=rng.randint(1, 3))
+    else:
+        header = re.sub(r"'descr': '[^']*'", "'descr': '%s'" % rng.choice(["<f4", "<f8", "<i8", ">i4", "|b1", "<U3", "O", "|V4"]), header)
+    header = header.rstrip("\n").rstrip(" ")
+    header += " " * (-(10 + len(header) + 1) % 64) + "\n"
+    return data[:8] + struct.pack("<H", len(header)) + header.encode("latin-1") + data[end:], kind
 
 
 def json_text_mutation(text, rng):
@@ -349,13 +514,27 @@ class Case:
         if self.kind == "data":
             self.setup_data()
             return
+        if self.kind == "npy-data":
+            name = self.rng.choice(NPY_FILES)
+            target = os.path.join(self.folder, name)
+            with open(os.readlink(target), "rb") as f:
+                data = f.read()
+            os.remove(target)
+            data, mutation = npy_mutation(data, self.rng)
+            self.mutation = name[5:-4] + ":" + mutation
+            self.must_refuse = mutation == "truncate"
+            with open(target, "wb") as f:
+                f.write(data)
+            return
         name = FILE_OF_KIND[self.kind]
         target = os.path.join(self.folder, name)
         with open(os.readlink(target), "rb") as f:
             data = f.read()
         os.remove(target)
-        if self.kind in ("checkpoint", "resume", "deploy"):
+        if self.kind in ("checkpoint", "resume", "deploy", "hdf5-data"):
             data, self.mutation = self.rng.choice(HDF5_MUTATIONS)(data, self.rng)
+        elif self.kind.startswith("onnx:"):
+            data, self.mutation = self.rng.choice(ONNX_MUTATIONS)(data, self.rng)
         else:
             mutate = self.rng.choice([json_text_mutation, json_structure_mutation])
             data, self.mutation = mutate(data.decode(), self.rng)
@@ -454,7 +633,7 @@ def baselines_for(qat, work, good, timeout):
 
 def schedule(count, seed, only):
     """Case index -> command, cheap commands more often than training runs."""
-    weights = {"resume": 1, "train-config": 1, "train-data": 1, "compare": 1, "verify-checkpoint": 1,
+    weights = {"resume": 1, "train-config": 1, "train-data": 1, "train-npy": 1, "train-hdf5": 1, "compare": 1, "verify-checkpoint": 1,
                "verify-deploy": 1}
     names = [n for n in COMMANDS for _ in range(weights.get(n, 2))]
     rng = random.Random(seed)
@@ -463,9 +642,9 @@ def schedule(count, seed, only):
 
 
 def report(stats, failing, passed, failed):
-    print("\n%-20s %-40s %6s %6s" % ("command", "mutation", "pass", "fail"))
+    print("\n%-24s %-40s %6s %6s" % ("command", "mutation", "pass", "fail"))
     for (command, mutation), (p, f) in sorted(stats.items()):
-        print("%-20s %-40s %6d %6d" % (command, mutation, p, f))
+        print("%-24s %-40s %6d %6d" % (command, mutation, p, f))
     reasons = collections.Counter(reason for _, reason, _ in failing)
     if failing:
         print("\nfailures by reason: " + ", ".join("%s %d" % kv for kv in reasons.most_common()))

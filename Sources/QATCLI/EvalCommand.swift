@@ -11,12 +11,12 @@ struct EvalCommand: ParsableCommand {
             Examples:
               qat eval --checkpoint Checkpoints/lenet5-float.h5
               qat eval --deploy Checkpoints/lenet5-int8.h5      (INT8 engine; QAT_INT8_KERNEL=portable|avx2|vnni forces a kernel path)
+              qat eval --checkpoint run/final.h5 --config my-run.json   (the test set of the config's data section)
             """)
 
     @Option(help: "The checkpoint to evaluate (float, or fake quant for a QAT checkpoint).") var checkpoint: String?
     @Option(help: "The INT8 deploy file to evaluate on the INT8 engine.") var deploy: String?
-    @Option(help: "Folder of Fashion-MNIST IDX files.") var data = FashionMNIST.defaultPath
-    @Option(name: .customLong("test-limit"), help: "Use only the first N test images.") var testLimit: Int?
+    @OptionGroup var testData: TestDataOptions
     @Option(help: "Threads.") var threads = 1
     @Option(help: "Write one line per test image: the predicted class, then the logits.") var predictions: String?
     @Flag(help: "With --deploy: also time the INT8 forward on one batch of 256 (best of 5 rounds of 0.2 s).") var speed = false
@@ -25,7 +25,6 @@ struct EvalCommand: ParsableCommand {
         guard (checkpoint == nil) != (deploy == nil) else {
             throw ValidationError("give exactly one of --checkpoint and --deploy")
         }
-        if let testLimit, testLimit <= 0 { throw ValidationError("--test-limit must be positive") }
         guard threads > 0 else { throw ValidationError("--threads must be positive") }
     }
 
@@ -34,8 +33,8 @@ struct EvalCommand: ParsableCommand {
             Runtime.configure(threads: threads)
             if let deploy {
                 let engine = try Int8Model.load(deployFile: deploy)
-                let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
-                try test.checkFits(inputShape: engine.inputShape, classes: engine.numberOfClasses, modelName: deploy, name: "test", folder: data)
+                let (test, folder) = try testData.loadTest(inputShape: engine.inputShape)
+                try test.checkFits(inputShape: engine.inputShape, classes: engine.numberOfClasses, modelName: deploy, name: "test", folder: folder)
                 var lines = ""
                 let result = Evaluator.evaluate(engine, on: test) { _, logits in lines += predictionLines(logits) }
                 if let predictions { try AtomicFile.write(Data(lines.utf8), to: predictions) }
@@ -52,8 +51,8 @@ struct EvalCommand: ParsableCommand {
             }
             let checkpoint = checkpoint!
             let (model, _) = try Model.load(checkpoint: checkpoint)
-            let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
-            try test.checkFits(model, name: "test", folder: data)
+            let (test, folder) = try testData.loadTest(inputShape: model.spec.inputShape)
+            try test.checkFits(model, name: "test", folder: folder)
             var lines = ""
             let result = Evaluator.evaluate(model, on: test) { _, logits in lines += predictionLines(logits) }
             if let predictions { try AtomicFile.write(Data(lines.utf8), to: predictions) }
@@ -61,7 +60,6 @@ struct EvalCommand: ParsableCommand {
         }
     }
 }
-
 
 /// `--predictions`: per row of logits [N, K], the predicted class and the K logits (%.9g: exact float32).
 private func predictionLines(_ logits: Tensor) -> String {

@@ -31,7 +31,7 @@ struct ImportCommand: ParsableCommand {
             } catch {
                 throw InputError(file: outputDir, message: "cannot create the output folder (\(error.localizedDescription))")
             }
-            try AtomicFile.write(Data((imported.spec.jsonString() + "\n").utf8), to: specPath)
+            try AtomicFile.write(Data(imported.spec.fileText().utf8), to: specPath)
             try imported.checkpoint.write(to: checkpointPath)
             let layers = imported.layerCounts.map { "\($0.count) \($0.type)" }.joined(separator: ", ")
             print("imported \(onnxFile) (opset \(imported.opset)): \(imported.spec.layers.count) layers (\(layers)), "

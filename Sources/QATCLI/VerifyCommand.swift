@@ -12,23 +12,24 @@ struct VerifyCommand: ParsableCommand {
             agreement of final predictions. Exits 1 unless every layer has ≥ 99.9 % equal codes and \
             no difference above 1, and ≥ 99.9 % of predictions agree.
             Example: qat verify --checkpoint Checkpoints/lenet5-qat/final.h5 --deploy Checkpoints/lenet5-int8.h5
+            --config FILE reads the test set from a run config's data section (HDF5, npy: docs/DATASETS.md).
             """)
 
     @Option(help: "The QAT checkpoint the deploy file was made from.") var checkpoint: String
     @Option(help: "The deploy file.") var deploy: String
-    @Option(help: "Folder of Fashion-MNIST IDX files.") var data = FashionMNIST.defaultPath
-    @Option(name: .customLong("test-limit"), help: "Use only the first N test images.") var testLimit: Int?
+    @OptionGroup var testData: TestDataOptions
     @Option(help: "Threads (float parts).") var threads = 1
 
     func validate() throws {
-        if let testLimit, testLimit <= 0 { throw ValidationError("--test-limit must be positive") }
         guard threads > 0 else { throw ValidationError("--threads must be positive") }
     }
 
     func run() throws {
         let report = try reportingUserErrors { () -> DeployVerification in
             Runtime.configure(threads: threads)
-            let test = try FashionMNIST.load(folder: data, split: .test, limit: testLimit)
+            // The engine's input shape decides the layout of a configured dataset; IDX needs none.
+            let inputShape = try testData.config.map { _ in try Int8Model.load(deployFile: deploy).inputShape }
+            let (test, _) = try testData.loadTest(inputShape: inputShape)
             return try DeployVerification.run(checkpoint: checkpoint, deployFile: deploy, data: test)
         }
         print("fake quant (\(checkpoint)) vs INT8 (\(deploy), \(Int8Kernels.activePath.rawValue) kernels)")

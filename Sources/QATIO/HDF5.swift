@@ -92,16 +92,7 @@ public final class HDF5File {
     /// Opens an existing file read-only.
     public static func open(at path: String) throws -> HDF5File {
         silenceLibraryErrors()
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw HDF5Error(file: path, message: "no such file")
-        }
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-            throw HDF5Error(file: path, message: "is a folder, not an HDF5 file")
-        }
-        guard FileManager.default.isReadableFile(atPath: path) else {
-            throw HDF5Error(file: path, message: "file is not readable (permission denied)")
-        }
+        try checkReadableFile(path)
         // The raw bytes are checked before libhdf5 sees any of them.
         let digest = try FileDigest.verify(path)
         let access = try fileAccessList(path)
@@ -571,20 +562,10 @@ public final class HDF5File {
         }
         // Fixed length: `count` slots of `size` bytes, padded with NULs or spaces.
         let size = H5Tget_size(storedType)
-        let spacePadded = H5Tget_strpad(storedType) == H5T_STR_SPACEPAD
         var bytes = [CChar](repeating: 0, count: count * size)
         guard size > 0, H5Aread(attribute, storedType, &bytes) >= 0 else { throw failure() }
-        return (0..<count).map { slot in
-            var text = Self.string(fromNulTerminated: bytes[(slot * size)..<((slot + 1) * size)])
-            if spacePadded { while text.hasSuffix(" ") { text.removeLast() } }
-            return text
-        }
-    }
-
-    private static func string<Bytes: Collection>(fromNulTerminated bytes: Bytes) -> String
-        where Bytes.Element == CChar
-    {
-        String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return Self.strings(fromFixedSlots: bytes, slotSize: size,
+                            spacePadded: H5Tget_strpad(storedType) == H5T_STR_SPACEPAD)
     }
 }
 
@@ -601,13 +582,5 @@ private func libraryDetail() -> String {
             return 0
         }, context)
     }
-    guard let innermost else { return "" }
-    // A failed system call is described over two lines with a timestamp, the descriptor, buffer
-    // addresses and sizes; the system's own message ("No space left on device") is what matters.
-    if let start = innermost.range(of: "error message = '"),
-       let end = innermost[start.upperBound...].firstIndex(of: "'") {
-        return " (\(innermost[start.upperBound..<end]))"
-    }
-    let oneLine = innermost.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-    return " (\(oneLine.joined(separator: " ")))"
+    return innermost.map(HDF5File.briefLibraryDetail) ?? ""
 }

@@ -59,6 +59,16 @@ final class LayerKindsTests: XCTestCase {
           {"name": "fc", "type": "linear", "in_features": 54, "out_features": 3}]}
         """
 
+    /// The spec file `qat import` writes has one layer per line and reads back as the same spec.
+    func testSpecFileTextHasOneLayerPerLineAndRoundTrips() throws {
+        let spec = try ModelSpec.load(file: repositoryPath("Configs/models/resnet-tiny.json"))
+        let text = spec.fileText()
+        XCTAssertEqual(try parse(text).jsonString(), spec.jsonString())
+        let layerLines = text.split(separator: "\n").filter { $0.hasPrefix("    {") }
+        XCTAssertEqual(layerLines.count, spec.layers.count)
+        XCTAssertTrue(text.hasSuffix("  ]\n}\n"), text)
+    }
+
     func testNewKeysParseAndRoundTrip() throws {
         let spec = try parse(Self.newKindsJSON)
         let rect = ConvolutionAttributes(inputChannels: 4, outputChannels: 6, kernel: Size2D(height: 3, width: 2),

@@ -187,6 +187,24 @@ extension ModelSpec {
 
     /// The spec as JSON (stored in checkpoints so a file says what model it holds).
     public func jsonString() -> String {
+        let root: [String: Any] = ["name": name, "input": inputShape, "layers": layerObjects()]
+        return Self.compactJSON(root)
+    }
+
+    /// The spec as a file for people: the same JSON with one layer per line, as the shipped specs are written.
+    public func fileText() -> String {
+        let head = Self.compactJSON(["name": name, "input": inputShape]).dropLast()
+        let rows = layerObjects().map { "    " + Self.compactJSON($0) }.joined(separator: ",\n")
+        return head + ",\n  \"layers\": [\n" + rows + "\n  ]\n}\n"
+    }
+
+    private static func compactJSON(_ object: [String: Any]) -> String {
+        // Every value is an Int, Bool, String, finite Double or an array of them: serialisation cannot fail.
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    private func layerObjects() -> [[String: Any]] {
         var layerObjects: [[String: Any]] = []
         for l in layers {
             var o: [String: Any] = ["name": l.name, "type": l.kind.typeName]
@@ -220,9 +238,7 @@ extension ModelSpec {
             }
             layerObjects.append(o)
         }
-        let root: [String: Any] = ["name": name, "input": inputShape, "layers": layerObjects]
-        let data = try! JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])
-        return String(decoding: data, as: UTF8.self)
+        return layerObjects
     }
 }
 

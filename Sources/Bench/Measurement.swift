@@ -1,0 +1,188 @@
+// One measurement per (model, mode, threads), as bench/pytorch_peers.py measures its peers, so
+// that bench/compare.py can run both sides as interleaved pairs, one process per measurement.
+import Foundation
+import QAT
+
+/// The networks of the comparison: spec files, or ONNX files imported in-process (QATONNX).
+enum BenchModel: String, CaseIterable {
+    case lenet5, resnetTiny = "resnet-tiny", vggSmall = "vgg-small"
+    case mobilenetV2Tiny = "mobilenetv2-tiny", resnet18Tiny = "resnet18-tiny"
+
+    var file: String {
+        switch self {
+        case .lenet5: "Configs/models/lenet5.json"
+        case .resnetTiny: "Configs/models/resnet-tiny.json"
+        case .vggSmall: "bench/models/vgg-small.json"
+        case .mobilenetV2Tiny: "examples/onnx-models/mobilenetv2-tiny.onnx"
+        case .resnet18Tiny: "examples/onnx-models/resnet18-tiny.onnx"
+        }
+    }
+
+    /// Images of one timed pass, the peers' defaults (pytorch_peers.py TRAIN_IMAGES, INFER_IMAGES):
+    /// about 5 s of PyTorch float training.
+    var trainingImages: Int {
+        switch self {
+        case .lenet5, .resnetTiny: 20_000
+        case .vggSmall: 2_560
+        case .mobilenetV2Tiny: 5_120
+        case .resnet18Tiny: 10_240
+        }
+    }
+
+    var inferenceImages: Int {
+        switch self {
+        case .lenet5, .resnetTiny, .resnet18Tiny: 10_000
+        case .vggSmall: 2_560
+        case .mobilenetV2Tiny: 5_120
+        }
+    }
+}
+
+enum BenchMode: String, CaseIterable {
+    case trainFloat = "train-float", trainQAT = "train-qat", inferInt8 = "infer-int8", inferFloat = "infer-float"
+
+    var isTraining: Bool {
+        switch self {
+        case .trainFloat, .trainQAT: true
+        case .inferInt8, .inferFloat: false
+        }
+    }
+}
+
+struct MeasurementResult {
+    var model: BenchModel
+    var mode: BenchMode
+    var threads: Int
+    var batch: Int
+    var images: Int
+    var seconds: Double
+    var note: String?
+
+    var imagesPerSecond: Double { Double(images) / max(seconds, 1e-9) }
+
+    /// The fields of pytorch_peers.py's lines, in the same order.
+    func jsonLine() -> String {
+        let environment = ProcessInfo.processInfo.environment
+        var fields: [(String, String)] = [
+            ("peer", quoted("qat")), ("model", quoted(model.rawValue)), ("mode", quoted(mode.rawValue)),
+            ("threads", "\(threads)"), ("batch", "\(batch)"), ("images", "\(images)"),
+            ("seconds", String(format: "%.4f", seconds)), ("img_s", String(format: "%.1f", imagesPerSecond)),
+            ("peak_rss_mb", String(format: "%.1f", peakResidentMegabytes())),
+            ("load_1min", String(format: "%.2f", loadAverage())),
+            ("versions", "{\"openblas_core\": \(quoted(BLAS.coreName)), "
+                + "\"OPENBLAS_CORETYPE\": \(quoted(environment["OPENBLAS_CORETYPE"] ?? "unset"))}"),
+        ]
+        if let note { fields.append(("note", quoted(note))) }
+        return "{" + fields.map { "\(quoted($0.0)): \($0.1)" }.joined(separator: ", ") + "}"
+    }
+
+    func textLine() -> String {
+        String(format: "%@ %@ %d thread(s): %.0f img/s (%d images, batch %d, %.2f s), peak RSS %.1f MB",
+               model.rawValue, mode.rawValue, threads, imagesPerSecond, images, batch, seconds, peakResidentMegabytes())
+            + (note.map { "  (\($0))" } ?? "")
+    }
+}
+
+private func quoted(_ text: String) -> String {
+    "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+}
+
+func loadAverage() -> Double {
+    var loads = [0.0, 0.0, 0.0]
+    return getloadavg(&loads, 3) > 0 ? loads[0] : -1
+}
+
+private func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+/// Builds, trains and runs one model the way `qat train` and `qat deploy` do, in-process.
+struct Measurer {
+    static let trainingBatch = 64, inferenceBatch = 256, warmUpSteps = 5
+
+    let model: BenchModel
+    let threads: Int
+    /// A timed pass also ends after this long (img/s counts what was done), as the peers' does.
+    let maxSeconds: Double
+
+    /// The model with the spec's (or the ONNX file's) weights, quantized with the default
+    /// config (`qat create-config`) and calibrated on one training batch if `quantized`.
+    func makeTrainer(quantized: Bool, train: Dataset) throws -> Trainer {
+        let source = try ModelSource.load(file: model.file)
+        let network = try Model(spec: source.spec, seed: 1)
+        var settings = RunSettings()   // SGD lr 0.05, momentum 0.9, weight decay 5e-4, as the peers
+        settings.batchSize = Self.trainingBatch
+        let trainer = Trainer(model: network, settings: settings)
+        if quantized {
+            let config = try RetrainConfig.parse(JSONObject.parse(Data(createDefaultConfig(for: source.spec).utf8), file: "default"))
+            network.applyQuantization(try config.resolve(for: source.spec))
+        }
+        if let weights = source.weights {
+            try network.load(weights, file: model.file, mayBeMissing: { $0.contains("_quant.") })
+        }
+        if quantized {
+            try network.calibrate(on: trainer.calibrationBatches(from: train, count: 1))
+        }
+        return trainer
+    }
+
+    /// One pass over the first `images` of epoch 0's shuffled order of the 60,000 training
+    /// images, timed end to end with the data pipeline (uint8 → normalised batch), after 5
+    /// warm-up steps (drawn from epoch 1's order).
+    func training(quantized: Bool, images: Int, timing: StepTiming? = nil) throws -> MeasurementResult {
+        Runtime.configure(threads: threads)
+        let train = try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .train)
+        let trainer = try makeTrainer(quantized: quantized, train: train)
+        for batch in train.batches(size: Self.trainingBatch, order: trainer.order(epoch: 1), limit: Self.warmUpSteps) {
+            _ = try trainer.trainStep(images: batch.images, labels: batch.labels)
+        }
+        var done = 0
+        let start = now()
+        for batch in train.batches(size: Self.trainingBatch, order: trainer.order(epoch: 0), limit: images / Self.trainingBatch) {
+            _ = try trainer.trainStep(images: batch.images, labels: batch.labels, timing: timing)
+            done += batch.count
+            if now() - start >= maxSeconds { break }
+        }
+        return MeasurementResult(model: model, mode: quantized ? .trainQAT : .trainFloat, threads: threads,
+                                 batch: Self.trainingBatch, images: done, seconds: now() - start)
+    }
+
+    /// Batches of 256 of the first `images` test images, normalised beforehand (the pipeline is
+    /// not timed, as for the peers), through the deployed INT8 engine or the float model in
+    /// eval mode; 2 warm-up batches.
+    func inference(int8: Bool, images: Int) throws -> MeasurementResult {
+        Runtime.configure(threads: threads)
+        let test = try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .test)
+        let batches = test.batches(size: Self.inferenceBatch, limit: images / Self.inferenceBatch).map(\.images)
+        let run: (Tensor) -> Void
+        var note: String?
+        if int8 {
+            let train = try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .train, limit: 1024)
+            let qatModel = try makeTrainer(quantized: true, train: train).model
+            _ = qatModel.forward(train.batch(Array(0..<64)[...]).images, training: false, tape: nil)   // sets the scales
+            let engine = try Int8Model(Deployer.deploy(model: qatModel, source: model.file))
+            run = { _ = engine.forward($0) }
+            note = "INT8 path \(Int8Kernels.activePath.rawValue), deployed in-process from the default QAT config"
+        } else {
+            let network = try makeTrainer(quantized: false, train: test.prefix(0)).model
+            run = { _ = network.forward($0, training: false, tape: nil) }
+        }
+        for batch in batches.prefix(2) { run(batch) }
+        var done = 0
+        let start = now()
+        for batch in batches {
+            if now() - start >= maxSeconds { break }
+            run(batch)
+            done += batch.shape[0]
+        }
+        return MeasurementResult(model: model, mode: int8 ? .inferInt8 : .inferFloat, threads: threads,
+                                 batch: Self.inferenceBatch, images: done, seconds: now() - start, note: note)
+    }
+
+    func measure(_ mode: BenchMode, images: Int?) throws -> MeasurementResult {
+        switch mode {
+        case .trainFloat: try training(quantized: false, images: images ?? model.trainingImages)
+        case .trainQAT: try training(quantized: true, images: images ?? model.trainingImages)
+        case .inferInt8: try inference(int8: true, images: images ?? model.inferenceImages)
+        case .inferFloat: try inference(int8: false, images: images ?? model.inferenceImages)
+        }
+    }
+}
