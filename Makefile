@@ -12,7 +12,7 @@ QAT := .build/release/qat
 # Importing a target that is not a declared dependency is an error, not a warning (Package.swift).
 STRICT := --explicit-target-dependency-import-check error
 
-.PHONY: all deps build demo test bench behaviour-check layering fuzz fuzz-smoke clean venv-torch bench-peers examples-export onnx-examples
+.PHONY: all deps build demo test bench behaviour-check layering fuzz fuzz-smoke clean venv-torch bench-peers examples-export onnx-examples interop
 
 all: build
 
@@ -100,6 +100,25 @@ examples-export: deps $(TORCH_VENV)/.installed
 # verify (examples/onnx-models/README.md). About 10 minutes per model; not part of `make test`.
 onnx-examples: build
 	./examples/onnx-models/run.sh all
+
+# ONNX Runtime runs `qat export`'s models on the Fashion-MNIST test set and must agree with qat
+# (tests/interop/ort_equivalence.py, docs/DEPLOY-FORMAT.md "ONNX"): a short QAT run of LeNet-5
+# from the shipped float checkpoint, its QDQ export against `qat eval --deploy`, and the float
+# export against our float forward. onnxruntime, onnx and numpy come from PyPI into a venv.
+INTEROP_VENV := .venv-interop
+INTEROP_DIR := .build/interop
+
+$(INTEROP_VENV)/.installed:
+	python3 -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/pip install -q $(PEER_PACKAGES)
+	touch $@
+
+interop: build $(INTEROP_VENV)/.installed
+	mkdir -p $(INTEROP_DIR)
+	$(QAT) train --config Configs/retrain.json --epochs 1 --train-limit 10000 --test-limit 1000 \
+	  --checkpoint-dir $(INTEROP_DIR)/lenet5-qat --output $(INTEROP_DIR)/lenet5-qat.h5 | tail -1
+	$(INTEROP_VENV)/bin/python tests/interop/ort_equivalence.py --qat $(QAT) --name lenet5 --work $(INTEROP_DIR) \
+	  --qat-checkpoint $(INTEROP_DIR)/lenet5-qat.h5 --float-checkpoint Checkpoints/lenet5-float.h5
 
 # Byte-for-byte comparison of short seeded runs with the snapshot taken before the redesign.
 behaviour-check: build

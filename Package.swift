@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "QATONNX", dependencies: ["QATModel", "CONNX"]),
         .target(name: "QATData", dependencies: ["QATONNX"]),
         .target(name: "QATTrain", dependencies: ["QATModel", "QATONNX", "QATData"]),
-        .target(name: "QATDeploy", dependencies: ["QATTrain", "CInt8"]),
+        .target(name: "QATDeploy", dependencies: ["QATTrain", "QATONNX", "CInt8"]),
         .target(name: "QATDebug", dependencies: ["QATDeploy"]),
         .target(name: "QAT", dependencies: ["QATDebug"]),
         .target(name: "QATCLI", dependencies: [

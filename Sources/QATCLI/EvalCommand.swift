@@ -18,6 +18,7 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "The INT8 deploy file to evaluate on the INT8 engine.") var deploy: String?
     @OptionGroup var testData: TestDataOptions
     @Option(help: "Threads.") var threads = 1
+    @Option(help: "Write one line per test image: the predicted class, then the logits.") var predictions: String?
     @Flag(help: "With --deploy: also time the INT8 forward on one batch of 256 (best of 5 rounds of 0.2 s).") var speed = false
 
     func validate() throws {
@@ -34,7 +35,9 @@ struct EvalCommand: ParsableCommand {
                 let engine = try Int8Model.load(deployFile: deploy)
                 let (test, folder) = try testData.loadTest(inputShape: engine.inputShape)
                 try test.checkFits(inputShape: engine.inputShape, classes: engine.numberOfClasses, modelName: deploy, name: "test", folder: folder)
-                let result = Evaluator.evaluate(engine, on: test)
+                var lines = ""
+                let result = Evaluator.evaluate(engine, on: test) { _, logits in lines += predictionLines(logits) }
+                if let predictions { try AtomicFile.write(Data(lines.utf8), to: predictions) }
                 print(String(format: "%@: INT8 test accuracy %.2f%%  loss %.4f  (%d images, %@ kernels, %.0f img/s in the engine at batch 256)",
                              deploy, 100 * result.accuracy, result.loss, result.count, Int8Kernels.activePath.rawValue,
                              Double(result.count) / max(result.forwardSeconds, 1e-9)))
@@ -50,9 +53,18 @@ struct EvalCommand: ParsableCommand {
             let (model, _) = try Model.load(checkpoint: checkpoint)
             let (test, folder) = try testData.loadTest(inputShape: model.spec.inputShape)
             try test.checkFits(model, name: "test", folder: folder)
-            let result = Evaluator.evaluate(model, on: test)
+            var lines = ""
+            let result = Evaluator.evaluate(model, on: test) { _, logits in lines += predictionLines(logits) }
+            if let predictions { try AtomicFile.write(Data(lines.utf8), to: predictions) }
             print(String(format: "%@: test accuracy %.2f%%  loss %.4f  (%d images)", checkpoint, 100 * result.accuracy, result.loss, result.count))
         }
     }
 }
 
+/// `--predictions`: per row of logits [N, K], the predicted class and the K logits (%.9g: exact float32).
+private func predictionLines(_ logits: Tensor) -> String {
+    let k = logits.shape[1]
+    return zip(argmaxRows(logits), 0...).map { predicted, row in
+        ([String(predicted)] + logits.storage[(row * k)..<((row + 1) * k)].map { String(format: "%.9g", $0) }).joined(separator: " ") + "\n"
+    }.joined()
+}
