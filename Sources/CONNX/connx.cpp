@@ -184,6 +184,30 @@ bool convert(const onnx::TensorProto &tensor, Out *out, size_t count, std::strin
     }
 }
 
+// libonnx 1.12's shape inference divides by some attributes without checking them (a Conv with
+// strides 0 stops the process with SIGFPE), so they are checked here first, in every subgraph too.
+void require_positive_divisors(const onnx::GraphProto &graph) {
+    static const char *const divisors[] = {"strides", "dilations", "group", "blocksize", "kernel_shape"};
+    for (int n = 0; n < graph.node_size(); n++) {
+        const onnx::NodeProto &node = graph.node(n);
+        for (const onnx::AttributeProto &attribute : node.attribute()) {
+            for (const char *name : divisors) {
+                if (attribute.name() != name) continue;
+                bool positive = true;
+                for (int64_t value : attribute.ints()) positive = positive && value >= 1;
+                if (attribute.type() == onnx::AttributeProto::INT) positive = attribute.i() >= 1;
+                if (!positive) {
+                    std::string who = node.name().empty() ? "#" + std::to_string(n) : "\"" + node.name() + "\"";
+                    throw std::runtime_error("node " + who + " (" + node.op_type() + "): attribute " + attribute.name() +
+                                             " must be 1 or more");
+                }
+            }
+            if (attribute.has_g()) require_positive_divisors(attribute.g());
+            for (const onnx::GraphProto &subgraph : attribute.graphs()) require_positive_divisors(subgraph);
+        }
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -206,6 +230,7 @@ connx_model *connx_model_parse(const void *bytes, size_t length, int infer_shape
         } catch (const std::exception &exception) {
             throw std::runtime_error(std::string("ONNX checker: ") + exception.what());
         }
+        require_positive_divisors(model->proto.graph());
         if (infer_shapes) {
             // Strict: a node whose input shapes do not fit its op is an error, not a missing shape.
             onnx::ShapeInferenceOptions options(/*check_type*/ true, /*error_mode*/ 1, /*data_propagation*/ false);

@@ -70,6 +70,7 @@ final class ONNXCLITests: XCTestCase {
             ("Tests/Fixtures/onnx/bad-cycle.onnx", "add_a"),
             ("Tests/Fixtures/onnx/bad-shape-mismatch.onnx", "residual_add"),
             ("Tests/Fixtures/onnx/bad-conv3d.onnx", "node \"conv3d\" (Conv)"),
+            ("Tests/Fixtures/onnx/bad-zero-stride.onnx", "attribute strides must be 1 or more"),
         ]
         for (file, fragment) in cases {
             let (status, output) = try qat(["import", file, "--output-dir", folder + "/out"])

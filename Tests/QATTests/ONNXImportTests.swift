@@ -111,6 +111,9 @@ final class ONNXImportTests: XCTestCase {
             ("bad-shape-mismatch.onnx", ["residual_add", "Add", "Incompatible dimensions"]),
             ("bad-conv3d.onnx", ["node \"conv3d\" (Conv)", "3-D convolution", "2-D only"]),
             ("bad-unsupported-attribute.onnx", ["node \"pool_dilated\" (MaxPool)", "attribute dilations", "[2, 2]"]),
+            // lenet.onnx with the pool's strides varints set to 0: libonnx's shape inference would
+            // divide by them (SIGFPE, found by make fuzz), so the shim refuses them first.
+            ("bad-zero-stride.onnx", ["node \"/features/pool1/MaxPool\" (MaxPool)", "attribute strides must be 1 or more"]),
         ]
         for (file, fragments) in cases {
             assertInputError(try ImportedModel.load(onnxFile: fixtures + "/" + file), mentions: [file] + fragments)
