@@ -2,7 +2,8 @@
 # The two example networks end to end (README.md beside this script): import the PyTorch export,
 # fine-tune it in float on Fashion-MNIST, then from that checkpoint run QAT and a float control
 # with the same budget, deploy the QAT result onto the INT8 kernels, verify the deployment
-# contract, and compare the accuracies. Exits 1 unless QAT is within 0.5 pp of the control and
+# contract, and compare the accuracies. Exits 1 unless the import's logits equal PyTorch's on the
+# stored reference inputs (max abs difference ≤ 1e-4), QAT is within 0.5 pp of the control and
 # verify passes.
 #
 #   examples/onnx-models/run.sh [mobilenetv2-tiny|resnet18-tiny|all]    (default: all)
@@ -55,6 +56,26 @@ with open(output, "w") as f:
 PY
 }
 step() { printf '\n== %s: %s\n' "$MODEL" "$*"; }
+
+# Import fidelity: the largest |our float logit − PyTorch's| over the stored reference inputs.
+# $1: `qat eval --predictions` output (class, then the logits, per line); $2: PyTorch's logits
+# (.npy, float32, little-endian, C order: read with the standard library, no numpy needed).
+max_logit_difference() {
+  python3 - "$@" <<'PY'
+import ast, struct, sys
+ours = [[float(v) for v in line.split()[1:]] for line in open(sys.argv[1]) if line.strip()]
+raw = open(sys.argv[2], "rb").read()
+assert raw[:6] == b"\x93NUMPY", "not an .npy file"
+header_length = struct.unpack("<H", raw[8:10])[0] if raw[6] == 1 else struct.unpack("<I", raw[8:12])[0]
+start = (10 if raw[6] == 1 else 12) + header_length
+header = ast.literal_eval(raw[start - header_length:start].decode("latin-1"))
+assert header["descr"] == "<f4" and not header["fortran_order"], header
+rows, columns = header["shape"]
+theirs = struct.unpack("<%df" % (rows * columns), raw[start:start + 4 * rows * columns])
+assert len(ours) == rows and all(len(r) == columns for r in ours), "shapes differ"
+print("%.3g" % max(abs(ours[i][j] - theirs[i * columns + j]) for i in range(rows) for j in range(columns)))
+PY
+}
 # The test accuracy (a percentage without the sign) that `qat eval` prints.
 accuracy() { "$@" "${TEST_LIMIT[@]}" | sed -nE 's/.*test accuracy ([0-9.]+)%.*/\1/p' | head -1; }
 
@@ -68,6 +89,17 @@ run_model() {
 
   step "import $HERE/$MODEL.onnx"
   "$QAT" import "$HERE/$MODEL.onnx" --output-dir "$out" | sed -n 1,2p
+
+  step "import fidelity: our float logits vs PyTorch's on the 16 stored inputs"
+  # The stored inputs are normalised already: mean 0, std 1 leaves them as they are.
+  local references="$out/references.json"
+  printf '{"data": {"format": "npy", "mean": 0, "std": 1, %s}}\n' \
+    "$(for split in train test; do printf '"%s_images": "%s", "%s_labels": "%s", ' \
+         "$split" "$HERE/$MODEL.inputs.npy" "$split" "$HERE/$MODEL.labels.npy"; done | sed 's/, $//')" > "$references"
+  "$QAT" eval --checkpoint "$imported" --config "$references" --predictions "$out/import-logits.txt" > /dev/null
+  local fidelity
+  fidelity=$(max_logit_difference "$out/import-logits.txt" "$HERE/$MODEL.logits.npy")
+  echo "max |logit difference| vs PyTorch: $fidelity (limit 1e-4)"
 
   step "float fine-tune of the import ($finetune)"
   "$QAT" train --config "$finetune" --model "$spec" --init "$imported" \
@@ -102,6 +134,7 @@ run_model() {
   local gap
   gap=$(awk -v q="$fake_acc" -v c="$control_acc" 'BEGIN { printf "%+.2f", q - c }')
   {
+    printf '%-40s %s\n' "import vs PyTorch, max |logit diff|" "$fidelity"
     printf '%-40s %s%%\n' "float, imported (before fine-tune)" "$imported_acc"
     printf '%-40s %s%%\n' "float, fine-tuned" "$finetuned_acc"
     printf '%-40s %s%%\n' "float control (same budget as QAT)" "$control_acc"
@@ -114,6 +147,9 @@ run_model() {
 
   if ! awk -v q="$fake_acc" -v c="$control_acc" 'BEGIN { exit !(q >= c - 0.5) }'; then
     echo "CHECK FAILED: $MODEL: QAT $fake_acc% is more than 0.5 pp below the control's $control_acc%"; failed+=("$MODEL")
+  fi
+  if ! awk -v d="$fidelity" 'BEGIN { exit !(d <= 1e-4) }'; then
+    echo "CHECK FAILED: $MODEL: the import's logits differ from PyTorch's by $fidelity (> 1e-4)"; failed+=("$MODEL")
   fi
   if [[ $verify_status != 0 ]]; then
     echo "CHECK FAILED: $MODEL: qat verify (exit $verify_status): $out/verify.txt"; failed+=("$MODEL")
@@ -134,4 +170,4 @@ if (( ${#failed[@]} > 0 )); then
   echo "FAILED: $(printf '%s\n' "${failed[@]}" | sort -u | tr '\n' ' ')"
   exit 1
 fi
-echo "all checks passed: QAT within 0.5 pp of the float control, verify PASS"
+echo "all checks passed: import = PyTorch within 1e-4, QAT within 0.5 pp of the float control, verify PASS"
