@@ -11,6 +11,16 @@ public final class BatchNormStatistics {
     }
 }
 
+/// Where BatchNorm's per-channel sums are combined across processes (synchronised BN).
+///
+/// Data-parallel training sets `combine`; it must replace each array, in place, by the
+/// element-wise sum of that array over all processes, added in a fixed order so that runs repeat
+/// bit for bit. nil (the default, and always in one process) means this process's sums alone.
+/// Every array BatchNorm passes ends with its local element count, so shards may differ in size.
+public enum BatchNormSync {
+    nonisolated(unsafe) public static var combine: ((inout [Double]) -> Void)? = nil
+}
+
 /// BatchNorm over the channels of x: [N, C, H, W], as PyTorch's BatchNorm2d.
 ///
 /// Training: normalise with the batch mean and biased variance, and move the running statistics
@@ -53,7 +63,8 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
 /// dx = γ·invStd·(dy − mean(dy) − x̂·mean(dy·x̂)); in eval the statistics are constants, dx = γ·invStd·dy.
 private func batchNormBackward(_ gy: Tensor, normalized: Tensor, x: Variable, gamma: Variable, beta: Variable,
                                inverseStd: [Float], geometry: BatchNormGeometry, training: Bool) {
-    let (c, m) = (geometry.channels, geometry.batch * geometry.plane)
+    let c = geometry.channels
+    var m = geometry.batch * geometry.plane
     // Per channel: Σ dy and Σ dy·x̂, the two reductions every gradient needs.
     var sumGrad = [Double](repeating: 0, count: c)
     var sumGradNormalized = [Double](repeating: 0, count: c)
@@ -63,6 +74,12 @@ private func batchNormBackward(_ gy: Tensor, normalized: Tensor, x: Variable, ga
                 var s = 0.0, sn = 0.0
                 for i in range { s += Double(g[i]); sn += Double(g[i] * xh[i]) }
                 sumGrad[ch] += s; sumGradNormalized[ch] += sn
+            }
+            // Synchronised BN: the batch statistics were global, so their gradients are too.
+            if training, let combine = BatchNormSync.combine {
+                var sums = sumGrad + sumGradNormalized + [Double(m)]
+                combine(&sums)
+                sumGrad = Array(sums[0..<c]); sumGradNormalized = Array(sums[c..<(2 * c)]); m = Int(sums[2 * c])
             }
             if gamma.requiresGrad {
                 gamma.withGradient { gg in for ch in 0..<c { gg[ch] += Float(sumGradNormalized[ch]) } }
@@ -111,27 +128,48 @@ private func batchStatistics(_ x: Tensor, _ geometry: BatchNormGeometry, updatin
     let m = n * plane
     var mean = [Float](repeating: 0, count: c)
     var inverseStd = [Float](repeating: 0, count: c)
+    // Double accumulators: the variance of many float32 values loses digits otherwise.
+    var sums = [Double](repeating: 0, count: c)
+    var sumSquares = [Double](repeating: 0, count: c)
+    var count = Double(m)
     x.storage.withUnsafeBufferPointer { xs in
         for ch in 0..<c {
-            // Double accumulators: the variance of many float32 values loses digits otherwise.
-            var sum = 0.0, sumSquares = 0.0
+            var sum = 0.0
             for b in 0..<n {
                 let p = xs.baseAddress! + (b * c + ch) * plane
                 for i in 0..<plane { sum += Double(p[i]) }
             }
-            let mu = sum / Double(m)
+            sums[ch] = sum
+        }
+        if let combine = BatchNormSync.combine {
+            var global = sums + [count]
+            combine(&global)
+            sums = Array(global[0..<c]); count = global[c]
+        }
+        for ch in 0..<c {
+            let mu = sums[ch] / count
+            var squares = 0.0
             for b in 0..<n {
                 let p = xs.baseAddress! + (b * c + ch) * plane
-                for i in 0..<plane { let d = Double(p[i]) - mu; sumSquares += d * d }
+                for i in 0..<plane { let d = Double(p[i]) - mu; squares += d * d }
             }
-            let variance = sumSquares / Double(m)
-            mean[ch] = Float(mu)
-            inverseStd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
-            let unbiased = m > 1 ? variance * Double(m) / Double(m - 1) : variance
-            if momentum != 0 {   // momentum 0 = frozen statistics, exactly (no 0·∞ surprises)
-                statistics.mean.storage[ch] = (1 - momentum) * statistics.mean.storage[ch] + momentum * Float(mu)
-                statistics.variance.storage[ch] = (1 - momentum) * statistics.variance.storage[ch] + momentum * Float(unbiased)
-            }
+            sumSquares[ch] = squares
+        }
+        if let combine = BatchNormSync.combine {
+            var global = sumSquares + [Double(m)]
+            combine(&global)
+            sumSquares = Array(global[0..<c])
+        }
+    }
+    for ch in 0..<c {
+        let mu = sums[ch] / count
+        let variance = sumSquares[ch] / count
+        mean[ch] = Float(mu)
+        inverseStd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
+        let unbiased = count > 1 ? variance * count / (count - 1) : variance
+        if momentum != 0 {   // momentum 0 = frozen statistics, exactly (no 0·∞ surprises)
+            statistics.mean.storage[ch] = (1 - momentum) * statistics.mean.storage[ch] + momentum * Float(mu)
+            statistics.variance.storage[ch] = (1 - momentum) * statistics.variance.storage[ch] + momentum * Float(unbiased)
         }
     }
     return (mean, inverseStd)
