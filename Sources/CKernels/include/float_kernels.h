@@ -120,18 +120,4 @@ void qat_im2col_grouped(const float *restrict x, float *restrict cols, const qat
 // The adjoint: adds cols [(C/groups)·KH·KW, ld] into gx's channels [c0, c0 + C/groups) of images [n0, n1).
 void qat_col2im_grouped_add(const float *restrict cols, float *restrict gx, const qat_conv2d_params *g,
                             long c0, long n0, long n1, long ld);
-// Depthwise (groups == C, O = C·m, output channel o reads input channel o / m). All three work on
-// a zero-padded, stride-phased copy of each input plane (see conv_grouped.c).
-// Forward, one unit per (image, input channel) plane, units [u0, u1): its m outputs
-// y = Σ_taps w · x (taps in (kh, kw) order, padding read as 0) + bias.
-void qat_depthwise_forward(const float *restrict x, const float *restrict w, const float *restrict bias,
-                           float *restrict y, const qat_conv2d_params *g, long u0, long u1);
-// Input gradient, one unit per (image, input channel) plane, units [u0, u1): gx += Σ over that
-// channel's output channels and taps of w · gy, summed in a zeroed padded plane in a fixed order.
-void qat_depthwise_input_grad(const float *restrict gy, const float *restrict w, float *restrict gx,
-                              const qat_conv2d_params *g, long u0, long u1);
-// Weight gradient for input channels [c0, c1) (their m output channels each): gw[o, kh, kw] +=
-// Σ_{n,i,j} gy · x, summed per output position over the images, then over the positions in 8
-// interleaved partial sums added in a fixed pattern.
-void qat_depthwise_weight_grad(const float *restrict x, const float *restrict gy, float *restrict gw,
-                               const qat_conv2d_params *g, long c0, long c1);
+// Depthwise convolution: depthwise_float.h.

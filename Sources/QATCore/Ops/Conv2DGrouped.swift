@@ -11,9 +11,8 @@ import QATIO
 /// Three implementations, picked by the shape:
 /// - groups 1, dilation 1, square kernel and stride, the same padding on all sides: the original
 ///   `conv2d(_:weight:bias:stride:padding:tape:)` (same bytes, same speed);
-/// - depthwise (groups == C > 1, O a multiple of C): direct loops in C on a zero-padded copy of
-///   each plane, one (image, input channel) plane per unit for the forward and input gradient, one
-///   input channel per unit for the weight gradient (im2col + sgemm with one row per group is slower);
+/// - depthwise (groups == C > 1, O a multiple of C): direct kernels in C, Conv2DDepthwise.swift
+///   (im2col + sgemm with one row per group is slower);
 /// - everything else: im2col (with dilation and padding) and one sgemm per group.
 /// All split their work by image, plane, channel or fixed block, never by the thread count, so
 /// results do not depend on `Parallel.threads`.
@@ -60,11 +59,6 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, stride: Siz
         }
     }
     return out
-}
-
-extension ConvKernels {
-    /// Switch for tests: off, depthwise layers take the im2col + sgemm path.
-    nonisolated(unsafe) public static var depthwiseEnabled = true
 }
 
 /// The sizes of a grouped convolution, checked against each other.
@@ -208,54 +202,6 @@ private func groupedBackward(_ xValue: Tensor, _ w: Tensor, _ gy: Tensor, _ g: G
                             }
                         }
                     }
-                }
-            }
-        }
-    }
-}
-
-// MARK: - depthwise, direct
-
-private func depthwiseForward(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, _ g: GroupedConvGeometry,
-                              into y: inout Tensor) {
-    withUnsafePointer(to: g.c) { gp in
-        x.storage.withUnsafeBufferPointer { xs in
-            w.storage.withUnsafeBufferPointer { ws in
-                y.storage.withUnsafeMutableBufferPointer { ys in
-                    withOptionalPointer(bias) { b in
-                        Parallel.forEachChunk(g.batch * g.channels) { planes in
-                            qat_depthwise_forward(xs.baseAddress!, ws.baseAddress!, b, ys.baseAddress!, gp,
-                                                  planes.lowerBound, planes.upperBound)
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-private func depthwiseInputGradient(_ gy: Tensor, _ w: Tensor, _ g: GroupedConvGeometry,
-                                    into gx: UnsafeMutableBufferPointer<Float>) {
-    withUnsafePointer(to: g.c) { gp in
-        gy.storage.withUnsafeBufferPointer { gys in
-            w.storage.withUnsafeBufferPointer { ws in
-                Parallel.forEachChunk(g.batch * g.channels) { planes in
-                    qat_depthwise_input_grad(gys.baseAddress!, ws.baseAddress!, gx.baseAddress!, gp,
-                                             planes.lowerBound, planes.upperBound)
-                }
-            }
-        }
-    }
-}
-
-private func depthwiseWeightGradient(_ x: Tensor, _ gy: Tensor, _ g: GroupedConvGeometry,
-                                     into gw: UnsafeMutableBufferPointer<Float>) {
-    withUnsafePointer(to: g.c) { gp in
-        x.storage.withUnsafeBufferPointer { xs in
-            gy.storage.withUnsafeBufferPointer { gys in
-                Parallel.forEachChunk(g.channels) { channels in
-                    qat_depthwise_weight_grad(xs.baseAddress!, gys.baseAddress!, gw.baseAddress!, gp,
-                                              channels.lowerBound, channels.upperBound)
                 }
             }
         }

@@ -1,0 +1,212 @@
+import XCTest
+import QAT
+
+/// The depthwise kernels (Conv2DDepthwise.swift) on every path this CPU runs: finite-difference
+/// gradient checks on odd shapes, agreement with a Double reference and with the general loops on
+/// MobileNet-sized planes, and identical bytes for 1 and 2 threads.
+final class OpConvDepthwiseTests: XCTestCase {
+    struct Case: CustomStringConvertible {
+        var batch, channels, height, width: Int
+        var stride = 1
+        var pads: (top: Int, left: Int, bottom: Int, right: Int) = (1, 1, 1, 1)
+        var kernel = (3, 3)
+        var multiplier = 1
+        var bias = true
+
+        var outputs: Int { channels * multiplier }
+        var xShape: [Int] { [batch, channels, height, width] }
+        var wShape: [Int] { [outputs, 1, kernel.0, kernel.1] }
+        var outputHeight: Int { (height + pads.top + pads.bottom - kernel.0) / stride + 1 }
+        var outputWidth: Int { (width + pads.left + pads.right - kernel.1) / stride + 1 }
+        var description: String {
+            "\(batch)×\(channels)×\(height)×\(width) k\(kernel) m\(multiplier) s\(stride) pads \(pads)"
+        }
+    }
+
+    /// Odd shapes for the 3×3 kernels: odd sizes, stride 2 with odd and even sizes, asymmetric
+    /// padding (TensorFlow's "same" for stride 2 pads only bottom and right), 1×1 planes.
+    static let oddCases = [
+        Case(batch: 2, channels: 3, height: 7, width: 5),
+        Case(batch: 2, channels: 3, height: 9, width: 7, stride: 2),
+        Case(batch: 2, channels: 2, height: 8, width: 6, stride: 2, pads: (0, 0, 1, 1)),
+        Case(batch: 1, channels: 3, height: 7, width: 6, stride: 2, pads: (1, 0, 2, 1), bias: false),
+        Case(batch: 2, channels: 2, height: 6, width: 5, pads: (2, 0, 0, 2)),
+        Case(batch: 2, channels: 2, height: 5, width: 7, stride: 2, pads: (2, 2, 0, 1)),
+        Case(batch: 3, channels: 2, height: 1, width: 1),
+        Case(batch: 3, channels: 2, height: 1, width: 1, stride: 2),
+        Case(batch: 2, channels: 2, height: 2, width: 3, stride: 2, pads: (1, 1, 0, 0)),
+        Case(batch: 1, channels: 2, height: 3, width: 19, pads: (0, 1, 0, 1)),
+    ]
+
+    /// Shapes the 3×3 kernels leave to the loops on every path.
+    static let loopCases = [
+        Case(batch: 2, channels: 3, height: 7, width: 6, stride: 2, pads: (1, 1, 1, 1), kernel: (3, 3), multiplier: 2),
+        Case(batch: 2, channels: 2, height: 7, width: 7, stride: 1, pads: (2, 2, 2, 2), kernel: (5, 5)),
+        Case(batch: 2, channels: 2, height: 8, width: 8, stride: 3, pads: (1, 1, 1, 1)),
+        Case(batch: 2, channels: 2, height: 8, width: 8, stride: 1, pads: (3, 1, 0, 1)),
+    ]
+
+    static var paths: [DepthwiseConvPath] { DepthwiseConvPath.allCases.filter(\.isSupported) }
+
+    func variables(_ t: Case, seed: UInt64) -> (Variable, Variable, Variable?) {
+        var rng = SeededGenerator(seed: seed)
+        let x = randomVariable(t.xShape, &rng)
+        let w = randomVariable(t.wShape, bound: 0.5, &rng)
+        let b: Variable? = t.bias ? randomVariable([t.outputs], &rng) : nil
+        return (x, w, b)
+    }
+
+    func run(_ t: Case, _ x: Variable, _ w: Variable, _ b: Variable?, tape: Tape?) -> Variable {
+        conv2d(x, weight: w, bias: b, stride: Size2D(t.stride),
+               padding: Padding2D(top: t.pads.top, left: t.pads.left, bottom: t.pads.bottom, right: t.pads.right),
+               dilation: Size2D(1), groups: t.channels, tape: tape)
+    }
+
+    func withPath<R>(_ path: DepthwiseConvPath, _ body: () -> R) -> R {
+        let saved = ConvKernels.depthwisePath
+        defer { ConvKernels.depthwisePath = saved }
+        ConvKernels.depthwisePath = path
+        return body()
+    }
+
+    /// y, dx, dw, db after backward from Σ r ⊙ y with fixed random r.
+    func results(_ t: Case, seed: UInt64) -> [[Float]] {
+        let (x, w, b) = variables(t, seed: seed)
+        let tape = Tape()
+        let y = run(t, x, w, b, tape: tape)
+        var rng = SeededGenerator(seed: seed &+ 1)
+        tape.backward(from: weightedSum(y, weights: (0..<y.value.count).map { _ in rng.nextUnitFloat() - 0.5 }, tape: tape))
+        return [y.value.storage, x.grad!.storage, w.grad!.storage, b?.grad!.storage ?? []]
+    }
+
+    func testEveryPathPassesTheGradientCheck() {
+        for path in Self.paths {
+            for (k, t) in (Self.oddCases + Self.loopCases).enumerated() {
+                withPath(path) {
+                    let (x, w, b) = variables(t, seed: 700 + UInt64(k))
+                    var inputs = [OpInput("x", x), OpInput("weight", w)]
+                    if let b { inputs.append(OpInput("bias", b)) }
+                    let reference = { (v: [[Double]]) in
+                        groupedConvReference(x: v[0], xShape: t.xShape, w: v[1], wShape: t.wShape, b: t.bias ? v[2] : nil,
+                                             stride: (t.stride, t.stride), pads: t.pads, dilation: (1, 1),
+                                             groups: t.channels)
+                    }
+                    checkOp("depthwise \(path) \(t)", inputs: inputs,
+                            outputShape: [t.batch, t.outputs, t.outputHeight, t.outputWidth],
+                            reference: { v in reference(v).values },
+                            forward: { tape in self.run(t, x, w, b, tape: tape) }, seed: 750 + UInt64(k))
+                }
+            }
+        }
+    }
+
+    /// The Double reference of y, dx, dw and db for output gradient r, each with the sum of the
+    /// magnitudes of its terms (the scale its Float rounding error grows with).
+    func reference(_ t: Case, x: [Float], w: [Float], b: [Float], r: [Float]) -> [(values: [Double], scale: [Double])] {
+        let (oh, ow) = (t.outputHeight, t.outputWidth)
+        let yShape = [t.batch, t.channels, oh, ow]
+        var y = [Double](repeating: 0, count: r.count), yScale = y
+        var gx = [Double](repeating: 0, count: x.count), gxScale = gx
+        var gw = [Double](repeating: 0, count: w.count), gwScale = gw
+        var gb = [Double](repeating: 0, count: t.channels), gbScale = gb
+        for n in 0..<t.batch {
+            for c in 0..<t.channels {
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        let out = index4(yShape, n, c, i, j)
+                        let g = Double(r[out])
+                        y[out] = t.bias ? Double(b[c]) : 0
+                        yScale[out] = abs(y[out])
+                        gb[c] += g
+                        gbScale[c] += abs(g)
+                        for kh in 0..<3 {
+                            let row = i * t.stride + kh - t.pads.top
+                            if row < 0 || row >= t.height { continue }
+                            for kw in 0..<3 {
+                                let column = j * t.stride + kw - t.pads.left
+                                if column < 0 || column >= t.width { continue }
+                                let (xi, wi) = (index4(t.xShape, n, c, row, column), c * 9 + kh * 3 + kw)
+                                let (xv, wv) = (Double(x[xi]), Double(w[wi]))
+                                y[out] += wv * xv
+                                yScale[out] += abs(wv * xv)
+                                gx[xi] += wv * g
+                                gxScale[xi] += abs(wv * g)
+                                gw[wi] += g * xv
+                                gwScale[wi] += abs(g * xv)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return [(y, yScale), (gx, gxScale), (gw, gwScale), (gb, gbScale)]
+    }
+
+    /// MobileNet-sized planes (28×28, 14×14, 7×7, stride 1 and 2) on every path against the Double
+    /// reference: |error| ≤ 1e-5 · (1 + Σ|terms|). And each 3×3 path against the loops the same way.
+    func testPathsAgreeWithTheReferenceOnMobileNetPlanes() {
+        let cases = [Case(batch: 5, channels: 3, height: 28, width: 28),
+                     Case(batch: 5, channels: 3, height: 28, width: 28, stride: 2),
+                     Case(batch: 4, channels: 2, height: 14, width: 14, stride: 2, pads: (0, 0, 1, 1)),
+                     Case(batch: 6, channels: 3, height: 7, width: 7)]
+        for (k, t) in cases.enumerated() {
+            let (x, w, b) = variables(t, seed: 800 + UInt64(k))
+            var rng = SeededGenerator(seed: 800 + UInt64(k) &+ 1)
+            let r = (0..<(t.batch * t.channels * t.outputHeight * t.outputWidth)).map { _ in rng.nextUnitFloat() - 0.5 }
+            let expected = reference(t, x: x.value.storage, w: w.value.storage, b: b!.value.storage, r: r)
+            let loops = withPath(.loops) { results(t, seed: 800 + UInt64(k)) }
+            for path in Self.paths {
+                let actual = withPath(path) { results(t, seed: 800 + UInt64(k)) }
+                for (name, (a, (e, loop))) in zip(["y", "dx", "dw", "db"], zip(actual, zip(expected, loops))) {
+                    XCTAssertEqual(a.count, e.values.count, "\(path) \(name) \(t)")
+                    let bad = a.indices.first { i in abs(Double(a[i]) - e.values[i]) > 1e-5 * (1 + e.scale[i]) }
+                    XCTAssertNil(bad, "\(path) \(name)[\(bad ?? 0)] \(t): \(bad.map { a[$0] } ?? 0) vs \(bad.map { e.values[$0] } ?? 0)")
+                    let apart = a.indices.first { i in abs(a[i] - loop[i]) > Float(2e-5 * (1 + e.scale[i])) }
+                    XCTAssertNil(apart, "\(path) vs loops \(name)[\(apart ?? 0)] \(t)")
+                }
+            }
+        }
+    }
+
+    /// By hand: two 3×3 planes of ones, weights 1…9 on each, stride 2, padding 1 → 2×2 outputs,
+    /// each the sum of the taps that land inside (y[0, 0] = 5 + 6 + 8 + 9, y[0, 1] = 4 + 5 + 7 + 8,
+    /// y[1, 0] = 2 + 3 + 5 + 6, y[1, 1] = 1 + 2 + 4 + 5). With gy = 1, dx[r, q] is the sum of the
+    /// weights that read x[r, q] (the centre is read by taps 9, 7, 3 and 1) and dw[kh, kw] the
+    /// number of outputs whose tap (kh, kw) lands inside (1, 2, 1 per axis).
+    func testHandComputedStride2() {
+        for path in Self.paths {
+            withPath(path) {
+                let x = Variable(Tensor(shape: [1, 2, 3, 3], storage: [Float](repeating: 1, count: 18)), requiresGrad: true)
+                let w = Variable(Tensor(shape: [2, 1, 3, 3], storage: (1...9).map(Float.init) + (1...9).map(Float.init)), requiresGrad: true)
+                let tape = Tape()
+                let y = conv2d(x, weight: w, bias: nil, stride: Size2D(2), padding: Padding2D(1), dilation: Size2D(1),
+                               groups: 2, tape: tape)
+                XCTAssertEqual(y.value.storage, [28, 24, 16, 12, 28, 24, 16, 12], "\(path)")
+                tape.backward(from: weightedSum(y, weights: [Float](repeating: 1, count: 8), tape: tape))
+                let dx: [Float] = [5, 10, 5, 10, 20, 10, 5, 10, 5]
+                XCTAssertEqual(x.grad?.storage, dx + dx, "\(path)")
+                let dw: [Float] = [1, 2, 1, 2, 4, 2, 1, 2, 1]
+                XCTAssertEqual(w.grad?.storage, dw + dw, "\(path)")
+            }
+        }
+    }
+
+    /// Units are planes and channels, never thread-dependent blocks: 1 and 2 threads give the
+    /// same bytes on every path.
+    func testThreadsGiveIdenticalResultsOnEveryPath() {
+        let cases = [Case(batch: 5, channels: 7, height: 15, width: 13),
+                     Case(batch: 5, channels: 7, height: 15, width: 13, stride: 2, pads: (0, 1, 1, 0))]
+        for path in Self.paths {
+            for t in cases {
+                withPath(path) {
+                    let saved = Parallel.threads
+                    defer { Parallel.threads = saved }
+                    Parallel.threads = 1
+                    let single = results(t, seed: 900)
+                    Parallel.threads = 2
+                    XCTAssertEqual(single, results(t, seed: 900), "\(path) \(t)")
+                }
+            }
+        }
+    }
+}
