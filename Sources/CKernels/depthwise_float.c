@@ -238,6 +238,28 @@ static void loops_weight_grad(const float *restrict x, const float *restrict gy,
 // Floats of zeros after every buffer, so loops may run over whole vectors of up to 16 lanes.
 enum { SLACK = 16 };
 
+// Where place_plane writes a plane of h × w behind `top` rows and `left` columns of padding, in a
+// buffer of s × s phases (as pad_plane: phase (pr, pc) holds the padded rows pr, pr + s, … and
+// columns pc, pc + s, …, phase_height rows of `pitch`) of the padded rows [0, rows) and columns
+// [0, width): padded rows [first_row, end_row) hold plane rows, and in phase column pc the
+// columns [lo[pc], hi[pc]).
+typedef struct {
+    long w, top, left, s, first_row, end_row, phase_height, pitch;
+    long lo[2], hi[2];
+} placement;
+
+static placement placement_of(long h, long w, long top, long left, long s, long rows, long width,
+                              long phase_height, long pitch) {
+    placement m = {w, top, left, s, top, rows < h + top ? rows : h + top, phase_height, pitch, {0, 0}, {0, 0}};
+    for (long pc = 0; pc < s; pc++) {
+        valid_range(pc - left, s, w, pitch, &m.lo[pc], &m.hi[pc]);
+        const long limit = (width - pc + s - 1) / s;
+        if (m.hi[pc] > limit) m.hi[pc] = limit;
+        if (m.lo[pc] > m.hi[pc]) m.lo[pc] = m.hi[pc];
+    }
+    return m;
+}
+
 // ---- the inner loops, once per path
 #define SUFFIX portable
 #define TARGET
@@ -302,6 +324,71 @@ static inline portable_vec portable_fma(portable_vec a, portable_vec b, portable
 #undef vec_store
 #undef vec_fma
 
+// The AVX-512 path's row copies: vectors with masked tails (these rows are short, 7 to 28 floats).
+#define AVX512 __attribute__((target("avx512f")))
+
+static inline __mmask16 tail_mask(long n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+
+// row[q] = src[2q + phase] for q in [lo, hi), loading only the elements it keeps.
+AVX512 static void deinterleave_avx512(const float *src, long phase, float *restrict row, long lo, long hi) {
+    const __m512i pick = _mm512_add_epi32(_mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+                                          _mm512_set1_epi32((int)phase));
+    for (long q = lo; q < hi; q += 16) {
+        const long n = hi - q < 16 ? hi - q : 16;
+        const uint32_t needed = (uint32_t)((1ull << (2 * n - 1)) - 1) << phase;   // elements 2k + phase, k < n
+        const __m512 a = _mm512_maskz_loadu_ps((__mmask16)(needed & 0xFFFF), src + 2 * q);
+        const __m512 b = _mm512_maskz_loadu_ps((__mmask16)(needed >> 16), src + 2 * q + 16);
+        _mm512_mask_storeu_ps(row + q, tail_mask(n), _mm512_permutex2var_ps(a, pick, b));
+    }
+}
+
+AVX512 static void place_plane_avx512(const float *restrict plane, const placement *m, float *restrict dst) {
+    for (long t = m->first_row; t < m->end_row; t++) {
+        const float *src = plane + (t - m->top) * m->w - m->left;
+        if (m->s == 1) {
+            float *restrict row = dst + t * m->pitch;
+            for (long q = m->lo[0]; q < m->hi[0]; q += 16) {
+                const __mmask16 mask = tail_mask(m->hi[0] - q);
+                _mm512_mask_storeu_ps(row + q, mask, _mm512_maskz_loadu_ps(mask, src + q));
+            }
+        } else {
+            float *restrict even = dst + ((t & 1) * 2 * m->phase_height + (t >> 1)) * m->pitch;
+            deinterleave_avx512(src, 0, even, m->lo[0], m->hi[0]);
+            deinterleave_avx512(src, 1, even + m->phase_height * m->pitch, m->lo[1], m->hi[1]);
+        }
+    }
+}
+
+AVX512 static void copy_rows_avx512(const float *restrict src, long src_pitch, float *restrict dst, long dst_pitch,
+                                    long rows, long width, int add) {
+    for (long i = 0; i < rows; i++) {
+        const float *restrict from = src + i * src_pitch;
+        float *restrict to = dst + i * dst_pitch;
+        for (long j = 0; j < width; j += 16) {
+            const __mmask16 mask = tail_mask(width - j);
+            __m512 v = _mm512_maskz_loadu_ps(mask, from + j);
+            if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, to + j), v);
+            _mm512_mask_storeu_ps(to + j, mask, v);
+        }
+    }
+}
+
+// As interleave_add: 16 outputs at a time from 8 of each class, which start at `first` and `second`.
+AVX512 static void interleave_add_avx512(const float *restrict even, const float *restrict odd, float *restrict dst,
+                                         long width, long left) {
+    const __m512i zip = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const float *first = (left & 1) ? odd : even, *second = (left & 1) ? even + 1 : odd;
+    for (long q = 0; q < width; q += 16) {
+        const long base = q / 2 + (left >> 1);
+        const __m512 a = _mm512_castps256_ps512(_mm256_loadu_ps(first + base));
+        const __m512 b = _mm512_castps256_ps512(_mm256_loadu_ps(second + base));
+        const __mmask16 mask = tail_mask(width - q);
+        const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst + q), _mm512_permutex2var_ps(a, zip, b));
+        _mm512_mask_storeu_ps(dst + q, mask, sum);
+    }
+}
+
+#define MASKED_TAILS
 #define SUFFIX avx512
 #define TARGET __attribute__((target("avx512f")))
 #define LANES 16
@@ -321,22 +408,29 @@ static inline portable_vec portable_fma(portable_vec a, portable_vec b, portable
 #undef vec_load
 #undef vec_store
 #undef vec_fma
+#undef MASKED_TAILS
 
 typedef struct {
     long lanes;
     void (*correlate9)(const float *restrict, const long[9], const float[9], float, float *restrict, long);
     void (*tap_products9)(const float *restrict, const long[9], const float *restrict, long, float *restrict);
     void (*stride2_classes)(const float *restrict, long, const float[9], float *restrict[4], long);
+    void (*place_plane)(const float *restrict, const placement *, float *restrict);
+    void (*copy_rows)(const float *restrict, long, float *restrict, long, long, long, int);
+    void (*interleave_add)(const float *restrict, const float *restrict, float *restrict, long, long);
 } kernel_set;
 
 static kernel_set kernels_of(qat_dw_path path) {
     switch (path) {
-    case QAT_DW_AVX512: return (kernel_set){16, correlate9_avx512, tap_products9_avx512, stride2_classes_avx512};
-    case QAT_DW_AVX2: return (kernel_set){8, correlate9_avx2, tap_products9_avx2, stride2_classes_avx2};
+    case QAT_DW_AVX512: return (kernel_set){16, correlate9_avx512, tap_products9_avx512, stride2_classes_avx512, place_plane_avx512,
+                            copy_rows_avx512, interleave_add_avx512};
+    case QAT_DW_AVX2: return (kernel_set){8, correlate9_avx2, tap_products9_avx2, stride2_classes_avx2, place_plane_avx2, copy_rows_avx2,
+                            interleave_add_avx2};
     case QAT_DW_LOOPS:
     case QAT_DW_PORTABLE: break;
     }
-    return (kernel_set){8, correlate9_portable, tap_products9_portable, stride2_classes_portable};
+    return (kernel_set){8, correlate9_portable, tap_products9_portable, stride2_classes_portable, place_plane_portable,
+                        copy_rows_portable, interleave_add_portable};
 }
 
 int qat_depthwise_cpu_supports(qat_dw_path path) {
@@ -364,46 +458,21 @@ static float *zeroed_floats(long count) {
 
 static inline long round_up(long n, long multiple) { return (n + multiple - 1) / multiple * multiple; }
 
-// Copies the plane (h × w), placed behind `top` rows and `left` columns of padding, into a buffer
-// of s × s phases (as pad_plane) of the padded rows [0, rows) and columns [0, width). Writes only
-// the plane's own elements: the padding stays whatever the buffer held (zeros, written once).
-static void place_plane(const float *restrict plane, long h, long w, long top, long left, long s, long rows,
-                        long width, long phase_height, long pitch, float *restrict dst) {
-    const long last_row = rows < h + top ? rows : h + top;
-    for (long t = top; t < last_row; t++) {
-        const float *restrict src = plane + (t - top) * w;
-        for (long pc = 0; pc < s; pc++) {
-            long lo, hi;   // phase columns q with 0 ≤ q·s + pc − left < w and q·s + pc < width
-            valid_range(pc - left, s, w, pitch, &lo, &hi);
-            const long limit = (width - pc + s - 1) / s;
-            if (hi > limit) hi = limit;
-            if (lo >= hi) continue;
-            float *restrict row = dst + (((t % s) * s + pc) * phase_height + t / s) * pitch;
-            const float *restrict from = src + pc - left;
-            if (s == 1) {
-                memcpy(row + lo, from + lo, (size_t)(hi - lo) * sizeof(float));
-            } else {
-                for (long q = lo; q < hi; q++) row[q] = from[q * s];
-            }
-        }
-    }
-}
-
 static void forward3x3(const kernel_set *k, const float *restrict x, const float *restrict w,
                        const float *restrict bias, float *restrict y, const qat_conv2d_params *g, long u0, long u1) {
     const long C = g->channels, oh = g->out_height, ow = g->out_width, s = g->stride_h;
     const padded_layout l = padded_layout_of(g);
     long offsets[9];
     for (long t = 0; t < 9; t++) offsets[t] = tap_offset(&l, g, t / 3, t % 3);
+    const placement m = placement_of(g->height, g->width, g->pad_top, g->pad_left, s, l.rows, l.width,
+                                     l.phase_height, l.phase_width);
     float *padded = zeroed_floats(padded_size(&l, g));
     float *wide = zeroed_floats(round_up(l.wide_length, k->lanes));
     for (long u = u0; u < u1; u++) {
         const long c = u % C;
-        place_plane(x + u * g->height * g->width, g->height, g->width, g->pad_top, g->pad_left, s, l.rows, l.width,
-                    l.phase_height, l.phase_width, padded);
+        k->place_plane(x + u * g->height * g->width, &m, padded);
         k->correlate9(padded, offsets, w + c * 9, bias ? bias[c] : 0.0f, wide, l.wide_length);
-        float *out = y + u * oh * ow;
-        for (long i = 0; i < oh; i++) memcpy(out + i * ow, wide + i * l.phase_width, (size_t)ow * sizeof(float));
+        k->copy_rows(wide, l.phase_width, y + u * oh * ow, ow, oh, ow, 0);
     }
     free(wide);
     free(padded);
@@ -417,19 +486,15 @@ static void stride1_input_grad(const kernel_set *k, const float *restrict gy, co
     const long pitch = W + 2, length = (H - 1) * pitch + W;
     long offsets[9];
     for (long t = 0; t < 9; t++) offsets[t] = (t / 3) * pitch + t % 3;
+    const placement m = placement_of(oh, ow, 2 - g->pad_top, 2 - g->pad_left, 1, H + 2, pitch, H + 2, pitch);
     float *padded = zeroed_floats((H + 2) * pitch);
     float *wide = zeroed_floats(round_up(length, k->lanes));
     for (long u = u0; u < u1; u++) {
         const float *taps = w + (u % C) * 9;
         const float turned[9] = {taps[8], taps[7], taps[6], taps[5], taps[4], taps[3], taps[2], taps[1], taps[0]};
-        place_plane(gy + u * oh * ow, oh, ow, 2 - g->pad_top, 2 - g->pad_left, 1, H + 2, pitch, H + 2, pitch, padded);
+        k->place_plane(gy + u * oh * ow, &m, padded);
         k->correlate9(padded, offsets, turned, 0.0f, wide, length);
-        float *plane = gx + u * H * W;
-        for (long r = 0; r < H; r++) {
-            float *restrict dst = plane + r * W;
-            const float *restrict src = wide + r * pitch;
-            for (long q = 0; q < W; q++) dst[q] += src[q];
-        }
+        k->copy_rows(wide, pitch, gx + u * H * W, W, H, W, 1);
     }
     free(wide);
     free(padded);
@@ -445,20 +510,19 @@ static void stride2_input_grad(const kernel_set *k, const float *restrict gy, co
     const long top = g->pad_top, left = g->pad_left;
     const long rows = (H + top + 1) / 2, columns = (W + left + 1) / 2, pitch = columns + 1;
     const long length = (rows - 1) * pitch + columns, stride = round_up(length, k->lanes) + SLACK;
+    const placement m = placement_of(oh, ow, 1, 1, 1, rows + 1, pitch, rows + 1, pitch);
     float *padded = zeroed_floats((rows + 1) * pitch);
     float *class_buffer = zeroed_floats(4 * stride);
     float *classes[4] = {class_buffer, class_buffer + stride, class_buffer + 2 * stride, class_buffer + 3 * stride};
     for (long u = u0; u < u1; u++) {
-        place_plane(gy + u * oh * ow, oh, ow, 1, 1, 1, rows + 1, pitch, rows + 1, pitch, padded);
+        k->place_plane(gy + u * oh * ow, &m, padded);
         k->stride2_classes(padded, pitch, w + (u % C) * 9, classes, length);
         float *plane = gx + u * H * W;
         for (long r = 0; r < H; r++) {
             const long a = r + top;
             const float *restrict even = classes[(a & 1) * 2] + (a >> 1) * pitch;
             const float *restrict odd = classes[(a & 1) * 2 + 1] + (a >> 1) * pitch;
-            float *restrict dst = plane + r * W;
-            for (long q = left & 1; q < W; q += 2) dst[q] += even[(q + left) >> 1];
-            for (long q = 1 - (left & 1); q < W; q += 2) dst[q] += odd[(q + left) >> 1];
+            k->interleave_add(even, odd, plane + r * W, W, left);
         }
     }
     free(class_buffer);
@@ -479,6 +543,8 @@ static void weight_grad3x3(const kernel_set *k, const float *restrict x, const f
     const padded_layout l = padded_layout_of(g);
     long offsets[9];
     for (long t = 0; t < 9; t++) offsets[t] = tap_offset(&l, g, t / 3, t % 3);
+    const placement m = placement_of(g->height, g->width, g->pad_top, g->pad_left, s, l.rows, l.width,
+                                     l.phase_height, l.phase_width);
     float *padded = zeroed_floats(padded_size(&l, g));
     // gy in the wide layout: its scratch columns and tail stay zero, so they add nothing.
     float *wide = zeroed_floats(round_up(l.wide_length, k->lanes));
@@ -487,11 +553,8 @@ static void weight_grad3x3(const kernel_set *k, const float *restrict x, const f
         memset(sums, 0, sizeof sums);
         for (long n = 0; n < N; n++) {
             const long u = n * C + c;
-            place_plane(x + u * g->height * g->width, g->height, g->width, g->pad_top, g->pad_left, s, l.rows,
-                        l.width, l.phase_height, l.phase_width, padded);
-            for (long i = 0; i < oh; i++) {
-                memcpy(wide + i * l.phase_width, gy + u * oh * ow + i * ow, (size_t)ow * sizeof(float));
-            }
+            k->place_plane(x + u * g->height * g->width, &m, padded);
+            k->copy_rows(gy + u * oh * ow, ow, wide, l.phase_width, oh, ow, 0);
             k->tap_products9(padded, offsets, wide, l.wide_length, sums);
         }
         for (long t = 0; t < 9; t++) gw[c * 9 + t] += sum_lanes(sums + t * k->lanes, k->lanes);

@@ -7,6 +7,48 @@
 #define NAME2(a, b) a##_##b
 #define NAME(a, b) NAME2(a, b)
 
+#ifndef MASKED_TAILS   // the AVX-512 path has its own, with masked tails (depthwise_float.c)
+// Writes the plane's own elements into a phased buffer, as placement_of in depthwise_float.c
+// describes (the padding is left alone); stride 2 splits each row into its even and odd columns.
+TARGET static void NAME(place_plane, SUFFIX)(const float *restrict plane, const placement *m, float *restrict dst) {
+    for (long t = m->first_row; t < m->end_row; t++) {
+        const float *restrict src = plane + (t - m->top) * m->w - m->left;
+        if (m->s == 1) {
+            float *restrict row = dst + t * m->pitch;
+            for (long q = m->lo[0]; q < m->hi[0]; q++) row[q] = src[q];
+        } else {
+            float *restrict even = dst + ((t & 1) * 2 * m->phase_height + (t >> 1)) * m->pitch;
+            float *restrict odd = even + m->phase_height * m->pitch;
+            for (long q = m->lo[0]; q < m->hi[0]; q++) even[q] = src[2 * q];
+            for (long q = m->lo[1]; q < m->hi[1]; q++) odd[q] = src[2 * q + 1];
+        }
+    }
+}
+
+// dst rows (pitch dst_pitch) = (or += when `add`) the first `width` floats of src rows (pitch src_pitch).
+TARGET static void NAME(copy_rows, SUFFIX)(const float *restrict src, long src_pitch, float *restrict dst,
+                                           long dst_pitch, long rows, long width, int add) {
+    for (long i = 0; i < rows; i++) {
+        const float *restrict from = src + i * src_pitch;
+        float *restrict to = dst + i * dst_pitch;
+        if (add) {
+            for (long j = 0; j < width; j++) to[j] += from[j];
+        } else {
+            for (long j = 0; j < width; j++) to[j] = from[j];
+        }
+    }
+}
+
+// dst[q] += (q + left even ? even : odd)[(q + left) / 2] for q in [0, width): one row of the
+// stride-2 input gradient, its two column classes interleaved.
+TARGET static void NAME(interleave_add, SUFFIX)(const float *restrict even, const float *restrict odd,
+                                                float *restrict dst, long width, long left) {
+    for (long q = left & 1; q < width; q += 2) dst[q] += even[(q + left) >> 1];
+    for (long q = 1 - (left & 1); q < width; q += 2) dst[q] += odd[(q + left) >> 1];
+}
+
+#endif
+
 // wide[p] = bias + Σ_t w[t] · src[p + offsets[t]] (t in order) for p in [0, length).
 TARGET static void NAME(correlate9, SUFFIX)(const float *restrict src, const long offsets[9], const float w[9],
                                             float bias, float *restrict wide, long length) {
