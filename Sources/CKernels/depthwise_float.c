@@ -1,7 +1,7 @@
 // Depthwise convolution in float: the general loops (any kernel, stride, dilation, multiplier)
 // and the 3×3 kernels for AVX-512, AVX2 + FMA and portable C (see include/depthwise_float.h and
 // Sources/QATCore/Ops/Conv2DDepthwise.swift for the math).
-#include "depthwise_float.h"
+#include "depthwise_float_internal.h"
 
 #include <immintrin.h>
 #include <stdlib.h>
@@ -571,6 +571,10 @@ void qat_depthwise_forward(const float *restrict x, const float *restrict w, con
         loops_forward(x, w, bias, y, g, u0, u1);
         return;
     }
+    if (path == QAT_DW_AVX512 && qat_dw_direct_fits(g)) {
+        qat_dw_direct_forward(x, w, bias, y, g, u0, u1);
+        return;
+    }
     const kernel_set k = kernels_of(path);
     forward3x3(&k, x, w, bias, y, g, u0, u1);
 }
@@ -579,6 +583,10 @@ void qat_depthwise_input_grad(const float *restrict gy, const float *restrict w,
                               const qat_conv2d_params *g, qat_dw_path path, long u0, long u1) {
     if (path == QAT_DW_LOOPS || !qat_depthwise3x3_supported(g)) {
         loops_input_grad(gy, w, gx, g, u0, u1);
+        return;
+    }
+    if (path == QAT_DW_AVX512 && qat_dw_direct_fits(g)) {
+        qat_dw_direct_input_grad(gy, w, gx, g, u0, u1);
         return;
     }
     const kernel_set k = kernels_of(path);
@@ -593,6 +601,10 @@ void qat_depthwise_weight_grad(const float *restrict x, const float *restrict gy
                                const qat_conv2d_params *g, qat_dw_path path, long c0, long c1) {
     if (path == QAT_DW_LOOPS || !qat_depthwise3x3_supported(g)) {
         loops_weight_grad(x, gy, gw, g, c0, c1);
+        return;
+    }
+    if (path == QAT_DW_AVX512 && qat_dw_direct_fits(g)) {
+        qat_dw_direct_weight_grad(x, gy, gw, g, c0, c1);
         return;
     }
     const kernel_set k = kernels_of(path);

@@ -1,0 +1,149 @@
+// AVX-512 stride-1 3×3 depthwise kernels that read the planes in place: each output row is cut
+// into vectors of 16 columns, and each tap is a masked load of the input row at that column
+// offset (the mask drops columns outside the plane, which read as 0). No padded copy and no wide
+// layout, which on MobileNet's 7×7 to 28×28 planes cost more than the taps themselves.
+// The forward and the input gradient sum in the same order as the wide 3×3 kernels of
+// depthwise_float.c (bias, then the taps; a padding tap there adds w · 0), so they give the
+// same values; the weight gradient's lanes are columns here, so its rounding differs.
+#include "depthwise_float_internal.h"
+
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f")))
+
+enum { MAX_BLOCKS = 64 };
+
+// For each block of 16 output columns j0 + l: which lanes are real outputs (`out`), and for tap
+// column kw which lanes read an input column j + kw + offset inside [0, input_width) (`in`).
+typedef struct {
+    long blocks;
+    __mmask16 out[MAX_BLOCKS], in[MAX_BLOCKS][3];
+} column_masks;
+
+static void column_masks_of(column_masks *m, long output_width, long input_width, long offset) {
+    m->blocks = (output_width + 15) / 16;
+    for (long b = 0; b < m->blocks; b++) {
+        unsigned out = 0, in[3] = {0, 0, 0};
+        for (long l = 0; l < 16; l++) {
+            const long j = b * 16 + l;
+            if (j >= output_width) continue;
+            out |= 1u << l;
+            for (long kw = 0; kw < 3; kw++) {
+                const long column = j + kw + offset;
+                if (column >= 0 && column < input_width) in[kw] |= 1u << l;
+            }
+        }
+        m->out[b] = (__mmask16)out;
+        for (long kw = 0; kw < 3; kw++) m->in[b][kw] = (__mmask16)in[kw];
+    }
+}
+
+int qat_dw_direct_fits(const qat_conv2d_params *g) {
+    return g->stride_h == 1 && g->stride_w == 1 && g->width <= 16 * MAX_BLOCKS && g->out_width <= 16 * MAX_BLOCKS;
+}
+
+AVX512 void qat_dw_direct_forward(const float *restrict x, const float *restrict w, const float *restrict bias,
+                                  float *restrict y, const qat_conv2d_params *g, long u0, long u1) {
+    const long C = g->channels, H = g->height, W = g->width, oh = g->out_height, ow = g->out_width;
+    const long top = g->pad_top;
+    column_masks m;
+    column_masks_of(&m, ow, W, -g->pad_left);
+    for (long u = u0; u < u1; u++) {
+        const long c = u % C;
+        const float *plane = x + u * H * W;
+        float *out = y + u * oh * ow;
+        __m512 taps[9];
+        for (long t = 0; t < 9; t++) taps[t] = _mm512_set1_ps(w[c * 9 + t]);
+        const __m512 b = _mm512_set1_ps(bias ? bias[c] : 0.0f);
+        for (long i = 0; i < oh; i++) {
+            for (long block = 0; block < m.blocks; block++) {
+                const long j0 = block * 16;
+                __m512 acc = b;
+                for (long kh = 0; kh < 3; kh++) {
+                    const long r = i + kh - top;
+                    if (r < 0 || r >= H) continue;
+                    const float *row = plane + r * W + j0 - g->pad_left;
+                    for (long kw = 0; kw < 3; kw++) {
+                        acc = _mm512_fmadd_ps(taps[kh * 3 + kw], _mm512_maskz_loadu_ps(m.in[block][kw], row + kw), acc);
+                    }
+                }
+                _mm512_mask_storeu_ps(out + i * ow + j0, m.out[block], acc);
+            }
+        }
+    }
+}
+
+// gx[r, q] += Σ w[kh, kw] · gy[r + top − kh, q + left − kw], taps in the order of the wide
+// kernel (the kernel turned by 180°: kh' = 2 − kh, kw' = 2 − kw ascending).
+AVX512 void qat_dw_direct_input_grad(const float *restrict gy, const float *restrict w, float *restrict gx,
+                                     const qat_conv2d_params *g, long u0, long u1) {
+    const long C = g->channels, H = g->height, W = g->width, oh = g->out_height, ow = g->out_width;
+    const long top = g->pad_top, left = g->pad_left;
+    column_masks m;
+    column_masks_of(&m, W, ow, left - 2);
+    for (long u = u0; u < u1; u++) {
+        const float *k = w + (u % C) * 9;
+        const float *plane = gy + u * oh * ow;
+        float *dst = gx + u * H * W;
+        __m512 turned[9];
+        for (long t = 0; t < 9; t++) turned[t] = _mm512_set1_ps(k[8 - t]);
+        for (long r = 0; r < H; r++) {
+            for (long block = 0; block < m.blocks; block++) {
+                const long q0 = block * 16;
+                __m512 acc = _mm512_setzero_ps();
+                for (long kh = 0; kh < 3; kh++) {
+                    const long i = r + kh - 2 + top;
+                    if (i < 0 || i >= oh) continue;
+                    const float *row = plane + i * ow + q0 + left - 2;
+                    for (long kw = 0; kw < 3; kw++) {
+                        acc = _mm512_fmadd_ps(turned[kh * 3 + kw], _mm512_maskz_loadu_ps(m.in[block][kw], row + kw), acc);
+                    }
+                }
+                float *at = dst + r * W + q0;
+                _mm512_mask_storeu_ps(at, m.out[block], _mm512_add_ps(_mm512_maskz_loadu_ps(m.out[block], at), acc));
+            }
+        }
+    }
+}
+
+// gw[c, kh, kw] += Σ_{n, i, j} gy[n, c, i, j] · x[n, c, i + kh − top, j + kw − left]: per tap one
+// partial sum per lane (column within its block), images and rows in order, the lanes then
+// added pairwise, halves first.
+AVX512 void qat_dw_direct_weight_grad(const float *restrict x, const float *restrict gy, float *restrict gw,
+                                      const qat_conv2d_params *g, long c0, long c1) {
+    const long N = g->batch, C = g->channels, H = g->height, W = g->width, oh = g->out_height, ow = g->out_width;
+    const long top = g->pad_top;
+    column_masks m;
+    column_masks_of(&m, ow, W, -g->pad_left);
+    for (long c = c0; c < c1; c++) {
+        __m512 acc[9];
+        for (long t = 0; t < 9; t++) acc[t] = _mm512_setzero_ps();
+        for (long n = 0; n < N; n++) {
+            const float *plane = x + (n * C + c) * H * W;
+            const float *grad = gy + (n * C + c) * oh * ow;
+            for (long i = 0; i < oh; i++) {
+                for (long block = 0; block < m.blocks; block++) {
+                    const long j0 = block * 16;
+                    const __m512 d = _mm512_maskz_loadu_ps(m.out[block], grad + i * ow + j0);
+                    for (long kh = 0; kh < 3; kh++) {
+                        const long r = i + kh - top;
+                        if (r < 0 || r >= H) continue;
+                        const float *row = plane + r * W + j0 - g->pad_left;
+                        for (long kw = 0; kw < 3; kw++) {
+                            acc[kh * 3 + kw] = _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m.in[block][kw], row + kw),
+                                                               acc[kh * 3 + kw]);
+                        }
+                    }
+                }
+            }
+        }
+        for (long t = 0; t < 9; t++) {
+            float lanes[16];
+            _mm512_storeu_ps(lanes, acc[t]);
+            for (long half = 8; half >= 1; half /= 2) {
+                for (long l = 0; l < half; l++) lanes[l] += lanes[l + half];
+            }
+            gw[c * 9 + t] += lanes[0];
+        }
+    }
+}
