@@ -585,7 +585,7 @@ void qat_depthwise_input_grad(const float *restrict gy, const float *restrict w,
         loops_input_grad(gy, w, gx, g, u0, u1);
         return;
     }
-    if (path == QAT_DW_AVX512 && qat_dw_direct_fits(g)) {
+    if (path == QAT_DW_AVX512 && g->stride_h == 1 && qat_dw_direct_fits(g)) {
         qat_dw_direct_input_grad(gy, w, gx, g, u0, u1);
         return;
     }

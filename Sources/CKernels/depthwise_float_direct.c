@@ -1,7 +1,8 @@
-// AVX-512 stride-1 3×3 depthwise kernels that read the planes in place: each output row is cut
-// into vectors of 16 columns, and each tap is a masked load of the input row at that column
-// offset (the mask drops columns outside the plane, which read as 0). No padded copy and no wide
-// layout, which on MobileNet's 7×7 to 28×28 planes cost more than the taps themselves.
+// AVX-512 3×3 depthwise kernels that read the planes in place: each output row is cut into
+// vectors of 16 columns, and each tap column is a masked load of the input row at that offset (the
+// mask drops columns outside the plane, which read as 0); at stride 2, two loads of 16 and a
+// permute pick the even or odd columns. No padded copy and no wide layout, which on MobileNet's
+// 7×7 to 28×28 planes cost more than the taps themselves.
 // The forward and the input gradient sum in the same order as the wide 3×3 kernels of
 // depthwise_float.c (bias, then the taps; a padding tap there adds w · 0), so they give the
 // same values; the weight gradient's lanes are columns here, so its rounding differs.
@@ -13,41 +14,59 @@
 
 enum { MAX_BLOCKS = 64 };
 
-// For each block of 16 output columns j0 + l: which lanes are real outputs (`out`), and for tap
-// column kw which lanes read an input column j + kw + offset inside [0, input_width) (`in`).
+// Block b covers output columns j = 16·b + l, l < 16, reading from input column
+// base(b) = 16·b·stride + offset. Stride 1: load k (k = kw) reads columns base + k + l.
+// Stride 2: loads k = 0, 1, 2, 3 read columns base + {0, 16, 2, 18} + l. `in` keeps the lanes
+// whose column lies inside [0, input_width) (at stride 1 also only real outputs); `out` the real outputs.
 typedef struct {
-    long blocks;
-    __mmask16 out[MAX_BLOCKS], in[MAX_BLOCKS][3];
+    long blocks, stride;
+    __mmask16 out[MAX_BLOCKS], in[MAX_BLOCKS][4];
 } column_masks;
 
-static void column_masks_of(column_masks *m, long output_width, long input_width, long offset) {
+static void column_masks_of(column_masks *m, long output_width, long input_width, long offset, long stride) {
+    static const long stride2_offsets[4] = {0, 16, 2, 18};
     m->blocks = (output_width + 15) / 16;
+    m->stride = stride;
     for (long b = 0; b < m->blocks; b++) {
-        unsigned out = 0, in[3] = {0, 0, 0};
+        unsigned out = 0, in[4] = {0, 0, 0, 0};
         for (long l = 0; l < 16; l++) {
-            const long j = b * 16 + l;
-            if (j >= output_width) continue;
-            out |= 1u << l;
-            for (long kw = 0; kw < 3; kw++) {
-                const long column = j + kw + offset;
-                if (column >= 0 && column < input_width) in[kw] |= 1u << l;
+            const long j = b * 16 + l, base = b * 16 * stride + offset;
+            if (j < output_width) out |= 1u << l;
+            for (long k = 0; k < (stride == 1 ? 3 : 4); k++) {
+                const long column = base + (stride == 1 ? k : stride2_offsets[k]) + l;
+                if (column >= 0 && column < input_width && (stride == 2 || j < output_width)) in[k] |= 1u << l;
             }
         }
         m->out[b] = (__mmask16)out;
-        for (long kw = 0; kw < 3; kw++) m->in[b][kw] = (__mmask16)in[kw];
+        for (long k = 0; k < 4; k++) m->in[b][k] = (__mmask16)in[k];
+    }
+}
+
+// The input values tap columns kw = 0, 1, 2 meet in block b of a row (row points at base(b)).
+AVX512 static inline void tap_columns(const float *row, const column_masks *m, long b, __m512 v[3]) {
+    if (m->stride == 1) {
+        for (long kw = 0; kw < 3; kw++) v[kw] = _mm512_maskz_loadu_ps(m->in[b][kw], row + kw);
+    } else {
+        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        const __m512 a = _mm512_maskz_loadu_ps(m->in[b][0], row), b16 = _mm512_maskz_loadu_ps(m->in[b][1], row + 16);
+        const __m512 a2 = _mm512_maskz_loadu_ps(m->in[b][2], row + 2), b18 = _mm512_maskz_loadu_ps(m->in[b][3], row + 18);
+        v[0] = _mm512_permutex2var_ps(a, even, b16);
+        v[1] = _mm512_permutex2var_ps(a, odd, b16);
+        v[2] = _mm512_permutex2var_ps(a2, even, b18);
     }
 }
 
 int qat_dw_direct_fits(const qat_conv2d_params *g) {
-    return g->stride_h == 1 && g->stride_w == 1 && g->width <= 16 * MAX_BLOCKS && g->out_width <= 16 * MAX_BLOCKS;
+    return g->width <= 16 * MAX_BLOCKS && g->out_width <= 16 * MAX_BLOCKS;
 }
 
 AVX512 void qat_dw_direct_forward(const float *restrict x, const float *restrict w, const float *restrict bias,
                                   float *restrict y, const qat_conv2d_params *g, long u0, long u1) {
     const long C = g->channels, H = g->height, W = g->width, oh = g->out_height, ow = g->out_width;
-    const long top = g->pad_top;
+    const long top = g->pad_top, s = g->stride_h;
     column_masks m;
-    column_masks_of(&m, ow, W, -g->pad_left);
+    column_masks_of(&m, ow, W, -g->pad_left, s);
     for (long u = u0; u < u1; u++) {
         const long c = u % C;
         const float *plane = x + u * H * W;
@@ -60,12 +79,11 @@ AVX512 void qat_dw_direct_forward(const float *restrict x, const float *restrict
                 const long j0 = block * 16;
                 __m512 acc = b;
                 for (long kh = 0; kh < 3; kh++) {
-                    const long r = i + kh - top;
+                    const long r = i * s + kh - top;
                     if (r < 0 || r >= H) continue;
-                    const float *row = plane + r * W + j0 - g->pad_left;
-                    for (long kw = 0; kw < 3; kw++) {
-                        acc = _mm512_fmadd_ps(taps[kh * 3 + kw], _mm512_maskz_loadu_ps(m.in[block][kw], row + kw), acc);
-                    }
+                    __m512 v[3];
+                    tap_columns(plane + r * W + j0 * s - g->pad_left, &m, block, v);
+                    for (long kw = 0; kw < 3; kw++) acc = _mm512_fmadd_ps(taps[kh * 3 + kw], v[kw], acc);
                 }
                 _mm512_mask_storeu_ps(out + i * ow + j0, m.out[block], acc);
             }
@@ -80,7 +98,7 @@ AVX512 void qat_dw_direct_input_grad(const float *restrict gy, const float *rest
     const long C = g->channels, H = g->height, W = g->width, oh = g->out_height, ow = g->out_width;
     const long top = g->pad_top, left = g->pad_left;
     column_masks m;
-    column_masks_of(&m, W, ow, left - 2);
+    column_masks_of(&m, W, ow, left - 2, 1);
     for (long u = u0; u < u1; u++) {
         const float *k = w + (u % C) * 9;
         const float *plane = gy + u * oh * ow;
@@ -94,10 +112,9 @@ AVX512 void qat_dw_direct_input_grad(const float *restrict gy, const float *rest
                 for (long kh = 0; kh < 3; kh++) {
                     const long i = r + kh - 2 + top;
                     if (i < 0 || i >= oh) continue;
-                    const float *row = plane + i * ow + q0 + left - 2;
-                    for (long kw = 0; kw < 3; kw++) {
-                        acc = _mm512_fmadd_ps(turned[kh * 3 + kw], _mm512_maskz_loadu_ps(m.in[block][kw], row + kw), acc);
-                    }
+                    __m512 v[3];
+                    tap_columns(plane + i * ow + q0 + left - 2, &m, block, v);
+                    for (long kw = 0; kw < 3; kw++) acc = _mm512_fmadd_ps(turned[kh * 3 + kw], v[kw], acc);
                 }
                 float *at = dst + r * W + q0;
                 _mm512_mask_storeu_ps(at, m.out[block], _mm512_add_ps(_mm512_maskz_loadu_ps(m.out[block], at), acc));
@@ -106,15 +123,15 @@ AVX512 void qat_dw_direct_input_grad(const float *restrict gy, const float *rest
     }
 }
 
-// gw[c, kh, kw] += Σ_{n, i, j} gy[n, c, i, j] · x[n, c, i + kh − top, j + kw − left]: per tap one
+// gw[c, kh, kw] += Σ_{n, i, j} gy[n, c, i, j] · x[n, c, i·s + kh − top, j·s + kw − left]: per tap one
 // partial sum per lane (column within its block), images and rows in order, the lanes then
 // added pairwise, halves first.
 AVX512 void qat_dw_direct_weight_grad(const float *restrict x, const float *restrict gy, float *restrict gw,
                                       const qat_conv2d_params *g, long c0, long c1) {
     const long N = g->batch, C = g->channels, H = g->height, W = g->width, oh = g->out_height, ow = g->out_width;
-    const long top = g->pad_top;
+    const long top = g->pad_top, s = g->stride_h;
     column_masks m;
-    column_masks_of(&m, ow, W, -g->pad_left);
+    column_masks_of(&m, ow, W, -g->pad_left, s);
     for (long c = c0; c < c1; c++) {
         __m512 acc[9];
         for (long t = 0; t < 9; t++) acc[t] = _mm512_setzero_ps();
@@ -126,13 +143,11 @@ AVX512 void qat_dw_direct_weight_grad(const float *restrict x, const float *rest
                     const long j0 = block * 16;
                     const __m512 d = _mm512_maskz_loadu_ps(m.out[block], grad + i * ow + j0);
                     for (long kh = 0; kh < 3; kh++) {
-                        const long r = i + kh - top;
+                        const long r = i * s + kh - top;
                         if (r < 0 || r >= H) continue;
-                        const float *row = plane + r * W + j0 - g->pad_left;
-                        for (long kw = 0; kw < 3; kw++) {
-                            acc[kh * 3 + kw] = _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m.in[block][kw], row + kw),
-                                                               acc[kh * 3 + kw]);
-                        }
+                        __m512 v[3];
+                        tap_columns(plane + r * W + j0 * s - g->pad_left, &m, block, v);
+                        for (long kw = 0; kw < 3; kw++) acc[kh * 3 + kw] = _mm512_fmadd_ps(d, v[kw], acc[kh * 3 + kw]);
                     }
                 }
             }

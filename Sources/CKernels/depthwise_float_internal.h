@@ -2,8 +2,9 @@
 #pragma once
 #include "depthwise_float.h"
 
-// The AVX-512 stride-1 3×3 kernels that read the planes where they are, with masked loads for
-// the padding (no padded copy, no wide layout): for planes up to 1024 columns wide.
+// The AVX-512 3×3 kernels that read the planes where they are, with masked loads for the padding
+// (no padded copy, no wide layout), for planes up to 1024 columns wide; the input gradient
+// for stride 1 only.
 int qat_dw_direct_fits(const qat_conv2d_params *g);
 void qat_dw_direct_forward(const float *restrict x, const float *restrict w, const float *restrict bias,
                            float *restrict y, const qat_conv2d_params *g, long u0, long u1);
