@@ -585,8 +585,12 @@ void qat_depthwise_input_grad(const float *restrict gy, const float *restrict w,
         loops_input_grad(gy, w, gx, g, u0, u1);
         return;
     }
-    if (path == QAT_DW_AVX512 && g->stride_h == 1 && qat_dw_direct_fits(g)) {
-        qat_dw_direct_input_grad(gy, w, gx, g, u0, u1);
+    if (path == QAT_DW_AVX512 && qat_dw_direct_fits(g)) {
+        if (g->stride_h == 1) {
+            qat_dw_direct_input_grad(gy, w, gx, g, u0, u1);
+        } else {
+            qat_dw_direct_input_grad_stride2(gy, w, gx, g, u0, u1);
+        }
         return;
     }
     const kernel_set k = kernels_of(path);

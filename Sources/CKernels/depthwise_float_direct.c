@@ -162,3 +162,58 @@ AVX512 void qat_dw_direct_weight_grad(const float *restrict x, const float *rest
         }
     }
 }
+
+// Stride 2: gx[r, q] gets tap (kh, kw) from gy[i, j] when 2i + kh = r + top and 2j + kw = q + left.
+// In a block of 16 columns q = q0 + l, the lanes with q + left even take kw = 0 from
+// j = (q + left) / 2 and kw = 2 from j − 1, the others kw = 1 from j = (q + left − 1) / 2: one load of
+// gy's row from j_base = (q0 + left) / 2 − 1 and three masked permutes give the three columns.
+// Taps sum in (kh, kw) order from 0, then add into gx.
+AVX512 void qat_dw_direct_input_grad_stride2(const float *restrict gy, const float *restrict w, float *restrict gx,
+                                             const qat_conv2d_params *g, long u0, long u1) {
+    const long C = g->channels, H = g->height, W = g->width, oh = g->out_height, ow = g->out_width;
+    const long top = g->pad_top, left = g->pad_left, blocks = (W + 15) / 16;
+    int pick[3][16];
+    unsigned even_lanes = 0;
+    for (long l = 0; l < 16; l++) {
+        const long at = (l + left) / 2 - left / 2 + 1;   // (q + left) / 2 − j_base
+        if ((l + left) % 2 == 0) even_lanes |= 1u << l;
+        pick[0][l] = (int)at;
+        pick[1][l] = (int)((l + left - 1 + 2) / 2 - 1 - left / 2 + 1);   // (q + left − 1) / 2 − j_base
+        pick[2][l] = (int)(at - 1);
+    }
+    const __mmask16 even = (__mmask16)even_lanes, odd = (__mmask16)~even_lanes;
+    const __m512i index0 = _mm512_loadu_si512(pick[0]), index1 = _mm512_loadu_si512(pick[1]);
+    const __m512i index2 = _mm512_loadu_si512(pick[2]);
+    __mmask16 row_masks[MAX_BLOCKS], out_masks[MAX_BLOCKS];
+    for (long b = 0; b < blocks; b++) {
+        const long j_base = (b * 16 + left) / 2 - 1;
+        unsigned in = 0, out = 0;
+        for (long l = 0; l < 16; l++) {
+            if (j_base + l >= 0 && j_base + l < ow) in |= 1u << l;
+            if (b * 16 + l < W) out |= 1u << l;
+        }
+        row_masks[b] = (__mmask16)in;
+        out_masks[b] = (__mmask16)out;
+    }
+    for (long u = u0; u < u1; u++) {
+        const float *k = w + (u % C) * 9;
+        const float *plane = gy + u * oh * ow;
+        float *dst = gx + u * H * W;
+        for (long r = 0; r < H; r++) {
+            for (long b = 0; b < blocks; b++) {
+                const long q0 = b * 16, j_base = (q0 + left) / 2 - 1;
+                __m512 acc = _mm512_setzero_ps();
+                for (long kh = 0; kh < 3; kh++) {
+                    const long a = r + top - kh;
+                    if (a < 0 || a % 2 != 0 || a / 2 >= oh) continue;
+                    const __m512 row = _mm512_maskz_loadu_ps(row_masks[b], plane + (a / 2) * ow + j_base);
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(k[kh * 3]), _mm512_maskz_permutexvar_ps(even, index0, row), acc);
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(k[kh * 3 + 1]), _mm512_maskz_permutexvar_ps(odd, index1, row), acc);
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(k[kh * 3 + 2]), _mm512_maskz_permutexvar_ps(even, index2, row), acc);
+                }
+                float *at = dst + r * W + q0;
+                _mm512_mask_storeu_ps(at, out_masks[b], _mm512_add_ps(_mm512_maskz_loadu_ps(out_masks[b], at), acc));
+            }
+        }
+    }
+}

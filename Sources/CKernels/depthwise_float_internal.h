@@ -4,11 +4,13 @@
 
 // The AVX-512 3×3 kernels that read the planes where they are, with masked loads for the padding
 // (no padded copy, no wide layout), for planes up to 1024 columns wide; the input gradient
-// for stride 1 only.
+// in two, for stride 1 and for stride 2.
 int qat_dw_direct_fits(const qat_conv2d_params *g);
 void qat_dw_direct_forward(const float *restrict x, const float *restrict w, const float *restrict bias,
                            float *restrict y, const qat_conv2d_params *g, long u0, long u1);
 void qat_dw_direct_input_grad(const float *restrict gy, const float *restrict w, float *restrict gx,
                               const qat_conv2d_params *g, long u0, long u1);
+void qat_dw_direct_input_grad_stride2(const float *restrict gy, const float *restrict w, float *restrict gx,
+                                      const qat_conv2d_params *g, long u0, long u1);
 void qat_dw_direct_weight_grad(const float *restrict x, const float *restrict gy, float *restrict gw,
                                const qat_conv2d_params *g, long c0, long c1);
