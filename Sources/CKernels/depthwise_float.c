@@ -324,71 +324,6 @@ static inline portable_vec portable_fma(portable_vec a, portable_vec b, portable
 #undef vec_store
 #undef vec_fma
 
-// The AVX-512 path's row copies: vectors with masked tails (these rows are short, 7 to 28 floats).
-#define AVX512 __attribute__((target("avx512f")))
-
-static inline __mmask16 tail_mask(long n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
-
-// row[q] = src[2q + phase] for q in [lo, hi), loading only the elements it keeps.
-AVX512 static void deinterleave_avx512(const float *src, long phase, float *restrict row, long lo, long hi) {
-    const __m512i pick = _mm512_add_epi32(_mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
-                                          _mm512_set1_epi32((int)phase));
-    for (long q = lo; q < hi; q += 16) {
-        const long n = hi - q < 16 ? hi - q : 16;
-        const uint32_t needed = (uint32_t)((1ull << (2 * n - 1)) - 1) << phase;   // elements 2k + phase, k < n
-        const __m512 a = _mm512_maskz_loadu_ps((__mmask16)(needed & 0xFFFF), src + 2 * q);
-        const __m512 b = _mm512_maskz_loadu_ps((__mmask16)(needed >> 16), src + 2 * q + 16);
-        _mm512_mask_storeu_ps(row + q, tail_mask(n), _mm512_permutex2var_ps(a, pick, b));
-    }
-}
-
-AVX512 static void place_plane_avx512(const float *restrict plane, const placement *m, float *restrict dst) {
-    for (long t = m->first_row; t < m->end_row; t++) {
-        const float *src = plane + (t - m->top) * m->w - m->left;
-        if (m->s == 1) {
-            float *restrict row = dst + t * m->pitch;
-            for (long q = m->lo[0]; q < m->hi[0]; q += 16) {
-                const __mmask16 mask = tail_mask(m->hi[0] - q);
-                _mm512_mask_storeu_ps(row + q, mask, _mm512_maskz_loadu_ps(mask, src + q));
-            }
-        } else {
-            float *restrict even = dst + ((t & 1) * 2 * m->phase_height + (t >> 1)) * m->pitch;
-            deinterleave_avx512(src, 0, even, m->lo[0], m->hi[0]);
-            deinterleave_avx512(src, 1, even + m->phase_height * m->pitch, m->lo[1], m->hi[1]);
-        }
-    }
-}
-
-AVX512 static void copy_rows_avx512(const float *restrict src, long src_pitch, float *restrict dst, long dst_pitch,
-                                    long rows, long width, int add) {
-    for (long i = 0; i < rows; i++) {
-        const float *restrict from = src + i * src_pitch;
-        float *restrict to = dst + i * dst_pitch;
-        for (long j = 0; j < width; j += 16) {
-            const __mmask16 mask = tail_mask(width - j);
-            __m512 v = _mm512_maskz_loadu_ps(mask, from + j);
-            if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, to + j), v);
-            _mm512_mask_storeu_ps(to + j, mask, v);
-        }
-    }
-}
-
-// As interleave_add: 16 outputs at a time from 8 of each class, which start at `first` and `second`.
-AVX512 static void interleave_add_avx512(const float *restrict even, const float *restrict odd, float *restrict dst,
-                                         long width, long left) {
-    const __m512i zip = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const float *first = (left & 1) ? odd : even, *second = (left & 1) ? even + 1 : odd;
-    for (long q = 0; q < width; q += 16) {
-        const long base = q / 2 + (left >> 1);
-        const __m512 a = _mm512_castps256_ps512(_mm256_loadu_ps(first + base));
-        const __m512 b = _mm512_castps256_ps512(_mm256_loadu_ps(second + base));
-        const __mmask16 mask = tail_mask(width - q);
-        const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst + q), _mm512_permutex2var_ps(a, zip, b));
-        _mm512_mask_storeu_ps(dst + q, mask, sum);
-    }
-}
-
-#define MASKED_TAILS
 #define SUFFIX avx512
 #define TARGET __attribute__((target("avx512f")))
 #define LANES 16
@@ -408,7 +343,6 @@ AVX512 static void interleave_add_avx512(const float *restrict even, const float
 #undef vec_load
 #undef vec_store
 #undef vec_fma
-#undef MASKED_TAILS
 
 typedef struct {
     long lanes;

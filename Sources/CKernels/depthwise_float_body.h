@@ -7,7 +7,6 @@
 #define NAME2(a, b) a##_##b
 #define NAME(a, b) NAME2(a, b)
 
-#ifndef MASKED_TAILS   // the AVX-512 path has its own, with masked tails (depthwise_float.c)
 // Writes the plane's own elements into a phased buffer, as placement_of in depthwise_float.c
 // describes (the padding is left alone); stride 2 splits each row into its even and odd columns.
 TARGET static void NAME(place_plane, SUFFIX)(const float *restrict plane, const placement *m, float *restrict dst) {
@@ -46,8 +45,6 @@ TARGET static void NAME(interleave_add, SUFFIX)(const float *restrict even, cons
     for (long q = left & 1; q < width; q += 2) dst[q] += even[(q + left) >> 1];
     for (long q = 1 - (left & 1); q < width; q += 2) dst[q] += odd[(q + left) >> 1];
 }
-
-#endif
 
 // wide[p] = bias + Σ_t w[t] · src[p + offsets[t]] (t in order) for p in [0, length).
 TARGET static void NAME(correlate9, SUFFIX)(const float *restrict src, const long offsets[9], const float w[9],

@@ -6,6 +6,8 @@
 // - 3×3 kernels (qat_depthwise3x3_supported: m = 1, dilation 1, the same stride 1 or 2 on both
 //   axes, top and left padding ≤ 2, any bottom and right padding), written once and compiled
 //   for AVX-512, AVX2 + FMA and portable C; the taps of each output are summed in registers.
+//   AVX-512 reads the planes in place with masked loads (depthwise_float_direct.c) for planes up
+//   to 1024 columns wide, the others work on a padded copy of each plane (depthwise_float.c).
 // The paths round differently (FMA, lane count), each is deterministic and independent of how
 // its units are split.
 #pragma once

@@ -20,7 +20,7 @@ public enum DepthwiseConvPath: String, CaseIterable, Sendable {
     case portable
     /// The 3×3 kernels with AVX2 and FMA, 8 lanes.
     case avx2
-    /// The 3×3 kernels with AVX-512, 16 lanes.
+    /// The 3×3 kernels with AVX-512, 16 lanes, reading the planes in place with masked loads.
     case avx512
 
     var c: qat_dw_path {
