@@ -233,7 +233,8 @@ static void loops_weight_grad(const float *restrict x, const float *restrict gy,
 // the nine taps of a vector of outputs are summed in a register (one store instead of nine
 // read-modify-writes), buffers are zeroed once per call and each plane then only writes its
 // in-range elements (no per-plane padding), and the input gradient gathers (each input element's
-// taps summed in a register) instead of scattering.
+// taps summed in a register) instead of scattering. The AVX-512 path skips even that copy for
+// planes up to 1024 columns (depthwise_float_direct.c); the entry points at the end choose.
 
 // Floats of zeros after every buffer, so loops may run over whole vectors of up to 16 lanes.
 enum { SLACK = 16 };
