@@ -42,9 +42,11 @@ static void column_masks_of(column_masks *m, long output_width, long input_width
     }
 }
 
-// The input values tap columns kw = 0, 1, 2 meet in block b of a row (row points at base(b)).
-AVX512 static inline void tap_columns(const float *row, const column_masks *m, long b, __m512 v[3]) {
-    if (m->stride == 1) {
+// The input values tap columns kw = 0, 1, 2 meet in block b of a row (row points at base(b));
+// `stride` is m's, a constant where this is inlined.
+AVX512 __attribute__((always_inline)) static inline void tap_columns(const float *row, const column_masks *m, long b,
+                                                                     long stride, __m512 v[3]) {
+    if (stride == 1) {
         for (long kw = 0; kw < 3; kw++) v[kw] = _mm512_maskz_loadu_ps(m->in[b][kw], row + kw);
     } else {
         const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -61,10 +63,11 @@ int qat_dw_direct_fits(const qat_conv2d_params *g) {
     return g->width <= 16 * MAX_BLOCKS && g->out_width <= 16 * MAX_BLOCKS;
 }
 
-AVX512 void qat_dw_direct_forward(const float *restrict x, const float *restrict w, const float *restrict bias,
-                                  float *restrict y, const qat_conv2d_params *g, long u0, long u1) {
+AVX512 __attribute__((always_inline)) static inline void
+forward_stride(const float *restrict x, const float *restrict w, const float *restrict bias, float *restrict y,
+               const qat_conv2d_params *g, long u0, long u1, const long s) {
     const long C = g->channels, H = g->height, W = g->width, oh = g->out_height, ow = g->out_width;
-    const long top = g->pad_top, s = g->stride_h;
+    const long top = g->pad_top;
     column_masks m;
     column_masks_of(&m, ow, W, -g->pad_left, s);
     for (long u = u0; u < u1; u++) {
@@ -82,12 +85,21 @@ AVX512 void qat_dw_direct_forward(const float *restrict x, const float *restrict
                     const long r = i * s + kh - top;
                     if (r < 0 || r >= H) continue;
                     __m512 v[3];
-                    tap_columns(plane + r * W + j0 * s - g->pad_left, &m, block, v);
+                    tap_columns(plane + r * W + j0 * s - g->pad_left, &m, block, s, v);
                     for (long kw = 0; kw < 3; kw++) acc = _mm512_fmadd_ps(taps[kh * 3 + kw], v[kw], acc);
                 }
                 _mm512_mask_storeu_ps(out + i * ow + j0, m.out[block], acc);
             }
         }
+    }
+}
+
+AVX512 void qat_dw_direct_forward(const float *restrict x, const float *restrict w, const float *restrict bias,
+                                  float *restrict y, const qat_conv2d_params *g, long u0, long u1) {
+    if (g->stride_h == 1) {
+        forward_stride(x, w, bias, y, g, u0, u1, 1);
+    } else {
+        forward_stride(x, w, bias, y, g, u0, u1, 2);
     }
 }
 
@@ -113,7 +125,7 @@ AVX512 void qat_dw_direct_input_grad(const float *restrict gy, const float *rest
                     const long i = r + kh - 2 + top;
                     if (i < 0 || i >= oh) continue;
                     __m512 v[3];
-                    tap_columns(plane + i * ow + q0 + left - 2, &m, block, v);
+                    tap_columns(plane + i * ow + q0 + left - 2, &m, block, 1, v);
                     for (long kw = 0; kw < 3; kw++) acc = _mm512_fmadd_ps(turned[kh * 3 + kw], v[kw], acc);
                 }
                 float *at = dst + r * W + q0;
@@ -126,10 +138,11 @@ AVX512 void qat_dw_direct_input_grad(const float *restrict gy, const float *rest
 // gw[c, kh, kw] += Σ_{n, i, j} gy[n, c, i, j] · x[n, c, i·s + kh − top, j·s + kw − left]: per tap one
 // partial sum per lane (column within its block), images and rows in order, the lanes then
 // added pairwise, halves first.
-AVX512 void qat_dw_direct_weight_grad(const float *restrict x, const float *restrict gy, float *restrict gw,
-                                      const qat_conv2d_params *g, long c0, long c1) {
+AVX512 __attribute__((always_inline)) static inline void
+weight_grad_stride(const float *restrict x, const float *restrict gy, float *restrict gw, const qat_conv2d_params *g,
+                   long c0, long c1, const long s) {
     const long N = g->batch, C = g->channels, H = g->height, W = g->width, oh = g->out_height, ow = g->out_width;
-    const long top = g->pad_top, s = g->stride_h;
+    const long top = g->pad_top;
     column_masks m;
     column_masks_of(&m, ow, W, -g->pad_left, s);
     for (long c = c0; c < c1; c++) {
@@ -146,7 +159,7 @@ AVX512 void qat_dw_direct_weight_grad(const float *restrict x, const float *rest
                         const long r = i * s + kh - top;
                         if (r < 0 || r >= H) continue;
                         __m512 v[3];
-                        tap_columns(plane + r * W + j0 * s - g->pad_left, &m, block, v);
+                        tap_columns(plane + r * W + j0 * s - g->pad_left, &m, block, s, v);
                         for (long kw = 0; kw < 3; kw++) acc[kh * 3 + kw] = _mm512_fmadd_ps(d, v[kw], acc[kh * 3 + kw]);
                     }
                 }
@@ -160,6 +173,15 @@ AVX512 void qat_dw_direct_weight_grad(const float *restrict x, const float *rest
             }
             gw[c * 9 + t] += lanes[0];
         }
+    }
+}
+
+AVX512 void qat_dw_direct_weight_grad(const float *restrict x, const float *restrict gy, float *restrict gw,
+                                      const qat_conv2d_params *g, long c0, long c1) {
+    if (g->stride_h == 1) {
+        weight_grad_stride(x, gy, gw, g, c0, c1, 1);
+    } else {
+        weight_grad_stride(x, gy, gw, g, c0, c1, 2);
     }
 }
 
