@@ -8,7 +8,7 @@ import QATIO
 /// - forward:         y_n = W [O, C] · x_n + b
 /// - input gradient:  dx_n += Wᵀ · dy_n
 /// - weight gradient: dW [O, C] += Σ_n dy_n · x_nᵀ
-/// Forward and input gradient run one sgemm per image, the images split over threads; on 1×1
+/// Forward and input gradient run one sgemm per image, blocks of images spread over threads; on 1×1
 /// planes (squeeze-and-excitation) x is a matrix [N, C] and each pass is one sgemm over the
 /// batch. The weight gradient is split into fixed blocks of dW (by the geometry alone), each
 /// summing all images in order, in groups of images gathered side by side when planes are small
@@ -55,6 +55,15 @@ extension ConvGeometry {
     /// fixed by the geometry: at most 4, each at least 16 wide.
     var pointwiseWeightBlocks: Int { max(1, min(4, max(outputChannels, channels) / 16)) }
 
+    /// Blocks of images of the forward and input gradient (one sgemm per image, so any split
+    /// gives the same bits): more blocks than threads, so a thread that another process delays
+    /// leaves its share to the others.
+    var pointwiseImageBlocks: Int { min(batch, 8) }
+
+    func pointwiseImages(inBlock block: Int) -> Range<Int> {
+        (batch * block / pointwiseImageBlocks)..<(batch * (block + 1) / pointwiseImageBlocks)
+    }
+
     /// Images per weight-gradient sgemm: one on planes of 128 pixels or more (gathering costs
     /// more than it saves there), else enough that one sgemm sums over at least 256 values
     /// (measured on MobileNet's 7×7 planes: about 1.5× faster than one sgemm per image).
@@ -78,7 +87,8 @@ private func pointwiseForward(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, _ g: Co
                     }
                     return
                 }
-                Parallel.forEachChunk(g.batch) { images in
+                Parallel.forEachIndex(g.pointwiseImageBlocks) { block in
+                    let images = g.pointwiseImages(inBlock: block)
                     for n in images {
                         BLAS.gemm(m: g.outputChannels, n: plane, k: g.channels,
                                   a: ws.baseAddress!, lda: g.channels,
@@ -109,8 +119,8 @@ private func pointwiseInputGradient(_ gy: Tensor, _ w: Tensor, _ g: ConvGeometry
                           beta: 1, c: gx.baseAddress!, ldc: g.channels)
                 return
             }
-            Parallel.forEachChunk(g.batch) { images in
-                for n in images {
+            Parallel.forEachIndex(g.pointwiseImageBlocks) { block in
+                for n in g.pointwiseImages(inBlock: block) {
                     BLAS.gemm(transposeA: true, m: g.channels, n: plane, k: g.outputChannels,
                               a: ws.baseAddress!, lda: g.channels,
                               b: gys.baseAddress! + n * g.outputChannels * plane, ldb: plane,
