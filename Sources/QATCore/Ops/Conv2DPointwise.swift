@@ -34,7 +34,7 @@ func pointwiseConv2d(_ x: Variable, weight: Variable, bias: Variable?, _ g: Conv
             gy.storage.withUnsafeBufferPointer { gys in
                 bias.withGradient { gb in
                     Parallel.forEachChunk(g.outputChannels) { channels in
-                        qat_channel_sums(gys.baseAddress!, gb.baseAddress!, g.batch, g.outputChannels, g.plane,
+                        qat_channel_sums(gys.baseAddress!, gb.baseAddress!, g.batch, g.outputChannels, g.pointwisePlane,
                                          channels.lowerBound, channels.upperBound)
                     }
                 }
@@ -53,7 +53,8 @@ extension ConvGeometry {
     /// Whether the 1×1 path handles this layer: kernel 1, stride 1, no padding.
     public var pointwiseSupported: Bool { kernel == 1 && stride == 1 && padding == 0 }
 
-    var plane: Int { outputHeight * outputWidth }
+    /// Pixels per output plane (the same as per input plane: 1×1, stride 1, no padding).
+    var pointwisePlane: Int { outputHeight * outputWidth }
 
     /// Blocks of the weight gradient along its longer side (output channels or input channels),
     /// fixed by the geometry: at most 4, each at least 16 wide.
@@ -71,12 +72,12 @@ extension ConvGeometry {
     /// Images per weight-gradient sgemm: one on planes of 128 pixels or more (gathering costs
     /// more than it saves there), else enough that one sgemm sums over at least 256 values
     /// (measured on MobileNet's 7×7 planes: about 1.5× faster than one sgemm per image).
-    var pointwiseImageGroup: Int { plane >= 128 ? 1 : min(batch, max(1, (256 + plane - 1) / plane)) }
+    var pointwiseImageGroup: Int { pointwisePlane >= 128 ? 1 : min(batch, max(1, (256 + pointwisePlane - 1) / pointwisePlane)) }
 }
 
 /// y_n = W · x_n (+ b), one sgemm per image.
 private func pointwiseForward(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, _ g: ConvGeometry, into y: inout Tensor) {
-    let plane = g.plane
+    let plane = g.pointwisePlane
     x.storage.withUnsafeBufferPointer { xs in
         w.storage.withUnsafeBufferPointer { ws in
             y.storage.withUnsafeMutableBufferPointer { ys in
@@ -114,7 +115,7 @@ private func pointwiseForward(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, _ g: Co
 /// dx_n += Wᵀ · dy_n, one sgemm per image.
 private func pointwiseInputGradient(_ gy: Tensor, _ w: Tensor, _ g: ConvGeometry,
                                     into gx: UnsafeMutableBufferPointer<Float>) {
-    let plane = g.plane
+    let plane = g.pointwisePlane
     gy.storage.withUnsafeBufferPointer { gys in
         w.storage.withUnsafeBufferPointer { ws in
             if plane == 1 {   // dx [N, C] += dy [N, O] · W
@@ -141,7 +142,7 @@ private func pointwiseInputGradient(_ gy: Tensor, _ w: Tensor, _ g: ConvGeometry
 /// gathered side by side ([rows, n·P] and [columns, n·P]) so one sgemm sums over all of them.
 private func pointwiseWeightGradient(_ x: Tensor, _ gy: Tensor, _ g: ConvGeometry,
                                      into gw: UnsafeMutableBufferPointer<Float>) {
-    let (plane, blocks, group) = (g.plane, g.pointwiseWeightBlocks, g.pointwiseImageGroup)
+    let (plane, blocks, group) = (g.pointwisePlane, g.pointwiseWeightBlocks, g.pointwiseImageGroup)
     let splitRows = g.outputChannels >= g.channels
     let side = splitRows ? g.outputChannels : g.channels
     x.storage.withUnsafeBufferPointer { xs in
