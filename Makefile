@@ -47,7 +47,8 @@ test: deps
 	$(MAKE) --no-print-directory fuzz-smoke
 
 # The LeNet-5 report of qat-bench three times (OPENBLAS_CORETYPE as set, Haswell, unset; about
-# 3 minutes), then, when .venv-torch exists or can be created (make venv-torch), bench/compare.py:
+# 3 minutes), the FMA-peak microbenchmark and the per-conv-layer GFLOP/s against it under the same
+# three settings (bench/README.md; about 2 minutes each), then, when .venv-torch exists or can be created (make venv-torch), bench/compare.py:
 # the five networks of docs/BENCHMARKS.md against PyTorch eager / ONNX Runtime, 5 interleaved
 # pairs per (model, mode, threads), 350 measurement processes of up to 6 s each: about an hour
 # in all (estimated; one pair of 70 processes with a 3 s cap took 12 minutes on a 2-core machine
@@ -61,6 +62,10 @@ bench: deps
 	OPENBLAS_CORETYPE=Haswell .build/release/qat-bench
 	@echo "== OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (OpenBLAS picks its kernel from cpuid) =="
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .build/release/qat-bench
+	@echo "== FMA peak, and GFLOP/s of each conv layer (vgg-small, resnet18-tiny, mobilenetv2-tiny) as % of it =="
+	.build/release/qat-bench --mode fma-peak --mode conv-layers
+	OPENBLAS_CORETYPE=Haswell .build/release/qat-bench --mode conv-layers
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .build/release/qat-bench --mode conv-layers
 	@echo "== against PyTorch eager and ONNX Runtime (bench/compare.py $(COMPARE_ARGS)) =="
 	@if $(MAKE) --no-print-directory venv-torch; then \
 	  $(TORCH_VENV)/bin/python bench/compare.py --json .build/bench-compare.json $(COMPARE_ARGS); \

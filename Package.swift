@@ -40,6 +40,8 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         // Our own C: float loops that need `restrict` to vectorise.
         .target(name: "CKernels"),
+        // The FMA-peak microbenchmark of qat-bench (not part of the library).
+        .target(name: "CBench"),
         // INT8 kernels: AVX-512 VNNI, AVX2 and portable paths in one build, picked at run time.
         .target(name: "CInt8"),
         // ONNX models, parsed and checked by Debian's libonnx and libprotobuf (C++) behind a C API.
@@ -61,7 +63,7 @@ let package = Package(
         ]),
 
         .executableTarget(name: "qat", dependencies: ["QATCLI"], swiftSettings: executableFlags),
-        .executableTarget(name: "qat-bench", dependencies: ["QAT"], path: "Sources/Bench",
+        .executableTarget(name: "qat-bench", dependencies: ["QAT", "CBench"], path: "Sources/Bench",
                           swiftSettings: executableFlags),
         .executableTarget(name: "qat-int8-bench", dependencies: ["QAT"], path: "Sources/Int8Bench",
                           swiftSettings: executableFlags),

@@ -40,11 +40,20 @@ enum BenchModel: String, CaseIterable {
 
 enum BenchMode: String, CaseIterable {
     case trainFloat = "train-float", trainQAT = "train-qat", inferInt8 = "infer-int8", inferFloat = "infer-float"
+    /// Reports of ConvReport.swift rather than img/s of a model.
+    case fmaPeak = "fma-peak", convLayers = "conv-layers"
 
     var isTraining: Bool {
         switch self {
         case .trainFloat, .trainQAT: true
-        case .inferInt8, .inferFloat: false
+        case .inferInt8, .inferFloat, .fmaPeak, .convLayers: false
+        }
+    }
+
+    var isReport: Bool {
+        switch self {
+        case .fmaPeak, .convLayers: true
+        case .trainFloat, .trainQAT, .inferInt8, .inferFloat: false
         }
     }
 }
@@ -177,8 +186,10 @@ struct Measurer {
                                  batch: Self.inferenceBatch, images: done, seconds: now() - start, note: note)
     }
 
+    /// The img/s modes (the reports of `isReport` modes run in ConvReport.swift).
     func measure(_ mode: BenchMode, images: Int?) throws -> MeasurementResult {
         switch mode {
+        case .fmaPeak, .convLayers: preconditionFailure("\(mode.rawValue) is a report, not an img/s measurement")
         case .trainFloat: try training(quantized: false, images: images ?? model.trainingImages)
         case .trainQAT: try training(quantized: true, images: images ?? model.trainingImages)
         case .inferInt8: try inference(int8: true, images: images ?? model.inferenceImages)

@@ -10,16 +10,20 @@ import QAT
 let usage = """
     usage: qat-bench                                   the LeNet-5 report of `make bench`
            qat-bench [--model NAME]... [--mode MODE]... [--threads N]... [--images N]
-                     [--max-seconds S] [--json] [--profile]
+                     [--max-seconds S] [--json] [--profile] [--no-pointwise]
       --model        \(BenchModel.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable; default all)
       --mode         \(BenchMode.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable;
-                     default train-float, train-qat, infer-int8)
+                     default train-float, train-qat, infer-int8). fma-peak: the FMA units' measured
+                     GFLOP/s (AVX-512, AVX2); conv-layers: each conv layer's forward, input- and
+                     weight-gradient GFLOP/s at batch 64 as % of that peak (default models
+                     vgg-small, resnet18-tiny, mobilenetv2-tiny)
       --threads      thread count (repeatable; default 1 and 2)
       --images       images of the timed pass: training images (batch 64) or test images
                      (batch 256); default per model, as bench/pytorch_peers.py
       --max-seconds  end a timed pass after this long, counting the images done (default 6)
       --json         one JSON line per measurement (pytorch_peers.py's fields)
       --profile      also print the per-layer forward/backward time of the training steps
+      --no-pointwise 1×1 convs on the paths they took before Conv2DPointwise.swift (before/after)
     Run from the repository root. Peak RSS is the process's: one measurement per process for
     a figure of its own.
     """
@@ -67,6 +71,7 @@ struct Options {
                 options.maxSeconds = seconds
             case "--json": options.json = true
             case "--profile": options.profile = true
+            case "--no-pointwise": ConvKernels.pointwiseEnabled = false
             case "--help", "-h":
                 print(usage)
                 exit(0)
@@ -79,9 +84,17 @@ struct Options {
 }
 
 func runMeasurements(_ options: Options) throws {
+    let threads = options.threads.isEmpty ? [1, 2] : options.threads
+    if options.modes.contains(.fmaPeak) { runFMAPeak(threads: threads, json: options.json) }
+    if options.modes.contains(.convLayers) {
+        try runConvLayers(models: options.models.isEmpty ? [.vggSmall, .resnet18Tiny, .mobilenetV2Tiny] : options.models,
+                          threads: threads, json: options.json)
+    }
+    let modes = options.modes.filter { !$0.isReport }
+    if modes.isEmpty && !options.modes.isEmpty { return }
     for model in options.models.isEmpty ? BenchModel.allCases : options.models {
-        for mode in options.modes.isEmpty ? [.trainFloat, .trainQAT, .inferInt8] : options.modes {
-            for threads in options.threads.isEmpty ? [1, 2] : options.threads {
+        for mode in modes.isEmpty ? [.trainFloat, .trainQAT, .inferInt8] : modes {
+            for threads in threads {
                 let measurer = Measurer(model: model, threads: threads, maxSeconds: options.maxSeconds)
                 let timing = options.profile && mode.isTraining ? StepTiming() : nil
                 let result = mode.isTraining

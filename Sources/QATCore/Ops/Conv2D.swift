@@ -39,6 +39,9 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?,
     precondition(ws[1] == g.channels && ws[2] == ws[3],
                  "conv2d: weight \(ws) does not fit input \(x.shape)")
     precondition(g.outputHeight > 0 && g.outputWidth > 0, "conv2d: input \(x.shape) smaller than kernel")
+    if ConvKernels.pointwiseEnabled && g.pointwiseSupported {   // 1×1: Conv2DPointwise.swift
+        return pointwiseConv2d(x, weight: weight, bias: bias, g, tape: tape)
+    }
     let record = needsPullback(tape, x, weight, bias)
     let useDirect = ConvKernels.directEnabled && g.directSupported
     let useC16 = ConvKernels.directEnabled && !useDirect && g.c16Supported
