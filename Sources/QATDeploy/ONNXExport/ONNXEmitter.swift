@@ -97,7 +97,7 @@ struct ONNXEmitter {
     }
 
     mutating func add(_ op: String, name: String, _ inputs: [String], _ output: String,
-                              _ attributes: [(name: String, value: ONNXAttributeValue)] = []) {
+                      _ attributes: [(name: String, value: ONNXAttributeValue)] = []) {
         graph.nodes.append(ONNXNodeDescription(op, name: name, inputs: inputs, outputs: [output], attributes: attributes))
     }
 

@@ -13,7 +13,8 @@ import QATONNX
 ///   computes in float gets them through DequantizeLinear;
 /// - an integer conv/linear is Conv/Gemm over DequantizeLinear of its int8 weight codes
 ///   (per channel, axis 0, scale s_w' with the BN folded in) and of its int32 bias b_q (scale
-///   s_d·s_w'[c]); the bias residual has no slot and is dropped;
+///   s_d·s_w'[c]); the bias residual has no slot and is dropped (`exact` keeps it: the integer
+///   layers become ConvInteger/MatMulInteger with the requantization as explicit ops, ONNXEmitter+Exact);
 /// - a fused ReLU/ReLU6 is Relu/Clip(0, 6) before the QuantizeLinear, which clamps the codes
 ///   exactly as the engine's saturation does (quantization is monotone and maps 0 to o_y);
 /// - float nodes are the ONNX op of their layer.
