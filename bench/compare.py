@@ -17,6 +17,11 @@ Modes (ours → peers): train-float → PyTorch train-float; train-qat → PyTor
 train-qat-frozen-input with --frozen-input); infer-int8 → PyTorch x86 INT8 and ONNX Runtime
 INT8 (the ratio against the faster of the two in each pair is the "best peer" row);
 infer-float (not by default) → ONNX Runtime float.
+
+Beside them (not in the "best peer" row): ONNX Runtime INT8 on OUR QDQ export of the model
+(`qat export` of a short QAT run, made once per model before the measurements:
+infer-int8-ort-qat-export), for every model in the infer-int8 mode; --no-ort-export leaves it out.
+It needs the release `qat` (built here if missing).
 """
 
 import argparse
@@ -40,6 +45,8 @@ PEER_MODES = {
     "infer-float": ["infer-float-ort"],
 }
 DEFAULT_MODES = ["train-float", "train-qat", "infer-int8"]
+# ONNX Runtime on qat export's QDQ model: a row of its own beside infer-int8's peers.
+OUR_EXPORT = "infer-int8-ort-qat-export"
 
 
 def last_json_line(text):
@@ -71,9 +78,38 @@ def our_command(args, model, mode, threads):
     return command
 
 
+def peer_modes_of(args, model, mode):
+    modes = list(PEER_MODES[mode])
+    if mode == "train-qat" and args.frozen_input:
+        modes.append("train-qat-frozen-input")
+    if mode == "infer-int8" and model in args.qdq_models:
+        modes.append(OUR_EXPORT)
+    return modes
+
+
+def prepare_our_exports(args):
+    """qat export's QDQ model of each model (a short QAT run first), once; a model whose export
+    fails is measured without it, and the reason is printed."""
+    args.qdq_models = {}
+    if not args.ort_export or "infer-int8" not in args.mode:
+        return
+    if not os.access(args.qat, os.X_OK):
+        subprocess.run(["swift", "build", "-c", "release", "--product", "qat"], cwd=ROOT, check=True)
+    folder = os.path.join(ROOT, ".build", "bench-ort-export")
+    for model in args.model:
+        try:
+            args.qdq_models[model] = pytorch_peers.export_our_qdq(model, args.qat, folder)
+            print(f"our QDQ export of {model}: {args.qdq_models[model]}", file=sys.stderr, flush=True)
+        except subprocess.CalledProcessError as error:
+            reason = (error.stderr or b"").decode().strip().splitlines() or [str(error)]
+            print(f"no ORT run of our QDQ export of {model}: {reason[-1]}", file=sys.stderr, flush=True)
+
+
 def peer_command(args, model, peer_mode, threads):
     command = [args.peer_python, os.path.join(HERE, "pytorch_peers.py"), "--model", model,
                "--mode", peer_mode, "--threads", str(threads), "--max-seconds", str(args.max_seconds)]
+    if peer_mode == OUR_EXPORT:
+        command += ["--qdq-model", args.qdq_models[model]]
     if args.images:
         command += ["--images", str(args.images)]
     if args.infer_images:
@@ -94,19 +130,18 @@ def summarise(measurements, args):
     for model in args.model:
         for mode in args.mode:
             for threads in args.threads:
-                peer_modes = list(PEER_MODES[mode])
-                if mode == "train-qat" and args.frozen_input:
-                    peer_modes.append("train-qat-frozen-input")
+                peer_modes = peer_modes_of(args, model, mode)
                 ours = [by_key.get((model, mode, threads, "qat", p)) for p in range(args.pairs)]
                 peers = {pm: [by_key.get((model, mode, threads, pm, p)) for p in range(args.pairs)]
                          for pm in peer_modes}
-                if len(peer_modes) > 1 and mode == "infer-int8":
+                best_of = [pm for pm in peer_modes if pm != OUR_EXPORT]
+                if len(best_of) > 1 and mode == "infer-int8":
                     best = []
                     for p in range(args.pairs):
-                        candidates = [peers[pm][p] for pm in peer_modes
+                        candidates = [peers[pm][p] for pm in best_of
                                       if peers[pm][p] and "error" not in peers[pm][p]]
                         best.append(max(candidates, key=lambda m: m["img_s"]) if candidates else None)
-                    peers["best of " + " / ".join(peer_modes)] = best
+                    peers["best of " + " / ".join(best_of)] = best
                 for peer_mode, theirs in peers.items():
                     pairs = [(o, t) for o, t in zip(ours, theirs)
                              if o and t and "error" not in o and "error" not in t]
@@ -198,6 +233,10 @@ def main():
                         help="end a timed pass early after this long, on both sides (default 6)")
     parser.add_argument("--frozen-input", action="store_true",
                         help="also pair train-qat with PyTorch's train-qat-frozen-input")
+    parser.add_argument("--no-ort-export", dest="ort_export", action="store_false",
+                        help="leave out ONNX Runtime on our own QDQ export (" + OUR_EXPORT + ")")
+    parser.add_argument("--qat", default=os.path.join(ROOT, ".build", "release", "qat"),
+                        help="the qat binary that makes the QDQ exports")
     parser.add_argument("--qat-bench", default=os.path.join(ROOT, ".build", "release", "qat-bench"))
     parser.add_argument("--peer-python", default=os.path.join(ROOT, ".venv-torch", "bin", "python"))
     parser.add_argument("--json", metavar="FILE",
@@ -222,6 +261,7 @@ def main():
         args.mode = [m for m in PEER_MODES if any(x["mode"] == m for x in measurements)]
         args.threads = sorted({x["threads"] for x in measurements})
         args.frozen_input = any(x["side"] == "train-qat-frozen-input" for x in measurements)
+        args.qdq_models = {x["model"]: None for x in measurements if x["side"] == OUR_EXPORT}
         report(measurements, args, time.time())
         return
     for path, what in ((args.qat_bench, "qat-bench (swift build -c release --product qat-bench)"),
@@ -229,18 +269,17 @@ def main():
         if not os.access(path, os.X_OK):
             sys.exit(f"compare.py: {path}: not found or not executable: {what}")
     pytorch_peers.write_vgg_spec()
+    prepare_our_exports(args)
 
     measurements = []
-    total = args.pairs * len(args.model) * len(args.threads) * sum(
-        1 + len(PEER_MODES[m]) + (m == "train-qat" and args.frozen_input) for m in args.mode)
+    total = args.pairs * len(args.threads) * sum(
+        1 + len(peer_modes_of(args, model, m)) for model in args.model for m in args.mode)
     started = time.time()
     for pair in range(args.pairs):
         for model in args.model:
             for threads in args.threads:
                 for mode in args.mode:
-                    peer_modes = list(PEER_MODES[mode])
-                    if mode == "train-qat" and args.frozen_input:
-                        peer_modes.append("train-qat-frozen-input")
+                    peer_modes = peer_modes_of(args, model, mode)
                     sides = [("qat", our_command(args, model, mode, threads))] + [
                         (pm, peer_command(args, model, pm, threads)) for pm in peer_modes]
                     if pair % 2 == 1:

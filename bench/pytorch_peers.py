@@ -25,6 +25,9 @@ Modes:
                            uint8 activations) ONNX model from quantize_static, same batches; if
                            quantization fails the float model is measured and the line says so
   infer-float-ort          ONNX Runtime on the float ONNX model, same batches
+  infer-int8-ort-qat-export  ONNX Runtime on OUR QDQ export (`qat export` of a QAT checkpoint,
+                           docs/DEPLOY-FORMAT.md "ONNX"), same batches: --qdq-model FILE, made by
+                           export_our_qdq (bench/compare.py does it once per model)
 
 Models: lenet5 and resnet-tiny (Configs/models/*.json), vgg-small (bench/models/vgg-small.json,
 written from VGG_SMALL below), and the two example networks of examples/onnx-models. Weights
@@ -46,7 +49,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples", "onnx-models"))
 
 MODELS = ["lenet5", "resnet-tiny", "vgg-small", "mobilenetv2-tiny", "resnet18-tiny"]
 MODES = ["train-float", "train-qat", "train-qat-frozen-input",
-         "infer-int8-torch", "infer-int8-ort", "infer-float-ort"]
+         "infer-int8-torch", "infer-int8-ort", "infer-float-ort", "infer-int8-ort-qat-export"]
 SPEC_FILES = {
     "lenet5": os.path.join(ROOT, "Configs", "models", "lenet5.json"),
     "resnet-tiny": os.path.join(ROOT, "Configs", "models", "resnet-tiny.json"),
@@ -101,6 +104,37 @@ def write_vgg_spec():
     if not os.path.exists(path) or open(path).read() != text:
         with open(path, "w") as f:
             f.write(text)
+
+
+def export_our_qdq(model, qat, folder, data="/usr/share/datasets/fashion-mnist"):
+    """`qat export`'s QDQ model of `model` after a short QAT run (1 epoch on 256 images; speed
+    does not depend on the weights): the examples are imported first and trained from the
+    import, the specs from a seeded initialisation. Returns the .onnx path. Standard library only."""
+    def run(*command):
+        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    out = os.path.join(folder, model)
+    os.makedirs(out, exist_ok=True)
+    init = []
+    spec = SPEC_FILES.get(model)
+    if spec is None:
+        run(qat, "import", os.path.join(ROOT, "examples", "onnx-models", model + ".onnx"), "--output-dir", out)
+        stem = model.replace("-", "_")
+        spec, init = os.path.join(out, stem + ".json"), ["--init", os.path.join(out, stem + "-float.h5")]
+    rules = os.path.join(out, "rules.json")
+    run(qat, "create-config", "--model", spec, "--output", rules)
+    config = {"data": {"path": data},
+              "train": {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.001,
+                        "momentum": 0.9, "seed": 1, "threads": 2}}
+    with open(rules) as f:
+        config.update(json.load(f))
+    with open(os.path.join(out, "qat.json"), "w") as f:
+        json.dump(config, f)
+    run(qat, "train", "--config", os.path.join(out, "qat.json"), "--model", spec, *init, "--train-limit", "256",
+        "--test-limit", "256", "--checkpoint-dir", os.path.join(out, "run"), "--output", os.path.join(out, "qat.h5"))
+    path = os.path.join(out, model + "-qdq.onnx")
+    run(qat, "export", "--checkpoint", os.path.join(out, "qat.h5"), "--output", path, "--opset", "17")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +364,7 @@ def quantize_for_ort(float_path, quantized_path, calibration):
                     weight_type=QuantType.QInt8)
 
 
-def measure_inference(model, mode, threads, train_images, test_images, count, max_seconds):
+def measure_inference(model, mode, threads, train_images, test_images, count, max_seconds, qdq_model=None):
     import numpy as np
     import torch
     from tiny_models import normalise
@@ -349,6 +383,14 @@ def measure_inference(model, mode, threads, train_images, test_images, count, ma
         with torch.inference_mode():
             images, seconds = timed_inference(quantized, batches, max_seconds)
         return images, seconds, note
+
+    if mode == "infer-int8-ort-qat-export":
+        if not qdq_model:
+            raise SystemExit("infer-int8-ort-qat-export needs --qdq-model (bench/compare.py makes it)")
+        session = ort_session(qdq_model, threads)
+        arrays = [np.ascontiguousarray(b.numpy()) for b in batches]
+        images, seconds = timed_inference(lambda a: session.run(None, {"input": a}), arrays, max_seconds)
+        return images, seconds, "qat export QDQ (int8 activations with qat's zero points, per-channel int8 weights)"
 
     with tempfile.TemporaryDirectory() as folder:
         float_path = os.path.join(folder, "model.onnx")
@@ -386,7 +428,7 @@ def run_child(args):
     train_images, train_labels = load_fashion_mnist("train")
     test_images, _ = load_fashion_mnist("t10k")
     model = build_model(args.model)
-    peer = "onnxruntime" if args.mode.endswith("-ort") else "pytorch"
+    peer = "onnxruntime" if "-ort" in args.mode else "pytorch"
     if args.mode.startswith("train"):
         count = args.images or TRAIN_IMAGES[args.model]
         images, seconds = measure_training(model, args.mode, train_images, train_labels, count,
@@ -395,7 +437,7 @@ def run_child(args):
     else:
         count = args.infer_images or INFER_IMAGES[args.model]
         images, seconds, note = measure_inference(model, args.mode, args.threads, train_images,
-                                                  test_images, count, args.max_seconds)
+                                                  test_images, count, args.max_seconds, args.qdq_model)
         batch = INFER_BATCH
     versions = {"torch": torch.__version__, "numpy": np.__version__,
                 "python": platform.python_version()}
@@ -432,6 +474,7 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 640 training / 512 inference images")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--qdq-model", help="infer-int8-ort-qat-export: qat export's QDQ model of --model")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quantize-ort", nargs=3, help=argparse.SUPPRESS,
                         metavar=("FLOAT_ONNX", "CALIBRATION_NPY", "OUTPUT_ONNX"))
@@ -463,6 +506,8 @@ def main():
                         command += ["--images", str(args.images)]
                     if args.infer_images:
                         command += ["--infer-images", str(args.infer_images)]
+                    if args.qdq_model:
+                        command += ["--qdq-model", args.qdq_model]
                     env = dict(os.environ, OMP_NUM_THREADS=str(threads),
                                MKL_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
                     print(f"[{round_index + 1}/{args.repeat}] {model} {mode} {threads} thread(s)",

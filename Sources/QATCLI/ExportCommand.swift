@@ -14,6 +14,7 @@ struct ExportCommand: ParsableCommand {
             says how each quantity maps and what is lost.
             Examples:
               qat export --checkpoint Checkpoints/lenet5-qat/final.h5 --output lenet5-qdq.onnx
+              qat export --checkpoint Checkpoints/lenet5-qat/final.h5 --output lenet5-exact.onnx --exact
               qat export --checkpoint Checkpoints/lenet5-float.h5 --output lenet5.onnx --float
             """)
 
@@ -22,18 +23,23 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "The default-domain opset (13 to 17).") var opset = ONNXExporter.defaultOpset
     @Option(help: "standard (what ONNX Runtime runs) or tensorrt (symmetric int8 only: zero points 0, positive weight scales).")
     var profile: ONNXExportProfile = .standard
+    @Flag(help: "Integer layers as ConvInteger/MatMulInteger with the requantization (bias residual included) as explicit ops: ONNX Runtime then gives our engine's codes bit for bit, at the cost of fused int8 kernels.")
+    var exact = false
     @Flag(name: .customLong("float"), help: "Write the float model (no quantization), which `qat import` reads back.")
     var floatModel = false
 
     func run() throws {
         try reportingUserErrors {
+            if floatModel && exact {
+                throw InputError(file: checkpoint, keyPath: "--exact", message: "applies to the quantized export only, not to --float")
+            }
             let bytes = floatModel
                 ? try ONNXExporter.exportFloat(checkpoint: checkpoint, opset: opset)
-                : try ONNXExporter.exportQDQ(checkpoint: checkpoint, opset: opset, profile: profile) {
+                : try ONNXExporter.exportQDQ(checkpoint: checkpoint, opset: opset, profile: profile, exact: exact) {
                     FileHandle.standardError.write(Data("warning: \($0)\n".utf8))
                 }
             try AtomicFile.write(bytes, to: output)
-            print("\(output): \(floatModel ? "float" : "QDQ") ONNX model of \(checkpoint), opset \(opset), \(bytes.count) bytes")
+            print("\(output): \(floatModel ? "float" : exact ? "exact integer-op" : "QDQ") ONNX model of \(checkpoint), opset \(opset), \(bytes.count) bytes")
         }
     }
 }

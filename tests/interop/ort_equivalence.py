@@ -5,7 +5,11 @@ For each model: `qat export` writes the QDQ and the float ONNX files; onnx.check
 must accept both; ONNX Runtime (CPU) runs them on the 10,000 test images; `qat eval --deploy`
 and `qat eval --checkpoint` give our INT8 engine's and our float model's logits
 (`--predictions`). Checked per image:
-  - QDQ under ORT vs our INT8 engine: >= 99.9 % equal predictions, accuracy within 0.05 pp;
+  - QDQ under ORT vs our INT8 engine: >= 99.9 % equal predictions, accuracy within 0.05 pp
+    (--qdq-agreement-not-asserted / --qdq-accuracy-not-asserted REASON: the figure is printed,
+    not asserted, for a model that QDQ cannot carry faithfully; --exact is then mandatory);
+  - `qat export --exact` (ConvInteger/MatMulInteger, the requantization as explicit ops) under ORT
+    vs our INT8 engine: 100 % equal predictions, and with --bitwise every logit bit-identical;
   - float under ORT vs our float forward: max |logit difference| <= 1e-4.
 Prints one line per check and exits 1 if any fails.
 """
@@ -61,12 +65,23 @@ def main():
     parser.add_argument("--work", required=True, help="folder for the exported files and predictions")
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--opset", default="13", help="qat export --opset (HardSwish needs 14)")
+    parser.add_argument("--exact", action="store_true", help="also check `qat export --exact` at 100 %% equal predictions")
+    parser.add_argument("--bitwise", action="store_true",
+                        help="with --exact: every logit bit-identical (a model whose float nodes ORT computes as we do)")
+    parser.add_argument("--qdq-agreement-not-asserted", metavar="REASON",
+                        help="print the QDQ equal-prediction figure instead of asserting >= 99.9 %% (needs --exact)")
+    parser.add_argument("--qdq-accuracy-not-asserted", metavar="REASON",
+                        help="print the QDQ accuracy difference instead of asserting <= 0.05 pp (needs --exact)")
     args = parser.parse_args()
+    if (args.qdq_agreement_not_asserted or args.qdq_accuracy_not_asserted) and not args.exact:
+        parser.error("--qdq-agreement-not-asserted needs --exact: the exact export must then hold at 100 %")
     os.makedirs(args.work, exist_ok=True)
     out = lambda suffix: os.path.join(args.work, args.name + suffix)
 
     run(args.qat, "export", "--checkpoint", args.qat_checkpoint, "--output", out("-qdq.onnx"), "--opset", args.opset)
     run(args.qat, "export", "--checkpoint", args.float_checkpoint, "--output", out("-float.onnx"), "--float", "--opset", args.opset)
+    if args.exact:
+        run(args.qat, "export", "--checkpoint", args.qat_checkpoint, "--output", out("-exact.onnx"), "--exact", "--opset", args.opset)
     run(args.qat, "deploy", "--checkpoint", args.qat_checkpoint, "--output", out("-int8.h5"))
     run(args.qat, "eval", "--deploy", out("-int8.h5"), "--data", args.data, "--predictions", out("-int8.txt"))
     run(args.qat, "eval", "--checkpoint", args.float_checkpoint, "--data", args.data, "--predictions", out("-float.txt"))
@@ -78,21 +93,40 @@ def main():
         failures += 0 if ok else 1
         print(("ok    " if ok else "FAIL  ") + args.name + ": " + text, flush=True)
 
-    for suffix in ("-qdq.onnx", "-float.onnx"):
+    for suffix in ("-qdq.onnx", "-float.onnx") + (("-exact.onnx",) if args.exact else ()):
         onnx.checker.check_model(onnx.load(out(suffix)), full_check=True)
         check(True, f"onnx.checker (full) accepts {out(suffix)}")
 
     images, labels = test_images(args.data)
-    ours_int8, _ = our_logits(out("-int8.txt"))
+    ours_int8, ours_int8_logits = our_logits(out("-int8.txt"))
     theirs_int8 = ort_logits(out("-qdq.onnx"), images).argmax(axis=1)
     equal = (ours_int8 == theirs_int8).mean()
     ours_accuracy, their_accuracy = (ours_int8 == labels).mean(), (theirs_int8 == labels).mean()
     flipped = int((ours_int8 != theirs_int8).sum())
-    check(equal >= 0.999, f"QDQ in ORT vs qat INT8 engine: {100 * equal:.2f} % equal predictions "
-                          f"({flipped} of {len(labels)} differ; need >= 99.9 %)")
-    check(abs(ours_accuracy - their_accuracy) <= 0.0005 + 1e-12,
-          f"accuracy qat INT8 {100 * ours_accuracy:.2f} %, ORT QDQ {100 * their_accuracy:.2f} % "
-          f"(difference {100 * abs(ours_accuracy - their_accuracy):.2f} pp; need <= 0.05 pp)")
+    figure = f"QDQ in ORT vs qat INT8 engine: {100 * equal:.2f} % equal predictions ({flipped} of {len(labels)} differ"
+    accuracy = (f"accuracy qat INT8 {100 * ours_accuracy:.2f} %, ORT QDQ {100 * their_accuracy:.2f} % "
+                f"(difference {100 * abs(ours_accuracy - their_accuracy):.2f} pp")
+    if args.qdq_agreement_not_asserted:
+        print(f"info  {args.name}: {figure}; not asserted: {args.qdq_agreement_not_asserted})", flush=True)
+    else:
+        check(equal >= 0.999, figure + "; need >= 99.9 %)")
+    if args.qdq_accuracy_not_asserted:
+        print(f"info  {args.name}: {accuracy}; not asserted: {args.qdq_accuracy_not_asserted})", flush=True)
+    else:
+        check(abs(ours_accuracy - their_accuracy) <= 0.0005 + 1e-12, accuracy + "; need <= 0.05 pp)")
+
+    if args.exact:
+        # Our predictions file prints 9 significant digits: enough to give back every float32 exactly.
+        theirs_exact = ort_logits(out("-exact.onnx"), images)
+        differ = int((theirs_exact.argmax(axis=1) != ours_int8).sum())
+        check(differ == 0, f"exact export in ORT vs qat INT8 engine: {differ} of {len(labels)} predictions differ (need 0)")
+        same_logits = (theirs_exact == ours_int8_logits).all(axis=1).mean()
+        worst = float(np.abs(theirs_exact - ours_int8_logits).max())
+        text = f"exact export in ORT vs qat INT8 engine: {100 * same_logits:.2f} % of images with bit-identical logits (max |difference| {worst:.3g})"
+        if args.bitwise:
+            check(same_logits == 1, text + "; need 100 %")
+        else:
+            print(f"info  {args.name}: {text}; its float nodes are ORT's own float ops", flush=True)
 
     _, ours_float = our_logits(out("-float.txt"))
     theirs_float = ort_logits(out("-float.onnx"), images)

@@ -11,13 +11,15 @@ struct ONNXEmitter {
     let file: String
     var graph: ONNXGraphDescription
     /// Deploy node name → its ONNX value and, for codes, their quantizer.
-    private var values: [String: (name: String, codes: QuantizationGrid?)] = ["input": ("input", nil)]
+    var values: [String: (name: String, codes: QuantizationGrid?)] = ["input": ("input", nil)]
     /// Codes value → the float value its DequantizeLinear gives (one per codes value).
     private var dequantized: [String: String] = [:]
     /// Float export: BN momentum by layer (ONNX's is 1 − ours), so that an import gives it back.
     var batchNormMomentum: [String: Float] = [:]
     var profile = ONNXExportProfile.standard
-    private var lastValue = "input"
+    /// Integer conv/linear as ConvInteger/MatMulInteger with the engine's requantization spelled out (`--exact`).
+    var exact = false
+    var lastValue = "input"
 
     init(name: String, inputShape: [Int], opset: Int, file: String) throws {
         guard ONNXExporter.supportedOpsets.contains(opset) else {
@@ -38,7 +40,7 @@ struct ONNXEmitter {
     // MARK: Values
 
     /// The float value of deploy node `node`'s output (dequantizing codes once).
-    private mutating func floatValue(_ node: String) -> String {
+    mutating func floatValue(_ node: String) -> String {
         let (name, codes) = values[node]!
         guard let codes else { return name }
         if let done = dequantized[name] { return done }
@@ -52,7 +54,7 @@ struct ONNXEmitter {
     /// The tensorrt profile takes symmetric int8 grids only (zero point 0). Every codes value is
     /// on some integer layer's input grid, so checking those inputs covers every QuantizeLinear
     /// and names the layer whose activation quantizer would have to change.
-    private func requireExpressible(_ q: QuantizationGrid, layer: String) throws {
+    func requireExpressible(_ q: QuantizationGrid, layer: String) throws {
         guard profile == .tensorrt, q.offset != 0 else { return }
         throw InputError(file: file, keyPath: "layer \(layer)",
                          message: "cannot be expressed in the tensorrt profile: its activation quantizer has zero point \(q.offset) "
@@ -64,15 +66,21 @@ struct ONNXEmitter {
     /// a float input, e.g. an add's sum read by a conv and by another add, is quantized by each
     /// integer reader).
     private mutating func codesInput(_ node: String, on q: QuantizationGrid, reader: String) -> String {
-        if let codes = values[node]!.codes, codes == q { return floatValue(node) }
+        floatValue(codesValue(node, on: q, reader: reader))
+    }
+
+    /// The deploy node `codes` whose value is `node`'s output on the grid `q`: `node` itself when
+    /// its codes are on that grid, else `<reader>/input`, made by a QuantizeLinear of its float value.
+    mutating func codesValue(_ node: String, on q: QuantizationGrid, reader: String) -> String {
+        if let codes = values[node]!.codes, codes == q { return node }
         let (scale, zeroPoint) = quantizerInitializers(q, for: reader + "/input")
         add("QuantizeLinear", name: reader + "/input/quantize", [floatValue(node), scale, zeroPoint], reader + "/input")
         values[reader + "/input"] = (reader + "/input", q)
-        return floatValue(reader + "/input")
+        return reader + "/input"
     }
 
     /// Scalar scale (float) and zero point (int8) initializers of a grid, named after `value`.
-    private mutating func quantizerInitializers(_ q: QuantizationGrid, for value: String) -> (scale: String, zeroPoint: String) {
+    mutating func quantizerInitializers(_ q: QuantizationGrid, for value: String) -> (scale: String, zeroPoint: String) {
         let (scale, zeroPoint) = (value + "/scale", value + "/zero_point")
         if !graph.initializers.contains(where: { $0.name == scale }) {
             graph.initializers.append(ONNXInitializer(name: scale, floats: [q.scale], dims: []))
@@ -81,21 +89,24 @@ struct ONNXEmitter {
         return (scale, zeroPoint)
     }
 
-    private mutating func floatConstant(_ name: String, _ value: Float) -> String {
+    mutating func floatConstant(_ name: String, _ value: Float) -> String {
         if !graph.initializers.contains(where: { $0.name == name }) {
             graph.initializers.append(ONNXInitializer(name: name, floats: [value], dims: []))
         }
         return name
     }
 
-    private mutating func add(_ op: String, name: String, _ inputs: [String], _ output: String,
-                              _ attributes: [(name: String, value: ONNXAttributeValue)] = []) {
+    mutating func add(_ op: String, name: String, _ inputs: [String], _ output: String,
+                      _ attributes: [(name: String, value: ONNXAttributeValue)] = []) {
         graph.nodes.append(ONNXNodeDescription(op, name: name, inputs: inputs, outputs: [output], attributes: attributes))
     }
 
     // MARK: Nodes
 
     mutating func emit(_ node: DeployNode, warn: (String) -> Void) throws {
+        if exact, let qd = node.inputQuantizer, node.op == .conv2d || node.op == .linear {
+            return try emitExactInteger(node, on: qd)
+        }
         let inputs = node.inputs.map { floatValue($0) }
         // The float result of the op, named after the node when it is the node's output.
         let floatName = node.output == nil ? node.name : node.name + "/float"
@@ -238,7 +249,7 @@ struct ONNXEmitter {
     }
 
     /// Clip with its bounds as scalar inputs (opset ≥ 11); an infinite bound is left out.
-    private mutating func addClip(_ name: String, _ x: String, min: Float, max: Float, output: String) {
+    mutating func addClip(_ name: String, _ x: String, min: Float, max: Float, output: String) {
         let low = min.isFinite ? floatConstant(name + "/min", min) : ""
         let high = max.isFinite ? floatConstant(name + "/max", max) : ""
         var inputs = [x, low, high]
@@ -251,5 +262,5 @@ struct ONNXEmitter {
         return name
     }
 
-    private func pads(_ p: Padding2D) -> [Int] { [p.top, p.left, p.bottom, p.right] }
+    func pads(_ p: Padding2D) -> [Int] { [p.top, p.left, p.bottom, p.right] }
 }

@@ -13,7 +13,8 @@ import QATONNX
 ///   computes in float gets them through DequantizeLinear;
 /// - an integer conv/linear is Conv/Gemm over DequantizeLinear of its int8 weight codes
 ///   (per channel, axis 0, scale s_w' with the BN folded in) and of its int32 bias b_q (scale
-///   s_d·s_w'[c]); the bias residual has no slot and is dropped;
+///   s_d·s_w'[c]); the bias residual has no slot and is dropped (`exact` keeps it: the integer
+///   layers become ConvInteger/MatMulInteger with the requantization as explicit ops, ONNXEmitter+Exact);
 /// - a fused ReLU/ReLU6 is Relu/Clip(0, 6) before the QuantizeLinear, which clamps the codes
 ///   exactly as the engine's saturation does (quantization is monotone and maps 0 to o_y);
 /// - float nodes are the ONNX op of their layer.
@@ -32,21 +33,28 @@ public enum ONNXExporter {
     public static let defaultOpset = 13
 
     /// The QDQ model of a QAT checkpoint. `warn` hears of layers exported in a weaker form.
+    /// `exact`: integer layers as ConvInteger/MatMulInteger with the engine's requantization as
+    /// explicit ops (bias residual included), which ONNX Runtime runs bit for bit as our engine.
     public static func exportQDQ(checkpoint: String, opset: Int = defaultOpset, profile: ONNXExportProfile = .standard,
-                                 warn: (String) -> Void = { _ in }) throws -> Data {
+                                 exact: Bool = false, warn: (String) -> Void = { _ in }) throws -> Data {
         let (model, _) = try Model.load(checkpoint: checkpoint)
         guard !model.fakeQuantizers.isEmpty else {
             throw InputError(file: checkpoint, message: "a float checkpoint (no layer is quantized) cannot be exported as QDQ: use --float for the float model, or train it with a QAT config first")
         }
         return try exportQDQ(deploy: Deployer.deploy(model: model, source: checkpoint), opset: opset, profile: profile,
-                             file: checkpoint, warn: warn)
+                             exact: exact, file: checkpoint, warn: warn)
     }
 
     /// The QDQ model of a deploy program.
-    public static func exportQDQ(deploy: DeployFile, opset: Int = defaultOpset, profile: ONNXExportProfile = .standard, file: String,
-                                 warn: (String) -> Void = { _ in }) throws -> Data {
+    public static func exportQDQ(deploy: DeployFile, opset: Int = defaultOpset, profile: ONNXExportProfile = .standard,
+                                 exact: Bool = false, file: String, warn: (String) -> Void = { _ in }) throws -> Data {
+        guard !(exact && profile == .tensorrt) else {
+            throw InputError(file: file, keyPath: "--exact",
+                             message: "cannot be combined with --profile tensorrt: TensorRT's explicit quantization takes QDQ only, not ConvInteger/MatMulInteger")
+        }
         var emitter = try ONNXEmitter(name: deploy.modelName, inputShape: deploy.inputShape, opset: opset, file: file)
         emitter.profile = profile
+        emitter.exact = exact
         for node in deploy.nodes { try emitter.emit(node, warn: warn) }
         return try emitter.finish(outputDims: [deploy.numberOfClasses])
     }
