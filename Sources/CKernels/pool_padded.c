@@ -43,9 +43,12 @@ void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int3
                     best_value = plane[best];
                     for (long r = h0; r < h1; r++) {
                         for (long c = w0; c < w1; c++) {
-                            // strict > keeps the first maximum; a NaN wins and stays (as qat_maxpool_forward)
+                            // strict > keeps the first maximum; a NaN wins and stays (as qat_maxpool_forward).
+                            // Written with & and selects, so random data costs no branch mispredictions.
                             const float v = plane[r * W + c];
-                            if (v > best_value || (v != v && best_value == best_value)) { best_value = v; best = r * W + c; }
+                            const int take = (v > best_value) | ((v != v) & (best_value == best_value));
+                            best_value = take ? v : best_value;
+                            best = take ? r * W + c : best;
                         }
                     }
                 }
