@@ -79,13 +79,21 @@ final class OpFastPathAgreementTests: XCTestCase {
         let expected = serialBatchNorm(x: input, gamma: gamma.value.storage, beta: beta.value.storage, gy: gy,
                                        training: training, runningMean: runningMean, runningVariance: runningVariance)
         let label = "\(shape) training \(training) threads \(threads)"
-        XCTAssertEqual(bits(y.value.storage), bits(expected.y), "y \(label)", file: file, line: line)
-        XCTAssertEqual(bits(x.grad!.storage), bits(expected.gx), "dx \(label)", file: file, line: line)
-        XCTAssertEqual(bits(gamma.grad!.storage), bits(expected.gamma), "dγ \(label)", file: file, line: line)
-        XCTAssertEqual(bits(beta.grad!.storage), bits(expected.beta), "dβ \(label)", file: file, line: line)
+        assertSameBits(y.value.storage, expected.y, "y \(label)", file: file, line: line)
+        assertSameBits(x.grad!.storage, expected.gx, "dx \(label)", file: file, line: line)
+        assertSameBits(gamma.grad!.storage, expected.gamma, "dγ \(label)", file: file, line: line)
+        assertSameBits(beta.grad!.storage, expected.beta, "dβ \(label)", file: file, line: line)
     }
 
-    func bits(_ values: [Float]) -> [UInt32] { values.map(\.bitPattern) }
+    /// Exact (bit-pattern) equality, reporting the first differing element rather than both arrays.
+    func assertSameBits(_ actual: [Float], _ expected: [Float], _ label: String,
+                        file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(actual.count, expected.count, "\(label): count", file: file, line: line)
+        if let i = actual.indices.first(where: { $0 < expected.count && actual[$0].bitPattern != expected[$0].bitPattern }) {
+            let differing = zip(actual, expected).filter { $0.bitPattern != $1.bitPattern }.count
+            XCTFail("\(label): \(differing) elements differ, first at \(i): \(actual[i]) vs \(expected[i])", file: file, line: line)
+        }
+    }
 
     /// 11 and 19 channels: one or two full groups of 8 and a partial one; 1×1 and odd planes.
     func testBatchNormMatchesSerialLoopsExactly() {
@@ -140,11 +148,11 @@ final class OpFastPathAgreementTests: XCTestCase {
                 let y = op(x, tape)
                 tape.backward(from: weightedSum(y, weights: gy, tape: tape))   // seeds y's gradient with 0 + gy
                 let expectedY = xs.map(forward)
-                XCTAssertEqual(bits(y.value.storage), bits(expectedY), "\(name) y", file: file, line: line)
+                assertSameBits(y.value.storage, expectedY, "\(name) y", file: file, line: line)
                 let expectedGrad = xs.indices.map { i in
                     (fresh ? 0 : prefill[i]) + derivative(xs[i], expectedY[i], 0 + gy[i])
                 }
-                XCTAssertEqual(bits(x.grad!.storage), bits(expectedGrad), "\(name) gradient, fresh \(fresh), threads \(threads)",
+                assertSameBits(x.grad!.storage, expectedGrad, "\(name) gradient, fresh \(fresh), threads \(threads)",
                                file: file, line: line)
             }
         }
@@ -185,18 +193,21 @@ final class OpFastPathAgreementTests: XCTestCase {
         let outputCount = zip(paddedA, paddedB).map { max($0, $1) }.reduce(1, *)
         var weights = Tensor.uniform([outputCount], bound: 1, using: &rng).storage
         weights[0] = 0
-        func run(fast: Bool, prefilled: Bool) -> [[UInt32]] {
+        func run(fast: Bool, prefilled: Bool) -> [[Float]] {
             RowBroadcast.enabled = fast
             let va = Variable(a, requiresGrad: true), vb = Variable(b, requiresGrad: true)
             if prefilled { va.grad = prefillA; vb.grad = prefillB }
             let tape = Tape()
             let y = op == "add" ? add(va, vb, tape: tape) : multiply(va, vb, tape: tape)
             tape.backward(from: weightedSum(y, weights: weights, tape: tape))
-            return [bits(y.value.storage), bits(va.grad!.storage), bits(vb.grad!.storage)]
+            return [y.value.storage, va.grad!.storage, vb.grad!.storage]
         }
         for prefilled in [false, true] {
-            XCTAssertEqual(run(fast: true, prefilled: prefilled), run(fast: false, prefilled: prefilled),
-                           "\(op) \(shapeA) \(shapeB) prefilled \(prefilled)", file: file, line: line)
+            let (fast, general) = (run(fast: true, prefilled: prefilled), run(fast: false, prefilled: prefilled))
+            for (part, name) in zip(0..<3, ["y", "da", "db"]) {
+                assertSameBits(fast[part], general[part], "\(op) \(shapeA) \(shapeB) prefilled \(prefilled) \(name)",
+                               file: file, line: line)
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 // BatchNorm's loops over x [N, C, P] (P = H·W); the math is in Sources/QATCore/Ops/BatchNorm.swift.
 // Every per-channel sum is one serial Double chain in a fixed order, so results do not depend on
-// how channels are spread over threads; channels are walked 8 at a time so that 8 independent
-// chains overlap instead of waiting on one another's add latency.
+// how channels are spread over threads; channels are walked 8 at a time (one AVX2 lane each where
+// the CPU has it) so that 8 independent chains overlap instead of waiting on one add at a time.
 #pragma once
 #include <stddef.h>
 

@@ -115,11 +115,12 @@ private func batchNormBackward(_ gy: Tensor, input: Tensor, x: Variable, gamma: 
 private struct BatchNormGeometry {
     let batch: Int, channels: Int, plane: Int
 
-    /// Calls `body(c0, c1)` for fixed blocks of 8 channels, spread over the threads. Each channel's
-    /// sums are computed whole inside one block, so they do not depend on the thread count.
+    /// Calls `body(c0, c1)` on ranges of whole 8-channel groups, one range per thread. Each
+    /// channel's sums are computed whole inside one call, so they do not depend on the thread count.
     func forEachChannelBlock(_ body: (Int, Int) -> Void) {
-        let blocks = (channels + 7) / 8
-        Parallel.forEachIndex(blocks) { block in body(block * 8, min(channels, block * 8 + 8)) }
+        Parallel.forEachChunk((channels + 7) / 8) { groups in
+            body(groups.lowerBound * 8, min(channels, groups.upperBound * 8))
+        }
     }
 
     /// Calls `body(q0, q1)` for chunks of the N·C planes (element-wise work: any split gives the same bits).
