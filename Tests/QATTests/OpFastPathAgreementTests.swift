@@ -220,4 +220,52 @@ final class OpFastPathAgreementTests: XCTestCase {
             checkBroadcast("add", shapeA, shapeB, seed: 940 + UInt64(index))
         }
     }
+
+    // MARK: Padded max pool
+
+    /// The padded max pool's vectorised interior rows against a plain scan of every window in
+    /// row-major order (first maximum wins, a NaN wins and stays): values and, through the
+    /// gradient, the element each output chose. Values from a small set, so ties are frequent.
+    func testPaddedMaxPoolMatchesWindowScanExactly() {
+        var rng = SeededGenerator(seed: 950)
+        let cases: [(shape: [Int], kernel: Size2D, stride: Size2D, padding: Padding2D)] = [
+            ([2, 3, 13, 17], Size2D(3), Size2D(2), Padding2D(1)),
+            ([1, 2, 9, 30], Size2D(3), Size2D(1), Padding2D(1)),
+            ([2, 1, 11, 12], Size2D(height: 2, width: 3), Size2D(height: 1, width: 2), Padding2D(top: 0, left: 2, bottom: 1, right: 0)),
+            ([1, 2, 5, 5], Size2D(3), Size2D(2), Padding2D(0)),
+        ]
+        for (shape, kernel, stride, padding) in cases {
+            let (h, w) = (shape[2], shape[3])
+            let values: [Float] = (0..<shape.reduce(1, *)).map { _ in
+                let r = rng.nextUnitFloat()
+                return r < 0.02 ? .nan : Float(Int(r * 5)) - 2
+            }
+            let x = Variable(Tensor(shape: shape, storage: values), requiresGrad: true)
+            let tape = Tape()
+            let y = maxPool2d(x, kernel: kernel, stride: stride, padding: padding, ceilMode: false, tape: tape)
+            let (oh, ow) = (y.shape[2], y.shape[3])
+            let weights = (0..<y.value.count).map { Float($0 % 7 + 1) }
+            tape.backward(from: weightedSum(y, weights: weights, tape: tape))
+            var expectedY = [Float](), expectedGrad = [Float](repeating: 0, count: values.count)
+            for plane in 0..<(shape[0] * shape[1]) {
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        var best: Int? = nil
+                        for r in (i * stride.height - padding.top)..<(i * stride.height - padding.top + kernel.height) where r >= 0 && r < h {
+                            for c in (j * stride.width - padding.left)..<(j * stride.width - padding.left + kernel.width) where c >= 0 && c < w {
+                                let index = plane * h * w + r * w + c
+                                guard let b = best else { best = index; continue }
+                                let (v, bv) = (values[index], values[b])
+                                if v > bv || (v.isNaN && !bv.isNaN) { best = index }
+                            }
+                        }
+                        expectedY.append(best.map { values[$0] } ?? -.infinity)
+                        if let best { expectedGrad[best] += weights[expectedY.count - 1] }
+                    }
+                }
+            }
+            assertSameBits(y.value.storage, expectedY, "max pool \(shape) y")
+            assertSameBits(x.grad!.storage, expectedGrad, "max pool \(shape) gradient")
+        }
+    }
 }
