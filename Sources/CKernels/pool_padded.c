@@ -25,65 +25,17 @@ static inline float average_factor(const qat_pool_geometry *g, long hs, long ws,
     return area > 0 ? 1.0f / (float)area : 0.0f;
 }
 
-// Whether v replaces the best so far: strict > keeps the first maximum; a NaN wins and stays (as
-// qat_maxpool_forward). Written with & and selects, so random data costs no branch mispredictions.
-static inline int max_takes(float v, float best) { return (v > best) | ((v != v) & (best == best)); }
-
-// Outputs [j0, j1) of one output row whose windows lie inside the input's columns, rows [h0, h1):
-// the same row-major scan of each window as the general loop, with the output positions innermost
-// so that the loop vectorises. yrow and arow (may be NULL) are the row's outputs; arow gets
-// indices into the plane, made flat by adding plane_offset at the end. Compiled for AVX2 too
-// (picked at load time where the CPU has it): only there does the index-tracking loop vectorise.
-__attribute__((target_clones("avx2", "default")))
-static void maxpool_row_interior(const float *restrict plane, float *restrict yrow, int32_t *restrict arow,
-                                 long plane_offset, const qat_pool_geometry *g, long h0, long h1, long j0, long j1) {
-    const long W = g->width, sw = g->stride_w, kw = g->kernel_w, left = g->pad_left;
-    for (long j = j0; j < j1; j++) yrow[j] = plane[h0 * W + j * sw - left];
-    if (arow) for (long j = j0; j < j1; j++) arow[j] = (int32_t)(h0 * W + j * sw - left);
-    for (long r = h0; r < h1; r++)
-        for (long c = 0; c < kw; c++) {
-            const long start = r * W + c - left;   // plane index of window column c for output 0
-            const float *restrict src = plane + start;
-            if (arow) {
-                for (long j = j0; j < j1; j++) {
-                    const float v = src[j * sw], best = yrow[j];
-                    const int take = max_takes(v, best);
-                    yrow[j] = take ? v : best;
-                    arow[j] = take ? (int32_t)(start + j * sw) : arow[j];
-                }
-            } else {
-                for (long j = j0; j < j1; j++) {
-                    const float v = src[j * sw], best = yrow[j];
-                    yrow[j] = max_takes(v, best) ? v : best;
-                }
-            }
-        }
-    if (arow) for (long j = j0; j < j1; j++) arow[j] = (int32_t)(plane_offset + arow[j]);
-}
-
 void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int32_t *restrict argmax,
                                 const qat_pool_geometry *g, long p0, long p1) {
     const long H = g->height, W = g->width, oh = g->out_height, ow = g->out_width;
-    const long sw = g->stride_w, kw = g->kernel_w, left = g->pad_left;
-    // Output columns [inner_begin, inner_end) have windows inside the input's columns.
-    long inner_begin = (left + sw - 1) / sw;
-    long inner_end = W - kw + left >= 0 ? (W - kw + left) / sw + 1 : 0;
-    if (inner_end > ow) inner_end = ow;
-    if (inner_begin > inner_end) inner_begin = inner_end;
     for (long p = p0; p < p1; p++) {
         const float *plane = x + p * H * W;
         for (long i = 0; i < oh; i++) {
             long h0, h1;
             clip_window(i * g->stride_h - g->pad_top, g->kernel_h, H, &h0, &h1);
-            const long row = (p * oh + i) * ow;
-            const int vector_row = h0 < h1 && inner_begin < inner_end;
-            if (vector_row)
-                maxpool_row_interior(plane, y + row, argmax ? argmax + row : NULL, p * H * W, g, h0, h1,
-                                     inner_begin, inner_end);
             for (long j = 0; j < ow; j++) {
-                if (vector_row && j == inner_begin) { j = inner_end - 1; continue; }
                 long w0, w1;
-                clip_window(j * sw - left, kw, W, &w0, &w1);
+                clip_window(j * g->stride_w - g->pad_left, g->kernel_w, W, &w0, &w1);
                 long best = -1;
                 float best_value = -INFINITY;
                 if (h0 < h1 && w0 < w1) {
@@ -91,15 +43,15 @@ void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int3
                     best_value = plane[best];
                     for (long r = h0; r < h1; r++) {
                         for (long c = w0; c < w1; c++) {
+                            // strict > keeps the first maximum; a NaN wins and stays (as qat_maxpool_forward)
                             const float v = plane[r * W + c];
-                            const int take = max_takes(v, best_value);
-                            best_value = take ? v : best_value;
-                            best = take ? r * W + c : best;
+                            if (v > best_value || (v != v && best_value == best_value)) { best_value = v; best = r * W + c; }
                         }
                     }
                 }
-                y[row + j] = best_value;
-                if (argmax) argmax[row + j] = best < 0 ? -1 : (int32_t)(p * H * W + best);
+                const long o = (p * oh + i) * ow + j;
+                y[o] = best_value;
+                if (argmax) argmax[o] = best < 0 ? -1 : (int32_t)(p * H * W + best);
             }
         }
     }

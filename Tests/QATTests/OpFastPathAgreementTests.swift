@@ -223,9 +223,9 @@ final class OpFastPathAgreementTests: XCTestCase {
 
     // MARK: Padded max pool
 
-    /// The padded max pool's vectorised interior rows against a plain scan of every window in
-    /// row-major order (first maximum wins, a NaN wins and stays): values and, through the
-    /// gradient, the element each output chose. Values from a small set, so ties are frequent.
+    /// The padded max pool against a plain scan of every window in row-major order (first maximum
+    /// wins, a NaN wins and stays): values and, through the gradient, the element each output
+    /// chose. Values from a small set, so ties are frequent. (Pins the rule for any faster kernel.)
     func testPaddedMaxPoolMatchesWindowScanExactly() {
         var rng = SeededGenerator(seed: 950)
         let cases: [(shape: [Int], kernel: Size2D, stride: Size2D, padding: Padding2D)] = [
