@@ -13,6 +13,9 @@ public final class Tape {
 
     public init() {}
 
+    /// What a pullback is replaced by once it has run.
+    private static let finished: () -> Void = {}
+
     public var count: Int { pullbacks.count }
 
     /// Records the pullback of an op whose output needs a gradient.
@@ -23,16 +26,23 @@ public final class Tape {
 
     /// Seeds d(loss)/d(loss) = 1, runs every pullback newest first, then forgets them.
     /// With `timing`, each pullback's wall time is added to its layer's backward total.
+    ///
+    /// Each pullback is dropped as soon as it has run: the tensors it saved and the variables it
+    /// held (an activation and its gradient, once its producer's pullback has run too) are freed
+    /// during the backward pass, so their memory serves the gradients still to come instead of
+    /// every activation and every gradient being alive together at the end.
     public func backward(from loss: Variable, timing: StepTiming? = nil) {
         precondition(loss.value.count == 1, "backward needs a scalar loss, got \(loss.shape)")
         loss.grad = Tensor(shape: loss.shape, repeating: 1)
         for index in pullbacks.indices.reversed() {
+            let pullback = pullbacks[index]
+            pullbacks[index] = Tape.finished
             if let timing {
                 let start = DispatchTime.now().uptimeNanoseconds
-                pullbacks[index]()
+                pullback()
                 timing.add(labels[index], backward: DispatchTime.now().uptimeNanoseconds - start)
             } else {
-                pullbacks[index]()
+                pullback()
             }
         }
         pullbacks.removeAll(keepingCapacity: true)

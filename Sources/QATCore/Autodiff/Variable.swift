@@ -24,6 +24,17 @@ public final class Variable {
         return grad!.storage.withUnsafeMutableBufferPointer { buffer in body(buffer) }
     }
 
+    /// Like `withGradient`, for pullbacks that can write each element once: when this variable
+    /// has no gradient yet, the buffer is allocated without zero-filling and `body` gets
+    /// `overwrite: true` and must store `0 + value` into every element (the bits adding into
+    /// zeros would give, −0 included); otherwise `overwrite` is false and `body` adds as usual.
+    @inline(__always)
+    public func withGradient<R>(overwritingFresh body: (UnsafeMutableBufferPointer<Float>, _ overwrite: Bool) -> R) -> R {
+        let fresh = grad == nil
+        if fresh { grad = Tensor(shape: value.shape, storage: uninitializedFloats(value.count)) }
+        return grad!.storage.withUnsafeMutableBufferPointer { buffer in body(buffer, fresh) }
+    }
+
     /// Drops the gradient so the next step starts from zero.
     public func zeroGradient() {
         if grad != nil {

@@ -1,9 +1,9 @@
-import Foundation
+import CKernels
 import QATIO
 
 // Element-wise activations of the ONNX/MobileNet layer set. Each propagates NaN in its forward
 // (a NaN input gives a NaN output, so it cannot hide); the gradients at kinks follow PyTorch
-// (docs/ALGORITHMS.md §6.2).
+// (docs/ALGORITHMS.md §6.2). The loops are C (CKernels/activations.c) so they vectorise.
 
 /// y = min(max(x, min), max), ONNX Clip / PyTorch `clamp` (with min > max every y is max, as
 /// numpy's clip that ONNX's reference uses).
@@ -12,12 +12,8 @@ import QATIO
 /// and at NaN. (relu6 keeps hardtanh's convention, 0 at both bounds.)
 public func clip(_ x: Variable, min low: Float, max high: Float, tape: Tape?) -> Variable {
     pointwiseOnInput(x, tape: tape,
-        forward: { xs, ys in
-            for i in xs.indices { let raised = xs[i] < low ? low : xs[i]; ys[i] = raised > high ? high : raised }
-        },
-        backward: { xs, g, gx in
-            for i in gx.indices { gx[i] += xs[i] >= low && xs[i] <= high ? g[i] : 0 }
-        })
+        forward: { xs, ys, n in qat_clip_forward(xs, ys, n, low, high) },
+        backward: { xs, g, gx, n, overwrite in qat_clip_backward(xs, g, gx, n, low, high, overwrite ? 1 : 0) })
 }
 
 /// y = x for x > 0, negativeSlope · x otherwise (PyTorch `leaky_relu`, ONNX LeakyRelu).
@@ -25,23 +21,15 @@ public func clip(_ x: Variable, min low: Float, max high: Float, tape: Tape?) ->
 /// Backward: g where x > 0, negativeSlope · g elsewhere (also at x = 0 and at NaN), as PyTorch.
 public func leakyReLU(_ x: Variable, negativeSlope: Float, tape: Tape?) -> Variable {
     pointwiseOnInput(x, tape: tape,
-        forward: { xs, ys in
-            for i in xs.indices { let v = xs[i]; ys[i] = v > 0 ? v : v * negativeSlope }
-        },
-        backward: { xs, g, gx in
-            for i in gx.indices { gx[i] += xs[i] > 0 ? g[i] : g[i] * negativeSlope }
-        })
+        forward: { xs, ys, n in qat_leaky_relu_forward(xs, ys, n, negativeSlope) },
+        backward: { xs, g, gx, n, overwrite in qat_leaky_relu_backward(xs, g, gx, n, negativeSlope, overwrite ? 1 : 0) })
 }
 
 /// y = 1 / (1 + e^−x). Backward: g · y · (1 − y).
 public func sigmoid(_ x: Variable, tape: Tape?) -> Variable {
     pointwise(x, tape: tape,
-        forward: { xs, ys in
-            for i in xs.indices { ys[i] = 1 / (1 + expf(-xs[i])) }
-        },
-        backward: { ys, g, gx in
-            for i in gx.indices { gx[i] += g[i] * ys[i] * (1 - ys[i]) }
-        })
+        forward: { xs, ys, n in qat_sigmoid_forward(xs, ys, n) },
+        backward: { ys, g, gx, n, overwrite in qat_sigmoid_backward(ys, g, gx, n, overwrite ? 1 : 0) })
 }
 
 /// y = min(max(alpha · x + beta, 0), 1), ONNX HardSigmoid (PyTorch's `hardsigmoid` is alpha = 1/6,
@@ -51,12 +39,8 @@ public func sigmoid(_ x: Variable, tape: Tape?) -> Variable {
 /// backward (g / 6 only where −3 < x < 3).
 public func hardSigmoid(_ x: Variable, alpha: Float, beta: Float, tape: Tape?) -> Variable {
     pointwise(x, tape: tape,
-        forward: { xs, ys in
-            for i in xs.indices { let t = alpha * xs[i] + beta; ys[i] = t < 0 ? 0 : (t > 1 ? 1 : t) }
-        },
-        backward: { ys, g, gx in
-            for i in gx.indices { gx[i] += ys[i] > 0 && ys[i] < 1 ? alpha * g[i] : 0 }
-        })
+        forward: { xs, ys, n in qat_hard_sigmoid_forward(xs, ys, n, alpha, beta) },
+        backward: { ys, g, gx, n, overwrite in qat_hard_sigmoid_backward(ys, g, gx, n, alpha, overwrite ? 1 : 0) })
 }
 
 /// y = x · relu6(x + 3) / 6 (ONNX HardSwish, PyTorch `hardswish`).
@@ -65,16 +49,6 @@ public func hardSigmoid(_ x: Variable, alpha: Float, beta: Float, tape: Tape?) -
 /// 3g/2 at x = 3), g elsewhere (x > 3, and NaN, which fails both tests).
 public func hardSwish(_ x: Variable, tape: Tape?) -> Variable {
     pointwiseOnInput(x, tape: tape,
-        forward: { xs, ys in
-            for i in xs.indices {
-                let v = xs[i], shifted = v + 3
-                ys[i] = v * (shifted < 0 ? 0 : (shifted > 6 ? 6 : shifted)) / 6
-            }
-        },
-        backward: { xs, g, gx in
-            for i in gx.indices {
-                let v = xs[i]
-                gx[i] += v < -3 ? 0 : (v <= 3 ? g[i] * (v / 3 + 0.5) : g[i])
-            }
-        })
+        forward: { xs, ys, n in qat_hard_swish_forward(xs, ys, n) },
+        backward: { xs, g, gx, n, overwrite in qat_hard_swish_backward(xs, g, gx, n, overwrite ? 1 : 0) })
 }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import QATIO
 
@@ -31,20 +32,21 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
                         momentum: Float = 0.1, epsilon: Float = 1e-5, tape: Tape?) -> Variable {
     precondition(x.value.rank == 4 && x.shape[1] == gamma.value.count, "batchNorm2d: input \(x.shape) vs γ \(gamma.shape)")
     let geometry = BatchNormGeometry(batch: x.shape[0], channels: x.shape[1], plane: x.shape[2] * x.shape[3])
+    let input = x.value
     let (mean, inverseStd) = training
-        ? batchStatistics(x.value, geometry, updating: statistics, momentum: momentum, epsilon: epsilon)
+        ? batchStatistics(input, geometry, updating: statistics, momentum: momentum, epsilon: epsilon)
         : runningStatistics(statistics, epsilon: epsilon)
-    // normalized = (x − μ)·invStd, kept for the pullback; y = γ·normalized + β.
-    var normalized = x.value
-    var y = x.value
-    normalized.storage.withUnsafeMutableBufferPointer { xh in
+    // y = γ·x̂ + β with x̂ = (x − μ)·invStd; the pullback recomputes x̂ from x (same float
+    // operations, same bits) instead of keeping a normalised copy alive until backward.
+    var y = Tensor(shape: input.shape, storage: uninitializedFloats(input.count))
+    input.storage.withUnsafeBufferPointer { xs in
         y.storage.withUnsafeMutableBufferPointer { ys in
-            geometry.forEachPlane { ch, range in
-                let (mu, s, g, be) = (mean[ch], inverseStd[ch], gamma.value.storage[ch], beta.value.storage[ch])
-                for i in range {
-                    let v = (xh[i] - mu) * s
-                    xh[i] = v
-                    ys[i] = g * v + be
+            gamma.value.storage.withUnsafeBufferPointer { g in
+                beta.value.storage.withUnsafeBufferPointer { b in
+                    geometry.forEachPlaneBlock { q0, q1 in
+                        qat_bn_normalize(xs.baseAddress!, ys.baseAddress!, mean, inverseStd, g.baseAddress!, b.baseAddress!,
+                                         geometry.channels, geometry.plane, q0, q1)
+                    }
                 }
             }
         }
@@ -53,7 +55,7 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
     guard out.requiresGrad, let tape else { return out }
     tape.record {
         guard let gy = out.grad else { return }
-        batchNormBackward(gy, normalized: normalized, x: x, gamma: gamma, beta: beta, inverseStd: inverseStd,
+        batchNormBackward(gy, input: input, x: x, gamma: gamma, beta: beta, mean: mean, inverseStd: inverseStd,
                           geometry: geometry, training: training)
     }
     return out
@@ -61,19 +63,22 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
 
 /// The pullback of `batchNorm2d`: dγ = Σ dy·x̂, dβ = Σ dy, and in training
 /// dx = γ·invStd·(dy − mean(dy) − x̂·mean(dy·x̂)); in eval the statistics are constants, dx = γ·invStd·dy.
-private func batchNormBackward(_ gy: Tensor, normalized: Tensor, x: Variable, gamma: Variable, beta: Variable,
-                               inverseStd: [Float], geometry: BatchNormGeometry, training: Bool) {
+private func batchNormBackward(_ gy: Tensor, input: Tensor, x: Variable, gamma: Variable, beta: Variable,
+                               mean: [Float], inverseStd: [Float], geometry: BatchNormGeometry, training: Bool) {
     let c = geometry.channels
     var m = geometry.batch * geometry.plane
     // Per channel: Σ dy and Σ dy·x̂, the two reductions every gradient needs.
     var sumGrad = [Double](repeating: 0, count: c)
     var sumGradNormalized = [Double](repeating: 0, count: c)
     gy.storage.withUnsafeBufferPointer { g in
-        normalized.storage.withUnsafeBufferPointer { xh in
-            geometry.forEachPlane { ch, range in
-                var s = 0.0, sn = 0.0
-                for i in range { s += Double(g[i]); sn += Double(g[i] * xh[i]) }
-                sumGrad[ch] += s; sumGradNormalized[ch] += sn
+        input.storage.withUnsafeBufferPointer { xs in
+            sumGrad.withUnsafeMutableBufferPointer { sg in
+                sumGradNormalized.withUnsafeMutableBufferPointer { sgn in
+                    geometry.forEachChannelBlock { c0, c1 in
+                        qat_bn_gradient_sums(g.baseAddress!, xs.baseAddress!, mean, inverseStd, sg.baseAddress!,
+                                             sgn.baseAddress!, geometry.batch, c, geometry.plane, c0, c1)
+                    }
+                }
             }
             // Synchronised BN: the batch statistics were global, so their gradients are too.
             if training, let combine = BatchNormSync.combine {
@@ -88,18 +93,20 @@ private func batchNormBackward(_ gy: Tensor, normalized: Tensor, x: Variable, ga
                 beta.withGradient { gb in for ch in 0..<c { gb[ch] += Float(sumGrad[ch]) } }
             }
             guard x.requiresGrad else { return }
-            x.withGradient { gx in
-                geometry.forEachPlane { ch, range in
-                    let k = gamma.value.storage[ch] * inverseStd[ch]
+            let scale = (0..<c).map { gamma.value.storage[$0] * inverseStd[$0] }
+            let meanGrad = sumGrad.map { Float($0 / Double(m)) }
+            let meanGradNormalized = sumGradNormalized.map { Float($0 / Double(m)) }
+            x.withGradient(overwritingFresh: { gx, overwrite in
+                geometry.forEachPlaneBlock { q0, q1 in
                     if training {
-                        let meanGrad = Float(sumGrad[ch] / Double(m))
-                        let meanGradNormalized = Float(sumGradNormalized[ch] / Double(m))
-                        for i in range { gx[i] += k * (g[i] - meanGrad - xh[i] * meanGradNormalized) }
+                        qat_bn_input_grad(g.baseAddress!, xs.baseAddress!, mean, inverseStd, scale, meanGrad,
+                                          meanGradNormalized, gx.baseAddress!, overwrite ? 1 : 0, c, geometry.plane, q0, q1)
                     } else {
-                        for i in range { gx[i] += k * g[i] }
+                        qat_bn_input_grad(g.baseAddress!, xs.baseAddress!, mean, inverseStd, scale, nil, nil,
+                                          gx.baseAddress!, overwrite ? 1 : 0, c, geometry.plane, q0, q1)
                     }
                 }
-            }
+            })
         }
     }
 }
@@ -108,14 +115,18 @@ private func batchNormBackward(_ gy: Tensor, normalized: Tensor, x: Variable, ga
 private struct BatchNormGeometry {
     let batch: Int, channels: Int, plane: Int
 
-    /// Calls `body(channel, indices of the plane)` for every plane, samples outer, channels inner.
-    @inline(__always)
-    func forEachPlane(_ body: (Int, Range<Int>) -> Void) {
-        for b in 0..<batch {
-            for ch in 0..<channels {
-                let base = (b * channels + ch) * plane
-                body(ch, base..<(base + plane))
-            }
+    /// Calls `body(c0, c1)` on ranges of whole 8-channel groups, one range per thread. Each
+    /// channel's sums are computed whole inside one call, so they do not depend on the thread count.
+    func forEachChannelBlock(_ body: (Int, Int) -> Void) {
+        Parallel.forEachChunk((channels + 7) / 8) { groups in
+            body(groups.lowerBound * 8, min(channels, groups.upperBound * 8))
+        }
+    }
+
+    /// Calls `body(q0, q1)` for chunks of the N·C planes (element-wise work: any split gives the same bits).
+    func forEachPlaneBlock(_ body: (Int, Int) -> Void) {
+        Parallel.forEachChunk(batch * channels, minimumChunk: max(1, 4096 / max(plane, 1))) { planes in
+            body(planes.lowerBound, planes.upperBound)
         }
     }
 }
@@ -128,32 +139,25 @@ private func batchStatistics(_ x: Tensor, _ geometry: BatchNormGeometry, updatin
     let m = n * plane
     var mean = [Float](repeating: 0, count: c)
     var inverseStd = [Float](repeating: 0, count: c)
-    // Double accumulators: the variance of many float32 values loses digits otherwise.
+    // Double accumulators, one serial chain per channel: the variance of many float32 values
+    // loses digits otherwise. Two passes (mean, then squared deviations), as the reference.
     var sums = [Double](repeating: 0, count: c)
     var sumSquares = [Double](repeating: 0, count: c)
     var count = Double(m)
     x.storage.withUnsafeBufferPointer { xs in
-        for ch in 0..<c {
-            var sum = 0.0
-            for b in 0..<n {
-                let p = xs.baseAddress! + (b * c + ch) * plane
-                for i in 0..<plane { sum += Double(p[i]) }
-            }
-            sums[ch] = sum
+        sums.withUnsafeMutableBufferPointer { out in
+            geometry.forEachChannelBlock { c0, c1 in qat_bn_channel_sums(xs.baseAddress!, out.baseAddress!, n, c, plane, c0, c1) }
         }
         if let combine = BatchNormSync.combine {
             var global = sums + [count]
             combine(&global)
             sums = Array(global[0..<c]); count = global[c]
         }
-        for ch in 0..<c {
-            let mu = sums[ch] / count
-            var squares = 0.0
-            for b in 0..<n {
-                let p = xs.baseAddress! + (b * c + ch) * plane
-                for i in 0..<plane { let d = Double(p[i]) - mu; squares += d * d }
+        let means = sums.map { $0 / count }
+        sumSquares.withUnsafeMutableBufferPointer { out in
+            geometry.forEachChannelBlock { c0, c1 in
+                qat_bn_channel_squared_deviations(xs.baseAddress!, means, out.baseAddress!, n, c, plane, c0, c1)
             }
-            sumSquares[ch] = squares
         }
         if let combine = BatchNormSync.combine {
             var global = sumSquares + [Double(m)]

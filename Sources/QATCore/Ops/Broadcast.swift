@@ -87,3 +87,45 @@ func broadcast(_ op: String, _ a: Variable, _ b: Variable) -> Broadcast {
 func addReduced(_ sums: [Double], into operand: Variable) {
     operand.withGradient { g in for i in 0..<g.count { g[i] += Float(sums[i]) } }
 }
+
+/// The broadcast real nets use, [N, C, H, W] with [N, C, 1, 1] or [1, C, 1, 1] (or a scalar):
+/// one operand ("big") has the output's shape, the other ("small") gives one value per output row,
+/// row r using small[r mod smallCount]. Its loops are in CKernels/broadcast.c; they add in the
+/// general path's order, so both give the same bits.
+public struct RowBroadcast {
+    /// false sends every broadcast through the general path (the reference of the agreement tests).
+    nonisolated(unsafe) public static var enabled = true
+
+    /// Whether a is the big operand.
+    let bigIsA: Bool
+    let rows, length, smallCount: Int
+
+    /// nil when the plan is not of this form (then the general path runs).
+    init?(_ plan: Broadcast, countA: Int, countB: Int) {
+        let outputCount = plan.shape.reduce(1, *)
+        let length = plan.rowLength
+        guard RowBroadcast.enabled, outputCount > 0, length > 0 else { return nil }
+        let bigIsA: Bool
+        if plan.rowStrideA == 1 && plan.rowStrideB == 0 && countA == outputCount && countB > 0 {
+            bigIsA = true
+        } else if plan.rowStrideB == 1 && plan.rowStrideA == 0 && countB == outputCount && countA > 0 {
+            bigIsA = false
+        } else {
+            return nil
+        }
+        let smallCount = bigIsA ? countB : countA
+        var row = 0, matches = true
+        plan.forEachRow { _, ia, ib in
+            let (big, small) = bigIsA ? (ia, ib) : (ib, ia)
+            if big != row * length || small != row % smallCount { matches = false }
+            row += 1
+        }
+        guard matches else { return nil }
+        (self.bigIsA, self.rows, self.length, self.smallCount) = (bigIsA, row, length, smallCount)
+    }
+
+    /// Calls body(r0, r1) on chunks of the rows (element-wise work: any split gives the same bits).
+    func forEachRowChunk(_ body: (Int, Int) -> Void) {
+        Parallel.forEachChunk(rows, minimumChunk: max(1, (1 << 14) / length)) { r in body(r.lowerBound, r.upperBound) }
+    }
+}

@@ -1,3 +1,4 @@
+import CKernels
 import QATIO
 
 /// y = min(max(x, 0), 6), PyTorch's `relu6` (= `hardtanh(x, 0, 6)`). NaN passes through, as in
@@ -8,10 +9,6 @@ import QATIO
 /// NaN it is 0, as in `relu` (docs/ALGORITHMS.md §6.2).
 public func relu6(_ x: Variable, tape: Tape?) -> Variable {
     pointwise(x, tape: tape,
-              forward: { xs, ys in
-                  for i in xs.indices { let v = xs[i]; ys[i] = v < 0 ? 0 : (v > 6 ? 6 : v) }
-              },
-              backward: { ys, g, gx in
-                  for i in gx.indices { gx[i] += ys[i] > 0 && ys[i] < 6 ? g[i] : 0 }
-              })
+              forward: { xs, ys, n in qat_relu6_forward(xs, ys, n) },
+              backward: { ys, g, gx, n, overwrite in qat_relu6_backward(ys, g, gx, n, overwrite ? 1 : 0) })
 }

@@ -1,0 +1,27 @@
+// Element-wise activations and their backward passes (the math, NaN and boundary rules are in
+// Sources/QATCore/Ops/ReLU.swift, ReLU6.swift and Activations.swift). Every backward takes
+// `overwrite`: 1 stores 0 + value into gx (the bits adding into zeros gives; gx need not be
+// initialised), 0 adds into gx.
+#pragma once
+#include <stddef.h>
+
+void qat_relu_backward_into(const float *restrict y, const float *restrict gy, float *restrict gx,
+                            size_t n, int overwrite);
+void qat_relu6_forward(const float *restrict x, float *restrict y, size_t n);
+void qat_relu6_backward(const float *restrict y, const float *restrict gy, float *restrict gx,
+                        size_t n, int overwrite);
+void qat_clip_forward(const float *restrict x, float *restrict y, size_t n, float low, float high);
+void qat_clip_backward(const float *restrict x, const float *restrict gy, float *restrict gx,
+                       size_t n, float low, float high, int overwrite);
+void qat_leaky_relu_forward(const float *restrict x, float *restrict y, size_t n, float slope);
+void qat_leaky_relu_backward(const float *restrict x, const float *restrict gy, float *restrict gx,
+                             size_t n, float slope, int overwrite);
+void qat_sigmoid_forward(const float *restrict x, float *restrict y, size_t n);
+void qat_sigmoid_backward(const float *restrict y, const float *restrict gy, float *restrict gx,
+                          size_t n, int overwrite);
+void qat_hard_sigmoid_forward(const float *restrict x, float *restrict y, size_t n, float alpha, float beta);
+void qat_hard_sigmoid_backward(const float *restrict y, const float *restrict gy, float *restrict gx,
+                               size_t n, float alpha, int overwrite);
+void qat_hard_swish_forward(const float *restrict x, float *restrict y, size_t n);
+void qat_hard_swish_backward(const float *restrict x, const float *restrict gy, float *restrict gx,
+                             size_t n, int overwrite);
