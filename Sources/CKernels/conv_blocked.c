@@ -35,7 +35,8 @@ static struct blocked_shape blocked_shape_of(const qat_conv_geometry *g) {
     s.Wq = (s.W + 2 * s.P + s.S - 1) / s.S;
     s.phaseFloats = s.Hq * s.Wq;
     s.channelFloats = s.S * s.S * s.phaseFloats;
-    s.imageFloats = s.C * s.channelFloats;
+    // + 16 zeros: the last register block of a small plane reads up to PB − 1 floats past it.
+    s.imageFloats = s.C * s.channelFloats + 16;
     s.Q = (s.oh - 1) * s.Wq + s.ow;
     s.oBlocks = (s.O + 15) / 16;
     s.cBlocks = (s.C + 15) / 16;
@@ -157,7 +158,7 @@ int qat_conv_blocked_supported(const qat_conv_geometry *g) {
 }
 
 long qat_conv_blocked_image_floats(const qat_conv_geometry *g) { return blocked_shape_of(g).imageFloats; }
-long qat_conv_blocked_slack(void) { return 16; }
+long qat_conv_blocked_slack(void) { return 0; }   // each image carries its own 16 zeros
 
 void qat_conv_blocked_phase(const float *restrict x, float *restrict xq, const qat_conv_geometry *g,
                             long n0, long n1) {
@@ -169,21 +170,26 @@ void qat_conv_blocked_phase(const float *restrict x, float *restrict xq, const q
             for (long a = 0; a < s.S; a++) {
                 for (long b = 0; b < s.S; b++) {
                     float *phase = dst + (a * s.S + b) * s.phaseFloats;
+                    // Columns v whose source column v·S + b − P lies inside the image.
+                    long vLo = s.P - b > 0 ? (s.P - b + s.S - 1) / s.S : 0;
+                    long vHi = s.W - 1 + s.P - b < 0 ? 0 : (s.W - 1 + s.P - b) / s.S + 1;
+                    if (vHi > s.Wq) vHi = s.Wq;
+                    if (vLo > vHi) vLo = vHi;
                     for (long u = 0; u < s.Hq; u++) {
                         const long h = u * s.S + a - s.P;
                         float *row = phase + u * s.Wq;
                         if (h < 0 || h >= s.H) { memset(row, 0, sizeof(float) * (size_t)s.Wq); continue; }
                         const float *line = src + h * s.W;
-                        for (long v = 0; v < s.Wq; v++) {
-                            const long w = v * s.S + b - s.P;
-                            row[v] = w >= 0 && w < s.W ? line[w] : 0.0f;
-                        }
+                        for (long v = 0; v < vLo; v++) row[v] = 0.0f;
+                        if (s.S == 1) memcpy(row + vLo, line + vLo + b - s.P, sizeof(float) * (size_t)(vHi - vLo));
+                        else for (long v = vLo; v < vHi; v++) row[v] = line[v * s.S + b - s.P];
+                        for (long v = vHi; v < s.Wq; v++) row[v] = 0.0f;
                     }
                 }
             }
         }
+        memset(xq + n * s.imageFloats + s.C * s.channelFloats, 0, sizeof(float) * 16);
     }
-    if (n1 == s.N) memset(xq + s.N * s.imageFloats, 0, sizeof(float) * (size_t)qat_conv_blocked_slack());
 }
 
 long qat_conv_blocked_weight_floats(const qat_conv_geometry *g) {

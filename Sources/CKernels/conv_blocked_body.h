@@ -4,10 +4,13 @@
 
 // ---------------------------------------------------------------- forward
 // PB consecutive pixels q0 … q0+PB−1 (q = i·Wq + j; j ≥ Wo are the padding columns, computed and
-// dropped) × 16 output channels of block ob, summed over (c, kh, kw).
+// dropped) × 16 output channels of block ob, summed over (c, kh, kw). Only pixels in
+// [qFirst, Q) are stored: the remainder after the PB-pixel blocks is done in 4-pixel blocks, the
+// last one moved back to end at Q (or, for planes under 4 pixels, reading past Q into the next
+// plane or the image's 16 zeros), so no block is latency-bound on a single FMA chain.
 QCB_TARGET __attribute__((always_inline))
 static inline void QCB_NAME(forward_block)(const float *restrict xn, const float *restrict wk,
-        const long *restrict taps, long C, long KK, long channelFloats, long q0, long Q, long Wq,
+        const long *restrict taps, long C, long KK, long channelFloats, long q0, long qFirst, long Q, long Wq,
         long ow, long oh, const float *restrict bias, long o0, long O, float *restrict yn, int accumulate,
         const int PB) {
     qv16 acc[QCB_FORWARD_PB];
@@ -26,7 +29,7 @@ static inline void QCB_NAME(forward_block)(const float *restrict xn, const float
     if (bias && !accumulate) for (long l = 0; l < lanes; l++) b[l] = bias[o0 + l];
     for (int p = 0; p < PB; p++) {
         const long q = q0 + p, i = q / Wq, j = q - i * Wq;
-        if (j >= ow || q >= Q) continue;
+        if (j >= ow || q >= Q || q < qFirst) continue;
         float out[16];
         *(qv16u *)out = acc[p];
         float *dst = yn + o0 * plane + i * ow + j;
@@ -55,14 +58,13 @@ static void QCB_NAME(forward)(const float *restrict xq, const float *restrict wf
             const float *wk = wf + ob * s.C * s.KK * 16;
             long q0 = 0;
             for (; q0 + QCB_FORWARD_PB <= s.Q; q0 += QCB_FORWARD_PB)
-                QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, s.Q, s.Wq, s.ow, s.oh,
+                QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, q0, s.Q, s.Wq, s.ow, s.oh,
                                         bias, 16 * ob, s.O, yn, accumulate, QCB_FORWARD_PB);
-            for (; q0 + 4 <= s.Q; q0 += 4)
-                QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, s.Q, s.Wq, s.ow, s.oh,
+            for (; q0 < s.Q; q0 += 4) {
+                const long start = q0 + 4 <= s.Q || s.Q < 4 ? q0 : s.Q - 4;
+                QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, start, q0, s.Q, s.Wq, s.ow, s.oh,
                                         bias, 16 * ob, s.O, yn, accumulate, 4);
-            for (; q0 < s.Q; q0++)
-                QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, s.Q, s.Wq, s.ow, s.oh,
-                                        bias, 16 * ob, s.O, yn, accumulate, 1);
+            }
         }
     }
 }

@@ -15,7 +15,8 @@ int qat_conv_blocked_force_isa(int isa);
 // AVX2+FMA present (the shape and the CPU only).
 int qat_conv_blocked_supported(const qat_conv_geometry *g);
 
-// Floats per image of xq (its channels' phased planes), and the slack after the last image.
+// Floats per image of xq (its channels' phased planes and 16 zeros), and the slack after the
+// last image (now 0).
 long qat_conv_blocked_image_floats(const qat_conv_geometry *g);
 long qat_conv_blocked_slack(void);
 // Images [n0, n1): xq[n, c, a, b, u, v] = x[n, c, u·S + a − P, v·S + b − P] (0 outside).
