@@ -3,10 +3,14 @@ import QATIO
 
 /// 2-D convolution (cross-correlation, as in PyTorch).
 ///
-/// Two implementations of the same math, both splitting the batch over `Parallel.threads`:
+/// Four implementations of the same math, each splitting its work over `Parallel.threads`:
 /// - direct (CKernels/conv_kernels.c): stride 1, few input channels, rows ≥ 16 wide (LeNet's
 ///   conv1), vectorised over output columns on a zero-padded copy of x;
-/// - im2col + sgemm in L2-sized blocks of images (everything else, LeNet's conv2); the column
+/// - c16 (conv_kernels.c): stride 1, no padding, O a multiple of 16, K ≤ 6 (LeNet's conv2, 1×1
+///   convs), vectorised over 16 output channels;
+/// - blocked direct kernels, 16 channels a vector (padded or strided layers with K ≤ 7:
+///   Conv2DBlocked.swift, CKernels/conv_blocked.c);
+/// - im2col + sgemm in L2-sized blocks of images (everything else); the column
 ///   loops are in C (qat_im2col, qat_col2im_add).
 ///
 /// x: [N, C, H, W], weight: [O, C, K, K], bias: [O] → y: [N, O, Ho, Wo]
@@ -45,8 +49,9 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?,
     let record = needsPullback(tape, x, weight, bias)
     let useDirect = ConvKernels.directEnabled && g.directSupported
     let useC16 = ConvKernels.directEnabled && !useDirect && g.c16Supported
+    let useBlocked = ConvKernels.directEnabled && ConvKernels.blockedEnabled && !useDirect && !useC16 && g.blockedSupported
     // Direct path: keeps the zero-padded input; gemm path: keeps the column matrix (training only);
-    // 16-channel path: keeps nothing (x itself is read again).
+    // 16-channel path: keeps nothing (x itself is read again); blocked path: the phased padded x.
     var saved: [Float] = []
     var y = Tensor(shape: [g.batch, g.outputChannels, g.outputHeight, g.outputWidth],
                    storage: uninitializedFloats(g.columns * g.outputChannels))
@@ -55,6 +60,8 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?,
         saved = directForward(x.value, weight.value, bias?.value, g, into: &y)
     } else if useC16 {
         c16Forward(x.value, weight.value, bias?.value, g, into: &y)
+    } else if useBlocked {
+        saved = blockedForward(x.value, weight.value, bias?.value, g, into: &y)
     } else {
         saved = gemmForward(x.value, weight.value, bias?.value, g, keepColumns: record, into: &y)
     }
@@ -63,14 +70,19 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?,
 
     tape.record {
         guard let gyTensor = out.grad else { return }
-        let gy2d = x.requiresGrad || (weight.requiresGrad && !useDirect && !useC16)
+        let gy2d = !useBlocked && (x.requiresGrad || (weight.requiresGrad && !useDirect && !useC16))
             ? inputGradient(gyTensor, weight.value, g, into: x.requiresGrad ? x : nil) : []
+        if useBlocked && x.requiresGrad {
+            x.withGradient { gx in blockedInputGradient(gyTensor, weight.value, g, into: gx) }
+        }
         if weight.requiresGrad {
             weight.withGradient { gw in
                 if useDirect {
                     directWeightGradient(padded: saved, gyTensor, g, into: gw)
                 } else if useC16 {
                     c16WeightGradient(xValue, gyTensor, g, into: gw)
+                } else if useBlocked {
+                    blockedWeightGradient(phased: saved, gyTensor, g, into: gw)
                 } else {
                     gemmWeightGradient(columns: saved, gy2d: gy2d, g, into: gw)
                 }
@@ -94,6 +106,9 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?,
 /// Switches for tests and benchmarks: the direct kernel is used only where it is supported.
 public enum ConvKernels {
     nonisolated(unsafe) public static var directEnabled = true
+    /// The blocked direct kernels (Conv2DBlocked.swift) for padded / strided layers; off, those
+    /// layers take im2col + sgemm, the reference they are tested against.
+    nonisolated(unsafe) public static var blockedEnabled = true
 }
 
 extension ConvGeometry {
@@ -318,7 +333,7 @@ private func gemmWeightGradient(columns: [Float], gy2d: [Float], _ g: ConvGeomet
 }
 
 @inline(__always)
-private func withBiasPointer<R>(_ bias: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+func withBiasPointer<R>(_ bias: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
     guard let bias else { return body(nil) }
     return bias.storage.withUnsafeBufferPointer { body($0.baseAddress!) }
 }

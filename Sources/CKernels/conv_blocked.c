@@ -1,0 +1,283 @@
+// Direct convolution for padded / strided layers, 16 channels at a time (declarations and layouts
+// in include/conv_blocked.h; the math in Sources/QATCore/Ops/Conv2D.swift).
+//
+// Forward: y's 16 output channels of a block are one vector; PB consecutive output pixels are
+// register-blocked, each FMA broadcasting one input value. The input is a zero-padded copy split
+// into its S×S stride phases, so that tap (kh, kw) of output pixel (i, j) sits at
+// phase (kh mod S, kw mod S), offset (i + kh/S)·Wq + j + kw/S: consecutive for consecutive j, and
+// flattened over rows (q = i·Wq + j) with the Wq − Wo padding columns computed and dropped.
+// Input gradient: the transposed conv as a scatter into a padded pixel-major buffer, 16 input
+// channels a vector. Weight gradient: 16 output channels a vector, gy transposed pixel-major.
+// Every sum runs in a fixed order that depends on the shape only.
+#include "conv_blocked.h"
+
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define QCB_MAX_TAPS 49   // K ≤ 7
+
+struct blocked_shape {
+    long N, C, H, W, O, K, KK, S, P, oh, ow;
+    long Hq, Wq, phaseFloats, channelFloats, imageFloats;
+    long Q;                 // flattened output pixels of the forward: (Ho − 1)·Wq + Wo
+    long oBlocks, cBlocks;  // ceil(O/16), ceil(C/16)
+};
+
+static struct blocked_shape blocked_shape_of(const qat_conv_geometry *g) {
+    struct blocked_shape s;
+    s.N = g->batch; s.C = g->channels; s.H = g->height; s.W = g->width;
+    s.O = g->out_channels; s.K = g->kernel; s.KK = g->kernel * g->kernel; s.S = g->stride; s.P = g->padding;
+    s.oh = (s.H + 2 * s.P - s.K) / s.S + 1;
+    s.ow = (s.W + 2 * s.P - s.K) / s.S + 1;
+    s.Hq = (s.H + 2 * s.P + s.S - 1) / s.S;
+    s.Wq = (s.W + 2 * s.P + s.S - 1) / s.S;
+    s.phaseFloats = s.Hq * s.Wq;
+    s.channelFloats = s.S * s.S * s.phaseFloats;
+    // + 16 zeros: the last register block of a small plane reads up to PB − 1 floats past it.
+    s.imageFloats = s.C * s.channelFloats + 16;
+    s.Q = (s.oh - 1) * s.Wq + s.ow;
+    s.oBlocks = (s.O + 15) / 16;
+    s.cBlocks = (s.C + 15) / 16;
+    return s;
+}
+
+// Offset of tap (kh, kw) from output pixel q's position in a channel's phased planes.
+static void blocked_taps(const struct blocked_shape *s, long *taps) {
+    for (long kh = 0; kh < s->K; kh++)
+        for (long kw = 0; kw < s->K; kw++)
+            taps[kh * s->K + kw] = ((kh % s->S) * s->S + kw % s->S) * s->phaseFloats
+                                   + (kh / s->S) * s->Wq + kw / s->S;
+}
+
+// gxn [C, H, W] += d [Hp, Wp, 16] (input-channel block cb), the padding ring dropped.
+static void blocked_add_pixels_major(const float *restrict d, float *restrict gxn,
+                                     const struct blocked_shape *s, long cb) {
+    const long Wp = s->W + 2 * s->P;
+    const long lanes = s->C - 16 * cb < 16 ? s->C - 16 * cb : 16;
+    for (long l = 0; l < lanes; l++) {
+        float *plane = gxn + (16 * cb + l) * s->H * s->W;
+        for (long h = 0; h < s->H; h++) {
+            const float *src = d + ((h + s->P) * Wp + s->P) * 16 + l;
+            float *dst = plane + h * s->W;
+            for (long w = 0; w < s->W; w++) dst[w] += src[16 * w];
+        }
+    }
+}
+
+typedef float qv16 __attribute__((vector_size(64)));
+typedef float qv16u __attribute__((vector_size(64), aligned(4), may_alias));
+
+// The stride-1 input gradient as a forward conv of one image: gy [O, Ho, Wo] padded by K − 1 − P.
+static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
+    const long oh = (g->height + 2 * g->padding - g->kernel) + 1, ow = (g->width + 2 * g->padding - g->kernel) + 1;
+    const qat_conv_geometry t = { .batch = 1, .channels = g->out_channels, .height = oh, .width = ow,
+                                  .out_channels = g->channels, .kernel = g->kernel, .stride = 1,
+                                  .padding = g->kernel - 1 - g->padding };
+    return t;
+}
+
+#define QCB_NAME(f) avx512_##f
+#define QCB_TARGET __attribute__((target("avx512f,avx2,fma")))
+#define QCB_FORWARD_PB 12
+#define QCB_WEIGHT_GRAD_ALL_TAPS 1
+#define QCB_INPUT_GRAD_ACCS 6    // 2 pixels × 3 taps for 3×3: measured faster than wider blocks
+#include "conv_blocked_body.h"
+#undef QCB_NAME
+#undef QCB_TARGET
+#undef QCB_FORWARD_PB
+#undef QCB_INPUT_GRAD_ACCS
+#undef QCB_WEIGHT_GRAD_ALL_TAPS
+
+// Two 8-lane registers per qv16: half the accumulators of the AVX-512 blocking fit 16 registers.
+#define QCB_NAME(f) avx2_##f
+#define QCB_TARGET __attribute__((target("avx2,fma")))
+#define QCB_FORWARD_PB 6
+#define QCB_INPUT_GRAD_ACCS 6
+#define QCB_WEIGHT_GRAD_ALL_TAPS 0
+#include "conv_blocked_body.h"
+
+static int blocked_cpu_isa(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+    return 0;
+}
+
+static int forced_isa = 0;
+
+int qat_conv_blocked_isa(void) {
+    const int cpu = blocked_cpu_isa();
+    return forced_isa != 0 && forced_isa <= cpu ? forced_isa : cpu;
+}
+
+int qat_conv_blocked_force_isa(int isa) {
+    forced_isa = isa;
+    return qat_conv_blocked_isa();
+}
+
+void qat_conv_blocked_forward(const float *restrict xq, const float *restrict wf, const float *restrict bias,
+                              float *restrict y, const qat_conv_geometry *g, long n0, long n1) {
+    if (qat_conv_blocked_isa() == 2) avx512_forward(xq, wf, bias, y, g, n0, n1, 0);
+    else avx2_forward(xq, wf, bias, y, g, n0, n1, 0);
+}
+
+void qat_conv_blocked_input_grad(const float *restrict gy, const float *restrict wb, float *restrict gx,
+                                 float *restrict scratch, const qat_conv_geometry *g, long n0, long n1) {
+    if (g->stride == 1) {
+        const qat_conv_geometry t = transposed_geometry(g);
+        const long gyImage = t.channels * t.height * t.width, gxImage = t.out_channels * g->height * g->width;
+        for (long n = n0; n < n1; n++) {
+            qat_conv_blocked_phase(gy + n * gyImage, scratch, &t, 0, 1);
+            if (qat_conv_blocked_isa() == 2) avx512_forward(scratch, wb, NULL, gx + n * gxImage, &t, 0, 1, 1);
+            else avx2_forward(scratch, wb, NULL, gx + n * gxImage, &t, 0, 1, 1);
+        }
+        return;
+    }
+    if (qat_conv_blocked_isa() == 2) avx512_input_grad(gy, wb, gx, scratch, g, n0, n1);
+    else avx2_input_grad(gy, wb, gx, scratch, g, n0, n1);
+}
+
+long qat_conv_blocked_weight_grad_units(const qat_conv_geometry *g) {
+    return qat_conv_blocked_isa() == 2 ? avx512_weight_grad_units(g) : avx2_weight_grad_units(g);
+}
+
+void qat_conv_blocked_weight_grad(const float *restrict xq, const float *restrict gyt, float *restrict gw,
+                                  const qat_conv_geometry *g, long u0, long u1) {
+    if (qat_conv_blocked_isa() == 2) avx512_weight_grad(xq, gyt, gw, g, u0, u1);
+    else avx2_weight_grad(xq, gyt, gw, g, u0, u1);
+}
+
+int qat_conv_blocked_supported(const qat_conv_geometry *g) {
+    if (qat_conv_blocked_isa() == 0) return 0;
+    // 1×1 convs are a plain gemm per image: the phased copy would only add a pass (and a stride-2
+    // one copies 4× what it reads), so they stay on im2col + sgemm.
+    return g->kernel >= 2 && g->kernel <= 7 && g->stride >= 1 && g->stride <= 2
+        && g->padding >= 0 && g->padding < g->kernel;
+}
+
+long qat_conv_blocked_image_floats(const qat_conv_geometry *g) { return blocked_shape_of(g).imageFloats; }
+long qat_conv_blocked_slack(void) { return 0; }   // each image carries its own 16 zeros
+
+void qat_conv_blocked_phase(const float *restrict x, float *restrict xq, const qat_conv_geometry *g,
+                            long n0, long n1) {
+    const struct blocked_shape s = blocked_shape_of(g);
+    for (long n = n0; n < n1; n++) {
+        for (long c = 0; c < s.C; c++) {
+            const float *src = x + (n * s.C + c) * s.H * s.W;
+            float *dst = xq + n * s.imageFloats + c * s.channelFloats;
+            for (long a = 0; a < s.S; a++) {
+                for (long b = 0; b < s.S; b++) {
+                    float *phase = dst + (a * s.S + b) * s.phaseFloats;
+                    // Columns v whose source column v·S + b − P lies inside the image.
+                    long vLo = s.P - b > 0 ? (s.P - b + s.S - 1) / s.S : 0;
+                    long vHi = s.W - 1 + s.P - b < 0 ? 0 : (s.W - 1 + s.P - b) / s.S + 1;
+                    if (vHi > s.Wq) vHi = s.Wq;
+                    if (vLo > vHi) vLo = vHi;
+                    for (long u = 0; u < s.Hq; u++) {
+                        const long h = u * s.S + a - s.P;
+                        float *row = phase + u * s.Wq;
+                        if (h < 0 || h >= s.H) { memset(row, 0, sizeof(float) * (size_t)s.Wq); continue; }
+                        const float *line = src + h * s.W;
+                        for (long v = 0; v < vLo; v++) row[v] = 0.0f;
+                        if (s.S == 1) memcpy(row + vLo, line + vLo + b - s.P, sizeof(float) * (size_t)(vHi - vLo));
+                        else for (long v = vLo; v < vHi; v++) row[v] = line[v * s.S + b - s.P];
+                        for (long v = vHi; v < s.Wq; v++) row[v] = 0.0f;
+                    }
+                }
+            }
+        }
+        memset(xq + n * s.imageFloats + s.C * s.channelFloats, 0, sizeof(float) * 16);
+    }
+}
+
+long qat_conv_blocked_weight_floats(const qat_conv_geometry *g) {
+    const struct blocked_shape s = blocked_shape_of(g);
+    const long forward = s.oBlocks * 16 * s.C * s.KK, backward = s.cBlocks * 16 * s.O * s.KK;
+    return forward > backward ? forward : backward;
+}
+
+void qat_conv_blocked_forward_weights(const float *restrict w, float *restrict wf, const qat_conv_geometry *g) {
+    const struct blocked_shape s = blocked_shape_of(g);
+    for (long ob = 0; ob < s.oBlocks; ob++)
+        for (long c = 0; c < s.C; c++)
+            for (long t = 0; t < s.KK; t++)
+                for (long l = 0; l < 16; l++) {
+                    const long o = 16 * ob + l;
+                    wf[((ob * s.C + c) * s.KK + t) * 16 + l] = o < s.O ? w[(o * s.C + c) * s.KK + t] : 0.0f;
+                }
+}
+
+void qat_conv_blocked_input_grad_weights(const float *restrict w, float *restrict wb, const qat_conv_geometry *g) {
+    const struct blocked_shape s = blocked_shape_of(g);
+    for (long cb = 0; cb < s.cBlocks; cb++)
+        for (long o = 0; o < s.O; o++)
+            for (long t = 0; t < s.KK; t++)
+                for (long l = 0; l < 16; l++) {
+                    const long c = 16 * cb + l;
+                    // stride 1: taps reversed, the kernel of the transposed forward conv
+                    const long tap = s.S == 1 ? s.KK - 1 - t : t;
+                    wb[((cb * s.O + o) * s.KK + t) * 16 + l] = c < s.C ? w[(o * s.C + c) * s.KK + tap] : 0.0f;
+                }
+}
+
+long qat_conv_blocked_input_grad_scratch(const qat_conv_geometry *g) {
+    if (g->stride == 1) {
+        const qat_conv_geometry t = transposed_geometry(g);
+        return qat_conv_blocked_image_floats(&t) + qat_conv_blocked_slack();
+    }
+    return (g->height + 2 * g->padding) * (g->width + 2 * g->padding) * 16;
+}
+
+void qat_conv_blocked_gy_pixels_major(const float *restrict gy, float *restrict gyt, const qat_conv_geometry *g,
+                                      long n0, long n1) {
+    const struct blocked_shape s = blocked_shape_of(g);
+    const long plane = s.oh * s.ow, Op = 16 * s.oBlocks;
+    for (long n = n0; n < n1; n++) {
+        const float *src = gy + n * s.O * plane;
+        float *dst = gyt + n * plane * Op;
+        for (long p = 0; p < plane; p++)
+            for (long o = s.O; o < Op; o++) dst[p * Op + o] = 0.0f;
+        for (long o = 0; o < s.O; o++)
+            for (long p = 0; p < plane; p++) dst[p * Op + o] = src[o * plane + p];
+    }
+}
+
+#else   // not x86-64: the gemm path handles every layer
+
+int qat_conv_blocked_isa(void) { return 0; }
+int qat_conv_blocked_force_isa(int isa) { (void)isa; return 0; }
+int qat_conv_blocked_supported(const qat_conv_geometry *g) { (void)g; return 0; }
+long qat_conv_blocked_image_floats(const qat_conv_geometry *g) { (void)g; return 0; }
+long qat_conv_blocked_slack(void) { return 0; }
+void qat_conv_blocked_phase(const float *restrict x, float *restrict xq, const qat_conv_geometry *g,
+                            long n0, long n1) { (void)x; (void)xq; (void)g; (void)n0; (void)n1; }
+long qat_conv_blocked_weight_floats(const qat_conv_geometry *g) { (void)g; return 0; }
+void qat_conv_blocked_forward_weights(const float *restrict w, float *restrict wf, const qat_conv_geometry *g) {
+    (void)w; (void)wf; (void)g;
+}
+void qat_conv_blocked_input_grad_weights(const float *restrict w, float *restrict wb, const qat_conv_geometry *g) {
+    (void)w; (void)wb; (void)g;
+}
+void qat_conv_blocked_forward(const float *restrict xq, const float *restrict wf, const float *restrict bias,
+                              float *restrict y, const qat_conv_geometry *g, long n0, long n1) {
+    (void)xq; (void)wf; (void)bias; (void)y; (void)g; (void)n0; (void)n1;
+}
+long qat_conv_blocked_input_grad_scratch(const qat_conv_geometry *g) { (void)g; return 0; }
+long qat_conv_blocked_weight_grad_units(const qat_conv_geometry *g) { (void)g; return 0; }
+void qat_conv_blocked_input_grad(const float *restrict gy, const float *restrict wb, float *restrict gx,
+                                 float *restrict scratch, const qat_conv_geometry *g, long n0, long n1) {
+    (void)gy; (void)wb; (void)gx; (void)scratch; (void)g; (void)n0; (void)n1;
+}
+void qat_conv_blocked_gy_pixels_major(const float *restrict gy, float *restrict gyt, const qat_conv_geometry *g,
+                                      long n0, long n1) { (void)gy; (void)gyt; (void)g; (void)n0; (void)n1; }
+long qat_conv_blocked_weight_grad_units(const qat_conv_geometry *g) {
+    return qat_conv_blocked_isa() == 2 ? avx512_weight_grad_units(g) : avx2_weight_grad_units(g);
+}
+
+void qat_conv_blocked_weight_grad(const float *restrict xq, const float *restrict gyt, float *restrict gw,
+                                  const qat_conv_geometry *g, long u0, long u1) {
+    (void)xq; (void)gyt; (void)gw; (void)g; (void)u0; (void)u1;
+}
+#endif

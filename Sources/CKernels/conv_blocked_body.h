@@ -1,0 +1,248 @@
+// Kernels of conv_blocked.c, included once per instruction set with QCB_NAME, QCB_TARGET and the
+// register-blocking sizes defined (see there). qv16 is 16 floats: one AVX-512 register or two
+// AVX2 registers, as the target attribute lowers it.
+
+// ---------------------------------------------------------------- forward
+// PB consecutive pixels q0 … q0+PB−1 (q = i·Wq + j; j ≥ Wo are the padding columns, computed and
+// dropped) × 16 output channels of block ob, summed over (c, kh, kw). Only pixels in
+// [qFirst, Q) are stored: the remainder after the PB-pixel blocks is done in 4-pixel blocks, the
+// last one moved back to end at Q (or, for planes under 4 pixels, reading past Q into the next
+// plane or the image's 16 zeros), so no block is latency-bound on a single FMA chain.
+QCB_TARGET __attribute__((always_inline))
+static inline void QCB_NAME(forward_block)(const float *restrict xn, const float *restrict wk,
+        const long *restrict taps, long C, long KK, long channelFloats, long q0, long qFirst, long Q, long Wq,
+        long ow, long oh, const float *restrict bias, long o0, long O, float *restrict yn, int accumulate,
+        const int PB) {
+    qv16 acc[QCB_FORWARD_PB];
+    for (int p = 0; p < PB; p++) acc[p] = (qv16){0};
+    for (long c = 0; c < C; c++) {
+        const float *xc = xn + c * channelFloats + q0;
+        for (long t = 0; t < KK; t++, wk += 16) {
+            const qv16 wv = *(const qv16u *)wk;
+            const float *tap = xc + taps[t];
+            for (int p = 0; p < PB; p++) acc[p] += wv * tap[p];
+        }
+    }
+    const long plane = oh * ow;
+    const long lanes = O - o0 < 16 ? O - o0 : 16;
+    float b[16] = {0};
+    if (bias && !accumulate) for (long l = 0; l < lanes; l++) b[l] = bias[o0 + l];
+    for (int p = 0; p < PB; p++) {
+        const long q = q0 + p, i = q / Wq, j = q - i * Wq;
+        if (j >= ow || q >= Q || q < qFirst) continue;
+        float out[16];
+        *(qv16u *)out = acc[p];
+        float *dst = yn + o0 * plane + i * ow + j;
+        // Scalar stores: vectorised, this loop became a scatter fed by a masked reload of `out`,
+        // which stalls on store forwarding.
+        if (accumulate) {
+            _Pragma("clang loop vectorize(disable)")
+            for (long l = 0; l < lanes; l++) dst[l * plane] += out[l];
+        } else {
+            _Pragma("clang loop vectorize(disable)")
+            for (long l = 0; l < lanes; l++) dst[l * plane] = out[l] + b[l];
+        }
+    }
+}
+
+QCB_TARGET
+static void QCB_NAME(forward)(const float *restrict xq, const float *restrict wf, const float *restrict bias,
+                              float *restrict y, const qat_conv_geometry *g, long n0, long n1, int accumulate) {
+    const struct blocked_shape s = blocked_shape_of(g);
+    long taps[QCB_MAX_TAPS];
+    blocked_taps(&s, taps);
+    for (long n = n0; n < n1; n++) {
+        const float *xn = xq + n * s.imageFloats;
+        float *yn = y + n * s.O * s.oh * s.ow;
+        for (long ob = 0; ob < s.oBlocks; ob++) {
+            const float *wk = wf + ob * s.C * s.KK * 16;
+            long q0 = 0;
+            for (; q0 + QCB_FORWARD_PB <= s.Q; q0 += QCB_FORWARD_PB)
+                QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, q0, s.Q, s.Wq, s.ow, s.oh,
+                                        bias, 16 * ob, s.O, yn, accumulate, QCB_FORWARD_PB);
+            for (; q0 < s.Q; q0 += 4) {
+                const long start = q0 + 4 <= s.Q || s.Q < 4 ? q0 : s.Q - 4;
+                QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, start, q0, s.Q, s.Wq, s.ow, s.oh,
+                                        bias, 16 * ob, s.O, yn, accumulate, 4);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- input gradient
+// Stride 1: the forward kernel on gy, padded by K − 1 − P, with the flipped kernel (wb's taps
+// reversed) and the channels swapped, added into gx (see qat_conv_blocked_input_grad).
+// Stride 2, the transposed conv as a scatter: for PIX pixels (i, j0 … j0+PIX−1) of gy and kernel row kh,
+// acc[p][kw] = Σ_o wb[cb, o, kh, kw, ·] · gy[o, i, j0+p], then added into the padded
+// pixel-major buffer d [Hp, Wp, 16 c] at (i·S + kh, (j0+p)·S + kw).
+QCB_TARGET __attribute__((always_inline))
+static inline void QCB_NAME(input_grad_block)(const float *restrict gyn, const float *restrict wcb,
+        float *restrict d, long O, long plane, long i, long j0, long ow, long S, long Wp, const int K,
+        const int PIX) {
+    for (int kh = 0; kh < K; kh++) {
+        qv16 acc[QCB_INPUT_GRAD_ACCS + 7];   // PIX·K ≤ max(ACCS, K)
+        for (int a = 0; a < PIX * K; a++) acc[a] = (qv16){0};
+        const float *go = gyn + i * ow + j0;
+        const float *wk = wcb + kh * K * 16;
+        for (long o = 0; o < O; o++, go += plane, wk += K * K * 16) {
+            for (int kw = 0; kw < K; kw++) {
+                const qv16 wv = *(const qv16u *)(wk + kw * 16);
+                for (int p = 0; p < PIX; p++) acc[p * K + kw] += wv * go[p];
+            }
+        }
+        for (int p = 0; p < PIX; p++) {
+            float *row = d + ((i * S + kh) * Wp + (j0 + p) * S) * 16;
+            for (int kw = 0; kw < K; kw++) {
+                qv16u *cell = (qv16u *)(row + kw * 16);
+                *cell = *cell + acc[p * K + kw];
+            }
+        }
+    }
+}
+
+QCB_TARGET __attribute__((always_inline))
+static inline void QCB_NAME(input_grad_image)(const float *restrict gyn, const float *restrict wcb,
+        float *restrict d, long O, long oh, long ow, long S, long Wp, const int K) {
+    const int PIX = QCB_INPUT_GRAD_ACCS / K > 0 ? QCB_INPUT_GRAD_ACCS / K : 1;
+    for (long i = 0; i < oh; i++) {
+        long j0 = 0;
+        for (; j0 + PIX <= ow; j0 += PIX) QCB_NAME(input_grad_block)(gyn, wcb, d, O, oh * ow, i, j0, ow, S, Wp, K, PIX);
+        for (; j0 < ow; j0++) QCB_NAME(input_grad_block)(gyn, wcb, d, O, oh * ow, i, j0, ow, S, Wp, K, 1);
+    }
+}
+
+QCB_TARGET
+static void QCB_NAME(input_grad)(const float *restrict gy, const float *restrict wb, float *restrict gx,
+                                 float *restrict scratch, const qat_conv_geometry *g, long n0, long n1) {
+    const struct blocked_shape s = blocked_shape_of(g);
+    const long Hp = s.H + 2 * s.P, Wp = s.W + 2 * s.P;
+    for (long n = n0; n < n1; n++) {
+        const float *gyn = gy + n * s.O * s.oh * s.ow;
+        for (long cb = 0; cb < s.cBlocks; cb++) {
+            memset(scratch, 0, sizeof(float) * (size_t)(Hp * Wp * 16));
+            const float *wcb = wb + cb * s.O * s.KK * 16;
+            switch (s.K) {   // constant K: the accumulators stay in registers
+            case 1: QCB_NAME(input_grad_image)(gyn, wcb, scratch, s.O, s.oh, s.ow, s.S, Wp, 1); break;
+            case 2: QCB_NAME(input_grad_image)(gyn, wcb, scratch, s.O, s.oh, s.ow, s.S, Wp, 2); break;
+            case 3: QCB_NAME(input_grad_image)(gyn, wcb, scratch, s.O, s.oh, s.ow, s.S, Wp, 3); break;
+            case 4: QCB_NAME(input_grad_image)(gyn, wcb, scratch, s.O, s.oh, s.ow, s.S, Wp, 4); break;
+            case 5: QCB_NAME(input_grad_image)(gyn, wcb, scratch, s.O, s.oh, s.ow, s.S, Wp, 5); break;
+            case 6: QCB_NAME(input_grad_image)(gyn, wcb, scratch, s.O, s.oh, s.ow, s.S, Wp, 6); break;
+            default: QCB_NAME(input_grad_image)(gyn, wcb, scratch, s.O, s.oh, s.ow, s.S, Wp, 7); break;
+            }
+            blocked_add_pixels_major(scratch, gx + n * s.C * s.H * s.W, &s, cb);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- weight gradient
+// gw[16 o of block ob, c, kh, 0 … K) summed over every image and output pixel; two accumulator
+// sets (even and odd pixels of a row) keep 2·K independent FMA chains.
+QCB_TARGET __attribute__((always_inline))
+static inline void QCB_NAME(weight_grad_unit)(const float *restrict xq, const float *restrict gyt,
+        float *restrict gw, const struct blocked_shape *s, long ob, long c, long kh, const int K) {
+    qv16 acc[2][7];
+    for (int k = 0; k < K; k++) { acc[0][k] = (qv16){0}; acc[1][k] = (qv16){0}; }
+    long tap[7];
+    for (int kw = 0; kw < K; kw++)
+        tap[kw] = ((kh % s->S) * s->S + kw % s->S) * s->phaseFloats + (kh / s->S) * s->Wq + kw / s->S;
+    const long Op = 16 * s->oBlocks;
+    for (long n = 0; n < s->N; n++) {
+        const float *xc = xq + n * s->imageFloats + c * s->channelFloats;
+        const float *gn = gyt + n * s->oh * s->ow * Op + 16 * ob;
+        for (long i = 0; i < s->oh; i++) {
+            const float *xr = xc + i * s->Wq;
+            const float *gr = gn + i * s->ow * Op;
+            long j = 0;
+            for (; j + 2 <= s->ow; j += 2) {
+                const qv16 g0 = *(const qv16u *)(gr + j * Op), g1 = *(const qv16u *)(gr + (j + 1) * Op);
+                for (int kw = 0; kw < K; kw++) {
+                    acc[0][kw] += g0 * xr[tap[kw] + j];
+                    acc[1][kw] += g1 * xr[tap[kw] + j + 1];
+                }
+            }
+            if (j < s->ow) {
+                const qv16 g0 = *(const qv16u *)(gr + j * Op);
+                for (int kw = 0; kw < K; kw++) acc[0][kw] += g0 * xr[tap[kw] + j];
+            }
+        }
+    }
+    const long lanes = s->O - 16 * ob < 16 ? s->O - 16 * ob : 16;
+    for (int kw = 0; kw < K; kw++) {
+        float out[16];
+        *(qv16u *)out = acc[0][kw] + acc[1][kw];
+        for (long l = 0; l < lanes; l++) gw[(((16 * ob + l) * s->C + c) * K + kh) * K + kw] += out[l];
+    }
+}
+
+#if QCB_WEIGHT_GRAD_ALL_TAPS
+// K ≤ 3 with 32 registers: one unit is (ob, c) and all K·K taps, so each gy vector loaded feeds
+// K·K FMAs (independent chains enough to hide the FMA latency).
+QCB_TARGET __attribute__((always_inline))
+static inline void QCB_NAME(weight_grad_taps_unit)(const float *restrict xq, const float *restrict gyt,
+        float *restrict gw, const struct blocked_shape *s, long ob, long c, const int K) {
+    qv16 acc[9];
+    long tap[9];
+    for (int t = 0; t < K * K; t++) {
+        acc[t] = (qv16){0};
+        const long kh = t / K, kw = t % K;
+        tap[t] = ((kh % s->S) * s->S + kw % s->S) * s->phaseFloats + (kh / s->S) * s->Wq + kw / s->S;
+    }
+    const long Op = 16 * s->oBlocks;
+    for (long n = 0; n < s->N; n++) {
+        const float *xc = xq + n * s->imageFloats + c * s->channelFloats;
+        const float *gn = gyt + n * s->oh * s->ow * Op + 16 * ob;
+        for (long i = 0; i < s->oh; i++) {
+            const float *xr = xc + i * s->Wq;
+            const float *gr = gn + i * s->ow * Op;
+            for (long j = 0; j < s->ow; j++) {
+                const qv16 gv = *(const qv16u *)(gr + j * Op);
+                for (int t = 0; t < K * K; t++) acc[t] += gv * xr[tap[t] + j];
+            }
+        }
+    }
+    const long lanes = s->O - 16 * ob < 16 ? s->O - 16 * ob : 16;
+    for (int t = 0; t < K * K; t++) {
+        float out[16];
+        *(qv16u *)out = acc[t];
+        for (long l = 0; l < lanes; l++) gw[((16 * ob + l) * s->C + c) * K * K + t] += out[l];
+    }
+}
+#endif
+
+// Units of the weight gradient: (ob, c) when one unit takes all taps, else (ob, c, kh).
+static long QCB_NAME(weight_grad_units)(const qat_conv_geometry *g) {
+    const struct blocked_shape s = blocked_shape_of(g);
+    return QCB_WEIGHT_GRAD_ALL_TAPS && s.K <= 3 ? s.oBlocks * s.C : s.oBlocks * s.C * s.K;
+}
+
+QCB_TARGET
+static void QCB_NAME(weight_grad)(const float *restrict xq, const float *restrict gyt, float *restrict gw,
+                                  const qat_conv_geometry *g, long u0, long u1) {
+    const struct blocked_shape s = blocked_shape_of(g);
+#if QCB_WEIGHT_GRAD_ALL_TAPS
+    if (s.K <= 3) {
+        for (long u = u0; u < u1; u++) {
+            const long c = u % s.C, ob = u / s.C;
+            switch (s.K) {
+            case 1: QCB_NAME(weight_grad_taps_unit)(xq, gyt, gw, &s, ob, c, 1); break;
+            case 2: QCB_NAME(weight_grad_taps_unit)(xq, gyt, gw, &s, ob, c, 2); break;
+            default: QCB_NAME(weight_grad_taps_unit)(xq, gyt, gw, &s, ob, c, 3); break;
+            }
+        }
+        return;
+    }
+#endif
+    for (long u = u0; u < u1; u++) {
+        const long kh = u % s.K, c = (u / s.K) % s.C, ob = u / (s.K * s.C);
+        switch (s.K) {
+        case 1: QCB_NAME(weight_grad_unit)(xq, gyt, gw, &s, ob, c, kh, 1); break;
+        case 2: QCB_NAME(weight_grad_unit)(xq, gyt, gw, &s, ob, c, kh, 2); break;
+        case 3: QCB_NAME(weight_grad_unit)(xq, gyt, gw, &s, ob, c, kh, 3); break;
+        case 4: QCB_NAME(weight_grad_unit)(xq, gyt, gw, &s, ob, c, kh, 4); break;
+        case 5: QCB_NAME(weight_grad_unit)(xq, gyt, gw, &s, ob, c, kh, 5); break;
+        case 6: QCB_NAME(weight_grad_unit)(xq, gyt, gw, &s, ob, c, kh, 6); break;
+        default: QCB_NAME(weight_grad_unit)(xq, gyt, gw, &s, ob, c, kh, 7); break;
+        }
+    }
+}
