@@ -52,8 +52,8 @@ static size_t element_size(qat_i8_out_kind kind) { return kind == QAT_I8_OUT_INT
 
 void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                              const int8_t *weight, const int32_t *bias, qat_i8_output output,
-                             int pool_k, int pool_s, void *out) {
-    if (pool_k > 0) output.kind = QAT_I8_OUT_INT8;
+                             const qat_i8_pool_geometry *pool, void *out) {
+    if (pool) output.kind = QAT_I8_OUT_INT8;
     const int c = g->c, h = g->h, w = g->w, oc = g->oc, multiplier = oc / c;
     const int kh = g->kh, kw = g->kw, kw4 = (kw + 3) / 4;
     const int oh = qat_i8_conv_out_h(g), ow = qat_i8_conv_out_w(g), owpad = round_up16(ow);
@@ -91,9 +91,9 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
     const size_t elem = element_size(output.kind), out_plane = (size_t)oh * ow * elem;
     int8_t *conv_plane = NULL;
     size_t pooled_plane = 0;
-    if (pool_k > 0) {
+    if (pool) {
         conv_plane = qat_i8_checked_malloc(out_plane);
-        pooled_plane = (size_t)((oh - pool_k) / pool_s + 1) * ((ow - pool_k) / pool_s + 1);
+        pooled_plane = (size_t)pool->oh * pool->ow;
     }
     for (int img = 0; img < g->n; img++) {
         for (int ci = 0; ci < c; ci++) {
@@ -106,7 +106,7 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
                 const size_t at = (size_t)img * oc + o;
                 int8_t *codes = NULL;  // the vector paths requantize in registers
                 if (output.kind == QAT_I8_OUT_INT8 && path != QAT_I8_PORTABLE)
-                    codes = pool_k > 0 ? conv_plane : (int8_t *)out + at * out_plane;
+                    codes = pool ? conv_plane : (int8_t *)out + at * out_plane;
                 const qat_i8_depthwise_plane p = {.rows = rows, .w = wpack + (size_t)o * taps4, .corr = corr[o], .kh = kh,
                                                   .sh = g->sh, .dh = g->dh, .kw4 = kw4, .oh = oh, .ow = ow, .owpad = owpad,
                                                   .acc = acc, .codes = codes, .output = output, .channel = o};
@@ -115,11 +115,9 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
                 case QAT_I8_AVX2: qat_i8_depthwise_plane_avx2(&p); break;
                 default: qat_i8_depthwise_plane_portable(&p); break;
                 }
-                void *plane_out = pool_k > 0 ? (void *)conv_plane : (char *)out + at * out_plane;
+                void *plane_out = pool ? (void *)conv_plane : (char *)out + at * out_plane;
                 if (!codes) qat_i8_finish(path, acc, (size_t)oh, (size_t)ow, (size_t)owpad, output, o, plane_out);
-                if (pool_k > 0)
-                    qat_i8_maxpool(path, conv_plane, (int8_t *)out + at * pooled_plane, 1, (size_t)oh, (size_t)ow,
-                                   (size_t)pool_k, (size_t)pool_s);
+                if (pool) qat_i8_maxpool_padded(path, conv_plane, (int8_t *)out + at * pooled_plane, 1, pool);
             }
         }
     }

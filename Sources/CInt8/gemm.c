@@ -55,12 +55,12 @@ static void run_gemm(qat_i8_path path, const qat_i8_gemm *g) {
     }
 }
 
-// One image's groups through im2col + GEMM. pool_k > 0: each image's requantized int8 output goes
-// to a scratch buffer (still in L1) and is max pooled from there into `out`, so the full-size
-// conv output never exists.
+// One image's groups through im2col + GEMM. With a `pool`: each image's requantized int8 output
+// goes to a scratch buffer (still in L1) and is max pooled from there into `out`, so the
+// full-size conv output never exists.
 static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *cg,
                         const int8_t *weight, const int32_t *bias, qat_i8_output output, void *out,
-                        int pool_k, int pool_s) {
+                        const qat_i8_pool_geometry *pool) {
     const int c = cg->c, h = cg->h, w = cg->w, oc = cg->oc, groups = cg->groups;
     const int oh = qat_i8_conv_out_h(cg), ow = qat_i8_conv_out_w(cg);
     const int group_c = c / groups, group_oc = oc / groups;
@@ -82,9 +82,9 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const size_t elem = element_size(output.kind), out_image = (size_t)oc * p * elem;
     int8_t *conv_image = NULL;
     size_t pooled_image = 0;
-    if (pool_k > 0) {
+    if (pool) {
         conv_image = checked_malloc(out_image);
-        pooled_image = (size_t)oc * ((oh - pool_k) / pool_s + 1) * ((ow - pool_k) / pool_s + 1);
+        pooled_image = (size_t)oc * pool->oh * pool->ow;
     }
     const int n = cg->n, pad_top = cg->pad_top, pad_left = cg->pad_left;  // locals: byte stores may alias *cg
     for (int img = 0; img < n; img++) {
@@ -96,7 +96,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                 for (int i = 0; i < w; i++) dst[i] = (uint8_t)row[i] ^ 0x80;
             }
         }
-        char *image_out = pool_k > 0 ? (char *)conv_image : (char *)out + img * out_image;
+        char *image_out = pool ? (char *)conv_image : (char *)out + img * out_image;
         for (int grp = 0; grp < groups; grp++) {
             const uint8_t *group_in = xu + (size_t)grp * group_c * hp * wp;
             if (path == QAT_I8_PORTABLE) qat_i8_im2col_portable(group_in, &shape, b);
@@ -112,9 +112,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                              .out = image_out + (size_t)row0 * p * elem, .row_stride = p, .col_stride = 1};
             run_gemm(path, &g);
         }
-        if (pool_k > 0)
-            qat_i8_maxpool(path, conv_image, (int8_t *)out + img * pooled_image, (size_t)oc,
-                           (size_t)oh, (size_t)ow, (size_t)pool_k, (size_t)pool_s);
+        if (pool) qat_i8_maxpool_padded(path, conv_image, (int8_t *)out + img * pooled_image, (size_t)oc, pool);
     }
     free(conv_image);
     free(b);
@@ -133,7 +131,7 @@ void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w
                    const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
                    qat_i8_output output, void *out) {
     const qat_i8_conv_geometry g = square_geometry(n, c, h, w, oc, k, stride, pad);
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, 0, 0);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, NULL);
 }
 
 void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
@@ -141,14 +139,17 @@ void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int 
                            qat_i8_output output, int pool_k, int pool_s, int8_t *out) {
     output.kind = QAT_I8_OUT_INT8;
     const qat_i8_conv_geometry g = square_geometry(n, c, h, w, oc, k, stride, pad);
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, pool_k, pool_s);
+    const int oh = qat_i8_conv_out_h(&g), ow = qat_i8_conv_out_w(&g);
+    const qat_i8_pool_geometry pool = {.h = oh, .w = ow, .oh = (oh - pool_k) / pool_s + 1, .ow = (ow - pool_k) / pool_s + 1,
+                                       .kh = pool_k, .kw = pool_k, .sh = pool_s, .sw = pool_s};
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, &pool);
 }
 
 void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                            const int8_t *weight, const int32_t *bias, qat_i8_output output,
-                           int pool_k, int pool_s, void *out) {
-    if (pool_k > 0) output.kind = QAT_I8_OUT_INT8;
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool_k, pool_s);
+                           const qat_i8_pool_geometry *pool, void *out) {
+    if (pool) output.kind = QAT_I8_OUT_INT8;
+    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool);
 }
 
 void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,
