@@ -2,6 +2,7 @@
 // (elementwise_body.h) and picked by path like the GEMM kernels.
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include "int8_internal.h"
 
 #pragma clang fp contract(off)  // a·b + c must stay two roundings, as in the Swift simulation
@@ -55,9 +56,9 @@ void qat_i8_maxpool_padded(qat_i8_path path, const int8_t *x, int8_t *y, size_t 
 }
 
 void qat_i8_maxpool_float(qat_i8_path path, const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g) {
-    float *row = qat_i8_checked_malloc(((size_t)(g->ow - 1) * g->sw + g->kw) * sizeof(float));
-    DISPATCH(maxpool_float, x, y, planes, g, row)
-    free(row);
+    float *scratch = qat_i8_checked_malloc(((size_t)g->sw * (g->ow + g->kw) + g->w) * sizeof(float));
+    DISPATCH(maxpool_float, x, y, planes, g, scratch)
+    free(scratch);
 }
 
 void qat_i8_lookup(qat_i8_path path, const int8_t *q, const float *table, float *y, size_t count) {

@@ -82,31 +82,63 @@ TARGET static void NAME(maxpool_padded, SUFFIX)(const int8_t *x, int8_t *y, size
 
 // The float max pool of QATCore (pool_padded.c's forward): per output, the window's elements in
 // scan order, a strictly greater value or the first NaN replacing the best so far, starting
-// from −∞ (a window without elements gives −∞). Each input row is first copied, shifted by
-// pad_left, into `row` with −∞ outside the plane (−∞ never replaces anything), so every output
-// column scans the same elements in the same order, and the loop over output columns is
-// branch-free. `row` holds (ow − 1)·sw + kw floats.
+// from −∞ (a window without elements gives −∞). Two ways, the same floats:
+// - a plane without NaN and without −0: equal floats then have equal bits, so which of several
+//   equal elements wins does not matter and the max may be taken in any order: per output row,
+//   the max of the window's rows (contiguous, vectorised), then of each clipped window of that;
+// - any other plane: the scan order itself. Each input row is copied, shifted by pad_left and
+//   with −∞ outside the plane (−∞ never replaces anything), into `sw` phases (phase q holds row
+//   columns q, q + sw, …), so the element kx of output column ox, row column ox·sw + kx, is
+//   phase (kx mod sw) at ox + kx / sw, and each output column scans its elements in order.
+// `scratch` holds sw·(ow + kw) + w floats.
 TARGET static void NAME(maxpool_float, SUFFIX)(const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g,
-                                               float *row) {
+                                               float *scratch) {
     const int h = g->h, w = g->w, oh = g->oh, ow = g->ow, kh = g->kh, kw = g->kw, sh = g->sh, sw = g->sw;
-    const int pad_top = g->pad_top, pad_left = g->pad_left, span = (ow - 1) * sw + kw;
-    const int c0 = pad_left < span ? pad_left : span, c1 = pad_left + w < span ? pad_left + w : span;
+    const int pad_top = g->pad_top, pad_left = g->pad_left, span = (ow - 1) * sw + kw, stride = ow + kw;
+    float *phases = scratch, *rowmax = scratch + (size_t)sw * stride;
     for (size_t p = 0; p < planes; p++) {
         const float *plane = x + p * (size_t)h * w;
+        int special = 0;  // a NaN or a −0 in the plane
+        for (size_t i = 0; i < (size_t)h * w; i++) {
+            uint32_t bits;
+            memcpy(&bits, plane + i, 4);
+            special |= (plane[i] != plane[i]) | (bits == 0x80000000u);
+        }
         for (int oy = 0; oy < oh; oy++) {
-            float *o = y + (p * oh + oy) * (size_t)ow;
-            for (int ox = 0; ox < ow; ox++) o[ox] = -INFINITY;
+            float *restrict o = y + (p * oh + oy) * (size_t)ow;
             const int top = oy * sh - pad_top, y0 = top < 0 ? 0 : top, y1 = top + kh < h ? top + kh : h;
+            if (!special) {
+                if (y0 >= y1) {
+                    for (int ox = 0; ox < ow; ox++) o[ox] = -INFINITY;
+                    continue;
+                }
+                for (int j = 0; j < w; j++) rowmax[j] = plane[(size_t)y0 * w + j];
+                for (int r = y0 + 1; r < y1; r++) {
+                    const float *restrict row = plane + (size_t)r * w;
+                    for (int j = 0; j < w; j++) rowmax[j] = row[j] > rowmax[j] ? row[j] : rowmax[j];
+                }
+                for (int ox = 0; ox < ow; ox++) {
+                    const int left = ox * sw - pad_left, x0 = left < 0 ? 0 : left, x1 = left + kw < w ? left + kw : w;
+                    float m = -INFINITY;
+                    for (int j = x0; j < x1; j++) m = rowmax[j] > m ? rowmax[j] : m;
+                    o[ox] = m;
+                }
+                continue;
+            }
+            for (int ox = 0; ox < ow; ox++) o[ox] = -INFINITY;
             for (int r = y0; r < y1; r++) {
-                const float *src = plane + (size_t)r * w - pad_left;
-                for (int t = 0; t < c0; t++) row[t] = -INFINITY;
-                for (int t = c0; t < c1; t++) row[t] = src[t];
-                for (int t = c1 > c0 ? c1 : c0; t < span; t++) row[t] = -INFINITY;
-                for (int kx = 0; kx < kw; kx++)
+                const float *src = plane + (size_t)r * w;
+                for (int q = 0; q < sw; q++) {
+                    float *phase = phases + q * stride;
+                    for (int i = 0, c = q - pad_left; q + i * sw < span; i++, c += sw) phase[i] = c >= 0 && c < w ? src[c] : -INFINITY;
+                }
+                for (int kx = 0; kx < kw; kx++) {
+                    const float *restrict v = phases + (kx % sw) * stride + kx / sw;
                     for (int ox = 0; ox < ow; ox++) {
-                        const float v = row[ox * sw + kx], b = o[ox];
-                        o[ox] = (v > b) | ((v != v) & (b == b)) ? v : b;
+                        const float b = o[ox];
+                        o[ox] = (v[ox] > b) | ((v[ox] != v[ox]) & (b == b)) ? v[ox] : b;
                     }
+                }
             }
         }
     }
