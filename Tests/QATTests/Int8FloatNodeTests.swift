@@ -93,22 +93,22 @@ final class Int8FloatNodeTests: XCTestCase {
     func testMaxPoolOnFloatsEqualsTheTrainingOp() {
         var rng = SeededGenerator(seed: 152)
         for c in Self.poolCases {
-          for withNaNAndNegativeZero in [true, false] {
-            let special: [Float] = withNaNAndNegativeZero ? [0, -0, .nan, Float(nan: 7, signaling: false), -.infinity, .infinity]
-                                                          : [0, 0, -.infinity, .infinity, 1, 1]
-            let planes = 4
-            let x: [Float] = (0..<(planes * c.height * c.width)).map { _ in
-                let r = Int.random(in: 0..<40, using: &rng)
-                if r < special.count { return special[r] }
-                if r < 20 { return withNaNAndNegativeZero ? [0, -0][r % 2] : 0 }   // many ties between zeros
-                return Float.random(in: -3...3, using: &rng)
+            for withNaNAndNegativeZero in [true, false] {
+                let special: [Float] = withNaNAndNegativeZero ? [0, -0, .nan, Float(nan: 7, signaling: false), -.infinity, .infinity]
+                                                              : [0, 0, -.infinity, .infinity, 1, 1]
+                let planes = 4
+                let x: [Float] = (0..<(planes * c.height * c.width)).map { _ in
+                    let r = Int.random(in: 0..<40, using: &rng)
+                    if r < special.count { return special[r] }
+                    if r < 20 { return withNaNAndNegativeZero ? [0, -0][r % 2] : 0 }   // many ties between zeros
+                    return Float.random(in: -3...3, using: &rng)
+                }
+                let expected = c.floatPool(x, planes: planes).map(\.bitPattern)
+                for path in Path.allCases where Int8Kernels.isSupported(path) {
+                    XCTAssertEqual(Int8Kernels.maxPool2d(x, planes: planes, pool: c.geometry, path: path).map(\.bitPattern), expected,
+                                   "\(path) \(c) NaN and −0: \(withNaNAndNegativeZero)")
+                }
             }
-            let expected = c.floatPool(x, planes: planes).map(\.bitPattern)
-            for path in Path.allCases where Int8Kernels.isSupported(path) {
-                XCTAssertEqual(Int8Kernels.maxPool2d(x, planes: planes, pool: c.geometry, path: path).map(\.bitPattern), expected,
-                               "\(path) \(c) NaN and −0: \(withNaNAndNegativeZero)")
-            }
-          }
         }
     }
 
