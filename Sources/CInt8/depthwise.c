@@ -77,13 +77,16 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
 
     // One padded plane of codes; its border and 64 spare bytes (over-read by the fast row
     // builder) are the code of real zero, written once: every channel copies in the same interior.
-    // The row builders shift the codes to u8.
+    // The row builders shift the codes to u8; for the VBMI kernel, which needs no rows, the
+    // plane holds u8 itself (shifted as it is copied in).
+    const int vbmi = path == QAT_I8_VNNI && kw <= 4 && g->dw == 1 && g->sw <= 2 && qat_i8_cpu_has_vbmi();
+    const int8_t shift = vbmi ? (int8_t)0x80 : 0;
     const size_t padded = (size_t)hp * wp;
     int8_t *plane = qat_i8_checked_malloc(padded + 64);
-    memset(plane, x_zero, padded + 64);
+    memset(plane, x_zero ^ shift, padded + 64);
     const qat_i8_rows_shape rs = {.hp = hp, .wp = wp, .kw = kw, .sw = g->sw, .dw = g->dw, .ow = ow, .kw4 = kw4, .owpad = owpad};
     // Zeroed: the portable builder leaves columns ow…owpad − 1 alone, and the vector kernels read them.
-    const size_t rows_bytes = (size_t)hp * kw4 * owpad * 4;
+    const size_t rows_bytes = vbmi ? 0 : (size_t)hp * kw4 * owpad * 4;
     uint8_t *rows = qat_i8_checked_malloc(rows_bytes);
     memset(rows, 0, rows_bytes);
     int32_t *acc = qat_i8_checked_malloc((size_t)oh * owpad * sizeof(int32_t));
@@ -98,9 +101,16 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
     for (int img = 0; img < g->n; img++) {
         for (int ci = 0; ci < c; ci++) {
             const int8_t *src = x + ((size_t)img * c + ci) * h * w;
-            for (int y = 0; y < h; y++) memcpy(plane + (size_t)(y + g->pad_top) * wp + g->pad_left, src + (size_t)y * w, (size_t)w);
-            if (path == QAT_I8_PORTABLE) qat_i8_depthwise_rows_portable(plane, &rs, rows);
-            else qat_i8_depthwise_rows_fast(plane, &rs, rows);
+            if (vbmi) {
+                for (int y = 0; y < h; y++) {
+                    int8_t *dst = plane + (size_t)(y + g->pad_top) * wp + g->pad_left;
+                    for (int i = 0; i < w; i++) dst[i] = src[(size_t)y * w + i] ^ shift;
+                }
+            } else {
+                for (int y = 0; y < h; y++) memcpy(plane + (size_t)(y + g->pad_top) * wp + g->pad_left, src + (size_t)y * w, (size_t)w);
+                if (path == QAT_I8_PORTABLE) qat_i8_depthwise_rows_portable(plane, &rs, rows);
+                else qat_i8_depthwise_rows_fast(plane, &rs, rows);
+            }
             for (int j = 0; j < multiplier; j++) {
                 const int o = ci * multiplier + j;
                 const size_t at = (size_t)img * oc + o;
@@ -109,9 +119,10 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
                     codes = pool ? conv_plane : (int8_t *)out + at * out_plane;
                 const qat_i8_depthwise_plane p = {.rows = rows, .w = wpack + (size_t)o * taps4, .corr = corr[o], .kh = kh,
                                                   .sh = g->sh, .dh = g->dh, .kw4 = kw4, .oh = oh, .ow = ow, .owpad = owpad,
-                                                  .acc = acc, .codes = codes, .output = output, .channel = o};
+                                                  .acc = acc, .codes = codes, .output = output, .channel = o,
+                                                  .plane = (const uint8_t *)plane, .wp = wp, .sw = g->sw};
                 switch (path) {
-                case QAT_I8_VNNI: qat_i8_depthwise_plane_vnni(&p); break;
+                case QAT_I8_VNNI: if (vbmi) qat_i8_depthwise_plane_vbmi(&p); else qat_i8_depthwise_plane_vnni(&p); break;
                 case QAT_I8_AVX2: qat_i8_depthwise_plane_avx2(&p); break;
                 default: qat_i8_depthwise_plane_portable(&p); break;
                 }

@@ -16,6 +16,10 @@ int qat_i8_cpu_supports(qat_i8_path path) {
     return 0;
 }
 
+static int vbmi_allowed = 1;
+void qat_i8_allow_vbmi(int allowed) { vbmi_allowed = allowed; }
+int qat_i8_cpu_has_vbmi(void) { return vbmi_allowed && __builtin_cpu_supports("avx512vbmi") != 0; }
+
 void *qat_i8_checked_malloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);
     if (!p) { fprintf(stderr, "qat int8: out of memory (%zu bytes)\n", bytes); abort(); }

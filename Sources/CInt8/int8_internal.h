@@ -120,11 +120,19 @@ typedef struct {
     int8_t *codes;
     qat_i8_output output;
     int channel;
+    // The VBMI kernel reads the padded plane itself, shifted to u8 ([hp][wp] and 64 spare bytes),
+    // instead of rows; sw is its column stride (1 or 2).
+    const uint8_t *plane;
+    int wp, sw;
 } qat_i8_depthwise_plane;
 
 void qat_i8_depthwise_plane_portable(const qat_i8_depthwise_plane *p);
 void qat_i8_depthwise_plane_avx2(const qat_i8_depthwise_plane *p);
 void qat_i8_depthwise_plane_vnni(const qat_i8_depthwise_plane *p);
+// VNNI + VBMI, for kw ≤ 4, dw = 1, sw ≤ 2, from p->plane: the same accumulators and codes.
+void qat_i8_depthwise_plane_vbmi(const qat_i8_depthwise_plane *p);
+// 1 when the CPU has AVX-512 VBMI and qat_i8_allow_vbmi has not turned it off.
+int qat_i8_cpu_has_vbmi(void);
 
 // Writes rows × cols accumulators (row r at acc + r·acc_stride) of channel `channel` to `out`
 // (rows·cols contiguous elements) as output.kind says: the formula of qat_i8_store1 (elementwise.c).
@@ -139,3 +147,4 @@ void *qat_i8_checked_malloc(size_t bytes);
 
 #define QAT_I8_TARGET_AVX2 __attribute__((target("avx2")))
 #define QAT_I8_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#define QAT_I8_TARGET_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))

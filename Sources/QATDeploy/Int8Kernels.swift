@@ -57,6 +57,10 @@ public enum Int8Kernels {
 
     public static func isSupported(_ path: Path) -> Bool { qat_i8_cpu_supports(path.c) != 0 }
 
+    /// Whether the VNNI path may use its AVX-512 VBMI depthwise kernel on CPUs that have VBMI
+    /// (same results as without; tests switch it off to compare).
+    static func allowVBMI(_ allowed: Bool) { qat_i8_allow_vbmi(allowed ? 1 : 0) }
+
     /// The fastest path this CPU supports.
     public static var bestSupportedPath: Path {
         isSupported(.vnni) ? .vnni : isSupported(.avx2) ? .avx2 : .portable

@@ -139,6 +139,30 @@ final class Int8FloatNodeTests: XCTestCase {
         }
     }
 
+    /// The VNNI path's depthwise kernel with and without VBMI (where this CPU has it) gives the
+    /// same codes, accumulators and floats, on the depthwise cases of Int8ConvTests.
+    func testDepthwiseVBMIKernelEqualsRowsKernel() {
+        guard Int8Kernels.isSupported(.vnni) else { return }
+        defer { Int8Kernels.allowVBMI(true) }
+        for c in Int8ConvTests.depthwiseCases() {
+            let g = c.geometry
+            func run(vbmi: Bool) -> ([Int8], [Int32], [UInt32]) {
+                Int8Kernels.allowVBMI(vbmi)
+                return (Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                           requantize: c.requantization, path: .vnni, algorithm: .depthwiseDirect),
+                        Int8Kernels.conv2dAccumulators(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                       path: .vnni, algorithm: .depthwiseDirect),
+                        Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                      scales: c.scales, offsets: c.offsets, path: .vnni,
+                                                      algorithm: .depthwiseDirect).map(\.bitPattern))
+            }
+            let with = run(vbmi: true), without = run(vbmi: false)
+            XCTAssertEqual(with.0, without.0, "codes \(g)")
+            XCTAssertEqual(with.1, without.1, "accumulators \(g)")
+            XCTAssertEqual(with.2, without.2, "floats \(g)")
+        }
+    }
+
     /// Every code, at many positions of a long odd-length array, looks up exactly what the
     /// training op computes on the dequantized array.
     func testTabulatedUnaryOpsEqualTheTrainingOps() {

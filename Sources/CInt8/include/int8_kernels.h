@@ -141,6 +141,10 @@ void qat_i8_global_avgpool_codes(qat_i8_path path, const int8_t *q, float scale,
 // (squeeze-and-excitation, [N, C, H, W] · [N, C, 1, 1]); one IEEE product per element.
 void qat_i8_scale_rows(qat_i8_path path, const float *x, const float *per_row, size_t rows, size_t length, float *y);
 
+// Whether the VNNI path may use AVX-512 VBMI where the CPU has it (the depthwise kernel for
+// kernels up to 4 wide; same results). 1 by default; tests turn it off to check the other kernel.
+void qat_i8_allow_vbmi(int allowed);
+
 // Residual add on codes:
 //   q = clamp(nearbyintf((s_a·(q_a − o_a) + s_b·(q_b − o_b)) / s_y) + o_y, lo, hi)
 // with the two products and the sum each rounded to float (no fused multiply-add).
