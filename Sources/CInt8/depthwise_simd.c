@@ -251,3 +251,19 @@ QAT_I8_TARGET_VBMI void qat_i8_depthwise_plane_vbmi(const qat_i8_depthwise_plane
         }
     }
 }
+
+// Copies the h rows of w codes of one plane into the padded u8 plane (row stride wp, the first
+// at `dst`), shifted to u8, 64 bytes at a time with a masked store for each row's tail, so the
+// padding around the rows is never written.
+QAT_I8_TARGET_VBMI void qat_i8_depthwise_copy_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp) {
+    const __m512i shift = _mm512_set1_epi8((char)0x80);
+    for (int y = 0; y < h; y++) {
+        const int8_t *s = src + (size_t)y * w;
+        uint8_t *d = dst + (size_t)y * wp;
+        for (int i = 0; i < w; i += 64) {
+            const int n = w - i < 64 ? w - i : 64;
+            const __mmask64 mask = n == 64 ? ~(__mmask64)0 : (((__mmask64)1) << n) - 1;
+            _mm512_mask_storeu_epi8(d + i, mask, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, s + i), shift));
+        }
+    }
+}

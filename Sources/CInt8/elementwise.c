@@ -65,13 +65,16 @@ void qat_i8_lookup(qat_i8_path path, const int8_t *q, const float *table, float 
     DISPATCH(lookup, q, table, y, count)
 }
 
+// The vector paths take groups of eight planes (float_nodes_simd.c), the loops the rest.
 void qat_i8_global_avgpool(qat_i8_path path, const float *x, size_t planes, size_t area, float factor, float *y) {
-    DISPATCH(global_avgpool, x, planes, area, factor, y)
+    const size_t done = path == QAT_I8_PORTABLE ? 0 : qat_i8_global_avgpool_fast(x, NULL, 0, 0, planes, area, factor, y);
+    DISPATCH(global_avgpool, x + done * area, planes - done, area, factor, y + done)
 }
 
 void qat_i8_global_avgpool_codes(qat_i8_path path, const int8_t *q, float scale, int32_t zero, size_t planes,
                                  size_t area, float factor, float *y) {
-    DISPATCH(global_avgpool_codes, q, scale, zero, planes, area, factor, y)
+    const size_t done = path == QAT_I8_PORTABLE ? 0 : qat_i8_global_avgpool_fast(NULL, q, scale, zero, planes, area, factor, y);
+    DISPATCH(global_avgpool_codes, q + done * area, scale, zero, planes - done, area, factor, y + done)
 }
 
 void qat_i8_scale_rows(qat_i8_path path, const float *x, const float *per_row, size_t rows, size_t length, float *y) {

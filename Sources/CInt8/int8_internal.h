@@ -131,6 +131,8 @@ void qat_i8_depthwise_plane_avx2(const qat_i8_depthwise_plane *p);
 void qat_i8_depthwise_plane_vnni(const qat_i8_depthwise_plane *p);
 // VNNI + VBMI, for kw ≤ 4, dw = 1, sw ≤ 2, from p->plane: the same accumulators and codes.
 void qat_i8_depthwise_plane_vbmi(const qat_i8_depthwise_plane *p);
+// The VBMI kernel's plane: h rows of w codes from src into dst (row stride wp), shifted to u8.
+void qat_i8_depthwise_copy_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp);
 // 1 when the CPU has AVX-512 VBMI and qat_i8_allow_vbmi has not turned it off.
 int qat_i8_cpu_has_vbmi(void);
 
@@ -141,6 +143,11 @@ void qat_i8_finish(qat_i8_path path, const int32_t *acc, size_t rows, size_t col
 
 // 2×2 stride-2 max pool for the AVX2 and VNNI paths (im2col.c); h, w ≥ 2.
 void qat_i8_maxpool2x2_fast(const int8_t *x, int8_t *y, size_t planes, size_t h, size_t w);
+
+// Global average pool of the first planes − planes mod 8 planes, eight at a time (float_nodes_simd.c),
+// of floats x or, when q is set, codes dequantized as scale·(q − zero); returns how many it did.
+size_t qat_i8_global_avgpool_fast(const float *x, const int8_t *q, float scale, int32_t zero,
+                                  size_t planes, size_t area, float factor, float *y);
 
 // malloc that aborts with a message when memory runs out (gemm.c).
 void *qat_i8_checked_malloc(size_t bytes);
