@@ -61,6 +61,10 @@ void qat_i8_maxpool_float(qat_i8_path path, const float *x, float *y, size_t pla
     free(scratch);
 }
 
+void qat_i8_hard_swish(qat_i8_path path, const float *x, float *y, size_t count) {
+    DISPATCH(hard_swish, x, y, count)
+}
+
 void qat_i8_lookup(qat_i8_path path, const int8_t *q, const float *table, float *y, size_t count) {
     DISPATCH(lookup, q, table, y, count)
 }

@@ -144,6 +144,16 @@ TARGET static void NAME(maxpool_float, SUFFIX)(const float *x, float *y, size_t 
     }
 }
 
+// QATCore's hardSwish forward, operation for operation: y = x · clamp(x + 3, 0, 6) / 6, the
+// product then the quotient rounded (a NaN fails both comparisons and stays NaN).
+TARGET static void NAME(hard_swish, SUFFIX)(const float *x, float *y, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        const float v = x[i], shifted = v + 3.0f;
+        const float kept = shifted < 0.0f ? 0.0f : (shifted > 6.0f ? 6.0f : shifted);
+        y[i] = v * kept / 6.0f;
+    }
+}
+
 TARGET static void NAME(lookup, SUFFIX)(const int8_t *q, const float *table, float *y, size_t count) {
     for (size_t i = 0; i < count; i++) y[i] = table[(int)q[i] + 128];
 }

@@ -31,6 +31,11 @@ extension Int8Kernels {
         return makeArray(planes * pool.outputHeight * pool.outputWidth) { out in qat_i8_maxpool_float(path.c, x, out, planes, &geometry) }
     }
 
+    /// QATCore's hardSwish on floats, the same floats (x · clamp(x + 3, 0, 6) / 6), vectorised.
+    public static func hardSwish(_ x: [Float], path: Path = activePath) -> [Float] {
+        makeArray(x.count) { out in qat_i8_hard_swish(path.c, x, out, x.count) }
+    }
+
     /// [planes, area] floats → [planes]: each plane's float32 sum in scan order, times `factor`
     /// (QATCore's globalAveragePool with factor 1 / area).
     public static func globalAveragePool(_ x: [Float], planes: Int, area: Int, factor: Float, path: Path = activePath) -> [Float] {

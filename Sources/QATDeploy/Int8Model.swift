@@ -308,6 +308,7 @@ public final class Int8Model {
                 }
                 return .floats(Int8Kernels.lookup(c, table: table))
             }
+            if node.op == .hardSwish { return .floats(Int8Kernels.hardSwish(floats(input))) }
             return floatResult(statelessOperation(node.statelessKind!)!(floatInputs(), nil))
         case .globalAvgpool2d:
             let s = step.inputShape, planes = n * s[0], area = s[1] * s[2]

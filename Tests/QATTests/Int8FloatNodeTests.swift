@@ -190,6 +190,18 @@ final class Int8FloatNodeTests: XCTestCase {
         }
     }
 
+    /// The C hard swish equals QATCore's bit for bit: around the kinks at ±3, at ±0, ±∞, NaN,
+    /// and on random values.
+    func testHardSwishEqualsTheTrainingOp() {
+        var rng = SeededGenerator(seed: 156)
+        var x: [Float] = [-3, 3, -0, 0, .infinity, -.infinity, .nan, -3.0000002, -2.9999998, 2.9999998, 3.0000002, 1e-40, -1e-40]
+        x += (0..<1001).map { _ in Float.random(in: -8...8, using: &rng) }
+        let expected = hardSwish(Variable(Tensor(shape: [x.count], storage: x)), tape: nil).value.storage.map(\.bitPattern)
+        for path in Path.allCases where Int8Kernels.isSupported(path) {
+            XCTAssertEqual(Int8Kernels.hardSwish(x, path: path).map(\.bitPattern), expected, "\(path)")
+        }
+    }
+
     /// Sums in scan order as globalAveragePool, on floats and on codes, with plane counts that
     /// leave remainders after groups of four.
     func testGlobalAveragePoolEqualsTheTrainingOp() {

@@ -127,6 +127,10 @@ void qat_i8_maxpool_padded(qat_i8_path path, const int8_t *x, int8_t *y, size_t 
 // window without elements.
 void qat_i8_maxpool_float(qat_i8_path path, const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g);
 
+// Hard swish on floats with QATCore's hardSwish results: y = x · clamp(x + 3, 0, 6) / 6, product
+// and quotient each rounded.
+void qat_i8_hard_swish(qat_i8_path path, const float *x, float *y, size_t count);
+
 // y[i] = table[q[i] + 128]: a unary float op on the 256 codes of one grid, tabulated by the caller.
 void qat_i8_lookup(qat_i8_path path, const int8_t *q, const float *table, float *y, size_t count);
 
