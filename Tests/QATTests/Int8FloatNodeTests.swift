@@ -139,6 +139,51 @@ final class Int8FloatNodeTests: XCTestCase {
         }
     }
 
+    /// Small output images share one GEMM (up to 64 columns, several images side by side): the
+    /// codes, accumulators, floats and fused pool of a batch of 37 equal those of each image
+    /// alone, for 2×2, 3×3 and 5×5 outputs, grouped and not, on every path.
+    func testBatchedSmallImagesEqualImagesAlone() {
+        var rng = SeededGenerator(seed: 157)
+        let shapes: [(size: Int, stride: Int, groups: Int)] = [(4, 2, 1), (5, 2, 2), (5, 1, 1)]
+        for s in shapes {
+            let g = Int8ConvGeometry(batch: 37, channels: 4, height: s.size, width: s.size, outputChannels: 6, kernelHeight: 3,
+                                     kernelWidth: 3, strideHeight: s.stride, strideWidth: s.stride,
+                                     padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, groups: s.groups)
+            let c = Int8ConvTests.randomCase(g, relu6: false, &rng)
+            var one = g
+            one.batch = 1
+            let (inputSize, outputSize) = (g.channels * g.height * g.width, g.outputChannels * g.outputHeight * g.outputWidth)
+            let pool = Int8PoolGeometry(height: g.outputHeight, width: g.outputWidth, outputHeight: (g.outputHeight + 1) / 2,
+                                        outputWidth: (g.outputWidth + 1) / 2, kernelHeight: 2, kernelWidth: 2,
+                                        strideHeight: 2, strideWidth: 2, padTop: 1, padLeft: 1)
+            let pooledSize = g.outputChannels * pool.outputHeight * pool.outputWidth
+            for path in Path.allCases where Int8Kernels.isSupported(path) {
+                let codes = Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                               requantize: c.requantization, path: path, algorithm: .im2colGEMM)
+                let acc = Int8Kernels.conv2dAccumulators(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                         path: path, algorithm: .im2colGEMM)
+                let pooled = Int8Kernels.conv2dMaxPool(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                       requantize: c.requantization, pool: pool, path: path, algorithm: .im2colGEMM)
+                for image in [0, 15, 16, 31, 32, 36] {
+                    let x = Array(c.x[(image * inputSize)..<((image + 1) * inputSize)])
+                    XCTAssertEqual(Array(codes[(image * outputSize)..<((image + 1) * outputSize)]),
+                                   Int8Kernels.conv2d(x, one, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                      requantize: c.requantization, path: path, algorithm: .im2colGEMM),
+                                   "codes \(path) image \(image) \(g)")
+                    XCTAssertEqual(Array(acc[(image * outputSize)..<((image + 1) * outputSize)]),
+                                   Int8Kernels.conv2dAccumulators(x, one, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                                  path: path, algorithm: .im2colGEMM),
+                                   "accumulators \(path) image \(image) \(g)")
+                    XCTAssertEqual(Array(pooled[(image * pooledSize)..<((image + 1) * pooledSize)]),
+                                   Int8Kernels.conv2dMaxPool(x, one, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                             requantize: c.requantization, pool: pool, path: path,
+                                                             algorithm: .im2colGEMM),
+                                   "pooled \(path) image \(image) \(g)")
+                }
+            }
+        }
+    }
+
     /// The VNNI path's depthwise kernel with and without VBMI (where this CPU has it) gives the
     /// same codes, accumulators and floats, on the depthwise cases of Int8ConvTests.
     func testDepthwiseVBMIKernelEqualsRowsKernel() {
