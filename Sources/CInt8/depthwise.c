@@ -52,8 +52,8 @@ static size_t element_size(qat_i8_out_kind kind) { return kind == QAT_I8_OUT_INT
 
 void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                              const int8_t *weight, const int32_t *bias, qat_i8_output output,
-                             int pool_k, int pool_s, void *out) {
-    if (pool_k > 0) output.kind = QAT_I8_OUT_INT8;
+                             const qat_i8_pool_geometry *pool, void *out) {
+    if (pool) output.kind = QAT_I8_OUT_INT8;
     const int c = g->c, h = g->h, w = g->w, oc = g->oc, multiplier = oc / c;
     const int kh = g->kh, kw = g->kw, kw4 = (kw + 3) / 4;
     const int oh = qat_i8_conv_out_h(g), ow = qat_i8_conv_out_w(g), owpad = round_up16(ow);
@@ -77,13 +77,16 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
 
     // One padded plane of codes; its border and 64 spare bytes (over-read by the fast row
     // builder) are the code of real zero, written once: every channel copies in the same interior.
-    // The row builders shift the codes to u8.
+    // The row builders shift the codes to u8; for the VBMI kernel, which needs no rows, the
+    // plane holds u8 itself (shifted as it is copied in).
+    const int vbmi = path == QAT_I8_VNNI && kw <= 4 && g->dw == 1 && g->sw <= 2 && qat_i8_cpu_has_vbmi();
+    const int8_t shift = vbmi ? (int8_t)0x80 : 0;
     const size_t padded = (size_t)hp * wp;
     int8_t *plane = qat_i8_checked_malloc(padded + 64);
-    memset(plane, x_zero, padded + 64);
+    memset(plane, x_zero ^ shift, padded + 64);
     const qat_i8_rows_shape rs = {.hp = hp, .wp = wp, .kw = kw, .sw = g->sw, .dw = g->dw, .ow = ow, .kw4 = kw4, .owpad = owpad};
     // Zeroed: the portable builder leaves columns ow…owpad − 1 alone, and the vector kernels read them.
-    const size_t rows_bytes = (size_t)hp * kw4 * owpad * 4;
+    const size_t rows_bytes = vbmi ? 0 : (size_t)hp * kw4 * owpad * 4;
     uint8_t *rows = qat_i8_checked_malloc(rows_bytes);
     memset(rows, 0, rows_bytes);
     int32_t *acc = qat_i8_checked_malloc((size_t)oh * owpad * sizeof(int32_t));
@@ -91,35 +94,38 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
     const size_t elem = element_size(output.kind), out_plane = (size_t)oh * ow * elem;
     int8_t *conv_plane = NULL;
     size_t pooled_plane = 0;
-    if (pool_k > 0) {
+    if (pool) {
         conv_plane = qat_i8_checked_malloc(out_plane);
-        pooled_plane = (size_t)((oh - pool_k) / pool_s + 1) * ((ow - pool_k) / pool_s + 1);
+        pooled_plane = (size_t)pool->oh * pool->ow;
     }
     for (int img = 0; img < g->n; img++) {
         for (int ci = 0; ci < c; ci++) {
             const int8_t *src = x + ((size_t)img * c + ci) * h * w;
-            for (int y = 0; y < h; y++) memcpy(plane + (size_t)(y + g->pad_top) * wp + g->pad_left, src + (size_t)y * w, (size_t)w);
-            if (path == QAT_I8_PORTABLE) qat_i8_depthwise_rows_portable(plane, &rs, rows);
-            else qat_i8_depthwise_rows_fast(plane, &rs, rows);
+            if (vbmi) {
+                qat_i8_depthwise_copy_shifted(src, h, w, (uint8_t *)plane + (size_t)g->pad_top * wp + g->pad_left, wp);
+            } else {
+                for (int y = 0; y < h; y++) memcpy(plane + (size_t)(y + g->pad_top) * wp + g->pad_left, src + (size_t)y * w, (size_t)w);
+                if (path == QAT_I8_PORTABLE) qat_i8_depthwise_rows_portable(plane, &rs, rows);
+                else qat_i8_depthwise_rows_fast(plane, &rs, rows);
+            }
             for (int j = 0; j < multiplier; j++) {
                 const int o = ci * multiplier + j;
                 const size_t at = (size_t)img * oc + o;
                 int8_t *codes = NULL;  // the vector paths requantize in registers
                 if (output.kind == QAT_I8_OUT_INT8 && path != QAT_I8_PORTABLE)
-                    codes = pool_k > 0 ? conv_plane : (int8_t *)out + at * out_plane;
+                    codes = pool ? conv_plane : (int8_t *)out + at * out_plane;
                 const qat_i8_depthwise_plane p = {.rows = rows, .w = wpack + (size_t)o * taps4, .corr = corr[o], .kh = kh,
                                                   .sh = g->sh, .dh = g->dh, .kw4 = kw4, .oh = oh, .ow = ow, .owpad = owpad,
-                                                  .acc = acc, .codes = codes, .output = output, .channel = o};
+                                                  .acc = acc, .codes = codes, .output = output, .channel = o,
+                                                  .plane = (const uint8_t *)plane, .wp = wp, .sw = g->sw};
                 switch (path) {
-                case QAT_I8_VNNI: qat_i8_depthwise_plane_vnni(&p); break;
+                case QAT_I8_VNNI: if (vbmi) qat_i8_depthwise_plane_vbmi(&p); else qat_i8_depthwise_plane_vnni(&p); break;
                 case QAT_I8_AVX2: qat_i8_depthwise_plane_avx2(&p); break;
                 default: qat_i8_depthwise_plane_portable(&p); break;
                 }
-                void *plane_out = pool_k > 0 ? (void *)conv_plane : (char *)out + at * out_plane;
+                void *plane_out = pool ? (void *)conv_plane : (char *)out + at * out_plane;
                 if (!codes) qat_i8_finish(path, acc, (size_t)oh, (size_t)ow, (size_t)owpad, output, o, plane_out);
-                if (pool_k > 0)
-                    qat_i8_maxpool(path, conv_plane, (int8_t *)out + at * pooled_plane, 1, (size_t)oh, (size_t)ow,
-                                   (size_t)pool_k, (size_t)pool_s);
+                if (pool) qat_i8_maxpool_padded(path, conv_plane, (int8_t *)out + at * pooled_plane, 1, pool);
             }
         }
     }

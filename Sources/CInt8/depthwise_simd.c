@@ -141,6 +141,9 @@ QAT_I8_TARGET_AVX2 void qat_i8_depthwise_plane_avx2(const qat_i8_depthwise_plane
     }
 }
 
+static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
+void vnni_finish(const qat_i8_depthwise_plane *p, int oy, int ox, const int nv, const __m512i *a);
+
 // VNNI: one vpdpbusd adds a group of 4 taps for 16 output columns; 4 vectors (64 columns) at a
 // time keep independent accumulators in flight, then single vectors for the rest of the row.
 static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
@@ -156,12 +159,19 @@ void vnni_columns(const qat_i8_depthwise_plane *p, const uint8_t *top, const int
             for (int v = 0; v < nv; v++) a[v] = _mm512_dpbusd_epi32(a[v], _mm512_loadu_si512(r + 64 * v), w);
         }
     }
+    vnni_finish(p, oy, ox, nv, a);
+}
+
+// Stores nv vectors of accumulators for output columns ox…ox + 16·nv − 1 of output row oy: as
+// int32 into p->acc, or requantized in registers to p->codes, the steps of qat_i8_store1
+// (convert, multiply, add the offset, round half even, clamp, add o_y), then a masked narrowing
+// store of the valid columns.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
+void vnni_finish(const qat_i8_depthwise_plane *p, int oy, int ox, const int nv, const __m512i *a) {
     if (!p->codes) {
         for (int v = 0; v < nv; v++) _mm512_storeu_si512(p->acc + (size_t)oy * p->owpad + ox + 16 * v, a[v]);
         return;
     }
-    // Requantized in registers: the steps of qat_i8_store1 (convert, multiply, add the offset,
-    // round half even, clamp, add o_y), then a masked narrowing store of the valid columns.
     const qat_i8_output *o = &p->output;
     const __m512 scale = _mm512_set1_ps(o->scale[p->channel]);
     const __m512 low = _mm512_set1_ps((float)(o->lo - o->zero_point)), high = _mm512_set1_ps((float)(o->hi - o->zero_point));
@@ -195,6 +205,65 @@ QAT_I8_TARGET_VNNI void qat_i8_depthwise_plane_vnni(const qat_i8_depthwise_plane
         } else {
             for (; ox + 64 <= p->owpad; ox += 64) vnni_columns(p, top, w4, oy, ox, 4, kh, kw4);
             for (; ox < p->owpad; ox += 16) vnni_columns(p, top, w4, oy, ox, 1, kh, kw4);
+        }
+    }
+}
+
+// VNNI with VBMI, kernels up to 4 columns wide without column dilation (3×3, stride 1 or 2): no
+// rows at all. For output columns ox…ox + 15 and kernel row ky, one vpermb picks, from a masked
+// load of the u8 plane row, the bytes u[ox·sw + t] for t = 0…3 side by side in each 32-bit lane:
+// the operand the rows would hold (tap 3, past kw, has weight zero), so the products and
+// accumulators are the same.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_VBMI
+void vbmi_columns(const qat_i8_depthwise_plane *p, const int32_t *w4, __m512i index, __mmask64 mask, int oy, int ox,
+                  const int nv, const int kh) {
+    __m512i a[4];
+    for (int v = 0; v < nv; v++) a[v] = _mm512_set1_epi32(p->corr);
+    for (int ky = 0; ky < kh; ky++) {
+        const uint8_t *row = p->plane + (size_t)(oy * p->sh + ky * p->dh) * p->wp + (size_t)ox * p->sw;
+        const __m512i w = _mm512_set1_epi32(w4[ky]);
+        for (int v = 0; v < nv; v++) {
+            const __m512i u = _mm512_permutexvar_epi8(index, _mm512_maskz_loadu_epi8(mask, row + (size_t)16 * v * p->sw));
+            a[v] = _mm512_dpbusd_epi32(a[v], u, w);
+        }
+    }
+    vnni_finish(p, oy, ox, nv, a);
+}
+
+QAT_I8_TARGET_VBMI void qat_i8_depthwise_plane_vbmi(const qat_i8_depthwise_plane *p) {
+    const int kh = p->kh;
+    int32_t w4[kh];  // kw4 = 1: one group of 4 weights per kernel row
+    memcpy(w4, p->w, (size_t)kh * 4);
+    // Lane i of a vector takes bytes i·sw … i·sw + 3 of a load that starts at column ox·sw.
+    uint8_t bytes[64];
+    for (int i = 0; i < 16; i++)
+        for (int t = 0; t < 4; t++) bytes[4 * i + t] = (uint8_t)(i * p->sw + t);
+    const __m512i index = _mm512_loadu_si512(bytes);
+    const __mmask64 mask = (((__mmask64)1) << (15 * p->sw + 4)) - 1;  // the bytes one vector reads
+    for (int oy = 0; oy < p->oh; oy++) {
+        int ox = 0;
+        if (kh == 3) {
+            for (; ox + 64 <= p->owpad; ox += 64) vbmi_columns(p, w4, index, mask, oy, ox, 4, 3);
+            for (; ox < p->owpad; ox += 16) vbmi_columns(p, w4, index, mask, oy, ox, 1, 3);
+        } else {
+            for (; ox + 64 <= p->owpad; ox += 64) vbmi_columns(p, w4, index, mask, oy, ox, 4, kh);
+            for (; ox < p->owpad; ox += 16) vbmi_columns(p, w4, index, mask, oy, ox, 1, kh);
+        }
+    }
+}
+
+// Copies the h rows of w codes of one plane into the padded u8 plane (row stride wp, the first
+// at `dst`), shifted to u8, 64 bytes at a time with a masked store for each row's tail, so the
+// padding around the rows is never written.
+QAT_I8_TARGET_VBMI void qat_i8_depthwise_copy_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp) {
+    const __m512i shift = _mm512_set1_epi8((char)0x80);
+    for (int y = 0; y < h; y++) {
+        const int8_t *s = src + (size_t)y * w;
+        uint8_t *d = dst + (size_t)y * wp;
+        for (int i = 0; i < w; i += 64) {
+            const int n = w - i < 64 ? w - i : 64;
+            const __mmask64 mask = n == 64 ? ~(__mmask64)0 : (((__mmask64)1) << n) - 1;
+            _mm512_mask_storeu_epi8(d + i, mask, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, s + i), shift));
         }
     }
 }

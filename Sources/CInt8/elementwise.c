@@ -1,6 +1,8 @@
 // Requantize, max pool, residual add, quantize, dequantize and finishing depthwise accumulators: plain loops compiled three times
 // (elementwise_body.h) and picked by path like the GEMM kernels.
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #include "int8_internal.h"
 
 #pragma clang fp contract(off)  // a·b + c must stay two roundings, as in the Swift simulation
@@ -39,6 +41,48 @@ void qat_i8_maxpool(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes,
                     size_t h, size_t w, size_t k, size_t s) {
     if (path != QAT_I8_PORTABLE && k == 2 && s == 2) { qat_i8_maxpool2x2_fast(x, y, planes, h, w); return; }
     DISPATCH(maxpool, x, y, planes, h, w, k, s)
+}
+
+void qat_i8_maxpool_padded(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes, const qat_i8_pool_geometry *g) {
+    const int plain = g->pad_top == 0 && g->pad_left == 0 && g->kh == g->kw && g->sh == g->sw && g->kh <= g->h && g->kw <= g->w &&
+                      g->oh == (g->h - g->kh) / g->sh + 1 && g->ow == (g->w - g->kw) / g->sw + 1;
+    if (plain) {
+        qat_i8_maxpool(path, x, y, planes, (size_t)g->h, (size_t)g->w, (size_t)g->kh, (size_t)g->sh);
+        return;
+    }
+    int8_t *rowmax = qat_i8_checked_malloc((size_t)g->w);
+    DISPATCH(maxpool_padded, x, y, planes, g, rowmax)
+    free(rowmax);
+}
+
+void qat_i8_maxpool_float(qat_i8_path path, const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g) {
+    float *scratch = qat_i8_checked_malloc(((size_t)g->sw * (g->ow + g->kw) + g->w) * sizeof(float));
+    DISPATCH(maxpool_float, x, y, planes, g, scratch)
+    free(scratch);
+}
+
+void qat_i8_hard_swish(qat_i8_path path, const float *x, float *y, size_t count) {
+    DISPATCH(hard_swish, x, y, count)
+}
+
+void qat_i8_lookup(qat_i8_path path, const int8_t *q, const float *table, float *y, size_t count) {
+    DISPATCH(lookup, q, table, y, count)
+}
+
+// The vector paths take groups of eight planes (float_nodes_simd.c), the loops the rest.
+void qat_i8_global_avgpool(qat_i8_path path, const float *x, size_t planes, size_t area, float factor, float *y) {
+    const size_t done = path == QAT_I8_PORTABLE ? 0 : qat_i8_global_avgpool_fast(x, NULL, 0, 0, planes, area, factor, y);
+    DISPATCH(global_avgpool, x + done * area, planes - done, area, factor, y + done)
+}
+
+void qat_i8_global_avgpool_codes(qat_i8_path path, const int8_t *q, float scale, int32_t zero, size_t planes,
+                                 size_t area, float factor, float *y) {
+    const size_t done = path == QAT_I8_PORTABLE ? 0 : qat_i8_global_avgpool_fast(NULL, q, scale, zero, planes, area, factor, y);
+    DISPATCH(global_avgpool_codes, q + done * area, scale, zero, planes - done, area, factor, y + done)
+}
+
+void qat_i8_scale_rows(qat_i8_path path, const float *x, const float *per_row, size_t rows, size_t length, float *y) {
+    DISPATCH(scale_rows, x, per_row, rows, length, y)
 }
 
 void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a,

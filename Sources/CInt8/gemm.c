@@ -16,6 +16,10 @@ int qat_i8_cpu_supports(qat_i8_path path) {
     return 0;
 }
 
+static int vbmi_allowed = 1;
+void qat_i8_allow_vbmi(int allowed) { vbmi_allowed = allowed; }
+int qat_i8_cpu_has_vbmi(void) { return vbmi_allowed && __builtin_cpu_supports("avx512vbmi") != 0; }
+
 void *qat_i8_checked_malloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);
     if (!p) { fprintf(stderr, "qat int8: out of memory (%zu bytes)\n", bytes); abort(); }
@@ -55,68 +59,92 @@ static void run_gemm(qat_i8_path path, const qat_i8_gemm *g) {
     }
 }
 
-// One image's groups through im2col + GEMM. pool_k > 0: each image's requantized int8 output goes
-// to a scratch buffer (still in L1) and is max pooled from there into `out`, so the full-size
-// conv output never exists.
+// Images through im2col + GEMM, `block` images per GEMM: a small output image (p < 64 pixels)
+// would leave most of a 64-column tile empty, so the column matrices of several images sit side
+// by side (image i at columns i·p …) and one GEMM covers them, writing [oc][block·p] to a staging
+// buffer that is then copied out per image. With a `pool`: each image's requantized int8 output
+// goes to a scratch buffer (still in L1) and is max pooled from there into `out`, so the
+// full-size conv output never exists. The accumulators are exact, so the blocking changes no
+// result.
 static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *cg,
                         const int8_t *weight, const int32_t *bias, qat_i8_output output, void *out,
-                        int pool_k, int pool_s) {
-    const int c = cg->c, h = cg->h, w = cg->w, oc = cg->oc, groups = cg->groups;
+                        const qat_i8_pool_geometry *pool) {
+    const int c = cg->c, h = cg->h, w = cg->w, oc = cg->oc, groups = cg->groups, n = cg->n;
     const int oh = qat_i8_conv_out_h(cg), ow = qat_i8_conv_out_w(cg);
     const int group_c = c / groups, group_oc = oc / groups;
-    const int kk = group_c * cg->kh * cg->kw, k4 = (kk + 3) / 4, p = oh * ow, npad = round_up16(p);
+    const int kk = group_c * cg->kh * cg->kw, k4 = (kk + 3) / 4, p = oh * ow;
+    const int block = p >= 64 ? 1 : (64 + p - 1) / p < n ? (64 + p - 1) / p : n;
+    // One image: columns padded to 16. Several: 16 more, so that the fast im2col's overrun past
+    // the last image (up to 15 columns) stays in its own row of b instead of the next row's
+    // first image, which was written before it.
+    const int npad = block == 1 ? round_up16(p) : round_up16(block * p) + 16;
     const int hp = h + cg->pad_top + cg->pad_bottom, wp = w + cg->pad_left + cg->pad_right;
     // Weights [oc][group_c·kh·kw] are one matrix whose row blocks are the groups.
     int32_t *corr;
     int8_t *a = pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
 
-    // One padded image in u8; the border (and the spare bytes the fast im2col may over-read)
-    // is the code of real zero, written once and never touched again.
+    // One padded image in u8 per image of a block; the border (and the spare bytes the fast
+    // im2col may over-read) is the code of real zero, written once and never touched again.
     const size_t padded = (size_t)c * hp * wp;
-    uint8_t *xu = checked_malloc(padded + 64);
-    memset(xu, (uint8_t)x_zero ^ 0x80, padded + 64);
+    uint8_t *xu = checked_malloc(block * padded + 64);
+    memset(xu, (uint8_t)x_zero ^ 0x80, block * padded + 64);
     uint8_t *b = checked_malloc(((size_t)k4 * npad + 16) * 4);
     const qat_i8_im2col_shape shape = {.c = group_c, .hp = hp, .wp = wp, .kh = cg->kh, .kw = cg->kw, .sh = cg->sh,
                                        .sw = cg->sw, .dh = cg->dh, .dw = cg->dw, .oh = oh, .ow = ow, .k4 = k4, .npad = npad};
 
     const size_t elem = element_size(output.kind), out_image = (size_t)oc * p * elem;
+    char *staging = block > 1 ? checked_malloc(block * out_image) : NULL;
     int8_t *conv_image = NULL;
     size_t pooled_image = 0;
-    if (pool_k > 0) {
+    if (pool) {
         conv_image = checked_malloc(out_image);
-        pooled_image = (size_t)oc * ((oh - pool_k) / pool_s + 1) * ((ow - pool_k) / pool_s + 1);
+        pooled_image = (size_t)oc * pool->oh * pool->ow;
     }
-    const int n = cg->n, pad_top = cg->pad_top, pad_left = cg->pad_left;  // locals: byte stores may alias *cg
-    for (int img = 0; img < n; img++) {
-        const int8_t *src = x + (size_t)img * c * h * w;
-        for (int ch = 0; ch < c; ch++) {
-            for (int y = 0; y < h; y++) {
-                const int8_t *row = src + ((size_t)ch * h + y) * w;
-                uint8_t *dst = xu + ((size_t)ch * hp + y + pad_top) * wp + pad_left;
-                for (int i = 0; i < w; i++) dst[i] = (uint8_t)row[i] ^ 0x80;
+    const int pad_top = cg->pad_top, pad_left = cg->pad_left;  // locals: byte stores may alias *cg
+    for (int img0 = 0; img0 < n; img0 += block) {
+        const int images = n - img0 < block ? n - img0 : block, columns = images * p;
+        for (int i = 0; i < images; i++) {
+            const int8_t *src = x + (size_t)(img0 + i) * c * h * w;
+            uint8_t *image = xu + i * padded;
+            if (hp == h && wp == w) {  // no padding: one run over the image
+                for (size_t j = 0; j < (size_t)c * h * w; j++) image[j] = (uint8_t)src[j] ^ 0x80;
+            } else for (int ch = 0; ch < c; ch++) {
+                for (int y = 0; y < h; y++) {
+                    const int8_t *row = src + ((size_t)ch * h + y) * w;
+                    uint8_t *dst = image + ((size_t)ch * hp + y + pad_top) * wp + pad_left;
+                    for (int j = 0; j < w; j++) dst[j] = (uint8_t)row[j] ^ 0x80;
+                }
             }
         }
-        char *image_out = pool_k > 0 ? (char *)conv_image : (char *)out + img * out_image;
+        // One image goes straight to its output (or the pool's scratch); a block to the staging buffer.
+        char *gemm_out = staging ? staging : pool ? (char *)conv_image : (char *)out + img0 * out_image;
         for (int grp = 0; grp < groups; grp++) {
-            const uint8_t *group_in = xu + (size_t)grp * group_c * hp * wp;
-            if (path == QAT_I8_PORTABLE) qat_i8_im2col_portable(group_in, &shape, b);
-            else qat_i8_im2col_fast(group_in, &shape, b);
+            for (int i = 0; i < images; i++) {  // in order: each image's overrun is rewritten by the next
+                const uint8_t *group_in = xu + i * padded + (size_t)grp * group_c * hp * wp;
+                if (path == QAT_I8_PORTABLE) qat_i8_im2col_portable(group_in, &shape, b + (size_t)i * p * 4);
+                else qat_i8_im2col_fast(group_in, &shape, b + (size_t)i * p * 4);
+            }
             const int row0 = grp * group_oc;
             qat_i8_output group_output = output;
             if (output.kind != QAT_I8_OUT_INT32) {
                 group_output.scale = output.scale + row0;
                 if (output.offset) group_output.offset = output.offset + row0;
             }
-            qat_i8_gemm g = {.m = group_oc, .n = p, .k4 = k4, .npad = npad, .a = a + (size_t)row0 * k4 * 4,
+            qat_i8_gemm g = {.m = group_oc, .n = columns, .k4 = k4, .npad = npad, .a = a + (size_t)row0 * k4 * 4,
                              .corr = corr + row0, .b = b, .output = group_output,
-                             .out = image_out + (size_t)row0 * p * elem, .row_stride = p, .col_stride = 1};
+                             .out = gemm_out + (size_t)row0 * columns * elem, .row_stride = columns, .col_stride = 1};
             run_gemm(path, &g);
         }
-        if (pool_k > 0)
-            qat_i8_maxpool(path, conv_image, (int8_t *)out + img * pooled_image, (size_t)oc,
-                           (size_t)oh, (size_t)ow, (size_t)pool_k, (size_t)pool_s);
+        for (int i = 0; i < images; i++) {
+            char *image_out = pool ? (char *)conv_image : (char *)out + (img0 + i) * out_image;
+            if (staging)  // [oc][images·p] → this image's [oc][p]
+                for (int o = 0; o < oc; o++)
+                    memcpy(image_out + (size_t)o * p * elem, staging + ((size_t)o * columns + (size_t)i * p) * elem, (size_t)p * elem);
+            if (pool) qat_i8_maxpool_padded(path, conv_image, (int8_t *)out + (img0 + i) * pooled_image, (size_t)oc, pool);
+        }
     }
     free(conv_image);
+    free(staging);
     free(b);
     free(xu);
     free(corr);
@@ -133,7 +161,7 @@ void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w
                    const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
                    qat_i8_output output, void *out) {
     const qat_i8_conv_geometry g = square_geometry(n, c, h, w, oc, k, stride, pad);
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, 0, 0);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, NULL);
 }
 
 void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
@@ -141,14 +169,17 @@ void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int 
                            qat_i8_output output, int pool_k, int pool_s, int8_t *out) {
     output.kind = QAT_I8_OUT_INT8;
     const qat_i8_conv_geometry g = square_geometry(n, c, h, w, oc, k, stride, pad);
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, pool_k, pool_s);
+    const int oh = qat_i8_conv_out_h(&g), ow = qat_i8_conv_out_w(&g);
+    const qat_i8_pool_geometry pool = {.h = oh, .w = ow, .oh = (oh - pool_k) / pool_s + 1, .ow = (ow - pool_k) / pool_s + 1,
+                                       .kh = pool_k, .kw = pool_k, .sh = pool_s, .sw = pool_s};
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, &pool);
 }
 
 void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                            const int8_t *weight, const int32_t *bias, qat_i8_output output,
-                           int pool_k, int pool_s, void *out) {
-    if (pool_k > 0) output.kind = QAT_I8_OUT_INT8;
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool_k, pool_s);
+                           const qat_i8_pool_geometry *pool, void *out) {
+    if (pool) output.kind = QAT_I8_OUT_INT8;
+    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool);
 }
 
 void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,

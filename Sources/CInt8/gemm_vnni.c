@@ -87,30 +87,40 @@ void store64_int8(const qat_i8_gemm *g, int row, int col, const int nv, __m512i 
 // One tile; mr and nv are constants after inlining, so acc[][] lives in registers.
 static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
 void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv) {
+    // Fully unrolled loops keep acc[][] in registers (left to itself, clang kept the 5- and 6-row
+    // tiles on the stack: a memset and loads and stores around every vpdpbusd).
     __m512i acc[MR][NV];
+#pragma clang loop unroll(full)
     for (int r = 0; r < mr; r++)
+#pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_si512();
     // Each group of 4 weights is read as one int32 and broadcast to all lanes.
     const int8_t *a = g->a + (size_t)i0 * g->k4 * 4;
     const uint8_t *b = g->b + (size_t)j0 * 4;
     for (int q = 0; q < g->k4; q++) {
         __m512i u[NV];
+#pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) u[v] = _mm512_loadu_si512(b + (size_t)q * g->npad * 4 + v * 64);
+#pragma clang loop unroll(full)
         for (int r = 0; r < mr; r++) {
             int32_t four;  // memcpy: the int8 array is read 32 bits at a time
             memcpy(&four, a + ((size_t)r * g->k4 + q) * 4, sizeof four);
             const __m512i w = _mm512_set1_epi32(four);
+#pragma clang loop unroll(full)
             for (int v = 0; v < nv; v++) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], u[v], w);
         }
     }
+#pragma clang loop unroll(full)
     for (int r = 0; r < mr; r++) {
         const __m512i corr = _mm512_set1_epi32(g->corr[i0 + r]);
         if (g->output.kind == QAT_I8_OUT_INT8 && g->col_stride == 1) {
             __m512i a[NV];
+#pragma clang loop unroll(full)
             for (int v = 0; v < NV; v++) a[v] = v < nv ? _mm512_add_epi32(acc[r][v], corr) : _mm512_setzero_si512();
             store64_int8(g, i0 + r, j0, nv, a[0], a[1], a[2], a[3]);
             continue;
         }
+#pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) store16(g, i0 + r, j0 + 16 * v, _mm512_add_epi32(acc[r][v], corr));
     }
 }

@@ -36,14 +36,22 @@ void qat_i8_im2col_portable(const uint8_t *xu, const qat_i8_im2col_shape *s, uin
     }
 }
 
-// Column stride 1: the four taps of a group read four contiguous input rows, so 16 columns at a
-// time are a byte interleave of four 16-byte loads (two rounds of unpack). A chunk may run up to
-// 15 columns past the row: it reads the next bytes of the image (or its 64 spare bytes) and
-// writes columns that the next row, the next group, or nobody (the GEMM ignores columns ≥ p; b
-// has 16 spare columns) overwrites. Other column strides use the portable loop.
+// 16 bytes src[0], src[2], …, src[30]: the even bytes of 32.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2 __m128i load_even16(const uint8_t *src) {
+    const __m128i even = _mm_set1_epi16(0x00FF);
+    return _mm_packus_epi16(_mm_and_si128(_mm_loadu_si128((const __m128i *)src), even),
+                            _mm_and_si128(_mm_loadu_si128((const __m128i *)(src + 16)), even));
+}
+
+// Column stride 1 (or 2): the four taps of a group read four input rows, contiguous (or every
+// other byte), so 16 columns at a time are a byte interleave of four 16-byte loads (two rounds
+// of unpack). A chunk may run up to 15 columns past the row: it reads the next bytes of the
+// image (up to 31 for stride 2, within its 64 spare bytes) and writes columns that the next
+// row, the next group, or nobody (the GEMM ignores columns ≥ p; b has 16 spare columns)
+// overwrites. Other column strides use the portable loop.
 QAT_I8_TARGET_AVX2 void qat_i8_im2col_fast(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t *b) {
-    if (s->sw != 1) { qat_i8_im2col_portable(xu, s, b); return; }
-    const int oh = s->oh, ow = s->ow, k4 = s->k4, npad = s->npad;  // locals: stores through b may alias *s
+    if (s->sw > 2) { qat_i8_im2col_portable(xu, s, b); return; }
+    const int oh = s->oh, ow = s->ow, k4 = s->k4, npad = s->npad, sw = s->sw;  // locals: stores through b may alias *s
     const size_t row_step = (size_t)s->sh * s->wp;
     tap_cursor taps = {0, 0, 0, 0};
     for (int q = 0; q < k4; q++) {
@@ -56,10 +64,19 @@ QAT_I8_TARGET_AVX2 void qat_i8_im2col_fast(const uint8_t *xu, const qat_i8_im2co
             const size_t row = (size_t)oy * row_step;
             uint8_t *d = dst + (size_t)oy * ow * 4;
             for (int ox = 0; ox < ow; ox += 16) {
-                const __m128i x0 = _mm_loadu_si128((const __m128i *)(s0 + row + ox));
-                const __m128i x1 = _mm_loadu_si128((const __m128i *)(s1 + row + ox));
-                const __m128i x2 = _mm_loadu_si128((const __m128i *)(s2 + row + ox));
-                const __m128i x3 = _mm_loadu_si128((const __m128i *)(s3 + row + ox));
+                __m128i x0, x1, x2, x3;
+                if (sw == 1) {
+                    x0 = _mm_loadu_si128((const __m128i *)(s0 + row + ox));
+                    x1 = _mm_loadu_si128((const __m128i *)(s1 + row + ox));
+                    x2 = _mm_loadu_si128((const __m128i *)(s2 + row + ox));
+                    x3 = _mm_loadu_si128((const __m128i *)(s3 + row + ox));
+                } else {
+                    const size_t at = row + 2 * (size_t)ox;
+                    x0 = load_even16(s0 + at);
+                    x1 = load_even16(s1 + at);
+                    x2 = load_even16(s2 + at);
+                    x3 = load_even16(s3 + at);
+                }
                 const __m128i lo01 = _mm_unpacklo_epi8(x0, x1), hi01 = _mm_unpackhi_epi8(x0, x1);
                 const __m128i lo23 = _mm_unpacklo_epi8(x2, x3), hi23 = _mm_unpackhi_epi8(x2, x3);
                 __m128i *out = (__m128i *)(d + (size_t)ox * 4);

@@ -120,11 +120,21 @@ typedef struct {
     int8_t *codes;
     qat_i8_output output;
     int channel;
+    // The VBMI kernel reads the padded plane itself, shifted to u8 ([hp][wp] and 64 spare bytes),
+    // instead of rows; sw is its column stride (1 or 2).
+    const uint8_t *plane;
+    int wp, sw;
 } qat_i8_depthwise_plane;
 
 void qat_i8_depthwise_plane_portable(const qat_i8_depthwise_plane *p);
 void qat_i8_depthwise_plane_avx2(const qat_i8_depthwise_plane *p);
 void qat_i8_depthwise_plane_vnni(const qat_i8_depthwise_plane *p);
+// VNNI + VBMI, for kw ≤ 4, dw = 1, sw ≤ 2, from p->plane: the same accumulators and codes.
+void qat_i8_depthwise_plane_vbmi(const qat_i8_depthwise_plane *p);
+// The VBMI kernel's plane: h rows of w codes from src into dst (row stride wp), shifted to u8.
+void qat_i8_depthwise_copy_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp);
+// 1 when the CPU has AVX-512 VBMI and qat_i8_allow_vbmi has not turned it off.
+int qat_i8_cpu_has_vbmi(void);
 
 // Writes rows × cols accumulators (row r at acc + r·acc_stride) of channel `channel` to `out`
 // (rows·cols contiguous elements) as output.kind says: the formula of qat_i8_store1 (elementwise.c).
@@ -134,8 +144,14 @@ void qat_i8_finish(qat_i8_path path, const int32_t *acc, size_t rows, size_t col
 // 2×2 stride-2 max pool for the AVX2 and VNNI paths (im2col.c); h, w ≥ 2.
 void qat_i8_maxpool2x2_fast(const int8_t *x, int8_t *y, size_t planes, size_t h, size_t w);
 
+// Global average pool of the first planes − planes mod 8 planes, eight at a time (float_nodes_simd.c),
+// of floats x or, when q is set, codes dequantized as scale·(q − zero); returns how many it did.
+size_t qat_i8_global_avgpool_fast(const float *x, const int8_t *q, float scale, int32_t zero,
+                                  size_t planes, size_t area, float factor, float *y);
+
 // malloc that aborts with a message when memory runs out (gemm.c).
 void *qat_i8_checked_malloc(size_t bytes);
 
 #define QAT_I8_TARGET_AVX2 __attribute__((target("avx2")))
 #define QAT_I8_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#define QAT_I8_TARGET_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))

@@ -57,6 +57,10 @@ public enum Int8Kernels {
 
     public static func isSupported(_ path: Path) -> Bool { qat_i8_cpu_supports(path.c) != 0 }
 
+    /// Whether the VNNI path may use its AVX-512 VBMI depthwise kernel on CPUs that have VBMI
+    /// (same results as without; tests switch it off to compare).
+    static func allowVBMI(_ allowed: Bool) { qat_i8_allow_vbmi(allowed ? 1 : 0) }
+
     /// The fastest path this CPU supports.
     public static var bestSupportedPath: Path {
         isSupported(.vnni) ? .vnni : isSupported(.avx2) ? .avx2 : .portable
@@ -198,13 +202,31 @@ public enum Int8Kernels {
     static func conv2dMaxPool(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8], bias: [Int32],
                               requantize r: Requantization, poolKernel: Int, poolStride: Int, path: Path,
                               algorithm: ConvAlgorithm) -> [Int8] {
-        precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
         precondition(poolKernel > 0 && poolStride > 0 && poolKernel <= g.outputHeight && poolKernel <= g.outputWidth,
                      "conv2dMaxPool: bad window \(poolKernel)/\(poolStride)")
-        let pooled = ((g.outputHeight - poolKernel) / poolStride + 1) * ((g.outputWidth - poolKernel) / poolStride + 1)
+        return conv2dMaxPool(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, requantize: r,
+                             pool: Int8PoolGeometry(height: g.outputHeight, width: g.outputWidth, kernel: poolKernel, stride: poolStride),
+                             path: path, algorithm: algorithm)
+    }
+
+    /// `conv2d` then a max pool of any geometry (`pool`, whose input size is the conv's output
+    /// size) on each output plane, as one kernel. → [N, O, pool.outputHeight, pool.outputWidth].
+    public static func conv2dMaxPool(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                     bias: [Int32], requantize r: Requantization, pool: Int8PoolGeometry,
+                                     path: Path = activePath) -> [Int8] {
+        conv2dMaxPool(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, requantize: r, pool: pool,
+                      path: path, algorithm: .automatic)
+    }
+
+    static func conv2dMaxPool(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8], bias: [Int32],
+                              requantize r: Requantization, pool: Int8PoolGeometry, path: Path,
+                              algorithm: ConvAlgorithm) -> [Int8] {
+        precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
+        precondition(pool.isValid && pool.height == g.outputHeight && pool.width == g.outputWidth,
+                     "conv2dMaxPool: pool \(pool) does not fit the conv output \(g.outputHeight)×\(g.outputWidth)")
         return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
                            offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound),
-                           pool: (poolKernel, poolStride), count: g.batch * g.outputChannels * pooled)
+                           pool: pool, count: g.batch * g.outputChannels * pool.outputHeight * pool.outputWidth)
     }
 
     /// The same convolution, returning the raw accumulators Σ (q_x − o_d)·w_q + b_q.
@@ -258,6 +280,16 @@ public enum Int8Kernels {
         return makeArray(count) { out in qat_i8_maxpool(path.c, x, out, planes, height, width, kernel, stride) }
     }
 
+    /// Max pool on codes with any window, stride, padding and ceil mode (`pool`), over `planes`
+    /// planes of pool.height×pool.width. Padding never wins (max commutes with the monotone
+    /// dequantize); a window holding no input pixel gives −128, the code of the float pool's −∞.
+    public static func maxPool2d(_ x: [Int8], planes: Int, pool: Int8PoolGeometry, path: Path = activePath) -> [Int8] {
+        precondition(pool.isValid, "maxPool2d: bad geometry \(pool)")
+        precondition(x.count == planes * pool.height * pool.width, "maxPool2d: \(x.count) codes for \(planes)×\(pool.height)×\(pool.width)")
+        var geometry = pool.c
+        return makeArray(planes * pool.outputHeight * pool.outputWidth) { out in qat_i8_maxpool_padded(path.c, x, out, planes, &geometry) }
+    }
+
     /// Residual add on codes: q = clamp(round((s_a(q_a − o_a) + s_b(q_b − o_b)) / s_y) + o_y, lo, upperBound),
     /// each product, the sum and the quotient rounded to Float, round half to even.
     public static func add(_ a: [Int8], _ qa: QuantizationGrid, _ b: [Int8], _ qb: QuantizationGrid, output qy: QuantizationGrid,
@@ -282,7 +314,7 @@ public enum Int8Kernels {
 
     // MARK: Plumbing
 
-    private static func makeArray<T>(_ count: Int, _ fill: (UnsafeMutablePointer<T>) -> Void) -> [T] {
+    static func makeArray<T>(_ count: Int, _ fill: (UnsafeMutablePointer<T>) -> Void) -> [T] {
         [T](unsafeUninitializedCapacity: count) { buffer, initialized in
             if count > 0 { fill(buffer.baseAddress!) }
             initialized = count
@@ -335,7 +367,7 @@ public enum Int8Kernels {
     private static func generalConv<T>(_ x: [Int8], _ g: Int8ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
                                        _ path: Path, _ algorithm: ConvAlgorithm, kind: qat_i8_out_kind, scales: [Float],
                                        offsets: [Float]?, zeroPoint: Int32, lo: Int32, hi: Int32,
-                                       pool: (kernel: Int, stride: Int) = (0, 0), count: Int? = nil) -> [T] {
+                                       pool: Int8PoolGeometry? = nil, count: Int? = nil) -> [T] {
         precondition(g.isValid, "conv2d: bad geometry \(g)")
         precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
         precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
@@ -353,13 +385,20 @@ public enum Int8Kernels {
         let count = count ?? g.batch * g.outputChannels * g.outputHeight * g.outputWidth
         return withOutput(kind, scales, offsets, zeroPoint, lo, hi) { output in
             makeArray(count) { (out: UnsafeMutablePointer<T>) in
-                if direct {
-                    qat_i8_conv2d_depthwise(path.c, x, zero, &geometry, weights, bias, output, Int32(pool.kernel), Int32(pool.stride), out)
-                } else {
-                    qat_i8_conv2d_grouped(path.c, x, zero, &geometry, weights, bias, output, Int32(pool.kernel), Int32(pool.stride), out)
+                withPoolPointer(pool) { poolGeometry in
+                    if direct {
+                        qat_i8_conv2d_depthwise(path.c, x, zero, &geometry, weights, bias, output, poolGeometry, out)
+                    } else {
+                        qat_i8_conv2d_grouped(path.c, x, zero, &geometry, weights, bias, output, poolGeometry, out)
+                    }
                 }
             }
         }
+    }
+
+    private static func withPoolPointer<R>(_ pool: Int8PoolGeometry?, _ body: (UnsafePointer<qat_i8_pool_geometry>?) -> R) -> R {
+        guard let pool else { return body(nil) }
+        return withUnsafePointer(to: pool.c) { body($0) }
     }
 
     private static func dense<T>(_ x: [Int8], _ batch: Int, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
@@ -431,6 +470,42 @@ public struct Int8ConvGeometry: Equatable, Sendable {
                              dh: Int32(dilationHeight), dw: Int32(dilationWidth),
                              pad_top: Int32(padTop), pad_left: Int32(padLeft), pad_bottom: Int32(padBottom), pad_right: Int32(padRight),
                              groups: Int32(groups))
+    }
+}
+
+/// A max pool's geometry on planes of height×width (ONNX MaxPool, PyTorch max_pool2d): output
+/// (oy, ox) is the max over rows oy·strideHeight − padTop … + kernelHeight − 1 and the columns
+/// likewise, clipped to the plane. The output size is given (it depends on ceil mode); the
+/// bottom and right padding only enter through it.
+public struct Int8PoolGeometry: Equatable, Sendable {
+    public var height, width, outputHeight, outputWidth: Int
+    public var kernelHeight, kernelWidth, strideHeight, strideWidth: Int
+    public var padTop, padLeft: Int
+
+    public init(height: Int, width: Int, outputHeight: Int, outputWidth: Int, kernelHeight: Int, kernelWidth: Int,
+                strideHeight: Int, strideWidth: Int, padTop: Int = 0, padLeft: Int = 0) {
+        (self.height, self.width, self.outputHeight, self.outputWidth) = (height, width, outputHeight, outputWidth)
+        (self.kernelHeight, self.kernelWidth, self.strideHeight, self.strideWidth) = (kernelHeight, kernelWidth, strideHeight, strideWidth)
+        (self.padTop, self.padLeft) = (padTop, padLeft)
+    }
+
+    /// A square window without padding: (height − kernel)/stride + 1 outputs each way.
+    public init(height: Int, width: Int, kernel: Int, stride: Int) {
+        self.init(height: height, width: width, outputHeight: (height - kernel) / stride + 1,
+                  outputWidth: (width - kernel) / stride + 1, kernelHeight: kernel, kernelWidth: kernel,
+                  strideHeight: stride, strideWidth: stride)
+    }
+
+    public var isValid: Bool {
+        [height, width, outputHeight, outputWidth, kernelHeight, kernelWidth, strideHeight, strideWidth].allSatisfy { $0 > 0 }
+            && padTop >= 0 && padLeft >= 0
+            && [height, width, outputHeight, outputWidth, kernelHeight, kernelWidth].allSatisfy { $0 <= Int(Int32.max) }
+    }
+
+    var c: qat_i8_pool_geometry {
+        qat_i8_pool_geometry(h: Int32(height), w: Int32(width), oh: Int32(outputHeight), ow: Int32(outputWidth),
+                             kh: Int32(kernelHeight), kw: Int32(kernelWidth), sh: Int32(strideHeight), sw: Int32(strideWidth),
+                             pad_top: Int32(padTop), pad_left: Int32(padLeft))
     }
 }
 

@@ -122,7 +122,7 @@ public final class Int8Model {
             guard step.node.op == .conv2d, step.node.inputQuantizer != nil, step.requantization != nil,
                   i + 1 < steps.count, readers[i + 1] == 1 else { return false }
             let next = steps[i + 1]
-            return next.node.op == .maxpool2d && next.inputs == [i + 1] && next.node.hasPlainPoolGeometry
+            return next.node.op == .maxpool2d && next.inputs == [i + 1]
         }
         quantizedLayerNames = deployed.nodes.filter(\.isInteger).map(\.name)
     }
@@ -168,13 +168,12 @@ public final class Int8Model {
                 observeInputCodes?(step.node.name, own)
                 let x = substituteInputCodes?(step.node.name) ?? own
                 let pool = steps[i + 1].node, node = step.node
-                let y = node.convolution.isPlain
+                let y = node.convolution.isPlain && pool.hasPlainPoolGeometry
                     ? Int8Kernels.conv2dMaxPool(x, convGeometry(step, n), inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
                                                 bias: node.biasCodes, requantize: r, poolKernel: pool.kernel.height,
                                                 poolStride: pool.stride.height)
                     : Int8Kernels.conv2dMaxPool(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
-                                                bias: node.biasCodes, requantize: r, poolKernel: pool.kernel.height,
-                                                poolStride: pool.stride.height)
+                                                bias: node.biasCodes, requantize: r, pool: poolGeometry(steps[i + 1]))
                 values[i + 2] = .codes(y, node.output!)
                 for input in step.inputs where lastUse[input] == i { values[input] = nil }
                 i += 2
@@ -276,10 +275,12 @@ public final class Int8Model {
                     return .codes(Int8Kernels.maxPool2d(c, planes: n * s[0], height: s[1], width: s[2],
                                                         kernel: node.kernel.height, stride: node.stride.height), q)
                 }
-                // Padded or rectangular: the max of the dequantized codes is one of them, so
-                // quantizing it again on the same grid gives back its code.
-                let y = statelessOperation(node.statelessKind!)!([tensor(input, step.inputShape)], nil)
-                return .codes(Int8Kernels.quantize(y.value.storage, q), q)
+                // Padded, rectangular or ceil mode: max commutes with the monotone dequantize,
+                // and padding never wins.
+                return .codes(Int8Kernels.maxPool2d(c, planes: n * step.inputShape[0], pool: poolGeometry(step)), q)
+            }
+            if !node.hasPlainPoolGeometry {
+                return .floats(Int8Kernels.maxPool2d(floats(input), planes: n * step.inputShape[0], pool: poolGeometry(step)))
             }
             return floatResult(statelessOperation(node.statelessKind!)!([tensor(input, step.inputShape)], nil))
         case .flatten:
@@ -298,12 +299,58 @@ public final class Int8Model {
                 return .codes(q, qy)
             }
             return floatResult(y)
-        case .avgpool2d, .clip, .leakyReLU, .sigmoid, .hardSigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
+        case .clip, .leakyReLU, .sigmoid, .hardSigmoid, .hardSwish:
+            if case .codes(let c, let q) = input {
+                // Element-wise on 256 possible inputs: the op's own outputs, tabulated per code.
+                let op = statelessOperation(node.statelessKind!)!
+                let table = Int8Kernels.unaryTable(on: q) { values in
+                    op([Variable(Tensor(shape: [1, values.count], storage: values))], nil).value.storage
+                }
+                return .floats(Int8Kernels.lookup(c, table: table))
+            }
+            if node.op == .hardSwish { return .floats(Int8Kernels.hardSwish(floats(input))) }
+            return floatResult(statelessOperation(node.statelessKind!)!(floatInputs(), nil))
+        case .globalAvgpool2d:
+            let s = step.inputShape, planes = n * s[0], area = s[1] * s[2]
+            let factor = 1 / Float(area)   // as globalAveragePool
+            if case .codes(let c, let q) = input {
+                return .floats(Int8Kernels.globalAveragePool(c, q, planes: planes, area: area, factor: factor))
+            }
+            return .floats(Int8Kernels.globalAveragePool(floats(input), planes: planes, area: area, factor: factor))
+        case .mul:
+            if let (full, perPlane) = planeScaling(step) {
+                // Squeeze-and-excitation: [C, H, W] · [C, 1, 1], one product per element.
+                return .floats(Int8Kernels.scaleRows(floats(values[full]!), by: floats(values[perPlane]!)))
+            }
+            return floatResult(statelessOperation(node.statelessKind!)!(floatInputs(), nil))
+        case .avgpool2d, .concat:
             // Float nodes: the training op in eval mode on the dequantized inputs.
             return floatResult(statelessOperation(node.statelessKind!)!(floatInputs(), nil))
         case .constant:
             preconditionFailure("handled above")
         }
+    }
+
+    /// A max pool node's geometry, its output size as the model graph has it (ceil mode included).
+    private func poolGeometry(_ step: Step) -> Int8PoolGeometry {
+        let node = step.node
+        return Int8PoolGeometry(height: step.inputShape[1], width: step.inputShape[2], outputHeight: step.outputShape[1],
+                                outputWidth: step.outputShape[2], kernelHeight: node.kernel.height, kernelWidth: node.kernel.width,
+                                strideHeight: node.stride.height, strideWidth: node.stride.width,
+                                padTop: node.padding.top, padLeft: node.padding.left)
+    }
+
+    /// For a mul node of shape [C, H, W] · [C, 1, 1] (either order, neither a constant): the value
+    /// indices of the full operand and of the per-plane one.
+    private func planeScaling(_ step: Step) -> (full: Int, perPlane: Int)? {
+        guard step.inputs.count == 2, step.inputs.allSatisfy({ $0 == 0 || steps[$0 - 1].node.op != .constant }) else { return nil }
+        let (a, b) = (step.inputShapes[0], step.inputShapes[1])
+        func scales(_ full: [Int], by perPlane: [Int]) -> Bool {
+            full.count == 3 && perPlane == [full[0], 1, 1] && full == step.outputShape
+        }
+        if scales(a, by: b) { return (step.inputs[0], step.inputs[1]) }
+        if scales(b, by: a) { return (step.inputs[1], step.inputs[0]) }
+        return nil
     }
 
     /// The integer kernels' geometry of any conv node.

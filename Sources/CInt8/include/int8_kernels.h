@@ -75,22 +75,32 @@ static inline int qat_i8_conv_out_w(const qat_i8_conv_geometry *g) {
     return (g->w + g->pad_left + g->pad_right - g->dw * (g->kw - 1) - 1) / g->sw + 1;
 }
 
+// A max pool's geometry (ONNX MaxPool / PyTorch max_pool2d) over planes of h×w: output oy, ox
+// takes the max over rows oy·sh − pad_top … + kh − 1 and columns ox·sw − pad_left … + kw − 1,
+// clipped to the plane (padding never wins); a window with no pixel of the plane gives −128
+// (the code the float pool's −∞ quantizes to). oh, ow come from the caller (ceil mode included).
+typedef struct {
+    int h, w, oh, ow;
+    int kh, kw, sh, sw;
+    int pad_top, pad_left;
+} qat_i8_pool_geometry;
+
 // Any geometry through the int8 im2col + GEMM, one GEMM per group; the same integers and
 // output formula as qat_i8_conv2d (which is this with kh = kw, one stride, symmetric padding,
 // dilation 1, groups 1). Precondition (checked by the Swift wrapper): |b_q| + 2·255·128·K < 2^31
-// with K = (c/groups)·kh·kw. pool_k > 0 max pools each int8 output plane as
-// qat_i8_conv2d_maxpool does (output.kind must then be INT8); pool_k = 0 for none.
+// with K = (c/groups)·kh·kw. A non-NULL `pool` (h, w the conv's output size) max pools each
+// int8 output plane as qat_i8_maxpool_padded does (output.kind must then be INT8).
 void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                            const int8_t *weight, const int32_t *bias, qat_i8_output output,
-                           int pool_k, int pool_s, void *out);
+                           const qat_i8_pool_geometry *pool, void *out);
 
 // Depthwise convolution (groups == c, oc = c·multiplier; output channel o reads input channel
 // o / multiplier) by a direct kernel: no column matrix over channels, one pass per plane. The
 // same integers, output formula and precondition (K = kh·kw) as qat_i8_conv2d_grouped, and the
-// same results on every path; pool_k as there.
+// same results on every path; `pool` as there.
 void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                              const int8_t *weight, const int32_t *bias, qat_i8_output output,
-                             int pool_k, int pool_s, void *out);
+                             const qat_i8_pool_geometry *pool, void *out);
 
 // Fully connected: out[i][o] = Σ_j (x[i][j] − x_zero)·weight[o][j] + bias[o], then `output`.
 // x: [n][in], weight: [outs][in], out: [n][outs]. Same overflow precondition with K = in.
@@ -107,6 +117,37 @@ void qat_i8_requantize(qat_i8_path path, const int32_t *acc, size_t n, size_t ch
 // Quantization is monotone, so pooling codes equals quantizing the pooled values.
 void qat_i8_maxpool(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes,
                     size_t h, size_t w, size_t k, size_t s);
+
+// Max pool on codes with any window, stride, padding and output size (qat_i8_pool_geometry);
+// planes are [planes][h][w] → [planes][oh][ow]. Plain geometries take qat_i8_maxpool.
+void qat_i8_maxpool_padded(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes, const qat_i8_pool_geometry *g);
+
+// The same pool on float planes, with the results of QATCore's padded float max pool: per window
+// the first strictly greatest element in scan order, a NaN winning (the first one), −∞ for a
+// window without elements.
+void qat_i8_maxpool_float(qat_i8_path path, const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g);
+
+// Hard swish on floats with QATCore's hardSwish results: y = x · clamp(x + 3, 0, 6) / 6, product
+// and quotient each rounded.
+void qat_i8_hard_swish(qat_i8_path path, const float *x, float *y, size_t count);
+
+// y[i] = table[q[i] + 128]: a unary float op on the 256 codes of one grid, tabulated by the caller.
+void qat_i8_lookup(qat_i8_path path, const int8_t *q, const float *table, float *y, size_t count);
+
+// Global average pool of `planes` planes of `area` floats: y[p] = (Σ x in scan order, float32,
+// starting from 0) · factor, as QATCore's globalAveragePool. The codes form adds
+// scale·(q − zero) (dequantized as qat_i8_dequantize does) instead of x.
+void qat_i8_global_avgpool(qat_i8_path path, const float *x, size_t planes, size_t area, float factor, float *y);
+void qat_i8_global_avgpool_codes(qat_i8_path path, const int8_t *q, float scale, int32_t zero, size_t planes,
+                                 size_t area, float factor, float *y);
+
+// y[r·length + j] = x[r·length + j] · per_row[r]: a broadcasting multiply by one value per row
+// (squeeze-and-excitation, [N, C, H, W] · [N, C, 1, 1]); one IEEE product per element.
+void qat_i8_scale_rows(qat_i8_path path, const float *x, const float *per_row, size_t rows, size_t length, float *y);
+
+// Whether the VNNI path may use AVX-512 VBMI where the CPU has it (the depthwise kernel for
+// kernels up to 4 wide; same results). 1 by default; tests turn it off to check the other kernel.
+void qat_i8_allow_vbmi(int allowed);
 
 // Residual add on codes:
 //   q = clamp(nearbyintf((s_a·(q_a − o_a) + s_b·(q_b − o_b)) / s_y) + o_y, lo, hi)

@@ -1,0 +1,61 @@
+import CInt8
+import QATCore
+
+/// Kernels for the float nodes of the INT8 engine (the layers that run between dequantize and
+/// quantize, `Lowering.float`): the same float results as the training ops in eval mode, without
+/// their per-element overhead.
+extension Int8Kernels {
+    /// y[i] = table[codes[i] + 128]: a unary op tabulated on the 256 codes of one grid
+    /// (`unaryTable`).
+    public static func lookup(_ codes: [Int8], table: [Float], path: Path = activePath) -> [Float] {
+        precondition(table.count == 256, "lookup: a table of \(table.count) entries, not 256")
+        return makeArray(codes.count) { out in qat_i8_lookup(path.c, codes, table, out, codes.count) }
+    }
+
+    /// The 256 outputs of an element-wise op on the dequantized codes −128 … 127 of `grid`, each
+    /// computed by `op` itself (the training op): looking codes up in it gives the op's own floats.
+    public static func unaryTable(on grid: QuantizationGrid, _ op: ([Float]) -> [Float]) -> [Float] {
+        let codes = (-128...127).map { Int8($0) }
+        let table = op(dequantize(codes, grid))
+        precondition(table.count == 256, "unaryTable: the op returned \(table.count) values for 256")
+        return table
+    }
+
+    /// Max pool on float planes with any geometry: the results of QATCore's padded max pool
+    /// (first strictly greatest element of each window in scan order, NaN winning, −∞ for a
+    /// window without elements), branch-free.
+    public static func maxPool2d(_ x: [Float], planes: Int, pool: Int8PoolGeometry, path: Path = activePath) -> [Float] {
+        precondition(pool.isValid, "maxPool2d: bad geometry \(pool)")
+        precondition(x.count == planes * pool.height * pool.width, "maxPool2d: \(x.count) values for \(planes)×\(pool.height)×\(pool.width)")
+        var geometry = pool.c
+        return makeArray(planes * pool.outputHeight * pool.outputWidth) { out in qat_i8_maxpool_float(path.c, x, out, planes, &geometry) }
+    }
+
+    /// QATCore's hardSwish on floats, the same floats (x · clamp(x + 3, 0, 6) / 6), vectorised.
+    public static func hardSwish(_ x: [Float], path: Path = activePath) -> [Float] {
+        makeArray(x.count) { out in qat_i8_hard_swish(path.c, x, out, x.count) }
+    }
+
+    /// [planes, area] floats → [planes]: each plane's float32 sum in scan order, times `factor`
+    /// (QATCore's globalAveragePool with factor 1 / area).
+    public static func globalAveragePool(_ x: [Float], planes: Int, area: Int, factor: Float, path: Path = activePath) -> [Float] {
+        precondition(planes > 0 && area > 0 && x.count == planes * area, "globalAveragePool: \(x.count) values for \(planes)×\(area)")
+        return makeArray(planes) { out in qat_i8_global_avgpool(path.c, x, planes, area, factor, out) }
+    }
+
+    /// The same on codes of `grid`, each dequantized as `dequantize` does before it is added.
+    public static func globalAveragePool(_ codes: [Int8], _ grid: QuantizationGrid, planes: Int, area: Int, factor: Float,
+                                         path: Path = activePath) -> [Float] {
+        precondition(planes > 0 && area > 0 && codes.count == planes * area,
+                     "globalAveragePool: \(codes.count) codes for \(planes)×\(area)")
+        return makeArray(planes) { out in
+            qat_i8_global_avgpool_codes(path.c, codes, grid.scale, Int32(grid.zeroPoint), planes, area, factor, out)
+        }
+    }
+
+    /// y[r·length + j] = x[r·length + j] · perRow[r] (a [N, C, H, W] · [N, C, 1, 1] multiply).
+    public static func scaleRows(_ x: [Float], by perRow: [Float], path: Path = activePath) -> [Float] {
+        precondition(!perRow.isEmpty && x.count % perRow.count == 0, "scaleRows: \(x.count) values for \(perRow.count) rows")
+        return makeArray(x.count) { out in qat_i8_scale_rows(path.c, x, perRow, perRow.count, x.count / perRow.count, out) }
+    }
+}
