@@ -69,8 +69,19 @@ public final class TrainingRun {
 
     /// Starts from `settings.initCheckpoint` (if any), attaches quantizers, calibrates.
     public func prepareFreshStart(train: Dataset) throws {
-        let start = try settings.initCheckpoint.map { ($0, try CheckpointFile.read(from: $0)) }
+        try loadStartingPoint(try startingCheckpoint())
+        try calibrateQuantizers(train: train)
+    }
+
+    /// The checkpoint a fresh run starts from: `model.init`, else the weights of an ONNX
+    /// `model.spec`; nil when the run starts from random weights.
+    func startingCheckpoint() throws -> (file: String, checkpoint: CheckpointFile)? {
+        try settings.initCheckpoint.map { ($0, try CheckpointFile.read(from: $0)) }
             ?? importedWeights.map { (settings.modelSpec, $0) }
+    }
+
+    /// Loads `start` (if any) into the model and attaches the plan's quantizers.
+    func loadStartingPoint(_ start: (file: String, checkpoint: CheckpointFile)?) throws {
         if let (initFile, checkpoint) = start {
             if let plan { model.applyQuantization(plan) }
             // A float checkpoint has no quantizer parameters yet: calibration provides them. A QAT
@@ -81,15 +92,21 @@ public final class TrainingRun {
         } else if let plan {
             model.applyQuantization(plan)
         }
-        if plan != nil {
-            try checkData(train: train, test: nil)
-            try checkCalibrationBatches(trainCount: train.count)
-            let batches = trainer.calibrationBatches(from: train, count: batchNum)
-            let calibrated = try model.calibrate(on: batches)
-            if let plan, !calibrated.isEmpty {
-                log("calibrated \(plan.describeCalibration(of: calibrated)) on \(batches.count) batch(es)")
-            }
+    }
+
+    /// Calibrates every quantizer that has no bounds yet on the first `batch_num` training
+    /// batches (`Trainer.calibrationBatches`); returns the calibrated layers. Float runs: nothing.
+    @discardableResult
+    func calibrateQuantizers(train: Dataset) throws -> [String] {
+        guard let plan else { return [] }
+        try checkData(train: train, test: nil)
+        try checkCalibrationBatches(trainCount: train.count)
+        let batches = trainer.calibrationBatches(from: train, count: batchNum)
+        let calibrated = try model.calibrate(on: batches)
+        if !calibrated.isEmpty {
+            log("calibrated \(plan.describeCalibration(of: calibrated)) on \(batches.count) batch(es)")
         }
+        return calibrated
     }
 
     /// Restores everything from a checkpoint of this run. Refuses a checkpoint whose math-relevant
