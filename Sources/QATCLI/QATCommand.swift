@@ -8,7 +8,7 @@ public struct QATCommand: ParsableCommand {
         commandName: "qat",
         abstract: "Quantization-aware retraining for CNNs: float training, fake-quant QAT, INT8 deployment.",
         // In workflow order: set up, train, check, deploy, debug.
-        subcommands: [ImportCommand.self, CreateConfigCommand.self, PlanCommand.self, TrainCommand.self, EvalCommand.self, InspectCommand.self,
+        subcommands: [ImportCommand.self, CreateConfigCommand.self, PlanCommand.self, CalibrateCommand.self, TrainCommand.self, EvalCommand.self, InspectCommand.self,
                       CheckCommand.self, DeployCommand.self, ExportCommand.self, VerifyCommand.self, CompareCommand.self, SensitivityCommand.self])
 
     public init() {}
