@@ -121,6 +121,12 @@ final class CalibrateTests: XCTestCase {
         XCTAssertEqual(bounds(continued.model), bounds(ptq.model))
     }
 
+    func testHelpListsCalibrate() throws {
+        let (status, output) = try qat(["--help"])
+        XCTAssertEqual(status, 0, output)
+        XCTAssertTrue(output.contains("calibrate"), output)
+    }
+
     func testBadInputGivesOneLineAndWritesNothing() throws {
         let folder = try makeTemporaryFolder(self)
         let output = folder + "/ptq.h5"
