@@ -18,20 +18,18 @@ public struct CalibrationReport: Sendable {
 /// result as a QAT checkpoint at step 0. Weights stay float in the file: ARQ quantizes them in
 /// every fake-quant forward and at deployment, as for any QAT checkpoint.
 extension TrainingRun {
-    /// The checks of `qat calibrate` before any work: a quantization plan, float weights to start
-    /// from, data that fits, enough training images for batch_num batches, a writable output
-    /// (named `outputFlag` in errors), and memory for evaluation.
-    public func calibrationPreflight(train: Dataset, test: Dataset, outputFlag: String = "--output") throws {
+    /// The checks of `qat calibrate` that need only the config and the data: a quantization plan,
+    /// data that fits, enough training images for batch_num batches, an output path, and memory.
+    func calibrationPreflight(train: Dataset, test: Dataset) throws {
         guard isQAT else {
             throw InputError(file: configFile, message: "has no layer rules, so there is nothing to calibrate "
                              + "(a float training config?): give a retrain config with quantized layers, e.g. Configs/retrain.json")
         }
         try checkData(train: train, test: test)
         try checkCalibrationBatches(trainCount: train.count)
-        guard let output = settings.output else {
-            throw InputError(file: configFile, keyPath: "checkpoint.output", message: "missing: calibrate needs an output checkpoint (\(outputFlag))")
+        guard settings.output != nil else {
+            throw InputError(file: configFile, keyPath: "checkpoint.output", message: "missing: calibrate needs an output checkpoint (--output)")
         }
-        try OutputFolder.requireWritable(OutputFolder.folder(of: output), setting: outputFlag)
         try MemoryBudget(spec: spec, graph: model.graph, batchSize: max(settings.batchSize, settings.evalBatchSize),
                          datasetValues: train.valuesInMemory + test.valuesInMemory).check()
     }
@@ -45,10 +43,13 @@ extension TrainingRun {
                              message: "missing: calibrate needs float weights (--checkpoint, model.init, or an ONNX --model)")
         }
         try Self.requireFloat(start.checkpoint, file: start.file)
-        // Everything is checked: from here on, progress.
-        log("post-training quantization of \(spec.name) on \(train.count) training and \(test.count) test images, "
-            + "\(settings.threads) thread(s)")
         try loadStartingPoint(start)
+        // Only now, with the input known to be good, may the output folder be created.
+        let output = settings.output!
+        try OutputFolder.requireWritable(OutputFolder.folder(of: output), setting: "--output")
+        // Everything is checked: from here on, progress.
+        log("post-training quantization of \(spec.name) from \(start.file), \(train.count) training and \(test.count) test images, "
+            + "\(settings.threads) thread(s)")
         log("evaluating the float model on \(test.count) test images")
         let float = model.withoutFakeQuantizers { trainer.evaluate(test) }
         log("calibrating \(model.fakeQuantizers.count) layer(s) on \(batchNum) batch(es) of \(settings.batchSize) training images")
@@ -57,8 +58,8 @@ extension TrainingRun {
         // This forward also sets each quantizer's activation grid and weight scales, which the
         // checkpoint stores (they depend on the bounds and weights only, not on the images).
         let quantized = trainer.evaluate(test)
-        try save(to: settings.output!)
-        log("saved \(settings.output!)")
+        try save(to: output)
+        log("saved \(output)")
         return CalibrationReport(float: float, quantized: quantized, calibratedLayers: calibrated)
     }
 

@@ -69,7 +69,9 @@ public final class TrainingRun {
 
     /// Starts from `settings.initCheckpoint` (if any), attaches quantizers, calibrates.
     public func prepareFreshStart(train: Dataset) throws {
-        try loadStartingPoint(try startingCheckpoint())
+        let start = try startingCheckpoint()
+        try loadStartingPoint(start)
+        if let start { log("initialised from \(start.file)") }
         try calibrateQuantizers(train: train)
     }
 
@@ -88,7 +90,6 @@ public final class TrainingRun {
             // checkpoint brings its learned bounds and state, and those layers are not recalibrated.
             try model.load(checkpoint, file: initFile, mayBeMissing: { $0.contains("_quant.") })
             try model.loadQuantizerState(checkpoint.extra, file: initFile, skippingMissingLayers: true)
-            log("initialised from \(initFile)")
         } else if let plan {
             model.applyQuantization(plan)
         }

@@ -121,6 +121,31 @@ final class CalibrateTests: XCTestCase {
         XCTAssertEqual(bounds(continued.model), bounds(ptq.model))
     }
 
+    /// An ONNX model's own weights are the float starting point when no --checkpoint is given.
+    func testCalibratesAnImportedONNXModel() throws {
+        let folder = try makeTemporaryFolder(self)
+        let onnx = "Tests/Fixtures/onnx/lenet.onnx", config = folder + "/retrain.json", ptq = folder + "/ptq.h5"
+        let (createStatus, created) = try qat(["create-config", "--model", onnx, "--output", config])
+        XCTAssertEqual(createStatus, 0, created)
+        let (status, log) = try qat(["calibrate", "--config", config, "--model", onnx, "--output", ptq,
+                                     "--train-limit", "256", "--test-limit", "100", "--batch-num", "2"])
+        XCTAssertEqual(status, 0, log)
+        XCTAssertTrue(log.contains("post-training quantization of lenet from \(onnx)") && log.contains("on 2 batch(es)"), log)
+        let deployed = folder + "/ptq-int8.h5"
+        let (deployStatus, deployLog) = try qat(["deploy", "--checkpoint", ptq, "--output", deployed])
+        XCTAssertEqual(deployStatus, 0, deployLog)
+        let (verifyStatus, verified) = try qat(["verify", "--checkpoint", ptq, "--deploy", deployed, "--test-limit", "100"])
+        XCTAssertEqual(verifyStatus, 0, verified)
+        XCTAssertTrue(verified.contains("PASS"), verified)
+
+        // The LeNet-5 config does not fit this model: one line naming the layer.
+        let (mismatch, text) = try qat(["calibrate", "--config", "Configs/retrain.json", "--model", onnx, "--output", folder + "/m.h5"])
+        XCTAssertEqual(mismatch, 1, text)
+        XCTAssertEqual(text.split(separator: "\n").count, 1, text)
+        XCTAssertTrue(text.contains("conv1"), text)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/m.h5"))
+    }
+
     func testHelpListsCalibrate() throws {
         let (status, output) = try qat(["--help"])
         XCTAssertEqual(status, 0, output)
