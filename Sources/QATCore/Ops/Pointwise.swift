@@ -14,9 +14,9 @@ func pointwise(_ x: Variable, tape: Tape?, forward: PointwiseForward,
     let y = runPointwise(x.value, forward)
     let out = Variable(y, requiresGrad: needsPullback(tape, x))
     guard out.requiresGrad, let tape else { return out }
-    tape.record {
+    tape.record {   // keeps y itself: the model may release `out`'s value before backward
         guard let gy = out.grad else { return }
-        runPointwiseBackward(saved: out.value, gy, into: x, backward)
+        runPointwiseBackward(saved: y, gy, into: x, backward)
     }
     return out
 }
