@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import XCTest
 @testable import QATCore
 @testable import QATModel
@@ -12,11 +11,7 @@ final class MemoryReleaseTests: XCTestCase {
     let resnetSpec = try! ModelSpec.load(file: repositoryPath("Configs/models/resnet-tiny.json"))
     let lenetSpec = try! ModelSpec.load(file: repositoryPath("Configs/models/lenet5.json"))
 
-    /// Heap bytes in use now (glibc's count: small blocks plus mmap'ed large ones).
-    private func liveHeapBytes() -> Int {
-        let info = mallinfo2()
-        return Int(info.uordblks) + Int(info.hblkhd)
-    }
+    private func liveHeapBytes() -> Int { Runtime.heapBytesInUse }
 
     private func images(_ count: Int) throws -> (Tensor, [Int32]) {
         let batch = try fashionMNIST(.train, count: count).batch(Array(0..<count)[...])
@@ -110,6 +105,34 @@ final class MemoryReleaseTests: XCTestCase {
             for i in 0..<g.count { g[i] = Float(i) }
         })
         XCTAssertEqual(v.grad, Tensor(shape: [2, 3], storage: [0, 1, 2, 3, 4, 5]))
+    }
+
+    /// ReLU, ReLU6 and clip keep a one-byte mask instead of y (or x) once the model releases it
+    /// and nothing else keeps it: the gradients are the same bits, NaN, ±0 and the bounds included.
+    func testMaskedPullbacksGiveTheSameGradients() {
+        let special: [Float] = [.nan, 0, -0, 6, -3, 3, 1e-30, -1e-30, 5.999, 6.001, .infinity, -.infinity]
+        var rng = SeededGenerator(seed: 17)
+        let values = special + (0..<500).map { _ in rng.nextUnitFloat() * 20 - 10 }
+        let upstream = (0..<values.count).map { i in i % 7 == 0 ? -0.0 : Float(i % 13) - 6.5 }
+        let ops: [(name: String, op: (Variable, Tape) -> Variable, releasesInput: Bool)] = [
+            ("relu", { relu($0, tape: $1) }, false),
+            ("relu6", { relu6($0, tape: $1) }, false),
+            ("clip", { clip($0, min: -3, max: 3, tape: $1) }, true),
+        ]
+        for (name, op, releasesInput) in ops {
+            func gradient(release: Bool) -> [UInt32] {
+                // h = 1·x makes the op's input an intermediate value, as a layer output is.
+                let x = Variable(Tensor(shape: [values.count], storage: values), requiresGrad: true)
+                let tape = Tape()
+                let h = multiply(x, Variable(Tensor(shape: [1], storage: [1])), tape: tape)
+                let y = op(h, tape)
+                if release { (releasesInput ? h : y).releaseValue() }
+                y.grad = Tensor(shape: y.shape, storage: upstream)
+                tape.backward(from: Variable(.scalar(0)))
+                return h.grad!.storage.map(\.bitPattern)
+            }
+            XCTAssertEqual(gradient(release: true), gradient(release: false), name)
+        }
     }
 
     /// Observers read each output when it is made, so they still see every layer's value.

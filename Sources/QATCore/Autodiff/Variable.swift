@@ -34,6 +34,24 @@ public final class Variable {
     /// True once `releaseValue()` has run.
     public var isValueReleased: Bool { releasedShape != nil }
 
+    /// True once a pullback keeps this value (`valueForPullback()`): its memory then stays in
+    /// use until backward whether or not the variable releases it.
+    public private(set) var valueIsKeptForBackward = false
+    /// Run by `releaseValue()` when no pullback keeps the value (see `whenReleasedUnkept`).
+    private var shrinkers: [() -> Void] = []
+
+    /// The value, for a pullback that keeps it until backward (noted, see `whenReleasedUnkept`).
+    public func valueForPullback() -> Tensor {
+        valueIsKeptForBackward = true
+        return value
+    }
+
+    /// Registers `shrink`, run when the value is released while no other pullback keeps it: the
+    /// producer's pullback, the value's last holder, may then keep something smaller (ReLU: a mask).
+    public func whenReleasedUnkept(_ shrink: @escaping () -> Void) {
+        shrinkers.append(shrink)
+    }
+
     /// Lets go of the value while keeping the shape, for a value nothing will read again: the
     /// model calls it once a layer output's last reader has run. Pullbacks capture the tensors
     /// they read (never a variable's value), so the memory is freed as soon as no pullback needs
@@ -42,6 +60,8 @@ public final class Variable {
         guard releasedShape == nil else { return }
         releasedShape = storedValue.shape
         storedValue = Tensor(shape: [0], storage: [])
+        if !valueIsKeptForBackward { for shrink in shrinkers { shrink() } }
+        shrinkers = []
     }
 
     private static let releasedMessage =

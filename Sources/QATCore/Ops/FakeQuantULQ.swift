@@ -137,7 +137,7 @@ public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape
     let clipMaxVariable = state.clipMax, clipMinVariable = state.clipMin
     let gradientScale = state.gradientScale ?? 1
     let (s, levels) = (q.scale, Float(q.levels))
-    let input = x.value   // the pullback reads x as it was; `x` may have released its value by then
+    let input = x.valueForPullback()   // the pullback reads x as it was; `x` may have released its value by then
     tape.record {
         guard let gy = out.grad else { return }
         let sums = ulqBackward(input, into: x, upstream: gy, grid: q)

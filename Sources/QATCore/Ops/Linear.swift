@@ -23,7 +23,7 @@ public func linear(_ x: Variable, weight: Variable, bias: Variable?, tape: Tape?
     }
     let out = Variable(y, requiresGrad: needsPullback(tape, x, weight, bias))
     guard out.requiresGrad, let tape else { return out }
-    let input = x.value   // dW reads it; `x` itself may have released its value by then
+    let input = x.valueForPullback()   // dW reads it; `x` itself may have released its value by then
 
     tape.record {
         guard let gyTensor = out.grad else { return }
