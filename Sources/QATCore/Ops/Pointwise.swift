@@ -33,7 +33,7 @@ func pointwiseMasked(_ x: Variable, tape: Tape?, forward: PointwiseForward, mask
     let out = Variable(runPointwise(x.value, forward), requiresGrad: needsPullback(tape, x))
     guard out.requiresGrad, let tape else { return out }
     let saved = SavedOutputOrMask(out.value)
-    out.whenReleasedUnkept { saved.shrink(mask) }
+    out.whenReleasedUnkept { [weak saved] in saved?.shrink(mask) }
     tape.record {
         guard let gy = out.grad else { return }
         if let y = saved.output {
@@ -76,7 +76,7 @@ func pointwiseOnInput(_ x: Variable, tape: Tape?, forward: PointwiseForward, mas
     let out = Variable(runPointwise(x.value, forward), requiresGrad: needsPullback(tape, x))
     guard out.requiresGrad, let tape else { return out }
     let saved = SavedOutputOrMask(mask == nil ? x.valueForPullback() : x.value)
-    if let mask { x.whenReleasedUnkept { saved.shrink(mask) } }
+    if let mask { x.whenReleasedUnkept { [weak saved] in saved?.shrink(mask) } }   // weak: x may outlive the step
     tape.record {
         guard let gy = out.grad else { return }
         if let input = saved.output {

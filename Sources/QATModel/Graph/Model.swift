@@ -28,7 +28,7 @@ public final class Model {
     private static func releaseSchedule(_ graph: ModelGraph) -> [[Int]] {
         let count = graph.sources.count
         var schedule = [[Int]](repeating: [], count: count)
-        for value in 0..<(count - 1) {
+        for value in 0..<max(0, count - 1) {
             schedule[graph.consumers(of: value).max() ?? value].append(value)
         }
         return schedule
