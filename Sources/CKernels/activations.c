@@ -100,3 +100,22 @@ void qat_hard_swish_backward(const float *restrict x, const float *restrict gy, 
     STORE_GRADIENT(const float v = x[i];
                    value = keep_or_zero(!(v < -3.0f), choose(v <= 3.0f, gy[i] * (v / 3.0f + 0.5f), gy[i])));
 }
+
+// ReLU and ReLU6 pass g where a test on y holds: once y itself is no longer needed, one byte per
+// element (the test's outcome, 0 or 1) replaces it, and the backward below gives the same bits.
+void qat_relu_mask(const float *restrict y, uint8_t *restrict mask, size_t n) {
+    for (size_t i = 0; i < n; i++) mask[i] = y[i] > 0.0f;
+}
+
+void qat_relu6_mask(const float *restrict y, uint8_t *restrict mask, size_t n) {
+    for (size_t i = 0; i < n; i++) mask[i] = (y[i] > 0.0f) & (y[i] < 6.0f);
+}
+
+void qat_clip_mask(const float *restrict x, uint8_t *restrict mask, size_t n, float low, float high) {
+    for (size_t i = 0; i < n; i++) mask[i] = (x[i] >= low) & (x[i] <= high);
+}
+
+void qat_masked_backward(const uint8_t *restrict mask, const float *restrict gy, float *restrict gx,
+                         size_t n, int overwrite) {
+    STORE_GRADIENT(value = keep_or_zero(mask[i], gy[i]));
+}

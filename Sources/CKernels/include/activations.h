@@ -4,6 +4,7 @@
 // initialised), 0 adds into gx.
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 void qat_relu_backward_into(const float *restrict y, const float *restrict gy, float *restrict gx,
                             size_t n, int overwrite);
@@ -25,3 +26,12 @@ void qat_hard_sigmoid_backward(const float *restrict y, const float *restrict gy
 void qat_hard_swish_forward(const float *restrict x, float *restrict y, size_t n);
 void qat_hard_swish_backward(const float *restrict x, const float *restrict gy, float *restrict gx,
                              size_t n, int overwrite);
+
+// Where ReLU (y > 0) or ReLU6 (0 < y < 6) passes the gradient, one byte per element, and the
+// backward from such a mask (the same bits as the backward from y or x).
+void qat_relu_mask(const float *restrict y, uint8_t *restrict mask, size_t n);
+void qat_relu6_mask(const float *restrict y, uint8_t *restrict mask, size_t n);
+// Where clip (low ≤ x ≤ high) passes the gradient.
+void qat_clip_mask(const float *restrict x, uint8_t *restrict mask, size_t n, float low, float high);
+void qat_masked_backward(const uint8_t *restrict mask, const float *restrict gy, float *restrict gx,
+                         size_t n, int overwrite);

@@ -3,24 +3,75 @@ import QATIO
 /// A node of the computation: a value, and (when it needs one) the gradient of the loss with
 /// respect to it. Parameters are long-lived variables; activations live for one step.
 public final class Variable {
-    public var value: Tensor
+    /// The value. Reading it after `releaseValue()` is a programming error and traps.
+    public var value: Tensor {
+        get {
+            precondition(releasedShape == nil, Variable.releasedMessage)
+            return storedValue
+        }
+        // In place, so the optimizer's updates do not copy the parameter (copy on write).
+        _modify {
+            precondition(releasedShape == nil, Variable.releasedMessage)
+            yield &storedValue
+        }
+    }
+    private var storedValue: Tensor
+    /// The shape the value had when it was released; nil while the value is held.
+    private var releasedShape: [Int]?
     /// Allocated on first use by a pullback; zeroed by the optimizer between steps.
     public var grad: Tensor?
     /// False for data and for values computed only from data: no pullback writes to them.
     public var requiresGrad: Bool
 
     public init(_ value: Tensor, requiresGrad: Bool = false) {
-        self.value = value
+        storedValue = value
         self.requiresGrad = requiresGrad
     }
 
-    public var shape: [Int] { value.shape }
+    /// The value's shape; still known after the value is released (its gradient has this shape).
+    public var shape: [Int] { releasedShape ?? storedValue.shape }
+
+    /// True once `releaseValue()` has run.
+    public var isValueReleased: Bool { releasedShape != nil }
+
+    /// True once a pullback keeps this value (`valueForPullback()`): its memory then stays in
+    /// use until backward whether or not the variable releases it.
+    public private(set) var valueIsKeptForBackward = false
+    /// Run by `releaseValue()` when no pullback keeps the value (see `whenReleasedUnkept`).
+    private var shrinkers: [() -> Void] = []
+
+    /// The value, for a pullback that keeps it until backward (noted, see `whenReleasedUnkept`).
+    public func valueForPullback() -> Tensor {
+        valueIsKeptForBackward = true
+        return value
+    }
+
+    /// Registers `shrink`, run when the value is released while no other pullback keeps it: the
+    /// producer's pullback, the value's last holder, may then keep something smaller (ReLU: a mask).
+    public func whenReleasedUnkept(_ shrink: @escaping () -> Void) {
+        shrinkers.append(shrink)
+    }
+
+    /// Lets go of the value while keeping the shape, for a value nothing will read again: the
+    /// model calls it once a layer output's last reader has run. Pullbacks capture the tensors
+    /// they read (never a variable's value), so the memory is freed as soon as no pullback needs
+    /// it, while the variable stays to receive its gradient.
+    public func releaseValue() {
+        guard releasedShape == nil else { return }
+        releasedShape = storedValue.shape
+        storedValue = Tensor(shape: [0], storage: [])
+        if !valueIsKeptForBackward { for shrink in shrinkers { shrink() } }
+        shrinkers = []
+    }
+
+    private static let releasedMessage =
+        "Variable.value read after releaseValue(): a pullback must capture the tensor it reads"
 
     /// Runs `body` on this variable's gradient buffer, creating it as zeros the first time,
     /// so pullbacks can accumulate (`+=`) without allocating per call.
     @inline(__always)
     public func withGradient<R>(_ body: (UnsafeMutableBufferPointer<Float>) -> R) -> R {
-        if grad == nil { grad = Tensor(shape: value.shape) }
+        if grad == nil { grad = Tensor(shape: shape) }
         return grad!.storage.withUnsafeMutableBufferPointer { buffer in body(buffer) }
     }
 
@@ -31,7 +82,10 @@ public final class Variable {
     @inline(__always)
     public func withGradient<R>(overwritingFresh body: (UnsafeMutableBufferPointer<Float>, _ overwrite: Bool) -> R) -> R {
         let fresh = grad == nil
-        if fresh { grad = Tensor(shape: value.shape, storage: uninitializedFloats(value.count)) }
+        if fresh {
+            let shape = shape
+            grad = Tensor(shape: shape, storage: uninitializedFloats(shape.reduce(1, *)))
+        }
         return grad!.storage.withUnsafeMutableBufferPointer { buffer in body(buffer, fresh) }
     }
 

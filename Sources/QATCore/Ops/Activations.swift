@@ -13,6 +13,7 @@ import QATIO
 public func clip(_ x: Variable, min low: Float, max high: Float, tape: Tape?) -> Variable {
     pointwiseOnInput(x, tape: tape,
         forward: { xs, ys, n in qat_clip_forward(xs, ys, n, low, high) },
+        mask: { xs, m, n in qat_clip_mask(xs, m, n, low, high) },
         backward: { xs, g, gx, n, overwrite in qat_clip_backward(xs, g, gx, n, low, high, overwrite ? 1 : 0) })
 }
 

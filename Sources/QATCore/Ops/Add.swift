@@ -51,7 +51,7 @@ private func broadcastAdd(_ a: Variable, _ b: Variable, tape: Tape?) -> Variable
         guard let gy = out.grad else { return }
         gy.storage.withUnsafeBufferPointer { g in
             for (input, isA) in [(a, true), (b, false)] where input.requiresGrad {
-                var sums = [Double](repeating: 0, count: input.value.count)
+                var sums = [Double](repeating: 0, count: input.shape.reduce(1, *))
                 let stride = isA ? sa : sb
                 plan.forEachRow { o, ia, ib in
                     let base = isA ? ia : ib

@@ -32,7 +32,7 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
                         momentum: Float = 0.1, epsilon: Float = 1e-5, tape: Tape?) -> Variable {
     precondition(x.value.rank == 4 && x.shape[1] == gamma.value.count, "batchNorm2d: input \(x.shape) vs γ \(gamma.shape)")
     let geometry = BatchNormGeometry(batch: x.shape[0], channels: x.shape[1], plane: x.shape[2] * x.shape[3])
-    let input = x.value
+    let input = tape == nil ? x.value : x.valueForPullback()
     let (mean, inverseStd) = training
         ? batchStatistics(input, geometry, updating: statistics, momentum: momentum, epsilon: epsilon)
         : runningStatistics(statistics, epsilon: epsilon)

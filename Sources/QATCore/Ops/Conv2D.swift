@@ -55,7 +55,7 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?,
     var saved: [Float] = []
     var y = Tensor(shape: [g.batch, g.outputChannels, g.outputHeight, g.outputWidth],
                    storage: uninitializedFloats(g.columns * g.outputChannels))
-    let xValue = x.value
+    let xValue = useC16 && record ? x.valueForPullback() : Tensor.zeros([0])   // only the 16-channel path reads x again
     if useDirect {
         saved = directForward(x.value, weight.value, bias?.value, g, into: &y)
     } else if useC16 {

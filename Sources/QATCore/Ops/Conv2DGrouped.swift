@@ -37,7 +37,7 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, stride: Siz
     let record = needsPullback(tape, x, weight, bias)
     let out = Variable(y, requiresGrad: record)
     guard record, let tape else { return out }
-    let (xValue, wValue) = (x.value, weight.value)
+    let (xValue, wValue) = (x.valueForPullback(), weight.value)
     tape.record {
         guard let gy = out.grad else { return }
         if depthwise {

@@ -25,7 +25,7 @@ func pointwiseConv2d(_ x: Variable, weight: Variable, bias: Variable?, _ g: Conv
     pointwiseForward(x.value, weight.value, bias?.value, g, into: &y)
     let out = Variable(y, requiresGrad: record)
     guard record, let tape else { return out }
-    let (xValue, wValue) = (x.value, weight.value)
+    let (xValue, wValue) = (x.valueForPullback(), weight.value)
     tape.record {
         guard let gy = out.grad else { return }
         if x.requiresGrad { x.withGradient { pointwiseInputGradient(gy, wValue, g, into: $0) } }

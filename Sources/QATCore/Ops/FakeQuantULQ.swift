@@ -137,9 +137,10 @@ public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape
     let clipMaxVariable = state.clipMax, clipMinVariable = state.clipMin
     let gradientScale = state.gradientScale ?? 1
     let (s, levels) = (q.scale, Float(q.levels))
+    let input = x.valueForPullback()   // the pullback reads x as it was; `x` may have released its value by then
     tape.record {
         guard let gy = out.grad else { return }
-        let sums = ulqBackward(x: x, upstream: gy, grid: q)
+        let sums = ulqBackward(input, into: x, upstream: gy, grid: q)
         guard clipMaxVariable.requiresGrad || clipMinVariable.requiresGrad else { return }
         // Σ g·e over all three regions; the residual is constant above and below.
         let residualAbove = Double(residual(clipMax / s)), residualBelow = Double(residual(clipMin / s))
@@ -168,15 +169,15 @@ private struct ULQGradientSums {
 /// in Double in block order, so the result does not depend on the thread count.
 private let ulqBlockSize = 1024
 
-/// One pass over the saved input: accumulates dL/dx (when x needs it) and returns the sums the
-/// clip gradients are built from.
-private func ulqBackward(x: Variable, upstream gy: Tensor, grid q: QuantizationGrid) -> ULQGradientSums {
-    let count = x.value.count
+/// One pass over the saved input: accumulates dL/dx into x's gradient (when x needs it) and
+/// returns the sums the clip gradients are built from.
+private func ulqBackward(_ input: Tensor, into x: Variable, upstream gy: Tensor, grid q: QuantizationGrid) -> ULQGradientSums {
+    let count = input.count
     let blockCount = (count + ulqBlockSize - 1) / ulqBlockSize
     var partials = [ULQGradientSums](repeating: ULQGradientSums(), count: blockCount)
 
     func run(_ gx: UnsafeMutablePointer<Float>?) {
-        x.value.storage.withUnsafeBufferPointer { xs in
+        input.storage.withUnsafeBufferPointer { xs in
             gy.storage.withUnsafeBufferPointer { g in
                 partials.withUnsafeMutableBufferPointer { blocks in
                     Parallel.forEachChunk(blockCount, minimumChunk: 16) { chunk in

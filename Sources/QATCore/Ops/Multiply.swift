@@ -13,7 +13,7 @@ public func multiply(_ a: Variable, _ b: Variable, tape: Tape?) -> Variable {
     if let rows = RowBroadcast(plan, countA: a.value.count, countB: b.value.count) {
         return rowBroadcastMultiply(a, b, rows, plan, tape: tape)
     }
-    let (av, bv) = (a.value, b.value)
+    let (av, bv) = (a.valueForPullback(), b.valueForPullback())   // each gradient reads the other value
     var y = Tensor(shape: plan.shape, storage: uninitializedFloats(plan.shape.reduce(1, *)))
     let (n, sa, sb) = (plan.rowLength, plan.rowStrideA, plan.rowStrideB)
     av.storage.withUnsafeBufferPointer { ap in
@@ -54,7 +54,7 @@ public func multiply(_ a: Variable, _ b: Variable, tape: Tape?) -> Variable {
 }
 
 private func multiplySameShape(_ a: Variable, _ b: Variable, tape: Tape?) -> Variable {
-    let (av, bv) = (a.value, b.value)
+    let (av, bv) = (a.valueForPullback(), b.valueForPullback())   // each gradient reads the other value
     var y = Tensor(shape: av.shape, storage: uninitializedFloats(av.count))
     av.storage.withUnsafeBufferPointer { ap in
         bv.storage.withUnsafeBufferPointer { bp in
@@ -82,7 +82,7 @@ private func multiplySameShape(_ a: Variable, _ b: Variable, tape: Tape?) -> Var
 private func rowBroadcastMultiply(_ a: Variable, _ b: Variable, _ rows: RowBroadcast, _ plan: Broadcast,
                                   tape: Tape?) -> Variable {
     let (big, small) = rows.bigIsA ? (a, b) : (b, a)
-    let (bigValue, smallValue) = (big.value, small.value)
+    let (bigValue, smallValue) = (big.valueForPullback(), small.valueForPullback())
     var y = Tensor(shape: plan.shape, storage: uninitializedFloats(bigValue.count))
     bigValue.storage.withUnsafeBufferPointer { bv in
         smallValue.storage.withUnsafeBufferPointer { sv in

@@ -8,7 +8,8 @@ import QATIO
 /// gradient is 0, as in PyTorch's hardtanh backward (g only where min_val < x < max_val), and at
 /// NaN it is 0, as in `relu` (docs/ALGORITHMS.md §6.2).
 public func relu6(_ x: Variable, tape: Tape?) -> Variable {
-    pointwise(x, tape: tape,
+    pointwiseMasked(x, tape: tape,
               forward: { xs, ys, n in qat_relu6_forward(xs, ys, n) },
+              mask: { ys, m, n in qat_relu6_mask(ys, m, n) },
               backward: { ys, g, gx, n, overwrite in qat_relu6_backward(ys, g, gx, n, overwrite ? 1 : 0) })
 }

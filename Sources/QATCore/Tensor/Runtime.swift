@@ -16,6 +16,9 @@ public enum Runtime {
         Parallel.threads = max(1, threads)
         qat_keep_freed_memory()
     }
+
+    /// Heap bytes in use now (glibc's count, all threads): what tests of memory use compare.
+    public static var heapBytesInUse: Int { Int(qat_heap_bytes_in_use()) }
 }
 
 import Dispatch

@@ -7,6 +7,12 @@ public final class Model {
     /// Sources, consumers and shapes of every layer.
     public let graph: ModelGraph
     public let layers: [any Layer]
+    /// releasedAfter[i]: the layer outputs no layer after layer i reads (derived once from the graph).
+    private let releasedAfter: [[Int]]
+    /// True (the default): `forward` releases each layer output's value once its last reader has
+    /// run, so only what pullbacks captured stays alive until backward. False keeps every output
+    /// until `forward` returns; results are the same bits either way.
+    public var releasesReadOutputs = true
 
     /// Builds the layers and draws their initial weights from `seed` (same seed, same weights).
     public init(spec: ModelSpec, seed: UInt64 = 0) throws {
@@ -14,13 +20,26 @@ public final class Model {
         graph = try ModelGraph(spec)
         var generator = SeededGenerator(seed: seed)
         layers = spec.layers.map { makeLayer($0, generator: &generator) }
+        releasedAfter = Model.releaseSchedule(graph)
+    }
+
+    /// For each layer, the outputs whose last reader it is; an output nobody reads goes right
+    /// after it is made. The model's output (the last layer's) is never released.
+    private static func releaseSchedule(_ graph: ModelGraph) -> [[Int]] {
+        let count = graph.sources.count
+        var schedule = [[Int]](repeating: [], count: count)
+        for value in 0..<max(0, count - 1) {
+            schedule[graph.consumers(of: value).max() ?? value].append(value)
+        }
+        return schedule
     }
 
     public var numberOfClasses: Int { graph.numberOfClasses }
 
     /// Runs the graph on x: [N, ...inputShape] and returns the last layer's output (a
     /// classifier's logits [N, K]).
-    /// `observe`, if given, sees every layer's output as it is produced (layer-wise debugging).
+    /// `observe`, if given, sees every layer's output as it is produced (layer-wise debugging);
+    /// it must read the value then, since the value is released once its last reader has run.
     /// `timing`, if given, collects each layer's forward wall time.
     public func forward(_ x: Tensor, training: Bool, tape: Tape?, timing: StepTiming? = nil,
                         observe: ((Int, Variable) -> Void)? = nil) -> Variable {
@@ -36,6 +55,9 @@ public final class Model {
                 ?? layer.forward(inputs, training: training, tape: tape)
             observe?(i, y)
             outputs.append(y)
+            if releasesReadOutputs {
+                for value in releasedAfter[i] { outputs[value].releaseValue() }
+            }
         }
         return outputs.last!
     }
