@@ -148,7 +148,7 @@ interop: build $(INTEROP_VENV)/.installed
 	  $(QAT) train --config $$out/qat.json --model $$out/$$spec.json --init $$out/$$spec-float.h5 \
 	    $(INTEROP_QAT_LIMITS) --checkpoint-dir $$out/qat --output $$out/qat.h5 | tail -1 || exit 1; \
 	done
-	$(INTEROP_CHECK) --name resnet18-tiny --opset 17 --bitwise \
+	$(INTEROP_CHECK) --name resnet18-tiny --opset 17 --bitwise --qdq-agreement-not-asserted "$(INTEROP_NO_RESIDUAL)" \
 	  --qat-checkpoint $(INTEROP_DIR)/resnet18-tiny/qat.h5 --float-checkpoint $(INTEROP_DIR)/resnet18-tiny/resnet18_tiny-float.h5
 	$(INTEROP_CHECK) --name mobilenetv2-tiny --opset 17 \
 	  --qdq-agreement-not-asserted "$(INTEROP_NO_RESIDUAL)" \
