@@ -4,15 +4,6 @@ import XCTest
 /// The `qat` executable end to end: exit codes, messages, and the main commands on small data.
 final class CLITests: XCTestCase {
     /// Runs the debug `qat` binary (built by `swift build --build-tests`) and returns (status, stdout + stderr).
-    func qat(_ arguments: [String]) throws -> (Int32, String) {
-        let binary = repositoryPath(".build/debug/qat")
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            XCTFail("\(binary) is missing: run `swift build --build-tests` (make test does)")
-            return (-1, "")
-        }
-        return try runProgram(binary, arguments)
-    }
-
     func testUsageErrorsExit64() throws {
         let (status, output) = try qat(["train"])
         XCTAssertEqual(status, 64)

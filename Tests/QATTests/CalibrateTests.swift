@@ -13,15 +13,6 @@ import QAT
 final class CalibrateTests: XCTestCase {
     let floatCheckpoint = repositoryPath("Checkpoints/lenet5-float.h5")
 
-    func qat(_ arguments: [String]) throws -> (Int32, String) {
-        let binary = repositoryPath(".build/debug/qat")
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            XCTFail("\(binary) is missing: run `swift build --build-tests` (make test does)")
-            return (-1, "")
-        }
-        return try runProgram(binary, arguments)
-    }
-
     /// Each quantized layer's (clip_min, clip_max) as a checkpoint file stores them.
     func clipBounds(_ file: String) throws -> [String: [Float]] {
         let checkpoint = try CheckpointFile.read(from: file)

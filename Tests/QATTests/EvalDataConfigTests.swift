@@ -5,15 +5,6 @@ import XCTest
 /// `qat eval` and `qat verify` with `--config`: the test set comes from a run config's `data`
 /// section (here an HDF5 file written by the test), exactly as `qat train` reads it.
 final class EvalDataConfigTests: XCTestCase {
-    func qat(_ arguments: [String]) throws -> (Int32, String) {
-        let binary = repositoryPath(".build/debug/qat")
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            XCTFail("\(binary) is missing: run `swift build --build-tests` (make test does)")
-            return (-1, "")
-        }
-        return try runProgram(binary, arguments)
-    }
-
     /// The first `count` Fashion-MNIST images of a split written as an HDF5 dataset file in the
     /// [N, H, W, C] layout (so the layout must be found from the model's input shape).
     func writeHDF5Copy(of split: FashionMNIST.Split, count: Int, to path: String) throws {

@@ -3,15 +3,6 @@ import XCTest
 
 /// `qat import` and `--model model.onnx` end to end, with the debug binary.
 final class ONNXCLITests: XCTestCase {
-    func qat(_ arguments: [String]) throws -> (Int32, String) {
-        let binary = repositoryPath(".build/debug/qat")
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            XCTFail("\(binary) is missing: run `swift build --build-tests` (make test does)")
-            return (-1, "")
-        }
-        return try runProgram(binary, arguments)
-    }
-
     let lenet = "Tests/Fixtures/onnx/lenet.onnx"
 
     func testImportWritesASpecAndAFloatCheckpoint() throws {

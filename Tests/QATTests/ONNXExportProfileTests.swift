@@ -12,15 +12,6 @@ final class ONNXExportProfileTests: XCTestCase {
     var folder = ""
     override func setUpWithError() throws { folder = try makeTemporaryFolder(self) }
 
-    func qat(_ arguments: [String]) throws -> (Int32, String) {
-        let binary = repositoryPath(".build/debug/qat")
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            XCTFail("\(binary) is missing: run `swift build --build-tests` (make test does)")
-            return (-1, "")
-        }
-        return try runProgram(binary, arguments)
-    }
-
     func train(_ config: String, to checkpoint: String) throws {
         let (status, log) = try qat(["train", "--config", config, "--epochs", "1", "--train-limit", "128", "--test-limit", "128",
                                      "--checkpoint-dir", checkpoint + ".run", "--output", checkpoint])

@@ -13,15 +13,6 @@ final class ONNXExportTests: XCTestCase {
     var folder = ""
     override func setUpWithError() throws { folder = try makeTemporaryFolder(self) }
 
-    func qat(_ arguments: [String]) throws -> (Int32, String) {
-        let binary = repositoryPath(".build/debug/qat")
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            XCTFail("\(binary) is missing: run `swift build --build-tests` (make test does)")
-            return (-1, "")
-        }
-        return try runProgram(binary, arguments)
-    }
-
     /// import → export --float → import gives the same spec and bit-identical weights, for the
     /// fixtures and the PyTorch exports (every layer kind, depthwise, asymmetric pads, constants).
     func testFloatExportRoundTripsThroughImport() throws {

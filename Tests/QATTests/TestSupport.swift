@@ -57,3 +57,15 @@ func assertInputError<T>(_ body: @autoclosure () throws -> T, mentions fragments
         XCTFail("expected InputError, got \(error)", file: file, line: line)
     }
 }
+
+extension XCTestCase {
+    /// Runs the debug `qat` binary that `swift build --build-tests` builds; (exit code, output).
+    func qat(_ arguments: [String]) throws -> (Int32, String) {
+        let binary = repositoryPath(".build/debug/qat")
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            XCTFail("\(binary) is missing: run `swift build --build-tests` (make test does)")
+            return (-1, "")
+        }
+        return try runProgram(binary, arguments)
+    }
+}

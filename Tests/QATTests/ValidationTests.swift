@@ -192,10 +192,6 @@ final class ValidationTests: XCTestCase {
     }
 
     /// Runs the debug `qat` binary from the repository root; (status, stdout + stderr).
-    func qat(_ arguments: [String]) throws -> (Int32, String) {
-        try runProgram(repositoryPath(".build/debug/qat"), arguments)
-    }
-
     func testHugeSpecFailsInEveryCommandWithOneLine() throws {
         let spec = try writeSpec(outChannels: "1000000000000")
         let config = folder + "/c.json"
