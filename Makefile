@@ -117,8 +117,6 @@ INTEROP_DIR := .build/interop
 INTEROP_CHECK = $(INTEROP_VENV)/bin/python tests/interop/ort_equivalence.py --qat $(QAT) --work $(INTEROP_DIR) --exact
 # QAT of an example network: create-config's layer rules with the trainer sections of its control config.
 INTEROP_QAT_LIMITS := --train-limit 2000 --test-limit 1000
-# Why two QDQ figures are printed, not asserted (the --exact export is asserted at 100 % instead).
-INTEROP_NO_RESIDUAL := QDQ has no slot for the bias residual, see docs/DEPLOY-FORMAT.md ONNX
 
 $(INTEROP_VENV)/.installed:
 	python3 -m venv $(INTEROP_VENV)
@@ -137,7 +135,7 @@ interop: build $(INTEROP_VENV)/.installed
 	python3 tests/interop/retrain_config.py tests/interop/configs/resnet-tiny-qat.json $(INTEROP_DIR)/resnet-tiny-rules.json $(INTEROP_DIR)/resnet-tiny-qat.json
 	$(QAT) train --config $(INTEROP_DIR)/resnet-tiny-qat.json --model Configs/models/resnet-tiny.json --init $(INTEROP_DIR)/resnet-tiny-float.h5 \
 	  $(INTEROP_QAT_LIMITS) --checkpoint-dir $(INTEROP_DIR)/resnet-tiny-qat --output $(INTEROP_DIR)/resnet-tiny-qat.h5 | tail -1
-	$(INTEROP_CHECK) --name resnet-tiny --bitwise --qdq-agreement-not-asserted "$(INTEROP_NO_RESIDUAL)" --qdq-accuracy-not-asserted "$(INTEROP_NO_RESIDUAL)" \
+	$(INTEROP_CHECK) --name resnet-tiny --bitwise \
 	  --qat-checkpoint $(INTEROP_DIR)/resnet-tiny-qat.h5 --float-checkpoint $(INTEROP_DIR)/resnet-tiny-float.h5
 	@for model in resnet18-tiny mobilenetv2-tiny; do \
 	  spec=$${model//-/_}; out=$(INTEROP_DIR)/$$model; mkdir -p $$out; \
@@ -148,10 +146,9 @@ interop: build $(INTEROP_VENV)/.installed
 	  $(QAT) train --config $$out/qat.json --model $$out/$$spec.json --init $$out/$$spec-float.h5 \
 	    $(INTEROP_QAT_LIMITS) --checkpoint-dir $$out/qat --output $$out/qat.h5 | tail -1 || exit 1; \
 	done
-	$(INTEROP_CHECK) --name resnet18-tiny --opset 17 --bitwise --qdq-agreement-not-asserted "$(INTEROP_NO_RESIDUAL)" \
+	$(INTEROP_CHECK) --name resnet18-tiny --opset 17 --bitwise \
 	  --qat-checkpoint $(INTEROP_DIR)/resnet18-tiny/qat.h5 --float-checkpoint $(INTEROP_DIR)/resnet18-tiny/resnet18_tiny-float.h5
 	$(INTEROP_CHECK) --name mobilenetv2-tiny --opset 17 \
-	  --qdq-agreement-not-asserted "$(INTEROP_NO_RESIDUAL)" --qdq-accuracy-not-asserted "$(INTEROP_NO_RESIDUAL)" \
 	  --qat-checkpoint $(INTEROP_DIR)/mobilenetv2-tiny/qat.h5 --float-checkpoint $(INTEROP_DIR)/mobilenetv2-tiny/mobilenetv2_tiny-float.h5
 
 # Byte-for-byte comparison of short seeded runs with the snapshot taken before the redesign.

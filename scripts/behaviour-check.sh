@@ -3,7 +3,9 @@
 # the result with the snapshot recorded in scripts/behaviour-baseline/ (taken from commit 3c115c2,
 # before the layered redesign, on this machine kind; the resnet-tiny entries re-taken after issue
 # 15's blocked 3×3 conv kernels, which sum in another order and pick AVX-512 or AVX2 from cpuid,
-# so those entries hold for this machine kind only). Exit 0 when every dataset and every
+# so those entries hold for this machine kind only; and the evaluation figures, compare reports
+# and deploy files re-taken after issue 11 put the eval bias on the int32 accumulator grid,
+# which leaves every trained weight unchanged). Exit 0 when every dataset and every
 # `compare --json` report is byte-identical.
 #
 # usage: scripts/behaviour-check.sh [QAT_BINARY]   (default: .build/release/qat, built first)

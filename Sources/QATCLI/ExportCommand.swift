@@ -23,7 +23,7 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "The default-domain opset (13 to 17).") var opset = ONNXExporter.defaultOpset
     @Option(help: "standard (what ONNX Runtime runs) or tensorrt (symmetric int8 only: zero points 0, positive weight scales).")
     var profile: ONNXExportProfile = .standard
-    @Flag(help: "Integer layers as ConvInteger/MatMulInteger with the requantization (bias residual included) as explicit ops: ONNX Runtime then gives our engine's codes bit for bit, at the cost of fused int8 kernels.")
+    @Flag(help: "Integer layers as ConvInteger/MatMulInteger with the requantization as explicit ops: ONNX Runtime then gives our engine's codes bit for bit, at the cost of fused int8 kernels.")
     var exact = false
     @Flag(name: .customLong("float"), help: "Write the float model (no quantization), which `qat import` reads back.")
     var floatModel = false

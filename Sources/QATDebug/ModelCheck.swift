@@ -186,7 +186,7 @@ private func batchNormFoldFindings(plan: QuantizationPlan, graph: ModelGraph) ->
         guard case .batchNorm = layer.kind.lowering else { continue }
         let sourceIndex = graph.sources[index][0]
         let source = name(sourceIndex)
-        guard sourceIndex >= 0, case .weighted(foldsBatchNorm: true) = spec.layers[sourceIndex].kind.lowering else {
+        guard sourceIndex >= 0, spec.layers[sourceIndex].kind.foldsFollowingBatchNorm else {
             let what = sourceIndex >= 0 ? "a \(spec.layers[sourceIndex].kind.typeName) layer (\(source))" : "the model input"
             findings.append(.init(.warning, "batchnorm fold", layer.name,
                 "\(layer.name) reads \(what), not a conv, so it cannot be folded at deployment and stays a float op "

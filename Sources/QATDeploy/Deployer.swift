@@ -47,32 +47,23 @@ public enum Deployer {
     /// width (8 or 16 bits): the same resolution of the clip pair as ULQ (validity rollback,
     /// fixed_min), without a batch.
     static func inputGrid(of q: FakeQuantizer, source: String) throws -> QuantizationGrid {
-        let a = q.activation
         func fail(_ message: String) -> InputError { InputError(file: source, keyPath: "layer \(q.layerName)", message: message) }
         guard q.weight.numBits == 8 else {
             throw fail("cannot be deployed: weights must be INT8 (dst_type is INT\(q.weight.numBits))")
         }
-        guard a.initialized else { throw fail("cannot be deployed: its activation quantizer was never calibrated") }
-        let m = a.fixedMin ? 0 : a.clipMin.value.storage[0]
-        let M = a.clipMax.value.storage[0]
-        let needsFallback = M <= m || !M.isFinite || M < 0 || !m.isFinite || m > 0
-        if needsFallback && !a.hasValidPreviousPair {
+        do {
+            return try q.inputGrid()
+        } catch .notCalibrated {
+            throw fail("cannot be deployed: its activation quantizer was never calibrated")
+        } catch .invalidBounds(let m, let M) {
             throw fail("cannot be deployed: clip bounds [\(m), \(M)] are invalid and there is no previous valid pair")
         }
-        let (clipMax, clipMin) = a.resolveClipRange(batch: Tensor(shape: [0]))
-        return QuantizationGrid(bits: a.numBits, clipMax: clipMax, clipMin: clipMin)
     }
 
     /// Weight codes and per-row scales exactly as the fake-quant forward computes them.
-    static func weightCodes(_ weight: Tensor, state: WeightQuantizerState) -> (codes: [Int8], rowScales: [Float]) {
-        var scales = arqScales(weight, rows: state.rowCount, bits: state.numBits)
-        if state.algorithm == .lsq, let learned = state.learnedScales, state.initialized {
-            for r in 0..<state.rowCount {
-                let s = learned.value.storage[r]
-                if s.isFinite && s >= quantizationEpsilon { scales[r] = s }
-            }
-            // As lsqFakeQuantize: a learned scale that is NaN or below EPS falls back to ARQ.
-        }
+    static func weightCodes(_ weight: Tensor, quantizer: FakeQuantizer) -> (codes: [Int8], rowScales: [Float]) {
+        let state = quantizer.weight
+        let scales = quantizer.weightRowScales(weight)
         let rowLength = weight.count / scales.count
         var codes = [Int8](repeating: 0, count: weight.count)
         weight.storage.withUnsafeBufferPointer { ws in
@@ -126,13 +117,9 @@ private struct Builder {
                 throw fail(i, "cannot be deployed: its quantizer is not a fake quantizer the deployer knows")
             }
         }
-        for i in layers.indices where inputQuantizers[i] != nil {
-            guard case .weighted(foldsBatchNorm: true) = specs[i].kind.lowering else { continue }
-            let readers = readers(of: i)
-            if readers.count == 1, readers[0] != outputSentinel, case .batchNorm = specs[readers[0]].kind.lowering {
-                foldedInto[i] = readers[0]
-                folded.insert(readers[0])
-            }
+        for (i, b) in graph.batchNormFolds where inputQuantizers[i] != nil {
+            foldedInto[i] = b
+            folded.insert(b)
         }
     }
 
@@ -246,7 +233,7 @@ private struct Builder {
         let quantizer = weighted.quantizer as! FakeQuantizer
         let w = weighted.weight.value
         guard w.isFinite else { throw fail(i, "cannot be deployed: the weight has NaN or infinite values") }
-        let (codes, rowScales) = Deployer.weightCodes(w, state: quantizer.weight)
+        let (codes, rowScales) = Deployer.weightCodes(w, quantizer: quantizer)
         let channels = node.outputChannels
         let perChannel = w.count / channels
         var weightCodes = codes
@@ -288,68 +275,53 @@ private struct Builder {
     mutating func foldBatchNorm(into i: Int, bias: [Float], channels: Int, node: inout DeployNode) throws
         -> (k: [Double], shift: [Double], value: Int) {
         let spec = specs[i]
-    var k = [Double](repeating: 1, count: channels)
-    var shift = bias.map(Double.init)
-    var value = i
-    if let b = foldedInto[i] {
-        let bn = layers[b] as! BatchNorm2DLayer
-        let epsilon = bn.attributes.epsilon
-        value = b
-        node.fused.append(specs[b].name)
-        for c in 0..<channels {
-            // invStd in Float as batchNorm2d's eval path computes it.
-            let invStd = 1 / (bn.statistics.variance.storage[c] + epsilon).squareRoot()
-            let kc = Double(bn.gamma.value.storage[c]) * Double(invStd)
-            guard kc.isFinite, invStd.isFinite else {
-                throw fail(b, "cannot fold into \(spec.name): channel \(c) has γ/√(σ² + ε) = \(kc) (running variance \(bn.statistics.variance.storage[c]))")
+        var k = [Double](repeating: 1, count: channels)
+        var shift = bias.map(Double.init)
+        var value = i
+        if let b = foldedInto[i] {
+            let bn = layers[b] as! BatchNorm2DLayer
+            value = b
+            node.fused.append(specs[b].name)
+            (k, shift) = bn.foldingTerms(bias: bias)
+            for c in 0..<channels {
+                guard k[c].isFinite else {
+                    throw fail(b, "cannot fold into \(spec.name): channel \(c) has γ/√(σ² + ε) = \(k[c]) (running variance \(bn.statistics.variance.storage[c]))")
+                }
+                guard shift[c].isFinite else { throw fail(b, "cannot fold into \(spec.name): channel \(c) has a non-finite folded bias") }
             }
-            k[c] = kc
-            shift[c] = (Double(bias[c]) - Double(bn.statistics.mean.storage[c])) * kc + Double(bn.beta.value.storage[c])
-            guard shift[c].isFinite else { throw fail(b, "cannot fold into \(spec.name): channel \(c) has a non-finite folded bias") }
         }
-    }
         return (k, shift, value)
     }
 
-    /// Weight scales s_w'[c] = s_w[c]·k[c], int32 biases b_q = round(b'/(s_d s_w'[c])) and their
-    /// residuals; zeroes the weight codes of γ = 0 channels.
+    /// Weight scales s_w'[c] = s_w[c]·k[c] and int32 biases b_q = round(b'/(s_d s_w'[c])), as fake
+    /// quant evaluates them (`AccumulatorChannel`); zeroes the weight codes of γ = 0 channels.
+    /// The bias residual is zero: fake quant puts the bias on the accumulator grid too.
     func integerTerms(_ i: Int, weightScales rowScales: [Float], k: [Double], shift: [Double], inputScale: Float,
                       perChannel: Int, weightCodes: inout [Int8]) throws
         -> (weightScales: [Float], biasCodes: [Int32], effectiveScales: [Double], biasResidual: [Float]) {
         let channels = k.count
-    let sd = Double(inputScale)
-    // No partial sum may leave int32 (Int8Kernels' precondition): |b_q| + 2·255·128·K < 2³¹.
-    let biasLimit = Double(Int32.max) - 2 * 255 * 128 * Double(perChannel)
-    guard biasLimit > 0 else { throw fail(i, "cannot be deployed: \(perChannel) products per output could overflow the int32 accumulator") }
-    var weightScales = [Float](repeating: 0, count: channels)
-    var biasCodes = [Int32](repeating: 0, count: channels)
-    var effectiveScales = [Double](repeating: 0, count: channels)
-    var biasResidual = [Float](repeating: 0, count: channels)
-    for c in 0..<channels {
-        let sw = Double(rowScales.count == 1 ? rowScales[0] : rowScales[c])
-        var scale = sw * k[c]
-        if k[c] == 0 {
-            // γ = 0: the output is the constant b'. Zero codes; choose the scale so that the
-            // bias holds b' with ~2²² units of resolution (or plain s_w when b' = 0).
-            for j in (c * perChannel)..<((c + 1) * perChannel) { weightCodes[j] = 0 }
-            let units = min(Double(1 << 22), (biasLimit / 2).rounded(.down))
-            scale = shift[c] == 0 ? sw : shift[c] / (sd * units)
+        let biasLimit = AccumulatorChannel.biasLimit(productsPerOutput: perChannel)
+        guard biasLimit > 0 else { throw fail(i, "cannot be deployed: \(perChannel) products per output could overflow the int32 accumulator") }
+        var weightScales = [Float](repeating: 0, count: channels)
+        var biasCodes = [Int32](repeating: 0, count: channels)
+        var effectiveScales = [Double](repeating: 0, count: channels)
+        for c in 0..<channels {
+            let sw = Double(rowScales.count == 1 ? rowScales[0] : rowScales[c])
+            let channel = AccumulatorChannel(weightScale: sw, k: k[c], shift: shift[c], inputScale: Double(inputScale), biasLimit: biasLimit)
+            if channel.isConstant {
+                for j in (c * perChannel)..<((c + 1) * perChannel) { weightCodes[j] = 0 }
+            }
+            guard channel.weightScale.isFinite, channel.weightScale != 0 else {
+                throw fail(i, "cannot be deployed: channel \(c) has weight scale \(Double(channel.weightScale)) (after BN folding), not a normal float32")
+            }
+            guard channel.isDeployable(biasLimit: biasLimit) else {
+                throw fail(i, "cannot be deployed: the int32 bias of channel \(c) would be \(channel.biasUnits) accumulator units "
+                           + "(b' = \(shift[c]), s_d·s_w = \(channel.unit)); the limit is ±\(Int64(biasLimit)) so that no accumulator overflows")
+            }
+            weightScales[c] = channel.weightScale
+            effectiveScales[c] = channel.unit
+            biasCodes[c] = Int32(channel.biasUnits)
         }
-        let scale32 = Float(scale)
-        guard scale32.isFinite, scale32 != 0 else {
-            throw fail(i, "cannot be deployed: channel \(c) has weight scale \(scale) (after BN folding), not a normal float32")
-        }
-        weightScales[c] = scale32
-        let effective = sd * Double(scale32)
-        effectiveScales[c] = effective
-        let bq = (shift[c] / effective).rounded(.toNearestOrEven)
-        guard bq.isFinite, abs(bq) < biasLimit else {
-            throw fail(i, "cannot be deployed: the int32 bias of channel \(c) would be \(bq) accumulator units "
-                       + "(b' = \(shift[c]), s_d·s_w = \(effective)); the limit is ±\(Int64(biasLimit)) so that no accumulator overflows")
-        }
-        biasCodes[c] = Int32(bq)
-        biasResidual[c] = Float(shift[c] / effective - bq)
-    }
-        return (weightScales, biasCodes, effectiveScales, biasResidual)
+        return (weightScales, biasCodes, effectiveScales, [Float](repeating: 0, count: channels))
     }
 }

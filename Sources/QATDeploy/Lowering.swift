@@ -5,8 +5,8 @@ import QATModel
 /// `DeployNode.init(layer:inputs:)` for its node and the engine's `Int8Model.run`).
 package enum Lowering: Equatable {
     /// An integer node when quantized (a BatchNorm that is its only reader folds into it when
-    /// `foldsBatchNorm`), else a float node.
-    case weighted(foldsBatchNorm: Bool)
+    /// `LayerKind.foldsFollowingBatchNorm`: `ModelGraph.batchNormFolds`), else a float node.
+    case weighted
     /// Folds into the conv before it when it can, else a float node.
     case batchNorm
     /// Monotone, so it runs on codes in the quantizer they come with, or on floats; when
@@ -20,8 +20,7 @@ package enum Lowering: Equatable {
 extension LayerKind {
     package var lowering: Lowering {
         switch self {
-        case .conv2d: return .weighted(foldsBatchNorm: true)   // grouped and depthwise too
-        case .linear: return .weighted(foldsBatchNorm: false)
+        case .conv2d, .linear: return .weighted
         case .batchnorm2d: return .batchNorm
         case .relu: return .codePreserving(fusesAs: .relu)
         case .relu6: return .codePreserving(fusesAs: .relu6)

@@ -94,7 +94,7 @@ final class DeployTests: XCTestCase {
         let bn = model.layer(named: "stem_bn") as! BatchNorm2DLayer
         // Codes are the ARQ codes of the unfolded weight (zero for γ = 0), the sign sits in the scale.
         let conv = model.layer(named: "stem") as! Conv2DLayer
-        let (codes, rowScales) = Deployer.weightCodes(conv.weight.value, state: (conv.quantizer as! FakeQuantizer).weight)
+        let (codes, rowScales) = Deployer.weightCodes(conv.weight.value, quantizer: conv.quantizer as! FakeQuantizer)
         let perChannel = codes.count / 8
         XCTAssertEqual(Array(stem.weightCodes[0..<perChannel]), [Int8](repeating: 0, count: perChannel))
         XCTAssertEqual(Array(stem.weightCodes[perChannel...]), Array(codes[perChannel...]))

@@ -136,11 +136,18 @@ final class MobileNetStyleDeployTests: XCTestCase {
         XCTAssertGreaterThan((gate.max() ?? 0) - (gate.min() ?? 0), 0.01, "the SE gate is constant: the mul is not exercised")
 
         let report = try DeployVerification.run(checkpoint: qat, deployFile: deployFile, data: test)
+        // The contract's per-layer clauses (each layer alone), and end to end never more than one
+        // code apart. End to end the per-layer fraction is not asserted layer by layer: the SE
+        // layers see 4–8 codes per image, so one upstream tie that a 1×1 conv fans out is
+        // already 0.17 % of se_expand's 1,200 codes; over all layers it must still be ≥ 99.99 %.
         for layer in report.layers {
             XCTAssertGreaterThan(layer.count, 0, layer.name)
-            XCTAssertGreaterThanOrEqual(layer.equalFraction, 0.999, "\(layer.name)\n\(report.table())")
+            XCTAssertGreaterThanOrEqual(layer.equalFractionAlone, 0.999, "\(layer.name)\n\(report.table())")
+            XCTAssertLessThanOrEqual(layer.maxDifferenceAlone, 1, "\(layer.name)\n\(report.table())")
             XCTAssertLessThanOrEqual(layer.maxDifference, 1, "\(layer.name)\n\(report.table())")
         }
+        let allCodes = report.layers.reduce(0) { $0 + $1.count }, allEqual = report.layers.reduce(0) { $0 + $1.equal }
+        XCTAssertGreaterThanOrEqual(Double(allEqual) / Double(allCodes), 0.9999, report.table())
         XCTAssertGreaterThanOrEqual(report.predictionAgreement, 0.999, report.table())
         XCTAssertTrue(report.passed, report.table())
         XCTAssertGreaterThan(report.fakeQuantCorrect, report.samples / 4, "the model learned something: \(report.table())")

@@ -5,7 +5,7 @@ import QATONNX
 /// op by op, so that a runtime that follows the ONNX spec gives the engine's codes bit for bit:
 ///
 ///     acc   = ConvInteger / MatMulInteger(q_x, w_q, o_d, 0) + b_q          (int32, exact)
-///     v     = Cast<float>(acc) · m[c] + r[c]·m[c]                          (float32, two roundings)
+///     v     = Cast<float>(acc) · m[c]   (+ r[c]·m[c] for an old deploy file's residual)   (float32)
 ///     codes = QuantizeLinear(Clip(v, lo − o_y, hi − o_y), 1, o_y)           (round half to even)
 ///
 /// Without an output quantizer, v is the node's float output (m[c] = s_d·s_w'[c]). Zero padding
@@ -45,19 +45,23 @@ extension ONNXEmitter {
         add("Add", name: name + "/add_bias", [name + "/products", name + ".bias/codes"], name + "/accumulator")
         add("Cast", name: name + "/to_float", [name + "/accumulator"], name + "/accumulator_float",
             [("to", .int(Int(ONNXInitializer.ElementType.float.rawValue)))])
-        // The engine's offset: bias_residual·m in float32, as Int8Model computes it.
-        let offsets = zip(node.biasResidual, node.multipliers).map { $0 * $1 }
         graph.initializers.append(ONNXInitializer(name: name + "/multiplier", floats: node.multipliers, dims: broadcast))
-        graph.initializers.append(ONNXInitializer(name: name + "/offset", floats: offsets, dims: broadcast))
-        add("Mul", name: name + "/multiply", [name + "/accumulator_float", name + "/multiplier"], name + "/scaled")
-
+        // The engine's offset r[c]·m[c]: zero in every deploy made since fake quant rounds the bias
+        // onto the accumulator grid; a deploy file with a residual keeps it as an Add.
+        let offsets = zip(node.biasResidual, node.multipliers).map { $0 * $1 }
+        let hasOffsets = offsets.contains { $0 != 0 }
+        let result = node.output == nil ? name : name + "/requantized"   // the float output, or the value to requantize
+        let product = hasOffsets ? name + "/scaled" : result
+        add("Mul", name: name + "/multiply", [name + "/accumulator_float", name + "/multiplier"], product)
+        if hasOffsets {
+            graph.initializers.append(ONNXInitializer(name: name + "/offset", floats: offsets, dims: broadcast))
+            add("Add", name: name + "/add_offset", [product, name + "/offset"], result)
+        }
         guard let qy = node.output else {
-            add("Add", name: name + "/add_offset", [name + "/scaled", name + "/offset"], name)
             values[name] = (name, nil)
             lastValue = name
             return
         }
-        add("Add", name: name + "/add_offset", [name + "/scaled", name + "/offset"], name + "/requantized")
         var steps = name + "/requantized"
         if let activation = node.fusedActivation {
             // The fused activation's code range, as a clamp of the value before the zero point is added.

@@ -13,8 +13,9 @@ import QATONNX
 ///   computes in float gets them through DequantizeLinear;
 /// - an integer conv/linear is Conv/Gemm over DequantizeLinear of its int8 weight codes
 ///   (per channel, axis 0, scale s_w' with the BN folded in) and of its int32 bias b_q (scale
-///   s_d·s_w'[c]); the bias residual has no slot and is dropped (`exact` keeps it: the integer
-///   layers become ConvInteger/MatMulInteger with the requantization as explicit ops, ONNXEmitter+Exact);
+///   s_d·s_w'[c]), the bias fake quant evaluates with (docs/ALGORITHMS.md §5), so a runtime that
+///   fuses this into an integer conv computes our engine's arithmetic (`exact` writes the integer
+///   layers as ConvInteger/MatMulInteger with the requantization as explicit ops, ONNXEmitter+Exact);
 /// - a fused ReLU/ReLU6 is Relu/Clip(0, 6) before the QuantizeLinear, which clamps the codes
 ///   exactly as the engine's saturation does (quantization is monotone and maps 0 to o_y);
 /// - float nodes are the ONNX op of their layer.
@@ -34,7 +35,7 @@ public enum ONNXExporter {
 
     /// The QDQ model of a QAT checkpoint. `warn` hears of layers exported in a weaker form.
     /// `exact`: integer layers as ConvInteger/MatMulInteger with the engine's requantization as
-    /// explicit ops (bias residual included), which ONNX Runtime runs bit for bit as our engine.
+    /// explicit ops, which ONNX Runtime runs bit for bit as our engine.
     public static func exportQDQ(checkpoint: String, opset: Int = defaultOpset, profile: ONNXExportProfile = .standard,
                                  exact: Bool = false, warn: (String) -> Void = { _ in }) throws -> Data {
         let (model, _) = try Model.load(checkpoint: checkpoint)

@@ -48,11 +48,15 @@ public final class Model {
         let input = Variable(x)
         var outputs: [Variable] = []
         outputs.reserveCapacity(layers.count)
+        // Eval mode adds integer layers' biases in whole accumulator units, as the INT8 engine
+        // and ONNX QDQ runtimes do (docs/ALGORITHMS.md §5); training keeps them float.
+        let biasCorrections = training ? [:] : accumulatorGridCorrections()
         for (i, layer) in layers.enumerated() {
             let inputs = graph.sources[i].map { $0 < 0 ? input : outputs[$0] }
             tape?.currentLabel = layer.name
-            let y = timing.map { $0.measure(layer.name) { layer.forward(inputs, training: training, tape: tape) } }
+            var y = timing.map { $0.measure(layer.name) { layer.forward(inputs, training: training, tape: tape) } }
                 ?? layer.forward(inputs, training: training, tape: tape)
+            if let correction = biasCorrections[i] { y = add(y, Variable(correction), tape: tape) }
             observe?(i, y)
             outputs.append(y)
             if releasesReadOutputs {

@@ -14,6 +14,9 @@ public struct ModelGraph: Sendable {
     public let inputShapes: [[[Int]]]
     /// outputShapes[i]: the shape of layer i's output.
     public let outputShapes: [[Int]]
+    /// conv layer → the BatchNorm that is its only reader (and not the model output): the BN
+    /// folds into the conv on the INT8 engine (docs/ALGORITHMS.md §4) when the conv is quantized.
+    public let batchNormFolds: [Int: Int]
 
     /// Checks the wiring and every shape; errors name `file` and the layer, before any weights exist.
     public init(_ spec: ModelSpec, file: String = "model spec") throws {
@@ -40,6 +43,12 @@ public struct ModelGraph: Sendable {
         }
         self.inputShapes = inputShapes
         self.outputShapes = outputShapes
+        var folds: [Int: Int] = [:]
+        for (index, layer) in spec.layers.enumerated() where layer.kind.foldsFollowingBatchNorm && index < spec.layers.count - 1 {
+            let readers = wiring.consumers(of: index)
+            if readers.count == 1, case .batchnorm2d = spec.layers[readers[0]].kind { folds[index] = readers[0] }
+        }
+        batchNormFolds = folds
     }
 
     /// Checks that the model outputs class scores [K], as training, evaluation, deploy, verify
@@ -227,4 +236,13 @@ func slidingWindowOutput(_ input: Int, _ kernel: Int, _ stride: Int, _ padBegin:
     var count = (ceilMode ? (span + stride - 1) / stride : span / stride) + 1
     if ceilMode && (count - 1) * stride >= input + padBegin { count -= 1 }
     return count
+}
+
+extension LayerKind {
+    /// A BatchNorm that is this layer's only reader folds into it at deployment (grouped and
+    /// depthwise convs included).
+    public var foldsFollowingBatchNorm: Bool {
+        if case .conv2d = self { return true }
+        return false
+    }
 }
