@@ -114,7 +114,7 @@ extension RetrainConfig {
                 if !layer.kind.isQuantizable {
                     rule = "not quantizable (\(layer.kind.typeName))"
                 } else if let entry = entries[layer.name] {
-                    rule = entry.isEnabled ? "layer entry \(layer.name)" : "layer entry \(layer.name) (retrain_enable false)"
+                    rule = entry.isEnabled ? "layer entry \(layer.name)" : "layer entry \(layer.name) (\(format.enableKey) false)"
                     if entry.isEnabled {
                         quantizer = try self.quantizer(from: [entry], layerAt: index, of: wiring, warnings: &warnings)
                     }
@@ -135,6 +135,7 @@ extension RetrainConfig {
                 + "conv2d/linear layer of model \(model.name) (\(names.isEmpty ? "it has none" : names.joined(separator: ", "))); "
                 + "enable at least one, or train in float without a retrain config")
         }
+        try fusion?.check(wiring, layers: layers, file: file, warnings: &warnings)
         return QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
                                 layers: layers, warnings: warnings)
     }
@@ -231,7 +232,7 @@ extension RetrainConfig {
         let fixedMin = pick { $0.data.fixedMin }
         let channelWise = pick { $0.weight.channelWise }
         let calibrationChain: [(config: CalibrationConfig, keyPath: String)] = [(calibration, "calibration")]
-            + configs.map { ($0.data.calibration, $0.keyPath("retrain_data_config")) }
+            + configs.map { ($0.data.calibration, $0.keyPath(format.dataSectionKey)) }
         let result = QuantizerSettings(
             activationAlgorithm: pick { $0.data.algorithm }?.value ?? .ulqQuantize,
             clipMax: clip?.value.0, clipMin: clip?.value.1,
@@ -251,7 +252,7 @@ extension RetrainConfig {
                 ? "; the global retrain_weight_config applies to every layer, so set channel_wise false for \(type) "
                     + "layers under override_layer_types.\(type).retrain_weight_config"
                 : ""
-            throw InputError(file: file, keyPath: source.keyPath("retrain_weight_config") + ".channel_wise",
+            throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + ".channel_wise",
                              message: "channel_wise true is not allowed on \(type) layer \(layer.name): \(type) weights use one "
                                 + "scale per tensor (allowed: false)\(hint)")
         }
