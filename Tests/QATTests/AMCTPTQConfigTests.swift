@@ -230,6 +230,19 @@ final class AMCTPTQConfigTests: XCTestCase {
                     keyPath: "skip_fusion_layers[1]", mentions: ["no layer named \"stem9\""])
         assertError("{\"skip_fusion_layers\": [\"stem_bn\"], \(perChannel)}", model: resnet,
                     keyPath: "skip_fusion_layers[0]", mentions: ["batchnorm2d layer", "conv2d followed by a batchnorm2d"])
+        // Folding first gives qat's INT8 weights only when every γ is positive: checked on the weights.
+        let folded = try plan("{\(perChannel)}", model: resnet)
+        XCTAssertEqual(folded.foldsBeforeCalibration, [ConvBNPair(conv: "stem", batchNorm: "stem_bn")])
+        XCTAssertEqual(try plan("{\"skip_fusion_layers\": [\"stem\"], \(perChannel)}", model: resnet).foldsBeforeCalibration, [])
+        XCTAssertEqual(try plan("{\"do_fusion\": false, \(perChannel)}", model: resnet).foldsBeforeCalibration, [])
+        let model = try Model(spec: resnet, seed: 1)
+        XCTAssertNoThrow(try model.checkFoldsBeforeCalibration(folded))
+        let gamma = try XCTUnwrap(model.layer(named: "stem_bn") as? BatchNorm2DLayer).gamma
+        gamma.value.storage[3] = -0.5
+        XCTAssertThrowsError(try model.checkFoldsBeforeCalibration(folded)) { error in
+            XCTAssertEqual((error as? InputError)?.keyPath, "do_fusion")
+            XCTAssertTrue("\(error)".contains("γ = -0.5 ≤ 0 in channel 3") && "\(error)".contains("not supported yet"), "\(error)")
+        }
         let lenetPlan = try plan("{\"skip_fusion_layers\": [\"conv1\"], \(layer("conv1", #""num_bits": 8"#))}")
         XCTAssertEqual(lenetPlan.warnings, ["skip_fusion_layers[0]: conv1 has no batchnorm2d after it; the entry has no effect"])
     }

@@ -170,9 +170,10 @@ enum AMCTPTQConfig {
 /// AMCT PTQ's Conv+BN folding before calibration (`do_fusion`, `skip_fusion_layers`).
 /// qat keeps a BatchNorm after a conv as its own layer during calibration and folds it into the
 /// quantized conv's per-channel requantization at deployment. With per-channel weight scales
-/// this gives the same INT8 weights as folding first (a per-channel positive factor, or a sign,
-/// does not change the codes of a max-abs channel scale); with one scale per tensor it would
-/// not, and folding first is not supported yet.
+/// this gives the same INT8 weights as folding first when every BatchNorm scale γ is positive
+/// (ARQ's channel scale then grows by the same factor as the channel, ALGORITHMS.md §3); with one
+/// scale per tensor, or a γ ≤ 0 (which swaps a channel's extremes and so may change ARQ's
+/// divisor 127/128), it would not, and folding first is not supported yet.
 public struct ConvBNFusion: Equatable, Sendable {
     public var isEnabled: Bool
     public var skippedLayers: [String]
@@ -184,8 +185,9 @@ public struct ConvBNFusion: Equatable, Sendable {
 
     /// Checks the rules against `model` and its plan: each `skip_fusion_layers` name is a conv2d
     /// of the model (one without a BatchNorm after it is a warning), and a fold that would change
-    /// a per-tensor weight scale is refused.
-    func check(_ wiring: ModelGraph.Wiring, layers: [LayerPlan], file: String, warnings: inout [String]) throws {
+    /// a per-tensor weight scale is refused. Returns the folds whose γ calibration must check.
+    func check(_ wiring: ModelGraph.Wiring, layers: [LayerPlan], file: String,
+               warnings: inout [String]) throws -> [ConvBNPair] {
         let model = wiring.spec
         // conv index → the BatchNorm reading its output.
         var batchNormAfter: [Int: Int] = [:]
@@ -208,14 +210,41 @@ public struct ConvBNFusion: Equatable, Sendable {
                 warnings.append("\(keyPath): \(name) has no batchnorm2d after it; the entry has no effect")
             }
         }
-        guard isEnabled else { return }
+        guard isEnabled else { return [] }
+        var folds: [ConvBNPair] = []
         for (conv, batchNorm) in batchNormAfter.sorted(by: { $0.key < $1.key }) {
             let name = model.layers[conv].name
-            guard !skippedLayers.contains(name), let quantizer = layers[conv].quantizer, !quantizer.channelWise else { continue }
+            guard !skippedLayers.contains(name), let quantizer = layers[conv].quantizer else { continue }
+            guard !quantizer.channelWise else {
+                folds.append(ConvBNPair(conv: name, batchNorm: model.layers[batchNorm].name))
+                continue
+            }
             throw InputError(file: file, keyPath: "do_fusion",
                              message: "folding \(model.layers[batchNorm].name) into \(name) before calibration would change \(name)'s "
                                 + "per-tensor weight scale, which is not supported yet (do_fusion defaults to true): set "
                                 + "\(name).weight_quant_params.channel_wise true, list \(name) in skip_fusion_layers, or set do_fusion false")
+        }
+        return folds
+    }
+}
+
+/// A quantized conv and the BatchNorm after it, which the config folds before calibration.
+public struct ConvBNPair: Equatable, Sendable {
+    public var conv: String
+    public var batchNorm: String
+}
+
+extension Model {
+    /// Refuses to calibrate when a fold the plan asks for (`do_fusion`) would give other INT8
+    /// weights than qat's unfolded calibration: a BatchNorm scale γ ≤ 0 in some channel.
+    public func checkFoldsBeforeCalibration(_ plan: QuantizationPlan) throws {
+        for pair in plan.foldsBeforeCalibration {
+            guard let batchNorm = layer(named: pair.batchNorm) as? BatchNorm2DLayer,
+                  let channel = batchNorm.gamma.value.storage.firstIndex(where: { !($0 > 0) }) else { continue }
+            throw InputError(file: plan.configFile, keyPath: "do_fusion",
+                             message: "folding \(pair.batchNorm) into \(pair.conv) before calibration, with \(pair.batchNorm)'s scale "
+                                + "γ = \(batchNorm.gamma.value.storage[channel]) ≤ 0 in channel \(channel), would change \(pair.conv)'s INT8 "
+                                + "weights, which is not supported yet: list \(pair.conv) in skip_fusion_layers, or set do_fusion false")
         }
     }
 }

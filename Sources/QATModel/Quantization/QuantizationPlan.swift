@@ -79,13 +79,18 @@ public struct QuantizationPlan: Equatable, Sendable {
     public var layers: [LayerPlan]
     /// Config entries that had no effect, and other things worth a look; not errors.
     public var warnings: [String]
+    /// AMCT PTQ `do_fusion`: BatchNorms folded into their quantized conv before calibration,
+    /// which qat's unfolded calibration matches when their γ is positive (checked then).
+    public var foldsBeforeCalibration: [ConvBNPair]
 
-    public init(modelName: String, configFile: String, batchCount: Int, layers: [LayerPlan], warnings: [String] = []) {
+    public init(modelName: String, configFile: String, batchCount: Int, layers: [LayerPlan], warnings: [String] = [],
+                foldsBeforeCalibration: [ConvBNPair] = []) {
         self.modelName = modelName
         self.configFile = configFile
         self.batchCount = batchCount
         self.layers = layers
         self.warnings = warnings
+        self.foldsBeforeCalibration = foldsBeforeCalibration
     }
 
     public var quantizedLayers: [LayerPlan] { layers.filter(\.isQuantized) }
@@ -135,9 +140,9 @@ extension RetrainConfig {
                 + "conv2d/linear layer of model \(model.name) (\(names.isEmpty ? "it has none" : names.joined(separator: ", "))); "
                 + "enable at least one, or train in float without a retrain config")
         }
-        try fusion?.check(wiring, layers: layers, file: file, warnings: &warnings)
+        let folds = try fusion?.check(wiring, layers: layers, file: file, warnings: &warnings) ?? []
         return QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
-                                layers: layers, warnings: warnings)
+                                layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
     }
 
     /// AMCT form: every entry must name a quantizable layer of the model.
