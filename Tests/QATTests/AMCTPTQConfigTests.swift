@@ -304,6 +304,7 @@ final class AMCTPTQCommandTests: XCTestCase {
         let (checkStatus, checkText) = try qat(["check", "model", "--config", plain])
         XCTAssertTrue(checkStatus == 0 || checkStatus == 1, checkText)
         XCTAssertTrue(checkText.hasPrefix("read AMCT PTQ config.json \(plain)\n"), checkText)
+        XCTAssertTrue(checkText.contains("fc1 is not in the config, so it stays float (add an entry, or \"quant_enable\": false"), checkText)
         let (retrainStatus, retrainText) = try qat(["plan", "--config", "Configs/amct/simple.json"])
         XCTAssertEqual(retrainStatus, 0, retrainText)
         XCTAssertTrue(retrainText.hasPrefix("read qat simple config (AMCT's simple config in JSON) Configs/amct/simple.json\n"), retrainText)

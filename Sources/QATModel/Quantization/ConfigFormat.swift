@@ -56,7 +56,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     }
 
     /// The key that switches a layer entry off, e.g. "retrain_enable".
-    var enableKey: String {
+    public var enableKey: String {
         switch self {
         case .amctRetrain, .simple, .floatTraining: return "retrain_enable"
         case .amctPTQ: return "quant_enable"
