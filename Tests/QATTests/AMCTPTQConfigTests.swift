@@ -212,6 +212,9 @@ final class AMCTPTQConfigTests: XCTestCase {
                     keyPath: "activation_offset", mentions: ["hfmg", "not supported yet", "conv1.activation_quant_params.asymmetric true"])
         assertError("{\(layer("conv1", #""num_bits": 8"#, weights: #""num_bits": 16"#))}",
                     keyPath: "conv1.weight_quant_params.num_bits", mentions: ["16-bit weights are not supported yet"])
+        // A PTQ config without layer entries quantizes nothing: an error, not float training.
+        XCTAssertTrue(try config(#"{"activation_offset": true}"#).hasQuantizationRules)
+        assertError(#"{"activation_offset": true}"#, keyPath: "", mentions: ["no layer is quantized"])
         // What is supported stays accepted: joint_quant false, an empty tensor_quantize.
         XCTAssertNoThrow(try plan(#"{"joint_quant": false, "tensor_quantize": [], "conv1": {}}"#))
     }

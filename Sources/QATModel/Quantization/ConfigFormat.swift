@@ -29,14 +29,6 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         }
     }
 
-    /// The command the format is written for.
-    public var command: String {
-        switch self {
-        case .amctRetrain, .simple, .floatTraining: return "qat train"
-        case .amctPTQ: return "qat calibrate"
-        }
-    }
-
     /// Top-level keys that only this format has.
     var topLevelMarkers: [String] {
         switch self {

@@ -400,8 +400,10 @@ extension RetrainConfig {
 
 extension RetrainConfig {
     /// False for a config without any layer rules (a float training config such as Configs/float.json).
+    /// A PTQ config always asks for quantization: with no layer entries it quantizes nothing,
+    /// which resolving reports.
     public var hasQuantizationRules: Bool {
-        if case let .perLayer(entries) = rules, entries.isEmpty { return false }
+        if case let .perLayer(entries) = rules, entries.isEmpty, format != .amctPTQ { return false }
         return true
     }
 }
