@@ -19,6 +19,10 @@ enum AMCTPTQConfig {
     /// DMQ's migration strength range (the manual: [0.2, 0.8]).
     static let dmqStrengthRange = 0.2...0.8
 
+    /// Asymmetric activations or not, with the key path that decided it (`activation_offset`,
+    /// or a layer's `asymmetric`, which wins).
+    typealias Symmetry = (asymmetric: Bool, source: String)
+
     static func parse(_ root: JSONObject) throws -> RetrainConfig {
         let (version, batchCount) = try RetrainConfig.parseVersionAndBatchCount(root)
         let sections = try RetrainConfig.parseTrainerSections(root)
@@ -27,7 +31,7 @@ enum AMCTPTQConfig {
                              + "each layer's activation_quant_params gives act_algo and its settings")
         }
         // The manual recommends true, and an omitted key means AMCT's default, true.
-        let activationOffset = (try root.bool("activation_offset") ?? true, "activation_offset")
+        let activationOffset: Symmetry = (try root.bool("activation_offset") ?? true, "activation_offset")
         if try root.bool("joint_quant") == true {
             throw root.error("joint_quant", "true is not supported yet: qat quantizes each input of an eltwise add "
                              + "on its own (set false or leave it out)")
@@ -54,7 +58,7 @@ enum AMCTPTQConfig {
     /// `tensor_quantize`: each entry is checked (`layer_name`, `input_index`, its
     /// `activation_quant_params`), then a non-empty list is refused: quantizing a MaxPool's input
     /// tensor needs a quantizer on a layer qat keeps float.
-    private static func checkTensorQuantize(_ root: JSONObject, activationOffset: (Bool, String)) throws {
+    private static func checkTensorQuantize(_ root: JSONObject, activationOffset: Symmetry) throws {
         guard let entries = try root.objectArray("tensor_quantize") else { return }
         for entry in entries {
             guard let name = try entry.string("layer_name") else {
@@ -79,7 +83,7 @@ enum AMCTPTQConfig {
     }
 
     /// One layer entry: `quant_enable`, `dmq_balancer_param`, `activation_quant_params`, `weight_quant_params`.
-    private static func parseLayerEntry(_ object: JSONObject, activationOffset: (Bool, String)) throws -> QuantizerConfig {
+    private static func parseLayerEntry(_ object: JSONObject, activationOffset: Symmetry) throws -> QuantizerConfig {
         var config = QuantizerConfig(keyPath: object.path)
         config.isEnabled = try object.bool("quant_enable") ?? true
         if let strength = try object.double("dmq_balancer_param") {
@@ -107,7 +111,7 @@ enum AMCTPTQConfig {
     /// `activation_quant_params`. `asymmetric` (else `activation_offset`) picks IFMR's symmetric
     /// or asymmetric search; a symmetric layer gets `fixed_min: false`, so its range is
     /// [−128·s, 127·s] with zero point 0, as AMCT's symmetric INT8.
-    private static func parseActivation(_ object: JSONObject, activationOffset: (Bool, String)) throws -> RetrainDataConfig {
+    private static func parseActivation(_ object: JSONObject, activationOffset: Symmetry) throws -> RetrainDataConfig {
         var config = RetrainDataConfig()
         guard let bits = try object.int("num_bits") else {
             throw InputError(file: object.file, keyPath: object.keyPath("num_bits"), message: "is required (8, or 16 for INT16)")
@@ -130,7 +134,7 @@ enum AMCTPTQConfig {
 
     /// Sets the calibration method's `asymmetric` (the method is IFMR unless act_algo says
     /// otherwise); `symmetry.source` is the key path that decided it.
-    private static func applySymmetry(_ symmetry: (asymmetric: Bool, source: String), to config: inout RetrainDataConfig,
+    private static func applySymmetry(_ symmetry: Symmetry, to config: inout RetrainDataConfig,
                                       asymmetricKey: String, file: String) throws {
         let method = config.calibration.method ?? type(of: CalibrationMethod.default.calibrator)
         if method.keys.contains("asymmetric") {
