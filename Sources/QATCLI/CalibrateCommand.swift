@@ -11,15 +11,17 @@ struct CalibrateCommand: ParsableCommand {
             on the config's batch_num training batches, and writes a QAT checkpoint at step 0 that \
             deploy, export, eval, compare, sensitivity and verify take, and that `qat train --init` \
             fine-tunes without recalibrating. Prints float and PTQ (fake-quant) test accuracy side by side. \
-            The config is a retrain config (docs/CONFIG.md); flags override it.
+            The config is an AMCT PTQ config.json or a retrain config (docs/CONFIG.md "Config formats"); \
+            flags override it.
 
             Examples:
+              qat calibrate --config Configs/amct/ptq-plain.json --checkpoint Checkpoints/lenet5-float.h5 --output ptq.h5
               qat calibrate --config Configs/retrain.json --checkpoint Checkpoints/lenet5-float.h5 --output ptq.h5
               qat calibrate --config my-amct.json --model net.onnx --output ptq.h5 --batch-num 4
               qat train --config Configs/retrain.json --init ptq.h5 --epochs 1
             """)
 
-    @Option(help: "The run's JSON config (a retrain config with layer rules).") var config: String
+    @Option(help: "The run's JSON config (AMCT PTQ config.json, or a retrain config with layer rules).") var config: String
     @Option(help: "Float checkpoint to calibrate (overrides model.init).") var checkpoint: String?
     @Option(help: "Model spec or ONNX file (overrides model.spec; an ONNX file's weights are used unless --checkpoint is given).")
     var model: String?
@@ -70,6 +72,12 @@ struct CalibrateCommand: ParsableCommand {
             settings.checkpointDirectory = nil   // calibrate writes --output only
             Runtime.configure(threads: settings.threads)
             let job = try TrainingRun(configFile: config, config: retrainConfig, settings: settings)
+            // The format line comes with the first progress line, so a refused run prints one line.
+            var formatLine: String? = ConfigReader.calibrate.line(for: retrainConfig, file: config)
+            job.log = { line in
+                if let pending = formatLine { print(pending); formatLine = nil }
+                print(line)
+            }
             let train = try job.loadData(.train, limit: settings.trainLimit)
             let test = try job.loadData(.test, limit: settings.testLimit)
             let report = try job.calibrate(train: train, test: test)

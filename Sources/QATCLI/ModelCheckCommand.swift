@@ -20,13 +20,14 @@ struct ModelCheckCommand: ParsableCommand {
     var fewChannels = 3
 
     func run() throws {
-        let report = try reportingUserErrors { () -> ModelCheckReport in
+        let (report, formatLine) = try reportingUserErrors { () -> (ModelCheckReport, String) in
             let root = try JSONObject.load(file: config)
             let retrain = try RetrainConfig.parse(root)
             let settings = try RunSettings.parse(root)
             let spec = try ModelSource.load(file: model ?? settings.modelSpec).spec
-            return checkModel(spec: spec, config: retrain, fewChannels: fewChannels)
+            return (checkModel(spec: spec, config: retrain, fewChannels: fewChannels), ConfigReader.checkModel.line(for: retrain, file: config))
         }
+        print(formatLine)
         print(report.text(), terminator: "")
         if !report.passed { throw ExitCode(1) }
     }

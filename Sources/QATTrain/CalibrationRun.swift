@@ -44,6 +44,7 @@ extension TrainingRun {
         }
         try Self.requireFloat(start.checkpoint, file: start.file)
         try loadStartingPoint(start)
+        if let plan { try model.checkFoldsBeforeCalibration(plan) }
         // Only now, with the input known to be good, may the output folder be created.
         let output = settings.output!
         try OutputFolder.requireWritable(OutputFolder.folder(of: output), setting: "--output")

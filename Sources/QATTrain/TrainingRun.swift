@@ -100,6 +100,7 @@ public final class TrainingRun {
     @discardableResult
     func calibrateQuantizers(train: Dataset) throws -> [String] {
         guard let plan else { return [] }
+        try model.checkFoldsBeforeCalibration(plan)
         try checkData(train: train, test: nil)
         try checkCalibrationBatches(trainCount: train.count)
         let batches = trainer.calibrationBatches(from: train, count: batchNum)

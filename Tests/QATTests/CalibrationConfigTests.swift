@@ -52,7 +52,7 @@ final class CalibrationConfigTests: XCTestCase {
 
     func testSettingsAreNamedAsAMCTNamesThem() {
         XCTAssertEqual(CalibrationMethod.known.map { $0.name }, ["ifmr", "hfmg"])
-        XCTAssertEqual(IFMRParameters.settings.map(\.key), ["max_percentile", "min_percentile", "search_range", "search_step"])
+        XCTAssertEqual(IFMRParameters.settings.map(\.key), ["max_percentile", "min_percentile", "search_range", "search_step", "asymmetric"])
         XCTAssertEqual(HFMGParameters.settings.map(\.key), ["num_of_bins"])
         XCTAssertEqual(CalibrationMethod.default, CalibrationMethod(IFMRParameters()))
         XCTAssertNotEqual(CalibrationMethod(HFMGParameters()), CalibrationMethod(HFMGParameters(binCount: 2048)))

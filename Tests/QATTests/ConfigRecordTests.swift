@@ -27,7 +27,7 @@ final class ConfigRecordTests: XCTestCase {
                    "lr_floor": 0, "seed": 18446744073709551615, "threads": 2},
          "checkpoint": {"output": "out/final.h5", "dir": "out", "save_every": 10},
          "calibration": {"act_algo": "ifmr", "max_percentile": 0.99999, "min_percentile": 0.9999,
-                         "search_range": [0.75, 1.25], "search_step": 0.025},
+                         "search_range": [0.75, 1.25], "search_step": 0.025, "asymmetric": true},
          "version": 1, "batch_num": 3,
          "conv1": {"retrain_enable": true,
                    "retrain_data_config": {"algo": "ulq_quantize", "clip_max": 2.5, "clip_min": -0.1, "fixed_min": false,
@@ -73,7 +73,8 @@ final class ConfigRecordTests: XCTestCase {
                     "skip_layers", "skip_layer_types", "override_layer_types", "override_layer_configs", "calibration",
                     "model", "data", "train", "checkpoint"] + CalibrationConfig.settingKeys
         for key in keys { XCTAssertTrue(written.contains("\"\(key)\": "), key) }
-        XCTAssertEqual(CalibrationConfig.settingKeys, ["max_percentile", "min_percentile", "search_range", "search_step", "num_of_bins"])
+        XCTAssertEqual(CalibrationConfig.settingKeys, ["max_percentile", "min_percentile", "search_range", "search_step", "asymmetric",
+                                                       "num_of_bins"])
     }
 
     func testWrittenAMCTFormIsReadableAndInModelOrder() throws {

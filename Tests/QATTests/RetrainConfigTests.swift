@@ -425,7 +425,11 @@ final class RetrainConfigTests: XCTestCase {
 
     func testShippedAMCTExamplesResolveAgainstLeNet() throws {
         let folder = Self.repoFile("Configs/amct")
-        let files = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(".json") }.sorted()
+        // The AMCT PTQ manual's two literal examples use features qat refuses (tensor_quantize,
+        // DMQ); AMCTPTQConfigTests.testTheManualsExamples asserts their refusals.
+        let refusedExamples: Set = ["ptq-hfmg.json", "ptq-ifmr.json"]
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder)
+            .filter { $0.hasSuffix(".json") && !refusedExamples.contains($0) }.sorted()
         XCTAssertGreaterThanOrEqual(files.count, 2)
         for name in files {
             let plan = try RetrainConfig.load(file: "\(folder)/\(name)").resolve(for: Self.lenet)

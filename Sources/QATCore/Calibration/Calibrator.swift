@@ -33,6 +33,8 @@ public enum CalibratorSettingValue: Equatable, Sendable {
     case integer(Int)
     /// `[start, end]`.
     case range(Double, Double)
+    /// true or false.
+    case flag(Bool)
 }
 
 /// The values a setting allows; the config reader checks them and quotes them in its errors.
@@ -45,6 +47,8 @@ public enum CalibratorSettingRule: Equatable, Sendable {
     case increasingRange
     /// One of these integers.
     case oneOf([Int])
+    /// true or false.
+    case boolean
 }
 
 /// One setting of a calibration method: its config key, the values it allows, and where it
@@ -55,19 +59,30 @@ public struct CalibratorSetting<Method> {
     public let get: (Method) -> CalibratorSettingValue
     /// Stores a value that passed `rule` (other kinds of value are ignored).
     public let set: (inout Method, CalibratorSettingValue) -> Void
+    /// True for a setting added after checkpoints began recording every setting: a record lists
+    /// it only when it differs from its default, so older records keep their bytes.
+    public let isRecordedOnlyWhenChanged: Bool
 
     public init(_ key: String, _ rule: CalibratorSettingRule, get: @escaping (Method) -> CalibratorSettingValue,
-                set: @escaping (inout Method, CalibratorSettingValue) -> Void) {
+                set: @escaping (inout Method, CalibratorSettingValue) -> Void, isRecordedOnlyWhenChanged: Bool = false) {
         self.key = key
         self.rule = rule
         self.get = get
         self.set = set
+        self.isRecordedOnlyWhenChanged = isRecordedOnlyWhenChanged
     }
 
     /// A number stored in `field`.
     public static func number(_ key: String, _ rule: CalibratorSettingRule, _ field: WritableKeyPath<Method, Double>) -> Self {
         Self(key, rule, get: { .number($0[keyPath: field]) },
              set: { method, value in if case .number(let number) = value { method[keyPath: field] = number } })
+    }
+
+    /// A flag stored in `field`.
+    public static func flag(_ key: String, _ field: WritableKeyPath<Method, Bool>, isRecordedOnlyWhenChanged: Bool = false) -> Self {
+        Self(key, .boolean, get: { .flag($0[keyPath: field]) },
+             set: { method, value in if case .flag(let flag) = value { method[keyPath: field] = flag } },
+             isRecordedOnlyWhenChanged: isRecordedOnlyWhenChanged)
     }
 
     /// An integer stored in `field`.
@@ -81,6 +96,14 @@ extension Calibrator {
     /// Every setting with its value, in the method's order.
     public var settingValues: [(key: String, value: CalibratorSettingValue)] {
         Self.settings.map { ($0.key, $0.get(self)) }
+    }
+
+    /// The settings a record lists: every one, except those recorded only when changed that hold
+    /// their default value.
+    public var recordedSettingValues: [(key: String, value: CalibratorSettingValue)] {
+        let defaults = Self()
+        return Self.settings.filter { !$0.isRecordedOnlyWhenChanged || $0.get(self) != $0.get(defaults) }
+            .map { ($0.key, $0.get(self)) }
     }
 
     /// This method with `values` (keys it does not have are ignored).

@@ -66,7 +66,7 @@ public struct IFMRParameters: Equatable, Sendable {
 }
 
 /// IFMR as a calibrator: AMCT's `act_algo: "ifmr"` with its settings and their ranges (AMCT's
-/// post-training manual; `asymmetric` has no config key: the QAT start is symmetric).
+/// post-training manual). `asymmetric` defaults to false, the symmetric QAT start.
 extension IFMRParameters: Calibrator {
     public static let name = "ifmr"
 
@@ -77,7 +77,8 @@ extension IFMRParameters: Calibrator {
                            set: { ifmr, value in
                                if case let .range(start, end) = value { (ifmr.searchRangeStart, ifmr.searchRangeEnd) = (start, end) }
                            }),
-         .number("search_step", .positive, \.searchStep)]
+         .number("search_step", .positive, \.searchStep),
+         .flag("asymmetric", \.asymmetric, isRecordedOnlyWhenChanged: true)]
     }
 
     /// The symmetric start (127·s*, −128·s*); asymmetric, IFMR's own bounds (r*·max_v, min_v).

@@ -31,7 +31,7 @@ public struct CalibrationMethod: Equatable, Sendable {
     /// The method as a config writes it, every setting explicit.
     public var explicitConfig: CalibrationConfig {
         CalibrationConfig(method: type(of: calibrator),
-                          settings: Dictionary(uniqueKeysWithValues: calibrator.settingValues.map { ($0.key, $0.value) }))
+                          settings: Dictionary(uniqueKeysWithValues: calibrator.recordedSettingValues.map { ($0.key, $0.value) }))
     }
 }
 
@@ -138,6 +138,8 @@ extension CalibrationConfig {
                 throw object.error(key, "must be one of \(allowed.map(String.init).joined(separator: ", ")), got \(value)")
             }
             return .integer(value)
+        case .boolean:
+            return .flag(try object.bool(key)!)
         }
     }
 }
@@ -183,6 +185,7 @@ extension CalibrationConfig {
             case .number(let number): members.append(.init(key, JSONValue(number)))
             case .integer(let integer): members.append(.init(key, JSONValue(integer)))
             case .range(let start, let end): members.append(.init(key, .array([JSONValue(start), JSONValue(end)])))
+            case .flag(let flag): members.append(.init(key, JSONValue(flag)))
             }
         }
         return members

@@ -79,13 +79,18 @@ public struct QuantizationPlan: Equatable, Sendable {
     public var layers: [LayerPlan]
     /// Config entries that had no effect, and other things worth a look; not errors.
     public var warnings: [String]
+    /// AMCT PTQ `do_fusion`: BatchNorms folded into their quantized conv before calibration,
+    /// which qat's unfolded calibration matches when their γ is positive (checked then).
+    public var foldsBeforeCalibration: [ConvBNPair]
 
-    public init(modelName: String, configFile: String, batchCount: Int, layers: [LayerPlan], warnings: [String] = []) {
+    public init(modelName: String, configFile: String, batchCount: Int, layers: [LayerPlan], warnings: [String] = [],
+                foldsBeforeCalibration: [ConvBNPair] = []) {
         self.modelName = modelName
         self.configFile = configFile
         self.batchCount = batchCount
         self.layers = layers
         self.warnings = warnings
+        self.foldsBeforeCalibration = foldsBeforeCalibration
     }
 
     public var quantizedLayers: [LayerPlan] { layers.filter(\.isQuantized) }
@@ -114,7 +119,7 @@ extension RetrainConfig {
                 if !layer.kind.isQuantizable {
                     rule = "not quantizable (\(layer.kind.typeName))"
                 } else if let entry = entries[layer.name] {
-                    rule = entry.isEnabled ? "layer entry \(layer.name)" : "layer entry \(layer.name) (retrain_enable false)"
+                    rule = entry.isEnabled ? "layer entry \(layer.name)" : "layer entry \(layer.name) (\(format.enableKey) false)"
                     if entry.isEnabled {
                         quantizer = try self.quantizer(from: [entry], layerAt: index, of: wiring, warnings: &warnings)
                     }
@@ -135,8 +140,9 @@ extension RetrainConfig {
                 + "conv2d/linear layer of model \(model.name) (\(names.isEmpty ? "it has none" : names.joined(separator: ", "))); "
                 + "enable at least one, or train in float without a retrain config")
         }
+        let folds = try fusion?.check(wiring, layers: layers, file: file, warnings: &warnings) ?? []
         return QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
-                                layers: layers, warnings: warnings)
+                                layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
     }
 
     /// AMCT form: every entry must name a quantizable layer of the model.
@@ -231,7 +237,7 @@ extension RetrainConfig {
         let fixedMin = pick { $0.data.fixedMin }
         let channelWise = pick { $0.weight.channelWise }
         let calibrationChain: [(config: CalibrationConfig, keyPath: String)] = [(calibration, "calibration")]
-            + configs.map { ($0.data.calibration, $0.keyPath("retrain_data_config")) }
+            + configs.map { ($0.data.calibration, $0.keyPath(format.dataSectionKey)) }
         let result = QuantizerSettings(
             activationAlgorithm: pick { $0.data.algorithm }?.value ?? .ulqQuantize,
             clipMax: clip?.value.0, clipMin: clip?.value.1,
@@ -251,7 +257,7 @@ extension RetrainConfig {
                 ? "; the global retrain_weight_config applies to every layer, so set channel_wise false for \(type) "
                     + "layers under override_layer_types.\(type).retrain_weight_config"
                 : ""
-            throw InputError(file: file, keyPath: source.keyPath("retrain_weight_config") + ".channel_wise",
+            throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + ".channel_wise",
                              message: "channel_wise true is not allowed on \(type) layer \(layer.name): \(type) weights use one "
                                 + "scale per tensor (allowed: false)\(hint)")
         }

@@ -151,15 +151,31 @@ public struct RetrainConfig: Equatable, Sendable {
     /// The trainer's sections (`model`, `data`, `train`, `checkpoint`) as written: RunSettings
     /// reads them strictly from the file; here they are carried so a written config keeps them.
     public var runtimeSections: [String: JSONValue]
+    /// The format the file was written in; messages use its key names.
+    public var format: ConfigFormat
+    /// AMCT PTQ's `do_fusion` and `skip_fusion_layers`, checked against the model when the
+    /// config is resolved; nil for the retrain formats, which have no such keys.
+    public var fusion: ConvBNFusion?
 
     public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
-                calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:]) {
+                calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:],
+                format: ConfigFormat? = nil, fusion: ConvBNFusion? = nil) {
         self.file = file
         self.version = version
         self.batchCount = batchCount
         self.rules = rules
         self.calibration = calibration
         self.runtimeSections = runtimeSections
+        self.format = format ?? Self.format(of: rules)
+        self.fusion = fusion
+    }
+
+    /// The retrain format that writes `rules`.
+    static func format(of rules: LayerRules) -> ConfigFormat {
+        switch rules {
+        case .perLayer(let entries): return entries.isEmpty ? .floatTraining : .amctRetrain
+        case .simple: return .simple
+        }
     }
 
     /// Top-level keys that hold the runtime's settings; they are never layer names.
@@ -188,18 +204,19 @@ extension RetrainConfig {
     /// in the training set (TrainingRun).
     public static let batchCountRange = 1...65_536
 
+    /// Reads a config in any format qat knows (the front door: `ConfigFormat.detect` picks the
+    /// reader), as the one rule model every command resolves against a model.
     public static func parse(_ root: JSONObject) throws -> RetrainConfig {
-        let version = try root.int("version") ?? 1
-        guard version == 1 else { throw root.error("version", "unsupported version \(version) (allowed: 1)") }
-        let batchCount = try root.int("batch_num") ?? 1
-        guard batchCountRange.contains(batchCount) else {
-            throw root.error("batch_num", "must be > 0 and ≤ \(batchCountRange.upperBound) "
-                             + "(the number of batches calibration runs on), got \(batchCount)")
+        switch try ConfigFormat.detect(root) {
+        case .amctRetrain, .simple, .floatTraining: return try parseRetrainForms(root)
+        case .amctPTQ: return try AMCTPTQConfig.parse(root)
         }
-        var sections: [String: JSONValue] = [:]
-        for name in trainerSections {
-            if let section = try root.object(name) { sections[name] = JSONValue(foundation: section.values) }
-        }
+    }
+
+    /// Reads the AMCT retrain config.json or the simple form (or a file with neither's rules).
+    private static func parseRetrainForms(_ root: JSONObject) throws -> RetrainConfig {
+        let (version, batchCount) = try parseVersionAndBatchCount(root)
+        let sections = try parseTrainerSections(root)
         var calibration = CalibrationConfig()
         if let section = try root.object("calibration") {
             calibration = try CalibrationConfig.parse(section)
@@ -222,8 +239,9 @@ extension RetrainConfig {
             var entries: [String: QuantizerConfig] = [:]
             for name in layerNames {
                 guard root.values[name] is [String: Any] else {
-                    throw root.error(name, "expected a layer entry object, got \(jsonTypeName(root.values[name]!)) "
-                        + "(top-level keys other than version, batch_num and the sections \(reservedSections.joined(separator: ", ")) are layer names)")
+                    throw root.error(name, "unknown key: not a key of the \(ConfigFormat.amctRetrain.name), and not a layer entry "
+                        + "(expected a layer entry object, got \(jsonTypeName(root.values[name]!)); top-level keys other than "
+                        + "version, batch_num and the sections \(reservedSections.joined(separator: ", ")) are layer names)")
                 }
                 entries[name] = try parseQuantizerConfig(root.object(name)!, allowsEnable: true)
             }
@@ -231,6 +249,27 @@ extension RetrainConfig {
         }
         return RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: rules,
                              calibration: calibration, runtimeSections: sections)
+    }
+
+    /// `version` (1) and `batch_num`, which every AMCT format shares.
+    static func parseVersionAndBatchCount(_ root: JSONObject) throws -> (version: Int, batchCount: Int) {
+        let version = try root.int("version") ?? 1
+        guard version == 1 else { throw root.error("version", "unsupported version \(version) (allowed: 1)") }
+        let batchCount = try root.int("batch_num") ?? 1
+        guard batchCountRange.contains(batchCount) else {
+            throw root.error("batch_num", "must be > 0 and ≤ \(batchCountRange.upperBound) "
+                             + "(the number of batches calibration runs on), got \(batchCount)")
+        }
+        return (version, batchCount)
+    }
+
+    /// The trainer's sections as written (RunSettings reads them).
+    static func parseTrainerSections(_ root: JSONObject) throws -> [String: JSONValue] {
+        var sections: [String: JSONValue] = [:]
+        for name in trainerSections {
+            if let section = try root.object(name) { sections[name] = JSONValue(foundation: section.values) }
+        }
+        return sections
     }
 
     /// Parses the simple form's keys from the top-level object.
@@ -348,7 +387,7 @@ extension RetrainConfig {
     }
 
     /// A string that must be one of `allowed`'s raw values.
-    private static func choice<T: RawRepresentable>(_ object: JSONObject, _ key: String,
+    static func choice<T: RawRepresentable>(_ object: JSONObject, _ key: String,
                                                     allowed: [T]) throws -> T? where T.RawValue == String {
         guard let text = try object.string(key) else { return nil }
         guard let value = allowed.first(where: { $0.rawValue == text }) else {
@@ -361,8 +400,10 @@ extension RetrainConfig {
 
 extension RetrainConfig {
     /// False for a config without any layer rules (a float training config such as Configs/float.json).
+    /// A PTQ config always asks for quantization: with no layer entries it quantizes nothing,
+    /// which resolving reports.
     public var hasQuantizationRules: Bool {
-        if case let .perLayer(entries) = rules, entries.isEmpty { return false }
+        if case let .perLayer(entries) = rules, entries.isEmpty, format != .amctPTQ { return false }
         return true
     }
 }

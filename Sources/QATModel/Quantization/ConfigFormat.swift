@@ -1,0 +1,106 @@
+import QATIO
+
+// The front door of quantization configs (docs/CONFIG.md "Config formats"): every command that
+// reads a config asks `ConfigFormat.detect` which format a file is in, by its keys, and
+// `RetrainConfig.parse` reads it in that format. A new format (AMCT's proto-text simple config,
+// Vitis AI's JSON) is one case here, its marker keys, and its reader.
+
+/// A format of quantization config that qat reads.
+public enum ConfigFormat: Equatable, Sendable, CaseIterable {
+    /// AMCT's retrain config.json: one entry per layer with `retrain_enable`,
+    /// `retrain_data_config` and `retrain_weight_config`.
+    case amctRetrain
+    /// qat's JSON rendering of AMCT's simple config: global `retrain_data_config`, `skip_layers`, …
+    case simple
+    /// AMCT's post-training quantization config.json: `activation_offset`, `do_fusion`, … and
+    /// one entry per layer with `quant_enable`, `activation_quant_params` and `weight_quant_params`.
+    case amctPTQ
+    /// Only the trainer's sections (`model`, `data`, `train`, `checkpoint`) and perhaps
+    /// `version`/`batch_num`: no layer rules, so training runs in float.
+    case floatTraining
+
+    /// How messages name the format ("read AMCT PTQ config.json").
+    public var name: String {
+        switch self {
+        case .amctRetrain: return "AMCT retrain config.json"
+        case .simple: return "qat simple config (AMCT's simple config in JSON)"
+        case .amctPTQ: return "AMCT PTQ config.json"
+        case .floatTraining: return "float training config (no layer rules)"
+        }
+    }
+
+    /// Top-level keys that only this format has.
+    var topLevelMarkers: [String] {
+        switch self {
+        case .amctRetrain, .floatTraining: return []
+        case .simple: return RetrainConfig.simpleFormKeys
+        case .amctPTQ: return AMCTPTQConfig.topLevelKeys
+        }
+    }
+
+    /// Keys of a layer entry (a top-level object) that only this format has.
+    var layerEntryMarkers: [String] {
+        switch self {
+        case .amctRetrain: return ["retrain_enable", "retrain_data_config", "retrain_weight_config"]
+        case .simple, .floatTraining: return []
+        case .amctPTQ: return AMCTPTQConfig.layerEntryKeys
+        }
+    }
+
+    /// The key that switches a layer entry off, e.g. "retrain_enable".
+    public var enableKey: String {
+        switch self {
+        case .amctRetrain, .simple, .floatTraining: return "retrain_enable"
+        case .amctPTQ: return "quant_enable"
+        }
+    }
+
+    /// The keys of the activation and weight settings inside a layer entry.
+    var dataSectionKey: String {
+        switch self {
+        case .amctRetrain, .simple, .floatTraining: return "retrain_data_config"
+        case .amctPTQ: return "activation_quant_params"
+        }
+    }
+
+    var weightSectionKey: String {
+        switch self {
+        case .amctRetrain, .simple, .floatTraining: return "retrain_weight_config"
+        case .amctPTQ: return "weight_quant_params"
+        }
+    }
+
+    /// The format of `root`, from its keys: a top-level key only one format has, or a key inside
+    /// a top-level object (a layer entry) only one format has. A file with marker keys of two
+    /// formats is an error naming one key of each; a file with none is an AMCT retrain
+    /// config.json when it has layer entries, else a float training config.
+    public static func detect(_ root: JSONObject) throws -> ConfigFormat {
+        var evidence: [(format: ConfigFormat, keyPath: String)] = []
+        let sections = RetrainConfig.reservedSections + ["version", "batch_num"]
+        var hasLayerEntries = false
+        for key in root.values.keys.sorted() where !sections.contains(key) {
+            if let format = allCases.first(where: { $0.topLevelMarkers.contains(key) }) {
+                evidence.append((format, key))
+                continue
+            }
+            hasLayerEntries = true
+            guard let entry = root.values[key] as? [String: Any] else { continue }
+            for inner in entry.keys.sorted() {
+                if let format = allCases.first(where: { $0.layerEntryMarkers.contains(inner) }) {
+                    evidence.append((format, "\(key).\(inner)"))
+                }
+            }
+        }
+        guard let first = evidence.first else { return hasLayerEntries ? .amctRetrain : .floatTraining }
+        // The retrain form and the simple form are told apart (and their mix refused) by their
+        // own reader, whose messages predate this door.
+        let isRetrainFamily = { (format: ConfigFormat) in format == .amctRetrain || format == .simple }
+        if let other = evidence.first(where: { $0.format != first.format && !(isRetrainFamily($0.format) && isRetrainFamily(first.format)) }) {
+            throw InputError(file: root.file, keyPath: other.keyPath,
+                             message: "\(other.keyPath) is a key of the \(other.format.name), but \(first.keyPath) is one of the "
+                                + "\(first.format.name): a file holds one format (docs/CONFIG.md \"Config formats\")")
+        }
+        if evidence.contains(where: { $0.format == .simple }) { return .simple }
+        return first.format
+    }
+}
