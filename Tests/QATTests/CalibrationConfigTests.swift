@@ -51,7 +51,7 @@ final class CalibrationConfigTests: XCTestCase {
     }
 
     func testSettingsAreNamedAsAMCTNamesThem() {
-        XCTAssertEqual(CalibrationMethod.known.map { $0.name }, ["ifmr", "hfmg"])
+        XCTAssertEqual(CalibrationMethod.known.map { $0.name }, ["ifmr", "hfmg", "maxmin", "percentile", "entropy", "mse"])
         XCTAssertEqual(IFMRParameters.settings.map(\.key), ["max_percentile", "min_percentile", "search_range", "search_step", "asymmetric"])
         XCTAssertEqual(HFMGParameters.settings.map(\.key), ["num_of_bins"])
         XCTAssertEqual(CalibrationMethod.default, CalibrationMethod(IFMRParameters()))
@@ -96,8 +96,8 @@ final class CalibrationConfigTests: XCTestCase {
     }
 
     func testBadCalibrationKeysNameTheirKeyPath() {
-        assertError(#"{"conv1": {"retrain_data_config": {"act_algo": "entropy"}}}"#,
-                    keyPath: "conv1.retrain_data_config.act_algo", mentions: ["unsupported value \"entropy\"", "\"ifmr\", \"hfmg\""])
+        assertError(#"{"conv1": {"retrain_data_config": {"act_algo": "diffs"}}}"#,
+                    keyPath: "conv1.retrain_data_config.act_algo", mentions: ["unsupported value \"diffs\"", "\"ifmr\", \"hfmg\", \"maxmin\""])
         assertError(#"{"conv1": {"retrain_data_config": {"act_algo": 1}}}"#,
                     keyPath: "conv1.retrain_data_config.act_algo", mentions: ["expected a string"])
         assertError(#"{"conv1": {"retrain_data_config": {"act_algo": "hfmg", "num_of_bins": 1000}}}"#,
@@ -111,7 +111,7 @@ final class CalibrationConfigTests: XCTestCase {
         assertError(#"{"override_layer_configs": {"fc1": {"retrain_data_config": {"act_algo": "HFMG"}}}}"#,
                     keyPath: "override_layer_configs.fc1.retrain_data_config.act_algo", mentions: ["unsupported value \"HFMG\""])
         assertError(#"{"calibration": {"num_of_bins": 3}, "conv1": {}}"#, keyPath: "calibration.num_of_bins", mentions: ["must be one of"])
-        assertError(#"{"calibration": {"act_algo": "mse"}, "conv1": {}}"#, keyPath: "calibration.act_algo", mentions: ["unsupported value"])
+        assertError(#"{"calibration": {"act_algo": "kl"}, "conv1": {}}"#, keyPath: "calibration.act_algo", mentions: ["unsupported value"])
         assertError(#"{"calibration": {"bins": 1024}, "conv1": {}}"#, keyPath: "calibration.bins",
                     mentions: ["unknown key", "act_algo", "num_of_bins", "max_percentile"])
         // One object's settings belong to one method (AMCT: IFMR and HFMG parameters never share a layer).

@@ -36,6 +36,7 @@ final class ConfigRecordTests: XCTestCase {
                    "retrain_weight_config": {"algo": "ulq_retrain", "channel_wise": false, "dst_type": "INT8"}},
          "conv2": {"retrain_data_config": {"act_algo": "hfmg", "num_of_bins": 1024}},
          "fc1": {"retrain_data_config": {"num_of_bins": 8192}},
+         "fc2": {"retrain_data_config": {"act_algo": "percentile", "percentage": 99.9, "calib_statistic_method": "median"}},
          "fc3": {"retrain_enable": false, "retrain_weight_config": {"channel_wise": true}}}
         """
 
@@ -74,7 +75,7 @@ final class ConfigRecordTests: XCTestCase {
                     "model", "data", "train", "checkpoint"] + CalibrationConfig.settingKeys
         for key in keys { XCTAssertTrue(written.contains("\"\(key)\": "), key) }
         XCTAssertEqual(CalibrationConfig.settingKeys, ["max_percentile", "min_percentile", "search_range", "search_step", "asymmetric",
-                                                       "num_of_bins"])
+                                                       "num_of_bins", "calib_statistic_method", "percentage"])
     }
 
     func testWrittenAMCTFormIsReadableAndInModelOrder() throws {

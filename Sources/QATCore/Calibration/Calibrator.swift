@@ -6,7 +6,7 @@ import QATIO
 /// `num_of_bins`), so the config reader, the config writer and the checkpoint record handle
 /// every method alike.
 ///
-/// Adding a method (max-min, percentile, entropy, MSE, …) takes one new file with a type that
+/// Adding a method (as max-min, percentile, entropy and MSE were added) takes one new file with a type that
 /// conforms to `Calibrator`, and its entry in `CalibrationMethod.known` (QATModel), the list
 /// that maps `act_algo` names to methods.
 public protocol Calibrator: Sendable {
@@ -35,6 +35,8 @@ public enum CalibratorSettingValue: Equatable, Sendable {
     case range(Double, Double)
     /// true or false.
     case flag(Bool)
+    /// One of a fixed set of names, e.g. `calib_statistic_method: "max"`.
+    case name(String)
 }
 
 /// The values a setting allows; the config reader checks them and quotes them in its errors.
@@ -49,6 +51,10 @@ public enum CalibratorSettingRule: Equatable, Sendable {
     case oneOf([Int])
     /// true or false.
     case boolean
+    /// A percentage in (above, 100].
+    case percentage(above: Double)
+    /// One of these names.
+    case oneOfNames([String])
 }
 
 /// One setting of a calibration method: its config key, the values it allows, and where it
@@ -83,6 +89,15 @@ public struct CalibratorSetting<Method> {
         Self(key, .boolean, get: { .flag($0[keyPath: field]) },
              set: { method, value in if case .flag(let flag) = value { method[keyPath: field] = flag } },
              isRecordedOnlyWhenChanged: isRecordedOnlyWhenChanged)
+    }
+
+    /// A choice among a string enum's cases, stored in `field`.
+    public static func choice<Choice: RawRepresentable & CaseIterable>(_ key: String, _ field: WritableKeyPath<Method, Choice>) -> Self
+    where Choice.RawValue == String {
+        Self(key, .oneOfNames(Choice.allCases.map(\.rawValue)), get: { .name($0[keyPath: field].rawValue) },
+             set: { method, value in
+                 if case .name(let name) = value, let choice = Choice(rawValue: name) { method[keyPath: field] = choice }
+             })
     }
 
     /// An integer stored in `field`.

@@ -15,7 +15,8 @@ public struct CalibrationMethod: Equatable, Sendable {
 
     /// The config mapping: every method `act_algo` can name, the first being the default.
     /// A new method is one file conforming to `Calibrator` plus its line here.
-    public static let known: [any Calibrator.Type] = [IFMRParameters.self, HFMGParameters.self]
+    public static let known: [any Calibrator.Type] = [IFMRParameters.self, HFMGParameters.self, MaxMinCalibrator.self,
+                                                      PercentileCalibrator.self, EntropyCalibrator.self, MSECalibrator.self]
 
     /// IFMR with its defaults, when no config says otherwise (docs/ALGORITHMS.md §2).
     public static let `default` = CalibrationMethod(known[0].init())
@@ -140,6 +141,17 @@ extension CalibrationConfig {
             return .integer(value)
         case .boolean:
             return .flag(try object.bool(key)!)
+        case .percentage(let above):
+            let value = try object.double(key)!
+            guard value > above && value <= 100 else { throw object.error(key, "must be in (\(above), 100], got \(value)") }
+            return .number(value)
+        case .oneOfNames(let allowed):
+            let value = try object.string(key)!
+            guard allowed.contains(value) else {
+                let names = allowed.map { "\"\($0)\"" }.joined(separator: ", ")
+                throw object.error(key, "unsupported value \"\(truncatedForMessage(value))\" (allowed: \(names))")
+            }
+            return .name(value)
         }
     }
 }
@@ -186,6 +198,7 @@ extension CalibrationConfig {
             case .integer(let integer): members.append(.init(key, JSONValue(integer)))
             case .range(let start, let end): members.append(.init(key, .array([JSONValue(start), JSONValue(end)])))
             case .flag(let flag): members.append(.init(key, JSONValue(flag)))
+            case .name(let name): members.append(.init(key, JSONValue(name)))
             }
         }
         return members
