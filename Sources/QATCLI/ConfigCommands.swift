@@ -67,7 +67,7 @@ enum ConfigReader {
     func line(for config: RetrainConfig, file: String) -> String {
         let read = "read \(config.format.name) \(file)"
         switch (self, config.format) {
-        case (.train, .amctPTQ):
+        case (.train, .amctPTQ), (.train, .vitis):
             return read + ": qat train calibrates as it says, then fine-tunes the quantized layers with learned "
                 + "ulq_quantize clip bounds and arq_retrain weights (qat calibrate runs it without training)"
         case (.calibrate, .amctRetrain), (.calibrate, .simple):

@@ -15,6 +15,9 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     /// AMCT's post-training quantization config.json: `activation_offset`, `do_fusion`, … and
     /// one entry per layer with `quant_enable`, `activation_quant_params` and `weight_quant_params`.
     case amctPTQ
+    /// Vitis AI's vai_q_pytorch JSON: `overall_quantize_config`, `tensor_quantize_config`,
+    /// `layer_quantize_config` and the global quantizer settings (`include_cle`, …).
+    case vitis
     /// Only the trainer's sections (`model`, `data`, `train`, `checkpoint`) and perhaps
     /// `version`/`batch_num`: no layer rules, so training runs in float.
     case floatTraining
@@ -25,6 +28,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         case .amctRetrain: return "AMCT retrain config.json"
         case .simple: return "qat simple config (AMCT's simple config in JSON)"
         case .amctPTQ: return "AMCT PTQ config.json"
+        case .vitis: return "Vitis AI vai_q_pytorch JSON"
         case .floatTraining: return "float training config (no layer rules)"
         }
     }
@@ -35,6 +39,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         case .amctRetrain, .floatTraining: return []
         case .simple: return RetrainConfig.simpleFormKeys
         case .amctPTQ: return AMCTPTQConfig.topLevelKeys
+        case .vitis: return VitisConfig.topLevelKeys
         }
     }
 
@@ -42,7 +47,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     var layerEntryMarkers: [String] {
         switch self {
         case .amctRetrain: return ["retrain_enable", "retrain_data_config", "retrain_weight_config"]
-        case .simple, .floatTraining: return []
+        case .simple, .floatTraining, .vitis: return []
         case .amctPTQ: return AMCTPTQConfig.layerEntryKeys
         }
     }
@@ -52,6 +57,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         switch self {
         case .amctRetrain, .simple, .floatTraining: return "retrain_enable"
         case .amctPTQ: return "quant_enable"
+        case .vitis: return "quantizable_data_type"
         }
     }
 
@@ -60,6 +66,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         switch self {
         case .amctRetrain, .simple, .floatTraining: return "retrain_data_config"
         case .amctPTQ: return "activation_quant_params"
+        case .vitis: return "tensor_quantize_config.activation"
         }
     }
 
@@ -67,6 +74,15 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         switch self {
         case .amctRetrain, .simple, .floatTraining: return "retrain_weight_config"
         case .amctPTQ: return "weight_quant_params"
+        case .vitis: return "tensor_quantize_config.weights"
+        }
+    }
+
+    /// The key of per-channel weight scales inside the weight section.
+    var channelWiseKey: String {
+        switch self {
+        case .amctRetrain, .simple, .floatTraining, .amctPTQ: return "channel_wise"
+        case .vitis: return "per_channel"
         }
     }
 

@@ -180,15 +180,15 @@ extension RetrainConfig {
             warnings.append("skip_layer_types[\(index)]: model \(model.name) has no \(type.name) layer; the entry has no effect")
         }
         for type in simple.typeOverrides.keys.sorted(by: { $0.name < $1.name }) where !typesInModel.contains(type) {
-            warnings.append("override_layer_types.\(type.name): model \(model.name) has no \(type.name) layer; the entry has no effect")
+            warnings.append("\(simple.typeOverrides[type]!.keyPath): model \(model.name) has no \(type.name) layer; the entry has no effect")
         }
         for name in simple.layerOverrides.keys.sorted() {
             guard let layer = model.layers.first(where: { $0.name == name }) else {
-                warnings.append("override_layer_configs.\(name): \(noLayer(name)); the entry has no effect")
+                warnings.append("\(simple.layerOverrides[name]!.keyPath): \(noLayer(name)); the entry has no effect")
                 continue
             }
             guard layer.kind.isQuantizable else {
-                throw InputError(file: file, keyPath: "override_layer_configs.\(name)",
+                throw InputError(file: file, keyPath: simple.layerOverrides[name]!.keyPath,
                                  message: "\(name) is a \(layer.kind.typeName) layer, which cannot be quantized "
                                     + "(quantizable layers: \(sampleNames(of: model)))")
             }
@@ -209,12 +209,12 @@ extension RetrainConfig {
         let typeOverride = simple.typeOverrides[layer.kind.layerType]
         if let layerOverride = simple.layerOverrides[layer.name] {
             // A layer override refines its type's override and the global config, key by key.
-            return try decided("override_layer_configs.\(layer.name)", [simple.global] + [typeOverride, layerOverride].compactMap { $0 })
+            return try decided(layerOverride.keyPath, [simple.global] + [typeOverride, layerOverride].compactMap { $0 })
         }
         if simple.skipLayers.contains(layer.name) { return try decided("skip_layers") }
         if simple.skipLayerTypes.contains(layer.kind.layerType) { return try decided("skip_layer_types") }
         if let typeOverride {
-            return try decided("override_layer_types.\(layer.kind.typeName)", [simple.global, typeOverride])
+            return try decided(typeOverride.keyPath, [simple.global, typeOverride])
         }
         return try decided("global", [simple.global])
     }
@@ -253,12 +253,16 @@ extension RetrainConfig {
         if !supportsChannelWise && result.channelWise, let source = channelWise?.source {
             // This runtime gives linear weights one scale per tensor only (see docs/CONFIG.md).
             let type = layer.kind.typeName
-            let hint = source.keyPath.isEmpty
-                ? "; the global retrain_weight_config applies to every layer, so set channel_wise false for \(type) "
-                    + "layers under override_layer_types.\(type).retrain_weight_config"
-                : ""
-            throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + ".channel_wise",
-                             message: "channel_wise true is not allowed on \(type) layer \(layer.name): \(type) weights use one "
+            var hint = ""
+            if source.keyPath.isEmpty {
+                hint = format == .vitis
+                    ? "; the model configuration applies to every layer, so give \(type) layers a layer_quantize_config "
+                        + "entry with per_channel false for their weights"
+                    : "; the global retrain_weight_config applies to every layer, so set channel_wise false for \(type) "
+                        + "layers under override_layer_types.\(type).retrain_weight_config"
+            }
+            throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + "." + format.channelWiseKey,
+                             message: "\(format.channelWiseKey) true is not allowed on \(type) layer \(layer.name): \(type) weights use one "
                                 + "scale per tensor (allowed: false)\(hint)")
         }
         if result.fixedMin, let clipMin = result.clipMin {

@@ -210,6 +210,7 @@ extension RetrainConfig {
         switch try ConfigFormat.detect(root) {
         case .amctRetrain, .simple, .floatTraining: return try parseRetrainForms(root)
         case .amctPTQ: return try AMCTPTQConfig.parse(root)
+        case .vitis: return try VitisConfig.parse(root)
         }
     }
 
