@@ -185,7 +185,8 @@ enum VitisConfig {
             guard inputConfig == config.data else {
                 throw InputError(file: file, keyPath: tensors["input"]?.path ?? types.keyPath,
                                  message: "input settings that differ from activation are not supported yet: qat quantizes the "
-                                    + "model input with the activation settings of the layers that read it")
+                                    + "model input with the activation settings of the layers that read it (give tensor_quantize_config.input "
+                                    + "the same settings as activation)")
             }
         } else if keyPath.isEmpty {
             throw InputError(file: file, keyPath: types.keyPath,

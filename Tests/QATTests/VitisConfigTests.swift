@@ -1,0 +1,228 @@
+import Foundation
+import XCTest
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+import QAT
+
+/// Vitis AI's vai_q_pytorch JSON read verbatim (issue 12 item 4): the manual's examples in
+/// Configs/vitis, how each key maps onto the plan, every unsupported setting refused with its key
+/// path, and PTQ with each calibration method through deploy and verify.
+final class VitisConfigTests: XCTestCase {
+    let lenet = try! ModelSpec.load(file: repositoryPath("Configs/models/lenet5.json"))
+
+    /// int_config.json without "bias": the model configuration every test below edits.
+    let settings = #""datatype": "int", "bit_width": 8, "method": "maxmin", "round_mode": "half_even", "symmetry": true, "per_channel": false, "signed": true, "narrow_range": false, "scale_type": "float", "calib_statistic_method": "max""#
+    let header = #""convert_relu6_to_relu": false, "include_cle": false, "keep_first_last_layer_accuracy": false, "keep_add_layer_accuracy": false, "include_bias_corr": false, "target_device": "CPU", "quantizable_data_type": ["input", "weights", "activation"]"#
+
+    /// A config: the global settings (`header`), `overall_quantize_config` (`settings` unless
+    /// given), and `extra` top-level members.
+    func json(overall: String? = nil, extra: String = "", header: String? = nil) -> String {
+        "{\(header ?? self.header), \"overall_quantize_config\": {\(overall ?? settings)}\(extra.isEmpty ? "" : ", " + extra)}"
+    }
+
+    /// `settings` with `key` set to `value` (JSON text).
+    func overall(_ key: String, _ value: String) -> String {
+        settings.replacingOccurrences(of: #"(?<="\#(key)": )[^,]+"#, with: value, options: .regularExpression)
+    }
+
+    func config(_ text: String) throws -> RetrainConfig {
+        try RetrainConfig.parse(JSONObject.parse(Data(text.utf8), file: "vitis.json"))
+    }
+
+    func plan(_ text: String) throws -> QuantizationPlan { try config(text).resolve(for: lenet) }
+
+    func assertError(_ text: String, keyPath: String, mentions: [String], line: UInt = #line) {
+        XCTAssertThrowsError(try plan(text), line: line) { error in
+            guard let error = error as? InputError else { return XCTFail("expected an InputError, got \(error)", line: line) }
+            XCTAssertEqual(error.file, "vitis.json", line: line)
+            XCTAssertEqual(error.keyPath, keyPath, "\(error)", line: line)
+            for text in mentions { XCTAssertTrue(error.message.contains(text), "\(error)", line: line) }
+        }
+    }
+
+    // MARK: The manual's examples (Configs/vitis)
+
+    func testTheManualsExamplesLoadOrAreRefusedWithTheirKeyPath() throws {
+        let shipped = try FileManager.default.contentsOfDirectory(atPath: repositoryPath("Configs/vitis")).sorted()
+        let refusals: [String: (keyPath: String, message: String)] = [
+            "default.json": ("include_cle", "true is not supported yet: qat has no cross-layer equalization (CLE)"),
+            "int_config.json": ("quantizable_data_type[2]", "\"bias\": quantizing biases to a grid of their own is not supported yet"),
+            "bfloat16_config.json": ("overall_quantize_config.datatype", "bfloat16 is not supported yet"),
+            "mix_precision_config.json": ("overall_quantize_config.datatype", "bfloat16 is not supported yet"),
+            "layer_config.json": ("quantizable_data_type[2]", "\"bias\": quantizing biases to a grid of their own is not supported yet"),
+        ]
+        let loading = ["plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json", "plain-percentile.json"]
+        XCTAssertEqual(shipped, (Array(refusals.keys) + loading).sorted(), "each file is checked below")
+        for (file, expected) in refusals {
+            XCTAssertThrowsError(try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file)).resolve(for: lenet)) { error in
+                guard let error = error as? InputError else { return XCTFail("\(file): \(error)") }
+                XCTAssertEqual(error.keyPath, expected.keyPath, "\(file): \(error)")
+                XCTAssertTrue(error.message.contains(expected.message), "\(file): \(error)")
+            }
+        }
+        let methods: [String: CalibrationMethod] = [
+            "plain-maxmin.json": CalibrationMethod(MaxMinCalibrator()),
+            "plain-percentile.json": CalibrationMethod(PercentileCalibrator(percentage: 99.99)),
+            "plain-entropy.json": CalibrationMethod(EntropyCalibrator()),
+            "plain-mse.json": CalibrationMethod(MSECalibrator()),
+        ]
+        for (file, method) in methods {
+            let loaded = try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file))
+            XCTAssertEqual(loaded.format, .vitis)
+            let resolved = try loaded.resolve(for: lenet)
+            XCTAssertEqual(resolved.quantizedLayers.map(\.name), ["conv1", "conv2", "fc1", "fc2", "fc3"], file)
+            for layer in resolved.quantizedLayers {
+                let q = try XCTUnwrap(layer.quantizer)
+                XCTAssertEqual(q.calibration, method, "\(file) \(layer.name)")
+                XCTAssertEqual(q.fixedMin, false, "signed and symmetric: zero point 0")
+                XCTAssertEqual(q.channelWise, false)
+                XCTAssertEqual([q.activationType, q.weightType], [.int8, .int8])
+                XCTAssertEqual(layer.rule, "global")
+            }
+            XCTAssertEqual(resolved.warnings, [], file)
+        }
+        // The manual's two layer configurations (bias and half_up left out): by type and by name.
+        let layers = try RetrainConfig.load(file: repositoryPath("Configs/vitis/plain-layers.json")).resolve(for: lenet)
+        let conv1 = try XCTUnwrap(layers.layer(named: "conv1"))
+        XCTAssertEqual(conv1.rule, "layer_quantize_config[1]", "the layer name wins over the type")
+        XCTAssertEqual(conv1.quantizer?.calibration, CalibrationMethod(PercentileCalibrator(percentage: 99.99)))
+        XCTAssertEqual(conv1.quantizer?.channelWise, false)
+        let conv2 = try XCTUnwrap(layers.layer(named: "conv2"))
+        XCTAssertEqual(conv2.rule, "layer_quantize_config[0]")
+        XCTAssertEqual(conv2.quantizer?.calibration, CalibrationMethod(EntropyCalibrator()))
+        XCTAssertEqual(conv2.quantizer?.channelWise, true)
+        XCTAssertEqual(layers.layer(named: "fc1")?.quantizer?.calibration, CalibrationMethod(MaxMinCalibrator()))
+    }
+
+    // MARK: Mapping onto the plan
+
+    func testSymmetrySignedAndWidthMapOntoThePlan() throws {
+        let unsigned = try plan(json(extra: #""tensor_quantize_config": {"activation": {"signed": false}, "input": {"signed": false}}"#))
+        XCTAssertEqual(unsigned.layer(named: "conv2")?.quantizer?.fixedMin, true, "unsigned symmetric: [0, T]")
+        XCTAssertEqual(unsigned.layer(named: "conv2")?.quantizer?.fixedMinIsDefault, false)
+        // Asymmetric activations (weights stay symmetric): the graph rule decides fixed_min.
+        let asymmetric = try plan(json(extra: #""tensor_quantize_config": {"activation": {"symmetry": false, "calib_statistic_method": "median"}, "input": {"symmetry": false, "calib_statistic_method": "median"}}"#))
+        let conv1 = try XCTUnwrap(asymmetric.layer(named: "conv1")?.quantizer)
+        XCTAssertEqual(conv1.calibration, CalibrationMethod(MaxMinCalibrator(asymmetric: true, statistic: .median)))
+        XCTAssertTrue(conv1.fixedMinIsDefault)
+        XCTAssertEqual(conv1.fixedMin, false, "conv1 reads the image")
+        XCTAssertEqual(asymmetric.layer(named: "conv2")?.quantizer?.fixedMin, true, "relu input")
+        let wide = try plan(json(extra: #""tensor_quantize_config": {"activation": {"bit_width": 16}, "input": {"bit_width": 16}}"#))
+        XCTAssertEqual(wide.layer(named: "conv1")?.quantizer?.activationType, .int16)
+        XCTAssertEqual(wide.layer(named: "conv1")?.quantizer?.weightType, .int8)
+        // Per-channel weights on conv2d by type; torch.nn.Linear and qat's names are both accepted.
+        let byType = try plan(json(extra: #""layer_quantize_config": [{"layer_type": "torch.nn.Linear", "layer_name": null, "quantizable_data_type": ["weights", "activation"], "overall_quantize_config": {"method": "percentile", "percentage": 99.9}, "tensor_quantize_config": {"weights": {"method": "maxmin"}}}]"#))
+        XCTAssertEqual(byType.layer(named: "fc2")?.quantizer?.calibration, CalibrationMethod(PercentileCalibrator(percentage: 99.9)),
+                       "keys a layer configuration leaves out come from the model configuration")
+        XCTAssertEqual(byType.layer(named: "fc2")?.rule, "layer_quantize_config[0]")
+        XCTAssertEqual(byType.layer(named: "conv2")?.quantizer?.calibration, CalibrationMethod(MaxMinCalibrator()))
+        // A name the model lacks is a warning, as in the simple form.
+        let unknownName = try plan(json(extra: #""layer_quantize_config": [{"layer_type": null, "layer_name": "ResNet::ResNet/Conv2d[conv1]/input.2", "quantizable_data_type": ["weights", "activation"], "overall_quantize_config": {}}]"#))
+        XCTAssertEqual(unknownName.warnings.count, 1)
+        XCTAssertTrue(unknownName.warnings[0].hasPrefix("layer_quantize_config[0]: no layer named"), unknownName.warnings[0])
+    }
+
+    // MARK: Refusals, each naming its key path
+
+    func testUnsupportedSettingsAreRefusedWithTheirKeyPath() {
+        let notYet = "not supported yet"
+        for key in ["convert_relu6_to_relu", "include_cle", "include_bias_corr", "keep_first_last_layer_accuracy", "keep_add_layer_accuracy"] {
+            let header = self.header.replacingOccurrences(of: "\"\(key)\": false", with: "\"\(key)\": true")
+            assertError(json(header: header), keyPath: key, mentions: ["true is \(notYet)"])
+        }
+        assertError(json(header: header.replacingOccurrences(of: "\"include_bias_corr\": false, ", with: "")),
+                    keyPath: "include_bias_corr", mentions: ["the manual's default", notYet])
+        assertError(json(header: header.replacingOccurrences(of: "\"CPU\"", with: "\"DPU\"")), keyPath: "target_device",
+                    mentions: ["DPU rules", notYet])
+        assertError(json(header: header.replacingOccurrences(of: "\"target_device\": \"CPU\", ", with: "")), keyPath: "target_device",
+                    mentions: ["the manual's default", notYet])
+        assertError(json(overall: overall("round_mode", "\"half_up\"")), keyPath: "overall_quantize_config.round_mode",
+                    mentions: ["half_up is \(notYet)", "half to even"])
+        assertError(json(overall: overall("scale_type", "\"poweroftwo\"")), keyPath: "overall_quantize_config.scale_type",
+                    mentions: ["poweroftwo is \(notYet)"])
+        assertError(json(overall: overall("narrow_range", "true")), keyPath: "overall_quantize_config.narrow_range", mentions: [notYet])
+        assertError(json(overall: overall("method", "\"diffs\"")), keyPath: "overall_quantize_config.method", mentions: ["diffs is \(notYet)"])
+        assertError(json(overall: overall("method", "\"kl\"")), keyPath: "overall_quantize_config.method",
+                    mentions: ["unsupported value \"kl\"", "\"maxmin\", \"percentile\", \"entropy\", \"mse\", \"diffs\""])
+        // Left out: the manual's default, diffs.
+        assertError(json(overall: #""datatype": "int""#), keyPath: "overall_quantize_config.round_mode",
+                    mentions: ["std_round (the manual's default when the key is left out) is \(notYet)"])
+        assertError(json(overall: overall("bit_width", "4")), keyPath: "overall_quantize_config.bit_width", mentions: ["weights are INT8"])
+        assertError(json(extra: #""tensor_quantize_config": {"weights": {"method": "entropy"}}"#),
+                    keyPath: "tensor_quantize_config.weights.method", mentions: ["entropy is \(notYet)", "maxmin"])
+        assertError(json(extra: #""tensor_quantize_config": {"weights": {"symmetry": false}}"#),
+                    keyPath: "tensor_quantize_config.weights.symmetry", mentions: [notYet, "symmetric"])
+        assertError(json(extra: #""tensor_quantize_config": {"activation": {"per_channel": true}, "input": {"per_channel": true}}"#),
+                    keyPath: "tensor_quantize_config.activation.per_channel", mentions: [notYet])
+        assertError(json(extra: #""tensor_quantize_config": {"activation": {"method": "entropy"}}"#),
+                    keyPath: "quantizable_data_type", mentions: ["input settings that differ from activation", notYet])
+        assertError(json(extra: #""tensor_quantize_config": {"bias": {"bit_width": 32}}"#),
+                    keyPath: "tensor_quantize_config.bias", mentions: ["bias quantization is \(notYet)"])
+        assertError(json(header: header.replacingOccurrences(of: #"["input", "weights", "activation"]"#, with: #"["weights", "activation"]"#)),
+                    keyPath: "quantizable_data_type", mentions: ["leaving out \"input\""])
+        assertError(json(header: header.replacingOccurrences(of: #"["input", "weights", "activation"]"#, with: #"["input", "weight"]"#)),
+                    keyPath: "quantizable_data_type[1]", mentions: ["unsupported value \"weight\""])
+        // Per-channel weights on every layer reach fc1, a linear layer.
+        assertError(json(extra: #""tensor_quantize_config": {"weights": {"per_channel": true}}"#), keyPath: "tensor_quantize_config.weights.per_channel",
+                    mentions: ["per_channel true is not allowed on linear layer fc1", "layer_quantize_config"])
+    }
+
+    func testTheManualsConflictsAreRefused() {
+        assertError(json(overall: overall("calib_statistic_method", "\"modal\"")), keyPath: "overall_quantize_config.calib_statistic_method",
+                    mentions: ["\"modal\" is not supported by method maxmin"])
+        let entropy = overall("method", "\"entropy\"").replacingOccurrences(of: "\"symmetry\": true", with: "\"symmetry\": false")
+        assertError(json(overall: entropy, extra: #""tensor_quantize_config": {"weights": {"method": "maxmin", "symmetry": true}}"#),
+                    keyPath: "overall_quantize_config.symmetry", mentions: ["method entropy supports symmetric ranges only"])
+        // mse with modal is allowed by the manual.
+        XCTAssertNoThrow(try plan(json(overall: overall("method", "\"mse\"").replacingOccurrences(of: "\"max\"", with: "\"modal\""),
+                                       extra: #""tensor_quantize_config": {"weights": {"method": "maxmin", "calib_statistic_method": "max"}}"#)))
+    }
+
+    func testLayerConfigurationErrors() {
+        func layers(_ entries: String) -> String { json(extra: "\"layer_quantize_config\": [\(entries)]") }
+        let body = #""quantizable_data_type": ["weights", "activation"], "overall_quantize_config": {}"#
+        assertError(layers(#"{"layer_type": "torch.nn.ReLU", "layer_name": null, \#(body)}"#),
+                    keyPath: "layer_quantize_config[0].layer_type", mentions: ["\"torch.nn.ReLU\" is not supported yet"])
+        assertError(layers(#"{"layer_type": null, "layer_name": null, \#(body)}"#),
+                    keyPath: "layer_quantize_config[0].layer_type", mentions: ["needs a layer_type or a layer_name"])
+        assertError(layers(#"{"layer_type": "torch.nn.Conv2d", "layer_name": "conv1", \#(body)}"#),
+                    keyPath: "layer_quantize_config[0].layer_name", mentions: ["not both"])
+        assertError(layers(#"{"layer_type": "torch.nn.Conv2d", "layer_name": null, \#(body)}, {"layer_type": "conv2d", \#(body)}"#),
+                    keyPath: "layer_quantize_config[1].layer_type", mentions: ["already has a layer configuration (layer_quantize_config[0])"])
+        assertError(layers(#"{"layer_type": "torch.nn.Conv2d", "overall_quantize_config": {}}"#),
+                    keyPath: "layer_quantize_config[0].quantizable_data_type", mentions: ["is required"])
+        assertError(layers(#"{"layer_type": "torch.nn.Conv2d", "quantizable_data_type": ["weights", "activation"]}"#),
+                    keyPath: "layer_quantize_config[0].overall_quantize_config", mentions: ["is required"])
+        assertError(layers(#"{"layer_type": "torch.nn.Conv2d", "quantizable_data_type": ["weights", "bias", "activation"], "overall_quantize_config": {}}"#),
+                    keyPath: "layer_quantize_config[0].quantizable_data_type[1]", mentions: ["\"bias\""])
+        assertError(layers(#"{"layer_type": "torch.nn.Conv2d", \#(body), "tensor_quantize_config": {"activation": {"round_mode": "half_up"}}}"#),
+                    keyPath: "layer_quantize_config[0].tensor_quantize_config.activation.round_mode", mentions: ["half_up is not supported yet"])
+        assertError(layers(#"{"layer_type": "torch.nn.Conv2d", \#(body), "layer_kind": 1}"#),
+                    keyPath: "layer_quantize_config[0].layer_kind", mentions: ["unknown key"])
+        assertError(json(extra: #""quantize_config": {}"#), keyPath: "quantize_config", mentions: ["unknown key", "Vitis AI"])
+        // One file holds one format.
+        assertError(json(extra: #""activation_offset": true"#), keyPath: "convert_relu6_to_relu",
+                    mentions: ["is a key of the Vitis AI vai_q_pytorch JSON", "AMCT PTQ config.json"])
+    }
+
+    // MARK: PTQ through deploy and verify
+
+    func testCalibrateDeployVerifyWithEachMethod() throws {
+        let folder = try makeTemporaryFolder(self)
+        for method in ["maxmin", "percentile", "entropy", "mse"] {
+            let ptq = folder + "/\(method).h5", deployed = folder + "/\(method)-int8.h5"
+            let (status, log) = try qat(["calibrate", "--config", "Configs/vitis/plain-\(method).json",
+                                         "--checkpoint", repositoryPath("Checkpoints/lenet5-float.h5"), "--output", ptq,
+                                         "--batch-num", "2", "--test-limit", "500"])
+            XCTAssertEqual(status, 0, log)
+            XCTAssertTrue(log.contains("read Vitis AI vai_q_pytorch JSON"), log)
+            XCTAssertTrue(log.contains("calibrated conv1, conv2, fc1, fc2, fc3 with \(method.uppercased()) on 2 batch(es)"), log)
+            let (deployStatus, deployLog) = try qat(["deploy", "--checkpoint", ptq, "--output", deployed])
+            XCTAssertEqual(deployStatus, 0, deployLog)
+            let (verifyStatus, verified) = try qat(["verify", "--checkpoint", ptq, "--deploy", deployed, "--test-limit", "500"])
+            XCTAssertEqual(verifyStatus, 0, verified)
+            XCTAssertTrue(verified.contains("PASS"), "\(method): \(verified)")
+        }
+    }
+}
