@@ -123,6 +123,17 @@ final class VitisConfigTests: XCTestCase {
         XCTAssertTrue(unknownName.warnings[0].hasPrefix("layer_quantize_config[0]: no layer named"), unknownName.warnings[0])
     }
 
+    /// The resolved plan written as JSON (`qat plan --json`, the checkpoint record) reads back as
+    /// the same plan, the Vitis methods' settings included.
+    func testResolvedPlanRoundTrips() throws {
+        let resolved = try RetrainConfig.load(file: repositoryPath("Configs/vitis/plain-layers.json")).resolve(for: lenet)
+        let text = resolved.explicitConfig().jsonText(layerOrder: lenet.layers.map(\.name))
+        XCTAssertTrue(text.contains(#""act_algo": "percentile""#) && text.contains(#""percentage": 99.99"#), text)
+        XCTAssertTrue(text.contains(#""calib_statistic_method": "max""#), text)
+        let reread = try RetrainConfig.parse(JSONObject.parse(Data(text.utf8), file: "plan.json")).resolve(for: lenet)
+        XCTAssertEqual(reread.layers.map(\.quantizer), resolved.layers.map(\.quantizer))
+    }
+
     // MARK: Refusals, each naming its key path
 
     func testUnsupportedSettingsAreRefusedWithTheirKeyPath() {
