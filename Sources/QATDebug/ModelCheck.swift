@@ -119,7 +119,7 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
         if layer.rule == "not listed" {
             findings.append(.init(.warning, "coverage", layer.name,
                 "\(layer.kind.typeName) layer \(layer.name) is not in the config, so it stays float (add an entry, or "
-                + "\"\(config.format.enableKey)\": false to make the choice explicit)"))
+                + "\(config.format.keepFloatSetting) to make the choice explicit)"))
         } else {
             findings.append(.init(.info, "coverage", layer.name, "kept float by \(layer.rule)"))
         }
@@ -136,7 +136,7 @@ public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int 
         guard case .conv2d(let convolution) = byName[layer.name]?.kind, convolution.inputChannels <= fewChannels else { continue }
         findings.append(.init(.warning, "few channels", layer.name,
             "quantized conv with \(convolution.inputChannels) input channel(s): QAT gains little here and the image input is "
-            + "sensitive; consider keeping it float (\"\(config.format.enableKey)\": false) or INT16 (check with qat sensitivity)"))
+            + "sensitive; consider keeping it float (\(config.format.keepFloatSetting)) or INT16 (check with qat sensitivity)"))
     }
 
     findings += batchNormFoldFindings(plan: plan, graph: graph)

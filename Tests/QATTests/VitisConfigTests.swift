@@ -117,6 +117,11 @@ final class VitisConfigTests: XCTestCase {
                        "keys a layer configuration leaves out come from the model configuration")
         XCTAssertEqual(byType.layer(named: "fc2")?.rule, "layer_quantize_config[0]")
         XCTAssertEqual(byType.layer(named: "conv2")?.quantizer?.calibration, CalibrationMethod(MaxMinCalibrator()))
+        // A layer configuration that quantizes no tensor keeps its layers float.
+        let float = try plan(json(extra: #""layer_quantize_config": [{"layer_type": null, "layer_name": "conv1", "quantizable_data_type": [], "overall_quantize_config": {}}, {"layer_type": "torch.nn.Linear", "layer_name": null, "quantizable_data_type": [], "overall_quantize_config": {}}]"#))
+        XCTAssertEqual(float.quantizedLayers.map(\.name), ["conv2"])
+        XCTAssertEqual(float.layer(named: "conv1")?.rule, #"layer_quantize_config[0] ("quantizable_data_type": [])"#)
+        XCTAssertEqual(float.layer(named: "fc3")?.rule, #"layer_quantize_config[1] ("quantizable_data_type": [])"#)
         // A name the model lacks is a warning, as in the simple form.
         let unknownName = try plan(json(extra: #""layer_quantize_config": [{"layer_type": null, "layer_name": "ResNet::ResNet/Conv2d[conv1]/input.2", "quantizable_data_type": ["weights", "activation"], "overall_quantize_config": {}}]"#))
         XCTAssertEqual(unknownName.warnings.count, 1)

@@ -61,6 +61,15 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         }
     }
 
+    /// The setting that keeps a layer float, as advice shows it: `"retrain_enable": false`, or
+    /// for Vitis AI an empty `quantizable_data_type` in the layer's configuration.
+    public var keepFloatSetting: String {
+        switch self {
+        case .amctRetrain, .simple, .floatTraining, .amctPTQ: return "\"\(enableKey)\": false"
+        case .vitis: return "\"\(enableKey)\": []"
+        }
+    }
+
     /// The keys of the activation and weight settings inside a layer entry.
     var dataSectionKey: String {
         switch self {

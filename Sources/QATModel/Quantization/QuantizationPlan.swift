@@ -208,12 +208,15 @@ extension RetrainConfig {
         guard layer.kind.isQuantizable else { return try decided("not quantizable (\(layer.kind.typeName))") }
         let typeOverride = simple.typeOverrides[layer.kind.layerType]
         if let layerOverride = simple.layerOverrides[layer.name] {
+            // Only a Vitis AI layer configuration can switch a layer off (an empty quantizable_data_type).
+            guard layerOverride.isEnabled else { return try decided("\(layerOverride.keyPath) (\(format.keepFloatSetting))") }
             // A layer override refines its type's override and the global config, key by key.
             return try decided(layerOverride.keyPath, [simple.global] + [typeOverride, layerOverride].compactMap { $0 })
         }
         if simple.skipLayers.contains(layer.name) { return try decided("skip_layers") }
         if simple.skipLayerTypes.contains(layer.kind.layerType) { return try decided("skip_layer_types") }
         if let typeOverride {
+            guard typeOverride.isEnabled else { return try decided("\(typeOverride.keyPath) (\(format.keepFloatSetting))") }
             return try decided(typeOverride.keyPath, [simple.global, typeOverride])
         }
         return try decided("global", [simple.global])

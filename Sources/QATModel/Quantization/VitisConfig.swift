@@ -86,8 +86,12 @@ enum VitisConfig {
         }
         var overall = modelOverall
         try overall.apply(overallObject)
-        let config = try quantizerConfig(keyPath: entry.path, types: try quantizedTypes(entry, isRequired: true),
-                                         overall: overall, tensors: try tensorConfigs(entry))
+        let types = try quantizedTypes(entry, isRequired: true)
+        let tensors = try tensorConfigs(entry)
+        // qat's decision: a layer configuration that quantizes no tensor keeps its layers float.
+        let config = types.names.isEmpty
+            ? QuantizerConfig(keyPath: entry.path, isEnabled: false)
+            : try quantizerConfig(keyPath: entry.path, types: types, overall: overall, tensors: tensors)
         try entry.rejectUnknownKeys(allowed: ["layer_type", "layer_name", "quantizable_data_type", "overall_quantize_config",
                                               "tensor_quantize_config"])
         switch (typeName, layerName) {
