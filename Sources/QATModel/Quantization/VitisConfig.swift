@@ -21,8 +21,8 @@ enum VitisConfig {
     /// The tensors a config can quantize (`quantizable_data_type`, `tensor_quantize_config`).
     static let tensorNames = ["input", "weights", "bias", "activation"]
 
-    /// Global switches whose only supported value is false, with what true would ask for; the
-    /// manual's default (used when the key is left out) is true for the first two.
+    /// Global switches whose only supported value is false, with what true would ask for and the
+    /// manual's default (used when the key is left out; true for CLE and bias correction).
     static let unsupportedSwitches: [(key: String, manualDefault: Bool, feature: String)] = [
         ("convert_relu6_to_relu", false, "converting ReLU6 to ReLU"),
         ("convert_silu_to_hswish", false, "converting SiLU to hard swish"),
