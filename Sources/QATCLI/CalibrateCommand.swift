@@ -50,8 +50,7 @@ struct CalibrateCommand: ParsableCommand {
 
     func run() throws {
         try reportingUserErrors {
-            let root = try JSONObject.load(file: config)
-            var retrainConfig = try RetrainConfig.parse(root)
+            var (retrainConfig, root) = try RetrainConfig.read(file: config)
             if let batchNum { retrainConfig.batchCount = batchNum }
             var settings = try RunSettings.parse(root)
             if let model { settings.modelSpec = model }

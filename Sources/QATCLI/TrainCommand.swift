@@ -69,8 +69,7 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         try reportingUserErrors {
-            let root = try JSONObject.load(file: config)
-            let retrainConfig = try RetrainConfig.parse(root)
+            let (retrainConfig, root) = try RetrainConfig.read(file: config)
             let settings = try resolvedSettings(root)
             Runtime.configure(threads: settings.threads)
             let job = try TrainingRun(configFile: config, config: retrainConfig, settings: settings)

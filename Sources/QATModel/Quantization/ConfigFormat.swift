@@ -1,3 +1,4 @@
+import Foundation
 import QATIO
 
 // The front door of quantization configs (docs/CONFIG.md "Config formats"): every command that
@@ -15,6 +16,9 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     /// AMCT's post-training quantization config.json: `activation_offset`, `do_fusion`, … and
     /// one entry per layer with `quant_enable`, `activation_quant_params` and `weight_quant_params`.
     case amctPTQ
+    /// AMCT's simple config (quant.cfg) in protobuf text format: `common_config`,
+    /// `override_layer_types`, … Told from JSON by its content (`isProtoText`), not by keys.
+    case amctSimpleProtoText
     /// Only the trainer's sections (`model`, `data`, `train`, `checkpoint`) and perhaps
     /// `version`/`batch_num`: no layer rules, so training runs in float.
     case floatTraining
@@ -26,13 +30,14 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         case .simple: return "qat simple config (AMCT's simple config in JSON)"
         case .amctPTQ: return "AMCT PTQ config.json"
         case .floatTraining: return "float training config (no layer rules)"
+        case .amctSimpleProtoText: return "AMCT simple config (proto text)"
         }
     }
 
     /// Top-level keys that only this format has.
     var topLevelMarkers: [String] {
         switch self {
-        case .amctRetrain, .floatTraining: return []
+        case .amctRetrain, .floatTraining, .amctSimpleProtoText: return []
         case .simple: return RetrainConfig.simpleFormKeys
         case .amctPTQ: return AMCTPTQConfig.topLevelKeys
         }
@@ -42,7 +47,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     var layerEntryMarkers: [String] {
         switch self {
         case .amctRetrain: return ["retrain_enable", "retrain_data_config", "retrain_weight_config"]
-        case .simple, .floatTraining: return []
+        case .simple, .floatTraining, .amctSimpleProtoText: return []
         case .amctPTQ: return AMCTPTQConfig.layerEntryKeys
         }
     }
@@ -50,7 +55,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     /// The key that switches a layer entry off, e.g. "retrain_enable".
     public var enableKey: String {
         switch self {
-        case .amctRetrain, .simple, .floatTraining: return "retrain_enable"
+        case .amctRetrain, .simple, .floatTraining, .amctSimpleProtoText: return "retrain_enable"
         case .amctPTQ: return "quant_enable"
         }
     }
@@ -60,6 +65,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         switch self {
         case .amctRetrain, .simple, .floatTraining: return "retrain_data_config"
         case .amctPTQ: return "activation_quant_params"
+        case .amctSimpleProtoText: return "ifmr_quantize"
         }
     }
 
@@ -67,7 +73,29 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         switch self {
         case .amctRetrain, .simple, .floatTraining: return "retrain_weight_config"
         case .amctPTQ: return "weight_quant_params"
+        case .amctSimpleProtoText: return "arq_quantize"
         }
+    }
+
+    /// True when a layer whose IFMR is symmetric gets the signed range [−128·s, 127·s] unless the
+    /// config pins fixed_min (AMCT's symmetric INT8), rather than fixed_min from the graph rule.
+    /// The AMCT PTQ reader sets fixed_min itself; the proto-text reader cannot, since its
+    /// `asymmetric` resolves key by key across four levels.
+    var symmetricActivationsAreSigned: Bool {
+        switch self {
+        case .amctRetrain, .simple, .amctPTQ, .floatTraining: return false
+        case .amctSimpleProtoText: return true
+        }
+    }
+
+    /// True when `data` is not JSON: its first character other than white space is not "{".
+    /// AMCT's quant.cfg starts with a field name or a "#" comment; an empty file is left to the
+    /// JSON reader, whose message says so.
+    public static func isProtoText(_ data: Data) -> Bool {
+        var bytes = data[...]
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
+        guard let first = bytes.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) else { return false }
+        return first != UInt8(ascii: "{")
     }
 
     /// The format of `root`, from its keys: a top-level key only one format has, or a key inside

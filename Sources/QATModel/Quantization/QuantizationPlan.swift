@@ -238,17 +238,20 @@ extension RetrainConfig {
         let channelWise = pick { $0.weight.channelWise }
         let calibrationChain: [(config: CalibrationConfig, keyPath: String)] = [(calibration, "calibration")]
             + configs.map { ($0.data.calibration, $0.keyPath(format.dataSectionKey)) }
+        let calibration = try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings)
+        let isSignedSymmetric = format.symmetricActivationsAreSigned
+            && (calibration.calibrator as? IFMRParameters).map { !$0.asymmetric } == true
         let result = QuantizerSettings(
             activationAlgorithm: pick { $0.data.algorithm }?.value ?? .ulqQuantize,
             clipMax: clip?.value.0, clipMin: clip?.value.1,
-            fixedMin: fixedMin?.value ?? (wiring.nonNegativeSource(ofLayerAt: index) != nil),
+            fixedMin: fixedMin?.value ?? (!isSignedSymmetric && wiring.nonNegativeSource(ofLayerAt: index) != nil),
             fixedMinIsDefault: fixedMin == nil,
             activationType: pick { $0.data.dstType }?.value ?? .int8,
             weightAlgorithm: pick { $0.weight.algorithm }?.value ?? .arqRetrain,
             channelWise: channelWise?.value ?? supportsChannelWise,
             weightType: pick { $0.weight.dstType }?.value ?? .int8,
             learnClip: pick { $0.data.learnClip }?.value ?? true,
-            calibration: try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings))
+            calibration: calibration)
 
         if !supportsChannelWise && result.channelWise, let source = channelWise?.source {
             // This runtime gives linear weights one scale per tensor only (see docs/CONFIG.md).
