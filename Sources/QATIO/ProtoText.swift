@@ -417,6 +417,7 @@ private struct ProtoTextParser {
             index += 1
             if byte == quote { break }
             guard byte == UInt8(ascii: "\\") else { result.append(byte); continue }
+            let backslash = TextPosition(line: line, column: here.column - 1)
             guard index < bytes.count else { throw failure("unterminated string") }
             let escape = bytes[index]
             index += 1
@@ -442,7 +443,7 @@ private struct ProtoTextParser {
                 guard value < 256 else { throw failure("octal escape above \\377") }
                 result.append(UInt8(value))
             default:
-                throw failure("unknown escape \\\(Character(Unicode.Scalar(escape))) in a string")
+                throw Self.failure(file: file, at: backslash, "unknown escape \\\(Character(Unicode.Scalar(escape))) in a string")
             }
         }
         guard let text = String(validating: result, as: UTF8.self) else { throw failure("the string is not valid UTF-8") }

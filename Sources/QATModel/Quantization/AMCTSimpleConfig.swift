@@ -45,9 +45,12 @@ enum AMCTSimpleConfig {
 
         var rules = SimpleRules()
         rules.skipLayers = try root.strings("skip_layers").map(\.value)
-        for (name, field) in try root.strings("skip_layer_types") {
-            let type = try layerType(name, field: field, in: root)
-            if rules.skipLayerTypes.contains(type) { throw root.error(field, "\(name) names \(type.name) again") }
+        for (index, (name, field)) in try root.strings("skip_layer_types").enumerated() {
+            let keyPath = "skip_layer_types[\(index)]"
+            let type = try layerType(name, at: field.position, keyPath: keyPath, in: root)
+            if rules.skipLayerTypes.contains(type) {
+                throw root.error(at: field.position, keyPath, "\(name) names \(type.name) again")
+            }
             rules.skipLayerTypes.append(type)
         }
         if let common = try root.message("common_config") {
@@ -55,7 +58,7 @@ enum AMCTSimpleConfig {
         }
         for entry in try root.messages("override_layer_types") {
             let (name, nameField) = try requiredString(entry, "layer_type", why: "the type whose layers it configures")
-            let type = try layerType(name, field: nameField, in: entry)
+            let type = try layerType(name, at: nameField.position, keyPath: entry.keyPath("layer_type"), in: entry)
             guard rules.typeOverrides[type] == nil else {
                 throw entry.error(nameField, "\(name) names \(type.name), which an earlier override_layer_types entry configures already")
             }
@@ -180,10 +183,11 @@ enum AMCTSimpleConfig {
     }
 
     /// A quantizable layer type from its name: ours (conv2d, linear) or ONNX's (Conv, Gemm, MatMul).
-    private static func layerType(_ name: String, field: ProtoTextField, in message: ProtoTextMessage) throws -> LayerType {
+    private static func layerType(_ name: String, at position: TextPosition, keyPath: String,
+                                  in message: ProtoTextMessage) throws -> LayerType {
         if let type = layerTypeAliases[name] ?? LayerType(name: name), type.isQuantizable { return type }
         let why = LayerType(name: name) == nil ? "unknown layer type" : "layers of this type are never quantized:"
-        throw message.error(field, "\(why) \"\(truncatedForMessage(name))\" (allowed: \(layerTypeNames.joined(separator: ", ")))")
+        throw message.error(at: position, keyPath, "\(why) \"\(truncatedForMessage(name))\" (allowed: \(layerTypeNames.joined(separator: ", ")))")
     }
 
     private static func refuseIfTrue(_ message: ProtoTextMessage, _ name: String, _ why: String) throws {
