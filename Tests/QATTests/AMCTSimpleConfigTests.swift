@@ -3,6 +3,7 @@ import XCTest
 @testable import QATIO
 @testable import QATCore
 @testable import QATModel
+@testable import QATDebug
 import QAT
 
 /// AMCT's simple config in proto text read verbatim (issue 12 item 3): the manual's three
@@ -302,6 +303,24 @@ final class AMCTSimpleConfigTests: XCTestCase {
         let (refusedStatus, refused) = try qat(["plan", "--config", "Configs/amct/simple-nuq.cfg"])
         XCTAssertEqual(refusedStatus, 1)
         XCTAssertEqual(refused.split(separator: "\n").count, 1, refused)
+    }
+
+    /// `qat sensitivity --write-config` on a proto-text config writes JSON that resolves to the
+    /// same settings (the resolved plan: JSON cannot state the signed symmetric rule).
+    func testSensitivityWritesTheSamePlanAsJSON() throws {
+        let config = try RetrainConfig.load(file: repositoryPath("Configs/amct/simple-uniform-plain.cfg"))
+        let plan = try config.resolve(for: lenet)
+        let analysis = SensitivityAnalysis(spec: lenet, config: config, plan: plan, boundsDescription: "") { _ in
+            try Model(spec: self.lenet)
+        }
+        let fixed = analysis.fixedConfig(applying: .skip, to: ["fc1"], base: nil, runFolder: nil)
+        let reread = try RetrainConfig.parse(JSONObject.parse(Data(fixed.jsonText().utf8), file: "fixed.json")).resolve(for: lenet)
+        XCTAssertEqual(reread.quantizedLayers.map(\.name), ["conv1", "fc2"])
+        for name in ["conv1", "fc2"] {
+            var expected = try XCTUnwrap(plan.layer(named: name)?.quantizer)
+            expected.fixedMinIsDefault = false
+            XCTAssertEqual(reread.layer(named: name)?.quantizer, expected, name)
+        }
     }
 
     func testCalibratedFromProtoTextDeploysAndVerifies() throws {

@@ -81,7 +81,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     /// config pins fixed_min (AMCT's symmetric INT8), rather than fixed_min from the graph rule.
     /// The AMCT PTQ reader sets fixed_min itself; the proto-text reader cannot, since its
     /// `asymmetric` resolves key by key across four levels.
-    var symmetricActivationsAreSigned: Bool {
+    public var symmetricActivationsAreSigned: Bool {
         switch self {
         case .amctRetrain, .simple, .amctPTQ, .floatTraining: return false
         case .amctSimpleProtoText: return true
