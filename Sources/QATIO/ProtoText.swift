@@ -56,9 +56,9 @@ public final class ProtoTextMessage: @unchecked Sendable {
     /// Field names a getter asked for; `rejectUnknownFields` reports the others.
     private var readNames: Set<String> = []
 
-    init(file: String, path: String, position: TextPosition, fields: [ProtoTextField]) {
+    init(file: String, position: TextPosition, fields: [ProtoTextField]) {
         self.file = file
-        self.path = path
+        self.path = ""
         self.position = position
         self.fields = fields
     }
@@ -293,12 +293,12 @@ private struct ProtoTextParser {
     }
 
     mutating func parseTopLevel() throws -> ProtoTextMessage {
-        let fields = try parseFields(path: "", closing: nil)
-        return ProtoTextMessage(file: file, path: "", position: TextPosition(line: 1, column: 1), fields: fields)
+        let fields = try parseFields(closing: nil)
+        return ProtoTextMessage(file: file, position: TextPosition(line: 1, column: 1), fields: fields)
     }
 
     /// Fields up to `closing` (`}` or `>`), or to the end of the file at the top level.
-    private mutating func parseFields(path: String, closing: UInt8?) throws -> [ProtoTextField] {
+    private mutating func parseFields(closing: UInt8?) throws -> [ProtoTextField] {
         var fields: [ProtoTextField] = []
         while true {
             skipSpaceAndComments()
@@ -310,16 +310,15 @@ private struct ProtoTextParser {
                 index += 1
                 return fields
             }
-            fields.append(try parseField(path: path))
+            fields.append(try parseField())
             skipSpaceAndComments()
             if index < bytes.count, bytes[index] == UInt8(ascii: ",") || bytes[index] == UInt8(ascii: ";") { index += 1 }
         }
     }
 
-    private mutating func parseField(path: String) throws -> ProtoTextField {
+    private mutating func parseField() throws -> ProtoTextField {
         let position = here
         guard let name = identifier() else { throw failure("expected a field name, got \(describeNext())") }
-        let keyPath = path.isEmpty ? truncatedForMessage(name) : "\(path).\(truncatedForMessage(name))"
         skipSpaceAndComments()
         var hasColon = false
         if peek == UInt8(ascii: ":") {
@@ -328,30 +327,29 @@ private struct ProtoTextParser {
             skipSpaceAndComments()
         }
         if let next = peek, next == UInt8(ascii: "{") || next == UInt8(ascii: "<") {
-            return ProtoTextField(name: name, position: position, value: try parseMessage(path: keyPath, fieldPosition: position))
+            return ProtoTextField(name: name, position: position, value: try parseMessage(at: position))
         }
         guard hasColon else { throw failure("expected \":\" or \"{\" after field name \(truncatedForMessage(name)), got \(describeNext())") }
         if peek == UInt8(ascii: "[") {
-            return ProtoTextField(name: name, position: position, value: try parseList(path: keyPath))
+            return ProtoTextField(name: name, position: position, value: try parseList())
         }
         return ProtoTextField(name: name, position: position, value: .scalar(try parseScalar()))
     }
 
-    /// A message in braces; `fieldPosition` (its field's name, or its own brace in a list) is
-    /// where messages about the whole message point.
-    private mutating func parseMessage(path: String, fieldPosition: TextPosition) throws -> ProtoTextField.Value {
-        let position = fieldPosition
+    /// A message in braces; `position` (its field's name, or its own brace in a list) is where
+    /// messages about the whole message point. Key paths are set once the file is read.
+    private mutating func parseMessage(at position: TextPosition) throws -> ProtoTextField.Value {
         let closing = bytes[index] == UInt8(ascii: "{") ? UInt8(ascii: "}") : UInt8(ascii: ">")
         guard depth < Self.maxDepth else { throw failure("messages nested more than \(Self.maxDepth) deep") }
         index += 1
         depth += 1
         defer { depth -= 1 }
-        let fields = try parseFields(path: path, closing: closing)
-        return .message(ProtoTextMessage(file: file, path: path, position: position, fields: fields))
+        let fields = try parseFields(closing: closing)
+        return .message(ProtoTextMessage(file: file, position: position, fields: fields))
     }
 
     /// `[v, v, …]`: scalars or messages.
-    private mutating func parseList(path: String) throws -> ProtoTextField.Value {
+    private mutating func parseList() throws -> ProtoTextField.Value {
         index += 1
         var items: [ProtoTextField.Value] = []
         skipSpaceAndComments()
@@ -359,7 +357,7 @@ private struct ProtoTextParser {
         while true {
             skipSpaceAndComments()
             if let next = peek, next == UInt8(ascii: "{") || next == UInt8(ascii: "<") {
-                items.append(try parseMessage(path: path, fieldPosition: here))
+                items.append(try parseMessage(at: here))
             } else {
                 items.append(.scalar(try parseScalar()))
             }
