@@ -303,6 +303,12 @@ final class AMCTSimpleConfigTests: XCTestCase {
         let (refusedStatus, refused) = try qat(["plan", "--config", "Configs/amct/simple-nuq.cfg"])
         XCTAssertEqual(refusedStatus, 1)
         XCTAssertEqual(refused.split(separator: "\n").count, 1, refused)
+        // eval and verify read only a data section, which proto text has not.
+        let (evalStatus, evaluated) = try qat(["eval", "--checkpoint", repositoryPath("Checkpoints/lenet5-float.h5"),
+                                               "--config", "Configs/amct/simple-uniform-plain.cfg"])
+        XCTAssertEqual(evalStatus, 1)
+        XCTAssertTrue(evaluated.hasSuffix("is an AMCT simple config (proto text), which has no data section: give --data, "
+                                          + "or a JSON run config with a data section\n"), evaluated)
     }
 
     /// `qat sensitivity --write-config` on a proto-text config writes JSON that resolves to the
