@@ -2,7 +2,7 @@
 # Every target first installs the Debian packages it needs, once.
 
 APT_PACKAGES := libopenblas-dev libhdf5-dev hdf5-tools zlib1g-dev pkg-config dataset-fashion-mnist \
-                libonnx-dev libprotobuf-dev libonnx-testdata
+                libonnx-dev libprotobuf-dev libonnx-testdata libopenmpi-dev openmpi-bin
 # pipefail: a failing command in a pipe (swift test | tee) fails the target.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
