@@ -1,0 +1,218 @@
+import Foundation
+import XCTest
+@testable import QATModel
+@testable import QATTrain
+
+/// Data-parallel training (issue 13): the debug `qat` under `mpirun -np 2` on loopback against
+/// one process on the same global batches. Skipped only where mpirun is not installed (`make
+/// test` installs openmpi-bin).
+final class MPITests: XCTestCase {
+    private var mpirun: String {
+        get throws {
+            for folder in ["/usr/bin", "/usr/local/bin"] where FileManager.default.isExecutableFile(atPath: folder + "/mpirun") {
+                return folder + "/mpirun"
+            }
+            throw XCTSkip("mpirun is not installed (apt-get install openmpi-bin; make test does)")
+        }
+    }
+
+    private var binary: String { repositoryPath(".build/debug/qat") }
+
+    private func mpirunArguments(ranks: Int) throws -> [String] {
+        [try mpirun, "--allow-run-as-root", "--oversubscribe", "-np", String(ranks), binary]
+    }
+
+    /// `qat train …` in one plain process (ranks nil) or under mpirun; fails the test on a non-zero exit.
+    @discardableResult
+    private func train(ranks: Int?, _ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let (status, output): (Int32, String)
+        if let ranks {
+            let command = try mpirunArguments(ranks: ranks)
+            (status, output) = try runProgram(command[0], Array(command.dropFirst()) + ["train"] + arguments)
+        } else {
+            (status, output) = try qat(["train"] + arguments)
+        }
+        XCTAssertEqual(status, 0, output, file: file, line: line)
+        return output
+    }
+
+    /// LeNet-5 QAT from the float checkpoint: 10 global batches of 63 (shards of 32 and 31) and a
+    /// last batch of 10, a checkpoint after every step.
+    private func lenetArguments(folder: String, extra: [String] = []) -> [String] {
+        ["--config", "Configs/retrain.json", "--epochs", "1", "--batch-size", "63", "--train-limit", "640",
+         "--test-limit", "300", "--checkpoint-dir", folder, "--save-every", "1"] + extra
+    }
+
+    private func checkpoint(_ folder: String, _ name: String) throws -> CheckpointFile {
+        try CheckpointFile.read(from: "\(folder)/\(name)")
+    }
+
+    /// The mean loss of each step, from the running sums the step checkpoints store.
+    private func stepLosses(_ folder: String, steps: Int) throws -> [Double] {
+        var previous = (sum: 0.0, seen: Int64(0))
+        return try (1...steps).map { step in
+            let counters = try checkpoint(folder, "step-\(step).h5").counters
+            let sum = Double(bitPattern: UInt64(bitPattern: counters["progress_loss_sum_bits"]!))
+            let seen = counters["progress_seen"]!
+            defer { previous = (sum, seen) }
+            return (sum - previous.sum) / Double(seen - previous.seen)
+        }
+    }
+
+    /// Every parameter and BN statistic of `a` within `tolerance` of `b`'s (relative to max(1, |b|)).
+    private func assertWeightsClose(_ a: CheckpointFile, _ b: CheckpointFile, tolerance: Float,
+                                    file: StaticString = #filePath, line: UInt = #line) {
+        let (left, right) = (a.parameters + a.buffers, b.parameters + b.buffers)
+        XCTAssertEqual(left.map(\.name), right.map(\.name), file: file, line: line)
+        for (x, y) in zip(left, right) {
+            let worst = zip(x.tensor.storage, y.tensor.storage).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+            XCTAssertLessThanOrEqual(worst, tolerance, "\(x.name)", file: file, line: line)
+        }
+    }
+
+    private func testAccuracy(_ folder: String) throws -> Double {
+        let csv = try String(contentsOfFile: "\(folder)/metrics.csv", encoding: .utf8)
+        let row = csv.split(separator: "\n").last { $0.contains(",epoch,") }!
+        return Double(row.split(separator: ",", omittingEmptySubsequences: false)[6])!
+    }
+
+    func testTwoRanksTrainLikeOneProcessAndRepeatBitForBit() throws {
+        _ = try mpirun
+        let root = try makeTemporaryFolder(self)
+        let (one, two) = ("\(root)/one", "\(root)/two")
+        try train(ranks: nil, lenetArguments(folder: one))
+        let log = try train(ranks: 2, lenetArguments(folder: two))
+        XCTAssertTrue(log.contains("× 2 ranks (global BN)"), log)
+        XCTAssertEqual(log.components(separatedBy: "saved \(two)/final.h5").count, 2, "rank 0 alone reports: \(log)")
+
+        let (expected, actual) = (try stepLosses(one, steps: 11), try stepLosses(two, steps: 11))
+        for (step, (e, a)) in zip(expected, actual).enumerated() {
+            XCTAssertLessThanOrEqual(abs(a - e) / e, 1e-5, "loss of step \(step + 1): \(a) against \(e)")
+        }
+        for step in 1...11 {
+            XCTAssertEqual(try checkpoint(two, "step-\(step).h5").counters["progress_correct"],
+                           try checkpoint(one, "step-\(step).h5").counters["progress_correct"], "step \(step)")
+        }
+        assertWeightsClose(try checkpoint(two, "final.h5"), try checkpoint(one, "final.h5"), tolerance: 1e-5)
+        XCTAssertEqual(try testAccuracy(two), try testAccuracy(one), accuracy: 0.0005)
+
+        // The same 2-rank run again, in the same folder (the folder is part of the run record).
+        let first = try Data(contentsOf: URL(fileURLWithPath: "\(two)/final.h5"))
+        try FileManager.default.removeItem(atPath: two)
+        try train(ranks: 2, lenetArguments(folder: two))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(two)/final.h5")), first, "two identical 2-rank runs differ")
+    }
+
+    /// With lr 0 nothing moves after calibration, so the checkpoint holds the calibrated bounds.
+    func testCalibrationOfTwoRanksEqualsOneProcessExactly() throws {
+        _ = try mpirun
+        let root = try makeTemporaryFolder(self)
+        let arguments = { (folder: String) in
+            ["--config", "Configs/retrain.json", "--epochs", "1", "--batch-size", "64", "--train-limit", "128",
+             "--test-limit", "64", "--lr", "0", "--checkpoint-dir", folder]
+        }
+        try train(ranks: nil, arguments("\(root)/one"))
+        try train(ranks: 2, arguments("\(root)/two"))
+        let (one, two) = (try checkpoint("\(root)/one", "final.h5"), try checkpoint("\(root)/two", "final.h5"))
+        // The quantizers' state (grids, scales); the bounds themselves are parameters, below.
+        let isQuantizerState = { (key: String) in key.hasPrefix(QuantizerStateKey.group) }
+        let quantizerKeys = one.extra.keys.filter(isQuantizerState).sorted()
+        XCTAssertFalse(quantizerKeys.isEmpty)
+        XCTAssertEqual(two.extra.keys.filter(isQuantizerState).sorted(), quantizerKeys)
+        for key in quantizerKeys { XCTAssertEqual(two.extra[key]!.storage, one.extra[key]!.storage, key) }
+        XCTAssertTrue(one.parameters.contains { $0.name.hasSuffix("act_quant.clip_max") })
+        for (a, b) in zip(two.parameters, one.parameters) { XCTAssertEqual(a.tensor.storage, b.tensor.storage, a.name) }
+    }
+
+    /// resnet-tiny has BatchNorm: synchronised BN gives the 1-process losses; per-rank BN does not.
+    func testSynchronisedBatchNormMatchesOneProcess() throws {
+        _ = try mpirun
+        let root = try makeTemporaryFolder(self)
+        let arguments = { (folder: String) in
+            ["--config", "Configs/float.json", "--model", "Configs/models/resnet-tiny.json", "--epochs", "1",
+             "--batch-size", "50", "--train-limit", "150", "--test-limit", "50", "--checkpoint-dir", folder,
+             "--output", "\(folder)/final.h5", "--save-every", "1"]
+        }
+        try train(ranks: nil, arguments("\(root)/one"))
+        try train(ranks: 2, arguments("\(root)/sync"))
+        try train(ranks: 2, arguments("\(root)/per-rank") + ["--bn-sync", "per-rank"])
+        let expected = try stepLosses("\(root)/one", steps: 3)
+        for (step, (e, a)) in zip(expected, try stepLosses("\(root)/sync", steps: 3)).enumerated() {
+            XCTAssertLessThanOrEqual(abs(a - e) / e, 1e-5, "loss of step \(step + 1): \(a) against \(e)")
+        }
+        assertWeightsClose(try checkpoint("\(root)/sync", "final.h5"), try checkpoint("\(root)/one", "final.h5"), tolerance: 1e-5)
+        // Per-rank BN normalises each shard by its own statistics: already the first loss differs.
+        let perRank = try stepLosses("\(root)/per-rank", steps: 1)[0]
+        XCTAssertGreaterThan(abs(perRank - expected[0]) / expected[0], 1e-4)
+    }
+
+    /// kill -9 of rank 1 ends the whole job within seconds, naming the rank; resuming from the
+    /// last checkpoint with 2 ranks ends on the weights of an uninterrupted 2-rank run, bit for bit.
+    func testKilledRankEndsJobAndResumeCompletes() throws {
+        let launcher = try mpirun
+        let root = try makeTemporaryFolder(self)
+        let arguments = { (folder: String) in
+            ["--config", "Configs/retrain.json", "--epochs", "1", "--batch-size", "64", "--train-limit", "3840",
+             "--test-limit", "100", "--checkpoint-dir", folder, "--save-every", "5"]
+        }
+        let killed = "\(root)/killed"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: launcher)
+        process.arguments = Array(try mpirunArguments(ranks: 2).dropFirst()) + ["train"] + arguments(killed)
+        process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
+        // Output to a file: nothing has to drain a pipe while the test polls.
+        let logFile = "\(root)/killed.log"
+        FileManager.default.createFile(atPath: logFile, contents: nil)
+        let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: logFile))
+        (process.standardOutput, process.standardError) = (logHandle, logHandle)
+        try process.run()
+
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: "\(killed)/step-10.h5") && process.isRunning && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let rank1 = try XCTUnwrap(childProcesses(of: process.processIdentifier).first { environment(of: $0).contains("OMPI_COMM_WORLD_RANK=1") },
+                                  "rank 1 not found among mpirun's children")
+        kill(rank1, SIGKILL)
+        let killedAt = Date()
+        while process.isRunning && Date().timeIntervalSince(killedAt) < 30 { Thread.sleep(forTimeInterval: 0.05) }
+        let seconds = Date().timeIntervalSince(killedAt)
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        try logHandle.close()
+        let log = try String(contentsOfFile: logFile, encoding: .utf8)
+        XCTAssertLessThan(seconds, 10, "the job outlived its killed rank by \(seconds) s")
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        XCTAssertTrue(log.contains("rank 1") && log.contains("signal 9"), log)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(killed)/final.h5"))
+
+        // The last checkpoint is whole (its digest is checked on reading); resume from it.
+        let saved = try FileManager.default.contentsOfDirectory(atPath: killed)
+            .compactMap { $0.hasPrefix("step-") ? Int($0.dropFirst(5).dropLast(3)) : nil }.max()
+        let last = "\(killed)/step-\(try XCTUnwrap(saved)).h5"
+        XCTAssertGreaterThanOrEqual(try checkpoint(killed, "step-\(saved!).h5").counters["step"]!, 10)
+        try train(ranks: 2, arguments(killed) + ["--resume", last])
+        try train(ranks: 2, arguments("\(root)/whole"))
+        let (resumed, whole) = (try checkpoint(killed, "final.h5"), try checkpoint("\(root)/whole", "final.h5"))
+        for (a, b) in zip(resumed.parameters + resumed.buffers, whole.parameters + whole.buffers) {
+            XCTAssertEqual(a.tensor.storage, b.tensor.storage, a.name)
+        }
+    }
+
+    /// The processes whose parent is `parent` (from /proc).
+    private func childProcesses(of parent: Int32) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            // After "pid (comm)": state, then the parent's pid.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == parent
+        }
+    }
+
+    private func environment(of pid: Int32) -> [String] {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return [] }
+        return data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+    }
+}
