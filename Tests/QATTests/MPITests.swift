@@ -96,11 +96,25 @@ final class MPITests: XCTestCase {
         assertWeightsClose(try checkpoint(two, "final.h5"), try checkpoint(one, "final.h5"), tolerance: 1e-5)
         XCTAssertEqual(try testAccuracy(two), try testAccuracy(one), accuracy: 0.0005)
 
-        // The same 2-rank run again, in the same folder (the folder is part of the run record).
-        let first = try Data(contentsOf: URL(fileURLWithPath: "\(two)/final.h5"))
-        try FileManager.default.removeItem(atPath: two)
-        try train(ranks: 2, lenetArguments(folder: two))
-        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(two)/final.h5")), first, "two identical 2-rank runs differ")
+        // The same 2-rank run again (output paths are not recorded in checkpoints).
+        let again = "\(root)/again"
+        try train(ranks: 2, lenetArguments(folder: again))
+        for name in ["step-5.h5", "final.h5"] {
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(again)/\(name)")),
+                           try Data(contentsOf: URL(fileURLWithPath: "\(two)/\(name)")), "two identical 2-rank runs differ in \(name)")
+        }
+    }
+
+    /// 641 images in batches of 64 leave a last batch of 1: no sample for rank 1.
+    func testBatchTooSmallForTheRanksIsRefused() throws {
+        let command = try mpirunArguments(ranks: 2)
+        let folder = try makeTemporaryFolder(self)
+        let (status, output) = try runProgram(command[0], Array(command.dropFirst()) + [
+            "train", "--config", "Configs/retrain.json", "--epochs", "1", "--train-limit", "641", "--test-limit", "64",
+            "--checkpoint-dir", folder])
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(output.contains("Configs/retrain.json: train.batch_size: 2 ranks need at least 2 images in every batch, "
+                                      + "but batch_size 64 over 641 training images leaves a last batch of 1"), output)
     }
 
     /// With lr 0 nothing moves after calibration, so the checkpoint holds the calibrated bounds.
