@@ -117,7 +117,7 @@ public final class Trainer {
             let weight = Float(labels.count) / Float(globalCount)
             loss = multiply(loss, Variable(Tensor(shape: loss.shape, repeating: weight)), tape: tape)
             var totals = [Double(value) * Double(labels.count), Double(correct)]
-            communicator.sum(&totals)
+            if let timing { timing.measure("allreduce") { communicator.sum(&totals) } } else { communicator.sum(&totals) }
             value = Float(totals[0] / Double(globalCount))
             correct = Int(totals[1])
         }
@@ -142,15 +142,20 @@ public final class Trainer {
         return (value, correct)
     }
 
-    /// Sums every parameter's gradient over the ranks, in one message. Under synchronised BN the
-    /// BN layers' γ and β gradients are sums over the global batch already (BatchNormSync), the
-    /// same on every rank, so they are left out.
-    private func sumGradients() {
+    /// The parameters whose gradients are summed over the ranks after each backward: all of them,
+    /// except under synchronised BN the BN layers' γ and β, whose gradients are sums over the
+    /// global batch already (BatchNormSync), the same on every rank.
+    public var summedParameters: [Variable] {
         var global = Set<ObjectIdentifier>()
-        if BatchNormSync.combine != nil {
+        if communicator.size > 1 && settings.batchNormSync == .global {
             for layer in model.batchNormLayers { global.formUnion([ObjectIdentifier(layer.gamma), ObjectIdentifier(layer.beta)]) }
         }
-        let local = model.parameters.map(\.variable).filter { $0.grad != nil && !global.contains(ObjectIdentifier($0)) }
+        return model.parameters.map(\.variable).filter { !global.contains(ObjectIdentifier($0)) }
+    }
+
+    /// Sums the gradients of `summedParameters` over the ranks, in one message.
+    private func sumGradients() {
+        let local = summedParameters.filter { $0.grad != nil }
         var packed: [Float] = []
         packed.reserveCapacity(local.reduce(0) { $0 + $1.value.count })
         for variable in local { packed += variable.grad!.storage }
