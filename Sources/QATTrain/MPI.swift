@@ -90,10 +90,13 @@ public final class Communicator {
         }
     }
 
-    /// This rank's part of a global batch of `count` samples: contiguous, in rank order, the
-    /// remainder going one sample each to the lowest ranks (10 over 4 ranks: 3, 3, 2, 2).
-    public func shard(of count: Int) -> Range<Int> {
-        let base = count / size, extra = count % size
+    /// This rank's part of a global batch of `count` samples (`shard(of:rank:ranks:)`).
+    public func shard(of count: Int) -> Range<Int> { Self.shard(of: count, rank: rank, ranks: size) }
+
+    /// Rank `rank`'s part of a batch of `count` samples over `ranks` ranks: contiguous, in rank
+    /// order, the remainder going one sample each to the lowest ranks (10 over 4: 3, 3, 2, 2).
+    public static func shard(of count: Int, rank: Int, ranks: Int) -> Range<Int> {
+        let base = count / ranks, extra = count % ranks
         let start = rank * base + min(rank, extra)
         return start..<(start + base + (rank < extra ? 1 : 0))
     }

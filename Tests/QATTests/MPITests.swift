@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+@testable import QATIO
 @testable import QATModel
 @testable import QATTrain
 
@@ -117,25 +118,47 @@ final class MPITests: XCTestCase {
                                       + "but batch_size 64 over 641 training images leaves a last batch of 1"), output)
     }
 
-    /// With lr 0 nothing moves after calibration, so the checkpoint holds the calibrated bounds.
+    /// With lr 0 nothing moves after calibration, so the checkpoint holds the calibrated bounds:
+    /// IFMR on one batch (Configs/retrain.json), and HFMG on two.
     func testCalibrationOfTwoRanksEqualsOneProcessExactly() throws {
         _ = try mpirun
         let root = try makeTemporaryFolder(self)
-        let arguments = { (folder: String) in
-            ["--config", "Configs/retrain.json", "--epochs", "1", "--batch-size", "64", "--train-limit", "128",
-             "--test-limit", "64", "--lr", "0", "--checkpoint-dir", folder]
+        let hfmg = root + "/retrain-hfmg.json"
+        let text = try String(contentsOfFile: repositoryPath("Configs/retrain.json"), encoding: .utf8)
+            .replacingOccurrences(of: "\"batch_num\": 1", with: "\"batch_num\": 2, \"calibration\": {\"act_algo\": \"hfmg\"}")
+        try text.write(toFile: hfmg, atomically: true, encoding: .utf8)
+        for (name, config) in [("ifmr", "Configs/retrain.json"), ("hfmg", hfmg)] {
+            let arguments = { (folder: String) in
+                ["--config", config, "--epochs", "1", "--batch-size", "64", "--train-limit", "128",
+                 "--test-limit", "64", "--lr", "0", "--checkpoint-dir", folder]
+            }
+            try train(ranks: nil, arguments("\(root)/\(name)-one"))
+            let log = try train(ranks: 2, arguments("\(root)/\(name)-two"))
+            XCTAssertTrue(log.contains("with \(name.uppercased()) on \(name == "ifmr" ? 1 : 2) batch(es)"), log)
+            let (one, two) = (try checkpoint("\(root)/\(name)-one", "final.h5"), try checkpoint("\(root)/\(name)-two", "final.h5"))
+            // The quantizers' state (grids, scales); the bounds themselves are parameters, below.
+            let isQuantizerState = { (key: String) in key.hasPrefix(QuantizerStateKey.group) }
+            let quantizerKeys = one.extra.keys.filter(isQuantizerState).sorted()
+            XCTAssertFalse(quantizerKeys.isEmpty)
+            XCTAssertEqual(two.extra.keys.filter(isQuantizerState).sorted(), quantizerKeys)
+            for key in quantizerKeys { XCTAssertEqual(two.extra[key]!.storage, one.extra[key]!.storage, "\(name) \(key)") }
+            XCTAssertTrue(one.parameters.contains { $0.name.hasSuffix("act_quant.clip_max") })
+            for (a, b) in zip(two.parameters, one.parameters) { XCTAssertEqual(a.tensor.storage, b.tensor.storage, "\(name) \(a.name)") }
         }
-        try train(ranks: nil, arguments("\(root)/one"))
-        try train(ranks: 2, arguments("\(root)/two"))
-        let (one, two) = (try checkpoint("\(root)/one", "final.h5"), try checkpoint("\(root)/two", "final.h5"))
-        // The quantizers' state (grids, scales); the bounds themselves are parameters, below.
-        let isQuantizerState = { (key: String) in key.hasPrefix(QuantizerStateKey.group) }
-        let quantizerKeys = one.extra.keys.filter(isQuantizerState).sorted()
-        XCTAssertFalse(quantizerKeys.isEmpty)
-        XCTAssertEqual(two.extra.keys.filter(isQuantizerState).sorted(), quantizerKeys)
-        for key in quantizerKeys { XCTAssertEqual(two.extra[key]!.storage, one.extra[key]!.storage, key) }
-        XCTAssertTrue(one.parameters.contains { $0.name.hasSuffix("act_quant.clip_max") })
-        for (a, b) in zip(two.parameters, one.parameters) { XCTAssertEqual(a.tensor.storage, b.tensor.storage, a.name) }
+    }
+
+    func testShardsAreContiguousWithTheRemainderOnTheLowestRanks() {
+        XCTAssertEqual((0..<4).map { Communicator.shard(of: 10, rank: $0, ranks: 4) }, [0..<3, 3..<6, 6..<8, 8..<10])
+        XCTAssertEqual((0..<2).map { Communicator.shard(of: 63, rank: $0, ranks: 2) }, [0..<32, 32..<63])
+        XCTAssertEqual(Communicator.single.shard(of: 64), 0..<64)
+    }
+
+    func testBatchNormSyncSetting() throws {
+        let parse = { (text: String) in try RunSettings.parse(JSONObject.parse(Data(text.utf8), file: "c.json")) }
+        XCTAssertEqual(try parse("{}").batchNormSync, .global)
+        XCTAssertEqual(try parse(#"{"train": {"bn_sync": "per-rank"}}"#).batchNormSync, .perRank)
+        assertInputError(try parse(#"{"train": {"bn_sync": "sometimes"}}"#),
+                         mentions: ["c.json", "train.bn_sync", "unknown mode \"sometimes\" (allowed: global, per-rank)"])
     }
 
     /// resnet-tiny has BatchNorm: synchronised BN gives the 1-process losses; per-rank BN does not.
