@@ -77,12 +77,21 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
+        let communicator = Communicator.fromEnvironment()
+        do {
+            try train(communicator)
+        } catch let error as UserError where communicator.size > 1 {
+            // Under mpirun every rank reports its own errors (a file missing on one host): name it.
+            throw UserError(message: "rank \(communicator.rank): \(error.message)")
+        }
+    }
+
+    private func train(_ communicator: Communicator) throws {
         try reportingUserErrors {
             let root = try JSONObject.load(file: config)
             let retrainConfig = try RetrainConfig.parse(root)
             let settings = try resolvedSettings(root)
             Runtime.configure(threads: settings.threads)
-            let communicator = Communicator.fromEnvironment()
             // Rank 0 speaks for the job; the other ranks print only their errors.
             let print: (String) -> Void = communicator.isRoot ? { Swift.print($0) } : { _ in }
             let job = try TrainingRun(configFile: config, config: retrainConfig, settings: settings, communicator: communicator)

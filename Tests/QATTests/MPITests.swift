@@ -97,6 +97,10 @@ final class MPITests: XCTestCase {
         assertWeightsClose(try checkpoint(two, "final.h5"), try checkpoint(one, "final.h5"), tolerance: 1e-5)
         XCTAssertEqual(try testAccuracy(two), try testAccuracy(one), accuracy: 0.0005)
 
+        // Resumed mid-epoch by one process: the same math, sums cut elsewhere (README).
+        try train(ranks: nil, lenetArguments(folder: "\(root)/resumed") + ["--resume", "\(two)/step-5.h5"])
+        assertWeightsClose(try checkpoint("\(root)/resumed", "final.h5"), try checkpoint(two, "final.h5"), tolerance: 1e-5)
+
         // The same 2-rank run again (output paths are not recorded in checkpoints).
         let again = "\(root)/again"
         try train(ranks: 2, lenetArguments(folder: again))
@@ -114,7 +118,7 @@ final class MPITests: XCTestCase {
             "train", "--config", "Configs/retrain.json", "--epochs", "1", "--train-limit", "641", "--test-limit", "64",
             "--checkpoint-dir", folder])
         XCTAssertNotEqual(status, 0)
-        XCTAssertTrue(output.contains("Configs/retrain.json: train.batch_size: 2 ranks need at least 2 images in every batch, "
+        XCTAssertTrue(output.contains("rank 1: Configs/retrain.json: train.batch_size: 2 ranks need at least 2 images in every batch, "
                                       + "but batch_size 64 over 641 training images leaves a last batch of 1"), output)
     }
 
