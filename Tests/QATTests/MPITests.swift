@@ -19,8 +19,11 @@ final class MPITests: XCTestCase {
 
     private var binary: String { repositoryPath(".build/debug/qat") }
 
+    /// Shared-memory messages without the kernel's cross-process copy, which containers often
+    /// forbid (ptrace scope): a little slower, never an error.
     private func mpirunArguments(ranks: Int) throws -> [String] {
-        [try mpirun, "--allow-run-as-root", "--oversubscribe", "-np", String(ranks), binary]
+        [try mpirun, "--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none",
+         "-np", String(ranks), binary]
     }
 
     /// `qat train …` in one plain process (ranks nil) or under mpirun; fails the test on a non-zero exit.
