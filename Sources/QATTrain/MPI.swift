@@ -83,10 +83,14 @@ public final class Communicator {
 
     private func addInRankOrder<T: BinaryFloatingPoint>(_ all: [T], into values: inout [T]) {
         let n = values.count
-        for i in 0..<n { values[i] = all[i] }
-        for r in 1..<size {
-            let offset = r * n
-            for i in 0..<n { values[i] += all[offset + i] }
+        all.withUnsafeBufferPointer { gathered in
+            values.withUnsafeMutableBufferPointer { sum in
+                for i in 0..<n { sum[i] = gathered[i] }
+                for r in 1..<size {
+                    let part = gathered.baseAddress! + r * n
+                    for i in 0..<n { sum[i] += part[i] }
+                }
+            }
         }
     }
 

@@ -158,13 +158,16 @@ public final class Trainer {
         let local = summedParameters.filter { $0.grad != nil }
         var packed: [Float] = []
         packed.reserveCapacity(local.reduce(0) { $0 + $1.value.count })
-        for variable in local { packed += variable.grad!.storage }
+        for variable in local { packed.append(contentsOf: variable.grad!.storage) }
         communicator.sum(&packed)
         var offset = 0
-        for variable in local {
-            let count = variable.grad!.count
-            variable.grad!.storage = Array(packed[offset..<(offset + count)])
-            offset += count
+        packed.withUnsafeBufferPointer { sums in
+            for variable in local {
+                variable.grad!.storage.withUnsafeMutableBufferPointer { grad in
+                    grad.baseAddress!.update(from: sums.baseAddress! + offset, count: grad.count)
+                    offset += grad.count
+                }
+            }
         }
     }
 
