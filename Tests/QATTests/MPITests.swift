@@ -191,12 +191,12 @@ final class MPITests: XCTestCase {
     }
 
     /// kill -9 of rank 1 ends the whole job within seconds, naming the rank; resuming from the
-    /// last checkpoint with 2 ranks ends on the weights of an uninterrupted 2-rank run, bit for bit.
+    /// last checkpoint with 2 ranks ends on the checkpoint of an uninterrupted 2-rank run, byte for byte.
     func testKilledRankEndsJobAndResumeCompletes() throws {
         let launcher = try mpirun
         let root = try makeTemporaryFolder(self)
         let arguments = { (folder: String) in
-            ["--config", "Configs/retrain.json", "--epochs", "1", "--batch-size", "64", "--train-limit", "3840",
+            ["--config", "Configs/retrain.json", "--epochs", "1", "--batch-size", "64", "--train-limit", "1920",
              "--test-limit", "100", "--checkpoint-dir", folder, "--save-every", "5"]
         }
         let killed = "\(root)/killed"
@@ -237,10 +237,8 @@ final class MPITests: XCTestCase {
         XCTAssertGreaterThanOrEqual(try checkpoint(killed, "step-\(saved!).h5").counters["step"]!, 10)
         try train(ranks: 2, arguments(killed) + ["--resume", last])
         try train(ranks: 2, arguments("\(root)/whole"))
-        let (resumed, whole) = (try checkpoint(killed, "final.h5"), try checkpoint("\(root)/whole", "final.h5"))
-        for (a, b) in zip(resumed.parameters + resumed.buffers, whole.parameters + whole.buffers) {
-            XCTAssertEqual(a.tensor.storage, b.tensor.storage, a.name)
-        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(killed)/final.h5")),
+                       try Data(contentsOf: URL(fileURLWithPath: "\(root)/whole/final.h5")), "resumed and uninterrupted runs differ")
     }
 
     /// The processes whose parent is `parent` (from /proc).
