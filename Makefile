@@ -2,7 +2,7 @@
 # Every target first installs the Debian packages it needs, once.
 
 APT_PACKAGES := libopenblas-dev libhdf5-dev hdf5-tools zlib1g-dev pkg-config dataset-fashion-mnist \
-                libonnx-dev libprotobuf-dev libonnx-testdata
+                libonnx-dev libprotobuf-dev libonnx-testdata libopenmpi-dev openmpi-bin
 # pipefail: a failing command in a pipe (swift test | tee) fails the target.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -48,7 +48,8 @@ test: deps
 
 # The LeNet-5 report of qat-bench three times (OPENBLAS_CORETYPE as set, Haswell, unset; about
 # 3 minutes), the FMA-peak microbenchmark and the per-conv-layer GFLOP/s against it under the same
-# three settings (bench/README.md; about 2 minutes each), then, when .venv-torch exists or can be created (make venv-torch), bench/compare.py:
+# three settings (bench/README.md; about 2 minutes each), bench/mpi_scaling.py (data-parallel QAT
+# training of lenet5 and resnet-tiny under mpirun, 3 interleaved rounds; a few minutes), then, when .venv-torch exists or can be created (make venv-torch), bench/compare.py:
 # the five networks of docs/BENCHMARKS.md against PyTorch eager / ONNX Runtime, 5 interleaved
 # pairs per (model, mode, threads), 350 measurement processes of up to 6 s each: about an hour
 # in all (estimated; one pair of 70 processes with a 3 s cap took 12 minutes on a 2-core machine
@@ -66,6 +67,8 @@ bench: deps
 	.build/release/qat-bench --mode fma-peak --mode conv-layers
 	OPENBLAS_CORETYPE=Haswell .build/release/qat-bench --mode conv-layers
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .build/release/qat-bench --mode conv-layers
+	@echo "== data-parallel QAT training: 1 rank × 1 and 2 threads, 2 ranks × 1 thread, allreduce cost (bench/mpi_scaling.py) =="
+	python3 bench/mpi_scaling.py
 	@echo "== against PyTorch eager and ONNX Runtime (bench/compare.py $(COMPARE_ARGS)) =="
 	@if $(MAKE) --no-print-directory venv-torch; then \
 	  $(TORCH_VENV)/bin/python bench/compare.py --json .build/bench-compare.json $(COMPARE_ARGS); \
