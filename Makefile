@@ -12,7 +12,7 @@ QAT := .build/release/qat
 # Importing a target that is not a declared dependency is an error, not a warning (Package.swift).
 STRICT := --explicit-target-dependency-import-check error
 
-.PHONY: all deps build demo test bench behaviour-check layering fuzz fuzz-smoke clean venv-torch bench-peers examples-export onnx-examples interop
+.PHONY: all deps build demo test bench ptq-table behaviour-check layering fuzz fuzz-smoke clean venv-torch bench-peers examples-export onnx-examples interop
 
 all: build
 
@@ -153,6 +153,13 @@ interop: build $(INTEROP_VENV)/.installed
 	  --qat-checkpoint $(INTEROP_DIR)/resnet18-tiny/qat.h5 --float-checkpoint $(INTEROP_DIR)/resnet18-tiny/resnet18_tiny-float.h5
 	$(INTEROP_CHECK) --name mobilenetv2-tiny --opset 17 \
 	  --qat-checkpoint $(INTEROP_DIR)/mobilenetv2-tiny/qat.h5 --float-checkpoint $(INTEROP_DIR)/mobilenetv2-tiny/mobilenetv2_tiny-float.h5
+
+# Issue 12's PTQ table (bench/ptq_table.py, docs/PTQ.md): float vs `qat calibrate` for every
+# calibration method and IFMR with --cle / --bias-correction, on LeNet-5, resnet-tiny and the two
+# imported example networks, each deployed and verified; then LeNet-5's QAT from the best PTQ
+# checkpoint against QAT from its own calibration. About 20 minutes on 2 cores.
+ptq-table: build
+	python3 bench/ptq_table.py | tee .build/ptq-table.md
 
 # Byte-for-byte comparison of short seeded runs with the snapshot taken before the redesign.
 behaviour-check: build
