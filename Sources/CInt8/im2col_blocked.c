@@ -2,7 +2,7 @@
 //
 // In the blocked layout the 4 bytes a GEMM column needs for one group of 4 k (the same tap of 4
 // consecutive channels) already sit together, so an output row's columns for one tap are a run
-// of ow 32-bit words (every sw-th word of an input row): one masked load and store per 16
+// of ow 32-bit words (every sw-th word of an input row): one vector load and store per 16
 // columns instead of a byte interleave per 16 columns of every output row, which on 2×2 … 7×7
 // outputs did 2–8× the useful work. For a 1×1 conv with stride 1 and no padding the blocked
 // images are the column matrix itself (gemm.c passes them to the GEMM as they are).
@@ -57,23 +57,29 @@ void qat_i8_block_channels(qat_i8_path path, const int8_t *x, const qat_i8_block
     }
 }
 
-// Walks the groups q = (cb, ky, kx) in order; calls copy_row for every (image, output row).
-// The source row starts at word (oy·sh + ky·dh)·wp + kx·dw of the image's block.
-#define FOR_EACH_ROW(s, b, npad, xb, ...)                                                                      \
-    do {                                                                                                        \
-        const size_t image_words = (size_t)(s)->hp * (s)->wp;                                                  \
-        int q = 0;                                                                                              \
-        for (int cb = 0; cb < (s)->cb; cb++)                                                                    \
-            for (int ky = 0; ky < (s)->kh; ky++)                                                                \
-                for (int kx = 0; kx < (s)->kw; kx++, q++)                                                       \
-                    for (int i = 0; i < (s)->images; i++)                                                       \
-                        for (int oy = 0; oy < (s)->oh; oy++) {                                                  \
-                            const uint32_t *src = (const uint32_t *)(xb) + ((size_t)cb * (s)->images + i) * image_words \
-                                + ((size_t)oy * (s)->sh + (size_t)ky * (s)->dh) * (s)->wp + (size_t)kx * (s)->dw; \
-                            uint32_t *dst = (uint32_t *)(b) + (size_t)q * (npad) + (size_t)i * (s)->oh * (s)->ow \
-                                + (size_t)oy * (s)->ow;                                                         \
-                            __VA_ARGS__                                                                         \
-                        }                                                                                       \
+// Walks the groups q = (cb, ky, kx) in order; runs the body for every (image, output row) with
+// src at word (oy·sh + ky·dh)·wp + kx·dw of the image's block and dst at the row's first column.
+// The shape is read into locals first: stores through dst may alias *s, and would force reloads.
+#define FOR_EACH_ROW(s, b, npad, xb, ...)                                                                 \
+    do {                                                                                                  \
+        const int cbs_ = (s)->cb, images_ = (s)->images, kh_ = (s)->kh, kw_ = (s)->kw, oh_ = (s)->oh;     \
+        const size_t image_words_ = (size_t)(s)->hp * (s)->wp, row_step_ = (size_t)(s)->sh * (s)->wp;   \
+        const size_t ky_step_ = (size_t)(s)->dh * (s)->wp, kx_step_ = (size_t)(s)->dw;                   \
+        const size_t out_image_ = (size_t)(s)->oh * (s)->ow, out_row_ = (size_t)(s)->ow;                 \
+        uint32_t *row_q_ = (uint32_t *)(b);                                                               \
+        for (int cb = 0; cb < cbs_; cb++)                                                                 \
+            for (int ky = 0; ky < kh_; ky++)                                                              \
+                for (int kx = 0; kx < kw_; kx++, row_q_ += (npad)) {                                      \
+                    const uint32_t *tap_ = (const uint32_t *)(xb) + (size_t)cb * images_ * image_words_    \
+                        + ky * ky_step_ + kx * kx_step_;                                                  \
+                    for (int i = 0; i < images_; i++) {                                                  \
+                        const uint32_t *src = tap_ + i * image_words_;                                   \
+                        uint32_t *dst = row_q_ + i * out_image_;                                         \
+                        for (int oy = 0; oy < oh_; oy++, src += row_step_, dst += out_row_) {             \
+                            __VA_ARGS__                                                                   \
+                        }                                                                                 \
+                    }                                                                                     \
+                }                                                                                         \
     } while (0)
 
 void qat_i8_im2col_blocked_portable(const uint8_t *xb, const qat_i8_blocking *s, int npad, uint8_t *b) {
@@ -101,9 +107,25 @@ QAT_I8_TARGET_VNNI void qat_i8_im2col_blocked_vnni(const uint8_t *xb, const qat_
     const int ow = s->ow, sw = s->sw;
     if (sw > 2) { qat_i8_im2col_blocked_portable(xb, s, npad, b); return; }
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    // Stride 1: the narrowest vector that holds a row (fewer wasted bytes and cache-line splits
+    // on the 2- and 4-wide rows of small outputs).
+    if (sw == 1 && ow <= 4) {
+        FOR_EACH_ROW(s, b, npad, xb, { _mm_storeu_si128((__m128i *)dst, _mm_loadu_si128((const __m128i *)src)); });
+        return;
+    }
+    if (sw == 1 && ow <= 8) {
+        FOR_EACH_ROW(s, b, npad, xb, { _mm256_storeu_si256((__m256i *)dst, _mm256_loadu_si256((const __m256i *)src)); });
+        return;
+    }
     if (sw == 1) {
         FOR_EACH_ROW(s, b, npad, xb, {
             for (int ox = 0; ox < ow; ox += 16) _mm512_storeu_si512(dst + ox, _mm512_loadu_si512(src + ox));
+        });
+        return;
+    }
+    if (ow <= 8) {  // one load of 16 words, the even 8 kept
+        FOR_EACH_ROW(s, b, npad, xb, {
+            _mm256_storeu_si256((__m256i *)dst, _mm512_castsi512_si256(_mm512_permutexvar_epi32(even, _mm512_loadu_si512(src))));
         });
         return;
     }

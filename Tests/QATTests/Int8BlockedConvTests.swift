@@ -3,7 +3,7 @@ import XCTest
 @testable import QATDeploy
 
 /// The channel-blocked conv operands (int8_internal.h): 1×1 convs without a column matrix and
-/// the word-wise im2col for outputs at most 8 wide, with several images per GEMM. On every path
+/// the word-wise im2col for outputs narrower than 16, with several images per GEMM. On every path
 /// the accumulators equal the Int64 reference of Int8ConvTests, the codes and floats its Swift
 /// requantization, and a batch gives the same results whole or split (as Int8Model splits it
 /// over threads), so the image blocking changes nothing.
@@ -11,7 +11,7 @@ final class Int8BlockedConvTests: XCTestCase {
     typealias Case = Int8ConvTests.Case
 
     /// Odd shapes on the blocked operands (channels per group a multiple of 4), and two on the
-    /// byte-wise one beside them (6 channels; 14 wide). Batches leave a short last block of images.
+    /// byte-wise one beside them (6 channels; 17 wide). Batches leave a short last block of images.
     static func cases() -> [Case] {
         var rng = SeededGenerator(seed: 41)
         let shapes: [(n: Int, c: Int, o: Int, groups: Int, size: (Int, Int), kernel: Int, stride: Int, pad: Int, dilation: Int)] = [
@@ -27,7 +27,8 @@ final class Int8BlockedConvTests: XCTestCase {
             (2, 8, 7, 1, (8, 8), 3, 1, 2, 2),        // dilation 2
             (4, 12, 9, 3, (9, 11), 3, 2, 1, 1),      // 3 groups of 4 channels, stride 2
             (2, 6, 11, 1, (4, 4), 3, 1, 1, 1),       // 6 channels: byte-wise im2col
-            (2, 8, 13, 1, (14, 14), 3, 1, 1, 1),     // 14 wide: byte-wise im2col
+            (2, 8, 13, 1, (14, 14), 3, 1, 1, 1),     // 14 wide: 16 columns of a row in one vector
+            (2, 8, 5, 1, (9, 17), 3, 1, 1, 1),       // 17 wide: byte-wise im2col
         ]
         return shapes.enumerated().map { i, s in
             let g = Int8ConvGeometry(batch: s.n, channels: s.c, height: s.size.0, width: s.size.1, outputChannels: s.o,
