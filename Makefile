@@ -2,7 +2,7 @@
 # Every target first installs the Debian packages it needs, once.
 
 APT_PACKAGES := libopenblas-dev libhdf5-dev hdf5-tools zlib1g-dev pkg-config dataset-fashion-mnist \
-                libonnx-dev libprotobuf-dev libonnx-testdata
+                libonnx-dev libprotobuf-dev libonnx-testdata libopenmpi-dev openmpi-bin
 # pipefail: a failing command in a pipe (swift test | tee) fails the target.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -12,7 +12,7 @@ QAT := .build/release/qat
 # Importing a target that is not a declared dependency is an error, not a warning (Package.swift).
 STRICT := --explicit-target-dependency-import-check error
 
-.PHONY: all deps build demo test bench behaviour-check layering fuzz fuzz-smoke clean venv-torch bench-peers examples-export onnx-examples interop
+.PHONY: all deps build demo test bench ptq-table behaviour-check layering fuzz fuzz-smoke clean venv-torch bench-peers examples-export onnx-examples interop
 
 all: build
 
@@ -48,7 +48,8 @@ test: deps
 
 # The LeNet-5 report of qat-bench three times (OPENBLAS_CORETYPE as set, Haswell, unset; about
 # 3 minutes), the FMA-peak microbenchmark and the per-conv-layer GFLOP/s against it under the same
-# three settings (bench/README.md; about 2 minutes each), then, when .venv-torch exists or can be created (make venv-torch), bench/compare.py:
+# three settings (bench/README.md; about 2 minutes each), bench/mpi_scaling.py (data-parallel QAT
+# training of lenet5 and resnet-tiny under mpirun, 3 interleaved rounds; a few minutes), then, when .venv-torch exists or can be created (make venv-torch), bench/compare.py:
 # the five networks of docs/BENCHMARKS.md against PyTorch eager / ONNX Runtime, 5 interleaved
 # pairs per (model, mode, threads), 350 measurement processes of up to 6 s each: about an hour
 # in all (estimated; one pair of 70 processes with a 3 s cap took 12 minutes on a 2-core machine
@@ -66,6 +67,8 @@ bench: deps
 	.build/release/qat-bench --mode fma-peak --mode conv-layers
 	OPENBLAS_CORETYPE=Haswell .build/release/qat-bench --mode conv-layers
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .build/release/qat-bench --mode conv-layers
+	@echo "== data-parallel QAT training: 1 rank × 1 and 2 threads, 2 ranks × 1 thread, allreduce cost (bench/mpi_scaling.py) =="
+	python3 bench/mpi_scaling.py
 	@echo "== against PyTorch eager and ONNX Runtime (bench/compare.py $(COMPARE_ARGS)) =="
 	@if $(MAKE) --no-print-directory venv-torch; then \
 	  $(TORCH_VENV)/bin/python bench/compare.py --json .build/bench-compare.json $(COMPARE_ARGS); \
@@ -150,6 +153,13 @@ interop: build $(INTEROP_VENV)/.installed
 	  --qat-checkpoint $(INTEROP_DIR)/resnet18-tiny/qat.h5 --float-checkpoint $(INTEROP_DIR)/resnet18-tiny/resnet18_tiny-float.h5
 	$(INTEROP_CHECK) --name mobilenetv2-tiny --opset 17 \
 	  --qat-checkpoint $(INTEROP_DIR)/mobilenetv2-tiny/qat.h5 --float-checkpoint $(INTEROP_DIR)/mobilenetv2-tiny/mobilenetv2_tiny-float.h5
+
+# Issue 12's PTQ table (bench/ptq_table.py, docs/PTQ.md): float vs `qat calibrate` for every
+# calibration method and IFMR with --cle / --bias-correction, on LeNet-5, resnet-tiny and the two
+# imported example networks, each deployed and verified; then LeNet-5's QAT from the best PTQ
+# checkpoint against QAT from its own calibration. About 20 minutes on 2 cores.
+ptq-table: build
+	python3 bench/ptq_table.py | tee .build/ptq-table.md
 
 # Byte-for-byte comparison of short seeded runs with the snapshot taken before the redesign.
 behaviour-check: build

@@ -9,7 +9,8 @@ import PackageDescription
 //   QATModel   model spec, layer kinds, the graph, the quantization plan, checkpoint layout
 //   QATONNX    ONNX import: an ONNX file (read by libonnx through CONNX) as a model spec and weights
 //   QATData    datasets and batches (above the model, so data can be checked against its input)
-//   QATTrain   optimizers, schedules, the training loop and run (checkpoints, resume)
+//   QATTrain   optimizers, schedules, the training loop and run (checkpoints, resume), data
+//              parallel over MPI (MPI.swift, the only `import CMPI`; MPI starts only under mpirun)
 //   QATDeploy  BN folding, the deploy file, the INT8 engine, the fake-quant = INT8 contract
 //   QATDebug   layer-wise comparison, sensitivity, model checks
 //   QATCLI     the `qat` subcommands
@@ -31,13 +32,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // Each C library enters through one module and one Swift file (BLAS.swift, HDF5.swift, Gzip.swift).
+        // Each C library enters through one module and one Swift file (BLAS.swift, HDF5.swift, Gzip.swift, MPI.swift).
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
                        providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev"])]),
         // Our own C: float loops that need `restrict` to vectorise.
         .target(name: "CKernels"),
         // The FMA-peak microbenchmark of qat-bench (not part of the library).
@@ -54,7 +57,7 @@ let package = Package(
         .target(name: "QATModel", dependencies: ["QATCore"]),
         .target(name: "QATONNX", dependencies: ["QATModel", "CONNX"]),
         .target(name: "QATData", dependencies: ["QATONNX"]),
-        .target(name: "QATTrain", dependencies: ["QATModel", "QATONNX", "QATData"]),
+        .target(name: "QATTrain", dependencies: ["QATModel", "QATONNX", "QATData", "CMPI"]),
         .target(name: "QATDeploy", dependencies: ["QATTrain", "QATONNX", "CInt8"]),
         .target(name: "QATDebug", dependencies: ["QATDeploy"]),
         .target(name: "QAT", dependencies: ["QATDebug"]),

@@ -43,7 +43,7 @@ ONNX_MODELS = {"lenet.onnx": "Tests/Fixtures/onnx/lenet.onnx", "mobile.onnx": "T
 # The test split as .npy files and as an HDF5 dataset file (`data` sections of npy.json, hdf5.json).
 NPY_FILES = ["test-images.npy", "test-labels.npy"]
 HDF5_DATA = "test-data.h5"
-GOOD_FILES = ["ckpt.h5", "step.h5", "int8.h5", "config.json", "simple.json", "npy.json", "hdf5.json"] \
+GOOD_FILES = ["ckpt.h5", "step.h5", "int8.h5", "config.json", "simple.json", "quant.cfg", "npy.json", "hdf5.json"] \
     + list(ONNX_MODELS) + NPY_FILES + [HDF5_DATA]
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -87,6 +87,8 @@ def make_configs(work, data):
     for name, doc in (("config.json", full), ("simple.json", simple)):
         with open(os.path.join(work, name), "w") as f:
             json.dump(doc, f, indent=2)
+    # quant.cfg: AMCT's simple config in proto text (it has no model or data section).
+    shutil.copyfile(os.path.join(REPO, "Configs/amct/simple-uniform-plain.cfg"), os.path.join(work, "quant.cfg"))
 
 
 def npy_bytes(descr, shape, payload):
@@ -191,6 +193,8 @@ COMMANDS = {
                                  "--data", "DATA"] + EVAL_LIMITS, None),
     "plan": ("config", ["plan", "--config", "config.json"], None),
     "plan-simple": ("config-simple", ["plan", "--config", "simple.json"], None),
+    "plan-prototext": ("config-prototext", ["plan", "--config", "quant.cfg", "--model",
+                                            os.path.join(REPO, "Configs/models/lenet5.json")], None),
     "check-model": ("config", ["check", "model", "--config", "config.json"], None),
     "train-config": ("config", ["train", "--config", "config.json", "--epochs", "1", "--output", "out.h5",
                                 "--batch-size", "32"] + LIMITS, None),
@@ -210,7 +214,7 @@ COMMANDS = {
 for _model in ONNX_MODELS:
     COMMANDS["import-" + _model[:-5]] = ("onnx:" + _model, ["import", _model, "--output-dir", "out"], None)
 FILE_OF_KIND = {"checkpoint": "ckpt.h5", "resume": "step.h5", "deploy": "int8.h5", "config": "config.json",
-                "config-simple": "simple.json", "hdf5-data": HDF5_DATA}
+                "config-simple": "simple.json", "config-prototext": "quant.cfg", "hdf5-data": HDF5_DATA}
 FILE_OF_KIND.update({"onnx:" + m: m for m in ONNX_MODELS})
 
 # Lines of stdout that carry a result; timings and progress are dropped before comparing.
@@ -406,6 +410,36 @@ def json_structure_mutation(text, rng):
     return "".join(lines).encode(), kind
 
 
+def prototext_structure_mutation(text, rng):
+    """Edits of a proto-text file: a repeated field, a value of another type, huge numbers, deep
+    nesting, an unterminated string or message, stray punctuation."""
+    lines = text.splitlines(keepends=True)
+    fields = [i for i, l in enumerate(lines) if re.match(r"\s*\w+\s*:", l)]
+    kind = rng.choice(["duplicate-field", "type-swap", "huge-number", "deep-nesting", "unterminated", "punctuation"])
+    i = rng.choice(fields)
+    name = re.match(r"(\s*\w+)\s*:", lines[i]).group(1)
+    must_refuse = kind == "deep-nesting"
+    if kind == "duplicate-field":
+        lines.insert(i, name + ": 1\n" if lines[i].rstrip().endswith("{") else lines[i])
+    elif kind == "deep-nesting":
+        depth = rng.choice([101, 600, 5000])
+        lines.insert(i, name + " " + "{ x " * depth + "}" * depth + "\n")
+    elif kind == "unterminated":
+        lines[i] = lines[i].rstrip("\n") + rng.choice(['"', "'", "{", "[", "<", "\\"])
+        must_refuse = True
+    elif kind == "punctuation":
+        lines[i] = lines[i].replace(":", rng.choice(["", "::", ": :", "=", ": ,", ": [", ": ]"]), 1)
+    else:
+        value = {"type-swap": rng.choice(['"x"', "true", "[]", "{}", "-1", "0", "1.5", "INT8", "-inf", "nan", "0x", "1e"]),
+                 "huge-number": rng.choice(["1e300", "9223372036854775808", "-9223372036854775809", "0x" + "f" * 40,
+                                            "2147483648", "4294967296", "1e-45", "-1e40", "0" * 500 + "1"])}[kind]
+        if lines[i].rstrip().endswith("{"):
+            lines.insert(i, name + ": " + value + "\n")
+        else:
+            lines[i] = name + ": " + value + "\n"
+    return "".join(lines).encode(), kind, must_refuse
+
+
 def strict_json_ok(data):
     """True if `data` is JSON without duplicate keys, NaN/Infinity or over 512 levels of nesting."""
     def no_duplicates(pairs):
@@ -535,6 +569,11 @@ class Case:
             data, self.mutation = self.rng.choice(HDF5_MUTATIONS)(data, self.rng)
         elif self.kind.startswith("onnx:"):
             data, self.mutation = self.rng.choice(ONNX_MUTATIONS)(data, self.rng)
+        elif self.kind == "config-prototext":
+            if self.rng.random() < 0.5:
+                data, self.mutation = json_text_mutation(data.decode(), self.rng)
+            else:
+                data, self.mutation, self.must_refuse = prototext_structure_mutation(data.decode(), self.rng)
         else:
             mutate = self.rng.choice([json_text_mutation, json_structure_mutation])
             data, self.mutation = mutate(data.decode(), self.rng)

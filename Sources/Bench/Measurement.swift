@@ -119,7 +119,8 @@ struct Measurer {
         let network = try Model(spec: source.spec, seed: 1)
         var settings = RunSettings()   // SGD lr 0.05, momentum 0.9, weight decay 5e-4, as the peers
         settings.batchSize = Self.trainingBatch
-        let trainer = Trainer(model: network, settings: settings)
+        // Under mpirun the ranks share every batch, as `qat train` does (bench/mpi-scaling.sh).
+        let trainer = Trainer(model: network, settings: settings, communicator: .fromEnvironment())
         if quantized {
             let config = try RetrainConfig.parse(JSONObject.parse(Data(createDefaultConfig(for: source.spec).utf8), file: "default"))
             network.applyQuantization(try config.resolve(for: source.spec))
@@ -148,10 +149,15 @@ struct Measurer {
         for batch in train.batches(size: Self.trainingBatch, order: trainer.order(epoch: 0), limit: images / Self.trainingBatch) {
             _ = try trainer.trainStep(images: batch.images, labels: batch.labels, timing: timing)
             done += batch.count
-            if now() - start >= maxSeconds { break }
+            // Ranks must stop on the same step, so several ranks always do the whole pass.
+            if trainer.communicator.size == 1 && now() - start >= maxSeconds { break }
         }
+        let seconds = now() - start
+        let ranks = trainer.communicator.size
+        let summed = trainer.summedParameters.reduce(0) { $0 + $1.value.count }
         return MeasurementResult(model: model, mode: quantized ? .trainQAT : .trainFloat, threads: threads,
-                                 batch: Self.trainingBatch, images: done, seconds: now() - start)
+                                 batch: Self.trainingBatch, images: done, seconds: seconds,
+                                 note: ranks > 1 ? "\(ranks) ranks; \(summed) gradient values (\(summed * 4) bytes) summed per step" : nil)
     }
 
     /// Batches of 256 of the first `images` test images, normalised beforehand (the pipeline is

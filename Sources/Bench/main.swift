@@ -24,6 +24,8 @@ let usage = """
       --json         one JSON line per measurement (pytorch_peers.py's fields)
       --profile      also print the per-layer forward/backward time of the training steps
       --no-pointwise 1×1 convs on the paths they took before Conv2DPointwise.swift (before/after)
+    Under mpirun (mpirun -np 2 qat-bench --model lenet5 --mode train-qat --threads 1) the ranks
+    train data-parallel, each batch of 64 shared, rank 0 prints, and --max-seconds is not applied.
     Run from the repository root. Peak RSS is the process's: one measurement per process for
     a figure of its own.
     """
@@ -84,6 +86,8 @@ struct Options {
 }
 
 func runMeasurements(_ options: Options) throws {
+    let communicator = Communicator.fromEnvironment()
+    let print: (String) -> Void = communicator.isRoot ? { Swift.print($0) } : { _ in }
     let threads = options.threads.isEmpty ? [1, 2] : options.threads
     if options.modes.contains(.fmaPeak) { runFMAPeak(threads: threads, json: options.json) }
     if options.modes.contains(.convLayers) {
@@ -112,6 +116,8 @@ func runMeasurements(_ options: Options) throws {
             }
         }
     }
+    // Only after success: a rank that throws exits without it, and mpirun then stops the others.
+    communicator.finish()
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -51,6 +51,26 @@ static int8_t *pack_weights(const int8_t *w, const int32_t *bias, int m, int k, 
     return a;
 }
 
+// The same for channel-blocked operands (int8_internal.h): weights [m][c][kh][kw] with c a
+// multiple of 4 → a[i][((cb·kh + ky)·kw + kx)·4 + t] = w[i][4·cb + t][ky][kx], and the same corr.
+static int8_t *pack_weights_blocked(const int8_t *w, const int32_t *bias, int m, int c, int kh, int kw,
+                                    int8_t x_zero, int32_t **corr_out) {
+    const int taps = kh * kw, k = c * taps;
+    int8_t *a = checked_malloc((size_t)m * k);
+    int32_t *corr = checked_malloc((size_t)m * sizeof(int32_t));
+    for (int i = 0; i < m; i++) {
+        const int8_t *row = w + (size_t)i * k;
+        int64_t sum = 0;
+        for (int j = 0; j < k; j++) sum += row[j];
+        for (int ci = 0; ci < c; ci++)
+            for (int tap = 0; tap < taps; tap++)
+                a[(size_t)i * k + ((size_t)(ci / 4) * taps + tap) * 4 + ci % 4] = row[(size_t)ci * taps + tap];
+        corr[i] = (int32_t)((int64_t)bias[i] - (128 + (int64_t)x_zero) * sum);
+    }
+    *corr_out = corr;
+    return a;
+}
+
 static void run_gemm(qat_i8_path path, const qat_i8_gemm *g) {
     switch (path) {
     case QAT_I8_VNNI: qat_i8_gemm_vnni(g); break;
@@ -59,13 +79,33 @@ static void run_gemm(qat_i8_path path, const qat_i8_gemm *g) {
     }
 }
 
-// Images through im2col + GEMM, `block` images per GEMM: a small output image (p < 64 pixels)
-// would leave most of a 64-column tile empty, so the column matrices of several images sit side
-// by side (image i at columns i·p …) and one GEMM covers them, writing [oc][block·p] to a staging
-// buffer that is then copied out per image. With a `pool`: each image's requantized int8 output
-// goes to a scratch buffer (still in L1) and is max pooled from there into `out`, so the
-// full-size conv output never exists. The accumulators are exact, so the blocking changes no
-// result.
+// How many images share one GEMM. A small output image (p < 64 pixels) would leave most of a
+// 64-column tile empty, so the column matrices of several images sit side by side; of the
+// counts that give 64 to 256 columns, the one whose columns waste the least of their last
+// 16-column vector (p = 49: 5 images, 245 of 256 columns used; p = 4: 16 images, 64 of 64).
+static int images_per_gemm(int p, int n) {
+    if (p >= 64) return 1;
+    int best = (64 + p - 1) / p;
+    for (int b = best; b * p <= 256; b++)
+        if ((long)round_up16(b * p) * best * p < (long)round_up16(best * p) * b * p) best = b;
+    return best < n ? best : n;
+}
+
+static void run_im2col_blocked(qat_i8_path path, const uint8_t *xb, const qat_i8_blocking *s, int npad, uint8_t *b) {
+    switch (path) {
+    case QAT_I8_VNNI: qat_i8_im2col_blocked_vnni(xb, s, npad, b); break;
+    case QAT_I8_AVX2: qat_i8_im2col_blocked_avx2(xb, s, npad, b); break;
+    default: qat_i8_im2col_blocked_portable(xb, s, npad, b); break;
+    }
+}
+
+// Images through im2col + GEMM, `block` images per GEMM (images_per_gemm): their columns side
+// by side (image i at columns i·p …), one GEMM writing [oc][block·p] to a staging buffer that is
+// then copied out per image. With a `pool`: each image's requantized int8 output goes to a
+// scratch buffer (still in L1) and is max pooled from there into `out`, so the full-size conv
+// output never exists. Channels per group a multiple of 4 take the channel-blocked operands
+// (int8_internal.h), and a 1×1 conv with stride 1 and no padding needs no column matrix at all;
+// other convs the byte-wise im2col. The accumulators are exact, so none of this changes a result.
 static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *cg,
                         const int8_t *weight, const int32_t *bias, qat_i8_output output, void *out,
                         const qat_i8_pool_geometry *pool) {
@@ -73,24 +113,36 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const int oh = qat_i8_conv_out_h(cg), ow = qat_i8_conv_out_w(cg);
     const int group_c = c / groups, group_oc = oc / groups;
     const int kk = group_c * cg->kh * cg->kw, k4 = (kk + 3) / 4, p = oh * ow;
-    const int block = p >= 64 ? 1 : (64 + p - 1) / p < n ? (64 + p - 1) / p : n;
-    // One image: columns padded to 16. Several: 16 more, so that the fast im2col's overrun past
-    // the last image (up to 15 columns) stays in its own row of b instead of the next row's
-    // first image, which was written before it.
-    const int npad = block == 1 ? round_up16(p) : round_up16(block * p) + 16;
+    const int block = images_per_gemm(p, n);
     const int hp = h + cg->pad_top + cg->pad_bottom, wp = w + cg->pad_left + cg->pad_right;
+    // Blocked operands where the byte-wise im2col wastes work: outputs narrower than the 16
+    // columns it fills per output row, and 1×1 convs without padding (no column matrix). Wider
+    // outputs keep the byte-wise one: no faster blocked (measured on 28×28, 32 channels).
+    const int blocked = group_c % 4 == 0 && (ow < 16 || (cg->kh == 1 && cg->kw == 1 && hp == h && wp == w));
+    const int direct = blocked && cg->kh == 1 && cg->kw == 1 && cg->sh == 1 && cg->sw == 1 && hp == h && wp == w;
+    // Columns padded to 16. Byte-wise im2col of several images: 16 more, so that its overrun past
+    // the last image (up to 15 columns) stays in its own row of b instead of the next row's
+    // first image, which was written before it. Direct: the blocked images are b.
+    const int npad = direct ? block * p : block == 1 ? round_up16(p) : round_up16(block * p) + 16;
     // Weights [oc][group_c·kh·kw] are one matrix whose row blocks are the groups.
     int32_t *corr;
-    int8_t *a = pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
+    int8_t *a = blocked ? pack_weights_blocked(weight, bias, oc, group_c, cg->kh, cg->kw, x_zero, &corr)
+                        : pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
 
     // One padded image in u8 per image of a block; the border (and the spare bytes the fast
     // im2col may over-read) is the code of real zero, written once and never touched again.
     const size_t padded = (size_t)c * hp * wp;
-    uint8_t *xu = checked_malloc(block * padded + 64);
-    memset(xu, (uint8_t)x_zero ^ 0x80, block * padded + 64);
-    uint8_t *b = checked_malloc(((size_t)k4 * npad + 16) * 4);
+    uint8_t *xu = checked_malloc(block * padded + 128);
+    memset(xu, (uint8_t)x_zero ^ 0x80, block * padded + 128);
+    uint8_t *b = direct ? NULL : checked_malloc(((size_t)k4 * npad + 16) * 4);
     const qat_i8_im2col_shape shape = {.c = group_c, .hp = hp, .wp = wp, .kh = cg->kh, .kw = cg->kw, .sh = cg->sh,
                                        .sw = cg->sw, .dh = cg->dh, .dw = cg->dw, .oh = oh, .ow = ow, .k4 = k4, .npad = npad};
+    const qat_i8_blocking blocking = {.cb = c / 4, .images = block, .h = h, .w = w, .hp = hp, .wp = wp,
+                                      .pad_top = cg->pad_top, .pad_left = cg->pad_left, .kh = cg->kh, .kw = cg->kw,
+                                      .sh = cg->sh, .sw = cg->sw, .dh = cg->dh, .dw = cg->dw, .oh = oh, .ow = ow};
+    qat_i8_blocking group_blocking = blocking;
+    group_blocking.cb = group_c / 4;
+    const size_t group_bytes = (size_t)group_c * block * hp * wp;  // one group's channel blocks in xu
 
     const size_t elem = element_size(output.kind), out_image = (size_t)oc * p * elem;
     char *staging = block > 1 ? checked_malloc(block * out_image) : NULL;
@@ -105,6 +157,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
         const int images = n - img0 < block ? n - img0 : block, columns = images * p;
         for (int i = 0; i < images; i++) {
             const int8_t *src = x + (size_t)(img0 + i) * c * h * w;
+            if (blocked) { qat_i8_block_channels(path, src, &blocking, i, xu); continue; }
             uint8_t *image = xu + i * padded;
             if (hp == h && wp == w) {  // no padding: one run over the image
                 for (size_t j = 0; j < (size_t)c * h * w; j++) image[j] = (uint8_t)src[j] ^ 0x80;
@@ -119,10 +172,17 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
         // One image goes straight to its output (or the pool's scratch); a block to the staging buffer.
         char *gemm_out = staging ? staging : pool ? (char *)conv_image : (char *)out + img0 * out_image;
         for (int grp = 0; grp < groups; grp++) {
-            for (int i = 0; i < images; i++) {  // in order: each image's overrun is rewritten by the next
-                const uint8_t *group_in = xu + i * padded + (size_t)grp * group_c * hp * wp;
-                if (path == QAT_I8_PORTABLE) qat_i8_im2col_portable(group_in, &shape, b + (size_t)i * p * 4);
-                else qat_i8_im2col_fast(group_in, &shape, b + (size_t)i * p * 4);
+            const uint8_t *operand = b;
+            if (direct) {
+                operand = xu + grp * group_bytes;
+            } else if (blocked) {
+                run_im2col_blocked(path, xu + grp * group_bytes, &group_blocking, npad, b);
+            } else {
+                for (int i = 0; i < images; i++) {  // in order: each image's overrun is rewritten by the next
+                    const uint8_t *group_in = xu + i * padded + (size_t)grp * group_c * hp * wp;
+                    if (path == QAT_I8_PORTABLE) qat_i8_im2col_portable(group_in, &shape, b + (size_t)i * p * 4);
+                    else qat_i8_im2col_fast(group_in, &shape, b + (size_t)i * p * 4);
+                }
             }
             const int row0 = grp * group_oc;
             qat_i8_output group_output = output;
@@ -131,7 +191,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                 if (output.offset) group_output.offset = output.offset + row0;
             }
             qat_i8_gemm g = {.m = group_oc, .n = columns, .k4 = k4, .npad = npad, .a = a + (size_t)row0 * k4 * 4,
-                             .corr = corr + row0, .b = b, .output = group_output,
+                             .corr = corr + row0, .b = operand, .output = group_output,
                              .out = gemm_out + (size_t)row0 * columns * elem, .row_stride = columns, .col_stride = 1};
             run_gemm(path, &g);
         }
@@ -207,14 +267,14 @@ void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_ze
 
 // Plain loops over the same operands: one row of accumulators at a time.
 void qat_i8_gemm_portable(const qat_i8_gemm *g) {
-    int32_t *row = checked_malloc((size_t)g->npad * sizeof(int32_t));
+    int32_t *row = checked_malloc((size_t)g->n * sizeof(int32_t));
     for (int i = 0; i < g->m; i++) {
-        for (int j = 0; j < g->npad; j++) row[j] = g->corr[i];
+        for (int j = 0; j < g->n; j++) row[j] = g->corr[i];
         const int8_t *w = g->a + (size_t)i * g->k4 * 4;
         for (int q = 0; q < g->k4; q++) {
             const int32_t w0 = w[4 * q], w1 = w[4 * q + 1], w2 = w[4 * q + 2], w3 = w[4 * q + 3];
             const uint8_t *u = g->b + (size_t)q * g->npad * 4;
-            for (int j = 0; j < g->npad; j++)
+            for (int j = 0; j < g->n; j++)
                 row[j] += w0 * u[4 * j] + w1 * u[4 * j + 1] + w2 * u[4 * j + 2] + w3 * u[4 * j + 3];
         }
         for (int j = 0; j < g->n; j++) qat_i8_store1(g, i, j, row[j]);

@@ -86,7 +86,7 @@ QAT_I8_TARGET_AVX2 void qat_i8_gemm_avx2(const qat_i8_gemm *g) {
     int16_t *a16 = aligned_alloc(32, (count * sizeof(int16_t) + 31) / 32 * 32);
     if (!a16) { fprintf(stderr, "qat int8: out of memory\n"); abort(); }
     for (size_t i = 0; i < count; i++) a16[i] = g->a[i];
-    for (int j0 = 0; j0 < g->npad; j0 += 8) {
+    for (int j0 = 0; j0 < g->n; j0 += 8) {
         for (int i0 = 0; i0 < g->m; i0 += MR) {
             switch (g->m - i0 < MR ? g->m - i0 : MR) {
             case 1: tile(g, a16, i0, j0, 1); break;

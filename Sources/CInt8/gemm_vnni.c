@@ -138,8 +138,9 @@ void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv) {
 QAT_I8_TARGET_VNNI void qat_i8_gemm_vnni(const qat_i8_gemm *g) {
     // Column tiles outside: the 64-column slice of b (k4 × 256 bytes) stays in L1 while
     // every row tile passes over it.
-    for (int j0 = 0; j0 < g->npad; j0 += 16 * NV) {
-        const int nv = (g->npad - j0) / 16 < NV ? (g->npad - j0) / 16 : NV;
+    const int columns = (g->n + 15) / 16 * 16;  // b's row stride npad may be longer (or, direct 1×1, not a multiple of 16)
+    for (int j0 = 0; j0 < columns; j0 += 16 * NV) {
+        const int nv = (columns - j0) / 16 < NV ? (columns - j0) / 16 : NV;
         for (int i0 = 0; i0 < g->m; i0 += MR) {
             const int mr = g->m - i0 < MR ? g->m - i0 : MR;
             switch (mr) {

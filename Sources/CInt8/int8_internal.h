@@ -15,7 +15,8 @@
 //   a: weights [m][k4·4] int8, k padded with zero weights to a multiple of 4;
 //   b: activations [k4][npad][4] uint8, "VNNI layout": the 4 bytes for k = 4g…4g+3 of column j
 //      sit together, so one 32-bit lane of vpdpbusd is one (column, group of 4 k) dot product.
-//      npad is a multiple of 16; padded k and columns may hold any byte (zero weights or
+//      npad ≥ n is the row stride in columns; the vector paths read up to 15 columns past n
+//      (within b's spare bytes). Padded k and columns may hold any byte (zero weights or
 //      discarded outputs).
 // Output (channel c = row i, column j) goes to out + c·row_stride + j·col_stride elements.
 #pragma once
@@ -93,6 +94,29 @@ typedef struct {
 
 void qat_i8_im2col_portable(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t *b);
 void qat_i8_im2col_fast(const uint8_t *xu, const qat_i8_im2col_shape *s, uint8_t *b);
+
+// Channel-blocked operands (im2col_blocked.c), for convs whose channels per group are a multiple
+// of 4. A block of `images` images, shifted to u8 and padded, is stored as
+//   xb[cb][image][hp][wp][4]:  the 4 bytes of channels 4·cb … 4·cb + 3 of one pixel side by side,
+// followed by at least 128 spare bytes; the border is the code of real zero. The GEMM's k runs
+// over (cb, ky, kx, t) in that order (gemm.c packs the weights to match), so group q = (cb, ky, kx)
+// of column (image, oy, ox) is the 4-byte word xb[cb][image][oy·sh + ky·dh][ox·sw + kx·dw]:
+//   b[q][image·oh·ow + oy·ow + ox] = that word.
+// K order does not change a result: the products are exact and summed in int32.
+typedef struct {
+    int cb, images;          // channel blocks (all groups), images per block
+    int h, w, hp, wp;        // input and padded size
+    int pad_top, pad_left;
+    int kh, kw, sh, sw, dh, dw;
+    int oh, ow;
+} qat_i8_blocking;
+
+// Writes image `image` of the block (channels 4·cb … of x, [c][h][w] codes) into xb's interior.
+void qat_i8_block_channels(qat_i8_path path, const int8_t *x, const qat_i8_blocking *s, int image, uint8_t *xb);
+// The column matrix of channel blocks cb0 … cb0 + s->cb − 1 (xb points at block cb0), rows npad words apart.
+void qat_i8_im2col_blocked_portable(const uint8_t *xb, const qat_i8_blocking *s, int npad, uint8_t *b);
+void qat_i8_im2col_blocked_avx2(const uint8_t *xb, const qat_i8_blocking *s, int npad, uint8_t *b);
+void qat_i8_im2col_blocked_vnni(const uint8_t *xb, const qat_i8_blocking *s, int npad, uint8_t *b);
 
 // Depthwise conv's per-channel operand (depthwise.c): for each padded input row y and group of 4
 // kernel columns g (kw4 = ⌈kw/4⌉ groups), the 4 bytes of output column ox sit together,

@@ -18,6 +18,7 @@ struct CalibrateCommand: ParsableCommand {
               qat calibrate --config Configs/amct/ptq-plain.json --checkpoint Checkpoints/lenet5-float.h5 --output ptq.h5
               qat calibrate --config Configs/retrain.json --checkpoint Checkpoints/lenet5-float.h5 --output ptq.h5
               qat calibrate --config my-amct.json --model net.onnx --output ptq.h5 --batch-num 4
+              qat calibrate --config Configs/amct/ptq-plain.json --checkpoint float.h5 --output ptq.h5 --cle --bias-correction
               qat train --config Configs/retrain.json --init ptq.h5 --epochs 1
             """)
 
@@ -33,6 +34,10 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Threads for BLAS and our own loops.") var threads: Int?
     @Option(name: .customLong("train-limit"), help: "Use only the first N training images.") var trainLimit: Int?
     @Option(name: .customLong("test-limit"), help: "Use only the first N test images.") var testLimit: Int?
+    @Flag(name: .customLong("cle"), help: "Cross-layer equalization of conv → [BN] → ReLU → conv pairs before calibrating (Vitis AI's include_cle).")
+    var crossLayerEqualization = false
+    @Flag(name: .customLong("bias-correction"), help: "Correct each quantized layer's bias so its mean output matches the float model's on the calibration batches (Vitis AI's include_bias_corr).")
+    var biasCorrection = false
 
     func validate() throws {
         for (name, value) in [("batch-num", batchNum), ("batch-size", batchSize), ("threads", threads),
@@ -50,8 +55,7 @@ struct CalibrateCommand: ParsableCommand {
 
     func run() throws {
         try reportingUserErrors {
-            let root = try JSONObject.load(file: config)
-            var retrainConfig = try RetrainConfig.parse(root)
+            var (retrainConfig, root) = try RetrainConfig.read(file: config)
             if let batchNum { retrainConfig.batchCount = batchNum }
             var settings = try RunSettings.parse(root)
             if let model { settings.modelSpec = model }
@@ -80,7 +84,10 @@ struct CalibrateCommand: ParsableCommand {
             }
             let train = try job.loadData(.train, limit: settings.trainLimit)
             let test = try job.loadData(.test, limit: settings.testLimit)
-            let report = try job.calibrate(train: train, test: test)
+            var transforms = Set<PTQTransform>()
+            if crossLayerEqualization { transforms.insert(.crossLayerEqualization) }
+            if biasCorrection { transforms.insert(.biasCorrection) }
+            let report = try job.calibrate(train: train, test: test, transforms: transforms)
             print("             test acc   loss")
             print(String(format: "float        %6.2f%%    %.4f", 100 * report.float.accuracy, report.float.loss))
             print(String(format: "PTQ (fake)   %6.2f%%    %.4f   (%+.2f points, %d layer(s) calibrated, %d test images)",

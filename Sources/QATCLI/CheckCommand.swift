@@ -33,8 +33,7 @@ struct LR0CheckCommand: ParsableCommand {
 
     func run() throws {
         let report = try reportingUserErrors { () -> LR0Report in
-            let root = try JSONObject.load(file: config)
-            let retrain = try RetrainConfig.parse(root)
+            let (retrain, root) = try RetrainConfig.read(file: config)
             var settings = try RunSettings.parse(root)
             if let threads { settings.threads = threads }
             Runtime.configure(threads: settings.threads)

@@ -42,8 +42,7 @@ struct PlanCommand: ParsableCommand {
 
     func run() throws {
         try reportingUserErrors {
-            let root = try JSONObject.load(file: config)
-            let retrain = try RetrainConfig.parse(root)
+            let (retrain, root) = try RetrainConfig.read(file: config)
             let settings = try RunSettings.parse(root)
             let spec = try ModelSource.load(file: model ?? settings.modelSpec).spec
             let plan = try retrain.resolve(for: spec)
@@ -67,7 +66,7 @@ enum ConfigReader {
     func line(for config: RetrainConfig, file: String) -> String {
         let read = "read \(config.format.name) \(file)"
         switch (self, config.format) {
-        case (.train, .amctPTQ), (.train, .vitis):
+        case (.train, .amctPTQ), (.train, .amctSimpleProtoText), (.train, .vitis):
             return read + ": qat train calibrates as it says, then fine-tunes the quantized layers with learned "
                 + "ulq_quantize clip bounds and arq_retrain weights (qat calibrate runs it without training)"
         case (.calibrate, .amctRetrain), (.calibrate, .simple):

@@ -21,8 +21,7 @@ struct ModelCheckCommand: ParsableCommand {
 
     func run() throws {
         let (report, formatLine) = try reportingUserErrors { () -> (ModelCheckReport, String) in
-            let root = try JSONObject.load(file: config)
-            let retrain = try RetrainConfig.parse(root)
+            let (retrain, root) = try RetrainConfig.read(file: config)
             let settings = try RunSettings.parse(root)
             let spec = try ModelSource.load(file: model ?? settings.modelSpec).spec
             return (checkModel(spec: spec, config: retrain, fewChannels: fewChannels), ConfigReader.checkModel.line(for: retrain, file: config))

@@ -25,6 +25,10 @@ struct TestDataOptions: ParsableArguments {
         guard let config else {
             return (try FashionMNIST.load(folder: folder, split: .test, limit: testLimit), folder)
         }
+        if let bytes = FileManager.default.contents(atPath: config), ConfigFormat.isProtoText(bytes) {
+            throw InputError(file: config, message: "is an \(ConfigFormat.amctSimpleProtoText.name), which has no data "
+                             + "section: give --data, or a JSON run config with a data section")
+        }
         let settings = try RunSettings.parse(JSONObject.load(file: config))
         let test = try settings.data.load(.test, limit: testLimit ?? settings.testLimit, inputShape: inputShape, configFile: config)
         return (test, settings.dataPath)

@@ -2,11 +2,16 @@ import ArgumentParser
 import Foundation
 import QAT
 
+extension RunSettings.BatchNormSyncMode: ExpressibleByArgument {}
+
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Train a model in float, or fine-tune it with fake quantization (QAT).",
         discussion: """
+            Under mpirun (mpirun -np K qat train …) the K processes train data-parallel: each takes \
+            its share of every batch of batch_size, and rank 0 writes the checkpoints and metrics.
+
             A config with layer rules (AMCT retrain form or simple form) runs QAT: it starts from \
             model.init, calibrates clip bounds (IFMR, or the config's act_algo), then fine-tunes with fake quant. A config \
             with only the runtime sections trains in float. Flags override the config; see docs/CONFIG.md.
@@ -16,6 +21,7 @@ struct TrainCommand: ParsableCommand {
               qat train --config Configs/retrain.json --epochs 3
               qat train --config Configs/retrain.json --resume Checkpoints/lenet5-qat/epoch-1.h5
               qat train --config my-amct-config.json --model Configs/models/lenet5.json --init Checkpoints/lenet5-float.h5
+              mpirun -np 2 qat train --config Configs/retrain.json --threads 1
             """)
 
     @Option(help: "The run's JSON config.") var config: String
@@ -31,6 +37,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .customLong("save-every"), help: "Also checkpoint every N steps.") var saveEvery: Int?
     @Option(help: "Continue the run saved in this checkpoint.") var resume: String?
     @Flag(help: "Resume even if the config differs from the checkpoint's.") var force = false
+    @Option(name: .customLong("bn-sync"), help: "Under mpirun: BatchNorm statistics over the global batch (global, the default) or each rank's share (per-rank).")
+    var bnSync: RunSettings.BatchNormSyncMode?
     @Option(name: .customLong("train-limit"), help: "Use only the first N training images.") var trainLimit: Int?
     @Option(name: .customLong("test-limit"), help: "Use only the first N test images.") var testLimit: Int?
 
@@ -64,22 +72,36 @@ struct TrainCommand: ParsableCommand {
         if let saveEvery { settings.saveEvery = saveEvery }
         if let trainLimit { settings.trainLimit = trainLimit }
         if let testLimit { settings.testLimit = testLimit }
+        if let bnSync { settings.batchNormSync = bnSync }
         return settings
     }
 
     func run() throws {
+        let communicator = Communicator.fromEnvironment()
+        do {
+            try train(communicator)
+        } catch let error as UserError where communicator.size > 1 {
+            // Under mpirun every rank reports its own errors (a file missing on one host): name it.
+            throw UserError(message: "rank \(communicator.rank): \(error.message)")
+        }
+    }
+
+    private func train(_ communicator: Communicator) throws {
         try reportingUserErrors {
-            let root = try JSONObject.load(file: config)
-            let retrainConfig = try RetrainConfig.parse(root)
+            let (retrainConfig, root) = try RetrainConfig.read(file: config)
             let settings = try resolvedSettings(root)
             Runtime.configure(threads: settings.threads)
-            let job = try TrainingRun(configFile: config, config: retrainConfig, settings: settings)
+            // Rank 0 speaks for the job; the other ranks print only their errors.
+            let print: (String) -> Void = communicator.isRoot ? { Swift.print($0) } : { _ in }
+            let job = try TrainingRun(configFile: config, config: retrainConfig, settings: settings, communicator: communicator)
+            job.log = print
             let train = try job.loadData(.train, limit: settings.trainLimit)
             let test = try job.loadData(.test, limit: settings.testLimit)
             print(ConfigReader.train.line(for: retrainConfig, file: config))
             print("\(job.isQAT ? "QAT" : "float") training of \(job.spec.name) "
                   + "(\(job.model.parameters.reduce(0) { $0 + $1.variable.value.count }) parameters) on "
-                  + "\(train.count) training and \(test.count) test images, \(settings.threads) thread(s)")
+                  + "\(train.count) training and \(test.count) test images, \(settings.threads) thread(s)"
+                  + (communicator.size > 1 ? " × \(communicator.size) ranks (\(settings.batchNormSync.rawValue) BN)" : ""))
             try job.preflight(train: train, test: test)
             if let resume {
                 try job.resume(from: resume, force: force)
@@ -92,9 +114,10 @@ struct TrainCommand: ParsableCommand {
             }
             var line = ProgressLine(epochs: settings.epochs)
             try job.train(on: train, test: test) { progress, batches in
-                line.update(epoch: job.trainer.epoch, progress: progress, batches: batches)
+                if communicator.isRoot { line.update(epoch: job.trainer.epoch, progress: progress, batches: batches) }
             }
             if let metrics = job.metrics { print("metrics: \(metrics.csvPath), plot: \(metrics.svgPath)") }
+            communicator.finish()
         }
     }
 }

@@ -31,8 +31,8 @@ public struct DebugSubject {
         self.configFile = configFile
         var settings = RunSettings()
         if let configFile {
-            let root = try JSONObject.load(file: configFile)
-            config = try RetrainConfig.parse(root)
+            let (read, root) = try RetrainConfig.read(file: configFile)
+            config = read
             settings = try RunSettings.parse(root)
         } else {
             config = nil

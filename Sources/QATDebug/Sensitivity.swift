@@ -291,7 +291,10 @@ extension SensitivityAnalysis {
     /// `output`, which point at the studied run's files: `runFolder` (if given) becomes `dir`.
     public func fixedConfig(applying action: SensitivityAction, to layers: Set<String>, base: RetrainConfig?,
                             runFolder: String?) -> RetrainConfig {
-        var fixed = config.applying(action, to: layers)
+        // A proto-text simple config's symmetric layers take the signed range, a rule the JSON
+        // forms cannot state: its resolved plan is written instead of its rules.
+        let studied = config.format.symmetricActivationsAreSigned ? plan.explicitConfig() : config
+        var fixed = studied.applying(action, to: layers)
         fixed.runtimeSections = base?.runtimeSections ?? [:]
         var checkpoint = fixed.runtimeSections["checkpoint"] ?? .object([])
         checkpoint.set("dir", runFolder.map(JSONValue.init))

@@ -13,6 +13,7 @@ extension TrainingRun {
     public func preflight(train: Dataset, test: Dataset) throws {
         try checkData(train: train, test: test)
         if isQAT { try checkCalibrationBatches(trainCount: train.count) }
+        try checkShards(trainCount: train.count)
         try prepareOutputFolders()
         try MemoryBudget(spec: spec, graph: model.graph, batchSize: max(settings.batchSize, settings.evalBatchSize),
                          datasetValues: train.valuesInMemory + test.valuesInMemory).check()
@@ -34,9 +35,20 @@ extension TrainingRun {
                          message: "\(batchNum) batches of \(settings.batchSize) images is more than the \(trainCount) training images")
     }
 
+    /// Data parallel: every rank needs at least one sample of every batch, the last one included.
+    func checkShards(trainCount: Int) throws {
+        let ranks = trainer.communicator.size
+        let last = trainCount % settings.batchSize == 0 ? settings.batchSize : trainCount % settings.batchSize
+        guard ranks > 1, min(settings.batchSize, last) < ranks else { return }
+        throw InputError(file: configFile, keyPath: "train.batch_size",
+                         message: "\(ranks) ranks need at least \(ranks) images in every batch, but batch_size \(settings.batchSize) over "
+                         + "\(trainCount) training images leaves a last batch of \(last): change batch_size or the train limit")
+    }
+
     /// Creates the checkpoint, output and metrics folders, proves them writable, and removes the
     /// temporaries interrupted writes left there (`TempFileCleanup`).
     func prepareOutputFolders() throws {
+        guard trainer.communicator.isRoot else { return }   // rank 0 alone writes
         var folders: [(folder: String, setting: String)] = []
         if let directory = settings.checkpointDirectory { folders.append((directory, "checkpoint.dir")) }
         if let output = settings.output { folders.append((OutputFolder.folder(of: output), "checkpoint.output")) }

@@ -9,6 +9,11 @@ import QATModel
 /// Relative paths are taken from the current directory, like every other CLI argument.
 public struct RunSettings: Equatable, Sendable {
     public enum OptimizerKind: String, CaseIterable, Sendable { case sgd, adam }
+    /// Under mpirun: BatchNorm statistics over the whole global batch, or over each rank's shard.
+    public enum BatchNormSyncMode: String, CaseIterable, Sendable {
+        case global
+        case perRank = "per-rank"
+    }
 
     // model
     public var modelSpec = "Configs/models/lenet5.json"
@@ -36,6 +41,8 @@ public struct RunSettings: Equatable, Sendable {
     public var schedule = LearningRateSchedule.cosine(epochs: 10, floor: 0)
     public var seed: UInt64 = 1
     public var threads = 1
+    /// Data-parallel runs only (docs/CONFIG.md `bn_sync`); one process ignores it.
+    public var batchNormSync = BatchNormSyncMode.global
     // checkpoint
     /// Where the final checkpoint goes.
     public var output: String?
@@ -81,6 +88,12 @@ public struct RunSettings: Equatable, Sendable {
                 s.seed = UInt64(seed)
             }
             s.threads = try bounded(train, "threads", Limits.threads) ?? s.threads
+            if let name = try train.string("bn_sync") {
+                guard let mode = BatchNormSyncMode(rawValue: name) else {
+                    throw train.error("bn_sync", "unknown mode \"\(truncatedForMessage(name))\" (allowed: global, per-rank)")
+                }
+                s.batchNormSync = mode
+            }
             s.schedule = try parseSchedule(train, epochs: s.epochs)
             try train.rejectUnknownKeys()
         } else {

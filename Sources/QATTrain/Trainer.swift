@@ -49,10 +49,17 @@ public final class Trainer {
     public private(set) var epoch = 0
     public private(set) var step = 0
     public private(set) var progress = EpochProgress()
+    /// The processes sharing each batch (data parallel, MPI.swift); one process by default.
+    public let communicator: Communicator
 
-    public init(model: Model, settings: RunSettings) {
+    public init(model: Model, settings: RunSettings, communicator: Communicator = .single) {
         self.model = model
         self.settings = settings
+        self.communicator = communicator
+        // Synchronised BN: every rank normalises with the statistics of the whole global batch.
+        if communicator.size > 1 && settings.batchNormSync == .global {
+            BatchNormSync.combine = { [communicator] sums in communicator.sum(&sums) }
+        }
         switch settings.optimizer {
         case .sgd: optimizer = SGD(learningRate: settings.learningRate, momentum: settings.momentum, weightDecay: settings.weightDecay)
         case .adam: optimizer = Adam(learningRate: settings.learningRate, weightDecay: settings.weightDecay)
@@ -81,17 +88,45 @@ public final class Trainer {
         train.batches(size: settings.batchSize, order: .shuffled(seed: settings.seed, epoch: 0), limit: count).map(\.images)
     }
 
-    /// One optimizer step on one batch; returns the batch loss and the number of correct predictions.
+    /// One optimizer step on one global batch; returns the batch loss and the number of correct
+    /// predictions. With several ranks each trains its shard (`Communicator.shard`) and the
+    /// gradients are summed, so the update is that of one process on the whole batch.
     /// With `timing`, each layer's forward and backward time is recorded (profiling).
     public func trainStep(images: Tensor, labels: [Int32], timing: StepTiming? = nil) throws -> (loss: Float, correct: Int) {
+        guard communicator.size > 1 else { return try trainStep(shard: images, labels: labels, globalCount: labels.count, timing: timing) }
+        let part = communicator.shard(of: labels.count)
+        let sample = images.count / max(labels.count, 1)
+        let shard = Tensor(shape: [part.count] + images.shape.dropFirst(),
+                           storage: Array(images.storage[(part.lowerBound * sample)..<(part.upperBound * sample)]))
+        return try trainStep(shard: shard, labels: Array(labels[part]), globalCount: labels.count, timing: timing)
+    }
+
+    /// Forward and backward on this rank's `shard` of a batch of `globalCount` samples, then the
+    /// gradients summed over the ranks and one optimizer step.
+    private func trainStep(shard images: Tensor, labels: [Int32], globalCount: Int,
+                           timing: StepTiming?) throws -> (loss: Float, correct: Int) {
         let tape = Tape()
         let logits = model.forward(images, training: true, tape: tape, timing: timing)
         tape.currentLabel = "loss"
-        let (loss, correct) = timing.map { $0.measure("loss") { softmaxCrossEntropy(logits, labels: labels, tape: tape) } }
+        var (loss, correct) = timing.map { $0.measure("loss") { softmaxCrossEntropy(logits, labels: labels, tape: tape) } }
             ?? softmaxCrossEntropy(logits, labels: labels, tape: tape)
-        let value = loss.value.storage[0]
+        var value = loss.value.storage[0]
+        if communicator.size > 1 {
+            // The global loss is the mean over the whole batch: this shard's mean weighs
+            // shard/global, so that the summed gradients are those of the global mean.
+            let weight = Float(labels.count) / Float(globalCount)
+            loss = multiply(loss, Variable(Tensor(shape: loss.shape, repeating: weight)), tape: tape)
+            var totals = [Double(value) * Double(labels.count), Double(correct)]
+            if let timing { timing.measure("allreduce") { communicator.sum(&totals) } } else { communicator.sum(&totals) }
+            value = Float(totals[0] / Double(globalCount))
+            correct = Int(totals[1])
+        }
+        // Every rank sees the same global loss and gradients, so all stop together.
         guard value.isFinite else { throw TrainingError.nonFiniteLoss(epoch: epoch, step: step, value: value) }
         tape.backward(from: loss, timing: timing)
+        if communicator.size > 1 {
+            if let timing { timing.measure("allreduce") { sumGradients() } } else { sumGradients() }
+        }
         // A NaN can reach the weights without touching the loss (a ReLU after it, a clamp):
         // checking every gradient before the update costs one pass over the parameters.
         for p in model.parameters where !(p.variable.grad?.isFinite ?? true) {
@@ -105,6 +140,35 @@ public final class Trainer {
         }
         step += 1
         return (value, correct)
+    }
+
+    /// The parameters whose gradients are summed over the ranks after each backward: all of them,
+    /// except under synchronised BN the BN layers' γ and β, whose gradients are sums over the
+    /// global batch already (BatchNormSync), the same on every rank.
+    public var summedParameters: [Variable] {
+        var global = Set<ObjectIdentifier>()
+        if communicator.size > 1 && settings.batchNormSync == .global {
+            for layer in model.batchNormLayers { global.formUnion([ObjectIdentifier(layer.gamma), ObjectIdentifier(layer.beta)]) }
+        }
+        return model.parameters.map(\.variable).filter { !global.contains(ObjectIdentifier($0)) }
+    }
+
+    /// Sums the gradients of `summedParameters` over the ranks, in one message.
+    private func sumGradients() {
+        let local = summedParameters.filter { $0.grad != nil }
+        var packed: [Float] = []
+        packed.reserveCapacity(local.reduce(0) { $0 + $1.value.count })
+        for variable in local { packed.append(contentsOf: variable.grad!.storage) }
+        communicator.sum(&packed)
+        var offset = 0
+        packed.withUnsafeBufferPointer { sums in
+            for variable in local {
+                variable.grad!.storage.withUnsafeMutableBufferPointer { grad in
+                    grad.baseAddress!.update(from: sums.baseAddress! + offset, count: grad.count)
+                    offset += grad.count
+                }
+            }
+        }
     }
 
     /// Trains the rest of the current epoch, then evaluates on `test`.

@@ -26,6 +26,7 @@ public final class TrainingRun {
     public var log: (String) -> Void = { print($0) }
     /// metrics.csv and metrics.svg, beside the checkpoints.
     public private(set) lazy var metrics: MetricsLog? = {
+        guard trainer.communicator.isRoot else { return nil }   // one record per job, by rank 0
         let layers = model.fakeQuantizers.map(\.layerName)
         if let directory = settings.checkpointDirectory { return MetricsLog(folder: directory, layerNames: layers) }
         guard let output = settings.output else { return nil }
@@ -36,7 +37,8 @@ public final class TrainingRun {
     }()
 
     /// `config` may be nil for a pure AMCT file whose layer rules come with `--model`/`--init` flags.
-    public init(configFile: String, config: RetrainConfig?, settings: RunSettings) throws {
+    /// `communicator`: the ranks of a data-parallel run (`mpirun`), one process by default.
+    public init(configFile: String, config: RetrainConfig?, settings: RunSettings, communicator: Communicator = .single) throws {
         self.configFile = configFile
         self.settings = settings
         let source = try ModelSource.load(file: settings.modelSpec)
@@ -50,7 +52,7 @@ public final class TrainingRun {
         }
         record = RunRecord(settings: settings, spec: spec, plan: plan)
         model = try Model(spec: spec, seed: settings.seed)
-        trainer = Trainer(model: model, settings: settings)
+        trainer = Trainer(model: model, settings: settings, communicator: communicator)
         batchNum = config?.batchCount ?? 1
     }
 
@@ -103,6 +105,8 @@ public final class TrainingRun {
         try model.checkFoldsBeforeCalibration(plan)
         try checkData(train: train, test: nil)
         try checkCalibrationBatches(trainCount: train.count)
+        // Every rank calibrates on the same whole batches (eval mode: nothing is exchanged), so the
+        // bounds are the same bits on every rank and equal to one process's.
         let batches = trainer.calibrationBatches(from: train, count: batchNum)
         let calibrated = try model.calibrate(on: batches)
         if !calibrated.isEmpty {
@@ -167,7 +171,9 @@ public final class TrainingRun {
                                     counters: counters, extra: extra)
     }
 
+    /// Writes the checkpoint (rank 0 of a data-parallel run; the other ranks hold the same state).
     public func save(to path: String) throws {
+        guard trainer.communicator.isRoot else { return }
         let folder = (path as NSString).deletingLastPathComponent
         if !folder.isEmpty { try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
         try checkpointFile().write(to: path)

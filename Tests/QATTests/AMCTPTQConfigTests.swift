@@ -52,8 +52,8 @@ final class AMCTPTQConfigTests: XCTestCase {
         XCTAssertEqual(ifmr.keyPath, "tensor_quantize[0]")
         XCTAssertTrue(ifmr.message.contains("input tensor of node \"pool1\" is not supported yet"), "\(ifmr)")
         let hfmg = try XCTUnwrap(refusal("Configs/amct/ptq-hfmg.json"))
-        XCTAssertEqual(hfmg.keyPath, "tensor_quantize[0].activation_quant_params.asymmetric")
-        XCTAssertTrue(hfmg.message.contains("asymmetric false) with act_algo hfmg are not supported yet"), "\(hfmg)")
+        XCTAssertEqual(hfmg.keyPath, "tensor_quantize[0]")
+        XCTAssertTrue(hfmg.message.contains("input tensor of node \"pool1\" is not supported yet"), "\(hfmg)")
 
         // The IFMR example without those two keys loads: two symmetric IFMR layers.
         let plain = try RetrainConfig.load(file: repositoryPath("Configs/amct/ptq-plain.json"))
@@ -102,6 +102,17 @@ final class AMCTPTQConfigTests: XCTestCase {
             let offset = try plan("{\(header) \(layer("conv1", #""num_bits": 8, "search_step": 0.02"#))}")
             XCTAssertEqual(offset.layer(named: "conv1")?.quantizer?.calibration,
                            CalibrationMethod(IFMRParameters(searchStep: 0.02, asymmetric: true)))
+        }
+        // HFMG symmetric (asymmetric false, or activation_offset false): zero point 0, fixed_min false.
+        let symmetricHFMG = try plan("""
+            {"activation_offset": false, \(layer("conv2", #""num_bits": 8, "act_algo": "hfmg""#)),
+             \(layer("fc1", #""num_bits": 8, "act_algo": "hfmg", "asymmetric": false"#,
+                     weights: #""num_bits": 8, "channel_wise": false"#))}
+            """)
+        for name in ["conv2", "fc1"] {
+            let q = try XCTUnwrap(symmetricHFMG.layer(named: name)?.quantizer)
+            XCTAssertEqual(q.calibration, CalibrationMethod(HFMGParameters(binCount: 4096, asymmetric: false)), name)
+            XCTAssertFalse(q.fixedMin, name)
         }
         // An entry without activation_quant_params: INT8 IFMR as activation_offset says.
         let bare = try plan(#"{"activation_offset": false, "conv1": {"quant_enable": true}}"#)
@@ -206,10 +217,6 @@ final class AMCTPTQConfigTests: XCTestCase {
         assertError(#"{"conv1": {"dmq_balancer_param": 0.5}}"#, keyPath: "conv1.dmq_balancer_param", mentions: ["DMQ", "not supported yet"])
         assertError(#"{"tensor_quantize": [{"layer_name": "pool1", "input_index": 0}], "conv1": {}}"#,
                     keyPath: "tensor_quantize[0]", mentions: ["not supported yet"])
-        assertError("{\(layer("conv1", #""num_bits": 8, "act_algo": "hfmg", "asymmetric": false"#))}",
-                    keyPath: "conv1.activation_quant_params.asymmetric", mentions: ["hfmg", "not supported yet"])
-        assertError("{\"activation_offset\": false, \(layer("conv1", #""num_bits": 8, "act_algo": "hfmg""#))}",
-                    keyPath: "activation_offset", mentions: ["hfmg", "not supported yet", "conv1.activation_quant_params.asymmetric true"])
         assertError("{\(layer("conv1", #""num_bits": 8"#, weights: #""num_bits": 16"#))}",
                     keyPath: "conv1.weight_quant_params.num_bits", mentions: ["16-bit weights are not supported yet"])
         // A PTQ config without layer entries quantizes nothing: an error, not float training.

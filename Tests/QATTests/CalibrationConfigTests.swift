@@ -53,7 +53,7 @@ final class CalibrationConfigTests: XCTestCase {
     func testSettingsAreNamedAsAMCTNamesThem() {
         XCTAssertEqual(CalibrationMethod.known.map { $0.name }, ["ifmr", "hfmg", "maxmin", "percentile", "entropy", "mse"])
         XCTAssertEqual(IFMRParameters.settings.map(\.key), ["max_percentile", "min_percentile", "search_range", "search_step", "asymmetric"])
-        XCTAssertEqual(HFMGParameters.settings.map(\.key), ["num_of_bins"])
+        XCTAssertEqual(HFMGParameters.settings.map(\.key), ["num_of_bins", "asymmetric"])
         XCTAssertEqual(CalibrationMethod.default, CalibrationMethod(IFMRParameters()))
         XCTAssertNotEqual(CalibrationMethod(HFMGParameters()), CalibrationMethod(HFMGParameters(binCount: 2048)))
         XCTAssertNotEqual(CalibrationMethod(HFMGParameters()), CalibrationMethod(IFMRParameters()))

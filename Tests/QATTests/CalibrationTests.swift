@@ -230,6 +230,43 @@ final class CalibrationTests: XCTestCase {
         XCTAssertLessThanOrEqual(result.clipMin, -200)
     }
 
+    /// Symmetric HFMG: a block of 200 bins around 0 in [−512, 512) and one far outlier. The half
+    /// width b it picks has the least error of all candidates [−512 + i, 512 − i] (i ≤ 384),
+    /// computed here directly with levels k·b/127, k = −128…127.
+    func testSymmetricHFMGExcludesAFarOutlierAndIsTheBestCandidate() {
+        var counts = [Double](repeating: 0, count: 1024)
+        for j in 412..<612 { counts[j] = 1e6 }
+        counts[1023] = 1
+        let b = hfmgSymmetricSearch(Histogram(counts: counts, lowerEdge: -512, upperEdge: 512))
+        func error(_ half: Double) -> Double {
+            let step = half / 127
+            var sum = 0.0
+            for (j, mass) in counts.enumerated() where mass > 0 {
+                let centre = -512 + Double(j) + 0.5
+                let level = min(max((centre / step).rounded(.toNearestOrEven), -128), 127)
+                sum += mass * (centre - level * step) * (centre - level * step)
+            }
+            return sum
+        }
+        let candidates = (0...384).map { 512 - Double($0) }
+        let best = candidates.min { error($0) < error($1) }!
+        XCTAssertEqual(Double(b), best)
+        XCTAssertLessThan(b, 200, "the outlier at 511.5 should be clipped")
+        XCTAssertGreaterThanOrEqual(b, 128, "a quarter of the bins remain at least")
+    }
+
+    /// HFMG with asymmetric false gives (b, −128·b/127): a grid with zero point 0.
+    func testSymmetricHFMGStartsOnAZeroPointZeroGrid() throws {
+        let x = (0..<20_000).map { Float($0 % 2000) / 1000 - 0.7 }
+        let (clipMax, clipMin) = try HFMGParameters(binCount: 1024, asymmetric: false)
+            .startingClipRange(batches: [Tensor(shape: [x.count], storage: x)], layer: "conv1")
+        XCTAssertEqual(clipMin, -128 * (clipMax / 127))
+        XCTAssertGreaterThan(clipMax, 1.2)
+        XCTAssertEqual(QuantizationGrid(bits: 8, clipMax: clipMax, clipMin: clipMin).offset, 0)
+        XCTAssertEqual(try HFMGParameters(binCount: 1024).startingClipRange(batches: [Tensor(shape: [x.count], storage: x)], layer: "c").clipMin,
+                       -0.7, accuracy: 0.01, "asymmetric (the default) keeps HFMG's own lower bound")
+    }
+
     func testHFMGOnUniformDataKeepsNearlyTheFullRange() throws {
         let x = (0..<100_000).map { Float($0) / 100_000 }
         let result = try hfmg(x, numberOfBins: 1024, layer: "conv1")

@@ -55,21 +55,86 @@ public struct HFMGParameters: Calibrator, Equatable {
     public static let name = "hfmg"
 
     public static var settings: [CalibratorSetting<HFMGParameters>] {
-        [.integer("num_of_bins", .oneOf(hfmgBinCounts.sorted()), \.binCount)]
+        [.integer("num_of_bins", .oneOf(hfmgBinCounts.sorted()), \.binCount),
+         .flag("asymmetric", \.asymmetric, isRecordedOnlyWhenChanged: true)]
     }
 
     /// AMCT's `num_of_bins`: 1024, 2048, 4096 or 8192.
     public var binCount = 4096
+    /// True (the default): HFMG's own asymmetric range; false: the symmetric search
+    /// (`hfmgSymmetricSearch`), zero point 0.
+    public var asymmetric = true
 
     public init() {}
-    public init(binCount: Int) { self.binCount = binCount }
+    public init(binCount: Int, asymmetric: Bool = true) {
+        self.binCount = binCount
+        self.asymmetric = asymmetric
+    }
 
     /// HFMG's range over every value of the batches, widened to contain 0 (the ULQ bounds always
     /// do, docs/ALGORITHMS.md §1), so data that never goes negative starts with clip_min = 0.
+    /// Symmetric: (b, −128·b/127), the grid with zero point 0 and step b/127.
     public func startingClipRange(batches: [Tensor], layer: String) throws -> (clipMax: Float, clipMin: Float) {
-        let result = try hfmg(concatenated(batches), numberOfBins: binCount, layer: layer)
+        let values = concatenated(batches)
+        guard asymmetric else {
+            let b = try hfmgSymmetric(values, numberOfBins: binCount, layer: layer)
+            return (b, -128 * (b / 127))
+        }
+        let result = try hfmg(values, numberOfBins: binCount, layer: layer)
         return (max(result.clipMax, 0), min(result.clipMin, 0))
     }
+}
+
+/// Symmetric HFMG over one layer's values: the half-width b of the chosen range (errors as `hfmg`).
+public func hfmgSymmetric(_ values: [Float], numberOfBins: Int = 4096, layer: String) throws -> Float {
+    guard hfmgBinCounts.contains(numberOfBins) else { throw CalibrationError.invalidBinCount(numberOfBins, layer: layer) }
+    guard !values.isEmpty else { throw CalibrationError.noData(layer: layer) }
+    guard values.allSatisfy({ $0.isFinite }) else { throw CalibrationError.nonFiniteValue(layer: layer) }
+    let bound = values.reduce(Float(0)) { max($0, abs($1)) }
+    var counts = [Double](repeating: 0, count: numberOfBins)
+    let width = 2 * Double(bound) / Double(numberOfBins)
+    for v in values {
+        let bin = width > 0 ? Int((Double(v) + Double(bound)) / width) : 0
+        counts[min(bin, numberOfBins - 1)] += 1
+    }
+    return hfmgSymmetricSearch(Histogram(counts: counts, lowerEdge: -bound, upperEdge: bound))
+}
+
+/// The symmetric search on a histogram over [−A, A]: candidates drop one bin from each end at a
+/// time, [−A + i·w, A − i·w], until a quarter of the bins remain, the full range included. The
+/// grid of half-width b is zero point 0 and step s = b/127 (levels k·s, k = −128…127); each bin's
+/// mass sits at its centre c and maps to clamp(round(c/s), −128, 127)·s; error = Σ mass·(c −
+/// level)². The global argmin wins (the widest on a tie). Returns b (A for an all-zero histogram).
+public func hfmgSymmetricSearch(_ histogram: Histogram) -> Float {
+    let bins = histogram.counts.count
+    let width = histogram.binWidth
+    let upper = Double(histogram.upperEdge)
+    guard width > 0, bins >= 4 else { return histogram.upperEdge }
+    var centres: [Double] = []
+    var masses: [Double] = []
+    for (j, c) in histogram.counts.enumerated() where c > 0 {
+        centres.append(Double(histogram.lowerEdge) + (Double(j) + 0.5) * width)
+        masses.append(c)
+    }
+    let candidates = (bins - max(bins / 4, 2)) / 2 + 1
+    var errors = [Double](repeating: 0, count: candidates)
+    errors.withUnsafeMutableBufferPointer { out in
+        Parallel.forEachChunk(candidates) { chunk in
+            for i in chunk {
+                let step = (upper - Double(i) * width) / 127
+                var sum = 0.0
+                for j in 0..<centres.count {
+                    let level = QuantizationGrid.clampAndRound(centres[j] / step, low: -128, high: 127)
+                    let d = centres[j] - level * step
+                    sum += masses[j] * d * d
+                }
+                out[i] = sum
+            }
+        }
+    }
+    var best = 0
+    for i in 1..<candidates where errors[i] < errors[best] { best = i }
+    return best == 0 ? histogram.upperEdge : Float(upper - Double(best) * width)
 }
 
 /// HFMG over one layer's collected values. Throws for a bin count outside {1024, 2048, 4096,

@@ -5,7 +5,7 @@ import QATIO
 // config.json"; the manual's parameter table gives every key and range). It is read into the
 // same rule model as the retrain formats (one entry per layer), so `qat calibrate`, `qat plan`
 // and `qat train` resolve it into the one per-layer plan. Semantics qat cannot run yet (DMQ,
-// joint quantization, quantized MaxPool/Add inputs, symmetric HFMG, 16-bit weights) are refused
+// joint quantization, quantized MaxPool/Add inputs, 16-bit weights) are refused
 // with the key path, never accepted and ignored.
 
 /// The AMCT PTQ config.json reader.

@@ -1,3 +1,4 @@
+import Foundation
 import QATIO
 
 // The front door of quantization configs (docs/CONFIG.md "Config formats"): every command that
@@ -15,6 +16,9 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     /// AMCT's post-training quantization config.json: `activation_offset`, `do_fusion`, … and
     /// one entry per layer with `quant_enable`, `activation_quant_params` and `weight_quant_params`.
     case amctPTQ
+    /// AMCT's simple config (quant.cfg) in protobuf text format: `common_config`,
+    /// `override_layer_types`, … Told from JSON by its content (`isProtoText`), not by keys.
+    case amctSimpleProtoText
     /// Vitis AI's vai_q_pytorch JSON: `overall_quantize_config`, `tensor_quantize_config`,
     /// `layer_quantize_config` and the global quantizer settings (`include_cle`, …).
     case vitis
@@ -30,13 +34,14 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         case .amctPTQ: return "AMCT PTQ config.json"
         case .vitis: return "Vitis AI vai_q_pytorch JSON"
         case .floatTraining: return "float training config (no layer rules)"
+        case .amctSimpleProtoText: return "AMCT simple config (proto text)"
         }
     }
 
     /// Top-level keys that only this format has.
     var topLevelMarkers: [String] {
         switch self {
-        case .amctRetrain, .floatTraining: return []
+        case .amctRetrain, .floatTraining, .amctSimpleProtoText: return []
         case .simple: return RetrainConfig.simpleFormKeys
         case .amctPTQ: return AMCTPTQConfig.topLevelKeys
         case .vitis: return VitisConfig.topLevelKeys
@@ -47,7 +52,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     var layerEntryMarkers: [String] {
         switch self {
         case .amctRetrain: return ["retrain_enable", "retrain_data_config", "retrain_weight_config"]
-        case .simple, .floatTraining, .vitis: return []
+        case .simple, .floatTraining, .amctSimpleProtoText, .vitis: return []
         case .amctPTQ: return AMCTPTQConfig.layerEntryKeys
         }
     }
@@ -55,7 +60,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     /// The key that switches a layer entry off, e.g. "retrain_enable".
     public var enableKey: String {
         switch self {
-        case .amctRetrain, .simple, .floatTraining: return "retrain_enable"
+        case .amctRetrain, .simple, .floatTraining, .amctSimpleProtoText: return "retrain_enable"
         case .amctPTQ: return "quant_enable"
         case .vitis: return "quantizable_data_type"
         }
@@ -65,7 +70,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     /// for Vitis AI an empty `quantizable_data_type` in the layer's configuration.
     public var keepFloatSetting: String {
         switch self {
-        case .amctRetrain, .simple, .floatTraining, .amctPTQ: return "\"\(enableKey)\": false"
+        case .amctRetrain, .simple, .floatTraining, .amctPTQ, .amctSimpleProtoText: return "\"\(enableKey)\": false"
         case .vitis: return "\"\(enableKey)\": []"
         }
     }
@@ -75,6 +80,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         switch self {
         case .amctRetrain, .simple, .floatTraining: return "retrain_data_config"
         case .amctPTQ: return "activation_quant_params"
+        case .amctSimpleProtoText: return "ifmr_quantize"
         case .vitis: return "tensor_quantize_config.activation"
         }
     }
@@ -83,6 +89,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         switch self {
         case .amctRetrain, .simple, .floatTraining: return "retrain_weight_config"
         case .amctPTQ: return "weight_quant_params"
+        case .amctSimpleProtoText: return "arq_quantize"
         case .vitis: return "tensor_quantize_config.weights"
         }
     }
@@ -90,9 +97,31 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     /// The key of per-channel weight scales inside the weight section.
     var channelWiseKey: String {
         switch self {
-        case .amctRetrain, .simple, .floatTraining, .amctPTQ: return "channel_wise"
+        case .amctRetrain, .simple, .floatTraining, .amctPTQ, .amctSimpleProtoText: return "channel_wise"
         case .vitis: return "per_channel"
         }
+    }
+
+    /// True when a layer whose IFMR is symmetric gets the signed range [−128·s, 127·s] unless the
+    /// config pins fixed_min (AMCT's symmetric INT8), rather than fixed_min from the graph rule.
+    /// The AMCT PTQ reader sets fixed_min itself; the proto-text reader cannot, since its
+    /// `asymmetric` resolves key by key across four levels.
+    public var symmetricActivationsAreSigned: Bool {
+        switch self {
+        case .amctRetrain, .simple, .amctPTQ, .floatTraining: return false
+        case .amctSimpleProtoText: return true
+        case .vitis: return false   // the Vitis reader sets fixed_min from `signed` itself
+        }
+    }
+
+    /// True when `data` is not JSON: its first character other than white space is not "{".
+    /// AMCT's quant.cfg starts with a field name or a "#" comment; an empty file is left to the
+    /// JSON reader, whose message says so.
+    public static func isProtoText(_ data: Data) -> Bool {
+        var bytes = data[...]
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
+        guard let first = bytes.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) else { return false }
+        return first != UInt8(ascii: "{")
     }
 
     /// The format of `root`, from its keys: a top-level key only one format has, or a key inside

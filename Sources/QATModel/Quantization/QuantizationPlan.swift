@@ -180,20 +180,31 @@ extension RetrainConfig {
             warnings.append("skip_layer_types[\(index)]: model \(model.name) has no \(type.name) layer; the entry has no effect")
         }
         for type in simple.typeOverrides.keys.sorted(by: { $0.name < $1.name }) where !typesInModel.contains(type) {
-            warnings.append("\(simple.typeOverrides[type]!.keyPath): model \(model.name) has no \(type.name) layer; the entry has no effect")
+            warnings.append("\(ruleName(typeOverride: type, simple)): model \(model.name) has no \(type.name) layer; the entry has no effect")
         }
         for name in simple.layerOverrides.keys.sorted() {
             guard let layer = model.layers.first(where: { $0.name == name }) else {
-                warnings.append("\(simple.layerOverrides[name]!.keyPath): \(noLayer(name)); the entry has no effect")
+                warnings.append("\(ruleName(layerOverride: name, simple)): \(noLayer(name)); the entry has no effect")
                 continue
             }
             guard layer.kind.isQuantizable else {
-                throw InputError(file: file, keyPath: simple.layerOverrides[name]!.keyPath,
+                throw InputError(file: file, keyPath: ruleName(layerOverride: name, simple),
                                  message: "\(name) is a \(layer.kind.typeName) layer, which cannot be quantized "
                                     + "(quantizable layers: \(sampleNames(of: model)))")
             }
         }
         return warnings
+    }
+
+    /// How plans and messages name a layer or type override: the simple form's key
+    /// (`override_layer_configs.conv1`), which the proto-text form shares, or the entry of a Vitis
+    /// AI `layer_quantize_config`.
+    private func ruleName(layerOverride name: String, _ simple: SimpleRules) -> String {
+        format == .vitis ? simple.layerOverrides[name]!.keyPath : "override_layer_configs.\(name)"
+    }
+
+    private func ruleName(typeOverride type: LayerType, _ simple: SimpleRules) -> String {
+        format == .vitis ? simple.typeOverrides[type]!.keyPath : "override_layer_types.\(type.name)"
     }
 
     /// Simple form, one layer: layer rules > type rules > global.
@@ -209,15 +220,17 @@ extension RetrainConfig {
         let typeOverride = simple.typeOverrides[layer.kind.layerType]
         if let layerOverride = simple.layerOverrides[layer.name] {
             // Only a Vitis AI layer configuration can switch a layer off (an empty quantizable_data_type).
-            guard layerOverride.isEnabled else { return try decided("\(layerOverride.keyPath) (\(format.keepFloatSetting))") }
+            let rule = ruleName(layerOverride: layer.name, simple)
+            guard layerOverride.isEnabled else { return try decided("\(rule) (\(format.keepFloatSetting))") }
             // A layer override refines its type's override and the global config, key by key.
-            return try decided(layerOverride.keyPath, [simple.global] + [typeOverride, layerOverride].compactMap { $0 })
+            return try decided(rule, [simple.global] + [typeOverride, layerOverride].compactMap { $0 })
         }
         if simple.skipLayers.contains(layer.name) { return try decided("skip_layers") }
         if simple.skipLayerTypes.contains(layer.kind.layerType) { return try decided("skip_layer_types") }
         if let typeOverride {
-            guard typeOverride.isEnabled else { return try decided("\(typeOverride.keyPath) (\(format.keepFloatSetting))") }
-            return try decided(typeOverride.keyPath, [simple.global, typeOverride])
+            let rule = ruleName(typeOverride: layer.kind.layerType, simple)
+            guard typeOverride.isEnabled else { return try decided("\(rule) (\(format.keepFloatSetting))") }
+            return try decided(rule, [simple.global, typeOverride])
         }
         return try decided("global", [simple.global])
     }
@@ -241,17 +254,20 @@ extension RetrainConfig {
         let channelWise = pick { $0.weight.channelWise }
         let calibrationChain: [(config: CalibrationConfig, keyPath: String)] = [(calibration, "calibration")]
             + configs.map { ($0.data.calibration, $0.keyPath(format.dataSectionKey)) }
+        let calibration = try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings)
+        let isSignedSymmetric = format.symmetricActivationsAreSigned
+            && (calibration.calibrator as? IFMRParameters).map { !$0.asymmetric } == true
         let result = QuantizerSettings(
             activationAlgorithm: pick { $0.data.algorithm }?.value ?? .ulqQuantize,
             clipMax: clip?.value.0, clipMin: clip?.value.1,
-            fixedMin: fixedMin?.value ?? (wiring.nonNegativeSource(ofLayerAt: index) != nil),
+            fixedMin: fixedMin?.value ?? (!isSignedSymmetric && wiring.nonNegativeSource(ofLayerAt: index) != nil),
             fixedMinIsDefault: fixedMin == nil,
             activationType: pick { $0.data.dstType }?.value ?? .int8,
             weightAlgorithm: pick { $0.weight.algorithm }?.value ?? .arqRetrain,
             channelWise: channelWise?.value ?? supportsChannelWise,
             weightType: pick { $0.weight.dstType }?.value ?? .int8,
             learnClip: pick { $0.data.learnClip }?.value ?? true,
-            calibration: try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings))
+            calibration: calibration)
 
         if !supportsChannelWise && result.channelWise, let source = channelWise?.source {
             // This runtime gives linear weights one scale per tensor only (see docs/CONFIG.md).

@@ -197,7 +197,22 @@ public struct RetrainConfig: Equatable, Sendable {
 extension RetrainConfig {
     /// Reads and checks a config file; errors name the file and the key path.
     public static func load(file: String) throws -> RetrainConfig {
-        try parse(JSONObject.load(file: file))
+        try read(file: file).config
+    }
+
+    /// Reads a config file in any format, with the JSON object the trainer's sections
+    /// (`RunSettings`) come from: empty for AMCT's proto-text simple config, which has none.
+    /// The format is decided by content (`ConfigFormat.isProtoText`), then by keys.
+    public static func read(file: String) throws -> (config: RetrainConfig, root: JSONObject) {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw InputError(file: file, message: "cannot read the file (missing or unreadable)")
+        }
+        guard ConfigFormat.isProtoText(data) else {
+            let root = try JSONObject.parse(data, file: file)
+            return (try parse(root), root)
+        }
+        let config = try AMCTSimpleConfig.parse(ProtoTextMessage.parse(data, file: file))
+        return (config, JSONObject(file: file, path: "", values: [:]))
     }
 
     /// `batch_num`'s range at parse time; at run start batch_num × batch_size must also fit
@@ -210,6 +225,8 @@ extension RetrainConfig {
         switch try ConfigFormat.detect(root) {
         case .amctRetrain, .simple, .floatTraining: return try parseRetrainForms(root)
         case .amctPTQ: return try AMCTPTQConfig.parse(root)
+        case .amctSimpleProtoText:
+            throw InputError(file: root.file, message: "is JSON; AMCT's simple config is proto text (key: value)")
         case .vitis: return try VitisConfig.parse(root)
         }
     }

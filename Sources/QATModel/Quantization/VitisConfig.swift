@@ -24,12 +24,12 @@ enum VitisConfig {
     /// Global switches whose only supported value is false, with what true would ask for and the
     /// manual's default (used when the key is left out; true for CLE and bias correction).
     static let unsupportedSwitches: [(key: String, manualDefault: Bool, feature: String)] = [
-        ("convert_relu6_to_relu", false, "converting ReLU6 to ReLU"),
-        ("convert_silu_to_hswish", false, "converting SiLU to hard swish"),
-        ("include_cle", true, "cross-layer equalization (CLE)"),
-        ("include_bias_corr", true, "bias correction"),
-        ("keep_first_last_layer_accuracy", false, "keeping the first and last layers in float"),
-        ("keep_add_layer_accuracy", false, "keeping add layers in float"),
+        ("convert_relu6_to_relu", false, "qat has no converting ReLU6 to ReLU"),
+        ("convert_silu_to_hswish", false, "qat has no converting SiLU to hard swish"),
+        ("include_cle", true, "the config key does not switch on cross-layer equalization yet (qat calibrate --cle runs it)"),
+        ("include_bias_corr", true, "the config key does not switch on bias correction yet (qat calibrate --bias-correction runs it)"),
+        ("keep_first_last_layer_accuracy", false, "qat has no keeping the first and last layers in float"),
+        ("keep_add_layer_accuracy", false, "qat has no keeping add layers in float"),
     ]
 
     static func parse(_ root: JSONObject) throws -> RetrainConfig {
@@ -39,7 +39,7 @@ enum VitisConfig {
             let value = try root.bool(key)
             guard value ?? manualDefault else { continue }
             throw root.error(key, "true\(value == nil ? " (the manual's default when the key is left out)" : "") is not "
-                             + "supported yet: qat has no \(feature); set \(key) false")
+                             + "supported yet: \(feature); set \(key) false")
         }
         let device = try root.string("target_device") ?? "DPU"
         switch device {

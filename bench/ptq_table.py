@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""PTQ accuracy table (issue 12): float vs `qat calibrate` for each calibration method and the
+PTQ transforms, on LeNet-5, resnet-tiny and the two imported example networks; every result is
+deployed and checked with `qat verify`. Prints a markdown table (docs/PTQ.md records one).
+
+For each model: a float checkpoint (LeNet-5: the shipped one; resnet-tiny: one float epoch on
+20,000 training images with Configs/float.json; the example networks: their ONNX weights as
+imported), then `qat create-config` for the layer rules with a `calibration` section naming
+act_algo, and `qat calibrate` on batch_num = 4 batches of 64. Rows: each method alone
+(ifmr, hfmg, maxmin, percentile, entropy, mse), and IFMR with --cle, --bias-correction, both.
+LeNet-5 also gets QAT (one epoch of Configs/retrain.json) from the best PTQ checkpoint against
+QAT with its own IFMR calibration. Standard library only; run from the repository root after
+`swift build -c release --product qat` (make ptq-table).
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+METHODS = ["ifmr", "hfmg", "maxmin", "percentile", "entropy", "mse"]
+TRANSFORMS = [["--cle"], ["--bias-correction"], ["--cle", "--bias-correction"]]
+
+
+def run(qat, *arguments):
+    result = subprocess.run([qat, *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"qat {' '.join(arguments)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def accuracy(log, label):
+    match = re.search(rf"^{re.escape(label)}\s+([0-9.]+)%", log, re.M)
+    return float(match.group(1))
+
+
+def float_checkpoint(qat, work, model):
+    """(model spec or ONNX file, float checkpoint) of one model."""
+    if model == "lenet5":
+        return "Configs/models/lenet5.json", "Checkpoints/lenet5-float.h5"
+    if model == "resnet-tiny":
+        out = os.path.join(work, "resnet-tiny-float.h5")
+        if not os.path.exists(out):
+            run(qat, "train", "--config", "Configs/float.json", "--model", "Configs/models/resnet-tiny.json",
+                "--epochs", "1", "--threads", "2", "--train-limit", "20000",
+                "--checkpoint-dir", os.path.join(work, "resnet-tiny-float"), "--output", out)
+        return "Configs/models/resnet-tiny.json", out
+    folder = os.path.join(work, model)
+    run(qat, "import", f"examples/onnx-models/{model}.onnx", "--output-dir", folder)
+    stem = model.replace("-", "_")
+    return os.path.join(folder, f"{stem}.json"), os.path.join(folder, f"{stem}-float.h5")
+
+
+def config_for(qat, work, model, spec, method):
+    rules = json.loads(run(qat, "create-config", "--model", spec))
+    rules["calibration"] = {"act_algo": method}
+    rules["batch_num"] = 4
+    path = os.path.join(work, f"{model}-{method}.json")
+    with open(path, "w") as f:
+        json.dump(rules, f, indent=2)
+    return path
+
+
+def ptq(qat, work, model, spec, checkpoint, method, transforms):
+    name = f"{model}-{method}" + "".join(t.replace("--", "-") for t in transforms)
+    output = os.path.join(work, name + ".h5")
+    log = run(qat, "calibrate", "--config", config_for(qat, work, model, spec, method), "--model", spec,
+              "--checkpoint", checkpoint, "--output", output, *transforms)
+    deployed = os.path.join(work, name + "-int8.h5")
+    run(qat, "deploy", "--checkpoint", output, "--output", deployed)
+    verify = subprocess.run([qat, "verify", "--checkpoint", output, "--deploy", deployed], capture_output=True, text=True)
+    int8 = re.search(r"INT8 ([0-9.]+)%", verify.stdout)
+    return {"float": accuracy(log, "float"), "ptq": accuracy(log, "PTQ (fake)"),
+            "int8": float(int8.group(1)) if int8 else None, "verify": "PASS" if verify.returncode == 0 else "FAIL",
+            "checkpoint": output}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--qat", default=".build/release/qat")
+    parser.add_argument("--work", default=".build/ptq-table")
+    parser.add_argument("--models", default="lenet5,resnet-tiny,mobilenetv2-tiny,resnet18-tiny")
+    args = parser.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    print("| model | calibration | float | PTQ (fake quant) | INT8 engine | verify |")
+    print("|---|---|---|---|---|---|")
+    best = {}
+    for model in args.models.split(","):
+        spec, checkpoint = float_checkpoint(args.qat, args.work, model)
+        rows = [(method, []) for method in METHODS] + [("ifmr", t) for t in TRANSFORMS]
+        for method, transforms in rows:
+            r = ptq(args.qat, args.work, model, spec, checkpoint, method, transforms)
+            label = method + "".join(" " + t for t in transforms)
+            int8 = f"{r['int8']:.2f} %" if r["int8"] is not None else "–"
+            print(f"| {model} | {label} | {r['float']:.2f} % | {r['ptq']:.2f} % | {int8} | {r['verify']} |", flush=True)
+            if model not in best or r["ptq"] > best[model][0]:
+                best[model] = (r["ptq"], label, r["checkpoint"])
+    if "lenet5" in best:
+        # QAT from the best PTQ checkpoint against QAT with its own IFMR calibration, same budget.
+        _, label, start = best["lenet5"]
+        common = ["--config", "Configs/retrain.json", "--epochs", "1"]
+        own = run(args.qat, "train", *common, "--checkpoint-dir", os.path.join(args.work, "qat-ifmr"),
+                  "--output", os.path.join(args.work, "qat-ifmr.h5"))
+        fromptq = run(args.qat, "train", *common, "--init", start, "--checkpoint-dir", os.path.join(args.work, "qat-ptq"),
+                      "--output", os.path.join(args.work, "qat-ptq.h5"))
+        pick = lambda log: re.findall(r"test acc\s+([0-9.]+)%", log)[-1]
+        print(f"\nLeNet-5 QAT, one epoch of Configs/retrain.json: from its own IFMR calibration {pick(own)} %, "
+              f"from the PTQ checkpoint ({label}) {pick(fromptq)} %")
+
+
+if __name__ == "__main__":
+    main()
