@@ -57,6 +57,8 @@ struct CalibrateCommand: ParsableCommand {
         try reportingUserErrors {
             var (retrainConfig, root) = try RetrainConfig.read(file: config)
             if let batchNum { retrainConfig.batchCount = batchNum }
+            if crossLayerEqualization { retrainConfig.ptqTransforms.insert(.crossLayerEqualization) }
+            if biasCorrection { retrainConfig.ptqTransforms.insert(.biasCorrection) }
             var settings = try RunSettings.parse(root)
             if let model { settings.modelSpec = model }
             if let checkpoint { settings.initCheckpoint = checkpoint }
@@ -84,10 +86,7 @@ struct CalibrateCommand: ParsableCommand {
             }
             let train = try job.loadData(.train, limit: settings.trainLimit)
             let test = try job.loadData(.test, limit: settings.testLimit)
-            var transforms = Set<PTQTransform>()
-            if crossLayerEqualization { transforms.insert(.crossLayerEqualization) }
-            if biasCorrection { transforms.insert(.biasCorrection) }
-            let report = try job.calibrate(train: train, test: test, transforms: transforms)
+            let report = try job.calibrate(train: train, test: test)
             print("             test acc   loss")
             print(String(format: "float        %6.2f%%    %.4f", 100 * report.float.accuracy, report.float.loss))
             print(String(format: "PTQ (fake)   %6.2f%%    %.4f   (%+.2f points, %d layer(s) calibrated, %d test images)",

@@ -40,9 +40,9 @@ extension TrainingRun {
 
     /// Calibrates from float weights and saves the PTQ checkpoint to `settings.output`
     /// (atomically: on any error the file is not written). `test` gives the float and PTQ accuracy.
-    /// `transforms`: cross-layer equalization before calibration, bias correction after it
-    /// (docs/ALGORITHMS.md §2.5); the float accuracy is that of the model as loaded.
-    public func calibrate(train: Dataset, test: Dataset, transforms: Set<PTQTransform> = []) throws -> CalibrationReport {
+    /// The plan's PTQ transforms run around calibration (docs/ALGORITHMS.md §2.5); the float
+    /// accuracy is that of the model as loaded.
+    public func calibrate(train: Dataset, test: Dataset) throws -> CalibrationReport {
         try calibrationPreflight(train: train, test: test)
         guard let start = try startingCheckpoint() else {
             throw InputError(file: configFile, keyPath: "model.init",
@@ -59,30 +59,16 @@ extension TrainingRun {
             + "\(settings.threads) thread(s)")
         log("evaluating the float model on \(test.count) test images")
         let float = model.withoutFakeQuantizers { trainer.evaluate(test) }
-        var pairs: [CrossLayerEqualization.Pair] = []
-        if transforms.contains(.crossLayerEqualization) {
-            pairs = CrossLayerEqualization.apply(to: model)
-            log("cross-layer equalization: " + (pairs.isEmpty ? "no conv → [BN] → ReLU → conv pair in this model"
-                : pairs.map { "\($0.first) → \($0.second)" }.joined(separator: ", ")))
-        }
         log("calibrating \(model.fakeQuantizers.count) layer(s) on \(batchNum) batch(es) of \(settings.batchSize) training images")
-        let calibrated = try calibrateQuantizers(train: train)
-        var corrections: BiasCorrection.Result?
-        if transforms.contains(.biasCorrection) {
-            log("bias correction on the \(batchNum) calibration batch(es)")
-            let result = BiasCorrection.apply(to: model, batches: trainer.calibrationBatches(from: train, count: batchNum))
-            for c in result.corrected { log(String(format: "  %@: largest shift %.3g", c.layer, c.largestShift)) }
-            if !result.skipped.isEmpty { log("  no bias to correct (and no folded BatchNorm): " + result.skipped.joined(separator: ", ")) }
-            corrections = result
-        }
+        let outcome = try calibrateQuantizers(train: train, transforms: plan?.ptqTransforms ?? [])
         log("evaluating the calibrated model (fake quant) on \(test.count) test images")
         // This forward also sets each quantizer's activation grid and weight scales, which the
         // checkpoint stores (they depend on the bounds and weights only, not on the images).
         let quantized = trainer.evaluate(test)
         try save(to: output)
         log("saved \(output)")
-        return CalibrationReport(float: float, quantized: quantized, calibratedLayers: calibrated,
-                                 equalizedPairs: pairs, biasCorrection: corrections)
+        return CalibrationReport(float: float, quantized: quantized, calibratedLayers: outcome.calibrated,
+                                 equalizedPairs: outcome.equalizedPairs, biasCorrection: outcome.biasCorrection)
     }
 
     /// Calibration starts from float weights: a checkpoint with quantizer state (QAT or PTQ) has

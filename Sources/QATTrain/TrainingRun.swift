@@ -74,7 +74,13 @@ public final class TrainingRun {
         let start = try startingCheckpoint()
         try loadStartingPoint(start)
         if let start { log("initialised from \(start.file)") }
-        try calibrateQuantizers(train: train)
+        // The PTQ transforms change float weights: only a start from float weights gets them.
+        var transforms = plan?.ptqTransforms ?? []
+        if let start, !QuantizerStateKey.layers(in: start.checkpoint.extra.keys).isEmpty, !transforms.isEmpty {
+            log("not applied: \(transforms.sorted().map(\.rawValue).joined(separator: ", ")) (\(start.file) is already calibrated)")
+            transforms = []
+        }
+        try calibrateQuantizers(train: train, transforms: transforms)
     }
 
     /// The checkpoint a fresh run starts from: `model.init`, else the weights of an ONNX
@@ -97,22 +103,43 @@ public final class TrainingRun {
         }
     }
 
+    /// What calibration did: the calibrated layers and, with the PTQ transforms, what they changed.
+    struct CalibrationOutcome {
+        var calibrated: [String] = []
+        var equalizedPairs: [CrossLayerEqualization.Pair] = []
+        var biasCorrection: BiasCorrection.Result?
+    }
+
     /// Calibrates every quantizer that has no bounds yet on the first `batch_num` training
-    /// batches (`Trainer.calibrationBatches`); returns the calibrated layers. Float runs: nothing.
+    /// batches (`Trainer.calibrationBatches`), with cross-layer equalization before it and bias
+    /// correction after it when `transforms` say so (docs/ALGORITHMS.md §2.5). Float runs: nothing.
     @discardableResult
-    func calibrateQuantizers(train: Dataset) throws -> [String] {
-        guard let plan else { return [] }
+    func calibrateQuantizers(train: Dataset, transforms: Set<PTQTransform> = []) throws -> CalibrationOutcome {
+        guard let plan else { return CalibrationOutcome() }
         try model.checkFoldsBeforeCalibration(plan)
         try checkData(train: train, test: nil)
         try checkCalibrationBatches(trainCount: train.count)
+        var outcome = CalibrationOutcome()
+        if transforms.contains(.crossLayerEqualization) {
+            outcome.equalizedPairs = CrossLayerEqualization.apply(to: model)
+            log("cross-layer equalization: " + (outcome.equalizedPairs.isEmpty ? "no conv → [BN] → ReLU → conv pair in this model"
+                : outcome.equalizedPairs.map { "\($0.first) → \($0.second)" }.joined(separator: ", ")))
+        }
         // Every rank calibrates on the same whole batches (eval mode: nothing is exchanged), so the
         // bounds are the same bits on every rank and equal to one process's.
         let batches = trainer.calibrationBatches(from: train, count: batchNum)
-        let calibrated = try model.calibrate(on: batches)
-        if !calibrated.isEmpty {
-            log("calibrated \(plan.describeCalibration(of: calibrated)) on \(batches.count) batch(es)")
+        outcome.calibrated = try model.calibrate(on: batches)
+        if !outcome.calibrated.isEmpty {
+            log("calibrated \(plan.describeCalibration(of: outcome.calibrated)) on \(batches.count) batch(es)")
         }
-        return calibrated
+        if transforms.contains(.biasCorrection) {
+            log("bias correction on the \(batches.count) calibration batch(es)")
+            let result = BiasCorrection.apply(to: model, batches: batches)
+            for c in result.corrected { log(String(format: "  %@: largest shift %.3g", c.layer, c.largestShift)) }
+            if !result.skipped.isEmpty { log("  no bias to correct (and no folded BatchNorm): " + result.skipped.joined(separator: ", ")) }
+            outcome.biasCorrection = result
+        }
+        return outcome
     }
 
     /// Restores everything from a checkpoint of this run. Refuses a checkpoint whose math-relevant

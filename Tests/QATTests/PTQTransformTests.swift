@@ -118,4 +118,25 @@ final class PTQTransformTests: XCTestCase {
         let (verifyStatus, verified) = try qat(["verify", "--checkpoint", ptq, "--deploy", deployed, "--test-limit", "500"])
         XCTAssertEqual(verifyStatus, 0, verified)
     }
+
+    /// A Vitis config with include_cle and include_bias_corr true runs both in `qat calibrate`;
+    /// `qat train --init` from the calibrated checkpoint does not run them again.
+    func testVitisSwitchesRunTheTransformsOnlyFromFloatWeights() throws {
+        let folder = try makeTemporaryFolder(self)
+        let text = try String(contentsOfFile: repositoryPath("Configs/vitis/plain-maxmin.json"), encoding: .utf8)
+            .replacingOccurrences(of: #""include_cle": false"#, with: #""include_cle": true"#)
+            .replacingOccurrences(of: #""include_bias_corr": false"#, with: #""include_bias_corr": true"#)
+        let config = folder + "/vitis.json"
+        try text.write(toFile: config, atomically: true, encoding: .utf8)
+        let ptq = folder + "/ptq.h5"
+        let (status, log) = try qat(["calibrate", "--config", config, "--checkpoint", repositoryPath("Checkpoints/lenet5-float.h5"),
+                                     "--output", ptq, "--batch-num", "2", "--test-limit", "300"])
+        XCTAssertEqual(status, 0, log)
+        XCTAssertTrue(log.contains("cross-layer equalization:") && log.contains("bias correction on the 2 calibration batch(es)"), log)
+        let (trainStatus, trained) = try qat(["train", "--config", config, "--init", ptq, "--epochs", "1", "--train-limit", "256",
+                                              "--test-limit", "100", "--checkpoint-dir", folder + "/run", "--output", folder + "/qat.h5"])
+        XCTAssertEqual(trainStatus, 0, trained)
+        XCTAssertTrue(trained.contains("not applied: cle, bias_correction"), trained)
+        XCTAssertFalse(trained.contains("bias correction on"), trained)
+    }
 }

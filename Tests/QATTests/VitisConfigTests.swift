@@ -46,7 +46,7 @@ final class VitisConfigTests: XCTestCase {
     func testTheManualsExamplesLoadOrAreRefusedWithTheirKeyPath() throws {
         let shipped = try FileManager.default.contentsOfDirectory(atPath: repositoryPath("Configs/vitis")).sorted()
         let refusals: [String: (keyPath: String, message: String)] = [
-            "default.json": ("include_cle", "true is not supported yet: the config key does not switch on cross-layer equalization yet (qat calibrate --cle runs it)"),
+            "default.json": ("target_device", "\"DPU\" is not supported yet: qat does not enforce the DPU rules"),
             "int_config.json": ("quantizable_data_type[2]", "\"bias\": quantizing biases to a grid of their own is not supported yet"),
             "bfloat16_config.json": ("overall_quantize_config.datatype", "bfloat16 is not supported yet"),
             "mix_precision_config.json": ("overall_quantize_config.datatype", "bfloat16 is not supported yet"),
@@ -139,16 +139,33 @@ final class VitisConfigTests: XCTestCase {
         XCTAssertEqual(reread.layers.map(\.quantizer), resolved.layers.map(\.quantizer))
     }
 
+    // MARK: include_cle and include_bias_corr: the plan's PTQ transforms
+
+    func testCLEAndBiasCorrectionSwitchesBecomeThePlansTransforms() throws {
+        func transforms(_ header: String) throws -> Set<PTQTransform> {
+            try RetrainConfig.parse(JSONObject.parse(Data(json(header: header).utf8), file: "v.json")).resolve(for: lenet).ptqTransforms
+        }
+        XCTAssertEqual(try transforms(header), [])
+        XCTAssertEqual(try transforms(header.replacingOccurrences(of: #""include_cle": false"#, with: #""include_cle": true"#)),
+                       [.crossLayerEqualization])
+        XCTAssertEqual(try transforms(header.replacingOccurrences(of: #""include_bias_corr": false"#, with: #""include_bias_corr": true"#)),
+                       [.biasCorrection])
+        // Left out: the manual's default, true.
+        let omitted = header.replacingOccurrences(of: #""include_cle": false, "#, with: "")
+            .replacingOccurrences(of: #""include_bias_corr": false, "#, with: "")
+        XCTAssertEqual(try transforms(omitted), [.crossLayerEqualization, .biasCorrection])
+        assertError(json(header: header.replacingOccurrences(of: #""include_cle": false"#, with: #""include_cle": 1"#)),
+                    keyPath: "include_cle", mentions: ["true or false"])
+    }
+
     // MARK: Refusals, each naming its key path
 
     func testUnsupportedSettingsAreRefusedWithTheirKeyPath() {
         let notYet = "not supported yet"
-        for key in ["convert_relu6_to_relu", "include_cle", "include_bias_corr", "keep_first_last_layer_accuracy", "keep_add_layer_accuracy"] {
+        for key in ["convert_relu6_to_relu", "keep_first_last_layer_accuracy", "keep_add_layer_accuracy"] {
             let header = self.header.replacingOccurrences(of: "\"\(key)\": false", with: "\"\(key)\": true")
             assertError(json(header: header), keyPath: key, mentions: ["true is \(notYet)"])
         }
-        assertError(json(header: header.replacingOccurrences(of: "\"include_bias_corr\": false, ", with: "")),
-                    keyPath: "include_bias_corr", mentions: ["the manual's default", notYet])
         assertError(json(header: header.replacingOccurrences(of: "\"CPU\"", with: "\"DPU\"")), keyPath: "target_device",
                     mentions: ["DPU rules", notYet])
         assertError(json(header: header.replacingOccurrences(of: "\"target_device\": \"CPU\", ", with: "")), keyPath: "target_device",

@@ -82,6 +82,8 @@ public struct QuantizationPlan: Equatable, Sendable {
     /// AMCT PTQ `do_fusion`: BatchNorms folded into their quantized conv before calibration,
     /// which qat's unfolded calibration matches when their γ is positive (checked then).
     public var foldsBeforeCalibration: [ConvBNPair]
+    /// Transforms of the float weights around calibration (`RetrainConfig.ptqTransforms`).
+    public var ptqTransforms: Set<PTQTransform> = []
 
     public init(modelName: String, configFile: String, batchCount: Int, layers: [LayerPlan], warnings: [String] = [],
                 foldsBeforeCalibration: [ConvBNPair] = []) {
@@ -141,8 +143,10 @@ extension RetrainConfig {
                 + "enable at least one, or train in float without a retrain config")
         }
         let folds = try fusion?.check(wiring, layers: layers, file: file, warnings: &warnings) ?? []
-        return QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
-                                layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
+        var plan = QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
+                                    layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
+        plan.ptqTransforms = ptqTransforms
+        return plan
     }
 
     /// AMCT form: every entry must name a quantizable layer of the model.

@@ -156,6 +156,9 @@ public struct RetrainConfig: Equatable, Sendable {
     /// AMCT PTQ's `do_fusion` and `skip_fusion_layers`, checked against the model when the
     /// config is resolved; nil for the retrain formats, which have no such keys.
     public var fusion: ConvBNFusion?
+    /// Transforms of the float weights around calibration (Vitis AI's `include_cle`,
+    /// `include_bias_corr`; `qat calibrate --cle --bias-correction` adds to them).
+    public var ptqTransforms: Set<PTQTransform> = []
 
     public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
                 calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:],

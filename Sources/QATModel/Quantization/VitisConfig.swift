@@ -6,9 +6,10 @@ import QATIO
 // UG1414 "Quantization strategy configuration"). It is read into the simple form's rules: the
 // model configuration is the global rule, each `layer_quantize_config` entry a type rule
 // (`layer_type`) or a layer rule (`layer_name`), so `qat calibrate`, `plan` and `train` resolve it
-// into the one per-layer plan. What qat cannot run yet (power-of-two scales, round modes other
-// than half_even, CLE, bias correction, `diffs`, DPU rules, bias quantization, …) is refused
-// with the key path, never accepted and ignored.
+// into the one per-layer plan. `include_cle` and `include_bias_corr` (true by default, as in the
+// manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5). What qat
+// cannot run yet (power-of-two scales, round modes other than half_even, `diffs`, DPU rules, bias
+// quantization, …) is refused with the key path, never accepted and ignored.
 
 /// The Vitis AI JSON reader.
 enum VitisConfig {
@@ -26,8 +27,6 @@ enum VitisConfig {
     static let unsupportedSwitches: [(key: String, manualDefault: Bool, feature: String)] = [
         ("convert_relu6_to_relu", false, "qat has no converting ReLU6 to ReLU"),
         ("convert_silu_to_hswish", false, "qat has no converting SiLU to hard swish"),
-        ("include_cle", true, "the config key does not switch on cross-layer equalization yet (qat calibrate --cle runs it)"),
-        ("include_bias_corr", true, "the config key does not switch on bias correction yet (qat calibrate --bias-correction runs it)"),
         ("keep_first_last_layer_accuracy", false, "qat has no keeping the first and last layers in float"),
         ("keep_add_layer_accuracy", false, "qat has no keeping add layers in float"),
     ]
@@ -71,8 +70,12 @@ enum VitisConfig {
         for key in root.keys where !known.contains(key) {
             throw root.error(key, "unknown key: not a key of the \(ConfigFormat.vitis.name) (\(topLevelKeys.joined(separator: ", ")))")
         }
-        return RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: .simple(rules),
-                             runtimeSections: sections, format: .vitis)
+        var config = RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: .simple(rules),
+                                   runtimeSections: sections, format: .vitis)
+        // The manual's defaults: both true.
+        if try root.bool("include_cle") ?? true { config.ptqTransforms.insert(.crossLayerEqualization) }
+        if try root.bool("include_bias_corr") ?? true { config.ptqTransforms.insert(.biasCorrection) }
+        return config
     }
 
     /// One `layer_quantize_config` entry: a type rule or a layer rule.

@@ -2,15 +2,6 @@ import Foundation
 import QATCore
 import QATModel
 
-/// A transform of the float weights that `qat calibrate` can run around calibration
-/// (docs/ALGORITHMS.md §2.5). Vitis AI's `include_cle` and `include_bias_corr` name them.
-public enum PTQTransform: String, CaseIterable, Sendable {
-    /// Cross-layer equalization, before calibration.
-    case crossLayerEqualization = "cle"
-    /// Bias correction, after calibration.
-    case biasCorrection = "bias_correction"
-}
-
 /// Cross-layer equalization (Nagel et al., "Data-Free Quantization Through Weight Equalization
 /// and Bias Correction", 2019): for two convs A → [BN] → ReLU → B, output channel i of A (or of
 /// its BN) is divided by s_i and input channel i of B multiplied by s_i. ReLU(x/s) = ReLU(x)/s for
