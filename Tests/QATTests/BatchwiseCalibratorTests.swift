@@ -92,6 +92,18 @@ final class BatchwiseCalibratorTests: XCTestCase {
         XCTAssertEqual(EntropyCalibrator.klSearch(outlier), 256)
     }
 
+    /// The zeros of a ReLU do not move the threshold: bin 0 takes bin 1's count. Without that,
+    /// 80 % zeros made the search keep the narrowest candidate (128 of 2048 bins).
+    func testEntropyThresholdIgnoresTheZerosOfAReLU() throws {
+        var generator = SeededGenerator(seed: 7)
+        let positive = (0..<20_000).map { _ in Float(-log(Double.random(in: 1e-9..<1, using: &generator))) }
+        let withZeros = positive + [Float](repeating: 0, count: 80_000)
+        let plain = try EntropyCalibrator().threshold(positive, layer: "x")
+        XCTAssertEqual(try EntropyCalibrator().threshold(withZeros, layer: "x"), plain)
+        let largest = positive.max()!
+        XCTAssertGreaterThan(plain, largest * 128 / 2048 * 1.5, "not the narrowest candidate")
+    }
+
     func testEntropyThresholdIsABinEdge() throws {
         // 2048 bins over [0, 100]: ten thousand values below 1 sit in bins 0…20 and 100 in bin 2047.
         // Every candidate but 2048 ends in an empty bin holding the outlier (KL = ∞): T = 100.

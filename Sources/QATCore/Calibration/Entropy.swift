@@ -5,7 +5,8 @@ import QATIO
 /// TensorRT describes; docs/ALGORITHMS.md §2). Symmetric only, as the manual says.
 ///
 /// Per batch: a histogram of |x| with 2048 equal bins over [0, max|x|] (a value on an edge goes
-/// to the bin above, the maximum to the last bin). For each candidate i = 128…2048 bins:
+/// to the bin above, the maximum to the last bin), whose first bin then takes the second's count
+/// (the zeros of a ReLU do not decide the range). For each candidate i = 128…2048 bins:
 /// P = the first i bins with the mass of every later bin (the outliers) added to bin i − 1;
 /// Q = the first i bins without the outliers, merged into 128 groups of ⌊i/128⌋ bins (the last
 /// group takes the rest), each group's mass spread evenly over its non-empty bins;
@@ -35,6 +36,10 @@ public struct EntropyCalibrator: BatchwiseCalibrator, Equatable {
         let width = Double(largest) / Double(bins)
         var histogram = [Double](repeating: 0, count: bins)
         for v in values { histogram[min(Int(Double(abs(v)) / width), bins - 1)] += 1 }
+        // The first bin takes the second's count, as NVIDIA's pytorch-quantization entropy
+        // calibrator does: otherwise the zeros after a ReLU (often most of a tensor) dominate P,
+        // and the search keeps the narrowest range, where Q can copy that spike one bin per level.
+        histogram[0] = histogram[1]
         let bestBins = Self.klSearch(histogram)
         return Float(Double(bestBins) * width)
     }
