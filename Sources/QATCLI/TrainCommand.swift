@@ -81,8 +81,10 @@ struct TrainCommand: ParsableCommand {
         do {
             try train(communicator)
         } catch let error as UserError where communicator.size > 1 {
-            // Under mpirun every rank reports its own errors (a file missing on one host): name it.
-            throw UserError(message: "rank \(communicator.rank): \(error.message)")
+            // Under mpirun every rank reports its own errors (a file missing on one host), so the
+            // line names the rank. One write keeps it whole: mpirun interleaves the ranks' output.
+            FileHandle.standardError.write(Data("Error: rank \(communicator.rank): \(error.message)\n".utf8))
+            throw ExitCode(1)
         }
     }
 
