@@ -63,7 +63,9 @@ public struct ModelCheckReport: Equatable, Sendable {
 
 /// The static checks. `fewChannels`: a quantized conv with at most this many input channels is
 /// flagged (QAT gains little there, e.g. conv1 on a grayscale image).
-public func checkModel(spec: ModelSpec, config: RetrainConfig, fewChannels: Int = 3) -> ModelCheckReport {
+public func checkModel(spec original: ModelSpec, config: RetrainConfig, fewChannels: Int = 3) -> ModelCheckReport {
+    // The model the config quantizes (its graph rewrites applied), as a run builds it.
+    let spec = config.model(for: original)
     var findings: [ModelCheckFinding] = []
     let graph: ModelGraph
     do {

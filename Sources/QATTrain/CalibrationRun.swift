@@ -57,7 +57,8 @@ extension TrainingRun {
         // Everything is checked: from here on, progress.
         log("post-training quantization of \(spec.name) from \(start.file), \(train.count) training and \(test.count) test images, "
             + "\(settings.threads) thread(s)")
-        log("evaluating the float model on \(test.count) test images")
+        let rewrites = plan?.rewrittenLayers.keys.sorted().map(\.rawValue) ?? []
+        log("evaluating the float model\(rewrites.isEmpty ? "" : " (after \(rewrites.joined(separator: ", ")))") on \(test.count) test images")
         let float = model.withoutFakeQuantizers { trainer.evaluate(test) }
         log("calibrating \(model.fakeQuantizers.count) layer(s) on \(batchNum) batch(es) of \(settings.batchSize) training images")
         let outcome = try calibrateQuantizers(train: train, transforms: plan?.ptqTransforms ?? [])

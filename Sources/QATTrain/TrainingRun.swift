@@ -42,11 +42,11 @@ public final class TrainingRun {
         self.configFile = configFile
         self.settings = settings
         let source = try ModelSource.load(file: settings.modelSpec)
-        spec = source.spec
+        spec = config?.model(for: source.spec) ?? source.spec
         importedWeights = source.weights
         try ModelGraph(spec, file: settings.modelSpec).requireClassifier(file: settings.modelSpec)
         if let config, config.hasQuantizationRules {
-            plan = try config.resolve(for: spec)
+            plan = try config.resolve(for: source.spec)
         } else {
             plan = nil
         }
@@ -120,6 +120,9 @@ public final class TrainingRun {
         try checkData(train: train, test: nil)
         try checkCalibrationBatches(trainCount: train.count)
         var outcome = CalibrationOutcome()
+        for (rewrite, layers) in plan.rewrittenLayers.sorted(by: { $0.key < $1.key }) {
+            log("\(rewrite.rawValue): \(layers.count) layer(s) changed before quantizing: \(layers.joined(separator: ", "))")
+        }
         if transforms.contains(.crossLayerEqualization) {
             outcome.equalizedPairs = CrossLayerEqualization.apply(to: model)
             log("cross-layer equalization: " + (outcome.equalizedPairs.isEmpty ? "no conv → [BN] → ReLU → conv pair in this model"

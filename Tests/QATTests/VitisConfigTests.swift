@@ -162,7 +162,7 @@ final class VitisConfigTests: XCTestCase {
 
     func testUnsupportedSettingsAreRefusedWithTheirKeyPath() {
         let notYet = "not supported yet"
-        for key in ["convert_relu6_to_relu", "keep_first_last_layer_accuracy", "keep_add_layer_accuracy"] {
+        for key in ["keep_add_layer_accuracy"] {
             let header = self.header.replacingOccurrences(of: "\"\(key)\": false", with: "\"\(key)\": true")
             assertError(json(header: header), keyPath: key, mentions: ["true is \(notYet)"])
         }
@@ -199,6 +199,68 @@ final class VitisConfigTests: XCTestCase {
         // Per-channel weights on every layer reach fc1, a linear layer.
         assertError(json(extra: #""tensor_quantize_config": {"weights": {"per_channel": true}}"#), keyPath: "tensor_quantize_config.weights.per_channel",
                     mentions: ["per_channel true is not allowed on linear layer fc1", "layer_quantize_config"])
+    }
+
+    /// `convert_relu6_to_relu` rewrites the model before quantizing; `keep_first_last_layer_accuracy`
+    /// keeps the first and last quantizable layers float, ahead of every other rule.
+    func testReLU6ConversionAndKeepingTheFirstAndLastLayersFloat() throws {
+        var relu6Net = lenet
+        for index in relu6Net.layers.indices where relu6Net.layers[index].kind == .relu { relu6Net.layers[index].kind = .relu6 }
+        let convert = try config(json(header: header.replacingOccurrences(of: #""convert_relu6_to_relu": false"#,
+                                                                        with: #""convert_relu6_to_relu": true"#)))
+        XCTAssertEqual(convert.graphRewrites, [.relu6ToReLU])
+        XCTAssertEqual(convert.model(for: relu6Net), lenet, "every relu6 becomes a relu, nothing else changes")
+        let converted = try convert.resolve(for: relu6Net)
+        XCTAssertEqual(converted.rewrittenLayers, [.relu6ToReLU: ["relu1", "relu2", "relu3", "relu4"]])
+        XCTAssertEqual(converted.layer(named: "relu1")?.kind, .relu)
+        XCTAssertEqual(converted.layer(named: "relu1")?.rule, "convert_relu6_to_relu (was relu6)")
+        XCTAssertEqual(try convert.resolve(for: convert.model(for: relu6Net)).layers, converted.layers.map {
+            var layer = $0
+            if layer.kind == .relu { layer.rule = "not quantizable (relu)" }
+            return layer
+        }, "a rewritten spec resolves to the same decisions")
+        // Off (the manual's default): the model is left as it is.
+        XCTAssertEqual(try config(json()).model(for: relu6Net), relu6Net)
+
+        let keepHeader = header.replacingOccurrences(of: #""keep_first_last_layer_accuracy": false"#,
+                                                     with: #""keep_first_last_layer_accuracy": true"#)
+        let kept = try plan(json(header: keepHeader))
+        XCTAssertEqual(kept.quantizedLayers.map(\.name), ["conv2", "fc1", "fc2"])
+        XCTAssertEqual(kept.layer(named: "conv1")?.rule, "keep_first_last_layer_accuracy")
+        XCTAssertEqual(kept.layer(named: "fc3")?.rule, "keep_first_last_layer_accuracy")
+        // A layer configuration of a kept layer has no effect, and says so.
+        let named = try plan(json(extra: #""layer_quantize_config": [{"layer_type": null, "layer_name": "fc3", "quantizable_data_type": ["weights", "activation"], "overall_quantize_config": {"bit_width": 8}}]"#, header: keepHeader))
+        XCTAssertNil(named.layer(named: "fc3")?.quantizer)
+        XCTAssertTrue(named.warnings.contains { $0.contains("fc3 is kept float by keep_first_last_layer_accuracy; the entry has no effect") },
+                      "\(named.warnings)")
+    }
+
+    /// Both switches through calibrate, deploy and verify: the checkpoint records the rewritten model.
+    func testConvertedAndKeptLayersDeployAndVerify() throws {
+        let folder = try makeTemporaryFolder(self)
+        var relu6Net = lenet
+        for index in relu6Net.layers.indices where relu6Net.layers[index].kind == .relu { relu6Net.layers[index].kind = .relu6 }
+        let specFile = folder + "/lenet5-relu6.json", configFile = folder + "/vitis.json"
+        try relu6Net.jsonString().write(toFile: specFile, atomically: true, encoding: .utf8)
+        try json(header: header.replacingOccurrences(of: ": false", with: ": true")
+            .replacingOccurrences(of: #""keep_add_layer_accuracy": true"#, with: #""keep_add_layer_accuracy": false"#)
+            .replacingOccurrences(of: #""include_cle": true"#, with: #""include_cle": false"#)
+            .replacingOccurrences(of: #""include_bias_corr": true"#, with: #""include_bias_corr": false"#))
+            .write(toFile: configFile, atomically: true, encoding: .utf8)
+        let ptq = folder + "/ptq.h5", deployed = folder + "/ptq-int8.h5"
+        let (status, log) = try qat(["calibrate", "--config", configFile, "--model", specFile,
+                                     "--checkpoint", repositoryPath("Checkpoints/lenet5-float.h5"), "--output", ptq,
+                                     "--batch-num", "1", "--test-limit", "300"])
+        XCTAssertEqual(status, 0, log)
+        XCTAssertTrue(log.contains("convert_relu6_to_relu: 4 layer(s) changed before quantizing: relu1, relu2, relu3, relu4"), log)
+        XCTAssertTrue(log.contains("calibrated conv2, fc1, fc2 with MAXMIN"), log)
+        let stored = try ModelSpec.parse(JSONObject.parse(Data(try CheckpointFile.read(from: ptq).modelSpecJSON.utf8), file: ptq))
+        XCTAssertEqual(stored.layers.map(\.kind), lenet.layers.map(\.kind))
+        let (deployStatus, deployLog) = try qat(["deploy", "--checkpoint", ptq, "--output", deployed])
+        XCTAssertEqual(deployStatus, 0, deployLog)
+        let (verifyStatus, verified) = try qat(["verify", "--checkpoint", ptq, "--deploy", deployed, "--test-limit", "300"])
+        XCTAssertEqual(verifyStatus, 0, verified)
+        XCTAssertTrue(verified.contains("PASS"), verified)
     }
 
     func testTheManualsConflictsAreRefused() {

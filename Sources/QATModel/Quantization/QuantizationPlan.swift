@@ -84,6 +84,8 @@ public struct QuantizationPlan: Equatable, Sendable {
     public var foldsBeforeCalibration: [ConvBNPair]
     /// Transforms of the float weights around calibration (`RetrainConfig.ptqTransforms`).
     public var ptqTransforms: Set<PTQTransform> = []
+    /// The layers each of the config's graph rewrites changed (`RetrainConfig.model(for:)`), in model order.
+    public var rewrittenLayers: [GraphRewrite: [String]] = [:]
 
     public init(modelName: String, configFile: String, batchCount: Int, layers: [LayerPlan], warnings: [String] = [],
                 foldsBeforeCalibration: [ConvBNPair] = []) {
@@ -108,7 +110,11 @@ extension RetrainConfig {
     /// Throws an `InputError` naming this config's file and key path when an entry names a
     /// layer the model lacks (AMCT form), targets a layer that cannot be quantized, asks for
     /// `channel_wise` on a linear layer, or when no layer ends up quantized.
-    public func resolve(for model: ModelSpec) throws -> QuantizationPlan {
+    public func resolve(for original: ModelSpec) throws -> QuantizationPlan {
+        // The plan is that of the model the run builds (`model(for:)`); a spec already rewritten
+        // resolves to the same plan.
+        let converted = Dictionary(rewrittenLayers(of: original).map { ($0.layer, $0.rewrite) }, uniquingKeysWith: { a, _ in a })
+        let model = self.model(for: original)
         let wiring = try ModelGraph.Wiring(model)
         var warnings: [String] = []
         var layers: [LayerPlan] = []
@@ -136,6 +142,11 @@ extension RetrainConfig {
                 layers.append(try plan(layerAt: index, of: wiring, simple: simple, warnings: &warnings))
             }
         }
+        for index in layers.indices {
+            if let rewrite = converted[layers[index].name] {
+                layers[index].rule = "\(rewrite.rawValue) (was \(original.layers[index].kind.typeName))"
+            }
+        }
         guard layers.contains(where: \.isQuantized) else {
             let names = model.layers.filter(\.kind.isQuantizable).map(\.name)
             throw InputError(file: file, message: "no layer is quantized: the config disables or leaves out every "
@@ -146,6 +157,7 @@ extension RetrainConfig {
         var plan = QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
                                     layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
         plan.ptqTransforms = ptqTransforms
+        plan.rewrittenLayers = Dictionary(grouping: rewrittenLayers(of: original), by: \.rewrite).mapValues { $0.map(\.layer) }
         return plan
     }
 
@@ -221,6 +233,16 @@ extension RetrainConfig {
                              quantizer: try quantizer(from: configs, layerAt: index, of: wiring, warnings: &warnings))
         }
         guard layer.kind.isQuantizable else { return try decided("not quantizable (\(layer.kind.typeName))") }
+        if simple.keepsFirstAndLastFloat {
+            let quantizable = wiring.spec.layers.indices.filter { wiring.spec.layers[$0].kind.isQuantizable }
+            if index == quantizable.first || index == quantizable.last {
+                if simple.layerOverrides[layer.name] != nil {
+                    warnings.append("\(ruleName(layerOverride: layer.name, simple)): \(layer.name) is kept float by "
+                                    + "keep_first_last_layer_accuracy; the entry has no effect")
+                }
+                return try decided("keep_first_last_layer_accuracy")
+            }
+        }
         let typeOverride = simple.typeOverrides[layer.kind.layerType]
         if let layerOverride = simple.layerOverrides[layer.name] {
             // Only a Vitis AI layer configuration can switch a layer off (an empty quantizable_data_type).

@@ -114,6 +114,9 @@ public struct SimpleRules: Equatable, Sendable {
     public var global: QuantizerConfig
     public var skipLayers: [String]
     public var skipLayerTypes: [LayerType]
+    /// Vitis AI's `keep_first_last_layer_accuracy`: the model's first and last quantizable layers
+    /// (in graph order) stay float, before any other rule.
+    public var keepsFirstAndLastFloat = false
     public var typeOverrides: [LayerType: QuantizerConfig]
     public var layerOverrides: [String: QuantizerConfig]
 
@@ -159,6 +162,8 @@ public struct RetrainConfig: Equatable, Sendable {
     /// Transforms of the float weights around calibration (Vitis AI's `include_cle`,
     /// `include_bias_corr`; `qat calibrate --cle --bias-correction` adds to them).
     public var ptqTransforms: Set<PTQTransform> = []
+    /// Changes to the float model before quantizing it (Vitis AI's `convert_relu6_to_relu`).
+    public var graphRewrites: Set<GraphRewrite> = []
 
     public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
                 calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:],

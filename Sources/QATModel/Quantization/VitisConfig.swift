@@ -7,7 +7,9 @@ import QATIO
 // model configuration is the global rule, each `layer_quantize_config` entry a type rule
 // (`layer_type`) or a layer rule (`layer_name`), so `qat calibrate`, `plan` and `train` resolve it
 // into the one per-layer plan. `include_cle` and `include_bias_corr` (true by default, as in the
-// manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5). What qat
+// manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5);
+// `convert_relu6_to_relu` a graph rewrite (GraphRewrite.swift); `keep_first_last_layer_accuracy`
+// a rule of the plan. What qat
 // cannot run yet (power-of-two scales, round modes other than half_even, `diffs`, DPU rules, bias
 // quantization, …) is refused with the key path, never accepted and ignored.
 
@@ -25,9 +27,7 @@ enum VitisConfig {
     /// Global switches whose only supported value is false, with what true would ask for and the
     /// manual's default (used when the key is left out; true for CLE and bias correction).
     static let unsupportedSwitches: [(key: String, manualDefault: Bool, feature: String)] = [
-        ("convert_relu6_to_relu", false, "qat has no converting ReLU6 to ReLU"),
         ("convert_silu_to_hswish", false, "qat has no converting SiLU to hard swish"),
-        ("keep_first_last_layer_accuracy", false, "qat has no keeping the first and last layers in float"),
         ("keep_add_layer_accuracy", false, "qat has no keeping add layers in float"),
     ]
 
@@ -62,6 +62,7 @@ enum VitisConfig {
         let global = try quantizerConfig(keyPath: "", types: types, overall: overall, tensors: tensors)
 
         var rules = SimpleRules(global: global)
+        rules.keepsFirstAndLastFloat = try root.bool("keep_first_last_layer_accuracy") ?? false
         var seen: [String: String] = [:]
         for entry in try root.objectArray("layer_quantize_config") ?? [] {
             try parseLayerEntry(entry, modelOverall: overall, into: &rules, seen: &seen)
@@ -75,6 +76,7 @@ enum VitisConfig {
         // The manual's defaults: both true.
         if try root.bool("include_cle") ?? true { config.ptqTransforms.insert(.crossLayerEqualization) }
         if try root.bool("include_bias_corr") ?? true { config.ptqTransforms.insert(.biasCorrection) }
+        if try root.bool("convert_relu6_to_relu") ?? false { config.graphRewrites.insert(.relu6ToReLU) }
         return config
     }
 
