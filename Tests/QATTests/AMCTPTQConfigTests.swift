@@ -179,7 +179,7 @@ final class AMCTPTQConfigTests: XCTestCase {
                     keyPath: "conv1.activation_quant_params.search_step", mentions: ["> 0"])
         assertError("{\(layer("conv1", #""num_bits": 8, "act_algo": "hfmg", "num_of_bins": 1000"#))}",
                     keyPath: "conv1.activation_quant_params.num_of_bins", mentions: ["1024, 2048, 4096, 8192"])
-        assertError("{\(layer("conv1", #""num_bits": 8, "act_algo": "diffs""#))}",
+        assertError("{\(layer("conv1", #""num_bits": 8, "act_algo": "kl""#))}",
                     keyPath: "conv1.activation_quant_params.act_algo", mentions: ["\"ifmr\", \"hfmg\", \"maxmin\""])
         assertError("{\(layer("conv1", #""num_bits": 8, "num_of_bins": 2048, "search_step": 0.02"#))}",
                     keyPath: "conv1.activation_quant_params.num_of_bins", mentions: ["one layer's settings belong to one method"])

@@ -162,6 +162,28 @@ final class BatchwiseCalibratorTests: XCTestCase {
         XCTAssertNil(MSECalibrator(statistic: .modal).conflict(), "the manual allows modal with mse")
     }
 
+    // MARK: diffs
+
+    func testDiffsPicksThePowerOfTwoGridWithTheSmallestError() throws {
+        XCTAssertEqual(DiffsCalibrator.coveringExponent(127), 0)
+        XCTAssertEqual(DiffsCalibrator.coveringExponent(127.0001), 1)
+        XCTAssertEqual(DiffsCalibrator.coveringExponent(63.5), -1)
+        XCTAssertEqual(DiffsCalibrator.coveringExponent(1e-3), -16)   // 127·2⁻¹⁶ ≈ 0.00194, 127·2⁻¹⁷ < 1e-3
+        // Three values 1.25 and one 130: A = 130, k₀ = 1 (127·2 ≥ 130 > 127).
+        // s = 2: 1.25 → code 1 → 2 (error 0.5625 each), 130 exact: mean 1.6875/4 = 0.421875.
+        // s = 1: 1.25 → 1 (0.0625 each), 130 → 127 (9): mean 9.1875/4 = 2.296875. s = 2 wins: T = 254.
+        let few = [Float](repeating: 1.25, count: 3) + [130]
+        assertRange(try DiffsCalibrator().startingClipRange(batches: [batch(few)], layer: "x"), (254, -256))
+        // Forty values 1.25: s = 2 costs 40·0.5625/41 = 0.549, s = 1 (40·0.0625 + 9)/41 = 0.280,
+        // s = 0.5 clips 130 to 63.5 (4422.25/41 alone): s = 1 wins, T = 127.
+        let many = [Float](repeating: 1.25, count: 40) + [130]
+        assertRange(try DiffsCalibrator().startingClipRange(batches: [batch(many)], layer: "x"), (127, -128))
+        // modal over batches: two batches give T = 127, one gives 254.
+        assertRange(try DiffsCalibrator().startingClipRange(batches: [batch(many), batch(few), batch(many)], layer: "x"), (127, -128))
+        XCTAssertEqual(DiffsCalibrator().with(["asymmetric": .flag(true)]).conflict()?.key, "asymmetric")
+        XCTAssertNil(DiffsCalibrator().conflict(), "the manual pairs diffs with modal")
+    }
+
     // MARK: the manual's conflicts, and the config mapping
 
     func testModalIsRefusedWhereTheManualRefusesIt() {
@@ -177,6 +199,6 @@ final class BatchwiseCalibratorTests: XCTestCase {
         XCTAssertEqual(values["calib_statistic_method"], .name("median"))
         XCTAssertEqual(values["percentage"], .number(99.5))
         XCTAssertEqual(PercentileCalibrator().with(values), method)
-        XCTAssertEqual(CalibrationMethod.known.map { $0.name }, ["ifmr", "hfmg", "maxmin", "percentile", "entropy", "mse"])
+        XCTAssertEqual(CalibrationMethod.known.map { $0.name }, ["ifmr", "hfmg", "maxmin", "percentile", "entropy", "mse", "diffs"])
     }
 }

@@ -51,7 +51,7 @@ final class CalibrationConfigTests: XCTestCase {
     }
 
     func testSettingsAreNamedAsAMCTNamesThem() {
-        XCTAssertEqual(CalibrationMethod.known.map { $0.name }, ["ifmr", "hfmg", "maxmin", "percentile", "entropy", "mse"])
+        XCTAssertEqual(CalibrationMethod.known.map { $0.name }, ["ifmr", "hfmg", "maxmin", "percentile", "entropy", "mse", "diffs"])
         XCTAssertEqual(IFMRParameters.settings.map(\.key), ["max_percentile", "min_percentile", "search_range", "search_step", "asymmetric"])
         XCTAssertEqual(HFMGParameters.settings.map(\.key), ["num_of_bins", "asymmetric"])
         XCTAssertEqual(CalibrationMethod.default, CalibrationMethod(IFMRParameters()))
@@ -96,8 +96,8 @@ final class CalibrationConfigTests: XCTestCase {
     }
 
     func testBadCalibrationKeysNameTheirKeyPath() {
-        assertError(#"{"conv1": {"retrain_data_config": {"act_algo": "diffs"}}}"#,
-                    keyPath: "conv1.retrain_data_config.act_algo", mentions: ["unsupported value \"diffs\"", "\"ifmr\", \"hfmg\", \"maxmin\""])
+        assertError(#"{"conv1": {"retrain_data_config": {"act_algo": "kl"}}}"#,
+                    keyPath: "conv1.retrain_data_config.act_algo", mentions: ["unsupported value \"kl\"", "\"ifmr\", \"hfmg\", \"maxmin\""])
         assertError(#"{"conv1": {"retrain_data_config": {"act_algo": 1}}}"#,
                     keyPath: "conv1.retrain_data_config.act_algo", mentions: ["expected a string"])
         assertError(#"{"conv1": {"retrain_data_config": {"act_algo": "hfmg", "num_of_bins": 1000}}}"#,

@@ -52,7 +52,8 @@ final class VitisConfigTests: XCTestCase {
             "mix_precision_config.json": ("overall_quantize_config.datatype", "bfloat16 is not supported yet"),
             "layer_config.json": ("quantizable_data_type[2]", "\"bias\": quantizing biases to a grid of their own is not supported yet"),
         ]
-        let loading = ["plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json", "plain-percentile.json"]
+        let loading = ["plain-diffs.json", "plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json",
+                       "plain-percentile.json"]
         XCTAssertEqual(shipped, (Array(refusals.keys) + loading).sorted(), "each file is checked below")
         for (file, expected) in refusals {
             XCTAssertThrowsError(try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file)).resolve(for: lenet)) { error in
@@ -66,6 +67,7 @@ final class VitisConfigTests: XCTestCase {
             "plain-percentile.json": CalibrationMethod(PercentileCalibrator(percentage: 99.99)),
             "plain-entropy.json": CalibrationMethod(EntropyCalibrator()),
             "plain-mse.json": CalibrationMethod(MSECalibrator()),
+            "plain-diffs.json": CalibrationMethod(DiffsCalibrator()),
         ]
         for (file, method) in methods {
             let loaded = try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file))
@@ -175,7 +177,9 @@ final class VitisConfigTests: XCTestCase {
         assertError(json(overall: overall("scale_type", "\"poweroftwo\"")), keyPath: "overall_quantize_config.scale_type",
                     mentions: ["poweroftwo is \(notYet)"])
         assertError(json(overall: overall("narrow_range", "true")), keyPath: "overall_quantize_config.narrow_range", mentions: [notYet])
-        assertError(json(overall: overall("method", "\"diffs\"")), keyPath: "overall_quantize_config.method", mentions: ["diffs is \(notYet)"])
+        assertError(json(overall: overall("method", "\"diffs\"").replacingOccurrences(of: "\"symmetry\": true", with: "\"symmetry\": false"),
+                         extra: #""tensor_quantize_config": {"weights": {"method": "maxmin", "symmetry": true}}"#),
+                    keyPath: "overall_quantize_config.symmetry", mentions: ["method diffs supports symmetric ranges only"])
         assertError(json(overall: overall("method", "\"kl\"")), keyPath: "overall_quantize_config.method",
                     mentions: ["unsupported value \"kl\"", "\"maxmin\", \"percentile\", \"entropy\", \"mse\", \"diffs\""])
         // Left out: the manual's default, diffs.
@@ -305,7 +309,7 @@ final class VitisConfigTests: XCTestCase {
 
     func testCalibrateDeployVerifyWithEachMethod() throws {
         let folder = try makeTemporaryFolder(self)
-        for method in ["maxmin", "percentile", "entropy", "mse"] {
+        for method in ["maxmin", "percentile", "entropy", "mse", "diffs"] {
             let ptq = folder + "/\(method).h5", deployed = folder + "/\(method)-int8.h5"
             let (status, log) = try qat(["calibrate", "--config", "Configs/vitis/plain-\(method).json",
                                          "--checkpoint", repositoryPath("Checkpoints/lenet5-float.h5"), "--output", ptq,

@@ -16,7 +16,8 @@ public struct CalibrationMethod: Equatable, Sendable {
     /// The config mapping: every method `act_algo` can name, the first being the default.
     /// A new method is one file conforming to `Calibrator` plus its line here.
     public static let known: [any Calibrator.Type] = [IFMRParameters.self, HFMGParameters.self, MaxMinCalibrator.self,
-                                                      PercentileCalibrator.self, EntropyCalibrator.self, MSECalibrator.self]
+                                                      PercentileCalibrator.self, EntropyCalibrator.self, MSECalibrator.self,
+                                                      DiffsCalibrator.self]
 
     /// IFMR with its defaults, when no config says otherwise (docs/ALGORITHMS.md §2).
     public static let `default` = CalibrationMethod(known[0].init())

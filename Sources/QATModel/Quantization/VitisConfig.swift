@@ -10,7 +10,7 @@ import QATIO
 // manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5);
 // `convert_relu6_to_relu` a graph rewrite (GraphRewrite.swift); `keep_first_last_layer_accuracy`
 // a rule of the plan. What qat
-// cannot run yet (power-of-two scales, round modes other than half_even, `diffs`, DPU rules, bias
+// cannot run yet (power-of-two scales, round modes other than half_even, DPU rules, bias
 // quantization, …) is refused with the key path, never accepted and ignored.
 
 /// The Vitis AI JSON reader.
@@ -302,9 +302,6 @@ struct TensorSettings {
         if narrowRange.value {
             throw refuse(narrowRange, "narrow_range", "is not supported yet: qat's signed codes span −128…127 (set false)")
         }
-        if method.value == "diffs" {
-            throw refuse(method, "method", "is not supported yet: use maxmin, percentile, entropy or mse")
-        }
     }
 
     /// Weights: qat's ARQ, symmetric INT8 per tensor or per channel, which is method maxmin.
@@ -355,7 +352,8 @@ struct TensorSettings {
             values["percentage"] = .number(percentage.value)
         case "entropy": method = EntropyCalibrator.self
         case "mse": method = MSECalibrator.self
-        default: throw refuse(self.method, "method", "is not supported yet: use maxmin, percentile, entropy or mse")
+        case "diffs": method = DiffsCalibrator.self
+        default: throw refuse(self.method, "method", "is not supported yet: use maxmin, percentile, entropy, mse or diffs")
         }
         return method.init().with(values)
     }
