@@ -160,6 +160,7 @@ interop: build $(INTEROP_VENV)/.installed
 # checkpoint against QAT from its own calibration. About 20 minutes on 2 cores.
 ptq-table: build
 	python3 bench/ptq_table.py | tee .build/ptq-table.md
+	python3 bench/qat_from_ptq.py | tee .build/qat-from-ptq.md
 
 # Byte-for-byte comparison of short seeded runs with the snapshot taken before the redesign.
 behaviour-check: build
