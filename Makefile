@@ -157,7 +157,8 @@ interop: build $(INTEROP_VENV)/.installed
 # Issue 12's PTQ table (bench/ptq_table.py, docs/PTQ.md): float vs `qat calibrate` for every
 # calibration method and IFMR with --cle / --bias-correction, on LeNet-5, resnet-tiny and the two
 # imported example networks, each deployed and verified; then LeNet-5's QAT from the best PTQ
-# checkpoint against QAT from its own calibration. About 20 minutes on 2 cores.
+# checkpoint against QAT from its own calibration, and bench/qat_from_ptq.py (QAT from each PTQ
+# checkpoint over five seeds, about 5 minutes). About 25 minutes on 2 cores.
 ptq-table: build
 	python3 bench/ptq_table.py | tee .build/ptq-table.md
 	python3 bench/qat_from_ptq.py | tee .build/qat-from-ptq.md
