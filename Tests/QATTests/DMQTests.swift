@@ -200,4 +200,20 @@ final class DMQTests: XCTestCase {
         XCTAssertEqual(verifyStatus, 0, verified)
         XCTAssertTrue(verified.contains("PASS"), verified)
     }
+
+    /// `qat train` runs DMQ when it calibrates from float weights, and not from a calibrated
+    /// checkpoint (whose weights carry it already).
+    func testTrainRunsDMQOnlyFromFloatWeights() throws {
+        let folder = try makeTemporaryFolder(self)
+        let common = ["--config", "Configs/amct/ptq-dmq.json", "--epochs", "1", "--train-limit", "256", "--test-limit", "100"]
+        let (status, log) = try qat(["train"] + common + ["--init", repositoryPath("Checkpoints/lenet5-float.h5"),
+                                                          "--checkpoint-dir", folder + "/a", "--output", folder + "/a.h5"])
+        XCTAssertEqual(status, 0, log)
+        XCTAssertTrue(log.contains("DMQ on conv2 (α 0.5, divided out of conv1)") && log.contains("DMQ on fc1 (α 0.5"), log)
+        let (again, second) = try qat(["train"] + common + ["--init", folder + "/a.h5", "--checkpoint-dir", folder + "/b",
+                                                            "--output", folder + "/b.h5"])
+        XCTAssertEqual(again, 0, second)
+        XCTAssertTrue(second.contains("not applied: dmq"), second)
+        XCTAssertFalse(second.contains("DMQ on"), second)
+    }
 }
