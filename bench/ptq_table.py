@@ -115,7 +115,7 @@ def main():
             r = ptq(args.qat, args.work, model, spec, checkpoint, method, transforms, dmq)
             label = method + "".join(" " + t for t in transforms)
             if dmq:
-                label += f", DMQ α {dmq} on {', '.join(r['balanced']) or 'no layer'}"
+                label += f" + DMQ α {dmq} ({len(r['balanced'])} layer(s): {', '.join(r['balanced'])})"
             int8 = f"{r['int8']:.2f} %" if r["int8"] is not None else "–"
             print(f"| {model} | {label} | {r['float']:.2f} % | {r['ptq']:.2f} % | {int8} | {r['verify']} |", flush=True)
             if model not in best or r["ptq"] > best[model][0]:
