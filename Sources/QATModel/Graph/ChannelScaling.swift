@@ -1,3 +1,5 @@
+import QATIO
+
 // Where a per-channel scale of a layer's input can be moved to: DMQ (docs/ALGORITHMS.md §2.5)
 // divides input channel j of a conv/linear by s_j and must fold that division into the layer
 // that made channel j, so the float function stays the same. The plan checks the path when it
@@ -52,6 +54,11 @@ extension ModelGraph.Wiring {
 public struct ChannelScalingRefusal: Error, Equatable, Sendable {
     public let reason: String
     init(_ reason: String) { self.reason = reason }
+
+    /// The error of a `dmq_balancer_param` on `layer` at `keyPath` of `file`.
+    public func dmqError(layer: String, file: String, keyPath: String) -> InputError {
+        InputError(file: file, keyPath: keyPath, message: "DMQ cannot run on \(layer): \(reason) (remove the key)")
+    }
 }
 
 /// How a layer kind passes a per-channel scale of its output back to its input.

@@ -307,8 +307,7 @@ extension RetrainConfig {
                              of wiring: ModelGraph.Wiring) throws -> Double? {
         guard let (strength, source) = picked else { return nil }
         if case .failure(let refusal) = wiring.channelProducer(ofLayerAt: index) {
-            throw InputError(file: file, keyPath: source.keyPath("dmq_balancer_param"),
-                             message: "DMQ cannot run on \(wiring.spec.layers[index].name): \(refusal.reason) (remove the key)")
+            throw refusal.dmqError(layer: wiring.spec.layers[index].name, file: file, keyPath: source.keyPath("dmq_balancer_param"))
         }
         return strength
     }

@@ -77,8 +77,8 @@ public enum DMQ {
             switch model.graph.wiring.channelProducer(ofLayerAt: index) {
             case .success(let found): targets.append(Target(layer: index, producer: found.producer, strength: strength))
             case .failure(let refusal):
-                throw InputError(file: plan.configFile, keyPath: "\(layer.name).dmq_balancer_param",
-                                 message: "DMQ cannot run on \(layer.name): \(refusal.reason) (remove the key)")
+                // The plan was resolved against this model, which refuses this already.
+                throw refusal.dmqError(layer: layer.name, file: plan.configFile, keyPath: "\(layer.name).dmq_balancer_param")
             }
         }
         return targets
