@@ -7,7 +7,10 @@ For each model: a float checkpoint (LeNet-5: the shipped one; resnet-tiny: one f
 20,000 training images with Configs/float.json; the example networks: their ONNX weights as
 imported), then `qat create-config` for the layer rules with a `calibration` section naming
 act_algo, and `qat calibrate` on batch_num = 4 batches of 64. Rows: each method alone
-(ifmr, hfmg, maxmin, percentile, entropy, mse), and IFMR with --cle, --bias-correction, both.
+(ifmr, hfmg, maxmin, percentile, entropy, mse), IFMR with --cle, --bias-correction, both, and
+IFMR with DMQ (`dmq_balancer_param` 0.2, 0.5, 0.8 on every layer DMQ can run on: `qat plan`
+names each layer it refuses, which the script then leaves without DMQ). `--rows dmq` runs only
+the DMQ rows.
 LeNet-5 also gets QAT (one epoch of Configs/retrain.json) from the best PTQ checkpoint against
 QAT with its own IFMR calibration. Standard library only; run from the repository root after
 `swift build -c release --product qat` (make ptq-table).
@@ -21,6 +24,7 @@ import sys
 
 METHODS = ["ifmr", "hfmg", "maxmin", "percentile", "entropy", "mse"]
 TRANSFORMS = [["--cle"], ["--bias-correction"], ["--cle", "--bias-correction"]]
+DMQ_STRENGTHS = [0.2, 0.5, 0.8]
 
 
 def run(qat, *arguments):
@@ -52,28 +56,42 @@ def float_checkpoint(qat, work, model):
     return os.path.join(folder, f"{stem}.json"), os.path.join(folder, f"{stem}-float.h5")
 
 
-def config_for(qat, work, model, spec, method):
+def config_for(qat, work, model, spec, method, dmq=None):
     rules = json.loads(run(qat, "create-config", "--model", spec))
     rules["calibration"] = {"act_algo": method}
     rules["batch_num"] = 4
-    path = os.path.join(work, f"{model}-{method}.json")
-    with open(path, "w") as f:
-        json.dump(rules, f, indent=2)
-    return path
+    path = os.path.join(work, f"{model}-{method}" + (f"-dmq{dmq}" if dmq else "") + ".json")
+    layers = [name for name, entry in rules.items() if isinstance(entry, dict) and "retrain_enable" in entry]
+    for name in layers if dmq else []:
+        rules[name]["dmq_balancer_param"] = dmq
+    while True:
+        with open(path, "w") as f:
+            json.dump(rules, f, indent=2)
+        if not dmq:
+            return path
+        # qat plan refuses one layer at a time ("conv1.dmq_balancer_param: DMQ cannot run on conv1: …").
+        result = subprocess.run([qat, "plan", "--config", path, "--model", spec], capture_output=True, text=True)
+        refused = re.search(r"(\S+)\.dmq_balancer_param: DMQ cannot run", result.stdout + result.stderr)
+        if result.returncode == 0:
+            return path
+        if not refused or refused.group(1) not in rules:
+            sys.exit(f"qat plan --config {path} failed:\n{result.stdout}{result.stderr}")
+        del rules[refused.group(1)]["dmq_balancer_param"]
 
 
-def ptq(qat, work, model, spec, checkpoint, method, transforms):
-    name = f"{model}-{method}" + "".join(t.replace("--", "-") for t in transforms)
+def ptq(qat, work, model, spec, checkpoint, method, transforms, dmq=None):
+    name = f"{model}-{method}" + "".join(t.replace("--", "-") for t in transforms) + (f"-dmq{dmq}" if dmq else "")
     output = os.path.join(work, name + ".h5")
-    log = run(qat, "calibrate", "--config", config_for(qat, work, model, spec, method), "--model", spec,
+    log = run(qat, "calibrate", "--config", config_for(qat, work, model, spec, method, dmq), "--model", spec,
               "--checkpoint", checkpoint, "--output", output, *transforms)
+    balanced = re.findall(r"^DMQ on (\S+) ", log, re.M)
     deployed = os.path.join(work, name + "-int8.h5")
     run(qat, "deploy", "--checkpoint", output, "--output", deployed)
     verify = subprocess.run([qat, "verify", "--checkpoint", output, "--deploy", deployed], capture_output=True, text=True)
     int8 = re.search(r"INT8 ([0-9.]+)%", verify.stdout)
     return {"float": accuracy(log, "float"), "ptq": accuracy(log, "PTQ (fake)"),
             "int8": float(int8.group(1)) if int8 else None, "verify": "PASS" if verify.returncode == 0 else "FAIL",
-            "checkpoint": output}
+            "checkpoint": output, "balanced": balanced}
 
 
 def main():
@@ -81,6 +99,7 @@ def main():
     parser.add_argument("--qat", default=".build/release/qat")
     parser.add_argument("--work", default=".build/ptq-table")
     parser.add_argument("--models", default="lenet5,resnet-tiny,mobilenetv2-tiny,resnet18-tiny")
+    parser.add_argument("--rows", choices=["all", "dmq"], default="all")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     print("| model | calibration | float | PTQ (fake quant) | INT8 engine | verify |")
@@ -88,15 +107,20 @@ def main():
     best = {}
     for model in args.models.split(","):
         spec, checkpoint = float_checkpoint(args.qat, args.work, model)
-        rows = [(method, []) for method in METHODS] + [("ifmr", t) for t in TRANSFORMS]
-        for method, transforms in rows:
-            r = ptq(args.qat, args.work, model, spec, checkpoint, method, transforms)
+        rows = [(method, [], None) for method in METHODS] + [("ifmr", t, None) for t in TRANSFORMS]
+        if args.rows == "dmq":
+            rows = []
+        rows += [("ifmr", [], strength) for strength in DMQ_STRENGTHS]
+        for method, transforms, dmq in rows:
+            r = ptq(args.qat, args.work, model, spec, checkpoint, method, transforms, dmq)
             label = method + "".join(" " + t for t in transforms)
+            if dmq:
+                label += f" + DMQ α {dmq} ({len(r['balanced'])} layer(s): {', '.join(r['balanced'])})"
             int8 = f"{r['int8']:.2f} %" if r["int8"] is not None else "–"
             print(f"| {model} | {label} | {r['float']:.2f} % | {r['ptq']:.2f} % | {int8} | {r['verify']} |", flush=True)
             if model not in best or r["ptq"] > best[model][0]:
                 best[model] = (r["ptq"], label, r["checkpoint"])
-    if "lenet5" in best:
+    if "lenet5" in best and args.rows == "all":
         # QAT from the best PTQ checkpoint against QAT with its own IFMR calibration, same budget.
         _, label, start = best["lenet5"]
         common = ["--config", "Configs/retrain.json", "--epochs", "1"]

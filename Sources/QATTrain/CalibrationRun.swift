@@ -12,6 +12,8 @@ public struct CalibrationReport: Sendable {
     public var calibratedLayers: [String]
     /// Pairs cross-layer equalization equalized (empty without it).
     public var equalizedPairs: [CrossLayerEqualization.Pair] = []
+    /// What DMQ did, layer by layer (empty without it).
+    public var migrations: [DMQ.Migration] = []
     /// What bias correction did (nil without it).
     public var biasCorrection: BiasCorrection.Result?
 }
@@ -69,7 +71,8 @@ extension TrainingRun {
         try save(to: output)
         log("saved \(output)")
         return CalibrationReport(float: float, quantized: quantized, calibratedLayers: outcome.calibrated,
-                                 equalizedPairs: outcome.equalizedPairs, biasCorrection: outcome.biasCorrection)
+                                 equalizedPairs: outcome.equalizedPairs, migrations: outcome.migrations,
+                                 biasCorrection: outcome.biasCorrection)
     }
 
     /// Calibration starts from float weights: a checkpoint with quantizer state (QAT or PTQ) has

@@ -107,11 +107,12 @@ public final class TrainingRun {
     struct CalibrationOutcome {
         var calibrated: [String] = []
         var equalizedPairs: [CrossLayerEqualization.Pair] = []
+        var migrations: [DMQ.Migration] = []
         var biasCorrection: BiasCorrection.Result?
     }
 
     /// Calibrates every quantizer that has no bounds yet on the first `batch_num` training
-    /// batches (`Trainer.calibrationBatches`), with cross-layer equalization before it and bias
+    /// batches (`Trainer.calibrationBatches`), with cross-layer equalization and DMQ before it and bias
     /// correction after it when `transforms` say so (docs/ALGORITHMS.md §2.5). Float runs: nothing.
     @discardableResult
     func calibrateQuantizers(train: Dataset, transforms: Set<PTQTransform> = []) throws -> CalibrationOutcome {
@@ -131,6 +132,13 @@ public final class TrainingRun {
         // Every rank calibrates on the same whole batches (eval mode: nothing is exchanged), so the
         // bounds are the same bits on every rank and equal to one process's.
         let batches = trainer.calibrationBatches(from: train, count: batchNum)
+        if transforms.contains(.dmq) {
+            outcome.migrations = try DMQ.apply(to: model, plan: plan, batches: batches)
+            for m in outcome.migrations {
+                log(String(format: "DMQ on %@ (α %g, divided out of %@): scales %.3g…%.3g over %d channel(s)", m.layer, m.strength,
+                           m.producer, m.scales.min()!, m.scales.max()!, m.scales.count))
+            }
+        }
         outcome.calibrated = try model.calibrate(on: batches)
         if !outcome.calibrated.isEmpty {
             log("calibrated \(plan.describeCalibration(of: outcome.calibrated)) on \(batches.count) batch(es)")

@@ -39,9 +39,8 @@ final class AMCTPTQConfigTests: XCTestCase {
     func testTheManualsExamples() throws {
         let shipped = try FileManager.default.contentsOfDirectory(atPath: repositoryPath("Configs/amct"))
             .filter { $0.hasPrefix("ptq-") }.sorted()
-        XCTAssertEqual(shipped, ["ptq-hfmg.json", "ptq-ifmr.json", "ptq-plain.json"], "each is checked below")
-        // Both literal examples quantize a MaxPool input (tensor_quantize) and use DMQ: refused,
-        // with the first unsupported key path.
+        XCTAssertEqual(shipped, ["ptq-dmq.json", "ptq-hfmg.json", "ptq-ifmr.json", "ptq-plain.json"], "each is checked below")
+        // Both literal examples quantize a MaxPool input (tensor_quantize): refused, with its key path.
         func refusal(_ file: String) -> InputError? {
             do {
                 _ = try RetrainConfig.load(file: repositoryPath(file)).resolve(for: lenet)
@@ -73,6 +72,14 @@ final class AMCTPTQConfigTests: XCTestCase {
         XCTAssertEqual(conv1.weightAlgorithm, .arqRetrain)
         XCTAssertEqual(resolved.layer(named: "fc1")?.rule, "not listed")
         XCTAssertEqual(resolved.warnings, [])
+
+        // The IFMR example without tensor_quantize, its layers named conv2 and fc1 (conv1 reads the
+        // image, so DMQ has no layer to divide its scales out of): DMQ with strength 0.5 on both.
+        let dmq = try RetrainConfig.load(file: repositoryPath("Configs/amct/ptq-dmq.json")).resolve(for: lenet)
+        XCTAssertEqual(dmq.quantizedLayers.map(\.name), ["conv2", "fc1"])
+        XCTAssertEqual(dmq.quantizedLayers.map(\.quantizer?.dmqStrength), [0.5, 0.5])
+        XCTAssertEqual(dmq.ptqTransforms, [.dmq])
+        XCTAssertEqual(resolved.ptqTransforms, [], "no dmq_balancer_param, no DMQ")
     }
 
     // MARK: Mapping onto the plan
@@ -214,7 +221,8 @@ final class AMCTPTQConfigTests: XCTestCase {
 
     func testUnsupportedSemanticsAreRefused() {
         assertError(#"{"joint_quant": true, "conv1": {}}"#, keyPath: "joint_quant", mentions: ["not supported yet"])
-        assertError(#"{"conv1": {"dmq_balancer_param": 0.5}}"#, keyPath: "conv1.dmq_balancer_param", mentions: ["DMQ", "not supported yet"])
+        // DMQ runs (DMQTests); on a layer reading the image there is no layer to take its scales.
+        assertError(#"{"conv1": {"dmq_balancer_param": 0.5}}"#, keyPath: "conv1.dmq_balancer_param", mentions: ["DMQ", "model input"])
         assertError(#"{"tensor_quantize": [{"layer_name": "pool1", "input_index": 0}], "conv1": {}}"#,
                     keyPath: "tensor_quantize[0]", mentions: ["not supported yet"])
         assertError("{\(layer("conv1", #""num_bits": 8"#, weights: #""num_bits": 16"#))}",

@@ -425,8 +425,8 @@ final class RetrainConfigTests: XCTestCase {
 
     func testShippedAMCTExamplesResolveAgainstLeNet() throws {
         let folder = Self.repoFile("Configs/amct")
-        // The AMCT PTQ manual's two literal examples use features qat refuses (tensor_quantize,
-        // DMQ); AMCTPTQConfigTests.testTheManualsExamples asserts their refusals.
+        // The AMCT PTQ manual's two literal examples use a feature qat refuses (tensor_quantize);
+        // AMCTPTQConfigTests.testTheManualsExamples asserts their refusals.
         let refusedExamples: Set = ["ptq-hfmg.json", "ptq-ifmr.json"]
         let files = try FileManager.default.contentsOfDirectory(atPath: folder)
             .filter { $0.hasSuffix(".json") && !refusedExamples.contains($0) }.sorted()

@@ -4,9 +4,9 @@ import QATIO
 // AMCT's post-training quantization config.json, verbatim (docs/CONFIG.md "AMCT PTQ
 // config.json"; the manual's parameter table gives every key and range). It is read into the
 // same rule model as the retrain formats (one entry per layer), so `qat calibrate`, `qat plan`
-// and `qat train` resolve it into the one per-layer plan. Semantics qat cannot run yet (DMQ,
-// joint quantization, quantized MaxPool/Add inputs, 16-bit weights) are refused
-// with the key path, never accepted and ignored.
+// and `qat train` resolve it into the one per-layer plan. Semantics qat cannot run yet (joint
+// quantization, quantized MaxPool/Add inputs, 16-bit weights) are refused with the key path,
+// never accepted and ignored; `dmq_balancer_param` runs DMQ before calibration (ALGORITHMS §2.5).
 
 /// The AMCT PTQ config.json reader.
 enum AMCTPTQConfig {
@@ -16,9 +16,6 @@ enum AMCTPTQConfig {
     static let layerEntryKeys = ["quant_enable", "dmq_balancer_param", "activation_quant_params", "weight_quant_params"]
     /// The keys of `activation_quant_params`: the width, symmetry, and the calibration method's.
     static var activationKeys: [String] { ["num_bits", "act_algo", "asymmetric"] + CalibrationConfig.settingKeys.filter { $0 != "asymmetric" } }
-    /// DMQ's migration strength range (the manual: [0.2, 0.8]).
-    static let dmqStrengthRange = 0.2...0.8
-
     /// Asymmetric activations or not, with the key path that decided it (`activation_offset`,
     /// or a layer's `asymmetric`, which wins).
     typealias Symmetry = (asymmetric: Bool, source: String)
@@ -86,13 +83,7 @@ enum AMCTPTQConfig {
     private static func parseLayerEntry(_ object: JSONObject, activationOffset: Symmetry) throws -> QuantizerConfig {
         var config = QuantizerConfig(keyPath: object.path)
         config.isEnabled = try object.bool("quant_enable") ?? true
-        if let strength = try object.double("dmq_balancer_param") {
-            guard dmqStrengthRange.contains(strength) else {
-                throw object.error("dmq_balancer_param", "must be in [0.2, 0.8], got \(strength)")
-            }
-            throw object.error("dmq_balancer_param", "DMQ (migrating activation outliers into the weights) is not supported "
-                               + "yet: remove the key to quantize \(object.path) without it")
-        }
+        config.dmqStrength = try RetrainConfig.parseDMQStrength(object)
         if let params = try object.object("activation_quant_params") {
             config.data = try parseActivation(params, activationOffset: activationOffset)
         } else {

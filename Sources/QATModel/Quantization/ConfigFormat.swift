@@ -53,7 +53,8 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         switch self {
         case .amctRetrain: return ["retrain_enable", "retrain_data_config", "retrain_weight_config"]
         case .simple, .floatTraining, .amctSimpleProtoText, .vitis: return []
-        case .amctPTQ: return AMCTPTQConfig.layerEntryKeys
+        // dmq_balancer_param is not one: qat's AMCT retrain form takes it too, so a written plan keeps it.
+        case .amctPTQ: return AMCTPTQConfig.layerEntryKeys.filter { $0 != "dmq_balancer_param" }
         }
     }
 

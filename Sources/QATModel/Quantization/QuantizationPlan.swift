@@ -27,11 +27,14 @@ public struct QuantizerSettings: Equatable, Sendable {
     public var learnClip: Bool
     /// The method that finds the starting clip bounds when the config gives none (`act_algo`).
     public var calibration: CalibrationMethod
+    /// DMQ's migration strength α (`dmq_balancer_param`), or nil: no DMQ before calibration.
+    public var dmqStrength: Double?
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
                 weightAlgorithm: WeightAlgorithm = .arqRetrain, channelWise: Bool, weightType: QuantizedType = .int8,
-                learnClip: Bool = true, calibration: CalibrationMethod = .default) {
+                learnClip: Bool = true, calibration: CalibrationMethod = .default, dmqStrength: Double? = nil) {
+        self.dmqStrength = dmqStrength
         self.learnClip = learnClip
         self.calibration = calibration
         self.activationAlgorithm = activationAlgorithm
@@ -130,6 +133,9 @@ extension RetrainConfig {
                     rule = entry.isEnabled ? "layer entry \(layer.name)" : "layer entry \(layer.name) (\(format.enableKey) false)"
                     if entry.isEnabled {
                         quantizer = try self.quantizer(from: [entry], layerAt: index, of: wiring, warnings: &warnings)
+                    } else if entry.dmqStrength != nil {
+                        warnings.append("\(entry.keyPath("dmq_balancer_param")): \(layer.name) stays float (\(format.enableKey) false); "
+                                        + "DMQ runs on quantized layers only, so the key has no effect")
                     }
                 } else {
                     rule = "not listed"
@@ -158,6 +164,7 @@ extension RetrainConfig {
                                     layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
         plan.ptqTransforms = ptqTransforms
         plan.rewrittenLayers = Dictionary(grouping: rewrittenLayers(of: original), by: \.rewrite).mapValues { $0.map(\.layer) }
+        if layers.contains(where: { $0.quantizer?.dmqStrength != nil }) { plan.ptqTransforms.insert(.dmq) }
         return plan
     }
 
@@ -293,7 +300,8 @@ extension RetrainConfig {
             channelWise: channelWise?.value ?? supportsChannelWise,
             weightType: pick { $0.weight.dstType }?.value ?? .int8,
             learnClip: pick { $0.data.learnClip }?.value ?? true,
-            calibration: calibration)
+            calibration: calibration,
+            dmqStrength: try dmqStrength(pick { $0.dmqStrength }, layerAt: index, of: wiring))
 
         if !supportsChannelWise && result.channelWise, let source = channelWise?.source {
             // This runtime gives linear weights one scale per tensor only (see docs/CONFIG.md).
@@ -314,6 +322,16 @@ extension RetrainConfig {
             warnings.append("\(layer.name): clip_min \(clipMin) is ignored because fixed_min is true (the lower bound stays 0)")
         }
         return result
+    }
+
+    /// DMQ's strength for a layer, once the graph has a producer to fold the scales into.
+    private func dmqStrength(_ picked: (value: Double, source: QuantizerConfig)?, layerAt index: Int,
+                             of wiring: ModelGraph.Wiring) throws -> Double? {
+        guard let (strength, source) = picked else { return nil }
+        if case .failure(let refusal) = wiring.channelProducer(ofLayerAt: index) {
+            throw refusal.dmqError(layer: wiring.spec.layers[index].name, file: file, keyPath: source.keyPath("dmq_balancer_param"))
+        }
+        return strength
     }
 
     /// A few quantizable layer names of `model` for error messages.
@@ -378,7 +396,7 @@ extension QuantizationPlan {
                 ? q.activationType.rawValue : "\(q.activationType.rawValue)/\(q.weightType.rawValue)")
                 + (q.activationType == .int16 ? " (float on INT8 engine)" : "")
             let bounds = (q.clipMax.map { "clip [\(q.clipMin!), \($0)]" } ?? q.calibration.name.uppercased())
-                + (q.learnClip ? "" : ", frozen")
+                + (q.learnClip ? "" : ", frozen") + (q.dmqStrength.map { ", DMQ α \($0)" } ?? "")
             let fixedMin = q.fixedMin
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")

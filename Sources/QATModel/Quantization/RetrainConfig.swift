@@ -93,13 +93,18 @@ public struct QuantizerConfig: Equatable, Sendable {
     public var isEnabled: Bool
     public var data: RetrainDataConfig
     public var weight: RetrainWeightConfig
+    /// `dmq_balancer_param`: DMQ's migration strength α (AMCT PTQ layer entries, and the AMCT
+    /// retrain form's layer entries as qat's extension, so a written plan keeps it).
+    public var dmqStrength: Double?
 
     public init(keyPath: String, isEnabled: Bool = true,
-                data: RetrainDataConfig = RetrainDataConfig(), weight: RetrainWeightConfig = RetrainWeightConfig()) {
+                data: RetrainDataConfig = RetrainDataConfig(), weight: RetrainWeightConfig = RetrainWeightConfig(),
+                dmqStrength: Double? = nil) {
         self.keyPath = keyPath
         self.isEnabled = isEnabled
         self.data = data
         self.weight = weight
+        self.dmqStrength = dmqStrength
     }
 
     /// The key path of a key inside this object, e.g. "conv1.retrain_weight_config".
@@ -349,6 +354,7 @@ extension RetrainConfig {
         var config = QuantizerConfig(keyPath: object.path)
         if allowsEnable {
             config.isEnabled = try object.bool("retrain_enable") ?? true
+            config.dmqStrength = try parseDMQStrength(object)
         }
         if let data = try object.object("retrain_data_config") {
             config.data = try parseDataConfig(data)
@@ -360,6 +366,18 @@ extension RetrainConfig {
             try object.rejectUnknownKeys()
         }
         return config
+    }
+
+    /// DMQ's migration strength range (AMCT's PTQ manual: [0.2, 0.8]).
+    static let dmqStrengthRange = 0.2...0.8
+
+    /// `dmq_balancer_param` of a layer entry, range-checked.
+    static func parseDMQStrength(_ object: JSONObject) throws -> Double? {
+        guard let strength = try object.double("dmq_balancer_param") else { return nil }
+        guard dmqStrengthRange.contains(strength) else {
+            throw object.error("dmq_balancer_param", "must be in [0.2, 0.8], got \(strength)")
+        }
+        return strength
     }
 
     private static func parseDataConfig(_ object: JSONObject) throws -> RetrainDataConfig {

@@ -62,6 +62,7 @@ extension QuantizerConfig {
     func members(withEnable: Bool) -> [JSONValue.Member] {
         var members: [JSONValue.Member] = []
         if withEnable { members.append(.init("retrain_enable", JSONValue(isEnabled))) }
+        if withEnable, let dmqStrength { members.append(.init("dmq_balancer_param", JSONValue(dmqStrength))) }
         if !data.members.isEmpty { members.append(.init("retrain_data_config", .object(data.members))) }
         if !weight.members.isEmpty { members.append(.init("retrain_weight_config", .object(weight.members))) }
         return members
@@ -135,7 +136,8 @@ extension QuantizationPlan {
                 data: RetrainDataConfig(algorithm: q.activationAlgorithm, clipMax: q.clipMax, clipMin: q.clipMin,
                                         fixedMin: q.fixedMin, dstType: q.activationType, learnClip: q.learnClip,
                                         calibration: q.calibration.explicitConfig),
-                weight: RetrainWeightConfig(algorithm: q.weightAlgorithm, channelWise: q.channelWise, dstType: q.weightType))
+                weight: RetrainWeightConfig(algorithm: q.weightAlgorithm, channelWise: q.channelWise, dstType: q.weightType),
+                dmqStrength: q.dmqStrength)
         }
         return RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))
     }
