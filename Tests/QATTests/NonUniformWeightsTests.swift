@@ -262,4 +262,35 @@ final class NonUniformWeightsTests: XCTestCase {
         XCTAssertNil(conv2.inputFakeQuantization)
         XCTAssertNotNil(conv2.floatTensors["weight"])
     }
+
+    /// `qat train` with NUQ (qat's JSON key `nuq_quantize` in retrain_weight_config): the levels
+    /// chosen at calibration stay fixed while the weights train, and the result deploys and verifies.
+    func testQATKeepsTheLevelsFixed() throws {
+        let folder = try makeTemporaryFolder(self)
+        var text = try String(contentsOfFile: repositoryPath("Configs/retrain.json"), encoding: .utf8)
+        text = text.replacingOccurrences(of: "\"Checkpoints/lenet5-qat\"", with: "\"\(folder)/run\"")
+        let weightConfig = "\"retrain_weight_config\": {\n      \"algo\": \"arq_retrain\","
+        XCTAssertEqual(text.components(separatedBy: weightConfig).count, 6, "five layer entries")
+        text = text.replacingOccurrences(of: weightConfig, with: weightConfig + " \"nuq_quantize\": {\"num_steps\": 16, \"num_of_iteration\": 2},")
+        let configFile = folder + "/nuq.json"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: configFile))
+        let final = folder + "/final.h5"
+        let (status, log) = try qat(["train", "--config", configFile, "--epochs", "2", "--train-limit", "256",
+                                     "--test-limit", "100", "--output", final])
+        XCTAssertEqual(status, 0, log)
+        let first = try CheckpointFile.read(from: folder + "/run/epoch-1.h5"), last = try CheckpointFile.read(from: final)
+        for layer in ["conv1", "conv2", "fc1", "fc2", "fc3"] {
+            let levels = try XCTUnwrap(first.extra["quant/\(layer)/nuq_levels"], layer)
+            XCTAssertEqual(levels.storage, last.extra["quant/\(layer)/nuq_levels"]?.storage, layer)
+            XCTAssertEqual(levels.shape.last, 16)
+        }
+        XCTAssertNotEqual(first.parameters.first { $0.name == "fc1.weight" }?.tensor.storage,
+                          last.parameters.first { $0.name == "fc1.weight" }?.tensor.storage, "the weights trained")
+        let deployed = folder + "/int8.h5"
+        let (deployStatus, deployLog) = try qat(["deploy", "--checkpoint", final, "--output", deployed])
+        XCTAssertEqual(deployStatus, 0, deployLog)
+        let (verifyStatus, verified) = try qat(["verify", "--checkpoint", final, "--deploy", deployed, "--test-limit", "100"])
+        XCTAssertEqual(verifyStatus, 0, verified)
+        XCTAssertTrue(verified.contains("PASS"), verified)
+    }
 }
