@@ -261,6 +261,10 @@ final class NonUniformWeightsTests: XCTestCase {
         let conv2 = try XCTUnwrap(nodes.first { $0.name == "conv2" })
         XCTAssertNil(conv2.inputFakeQuantization)
         XCTAssertNotNil(conv2.floatTensors["weight"])
+        // QDQ export writes it as a float conv with that weight.
+        let (exportStatus, exported) = try qat(["export", "--checkpoint", (mixed as NSString).deletingLastPathComponent + "/ptq.h5",
+                                                "--output", (mixed as NSString).deletingLastPathComponent + "/model.onnx"])
+        XCTAssertEqual(exportStatus, 0, exported)
     }
 
     /// `qat train` with NUQ (qat's JSON key `nuq_quantize` in retrain_weight_config): the levels
