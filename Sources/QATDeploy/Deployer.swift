@@ -261,6 +261,7 @@ private struct Builder {
 
         node.inputQuantizer = qd
         node.weightCodes = weightCodes
+        node.nonUniformSteps = quantizer.weight.nonUniform?.parameters.steps
         node.biasCodes = biasCodes
         node.weightScales = weightScales
         node.biasResidual = biasResidual

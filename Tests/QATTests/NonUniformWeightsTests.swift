@@ -205,12 +205,16 @@ final class NonUniformWeightsTests: XCTestCase {
     }
 
     func testNUQLeNetDeploysLevelsAsInt8Codes() throws {
-        let (ptq, deployed, _) = try calibrateDeployVerify("""
+        let (ptq, deployed, deployLog) = try calibrateDeployVerify("""
             common_config { arq_quantize { channel_wise: true } }
             override_layer_types { layer_type: "Gemm" calibration_config { arq_quantize { channel_wise: false } } }
             override_layer_configs { layer_name: "conv2" calibration_config { nuq_quantize { num_steps: 16 num_of_iteration: 3 } } }
             override_layer_configs { layer_name: "fc1" calibration_config { nuq_quantize { num_steps: 32 num_of_iteration: 1 } } }
             """)
+        let lines = deployLog.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.filter { $0.contains("NUQ (nuq_quantize): at most") }.count, 2, deployLog)
+        let conv2Line = try XCTUnwrap(lines.firstIndex { $0.hasPrefix("  conv2 ") }, deployLog)
+        XCTAssertTrue(lines[conv2Line + 1].contains("at most 16 levels per weight row"), deployLog)
         let file = try DeployFile.read(from: deployed)
         let conv2 = try XCTUnwrap(file.nodes.first { $0.name == "conv2" })
         let perChannel = conv2.weightCodes.count / conv2.outputChannels
