@@ -30,6 +30,14 @@ struct DeployCommand: ParsableCommand {
                 line += (node.output.map { String(format: "→ int8 (s %.4g, o %d%@)", $0.scale, Int($0.zeroPoint), node.fusedActivation.map { ", \($0)" } ?? "") } ?? "→ float")
                 if !node.fused.isEmpty { line += "  fused: " + node.fused.joined(separator: ", ") }
                 print(line)
+                if let steps = node.nonUniformSteps {
+                    print("  " + "".padded(to: 22) + "NUQ (nuq_quantize): at most \(steps) levels per weight row, written as "
+                          + "its int8 codes for the INT8 kernels")
+                }
+                if node.isWeightOnly {
+                    print("  " + "".padded(to: 22) + "weight-only (weight_compress_only): float input and the dequantized INT8 "
+                          + "weights, run as a float \(node.op.rawValue) on the INT8 engine")
+                }
             }
         }
     }

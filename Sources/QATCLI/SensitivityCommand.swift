@@ -71,7 +71,10 @@ struct SensitivityCommand: ParsableCommand {
                 let runFolder = (writeConfig as NSString).deletingPathExtension
                 let fixed = analysis.fixedConfig(applying: action, to: Set(chosen), base: subject.config, runFolder: runFolder)
                 try AtomicFile.write(Data(fixed.jsonText(layerOrder: subject.spec.layers.map(\.name)).utf8), to: writeConfig)
+                let weightOnly = chosen.filter { analysis.plan.layer(named: $0)?.quantizer?.weightCompressOnly == true }
                 written = "wrote \(writeConfig): \(action == .skip ? "kept float" : "INT16 input"): \(chosen.joined(separator: ", "))"
+                    + (action == .int16 && !weightOnly.isEmpty
+                        ? " (not \(weightOnly.joined(separator: ", ")): weight-only, the input is float already)" : "")
                     + (subject.config == nil ? " (no --config: the file has only the layer rules)" : "")
                     + "; training it checkpoints into \(runFolder)/"
             }

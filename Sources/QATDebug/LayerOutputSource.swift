@@ -45,7 +45,9 @@ public final class ModelOutputSource: LayerOutputSource {
     }
 
     public func quantization(ofLayer layer: String) -> QuantizationGrid? {
-        guard let quantizer = (model.layer(named: layer) as? WeightedLayer)?.quantizer as? FakeQuantizer else { return nil }
+        // A weight-only layer's input stays float: no input grid to report.
+        guard let quantizer = (model.layer(named: layer) as? WeightedLayer)?.quantizer as? FakeQuantizer,
+              quantizer.quantizesInput else { return nil }
         return quantizer.activation.grid
     }
 }

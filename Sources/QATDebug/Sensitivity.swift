@@ -24,7 +24,7 @@ public struct VariantEvaluation: Equatable, Sendable, Codable {
 public struct SensitivityRow: Equatable, Sendable, Codable {
     public var layer: String
     public var kind: String
-    /// Activation width in the plan ("INT8", "INT16").
+    /// Activation width in the plan ("INT8", "INT16"; "float" for a weight-only layer).
     public var width: String
     /// Only this layer quantized, every other layer float.
     public var single: VariantEvaluation
@@ -217,7 +217,7 @@ public final class SensitivityAnalysis {
             let others = Set(layers.map(\.name)).subtracting([layer.name])
             let leaveOut = evaluate(try variant(others), on: evaluation, batchSize: batchSize, reference: &reference)
             progress(String(format: "%@: only this %.2f%%, all but this %.2f%%", layer.name, 100 * single.accuracy, 100 * leaveOut.accuracy))
-            rows.append(SensitivityRow(layer: layer.name, kind: layer.kind.typeName, width: layer.quantizer!.activationType.rawValue,
+            rows.append(SensitivityRow(layer: layer.name, kind: layer.kind.typeName, width: layer.quantizer!.weightCompressOnly ? "float" : layer.quantizer!.activationType.rawValue,
                                        single: single, leaveOut: leaveOut,
                                        singleLossIncrease: single.loss - float.loss, singleAccuracyDrop: float.accuracy - single.accuracy,
                                        leaveOutLossGain: all.loss - leaveOut.loss, leaveOutAccuracyGain: leaveOut.accuracy - all.accuracy))
@@ -294,7 +294,9 @@ extension SensitivityAnalysis {
         // A proto-text simple config's symmetric layers take the signed range, a rule the JSON
         // forms cannot state: its resolved plan is written instead of its rules.
         let studied = config.format.symmetricActivationsAreSigned ? plan.explicitConfig() : config
-        var fixed = studied.applying(action, to: layers)
+        // A weight-only layer's input is float already: a 16-bit input grid would not apply to it.
+        let weightOnly = Set(plan.quantizedLayers.filter { $0.quantizer!.weightCompressOnly }.map(\.name))
+        var fixed = studied.applying(action, to: action == .int16 ? layers.subtracting(weightOnly) : layers)
         fixed.runtimeSections = base?.runtimeSections ?? [:]
         var checkpoint = fixed.runtimeSections["checkpoint"] ?? .object([])
         checkpoint.set("dir", runFolder.map(JSONValue.init))

@@ -106,6 +106,13 @@ public struct DeployNode: Equatable, Sendable {
     /// Float conv/linear of an INT16 layer: the input is fake-quantized on this grid first, and
     /// `floatTensors["weight"]` is the already fake-quantized (ARQ) weight.
     public var inputFakeQuantization: QuantizationGrid?
+    /// Float conv/linear of a weight-only layer (`weight_compress_only`): `floatTensors["weight"]`
+    /// is the dequantized INT8 weight and the input stays float. Set by the deployer for its
+    /// report; the file does not record it (the node is a plain float conv/linear).
+    public var isWeightOnly = false
+    /// Integer layers with NUQ weights: the levels per row (`num_steps`), for the deployer's
+    /// report; the file does not record it (the codes are ordinary int8 codes).
+    public var nonUniformSteps: Int?
     /// Float conv/linear: weight and bias; batchnorm2d: γ, β, running mean and variance.
     public var floatTensors: [String: Tensor] = [:]
     /// batchnorm2d: ε.

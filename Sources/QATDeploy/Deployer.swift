@@ -60,9 +60,14 @@ public enum Deployer {
         }
     }
 
-    /// Weight codes and per-row scales exactly as the fake-quant forward computes them.
+    /// Weight codes and per-row scales exactly as the fake-quant forward computes them (a NUQ
+    /// layer's codes are its levels, docs/ALGORITHMS.md §3.1).
     static func weightCodes(_ weight: Tensor, quantizer: FakeQuantizer) -> (codes: [Int8], rowScales: [Float]) {
         let state = quantizer.weight
+        if state.algorithm == .arq, let nonUniform = state.nonUniform {
+            let (codes, scales) = nuqCodes(weight, rows: state.rowCount, bits: state.numBits, nonUniform: nonUniform)
+            return (codes.map { Int8($0) }, scales)
+        }
         let scales = quantizer.weightRowScales(weight)
         let rowLength = weight.count / scales.count
         var codes = [Int8](repeating: 0, count: weight.count)
@@ -89,6 +94,8 @@ private struct Builder {
     var inputQuantizers: [Int: QuantizationGrid] = [:]
     /// INT16 layers: the 16-bit grid their float node applies to its input.
     var wideInputs: [Int: QuantizationGrid] = [:]
+    /// Weight-only layers: float nodes with the dequantized weight and a float input.
+    var weightOnly: Set<Int> = []
     /// conv index → folded BN index
     var foldedInto: [Int: Int] = [:]
     var folded: Set<Int> = []
@@ -108,7 +115,10 @@ private struct Builder {
         specs = model.spec.layers
         outputSentinel = layers.count
         for (i, layer) in layers.enumerated() {
-            if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, q.activation.numBits == 16 {
+            if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, !q.quantizesInput {
+                guard q.weight.numBits == 8 else { throw fail(i, "cannot be deployed: weights must be INT8 (dst_type is INT\(q.weight.numBits))") }
+                weightOnly.insert(i)
+            } else if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, q.activation.numBits == 16 {
                 // INT16 layers run in float on this engine, simulating their quantizers exactly.
                 wideInputs[i] = try Deployer.inputGrid(of: q, source: source)
             } else if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer {
@@ -205,6 +215,11 @@ private struct Builder {
                     node.floatTensors["weight"] = weightFakeQuantize(weighted.weight, state: quantizer.weight, tape: nil).value
                     node.inputFakeQuantization = wide
                 }
+                if weightOnly.contains(i), let quantizer = weighted.quantizer as? FakeQuantizer {
+                    // The dequantized INT8 weight on a float input, as fake quant computes the layer.
+                    node.floatTensors["weight"] = weightFakeQuantize(weighted.weight, state: quantizer.weight, tape: nil).value
+                    node.isWeightOnly = true
+                }
             case .batchNorm:
                 let bn = layer as! BatchNorm2DLayer
                 node.floatTensors = ["gamma": bn.gamma.value, "beta": bn.beta.value,
@@ -246,6 +261,7 @@ private struct Builder {
 
         node.inputQuantizer = qd
         node.weightCodes = weightCodes
+        node.nonUniformSteps = quantizer.weight.nonUniform?.parameters.steps
         node.biasCodes = biasCodes
         node.weightScales = weightScales
         node.biasResidual = biasResidual

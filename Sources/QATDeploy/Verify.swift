@@ -138,8 +138,8 @@ extension DeployVerification {
         guard Array(model.spec.inputShape) == engine.inputShape, model.numberOfClasses == engine.numberOfClasses else {
             throw InputError(file: deployFile, message: "does not match \(checkpoint): input \(engine.inputShape) vs \(model.spec.inputShape)")
         }
-        // INT16 layers run in float on the engine (they have no int8 input codes to compare).
-        let missing = model.fakeQuantizers.filter { $0.activation.numBits == 8 }.map(\.layerName)
+        // INT16 and weight-only layers run in float on the engine (they have no int8 input codes to compare).
+        let missing = model.fakeQuantizers.filter(\.isInteger).map(\.layerName)
             .filter { !engine.quantizedLayerNames.contains($0) }
         guard missing.isEmpty else {
             throw InputError(file: deployFile, message: "has no integer layer for the quantized layer(s) \(missing.joined(separator: ", ")) of \(checkpoint)")

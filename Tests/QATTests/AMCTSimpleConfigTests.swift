@@ -52,13 +52,17 @@ final class AMCTSimpleConfigTests: XCTestCase {
         XCTAssertEqual(uniform.keyPath, "tensor_quantize[0]")
         XCTAssertEqual(uniform.message, "line 61, column 1: quantizing the input tensor of node \"pool1\" is not supported yet: "
                        + "qat quantizes the inputs of conv2d and linear layers only (remove the entry)")
-        let weightOnly = try XCTUnwrap(refusal("simple-weight-only.cfg"))
-        XCTAssertEqual(weightOnly.keyPath, "common_config.weight_compress_only")
-        XCTAssertTrue(weightOnly.message.hasPrefix("line 8, column 4: true: weight-only quantization (float activations) "
-                                                   + "is not supported yet"), "\(weightOnly)")
+        // The weight-only example loads: every layer weight-only; conv1 and the "Gemm" layers
+        // asymmetric (channel_wise true is allowed on linear layers that run in float).
+        XCTAssertNil(refusal("simple-weight-only.cfg"))
+        let weightOnly = try RetrainConfig.load(file: repositoryPath("Configs/amct/simple-weight-only.cfg")).resolve(for: lenet)
+        XCTAssertEqual(weightOnly.quantizedLayers.map(\.name), ["conv1", "conv2", "fc1", "fc2", "fc3"])
+        XCTAssertTrue(weightOnly.quantizedLayers.allSatisfy { $0.quantizer!.weightCompressOnly && $0.quantizer!.channelWise })
+        XCTAssertEqual(weightOnly.quantizedLayers.filter { $0.quantizer!.asymmetricWeights }.map(\.name), ["conv1", "fc1", "fc2", "fc3"])
+        // The NUQ example's calibration configs load; its tensor_quantize entries are refused later.
         let nuq = try XCTUnwrap(refusal("simple-nuq.cfg"))
-        XCTAssertEqual(nuq.keyPath, "override_layer_configs.calibration_config.nuq_quantize")
-        XCTAssertTrue(nuq.message.hasPrefix("line 41, column 9: non-uniform weight quantization (NUQ) is not supported yet"), "\(nuq)")
+        XCTAssertEqual(nuq.keyPath, "tensor_quantize[0]")
+        XCTAssertTrue(nuq.message.hasPrefix("line 56, column 1: quantizing the input tensor of node \"pool1\" is not supported yet"), "\(nuq)")
 
         // The uniform example without tensor_quantize loads. By hand: conv1 by its layer override
         // (per channel, symmetric [0.8, 1.2] step 0.02), fc1 and fc2 by "Gemm" (per tensor, the
@@ -172,15 +176,8 @@ final class AMCTSimpleConfigTests: XCTestCase {
 
     func testUnsupportedSemanticsAreRefusedWithTheirKeyPath() {
         assertError("version: 1\njoint_quant: true", keyPath: "joint_quant", at: "line 2, column 1", mentions: ["not supported yet"])
-        assertError("enable_auto_nuq: true", keyPath: "enable_auto_nuq", at: "line 1, column 1", mentions: ["not supported yet"])
-        assertError("common_config {\n  arq_quantize { asymmetric: true }\n}", keyPath: "common_config.arq_quantize.asymmetric",
-                    at: "line 2, column 18", mentions: ["asymmetric weights are not supported yet"])
-        assertError("override_layer_configs { layer_name: \"conv1\"\n  calibration_config { weight_compress_only: true } }",
-                    keyPath: "override_layer_configs.calibration_config.weight_compress_only", at: "line 2, column 24",
-                    mentions: ["weight-only quantization"])
-        assertError("common_config { nuq_quantize { num_steps: 16 } }", keyPath: "common_config.nuq_quantize",
-                    at: "line 1, column 17", mentions: ["(NUQ) is not supported yet"])
-        // NUQ's own ranges are checked before the refusal.
+        assertError("enable_auto_nuq: true", keyPath: "enable_auto_nuq", at: "line 1, column 1", mentions: ["not supported"])
+        // NUQ and weight-only layers run (NonUniformWeightsTests); NUQ's ranges are checked.
         assertError("common_config { nuq_quantize { num_steps: 8 } }", keyPath: "common_config.nuq_quantize.num_steps",
                     at: "line 1, column 32", mentions: ["must be 16 or 32, got 8"])
         assertError("common_config { nuq_quantize { num_of_iteration: 6 } }", keyPath: "common_config.nuq_quantize.num_of_iteration",

@@ -29,6 +29,11 @@ public final class WeightQuantizerState {
     /// `ulq_retrain` only: whether `learnedScales` have been set (from ARQ on the first forward,
     /// or from a checkpoint). Meaningless for ARQ, which keeps no state between forwards.
     public var initialized: Bool = false
+    /// ARQ only: NUQ's levels on top of the ARQ scales (FakeQuantNUQ.swift), nil for uniform codes.
+    public var nonUniform: NonUniformWeights?
+    /// ARQ only: an asymmetric grid per row, zero point included (weight-only layers,
+    /// FakeQuantAsymmetricARQ.swift).
+    public var asymmetric = false
 
     /// weightShape: [C_out, …]; the row count is fixed here so the learned scales exist (and can be
     /// registered with the optimizer and checkpoints) before the first forward.
@@ -71,7 +76,10 @@ public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8) -> [Float] {
 /// weight: [C_out, …] → ŵ of the same shape.
 public func weightFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tape: Tape?) -> Variable {
     switch state.algorithm {
-    case .arq: return arqFakeQuantize(weight, state: state, tape: tape)
+    case .arq:
+        if let nonUniform = state.nonUniform { return nuqFakeQuantize(weight, state: state, nonUniform: nonUniform, tape: tape) }
+        if state.asymmetric { return asymmetricARQFakeQuantize(weight, state: state, tape: tape) }
+        return arqFakeQuantize(weight, state: state, tape: tape)
     case .lsq: return lsqFakeQuantize(weight, state: state, tape: tape)
     }
 }

@@ -6,8 +6,9 @@ import QATIO
 // read into the simple form's rules, so the plan resolves it as the JSON simple form:
 // override_layer_configs > override_layer_types > common_config, key by key, and
 // `activation_offset` below all three (it is the `asymmetric` every ifmr_quantize leaves out).
-// Semantics qat cannot run yet (NUQ, weight-only quantization, joint quantization, quantized
-// MaxPool/Add inputs, asymmetric ARQ weights) are refused with the field's key path and line.
+// NUQ (`nuq_quantize`) and weight-only layers (`weight_compress_only`, with asymmetric ARQ) run
+// (docs/ALGORITHMS.md §3.1, §3.2). Semantics qat cannot run yet (joint quantization, quantized
+// MaxPool/Add inputs, automatic NUQ) are refused with the field's key path and line.
 
 /// The reader of AMCT's simple config in proto text.
 enum AMCTSimpleConfig {
@@ -38,8 +39,9 @@ enum AMCTSimpleConfig {
         }
         try refuseIfTrue(root, "joint_quant", "joint quantization of an eltwise add's inputs is not supported yet: "
                          + "qat quantizes each input on its own (set false or leave it out)")
-        try refuseIfTrue(root, "enable_auto_nuq", "automatic non-uniform weight quantization is not supported yet "
-                         + "(set false or leave it out)")
+        try refuseIfTrue(root, "enable_auto_nuq", "automatic non-uniform weight quantization is not supported: AMCT picks "
+                         + "the layers whose weight bandwidth limits an Ascend chip, a hardware measure qat does not have; "
+                         + "give nuq_quantize to the layers you choose (set false or leave it out)")
         // The manual gives no default; AMCT's PTQ config.json defaults to true, and so does this.
         let activationOffset = try root.bool("activation_offset") ?? true
 
@@ -90,30 +92,47 @@ enum AMCTSimpleConfig {
                              format: .amctSimpleProtoText, fusion: fusion)
     }
 
-    /// A CalibrationConfig message as one level of the simple form's rules.
+    /// A CalibrationConfig message as one level of the simple form's rules. `arq_quantize` and
+    /// `nuq_quantize` each choose the weight quantizer (NUQ: ARQ's scales, then non-uniform
+    /// levels), so one message gives at most one of them; `weight_compress_only: true` excludes
+    /// `ifmr_quantize` and `nuq_quantize` in its message (the manual), and asymmetric ARQ needs it.
     private static func parseCalibrationConfig(_ message: ProtoTextMessage) throws -> QuantizerConfig {
         var config = QuantizerConfig(keyPath: message.path)
-        try refuseIfTrue(message, "weight_compress_only", "weight-only quantization (float activations) is not supported yet: "
-                         + "qat quantizes the weights and the activations of a layer together (set false or leave it out)")
+        let weightOnly = try message.bool("weight_compress_only")
+        config.weight.weightCompressOnly = weightOnly
         if let nuq = try message.message("nuq_quantize") {
-            if let steps = try nuq.int("num_steps", range: 0...Int(UInt32.max)), ![16, 32].contains(steps) {
+            let steps = try nuq.int("num_steps", range: 0...Int(UInt32.max)) ?? 16
+            if !RetrainWeightConfig.nuqStepChoices.contains(steps) {
                 throw nuq.error(try nuq.single("num_steps")!, "must be 16 or 32, got \(steps)")
             }
-            _ = try nuq.int("num_of_iteration", range: 0...5)
+            let iterations = try nuq.int("num_of_iteration", range: RetrainWeightConfig.nuqIterationRange) ?? 0
             try nuq.rejectUnknownFields(allowed: ["num_steps", "num_of_iteration"])
-            throw message.error(try message.single("nuq_quantize")!, "non-uniform weight quantization (NUQ) is not supported yet: "
-                                + "use arq_quantize for this layer")
+            if weightOnly == true {
+                throw message.error(try message.single("nuq_quantize")!, "not allowed with weight_compress_only true "
+                                    + "(AMCT's manual: a weight-only layer cannot use NUQ); use arq_quantize")
+            }
+            if try message.single("arq_quantize") != nil {
+                throw message.error(try message.single("nuq_quantize")!, "given with arq_quantize: each chooses the weight "
+                                    + "quantizer, give one (NUQ keeps ARQ's scales, channel_wise from a less specific arq_quantize)")
+            }
+            config.weight.algorithm = .arqRetrain
+            config.weight.nonUniform = NUQParameters(steps: steps, iterations: iterations)
         }
         if let arq = try message.message("arq_quantize") {
             config.weight.algorithm = .arqRetrain
             config.weight.channelWise = try arq.bool("channel_wise")
-            if try arq.bool("asymmetric") == true {
-                throw arq.error(try arq.single("asymmetric")!, "asymmetric weights are not supported yet (the manual allows true "
-                                + "only with weight_compress_only true): set false or leave it out")
+            config.weight.asymmetric = try arq.bool("asymmetric")
+            if config.weight.asymmetric == true, weightOnly == false {
+                throw arq.error(try arq.single("asymmetric")!, "true needs weight_compress_only true (the manual allows "
+                                + "asymmetric weights only on weight-only layers): set false or leave it out")
             }
             try arq.rejectUnknownFields(allowed: arqFields)
         }
         if let ifmr = try message.message("ifmr_quantize") {
+            if weightOnly == true {
+                throw message.error(try message.single("ifmr_quantize")!, "not allowed with weight_compress_only true: a "
+                                    + "weight-only layer keeps a float input, which IFMR would quantize (AMCT's manual)")
+            }
             try parseIFMR(ifmr, into: &config.data)
         }
         try message.rejectUnknownFields(allowed: calibrationFields)

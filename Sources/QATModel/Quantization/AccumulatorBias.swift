@@ -86,8 +86,9 @@ extension FakeQuantizer {
         return QuantizationGrid(bits: a.numBits, clipMax: clipMax, clipMin: clipMin)
     }
 
-    /// True when the layer runs as an integer node on the engine: 8-bit input and weights.
-    public var isInteger: Bool { activation.numBits == 8 && weight.numBits == 8 }
+    /// True when the layer runs as an integer node on the engine: 8-bit input and weights
+    /// (a weight-only layer has no input grid: it runs in float).
+    public var isInteger: Bool { quantizesInput && activation.numBits == 8 && weight.numBits == 8 }
 
     /// The weight's row scales exactly as the fake-quant forward uses them (ARQ, or LSQ's learned
     /// scales where they are valid).

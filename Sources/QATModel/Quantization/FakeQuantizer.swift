@@ -1,8 +1,9 @@
 import QATCore
 import QATIO
 
-/// The fake quantization of one conv or linear layer during QAT: ULQ on its input, ARQ (or LSQ)
-/// on its weight, as the layer's `QuantizerSettings` say.
+/// The fake quantization of one conv or linear layer during QAT: ULQ on its input, ARQ (or LSQ,
+/// or ARQ with NUQ levels) on its weight, as the layer's `QuantizerSettings` say. A weight-only
+/// layer (`weight_compress_only`) passes its input through unchanged.
 public final class FakeQuantizer: LayerQuantizer {
     public let layerName: String
     public let settings: QuantizerSettings
@@ -20,14 +21,20 @@ public final class FakeQuantizer: LayerQuantizer {
         }
         // Frozen bounds need no gradient, and then neither does the quantizer's input: for the
         // first conv this spares the whole input-gradient pass.
-        activation.clipMax.requiresGrad = settings.learnClip
-        activation.clipMin.requiresGrad = settings.learnClip
+        activation.clipMax.requiresGrad = settings.learnClip && !settings.weightCompressOnly
+        activation.clipMin.requiresGrad = settings.learnClip && !settings.weightCompressOnly
         weight = WeightQuantizerState(weightShape: weightShape, channelWise: settings.channelWise,
                                       algorithm: settings.weightAlgorithm == .ulqRetrain ? .lsq : .arq,
                                       numBits: settings.weightType.bitWidth)
+        weight.nonUniform = settings.nonUniform.map(NonUniformWeights.init)
+        weight.asymmetric = settings.asymmetricWeights
     }
 
+    /// True for a weight-only layer: its input stays float.
+    public var quantizesInput: Bool { !settings.weightCompressOnly }
+
     public func quantizeInput(_ x: Variable, training: Bool, tape: Tape?) -> Variable {
+        guard quantizesInput else { return x }
         collectInput?(x.value)
         return ulqFakeQuantize(x, state: activation, tape: tape)
     }
@@ -72,7 +79,7 @@ extension Model {
     /// are left alone. Returns the calibrated layer names.
     @discardableResult
     public func calibrate(on batches: [Tensor]) throws -> [String] {
-        let pending = fakeQuantizers.filter { !$0.activation.initialized }
+        let pending = fakeQuantizers.filter { $0.quantizesInput && !$0.activation.initialized }
         guard !pending.isEmpty, !batches.isEmpty else { return [] }
         var collected = [String: [Tensor]]()
         for quantizer in pending {

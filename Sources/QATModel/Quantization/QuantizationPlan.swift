@@ -29,12 +29,22 @@ public struct QuantizerSettings: Equatable, Sendable {
     public var calibration: CalibrationMethod
     /// DMQ's migration strength α (`dmq_balancer_param`), or nil: no DMQ before calibration.
     public var dmqStrength: Double?
+    /// NUQ levels on top of ARQ's scales (`nuq_quantize`), nil for uniform weights.
+    public var nonUniform: NUQParameters?
+    /// A zero point per weight row (`arq_quantize.asymmetric`); weight-only layers only.
+    public var asymmetricWeights: Bool
+    /// `weight_compress_only`: the weights are quantized, the input stays float (no activation quantizer).
+    public var weightCompressOnly: Bool
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
                 weightAlgorithm: WeightAlgorithm = .arqRetrain, channelWise: Bool, weightType: QuantizedType = .int8,
-                learnClip: Bool = true, calibration: CalibrationMethod = .default, dmqStrength: Double? = nil) {
+                learnClip: Bool = true, calibration: CalibrationMethod = .default, dmqStrength: Double? = nil,
+                nonUniform: NUQParameters? = nil, asymmetricWeights: Bool = false, weightCompressOnly: Bool = false) {
         self.dmqStrength = dmqStrength
+        self.nonUniform = nonUniform
+        self.asymmetricWeights = asymmetricWeights
+        self.weightCompressOnly = weightCompressOnly
         self.learnClip = learnClip
         self.calibration = calibration
         self.activationAlgorithm = activationAlgorithm
@@ -49,7 +59,7 @@ public struct QuantizerSettings: Equatable, Sendable {
     }
 
     /// True when calibration must find the starting clip bounds.
-    public var needsCalibration: Bool { clipMax == nil }
+    public var needsCalibration: Bool { clipMax == nil && !weightCompressOnly }
 }
 
 /// One layer of the model in the plan.
@@ -285,6 +295,10 @@ extension RetrainConfig {
         let clip = pick { config in config.data.clipMax.map { ($0, config.data.clipMin!) } }
         let fixedMin = pick { $0.data.fixedMin }
         let channelWise = pick { $0.weight.channelWise }
+        // NUQ travels with the weight algorithm: a more specific arq_quantize makes the layer uniform.
+        let weightAlgorithm = pick { config in config.weight.algorithm.map { ($0, config.weight.nonUniform) } }
+        let asymmetric = pick { $0.weight.asymmetric }
+        let weightCompressOnly = pick { $0.weight.weightCompressOnly }
         let calibrationChain: [(config: CalibrationConfig, keyPath: String)] = [(calibration, "calibration")]
             + configs.map { ($0.data.calibration, $0.keyPath(format.dataSectionKey)) }
         let calibration = try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings)
@@ -296,15 +310,19 @@ extension RetrainConfig {
             fixedMin: fixedMin?.value ?? (!isSignedSymmetric && wiring.nonNegativeSource(ofLayerAt: index) != nil),
             fixedMinIsDefault: fixedMin == nil,
             activationType: pick { $0.data.dstType }?.value ?? .int8,
-            weightAlgorithm: pick { $0.weight.algorithm }?.value ?? .arqRetrain,
+            weightAlgorithm: weightAlgorithm?.value.0 ?? .arqRetrain,
             channelWise: channelWise?.value ?? supportsChannelWise,
             weightType: pick { $0.weight.dstType }?.value ?? .int8,
             learnClip: pick { $0.data.learnClip }?.value ?? true,
             calibration: calibration,
-            dmqStrength: try dmqStrength(pick { $0.dmqStrength }, layerAt: index, of: wiring))
+            dmqStrength: try dmqStrength(pick { $0.dmqStrength }, layerAt: index, of: wiring), nonUniform: weightAlgorithm?.value.1,
+            asymmetricWeights: asymmetric?.value ?? false, weightCompressOnly: weightCompressOnly?.value ?? false)
 
-        if !supportsChannelWise && result.channelWise, let source = channelWise?.source {
-            // This runtime gives linear weights one scale per tensor only (see docs/CONFIG.md).
+        try checkWeightOnlyRules(result, layer: layer.name, asymmetric: asymmetric?.source,
+                                 weightCompressOnly: weightCompressOnly?.source, nonUniform: weightAlgorithm?.source)
+        // A weight-only layer runs in float with its dequantized weight, so any row split works there.
+        if !supportsChannelWise && result.channelWise && !result.weightCompressOnly, let source = channelWise?.source {
+            // This runtime gives integer linear weights one scale per tensor only (see docs/CONFIG.md).
             let type = layer.kind.typeName
             var hint = ""
             if source.keyPath.isEmpty {
@@ -332,6 +350,33 @@ extension RetrainConfig {
             throw refusal.dmqError(layer: wiring.spec.layers[index].name, file: file, keyPath: source.keyPath("dmq_balancer_param"))
         }
         return strength
+    }
+
+    /// The manual's rules for weight-only layers, on the resolved settings (each key may come
+    /// from a different level): asymmetric weights need weight_compress_only, which excludes NUQ
+    /// and a 16-bit input.
+    private func checkWeightOnlyRules(_ q: QuantizerSettings, layer: String, asymmetric: QuantizerConfig?,
+                                      weightCompressOnly: QuantizerConfig?, nonUniform: QuantizerConfig?) throws {
+        let weightSection = format.weightSectionKey
+        // AMCT's proto text has weight_compress_only beside arq_quantize; qat's JSON inside the weight section.
+        func weightOnlyKeyPath(_ config: QuantizerConfig) -> String {
+            format == .amctSimpleProtoText ? config.keyPath("weight_compress_only")
+                : config.keyPath(weightSection) + ".weight_compress_only"
+        }
+        if q.asymmetricWeights && !q.weightCompressOnly, let asymmetric {
+            throw InputError(file: file, keyPath: asymmetric.keyPath(weightSection) + ".asymmetric",
+                             message: "true on layer \(layer) needs weight_compress_only true (asymmetric weights are for "
+                                + "weight-only layers, as AMCT's manual says)")
+        }
+        if q.weightCompressOnly, q.nonUniform != nil, let weightCompressOnly, let nonUniform {
+            throw InputError(file: file, keyPath: weightOnlyKeyPath(weightCompressOnly),
+                             message: "true on layer \(layer), which \(nonUniform.keyPath.isEmpty ? "the global config" : nonUniform.keyPath) "
+                                + "gives nuq_quantize: a weight-only layer cannot use NUQ (AMCT's manual)")
+        }
+        if q.weightCompressOnly, q.activationType == .int16, let weightCompressOnly {
+            throw InputError(file: file, keyPath: weightOnlyKeyPath(weightCompressOnly),
+                             message: "true on layer \(layer), whose input dst_type is INT16: a weight-only layer has no input quantizer")
+        }
     }
 
     /// A few quantizable layer names of `model` for error messages.
@@ -400,7 +445,14 @@ extension QuantizationPlan {
             let fixedMin = q.fixedMin
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")
-            let weights = "\(q.weightAlgorithm.rawValue), \(q.channelWise ? "channel_wise" : "per-tensor")"
+            var weights = "\(q.weightAlgorithm.rawValue), \(q.channelWise ? "channel_wise" : "per-tensor")"
+            if let nuq = q.nonUniform { weights += ", NUQ \(nuq.steps) levels, \(nuq.iterations) iteration(s)" }
+            if q.asymmetricWeights { weights += ", asymmetric" }
+            if q.weightCompressOnly {
+                rows.append([layer.name, layer.kind.typeName, "weights only", "float/\(q.weightType.rawValue)", "float input",
+                             "-", weights, layer.rule])
+                continue
+            }
             rows.append([layer.name, layer.kind.typeName, "yes", width, "\(q.activationAlgorithm.rawValue), \(bounds)",
                          fixedMin, weights, layer.rule])
         }
@@ -419,6 +471,10 @@ extension QuantizationPlan {
         if quantizedLayers.contains(where: { $0.quantizer?.activationType == .int16 }) {
             text += "\nINT16 layers deploy as float layers that apply their 16-bit input grid and INT8 weight codes "
                 + "exactly as fake quant does (docs/DEPLOY-FORMAT.md); the INT8 engine has no int16 kernels.\n"
+        }
+        if quantizedLayers.contains(where: { $0.quantizer?.weightCompressOnly == true }) {
+            text += "\nWeight-only layers (weight_compress_only) keep a float input and deploy as float layers with their "
+                + "dequantized INT8 weights (docs/DEPLOY-FORMAT.md).\n"
         }
         if !floatNodes.isEmpty {
             text += "\nOn the INT8 engine these layers run as float nodes (the training op in eval mode, between "

@@ -6,6 +6,8 @@ package enum QuantizerStateKey: String, CaseIterable {
     case previousClip = "previous_clip", initialized, fixedMin = "fixed_min"
     case activationScale = "activation_scale", activationOffset = "activation_offset"
     case weightScales = "weight_scales", weightInitialized = "weight_initialized"
+    /// NUQ layers only: [rows, num_steps] int8 levels, each row ascending, padded with its last level.
+    case nuqLevels = "nuq_levels"
 
     package static let group = "quant/"
 
@@ -34,6 +36,11 @@ extension Model {
             set(.activationOffset, .scalar(Float(a.offset)))
             set(.weightScales, Tensor(shape: [q.weight.scales.count], storage: q.weight.scales))
             set(.weightInitialized, .scalar(q.weight.initialized ? 1 : 0))
+            if let nonUniform = q.weight.nonUniform, let levels = nonUniform.levels {
+                let steps = nonUniform.parameters.steps
+                let padded = levels.flatMap { row in (0..<steps).map { Float(row[min($0, row.count - 1)]) } }
+                set(.nuqLevels, Tensor(shape: [levels.count, steps], storage: padded))
+            }
         }
         return state
     }
@@ -75,6 +82,23 @@ extension Model {
             a.offset = Int(offset)
             q.weight.scales = try value(.weightScales, count: q.weight.scales.count)
             q.weight.initialized = try flag(.weightInitialized)
+            // A NUQ checkpoint written before its first forward has no levels: they are chosen then.
+            if let nonUniform = q.weight.nonUniform, state[QuantizerStateKey.nuqLevels.key(layer: q.layerName)] != nil {
+                let steps = nonUniform.parameters.steps
+                let values = try value(.nuqLevels, count: q.weight.rowCount * steps)
+                var levels: [[Int]] = []
+                for r in 0..<q.weight.rowCount {
+                    let row = values[(r * steps)..<((r + 1) * steps)]
+                    guard row.allSatisfy({ $0 == $0.rounded() && $0 >= -128 && $0 <= 127 }), zip(row, row.dropFirst()).allSatisfy({ $0 <= $1 }) else {
+                        throw InputError(file: file, keyPath: "/state/" + QuantizerStateKey.nuqLevels.key(layer: q.layerName),
+                                         message: "row \(r) is not an ascending list of int8 levels")
+                    }
+                    var distinct: [Int] = []
+                    for level in row.map({ Int($0) }) where distinct.last != level { distinct.append(level) }
+                    levels.append(distinct)
+                }
+                nonUniform.levels = levels
+            }
         }
     }
 }

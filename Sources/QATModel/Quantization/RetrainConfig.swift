@@ -74,12 +74,28 @@ public struct RetrainWeightConfig: Equatable, Sendable {
     public var algorithm: WeightAlgorithm?
     public var channelWise: Bool?
     public var dstType: QuantizedType?
+    /// `nuq_quantize` (qat's JSON key for AMCT's field): NUQ levels on top of ARQ. It travels
+    /// with `algorithm`: a more specific config that names an algorithm without it is uniform.
+    public var nonUniform: NUQParameters?
+    /// `asymmetric`: a zero point per weight row; only with `weightCompressOnly`.
+    public var asymmetric: Bool?
+    /// `weight_compress_only`: quantize the weights only, the layer's input stays float.
+    public var weightCompressOnly: Bool?
 
-    public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil) {
+    public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil,
+                nonUniform: NUQParameters? = nil, asymmetric: Bool? = nil, weightCompressOnly: Bool? = nil) {
         self.algorithm = algorithm
         self.channelWise = channelWise
         self.dstType = dstType
+        self.nonUniform = nonUniform
+        self.asymmetric = asymmetric
+        self.weightCompressOnly = weightCompressOnly
     }
+
+    /// AMCT's `num_steps` values.
+    public static let nuqStepChoices = [16, 32]
+    /// AMCT's `num_of_iteration` range.
+    public static let nuqIterationRange = 0...5
 }
 
 /// One object holding `retrain_data_config` and `retrain_weight_config`: an AMCT layer entry,
@@ -408,6 +424,24 @@ extension RetrainConfig {
         config.algorithm = try choice(object, "algo", allowed: WeightAlgorithm.allCases)
         config.channelWise = try object.bool("channel_wise")
         config.dstType = try choice(object, "dst_type", allowed: [QuantizedType.int8])
+        if let nuq = try object.object("nuq_quantize") {
+            guard config.algorithm != .ulqRetrain else {
+                throw object.error("nuq_quantize", "NUQ levels sit on ARQ's scales: not allowed with algo \"ulq_retrain\"")
+            }
+            config.algorithm = .arqRetrain
+            let steps = try nuq.int("num_steps") ?? 16
+            guard RetrainWeightConfig.nuqStepChoices.contains(steps) else {
+                throw nuq.error("num_steps", "must be 16 or 32, got \(steps)")
+            }
+            let iterations = try nuq.int("num_of_iteration") ?? 0
+            guard RetrainWeightConfig.nuqIterationRange.contains(iterations) else {
+                throw nuq.error("num_of_iteration", "must be in 0...5, got \(iterations)")
+            }
+            try nuq.rejectUnknownKeys()
+            config.nonUniform = NUQParameters(steps: steps, iterations: iterations)
+        }
+        config.asymmetric = try object.bool("asymmetric")
+        config.weightCompressOnly = try object.bool("weight_compress_only")
         try object.rejectUnknownKeys()
         return config
     }

@@ -90,6 +90,12 @@ extension RetrainWeightConfig {
         if let algorithm { members.append(.init("algo", JSONValue(algorithm.rawValue))) }
         if let channelWise { members.append(.init("channel_wise", JSONValue(channelWise))) }
         if let dstType { members.append(.init("dst_type", JSONValue(dstType.rawValue))) }
+        if let nonUniform {
+            members.append(.init("nuq_quantize", .object([.init("num_steps", JSONValue(nonUniform.steps)),
+                                                          .init("num_of_iteration", JSONValue(nonUniform.iterations))])))
+        }
+        if let asymmetric { members.append(.init("asymmetric", JSONValue(asymmetric))) }
+        if let weightCompressOnly { members.append(.init("weight_compress_only", JSONValue(weightCompressOnly))) }
         return members
     }
 }
@@ -136,7 +142,9 @@ extension QuantizationPlan {
                 data: RetrainDataConfig(algorithm: q.activationAlgorithm, clipMax: q.clipMax, clipMin: q.clipMin,
                                         fixedMin: q.fixedMin, dstType: q.activationType, learnClip: q.learnClip,
                                         calibration: q.calibration.explicitConfig),
-                weight: RetrainWeightConfig(algorithm: q.weightAlgorithm, channelWise: q.channelWise, dstType: q.weightType),
+                weight: RetrainWeightConfig(algorithm: q.weightAlgorithm, channelWise: q.channelWise, dstType: q.weightType,
+                                            nonUniform: q.nonUniform, asymmetric: q.asymmetricWeights ? true : nil,
+                                            weightCompressOnly: q.weightCompressOnly ? true : nil),
                 dmqStrength: q.dmqStrength)
         }
         return RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))
