@@ -161,7 +161,7 @@ struct ConvLayerCase {
 /// Per conv layer of each model: GFLOP/s of each pass at batch 64, and % of the FMA peak
 /// measured at the same thread count.
 func runConvLayers(models: [BenchModel], threads: [Int], json: Bool) throws {
-    let batch = Measurer.trainingBatch
+    let batch = Measurer.defaultTrainingBatch
     let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"
     for threadCount in threads {
         let peak = measuredPeak(threads: threadCount)

@@ -105,12 +105,14 @@ private func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e
 
 /// Builds, trains and runs one model the way `qat train` and `qat deploy` do, in-process.
 struct Measurer {
-    static let trainingBatch = 64, inferenceBatch = 256, warmUpSteps = 5
+    static let defaultTrainingBatch = 64, inferenceBatch = 256, warmUpSteps = 5
 
     let model: BenchModel
     let threads: Int
     /// A timed pass also ends after this long (img/s counts what was done), as the peers' does.
     let maxSeconds: Double
+    /// Images per training step (the global batch under mpirun).
+    var trainingBatch = Measurer.defaultTrainingBatch
 
     /// The model with the spec's (or the ONNX file's) weights, quantized with the default
     /// config (`qat create-config`) and calibrated on one training batch if `quantized`.
@@ -118,7 +120,7 @@ struct Measurer {
         let source = try ModelSource.load(file: model.file)
         let network = try Model(spec: source.spec, seed: 1)
         var settings = RunSettings()   // SGD lr 0.05, momentum 0.9, weight decay 5e-4, as the peers
-        settings.batchSize = Self.trainingBatch
+        settings.batchSize = trainingBatch
         // Under mpirun the ranks share every batch, as `qat train` does (bench/mpi-scaling.sh).
         let trainer = Trainer(model: network, settings: settings, communicator: .fromEnvironment())
         if quantized {
@@ -141,12 +143,12 @@ struct Measurer {
         Runtime.configure(threads: threads)
         let train = try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .train)
         let trainer = try makeTrainer(quantized: quantized, train: train)
-        for batch in train.batches(size: Self.trainingBatch, order: trainer.order(epoch: 1), limit: Self.warmUpSteps) {
+        for batch in train.batches(size: trainingBatch, order: trainer.order(epoch: 1), limit: Self.warmUpSteps) {
             _ = try trainer.trainStep(images: batch.images, labels: batch.labels)
         }
         var done = 0
         let start = now()
-        for batch in train.batches(size: Self.trainingBatch, order: trainer.order(epoch: 0), limit: images / Self.trainingBatch) {
+        for batch in train.batches(size: trainingBatch, order: trainer.order(epoch: 0), limit: images / trainingBatch) {
             _ = try trainer.trainStep(images: batch.images, labels: batch.labels, timing: timing)
             done += batch.count
             // Ranks must stop on the same step, so several ranks always do the whole pass.
@@ -156,7 +158,7 @@ struct Measurer {
         let ranks = trainer.communicator.size
         let summed = trainer.summedParameters.reduce(0) { $0 + $1.value.count }
         return MeasurementResult(model: model, mode: quantized ? .trainQAT : .trainFloat, threads: threads,
-                                 batch: Self.trainingBatch, images: done, seconds: seconds,
+                                 batch: trainingBatch, images: done, seconds: seconds,
                                  note: ranks > 1 ? "\(ranks) ranks; \(summed) gradient values (\(summed * 4) bytes) summed per step" : nil)
     }
 

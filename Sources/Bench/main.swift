@@ -10,7 +10,7 @@ import QAT
 let usage = """
     usage: qat-bench                                   the LeNet-5 report of `make bench`
            qat-bench [--model NAME]... [--mode MODE]... [--threads N]... [--images N]
-                     [--max-seconds S] [--json] [--profile] [--no-pointwise]
+                     [--batch N] [--max-seconds S] [--json] [--profile] [--no-pointwise]
       --model        \(BenchModel.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable; default all)
       --mode         \(BenchMode.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable;
                      default train-float, train-qat, infer-int8). fma-peak: the FMA units' measured
@@ -20,6 +20,7 @@ let usage = """
       --threads      thread count (repeatable; default 1 and 2)
       --images       images of the timed pass: training images (batch 64) or test images
                      (batch 256); default per model, as bench/pytorch_peers.py
+      --batch        training images per step (default 64; the global batch under mpirun)
       --max-seconds  end a timed pass after this long, counting the images done (default 6)
       --json         one JSON line per measurement (pytorch_peers.py's fields)
       --profile      also print the per-layer forward/backward time of the training steps
@@ -35,6 +36,7 @@ struct Options {
     var modes: [BenchMode] = []
     var threads: [Int] = []
     var images: Int?
+    var batch = Measurer.defaultTrainingBatch
     var maxSeconds = 6.0
     var json = false
     var profile = false
@@ -67,6 +69,7 @@ struct Options {
                 options.modes.append(mode)
             case "--threads": options.threads.append(try positive(flag))
             case "--images": options.images = try positive(flag)
+            case "--batch": options.batch = try positive(flag)
             case "--max-seconds":
                 let text = try value(flag)
                 guard let seconds = Double(text), seconds > 0 else { throw InputError(file: "qat-bench", message: "--max-seconds \(text): expected a positive number") }
@@ -99,15 +102,16 @@ func runMeasurements(_ options: Options) throws {
     for model in options.models.isEmpty ? BenchModel.allCases : options.models {
         for mode in modes.isEmpty ? [.trainFloat, .trainQAT, .inferInt8] : modes {
             for threads in threads {
-                let measurer = Measurer(model: model, threads: threads, maxSeconds: options.maxSeconds)
+                var measurer = Measurer(model: model, threads: threads, maxSeconds: options.maxSeconds)
+                measurer.trainingBatch = options.batch
                 let timing = options.profile && mode.isTraining ? StepTiming() : nil
                 let result = mode.isTraining
                     ? try measurer.training(quantized: mode == .trainQAT, images: options.images ?? model.trainingImages, timing: timing)
                     : try measurer.measure(mode, images: options.images)
                 print(options.json ? result.jsonLine() : result.textLine())
                 if let timing {
-                    let steps = result.images / Measurer.trainingBatch
-                    print("per-layer time of one \(mode.rawValue) step (batch 64, \(threads) thread(s), mean of \(steps) steps):")
+                    let steps = result.images / measurer.trainingBatch
+                    print("per-layer time of one \(mode.rawValue) step (batch \(measurer.trainingBatch), \(threads) thread(s), mean of \(steps) steps):")
                     print(timing.table(steps: steps))
                     print("\nthe same by op class:")
                     print(opClassTable(timing, spec: try ModelSource.load(file: model.file).spec, steps: steps))
