@@ -33,8 +33,9 @@
     }
 
 void qat_i8_requantize(qat_i8_path path, const int32_t *acc, size_t n, size_t channels, size_t plane,
-                       const float *multiplier, int32_t zero_point, int32_t lo, int32_t hi, int8_t *out) {
-    DISPATCH(requantize, acc, n, channels, plane, multiplier, zero_point, lo, hi, out)
+                       const float *multiplier, const int32_t *shift, int32_t zero_point, int32_t lo, int32_t hi,
+                       int8_t *out) {
+    DISPATCH(requantize, acc, n, channels, plane, multiplier, shift, zero_point, lo, hi, out)
 }
 
 void qat_i8_maxpool(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes,

@@ -6,11 +6,17 @@
 #define NAME(a, b) NAME2(a, b)
 
 TARGET static void NAME(requantize, SUFFIX)(const int32_t *acc, size_t n, size_t channels, size_t plane,
-                                            const float *m, int32_t zero, int32_t lo, int32_t hi, int8_t *out) {
+                                            const float *m, const int32_t *shift, int32_t zero, int32_t lo, int32_t hi,
+                                            int8_t *out) {
     for (size_t i = 0; i < n * channels; i++) {
-        const float mc = m[i % channels];
         const int32_t *a = acc + i * plane;
         int8_t *o = out + i * plane;
+        if (shift) {
+            const int32_t k = shift[i % channels];
+            for (size_t j = 0; j < plane; j++) o[j] = qat_i8_requant_shift(a[j], k, zero, lo, hi);
+            continue;
+        }
+        const float mc = m[i % channels];
         for (size_t j = 0; j < plane; j++) o[j] = qat_i8_requant1(a[j], mc, zero, lo, hi);
     }
 }
@@ -267,7 +273,10 @@ TARGET static void NAME(finish, SUFFIX)(const int32_t *acc, size_t rows, size_t 
         }
         case QAT_I8_OUT_INT8: {
             int8_t *y = (int8_t *)out + r * cols;
-            if (has_offset)
+            if (o.shift) {
+                const int32_t k = o.shift[channel];
+                for (size_t j = 0; j < cols; j++) y[j] = qat_i8_requant_shift(a[j], k, o.zero_point, o.lo, o.hi);
+            } else if (has_offset)
                 for (size_t j = 0; j < cols; j++)
                     y[j] = qat_i8_requant_scaled((float)a[j] * scale + offset, o.zero_point, o.lo, o.hi);
             else

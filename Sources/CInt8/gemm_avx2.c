@@ -11,6 +11,18 @@
 
 enum { MR = 6 };  // tile: MR rows × 8 columns, 12 ymm accumulators
 
+// qat_i8_round_shift on 8 lanes.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+__m256i round_shift8(__m256i acc, int32_t k) {
+    if (k == 0) return acc;
+    const __m128i count = _mm_cvtsi32_si128(k);
+    const __m256i q = _mm256_sra_epi32(acc, count);
+    const __m256i rem = _mm256_and_si256(acc, _mm256_set1_epi32((int32_t)((1u << k) - 1u)));
+    const __m256i odd = _mm256_and_si256(q, _mm256_set1_epi32(1));
+    const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(rem, odd), _mm256_set1_epi32((int32_t)((1u << (k - 1)) - 1u)));
+    return _mm256_add_epi32(q, _mm256_srl_epi32(sum, count));
+}
+
 static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
 void store8(const qat_i8_gemm *g, int row, int col, __m256i acc) {
     int valid = g->n - col;
@@ -37,14 +49,23 @@ void store8(const qat_i8_gemm *g, int row, int col, __m256i acc) {
         break;
     }
     case QAT_I8_OUT_INT8: {
-        // Same steps as qat_i8_store1: convert, multiply, add the offset, round half even, clamp, add o_y.
+        // Same steps as qat_i8_store1: convert, multiply, add the offset, round half even, clamp, add o_y;
+        // or the rounding shift of qat_i8_requant_shift.
         const int32_t zero = g->output.zero_point;
-        __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(g->output.scale[row]));
-        if (g->output.offset) r = _mm256_add_ps(r, _mm256_set1_ps(g->output.offset[row]));
-        r = _mm256_round_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        r = _mm256_max_ps(r, _mm256_set1_ps((float)(g->output.lo - zero)));
-        r = _mm256_min_ps(r, _mm256_set1_ps((float)(g->output.hi - zero)));
-        const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(zero));
+        __m256i q;
+        if (g->output.shift) {
+            q = round_shift8(acc, g->output.shift[row]);
+            q = _mm256_max_epi32(q, _mm256_set1_epi32(g->output.lo - zero));
+            q = _mm256_min_epi32(q, _mm256_set1_epi32(g->output.hi - zero));
+            q = _mm256_add_epi32(q, _mm256_set1_epi32(zero));
+        } else {
+            __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(g->output.scale[row]));
+            if (g->output.offset) r = _mm256_add_ps(r, _mm256_set1_ps(g->output.offset[row]));
+            r = _mm256_round_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            r = _mm256_max_ps(r, _mm256_set1_ps((float)(g->output.lo - zero)));
+            r = _mm256_min_ps(r, _mm256_set1_ps((float)(g->output.hi - zero)));
+            q = _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(zero));
+        }
         const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
         int8_t *dst = lanewise ? lanes8 : (int8_t *)g->out + at;
         _mm_storel_epi64((__m128i *)dst, _mm_packs_epi16(q16, q16));

@@ -12,6 +12,21 @@ enum { MR = 6, NV = 4 };  // tile: MR rows × NV vectors of 16 columns
 static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
 __m512i requant16(const qat_i8_gemm *g, int row, __m512i acc) {
     const int32_t zero = g->output.zero_point;
+    if (g->output.shift) {  // qat_i8_requant_shift on 16 lanes
+        const int32_t k = g->output.shift[row];
+        __m512i q = acc;
+        if (k > 0) {
+            const __m128i count = _mm_cvtsi32_si128(k);
+            q = _mm512_sra_epi32(acc, count);
+            const __m512i rem = _mm512_and_si512(acc, _mm512_set1_epi32((int32_t)((1u << k) - 1u)));
+            const __m512i odd = _mm512_and_si512(q, _mm512_set1_epi32(1));
+            const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(rem, odd), _mm512_set1_epi32((int32_t)((1u << (k - 1)) - 1u)));
+            q = _mm512_add_epi32(q, _mm512_srl_epi32(sum, count));
+        }
+        q = _mm512_max_epi32(q, _mm512_set1_epi32(g->output.lo - zero));
+        q = _mm512_min_epi32(q, _mm512_set1_epi32(g->output.hi - zero));
+        return _mm512_add_epi32(q, _mm512_set1_epi32(zero));
+    }
     __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
     if (g->output.offset) r = _mm512_add_ps(r, _mm512_set1_ps(g->output.offset[row]));
     r = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -56,6 +56,26 @@ static inline int8_t qat_i8_requant1(int32_t acc, float m, int32_t zero, int32_t
     return qat_i8_requant_scaled((float)acc * m, zero, lo, hi);
 }
 
+// Requantize one accumulator by a rounding right shift (multiplier 2^−k, 0 ≤ k ≤ 30), all in
+// integers: q = ⌊acc / 2^k⌋ (arithmetic shift), plus 1 when the remainder is above half, or
+// exactly half and q is odd (round half to even), then clamp and add o_y. Branch-free form of the
+// increment, shared with the vector paths: (rem + (q & 1) + 2^(k−1) − 1) >> k, which is 0 or 1
+// since rem < 2^k.
+static inline int32_t qat_i8_round_shift(int32_t acc, int32_t k) {
+    if (k == 0) return acc;
+    const int32_t q = acc >> k;
+    const uint32_t rem = (uint32_t)acc & ((1u << k) - 1u);
+    return q + (int32_t)((rem + ((uint32_t)q & 1u) + (1u << (k - 1)) - 1u) >> k);
+}
+
+static inline int8_t qat_i8_requant_shift(int32_t acc, int32_t k, int32_t zero, int32_t lo, int32_t hi) {
+    int32_t r = qat_i8_round_shift(acc, k);
+    const int32_t low = lo - zero, high = hi - zero;
+    r = r < low ? low : r;
+    r = r > high ? high : r;
+    return (int8_t)(r + zero);
+}
+
 // (float)acc · scale[row] (+ offset[row]): two roundings, never a fused multiply-add, so that
 // the vector paths (mul, then add) give the same bits.
 static inline float qat_i8_scaled1(const qat_i8_gemm *g, int row, int32_t acc) {
@@ -76,6 +96,10 @@ static inline void qat_i8_store1(const qat_i8_gemm *g, int row, int col, int32_t
     case QAT_I8_OUT_INT32: ((int32_t *)g->out)[at] = acc; break;
     case QAT_I8_OUT_FLOAT: ((float *)g->out)[at] = qat_i8_scaled1(g, row, acc); break;
     case QAT_I8_OUT_INT8:
+        if (g->output.shift) {
+            ((int8_t *)g->out)[at] = qat_i8_requant_shift(acc, g->output.shift[row], g->output.zero_point, g->output.lo, g->output.hi);
+            break;
+        }
         ((int8_t *)g->out)[at] = qat_i8_requant_scaled(qat_i8_scaled1(g, row, acc), g->output.zero_point, g->output.lo,
                                                            g->output.hi);
         break;

@@ -52,7 +52,7 @@ final class VitisConfigTests: XCTestCase {
             "mix_precision_config.json": ("overall_quantize_config.datatype", "bfloat16 is not supported yet"),
             "layer_config.json": ("quantizable_data_type[2]", "\"bias\": quantizing biases to a grid of their own is not supported yet"),
         ]
-        let loading = ["plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json", "plain-percentile.json"]
+        let loading = ["plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json", "plain-percentile.json", "plain-poweroftwo.json"]
         XCTAssertEqual(shipped, (Array(refusals.keys) + loading).sorted(), "each file is checked below")
         for (file, expected) in refusals {
             XCTAssertThrowsError(try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file)).resolve(for: lenet)) { error in
@@ -66,6 +66,7 @@ final class VitisConfigTests: XCTestCase {
             "plain-percentile.json": CalibrationMethod(PercentileCalibrator(percentage: 99.99)),
             "plain-entropy.json": CalibrationMethod(EntropyCalibrator()),
             "plain-mse.json": CalibrationMethod(MSECalibrator()),
+            "plain-poweroftwo.json": CalibrationMethod(MaxMinCalibrator()),
         ]
         for (file, method) in methods {
             let loaded = try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file))
@@ -172,8 +173,6 @@ final class VitisConfigTests: XCTestCase {
                     mentions: ["the manual's default", notYet])
         assertError(json(overall: overall("round_mode", "\"half_up\"")), keyPath: "overall_quantize_config.round_mode",
                     mentions: ["half_up is \(notYet)", "half to even"])
-        assertError(json(overall: overall("scale_type", "\"poweroftwo\"")), keyPath: "overall_quantize_config.scale_type",
-                    mentions: ["poweroftwo is \(notYet)"])
         assertError(json(overall: overall("narrow_range", "true")), keyPath: "overall_quantize_config.narrow_range", mentions: [notYet])
         assertError(json(overall: overall("method", "\"diffs\"")), keyPath: "overall_quantize_config.method", mentions: ["diffs is \(notYet)"])
         assertError(json(overall: overall("method", "\"kl\"")), keyPath: "overall_quantize_config.method",

@@ -25,6 +25,10 @@ int qat_i8_cpu_supports(qat_i8_path path);
 // The product and the sum are rounded to float separately (no fused multiply-add); without an
 // offset array (NULL) nothing is added. The offset carries the part of the bias that the int32
 // b_q cannot hold (the deployer's bias residual), in output units.
+// With a shift array (INT8 only; power-of-two multipliers scale[c] = 2^−shift[c], shift ∈ 0…30,
+// no offset) the requantization is integer: clamp(round_half_even(acc / 2^shift[c]) + zero_point,
+// lo, hi), a rounding right shift (qat_i8_requant_shift). It equals the float formula whenever
+// |acc| ≤ 2^24, where (float)acc is exact.
 typedef enum { QAT_I8_OUT_INT32 = 0, QAT_I8_OUT_INT8 = 1, QAT_I8_OUT_FLOAT = 2 } qat_i8_out_kind;
 
 typedef struct {
@@ -33,6 +37,7 @@ typedef struct {
     const float *offset; // [channels] or NULL; unused for INT32
     int32_t zero_point;  // INT8 only
     int32_t lo, hi;      // INT8 only: lo ≤ hi
+    const int32_t *shift; // [channels] or NULL; INT8 only: requantize by shifts instead of scale
 } qat_i8_output;
 
 // Convolution (cross-correlation) on codes, NCHW in and out.
@@ -109,9 +114,11 @@ void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_ze
                    qat_i8_output output, void *out);
 
 // Requantize int32 accumulators laid out [n][channels][plane] (plane = h·w, or 1 for a
-// matrix) with a per-channel multiplier, as QAT_I8_OUT_INT8 above.
+// matrix) with a per-channel multiplier, or a per-channel shift when `shift` is not NULL, as
+// QAT_I8_OUT_INT8 above.
 void qat_i8_requantize(qat_i8_path path, const int32_t *acc, size_t n, size_t channels, size_t plane,
-                       const float *multiplier, int32_t zero_point, int32_t lo, int32_t hi, int8_t *out);
+                       const float *multiplier, const int32_t *shift, int32_t zero_point, int32_t lo, int32_t hi,
+                       int8_t *out);
 
 // Max pool on codes over `planes` planes of h×w, window k, stride s, no padding.
 // Quantization is monotone, so pooling codes equals quantizing the pooled values.

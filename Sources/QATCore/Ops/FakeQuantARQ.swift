@@ -20,6 +20,8 @@ public final class WeightQuantizerState {
     public let channelWise: Bool
     /// Code width of the weight grids: 8 (16 is refused at deployment).
     public let numBits: Int
+    /// Each row's scale is raised to a power of two (`scale_type: poweroftwo`; ARQ only).
+    public let powerOfTwo: Bool
     /// One scale per row: C_out rows when channel-wise, else one.
     public let rowCount: Int
     /// The scales the most recent forward used, one per row (1 before any forward).
@@ -33,8 +35,10 @@ public final class WeightQuantizerState {
     /// weightShape: [C_out, …]; the row count is fixed here so the learned scales exist (and can be
     /// registered with the optimizer and checkpoints) before the first forward.
     public init(weightShape: [Int], channelWise: Bool,
-                algorithm: WeightQuantizationAlgorithm = .arq, numBits: Int = 8) {
+                algorithm: WeightQuantizationAlgorithm = .arq, numBits: Int = 8, powerOfTwo: Bool = false) {
         precondition(!weightShape.isEmpty, "weight quantizer needs a weight shape")
+        precondition(!powerOfTwo || algorithm == .arq, "power-of-two weight scales need ARQ (LSQ learns its scales)")
+        self.powerOfTwo = powerOfTwo
         self.algorithm = algorithm
         self.channelWise = channelWise
         self.numBits = numBits
@@ -47,7 +51,9 @@ public final class WeightQuantizerState {
 
 /// ARQ scales of `weight` viewed as `rows` rows: per row A = max(|max|, |min|),
 /// D = qmax + 1 (128) when |min| > |max| else qmax (127), s = A / D, and s < EPS → 1.
-public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8) -> [Float] {
+/// `powerOfTwo`: s is the smallest power of two ≥ A / D (computed in Double, so a row whose
+/// A / D is just above 2^k gets 2^(k+1) and no weight is clipped), then s < EPS → 1.
+public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8, powerOfTwo: Bool = false) -> [Float] {
     precondition(rows > 0 && weight.count % rows == 0, "arqScales: \(weight.shape) is not \(rows) rows")
     let rowLength = weight.count / rows
     var scales = [Float](repeating: 1, count: rows)
@@ -59,7 +65,11 @@ public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8) -> [Float] {
             var hi = row[0], lo = row[0]
             for i in 1..<rowLength { hi = max(hi, row[i]); lo = min(lo, row[i]) }
             let divisor = abs(lo) > abs(hi) ? Float(qmax + 1) : Float(qmax)
-            let s = max(abs(hi), abs(lo)) / divisor
+            let amplitude = max(abs(hi), abs(lo))
+            var s = amplitude / divisor
+            if powerOfTwo && amplitude > 0 {
+                s = Float(QuantizationGrid.powerOfTwoCeiling(Double(amplitude) / Double(divisor)))
+            }
             scales[r] = s < quantizationEpsilon ? 1 : s
         }
     }
@@ -78,7 +88,7 @@ public func weightFakeQuantize(_ weight: Variable, state: WeightQuantizerState, 
 
 /// ARQ: scales from the current weights; backward is a pure straight-through dL/dw += dL/dŵ.
 public func arqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tape: Tape?) -> Variable {
-    let scales = arqScales(weight.value, rows: state.rowCount, bits: state.numBits)
+    let scales = arqScales(weight.value, rows: state.rowCount, bits: state.numBits, powerOfTwo: state.powerOfTwo)
     state.scales = scales
     let out = Variable(quantizeRows(weight.value, scales: scales, bits: state.numBits),
                        requiresGrad: needsPullback(tape, weight))

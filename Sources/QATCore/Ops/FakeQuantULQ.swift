@@ -25,6 +25,10 @@ public final class ActivationQuantizerState {
     public var fixedMin: Bool
     /// Code width of the input grid: 8 or 16.
     public let numBits: Int
+    /// `setClipRange` widens the bounds to the power-of-two grid that covers them
+    /// (`scale_type: poweroftwo`, docs/ALGORITHMS.md §1.1). Only bounds that are not trained
+    /// stay on it: the optimizer moves M and m freely.
+    public let powerOfTwoScale: Bool
     /// Opt-in LSQ-style factor on the clip gradients; nil (the contract's default) means 1.
     public var gradientScale: Float?
     /// The scale and offset used by the most recent forward, for export.
@@ -35,9 +39,10 @@ public final class ActivationQuantizerState {
 
     /// A state with no clip bounds yet (`initialized == false`): it quantizes each batch with
     /// that batch's min/max until `setClipRange(max:min:)` is called.
-    public init(fixedMin: Bool, numBits: Int = 8) {
+    public init(fixedMin: Bool, numBits: Int = 8, powerOfTwoScale: Bool = false) {
         self.fixedMin = fixedMin
         self.numBits = numBits
+        self.powerOfTwoScale = powerOfTwoScale
         clipMax = Variable(.scalar(0), requiresGrad: true)
         clipMin = Variable(.scalar(0), requiresGrad: true)
         scale = 1
@@ -51,8 +56,16 @@ public final class ActivationQuantizerState {
     }
 
     /// Sets M and m, records them as the last valid pair and marks the state initialized.
-    /// The next forward still validates them (and applies `fixedMin`).
+    /// The next forward still validates them (and applies `fixedMin`). With `powerOfTwoScale`,
+    /// a valid pair is first widened to the bounds [L, U] of the covering power-of-two grid,
+    /// from which the forward then derives exactly s = 2^k and the same zero point.
     public func setClipRange(max clipMax: Float, min clipMin: Float) {
+        var (clipMax, clipMin) = (clipMax, clipMin)
+        if powerOfTwoScale && Self.isValidPair(clipMax, clipMin) {
+            let grid = QuantizationGrid(bits: numBits, clipMax: max(clipMax, 0), clipMin: fixedMin ? 0 : min(clipMin, 0))
+                .powerOfTwoCovering
+            (clipMax, clipMin) = (grid.upper, grid.lower)
+        }
         self.clipMax.value.storage[0] = clipMax
         self.clipMin.value.storage[0] = clipMin
         if Self.isValidPair(clipMax, clipMin) {

@@ -48,6 +48,23 @@ public struct QuantizationGrid: Equatable, Sendable, Codable {
         self.init(bits: bits, scale: s, offset: o)
     }
 
+    /// The power-of-two grid that covers this one (docs/ALGORITHMS.md §1.1): the same zero
+    /// point, the scale raised to the smallest power of two ≥ s. Since qmin − o ≤ 0 ≤ qmax − o,
+    /// the new [L, U] contains the old one; L and U are small integers times 2^k, so exact.
+    public var powerOfTwoCovering: QuantizationGrid {
+        QuantizationGrid(bits: bits, scale: Self.powerOfTwoCeiling(scale), offset: offset)
+    }
+
+    /// The smallest power of two ≥ s (s > 0 and finite), exactly.
+    public static func powerOfTwoCeiling<T: BinaryFloatingPoint>(_ s: T) -> T {
+        precondition(s > 0 && s.isFinite, "powerOfTwoCeiling: \(s) is not a positive finite scale")
+        // s = 2^e · significand with significand in [1, 2); exactly 1 means s is a power of two.
+        return s.significand == 1 ? s : T(sign: .plus, exponent: s.exponent + 1, significand: 1)
+    }
+
+    /// True when s is exactly 2^k for some integer k.
+    public static func isPowerOfTwo(_ s: Float) -> Bool { s > 0 && s.isFinite && s.significand == 1 }
+
     /// The signed code range of a `bits`-bit grid: INT8 [−128, 127], INT16 [−32768, 32767].
     /// Only 8 and 16 bits are supported; anything else is a programmer error.
     public static func codeBounds(bits: Int) -> (qmin: Int, qmax: Int) {

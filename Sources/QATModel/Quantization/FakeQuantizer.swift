@@ -14,7 +14,8 @@ public final class FakeQuantizer: LayerQuantizer {
     public init(layerName: String, settings: QuantizerSettings, weightShape: [Int]) {
         self.layerName = layerName
         self.settings = settings
-        activation = ActivationQuantizerState(fixedMin: settings.fixedMin, numBits: settings.activationType.bitWidth)
+        activation = ActivationQuantizerState(fixedMin: settings.fixedMin, numBits: settings.activationType.bitWidth,
+                                              powerOfTwoScale: settings.activationScaleType == .powerOfTwo)
         if let clipMax = settings.clipMax, let clipMin = settings.clipMin {
             activation.setClipRange(max: clipMax, min: clipMin)
         }
@@ -24,7 +25,8 @@ public final class FakeQuantizer: LayerQuantizer {
         activation.clipMin.requiresGrad = settings.learnClip
         weight = WeightQuantizerState(weightShape: weightShape, channelWise: settings.channelWise,
                                       algorithm: settings.weightAlgorithm == .ulqRetrain ? .lsq : .arq,
-                                      numBits: settings.weightType.bitWidth)
+                                      numBits: settings.weightType.bitWidth,
+                                      powerOfTwo: settings.weightScaleType == .powerOfTwo)
     }
 
     public func quantizeInput(_ x: Variable, training: Bool, tape: Tape?) -> Variable {

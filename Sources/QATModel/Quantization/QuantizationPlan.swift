@@ -27,11 +27,17 @@ public struct QuantizerSettings: Equatable, Sendable {
     public var learnClip: Bool
     /// The method that finds the starting clip bounds when the config gives none (`act_algo`).
     public var calibration: CalibrationMethod
+    /// Power-of-two scales for the input and for the weights (docs/ALGORITHMS.md §1.1).
+    public var activationScaleType: ScaleType
+    public var weightScaleType: ScaleType
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
                 weightAlgorithm: WeightAlgorithm = .arqRetrain, channelWise: Bool, weightType: QuantizedType = .int8,
-                learnClip: Bool = true, calibration: CalibrationMethod = .default) {
+                learnClip: Bool = true, calibration: CalibrationMethod = .default,
+                activationScaleType: ScaleType = .float, weightScaleType: ScaleType = .float) {
+        self.activationScaleType = activationScaleType
+        self.weightScaleType = weightScaleType
         self.learnClip = learnClip
         self.calibration = calibration
         self.activationAlgorithm = activationAlgorithm
@@ -256,6 +262,7 @@ extension RetrainConfig {
         let clip = pick { config in config.data.clipMax.map { ($0, config.data.clipMin!) } }
         let fixedMin = pick { $0.data.fixedMin }
         let channelWise = pick { $0.weight.channelWise }
+        let weightScale = pick { $0.weight.scaleType }
         let calibrationChain: [(config: CalibrationConfig, keyPath: String)] = [(calibration, "calibration")]
             + configs.map { ($0.data.calibration, $0.keyPath(format.dataSectionKey)) }
         let calibration = try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings)
@@ -271,7 +278,9 @@ extension RetrainConfig {
             channelWise: channelWise?.value ?? supportsChannelWise,
             weightType: pick { $0.weight.dstType }?.value ?? .int8,
             learnClip: pick { $0.data.learnClip }?.value ?? true,
-            calibration: calibration)
+            calibration: calibration,
+            activationScaleType: pick { $0.data.scaleType }?.value ?? .float,
+            weightScaleType: weightScale?.value ?? .float)
 
         if !supportsChannelWise && result.channelWise, let source = channelWise?.source {
             // This runtime gives linear weights one scale per tensor only (see docs/CONFIG.md).
@@ -287,6 +296,12 @@ extension RetrainConfig {
             throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + "." + format.channelWiseKey,
                              message: "\(format.channelWiseKey) true is not allowed on \(type) layer \(layer.name): \(type) weights use one "
                                 + "scale per tensor (allowed: false)\(hint)")
+        }
+        if result.weightScaleType == .powerOfTwo && result.weightAlgorithm == .ulqRetrain, let source = weightScale?.source {
+            // LSQ learns its weight scales; nothing would keep them powers of two.
+            throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + ".scale_type",
+                             message: "poweroftwo is not allowed with algo ulq_retrain on layer \(layer.name): learned weight scales "
+                                + "do not stay powers of two (use arq_retrain)")
         }
         if result.fixedMin, let clipMin = result.clipMin {
             warnings.append("\(layer.name): clip_min \(clipMin) is ignored because fixed_min is true (the lower bound stays 0)")
@@ -356,11 +371,12 @@ extension QuantizationPlan {
                 ? q.activationType.rawValue : "\(q.activationType.rawValue)/\(q.weightType.rawValue)")
                 + (q.activationType == .int16 ? " (float on INT8 engine)" : "")
             let bounds = (q.clipMax.map { "clip [\(q.clipMin!), \($0)]" } ?? q.calibration.name.uppercased())
-                + (q.learnClip ? "" : ", frozen")
+                + (q.learnClip ? "" : ", frozen") + (q.activationScaleType == .powerOfTwo ? ", poweroftwo" : "")
             let fixedMin = q.fixedMin
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")
             let weights = "\(q.weightAlgorithm.rawValue), \(q.channelWise ? "channel_wise" : "per-tensor")"
+                + (q.weightScaleType == .powerOfTwo ? ", poweroftwo" : "")
             rows.append([layer.name, layer.kind.typeName, "yes", width, "\(q.activationAlgorithm.rawValue), \(bounds)",
                          fixedMin, weights, layer.rule])
         }

@@ -42,6 +42,13 @@ public enum QuantizedType: String, CaseIterable, Sendable {
     }
 }
 
+/// `scale_type` (Vitis AI, and qat's record of a plan): any float scale, or a power of two
+/// (docs/ALGORITHMS.md §1.1), so that the INT8 engine requantizes by shifts.
+public enum ScaleType: String, CaseIterable, Sendable {
+    case float
+    case powerOfTwo = "poweroftwo"
+}
+
 /// `retrain_data_config` as written; `nil` means "not given here" (a default or a less
 /// specific rule decides).
 public struct RetrainDataConfig: Equatable, Sendable {
@@ -55,10 +62,13 @@ public struct RetrainDataConfig: Equatable, Sendable {
     public var learnClip: Bool?
     /// `act_algo` and its method's settings: how calibration finds the starting bounds.
     public var calibration: CalibrationConfig
+    /// qat extension (Vitis AI's `scale_type`): power-of-two input scales.
+    public var scaleType: ScaleType?
 
     public init(algorithm: ActivationAlgorithm? = nil, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool? = nil, dstType: QuantizedType? = nil, learnClip: Bool? = nil,
-                calibration: CalibrationConfig = CalibrationConfig()) {
+                calibration: CalibrationConfig = CalibrationConfig(), scaleType: ScaleType? = nil) {
+        self.scaleType = scaleType
         self.algorithm = algorithm
         self.clipMax = clipMax
         self.clipMin = clipMin
@@ -74,11 +84,15 @@ public struct RetrainWeightConfig: Equatable, Sendable {
     public var algorithm: WeightAlgorithm?
     public var channelWise: Bool?
     public var dstType: QuantizedType?
+    /// qat extension (Vitis AI's `scale_type`): power-of-two weight scales (ARQ only).
+    public var scaleType: ScaleType?
 
-    public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil) {
+    public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil,
+                scaleType: ScaleType? = nil) {
         self.algorithm = algorithm
         self.channelWise = channelWise
         self.dstType = dstType
+        self.scaleType = scaleType
     }
 }
 
@@ -375,6 +389,7 @@ extension RetrainConfig {
         config.fixedMin = try object.bool("fixed_min")
         config.dstType = try choice(object, "dst_type", allowed: QuantizedType.allCases)
         config.learnClip = try object.bool("learn_clip")
+        config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
         config.calibration = try CalibrationConfig.parse(object)
         try object.rejectUnknownKeys()
         return config
@@ -385,6 +400,7 @@ extension RetrainConfig {
         config.algorithm = try choice(object, "algo", allowed: WeightAlgorithm.allCases)
         config.channelWise = try object.bool("channel_wise")
         config.dstType = try choice(object, "dst_type", allowed: [QuantizedType.int8])
+        config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
         try object.rejectUnknownKeys()
         return config
     }

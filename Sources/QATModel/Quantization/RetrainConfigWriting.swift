@@ -79,6 +79,7 @@ extension RetrainDataConfig {
         if let fixedMin { members.append(.init("fixed_min", JSONValue(fixedMin))) }
         if let learnClip { members.append(.init("learn_clip", JSONValue(learnClip))) }
         if let dstType { members.append(.init("dst_type", JSONValue(dstType.rawValue))) }
+        if let scaleType { members.append(.init("scale_type", JSONValue(scaleType.rawValue))) }
         return members + calibration.members
     }
 }
@@ -89,6 +90,7 @@ extension RetrainWeightConfig {
         if let algorithm { members.append(.init("algo", JSONValue(algorithm.rawValue))) }
         if let channelWise { members.append(.init("channel_wise", JSONValue(channelWise))) }
         if let dstType { members.append(.init("dst_type", JSONValue(dstType.rawValue))) }
+        if let scaleType { members.append(.init("scale_type", JSONValue(scaleType.rawValue))) }
         return members
     }
 }
@@ -134,8 +136,11 @@ extension QuantizationPlan {
                 keyPath: layer.name,
                 data: RetrainDataConfig(algorithm: q.activationAlgorithm, clipMax: q.clipMax, clipMin: q.clipMin,
                                         fixedMin: q.fixedMin, dstType: q.activationType, learnClip: q.learnClip,
-                                        calibration: q.calibration.explicitConfig),
-                weight: RetrainWeightConfig(algorithm: q.weightAlgorithm, channelWise: q.channelWise, dstType: q.weightType))
+                                        calibration: q.calibration.explicitConfig,
+                                        // Written only when not the default, so older records keep their bytes.
+                                        scaleType: q.activationScaleType == .float ? nil : q.activationScaleType),
+                weight: RetrainWeightConfig(algorithm: q.weightAlgorithm, channelWise: q.channelWise, dstType: q.weightType,
+                                            scaleType: q.weightScaleType == .float ? nil : q.weightScaleType))
         }
         return RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))
     }
