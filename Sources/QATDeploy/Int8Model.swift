@@ -90,7 +90,8 @@ public final class Int8Model {
             let offsets = node.isInteger ? zip(node.biasResidual, node.multipliers).map { $0 * $1 } : nil
             if node.isInteger, let output = node.output {
                 requantization = .init(multipliers: node.multipliers, zeroPoint: output.zeroPoint, relu: node.fusedActivation != nil,
-                                       offsets: offsets, upperBound: node.fusedActivation?.codeRange(on: output).upperBound ?? .max)
+                                       offsets: offsets, upperBound: node.fusedActivation?.codeRange(on: output).upperBound ?? .max,
+                                       roundMode: output.roundMode)
             }
             let weight = node.isInteger ? nil : node.floatTensors["weight"].flatMap { tensor in
                 node.weightShape.map { Variable(tensor.reshaped($0)) }

@@ -22,6 +22,8 @@ public final class WeightQuantizerState {
     public let numBits: Int
     /// Each row's scale is raised to a power of two (`scale_type: poweroftwo`; ARQ only).
     public let powerOfTwo: Bool
+    /// The tie rule of the weight grids.
+    public let roundMode: RoundMode
     /// One scale per row: C_out rows when channel-wise, else one.
     public let rowCount: Int
     /// The scales the most recent forward used, one per row (1 before any forward).
@@ -35,7 +37,9 @@ public final class WeightQuantizerState {
     /// weightShape: [C_out, …]; the row count is fixed here so the learned scales exist (and can be
     /// registered with the optimizer and checkpoints) before the first forward.
     public init(weightShape: [Int], channelWise: Bool,
-                algorithm: WeightQuantizationAlgorithm = .arq, numBits: Int = 8, powerOfTwo: Bool = false) {
+                algorithm: WeightQuantizationAlgorithm = .arq, numBits: Int = 8, powerOfTwo: Bool = false,
+                roundMode: RoundMode = .halfEven) {
+        self.roundMode = roundMode
         precondition(!weightShape.isEmpty, "weight quantizer needs a weight shape")
         precondition(!powerOfTwo || algorithm == .arq, "power-of-two weight scales need ARQ (LSQ learns its scales)")
         self.powerOfTwo = powerOfTwo
@@ -90,7 +94,7 @@ public func weightFakeQuantize(_ weight: Variable, state: WeightQuantizerState, 
 public func arqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tape: Tape?) -> Variable {
     let scales = arqScales(weight.value, rows: state.rowCount, bits: state.numBits, powerOfTwo: state.powerOfTwo)
     state.scales = scales
-    let out = Variable(quantizeRows(weight.value, scales: scales, bits: state.numBits),
+    let out = Variable(quantizeRows(weight.value, scales: scales, bits: state.numBits, roundMode: state.roundMode),
                        requiresGrad: needsPullback(tape, weight))
     guard out.requiresGrad, let tape else { return out }
     tape.record {
@@ -129,7 +133,7 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
     }
     let scales = learned.value.storage
     state.scales = scales
-    let out = Variable(quantizeRows(weight.value, scales: scales, bits: bits),
+    let out = Variable(quantizeRows(weight.value, scales: scales, bits: bits, roundMode: state.roundMode),
                        requiresGrad: needsPullback(tape, weight, learned))
     guard out.requiresGrad, let tape else { return out }
 
@@ -137,6 +141,7 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
     let codes = QuantizationGrid.codeBounds(bits: bits)
     let (qmin, qmax) = (Float(codes.qmin), Float(codes.qmax))
     let gradientScale = 1 / (Double(rowLength) * Double(codes.qmax)).squareRoot()
+    let mode = state.roundMode
     tape.record {
         guard let gy = out.grad else { return }
         var scaleGradient = [Double](repeating: 0, count: rows)
@@ -154,7 +159,7 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
                             } else if t > qmax {
                                 sum += Double(g[i] * qmax)
                             } else {
-                                sum += Double(g[i] * (roundHalfEven(t) - t))
+                                sum += Double(g[i] * (mode.round(t) - t))
                                 gw?[i] += g[i]
                             }
                         }
@@ -175,12 +180,12 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
 
 /// ŵ = clamp(round(w / s), qmin, qmax) · s with one scale per row: each row on its own
 /// symmetric grid (offset 0).
-func quantizeRows(_ weight: Tensor, scales: [Float], bits: Int) -> Tensor {
+func quantizeRows(_ weight: Tensor, scales: [Float], bits: Int, roundMode: RoundMode = .halfEven) -> Tensor {
     var out = weight
     let rowLength = weight.count / scales.count
     out.storage.withUnsafeMutableBufferPointer { ws in
         for r in 0..<scales.count {
-            let grid = QuantizationGrid(bits: bits, scale: scales[r], offset: 0)
+            let grid = QuantizationGrid(bits: bits, scale: scales[r], offset: 0, roundMode: roundMode)
             grid.fakeQuantize(UnsafeMutableBufferPointer(start: ws.baseAddress! + r * rowLength, count: rowLength))
         }
     }

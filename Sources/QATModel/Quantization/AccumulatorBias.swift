@@ -83,7 +83,7 @@ extension FakeQuantizer {
         let needsFallback = M <= m || !M.isFinite || M < 0 || !m.isFinite || m > 0
         if needsFallback && !a.hasValidPreviousPair { throw .invalidBounds(clipMin: m, clipMax: M) }
         let (clipMax, clipMin) = a.resolveClipRange(batch: Tensor(shape: [0]))
-        return QuantizationGrid(bits: a.numBits, clipMax: clipMax, clipMin: clipMin)
+        return QuantizationGrid(bits: a.numBits, clipMax: clipMax, clipMin: clipMin, roundMode: a.roundMode)
     }
 
     /// True when the layer runs as an integer node on the engine: 8-bit input and weights.

@@ -15,7 +15,8 @@ public final class FakeQuantizer: LayerQuantizer {
         self.layerName = layerName
         self.settings = settings
         activation = ActivationQuantizerState(fixedMin: settings.fixedMin, numBits: settings.activationType.bitWidth,
-                                              powerOfTwoScale: settings.activationScaleType == .powerOfTwo)
+                                              powerOfTwoScale: settings.activationScaleType == .powerOfTwo,
+                                              roundMode: settings.activationRoundMode)
         if let clipMax = settings.clipMax, let clipMin = settings.clipMin {
             activation.setClipRange(max: clipMax, min: clipMin)
         }
@@ -26,7 +27,8 @@ public final class FakeQuantizer: LayerQuantizer {
         weight = WeightQuantizerState(weightShape: weightShape, channelWise: settings.channelWise,
                                       algorithm: settings.weightAlgorithm == .ulqRetrain ? .lsq : .arq,
                                       numBits: settings.weightType.bitWidth,
-                                      powerOfTwo: settings.weightScaleType == .powerOfTwo)
+                                      powerOfTwo: settings.weightScaleType == .powerOfTwo,
+                                      roundMode: settings.weightRoundMode)
     }
 
     public func quantizeInput(_ x: Variable, training: Bool, tape: Tape?) -> Variable {

@@ -30,12 +30,18 @@ public struct QuantizerSettings: Equatable, Sendable {
     /// Power-of-two scales for the input and for the weights (docs/ALGORITHMS.md §1.1).
     public var activationScaleType: ScaleType
     public var weightScaleType: ScaleType
+    /// Tie rules of the input grid and of the weight grids (Vitis AI's `round_mode`).
+    public var activationRoundMode: RoundMode
+    public var weightRoundMode: RoundMode
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
                 weightAlgorithm: WeightAlgorithm = .arqRetrain, channelWise: Bool, weightType: QuantizedType = .int8,
                 learnClip: Bool = true, calibration: CalibrationMethod = .default,
-                activationScaleType: ScaleType = .float, weightScaleType: ScaleType = .float) {
+                activationScaleType: ScaleType = .float, weightScaleType: ScaleType = .float,
+                activationRoundMode: RoundMode = .halfEven, weightRoundMode: RoundMode = .halfEven) {
+        self.activationRoundMode = activationRoundMode
+        self.weightRoundMode = weightRoundMode
         self.activationScaleType = activationScaleType
         self.weightScaleType = weightScaleType
         self.learnClip = learnClip
@@ -280,7 +286,9 @@ extension RetrainConfig {
             learnClip: pick { $0.data.learnClip }?.value ?? true,
             calibration: calibration,
             activationScaleType: pick { $0.data.scaleType }?.value ?? .float,
-            weightScaleType: weightScale?.value ?? .float)
+            weightScaleType: weightScale?.value ?? .float,
+            activationRoundMode: pick { $0.data.roundMode }?.value ?? .halfEven,
+            weightRoundMode: pick { $0.weight.roundMode }?.value ?? .halfEven)
 
         if !supportsChannelWise && result.channelWise, let source = channelWise?.source {
             // This runtime gives linear weights one scale per tensor only (see docs/CONFIG.md).
@@ -372,11 +380,13 @@ extension QuantizationPlan {
                 + (q.activationType == .int16 ? " (float on INT8 engine)" : "")
             let bounds = (q.clipMax.map { "clip [\(q.clipMin!), \($0)]" } ?? q.calibration.name.uppercased())
                 + (q.learnClip ? "" : ", frozen") + (q.activationScaleType == .powerOfTwo ? ", poweroftwo" : "")
+                + (q.activationRoundMode == .halfEven ? "" : ", \(q.activationRoundMode.rawValue)")
             let fixedMin = q.fixedMin
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")
             let weights = "\(q.weightAlgorithm.rawValue), \(q.channelWise ? "channel_wise" : "per-tensor")"
                 + (q.weightScaleType == .powerOfTwo ? ", poweroftwo" : "")
+                + (q.weightRoundMode == .halfEven ? "" : ", \(q.weightRoundMode.rawValue)")
             rows.append([layer.name, layer.kind.typeName, "yes", width, "\(q.activationAlgorithm.rawValue), \(bounds)",
                          fixedMin, weights, layer.rule])
         }

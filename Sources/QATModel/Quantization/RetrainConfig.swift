@@ -64,11 +64,14 @@ public struct RetrainDataConfig: Equatable, Sendable {
     public var calibration: CalibrationConfig
     /// qat extension (Vitis AI's `scale_type`): power-of-two input scales.
     public var scaleType: ScaleType?
+    /// qat extension (Vitis AI's `round_mode`): the input grid's tie rule.
+    public var roundMode: RoundMode?
 
     public init(algorithm: ActivationAlgorithm? = nil, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool? = nil, dstType: QuantizedType? = nil, learnClip: Bool? = nil,
-                calibration: CalibrationConfig = CalibrationConfig(), scaleType: ScaleType? = nil) {
+                calibration: CalibrationConfig = CalibrationConfig(), scaleType: ScaleType? = nil, roundMode: RoundMode? = nil) {
         self.scaleType = scaleType
+        self.roundMode = roundMode
         self.algorithm = algorithm
         self.clipMax = clipMax
         self.clipMin = clipMin
@@ -86,9 +89,12 @@ public struct RetrainWeightConfig: Equatable, Sendable {
     public var dstType: QuantizedType?
     /// qat extension (Vitis AI's `scale_type`): power-of-two weight scales (ARQ only).
     public var scaleType: ScaleType?
+    /// qat extension (Vitis AI's `round_mode`): the weight grids' tie rule.
+    public var roundMode: RoundMode?
 
     public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil,
-                scaleType: ScaleType? = nil) {
+                scaleType: ScaleType? = nil, roundMode: RoundMode? = nil) {
+        self.roundMode = roundMode
         self.algorithm = algorithm
         self.channelWise = channelWise
         self.dstType = dstType
@@ -390,6 +396,7 @@ extension RetrainConfig {
         config.dstType = try choice(object, "dst_type", allowed: QuantizedType.allCases)
         config.learnClip = try object.bool("learn_clip")
         config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
+        config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
         config.calibration = try CalibrationConfig.parse(object)
         try object.rejectUnknownKeys()
         return config
@@ -401,6 +408,7 @@ extension RetrainConfig {
         config.channelWise = try object.bool("channel_wise")
         config.dstType = try choice(object, "dst_type", allowed: [QuantizedType.int8])
         config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
+        config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
         try object.rejectUnknownKeys()
         return config
     }

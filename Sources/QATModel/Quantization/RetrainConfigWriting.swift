@@ -80,6 +80,7 @@ extension RetrainDataConfig {
         if let learnClip { members.append(.init("learn_clip", JSONValue(learnClip))) }
         if let dstType { members.append(.init("dst_type", JSONValue(dstType.rawValue))) }
         if let scaleType { members.append(.init("scale_type", JSONValue(scaleType.rawValue))) }
+        if let roundMode { members.append(.init("round_mode", JSONValue(roundMode.rawValue))) }
         return members + calibration.members
     }
 }
@@ -91,6 +92,7 @@ extension RetrainWeightConfig {
         if let channelWise { members.append(.init("channel_wise", JSONValue(channelWise))) }
         if let dstType { members.append(.init("dst_type", JSONValue(dstType.rawValue))) }
         if let scaleType { members.append(.init("scale_type", JSONValue(scaleType.rawValue))) }
+        if let roundMode { members.append(.init("round_mode", JSONValue(roundMode.rawValue))) }
         return members
     }
 }
@@ -138,9 +140,11 @@ extension QuantizationPlan {
                                         fixedMin: q.fixedMin, dstType: q.activationType, learnClip: q.learnClip,
                                         calibration: q.calibration.explicitConfig,
                                         // Written only when not the default, so older records keep their bytes.
-                                        scaleType: q.activationScaleType == .float ? nil : q.activationScaleType),
+                                        scaleType: q.activationScaleType == .float ? nil : q.activationScaleType,
+                                        roundMode: q.activationRoundMode == .halfEven ? nil : q.activationRoundMode),
                 weight: RetrainWeightConfig(algorithm: q.weightAlgorithm, channelWise: q.channelWise, dstType: q.weightType,
-                                            scaleType: q.weightScaleType == .float ? nil : q.weightScaleType))
+                                            scaleType: q.weightScaleType == .float ? nil : q.weightScaleType,
+                                            roundMode: q.weightRoundMode == .halfEven ? nil : q.weightRoundMode))
         }
         return RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))
     }

@@ -8,7 +8,7 @@ import QATIO
 // (`layer_type`) or a layer rule (`layer_name`), so `qat calibrate`, `plan` and `train` resolve it
 // into the one per-layer plan. `include_cle` and `include_bias_corr` (true by default, as in the
 // manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5). What qat
-// cannot run yet (round modes other than half_even, `diffs`, DPU rules, bias
+// cannot run yet (`diffs`, DPU rules, bias
 // quantization, …) is refused with the key path, never accepted and ignored.
 
 /// The Vitis AI JSON reader.
@@ -231,7 +231,7 @@ struct TensorSettings {
     static let manualDefault = TensorSettings()
 
     static let methods = ["maxmin", "percentile", "entropy", "mse", "diffs"]
-    static let roundModes = ["half_even", "half_up", "half_down", "std_round"]
+    static let roundModes = RoundMode.allCases.map(\.rawValue)
     static let dataTypes = ["int", "bfloat16", "float16", "float32"]
 
     /// Reads the keys `object` gives over the current values.
@@ -286,13 +286,10 @@ struct TensorSettings {
         return InputError(file: file, keyPath: keyPath, message: "\(setting.value)\(note) \(message)")
     }
 
-    /// Checks shared by weights and activations: integer data, half_even, full range.
+    /// Checks shared by weights and activations: integer data, full range.
     private func checkGrid(_ tensor: String) throws {
         guard dataType.value == "int" else {
             throw refuse(dataType, "datatype", "is not supported yet: qat quantizes \(tensor) to integers (int)")
-        }
-        guard roundMode.value == "half_even" else {
-            throw refuse(roundMode, "round_mode", "is not supported yet: qat rounds half to even (half_even)")
         }
         if narrowRange.value {
             throw refuse(narrowRange, "narrow_range", "is not supported yet: qat's signed codes span −128…127 (set false)")
@@ -313,7 +310,8 @@ struct TensorSettings {
         guard symmetry.value else { throw refuse(symmetry, "symmetry", "is not supported yet for weights: ARQ weights are symmetric (set true)") }
         guard signed.value else { throw refuse(signed, "signed", "is not supported yet for weights: ARQ weights are signed (set true)") }
         if let conflict = try calibrator().conflict() { throw conflictError(conflict) }
-        return RetrainWeightConfig(algorithm: .arqRetrain, channelWise: perChannel.value, dstType: .int8, scaleType: try scale())
+        return RetrainWeightConfig(algorithm: .arqRetrain, channelWise: perChannel.value, dstType: .int8, scaleType: try scale(),
+                                   roundMode: try rounding())
     }
 
     /// Activations: the calibrator `method` names with `symmetry` and `calib_statistic_method`.
@@ -336,6 +334,7 @@ struct TensorSettings {
                                                settings: Dictionary(uniqueKeysWithValues: calibrator.settingValues.map { ($0.key, $0.value) }))
         if symmetry.value { config.fixedMin = !signed.value }
         config.scaleType = try scale()
+        config.roundMode = try rounding()
         return config
     }
 
@@ -343,6 +342,12 @@ struct TensorSettings {
     private func scale() throws -> ScaleType {
         guard let type = ScaleType(rawValue: scaleType.value) else { throw refuse(scaleType, "scale_type", "is not a scale type") }
         return type
+    }
+
+    /// `round_mode`, checked against the choices `apply` allows.
+    private func rounding() throws -> RoundMode {
+        guard let mode = RoundMode(rawValue: roundMode.value) else { throw refuse(roundMode, "round_mode", "is not a round mode") }
+        return mode
     }
 
     /// The calibrator `method` names, with this tensor's settings.
