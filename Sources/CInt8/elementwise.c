@@ -92,9 +92,9 @@ void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a
     DISPATCH(add, a, scale_a, zero_a, b, scale_b, zero_b, scale_y, zero_y, lo, hi, round_mode, y, count)
 }
 
-void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, qat_i8_round_mode round_mode,
+void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode,
                      int8_t *q, size_t count) {
-    DISPATCH(quantize, x, scale, zero, round_mode, q, count)
+    DISPATCH(quantize, x, scale, zero, lo, round_mode, q, count)
 }
 
 void qat_i8_dequantize(qat_i8_path path, const int8_t *q, float scale, int32_t zero, float *x, size_t count) {

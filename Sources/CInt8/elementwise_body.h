@@ -238,9 +238,9 @@ TARGET static void NAME(add, SUFFIX)(const int8_t *a, float sa, int32_t za, cons
     }
 }
 
-TARGET static void NAME(quantize, SUFFIX)(const float *x, float scale, int32_t zero, qat_i8_round_mode mode, int8_t *q,
-                                          size_t count) {
-    const float low = (float)(-128 - zero), high = (float)(127 - zero);
+TARGET static void NAME(quantize, SUFFIX)(const float *x, float scale, int32_t zero, int32_t lo, qat_i8_round_mode mode,
+                                          int8_t *q, size_t count) {
+    const float low = (float)(lo - zero), high = (float)(127 - zero);
     if (mode != QAT_I8_ROUND_HALF_EVEN) {  // the other tie rules: a loop of their own keeps the one below as it was
         for (size_t i = 0; i < count; i++) {
             float r = qat_i8_round(x[i] / scale, mode);

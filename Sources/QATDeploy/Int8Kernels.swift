@@ -50,11 +50,14 @@ public enum Int8Kernels {
         public var shifts: [Int32]?
         /// The tie rule of the output grid (its `QuantizationGrid.roundMode`).
         public var roundMode: RoundMode
+        /// The output grid's lowest code: −128, or −127 with a narrow range.
+        public var lowestCode: Int8
         /// `byShift: false` keeps the float multiply even for power-of-two multipliers (the
         /// reference the shift path is tested against).
         public init(multipliers: [Float], zeroPoint: Int8, relu: Bool, offsets: [Float]? = nil, upperBound: Int8 = 127,
-                    roundMode: RoundMode = .halfEven, byShift: Bool = true) {
+                    roundMode: RoundMode = .halfEven, lowestCode: Int8 = -128, byShift: Bool = true) {
             self.roundMode = roundMode
+            self.lowestCode = lowestCode
             precondition(offsets == nil || offsets!.count == multipliers.count, "Requantization: \(offsets!.count) offsets for \(multipliers.count) multipliers")
             shifts = byShift ? Self.shifts(of: multipliers, offsets: offsets) : nil
             self.multipliers = multipliers
@@ -64,7 +67,7 @@ public enum Int8Kernels {
             self.upperBound = upperBound
             precondition(Int32(upperBound) >= lowerBound, "Requantization: upper bound \(upperBound) below the lower bound \(lowerBound)")
         }
-        var lowerBound: Int32 { relu ? Int32(zeroPoint) : -128 }
+        var lowerBound: Int32 { relu ? Int32(zeroPoint) : Int32(lowestCode) }
 
         /// True when the kernels requantize this layer by integer shifts.
         public var isByShift: Bool { shifts != nil }
@@ -327,14 +330,15 @@ public enum Int8Kernels {
         precondition(a.count == b.count, "add: \(a.count) and \(b.count) codes")
         return makeArray(a.count) { out in
             qat_i8_add(path.c, a, qa.scale, Int32(qa.zeroPoint), b, qb.scale, Int32(qb.zeroPoint),
-                       qy.scale, Int32(qy.zeroPoint), relu ? Int32(qy.zeroPoint) : -128, Int32(upperBound), qy.roundMode.c, out, a.count)
+                       qy.scale, Int32(qy.zeroPoint), relu ? Int32(qy.zeroPoint) : Int32(qy.qmin), Int32(upperBound), qy.roundMode.c,
+                       out, a.count)
         }
     }
 
     /// q = clamp(round(x / scale) + zeroPoint, −128, 127), round with the grid's tie rule; NaN → zeroPoint.
     /// The vectorised C form of `QuantizationGrid.quantize`, which it equals code for code.
     public static func quantize(_ x: [Float], _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
-        makeArray(x.count) { out in qat_i8_quantize(path.c, x, q.scale, Int32(q.zeroPoint), q.roundMode.c, out, x.count) }
+        makeArray(x.count) { out in qat_i8_quantize(path.c, x, q.scale, Int32(q.zeroPoint), Int32(q.qmin), q.roundMode.c, out, x.count) }
     }
 
     /// x = scale · (q − zeroPoint).

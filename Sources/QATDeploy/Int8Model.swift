@@ -91,7 +91,7 @@ public final class Int8Model {
             if node.isInteger, let output = node.output {
                 requantization = .init(multipliers: node.multipliers, zeroPoint: output.zeroPoint, relu: node.fusedActivation != nil,
                                        offsets: offsets, upperBound: node.fusedActivation?.codeRange(on: output).upperBound ?? .max,
-                                       roundMode: output.roundMode)
+                                       roundMode: output.roundMode, lowestCode: Int8(output.qmin))
             }
             let weight = node.isInteger ? nil : node.floatTensors["weight"].flatMap { tensor in
                 node.weightShape.map { Variable(tensor.reshaped($0)) }

@@ -52,7 +52,7 @@ final class VitisConfigTests: XCTestCase {
             "mix_precision_config.json": ("overall_quantize_config.datatype", "bfloat16 is not supported yet"),
             "layer_config.json": ("quantizable_data_type[2]", "\"bias\": quantizing biases to a grid of their own is not supported yet"),
         ]
-        let loading = ["plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json", "plain-percentile.json", "plain-poweroftwo.json", "plain-std-round.json"]
+        let loading = ["plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json", "plain-percentile.json", "plain-narrow-range.json", "plain-poweroftwo.json", "plain-std-round.json"]
         XCTAssertEqual(shipped, (Array(refusals.keys) + loading).sorted(), "each file is checked below")
         for (file, expected) in refusals {
             XCTAssertThrowsError(try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file)).resolve(for: lenet)) { error in
@@ -68,6 +68,7 @@ final class VitisConfigTests: XCTestCase {
             "plain-mse.json": CalibrationMethod(MSECalibrator()),
             "plain-poweroftwo.json": CalibrationMethod(MaxMinCalibrator()),
             "plain-std-round.json": CalibrationMethod(MaxMinCalibrator()),
+            "plain-narrow-range.json": CalibrationMethod(MaxMinCalibrator()),
         ]
         for (file, method) in methods {
             let loaded = try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file))
@@ -174,7 +175,7 @@ final class VitisConfigTests: XCTestCase {
                     mentions: ["the manual's default", notYet])
         assertError(json(overall: overall("round_mode", "\"nearest\"")), keyPath: "overall_quantize_config.round_mode",
                     mentions: ["unsupported value \"nearest\"", "\"half_even\", \"half_up\", \"half_down\", \"std_round\""])
-        assertError(json(overall: overall("narrow_range", "true")), keyPath: "overall_quantize_config.narrow_range", mentions: [notYet])
+        assertError(json(overall: overall("narrow_range", "1")), keyPath: "overall_quantize_config.narrow_range", mentions: ["expected true or false"])
         assertError(json(overall: overall("method", "\"diffs\"")), keyPath: "overall_quantize_config.method", mentions: ["diffs is \(notYet)"])
         assertError(json(overall: overall("method", "\"kl\"")), keyPath: "overall_quantize_config.method",
                     mentions: ["unsupported value \"kl\"", "\"maxmin\", \"percentile\", \"entropy\", \"mse\", \"diffs\""])

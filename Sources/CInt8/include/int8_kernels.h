@@ -175,8 +175,9 @@ void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a
                 const int8_t *b, float scale_b, int32_t zero_b,
                 float scale_y, int32_t zero_y, int32_t lo, int32_t hi, qat_i8_round_mode round_mode, int8_t *y, size_t count);
 
-// q = clamp(round(x / scale) + zero, −128, 127), round with the tie rule round_mode.
-void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, qat_i8_round_mode round_mode,
+// q = clamp(round(x / scale) + zero, lo, 127), round with the tie rule round_mode; lo is −128,
+// or −127 on a narrow-range grid.
+void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode,
                      int8_t *q, size_t count);
 
 // x = scale · (q − zero).

@@ -24,6 +24,8 @@ public final class WeightQuantizerState {
     public let powerOfTwo: Bool
     /// The tie rule of the weight grids.
     public let roundMode: RoundMode
+    /// Codes −127…127 (narrow range): ARQ then divides by 127 on both sides.
+    public let narrowRange: Bool
     /// One scale per row: C_out rows when channel-wise, else one.
     public let rowCount: Int
     /// The scales the most recent forward used, one per row (1 before any forward).
@@ -38,8 +40,9 @@ public final class WeightQuantizerState {
     /// registered with the optimizer and checkpoints) before the first forward.
     public init(weightShape: [Int], channelWise: Bool,
                 algorithm: WeightQuantizationAlgorithm = .arq, numBits: Int = 8, powerOfTwo: Bool = false,
-                roundMode: RoundMode = .halfEven) {
+                roundMode: RoundMode = .halfEven, narrowRange: Bool = false) {
         self.roundMode = roundMode
+        self.narrowRange = narrowRange
         precondition(!weightShape.isEmpty, "weight quantizer needs a weight shape")
         precondition(!powerOfTwo || algorithm == .arq, "power-of-two weight scales need ARQ (LSQ learns its scales)")
         self.powerOfTwo = powerOfTwo
@@ -57,7 +60,8 @@ public final class WeightQuantizerState {
 /// D = qmax + 1 (128) when |min| > |max| else qmax (127), s = A / D, and s < EPS → 1.
 /// `powerOfTwo`: s is the smallest power of two ≥ A / D (computed in Double, so a row whose
 /// A / D is just above 2^k gets 2^(k+1) and no weight is clipped), then s < EPS → 1.
-public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8, powerOfTwo: Bool = false) -> [Float] {
+/// `narrowRange`: the codes stop at −qmax, so D = qmax on both sides.
+public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8, powerOfTwo: Bool = false, narrowRange: Bool = false) -> [Float] {
     precondition(rows > 0 && weight.count % rows == 0, "arqScales: \(weight.shape) is not \(rows) rows")
     let rowLength = weight.count / rows
     var scales = [Float](repeating: 1, count: rows)
@@ -68,7 +72,7 @@ public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8, powerOfTwo: Bo
             let row = ws.baseAddress! + r * rowLength
             var hi = row[0], lo = row[0]
             for i in 1..<rowLength { hi = max(hi, row[i]); lo = min(lo, row[i]) }
-            let divisor = abs(lo) > abs(hi) ? Float(qmax + 1) : Float(qmax)
+            let divisor = abs(lo) > abs(hi) && !narrowRange ? Float(qmax + 1) : Float(qmax)
             let amplitude = max(abs(hi), abs(lo))
             var s = amplitude / divisor
             if powerOfTwo && amplitude > 0 {
@@ -92,9 +96,11 @@ public func weightFakeQuantize(_ weight: Variable, state: WeightQuantizerState, 
 
 /// ARQ: scales from the current weights; backward is a pure straight-through dL/dw += dL/dŵ.
 public func arqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tape: Tape?) -> Variable {
-    let scales = arqScales(weight.value, rows: state.rowCount, bits: state.numBits, powerOfTwo: state.powerOfTwo)
+    let scales = arqScales(weight.value, rows: state.rowCount, bits: state.numBits, powerOfTwo: state.powerOfTwo,
+                           narrowRange: state.narrowRange)
     state.scales = scales
-    let out = Variable(quantizeRows(weight.value, scales: scales, bits: state.numBits, roundMode: state.roundMode),
+    let out = Variable(quantizeRows(weight.value, scales: scales, bits: state.numBits, roundMode: state.roundMode,
+                                    narrowRange: state.narrowRange),
                        requiresGrad: needsPullback(tape, weight))
     guard out.requiresGrad, let tape else { return out }
     tape.record {
@@ -122,7 +128,7 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
     let rows = state.rowCount, bits = state.numBits
     let needsReset = learned.value.storage.contains { !$0.isFinite || $0 < quantizationEpsilon }
     if !state.initialized || needsReset {
-        let arq = arqScales(weight.value, rows: rows, bits: bits)
+        let arq = arqScales(weight.value, rows: rows, bits: bits, narrowRange: state.narrowRange)
         for r in 0..<rows {
             let s = learned.value.storage[r]
             if !state.initialized || !s.isFinite || s < quantizationEpsilon {
@@ -133,12 +139,13 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
     }
     let scales = learned.value.storage
     state.scales = scales
-    let out = Variable(quantizeRows(weight.value, scales: scales, bits: bits, roundMode: state.roundMode),
+    let out = Variable(quantizeRows(weight.value, scales: scales, bits: bits, roundMode: state.roundMode,
+                                    narrowRange: state.narrowRange),
                        requiresGrad: needsPullback(tape, weight, learned))
     guard out.requiresGrad, let tape else { return out }
 
     let rowLength = weight.value.count / rows
-    let codes = QuantizationGrid.codeBounds(bits: bits)
+    let codes = QuantizationGrid.codeBounds(bits: bits, narrowRange: state.narrowRange)
     let (qmin, qmax) = (Float(codes.qmin), Float(codes.qmax))
     let gradientScale = 1 / (Double(rowLength) * Double(codes.qmax)).squareRoot()
     let mode = state.roundMode
@@ -180,12 +187,12 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
 
 /// ŵ = clamp(round(w / s), qmin, qmax) · s with one scale per row: each row on its own
 /// symmetric grid (offset 0).
-func quantizeRows(_ weight: Tensor, scales: [Float], bits: Int, roundMode: RoundMode = .halfEven) -> Tensor {
+func quantizeRows(_ weight: Tensor, scales: [Float], bits: Int, roundMode: RoundMode = .halfEven, narrowRange: Bool = false) -> Tensor {
     var out = weight
     let rowLength = weight.count / scales.count
     out.storage.withUnsafeMutableBufferPointer { ws in
         for r in 0..<scales.count {
-            let grid = QuantizationGrid(bits: bits, scale: scales[r], offset: 0, roundMode: roundMode)
+            let grid = QuantizationGrid(bits: bits, scale: scales[r], offset: 0, roundMode: roundMode, narrowRange: narrowRange)
             grid.fakeQuantize(UnsafeMutableBufferPointer(start: ws.baseAddress! + r * rowLength, count: rowLength))
         }
     }

@@ -31,25 +31,31 @@ public final class ActivationQuantizerState {
     public let powerOfTwoScale: Bool
     /// The tie rule of the input grid, forward and in the backward's residuals.
     public let roundMode: RoundMode
+    /// Codes from −127 (narrow range) instead of −128.
+    public let narrowRange: Bool
     /// Opt-in LSQ-style factor on the clip gradients; nil (the contract's default) means 1.
     public var gradientScale: Float?
     /// The scale and offset used by the most recent forward, for export.
     public var scale: Float
     public var offset: Int
     /// The grid of the most recent forward.
-    public var grid: QuantizationGrid { QuantizationGrid(bits: numBits, scale: scale, offset: offset, roundMode: roundMode) }
+    public var grid: QuantizationGrid {
+        QuantizationGrid(bits: numBits, scale: scale, offset: offset, roundMode: roundMode, narrowRange: narrowRange)
+    }
 
     /// A state with no clip bounds yet (`initialized == false`): it quantizes each batch with
     /// that batch's min/max until `setClipRange(max:min:)` is called.
-    public init(fixedMin: Bool, numBits: Int = 8, powerOfTwoScale: Bool = false, roundMode: RoundMode = .halfEven) {
+    public init(fixedMin: Bool, numBits: Int = 8, powerOfTwoScale: Bool = false, roundMode: RoundMode = .halfEven,
+                narrowRange: Bool = false) {
         self.fixedMin = fixedMin
         self.roundMode = roundMode
+        self.narrowRange = narrowRange
         self.numBits = numBits
         self.powerOfTwoScale = powerOfTwoScale
         clipMax = Variable(.scalar(0), requiresGrad: true)
         clipMin = Variable(.scalar(0), requiresGrad: true)
         scale = 1
-        offset = QuantizationGrid.codeBounds(bits: numBits).qmin
+        offset = QuantizationGrid.codeBounds(bits: numBits, narrowRange: narrowRange).qmin
     }
 
     /// A state starting from given bounds (config `clip_max`/`clip_min`, or IFMR's result).
@@ -65,7 +71,8 @@ public final class ActivationQuantizerState {
     public func setClipRange(max clipMax: Float, min clipMin: Float) {
         var (clipMax, clipMin) = (clipMax, clipMin)
         if powerOfTwoScale && Self.isValidPair(clipMax, clipMin) {
-            let grid = QuantizationGrid(bits: numBits, clipMax: max(clipMax, 0), clipMin: fixedMin ? 0 : min(clipMin, 0))
+            let grid = QuantizationGrid(bits: numBits, clipMax: max(clipMax, 0), clipMin: fixedMin ? 0 : min(clipMin, 0),
+                                        narrowRange: narrowRange)
                 .powerOfTwoCovering
             (clipMax, clipMin) = (grid.upper, grid.lower)
         }
@@ -137,7 +144,8 @@ func batchMaxMin(_ x: Tensor) -> (Float, Float) {
 /// dL/dx += g·in, dL/dM += Σ g·(e + up), dL/dm += Σ g·(lo − e) (times `gradientScale` if set).
 public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape: Tape?) -> Variable {
     let (clipMax, clipMin) = state.resolveClipRange(batch: x.value)
-    let q = QuantizationGrid(bits: state.numBits, clipMax: clipMax, clipMin: clipMin, roundMode: state.roundMode)
+    let q = QuantizationGrid(bits: state.numBits, clipMax: clipMax, clipMin: clipMin, roundMode: state.roundMode,
+                             narrowRange: state.narrowRange)
     state.commit(clipMax: clipMax, clipMin: clipMin, grid: q)
 
     var y = x.value

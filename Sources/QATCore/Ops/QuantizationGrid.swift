@@ -15,6 +15,9 @@ public struct QuantizationGrid: Equatable, Sendable, Codable {
     public let bits: Int
     /// How values between two codes round: half to even (qat's default) or another tie rule.
     public let roundMode: RoundMode
+    /// Narrow range (Vitis AI's `narrow_range`): the lowest code is −127 (−32767), not −128, so
+    /// the codes are symmetric around 0 and n = 254 (65534).
+    public let narrowRange: Bool
     /// s > 0.
     public let scale: Float
     /// o, the zero point, in [qmin, qmax].
@@ -24,10 +27,11 @@ public struct QuantizationGrid: Equatable, Sendable, Codable {
     public let lower: Float
     public let upper: Float
 
-    public init(bits: Int, scale: Float, offset: Int, roundMode: RoundMode = .halfEven) {
-        let (qmin, qmax) = Self.codeBounds(bits: bits)
+    public init(bits: Int, scale: Float, offset: Int, roundMode: RoundMode = .halfEven, narrowRange: Bool = false) {
+        let (qmin, qmax) = Self.codeBounds(bits: bits, narrowRange: narrowRange)
         self.bits = bits
         self.roundMode = roundMode
+        self.narrowRange = narrowRange
         self.scale = scale
         self.offset = offset
         lower = scale * Float(qmin - offset)
@@ -37,8 +41,8 @@ public struct QuantizationGrid: Equatable, Sendable, Codable {
     /// The grid one clip pair (M', m') gives, ULQ step 3 in float32 as the INT8 deploy computes
     /// it: s = (M' − m') / n, o = round(qmin − m'/s); s < EPS (or not finite) gives s = 1,
     /// o = qmin. Expects clipMin ≤ 0 ≤ clipMax.
-    public init(bits: Int, clipMax: Float, clipMin: Float, roundMode: RoundMode = .halfEven) {
-        let (qmin, qmax) = Self.codeBounds(bits: bits)
+    public init(bits: Int, clipMax: Float, clipMin: Float, roundMode: RoundMode = .halfEven, narrowRange: Bool = false) {
+        let (qmin, qmax) = Self.codeBounds(bits: bits, narrowRange: narrowRange)
         var s = (clipMax - clipMin) / Float(qmax - qmin)
         var o = qmin
         if s < quantizationEpsilon || !s.isFinite {
@@ -48,14 +52,15 @@ public struct QuantizationGrid: Equatable, Sendable, Codable {
             // m'/s lies in [-n, 0], so o is in range up to float noise; the clamp only guards it.
             o = min(max(Int(raw), qmin), qmax)
         }
-        self.init(bits: bits, scale: s, offset: o, roundMode: roundMode)
+        self.init(bits: bits, scale: s, offset: o, roundMode: roundMode, narrowRange: narrowRange)
     }
 
     /// The power-of-two grid that covers this one (docs/ALGORITHMS.md §1.1): the same zero
     /// point, the scale raised to the smallest power of two ≥ s. Since qmin − o ≤ 0 ≤ qmax − o,
     /// the new [L, U] contains the old one; L and U are small integers times 2^k, so exact.
     public var powerOfTwoCovering: QuantizationGrid {
-        QuantizationGrid(bits: bits, scale: Self.powerOfTwoCeiling(scale), offset: offset, roundMode: roundMode)
+        QuantizationGrid(bits: bits, scale: Self.powerOfTwoCeiling(scale), offset: offset, roundMode: roundMode,
+                         narrowRange: narrowRange)
     }
 
     /// The smallest power of two ≥ s (s > 0 and finite), exactly.
@@ -69,14 +74,15 @@ public struct QuantizationGrid: Equatable, Sendable, Codable {
     public static func isPowerOfTwo(_ s: Float) -> Bool { s > 0 && s.isFinite && s.significand == 1 }
 
     /// The signed code range of a `bits`-bit grid: INT8 [−128, 127], INT16 [−32768, 32767].
-    /// Only 8 and 16 bits are supported; anything else is a programmer error.
-    public static func codeBounds(bits: Int) -> (qmin: Int, qmax: Int) {
+    /// Only 8 and 16 bits are supported; anything else is a programmer error. A narrow range
+    /// starts one code higher: [−127, 127], [−32767, 32767].
+    public static func codeBounds(bits: Int, narrowRange: Bool = false) -> (qmin: Int, qmax: Int) {
         precondition(bits == 8 || bits == 16, "quantization supports 8 or 16 bits, got \(bits)")
-        return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+        return (-(1 << (bits - 1)) + (narrowRange ? 1 : 0), (1 << (bits - 1)) - 1)
     }
 
-    public var qmin: Int { Self.codeBounds(bits: bits).qmin }
-    public var qmax: Int { Self.codeBounds(bits: bits).qmax }
+    public var qmin: Int { Self.codeBounds(bits: bits, narrowRange: narrowRange).qmin }
+    public var qmax: Int { Self.codeBounds(bits: bits, narrowRange: narrowRange).qmax }
     /// Number of steps between qmin and qmax (`n` in docs/ALGORITHMS.md): 255 for INT8.
     public var levels: Int { qmax - qmin }
 
@@ -137,14 +143,15 @@ public struct QuantizationGrid: Equatable, Sendable, Codable {
 }
 
 extension QuantizationGrid {
-    private enum CodingKeys: String, CodingKey { case bits, roundMode, scale, offset, lower, upper }
+    private enum CodingKeys: String, CodingKey { case bits, roundMode, narrowRange, scale, offset, lower, upper }
 
-    /// `roundMode` is written only when it is not half to even, so reports of half-even grids
-    /// keep their bytes, and read as half to even when absent.
+    /// `roundMode` and `narrowRange` are written only when not the default, so reports of
+    /// default grids keep their bytes, and read as the default when absent.
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(bits, forKey: .bits)
         if roundMode != .halfEven { try c.encode(roundMode, forKey: .roundMode) }
+        if narrowRange { try c.encode(narrowRange, forKey: .narrowRange) }
         try c.encode(scale, forKey: .scale)
         try c.encode(offset, forKey: .offset)
         try c.encode(lower, forKey: .lower)
@@ -155,7 +162,8 @@ extension QuantizationGrid {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(bits: try c.decode(Int.self, forKey: .bits), scale: try c.decode(Float.self, forKey: .scale),
                   offset: try c.decode(Int.self, forKey: .offset),
-                  roundMode: try c.decodeIfPresent(RoundMode.self, forKey: .roundMode) ?? .halfEven)
+                  roundMode: try c.decodeIfPresent(RoundMode.self, forKey: .roundMode) ?? .halfEven,
+                  narrowRange: try c.decodeIfPresent(Bool.self, forKey: .narrowRange) ?? false)
     }
 }
 

@@ -83,7 +83,7 @@ extension FakeQuantizer {
         let needsFallback = M <= m || !M.isFinite || M < 0 || !m.isFinite || m > 0
         if needsFallback && !a.hasValidPreviousPair { throw .invalidBounds(clipMin: m, clipMax: M) }
         let (clipMax, clipMin) = a.resolveClipRange(batch: Tensor(shape: [0]))
-        return QuantizationGrid(bits: a.numBits, clipMax: clipMax, clipMin: clipMin, roundMode: a.roundMode)
+        return QuantizationGrid(bits: a.numBits, clipMax: clipMax, clipMin: clipMin, roundMode: a.roundMode, narrowRange: a.narrowRange)
     }
 
     /// True when the layer runs as an integer node on the engine: 8-bit input and weights.
@@ -92,7 +92,8 @@ extension FakeQuantizer {
     /// The weight's row scales exactly as the fake-quant forward uses them (ARQ, or LSQ's learned
     /// scales where they are valid).
     public func weightRowScales(_ w: Tensor) -> [Float] {
-        var scales = arqScales(w, rows: weight.rowCount, bits: weight.numBits, powerOfTwo: weight.powerOfTwo)
+        var scales = arqScales(w, rows: weight.rowCount, bits: weight.numBits, powerOfTwo: weight.powerOfTwo,
+                               narrowRange: weight.narrowRange)
         if weight.algorithm == .lsq, let learned = weight.learnedScales, weight.initialized {
             for r in 0..<weight.rowCount {
                 let s = learned.value.storage[r]

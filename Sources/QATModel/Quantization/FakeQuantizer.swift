@@ -16,7 +16,7 @@ public final class FakeQuantizer: LayerQuantizer {
         self.settings = settings
         activation = ActivationQuantizerState(fixedMin: settings.fixedMin, numBits: settings.activationType.bitWidth,
                                               powerOfTwoScale: settings.activationScaleType == .powerOfTwo,
-                                              roundMode: settings.activationRoundMode)
+                                              roundMode: settings.activationRoundMode, narrowRange: settings.activationNarrowRange)
         if let clipMax = settings.clipMax, let clipMin = settings.clipMin {
             activation.setClipRange(max: clipMax, min: clipMin)
         }
@@ -28,7 +28,7 @@ public final class FakeQuantizer: LayerQuantizer {
                                       algorithm: settings.weightAlgorithm == .ulqRetrain ? .lsq : .arq,
                                       numBits: settings.weightType.bitWidth,
                                       powerOfTwo: settings.weightScaleType == .powerOfTwo,
-                                      roundMode: settings.weightRoundMode)
+                                      roundMode: settings.weightRoundMode, narrowRange: settings.weightNarrowRange)
     }
 
     public func quantizeInput(_ x: Variable, training: Bool, tape: Tape?) -> Variable {

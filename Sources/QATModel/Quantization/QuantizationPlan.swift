@@ -33,13 +33,19 @@ public struct QuantizerSettings: Equatable, Sendable {
     /// Tie rules of the input grid and of the weight grids (Vitis AI's `round_mode`).
     public var activationRoundMode: RoundMode
     public var weightRoundMode: RoundMode
+    /// Narrow code ranges (−127…127) for the input and for the weights (Vitis AI's `narrow_range`).
+    public var activationNarrowRange: Bool
+    public var weightNarrowRange: Bool
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
                 weightAlgorithm: WeightAlgorithm = .arqRetrain, channelWise: Bool, weightType: QuantizedType = .int8,
                 learnClip: Bool = true, calibration: CalibrationMethod = .default,
                 activationScaleType: ScaleType = .float, weightScaleType: ScaleType = .float,
-                activationRoundMode: RoundMode = .halfEven, weightRoundMode: RoundMode = .halfEven) {
+                activationRoundMode: RoundMode = .halfEven, weightRoundMode: RoundMode = .halfEven,
+                activationNarrowRange: Bool = false, weightNarrowRange: Bool = false) {
+        self.activationNarrowRange = activationNarrowRange
+        self.weightNarrowRange = weightNarrowRange
         self.activationRoundMode = activationRoundMode
         self.weightRoundMode = weightRoundMode
         self.activationScaleType = activationScaleType
@@ -288,7 +294,9 @@ extension RetrainConfig {
             activationScaleType: pick { $0.data.scaleType }?.value ?? .float,
             weightScaleType: weightScale?.value ?? .float,
             activationRoundMode: pick { $0.data.roundMode }?.value ?? .halfEven,
-            weightRoundMode: pick { $0.weight.roundMode }?.value ?? .halfEven)
+            weightRoundMode: pick { $0.weight.roundMode }?.value ?? .halfEven,
+            activationNarrowRange: pick { $0.data.narrowRange }?.value ?? false,
+            weightNarrowRange: pick { $0.weight.narrowRange }?.value ?? false)
 
         if !supportsChannelWise && result.channelWise, let source = channelWise?.source {
             // This runtime gives linear weights one scale per tensor only (see docs/CONFIG.md).
@@ -381,12 +389,14 @@ extension QuantizationPlan {
             let bounds = (q.clipMax.map { "clip [\(q.clipMin!), \($0)]" } ?? q.calibration.name.uppercased())
                 + (q.learnClip ? "" : ", frozen") + (q.activationScaleType == .powerOfTwo ? ", poweroftwo" : "")
                 + (q.activationRoundMode == .halfEven ? "" : ", \(q.activationRoundMode.rawValue)")
+                + (q.activationNarrowRange ? ", narrow_range" : "")
             let fixedMin = q.fixedMin
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")
             let weights = "\(q.weightAlgorithm.rawValue), \(q.channelWise ? "channel_wise" : "per-tensor")"
                 + (q.weightScaleType == .powerOfTwo ? ", poweroftwo" : "")
                 + (q.weightRoundMode == .halfEven ? "" : ", \(q.weightRoundMode.rawValue)")
+                + (q.weightNarrowRange ? ", narrow_range" : "")
             rows.append([layer.name, layer.kind.typeName, "yes", width, "\(q.activationAlgorithm.rawValue), \(bounds)",
                          fixedMin, weights, layer.rule])
         }

@@ -66,10 +66,14 @@ public struct RetrainDataConfig: Equatable, Sendable {
     public var scaleType: ScaleType?
     /// qat extension (Vitis AI's `round_mode`): the input grid's tie rule.
     public var roundMode: RoundMode?
+    /// qat extension (Vitis AI's `narrow_range`): input codes from −127.
+    public var narrowRange: Bool?
 
     public init(algorithm: ActivationAlgorithm? = nil, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool? = nil, dstType: QuantizedType? = nil, learnClip: Bool? = nil,
-                calibration: CalibrationConfig = CalibrationConfig(), scaleType: ScaleType? = nil, roundMode: RoundMode? = nil) {
+                calibration: CalibrationConfig = CalibrationConfig(), scaleType: ScaleType? = nil, roundMode: RoundMode? = nil,
+                narrowRange: Bool? = nil) {
+        self.narrowRange = narrowRange
         self.scaleType = scaleType
         self.roundMode = roundMode
         self.algorithm = algorithm
@@ -91,10 +95,13 @@ public struct RetrainWeightConfig: Equatable, Sendable {
     public var scaleType: ScaleType?
     /// qat extension (Vitis AI's `round_mode`): the weight grids' tie rule.
     public var roundMode: RoundMode?
+    /// qat extension (Vitis AI's `narrow_range`): weight codes −127…127.
+    public var narrowRange: Bool?
 
     public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil,
-                scaleType: ScaleType? = nil, roundMode: RoundMode? = nil) {
+                scaleType: ScaleType? = nil, roundMode: RoundMode? = nil, narrowRange: Bool? = nil) {
         self.roundMode = roundMode
+        self.narrowRange = narrowRange
         self.algorithm = algorithm
         self.channelWise = channelWise
         self.dstType = dstType
@@ -397,6 +404,7 @@ extension RetrainConfig {
         config.learnClip = try object.bool("learn_clip")
         config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
         config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
+        config.narrowRange = try object.bool("narrow_range")
         config.calibration = try CalibrationConfig.parse(object)
         try object.rejectUnknownKeys()
         return config
@@ -409,6 +417,7 @@ extension RetrainConfig {
         config.dstType = try choice(object, "dst_type", allowed: [QuantizedType.int8])
         config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
         config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
+        config.narrowRange = try object.bool("narrow_range")
         try object.rejectUnknownKeys()
         return config
     }

@@ -81,6 +81,7 @@ extension RetrainDataConfig {
         if let dstType { members.append(.init("dst_type", JSONValue(dstType.rawValue))) }
         if let scaleType { members.append(.init("scale_type", JSONValue(scaleType.rawValue))) }
         if let roundMode { members.append(.init("round_mode", JSONValue(roundMode.rawValue))) }
+        if let narrowRange { members.append(.init("narrow_range", JSONValue(narrowRange))) }
         return members + calibration.members
     }
 }
@@ -93,6 +94,7 @@ extension RetrainWeightConfig {
         if let dstType { members.append(.init("dst_type", JSONValue(dstType.rawValue))) }
         if let scaleType { members.append(.init("scale_type", JSONValue(scaleType.rawValue))) }
         if let roundMode { members.append(.init("round_mode", JSONValue(roundMode.rawValue))) }
+        if let narrowRange { members.append(.init("narrow_range", JSONValue(narrowRange))) }
         return members
     }
 }
@@ -141,10 +143,12 @@ extension QuantizationPlan {
                                         calibration: q.calibration.explicitConfig,
                                         // Written only when not the default, so older records keep their bytes.
                                         scaleType: q.activationScaleType == .float ? nil : q.activationScaleType,
-                                        roundMode: q.activationRoundMode == .halfEven ? nil : q.activationRoundMode),
+                                        roundMode: q.activationRoundMode == .halfEven ? nil : q.activationRoundMode,
+                                        narrowRange: q.activationNarrowRange ? true : nil),
                 weight: RetrainWeightConfig(algorithm: q.weightAlgorithm, channelWise: q.channelWise, dstType: q.weightType,
                                             scaleType: q.weightScaleType == .float ? nil : q.weightScaleType,
-                                            roundMode: q.weightRoundMode == .halfEven ? nil : q.weightRoundMode))
+                                            roundMode: q.weightRoundMode == .halfEven ? nil : q.weightRoundMode,
+                                            narrowRange: q.weightNarrowRange ? true : nil))
         }
         return RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))
     }

@@ -286,13 +286,10 @@ struct TensorSettings {
         return InputError(file: file, keyPath: keyPath, message: "\(setting.value)\(note) \(message)")
     }
 
-    /// Checks shared by weights and activations: integer data, full range.
+    /// Checks shared by weights and activations: integer data, a known method.
     private func checkGrid(_ tensor: String) throws {
         guard dataType.value == "int" else {
             throw refuse(dataType, "datatype", "is not supported yet: qat quantizes \(tensor) to integers (int)")
-        }
-        if narrowRange.value {
-            throw refuse(narrowRange, "narrow_range", "is not supported yet: qat's signed codes span −128…127 (set false)")
         }
         if method.value == "diffs" {
             throw refuse(method, "method", "is not supported yet: use maxmin, percentile, entropy or mse")
@@ -311,7 +308,7 @@ struct TensorSettings {
         guard signed.value else { throw refuse(signed, "signed", "is not supported yet for weights: ARQ weights are signed (set true)") }
         if let conflict = try calibrator().conflict() { throw conflictError(conflict) }
         return RetrainWeightConfig(algorithm: .arqRetrain, channelWise: perChannel.value, dstType: .int8, scaleType: try scale(),
-                                   roundMode: try rounding())
+                                   roundMode: try rounding(), narrowRange: narrowRange.value)
     }
 
     /// Activations: the calibrator `method` names with `symmetry` and `calib_statistic_method`.
@@ -335,6 +332,7 @@ struct TensorSettings {
         if symmetry.value { config.fixedMin = !signed.value }
         config.scaleType = try scale()
         config.roundMode = try rounding()
+        config.narrowRange = narrowRange.value
         return config
     }
 
