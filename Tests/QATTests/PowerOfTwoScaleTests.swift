@@ -283,5 +283,12 @@ final class PowerOfTwoScaleTests: XCTestCase {
         let (verifyStatus, verified) = try qat(["verify", "--checkpoint", ptq, "--deploy", deployed, "--test-limit", "500"])
         XCTAssertEqual(verifyStatus, 0, verified)
         XCTAssertTrue(verified.contains("PASS"), verified)
+        // Fake quant adds the bias on the accumulator grid exactly, so every layer alone gives
+        // the engine's codes bit for bit, ties included.
+        for layer in ["conv1", "conv2", "fc1", "fc2", "fc3"] {
+            let row = try XCTUnwrap(verified.split(separator: "\n").first { $0.hasPrefix(layer + " ") }, verified)
+            let alone = row.split(separator: " ", omittingEmptySubsequences: true).suffix(2)
+            XCTAssertEqual(Array(alone), ["100.0000%", "0"], "\(layer): \(row)")
+        }
     }
 }
