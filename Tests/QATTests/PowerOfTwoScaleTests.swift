@@ -269,6 +269,10 @@ final class PowerOfTwoScaleTests: XCTestCase {
             XCTAssertTrue(q.weightRowScales(layer.weight.value).allSatisfy(QuantizationGrid.isPowerOfTwo), q.layerName)
         }
 
+        let (inspectStatus, inspected) = try qat(["inspect", ptq])
+        XCTAssertEqual(inspectStatus, 0, inspected)
+        XCTAssertTrue(inspected.contains("conv1    clip") && inspected.contains("poweroftwo (requantize by shift when deployed"), inspected)
+
         let (deployStatus, deployLog) = try qat(["deploy", "--checkpoint", ptq, "--output", deployed])
         XCTAssertEqual(deployStatus, 0, deployLog)
         XCTAssertTrue(deployLog.contains("requantize by shift (power-of-two multipliers, integers only): 4 of 4 requantizing layers"), deployLog)
