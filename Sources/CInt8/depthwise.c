@@ -112,7 +112,9 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
                 const int o = ci * multiplier + j;
                 const size_t at = (size_t)img * oc + o;
                 int8_t *codes = NULL;  // the vector paths requantize in registers
-                if (output.kind == QAT_I8_OUT_INT8 && path != QAT_I8_PORTABLE)
+                // Shifts and tie rules other than half to even: qat_i8_finish.
+                if (output.kind == QAT_I8_OUT_INT8 && !output.shift && output.round_mode == QAT_I8_ROUND_HALF_EVEN &&
+                    path != QAT_I8_PORTABLE)
                     codes = pool ? conv_plane : (int8_t *)out + at * out_plane;
                 const qat_i8_depthwise_plane p = {.rows = rows, .w = wpack + (size_t)o * taps4, .corr = corr[o], .kh = kh,
                                                   .sh = g->sh, .dh = g->dh, .kw4 = kw4, .oh = oh, .ow = ow, .owpad = owpad,

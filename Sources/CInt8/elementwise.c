@@ -33,8 +33,9 @@
     }
 
 void qat_i8_requantize(qat_i8_path path, const int32_t *acc, size_t n, size_t channels, size_t plane,
-                       const float *multiplier, int32_t zero_point, int32_t lo, int32_t hi, int8_t *out) {
-    DISPATCH(requantize, acc, n, channels, plane, multiplier, zero_point, lo, hi, out)
+                       const float *multiplier, const int32_t *shift, int32_t zero_point, int32_t lo, int32_t hi,
+                       qat_i8_round_mode round_mode, int8_t *out) {
+    DISPATCH(requantize, acc, n, channels, plane, multiplier, shift, zero_point, lo, hi, round_mode, out)
 }
 
 void qat_i8_maxpool(qat_i8_path path, const int8_t *x, int8_t *y, size_t planes,
@@ -87,12 +88,13 @@ void qat_i8_scale_rows(qat_i8_path path, const float *x, const float *per_row, s
 
 void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a,
                 const int8_t *b, float scale_b, int32_t zero_b,
-                float scale_y, int32_t zero_y, int32_t lo, int32_t hi, int8_t *y, size_t count) {
-    DISPATCH(add, a, scale_a, zero_a, b, scale_b, zero_b, scale_y, zero_y, lo, hi, y, count)
+                float scale_y, int32_t zero_y, int32_t lo, int32_t hi, qat_i8_round_mode round_mode, int8_t *y, size_t count) {
+    DISPATCH(add, a, scale_a, zero_a, b, scale_b, zero_b, scale_y, zero_y, lo, hi, round_mode, y, count)
 }
 
-void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int8_t *q, size_t count) {
-    DISPATCH(quantize, x, scale, zero, q, count)
+void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode,
+                     int8_t *q, size_t count) {
+    DISPATCH(quantize, x, scale, zero, lo, round_mode, q, count)
 }
 
 void qat_i8_dequantize(qat_i8_path path, const int8_t *q, float scale, int32_t zero, float *x, size_t count) {

@@ -6,12 +6,18 @@
 #define NAME(a, b) NAME2(a, b)
 
 TARGET static void NAME(requantize, SUFFIX)(const int32_t *acc, size_t n, size_t channels, size_t plane,
-                                            const float *m, int32_t zero, int32_t lo, int32_t hi, int8_t *out) {
+                                            const float *m, const int32_t *shift, int32_t zero, int32_t lo, int32_t hi,
+                                            qat_i8_round_mode mode, int8_t *out) {
     for (size_t i = 0; i < n * channels; i++) {
-        const float mc = m[i % channels];
         const int32_t *a = acc + i * plane;
         int8_t *o = out + i * plane;
-        for (size_t j = 0; j < plane; j++) o[j] = qat_i8_requant1(a[j], mc, zero, lo, hi);
+        if (shift) {
+            const int32_t k = shift[i % channels];
+            for (size_t j = 0; j < plane; j++) o[j] = qat_i8_requant_shift(a[j], k, zero, lo, hi, mode);
+            continue;
+        }
+        const float mc = m[i % channels];
+        for (size_t j = 0; j < plane; j++) o[j] = qat_i8_requant1(a[j], mc, zero, lo, hi, mode);
     }
 }
 
@@ -219,20 +225,32 @@ TARGET static void NAME(scale_rows, SUFFIX)(const float *x, const float *per_row
 }
 
 TARGET static void NAME(add, SUFFIX)(const int8_t *a, float sa, int32_t za, const int8_t *b, float sb,
-                                     int32_t zb, float sy, int32_t zy, int32_t lo, int32_t hi, int8_t *y, size_t count) {
+                                     int32_t zb, float sy, int32_t zy, int32_t lo, int32_t hi, qat_i8_round_mode mode,
+                                     int8_t *y, size_t count) {
     const float low = (float)(lo - zy), high = (float)(hi - zy);
     for (size_t i = 0; i < count; i++) {
         const float pa = sa * (float)(a[i] - za);
         const float pb = sb * (float)(b[i] - zb);
-        float r = nearbyintf((pa + pb) / sy);
+        float r = qat_i8_round((pa + pb) / sy, mode);
         r = r < low ? low : r;
         r = r > high ? high : r;
         y[i] = (int8_t)((int32_t)r + zy);
     }
 }
 
-TARGET static void NAME(quantize, SUFFIX)(const float *x, float scale, int32_t zero, int8_t *q, size_t count) {
-    const float low = (float)(-128 - zero), high = (float)(127 - zero);
+TARGET static void NAME(quantize, SUFFIX)(const float *x, float scale, int32_t zero, int32_t lo, qat_i8_round_mode mode,
+                                          int8_t *q, size_t count) {
+    const float low = (float)(lo - zero), high = (float)(127 - zero);
+    if (mode != QAT_I8_ROUND_HALF_EVEN) {  // the other tie rules: a loop of their own keeps the one below as it was
+        for (size_t i = 0; i < count; i++) {
+            float r = qat_i8_round(x[i] / scale, mode);
+            r = r < low ? low : r;
+            r = r > high ? high : r;
+            r = r == r ? r : 0.0f;
+            q[i] = (int8_t)((int32_t)r + zero);
+        }
+        return;
+    }
     for (size_t i = 0; i < count; i++) {
         float r = nearbyintf(x[i] / scale);
         r = r < low ? low : r;  // NaN fails both tests and would stay NaN: see below
@@ -267,11 +285,15 @@ TARGET static void NAME(finish, SUFFIX)(const int32_t *acc, size_t rows, size_t 
         }
         case QAT_I8_OUT_INT8: {
             int8_t *y = (int8_t *)out + r * cols;
-            if (has_offset)
+            if (o.shift) {
+                const int32_t k = o.shift[channel];
+                for (size_t j = 0; j < cols; j++) y[j] = qat_i8_requant_shift(a[j], k, o.zero_point, o.lo, o.hi, o.round_mode);
+            } else if (has_offset)
                 for (size_t j = 0; j < cols; j++)
-                    y[j] = qat_i8_requant_scaled((float)a[j] * scale + offset, o.zero_point, o.lo, o.hi);
+                    y[j] = qat_i8_requant_scaled((float)a[j] * scale + offset, o.zero_point, o.lo, o.hi, o.round_mode);
             else
-                for (size_t j = 0; j < cols; j++) y[j] = qat_i8_requant_scaled((float)a[j] * scale, o.zero_point, o.lo, o.hi);
+                for (size_t j = 0; j < cols; j++)
+                    y[j] = qat_i8_requant_scaled((float)a[j] * scale, o.zero_point, o.lo, o.hi, o.round_mode);
             break;
         }
         }

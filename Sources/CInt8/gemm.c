@@ -189,6 +189,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             if (output.kind != QAT_I8_OUT_INT32) {
                 group_output.scale = output.scale + row0;
                 if (output.offset) group_output.offset = output.offset + row0;
+                if (output.shift) group_output.shift = output.shift + row0;
             }
             qat_i8_gemm g = {.m = group_oc, .n = columns, .k4 = k4, .npad = npad, .a = a + (size_t)row0 * k4 * 4,
                              .corr = corr + row0, .b = operand, .output = group_output,

@@ -11,6 +11,44 @@
 
 enum { MR = 6 };  // tile: MR rows × 8 columns, 12 ymm accumulators
 
+// qat_i8_round_shift on 8 lanes.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+__m256i round_shift8(__m256i acc, int32_t k, qat_i8_round_mode mode) {
+    if (k == 0) return acc;
+    const __m128i count = _mm_cvtsi32_si128(k);
+    const __m256i q = _mm256_sra_epi32(acc, count);
+    const __m256i rem = _mm256_and_si256(acc, _mm256_set1_epi32((int32_t)((1u << k) - 1u)));
+    const __m256i one = _mm256_set1_epi32(1);
+    __m256i tie_up;  // qat_i8_shift_tie_up
+    switch (mode) {
+    case QAT_I8_ROUND_HALF_UP: tie_up = one; break;
+    case QAT_I8_ROUND_HALF_DOWN: tie_up = _mm256_setzero_si256(); break;
+    case QAT_I8_ROUND_STD: tie_up = _mm256_andnot_si256(_mm256_srai_epi32(acc, 31), one); break;  // acc ≥ 0
+    default: tie_up = _mm256_and_si256(q, one); break;
+    }
+    const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(rem, tie_up), _mm256_set1_epi32((int32_t)((1u << (k - 1)) - 1u)));
+    return _mm256_add_epi32(q, _mm256_srl_epi32(sum, count));
+}
+
+// qat_i8_round on 8 lanes: round to nearest even, then move the ties the mode breaks otherwise.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+__m256 round8(__m256 x, qat_i8_round_mode mode) {
+    const __m256 r = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    if (mode == QAT_I8_ROUND_HALF_EVEN) return r;
+    const __m256 d = _mm256_sub_ps(x, r), one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    __m256 up = _mm256_cmp_ps(d, _mm256_set1_ps(0.5f), _CMP_EQ_OQ);
+    __m256 down = _mm256_cmp_ps(d, _mm256_set1_ps(-0.5f), _CMP_EQ_OQ);
+    switch (mode) {
+    case QAT_I8_ROUND_HALF_UP: down = zero; break;
+    case QAT_I8_ROUND_HALF_DOWN: up = zero; break;
+    default:  // away from zero
+        up = _mm256_and_ps(up, _mm256_cmp_ps(x, zero, _CMP_GT_OQ));
+        down = _mm256_and_ps(down, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+        break;
+    }
+    return _mm256_sub_ps(_mm256_add_ps(r, _mm256_and_ps(up, one)), _mm256_and_ps(down, one));
+}
+
 static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
 void store8(const qat_i8_gemm *g, int row, int col, __m256i acc) {
     int valid = g->n - col;
@@ -37,14 +75,23 @@ void store8(const qat_i8_gemm *g, int row, int col, __m256i acc) {
         break;
     }
     case QAT_I8_OUT_INT8: {
-        // Same steps as qat_i8_store1: convert, multiply, add the offset, round half even, clamp, add o_y.
+        // Same steps as qat_i8_store1: convert, multiply, add the offset, round half even, clamp, add o_y;
+        // or the rounding shift of qat_i8_requant_shift.
         const int32_t zero = g->output.zero_point;
-        __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(g->output.scale[row]));
-        if (g->output.offset) r = _mm256_add_ps(r, _mm256_set1_ps(g->output.offset[row]));
-        r = _mm256_round_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        r = _mm256_max_ps(r, _mm256_set1_ps((float)(g->output.lo - zero)));
-        r = _mm256_min_ps(r, _mm256_set1_ps((float)(g->output.hi - zero)));
-        const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(zero));
+        __m256i q;
+        if (g->output.shift) {
+            q = round_shift8(acc, g->output.shift[row], g->output.round_mode);
+            q = _mm256_max_epi32(q, _mm256_set1_epi32(g->output.lo - zero));
+            q = _mm256_min_epi32(q, _mm256_set1_epi32(g->output.hi - zero));
+            q = _mm256_add_epi32(q, _mm256_set1_epi32(zero));
+        } else {
+            __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(g->output.scale[row]));
+            if (g->output.offset) r = _mm256_add_ps(r, _mm256_set1_ps(g->output.offset[row]));
+            r = round8(r, g->output.round_mode);
+            r = _mm256_max_ps(r, _mm256_set1_ps((float)(g->output.lo - zero)));
+            r = _mm256_min_ps(r, _mm256_set1_ps((float)(g->output.hi - zero)));
+            q = _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(zero));
+        }
         const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
         int8_t *dst = lanewise ? lanes8 : (int8_t *)g->out + at;
         _mm_storel_epi64((__m128i *)dst, _mm_packs_epi16(q16, q16));

@@ -12,9 +12,47 @@ enum { MR = 6, NV = 4 };  // tile: MR rows × NV vectors of 16 columns
 static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
 __m512i requant16(const qat_i8_gemm *g, int row, __m512i acc) {
     const int32_t zero = g->output.zero_point;
+    if (g->output.shift) {  // qat_i8_requant_shift on 16 lanes
+        const int32_t k = g->output.shift[row];
+        __m512i q = acc;
+        if (k > 0) {
+            const __m128i count = _mm_cvtsi32_si128(k);
+            q = _mm512_sra_epi32(acc, count);
+            const __m512i rem = _mm512_and_si512(acc, _mm512_set1_epi32((int32_t)((1u << k) - 1u)));
+            const __m512i one = _mm512_set1_epi32(1);
+            __m512i tie_up;  // qat_i8_shift_tie_up
+            switch (g->output.round_mode) {
+            case QAT_I8_ROUND_HALF_UP: tie_up = one; break;
+            case QAT_I8_ROUND_HALF_DOWN: tie_up = _mm512_setzero_si512(); break;
+            case QAT_I8_ROUND_STD: tie_up = _mm512_andnot_si512(_mm512_srai_epi32(acc, 31), one); break;  // acc ≥ 0
+            default: tie_up = _mm512_and_si512(q, one); break;
+            }
+            const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(rem, tie_up), _mm512_set1_epi32((int32_t)((1u << (k - 1)) - 1u)));
+            q = _mm512_add_epi32(q, _mm512_srl_epi32(sum, count));
+        }
+        q = _mm512_max_epi32(q, _mm512_set1_epi32(g->output.lo - zero));
+        q = _mm512_min_epi32(q, _mm512_set1_epi32(g->output.hi - zero));
+        return _mm512_add_epi32(q, _mm512_set1_epi32(zero));
+    }
     __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
     if (g->output.offset) r = _mm512_add_ps(r, _mm512_set1_ps(g->output.offset[row]));
+    const __m512 x = r;
     r = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    if (g->output.round_mode != QAT_I8_ROUND_HALF_EVEN) {  // qat_i8_round: move the ties the mode breaks otherwise
+        const __m512 d = _mm512_sub_ps(x, r), one = _mm512_set1_ps(1.0f);
+        __mmask16 up = _mm512_cmp_ps_mask(d, _mm512_set1_ps(0.5f), _CMP_EQ_OQ);
+        __mmask16 down = _mm512_cmp_ps_mask(d, _mm512_set1_ps(-0.5f), _CMP_EQ_OQ);
+        switch (g->output.round_mode) {
+        case QAT_I8_ROUND_HALF_UP: down = 0; break;
+        case QAT_I8_ROUND_HALF_DOWN: up = 0; break;
+        default:  // away from zero
+            up &= _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ);
+            down &= _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+            break;
+        }
+        r = _mm512_mask_add_ps(r, up, r, one);
+        r = _mm512_mask_sub_ps(r, down, r, one);
+    }
     r = _mm512_max_ps(r, _mm512_set1_ps((float)(g->output.lo - zero)));
     r = _mm512_min_ps(r, _mm512_set1_ps((float)(g->output.hi - zero)));
     return _mm512_add_epi32(_mm512_cvtps_epi32(r), _mm512_set1_epi32(zero));

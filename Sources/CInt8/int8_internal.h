@@ -44,16 +44,59 @@ void qat_i8_gemm_vnni(const qat_i8_gemm *g);
 // round-half-even are exactly specified per element, so the vector paths (cvtdq2ps, mulps,
 // roundps/vrndscaleps with round-to-nearest) give the same bits. Clamping happens in float,
 // before converting, so huge products cannot wrap.
-static inline int8_t qat_i8_requant_scaled(float scaled, int32_t zero, int32_t lo, int32_t hi) {
-    float r = nearbyintf(scaled);
+// nearbyintf with the tie rule `mode`. r = nearbyintf(x) (ties to even) is within ½ of x, so
+// d = x − r is exact and x is a tie exactly when d = ±½ (no `floor(x + 0.5)`, which rounds
+// 0.49999997 up); the other modes then move r by one where half to even went the other way.
+// NaN and ±∞ give d = NaN and stay as they are.
+static inline float qat_i8_round(float x, qat_i8_round_mode mode) {
+    const float r = nearbyintf(x);
+    if (mode == QAT_I8_ROUND_HALF_EVEN) return r;
+    const float d = x - r;
+    if (d == 0.5f && (mode == QAT_I8_ROUND_HALF_UP || (mode == QAT_I8_ROUND_STD && x > 0))) return r + 1.0f;
+    if (d == -0.5f && (mode == QAT_I8_ROUND_HALF_DOWN || (mode == QAT_I8_ROUND_STD && x < 0))) return r - 1.0f;
+    return r;
+}
+
+static inline int8_t qat_i8_requant_scaled(float scaled, int32_t zero, int32_t lo, int32_t hi, qat_i8_round_mode mode) {
+    float r = qat_i8_round(scaled, mode);
     const float low = (float)(lo - zero), high = (float)(hi - zero);
     r = r < low ? low : r;
     r = r > high ? high : r;
     return (int8_t)((int32_t)r + zero);
 }
 
-static inline int8_t qat_i8_requant1(int32_t acc, float m, int32_t zero, int32_t lo, int32_t hi) {
-    return qat_i8_requant_scaled((float)acc * m, zero, lo, hi);
+static inline int8_t qat_i8_requant1(int32_t acc, float m, int32_t zero, int32_t lo, int32_t hi, qat_i8_round_mode mode) {
+    return qat_i8_requant_scaled((float)acc * m, zero, lo, hi, mode);
+}
+
+// Requantize one accumulator by a rounding right shift (multiplier 2^−k, 0 ≤ k ≤ 30), all in
+// integers: q = ⌊acc / 2^k⌋ (arithmetic shift), plus 1 when the remainder rem is above half, or
+// exactly half and the tie rule says up, then clamp and add o_y. Branch-free form of the
+// increment, shared with the vector paths: (rem + 2^(k−1) − 1 + e) >> k, which is 0 or 1 since
+// rem < 2^k, with e = 1 where a tie goes up: q odd (half to even), always (half up), never
+// (half down), acc ≥ 0 (away from zero: the tie q + ½ is positive exactly then).
+static inline int32_t qat_i8_shift_tie_up(int32_t acc, int32_t q, qat_i8_round_mode mode) {
+    switch (mode) {
+    case QAT_I8_ROUND_HALF_UP: return 1;
+    case QAT_I8_ROUND_HALF_DOWN: return 0;
+    case QAT_I8_ROUND_STD: return acc >= 0;
+    default: return q & 1;
+    }
+}
+
+static inline int32_t qat_i8_round_shift(int32_t acc, int32_t k, qat_i8_round_mode mode) {
+    if (k == 0) return acc;
+    const int32_t q = acc >> k;
+    const uint32_t rem = (uint32_t)acc & ((1u << k) - 1u);
+    return q + (int32_t)((rem + (1u << (k - 1)) - 1u + (uint32_t)qat_i8_shift_tie_up(acc, q, mode)) >> k);
+}
+
+static inline int8_t qat_i8_requant_shift(int32_t acc, int32_t k, int32_t zero, int32_t lo, int32_t hi, qat_i8_round_mode mode) {
+    int32_t r = qat_i8_round_shift(acc, k, mode);
+    const int32_t low = lo - zero, high = hi - zero;
+    r = r < low ? low : r;
+    r = r > high ? high : r;
+    return (int8_t)(r + zero);
 }
 
 // (float)acc · scale[row] (+ offset[row]): two roundings, never a fused multiply-add, so that
@@ -76,8 +119,13 @@ static inline void qat_i8_store1(const qat_i8_gemm *g, int row, int col, int32_t
     case QAT_I8_OUT_INT32: ((int32_t *)g->out)[at] = acc; break;
     case QAT_I8_OUT_FLOAT: ((float *)g->out)[at] = qat_i8_scaled1(g, row, acc); break;
     case QAT_I8_OUT_INT8:
+        if (g->output.shift) {
+            ((int8_t *)g->out)[at] = qat_i8_requant_shift(acc, g->output.shift[row], g->output.zero_point, g->output.lo, g->output.hi,
+                                                          g->output.round_mode);
+            break;
+        }
         ((int8_t *)g->out)[at] = qat_i8_requant_scaled(qat_i8_scaled1(g, row, acc), g->output.zero_point, g->output.lo,
-                                                           g->output.hi);
+                                                           g->output.hi, g->output.round_mode);
         break;
     }
 }

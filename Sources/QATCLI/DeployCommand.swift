@@ -24,11 +24,18 @@ struct DeployCommand: ParsableCommand {
             let integer = deployed.nodes.filter(\.isInteger)
             print("\(output): \(deployed.modelName), \(deployed.nodes.count) nodes, \(integer.count) integer layers "
                   + "(\(integer.reduce(0) { $0 + $1.weightCodes.count }) int8 weights)")
+            let byShift = integer.filter(\.requantizesByShift)
+            if !byShift.isEmpty {
+                let requantizing = integer.filter { $0.output != nil }
+                print("requantize by shift (power-of-two multipliers, integers only): \(byShift.count) of \(requantizing.count) "
+                      + "requantizing layers (\(byShift.map(\.name).joined(separator: ", ")))")
+            }
             for node in deployed.nodes {
                 var line = "  " + node.name.padded(to: 22) + node.op.rawValue.padded(to: 12)
                 line += (node.isInteger ? "int8 in" : "").padded(to: 9)
                 line += (node.output.map { String(format: "→ int8 (s %.4g, o %d%@)", $0.scale, Int($0.zeroPoint), node.fusedActivation.map { ", \($0)" } ?? "") } ?? "→ float")
                 if !node.fused.isEmpty { line += "  fused: " + node.fused.joined(separator: ", ") }
+                if node.requantizesByShift { line += "  requantize by shift" }
                 print(line)
                 if let steps = node.nonUniformSteps {
                     print("  " + "".padded(to: 22) + "NUQ (nuq_quantize): at most \(steps) levels per weight row, written as "

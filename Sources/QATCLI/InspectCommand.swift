@@ -28,7 +28,8 @@ struct InspectCommand: ParsableCommand {
                 print("\nquantizers:")
                 for q in summary.quantizers {
                     print("  " + q.layer.padded(to: 8) + String(format: " clip [%.4f, %.4f]  scale %.5g  offset %.0f  weight scales %d (max %.4g)",
-                                 q.clipMin, q.clipMax, q.activationScale, q.activationOffset, q.weightScales.count, q.weightScales.max() ?? 0))
+                                 q.clipMin, q.clipMax, q.activationScale, q.activationOffset, q.weightScales.count, q.weightScales.max() ?? 0)
+                          + (q.gridOptions.isEmpty ? "" : "  " + q.gridOptions.joined(separator: ", ")))
                 }
             }
             if summary.optimizerTensorCount > 0 { print("\noptimizer state: \(summary.optimizerTensorCount) tensors") }

@@ -280,6 +280,9 @@ extension DeployNode {
             try attribute("output", .string("int8"))
             try attribute("output_scale", .double(Double(output.scale)))
             try attribute("output_zero_point", .int64(Int64(output.zeroPoint)))
+            // Round modes are written only when not half to even, so older files keep their bytes.
+            if output.roundMode != .halfEven { try attribute("output_round_mode", .string(output.roundMode.rawValue)) }
+            if output.narrowRange { try attribute("output_narrow_range", .int64(1)) }
             try attribute("relu", .int64(fusedActivation == nil ? 0 : 1))
             if fusedActivation == .relu6 { try attribute("relu6", .int64(1)) }
         } else {
@@ -300,6 +303,8 @@ extension DeployNode {
                 try attribute("integer", .int64(1))
                 try attribute("input_scale", .double(Double(inputQuantizer.scale)))
                 try attribute("input_zero_point", .int64(Int64(inputQuantizer.zeroPoint)))
+                if inputQuantizer.roundMode != .halfEven { try attribute("input_round_mode", .string(inputQuantizer.roundMode.rawValue)) }
+                if inputQuantizer.narrowRange { try attribute("input_narrow_range", .int64(1)) }
                 try file.write(weightCodes, shape: weightShape, at: group + "/weight")
                 try file.write(biasCodes, shape: [outputChannels], at: group + "/bias")
                 try file.write(weightScales, shape: [outputChannels], at: group + "/weight_scale")
@@ -311,6 +316,8 @@ extension DeployNode {
                     try attribute("input_fake_quant_bits", .int64(Int64(q.bits)))
                     try attribute("input_fake_quant_scale", .double(Double(q.scale)))
                     try attribute("input_fake_quant_offset", .int64(Int64(q.offset)))
+                    if q.roundMode != .halfEven { try attribute("input_fake_quant_round_mode", .string(q.roundMode.rawValue)) }
+                    if q.narrowRange { try attribute("input_fake_quant_narrow_range", .int64(1)) }
                 }
                 for (key, tensor) in floatTensors.sorted(by: { $0.key < $1.key }) { try file.write(tensor, at: group + "/" + key) }
             }
@@ -393,9 +400,26 @@ extension DeployNode {
             guard value.isFinite, value > 0 else { throw fail(group, "\(name) must be a positive finite number") }
             return value
         }
+        /// A grid's tie rule: the attribute `name`, half to even when absent (files before round modes).
+        func roundMode(_ name: String) throws -> RoundMode {
+            guard try file.hasAttribute(name, on: group) else { return .halfEven }
+            let text = try file.stringAttribute(name, of: group)
+            guard let mode = RoundMode(rawValue: text) else {
+                throw fail(group, "\(name) must be one of \(RoundMode.allCases.map(\.rawValue).joined(separator: ", ")), got '\(text)'")
+            }
+            return mode
+        }
+        /// A grid's narrow range: the attribute `name` (1), false when absent.
+        func narrow(_ name: String) throws -> Bool {
+            guard try file.hasAttribute(name, on: group) else { return false }
+            let value = try int(name)
+            guard value == 0 || value == 1 else { throw fail(group, "\(name) must be 0 or 1, got \(value)") }
+            return value == 1
+        }
         switch try file.stringAttribute("output", of: group) {
         case "int8":
-            node.output = QuantizationGrid(bits: 8, scale: try scale("output_scale"), offset: Int(try zeroPoint("output_zero_point")))
+            node.output = QuantizationGrid(bits: 8, scale: try scale("output_scale"), offset: Int(try zeroPoint("output_zero_point")),
+                                           roundMode: try roundMode("output_round_mode"), narrowRange: try narrow("output_narrow_range"))
             let relu6 = try file.hasAttribute("relu6", on: group) && int("relu6") != 0
             node.fusedActivation = try int("relu") == 0 ? nil : relu6 ? .relu6 : .relu
             if relu6 && node.fusedActivation == nil { throw fail(group, "relu6 is set but relu is not (a ReLU6 saturates at the zero point too)") }
@@ -412,7 +436,8 @@ extension DeployNode {
                 if try file.hasAttribute("groups", on: group) { node.groups = try int("groups") }
             }
             if try int("integer") != 0 {
-                node.inputQuantizer = QuantizationGrid(bits: 8, scale: try scale("input_scale"), offset: Int(try zeroPoint("input_zero_point")))
+                node.inputQuantizer = QuantizationGrid(bits: 8, scale: try scale("input_scale"), offset: Int(try zeroPoint("input_zero_point")),
+                                                       roundMode: try roundMode("input_round_mode"), narrowRange: try narrow("input_narrow_range"))
                 node.weightCodes = try file.read(Int8.self, at: group + "/weight").values
                 node.biasCodes = try file.read(Int32.self, at: group + "/bias").values
                 node.weightScales = try file.read(Float.self, at: group + "/weight_scale").values
@@ -423,7 +448,9 @@ extension DeployNode {
                     let bits = try int("input_fake_quant_bits")
                     guard bits == 8 || bits == 16 else { throw fail(group, "input_fake_quant_bits must be 8 or 16, got \(bits)") }
                     node.inputFakeQuantization = QuantizationGrid(bits: bits, scale: try scale("input_fake_quant_scale"),
-                                                                        offset: try int("input_fake_quant_offset"))
+                                                                        offset: try int("input_fake_quant_offset"),
+                                                                        roundMode: try roundMode("input_fake_quant_round_mode"),
+                                                                        narrowRange: try narrow("input_fake_quant_narrow_range"))
                 }
                 for key in try file.children(of: group) { node.floatTensors[key] = try file.readTensor(at: group + "/" + key) }
             }

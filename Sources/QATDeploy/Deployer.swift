@@ -74,7 +74,9 @@ public enum Deployer {
         weight.storage.withUnsafeBufferPointer { ws in
             codes.withUnsafeMutableBufferPointer { out in
                 for (r, s) in scales.enumerated() {
-                    let grid = QuantizationGrid(bits: state.numBits, scale: s, offset: 0)   // as ARQ/LSQ's row grid
+                    // As ARQ/LSQ's row grid.
+                    let grid = QuantizationGrid(bits: state.numBits, scale: s, offset: 0, roundMode: state.roundMode,
+                                                narrowRange: state.narrowRange)
                     for i in (r * rowLength)..<((r + 1) * rowLength) { out[i] = Int8(grid.quantize(ws[i])) }
                 }
             }

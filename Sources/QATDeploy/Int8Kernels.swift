@@ -33,6 +33,9 @@ public enum Int8Kernels {
     /// `q = clamp((Float(acc) * multipliers[c] + offsets[c]).rounded(.toNearestOrEven) + zeroPoint, lo, upperBound)`
     /// with `lo = zeroPoint` when a ReLU is fused (saturation), −128 otherwise. The product and
     /// the sum are each rounded to Float; without `offsets` nothing is added.
+    /// When every multiplier is exactly 2^−k (0 ≤ k ≤ 30) and no offset is set, as in a model with
+    /// power-of-two scales, the kernels requantize by a rounding right shift of the accumulator
+    /// instead (`shifts`; docs/ALGORITHMS.md §5.1), in integers only.
     public struct Requantization: Equatable, Sendable {
         /// Per output channel: s_d · s_w[c] / s_y.
         public var multipliers: [Float]
@@ -43,8 +46,20 @@ public enum Int8Kernels {
         public var offsets: [Float]?
         /// The largest code written: 127, or the code of 6.0 when a ReLU6 is fused (saturation).
         public var upperBound: Int8
-        public init(multipliers: [Float], zeroPoint: Int8, relu: Bool, offsets: [Float]? = nil, upperBound: Int8 = 127) {
+        /// Per output channel, k with multipliers[c] = 2^−k, when the layer requantizes by shifts; else nil.
+        public var shifts: [Int32]?
+        /// The tie rule of the output grid (its `QuantizationGrid.roundMode`).
+        public var roundMode: RoundMode
+        /// The output grid's lowest code: −128, or −127 with a narrow range.
+        public var lowestCode: Int8
+        /// `byShift: false` keeps the float multiply even for power-of-two multipliers (the
+        /// reference the shift path is tested against).
+        public init(multipliers: [Float], zeroPoint: Int8, relu: Bool, offsets: [Float]? = nil, upperBound: Int8 = 127,
+                    roundMode: RoundMode = .halfEven, lowestCode: Int8 = -128, byShift: Bool = true) {
+            self.roundMode = roundMode
+            self.lowestCode = lowestCode
             precondition(offsets == nil || offsets!.count == multipliers.count, "Requantization: \(offsets!.count) offsets for \(multipliers.count) multipliers")
+            shifts = byShift ? Self.shifts(of: multipliers, offsets: offsets) : nil
             self.multipliers = multipliers
             self.zeroPoint = zeroPoint
             self.relu = relu
@@ -52,7 +67,21 @@ public enum Int8Kernels {
             self.upperBound = upperBound
             precondition(Int32(upperBound) >= lowerBound, "Requantization: upper bound \(upperBound) below the lower bound \(lowerBound)")
         }
-        var lowerBound: Int32 { relu ? Int32(zeroPoint) : -128 }
+        var lowerBound: Int32 { relu ? Int32(zeroPoint) : Int32(lowestCode) }
+
+        /// True when the kernels requantize this layer by integer shifts.
+        public var isByShift: Bool { shifts != nil }
+
+        /// k per channel when every multiplier is 2^−k with 0 ≤ k ≤ 30 and every offset is 0; else nil.
+        public static func shifts(of multipliers: [Float], offsets: [Float]?) -> [Int32]? {
+            guard !multipliers.isEmpty, offsets?.allSatisfy({ $0 == 0 }) ?? true else { return nil }
+            var shifts: [Int32] = []
+            for m in multipliers {
+                guard QuantizationGrid.isPowerOfTwo(m), (-30...0).contains(m.exponent) else { return nil }
+                shifts.append(Int32(-m.exponent))
+            }
+            return shifts
+        }
     }
 
     public static func isSupported(_ path: Path) -> Bool { qat_i8_cpu_supports(path.c) != 0 }
@@ -106,7 +135,7 @@ public enum Int8Kernels {
                               bias: [Int32], requantize r: Requantization, path: Path = activePath) -> [Int8] {
         precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
         return conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
-                    offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound))
+                    offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound), shifts: r.shifts, roundMode: r.roundMode)
     }
 
     /// `conv2d` followed by a max pool (window `poolKernel`, stride `poolStride`, no padding) on
@@ -121,7 +150,7 @@ public enum Int8Kernels {
         checkConv(x, g, weights, bias)
         let count = g.batch * g.outputChannels * ((g.outputHeight - poolKernel) / poolStride + 1)
             * ((g.outputWidth - poolKernel) / poolStride + 1)
-        return withOutput(QAT_I8_OUT_INT8, r.multipliers, r.offsets, Int32(r.zeroPoint), r.lowerBound, Int32(r.upperBound)) { output in
+        return withOutput(QAT_I8_OUT_INT8, r.multipliers, r.offsets, Int32(r.zeroPoint), r.lowerBound, Int32(r.upperBound), r.shifts, r.roundMode) { output in
             makeArray(count) { (out: UnsafeMutablePointer<Int8>) in
                 qat_i8_conv2d_maxpool(path.c, x, Int32(g.batch), Int32(g.channels), Int32(g.height), Int32(g.width), inputZeroPoint,
                                       weights, bias, Int32(g.outputChannels), Int32(g.kernel), Int32(g.stride), Int32(g.padding),
@@ -150,7 +179,7 @@ public enum Int8Kernels {
                               requantize r: Requantization, path: Path = activePath) -> [Int8] {
         precondition(r.multipliers.count == bias.count, "linear: \(r.multipliers.count) multipliers for \(bias.count) outputs")
         return dense(x, batch, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
-                     offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound))
+                     offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound), shifts: r.shifts, roundMode: r.roundMode)
     }
 
     /// The same layer, returning the raw accumulators.
@@ -187,7 +216,7 @@ public enum Int8Kernels {
                        requantize r: Requantization, path: Path, algorithm: ConvAlgorithm) -> [Int8] {
         precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
         return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
-                           offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound))
+                           offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound), shifts: r.shifts, roundMode: r.roundMode)
     }
 
     /// `conv2d` then a max pool (window `poolKernel`, stride `poolStride`, no padding) on each
@@ -225,7 +254,7 @@ public enum Int8Kernels {
         precondition(pool.isValid && pool.height == g.outputHeight && pool.width == g.outputWidth,
                      "conv2dMaxPool: pool \(pool) does not fit the conv output \(g.outputHeight)×\(g.outputWidth)")
         return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
-                           offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound),
+                           offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound), shifts: r.shifts, roundMode: r.roundMode,
                            pool: pool, count: g.batch * g.outputChannels * pool.outputHeight * pool.outputWidth)
     }
 
@@ -266,8 +295,12 @@ public enum Int8Kernels {
                      "requantize: \(acc.count) values do not split into [N, \(channels), \(planeSize)]")
         precondition(r.multipliers.count == channels, "requantize: \(r.multipliers.count) multipliers for \(channels) channels")
         return makeArray(acc.count) { out in
-            qat_i8_requantize(path.c, acc, acc.count / (channels * planeSize), channels, planeSize,
-                              r.multipliers, Int32(r.zeroPoint), r.lowerBound, Int32(r.upperBound), out)
+            func run(_ shifts: UnsafePointer<Int32>?) {
+                qat_i8_requantize(path.c, acc, acc.count / (channels * planeSize), channels, planeSize,
+                                  r.multipliers, shifts, Int32(r.zeroPoint), r.lowerBound, Int32(r.upperBound), r.roundMode.c, out)
+            }
+            guard let shifts = r.shifts else { return run(nil) }
+            shifts.withUnsafeBufferPointer { run($0.baseAddress) }
         }
     }
 
@@ -291,20 +324,21 @@ public enum Int8Kernels {
     }
 
     /// Residual add on codes: q = clamp(round((s_a(q_a − o_a) + s_b(q_b − o_b)) / s_y) + o_y, lo, upperBound),
-    /// each product, the sum and the quotient rounded to Float, round half to even.
+    /// each product, the sum and the quotient rounded to Float, round with the tie rule of `qy`.
     public static func add(_ a: [Int8], _ qa: QuantizationGrid, _ b: [Int8], _ qb: QuantizationGrid, output qy: QuantizationGrid,
                            relu: Bool, upperBound: Int8 = 127, path: Path = activePath) -> [Int8] {
         precondition(a.count == b.count, "add: \(a.count) and \(b.count) codes")
         return makeArray(a.count) { out in
             qat_i8_add(path.c, a, qa.scale, Int32(qa.zeroPoint), b, qb.scale, Int32(qb.zeroPoint),
-                       qy.scale, Int32(qy.zeroPoint), relu ? Int32(qy.zeroPoint) : -128, Int32(upperBound), out, a.count)
+                       qy.scale, Int32(qy.zeroPoint), relu ? Int32(qy.zeroPoint) : Int32(qy.qmin), Int32(upperBound), qy.roundMode.c,
+                       out, a.count)
         }
     }
 
-    /// q = clamp(round(x / scale) + zeroPoint, −128, 127), round half to even; NaN → zeroPoint.
+    /// q = clamp(round(x / scale) + zeroPoint, −128, 127), round with the grid's tie rule; NaN → zeroPoint.
     /// The vectorised C form of `QuantizationGrid.quantize`, which it equals code for code.
     public static func quantize(_ x: [Float], _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
-        makeArray(x.count) { out in qat_i8_quantize(path.c, x, q.scale, Int32(q.zeroPoint), out, x.count) }
+        makeArray(x.count) { out in qat_i8_quantize(path.c, x, q.scale, Int32(q.zeroPoint), Int32(q.qmin), q.roundMode.c, out, x.count) }
     }
 
     /// x = scale · (q − zeroPoint).
@@ -331,22 +365,28 @@ public enum Int8Kernels {
 
     /// The C output description, valid inside `body`.
     private static func withOutput<R>(_ kind: qat_i8_out_kind, _ scales: [Float], _ offsets: [Float]?, _ zeroPoint: Int32,
-                                      _ lo: Int32, _ hi: Int32, _ body: (qat_i8_output) -> R) -> R {
+                                      _ lo: Int32, _ hi: Int32, _ shifts: [Int32]? = nil, _ roundMode: RoundMode = .halfEven,
+                                      _ body: (qat_i8_output) -> R) -> R {
         scales.withUnsafeBufferPointer { s in
-            func run(_ o: UnsafePointer<Float>?) -> R {
-                body(qat_i8_output(kind: kind, scale: s.baseAddress, offset: o, zero_point: zeroPoint, lo: lo, hi: hi))
+            func run(_ o: UnsafePointer<Float>?, _ k: UnsafePointer<Int32>?) -> R {
+                body(qat_i8_output(kind: kind, scale: s.baseAddress, offset: o, zero_point: zeroPoint, lo: lo, hi: hi, shift: k,
+                                   round_mode: roundMode.c))
             }
-            guard let offsets else { return run(nil) }
-            return offsets.withUnsafeBufferPointer { run($0.baseAddress) }
+            func withShifts(_ o: UnsafePointer<Float>?) -> R {
+                guard let shifts else { return run(o, nil) }
+                return shifts.withUnsafeBufferPointer { run(o, $0.baseAddress) }
+            }
+            guard let offsets else { return withShifts(nil) }
+            return offsets.withUnsafeBufferPointer { withShifts($0.baseAddress) }
         }
     }
 
     private static func conv<T>(_ x: [Int8], _ g: ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
                                 _ path: Path, kind: qat_i8_out_kind, scales: [Float], offsets: [Float]?,
-                                zeroPoint: Int32, lo: Int32, hi: Int32) -> [T] {
+                                zeroPoint: Int32, lo: Int32, hi: Int32, shifts: [Int32]? = nil, roundMode: RoundMode = .halfEven) -> [T] {
         checkConv(x, g, weights, bias)
         let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
-        return withOutput(kind, scales, offsets, zeroPoint, lo, hi) { output in
+        return withOutput(kind, scales, offsets, zeroPoint, lo, hi, shifts, roundMode) { output in
             makeArray(count) { (out: UnsafeMutablePointer<T>) in
                 qat_i8_conv2d(path.c, x, Int32(g.batch), Int32(g.channels), Int32(g.height), Int32(g.width), zero,
                               weights, bias, Int32(g.outputChannels), Int32(g.kernel), Int32(g.stride), Int32(g.padding),
@@ -366,7 +406,7 @@ public enum Int8Kernels {
 
     private static func generalConv<T>(_ x: [Int8], _ g: Int8ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
                                        _ path: Path, _ algorithm: ConvAlgorithm, kind: qat_i8_out_kind, scales: [Float],
-                                       offsets: [Float]?, zeroPoint: Int32, lo: Int32, hi: Int32,
+                                       offsets: [Float]?, zeroPoint: Int32, lo: Int32, hi: Int32, shifts: [Int32]? = nil, roundMode: RoundMode = .halfEven,
                                        pool: Int8PoolGeometry? = nil, count: Int? = nil) -> [T] {
         precondition(g.isValid, "conv2d: bad geometry \(g)")
         precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
@@ -383,7 +423,7 @@ public enum Int8Kernels {
         }
         var geometry = g.c
         let count = count ?? g.batch * g.outputChannels * g.outputHeight * g.outputWidth
-        return withOutput(kind, scales, offsets, zeroPoint, lo, hi) { output in
+        return withOutput(kind, scales, offsets, zeroPoint, lo, hi, shifts, roundMode) { output in
             makeArray(count) { (out: UnsafeMutablePointer<T>) in
                 withPoolPointer(pool) { poolGeometry in
                     if direct {
@@ -403,13 +443,13 @@ public enum Int8Kernels {
 
     private static func dense<T>(_ x: [Int8], _ batch: Int, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
                                  _ path: Path, kind: qat_i8_out_kind, scales: [Float], offsets: [Float]?,
-                                 zeroPoint: Int32, lo: Int32, hi: Int32) -> [T] {
+                                 zeroPoint: Int32, lo: Int32, hi: Int32, shifts: [Int32]? = nil, roundMode: RoundMode = .halfEven) -> [T] {
         let outputs = bias.count
         precondition(batch > 0 && outputs > 0 && x.count % batch == 0, "linear: \(x.count) codes for batch \(batch)")
         let inputs = x.count / batch
         precondition(weights.count == outputs * inputs, "linear: \(weights.count) weights for \(outputs)×\(inputs)")
         checkAccumulatorRange(bias, patch: inputs, "linear")
-        return withOutput(kind, scales, offsets, zeroPoint, lo, hi) { output in
+        return withOutput(kind, scales, offsets, zeroPoint, lo, hi, shifts, roundMode) { output in
             makeArray(batch * outputs) { (out: UnsafeMutablePointer<T>) in
                 qat_i8_linear(path.c, x, Int32(batch), Int32(inputs), zero, weights, bias, Int32(outputs), output, out)
             }
@@ -514,5 +554,17 @@ extension QuantizationGrid {
     public var zeroPoint: Int8 {
         precondition(bits == 8, "an INT\(bits) grid has no int8 zero point")
         return Int8(offset)
+    }
+}
+
+extension RoundMode {
+    /// The C kernels' name of this tie rule.
+    var c: qat_i8_round_mode {
+        switch self {
+        case .halfEven: return QAT_I8_ROUND_HALF_EVEN
+        case .halfUp: return QAT_I8_ROUND_HALF_UP
+        case .halfDown: return QAT_I8_ROUND_HALF_DOWN
+        case .stdRound: return QAT_I8_ROUND_STD
+        }
     }
 }

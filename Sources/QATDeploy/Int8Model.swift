@@ -90,7 +90,8 @@ public final class Int8Model {
             let offsets = node.isInteger ? zip(node.biasResidual, node.multipliers).map { $0 * $1 } : nil
             if node.isInteger, let output = node.output {
                 requantization = .init(multipliers: node.multipliers, zeroPoint: output.zeroPoint, relu: node.fusedActivation != nil,
-                                       offsets: offsets, upperBound: node.fusedActivation?.codeRange(on: output).upperBound ?? .max)
+                                       offsets: offsets, upperBound: node.fusedActivation?.codeRange(on: output).upperBound ?? .max,
+                                       roundMode: output.roundMode, lowestCode: Int8(output.qmin))
             }
             let weight = node.isInteger ? nil : node.floatTensors["weight"].flatMap { tensor in
                 node.weightShape.map { Variable(tensor.reshaped($0)) }
@@ -423,6 +424,14 @@ public final class Int8Model {
 }
 
 extension DeployNode {
+    /// An integer node whose output codes come from accumulators by rounding right shifts (every
+    /// multiplier an exact 2^−k, no bias residual; docs/ALGORITHMS.md §5.1), as `Int8Model`
+    /// decides when it loads the node.
+    public var requantizesByShift: Bool {
+        guard isInteger, output != nil else { return false }
+        return Int8Kernels.Requantization.shifts(of: multipliers, offsets: biasResidual) != nil
+    }
+
     /// A max pool the integer kernel takes: square window and stride, no padding, no ceil mode.
     var hasPlainPoolGeometry: Bool {
         kernel.height == kernel.width && stride.height == stride.width && padding == Padding2D(0) && !ceilMode

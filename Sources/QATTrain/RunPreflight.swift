@@ -13,6 +13,7 @@ extension TrainingRun {
     public func preflight(train: Dataset, test: Dataset) throws {
         try checkData(train: train, test: test)
         if isQAT { try checkCalibrationBatches(trainCount: train.count) }
+        try checkPowerOfTwoScalesStay()
         try checkShards(trainCount: train.count)
         try prepareOutputFolders()
         try MemoryBudget(spec: spec, graph: model.graph, batchSize: max(settings.batchSize, settings.evalBatchSize),
@@ -24,6 +25,17 @@ extension TrainingRun {
     func checkData(train: Dataset, test: Dataset?) throws {
         try train.checkFits(model, name: "training", folder: settings.dataPath)
         try test?.checkFits(model, name: "test", folder: settings.dataPath)
+    }
+
+    /// Power-of-two input scales come from frozen clip bounds (docs/ALGORITHMS.md §1.1): ULQ
+    /// would train them off the grid, so `qat train` refuses the combination instead of drifting.
+    func checkPowerOfTwoScalesStay() throws {
+        guard let layer = plan?.quantizedLayers.first(where: {
+            $0.quantizer!.activationScaleType == .powerOfTwo && $0.quantizer!.learnClip
+        }) else { return }
+        throw InputError(file: configFile, keyPath: "layer \(layer.name)",
+                         message: "scale_type poweroftwo cannot be trained: QAT learns the clip bounds, which leaves the "
+                            + "power-of-two grid; run post-training quantization (qat calibrate), or give the layer learn_clip false")
     }
 
     /// Calibration reads batch_num batches of batch_size training images: their product (checked

@@ -40,7 +40,8 @@ final class AMCTSimpleConfigTests: XCTestCase {
     func testTheManualsExamples() throws {
         let shipped = try FileManager.default.contentsOfDirectory(atPath: repositoryPath("Configs/amct"))
             .filter { $0.hasSuffix(".cfg") }.sorted()
-        XCTAssertEqual(shipped, ["simple-nuq.cfg", "simple-uniform-plain.cfg", "simple-uniform.cfg", "simple-weight-only.cfg"],
+        XCTAssertEqual(shipped, ["simple-nuq-plain.cfg", "simple-nuq.cfg", "simple-uniform-plain.cfg", "simple-uniform.cfg",
+                                 "simple-weight-only.cfg"],
                        "each is checked below")
         func refusal(_ file: String) -> InputError? {
             do {
@@ -63,6 +64,10 @@ final class AMCTSimpleConfigTests: XCTestCase {
         let nuq = try XCTUnwrap(refusal("simple-nuq.cfg"))
         XCTAssertEqual(nuq.keyPath, "tensor_quantize[0]")
         XCTAssertTrue(nuq.message.hasPrefix("line 56, column 1: quantizing the input tensor of node \"pool1\" is not supported yet"), "\(nuq)")
+        // Without them it loads: conv1 with 32 levels after one Lloyd pass, the others uniform.
+        let nuqPlain = try RetrainConfig.load(file: repositoryPath("Configs/amct/simple-nuq-plain.cfg")).resolve(for: lenet)
+        XCTAssertEqual(nuqPlain.layer(named: "conv1")?.quantizer?.nonUniform, NUQParameters(steps: 32, iterations: 1))
+        XCTAssertEqual(nuqPlain.quantizedLayers.filter { $0.quantizer!.nonUniform != nil }.map(\.name), ["conv1"])
 
         // The uniform example without tensor_quantize loads. By hand: conv1 by its layer override
         // (per channel, symmetric [0.8, 1.2] step 0.02), fc1 and fc2 by "Gemm" (per tensor, the

@@ -53,7 +53,7 @@ final class VitisConfigTests: XCTestCase {
             "layer_config.json": ("quantizable_data_type[2]", "\"bias\": quantizing biases to a grid of their own is not supported yet"),
         ]
         let loading = ["plain-diffs.json", "plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json",
-                       "plain-percentile.json"]
+                       "plain-percentile.json", "plain-narrow-range.json", "plain-poweroftwo.json", "plain-std-round.json"]
         XCTAssertEqual(shipped, (Array(refusals.keys) + loading).sorted(), "each file is checked below")
         for (file, expected) in refusals {
             XCTAssertThrowsError(try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file)).resolve(for: lenet)) { error in
@@ -68,6 +68,9 @@ final class VitisConfigTests: XCTestCase {
             "plain-entropy.json": CalibrationMethod(EntropyCalibrator()),
             "plain-mse.json": CalibrationMethod(MSECalibrator()),
             "plain-diffs.json": CalibrationMethod(DiffsCalibrator()),
+            "plain-poweroftwo.json": CalibrationMethod(MaxMinCalibrator()),
+            "plain-std-round.json": CalibrationMethod(MaxMinCalibrator()),
+            "plain-narrow-range.json": CalibrationMethod(MaxMinCalibrator()),
         ]
         for (file, method) in methods {
             let loaded = try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file))
@@ -172,19 +175,17 @@ final class VitisConfigTests: XCTestCase {
                     mentions: ["DPU rules", notYet])
         assertError(json(header: header.replacingOccurrences(of: "\"target_device\": \"CPU\", ", with: "")), keyPath: "target_device",
                     mentions: ["the manual's default", notYet])
-        assertError(json(overall: overall("round_mode", "\"half_up\"")), keyPath: "overall_quantize_config.round_mode",
-                    mentions: ["half_up is \(notYet)", "half to even"])
-        assertError(json(overall: overall("scale_type", "\"poweroftwo\"")), keyPath: "overall_quantize_config.scale_type",
-                    mentions: ["poweroftwo is \(notYet)"])
-        assertError(json(overall: overall("narrow_range", "true")), keyPath: "overall_quantize_config.narrow_range", mentions: [notYet])
+        assertError(json(overall: overall("round_mode", "\"nearest\"")), keyPath: "overall_quantize_config.round_mode",
+                    mentions: ["unsupported value \"nearest\"", "\"half_even\", \"half_up\", \"half_down\", \"std_round\""])
+        assertError(json(overall: overall("narrow_range", "1")), keyPath: "overall_quantize_config.narrow_range", mentions: ["expected true or false"])
         assertError(json(overall: overall("method", "\"diffs\"").replacingOccurrences(of: "\"symmetry\": true", with: "\"symmetry\": false"),
                          extra: #""tensor_quantize_config": {"weights": {"method": "maxmin", "symmetry": true}}"#),
                     keyPath: "overall_quantize_config.symmetry", mentions: ["method diffs supports symmetric ranges only"])
         assertError(json(overall: overall("method", "\"kl\"")), keyPath: "overall_quantize_config.method",
                     mentions: ["unsupported value \"kl\"", "\"maxmin\", \"percentile\", \"entropy\", \"mse\", \"diffs\""])
         // Left out: the manual's default, diffs.
-        assertError(json(overall: #""datatype": "int""#), keyPath: "overall_quantize_config.round_mode",
-                    mentions: ["std_round (the manual's default when the key is left out) is \(notYet)"])
+        assertError(json(overall: #""datatype": "int""#), keyPath: "overall_quantize_config.method",
+                    mentions: ["diffs (the manual's default when the key is left out) is \(notYet)"])
         assertError(json(overall: overall("bit_width", "4")), keyPath: "overall_quantize_config.bit_width", mentions: ["weights are INT8"])
         assertError(json(extra: #""tensor_quantize_config": {"weights": {"method": "entropy"}}"#),
                     keyPath: "tensor_quantize_config.weights.method", mentions: ["entropy is \(notYet)", "maxmin"])
@@ -295,8 +296,8 @@ final class VitisConfigTests: XCTestCase {
                     keyPath: "layer_quantize_config[0].overall_quantize_config", mentions: ["is required"])
         assertError(layers(#"{"layer_type": "torch.nn.Conv2d", "quantizable_data_type": ["weights", "bias", "activation"], "overall_quantize_config": {}}"#),
                     keyPath: "layer_quantize_config[0].quantizable_data_type[1]", mentions: ["\"bias\""])
-        assertError(layers(#"{"layer_type": "torch.nn.Conv2d", \#(body), "tensor_quantize_config": {"activation": {"round_mode": "half_up"}}}"#),
-                    keyPath: "layer_quantize_config[0].tensor_quantize_config.activation.round_mode", mentions: ["half_up is not supported yet"])
+        assertError(layers(#"{"layer_type": "torch.nn.Conv2d", \#(body), "tensor_quantize_config": {"activation": {"round_mode": "up"}}}"#),
+                    keyPath: "layer_quantize_config[0].tensor_quantize_config.activation.round_mode", mentions: ["unsupported value \"up\""])
         assertError(layers(#"{"layer_type": "torch.nn.Conv2d", \#(body), "layer_kind": 1}"#),
                     keyPath: "layer_quantize_config[0].layer_kind", mentions: ["unknown key"])
         assertError(json(extra: #""quantize_config": {}"#), keyPath: "quantize_config", mentions: ["unknown key", "Vitis AI"])

@@ -25,7 +25,21 @@ int qat_i8_cpu_supports(qat_i8_path path);
 // The product and the sum are rounded to float separately (no fused multiply-add); without an
 // offset array (NULL) nothing is added. The offset carries the part of the bias that the int32
 // b_q cannot hold (the deployer's bias residual), in output units.
+// With a shift array (INT8 only; power-of-two multipliers scale[c] = 2^−shift[c], shift ∈ 0…30,
+// no offset) the requantization is integer: clamp(round_half_even(acc / 2^shift[c]) + zero_point,
+// lo, hi), a rounding right shift (qat_i8_requant_shift). It equals the float formula whenever
+// |acc| ≤ 2^24, where (float)acc is exact.
 typedef enum { QAT_I8_OUT_INT32 = 0, QAT_I8_OUT_INT8 = 1, QAT_I8_OUT_FLOAT = 2 } qat_i8_out_kind;
+
+// How every rounding to codes below breaks ties (Vitis AI's round_mode; QuantizationGrid.roundMode):
+// half to even (nearbyintf's default), toward +∞, toward −∞, or away from zero (C's round).
+// Values that are not ties round to the nearest integer in every mode.
+typedef enum {
+    QAT_I8_ROUND_HALF_EVEN = 0,
+    QAT_I8_ROUND_HALF_UP = 1,
+    QAT_I8_ROUND_HALF_DOWN = 2,
+    QAT_I8_ROUND_STD = 3,
+} qat_i8_round_mode;
 
 typedef struct {
     qat_i8_out_kind kind;
@@ -33,6 +47,8 @@ typedef struct {
     const float *offset; // [channels] or NULL; unused for INT32
     int32_t zero_point;  // INT8 only
     int32_t lo, hi;      // INT8 only: lo ≤ hi
+    const int32_t *shift; // [channels] or NULL; INT8 only: requantize by shifts instead of scale
+    qat_i8_round_mode round_mode; // INT8 only: the tie rule of the rounding (or of the shift)
 } qat_i8_output;
 
 // Convolution (cross-correlation) on codes, NCHW in and out.
@@ -109,9 +125,11 @@ void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_ze
                    qat_i8_output output, void *out);
 
 // Requantize int32 accumulators laid out [n][channels][plane] (plane = h·w, or 1 for a
-// matrix) with a per-channel multiplier, as QAT_I8_OUT_INT8 above.
+// matrix) with a per-channel multiplier, or a per-channel shift when `shift` is not NULL, as
+// QAT_I8_OUT_INT8 above.
 void qat_i8_requantize(qat_i8_path path, const int32_t *acc, size_t n, size_t channels, size_t plane,
-                       const float *multiplier, int32_t zero_point, int32_t lo, int32_t hi, int8_t *out);
+                       const float *multiplier, const int32_t *shift, int32_t zero_point, int32_t lo, int32_t hi,
+                       qat_i8_round_mode round_mode, int8_t *out);
 
 // Max pool on codes over `planes` planes of h×w, window k, stride s, no padding.
 // Quantization is monotone, so pooling codes equals quantizing the pooled values.
@@ -150,14 +168,17 @@ void qat_i8_scale_rows(qat_i8_path path, const float *x, const float *per_row, s
 void qat_i8_allow_vbmi(int allowed);
 
 // Residual add on codes:
-//   q = clamp(nearbyintf((s_a·(q_a − o_a) + s_b·(q_b − o_b)) / s_y) + o_y, lo, hi)
-// with the two products and the sum each rounded to float (no fused multiply-add).
+//   q = clamp(round((s_a·(q_a − o_a) + s_b·(q_b − o_b)) / s_y) + o_y, lo, hi)
+// with the two products and the sum each rounded to float (no fused multiply-add), round with
+// the tie rule round_mode.
 void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a,
                 const int8_t *b, float scale_b, int32_t zero_b,
-                float scale_y, int32_t zero_y, int32_t lo, int32_t hi, int8_t *y, size_t count);
+                float scale_y, int32_t zero_y, int32_t lo, int32_t hi, qat_i8_round_mode round_mode, int8_t *y, size_t count);
 
-// q = clamp(nearbyintf(x / scale) + zero, −128, 127).
-void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int8_t *q, size_t count);
+// q = clamp(round(x / scale) + zero, lo, 127), round with the tie rule round_mode; lo is −128,
+// or −127 on a narrow-range grid.
+void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode,
+                     int8_t *q, size_t count);
 
 // x = scale · (q − zero).
 void qat_i8_dequantize(qat_i8_path path, const int8_t *q, float scale, int32_t zero, float *x, size_t count);

@@ -20,6 +20,12 @@ public final class WeightQuantizerState {
     public let channelWise: Bool
     /// Code width of the weight grids: 8 (16 is refused at deployment).
     public let numBits: Int
+    /// Each row's scale is raised to a power of two (`scale_type: poweroftwo`; ARQ only).
+    public let powerOfTwo: Bool
+    /// The tie rule of the weight grids.
+    public let roundMode: RoundMode
+    /// Codes −127…127 (narrow range): ARQ then divides by 127 on both sides.
+    public let narrowRange: Bool
     /// One scale per row: C_out rows when channel-wise, else one.
     public let rowCount: Int
     /// The scales the most recent forward used, one per row (1 before any forward).
@@ -38,8 +44,13 @@ public final class WeightQuantizerState {
     /// weightShape: [C_out, …]; the row count is fixed here so the learned scales exist (and can be
     /// registered with the optimizer and checkpoints) before the first forward.
     public init(weightShape: [Int], channelWise: Bool,
-                algorithm: WeightQuantizationAlgorithm = .arq, numBits: Int = 8) {
+                algorithm: WeightQuantizationAlgorithm = .arq, numBits: Int = 8, powerOfTwo: Bool = false,
+                roundMode: RoundMode = .halfEven, narrowRange: Bool = false) {
+        self.roundMode = roundMode
+        self.narrowRange = narrowRange
         precondition(!weightShape.isEmpty, "weight quantizer needs a weight shape")
+        precondition(!powerOfTwo || algorithm == .arq, "power-of-two weight scales need ARQ (LSQ learns its scales)")
+        self.powerOfTwo = powerOfTwo
         self.algorithm = algorithm
         self.channelWise = channelWise
         self.numBits = numBits
@@ -52,7 +63,10 @@ public final class WeightQuantizerState {
 
 /// ARQ scales of `weight` viewed as `rows` rows: per row A = max(|max|, |min|),
 /// D = qmax + 1 (128) when |min| > |max| else qmax (127), s = A / D, and s < EPS → 1.
-public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8) -> [Float] {
+/// `powerOfTwo`: s is the smallest power of two ≥ A / D (computed in Double, so a row whose
+/// A / D is just above 2^k gets 2^(k+1) and no weight is clipped), then s < EPS → 1.
+/// `narrowRange`: the codes stop at −qmax, so D = qmax on both sides.
+public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8, powerOfTwo: Bool = false, narrowRange: Bool = false) -> [Float] {
     precondition(rows > 0 && weight.count % rows == 0, "arqScales: \(weight.shape) is not \(rows) rows")
     let rowLength = weight.count / rows
     var scales = [Float](repeating: 1, count: rows)
@@ -63,8 +77,12 @@ public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8) -> [Float] {
             let row = ws.baseAddress! + r * rowLength
             var hi = row[0], lo = row[0]
             for i in 1..<rowLength { hi = max(hi, row[i]); lo = min(lo, row[i]) }
-            let divisor = abs(lo) > abs(hi) ? Float(qmax + 1) : Float(qmax)
-            let s = max(abs(hi), abs(lo)) / divisor
+            let divisor = abs(lo) > abs(hi) && !narrowRange ? Float(qmax + 1) : Float(qmax)
+            let amplitude = max(abs(hi), abs(lo))
+            var s = amplitude / divisor
+            if powerOfTwo && amplitude > 0 {
+                s = Float(QuantizationGrid.powerOfTwoCeiling(Double(amplitude) / Double(divisor)))
+            }
             scales[r] = s < quantizationEpsilon ? 1 : s
         }
     }
@@ -86,9 +104,11 @@ public func weightFakeQuantize(_ weight: Variable, state: WeightQuantizerState, 
 
 /// ARQ: scales from the current weights; backward is a pure straight-through dL/dw += dL/dŵ.
 public func arqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tape: Tape?) -> Variable {
-    let scales = arqScales(weight.value, rows: state.rowCount, bits: state.numBits)
+    let scales = arqScales(weight.value, rows: state.rowCount, bits: state.numBits, powerOfTwo: state.powerOfTwo,
+                           narrowRange: state.narrowRange)
     state.scales = scales
-    let out = Variable(quantizeRows(weight.value, scales: scales, bits: state.numBits),
+    let out = Variable(quantizeRows(weight.value, scales: scales, bits: state.numBits, roundMode: state.roundMode,
+                                    narrowRange: state.narrowRange),
                        requiresGrad: needsPullback(tape, weight))
     guard out.requiresGrad, let tape else { return out }
     tape.record {
@@ -116,7 +136,7 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
     let rows = state.rowCount, bits = state.numBits
     let needsReset = learned.value.storage.contains { !$0.isFinite || $0 < quantizationEpsilon }
     if !state.initialized || needsReset {
-        let arq = arqScales(weight.value, rows: rows, bits: bits)
+        let arq = arqScales(weight.value, rows: rows, bits: bits, narrowRange: state.narrowRange)
         for r in 0..<rows {
             let s = learned.value.storage[r]
             if !state.initialized || !s.isFinite || s < quantizationEpsilon {
@@ -127,14 +147,16 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
     }
     let scales = learned.value.storage
     state.scales = scales
-    let out = Variable(quantizeRows(weight.value, scales: scales, bits: bits),
+    let out = Variable(quantizeRows(weight.value, scales: scales, bits: bits, roundMode: state.roundMode,
+                                    narrowRange: state.narrowRange),
                        requiresGrad: needsPullback(tape, weight, learned))
     guard out.requiresGrad, let tape else { return out }
 
     let rowLength = weight.value.count / rows
-    let codes = QuantizationGrid.codeBounds(bits: bits)
+    let codes = QuantizationGrid.codeBounds(bits: bits, narrowRange: state.narrowRange)
     let (qmin, qmax) = (Float(codes.qmin), Float(codes.qmax))
     let gradientScale = 1 / (Double(rowLength) * Double(codes.qmax)).squareRoot()
+    let mode = state.roundMode
     tape.record {
         guard let gy = out.grad else { return }
         var scaleGradient = [Double](repeating: 0, count: rows)
@@ -152,7 +174,7 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
                             } else if t > qmax {
                                 sum += Double(g[i] * qmax)
                             } else {
-                                sum += Double(g[i] * (roundHalfEven(t) - t))
+                                sum += Double(g[i] * (mode.round(t) - t))
                                 gw?[i] += g[i]
                             }
                         }
@@ -173,12 +195,12 @@ public func lsqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
 
 /// ŵ = clamp(round(w / s), qmin, qmax) · s with one scale per row: each row on its own
 /// symmetric grid (offset 0).
-func quantizeRows(_ weight: Tensor, scales: [Float], bits: Int) -> Tensor {
+func quantizeRows(_ weight: Tensor, scales: [Float], bits: Int, roundMode: RoundMode = .halfEven, narrowRange: Bool = false) -> Tensor {
     var out = weight
     let rowLength = weight.count / scales.count
     out.storage.withUnsafeMutableBufferPointer { ws in
         for r in 0..<scales.count {
-            let grid = QuantizationGrid(bits: bits, scale: scales[r], offset: 0)
+            let grid = QuantizationGrid(bits: bits, scale: scales[r], offset: 0, roundMode: roundMode, narrowRange: narrowRange)
             grid.fakeQuantize(UnsafeMutableBufferPointer(start: ws.baseAddress! + r * rowLength, count: rowLength))
         }
     }

@@ -25,23 +25,37 @@ public final class ActivationQuantizerState {
     public var fixedMin: Bool
     /// Code width of the input grid: 8 or 16.
     public let numBits: Int
+    /// `setClipRange` widens the bounds to the power-of-two grid that covers them
+    /// (`scale_type: poweroftwo`, docs/ALGORITHMS.md §1.1). Only bounds that are not trained
+    /// stay on it: the optimizer moves M and m freely.
+    public let powerOfTwoScale: Bool
+    /// The tie rule of the input grid, forward and in the backward's residuals.
+    public let roundMode: RoundMode
+    /// Codes from −127 (narrow range) instead of −128.
+    public let narrowRange: Bool
     /// Opt-in LSQ-style factor on the clip gradients; nil (the contract's default) means 1.
     public var gradientScale: Float?
     /// The scale and offset used by the most recent forward, for export.
     public var scale: Float
     public var offset: Int
     /// The grid of the most recent forward.
-    public var grid: QuantizationGrid { QuantizationGrid(bits: numBits, scale: scale, offset: offset) }
+    public var grid: QuantizationGrid {
+        QuantizationGrid(bits: numBits, scale: scale, offset: offset, roundMode: roundMode, narrowRange: narrowRange)
+    }
 
     /// A state with no clip bounds yet (`initialized == false`): it quantizes each batch with
     /// that batch's min/max until `setClipRange(max:min:)` is called.
-    public init(fixedMin: Bool, numBits: Int = 8) {
+    public init(fixedMin: Bool, numBits: Int = 8, powerOfTwoScale: Bool = false, roundMode: RoundMode = .halfEven,
+                narrowRange: Bool = false) {
         self.fixedMin = fixedMin
+        self.roundMode = roundMode
+        self.narrowRange = narrowRange
         self.numBits = numBits
+        self.powerOfTwoScale = powerOfTwoScale
         clipMax = Variable(.scalar(0), requiresGrad: true)
         clipMin = Variable(.scalar(0), requiresGrad: true)
         scale = 1
-        offset = QuantizationGrid.codeBounds(bits: numBits).qmin
+        offset = QuantizationGrid.codeBounds(bits: numBits, narrowRange: narrowRange).qmin
     }
 
     /// A state starting from given bounds (config `clip_max`/`clip_min`, or IFMR's result).
@@ -51,8 +65,17 @@ public final class ActivationQuantizerState {
     }
 
     /// Sets M and m, records them as the last valid pair and marks the state initialized.
-    /// The next forward still validates them (and applies `fixedMin`).
+    /// The next forward still validates them (and applies `fixedMin`). With `powerOfTwoScale`,
+    /// a valid pair is first widened to the bounds [L, U] of the covering power-of-two grid,
+    /// from which the forward then derives exactly s = 2^k and the same zero point.
     public func setClipRange(max clipMax: Float, min clipMin: Float) {
+        var (clipMax, clipMin) = (clipMax, clipMin)
+        if powerOfTwoScale && Self.isValidPair(clipMax, clipMin) {
+            let grid = QuantizationGrid(bits: numBits, clipMax: max(clipMax, 0), clipMin: fixedMin ? 0 : min(clipMin, 0),
+                                        narrowRange: narrowRange)
+                .powerOfTwoCovering
+            (clipMax, clipMin) = (grid.upper, grid.lower)
+        }
         self.clipMax.value.storage[0] = clipMax
         self.clipMin.value.storage[0] = clipMin
         if Self.isValidPair(clipMax, clipMin) {
@@ -121,7 +144,8 @@ func batchMaxMin(_ x: Tensor) -> (Float, Float) {
 /// dL/dx += g·in, dL/dM += Σ g·(e + up), dL/dm += Σ g·(lo − e) (times `gradientScale` if set).
 public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape: Tape?) -> Variable {
     let (clipMax, clipMin) = state.resolveClipRange(batch: x.value)
-    let q = QuantizationGrid(bits: state.numBits, clipMax: clipMax, clipMin: clipMin)
+    let q = QuantizationGrid(bits: state.numBits, clipMax: clipMax, clipMin: clipMin, roundMode: state.roundMode,
+                             narrowRange: state.narrowRange)
     state.commit(clipMax: clipMax, clipMin: clipMin, grid: q)
 
     var y = x.value
@@ -143,7 +167,7 @@ public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape
         let sums = ulqBackward(input, into: x, upstream: gy, grid: q)
         guard clipMaxVariable.requiresGrad || clipMinVariable.requiresGrad else { return }
         // Σ g·e over all three regions; the residual is constant above and below.
-        let residualAbove = Double(residual(clipMax / s)), residualBelow = Double(residual(clipMin / s))
+        let residualAbove = Double(residual(clipMax / s, q.roundMode)), residualBelow = Double(residual(clipMin / s, q.roundMode))
         let e = (sums.insideResidual + residualAbove * sums.above + residualBelow * sums.below)
             / Double(levels)
         let dMax = Float(e + sums.above) * gradientScale
@@ -154,9 +178,9 @@ public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape
     return out
 }
 
-/// round(t) − t.
+/// round(t) − t, with the grid's tie rule.
 @inline(__always)
-private func residual(_ t: Float) -> Float { roundHalfEven(t) - t }
+private func residual(_ t: Float, _ mode: RoundMode) -> Float { mode.round(t) - t }
 
 /// Σ g·(round(t) − t) over elements inside [L, U], and Σ g above U and below L.
 private struct ULQGradientSums {
@@ -221,7 +245,7 @@ private func ulqBlockSums(x: UnsafePointer<Float>, upstream g: UnsafePointer<Flo
         let above = xv .> upper, below = xv .< lower
         let outside = above .| below
         let t = xv / s
-        let residual = roundHalfEven(t) - t
+        let residual = (q.roundMode == .halfEven ? roundHalfEven(t) : q.roundMode.round(t)) - t
         residualLanes += (gv * residual).replacing(with: 0, where: outside)
         aboveLanes += gv.replacing(with: 0, where: .!above)
         belowLanes += gv.replacing(with: 0, where: .!below)
@@ -238,7 +262,7 @@ private func ulqBlockSums(x: UnsafePointer<Float>, upstream g: UnsafePointer<Flo
         } else if xi < lower {
             belowLanes[0] += gi
         } else {
-            residualLanes[0] += gi * residual(xi / s)
+            residualLanes[0] += gi * residual(xi / s, q.roundMode)
             gx?[i] += gi
         }
     }

@@ -55,10 +55,27 @@ struct ONNXEmitter {
     /// on some integer layer's input grid, so checking those inputs covers every QuantizeLinear
     /// and names the layer whose activation quantizer would have to change.
     func requireExpressible(_ q: QuantizationGrid, layer: String) throws {
+        try requireQuantizeLinearGrid(q, layer: layer)
         guard profile == .tensorrt, q.offset != 0 else { return }
         throw InputError(file: file, keyPath: "layer \(layer)",
                          message: "cannot be expressed in the tensorrt profile: its activation quantizer has zero point \(q.offset) "
                              + "(scale \(q.scale)); TensorRT takes symmetric int8 only (zero point 0)")
+    }
+
+    /// Every profile: QuantizeLinear (and the float ops that simulate a 16-bit grid) round half to
+    /// even and saturate at −128, so a grid with another tie rule (Vitis AI's `round_mode`) or a
+    /// narrow range cannot be written. Weights are written as codes and need no check.
+    func requireQuantizeLinearGrid(_ q: QuantizationGrid, layer: String) throws {
+        if q.roundMode != .halfEven {
+            throw InputError(file: file, keyPath: "layer \(layer)",
+                             message: "cannot be exported as QDQ ONNX: its input quantizer rounds with round_mode \(q.roundMode.rawValue), "
+                                + "and ONNX QuantizeLinear rounds half to even (quantize with round_mode half_even to export)")
+        }
+        if q.narrowRange {
+            throw InputError(file: file, keyPath: "layer \(layer)",
+                             message: "cannot be exported as QDQ ONNX: its input quantizer has a narrow range (codes from \(q.qmin)), "
+                                + "and ONNX QuantizeLinear saturates at \(-(1 << (q.bits - 1))) (quantize with narrow_range false to export)")
+        }
     }
 
     /// An integer layer's input on its grid (s_d, o_d), dequantized: the codes themselves when
@@ -216,6 +233,7 @@ struct ONNXEmitter {
             weight = addFloats(node.name + ".weight", node.floatTensors["weight"]!, dims: shape)
             bias = node.floatTensors["bias"].map { addFloats(node.name + ".bias", $0, dims: [channels]) }
             if let wide = node.inputFakeQuantization {
+                try requireQuantizeLinearGrid(wide, layer: node.name)
                 warn("layer \(node.name) is INT\(wide.bits): exported as float ops that simulate its \(wide.bits)-bit input grid "
                      + "(QuantizeLinear has no 16-bit form before opset 21)")
                 x = fakeQuantize(input, on: wide, name: node.name + "/input")

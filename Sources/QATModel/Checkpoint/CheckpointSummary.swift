@@ -26,6 +26,9 @@ public struct CheckpointSummary {
         public var activationScale: Float
         public var activationOffset: Float
         public var weightScales: [Float]
+        /// The grid options of the recorded plan that are not the default, e.g. "poweroftwo
+        /// (requantize by shift)", "round_mode std_round", "narrow_range" (issue 12).
+        public var gridOptions: [String] = []
     }
 
     public var spec: ModelSpec
@@ -50,14 +53,30 @@ public struct CheckpointSummary {
         buffers = file.buffers
         let quantized = QuantizerStateKey.layers(in: file.extra.keys)
         let values = Dictionary(file.parameters.map { ($0.name, $0.tensor) }, uniquingKeysWith: { first, _ in first })
+        // The recorded plan, for the grid options; inspect still shows the rest if it does not resolve.
+        let plan = (try? file.quantizationConfig(file: path)?.resolve(for: spec)) ?? nil
         quantizers = spec.layers.map(\.name).filter { quantized.contains($0) }.map { layer in
             func first(_ tensor: Tensor?) -> Float { tensor?.storage.first ?? .nan }
+            var options: [String] = []
+            if let q = plan?.layer(named: layer)?.quantizer {
+                if q.activationScaleType == .powerOfTwo && q.weightScaleType == .powerOfTwo {
+                    options.append("poweroftwo (requantize by shift when deployed, unless a BN folds in)")
+                } else if q.activationScaleType == .powerOfTwo || q.weightScaleType == .powerOfTwo {
+                    options.append("poweroftwo \(q.activationScaleType == .powerOfTwo ? "input" : "weight") scales")
+                }
+                for (tensor, mode) in [("input", q.activationRoundMode), ("weight", q.weightRoundMode)] where mode != .halfEven {
+                    options.append("\(tensor) round_mode \(mode.rawValue)")
+                }
+                if q.activationNarrowRange { options.append("input narrow_range") }
+                if q.weightNarrowRange { options.append("weight narrow_range") }
+            }
             return Quantizer(layer: layer,
                              clipMin: first(values["\(layer).\(FakeQuantizer.clipMinName)"]),
                              clipMax: first(values["\(layer).\(FakeQuantizer.clipMaxName)"]),
                              activationScale: first(file.extra[QuantizerStateKey.activationScale.key(layer: layer)]),
                              activationOffset: first(file.extra[QuantizerStateKey.activationOffset.key(layer: layer)]),
-                             weightScales: file.extra[QuantizerStateKey.weightScales.key(layer: layer)]?.storage ?? [])
+                             weightScales: file.extra[QuantizerStateKey.weightScales.key(layer: layer)]?.storage ?? [],
+                             gridOptions: options)
         }
         optimizerTensorCount = file.extra.keys.filter { $0.hasPrefix(CheckpointFile.RunKey.optimizerGroup) }.count
     }

@@ -95,6 +95,11 @@ public class WeightedLayer {
     public let weight: Variable
     public let bias: Variable?
     public var quantizer: (any LayerQuantizer)?
+    /// Eval only, set by `Model.forward` around one forward: the bias already on the accumulator
+    /// grid, b_q·s_d·s_w, for a layer whose grids are powers of two (its sum is then exact).
+    var accumulatorGridBias: Tensor?
+    /// The bias this forward adds.
+    var effectiveBias: Variable? { accumulatorGridBias.map { Variable($0) } ?? bias }
 
     init(spec: LayerSpec, weightShape: [Int], hasBias: Bool, fanIn: Int, generator: inout SeededGenerator) {
         self.spec = spec
@@ -130,7 +135,7 @@ public final class Conv2DLayer: WeightedLayer, Layer {
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         let (x, w) = quantized(inputs[0], training: training, tape: tape)
-        return convolution.apply(x, weight: w, bias: bias, tape: tape)
+        return convolution.apply(x, weight: w, bias: effectiveBias, tape: tape)
     }
 }
 
@@ -152,7 +157,7 @@ public final class LinearLayer: WeightedLayer, Layer {
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         let (x, w) = quantized(inputs[0], training: training, tape: tape)
-        return linear(x, weight: w, bias: bias, tape: tape)
+        return linear(x, weight: w, bias: effectiveBias, tape: tape)
     }
 }
 

@@ -50,12 +50,15 @@ public final class Model {
         outputs.reserveCapacity(layers.count)
         // Eval mode adds integer layers' biases in whole accumulator units, as the INT8 engine
         // and ONNX QDQ runtimes do (docs/ALGORITHMS.md §5); training keeps them float.
-        let biasCorrections = training ? [:] : accumulatorGridCorrections()
+        let (biasCorrections, exactBiases) = training ? ([:], [:]) : accumulatorGridCorrections()
         for (i, layer) in layers.enumerated() {
             let inputs = graph.sources[i].map { $0 < 0 ? input : outputs[$0] }
             tape?.currentLabel = layer.name
+            let weighted = exactBiases[i] == nil ? nil : layer as? WeightedLayer
+            weighted?.accumulatorGridBias = exactBiases[i]
             var y = timing.map { $0.measure(layer.name) { layer.forward(inputs, training: training, tape: tape) } }
                 ?? layer.forward(inputs, training: training, tape: tape)
+            weighted?.accumulatorGridBias = nil
             if let correction = biasCorrections[i] { y = add(y, Variable(correction), tape: tape) }
             observe?(i, y)
             outputs.append(y)

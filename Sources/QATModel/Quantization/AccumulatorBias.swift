@@ -83,7 +83,7 @@ extension FakeQuantizer {
         let needsFallback = M <= m || !M.isFinite || M < 0 || !m.isFinite || m > 0
         if needsFallback && !a.hasValidPreviousPair { throw .invalidBounds(clipMin: m, clipMax: M) }
         let (clipMax, clipMin) = a.resolveClipRange(batch: Tensor(shape: [0]))
-        return QuantizationGrid(bits: a.numBits, clipMax: clipMax, clipMin: clipMin)
+        return QuantizationGrid(bits: a.numBits, clipMax: clipMax, clipMin: clipMin, roundMode: a.roundMode, narrowRange: a.narrowRange)
     }
 
     /// True when the layer runs as an integer node on the engine: 8-bit input and weights
@@ -93,7 +93,8 @@ extension FakeQuantizer {
     /// The weight's row scales exactly as the fake-quant forward uses them (ARQ, or LSQ's learned
     /// scales where they are valid).
     public func weightRowScales(_ w: Tensor) -> [Float] {
-        var scales = arqScales(w, rows: weight.rowCount, bits: weight.numBits)
+        var scales = arqScales(w, rows: weight.rowCount, bits: weight.numBits, powerOfTwo: weight.powerOfTwo,
+                               narrowRange: weight.narrowRange)
         if weight.algorithm == .lsq, let learned = weight.learnedScales, weight.initialized {
             for r in 0..<weight.rowCount {
                 let s = learned.value.storage[r]
@@ -109,8 +110,14 @@ extension Model {
     /// the engine (its own output, or the folded BN's) and, per channel, the float32 correction
     /// b_q·s_d·s_w' − b' that puts the eval output's bias on the accumulator grid.
     /// Layers whose terms the deployer would refuse (uncalibrated, non-finite) get none.
-    func accumulatorGridCorrections() -> [Int: Tensor] {
+    /// `exactBiases`: layers with a bias, no folded BN and power-of-two units s_d·s_w (scale_type
+    /// poweroftwo) add b_q·s_d·s_w as their bias instead (no correction): every product and sum
+    /// of their eval forward is then exact up to 2²⁴ units, so the output sits exactly where the
+    /// engine's accumulator does, ties included (docs/ALGORITHMS.md §5.1), rather than one float
+    /// rounding of b' away.
+    func accumulatorGridCorrections() -> (corrections: [Int: Tensor], exactBiases: [Int: Tensor]) {
         var corrections: [Int: Tensor] = [:]
+        var exactBiases: [Int: Tensor] = [:]
         for (i, layer) in layers.enumerated() {
             guard let weighted = layer as? WeightedLayer, let quantizer = weighted.quantizer as? FakeQuantizer,
                   quantizer.isInteger, let grid = try? quantizer.inputGrid() else { continue }
@@ -128,6 +135,8 @@ extension Model {
             let rowScales = quantizer.weightRowScales(w)
             let limit = AccumulatorChannel.biasLimit(productsPerOutput: perChannel)
             var delta = [Float](repeating: 0, count: channels)
+            var gridBias = [Float](repeating: 0, count: channels)
+            var powersOfTwo = value == i && weighted.bias != nil
             var usable = limit > 0
             for c in 0..<channels where usable {
                 guard k[c].isFinite, shift[c].isFinite else { usable = false; break }
@@ -135,11 +144,17 @@ extension Model {
                 let channel = AccumulatorChannel(weightScale: sw, k: k[c], shift: shift[c], inputScale: Double(grid.scale), biasLimit: limit)
                 guard channel.isDeployable(biasLimit: limit) else { usable = false; break }
                 delta[c] = Float(channel.biasUnits * channel.unit - shift[c])
+                gridBias[c] = Float(channel.biasUnits * channel.unit)
+                powersOfTwo = powersOfTwo && QuantizationGrid.isPowerOfTwo(Float(channel.unit)) && Double(Float(channel.unit)) == channel.unit
             }
             guard usable else { continue }
+            if powersOfTwo {
+                exactBiases[i] = Tensor(shape: [channels], storage: gridBias)
+                continue
+            }
             let rank = graph.shape(of: value).count + 1
             corrections[value] = Tensor(shape: [1, channels] + [Int](repeating: 1, count: rank - 2), storage: delta)
         }
-        return corrections
+        return (corrections, exactBiases)
     }
 }

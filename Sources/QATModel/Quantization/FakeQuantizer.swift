@@ -15,7 +15,9 @@ public final class FakeQuantizer: LayerQuantizer {
     public init(layerName: String, settings: QuantizerSettings, weightShape: [Int]) {
         self.layerName = layerName
         self.settings = settings
-        activation = ActivationQuantizerState(fixedMin: settings.fixedMin, numBits: settings.activationType.bitWidth)
+        activation = ActivationQuantizerState(fixedMin: settings.fixedMin, numBits: settings.activationType.bitWidth,
+                                              powerOfTwoScale: settings.activationScaleType == .powerOfTwo,
+                                              roundMode: settings.activationRoundMode, narrowRange: settings.activationNarrowRange)
         if let clipMax = settings.clipMax, let clipMin = settings.clipMin {
             activation.setClipRange(max: clipMax, min: clipMin)
         }
@@ -25,7 +27,9 @@ public final class FakeQuantizer: LayerQuantizer {
         activation.clipMin.requiresGrad = settings.learnClip && !settings.weightCompressOnly
         weight = WeightQuantizerState(weightShape: weightShape, channelWise: settings.channelWise,
                                       algorithm: settings.weightAlgorithm == .ulqRetrain ? .lsq : .arq,
-                                      numBits: settings.weightType.bitWidth)
+                                      numBits: settings.weightType.bitWidth,
+                                      powerOfTwo: settings.weightScaleType == .powerOfTwo,
+                                      roundMode: settings.weightRoundMode, narrowRange: settings.weightNarrowRange)
         weight.nonUniform = settings.nonUniform.map(NonUniformWeights.init)
         weight.asymmetric = settings.asymmetricWeights
     }

@@ -35,16 +35,34 @@ public struct QuantizerSettings: Equatable, Sendable {
     public var asymmetricWeights: Bool
     /// `weight_compress_only`: the weights are quantized, the input stays float (no activation quantizer).
     public var weightCompressOnly: Bool
+    /// Power-of-two scales for the input and for the weights (docs/ALGORITHMS.md §1.1).
+    public var activationScaleType: ScaleType
+    public var weightScaleType: ScaleType
+    /// Tie rules of the input grid and of the weight grids (Vitis AI's `round_mode`).
+    public var activationRoundMode: RoundMode
+    public var weightRoundMode: RoundMode
+    /// Narrow code ranges (−127…127) for the input and for the weights (Vitis AI's `narrow_range`).
+    public var activationNarrowRange: Bool
+    public var weightNarrowRange: Bool
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
                 weightAlgorithm: WeightAlgorithm = .arqRetrain, channelWise: Bool, weightType: QuantizedType = .int8,
                 learnClip: Bool = true, calibration: CalibrationMethod = .default, dmqStrength: Double? = nil,
-                nonUniform: NUQParameters? = nil, asymmetricWeights: Bool = false, weightCompressOnly: Bool = false) {
+                nonUniform: NUQParameters? = nil, asymmetricWeights: Bool = false, weightCompressOnly: Bool = false,
+                activationScaleType: ScaleType = .float, weightScaleType: ScaleType = .float,
+                activationRoundMode: RoundMode = .halfEven, weightRoundMode: RoundMode = .halfEven,
+                activationNarrowRange: Bool = false, weightNarrowRange: Bool = false) {
         self.dmqStrength = dmqStrength
         self.nonUniform = nonUniform
         self.asymmetricWeights = asymmetricWeights
         self.weightCompressOnly = weightCompressOnly
+        self.activationNarrowRange = activationNarrowRange
+        self.weightNarrowRange = weightNarrowRange
+        self.activationRoundMode = activationRoundMode
+        self.weightRoundMode = weightRoundMode
+        self.activationScaleType = activationScaleType
+        self.weightScaleType = weightScaleType
         self.learnClip = learnClip
         self.calibration = calibration
         self.activationAlgorithm = activationAlgorithm
@@ -299,6 +317,7 @@ extension RetrainConfig {
         let weightAlgorithm = pick { config in config.weight.algorithm.map { ($0, config.weight.nonUniform) } }
         let asymmetric = pick { $0.weight.asymmetric }
         let weightCompressOnly = pick { $0.weight.weightCompressOnly }
+        let weightScale = pick { $0.weight.scaleType }
         let calibrationChain: [(config: CalibrationConfig, keyPath: String)] = [(calibration, "calibration")]
             + configs.map { ($0.data.calibration, $0.keyPath(format.dataSectionKey)) }
         let calibration = try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings)
@@ -316,7 +335,13 @@ extension RetrainConfig {
             learnClip: pick { $0.data.learnClip }?.value ?? true,
             calibration: calibration,
             dmqStrength: try dmqStrength(pick { $0.dmqStrength }, layerAt: index, of: wiring), nonUniform: weightAlgorithm?.value.1,
-            asymmetricWeights: asymmetric?.value ?? false, weightCompressOnly: weightCompressOnly?.value ?? false)
+            asymmetricWeights: asymmetric?.value ?? false, weightCompressOnly: weightCompressOnly?.value ?? false,
+            activationScaleType: pick { $0.data.scaleType }?.value ?? .float,
+            weightScaleType: weightScale?.value ?? .float,
+            activationRoundMode: pick { $0.data.roundMode }?.value ?? .halfEven,
+            weightRoundMode: pick { $0.weight.roundMode }?.value ?? .halfEven,
+            activationNarrowRange: pick { $0.data.narrowRange }?.value ?? false,
+            weightNarrowRange: pick { $0.weight.narrowRange }?.value ?? false)
 
         try checkWeightOnlyRules(result, layer: layer.name, asymmetric: asymmetric?.source,
                                  weightCompressOnly: weightCompressOnly?.source, nonUniform: weightAlgorithm?.source)
@@ -335,6 +360,12 @@ extension RetrainConfig {
             throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + "." + format.channelWiseKey,
                              message: "\(format.channelWiseKey) true is not allowed on \(type) layer \(layer.name): \(type) weights use one "
                                 + "scale per tensor (allowed: false)\(hint)")
+        }
+        if result.weightScaleType == .powerOfTwo && result.weightAlgorithm == .ulqRetrain, let source = weightScale?.source {
+            // LSQ learns its weight scales; nothing would keep them powers of two.
+            throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + ".scale_type",
+                             message: "poweroftwo is not allowed with algo ulq_retrain on layer \(layer.name): learned weight scales "
+                                + "do not stay powers of two (use arq_retrain)")
         }
         if result.fixedMin, let clipMin = result.clipMin {
             warnings.append("\(layer.name): clip_min \(clipMin) is ignored because fixed_min is true (the lower bound stays 0)")
@@ -442,10 +473,16 @@ extension QuantizationPlan {
                 + (q.activationType == .int16 ? " (float on INT8 engine)" : "")
             let bounds = (q.clipMax.map { "clip [\(q.clipMin!), \($0)]" } ?? q.calibration.name.uppercased())
                 + (q.learnClip ? "" : ", frozen") + (q.dmqStrength.map { ", DMQ α \($0)" } ?? "")
+                + (q.activationScaleType == .powerOfTwo ? ", poweroftwo" : "")
+                + (q.activationRoundMode == .halfEven ? "" : ", \(q.activationRoundMode.rawValue)")
+                + (q.activationNarrowRange ? ", narrow_range" : "")
             let fixedMin = q.fixedMin
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")
             var weights = "\(q.weightAlgorithm.rawValue), \(q.channelWise ? "channel_wise" : "per-tensor")"
+                + (q.weightScaleType == .powerOfTwo ? ", poweroftwo" : "")
+                + (q.weightRoundMode == .halfEven ? "" : ", \(q.weightRoundMode.rawValue)")
+                + (q.weightNarrowRange ? ", narrow_range" : "")
             if let nuq = q.nonUniform { weights += ", NUQ \(nuq.steps) levels, \(nuq.iterations) iteration(s)" }
             if q.asymmetricWeights { weights += ", asymmetric" }
             if q.weightCompressOnly {

@@ -42,6 +42,13 @@ public enum QuantizedType: String, CaseIterable, Sendable {
     }
 }
 
+/// `scale_type` (Vitis AI, and qat's record of a plan): any float scale, or a power of two
+/// (docs/ALGORITHMS.md §1.1), so that the INT8 engine requantizes by shifts.
+public enum ScaleType: String, CaseIterable, Sendable {
+    case float
+    case powerOfTwo = "poweroftwo"
+}
+
 /// `retrain_data_config` as written; `nil` means "not given here" (a default or a less
 /// specific rule decides).
 public struct RetrainDataConfig: Equatable, Sendable {
@@ -55,10 +62,20 @@ public struct RetrainDataConfig: Equatable, Sendable {
     public var learnClip: Bool?
     /// `act_algo` and its method's settings: how calibration finds the starting bounds.
     public var calibration: CalibrationConfig
+    /// qat extension (Vitis AI's `scale_type`): power-of-two input scales.
+    public var scaleType: ScaleType?
+    /// qat extension (Vitis AI's `round_mode`): the input grid's tie rule.
+    public var roundMode: RoundMode?
+    /// qat extension (Vitis AI's `narrow_range`): input codes from −127.
+    public var narrowRange: Bool?
 
     public init(algorithm: ActivationAlgorithm? = nil, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool? = nil, dstType: QuantizedType? = nil, learnClip: Bool? = nil,
-                calibration: CalibrationConfig = CalibrationConfig()) {
+                calibration: CalibrationConfig = CalibrationConfig(), scaleType: ScaleType? = nil, roundMode: RoundMode? = nil,
+                narrowRange: Bool? = nil) {
+        self.narrowRange = narrowRange
+        self.scaleType = scaleType
+        self.roundMode = roundMode
         self.algorithm = algorithm
         self.clipMax = clipMax
         self.clipMin = clipMin
@@ -81,15 +98,25 @@ public struct RetrainWeightConfig: Equatable, Sendable {
     public var asymmetric: Bool?
     /// `weight_compress_only`: quantize the weights only, the layer's input stays float.
     public var weightCompressOnly: Bool?
+    /// qat extension (Vitis AI's `scale_type`): power-of-two weight scales (ARQ only).
+    public var scaleType: ScaleType?
+    /// qat extension (Vitis AI's `round_mode`): the weight grids' tie rule.
+    public var roundMode: RoundMode?
+    /// qat extension (Vitis AI's `narrow_range`): weight codes −127…127.
+    public var narrowRange: Bool?
 
     public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil,
-                nonUniform: NUQParameters? = nil, asymmetric: Bool? = nil, weightCompressOnly: Bool? = nil) {
+                nonUniform: NUQParameters? = nil, asymmetric: Bool? = nil, weightCompressOnly: Bool? = nil,
+                scaleType: ScaleType? = nil, roundMode: RoundMode? = nil, narrowRange: Bool? = nil) {
         self.algorithm = algorithm
         self.channelWise = channelWise
         self.dstType = dstType
         self.nonUniform = nonUniform
         self.asymmetric = asymmetric
         self.weightCompressOnly = weightCompressOnly
+        self.scaleType = scaleType
+        self.roundMode = roundMode
+        self.narrowRange = narrowRange
     }
 
     /// AMCT's `num_steps` values.
@@ -414,6 +441,9 @@ extension RetrainConfig {
         config.fixedMin = try object.bool("fixed_min")
         config.dstType = try choice(object, "dst_type", allowed: QuantizedType.allCases)
         config.learnClip = try object.bool("learn_clip")
+        config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
+        config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
+        config.narrowRange = try object.bool("narrow_range")
         config.calibration = try CalibrationConfig.parse(object)
         try object.rejectUnknownKeys()
         return config
@@ -442,6 +472,9 @@ extension RetrainConfig {
         }
         config.asymmetric = try object.bool("asymmetric")
         config.weightCompressOnly = try object.bool("weight_compress_only")
+        config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
+        config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
+        config.narrowRange = try object.bool("narrow_range")
         try object.rejectUnknownKeys()
         return config
     }

@@ -80,6 +80,9 @@ extension RetrainDataConfig {
         if let fixedMin { members.append(.init("fixed_min", JSONValue(fixedMin))) }
         if let learnClip { members.append(.init("learn_clip", JSONValue(learnClip))) }
         if let dstType { members.append(.init("dst_type", JSONValue(dstType.rawValue))) }
+        if let scaleType { members.append(.init("scale_type", JSONValue(scaleType.rawValue))) }
+        if let roundMode { members.append(.init("round_mode", JSONValue(roundMode.rawValue))) }
+        if let narrowRange { members.append(.init("narrow_range", JSONValue(narrowRange))) }
         return members + calibration.members
     }
 }
@@ -96,6 +99,9 @@ extension RetrainWeightConfig {
         }
         if let asymmetric { members.append(.init("asymmetric", JSONValue(asymmetric))) }
         if let weightCompressOnly { members.append(.init("weight_compress_only", JSONValue(weightCompressOnly))) }
+        if let scaleType { members.append(.init("scale_type", JSONValue(scaleType.rawValue))) }
+        if let roundMode { members.append(.init("round_mode", JSONValue(roundMode.rawValue))) }
+        if let narrowRange { members.append(.init("narrow_range", JSONValue(narrowRange))) }
         return members
     }
 }
@@ -141,10 +147,17 @@ extension QuantizationPlan {
                 keyPath: layer.name,
                 data: RetrainDataConfig(algorithm: q.activationAlgorithm, clipMax: q.clipMax, clipMin: q.clipMin,
                                         fixedMin: q.fixedMin, dstType: q.activationType, learnClip: q.learnClip,
-                                        calibration: q.calibration.explicitConfig),
+                                        calibration: q.calibration.explicitConfig,
+                                        // Written only when not the default, so older records keep their bytes.
+                                        scaleType: q.activationScaleType == .float ? nil : q.activationScaleType,
+                                        roundMode: q.activationRoundMode == .halfEven ? nil : q.activationRoundMode,
+                                        narrowRange: q.activationNarrowRange ? true : nil),
                 weight: RetrainWeightConfig(algorithm: q.weightAlgorithm, channelWise: q.channelWise, dstType: q.weightType,
                                             nonUniform: q.nonUniform, asymmetric: q.asymmetricWeights ? true : nil,
-                                            weightCompressOnly: q.weightCompressOnly ? true : nil),
+                                            weightCompressOnly: q.weightCompressOnly ? true : nil,
+                                            scaleType: q.weightScaleType == .float ? nil : q.weightScaleType,
+                                            roundMode: q.weightRoundMode == .halfEven ? nil : q.weightRoundMode,
+                                            narrowRange: q.weightNarrowRange ? true : nil),
                 dmqStrength: q.dmqStrength)
         }
         return RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))

@@ -10,7 +10,7 @@ import QATIO
 // manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5);
 // `convert_relu6_to_relu` a graph rewrite (GraphRewrite.swift); `keep_first_last_layer_accuracy`
 // a rule of the plan. What qat
-// cannot run yet (power-of-two scales, round modes other than half_even, DPU rules, bias
+// cannot run yet (DPU rules, bias
 // quantization, …) is refused with the key path, never accepted and ignored.
 
 /// The Vitis AI JSON reader.
@@ -233,7 +233,7 @@ struct TensorSettings {
     static let manualDefault = TensorSettings()
 
     static let methods = ["maxmin", "percentile", "entropy", "mse", "diffs"]
-    static let roundModes = ["half_even", "half_up", "half_down", "std_round"]
+    static let roundModes = RoundMode.allCases.map(\.rawValue)
     static let dataTypes = ["int", "bfloat16", "float16", "float32"]
 
     /// Reads the keys `object` gives over the current values.
@@ -266,7 +266,7 @@ struct TensorSettings {
         try flag("per_channel", \.perChannel)
         try flag("signed", \.signed)
         try flag("narrow_range", \.narrowRange)
-        try choice("scale_type", ["float", "poweroftwo"], \.scaleType)
+        try choice("scale_type", ScaleType.allCases.map(\.rawValue), \.scaleType)
         try choice("calib_statistic_method", BatchStatistic.allCases.map(\.rawValue), \.statistic)
         if let value = try object.double("percentage") {
             guard value > 50 && value <= 100 else { throw object.error("percentage", "must be in (50, 100], got \(value)") }
@@ -288,19 +288,10 @@ struct TensorSettings {
         return InputError(file: file, keyPath: keyPath, message: "\(setting.value)\(note) \(message)")
     }
 
-    /// Checks shared by weights and activations: integer data, half_even, float scales, full range.
+    /// Checks shared by weights and activations: integer data.
     private func checkGrid(_ tensor: String) throws {
         guard dataType.value == "int" else {
             throw refuse(dataType, "datatype", "is not supported yet: qat quantizes \(tensor) to integers (int)")
-        }
-        guard roundMode.value == "half_even" else {
-            throw refuse(roundMode, "round_mode", "is not supported yet: qat rounds half to even (half_even)")
-        }
-        guard scaleType.value == "float" else {
-            throw refuse(scaleType, "scale_type", "is not supported yet: qat's scales are float (set \"float\")")
-        }
-        if narrowRange.value {
-            throw refuse(narrowRange, "narrow_range", "is not supported yet: qat's signed codes span −128…127 (set false)")
         }
     }
 
@@ -315,7 +306,8 @@ struct TensorSettings {
         guard symmetry.value else { throw refuse(symmetry, "symmetry", "is not supported yet for weights: ARQ weights are symmetric (set true)") }
         guard signed.value else { throw refuse(signed, "signed", "is not supported yet for weights: ARQ weights are signed (set true)") }
         if let conflict = try calibrator().conflict() { throw conflictError(conflict) }
-        return RetrainWeightConfig(algorithm: .arqRetrain, channelWise: perChannel.value, dstType: .int8)
+        return RetrainWeightConfig(algorithm: .arqRetrain, channelWise: perChannel.value, dstType: .int8, scaleType: try scale(),
+                                   roundMode: try rounding(), narrowRange: narrowRange.value)
     }
 
     /// Activations: the calibrator `method` names with `symmetry` and `calib_statistic_method`.
@@ -337,7 +329,22 @@ struct TensorSettings {
         config.calibration = CalibrationConfig(method: type(of: calibrator),
                                                settings: Dictionary(uniqueKeysWithValues: calibrator.settingValues.map { ($0.key, $0.value) }))
         if symmetry.value { config.fixedMin = !signed.value }
+        config.scaleType = try scale()
+        config.roundMode = try rounding()
+        config.narrowRange = narrowRange.value
         return config
+    }
+
+    /// `scale_type`, checked against the choices `apply` allows.
+    private func scale() throws -> ScaleType {
+        guard let type = ScaleType(rawValue: scaleType.value) else { throw refuse(scaleType, "scale_type", "is not a scale type") }
+        return type
+    }
+
+    /// `round_mode`, checked against the choices `apply` allows.
+    private func rounding() throws -> RoundMode {
+        guard let mode = RoundMode(rawValue: roundMode.value) else { throw refuse(roundMode, "round_mode", "is not a round mode") }
+        return mode
     }
 
     /// The calibrator `method` names, with this tensor's settings.
