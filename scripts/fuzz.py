@@ -33,6 +33,7 @@ DATASET = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 TRAIN_IMAGES, TEST_IMAGES = 512, 256
+LENET5_SPEC = os.path.join(REPO, "Configs/models/lenet5.json")
 EVAL_LIMITS = ["--test-limit", "64", "--threads", "1"]
 LIMITS = ["--train-limit", "128"] + EVAL_LIMITS
 # The ONNX models `qat import` is fuzzed with: name in the case folder -> committed file.
@@ -43,7 +44,8 @@ ONNX_MODELS = {"lenet.onnx": "Tests/Fixtures/onnx/lenet.onnx", "mobile.onnx": "T
 # The test split as .npy files and as an HDF5 dataset file (`data` sections of npy.json, hdf5.json).
 NPY_FILES = ["test-images.npy", "test-labels.npy"]
 HDF5_DATA = "test-data.h5"
-GOOD_FILES = ["ckpt.h5", "step.h5", "int8.h5", "config.json", "simple.json", "quant.cfg", "npy.json", "hdf5.json"] \
+GOOD_FILES = ["ckpt.h5", "step.h5", "int8.h5", "config.json", "simple.json", "quant.cfg", "npy.json", "hdf5.json",
+              "vitis.json", "nuq.cfg", "pow2.h5", "pow2-int8.h5", "nuq.h5"] \
     + list(ONNX_MODELS) + NPY_FILES + [HDF5_DATA]
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -89,6 +91,9 @@ def make_configs(work, data):
             json.dump(doc, f, indent=2)
     # quant.cfg: AMCT's simple config in proto text (it has no model or data section).
     shutil.copyfile(os.path.join(REPO, "Configs/amct/simple-uniform-plain.cfg"), os.path.join(work, "quant.cfg"))
+    # vitis.json: Vitis AI JSON with power-of-two scales; nuq.cfg: proto text with NUQ weights on conv1.
+    shutil.copyfile(os.path.join(REPO, "Configs/vitis/plain-poweroftwo.json"), os.path.join(work, "vitis.json"))
+    shutil.copyfile(os.path.join(REPO, "Configs/amct/simple-nuq-plain.cfg"), os.path.join(work, "nuq.cfg"))
 
 
 def npy_bytes(descr, shape, payload):
@@ -163,6 +168,13 @@ def prepare(qat, work, timeout):
     steps = [["train", "--config", "config.json", "--train-limit", "256", "--epochs", "1",
               "--test-limit", "128", "--threads", "1", "--output", "ckpt.h5", "--save-every", "2"],
              ["deploy", "--checkpoint", "ckpt.h5", "--output", "int8.h5"]]
+    # PTQ checkpoints with the grid options: power-of-two scales (deployed: requantized by
+    # shifts) and NUQ weight levels (stored as quantizer state).
+    float_run = ["--checkpoint", os.path.join(REPO, "Checkpoints/lenet5-float.h5"), "--model", LENET5_SPEC,
+                 "--data", os.path.join(work, "data"), "--batch-num", "1", "--test-limit", "64", "--threads", "1"]
+    steps += [["calibrate", "--config", "vitis.json", "--output", "pow2.h5"] + float_run,
+              ["deploy", "--checkpoint", "pow2.h5", "--output", "pow2-int8.h5"],
+              ["calibrate", "--config", "nuq.cfg", "--output", "nuq.h5"] + float_run]
     for args in steps:
         code, out, err, _ = run(qat, args, good, timeout * 10)
         if code != 0:
@@ -195,6 +207,12 @@ COMMANDS = {
     "plan-simple": ("config-simple", ["plan", "--config", "simple.json"], None),
     "plan-prototext": ("config-prototext", ["plan", "--config", "quant.cfg", "--model",
                                             os.path.join(REPO, "Configs/models/lenet5.json")], None),
+    "plan-vitis": ("config-vitis", ["plan", "--config", "vitis.json", "--model",
+                                    os.path.join(REPO, "Configs/models/lenet5.json")], None),
+    "plan-nuq": ("config-nuq", ["plan", "--config", "nuq.cfg", "--model",
+                                os.path.join(REPO, "Configs/models/lenet5.json")], None),
+    "eval-deploy-pow2": ("deploy-pow2", ["eval", "--deploy", "pow2-int8.h5", "--data", "DATA"] + EVAL_LIMITS, None),
+    "eval-checkpoint-nuq": ("checkpoint-nuq", ["eval", "--checkpoint", "nuq.h5", "--data", "DATA"] + EVAL_LIMITS, None),
     "check-model": ("config", ["check", "model", "--config", "config.json"], None),
     "train-config": ("config", ["train", "--config", "config.json", "--epochs", "1", "--output", "out.h5",
                                 "--batch-size", "32"] + LIMITS, None),
@@ -214,7 +232,11 @@ COMMANDS = {
 for _model in ONNX_MODELS:
     COMMANDS["import-" + _model[:-5]] = ("onnx:" + _model, ["import", _model, "--output-dir", "out"], None)
 FILE_OF_KIND = {"checkpoint": "ckpt.h5", "resume": "step.h5", "deploy": "int8.h5", "config": "config.json",
-                "config-simple": "simple.json", "config-prototext": "quant.cfg", "hdf5-data": HDF5_DATA}
+                "config-simple": "simple.json", "config-prototext": "quant.cfg", "hdf5-data": HDF5_DATA,
+                "config-vitis": "vitis.json", "config-nuq": "nuq.cfg", "deploy-pow2": "pow2-int8.h5",
+                "checkpoint-nuq": "nuq.h5"}
+# The damaged HDF5 files whose result must equal the good run's when a command accepts them.
+CHECKSUMMED = ("checkpoint", "resume", "deploy", "deploy-pow2", "checkpoint-nuq")
 FILE_OF_KIND.update({"onnx:" + m: m for m in ONNX_MODELS})
 
 # Lines of stdout that carry a result; timings and progress are dropped before comparing.
@@ -565,11 +587,11 @@ class Case:
         with open(os.readlink(target), "rb") as f:
             data = f.read()
         os.remove(target)
-        if self.kind in ("checkpoint", "resume", "deploy", "hdf5-data"):
+        if self.kind in CHECKSUMMED + ("hdf5-data",):
             data, self.mutation = self.rng.choice(HDF5_MUTATIONS)(data, self.rng)
         elif self.kind.startswith("onnx:"):
             data, self.mutation = self.rng.choice(ONNX_MUTATIONS)(data, self.rng)
-        elif self.kind == "config-prototext":
+        elif self.kind in ("config-prototext", "config-nuq"):
             if self.rng.random() < 0.5:
                 data, self.mutation = json_text_mutation(data.decode(), self.rng)
             else:
@@ -616,7 +638,7 @@ def classify(case, code, stdout, stderr, result, baseline):
         return False, "exit %d" % code
     if case.must_refuse:
         return False, "invalid input accepted"
-    if case.kind in ("checkpoint", "resume", "deploy") and result != baseline:
+    if case.kind in CHECKSUMMED and result != baseline:
         return False, "silently accepted (different result)"
     return True, "ok"
 

@@ -27,7 +27,8 @@ func reportingUserErrors<T>(_ body: () throws -> T) throws -> T {
         }
         return result
     } catch let error as any UserFacingError {
-        throw UserError(message: error.description)
+        // One line whatever the message quotes (a damaged file's names reach library messages).
+        throw UserError(message: escapingLineBreaks(error.description))
     }
 }
 

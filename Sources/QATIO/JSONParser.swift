@@ -308,10 +308,20 @@ struct JSONParser {
 /// characters written as `\u00XX`, so an error stays one line.
 package func truncatedForMessage(_ text: String, limit: Int = 60) -> String {
     let cut = text.prefix(limit + 1).count <= limit ? text : String(text.prefix(limit)) + "…"
-    guard cut.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return cut }
+    return escapingLineBreaks(cut)
+}
+
+/// `text` with control characters and Unicode line breaks (U+0085, U+2028, U+2029) written as
+/// `\uXXXX`, so that a name read from a file, or a library's message quoting one, keeps an error
+/// on one line.
+package func escapingLineBreaks(_ text: String) -> String {
+    func breaks(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || scalar.value == 0x7F || scalar.value == 0x85 || scalar.value == 0x2028 || scalar.value == 0x2029
+    }
+    guard text.unicodeScalars.contains(where: breaks) else { return text }
     var out = ""
-    for scalar in cut.unicodeScalars {
-        if scalar.value < 0x20 || scalar.value == 0x7F {
+    for scalar in text.unicodeScalars {
+        if breaks(scalar) {
             out += String(format: "\\u%04X", scalar.value)
         } else {
             out.unicodeScalars.append(scalar)

@@ -74,5 +74,18 @@ final class ONNXCLITests: XCTestCase {
         let (status, output) = try qat(["create-config", "--model", "Tests/Fixtures/onnx/bad-unsupported-op.onnx"])
         XCTAssertEqual(status, 1, output)
         XCTAssertTrue(output.contains("Softmax"), output)
+
+        // A name with a control character (found by scripts/fuzz.py: the ONNX checker's message
+        // quoted it raw, and U+001C splits lines for Python and terminals) stays on one line, escaped.
+        var damaged = try Data(contentsOf: URL(fileURLWithPath: repositoryPath("Tests/Fixtures/onnx/bad-missing-initializer.onnx")))
+        let name = Data("conv_missing".utf8)
+        while let range = damaged.range(of: name) { damaged.replaceSubrange(range, with: Data("conv\u{1C}missing".utf8)) }
+        let controlName = folder + "/control-name.onnx"
+        try damaged.write(to: URL(fileURLWithPath: controlName))
+        let (controlStatus, controlOutput) = try qat(["import", controlName, "--output-dir", folder + "/out"])
+        XCTAssertEqual(controlStatus, 1, controlOutput)
+        XCTAssertFalse(controlOutput.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" }, controlOutput)
+        XCTAssertEqual(controlOutput.split(separator: "\n").count, 1, controlOutput)
+        XCTAssertTrue(controlOutput.contains("conv\\u001Cmissing"), controlOutput)
     }
 }
