@@ -143,13 +143,15 @@ struct Measurer {
         Runtime.configure(threads: threads)
         let train = try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .train)
         let trainer = try makeTrainer(quantized: quantized, train: train)
-        for batch in train.batches(size: trainingBatch, order: trainer.order(epoch: 1), limit: Self.warmUpSteps) {
-            _ = try trainer.trainStep(images: batch.images, labels: batch.labels)
+        for batch in train.batches(size: trainingBatch, order: trainer.order(epoch: 1), limit: Self.warmUpSteps,
+                                   shard: trainer.batchShard) {
+            _ = try trainer.trainStep(batch)
         }
         var done = 0
         let start = now()
-        for batch in train.batches(size: trainingBatch, order: trainer.order(epoch: 0), limit: images / trainingBatch) {
-            _ = try trainer.trainStep(images: batch.images, labels: batch.labels, timing: timing)
+        for batch in train.batches(size: trainingBatch, order: trainer.order(epoch: 0), limit: images / trainingBatch,
+                                   shard: trainer.batchShard) {
+            _ = try trainer.trainStep(batch, timing: timing)
             done += batch.count
             // Ranks must stop on the same step, so several ranks always do the whole pass.
             if trainer.communicator.size == 1 && now() - start >= maxSeconds { break }

@@ -6,10 +6,37 @@ public struct Batch {
     public var index: Int
     /// The samples' indices in the dataset, in batch order.
     public var indices: ArraySlice<Int>
+    /// The samples at `part` of the batch (all of them unless drawn for one rank, `BatchShard`).
     public var images: Tensor
     public var labels: [Int32]
+    /// The positions within the batch that `images` and `labels` hold.
+    public var part: Range<Int>
 
+    /// Samples in the whole batch (on every rank the same).
     public var count: Int { indices.count }
+    /// True when `images` and `labels` hold one rank's part only.
+    public var isPart: Bool { part.count != indices.count }
+}
+
+/// One rank's part of every batch in data-parallel training: contiguous, in rank order, the
+/// remainder going one sample each to the lowest ranks (10 over 4: 3, 3, 2, 2). Each rank builds
+/// only its part's images; together the parts are the one-process batch.
+public struct BatchShard: Equatable, Sendable {
+    public let rank: Int
+    public let ranks: Int
+
+    public init(rank: Int, ranks: Int) {
+        precondition(ranks > 0 && (0..<ranks).contains(rank), "rank \(rank) of \(ranks)")
+        self.rank = rank
+        self.ranks = ranks
+    }
+
+    /// The positions of a batch of `count` samples that this rank holds.
+    public func range(of count: Int) -> Range<Int> {
+        let base = count / ranks, extra = count % ranks
+        let start = rank * base + min(rank, extra)
+        return start..<(start + base + (rank < extra ? 1 : 0))
+    }
 }
 
 /// The order in which a pass over a dataset visits its samples.
@@ -52,8 +79,12 @@ public struct Batches: Sequence, IteratorProtocol {
     private let cycles: Bool
     private let end: Int
     private var position: Int
+    /// Builds only this rank's part of each batch (data-parallel training).
+    private let shard: BatchShard?
 
-    init(dataset: Dataset, size: Int, order: BatchOrder, first: Int, limit: Int?, cycles: Bool, augmentation: Augmentation?) {
+    init(dataset: Dataset, size: Int, order: BatchOrder, first: Int, limit: Int?, cycles: Bool, augmentation: Augmentation?,
+         shard: BatchShard? = nil) {
+        self.shard = shard
         precondition(size > 0, "batch size must be positive, got \(size)")
         self.dataset = dataset
         self.size = size
@@ -74,12 +105,14 @@ public struct Batches: Sequence, IteratorProtocol {
         let count = dataset.count
         let start = cycles ? (position * size) % Swift.max(count - size + 1, 1) : position * size
         let indices = order[start..<Swift.min(start + size, count)]
+        let part = shard?.range(of: indices.count) ?? 0..<indices.count
+        let built = indices[(indices.startIndex + part.lowerBound)..<(indices.startIndex + part.upperBound)]
         let transforms = augmentation.map { a in
-            indices.map { a.transform(seed: augmentationKey.seed, epoch: augmentationKey.epoch, index: $0) }
+            built.map { a.transform(seed: augmentationKey.seed, epoch: augmentationKey.epoch, index: $0) }
         }
-        let (images, labels) = dataset.batch(indices, transforms: transforms)
+        let (images, labels) = dataset.batch(built, transforms: transforms)
         defer { position += 1 }
-        return Batch(index: position, indices: indices, images: images, labels: labels)
+        return Batch(index: position, indices: indices, images: images, labels: labels, part: part)
     }
 }
 
@@ -89,9 +122,11 @@ extension Dataset {
     /// The pass starts at batch `first` (a resumed epoch) and yields at most `limit` batches.
     /// `augmentation` (training) crops and flips each sample as a function of the order's
     /// (seed, epoch) and the sample's index.
+    /// With `shard`, each batch holds only that rank's part of the samples (`Batch.part`).
     public func batches(size: Int, order: BatchOrder = .sequential, first: Int = 0, limit: Int? = nil,
-                        augmentation: Augmentation? = nil) -> Batches {
-        Batches(dataset: self, size: size, order: order, first: first, limit: limit, cycles: false, augmentation: augmentation)
+                        augmentation: Augmentation? = nil, shard: BatchShard? = nil) -> Batches {
+        Batches(dataset: self, size: size, order: order, first: first, limit: limit, cycles: false, augmentation: augmentation,
+                shard: shard)
     }
 
     /// `count` full-size batches that cycle through the dataset in `order`: batch k holds the

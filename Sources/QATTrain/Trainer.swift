@@ -101,6 +101,17 @@ public final class Trainer {
         return try trainStep(shard: shard, labels: Array(labels[part]), globalCount: labels.count, timing: timing)
     }
 
+    /// One optimizer step on `batch`, which may hold this rank's part only (drawn with
+    /// `batchShard`, so each rank builds only its own images); otherwise as `trainStep(images:labels:)`.
+    public func trainStep(_ batch: Batch, timing: StepTiming? = nil) throws -> (loss: Float, correct: Int) {
+        guard batch.isPart else { return try trainStep(images: batch.images, labels: batch.labels, timing: timing) }
+        precondition(batch.part == communicator.shard(of: batch.count), "a batch drawn for another rank")
+        return try trainStep(shard: batch.images, labels: batch.labels, globalCount: batch.count, timing: timing)
+    }
+
+    /// The part of every training batch this process builds: its rank's under mpirun, else all.
+    public var batchShard: BatchShard? { communicator.size > 1 ? communicator.batchShard : nil }
+
     /// Forward and backward on this rank's `shard` of a batch of `globalCount` samples, then the
     /// gradients summed over the ranks and one optimizer step.
     private func trainStep(shard images: Tensor, labels: [Int32], globalCount: Int,
@@ -116,16 +127,20 @@ public final class Trainer {
             // shard/global, so that the summed gradients are those of the global mean.
             let weight = Float(labels.count) / Float(globalCount)
             loss = multiply(loss, Variable(Tensor(shape: loss.shape, repeating: weight)), tape: tape)
+            tape.backward(from: loss, timing: timing)
+            // The loss and accuracy totals travel with the gradients: one exchange per step.
             var totals = [Double(value) * Double(labels.count), Double(correct)]
-            if let timing { timing.measure("allreduce") { communicator.sum(&totals) } } else { communicator.sum(&totals) }
+            if let timing { timing.measure("allreduce") { sumGradients(with: &totals) } } else { sumGradients(with: &totals) }
             value = Float(totals[0] / Double(globalCount))
             correct = Int(totals[1])
-        }
-        // Every rank sees the same global loss and gradients, so all stop together.
-        guard value.isFinite else { throw TrainingError.nonFiniteLoss(epoch: epoch, step: step, value: value) }
-        tape.backward(from: loss, timing: timing)
-        if communicator.size > 1 {
-            if let timing { timing.measure("allreduce") { sumGradients() } } else { sumGradients() }
+            // Every rank sees the same global loss and gradients, so all stop together.
+            guard value.isFinite else {
+                for p in model.parameters { p.variable.zeroGradient() }
+                throw TrainingError.nonFiniteLoss(epoch: epoch, step: step, value: value)
+            }
+        } else {
+            guard value.isFinite else { throw TrainingError.nonFiniteLoss(epoch: epoch, step: step, value: value) }
+            tape.backward(from: loss, timing: timing)
         }
         // A NaN can reach the weights without touching the loss (a ReLU after it, a clamp):
         // checking every gradient before the update costs one pass over the parameters.
@@ -153,13 +168,13 @@ public final class Trainer {
         return model.parameters.map(\.variable).filter { !global.contains(ObjectIdentifier($0)) }
     }
 
-    /// Sums the gradients of `summedParameters` over the ranks, in one message.
-    private func sumGradients() {
+    /// Sums the gradients of `summedParameters` and `totals` over the ranks, in one message.
+    private func sumGradients(with totals: inout [Double]) {
         let local = summedParameters.filter { $0.grad != nil }
         var packed: [Float] = []
         packed.reserveCapacity(local.reduce(0) { $0 + $1.value.count })
         for variable in local { packed.append(contentsOf: variable.grad!.storage) }
-        communicator.sum(&packed)
+        communicator.sum(&packed, &totals)
         var offset = 0
         packed.withUnsafeBufferPointer { sums in
             for variable in local {
@@ -179,11 +194,11 @@ public final class Trainer {
                            afterStep: ((Trainer) throws -> Void)? = nil) throws -> EpochSummary {
         optimizer.learningRate = settings.schedule.rate(base: settings.learningRate, epoch: epoch)
         let batches = train.batches(size: settings.batchSize, order: order(epoch: epoch), first: progress.batch,
-                                    augmentation: settings.data.augmentation)
+                                    augmentation: settings.data.augmentation, shard: batchShard)
         let start = Date()
         var trained = 0
         for batch in batches {
-            let result = try trainStep(images: batch.images, labels: batch.labels)
+            let result = try trainStep(batch)
             progress.lossSum += Double(result.loss) * Double(batch.count)
             progress.correct += result.correct
             progress.seen += batch.count
