@@ -107,9 +107,15 @@ public func arqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tap
     let scales = arqScales(weight.value, rows: state.rowCount, bits: state.numBits, powerOfTwo: state.powerOfTwo,
                            narrowRange: state.narrowRange)
     state.scales = scales
-    let out = Variable(quantizeRows(weight.value, scales: scales, bits: state.numBits, roundMode: state.roundMode,
-                                    narrowRange: state.narrowRange),
-                       requiresGrad: needsPullback(tape, weight))
+    return straightThrough(weight, quantized: quantizeRows(weight.value, scales: scales, bits: state.numBits,
+                                                           roundMode: state.roundMode, narrowRange: state.narrowRange),
+                           tape: tape)
+}
+
+/// The quantized weights as a variable whose backward is a pure straight-through
+/// dL/dw += dL/dŵ (ARQ, its asymmetric variant and NUQ alike).
+func straightThrough(_ weight: Variable, quantized: Tensor, tape: Tape?) -> Variable {
+    let out = Variable(quantized, requiresGrad: needsPullback(tape, weight))
     guard out.requiresGrad, let tape else { return out }
     tape.record {
         guard let gy = out.grad else { return }

@@ -31,15 +31,5 @@ public func asymmetricARQFakeQuantize(_ weight: Variable, state: WeightQuantizer
             grid.fakeQuantize(UnsafeMutableBufferPointer(rebasing: ws[(r * rowLength)..<((r + 1) * rowLength)]))
         }
     }
-    let out = Variable(values, requiresGrad: needsPullback(tape, weight))
-    guard out.requiresGrad, let tape else { return out }
-    tape.record {
-        guard let gy = out.grad else { return }
-        gy.storage.withUnsafeBufferPointer { g in
-            weight.withGradient { gw in
-                for i in 0..<gw.count { gw[i] += g[i] }
-            }
-        }
-    }
-    return out
+    return straightThrough(weight, quantized: values, tape: tape)
 }

@@ -133,17 +133,7 @@ public func nuqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, non
     let rowLength = weight.value.count / state.rowCount
     var values = weight.value
     for i in codes.indices { values.storage[i] = Float(codes[i]) * scales[i / rowLength] }
-    let out = Variable(values, requiresGrad: needsPullback(tape, weight))
-    guard out.requiresGrad, let tape else { return out }
-    tape.record {
-        guard let gy = out.grad else { return }
-        gy.storage.withUnsafeBufferPointer { g in
-            weight.withGradient { gw in
-                for i in 0..<gw.count { gw[i] += g[i] }
-            }
-        }
-    }
-    return out
+    return straightThrough(weight, quantized: values, tape: tape)
 }
 
 /// The squared error Σ (t − level(t))² of one row's scaled values against `levels`, in Double
