@@ -67,6 +67,9 @@ bench: deps
 	.build/release/qat-bench --mode fma-peak --mode conv-layers
 	OPENBLAS_CORETYPE=Haswell .build/release/qat-bench --mode conv-layers
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .build/release/qat-bench --mode conv-layers
+	@echo "== the checkpoint digest's cost against a checkpoint save (issue 14: under 5 %) =="
+	QAT_TIMED_TESTS=1 $(SWIFT) test --filter ChecksumTests.testTheDigestCostsUnderFivePercentOfACheckpointSave 2>&1 \
+	  | grep -E "checkpoint of|passed|failed|error"
 	@echo "== data-parallel QAT training: 1 rank × 1 and 2 threads, 2 ranks × 1 thread, allreduce cost (bench/mpi_scaling.py) =="
 	python3 bench/mpi_scaling.py
 	@echo "== against PyTorch eager and ONNX Runtime (bench/compare.py $(COMPARE_ARGS)) =="
