@@ -9,8 +9,9 @@ imported), then `qat create-config` for the layer rules with a `calibration` sec
 act_algo, and `qat calibrate` on batch_num = 4 batches of 64. Rows: each method alone
 (ifmr, hfmg, maxmin, percentile, entropy, mse), IFMR with --cle, --bias-correction, both, and
 IFMR with DMQ (`dmq_balancer_param` 0.2, 0.5, 0.8 on every layer DMQ can run on: `qat plan`
-names each layer it refuses, which the script then leaves without DMQ). `--rows dmq` runs only
-the DMQ rows.
+names each layer it refuses, which the script then leaves without DMQ), and each Vitis AI config
+of VITIS_CONFIGS (Configs/vitis, layer rules by type, so one file serves every model).
+`--rows dmq` or `--rows vitis` runs only those rows.
 LeNet-5 also gets QAT (one epoch of Configs/retrain.json) from the best PTQ checkpoint against
 QAT with its own IFMR calibration. Standard library only; run from the repository root after
 `swift build -c release --product qat` (make ptq-table).
@@ -25,6 +26,11 @@ import sys
 METHODS = ["ifmr", "hfmg", "maxmin", "percentile", "entropy", "mse"]
 TRANSFORMS = [["--cle"], ["--bias-correction"], ["--cle", "--bias-correction"]]
 DMQ_STRENGTHS = [0.2, 0.5, 0.8]
+# (file in Configs/vitis, the row's label)
+VITIS_CONFIGS = [("plain-maxmin", "maxmin"), ("plain-percentile", "percentile"), ("plain-entropy", "entropy"),
+                 ("plain-mse", "mse"), ("plain-diffs", "diffs, power-of-two scales"),
+                 ("plain-poweroftwo", "maxmin, power-of-two scales"), ("plain-std-round", "maxmin, round_mode std_round"),
+                 ("plain-narrow-range", "maxmin, narrow_range")]
 
 
 def run(qat, *arguments):
@@ -79,10 +85,13 @@ def config_for(qat, work, model, spec, method, dmq=None):
         del rules[refused.group(1)]["dmq_balancer_param"]
 
 
-def ptq(qat, work, model, spec, checkpoint, method, transforms, dmq=None):
-    name = f"{model}-{method}" + "".join(t.replace("--", "-") for t in transforms) + (f"-dmq{dmq}" if dmq else "")
+def ptq(qat, work, model, spec, checkpoint, method, transforms, dmq=None, config=None):
+    """One row; `config` (a file) replaces the generated layer rules, and names the row's files."""
+    name = f"{model}-" + (os.path.basename(config).removesuffix(".json") if config else method)
+    name += "".join(t.replace("--", "-") for t in transforms) + (f"-dmq{dmq}" if dmq else "")
     output = os.path.join(work, name + ".h5")
-    log = run(qat, "calibrate", "--config", config_for(qat, work, model, spec, method, dmq), "--model", spec,
+    config = config or config_for(qat, work, model, spec, method, dmq)
+    log = run(qat, "calibrate", "--config", config, "--model", spec, "--batch-num", "4",
               "--checkpoint", checkpoint, "--output", output, *transforms)
     balanced = re.findall(r"^DMQ on (\S+) ", log, re.M)
     deployed = os.path.join(work, name + "-int8.h5")
@@ -99,7 +108,7 @@ def main():
     parser.add_argument("--qat", default=".build/release/qat")
     parser.add_argument("--work", default=".build/ptq-table")
     parser.add_argument("--models", default="lenet5,resnet-tiny,mobilenetv2-tiny,resnet18-tiny")
-    parser.add_argument("--rows", choices=["all", "dmq"], default="all")
+    parser.add_argument("--rows", choices=["all", "dmq", "vitis"], default="all")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     print("| model | calibration | float | PTQ (fake quant) | INT8 engine | verify |")
@@ -107,15 +116,20 @@ def main():
     best = {}
     for model in args.models.split(","):
         spec, checkpoint = float_checkpoint(args.qat, args.work, model)
-        rows = [(method, [], None) for method in METHODS] + [("ifmr", t, None) for t in TRANSFORMS]
-        if args.rows == "dmq":
-            rows = []
-        rows += [("ifmr", [], strength) for strength in DMQ_STRENGTHS]
-        for method, transforms, dmq in rows:
-            r = ptq(args.qat, args.work, model, spec, checkpoint, method, transforms, dmq)
+        rows = []
+        if args.rows == "all":
+            rows += [(method, [], None, None) for method in METHODS] + [("ifmr", t, None, None) for t in TRANSFORMS]
+        if args.rows in ("all", "dmq"):
+            rows += [("ifmr", [], strength, None) for strength in DMQ_STRENGTHS]
+        if args.rows in ("all", "vitis"):
+            rows += [(label, [], None, f"Configs/vitis/{file}.json") for file, label in VITIS_CONFIGS]
+        for method, transforms, dmq, config in rows:
+            r = ptq(args.qat, args.work, model, spec, checkpoint, method, transforms, dmq, config)
             label = method + "".join(" " + t for t in transforms)
             if dmq:
                 label += f" + DMQ α {dmq} ({len(r['balanced'])} layer(s): {', '.join(r['balanced'])})"
+            if config:
+                label += f" ({config})"
             int8 = f"{r['int8']:.2f} %" if r["int8"] is not None else "–"
             print(f"| {model} | {label} | {r['float']:.2f} % | {r['ptq']:.2f} % | {int8} | {r['verify']} |", flush=True)
             if model not in best or r["ptq"] > best[model][0]:
