@@ -124,7 +124,7 @@ extension Model {
             let w = weighted.weight.value
             let channels = w.shape[0]
             let perChannel = w.count / channels
-            let bias = weighted.bias?.value.storage ?? [Float](repeating: 0, count: channels)
+            let bias = weighted.quantizedBiasValue?.storage ?? [Float](repeating: 0, count: channels)
             var k = [Double](repeating: 1, count: channels)
             var shift = bias.map(Double.init)
             var value = i

@@ -47,6 +47,12 @@ public final class FakeQuantizer: LayerQuantizer {
         weightFakeQuantize(w, state: weight, tape: tape)
     }
 
+    /// The bias on its own grid when the plan quantizes biases (`settings.biasGrid`), straight-through.
+    public func quantizeBias(_ bias: Variable, tape: Tape?) -> Variable {
+        guard let grid = settings.biasGrid else { return bias }
+        return biasFakeQuantize(bias, grid: grid, tape: tape)
+    }
+
     /// The clip bounds' parameter names, relative to the layer (`conv1.act_quant.clip_max`).
     public static let clipMaxName = "act_quant.clip_max", clipMinName = "act_quant.clip_min"
 

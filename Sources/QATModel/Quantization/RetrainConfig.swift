@@ -104,10 +104,14 @@ public struct RetrainWeightConfig: Equatable, Sendable {
     public var roundMode: RoundMode?
     /// qat extension (Vitis AI's `narrow_range`): weight codes −127…127.
     public var narrowRange: Bool?
+    /// qat extension (Vitis AI's `"bias"` tensor, key `bias_quantize`): the bias's own grid.
+    public var bias: BiasQuantization?
 
     public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil,
                 nonUniform: NUQParameters? = nil, asymmetric: Bool? = nil, weightCompressOnly: Bool? = nil,
-                scaleType: ScaleType? = nil, roundMode: RoundMode? = nil, narrowRange: Bool? = nil) {
+                scaleType: ScaleType? = nil, roundMode: RoundMode? = nil, narrowRange: Bool? = nil,
+                bias: BiasQuantization? = nil) {
+        self.bias = bias
         self.algorithm = algorithm
         self.channelWise = channelWise
         self.dstType = dstType
@@ -135,6 +139,9 @@ public struct QuantizerConfig: Equatable, Sendable {
     /// with `skip_layers` / `skip_layer_types` instead).
     public var isEnabled: Bool
     public var data: RetrainDataConfig
+    /// Vitis AI's `input`: the data settings of layers that read the model input, instead of
+    /// `data` (nil: they use `data`, as every other format does).
+    public var modelInputData: RetrainDataConfig?
     public var weight: RetrainWeightConfig
     /// `dmq_balancer_param`: DMQ's migration strength α (AMCT PTQ layer entries, and the AMCT
     /// retrain form's layer entries as qat's extension, so a written plan keeps it).
@@ -212,6 +219,9 @@ public struct RetrainConfig: Equatable, Sendable {
     public var ptqTransforms: Set<PTQTransform> = []
     /// Changes to the float model before quantizing it (Vitis AI's `convert_relu6_to_relu`).
     public var graphRewrites: Set<GraphRewrite> = []
+    /// Settings the reader changed, one line each (Vitis AI's `target_device: "DPU"` rules); the
+    /// commands print them and `qat plan` lists them.
+    public var notes: [String] = []
 
     public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
                 calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:],
@@ -475,6 +485,7 @@ extension RetrainConfig {
         config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
         config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
         config.narrowRange = try object.bool("narrow_range")
+        config.bias = try BiasQuantization.parse(object)
         try object.rejectUnknownKeys()
         return config
     }
