@@ -273,9 +273,14 @@ extension RetrainConfig {
             var rule = rule
             // Vitis AI's `input`: a layer that reads the model input takes each config's input
             // settings where it gives them, else its activation settings; the most specific wins.
+            // The rule says which one it took where the two differ.
             if wiring.readsModelInput(layerAt: index), configs.contains(where: { $0.modelInputData != nil }) {
                 let source = configs.last!
-                rule += source.modelInputData != nil ? "; input quantizer: input settings" : "; input quantizer: its activation settings"
+                if let input = source.modelInputData, input != source.data {
+                    rule += "; input quantizer: input settings"
+                } else if source.modelInputData == nil, configs.contains(where: { $0.modelInputData.map { $0 != source.data } ?? false }) {
+                    rule += "; input quantizer: its activation settings, not the model's input settings"
+                }
                 configs = configs.map { config in
                     var config = config
                     if let input = config.modelInputData { config.data = input }
