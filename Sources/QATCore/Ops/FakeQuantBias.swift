@@ -1,6 +1,6 @@
 import QATIO
 
-/// A bias on a grid of its own (Vitis AI's `"bias"` tensor; docs/ALGORITHMS.md §3.1): symmetric,
+/// A bias on a grid of its own (Vitis AI's `"bias"` tensor; docs/ALGORITHMS.md §3.3): symmetric,
 /// signed, one scale for the whole vector, recomputed from the bias at every forward as ARQ does
 /// for weights. s_b = max|b| / qmax (qmax = 127 for 8 bits, 32767 for 16; the maxmin method),
 /// raised to the smallest power of two ≥ it when `powerOfTwo`; s_b < EPS gives 1.

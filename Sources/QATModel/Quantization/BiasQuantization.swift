@@ -1,7 +1,7 @@
 import QATCore
 import QATIO
 
-// Bias quantization (Vitis AI's `"bias"` in `quantizable_data_type`, docs/ALGORITHMS.md §3.1):
+// Bias quantization (Vitis AI's `"bias"` in `quantizable_data_type`, docs/ALGORITHMS.md §3.3):
 // a bias on a grid of its own before it goes onto the int32 accumulator grid. In the retrain
 // forms (and a checkpoint's record of the plan) it is qat's extension `bias_quantize` inside
 // `retrain_weight_config`: {"bit_width", "scale_type", "round_mode", "narrow_range"}, or false.

@@ -305,7 +305,7 @@ struct TensorSettings {
                                    roundMode: try rounding(), narrowRange: narrowRange.value)
     }
 
-    /// A bias on a grid of its own (docs/ALGORITHMS.md §3.1): symmetric, signed, per tensor, its
+    /// A bias on a grid of its own (docs/ALGORITHMS.md §3.3): symmetric, signed, per tensor, its
     /// scale from max |b| (method maxmin), 8 or 16 bits.
     func biasGrid() throws -> BiasGrid {
         try checkGrid("biases")
