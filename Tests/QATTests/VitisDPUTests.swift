@@ -137,14 +137,13 @@ final class VitisDPUTests: XCTestCase {
         let config = try RetrainConfig.load(file: repositoryPath("Configs/vitis/default.json"))
         let origin = "target_device \"DPU\": overall_quantize_config."
         XCTAssertEqual(config.notes, [
-            origin + "method diffs runs as maxmin with power-of-two scales (the covering grid; diffs on weights and biases is not supported yet) (weights, bias)",
             origin + "narrow_range false changed to true (weights, activation, bias, input)",
             origin + "round_mode std_round changed to half_up (activation)",
         ])
         let resolved = try config.resolve(for: lenet)
         XCTAssertEqual(resolved.notes, config.notes)
         XCTAssertEqual(resolved.ptqTransforms, [.crossLayerEqualization, .biasCorrection])
-        XCTAssertTrue(resolved.table().contains("notes:\n  - " + origin + "method diffs"), resolved.table())
+        XCTAssertTrue(resolved.table().contains("notes:\n  - " + origin + "narrow_range"), resolved.table())
         for layer in resolved.quantizedLayers {
             let q = try XCTUnwrap(layer.quantizer)
             XCTAssertEqual(q.calibration, CalibrationMethod(DiffsCalibrator()), layer.name)
@@ -152,9 +151,42 @@ final class VitisDPUTests: XCTestCase {
             XCTAssertEqual([q.activationScaleType, q.weightScaleType], [.powerOfTwo, .powerOfTwo])
             XCTAssertEqual([q.activationNarrowRange, q.weightNarrowRange], [true, true])
             XCTAssertEqual(q.weightRoundMode, .stdRound)
+            XCTAssertEqual(q.weightScaleMethod, .diffs)
             XCTAssertEqual([q.channelWise, q.fixedMin], [false, false], "per tensor, signed symmetric")
-            XCTAssertEqual(q.biasGrid, BiasGrid(bits: 8, powerOfTwo: true, roundMode: .stdRound, narrowRange: true))
+            XCTAssertEqual(q.biasGrid, BiasGrid(bits: 8, powerOfTwo: true, roundMode: .stdRound, narrowRange: true, searchesPowerOfTwo: true))
         }
+    }
+
+    // MARK: diffs on weights and biases
+
+    /// Hand-computed (as DiffsCalibrator's case): a row of forty 1.25 and one 130. ARQ's covering
+    /// scale is 2 (130/127 → 2¹); s = 2 costs 40·0.75² = 22.5, s = 1 costs 40·0.25² + 3² = 11.5
+    /// (130 clips to 127), s = 0.5 clips 130 to 63.5 (66.5² alone), s = 0.25 worse: s = 1 wins.
+    /// Three 1.25 and one 130: s = 2 costs 1.6875, s = 1 9.1875: the covering scale stays.
+    func testDiffsPicksTheLeastErrorPowerOfTwoForWeightsAndBiases() {
+        let many = [Float](repeating: 1.25, count: 40) + [130], few = [Float](repeating: 1.25, count: 3) + [130]
+        let state = WeightQuantizerState(weightShape: [2, 41], channelWise: true, powerOfTwo: true, searchesPowerOfTwo: true)
+        let rows = Tensor(shape: [2, 41], storage: many + [Float](repeating: 0, count: 37) + few)
+        XCTAssertEqual(state.arqRowScales(rows), [1, 2])
+        let out = arqFakeQuantize(Variable(rows), state: state, tape: nil)
+        XCTAssertEqual(Array(out.value.storage[0..<41]), [Float](repeating: 1, count: 40) + [127], "half to even: 1.25 → 1")
+        XCTAssertEqual(state.scales, [1, 2])
+        let covering = WeightQuantizerState(weightShape: [2, 41], channelWise: true, powerOfTwo: true)
+        XCTAssertEqual(covering.arqRowScales(rows), [2, 2], "maxmin keeps the covering grid")
+        // The same search on a bias (covering scale 130/127 → 2), with its own tie rule.
+        XCTAssertEqual(BiasGrid(powerOfTwo: true, searchesPowerOfTwo: true).scale(of: Tensor(shape: [41], storage: many)), 1)
+        XCTAssertEqual(BiasGrid(powerOfTwo: true, searchesPowerOfTwo: true).scale(of: Tensor(shape: [4], storage: few)), 2)
+        XCTAssertEqual(BiasGrid(powerOfTwo: true).scale(of: Tensor(shape: [41], storage: many)), 2)
+        // The plan refuses diffs where its candidates would not be powers of two.
+        XCTAssertThrowsError(try plan(text: #"{"conv1": {"retrain_enable": true, "retrain_weight_config": {"method": "diffs"}}}"#)) {
+            XCTAssertEqual(($0 as? InputError)?.keyPath, "conv1.retrain_weight_config.method")
+            XCTAssertTrue("\($0)".contains("needs scale_type poweroftwo"), "\($0)")
+        }
+        XCTAssertThrowsError(try plan(text: #"{"conv1": {"retrain_enable": true, "retrain_weight_config": {"bias_quantize": {"method": "diffs"}}}}"#)) {
+            XCTAssertEqual(($0 as? InputError)?.keyPath, "conv1.retrain_weight_config.bias_quantize.method")
+        }
+        XCTAssertEqual(try plan(text: #"{"conv1": {"retrain_enable": true, "retrain_weight_config": {"method": "diffs", "scale_type": "poweroftwo"}}}"#)
+                        .layer(named: "conv1")?.quantizer?.weightScaleMethod, .diffs)
     }
 
     /// Keys left out take the DPU value silently; conflicting ones are changed with a note naming
@@ -210,7 +242,8 @@ final class VitisDPUTests: XCTestCase {
                            file == "default", log)
             // Fake quant adds each bias from its own grid.
             let (model, _) = try Model.load(checkpoint: ptq)
-            let expectedGrid = file == "default" ? BiasGrid(powerOfTwo: true, roundMode: .stdRound, narrowRange: true) : BiasGrid()
+            let expectedGrid = file == "default" ? BiasGrid(powerOfTwo: true, roundMode: .stdRound, narrowRange: true, searchesPowerOfTwo: true)
+                : BiasGrid()
             for layer in model.layers.compactMap({ $0 as? WeightedLayer }) {
                 let float = try XCTUnwrap(layer.bias).value
                 let onGrid = try XCTUnwrap(layer.quantizedBiasValue)

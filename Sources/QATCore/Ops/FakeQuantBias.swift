@@ -13,8 +13,14 @@ public struct BiasGrid: Equatable, Sendable {
     public var powerOfTwo: Bool
     public var roundMode: RoundMode
     public var narrowRange: Bool
+    /// Vitis AI's diffs (with `powerOfTwo`): the least-error power of two among the covering scale
+    /// and three narrower ones (docs/ALGORITHMS.md §3.4), instead of the covering one.
+    public var searchesPowerOfTwo: Bool
 
-    public init(bits: Int = 8, powerOfTwo: Bool = false, roundMode: RoundMode = .halfEven, narrowRange: Bool = false) {
+    public init(bits: Int = 8, powerOfTwo: Bool = false, roundMode: RoundMode = .halfEven, narrowRange: Bool = false,
+                searchesPowerOfTwo: Bool = false) {
+        precondition(!searchesPowerOfTwo || powerOfTwo, "the diffs search picks among power-of-two scales")
+        self.searchesPowerOfTwo = searchesPowerOfTwo
         self.bits = bits
         self.powerOfTwo = powerOfTwo
         self.roundMode = roundMode
@@ -24,7 +30,11 @@ public struct BiasGrid: Equatable, Sendable {
     /// s_b for `bias`.
     public func scale(of bias: Tensor) -> Float {
         // ARQ's per-tensor scale with D = qmax on both sides (its narrow-range divisor): maxmin of |b|.
-        arqScales(bias, rows: 1, bits: bits, powerOfTwo: powerOfTwo, narrowRange: true)[0]
+        let covering = arqScales(bias, rows: 1, bits: bits, powerOfTwo: powerOfTwo, narrowRange: true)[0]
+        guard searchesPowerOfTwo else { return covering }
+        return bias.storage.withUnsafeBufferPointer {
+            DiffsCalibrator.leastErrorScale($0, covering: covering, bits: bits, roundMode: roundMode, narrowRange: narrowRange)
+        }
     }
 
     /// b̂: the bias on its grid.

@@ -4,7 +4,7 @@ import QATIO
 // Bias quantization (Vitis AI's `"bias"` in `quantizable_data_type`, docs/ALGORITHMS.md §3.3):
 // a bias on a grid of its own before it goes onto the int32 accumulator grid. In the retrain
 // forms (and a checkpoint's record of the plan) it is qat's extension `bias_quantize` inside
-// `retrain_weight_config`: {"bit_width", "scale_type", "round_mode", "narrow_range"}, or false.
+// `retrain_weight_config`: {"bit_width", "scale_type", "round_mode", "narrow_range", "method"}, or false.
 
 /// How a config quantizes a layer's bias; nil in a config means "not given here".
 public enum BiasQuantization: Equatable, Sendable {
@@ -35,8 +35,13 @@ public enum BiasQuantization: Equatable, Sendable {
         let scale = try RetrainConfig.choice(section, "scale_type", allowed: ScaleType.allCases) ?? .float
         let mode = try RetrainConfig.choice(section, "round_mode", allowed: RoundMode.allCases) ?? .halfEven
         let narrow = try section.bool("narrow_range") ?? false
+        let method = try RetrainConfig.choice(section, "method", allowed: ScaleMethod.allCases) ?? .maxmin
+        guard method == .maxmin || scale == .powerOfTwo else {
+            throw section.error("method", "diffs needs scale_type poweroftwo (its candidates are powers of two)")
+        }
         try section.rejectUnknownKeys()
-        return .ownGrid(BiasGrid(bits: bits, powerOfTwo: scale == .powerOfTwo, roundMode: mode, narrowRange: narrow))
+        return .ownGrid(BiasGrid(bits: bits, powerOfTwo: scale == .powerOfTwo, roundMode: mode, narrowRange: narrow,
+                                 searchesPowerOfTwo: method == .diffs))
     }
 
     /// The JSON value `parse` reads back: every key written.
@@ -45,14 +50,15 @@ public enum BiasQuantization: Equatable, Sendable {
         return .object([.init("bit_width", JSONValue(grid.bits)),
                         .init("scale_type", JSONValue((grid.powerOfTwo ? ScaleType.powerOfTwo : .float).rawValue)),
                         .init("round_mode", JSONValue(grid.roundMode.rawValue)),
-                        .init("narrow_range", JSONValue(grid.narrowRange))])
+                        .init("narrow_range", JSONValue(grid.narrowRange)),
+                        .init("method", JSONValue((grid.searchesPowerOfTwo ? ScaleMethod.diffs : .maxmin).rawValue))])
     }
 }
 
 extension BiasGrid {
     /// How plans and summaries show the grid, e.g. "int8 maxmin, poweroftwo, std_round, narrow_range".
     public var summary: String {
-        "int\(bits) maxmin" + (powerOfTwo ? ", poweroftwo" : "") + (roundMode == .halfEven ? "" : ", \(roundMode.rawValue)")
+        "int\(bits) \(searchesPowerOfTwo ? "diffs" : "maxmin")" + (powerOfTwo ? ", poweroftwo" : "") + (roundMode == .halfEven ? "" : ", \(roundMode.rawValue)")
             + (narrowRange ? ", narrow_range" : "")
     }
 }

@@ -29,7 +29,8 @@ public final class FakeQuantizer: LayerQuantizer {
                                       algorithm: settings.weightAlgorithm == .ulqRetrain ? .lsq : .arq,
                                       numBits: settings.weightType.bitWidth,
                                       powerOfTwo: settings.weightScaleType == .powerOfTwo,
-                                      roundMode: settings.weightRoundMode, narrowRange: settings.weightNarrowRange)
+                                      roundMode: settings.weightRoundMode, narrowRange: settings.weightNarrowRange,
+                                      searchesPowerOfTwo: settings.weightScaleMethod == .diffs)
         weight.nonUniform = settings.nonUniform.map(NonUniformWeights.init)
         weight.asymmetric = settings.asymmetricWeights
     }

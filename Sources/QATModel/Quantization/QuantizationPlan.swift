@@ -46,6 +46,8 @@ public struct QuantizerSettings: Equatable, Sendable {
     public var weightNarrowRange: Bool
     /// The bias's own grid (Vitis AI's `"bias"` tensor), or nil: the accumulator grid only.
     public var biasGrid: BiasGrid?
+    /// How ARQ picks the weight row scales (diffs: the least-error power of two).
+    public var weightScaleMethod: ScaleMethod
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
@@ -54,8 +56,10 @@ public struct QuantizerSettings: Equatable, Sendable {
                 nonUniform: NUQParameters? = nil, asymmetricWeights: Bool = false, weightCompressOnly: Bool = false,
                 activationScaleType: ScaleType = .float, weightScaleType: ScaleType = .float,
                 activationRoundMode: RoundMode = .halfEven, weightRoundMode: RoundMode = .halfEven,
-                activationNarrowRange: Bool = false, weightNarrowRange: Bool = false, biasGrid: BiasGrid? = nil) {
+                activationNarrowRange: Bool = false, weightNarrowRange: Bool = false, biasGrid: BiasGrid? = nil,
+                weightScaleMethod: ScaleMethod = .maxmin) {
         self.biasGrid = biasGrid
+        self.weightScaleMethod = weightScaleMethod
         self.dmqStrength = dmqStrength
         self.nonUniform = nonUniform
         self.asymmetricWeights = asymmetricWeights
@@ -341,6 +345,7 @@ extension RetrainConfig {
         let asymmetric = pick { $0.weight.asymmetric }
         let weightCompressOnly = pick { $0.weight.weightCompressOnly }
         let weightScale = pick { $0.weight.scaleType }
+        let scaleMethod = pick { $0.weight.scaleMethod }
         let calibrationChain: [(config: CalibrationConfig, keyPath: String)] = [(calibration, "calibration")]
             + configs.map { ($0.data.calibration, $0.keyPath(format.dataSectionKey)) }
         let calibration = try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings)
@@ -365,7 +370,8 @@ extension RetrainConfig {
             weightRoundMode: pick { $0.weight.roundMode }?.value ?? .halfEven,
             activationNarrowRange: pick { $0.data.narrowRange }?.value ?? false,
             weightNarrowRange: pick { $0.weight.narrowRange }?.value ?? false,
-            biasGrid: pick { $0.weight.bias }?.value.grid)
+            biasGrid: pick { $0.weight.bias }?.value.grid,
+            weightScaleMethod: scaleMethod?.value ?? .maxmin)
 
         try checkWeightOnlyRules(result, layer: layer.name, asymmetric: asymmetric?.source,
                                  weightCompressOnly: weightCompressOnly?.source, nonUniform: weightAlgorithm?.source)
@@ -390,6 +396,15 @@ extension RetrainConfig {
             throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + ".scale_type",
                              message: "poweroftwo is not allowed with algo ulq_retrain on layer \(layer.name): learned weight scales "
                                 + "do not stay powers of two (use arq_retrain)")
+        }
+        if result.weightScaleMethod == .diffs, let source = scaleMethod?.source {
+            let problem = result.weightScaleType != .powerOfTwo ? "needs scale_type poweroftwo (its candidates are powers of two)"
+                : result.weightAlgorithm == .ulqRetrain ? "is not allowed with algo ulq_retrain (learned scales)"
+                : result.nonUniform != nil ? "is not allowed with nuq_quantize" : result.asymmetricWeights ? "is not allowed with asymmetric weights" : nil
+            if let problem {
+                throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + ".method",
+                                 message: "diffs on layer \(layer.name) \(problem)")
+            }
         }
         if result.fixedMin, let clipMin = result.clipMin {
             warnings.append("\(layer.name): clip_min \(clipMin) is ignored because fixed_min is true (the lower bound stays 0)")
@@ -504,7 +519,7 @@ extension QuantizationPlan {
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")
             var weights = "\(q.weightAlgorithm.rawValue), \(q.channelWise ? "channel_wise" : "per-tensor")"
-                + (q.weightScaleType == .powerOfTwo ? ", poweroftwo" : "")
+                + (q.weightScaleType == .powerOfTwo ? ", poweroftwo" : "") + (q.weightScaleMethod == .diffs ? " (diffs)" : "")
                 + (q.weightRoundMode == .halfEven ? "" : ", \(q.weightRoundMode.rawValue)")
                 + (q.weightNarrowRange ? ", narrow_range" : "")
             if let bias = q.biasGrid { weights += "; bias \(bias.summary)" }

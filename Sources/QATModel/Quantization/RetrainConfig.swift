@@ -49,6 +49,14 @@ public enum ScaleType: String, CaseIterable, Sendable {
     case powerOfTwo = "poweroftwo"
 }
 
+/// How a weight row's (or a bias's) scale is chosen (Vitis AI's `method` for weights and biases):
+/// from max |w| (maxmin, ARQ), or, among power-of-two scales, the one with the least error (diffs,
+/// docs/ALGORITHMS.md §3.4; needs `scale_type: "poweroftwo"`).
+public enum ScaleMethod: String, CaseIterable, Sendable {
+    case maxmin
+    case diffs
+}
+
 /// `retrain_data_config` as written; `nil` means "not given here" (a default or a less
 /// specific rule decides).
 public struct RetrainDataConfig: Equatable, Sendable {
@@ -106,12 +114,15 @@ public struct RetrainWeightConfig: Equatable, Sendable {
     public var narrowRange: Bool?
     /// qat extension (Vitis AI's `"bias"` tensor, key `bias_quantize`): the bias's own grid.
     public var bias: BiasQuantization?
+    /// qat extension (Vitis AI's `method` for weights, key `method`): how ARQ picks row scales.
+    public var scaleMethod: ScaleMethod?
 
     public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil,
                 nonUniform: NUQParameters? = nil, asymmetric: Bool? = nil, weightCompressOnly: Bool? = nil,
                 scaleType: ScaleType? = nil, roundMode: RoundMode? = nil, narrowRange: Bool? = nil,
-                bias: BiasQuantization? = nil) {
+                bias: BiasQuantization? = nil, scaleMethod: ScaleMethod? = nil) {
         self.bias = bias
+        self.scaleMethod = scaleMethod
         self.algorithm = algorithm
         self.channelWise = channelWise
         self.dstType = dstType
@@ -486,6 +497,7 @@ extension RetrainConfig {
         config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
         config.narrowRange = try object.bool("narrow_range")
         config.bias = try BiasQuantization.parse(object)
+        config.scaleMethod = try choice(object, "method", allowed: ScaleMethod.allCases)
         try object.rejectUnknownKeys()
         return config
     }

@@ -290,38 +290,42 @@ struct TensorSettings {
         }
     }
 
-    /// Weights: qat's ARQ, symmetric INT8 per tensor or per channel, which is method maxmin.
+    /// Weights: qat's ARQ, symmetric INT8 per tensor or per channel: method maxmin (scale from
+    /// max |w|), or diffs (the least-error power-of-two scale, so power-of-two whatever scale_type says).
     func weightConfig() throws -> RetrainWeightConfig {
         try checkGrid("weights")
         guard bitWidth.value == 8 else { throw refuse(bitWidth, "bit_width", "is not supported yet for weights: weights are INT8 (set 8)") }
-        guard method.value == "maxmin" else {
+        guard let scaleMethod = ScaleMethod(rawValue: method.value) else {
             throw refuse(method, "method", "is not supported yet for weights: qat's weights take their scale from max |w| "
-                         + "(ARQ), which is method maxmin")
+                         + "(ARQ: method maxmin) or from the least-error power of two (method diffs)")
         }
         guard symmetry.value else { throw refuse(symmetry, "symmetry", "is not supported yet for weights: ARQ weights are symmetric (set true)") }
         guard signed.value else { throw refuse(signed, "signed", "is not supported yet for weights: ARQ weights are signed (set true)") }
         if let conflict = try calibrator().conflict() { throw conflictError(conflict) }
-        return RetrainWeightConfig(algorithm: .arqRetrain, channelWise: perChannel.value, dstType: .int8, scaleType: try scale(),
-                                   roundMode: try rounding(), narrowRange: narrowRange.value)
+        return RetrainWeightConfig(algorithm: .arqRetrain, channelWise: perChannel.value, dstType: .int8,
+                                   scaleType: scaleMethod == .diffs ? .powerOfTwo : try scale(),
+                                   roundMode: try rounding(), narrowRange: narrowRange.value, scaleMethod: scaleMethod)
     }
 
     /// A bias on a grid of its own (docs/ALGORITHMS.md §3.3): symmetric, signed, per tensor, its
-    /// scale from max |b| (method maxmin), 8 or 16 bits.
+    /// scale from max |b| (method maxmin) or the least-error power of two (diffs), 8 or 16 bits.
     func biasGrid() throws -> BiasGrid {
         try checkGrid("biases")
         guard BiasQuantization.bitWidths.contains(bitWidth.value) else {
             throw refuse(bitWidth, "bit_width", "is not supported yet for biases: 8 or 16 (each bias then goes onto its layer's "
                          + "int32 accumulator grid, as every bias does)")
         }
-        guard method.value == "maxmin" else {
-            throw refuse(method, "method", "is not supported yet for biases: a bias takes its scale from max |b| (method maxmin)")
+        guard let scaleMethod = ScaleMethod(rawValue: method.value) else {
+            throw refuse(method, "method", "is not supported yet for biases: a bias takes its scale from max |b| (method maxmin) "
+                         + "or the least-error power of two (diffs)")
         }
         guard symmetry.value else { throw refuse(symmetry, "symmetry", "is not supported yet for biases: symmetric only (set true)") }
         guard signed.value else { throw refuse(signed, "signed", "is not supported yet for biases: signed only (set true)") }
         guard !perChannel.value else { throw refuse(perChannel, "per_channel", "is not supported yet for biases: one scale per bias (set false)") }
         if let conflict = try calibrator().conflict() { throw conflictError(conflict) }
-        return BiasGrid(bits: bitWidth.value, powerOfTwo: try scale() == .powerOfTwo, roundMode: try rounding(),
-                        narrowRange: narrowRange.value)
+        let powerOfTwo = try scaleMethod == .diffs || scale() == .powerOfTwo
+        return BiasGrid(bits: bitWidth.value, powerOfTwo: powerOfTwo,
+                        roundMode: try rounding(), narrowRange: narrowRange.value, searchesPowerOfTwo: scaleMethod == .diffs)
     }
 
     /// Activations: the calibrator `method` names with `symmetry` and `calib_statistic_method`.
@@ -408,13 +412,6 @@ struct DPURules {
         guard ["diffs", "maxmin"].contains(method.value) else {
             throw InputError(file: settings.file, keyPath: method.keyPath ?? "\(settings.defaultsPath).method",
                              message: "\(method.value) is not allowed with \(origin): the DPU rules allow method diffs or maxmin")
-        }
-        if tensor == "weights" || tensor == "bias", method.value == "diffs" {
-            // qat has no least-error search of power-of-two positions for weights and biases yet.
-            record(method.keyPath ?? "\(settings.defaultsPath).method",
-                   "diffs runs as maxmin with power-of-two scales (the covering grid; diffs on weights and biases is not supported yet)",
-                   tensor)
-            settings.method.value = "maxmin"
         }
         rule(&settings.roundMode, "round_mode", tensor == "activation" ? "half_up" : "std_round", tensor)
         rule(&settings.symmetry, "symmetry", true, tensor)
