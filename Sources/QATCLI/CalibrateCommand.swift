@@ -80,6 +80,7 @@ struct CalibrateCommand: ParsableCommand {
             let job = try TrainingRun(configFile: config, config: retrainConfig, settings: settings)
             // The format line comes with the first progress line, so a refused run prints one line.
             var formatLine: String? = ConfigReader.calibrate.line(for: retrainConfig, file: config)
+            ConfigReader.printNotes(of: retrainConfig)
             job.log = { line in
                 if let pending = formatLine { print(pending); formatLine = nil }
                 print(line)

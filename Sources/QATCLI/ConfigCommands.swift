@@ -47,6 +47,7 @@ struct PlanCommand: ParsableCommand {
             let spec = try ModelSource.load(file: model ?? settings.modelSpec).spec
             let plan = try retrain.resolve(for: spec)
             let line = ConfigReader.plan.line(for: retrain, file: config)
+            ConfigReader.printNotes(of: retrain)
             if json {
                 FileHandle.standardError.write(Data((line + "\n").utf8))
                 print(plan.explicitConfig().jsonText(layerOrder: spec.layers.map(\.name)), terminator: "")
@@ -61,6 +62,11 @@ struct PlanCommand: ParsableCommand {
 /// The commands that read a quantization config, for the front door's line.
 enum ConfigReader {
     case plan, checkModel, train, calibrate
+
+    /// The reader's changes to the config (`RetrainConfig.notes`), one line each on standard error.
+    static func printNotes(of config: RetrainConfig) {
+        for note in config.notes { FileHandle.standardError.write(Data("note: \(note)\n".utf8)) }
+    }
 
     /// "read <format> <file>", and what this command does with a format written for another one.
     func line(for config: RetrainConfig, file: String) -> String {

@@ -100,6 +100,7 @@ struct TrainCommand: ParsableCommand {
             let train = try job.loadData(.train, limit: settings.trainLimit)
             let test = try job.loadData(.test, limit: settings.testLimit)
             print(ConfigReader.train.line(for: retrainConfig, file: config))
+            if communicator.isRoot { ConfigReader.printNotes(of: retrainConfig) }
             print("\(job.isQAT ? "QAT" : "float") training of \(job.spec.name) "
                   + "(\(job.model.parameters.reduce(0) { $0 + $1.variable.value.count }) parameters) on "
                   + "\(train.count) training and \(test.count) test images, \(settings.threads) thread(s)"

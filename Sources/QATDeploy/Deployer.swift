@@ -211,7 +211,7 @@ private struct Builder {
                     continue
                 }
                 node.floatTensors["weight"] = weighted.weight.value
-                if let bias = weighted.bias { node.floatTensors["bias"] = bias.value }
+                if let bias = weighted.quantizedBiasValue { node.floatTensors["bias"] = bias }
                 if let wide = wideInputs[i], let quantizer = weighted.quantizer as? FakeQuantizer {
                     // The fake-quantized (ARQ) weight, and the input's 16-bit grid, as fake quant has them.
                     node.floatTensors["weight"] = weightFakeQuantize(weighted.weight, state: quantizer.weight, tape: nil).value
@@ -254,7 +254,8 @@ private struct Builder {
         let channels = node.outputChannels
         let perChannel = w.count / channels
         var weightCodes = codes
-        let bias = weighted.bias?.value.storage ?? [Float](repeating: 0, count: channels)
+        // A bias quantized on its own grid reaches the accumulator grid from there, as in fake quant.
+        let bias = weighted.quantizedBiasValue?.storage ?? [Float](repeating: 0, count: channels)
 
         let (k, shift, value) = try foldBatchNorm(into: i, bias: bias, channels: channels, node: &node)
         let (weightScales, biasCodes, effectiveScales, biasResidual) =

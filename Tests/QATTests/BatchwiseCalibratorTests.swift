@@ -184,10 +184,30 @@ final class BatchwiseCalibratorTests: XCTestCase {
         XCTAssertNil(DiffsCalibrator().conflict(), "the manual pairs diffs with modal")
     }
 
+    /// maxmin with modal: each batch gives its covering power-of-two position 127·2^k (the smallest
+    /// k with 127·2^k ≥ max |x|), and the most frequent wins.
+    func testMaxMinModalTakesTheMostFrequentPowerOfTwoPosition() throws {
+        let modal = MaxMinCalibrator(asymmetric: false, statistic: .modal)
+        // max |x| 100 → 127 (k 0), 200 → 254 (k 1), 90 → 127, 127 → 127 exactly, 127.5 → 254.
+        XCTAssertEqual(try modal.threshold([1, -100], layer: "x"), 127)
+        XCTAssertEqual(try modal.threshold([200], layer: "x"), 254)
+        XCTAssertEqual(try modal.threshold([-127], layer: "x"), 127)
+        XCTAssertEqual(try modal.threshold([127.5], layer: "x"), 254)
+        XCTAssertEqual(try modal.threshold([0.3], layer: "x"), 0.49609375, "127·2⁻⁸")
+        XCTAssertEqual(try modal.threshold([0, 0], layer: "x"), 0)
+        assertRange(try modal.startingClipRange(batches: [batch([100]), batch([-200]), batch([90])], layer: "x"), (127, -128))
+        // Two positions once each: the widest.
+        assertRange(try modal.startingClipRange(batches: [batch([100]), batch([-200])], layer: "x"), (254, -256))
+        // Statistic max keeps the raw max |x|.
+        XCTAssertEqual(try MaxMinCalibrator().threshold([1, -100], layer: "x"), 100)
+    }
+
     // MARK: the manual's conflicts, and the config mapping
 
     func testModalIsRefusedWhereTheManualRefusesIt() {
-        XCTAssertEqual(MaxMinCalibrator(asymmetric: false, statistic: .modal).conflict()?.key, "calib_statistic_method")
+        // maxmin takes modal on symmetric power-of-two positions only (the DPU's pair).
+        XCTAssertNil(MaxMinCalibrator(asymmetric: false, statistic: .modal).conflict())
+        XCTAssertEqual(MaxMinCalibrator(asymmetric: true, statistic: .modal).conflict()?.key, "calib_statistic_method")
         XCTAssertEqual(PercentileCalibrator(percentage: 99, statistic: .modal).conflict()?.key, "calib_statistic_method")
         XCTAssertEqual(EntropyCalibrator(statistic: .modal).conflict()?.key, "calib_statistic_method")
         XCTAssertNil(MaxMinCalibrator(asymmetric: true, statistic: .median).conflict())

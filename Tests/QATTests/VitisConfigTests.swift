@@ -46,15 +46,14 @@ final class VitisConfigTests: XCTestCase {
     func testTheManualsExamplesLoadOrAreRefusedWithTheirKeyPath() throws {
         let shipped = try FileManager.default.contentsOfDirectory(atPath: repositoryPath("Configs/vitis")).sorted()
         let refusals: [String: (keyPath: String, message: String)] = [
-            "default.json": ("target_device", "\"DPU\" is not supported yet: qat does not enforce the DPU rules"),
-            "int_config.json": ("quantizable_data_type[2]", "\"bias\": quantizing biases to a grid of their own is not supported yet"),
             "bfloat16_config.json": ("overall_quantize_config.datatype", "bfloat16 is not supported yet"),
             "mix_precision_config.json": ("overall_quantize_config.datatype", "bfloat16 is not supported yet"),
-            "layer_config.json": ("quantizable_data_type[2]", "\"bias\": quantizing biases to a grid of their own is not supported yet"),
         ]
+        // default.json, int_config.json and layer_config.json load (tested in detail below).
+        let manualExamples = ["default.json", "int_config.json", "layer_config.json"]
         let loading = ["plain-diffs.json", "plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json",
                        "plain-percentile.json", "plain-narrow-range.json", "plain-poweroftwo.json", "plain-std-round.json"]
-        XCTAssertEqual(shipped, (Array(refusals.keys) + loading).sorted(), "each file is checked below")
+        XCTAssertEqual(shipped, (Array(refusals.keys) + manualExamples + loading).sorted(), "each file is checked below")
         for (file, expected) in refusals {
             XCTAssertThrowsError(try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file)).resolve(for: lenet)) { error in
                 guard let error = error as? InputError else { return XCTFail("\(file): \(error)") }
@@ -140,8 +139,17 @@ final class VitisConfigTests: XCTestCase {
         let text = resolved.explicitConfig().jsonText(layerOrder: lenet.layers.map(\.name))
         XCTAssertTrue(text.contains(#""act_algo": "percentile""#) && text.contains(#""percentage": 99.99"#), text)
         XCTAssertTrue(text.contains(#""calib_statistic_method": "max""#), text)
+        XCTAssertFalse(text.contains("bias_quantize"), "without bias quantization the record keeps its old keys")
         let reread = try RetrainConfig.parse(JSONObject.parse(Data(text.utf8), file: "plan.json")).resolve(for: lenet)
         XCTAssertEqual(reread.layers.map(\.quantizer), resolved.layers.map(\.quantizer))
+        // Bias grids, DPU settings and the model input's own settings round-trip too.
+        for file in ["default.json", "int_config.json", "layer_config.json"] {
+            let resolved = try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file)).resolve(for: lenet)
+            let text = resolved.explicitConfig().jsonText(layerOrder: lenet.layers.map(\.name))
+            XCTAssertTrue(text.contains(#""bias_quantize": {"#), file)
+            let reread = try RetrainConfig.parse(JSONObject.parse(Data(text.utf8), file: "plan.json")).resolve(for: lenet)
+            XCTAssertEqual(reread.layers.map(\.quantizer), resolved.layers.map(\.quantizer), file)
+        }
     }
 
     // MARK: include_cle and include_bias_corr: the plan's PTQ transforms
@@ -171,10 +179,11 @@ final class VitisConfigTests: XCTestCase {
             let header = self.header.replacingOccurrences(of: "\"\(key)\": false", with: "\"\(key)\": true")
             assertError(json(header: header), keyPath: key, mentions: ["true is \(notYet)"])
         }
-        assertError(json(header: header.replacingOccurrences(of: "\"CPU\"", with: "\"DPU\"")), keyPath: "target_device",
-                    mentions: ["DPU rules", notYet])
-        assertError(json(header: header.replacingOccurrences(of: "\"target_device\": \"CPU\", ", with: "")), keyPath: "target_device",
-                    mentions: ["the manual's default", notYet])
+        // target_device "DPU" refuses the methods its rules leave out (VitisDPUTests tests the rest).
+        assertError(json(overall: overall("method", "\"entropy\""), header: header.replacingOccurrences(of: "\"CPU\"", with: "\"DPU\"")),
+                    keyPath: "overall_quantize_config.method", mentions: ["entropy is not allowed with target_device \"DPU\"", "diffs or maxmin"])
+        assertError(json(overall: overall("method", "\"percentile\""), header: header.replacingOccurrences(of: "\"target_device\": \"CPU\", ", with: "")),
+                    keyPath: "overall_quantize_config.method", mentions: ["the manual's default when the key is left out", "diffs or maxmin"])
         assertError(json(overall: overall("round_mode", "\"nearest\"")), keyPath: "overall_quantize_config.round_mode",
                     mentions: ["unsupported value \"nearest\"", "\"half_even\", \"half_up\", \"half_down\", \"std_round\""])
         assertError(json(overall: overall("narrow_range", "1")), keyPath: "overall_quantize_config.narrow_range", mentions: ["expected true or false"])
@@ -183,9 +192,14 @@ final class VitisConfigTests: XCTestCase {
                     keyPath: "overall_quantize_config.symmetry", mentions: ["method diffs supports symmetric ranges only"])
         assertError(json(overall: overall("method", "\"kl\"")), keyPath: "overall_quantize_config.method",
                     mentions: ["unsupported value \"kl\"", "\"maxmin\", \"percentile\", \"entropy\", \"mse\", \"diffs\""])
-        // Left out: the manual's default, diffs.
-        assertError(json(overall: #""datatype": "int""#), keyPath: "overall_quantize_config.method",
-                    mentions: ["diffs (the manual's default when the key is left out) is \(notYet)"])
+        // Left out: the manual's defaults, which qat runs (diffs for weights too: VitisDPUTests) …
+        let defaults = try? plan(json(overall: #""datatype": "int""#)).layer(named: "conv2")?.quantizer
+        XCTAssertEqual(defaults?.weightScaleMethod, .diffs)
+        XCTAssertEqual(defaults?.calibration, CalibrationMethod(DiffsCalibrator()))
+        // … except where they conflict with a method the file gives: the error says the default did it.
+        assertError(json(overall: #""datatype": "int", "method": "percentile""#, extra: #""tensor_quantize_config": {"weights": {"method": "maxmin"}}"#),
+                    keyPath: "overall_quantize_config.calib_statistic_method",
+                    mentions: ["\"modal\" is not supported by method percentile", "the manual's default when the key is left out"])
         assertError(json(overall: overall("bit_width", "4")), keyPath: "overall_quantize_config.bit_width", mentions: ["weights are INT8"])
         assertError(json(extra: #""tensor_quantize_config": {"weights": {"method": "entropy"}}"#),
                     keyPath: "tensor_quantize_config.weights.method", mentions: ["entropy is \(notYet)", "maxmin"])
@@ -193,10 +207,16 @@ final class VitisConfigTests: XCTestCase {
                     keyPath: "tensor_quantize_config.weights.symmetry", mentions: [notYet, "symmetric"])
         assertError(json(extra: #""tensor_quantize_config": {"activation": {"per_channel": true}, "input": {"per_channel": true}}"#),
                     keyPath: "tensor_quantize_config.activation.per_channel", mentions: [notYet])
-        assertError(json(extra: #""tensor_quantize_config": {"activation": {"method": "entropy"}}"#),
-                    keyPath: "quantizable_data_type", mentions: ["input settings that differ from activation", notYet])
-        assertError(json(extra: #""tensor_quantize_config": {"bias": {"bit_width": 32}}"#),
-                    keyPath: "tensor_quantize_config.bias", mentions: ["bias quantization is \(notYet)"])
+        // A bias entry needs "bias" in quantizable_data_type; a bias grid takes 8 or 16 bits, maxmin.
+        assertError(json(extra: #""tensor_quantize_config": {"bias": {"bit_width": 16}}"#),
+                    keyPath: "tensor_quantize_config.bias", mentions: ["has no effect", "leaves out \"bias\""])
+        let withBias = header.replacingOccurrences(of: #"["input", "weights", "activation"]"#, with: #"["input", "weights", "bias", "activation"]"#)
+        assertError(json(extra: #""tensor_quantize_config": {"bias": {"bit_width": 32}}"#, header: withBias),
+                    keyPath: "tensor_quantize_config.bias.bit_width", mentions: ["32 is \(notYet) for biases: 8 or 16"])
+        assertError(json(extra: #""tensor_quantize_config": {"bias": {"method": "mse"}}"#, header: withBias),
+                    keyPath: "tensor_quantize_config.bias.method", mentions: ["mse is \(notYet) for biases", "maxmin"])
+        assertError(json(extra: #""tensor_quantize_config": {"bias": {"per_channel": true}}"#, header: withBias),
+                    keyPath: "tensor_quantize_config.bias.per_channel", mentions: [notYet, "one scale per bias"])
         assertError(json(header: header.replacingOccurrences(of: #"["input", "weights", "activation"]"#, with: #"["weights", "activation"]"#)),
                     keyPath: "quantizable_data_type", mentions: ["leaving out \"input\""])
         assertError(json(header: header.replacingOccurrences(of: #"["input", "weights", "activation"]"#, with: #"["input", "weight"]"#)),
@@ -269,8 +289,16 @@ final class VitisConfigTests: XCTestCase {
     }
 
     func testTheManualsConflictsAreRefused() {
-        assertError(json(overall: overall("calib_statistic_method", "\"modal\"")), keyPath: "overall_quantize_config.calib_statistic_method",
-                    mentions: ["\"modal\" is not supported by method maxmin"])
+        // maxmin takes modal on power-of-two positions (the DPU's pair), symmetric only.
+        let modal = overall("calib_statistic_method", "\"modal\"")
+        XCTAssertEqual(try plan(json(overall: modal)).layer(named: "conv2")?.quantizer?.calibration,
+                       CalibrationMethod(MaxMinCalibrator(asymmetric: false, statistic: .modal)))
+        assertError(json(overall: modal.replacingOccurrences(of: "\"symmetry\": true", with: "\"symmetry\": false"),
+                         extra: #""tensor_quantize_config": {"weights": {"symmetry": true}}"#),
+                    keyPath: "overall_quantize_config.calib_statistic_method", mentions: ["\"modal\" with method maxmin", "symmetric ranges only"])
+        assertError(json(overall: overall("method", "\"percentile\"").replacingOccurrences(of: "\"max\"", with: "\"modal\""),
+                         extra: #""tensor_quantize_config": {"weights": {"method": "maxmin"}}"#),
+                    keyPath: "overall_quantize_config.calib_statistic_method", mentions: ["\"modal\" is not supported by method percentile"])
         let entropy = overall("method", "\"entropy\"").replacingOccurrences(of: "\"symmetry\": true", with: "\"symmetry\": false")
         assertError(json(overall: entropy, extra: #""tensor_quantize_config": {"weights": {"method": "maxmin", "symmetry": true}}"#),
                     keyPath: "overall_quantize_config.symmetry", mentions: ["method entropy supports symmetric ranges only"])
@@ -294,8 +322,12 @@ final class VitisConfigTests: XCTestCase {
                     keyPath: "layer_quantize_config[0].quantizable_data_type", mentions: ["is required"])
         assertError(layers(#"{"layer_type": "torch.nn.Conv2d", "quantizable_data_type": ["weights", "activation"]}"#),
                     keyPath: "layer_quantize_config[0].overall_quantize_config", mentions: ["is required"])
-        assertError(layers(#"{"layer_type": "torch.nn.Conv2d", "quantizable_data_type": ["weights", "bias", "activation"], "overall_quantize_config": {}}"#),
-                    keyPath: "layer_quantize_config[0].quantizable_data_type[1]", mentions: ["\"bias\""])
+        // A layer configuration quantizes biases on its own, with its own bias settings.
+        let biased = #"{"layer_type": "torch.nn.Conv2d", "quantizable_data_type": ["weights", "bias", "activation"], "overall_quantize_config": {}"#
+        XCTAssertEqual(try plan(layers(biased + "}")).layer(named: "conv2")?.quantizer?.biasGrid, BiasGrid())
+        XCTAssertNil(try plan(layers(biased + "}")).layer(named: "fc1")?.quantizer?.biasGrid, "the model configuration leaves out bias")
+        assertError(layers(biased + #", "tensor_quantize_config": {"bias": {"method": "entropy"}}}"#),
+                    keyPath: "layer_quantize_config[0].tensor_quantize_config.bias.method", mentions: ["entropy is not supported yet for biases"])
         assertError(layers(#"{"layer_type": "torch.nn.Conv2d", \#(body), "tensor_quantize_config": {"activation": {"round_mode": "up"}}}"#),
                     keyPath: "layer_quantize_config[0].tensor_quantize_config.activation.round_mode", mentions: ["unsupported value \"up\""])
         assertError(layers(#"{"layer_type": "torch.nn.Conv2d", \#(body), "layer_kind": 1}"#),

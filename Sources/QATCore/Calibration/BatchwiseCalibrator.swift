@@ -72,8 +72,8 @@ extension BatchwiseCalibrator {
         return (upper, statistic.combine(lowers, widerIsLarger: false))
     }
 
-    /// The manual's rule (Vitis AI, "configuration limits"): maxmin, percentile and entropy do
-    /// not support `calib_statistic_method: "modal"`.
+    /// The manual's rule (Vitis AI, "configuration limits"): percentile and entropy do not support
+    /// `calib_statistic_method: "modal"` (maxmin does on power-of-two positions, the DPU's pair).
     func modalConflict() -> (key: String, message: String)? {
         guard statistic == .modal else { return nil }
         return ("calib_statistic_method", "\"modal\" is not supported by method \(Self.name) (Vitis AI allows it with "

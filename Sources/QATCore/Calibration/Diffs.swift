@@ -52,6 +52,27 @@ public struct DiffsCalibrator: BatchwiseCalibrator, Equatable {
         return 127 * best!.step
     }
 
+    /// Vitis AI's diffs on a weight row or a bias (docs/ALGORITHMS.md §3.4): of the power-of-two
+    /// scales `covering`, covering/2, /4, /8, the one whose grid (offset 0, the tensor's own codes
+    /// and tie rule) reconstructs `values` with the least squared error, summed in Double in
+    /// order; the first (widest) smallest wins.
+    public static func leastErrorScale(_ values: UnsafeBufferPointer<Float>, covering: Float, bits: Int,
+                                       roundMode: RoundMode, narrowRange: Bool) -> Float {
+        var best: (error: Double, scale: Float)?
+        for step in 0...narrowerCandidates {
+            let s = covering / Float(1 << step)
+            guard s >= quantizationEpsilon else { break }
+            let grid = QuantizationGrid(bits: bits, scale: s, offset: 0, roundMode: roundMode, narrowRange: narrowRange)
+            var sum = 0.0
+            for x in values {
+                let d = Double(grid.dequantize(grid.quantize(x)) - x)
+                sum += d * d
+            }
+            if best == nil || sum < best!.error { best = (sum, s) }
+        }
+        return best?.scale ?? covering
+    }
+
     public func range(_ values: [Float], layer: String) throws -> (lower: Float, upper: Float) {
         // Refused by `conflict()` before calibration runs.
         preconditionFailure("diffs calibration is symmetric only")

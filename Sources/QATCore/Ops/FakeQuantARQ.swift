@@ -26,6 +26,9 @@ public final class WeightQuantizerState {
     public let roundMode: RoundMode
     /// Codes −127…127 (narrow range): ARQ then divides by 127 on both sides.
     public let narrowRange: Bool
+    /// Vitis AI's diffs (with `powerOfTwo`): each row takes the power-of-two scale with the least
+    /// error among its covering one and three narrower ones, instead of the covering one.
+    public let searchesPowerOfTwo: Bool
     /// One scale per row: C_out rows when channel-wise, else one.
     public let rowCount: Int
     /// The scales the most recent forward used, one per row (1 before any forward).
@@ -45,7 +48,9 @@ public final class WeightQuantizerState {
     /// registered with the optimizer and checkpoints) before the first forward.
     public init(weightShape: [Int], channelWise: Bool,
                 algorithm: WeightQuantizationAlgorithm = .arq, numBits: Int = 8, powerOfTwo: Bool = false,
-                roundMode: RoundMode = .halfEven, narrowRange: Bool = false) {
+                roundMode: RoundMode = .halfEven, narrowRange: Bool = false, searchesPowerOfTwo: Bool = false) {
+        precondition(!searchesPowerOfTwo || powerOfTwo, "the diffs search picks among power-of-two scales")
+        self.searchesPowerOfTwo = searchesPowerOfTwo
         self.roundMode = roundMode
         self.narrowRange = narrowRange
         precondition(!weightShape.isEmpty, "weight quantizer needs a weight shape")
@@ -89,6 +94,24 @@ public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8, powerOfTwo: Bo
     return scales
 }
 
+extension WeightQuantizerState {
+    /// ARQ's row scales for `weight` (`arqScales`), or with `searchesPowerOfTwo` each row's
+    /// least-error power of two (`DiffsCalibrator.leastErrorScale`) from its covering scale.
+    public func arqRowScales(_ weight: Tensor) -> [Float] {
+        var scales = arqScales(weight, rows: rowCount, bits: numBits, powerOfTwo: powerOfTwo, narrowRange: narrowRange)
+        guard searchesPowerOfTwo else { return scales }
+        let rowLength = weight.count / rowCount
+        weight.storage.withUnsafeBufferPointer { ws in
+            for r in 0..<rowCount {
+                let row = UnsafeBufferPointer(rebasing: ws[(r * rowLength)..<((r + 1) * rowLength)])
+                scales[r] = DiffsCalibrator.leastErrorScale(row, covering: scales[r], bits: numBits, roundMode: roundMode,
+                                                            narrowRange: narrowRange)
+            }
+        }
+        return scales
+    }
+}
+
 /// Fake-quantizes a weight with the algorithm `state` names and records the scales it used.
 ///
 /// weight: [C_out, …] → ŵ of the same shape.
@@ -104,8 +127,7 @@ public func weightFakeQuantize(_ weight: Variable, state: WeightQuantizerState, 
 
 /// ARQ: scales from the current weights; backward is a pure straight-through dL/dw += dL/dŵ.
 public func arqFakeQuantize(_ weight: Variable, state: WeightQuantizerState, tape: Tape?) -> Variable {
-    let scales = arqScales(weight.value, rows: state.rowCount, bits: state.numBits, powerOfTwo: state.powerOfTwo,
-                           narrowRange: state.narrowRange)
+    let scales = state.arqRowScales(weight.value)
     state.scales = scales
     return straightThrough(weight, quantized: quantizeRows(weight.value, scales: scales, bits: state.numBits,
                                                            roundMode: state.roundMode, narrowRange: state.narrowRange),

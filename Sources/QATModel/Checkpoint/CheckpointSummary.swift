@@ -69,6 +69,8 @@ public struct CheckpointSummary {
                 }
                 if q.activationNarrowRange { options.append("input narrow_range") }
                 if q.weightNarrowRange { options.append("weight narrow_range") }
+                if q.weightScaleMethod == .diffs { options.append("weight diffs") }
+                if let bias = q.biasGrid { options.append("bias \(bias.summary)") }
             }
             return Quantizer(layer: layer,
                              clipMin: first(values["\(layer).\(FakeQuantizer.clipMinName)"]),

@@ -13,8 +13,15 @@ public struct NamedVariable {
 public protocol LayerQuantizer: AnyObject {
     func quantizeInput(_ x: Variable, training: Bool, tape: Tape?) -> Variable
     func quantizeWeight(_ weight: Variable, tape: Tape?) -> Variable
+    /// The bias the layer adds: on a grid of its own when the plan quantizes biases, else itself.
+    func quantizeBias(_ bias: Variable, tape: Tape?) -> Variable
     /// Trainable quantizer parameters, named relative to the layer (`act_quant.clip_max`).
     var parameters: [NamedVariable] { get }
+}
+
+extension LayerQuantizer {
+    /// Biases stay float unless a quantizer says otherwise.
+    public func quantizeBias(_ bias: Variable, tape: Tape?) -> Variable { bias }
 }
 
 /// One node of the model graph.
@@ -98,8 +105,19 @@ public class WeightedLayer {
     /// Eval only, set by `Model.forward` around one forward: the bias already on the accumulator
     /// grid, b_q·s_d·s_w, for a layer whose grids are powers of two (its sum is then exact).
     var accumulatorGridBias: Tensor?
-    /// The bias this forward adds.
-    var effectiveBias: Variable? { accumulatorGridBias.map { Variable($0) } ?? bias }
+    /// The bias this forward adds: on the accumulator grid (set above), else through the quantizer.
+    func effectiveBias(tape: Tape?) -> Variable? {
+        if let accumulatorGridBias { return Variable(accumulatorGridBias) }
+        guard let bias, let quantizer else { return bias }
+        return quantizer.quantizeBias(bias, tape: tape)
+    }
+
+    /// The float bias fake quant adds before the accumulator grid (its own grid when quantized):
+    /// what the deployer rounds onto the accumulator grid, or writes for a float node.
+    public var quantizedBiasValue: Tensor? {
+        guard let bias else { return nil }
+        return quantizer?.quantizeBias(bias, tape: nil).value ?? bias.value
+    }
 
     init(spec: LayerSpec, weightShape: [Int], hasBias: Bool, fanIn: Int, generator: inout SeededGenerator) {
         self.spec = spec
@@ -135,7 +153,7 @@ public final class Conv2DLayer: WeightedLayer, Layer {
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         let (x, w) = quantized(inputs[0], training: training, tape: tape)
-        return convolution.apply(x, weight: w, bias: effectiveBias, tape: tape)
+        return convolution.apply(x, weight: w, bias: effectiveBias(tape: tape), tape: tape)
     }
 }
 
@@ -157,7 +175,7 @@ public final class LinearLayer: WeightedLayer, Layer {
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         let (x, w) = quantized(inputs[0], training: training, tape: tape)
-        return linear(x, weight: w, bias: effectiveBias, tape: tape)
+        return linear(x, weight: w, bias: effectiveBias(tape: tape), tape: tape)
     }
 }
 

@@ -93,8 +93,7 @@ extension FakeQuantizer {
     /// The weight's row scales exactly as the fake-quant forward uses them (ARQ, or LSQ's learned
     /// scales where they are valid).
     public func weightRowScales(_ w: Tensor) -> [Float] {
-        var scales = arqScales(w, rows: weight.rowCount, bits: weight.numBits, powerOfTwo: weight.powerOfTwo,
-                               narrowRange: weight.narrowRange)
+        var scales = weight.arqRowScales(w)
         if weight.algorithm == .lsq, let learned = weight.learnedScales, weight.initialized {
             for r in 0..<weight.rowCount {
                 let s = learned.value.storage[r]
@@ -124,7 +123,7 @@ extension Model {
             let w = weighted.weight.value
             let channels = w.shape[0]
             let perChannel = w.count / channels
-            let bias = weighted.bias?.value.storage ?? [Float](repeating: 0, count: channels)
+            let bias = weighted.quantizedBiasValue?.storage ?? [Float](repeating: 0, count: channels)
             var k = [Double](repeating: 1, count: channels)
             var shift = bias.map(Double.init)
             var value = i

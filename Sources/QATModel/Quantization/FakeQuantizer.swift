@@ -29,7 +29,8 @@ public final class FakeQuantizer: LayerQuantizer {
                                       algorithm: settings.weightAlgorithm == .ulqRetrain ? .lsq : .arq,
                                       numBits: settings.weightType.bitWidth,
                                       powerOfTwo: settings.weightScaleType == .powerOfTwo,
-                                      roundMode: settings.weightRoundMode, narrowRange: settings.weightNarrowRange)
+                                      roundMode: settings.weightRoundMode, narrowRange: settings.weightNarrowRange,
+                                      searchesPowerOfTwo: settings.weightScaleMethod == .diffs)
         weight.nonUniform = settings.nonUniform.map(NonUniformWeights.init)
         weight.asymmetric = settings.asymmetricWeights
     }
@@ -45,6 +46,12 @@ public final class FakeQuantizer: LayerQuantizer {
 
     public func quantizeWeight(_ w: Variable, tape: Tape?) -> Variable {
         weightFakeQuantize(w, state: weight, tape: tape)
+    }
+
+    /// The bias on its own grid when the plan quantizes biases (`settings.biasGrid`), straight-through.
+    public func quantizeBias(_ bias: Variable, tape: Tape?) -> Variable {
+        guard let grid = settings.biasGrid else { return bias }
+        return biasFakeQuantize(bias, grid: grid, tape: tape)
     }
 
     /// The clip bounds' parameter names, relative to the layer (`conv1.act_quant.clip_max`).

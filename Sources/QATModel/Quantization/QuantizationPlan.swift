@@ -44,6 +44,10 @@ public struct QuantizerSettings: Equatable, Sendable {
     /// Narrow code ranges (−127…127) for the input and for the weights (Vitis AI's `narrow_range`).
     public var activationNarrowRange: Bool
     public var weightNarrowRange: Bool
+    /// The bias's own grid (Vitis AI's `"bias"` tensor), or nil: the accumulator grid only.
+    public var biasGrid: BiasGrid?
+    /// How ARQ picks the weight row scales (diffs: the least-error power of two).
+    public var weightScaleMethod: ScaleMethod
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
@@ -52,7 +56,10 @@ public struct QuantizerSettings: Equatable, Sendable {
                 nonUniform: NUQParameters? = nil, asymmetricWeights: Bool = false, weightCompressOnly: Bool = false,
                 activationScaleType: ScaleType = .float, weightScaleType: ScaleType = .float,
                 activationRoundMode: RoundMode = .halfEven, weightRoundMode: RoundMode = .halfEven,
-                activationNarrowRange: Bool = false, weightNarrowRange: Bool = false) {
+                activationNarrowRange: Bool = false, weightNarrowRange: Bool = false, biasGrid: BiasGrid? = nil,
+                weightScaleMethod: ScaleMethod = .maxmin) {
+        self.biasGrid = biasGrid
+        self.weightScaleMethod = weightScaleMethod
         self.dmqStrength = dmqStrength
         self.nonUniform = nonUniform
         self.asymmetricWeights = asymmetricWeights
@@ -117,6 +124,8 @@ public struct QuantizationPlan: Equatable, Sendable {
     public var ptqTransforms: Set<PTQTransform> = []
     /// The layers each of the config's graph rewrites changed (`RetrainConfig.model(for:)`), in model order.
     public var rewrittenLayers: [GraphRewrite: [String]] = [:]
+    /// Settings the config reader changed (`RetrainConfig.notes`), one line each.
+    public var notes: [String] = []
 
     public init(modelName: String, configFile: String, batchCount: Int, layers: [LayerPlan], warnings: [String] = [],
                 foldsBeforeCalibration: [ConvBNPair] = []) {
@@ -191,6 +200,7 @@ extension RetrainConfig {
         var plan = QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
                                     layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
         plan.ptqTransforms = ptqTransforms
+        plan.notes = notes
         plan.rewrittenLayers = Dictionary(grouping: rewrittenLayers(of: original), by: \.rewrite).mapValues { $0.map(\.layer) }
         if layers.contains(where: { $0.quantizer?.dmqStrength != nil }) { plan.ptqTransforms.insert(.dmq) }
         return plan
@@ -263,7 +273,24 @@ extension RetrainConfig {
                       warnings: inout [String]) throws -> LayerPlan {
         let layer = wiring.spec.layers[index]
         func decided(_ rule: String, _ configs: [QuantizerConfig]? = nil) throws -> LayerPlan {
-            guard let configs else { return LayerPlan(name: layer.name, kind: layer.kind, rule: rule) }
+            guard var configs else { return LayerPlan(name: layer.name, kind: layer.kind, rule: rule) }
+            var rule = rule
+            // Vitis AI's `input`: a layer that reads the model input takes each config's input
+            // settings where it gives them, else its activation settings; the most specific wins.
+            // The rule says which one it took where the two differ.
+            if wiring.readsModelInput(layerAt: index), configs.contains(where: { $0.modelInputData != nil }) {
+                let source = configs.last!
+                if let input = source.modelInputData, input != source.data {
+                    rule += "; input quantizer: input settings"
+                } else if source.modelInputData == nil, configs.contains(where: { $0.modelInputData.map { $0 != source.data } ?? false }) {
+                    rule += "; input quantizer: its activation settings, not the model's input settings"
+                }
+                configs = configs.map { config in
+                    var config = config
+                    if let input = config.modelInputData { config.data = input }
+                    return config
+                }
+            }
             return LayerPlan(name: layer.name, kind: layer.kind, rule: rule,
                              quantizer: try quantizer(from: configs, layerAt: index, of: wiring, warnings: &warnings))
         }
@@ -318,6 +345,7 @@ extension RetrainConfig {
         let asymmetric = pick { $0.weight.asymmetric }
         let weightCompressOnly = pick { $0.weight.weightCompressOnly }
         let weightScale = pick { $0.weight.scaleType }
+        let scaleMethod = pick { $0.weight.scaleMethod }
         let calibrationChain: [(config: CalibrationConfig, keyPath: String)] = [(calibration, "calibration")]
             + configs.map { ($0.data.calibration, $0.keyPath(format.dataSectionKey)) }
         let calibration = try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings)
@@ -341,7 +369,9 @@ extension RetrainConfig {
             activationRoundMode: pick { $0.data.roundMode }?.value ?? .halfEven,
             weightRoundMode: pick { $0.weight.roundMode }?.value ?? .halfEven,
             activationNarrowRange: pick { $0.data.narrowRange }?.value ?? false,
-            weightNarrowRange: pick { $0.weight.narrowRange }?.value ?? false)
+            weightNarrowRange: pick { $0.weight.narrowRange }?.value ?? false,
+            biasGrid: pick { $0.weight.bias }?.value.grid,
+            weightScaleMethod: scaleMethod?.value ?? .maxmin)
 
         try checkWeightOnlyRules(result, layer: layer.name, asymmetric: asymmetric?.source,
                                  weightCompressOnly: weightCompressOnly?.source, nonUniform: weightAlgorithm?.source)
@@ -366,6 +396,15 @@ extension RetrainConfig {
             throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + ".scale_type",
                              message: "poweroftwo is not allowed with algo ulq_retrain on layer \(layer.name): learned weight scales "
                                 + "do not stay powers of two (use arq_retrain)")
+        }
+        if result.weightScaleMethod == .diffs, let source = scaleMethod?.source {
+            let problem = result.weightScaleType != .powerOfTwo ? "needs scale_type poweroftwo (its candidates are powers of two)"
+                : result.weightAlgorithm == .ulqRetrain ? "is not allowed with algo ulq_retrain (learned scales)"
+                : result.nonUniform != nil ? "is not allowed with nuq_quantize" : result.asymmetricWeights ? "is not allowed with asymmetric weights" : nil
+            if let problem {
+                throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + ".method",
+                                 message: "diffs on layer \(layer.name) \(problem)")
+            }
         }
         if result.fixedMin, let clipMin = result.clipMin {
             warnings.append("\(layer.name): clip_min \(clipMin) is ignored because fixed_min is true (the lower bound stays 0)")
@@ -480,9 +519,10 @@ extension QuantizationPlan {
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")
             var weights = "\(q.weightAlgorithm.rawValue), \(q.channelWise ? "channel_wise" : "per-tensor")"
-                + (q.weightScaleType == .powerOfTwo ? ", poweroftwo" : "")
+                + (q.weightScaleType == .powerOfTwo ? ", poweroftwo" : "") + (q.weightScaleMethod == .diffs ? " (diffs)" : "")
                 + (q.weightRoundMode == .halfEven ? "" : ", \(q.weightRoundMode.rawValue)")
                 + (q.weightNarrowRange ? ", narrow_range" : "")
+            if let bias = q.biasGrid { weights += "; bias \(bias.summary)" }
             if let nuq = q.nonUniform { weights += ", NUQ \(nuq.steps) levels, \(nuq.iterations) iteration(s)" }
             if q.asymmetricWeights { weights += ", asymmetric" }
             if q.weightCompressOnly {
@@ -516,6 +556,9 @@ extension QuantizationPlan {
         if !floatNodes.isEmpty {
             text += "\nOn the INT8 engine these layers run as float nodes (the training op in eval mode, between "
                 + "dequantize and quantize; docs/DEPLOY-FORMAT.md): \(floatNodes.joined(separator: ", ")).\n"
+        }
+        if !notes.isEmpty {
+            text += "\nnotes:\n" + notes.map { "  - \($0)\n" }.joined()
         }
         if !warnings.isEmpty {
             text += "\nwarnings:\n" + warnings.map { "  - \($0)\n" }.joined()

@@ -49,6 +49,14 @@ public enum ScaleType: String, CaseIterable, Sendable {
     case powerOfTwo = "poweroftwo"
 }
 
+/// How a weight row's (or a bias's) scale is chosen (Vitis AI's `method` for weights and biases):
+/// from max |w| (maxmin, ARQ), or, among power-of-two scales, the one with the least error (diffs,
+/// docs/ALGORITHMS.md §3.4; needs `scale_type: "poweroftwo"`).
+public enum ScaleMethod: String, CaseIterable, Sendable {
+    case maxmin
+    case diffs
+}
+
 /// `retrain_data_config` as written; `nil` means "not given here" (a default or a less
 /// specific rule decides).
 public struct RetrainDataConfig: Equatable, Sendable {
@@ -104,10 +112,17 @@ public struct RetrainWeightConfig: Equatable, Sendable {
     public var roundMode: RoundMode?
     /// qat extension (Vitis AI's `narrow_range`): weight codes −127…127.
     public var narrowRange: Bool?
+    /// qat extension (Vitis AI's `"bias"` tensor, key `bias_quantize`): the bias's own grid.
+    public var bias: BiasQuantization?
+    /// qat extension (Vitis AI's `method` for weights, key `method`): how ARQ picks row scales.
+    public var scaleMethod: ScaleMethod?
 
     public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil,
                 nonUniform: NUQParameters? = nil, asymmetric: Bool? = nil, weightCompressOnly: Bool? = nil,
-                scaleType: ScaleType? = nil, roundMode: RoundMode? = nil, narrowRange: Bool? = nil) {
+                scaleType: ScaleType? = nil, roundMode: RoundMode? = nil, narrowRange: Bool? = nil,
+                bias: BiasQuantization? = nil, scaleMethod: ScaleMethod? = nil) {
+        self.bias = bias
+        self.scaleMethod = scaleMethod
         self.algorithm = algorithm
         self.channelWise = channelWise
         self.dstType = dstType
@@ -135,6 +150,9 @@ public struct QuantizerConfig: Equatable, Sendable {
     /// with `skip_layers` / `skip_layer_types` instead).
     public var isEnabled: Bool
     public var data: RetrainDataConfig
+    /// Vitis AI's `input`: the data settings of layers that read the model input, instead of
+    /// `data` (nil: they use `data`, as every other format does).
+    public var modelInputData: RetrainDataConfig?
     public var weight: RetrainWeightConfig
     /// `dmq_balancer_param`: DMQ's migration strength α (AMCT PTQ layer entries, and the AMCT
     /// retrain form's layer entries as qat's extension, so a written plan keeps it).
@@ -212,6 +230,9 @@ public struct RetrainConfig: Equatable, Sendable {
     public var ptqTransforms: Set<PTQTransform> = []
     /// Changes to the float model before quantizing it (Vitis AI's `convert_relu6_to_relu`).
     public var graphRewrites: Set<GraphRewrite> = []
+    /// Settings the reader changed, one line each (Vitis AI's `target_device: "DPU"` rules); the
+    /// commands print them and `qat plan` lists them.
+    public var notes: [String] = []
 
     public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
                 calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:],
@@ -475,6 +496,8 @@ extension RetrainConfig {
         config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
         config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
         config.narrowRange = try object.bool("narrow_range")
+        config.bias = try BiasQuantization.parse(object)
+        config.scaleMethod = try choice(object, "method", allowed: ScaleMethod.allCases)
         try object.rejectUnknownKeys()
         return config
     }

@@ -102,6 +102,8 @@ extension RetrainWeightConfig {
         if let scaleType { members.append(.init("scale_type", JSONValue(scaleType.rawValue))) }
         if let roundMode { members.append(.init("round_mode", JSONValue(roundMode.rawValue))) }
         if let narrowRange { members.append(.init("narrow_range", JSONValue(narrowRange))) }
+        if let scaleMethod { members.append(.init("method", JSONValue(scaleMethod.rawValue))) }
+        if let bias { members.append(.init("bias_quantize", bias.json)) }
         return members
     }
 }
@@ -157,7 +159,9 @@ extension QuantizationPlan {
                                             weightCompressOnly: q.weightCompressOnly ? true : nil,
                                             scaleType: q.weightScaleType == .float ? nil : q.weightScaleType,
                                             roundMode: q.weightRoundMode == .halfEven ? nil : q.weightRoundMode,
-                                            narrowRange: q.weightNarrowRange ? true : nil),
+                                            narrowRange: q.weightNarrowRange ? true : nil,
+                                            bias: q.biasGrid.map { .ownGrid($0) },
+                                            scaleMethod: q.weightScaleMethod == .maxmin ? nil : q.weightScaleMethod),
                 dmqStrength: q.dmqStrength)
         }
         return RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))

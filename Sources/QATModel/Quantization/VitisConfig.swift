@@ -9,9 +9,8 @@ import QATIO
 // into the one per-layer plan. `include_cle` and `include_bias_corr` (true by default, as in the
 // manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5);
 // `convert_relu6_to_relu` a graph rewrite (GraphRewrite.swift); `keep_first_last_layer_accuracy`
-// a rule of the plan. What qat
-// cannot run yet (DPU rules, bias
-// quantization, …) is refused with the key path, never accepted and ignored.
+// a rule of the plan; `target_device: "DPU"` the DPU rules (`DPURules`). What qat cannot run yet
+// is refused with the key path, never accepted and ignored.
 
 /// The Vitis AI JSON reader.
 enum VitisConfig {
@@ -41,11 +40,11 @@ enum VitisConfig {
                              + "supported yet: \(feature); set \(key) false")
         }
         let device = try root.string("target_device") ?? "DPU"
+        var dpu: DPURules?
         switch device {
         case "CPU", "GPU": break
-        case "DPU":
-            throw root.error("target_device", "\"DPU\"\(root.contains("target_device") ? "" : " (the manual's default when the key is left out)") "
-                             + "is not supported yet: qat does not enforce the DPU rules; set \"CPU\" or \"GPU\"")
+        case "DPU": dpu = DPURules(origin: root.contains("target_device") ? "target_device \"DPU\""
+                                       : "target_device \"DPU\" (the manual's default when the key is left out)")
         default:
             throw root.error("target_device", "unsupported value \"\(truncatedForMessage(device))\" (allowed: \"DPU\", \"CPU\", \"GPU\")")
         }
@@ -59,13 +58,13 @@ enum VitisConfig {
         try overall.apply(overallObject)
         let tensors = try tensorConfigs(root)
         let types = try quantizedTypes(root, isRequired: false)
-        let global = try quantizerConfig(keyPath: "", types: types, overall: overall, tensors: tensors)
+        let global = try quantizerConfig(keyPath: "", types: types, overall: overall, tensors: tensors, dpu: &dpu)
 
         var rules = SimpleRules(global: global)
         rules.keepsFirstAndLastFloat = try root.bool("keep_first_last_layer_accuracy") ?? false
         var seen: [String: String] = [:]
         for entry in try root.objectArray("layer_quantize_config") ?? [] {
-            try parseLayerEntry(entry, modelOverall: overall, into: &rules, seen: &seen)
+            try parseLayerEntry(entry, modelOverall: overall, into: &rules, seen: &seen, dpu: &dpu)
         }
         let known = ["version", "batch_num"] + topLevelKeys + RetrainConfig.trainerSections
         for key in root.keys where !known.contains(key) {
@@ -77,12 +76,13 @@ enum VitisConfig {
         if try root.bool("include_cle") ?? true { config.ptqTransforms.insert(.crossLayerEqualization) }
         if try root.bool("include_bias_corr") ?? true { config.ptqTransforms.insert(.biasCorrection) }
         if try root.bool("convert_relu6_to_relu") ?? false { config.graphRewrites.insert(.relu6ToReLU) }
+        config.notes = dpu?.notes ?? []
         return config
     }
 
     /// One `layer_quantize_config` entry: a type rule or a layer rule.
     private static func parseLayerEntry(_ entry: JSONObject, modelOverall: TensorSettings, into rules: inout SimpleRules,
-                                        seen: inout [String: String]) throws {
+                                        seen: inout [String: String], dpu: inout DPURules?) throws {
         let typeName = try nullableString(entry, "layer_type")
         let layerName = try nullableString(entry, "layer_name")
         guard let overallObject = try entry.object("overall_quantize_config") else {
@@ -96,7 +96,7 @@ enum VitisConfig {
         // qat's decision: a layer configuration that quantizes no tensor keeps its layers float.
         let config = types.names.isEmpty
             ? QuantizerConfig(keyPath: entry.path, isEnabled: false)
-            : try quantizerConfig(keyPath: entry.path, types: types, overall: overall, tensors: tensors)
+            : try quantizerConfig(keyPath: entry.path, types: types, overall: overall, tensors: tensors, dpu: &dpu)
         try entry.rejectUnknownKeys(allowed: ["layer_type", "layer_name", "quantizable_data_type", "overall_quantize_config",
                                               "tensor_quantize_config"])
         switch (typeName, layerName) {
@@ -159,28 +159,31 @@ enum VitisConfig {
         return configs
     }
 
-    /// The rule of one configuration (the model's, or a layer's): its weights and its activations.
-    /// qat quantizes activations where a conv2d or linear layer reads them, so `activation` sets
-    /// a layer's input quantizer, and `input` (the model input, which the first layers read) must
-    /// agree with it.
+    /// The rule of one configuration (the model's, or a layer's): its weights, its bias and its
+    /// activations. qat quantizes activations where a conv2d or linear layer reads them, so
+    /// `activation` sets a layer's input quantizer; `input` sets it instead for the layers that
+    /// read the model input (`modelInputData`; docs/CONFIG.md "Vitis AI JSON" gives the precedence).
+    /// Under `target_device: "DPU"` each tensor's settings follow the DPU rules first.
     private static func quantizerConfig(keyPath: String, types: (names: [String], keyPath: String, isDefault: Bool),
-                                        overall: TensorSettings, tensors: [String: JSONObject]) throws -> QuantizerConfig {
+                                        overall: TensorSettings, tensors: [String: JSONObject],
+                                        dpu: inout DPURules?) throws -> QuantizerConfig {
         let file = overall.file
-        var weights = overall, activation = overall
-        if let object = tensors["weights"] { try weights.apply(object) }
-        if let object = tensors["activation"] { try activation.apply(object) }
-        var config = QuantizerConfig(keyPath: keyPath)
-        config.weight = try weights.weightConfig()
-        config.data = try activation.dataConfig()
-        let typesNote = types.isDefault ? " (the manual's default when the key is left out)" : ""
-        if let index = types.names.firstIndex(of: "bias") {
-            throw InputError(file: file, keyPath: types.isDefault ? types.keyPath : "\(types.keyPath)[\(index)]",
-                             message: "\"bias\"\(typesNote): quantizing biases to a grid of their own is not supported yet; qat keeps "
-                                + "each bias on its layer's int32 accumulator grid (scale s_x·s_w): remove \"bias\"")
+        func settings(_ tensor: String) throws -> TensorSettings {
+            var settings = overall
+            if let object = tensors[tensor] { try settings.apply(object) }
+            try dpu?.enforce(on: &settings, tensor: tensor)
+            return settings
         }
-        if let bias = tensors["bias"] {
-            throw InputError(file: file, keyPath: bias.path, message: "bias quantization is not supported yet: qat keeps each bias "
-                             + "on its layer's int32 accumulator grid (scale s_x·s_w); remove this entry")
+        var config = QuantizerConfig(keyPath: keyPath)
+        config.weight = try settings("weights").weightConfig()
+        config.data = try settings("activation").dataConfig()
+        if types.names.contains("bias") {
+            config.weight.bias = .ownGrid(try settings("bias").biasGrid())
+        } else if let bias = tensors["bias"] {
+            throw InputError(file: file, keyPath: bias.path, message: "has no effect: \(types.keyPath) leaves out \"bias\" "
+                             + "(list \"bias\" to quantize biases on a grid of their own, or remove this entry)")
+        } else {
+            config.weight.bias = .accumulatorGridOnly
         }
         for required in ["weights", "activation"] where !types.names.contains(required) {
             throw InputError(file: file, keyPath: types.keyPath,
@@ -188,15 +191,7 @@ enum VitisConfig {
                                 + "input activations together (list \"weights\" and \"activation\")")
         }
         if types.names.contains("input") || tensors["input"] != nil {
-            var input = overall
-            if let object = tensors["input"] { try input.apply(object) }
-            let inputConfig = try input.dataConfig()
-            guard inputConfig == config.data else {
-                throw InputError(file: file, keyPath: tensors["input"]?.path ?? types.keyPath,
-                                 message: "input settings that differ from activation are not supported yet: qat quantizes the "
-                                    + "model input with the activation settings of the layers that read it (give tensor_quantize_config.input "
-                                    + "the same settings as activation)")
-            }
+            config.modelInputData = try settings("input").dataConfig()
         } else if keyPath.isEmpty {
             throw InputError(file: file, keyPath: types.keyPath,
                              message: "leaving out \"input\" is not supported yet: qat quantizes the model input where the first "
@@ -295,19 +290,42 @@ struct TensorSettings {
         }
     }
 
-    /// Weights: qat's ARQ, symmetric INT8 per tensor or per channel, which is method maxmin.
+    /// Weights: qat's ARQ, symmetric INT8 per tensor or per channel: method maxmin (scale from
+    /// max |w|), or diffs (the least-error power-of-two scale, so power-of-two whatever scale_type says).
     func weightConfig() throws -> RetrainWeightConfig {
         try checkGrid("weights")
         guard bitWidth.value == 8 else { throw refuse(bitWidth, "bit_width", "is not supported yet for weights: weights are INT8 (set 8)") }
-        guard method.value == "maxmin" else {
+        guard let scaleMethod = ScaleMethod(rawValue: method.value) else {
             throw refuse(method, "method", "is not supported yet for weights: qat's weights take their scale from max |w| "
-                         + "(ARQ), which is method maxmin")
+                         + "(ARQ: method maxmin) or from the least-error power of two (method diffs)")
         }
         guard symmetry.value else { throw refuse(symmetry, "symmetry", "is not supported yet for weights: ARQ weights are symmetric (set true)") }
         guard signed.value else { throw refuse(signed, "signed", "is not supported yet for weights: ARQ weights are signed (set true)") }
         if let conflict = try calibrator().conflict() { throw conflictError(conflict) }
-        return RetrainWeightConfig(algorithm: .arqRetrain, channelWise: perChannel.value, dstType: .int8, scaleType: try scale(),
-                                   roundMode: try rounding(), narrowRange: narrowRange.value)
+        return RetrainWeightConfig(algorithm: .arqRetrain, channelWise: perChannel.value, dstType: .int8,
+                                   scaleType: scaleMethod == .diffs ? .powerOfTwo : try scale(),
+                                   roundMode: try rounding(), narrowRange: narrowRange.value, scaleMethod: scaleMethod)
+    }
+
+    /// A bias on a grid of its own (docs/ALGORITHMS.md §3.3): symmetric, signed, per tensor, its
+    /// scale from max |b| (method maxmin) or the least-error power of two (diffs), 8 or 16 bits.
+    func biasGrid() throws -> BiasGrid {
+        try checkGrid("biases")
+        guard BiasQuantization.bitWidths.contains(bitWidth.value) else {
+            throw refuse(bitWidth, "bit_width", "is not supported yet for biases: 8 or 16 (each bias then goes onto its layer's "
+                         + "int32 accumulator grid, as every bias does)")
+        }
+        guard let scaleMethod = ScaleMethod(rawValue: method.value) else {
+            throw refuse(method, "method", "is not supported yet for biases: a bias takes its scale from max |b| (method maxmin) "
+                         + "or the least-error power of two (diffs)")
+        }
+        guard symmetry.value else { throw refuse(symmetry, "symmetry", "is not supported yet for biases: symmetric only (set true)") }
+        guard signed.value else { throw refuse(signed, "signed", "is not supported yet for biases: signed only (set true)") }
+        guard !perChannel.value else { throw refuse(perChannel, "per_channel", "is not supported yet for biases: one scale per bias (set false)") }
+        if let conflict = try calibrator().conflict() { throw conflictError(conflict) }
+        let powerOfTwo = try scaleMethod == .diffs || scale() == .powerOfTwo
+        return BiasGrid(bits: bitWidth.value, powerOfTwo: powerOfTwo,
+                        roundMode: try rounding(), narrowRange: narrowRange.value, searchesPowerOfTwo: scaleMethod == .diffs)
     }
 
     /// Activations: the calibrator `method` names with `symmetry` and `calib_statistic_method`.
@@ -370,5 +388,53 @@ struct TensorSettings {
         let (keyPath, note) = conflict.key == "asymmetric" ? blame(symmetry, "symmetry") : blame(statistic, "calib_statistic_method")
         let origin = note.isEmpty ? "" : " (\(keyPath.split(separator: ".").last!) is the manual's default when the key is left out)"
         return InputError(file: file, keyPath: keyPath, message: conflict.message + origin)
+    }
+}
+
+/// `target_device: "DPU"`: the manual's DPU rules ("configuration limits"), enforced on each
+/// tensor's settings before they are read. A rule's key left out takes the DPU value; a value that
+/// conflicts is changed to it and noted (one note per key path). `method` has no single DPU value:
+/// anything but diffs or maxmin is refused. docs/CONFIG.md "Vitis AI JSON" lists the rules.
+struct DPURules {
+    /// How notes name the switch ("target_device \"DPU\"").
+    let origin: String
+    private var changes: [(keyPath: String, change: String, tensors: [String])] = []
+
+    init(origin: String) { self.origin = origin }
+
+    /// One line per changed key path, naming the tensors it was changed for.
+    var notes: [String] {
+        changes.map { "\(origin): \($0.keyPath) \($0.change) (\($0.tensors.joined(separator: ", ")))" }
+    }
+
+    mutating func enforce(on settings: inout TensorSettings, tensor: String) throws {
+        let method = settings.method
+        guard ["diffs", "maxmin"].contains(method.value) else {
+            throw InputError(file: settings.file, keyPath: method.keyPath ?? "\(settings.defaultsPath).method",
+                             message: "\(method.value) is not allowed with \(origin): the DPU rules allow method diffs or maxmin")
+        }
+        rule(&settings.roundMode, "round_mode", tensor == "activation" ? "half_up" : "std_round", tensor)
+        rule(&settings.symmetry, "symmetry", true, tensor)
+        rule(&settings.perChannel, "per_channel", false, tensor)
+        rule(&settings.signed, "signed", true, tensor)
+        rule(&settings.narrowRange, "narrow_range", true, tensor)
+        rule(&settings.scaleType, "scale_type", ScaleType.powerOfTwo.rawValue, tensor)
+        rule(&settings.statistic, "calib_statistic_method", BatchStatistic.modal.rawValue, tensor)
+    }
+
+    /// Sets the DPU value; a value the file gave that differs from it is noted.
+    private mutating func rule<Value: Equatable>(_ setting: inout TensorSettings.Setting<Value>, _ key: String, _ value: Value,
+                                                 _ tensor: String) {
+        guard setting.value != value else { return }
+        if let keyPath = setting.keyPath { record(keyPath, "\(setting.value) changed to \(value)", tensor) }
+        setting.value = value
+    }
+
+    private mutating func record(_ keyPath: String, _ change: String, _ tensor: String) {
+        if let index = changes.firstIndex(where: { $0.keyPath == keyPath && $0.change == change }) {
+            if !changes[index].tensors.contains(tensor) { changes[index].tensors.append(tensor) }
+        } else {
+            changes.append((keyPath, change, [tensor]))
+        }
     }
 }
