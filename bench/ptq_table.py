@@ -30,7 +30,7 @@ DMQ_STRENGTHS = [0.2, 0.5, 0.8]
 VITIS_CONFIGS = [("plain-maxmin", "maxmin"), ("plain-percentile", "percentile"), ("plain-entropy", "entropy"),
                  ("plain-mse", "mse"), ("plain-diffs", "diffs, power-of-two scales"),
                  ("plain-poweroftwo", "maxmin, power-of-two scales"), ("plain-std-round", "maxmin, round_mode std_round"),
-                 ("plain-narrow-range", "maxmin, narrow_range")]
+                 ("plain-narrow-range", "maxmin, narrow_range"), ("plain-weights-mse", "maxmin, weights mse")]
 
 
 def run(qat, *arguments):

@@ -14,6 +14,7 @@ extension TrainingRun {
         try checkData(train: train, test: test)
         if isQAT { try checkCalibrationBatches(trainCount: train.count) }
         try checkPowerOfTwoScalesStay()
+        try checkWeightScaleMethodsArePostTraining()
         try checkShards(trainCount: train.count)
         try prepareOutputFolders()
         try MemoryBudget(spec: spec, graph: model.graph, batchSize: max(settings.batchSize, settings.evalBatchSize),
@@ -36,6 +37,17 @@ extension TrainingRun {
         throw InputError(file: configFile, keyPath: "layer \(layer.name)",
                          message: "scale_type poweroftwo cannot be trained: QAT learns the clip bounds, which leaves the "
                             + "power-of-two grid; run post-training quantization (qat calibrate), or give the layer learn_clip false")
+    }
+
+    /// Percentile, entropy and mse on weights search every weight row (a sort, a KL search, 100
+    /// grids) where ARQ takes a max: repeated at every training step that would cost more than
+    /// the step, so they are post-training settings (docs/CONFIG.md). diffs (4 grids) trains.
+    func checkWeightScaleMethodsArePostTraining() throws {
+        guard let layer = plan?.quantizedLayers.first(where: { [.percentile, .entropy, .mse].contains($0.quantizer!.weightScaleMethod) })
+        else { return }
+        throw InputError(file: configFile, keyPath: "layer \(layer.name)",
+                         message: "weight method \(layer.quantizer!.weightScaleMethod.rawValue) is for post-training quantization "
+                            + "(qat calibrate): QAT recomputes the weight scales at every step (use method maxmin or diffs for weights)")
     }
 
     /// Calibration reads batch_num batches of batch_size training images: their product (checked

@@ -52,7 +52,7 @@ final class VitisConfigTests: XCTestCase {
         // default.json, int_config.json and layer_config.json load (tested in detail below).
         let manualExamples = ["default.json", "int_config.json", "layer_config.json"]
         let loading = ["plain-diffs.json", "plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json",
-                       "plain-percentile.json", "plain-narrow-range.json", "plain-poweroftwo.json", "plain-std-round.json"]
+                       "plain-percentile.json", "plain-narrow-range.json", "plain-poweroftwo.json", "plain-std-round.json", "plain-weights-mse.json"]
         XCTAssertEqual(shipped, (Array(refusals.keys) + manualExamples + loading).sorted(), "each file is checked below")
         for (file, expected) in refusals {
             XCTAssertThrowsError(try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file)).resolve(for: lenet)) { error in
@@ -70,6 +70,7 @@ final class VitisConfigTests: XCTestCase {
             "plain-poweroftwo.json": CalibrationMethod(MaxMinCalibrator()),
             "plain-std-round.json": CalibrationMethod(MaxMinCalibrator()),
             "plain-narrow-range.json": CalibrationMethod(MaxMinCalibrator()),
+            "plain-weights-mse.json": CalibrationMethod(MaxMinCalibrator()),
         ]
         for (file, method) in methods {
             let loaded = try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file))
@@ -83,6 +84,7 @@ final class VitisConfigTests: XCTestCase {
                 XCTAssertEqual(q.channelWise, false)
                 XCTAssertEqual([q.activationType, q.weightType], [.int8, .int8])
                 XCTAssertEqual(layer.rule, "global")
+                XCTAssertEqual(q.weightScaleMethod, file == "plain-weights-mse.json" ? .mse : .maxmin, file)
             }
             XCTAssertEqual(resolved.warnings, [], file)
         }
@@ -201,8 +203,8 @@ final class VitisConfigTests: XCTestCase {
                     keyPath: "overall_quantize_config.calib_statistic_method",
                     mentions: ["\"modal\" is not supported by method percentile", "the manual's default when the key is left out"])
         assertError(json(overall: overall("bit_width", "4")), keyPath: "overall_quantize_config.bit_width", mentions: ["weights are INT8"])
-        assertError(json(extra: #""tensor_quantize_config": {"weights": {"method": "entropy"}}"#),
-                    keyPath: "tensor_quantize_config.weights.method", mentions: ["entropy is \(notYet)", "maxmin"])
+        assertError(json(extra: #""tensor_quantize_config": {"weights": {"method": "percentile", "calib_statistic_method": "modal"}}"#),
+                    keyPath: "tensor_quantize_config.weights.calib_statistic_method", mentions: ["\"modal\" is not supported by method percentile"])
         assertError(json(extra: #""tensor_quantize_config": {"weights": {"symmetry": false}}"#),
                     keyPath: "tensor_quantize_config.weights.symmetry", mentions: [notYet, "symmetric"])
         assertError(json(extra: #""tensor_quantize_config": {"activation": {"per_channel": true}, "input": {"per_channel": true}}"#),

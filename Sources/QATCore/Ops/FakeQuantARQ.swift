@@ -43,6 +43,14 @@ public final class WeightQuantizerState {
     /// ARQ only: an asymmetric grid per row, zero point included (weight-only layers,
     /// FakeQuantAsymmetricARQ.swift).
     public var asymmetric = false
+    /// ARQ only: each row's amplitude is this method's symmetric threshold over the row's values
+    /// (Vitis AI's weight `method` percentile, entropy or mse) instead of max |w|.
+    public var rangeMethod: (any BatchwiseCalibrator)? {
+        didSet { cachedRangeScales = nil }
+    }
+    /// `rangeMethod`'s last scales and the weights they came from: eval, deploy and verify run
+    /// many forwards on unchanged weights, and a method's search costs far more than a max.
+    fileprivate var cachedRangeScales: (weights: [Float], scales: [Float])?
 
     /// weightShape: [C_out, …]; the row count is fixed here so the learned scales exist (and can be
     /// registered with the optimizer and checkpoints) before the first forward.
@@ -95,9 +103,16 @@ public func arqScales(_ weight: Tensor, rows: Int, bits: Int = 8, powerOfTwo: Bo
 }
 
 extension WeightQuantizerState {
-    /// ARQ's row scales for `weight` (`arqScales`), or with `searchesPowerOfTwo` each row's
-    /// least-error power of two (`DiffsCalibrator.leastErrorScale`) from its covering scale.
+    /// ARQ's row scales for `weight` (`arqScales`); with `searchesPowerOfTwo` each row's
+    /// least-error power of two (`DiffsCalibrator.leastErrorScale`) from its covering scale; with
+    /// `rangeMethod` the method's threshold per row (`thresholdScales`).
     public func arqRowScales(_ weight: Tensor) -> [Float] {
+        if let method = rangeMethod {
+            if let cached = cachedRangeScales, cached.weights == weight.storage { return cached.scales }
+            let scales = thresholdScales(weight, rows: rowCount, method: method, bits: numBits, powerOfTwo: powerOfTwo)
+            cachedRangeScales = (weight.storage, scales)
+            return scales
+        }
         var scales = arqScales(weight, rows: rowCount, bits: numBits, powerOfTwo: powerOfTwo, narrowRange: narrowRange)
         guard searchesPowerOfTwo else { return scales }
         let rowLength = weight.count / rowCount
@@ -109,6 +124,29 @@ extension WeightQuantizerState {
             }
         }
         return scales
+    }
+}
+
+/// Scales of `weight` viewed as `rows` rows from a calibration method: per row T = the method's
+/// symmetric threshold over the row's values, s = T / qmax (127: T maps to the outermost code on
+/// both sides, so weights beyond T clamp there), raised to the smallest covering power of two
+/// with `powerOfTwo`; s < EPS → 1 (docs/ALGORITHMS.md §3).
+public func thresholdScales(_ weight: Tensor, rows: Int, method: any BatchwiseCalibrator, bits: Int = 8,
+                            powerOfTwo: Bool = false) -> [Float] {
+    precondition(rows > 0 && weight.count % rows == 0, "thresholdScales: \(weight.shape) is not \(rows) rows")
+    let rowLength = weight.count / rows
+    let qmax = Float(QuantizationGrid.codeBounds(bits: bits).qmax)
+    return (0..<rows).map { r in
+        let row = Array(weight.storage[(r * rowLength)..<((r + 1) * rowLength)])
+        // A diverged row keeps ARQ's (non-finite) scale, as ARQ would: the trainer reports it.
+        guard row.allSatisfy({ $0.isFinite }) else {
+            return arqScales(Tensor(shape: [row.count], storage: row), rows: 1, bits: bits, powerOfTwo: powerOfTwo)[0]
+        }
+        // The batchwise methods throw only on data they never get here (empty or non-finite rows).
+        let threshold = (try? method.threshold(row, layer: "")) ?? 0
+        var s = threshold / qmax
+        if powerOfTwo && threshold > 0 { s = Float(QuantizationGrid.powerOfTwoCeiling(Double(threshold) / Double(qmax))) }
+        return s.isFinite && s >= quantizationEpsilon ? s : 1
     }
 }
 

@@ -69,7 +69,7 @@ public struct CheckpointSummary {
                 }
                 if q.activationNarrowRange { options.append("input narrow_range") }
                 if q.weightNarrowRange { options.append("weight narrow_range") }
-                if q.weightScaleMethod == .diffs { options.append("weight diffs") }
+                if q.weightScaleMethod != .maxmin { options.append("weight \(q.weightScaleMethod.rawValue)") }
                 if let bias = q.biasGrid { options.append("bias \(bias.summary)") }
             }
             return Quantizer(layer: layer,

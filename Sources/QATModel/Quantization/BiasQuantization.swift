@@ -35,7 +35,7 @@ public enum BiasQuantization: Equatable, Sendable {
         let scale = try RetrainConfig.choice(section, "scale_type", allowed: ScaleType.allCases) ?? .float
         let mode = try RetrainConfig.choice(section, "round_mode", allowed: RoundMode.allCases) ?? .halfEven
         let narrow = try section.bool("narrow_range") ?? false
-        let method = try RetrainConfig.choice(section, "method", allowed: ScaleMethod.allCases) ?? .maxmin
+        let method = try RetrainConfig.choice(section, "method", allowed: ScaleMethod.biasMethods) ?? .maxmin
         guard method == .maxmin || scale == .powerOfTwo else {
             throw section.error("method", "diffs needs scale_type poweroftwo (its candidates are powers of two)")
         }

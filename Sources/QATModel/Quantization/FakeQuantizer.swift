@@ -33,6 +33,7 @@ public final class FakeQuantizer: LayerQuantizer {
                                       searchesPowerOfTwo: settings.weightScaleMethod == .diffs)
         weight.nonUniform = settings.nonUniform.map(NonUniformWeights.init)
         weight.asymmetric = settings.asymmetricWeights
+        weight.rangeMethod = settings.weightScaleMethod.rowThreshold(percentage: settings.weightPercentage)
     }
 
     /// True for a weight-only layer: its input stays float.

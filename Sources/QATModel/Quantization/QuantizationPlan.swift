@@ -46,8 +46,11 @@ public struct QuantizerSettings: Equatable, Sendable {
     public var weightNarrowRange: Bool
     /// The bias's own grid (Vitis AI's `"bias"` tensor), or nil: the accumulator grid only.
     public var biasGrid: BiasGrid?
-    /// How ARQ picks the weight row scales (diffs: the least-error power of two).
+    /// How ARQ picks the weight row scales (diffs: the least-error power of two; percentile,
+    /// entropy, mse: the method's threshold per row).
     public var weightScaleMethod: ScaleMethod
+    /// The percentile of `weightScaleMethod` percentile, nil for the other methods.
+    public var weightPercentage: Double?
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
@@ -57,7 +60,8 @@ public struct QuantizerSettings: Equatable, Sendable {
                 activationScaleType: ScaleType = .float, weightScaleType: ScaleType = .float,
                 activationRoundMode: RoundMode = .halfEven, weightRoundMode: RoundMode = .halfEven,
                 activationNarrowRange: Bool = false, weightNarrowRange: Bool = false, biasGrid: BiasGrid? = nil,
-                weightScaleMethod: ScaleMethod = .maxmin) {
+                weightScaleMethod: ScaleMethod = .maxmin, weightPercentage: Double? = nil) {
+        self.weightPercentage = weightPercentage
         self.biasGrid = biasGrid
         self.weightScaleMethod = weightScaleMethod
         self.dmqStrength = dmqStrength
@@ -346,6 +350,7 @@ extension RetrainConfig {
         let weightCompressOnly = pick { $0.weight.weightCompressOnly }
         let weightScale = pick { $0.weight.scaleType }
         let scaleMethod = pick { $0.weight.scaleMethod }
+        let percentage = pick { $0.weight.percentage }
         let calibrationChain: [(config: CalibrationConfig, keyPath: String)] = [(calibration, "calibration")]
             + configs.map { ($0.data.calibration, $0.keyPath(format.dataSectionKey)) }
         let calibration = try CalibrationConfig.resolve(calibrationChain, layer: layer.name, file: file, warnings: &warnings)
@@ -371,7 +376,8 @@ extension RetrainConfig {
             activationNarrowRange: pick { $0.data.narrowRange }?.value ?? false,
             weightNarrowRange: pick { $0.weight.narrowRange }?.value ?? false,
             biasGrid: pick { $0.weight.bias }?.value.grid,
-            weightScaleMethod: scaleMethod?.value ?? .maxmin)
+            weightScaleMethod: scaleMethod?.value ?? .maxmin,
+            weightPercentage: scaleMethod?.value == .percentile ? percentage?.value ?? PercentileCalibrator().percentage : nil)
 
         try checkWeightOnlyRules(result, layer: layer.name, asymmetric: asymmetric?.source,
                                  weightCompressOnly: weightCompressOnly?.source, nonUniform: weightAlgorithm?.source)
@@ -397,14 +403,21 @@ extension RetrainConfig {
                              message: "poweroftwo is not allowed with algo ulq_retrain on layer \(layer.name): learned weight scales "
                                 + "do not stay powers of two (use arq_retrain)")
         }
-        if result.weightScaleMethod == .diffs, let source = scaleMethod?.source {
-            let problem = result.weightScaleType != .powerOfTwo ? "needs scale_type poweroftwo (its candidates are powers of two)"
+        if result.weightScaleMethod != .maxmin, let source = scaleMethod?.source {
+            // Every method but maxmin replaces ARQ's max |w|; NUQ, asymmetric rows and LSQ find their scales otherwise.
+            let problem = result.weightScaleMethod == .diffs && result.weightScaleType != .powerOfTwo
+                ? "needs scale_type poweroftwo (its candidates are powers of two)"
                 : result.weightAlgorithm == .ulqRetrain ? "is not allowed with algo ulq_retrain (learned scales)"
                 : result.nonUniform != nil ? "is not allowed with nuq_quantize" : result.asymmetricWeights ? "is not allowed with asymmetric weights" : nil
             if let problem {
                 throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + ".method",
-                                 message: "diffs on layer \(layer.name) \(problem)")
+                                 message: "\(result.weightScaleMethod.rawValue) on layer \(layer.name) \(problem)")
             }
+        }
+        if result.weightScaleMethod != .percentile, let source = percentage?.source {
+            throw InputError(file: file, keyPath: source.keyPath(format.weightSectionKey) + ".percentage",
+                             message: "is a setting of method percentile, but layer \(layer.name)'s weights use method "
+                                + "\(result.weightScaleMethod.rawValue)")
         }
         if result.fixedMin, let clipMin = result.clipMin {
             warnings.append("\(layer.name): clip_min \(clipMin) is ignored because fixed_min is true (the lower bound stays 0)")
@@ -519,7 +532,8 @@ extension QuantizationPlan {
                 ? (q.fixedMinIsDefault ? "true (relu input)" : "true")
                 : (q.fixedMinIsDefault ? "false (default)" : "false")
             var weights = "\(q.weightAlgorithm.rawValue), \(q.channelWise ? "channel_wise" : "per-tensor")"
-                + (q.weightScaleType == .powerOfTwo ? ", poweroftwo" : "") + (q.weightScaleMethod == .diffs ? " (diffs)" : "")
+                + (q.weightScaleType == .powerOfTwo ? ", poweroftwo" : "") + (q.weightScaleMethod == .maxmin ? "" : " (\(q.weightScaleMethod.rawValue)"
+                    + (q.weightPercentage.map { " \($0)" } ?? "") + ")")
                 + (q.weightRoundMode == .halfEven ? "" : ", \(q.weightRoundMode.rawValue)")
                 + (q.weightNarrowRange ? ", narrow_range" : "")
             if let bias = q.biasGrid { weights += "; bias \(bias.summary)" }

@@ -50,11 +50,29 @@ public enum ScaleType: String, CaseIterable, Sendable {
 }
 
 /// How a weight row's (or a bias's) scale is chosen (Vitis AI's `method` for weights and biases):
-/// from max |w| (maxmin, ARQ), or, among power-of-two scales, the one with the least error (diffs,
-/// docs/ALGORITHMS.md §3.4; needs `scale_type: "poweroftwo"`).
+/// from max |w| (maxmin, ARQ); among power-of-two scales, the one with the least error (diffs,
+/// docs/ALGORITHMS.md §3.4; needs `scale_type: "poweroftwo"`); or, weights only, from a
+/// calibration method's threshold over the row (percentile, entropy, mse; §3).
 public enum ScaleMethod: String, CaseIterable, Sendable {
     case maxmin
     case diffs
+    case percentile
+    case entropy
+    case mse
+
+    /// What a bias can take: one value per channel leaves nothing for a threshold search.
+    public static let biasMethods: [ScaleMethod] = [.maxmin, .diffs]
+
+    /// The calibrator whose symmetric threshold over a weight row sets the row's amplitude, for
+    /// the methods that search one (`percentage`: percentile's).
+    public func rowThreshold(percentage: Double?) -> (any BatchwiseCalibrator)? {
+        switch self {
+        case .maxmin, .diffs: nil
+        case .percentile: PercentileCalibrator(percentage: percentage ?? PercentileCalibrator().percentage)
+        case .entropy: EntropyCalibrator()
+        case .mse: MSECalibrator()
+        }
+    }
 }
 
 /// `retrain_data_config` as written; `nil` means "not given here" (a default or a less
@@ -116,11 +134,14 @@ public struct RetrainWeightConfig: Equatable, Sendable {
     public var bias: BiasQuantization?
     /// qat extension (Vitis AI's `method` for weights, key `method`): how ARQ picks row scales.
     public var scaleMethod: ScaleMethod?
+    /// qat extension (Vitis AI's `percentage`): the percentile of `method: "percentile"`.
+    public var percentage: Double?
 
     public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil,
                 nonUniform: NUQParameters? = nil, asymmetric: Bool? = nil, weightCompressOnly: Bool? = nil,
                 scaleType: ScaleType? = nil, roundMode: RoundMode? = nil, narrowRange: Bool? = nil,
-                bias: BiasQuantization? = nil, scaleMethod: ScaleMethod? = nil) {
+                bias: BiasQuantization? = nil, scaleMethod: ScaleMethod? = nil, percentage: Double? = nil) {
+        self.percentage = percentage
         self.bias = bias
         self.scaleMethod = scaleMethod
         self.algorithm = algorithm
@@ -498,6 +519,10 @@ extension RetrainConfig {
         config.narrowRange = try object.bool("narrow_range")
         config.bias = try BiasQuantization.parse(object)
         config.scaleMethod = try choice(object, "method", allowed: ScaleMethod.allCases)
+        if let value = try object.double("percentage") {
+            guard value > 50 && value <= 100 else { throw object.error("percentage", "must be in (50, 100], got \(value)") }
+            config.percentage = value
+        }
         try object.rejectUnknownKeys()
         return config
     }

@@ -103,6 +103,7 @@ extension RetrainWeightConfig {
         if let roundMode { members.append(.init("round_mode", JSONValue(roundMode.rawValue))) }
         if let narrowRange { members.append(.init("narrow_range", JSONValue(narrowRange))) }
         if let scaleMethod { members.append(.init("method", JSONValue(scaleMethod.rawValue))) }
+        if let percentage { members.append(.init("percentage", JSONValue(percentage))) }
         if let bias { members.append(.init("bias_quantize", bias.json)) }
         return members
     }
@@ -161,7 +162,8 @@ extension QuantizationPlan {
                                             roundMode: q.weightRoundMode == .halfEven ? nil : q.weightRoundMode,
                                             narrowRange: q.weightNarrowRange ? true : nil,
                                             bias: q.biasGrid.map { .ownGrid($0) },
-                                            scaleMethod: q.weightScaleMethod == .maxmin ? nil : q.weightScaleMethod),
+                                            scaleMethod: q.weightScaleMethod == .maxmin ? nil : q.weightScaleMethod,
+                                            percentage: q.weightPercentage),
                 dmqStrength: q.dmqStrength)
         }
         return RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))

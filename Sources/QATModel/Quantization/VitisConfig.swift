@@ -291,20 +291,21 @@ struct TensorSettings {
     }
 
     /// Weights: qat's ARQ, symmetric INT8 per tensor or per channel: method maxmin (scale from
-    /// max |w|), or diffs (the least-error power-of-two scale, so power-of-two whatever scale_type says).
+    /// max |w|), diffs (the least-error power-of-two scale, so power-of-two whatever scale_type
+    /// says), or percentile, entropy, mse (each row's amplitude from the method's threshold).
     func weightConfig() throws -> RetrainWeightConfig {
         try checkGrid("weights")
         guard bitWidth.value == 8 else { throw refuse(bitWidth, "bit_width", "is not supported yet for weights: weights are INT8 (set 8)") }
         guard let scaleMethod = ScaleMethod(rawValue: method.value) else {
-            throw refuse(method, "method", "is not supported yet for weights: qat's weights take their scale from max |w| "
-                         + "(ARQ: method maxmin) or from the least-error power of two (method diffs)")
+            throw refuse(method, "method", "is not a weight method (maxmin, percentile, entropy, mse, diffs)")
         }
         guard symmetry.value else { throw refuse(symmetry, "symmetry", "is not supported yet for weights: ARQ weights are symmetric (set true)") }
         guard signed.value else { throw refuse(signed, "signed", "is not supported yet for weights: ARQ weights are signed (set true)") }
         if let conflict = try calibrator().conflict() { throw conflictError(conflict) }
         return RetrainWeightConfig(algorithm: .arqRetrain, channelWise: perChannel.value, dstType: .int8,
                                    scaleType: scaleMethod == .diffs ? .powerOfTwo : try scale(),
-                                   roundMode: try rounding(), narrowRange: narrowRange.value, scaleMethod: scaleMethod)
+                                   roundMode: try rounding(), narrowRange: narrowRange.value, scaleMethod: scaleMethod,
+                                   percentage: scaleMethod == .percentile ? percentage.value : nil)
     }
 
     /// A bias on a grid of its own (docs/ALGORITHMS.md §3.3): symmetric, signed, per tensor, its
@@ -315,7 +316,7 @@ struct TensorSettings {
             throw refuse(bitWidth, "bit_width", "is not supported yet for biases: 8 or 16 (each bias then goes onto its layer's "
                          + "int32 accumulator grid, as every bias does)")
         }
-        guard let scaleMethod = ScaleMethod(rawValue: method.value) else {
+        guard let scaleMethod = ScaleMethod(rawValue: method.value), ScaleMethod.biasMethods.contains(scaleMethod) else {
             throw refuse(method, "method", "is not supported yet for biases: a bias takes its scale from max |b| (method maxmin) "
                          + "or the least-error power of two (diffs)")
         }
