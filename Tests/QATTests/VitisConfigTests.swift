@@ -48,11 +48,10 @@ final class VitisConfigTests: XCTestCase {
         let refusals: [String: (keyPath: String, message: String)] = [
             "default.json": ("target_device", "\"DPU\" is not supported yet: qat does not enforce the DPU rules"),
             "int_config.json": ("quantizable_data_type[2]", "\"bias\": quantizing biases to a grid of their own is not supported yet"),
-            "bfloat16_config.json": ("overall_quantize_config.datatype", "bfloat16 is not supported yet"),
-            "mix_precision_config.json": ("overall_quantize_config.datatype", "bfloat16 is not supported yet"),
             "layer_config.json": ("quantizable_data_type[2]", "\"bias\": quantizing biases to a grid of their own is not supported yet"),
         ]
-        let loading = ["plain-diffs.json", "plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json",
+        // The float data types load as cast layers (FloatCastTests checks their plans in full).
+        let loading = ["bfloat16_config.json", "mix_precision_config.json", "plain-diffs.json", "plain-entropy.json", "plain-layers.json", "plain-maxmin.json", "plain-mse.json",
                        "plain-percentile.json", "plain-narrow-range.json", "plain-poweroftwo.json", "plain-std-round.json"]
         XCTAssertEqual(shipped, (Array(refusals.keys) + loading).sorted(), "each file is checked below")
         for (file, expected) in refusals {
@@ -61,6 +60,10 @@ final class VitisConfigTests: XCTestCase {
                 XCTAssertEqual(error.keyPath, expected.keyPath, "\(file): \(error)")
                 XCTAssertTrue(error.message.contains(expected.message), "\(file): \(error)")
             }
+        }
+        for file in ["bfloat16_config.json", "mix_precision_config.json"] {
+            let resolved = try RetrainConfig.load(file: repositoryPath("Configs/vitis/" + file)).resolve(for: lenet)
+            XCTAssertEqual(resolved.quantizedLayers.compactMap(\.quantizer?.floatCast?.weights), Array(repeating: .bfloat16, count: 5), file)
         }
         let methods: [String: CalibrationMethod] = [
             "plain-maxmin.json": CalibrationMethod(MaxMinCalibrator()),

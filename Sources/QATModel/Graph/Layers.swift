@@ -13,8 +13,15 @@ public struct NamedVariable {
 public protocol LayerQuantizer: AnyObject {
     func quantizeInput(_ x: Variable, training: Bool, tape: Tape?) -> Variable
     func quantizeWeight(_ weight: Variable, tape: Tape?) -> Variable
+    /// The bias the layer adds (cast layers cast it; others return it unchanged).
+    func quantizeBias(_ bias: Variable, tape: Tape?) -> Variable
     /// Trainable quantizer parameters, named relative to the layer (`act_quant.clip_max`).
     var parameters: [NamedVariable] { get }
+}
+
+extension LayerQuantizer {
+    /// Most quantizers leave the float bias alone.
+    public func quantizeBias(_ bias: Variable, tape: Tape?) -> Variable { bias }
 }
 
 /// One node of the model graph.
@@ -99,7 +106,11 @@ public class WeightedLayer {
     /// grid, b_q·s_d·s_w, for a layer whose grids are powers of two (its sum is then exact).
     var accumulatorGridBias: Tensor?
     /// The bias this forward adds.
-    var effectiveBias: Variable? { accumulatorGridBias.map { Variable($0) } ?? bias }
+    func effectiveBias(tape: Tape?) -> Variable? {
+        if let accumulatorGridBias { return Variable(accumulatorGridBias) }
+        guard let bias, let quantizer else { return bias }
+        return quantizer.quantizeBias(bias, tape: tape)
+    }
 
     init(spec: LayerSpec, weightShape: [Int], hasBias: Bool, fanIn: Int, generator: inout SeededGenerator) {
         self.spec = spec
@@ -135,7 +146,7 @@ public final class Conv2DLayer: WeightedLayer, Layer {
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         let (x, w) = quantized(inputs[0], training: training, tape: tape)
-        return convolution.apply(x, weight: w, bias: effectiveBias, tape: tape)
+        return convolution.apply(x, weight: w, bias: effectiveBias(tape: tape), tape: tape)
     }
 }
 
@@ -157,7 +168,7 @@ public final class LinearLayer: WeightedLayer, Layer {
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         let (x, w) = quantized(inputs[0], training: training, tape: tape)
-        return linear(x, weight: w, bias: effectiveBias, tape: tape)
+        return linear(x, weight: w, bias: effectiveBias(tape: tape), tape: tape)
     }
 }
 

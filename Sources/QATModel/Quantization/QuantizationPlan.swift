@@ -44,6 +44,9 @@ public struct QuantizerSettings: Equatable, Sendable {
     /// Narrow code ranges (−127…127) for the input and for the weights (Vitis AI's `narrow_range`).
     public var activationNarrowRange: Bool
     public var weightNarrowRange: Bool
+    /// A cast-quantized layer (Vitis AI's float `datatype`): its tensors are cast to float formats
+    /// instead of quantized, and every integer setting above is unused. nil for integer layers.
+    public var floatCast: FloatCast?
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
@@ -52,7 +55,8 @@ public struct QuantizerSettings: Equatable, Sendable {
                 nonUniform: NUQParameters? = nil, asymmetricWeights: Bool = false, weightCompressOnly: Bool = false,
                 activationScaleType: ScaleType = .float, weightScaleType: ScaleType = .float,
                 activationRoundMode: RoundMode = .halfEven, weightRoundMode: RoundMode = .halfEven,
-                activationNarrowRange: Bool = false, weightNarrowRange: Bool = false) {
+                activationNarrowRange: Bool = false, weightNarrowRange: Bool = false, floatCast: FloatCast? = nil) {
+        self.floatCast = floatCast
         self.dmqStrength = dmqStrength
         self.nonUniform = nonUniform
         self.asymmetricWeights = asymmetricWeights
@@ -77,7 +81,7 @@ public struct QuantizerSettings: Equatable, Sendable {
     }
 
     /// True when calibration must find the starting clip bounds.
-    public var needsCalibration: Bool { clipMax == nil && !weightCompressOnly }
+    public var needsCalibration: Bool { clipMax == nil && !weightCompressOnly && floatCast == nil }
 }
 
 /// One layer of the model in the plan.
@@ -309,6 +313,11 @@ extension RetrainConfig {
             }
             return nil
         }
+        if let cast = try floatCast(input: pick { $0.data.dataType }, weights: pick { $0.weight.dataType },
+                                    bias: pick { $0.weight.biasDataType }, layer: layer.name, mostSpecific: configs.last!) {
+            // No grid, so nothing to calibrate or learn: the integer settings keep their defaults, unused.
+            return QuantizerSettings(fixedMin: false, channelWise: false, learnClip: false, floatCast: cast)
+        }
         // The two clip bounds travel together: the parser guarantees both or neither.
         let clip = pick { config in config.data.clipMax.map { ($0, config.data.clipMin!) } }
         let fixedMin = pick { $0.data.fixedMin }
@@ -468,6 +477,11 @@ extension QuantizationPlan {
                 rows.append([layer.name, layer.kind.typeName, "no", "float", "-", "-", "-", layer.rule])
                 continue
             }
+            if let cast = q.floatCast {
+                rows.append([layer.name, layer.kind.typeName, "cast", cast.summary, "\(cast.input.rawValue) cast", "-",
+                             "\(cast.weights.rawValue) cast, bias \(cast.bias.rawValue)", layer.rule])
+                continue
+            }
             let width = (q.activationType == q.weightType
                 ? q.activationType.rawValue : "\(q.activationType.rawValue)/\(q.weightType.rawValue)")
                 + (q.activationType == .int16 ? " (float on INT8 engine)" : "")
@@ -512,6 +526,14 @@ extension QuantizationPlan {
         if quantizedLayers.contains(where: { $0.quantizer?.weightCompressOnly == true }) {
             text += "\nWeight-only layers (weight_compress_only) keep a float input and deploy as float layers with their "
                 + "dequantized INT8 weights (docs/DEPLOY-FORMAT.md).\n"
+        }
+        let casts = quantizedLayers.compactMap(\.quantizer?.floatCast)
+        if !casts.isEmpty {
+            text += "\nCast layers (datatype bfloat16, float16, float32) round their input, weights and bias to the float "
+                + "format and back (nearest even; float16 overflows to ±inf) and deploy as float layers that cast the same "
+                + "way; they need no calibration (docs/ALGORITHMS.md §3.4)."
+                + (casts.contains { $0.input.isIdentity || $0.weights.isIdentity || $0.bias.isIdentity }
+                   ? " float32 is the identity: a float32 tensor is left exactly as it is." : "") + "\n"
         }
         if !floatNodes.isEmpty {
             text += "\nOn the INT8 engine these layers run as float nodes (the training op in eval mode, between "

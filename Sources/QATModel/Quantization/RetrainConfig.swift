@@ -49,6 +49,15 @@ public enum ScaleType: String, CaseIterable, Sendable {
     case powerOfTwo = "poweroftwo"
 }
 
+/// `data_type` (qat's record of Vitis AI's `datatype`): integers on a grid, or a float format
+/// each value is cast to and back (docs/ALGORITHMS.md §3.4).
+public enum TensorDataType: String, CaseIterable, Sendable {
+    case int, bfloat16, float16, float32
+
+    /// The float format, or nil for `int`.
+    public var floatFormat: FloatFormat? { FloatFormat(rawValue: rawValue) }
+}
+
 /// `retrain_data_config` as written; `nil` means "not given here" (a default or a less
 /// specific rule decides).
 public struct RetrainDataConfig: Equatable, Sendable {
@@ -68,11 +77,14 @@ public struct RetrainDataConfig: Equatable, Sendable {
     public var roundMode: RoundMode?
     /// qat extension (Vitis AI's `narrow_range`): input codes from −127.
     public var narrowRange: Bool?
+    /// qat extension (Vitis AI's `datatype` of the input): a float format casts instead of quantizing.
+    public var dataType: TensorDataType?
 
     public init(algorithm: ActivationAlgorithm? = nil, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool? = nil, dstType: QuantizedType? = nil, learnClip: Bool? = nil,
                 calibration: CalibrationConfig = CalibrationConfig(), scaleType: ScaleType? = nil, roundMode: RoundMode? = nil,
-                narrowRange: Bool? = nil) {
+                narrowRange: Bool? = nil, dataType: TensorDataType? = nil) {
+        self.dataType = dataType
         self.narrowRange = narrowRange
         self.scaleType = scaleType
         self.roundMode = roundMode
@@ -104,10 +116,18 @@ public struct RetrainWeightConfig: Equatable, Sendable {
     public var roundMode: RoundMode?
     /// qat extension (Vitis AI's `narrow_range`): weight codes −127…127.
     public var narrowRange: Bool?
+    /// qat extension (Vitis AI's `datatype` of the weights and of the bias): float formats cast
+    /// instead of quantizing. `biasDataType` applies to cast layers only (integer layers keep
+    /// their bias on the accumulator grid).
+    public var dataType: TensorDataType?
+    public var biasDataType: TensorDataType?
 
     public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil,
                 nonUniform: NUQParameters? = nil, asymmetric: Bool? = nil, weightCompressOnly: Bool? = nil,
-                scaleType: ScaleType? = nil, roundMode: RoundMode? = nil, narrowRange: Bool? = nil) {
+                scaleType: ScaleType? = nil, roundMode: RoundMode? = nil, narrowRange: Bool? = nil,
+                dataType: TensorDataType? = nil, biasDataType: TensorDataType? = nil) {
+        self.dataType = dataType
+        self.biasDataType = biasDataType
         self.algorithm = algorithm
         self.channelWise = channelWise
         self.dstType = dstType
@@ -444,6 +464,7 @@ extension RetrainConfig {
         config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
         config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
         config.narrowRange = try object.bool("narrow_range")
+        config.dataType = try choice(object, "data_type", allowed: TensorDataType.allCases)
         config.calibration = try CalibrationConfig.parse(object)
         try object.rejectUnknownKeys()
         return config
@@ -475,6 +496,8 @@ extension RetrainConfig {
         config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
         config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
         config.narrowRange = try object.bool("narrow_range")
+        config.dataType = try choice(object, "data_type", allowed: TensorDataType.allCases)
+        config.biasDataType = try choice(object, "bias_data_type", allowed: TensorDataType.allCases)
         try object.rejectUnknownKeys()
         return config
     }

@@ -13,6 +13,16 @@ import QATIO
 // cannot run yet (DPU rules, bias
 // quantization, …) is refused with the key path, never accepted and ignored.
 
+extension QuantizerConfig {
+    /// Says int for the input, the weights and the bias explicitly (an enabled integer rule).
+    fileprivate mutating func markInteger() {
+        guard isEnabled else { return }
+        data.dataType = .int
+        weight.dataType = .int
+        weight.biasDataType = .int
+    }
+}
+
 /// The Vitis AI JSON reader.
 enum VitisConfig {
     /// The global quantizer settings and sections of the model configuration.
@@ -66,6 +76,16 @@ enum VitisConfig {
         var seen: [String: String] = [:]
         for entry in try root.objectArray("layer_quantize_config") ?? [] {
             try parseLayerEntry(entry, modelOverall: overall, into: &rules, seen: &seen)
+        }
+        if rules.global.data.dataType != nil {
+            // Under a cast model configuration, an integer layer configuration must say int, or
+            // resolving would take the model's float types for it.
+            for type in Array(rules.typeOverrides.keys) where rules.typeOverrides[type]!.data.dataType == nil {
+                rules.typeOverrides[type]!.markInteger()
+            }
+            for name in Array(rules.layerOverrides.keys) where rules.layerOverrides[name]!.data.dataType == nil {
+                rules.layerOverrides[name]!.markInteger()
+            }
         }
         let known = ["version", "batch_num"] + topLevelKeys + RetrainConfig.trainerSections
         for key in root.keys where !known.contains(key) {
@@ -163,12 +183,16 @@ enum VitisConfig {
     /// qat quantizes activations where a conv2d or linear layer reads them, so `activation` sets
     /// a layer's input quantizer, and `input` (the model input, which the first layers read) must
     /// agree with it.
-    private static func quantizerConfig(keyPath: String, types: (names: [String], keyPath: String, isDefault: Bool),
+    fileprivate static func quantizerConfig(keyPath: String, types: (names: [String], keyPath: String, isDefault: Bool),
                                         overall: TensorSettings, tensors: [String: JSONObject]) throws -> QuantizerConfig {
         let file = overall.file
         var weights = overall, activation = overall
         if let object = tensors["weights"] { try weights.apply(object) }
         if let object = tensors["activation"] { try activation.apply(object) }
+        if let cast = try castConfig(keyPath: keyPath, types: types, overall: overall, weights: weights, activation: activation,
+                                     tensors: tensors) {
+            return cast
+        }
         var config = QuantizerConfig(keyPath: keyPath)
         config.weight = try weights.weightConfig()
         config.data = try activation.dataConfig()
@@ -206,6 +230,62 @@ enum VitisConfig {
     }
 }
 
+extension VitisConfig {
+    /// The rule of a configuration whose weights or activation have a float `datatype`: a cast
+    /// layer (docs/ALGORITHMS.md §3.4); nil when both are int. The input (when listed) must have
+    /// the activation's type, as for integers; the bias is cast when `quantizable_data_type`
+    /// lists it and stays float32 otherwise. qat's decision: a layer is integer or float
+    /// throughout, so int beside a float type is refused.
+    fileprivate static func castConfig(keyPath: String, types: (names: [String], keyPath: String, isDefault: Bool),
+                                       overall: TensorSettings, weights: TensorSettings, activation: TensorSettings,
+                                       tensors: [String: JSONObject]) throws -> QuantizerConfig? {
+        let weightType = try weights.tensorDataType(), activationType = try activation.tensorDataType()
+        guard weightType != .int || activationType != .int else { return nil }
+        let file = overall.file
+        for required in ["weights", "activation"] where !types.names.contains(required) {
+            throw InputError(file: file, keyPath: types.keyPath,
+                             message: "leaving out \"\(required)\" is not supported yet: qat casts a layer's weights and its "
+                                + "input activations together (list \"weights\" and \"activation\")")
+        }
+        if weightType == .int || activationType == .int {
+            let (intSide, floatSide) = weightType == .int ? (weights, activation) : (activation, weights)
+            throw intSide.refuse(intSide.dataType, "datatype", "beside \(floatSide.dataType.value) \(weightType == .int ? "activation" : "weights") "
+                                 + "is not supported: qat runs a layer in integers or in one float format throughout (give weights "
+                                 + "and activation float datatypes, or both int)")
+        }
+        var input = overall
+        if let object = tensors["input"] { try input.apply(object) }
+        if types.names.contains("input") || tensors["input"] != nil {
+            guard try input.tensorDataType() == activationType else {
+                throw input.refuse(input.dataType, "datatype", "for input differs from activation's \(activationType.rawValue), which is not "
+                                   + "supported yet: qat casts the model input where the layers that read it cast their input")
+            }
+        } else if keyPath.isEmpty {
+            throw InputError(file: file, keyPath: types.keyPath,
+                             message: "leaving out \"input\" is not supported yet: qat casts the model input where the first "
+                                + "conv2d or linear layer reads it (list \"input\")")
+        }
+        var biasType = TensorDataType.float32
+        if types.names.contains("bias") {
+            var bias = overall
+            if let object = tensors["bias"] { try bias.apply(object) }
+            biasType = try bias.tensorDataType()
+            if biasType == .int {
+                throw bias.refuse(bias.dataType, "datatype", "for bias in a layer of \(weightType.rawValue) weights is not supported: "
+                                  + "give the bias a float datatype (bfloat16, float16, float32)")
+            }
+        } else if let object = tensors["bias"] {
+            throw InputError(file: file, keyPath: object.path, message: "quantizable_data_type does not list \"bias\": list it, or "
+                             + "remove this entry (an unlisted bias stays float32)")
+        }
+        var config = QuantizerConfig(keyPath: keyPath)
+        config.data.dataType = activationType
+        config.weight.dataType = weightType
+        config.weight.biasDataType = biasType
+        return config
+    }
+}
+
 /// One tensor's settings (`overall_quantize_config` refined by `tensor_quantize_config`), each
 /// with the key path it came from; nil for the manual's default.
 struct TensorSettings {
@@ -234,7 +314,10 @@ struct TensorSettings {
 
     static let methods = ["maxmin", "percentile", "entropy", "mse", "diffs"]
     static let roundModes = RoundMode.allCases.map(\.rawValue)
-    static let dataTypes = ["int", "bfloat16", "float16", "float32"]
+    static let dataTypes = TensorDataType.allCases.map(\.rawValue)
+    /// Settings the manual applies to datatype int only.
+    static let intOnlyKeys = ["bit_width", "method", "round_mode", "symmetry", "per_channel", "signed", "narrow_range",
+                              "scale_type", "calib_statistic_method", "percentage"]
 
     /// Reads the keys `object` gives over the current values.
     mutating func apply(_ object: JSONObject) throws {
@@ -256,6 +339,12 @@ struct TensorSettings {
         }
         try choice("datatype", Self.dataTypes, \.dataType)
         try choice("data_type", Self.dataTypes, \.dataType)
+        // The manual: the other settings apply "only when the data type is int".
+        if let type = try object.string("datatype") ?? object.string("data_type"), type != "int" {
+            for key in Self.intOnlyKeys where object.contains(key) {
+                throw object.error(key, "applies to datatype int only (the manual); remove it, since this object sets datatype \(type)")
+            }
+        }
         if let bits = try object.int("bit_width") {
             guard (1...32).contains(bits) else { throw object.error("bit_width", "must be in 1…32, got \(bits)") }
             bitWidth = Setting(value: bits, keyPath: object.keyPath("bit_width"))
@@ -283,9 +372,15 @@ struct TensorSettings {
         return (keyPath, "")
     }
 
-    private func refuse<Value>(_ setting: Setting<Value>, _ key: String, _ message: String) -> InputError {
+    fileprivate func refuse<Value>(_ setting: Setting<Value>, _ key: String, _ message: String) -> InputError {
         let (keyPath, note) = blame(setting, key)
         return InputError(file: file, keyPath: keyPath, message: "\(setting.value)\(note) \(message)")
+    }
+
+    /// `datatype` as the config type.
+    fileprivate func tensorDataType() throws -> TensorDataType {
+        guard let type = TensorDataType(rawValue: dataType.value) else { throw refuse(dataType, "datatype", "is not a data type") }
+        return type
     }
 
     /// Checks shared by weights and activations: integer data.
