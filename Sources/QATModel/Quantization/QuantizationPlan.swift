@@ -148,7 +148,8 @@ extension RetrainConfig {
     public func resolve(for original: ModelSpec) throws -> QuantizationPlan {
         // The plan is that of the model the run builds (`model(for:)`); a spec already rewritten
         // resolves to the same plan.
-        let converted = Dictionary(rewrittenLayers(of: original).map { ($0.layer, $0.rewrite) }, uniquingKeysWith: { a, _ in a })
+        let changes = rewrittenLayers(of: original)
+        let converted = Dictionary(changes.map { ($0.layer, ($0.rewrite, $0.was)) }, uniquingKeysWith: { a, _ in a })
         let model = self.model(for: original)
         let wiring = try ModelGraph.Wiring(model)
         var warnings: [String] = []
@@ -181,8 +182,8 @@ extension RetrainConfig {
             }
         }
         for index in layers.indices {
-            if let rewrite = converted[layers[index].name] {
-                layers[index].rule = "\(rewrite.rawValue) (was \(original.layers[index].kind.typeName))"
+            if let (rewrite, was) = converted[layers[index].name] {
+                layers[index].rule = "\(rewrite.rawValue) (was \(was))"
             }
         }
         guard layers.contains(where: \.isQuantized) else {
@@ -195,7 +196,11 @@ extension RetrainConfig {
         var plan = QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
                                     layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
         plan.ptqTransforms = ptqTransforms
-        plan.rewrittenLayers = Dictionary(grouping: rewrittenLayers(of: original), by: \.rewrite).mapValues { $0.map(\.layer) }
+        plan.rewrittenLayers = Dictionary(grouping: changes, by: \.rewrite).mapValues { $0.map(\.layer) }
+        if graphRewrites.contains(.siluToHardSwish) && !changes.contains(where: { $0.rewrite == .siluToHardSwish }) {
+            plan.warnings.append("convert_silu_to_hswish: no SiLU to convert in model \(model.name) (a sigmoid whose output a mul "
+                                 + "multiplies by the sigmoid's own input); the model is unchanged")
+        }
         if layers.contains(where: { $0.quantizer?.dmqStrength != nil }) { plan.ptqTransforms.insert(.dmq) }
         return plan
     }

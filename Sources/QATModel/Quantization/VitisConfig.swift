@@ -8,7 +8,7 @@ import QATIO
 // (`layer_type`) or a layer rule (`layer_name`), so `qat calibrate`, `plan` and `train` resolve it
 // into the one per-layer plan. `include_cle` and `include_bias_corr` (true by default, as in the
 // manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5);
-// `convert_relu6_to_relu` a graph rewrite (GraphRewrite.swift); `keep_first_last_layer_accuracy`
+// `convert_relu6_to_relu` and `convert_silu_to_hswish` graph rewrites (GraphRewrite.swift); `keep_first_last_layer_accuracy`
 // a rule of the plan. What qat
 // cannot run yet (DPU rules, bias
 // quantization, …) is refused with the key path, never accepted and ignored.
@@ -37,7 +37,6 @@ enum VitisConfig {
     /// Global switches whose only supported value is false, with what true would ask for and the
     /// manual's default (used when the key is left out; true for CLE and bias correction).
     static let unsupportedSwitches: [(key: String, manualDefault: Bool, feature: String)] = [
-        ("convert_silu_to_hswish", false, "qat has no converting SiLU to hard swish"),
         ("keep_add_layer_accuracy", false, "qat has no keeping add layers in float"),
     ]
 
@@ -97,6 +96,7 @@ enum VitisConfig {
         if try root.bool("include_cle") ?? true { config.ptqTransforms.insert(.crossLayerEqualization) }
         if try root.bool("include_bias_corr") ?? true { config.ptqTransforms.insert(.biasCorrection) }
         if try root.bool("convert_relu6_to_relu") ?? false { config.graphRewrites.insert(.relu6ToReLU) }
+        if try root.bool("convert_silu_to_hswish") ?? false { config.graphRewrites.insert(.siluToHardSwish) }
         return config
     }
 
