@@ -121,6 +121,8 @@ public struct QuantizationPlan: Equatable, Sendable {
     public var ptqTransforms: Set<PTQTransform> = []
     /// The layers each of the config's graph rewrites changed (`RetrainConfig.model(for:)`), in model order.
     public var rewrittenLayers: [GraphRewrite: [String]] = [:]
+    /// `enable_auto_nuq`'s candidates with their bytes (AutoNUQ.swift); nil when the config does not enable it.
+    public var autoNonUniform: [AutoNUQDecision]?
 
     public init(modelName: String, configFile: String, batchCount: Int, layers: [LayerPlan], warnings: [String] = [],
                 foldsBeforeCalibration: [ConvBNPair] = []) {
@@ -186,6 +188,10 @@ extension RetrainConfig {
                 layers[index].rule = "\(rewrite.rawValue) (was \(was))"
             }
         }
+        var autoNonUniform: [AutoNUQDecision]?
+        if enablesAutoNonUniform, case .simple(let simple) = rules {
+            autoNonUniform = try applyAutoNonUniform(to: &layers, simple: simple, model: model)
+        }
         guard layers.contains(where: \.isQuantized) else {
             let names = model.layers.filter(\.kind.isQuantizable).map(\.name)
             throw InputError(file: file, message: "no layer is quantized: the config disables or leaves out every "
@@ -196,6 +202,7 @@ extension RetrainConfig {
         var plan = QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
                                     layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
         plan.ptqTransforms = ptqTransforms
+        plan.autoNonUniform = autoNonUniform
         plan.rewrittenLayers = Dictionary(grouping: changes, by: \.rewrite).mapValues { $0.map(\.layer) }
         if graphRewrites.contains(.siluToHardSwish) && !changes.contains(where: { $0.rewrite == .siluToHardSwish }) {
             plan.warnings.append("convert_silu_to_hswish: no SiLU to convert in model \(model.name) (a sigmoid whose output a mul "
@@ -532,6 +539,7 @@ extension QuantizationPlan {
             text += "\nWeight-only layers (weight_compress_only) keep a float input and deploy as float layers with their "
                 + "dequantized INT8 weights (docs/DEPLOY-FORMAT.md).\n"
         }
+        text += autoNonUniformNote()
         let casts = quantizedLayers.compactMap(\.quantizer?.floatCast)
         if !casts.isEmpty {
             text += "\nCast layers (datatype bfloat16, float16, float32) round their input, weights and bias to the float "

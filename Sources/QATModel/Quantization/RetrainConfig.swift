@@ -232,6 +232,8 @@ public struct RetrainConfig: Equatable, Sendable {
     public var ptqTransforms: Set<PTQTransform> = []
     /// Changes to the float model before quantizing it (Vitis AI's `convert_relu6_to_relu`).
     public var graphRewrites: Set<GraphRewrite> = []
+    /// AMCT's `enable_auto_nuq`: NUQ for the uniform layers whose weights dominate their traffic (AutoNUQ.swift).
+    public var enablesAutoNonUniform = false
 
     public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
                 calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:],
