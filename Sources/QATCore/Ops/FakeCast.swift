@@ -1,5 +1,5 @@
 /// A float format a tensor can be cast to and back (Vitis AI's `datatype` bfloat16, float16,
-/// float32; docs/ALGORITHMS.md §3.4).
+/// float32; docs/ALGORITHMS.md §3.3).
 public enum FloatFormat: String, CaseIterable, Sendable {
     /// 8 exponent bits, 7 mantissa bits: float32's range, 2⁻⁸ relative precision.
     case bfloat16

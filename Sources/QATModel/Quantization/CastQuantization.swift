@@ -3,7 +3,7 @@ import QATIO
 
 // Cast-quantized layers (Vitis AI's `datatype` bfloat16, float16, float32): the layer's input,
 // weight and bias are each rounded to a float format and back instead of onto an integer grid
-// (docs/ALGORITHMS.md §3.4). They need no calibration, train with a straight-through gradient
+// (docs/ALGORITHMS.md §3.3). They need no calibration, train with a straight-through gradient
 // and run on the INT8 engine as float nodes that cast the same way.
 
 /// The float formats of a cast-quantized layer's three tensors.

@@ -544,7 +544,7 @@ extension QuantizationPlan {
         if !casts.isEmpty {
             text += "\nCast layers (datatype bfloat16, float16, float32) round their input, weights and bias to the float "
                 + "format and back (nearest even; float16 overflows to ±inf) and deploy as float layers that cast the same "
-                + "way; they need no calibration (docs/ALGORITHMS.md §3.4)."
+                + "way; they need no calibration (docs/ALGORITHMS.md §3.3)."
                 + (casts.contains { $0.input.isIdentity || $0.weights.isIdentity || $0.bias.isIdentity }
                    ? " float32 is the identity: a float32 tensor is left exactly as it is." : "") + "\n"
         }

@@ -50,7 +50,7 @@ public enum ScaleType: String, CaseIterable, Sendable {
 }
 
 /// `data_type` (qat's record of Vitis AI's `datatype`): integers on a grid, or a float format
-/// each value is cast to and back (docs/ALGORITHMS.md §3.4).
+/// each value is cast to and back (docs/ALGORITHMS.md §3.3).
 public enum TensorDataType: String, CaseIterable, Sendable {
     case int, bfloat16, float16, float32
 

@@ -232,7 +232,7 @@ enum VitisConfig {
 
 extension VitisConfig {
     /// The rule of a configuration whose weights or activation have a float `datatype`: a cast
-    /// layer (docs/ALGORITHMS.md §3.4); nil when both are int. The input (when listed) must have
+    /// layer (docs/ALGORITHMS.md §3.3); nil when both are int. The input (when listed) must have
     /// the activation's type, as for integers; the bias is cast when `quantizable_data_type`
     /// lists it and stays float32 otherwise. qat's decision: a layer is integer or float
     /// throughout, so int beside a float type is refused.
