@@ -3,6 +3,8 @@ import XCTest
 @testable import QATIO
 @testable import QATCore
 @testable import QATModel
+import QATDeploy
+import QATONNX
 import QAT
 
 /// Vitis AI's `convert_silu_to_hswish` (issue 12): every SiLU (a sigmoid whose output a mul
@@ -90,5 +92,24 @@ final class SiLUConversionTests: XCTestCase {
                                        + "multiplies by the sigmoid's own input); the model is unchanged"])
         XCTAssertTrue(plan.table().contains("no SiLU to convert"))
         XCTAssertFalse(try config(convert: false).resolve(for: lenet).warnings.contains { $0.contains("SiLU") })
+    }
+
+    /// An ONNX SiLU is a Sigmoid and a Mul of its input by the Sigmoid's output: written as ONNX
+    /// (qat's float export, one node per layer) and imported back, the net converts the same way.
+    func testAnImportedONNXSiLUConverts() throws {
+        let folder = try makeTemporaryFolder(self)
+        let file = folder + "/silunet.onnx"
+        let model = try Model(spec: siluNet, seed: 3)
+        try ONNXExporter.exportFloat(model: model, opset: 15, file: file).write(to: URL(fileURLWithPath: file))
+        let imported = try ImportedModel.load(onnxFile: file, options: ImportOptions(modelName: "silunet"))
+        let kinds = imported.spec.layers.map(\.kind.typeName)
+        XCTAssertEqual(kinds.filter { $0 == "sigmoid" }.count, 3, "\(kinds)")
+        XCTAssertEqual(kinds.filter { $0 == "mul" }.count, 3, "\(kinds)")
+        let convert = try config(convert: true)
+        let plan = try convert.resolve(for: imported.spec)
+        XCTAssertEqual(plan.rewrittenLayers[.siluToHardSwish]?.count, 2, "the two SiLUs, not the gate")
+        let rewritten = convert.model(for: imported.spec).layers.map(\.kind.typeName)
+        XCTAssertEqual(rewritten.filter { $0 == "hard_swish" }.count, 2, "\(rewritten)")
+        XCTAssertEqual(rewritten.filter { $0 == "sigmoid" }.count, 1, "\(rewritten)")
     }
 }

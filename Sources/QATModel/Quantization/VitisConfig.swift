@@ -8,10 +8,10 @@ import QATIO
 // (`layer_type`) or a layer rule (`layer_name`), so `qat calibrate`, `plan` and `train` resolve it
 // into the one per-layer plan. `include_cle` and `include_bias_corr` (true by default, as in the
 // manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5);
-// `convert_relu6_to_relu` and `convert_silu_to_hswish` graph rewrites (GraphRewrite.swift); `keep_first_last_layer_accuracy`
-// a rule of the plan. What qat
-// cannot run yet (DPU rules, bias
-// quantization, …) is refused with the key path, never accepted and ignored.
+// `convert_relu6_to_relu` and `convert_silu_to_hswish` graph rewrites (GraphRewrite.swift);
+// `keep_first_last_layer_accuracy` a rule of the plan; a float `datatype` makes cast layers
+// (CastQuantization.swift). What qat cannot run yet (DPU rules, bias quantization, …) is refused
+// with the key path, never accepted and ignored.
 
 extension QuantizerConfig {
     /// Says int for the input, the weights and the bias explicitly (an enabled integer rule).
