@@ -133,6 +133,8 @@ final class FloatCastTests: XCTestCase {
         // qat's own JSON (the record's keys): the same rule, with the key that made the mix.
         assertInputError(try parse(#"{"conv1": {"retrain_data_config": {"data_type": "bfloat16"}}}"#),
                          mentions: ["conv1.retrain_weight_config.data_type", "int (the default) on layer conv1, whose input is bfloat16"])
+        assertInputError(try parse(#"{"conv1": {"retrain_data_config": {"data_type": "float16", "clip_max": 3, "clip_min": -3}}}"#),
+                         mentions: ["conv1.retrain_data_config.clip_max", "applies to data_type int only"])
         assertInputError(try parse(#"{"conv1": {"retrain_weight_config": {"bias_data_type": "float16"}}}"#),
                          mentions: ["conv1.retrain_weight_config.bias_data_type", "float16 on layer conv1, whose weights and input are int"])
     }

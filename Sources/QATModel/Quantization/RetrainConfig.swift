@@ -469,6 +469,7 @@ extension RetrainConfig {
         config.dataType = try choice(object, "data_type", allowed: TensorDataType.allCases)
         config.calibration = try CalibrationConfig.parse(object)
         try object.rejectUnknownKeys()
+        try rejectIntegerSettings(object, beside: config.dataType, allowed: ["data_type"])
         return config
     }
 
@@ -501,7 +502,17 @@ extension RetrainConfig {
         config.dataType = try choice(object, "data_type", allowed: TensorDataType.allCases)
         config.biasDataType = try choice(object, "bias_data_type", allowed: TensorDataType.allCases)
         try object.rejectUnknownKeys()
+        try rejectIntegerSettings(object, beside: config.dataType, allowed: ["data_type", "bias_data_type"])
         return config
+    }
+
+    /// A float `data_type` casts instead of quantizing, so the integer settings beside it in the
+    /// same object would be ignored: they are an error instead.
+    private static func rejectIntegerSettings(_ object: JSONObject, beside dataType: TensorDataType?, allowed: [String]) throws {
+        guard let format = dataType?.floatFormat else { return }
+        if let key = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw object.error(key, "applies to data_type int only; remove it (this object sets data_type \(format.rawValue))")
+        }
     }
 
     /// True when one step of the INT8 grid over [clip_min, clip_max] is at least one float32 ulp
