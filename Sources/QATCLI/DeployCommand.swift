@@ -41,6 +41,12 @@ struct DeployCommand: ParsableCommand {
                     print("  " + "".padded(to: 22) + "NUQ (nuq_quantize): at most \(steps) levels per weight row, written as "
                           + "its int8 codes for the INT8 kernels")
                 }
+                if let cast = node.floatCast {
+                    print("  " + "".padded(to: 22) + "cast (datatype \(cast.summary)): "
+                          + (cast.isIdentity ? "float32 is the identity, run as a plain float \(node.op.rawValue)"
+                             : "input cast to \(cast.input.rawValue) and back, weights \(cast.weights.rawValue), bias \(cast.bias.rawValue), "
+                               + "run as a float \(node.op.rawValue) on the INT8 engine"))
+                }
                 if node.isWeightOnly {
                     print("  " + "".padded(to: 22) + "weight-only (weight_compress_only): float input and the dequantized INT8 "
                           + "weights, run as a float \(node.op.rawValue) on the INT8 engine")

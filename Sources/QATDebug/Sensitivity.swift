@@ -217,7 +217,8 @@ public final class SensitivityAnalysis {
             let others = Set(layers.map(\.name)).subtracting([layer.name])
             let leaveOut = evaluate(try variant(others), on: evaluation, batchSize: batchSize, reference: &reference)
             progress(String(format: "%@: only this %.2f%%, all but this %.2f%%", layer.name, 100 * single.accuracy, 100 * leaveOut.accuracy))
-            rows.append(SensitivityRow(layer: layer.name, kind: layer.kind.typeName, width: layer.quantizer!.weightCompressOnly ? "float" : layer.quantizer!.activationType.rawValue,
+            rows.append(SensitivityRow(layer: layer.name, kind: layer.kind.typeName, width: layer.quantizer!.floatCast?.summary
+                                           ?? (layer.quantizer!.weightCompressOnly ? "float" : layer.quantizer!.activationType.rawValue),
                                        single: single, leaveOut: leaveOut,
                                        singleLossIncrease: single.loss - float.loss, singleAccuracyDrop: float.accuracy - single.accuracy,
                                        leaveOutLossGain: all.loss - leaveOut.loss, leaveOutAccuracyGain: leaveOut.accuracy - all.accuracy))
@@ -294,8 +295,9 @@ extension SensitivityAnalysis {
         // A proto-text simple config's symmetric layers take the signed range, a rule the JSON
         // forms cannot state: its resolved plan is written instead of its rules.
         let studied = config.format.symmetricActivationsAreSigned ? plan.explicitConfig() : config
-        // A weight-only layer's input is float already: a 16-bit input grid would not apply to it.
-        let weightOnly = Set(plan.quantizedLayers.filter { $0.quantizer!.weightCompressOnly }.map(\.name))
+        // A weight-only layer's input is float already, and a cast layer's is cast to a float
+        // format: a 16-bit input grid would apply to neither.
+        let weightOnly = Set(plan.quantizedLayers.filter { $0.quantizer!.weightCompressOnly || $0.quantizer!.floatCast != nil }.map(\.name))
         var fixed = studied.applying(action, to: action == .int16 ? layers.subtracting(weightOnly) : layers)
         fixed.runtimeSections = base?.runtimeSections ?? [:]
         var checkpoint = fixed.runtimeSections["checkpoint"] ?? .object([])

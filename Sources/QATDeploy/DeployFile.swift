@@ -110,6 +110,12 @@ public struct DeployNode: Equatable, Sendable {
     /// is the dequantized INT8 weight and the input stays float. Set by the deployer for its
     /// report; the file does not record it (the node is a plain float conv/linear).
     public var isWeightOnly = false
+    /// Float conv/linear of a cast layer (Vitis AI's float `datatype`): the input is cast to this
+    /// format and back first (nil: no cast), and `floatTensors` hold the already cast weight and bias.
+    public var inputCast: FloatFormat?
+    /// Cast layers: the three formats, for the deployer's report and the exporter's refusal; the
+    /// file records `inputCast` only (the weight and bias are stored cast).
+    public var floatCast: FloatCast?
     /// Integer layers with NUQ weights: the levels per row (`num_steps`), for the deployer's
     /// report; the file does not record it (the codes are ordinary int8 codes).
     public var nonUniformSteps: Int?
@@ -319,6 +325,7 @@ extension DeployNode {
                     if q.roundMode != .halfEven { try attribute("input_fake_quant_round_mode", .string(q.roundMode.rawValue)) }
                     if q.narrowRange { try attribute("input_fake_quant_narrow_range", .int64(1)) }
                 }
+                if let inputCast { try attribute("input_cast", .string(inputCast.rawValue)) }
                 for (key, tensor) in floatTensors.sorted(by: { $0.key < $1.key }) { try file.write(tensor, at: group + "/" + key) }
             }
         case .batchnorm2d:
@@ -451,6 +458,13 @@ extension DeployNode {
                                                                         offset: try int("input_fake_quant_offset"),
                                                                         roundMode: try roundMode("input_fake_quant_round_mode"),
                                                                         narrowRange: try narrow("input_fake_quant_narrow_range"))
+                }
+                if try file.hasAttribute("input_cast", on: group) {
+                    let name = try file.stringAttribute("input_cast", of: group)
+                    guard let format = FloatFormat(rawValue: name) else {
+                        throw fail(group, "input_cast must be one of \(FloatFormat.allCases.map(\.rawValue).joined(separator: ", ")), got '\(name)'")
+                    }
+                    node.inputCast = format
                 }
                 for key in try file.children(of: group) { node.floatTensors[key] = try file.readTensor(at: group + "/" + key) }
             }

@@ -98,6 +98,8 @@ private struct Builder {
     var wideInputs: [Int: QuantizationGrid] = [:]
     /// Weight-only layers: float nodes with the dequantized weight and a float input.
     var weightOnly: Set<Int> = []
+    /// Cast layers: float nodes with the cast weight and bias that cast their input.
+    var casts: [Int: FloatCast] = [:]
     /// conv index → folded BN index
     var foldedInto: [Int: Int] = [:]
     var folded: Set<Int> = []
@@ -117,7 +119,9 @@ private struct Builder {
         specs = model.spec.layers
         outputSentinel = layers.count
         for (i, layer) in layers.enumerated() {
-            if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, !q.quantizesInput {
+            if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, let cast = q.settings.floatCast {
+                casts[i] = cast
+            } else if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, !q.quantizesInput {
                 guard q.weight.numBits == 8 else { throw fail(i, "cannot be deployed: weights must be INT8 (dst_type is INT\(q.weight.numBits))") }
                 weightOnly.insert(i)
             } else if let q = (layer as? WeightedLayer)?.quantizer as? FakeQuantizer, q.activation.numBits == 16 {
@@ -221,6 +225,13 @@ private struct Builder {
                     // The dequantized INT8 weight on a float input, as fake quant computes the layer.
                     node.floatTensors["weight"] = weightFakeQuantize(weighted.weight, state: quantizer.weight, tape: nil).value
                     node.isWeightOnly = true
+                }
+                if let cast = casts[i], let quantizer = weighted.quantizer as? FakeQuantizer {
+                    // The weight and bias exactly as the fake-quant forward casts them.
+                    node.floatTensors["weight"] = quantizer.quantizeWeight(weighted.weight, tape: nil).value
+                    if let bias = weighted.bias { node.floatTensors["bias"] = quantizer.quantizeBias(bias, tape: nil).value }
+                    node.inputCast = cast.input.isIdentity ? nil : cast.input
+                    node.floatCast = cast
                 }
             case .batchNorm:
                 let bn = layer as! BatchNorm2DLayer

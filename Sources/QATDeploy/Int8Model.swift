@@ -408,6 +408,7 @@ public final class Int8Model {
         }
         let x = Variable(Tensor(shape: [n] + step.inputShape, storage: floats(input)))
         if let grid = node.inputFakeQuantization { grid.fakeQuantize(&x.value.storage) }   // an INT16 layer
+        node.inputCast?.cast(&x.value.storage)   // a cast layer
         if node.op == .conv2d {
             return .floats(node.convolution.apply(x, weight: step.floatWeight!, bias: step.floatBias, tape: nil).value.storage)
         }

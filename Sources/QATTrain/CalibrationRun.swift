@@ -62,7 +62,9 @@ extension TrainingRun {
         let rewrites = plan?.rewrittenLayers.keys.sorted().map(\.rawValue) ?? []
         log("evaluating the float model\(rewrites.isEmpty ? "" : " (after \(rewrites.joined(separator: ", ")))") on \(test.count) test images")
         let float = model.withoutFakeQuantizers { trainer.evaluate(test) }
-        log("calibrating \(model.fakeQuantizers.filter(\.quantizesInput).count) layer(s) on \(batchNum) batch(es) of \(settings.batchSize) training images")
+        let casts = model.fakeQuantizers.filter { $0.settings.floatCast != nil }.count
+        log("calibrating \(model.fakeQuantizers.filter(\.quantizesInput).count) layer(s) on \(batchNum) batch(es) of \(settings.batchSize) training images"
+            + (casts == 0 ? "" : " (\(casts) cast layer(s) need no calibration)"))
         let outcome = try calibrateQuantizers(train: train, transforms: plan?.ptqTransforms ?? [])
         log("evaluating the calibrated model (fake quant) on \(test.count) test images")
         // This forward also sets each quantizer's activation grid and weight scales, which the

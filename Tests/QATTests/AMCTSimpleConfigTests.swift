@@ -181,7 +181,9 @@ final class AMCTSimpleConfigTests: XCTestCase {
 
     func testUnsupportedSemanticsAreRefusedWithTheirKeyPath() {
         assertError("version: 1\njoint_quant: true", keyPath: "joint_quant", at: "line 2, column 1", mentions: ["not supported yet"])
-        assertError("enable_auto_nuq: true", keyPath: "enable_auto_nuq", at: "line 1, column 1", mentions: ["not supported"])
+        // enable_auto_nuq runs (AutoNUQTests); its value is checked like every switch's.
+        assertError("version: 1\nenable_auto_nuq: 2", keyPath: "enable_auto_nuq", at: "line 2, column 1", mentions: ["true or false"])
+        XCTAssertEqual(try plan("enable_auto_nuq: true").autoNonUniform?.filter(\.isPicked).map(\.layer), ["fc1", "fc2", "fc3"])
         // NUQ and weight-only layers run (NonUniformWeightsTests); NUQ's ranges are checked.
         assertError("common_config { nuq_quantize { num_steps: 8 } }", keyPath: "common_config.nuq_quantize.num_steps",
                     at: "line 1, column 32", mentions: ["must be 16 or 32, got 8"])

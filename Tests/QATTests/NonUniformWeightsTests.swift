@@ -161,7 +161,7 @@ final class NonUniformWeightsTests: XCTestCase {
         })
     }
 
-    func testTheManualsConflictRules() {
+    func testTheManualsConflictRules() throws {
         assertError("common_config {\n  arq_quantize { asymmetric: true }\n}", keyPath: "common_config.arq_quantize.asymmetric",
                     mentions: ["needs weight_compress_only true"])
         assertError("common_config { weight_compress_only: false arq_quantize { asymmetric: true } }",
@@ -181,7 +181,11 @@ final class NonUniformWeightsTests: XCTestCase {
                     mentions: ["line 1, column 32", "must be 16 or 32, got 8"])
         assertError("common_config { nuq_quantize { num_of_iteration: 6 } }", keyPath: "common_config.nuq_quantize.num_of_iteration",
                     mentions: ["must be in 0...5, got 6"])
-        assertError("enable_auto_nuq: true", keyPath: "enable_auto_nuq", mentions: ["line 1, column 1", "hardware measure"])
+        // enable_auto_nuq no longer refuses; it never overrides a weight-only layer (AutoNUQTests has the rest).
+        let auto = try config("enable_auto_nuq: true override_layer_types { layer_type: \"Gemm\" calibration_config "
+                              + "{ weight_compress_only: true } }").resolve(for: lenet)
+        XCTAssertEqual(auto.autoNonUniform?.map(\.layer), ["conv1", "conv2"], "weight-only fc layers are not candidates")
+        XCTAssertNil(auto.layer(named: "fc1")?.quantizer?.nonUniform)
     }
 
     // MARK: LeNet-5 end to end

@@ -205,6 +205,11 @@ struct ONNXEmitter {
     /// Conv or Gemm: integer nodes over DequantizeLinear of int8 weights and int32 bias; float
     /// nodes with float32 weights (an INT16 layer's fake-quantized weight and input grid as float ops).
     private mutating func emitWeighted(_ node: DeployNode, input: String, output: String, warn: (String) -> Void) throws {
+        if node.inputCast != nil || node.floatCast?.isIdentity == false {
+            throw InputError(file: file, keyPath: "layer \(node.name)",
+                             message: "cannot be exported yet: it is a cast layer (datatype \(node.floatCast?.summary ?? node.inputCast!.rawValue)), "
+                                + "and qat's QDQ export has no float-cast pairs; deploy it for the INT8 engine (qat deploy) instead")
+        }
         let shape = node.weightShape!
         let channels = node.outputChannels
         var x = input

@@ -13,7 +13,8 @@ public struct NamedVariable {
 public protocol LayerQuantizer: AnyObject {
     func quantizeInput(_ x: Variable, training: Bool, tape: Tape?) -> Variable
     func quantizeWeight(_ weight: Variable, tape: Tape?) -> Variable
-    /// The bias the layer adds: on a grid of its own when the plan quantizes biases, else itself.
+    /// The bias the layer adds: on a grid of its own when the plan quantizes biases, cast in a cast
+    /// layer, else itself.
     func quantizeBias(_ bias: Variable, tape: Tape?) -> Variable
     /// Trainable quantizer parameters, named relative to the layer (`act_quant.clip_max`).
     var parameters: [NamedVariable] { get }

@@ -3,7 +3,8 @@ import QATIO
 
 /// The fake quantization of one conv or linear layer during QAT: ULQ on its input, ARQ (or LSQ,
 /// or ARQ with NUQ levels) on its weight, as the layer's `QuantizerSettings` say. A weight-only
-/// layer (`weight_compress_only`) passes its input through unchanged.
+/// layer (`weight_compress_only`) passes its input through unchanged; a cast layer (`floatCast`)
+/// casts its input, weight and bias to float formats and back instead.
 public final class FakeQuantizer: LayerQuantizer {
     public let layerName: String
     public let settings: QuantizerSettings
@@ -36,21 +37,26 @@ public final class FakeQuantizer: LayerQuantizer {
         weight.rangeMethod = settings.weightScaleMethod.rowThreshold(percentage: settings.weightPercentage)
     }
 
-    /// True for a weight-only layer: its input stays float.
-    public var quantizesInput: Bool { !settings.weightCompressOnly }
+    /// True when the input goes onto an integer grid (false for weight-only and cast layers).
+    public var quantizesInput: Bool { !settings.weightCompressOnly && settings.floatCast == nil }
 
     public func quantizeInput(_ x: Variable, training: Bool, tape: Tape?) -> Variable {
+        if let cast = settings.floatCast { return fakeCast(x, to: cast.input, tape: tape) }
         guard quantizesInput else { return x }
         collectInput?(x.value)
         return ulqFakeQuantize(x, state: activation, tape: tape)
     }
 
     public func quantizeWeight(_ w: Variable, tape: Tape?) -> Variable {
-        weightFakeQuantize(w, state: weight, tape: tape)
+        if let cast = settings.floatCast { return fakeCast(w, to: cast.weights, tape: tape) }
+        return weightFakeQuantize(w, state: weight, tape: tape)
     }
 
-    /// The bias on its own grid when the plan quantizes biases (`settings.biasGrid`), straight-through.
+    /// The bias: cast in a cast layer; on its own grid when the plan quantizes biases
+    /// (`settings.biasGrid`, straight-through); else float (the eval forward puts it on the
+    /// accumulator grid).
     public func quantizeBias(_ bias: Variable, tape: Tape?) -> Variable {
+        if let cast = settings.floatCast { return fakeCast(bias, to: cast.bias, tape: tape) }
         guard let grid = settings.biasGrid else { return bias }
         return biasFakeQuantize(bias, grid: grid, tape: tape)
     }

@@ -51,6 +51,9 @@ public struct QuantizerSettings: Equatable, Sendable {
     public var weightScaleMethod: ScaleMethod
     /// The percentile of `weightScaleMethod` percentile, nil for the other methods.
     public var weightPercentage: Double?
+    /// A cast-quantized layer (Vitis AI's float `datatype`): its tensors are cast to float formats
+    /// instead of quantized, and every integer setting above is unused. nil for integer layers.
+    public var floatCast: FloatCast?
 
     public init(activationAlgorithm: ActivationAlgorithm = .ulqQuantize, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool, fixedMinIsDefault: Bool = true, activationType: QuantizedType = .int8,
@@ -60,7 +63,8 @@ public struct QuantizerSettings: Equatable, Sendable {
                 activationScaleType: ScaleType = .float, weightScaleType: ScaleType = .float,
                 activationRoundMode: RoundMode = .halfEven, weightRoundMode: RoundMode = .halfEven,
                 activationNarrowRange: Bool = false, weightNarrowRange: Bool = false, biasGrid: BiasGrid? = nil,
-                weightScaleMethod: ScaleMethod = .maxmin, weightPercentage: Double? = nil) {
+                weightScaleMethod: ScaleMethod = .maxmin, weightPercentage: Double? = nil, floatCast: FloatCast? = nil) {
+        self.floatCast = floatCast
         self.weightPercentage = weightPercentage
         self.biasGrid = biasGrid
         self.weightScaleMethod = weightScaleMethod
@@ -88,7 +92,7 @@ public struct QuantizerSettings: Equatable, Sendable {
     }
 
     /// True when calibration must find the starting clip bounds.
-    public var needsCalibration: Bool { clipMax == nil && !weightCompressOnly }
+    public var needsCalibration: Bool { clipMax == nil && !weightCompressOnly && floatCast == nil }
 }
 
 /// One layer of the model in the plan.
@@ -130,6 +134,8 @@ public struct QuantizationPlan: Equatable, Sendable {
     public var rewrittenLayers: [GraphRewrite: [String]] = [:]
     /// Settings the config reader changed (`RetrainConfig.notes`), one line each.
     public var notes: [String] = []
+    /// `enable_auto_nuq`'s candidates with their bytes (AutoNUQ.swift); nil when the config does not enable it.
+    public var autoNonUniform: [AutoNUQDecision]?
 
     public init(modelName: String, configFile: String, batchCount: Int, layers: [LayerPlan], warnings: [String] = [],
                 foldsBeforeCalibration: [ConvBNPair] = []) {
@@ -157,7 +163,8 @@ extension RetrainConfig {
     public func resolve(for original: ModelSpec) throws -> QuantizationPlan {
         // The plan is that of the model the run builds (`model(for:)`); a spec already rewritten
         // resolves to the same plan.
-        let converted = Dictionary(rewrittenLayers(of: original).map { ($0.layer, $0.rewrite) }, uniquingKeysWith: { a, _ in a })
+        let changes = rewrittenLayers(of: original)
+        let converted = Dictionary(changes.map { ($0.layer, ($0.rewrite, $0.was)) }, uniquingKeysWith: { a, _ in a })
         let model = self.model(for: original)
         let wiring = try ModelGraph.Wiring(model)
         var warnings: [String] = []
@@ -190,9 +197,13 @@ extension RetrainConfig {
             }
         }
         for index in layers.indices {
-            if let rewrite = converted[layers[index].name] {
-                layers[index].rule = "\(rewrite.rawValue) (was \(original.layers[index].kind.typeName))"
+            if let (rewrite, was) = converted[layers[index].name] {
+                layers[index].rule = "\(rewrite.rawValue) (was \(was))"
             }
+        }
+        var autoNonUniform: [AutoNUQDecision]?
+        if enablesAutoNonUniform, case .simple(let simple) = rules {
+            autoNonUniform = try applyAutoNonUniform(to: &layers, simple: simple, model: model)
         }
         guard layers.contains(where: \.isQuantized) else {
             let names = model.layers.filter(\.kind.isQuantizable).map(\.name)
@@ -204,8 +215,13 @@ extension RetrainConfig {
         var plan = QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
                                     layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
         plan.ptqTransforms = ptqTransforms
+        plan.autoNonUniform = autoNonUniform
+        plan.rewrittenLayers = Dictionary(grouping: changes, by: \.rewrite).mapValues { $0.map(\.layer) }
+        if graphRewrites.contains(.siluToHardSwish) && !changes.contains(where: { $0.rewrite == .siluToHardSwish }) {
+            plan.warnings.append("convert_silu_to_hswish: no SiLU to convert in model \(model.name) (a sigmoid whose output a mul "
+                                 + "multiplies by the sigmoid's own input); the model is unchanged")
+        }
         plan.notes = notes
-        plan.rewrittenLayers = Dictionary(grouping: rewrittenLayers(of: original), by: \.rewrite).mapValues { $0.map(\.layer) }
         if layers.contains(where: { $0.quantizer?.dmqStrength != nil }) { plan.ptqTransforms.insert(.dmq) }
         return plan
     }
@@ -339,6 +355,11 @@ extension RetrainConfig {
                 if let v = value(config) { return (v, config) }
             }
             return nil
+        }
+        if let cast = try floatCast(input: pick { $0.data.dataType }, weights: pick { $0.weight.dataType },
+                                    bias: pick { $0.weight.biasDataType }, layer: layer.name, mostSpecific: configs.last!) {
+            // No grid, so nothing to calibrate or learn: the integer settings keep their defaults, unused.
+            return QuantizerSettings(fixedMin: false, channelWise: false, learnClip: false, floatCast: cast)
         }
         // The two clip bounds travel together: the parser guarantees both or neither.
         let clip = pick { config in config.data.clipMax.map { ($0, config.data.clipMin!) } }
@@ -520,6 +541,11 @@ extension QuantizationPlan {
                 rows.append([layer.name, layer.kind.typeName, "no", "float", "-", "-", "-", layer.rule])
                 continue
             }
+            if let cast = q.floatCast {
+                rows.append([layer.name, layer.kind.typeName, "cast", cast.summary, "\(cast.input.rawValue) cast", "-",
+                             "\(cast.weights.rawValue) cast, bias \(cast.bias.rawValue)", layer.rule])
+                continue
+            }
             let width = (q.activationType == q.weightType
                 ? q.activationType.rawValue : "\(q.activationType.rawValue)/\(q.weightType.rawValue)")
                 + (q.activationType == .int16 ? " (float on INT8 engine)" : "")
@@ -566,6 +592,15 @@ extension QuantizationPlan {
         if quantizedLayers.contains(where: { $0.quantizer?.weightCompressOnly == true }) {
             text += "\nWeight-only layers (weight_compress_only) keep a float input and deploy as float layers with their "
                 + "dequantized INT8 weights (docs/DEPLOY-FORMAT.md).\n"
+        }
+        text += autoNonUniformNote()
+        let casts = quantizedLayers.compactMap(\.quantizer?.floatCast)
+        if !casts.isEmpty {
+            text += "\nCast layers (datatype bfloat16, float16, float32) round their input, weights and bias to the float "
+                + "format and back (nearest even; float16 overflows to ±inf) and deploy as float layers that cast the same "
+                + "way; they need no calibration (docs/ALGORITHMS.md §3.6)."
+                + (casts.contains { $0.input.isIdentity || $0.weights.isIdentity || $0.bias.isIdentity }
+                   ? " float32 is the identity: a float32 tensor is left exactly as it is." : "") + "\n"
         }
         if !floatNodes.isEmpty {
             text += "\nOn the INT8 engine these layers run as float nodes (the training op in eval mode, between "

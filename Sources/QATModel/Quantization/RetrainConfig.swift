@@ -75,6 +75,15 @@ public enum ScaleMethod: String, CaseIterable, Sendable {
     }
 }
 
+/// `data_type` (qat's record of Vitis AI's `datatype`): integers on a grid, or a float format
+/// each value is cast to and back (docs/ALGORITHMS.md §3.6).
+public enum TensorDataType: String, CaseIterable, Sendable {
+    case int, bfloat16, float16, float32
+
+    /// The float format, or nil for `int`.
+    public var floatFormat: FloatFormat? { FloatFormat(rawValue: rawValue) }
+}
+
 /// `retrain_data_config` as written; `nil` means "not given here" (a default or a less
 /// specific rule decides).
 public struct RetrainDataConfig: Equatable, Sendable {
@@ -94,11 +103,14 @@ public struct RetrainDataConfig: Equatable, Sendable {
     public var roundMode: RoundMode?
     /// qat extension (Vitis AI's `narrow_range`): input codes from −127.
     public var narrowRange: Bool?
+    /// qat extension (Vitis AI's `datatype` of the input): a float format casts instead of quantizing.
+    public var dataType: TensorDataType?
 
     public init(algorithm: ActivationAlgorithm? = nil, clipMax: Float? = nil, clipMin: Float? = nil,
                 fixedMin: Bool? = nil, dstType: QuantizedType? = nil, learnClip: Bool? = nil,
                 calibration: CalibrationConfig = CalibrationConfig(), scaleType: ScaleType? = nil, roundMode: RoundMode? = nil,
-                narrowRange: Bool? = nil) {
+                narrowRange: Bool? = nil, dataType: TensorDataType? = nil) {
+        self.dataType = dataType
         self.narrowRange = narrowRange
         self.scaleType = scaleType
         self.roundMode = roundMode
@@ -136,11 +148,19 @@ public struct RetrainWeightConfig: Equatable, Sendable {
     public var scaleMethod: ScaleMethod?
     /// qat extension (Vitis AI's `percentage`): the percentile of `method: "percentile"`.
     public var percentage: Double?
+    /// qat extension (Vitis AI's `datatype` of the weights and of the bias): float formats cast
+    /// instead of quantizing. `biasDataType` applies to cast layers only (integer layers keep
+    /// their bias on the accumulator grid).
+    public var dataType: TensorDataType?
+    public var biasDataType: TensorDataType?
 
     public init(algorithm: WeightAlgorithm? = nil, channelWise: Bool? = nil, dstType: QuantizedType? = nil,
                 nonUniform: NUQParameters? = nil, asymmetric: Bool? = nil, weightCompressOnly: Bool? = nil,
                 scaleType: ScaleType? = nil, roundMode: RoundMode? = nil, narrowRange: Bool? = nil,
-                bias: BiasQuantization? = nil, scaleMethod: ScaleMethod? = nil, percentage: Double? = nil) {
+                bias: BiasQuantization? = nil, scaleMethod: ScaleMethod? = nil, percentage: Double? = nil,
+                dataType: TensorDataType? = nil, biasDataType: TensorDataType? = nil) {
+        self.dataType = dataType
+        self.biasDataType = biasDataType
         self.percentage = percentage
         self.bias = bias
         self.scaleMethod = scaleMethod
@@ -254,6 +274,8 @@ public struct RetrainConfig: Equatable, Sendable {
     /// Settings the reader changed, one line each (Vitis AI's `target_device: "DPU"` rules); the
     /// commands print them and `qat plan` lists them.
     public var notes: [String] = []
+    /// AMCT's `enable_auto_nuq`: NUQ for the uniform layers whose weights dominate their traffic (AutoNUQ.swift).
+    public var enablesAutoNonUniform = false
 
     public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
                 calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:],
@@ -486,8 +508,10 @@ extension RetrainConfig {
         config.scaleType = try choice(object, "scale_type", allowed: ScaleType.allCases)
         config.roundMode = try choice(object, "round_mode", allowed: RoundMode.allCases)
         config.narrowRange = try object.bool("narrow_range")
+        config.dataType = try choice(object, "data_type", allowed: TensorDataType.allCases)
         config.calibration = try CalibrationConfig.parse(object)
         try object.rejectUnknownKeys()
+        try rejectIntegerSettings(object, beside: config.dataType, allowed: ["data_type"])
         return config
     }
 
@@ -523,8 +547,20 @@ extension RetrainConfig {
             guard value > 50 && value <= 100 else { throw object.error("percentage", "must be in (50, 100], got \(value)") }
             config.percentage = value
         }
+        config.dataType = try choice(object, "data_type", allowed: TensorDataType.allCases)
+        config.biasDataType = try choice(object, "bias_data_type", allowed: TensorDataType.allCases)
         try object.rejectUnknownKeys()
+        try rejectIntegerSettings(object, beside: config.dataType, allowed: ["data_type", "bias_data_type"])
         return config
+    }
+
+    /// A float `data_type` casts instead of quantizing, so the integer settings beside it in the
+    /// same object would be ignored: they are an error instead.
+    private static func rejectIntegerSettings(_ object: JSONObject, beside dataType: TensorDataType?, allowed: [String]) throws {
+        guard let format = dataType?.floatFormat else { return }
+        if let key = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw object.error(key, "applies to data_type int only; remove it (this object sets data_type \(format.rawValue))")
+        }
     }
 
     /// True when one step of the INT8 grid over [clip_min, clip_max] is at least one float32 ulp

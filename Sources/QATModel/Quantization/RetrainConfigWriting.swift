@@ -83,6 +83,7 @@ extension RetrainDataConfig {
         if let scaleType { members.append(.init("scale_type", JSONValue(scaleType.rawValue))) }
         if let roundMode { members.append(.init("round_mode", JSONValue(roundMode.rawValue))) }
         if let narrowRange { members.append(.init("narrow_range", JSONValue(narrowRange))) }
+        if let dataType { members.append(.init("data_type", JSONValue(dataType.rawValue))) }
         return members + calibration.members
     }
 }
@@ -105,6 +106,8 @@ extension RetrainWeightConfig {
         if let scaleMethod { members.append(.init("method", JSONValue(scaleMethod.rawValue))) }
         if let percentage { members.append(.init("percentage", JSONValue(percentage))) }
         if let bias { members.append(.init("bias_quantize", bias.json)) }
+        if let dataType { members.append(.init("data_type", JSONValue(dataType.rawValue))) }
+        if let biasDataType { members.append(.init("bias_data_type", JSONValue(biasDataType.rawValue))) }
         return members
     }
 }
@@ -146,6 +149,15 @@ extension QuantizationPlan {
         var entries: [String: QuantizerConfig] = [:]
         for layer in quantizedLayers {
             let q = layer.quantizer!
+            if let cast = q.floatCast {
+                // A cast layer has no integer settings: its three data types say everything.
+                entries[layer.name] = QuantizerConfig(
+                    keyPath: layer.name,
+                    data: RetrainDataConfig(dataType: TensorDataType(rawValue: cast.input.rawValue)),
+                    weight: RetrainWeightConfig(dataType: TensorDataType(rawValue: cast.weights.rawValue),
+                                                biasDataType: TensorDataType(rawValue: cast.bias.rawValue)))
+                continue
+            }
             entries[layer.name] = QuantizerConfig(
                 keyPath: layer.name,
                 data: RetrainDataConfig(algorithm: q.activationAlgorithm, clipMax: q.clipMax, clipMin: q.clipMin,

@@ -8,9 +8,20 @@ import QATIO
 // (`layer_type`) or a layer rule (`layer_name`), so `qat calibrate`, `plan` and `train` resolve it
 // into the one per-layer plan. `include_cle` and `include_bias_corr` (true by default, as in the
 // manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5);
-// `convert_relu6_to_relu` a graph rewrite (GraphRewrite.swift); `keep_first_last_layer_accuracy`
-// a rule of the plan; `target_device: "DPU"` the DPU rules (`DPURules`). What qat cannot run yet
-// is refused with the key path, never accepted and ignored.
+// `convert_relu6_to_relu` and `convert_silu_to_hswish` graph rewrites (GraphRewrite.swift);
+// `keep_first_last_layer_accuracy` a rule of the plan; a float `datatype` makes cast layers
+// (CastQuantization.swift); `target_device: "DPU"` the DPU rules (`DPURules`). What qat cannot
+// run yet is refused with the key path, never accepted and ignored.
+
+extension QuantizerConfig {
+    /// Says int for the input, the weights and the bias explicitly (an enabled integer rule).
+    fileprivate mutating func markInteger() {
+        guard isEnabled else { return }
+        data.dataType = .int
+        weight.dataType = .int
+        weight.biasDataType = .int
+    }
+}
 
 /// The Vitis AI JSON reader.
 enum VitisConfig {
@@ -26,7 +37,6 @@ enum VitisConfig {
     /// Global switches whose only supported value is false, with what true would ask for and the
     /// manual's default (used when the key is left out; true for CLE and bias correction).
     static let unsupportedSwitches: [(key: String, manualDefault: Bool, feature: String)] = [
-        ("convert_silu_to_hswish", false, "qat has no converting SiLU to hard swish"),
         ("keep_add_layer_accuracy", false, "qat has no keeping add layers in float"),
     ]
 
@@ -66,6 +76,16 @@ enum VitisConfig {
         for entry in try root.objectArray("layer_quantize_config") ?? [] {
             try parseLayerEntry(entry, modelOverall: overall, into: &rules, seen: &seen, dpu: &dpu)
         }
+        if rules.global.data.dataType != nil {
+            // Under a cast model configuration, an integer layer configuration must say int, or
+            // resolving would take the model's float types for it.
+            for type in Array(rules.typeOverrides.keys) where rules.typeOverrides[type]!.data.dataType == nil {
+                rules.typeOverrides[type]!.markInteger()
+            }
+            for name in Array(rules.layerOverrides.keys) where rules.layerOverrides[name]!.data.dataType == nil {
+                rules.layerOverrides[name]!.markInteger()
+            }
+        }
         let known = ["version", "batch_num"] + topLevelKeys + RetrainConfig.trainerSections
         for key in root.keys where !known.contains(key) {
             throw root.error(key, "unknown key: not a key of the \(ConfigFormat.vitis.name) (\(topLevelKeys.joined(separator: ", ")))")
@@ -77,6 +97,7 @@ enum VitisConfig {
         if try root.bool("include_bias_corr") ?? true { config.ptqTransforms.insert(.biasCorrection) }
         if try root.bool("convert_relu6_to_relu") ?? false { config.graphRewrites.insert(.relu6ToReLU) }
         config.notes = dpu?.notes ?? []
+        if try root.bool("convert_silu_to_hswish") ?? false { config.graphRewrites.insert(.siluToHardSwish) }
         return config
     }
 
@@ -174,6 +195,10 @@ enum VitisConfig {
             try dpu?.enforce(on: &settings, tensor: tensor)
             return settings
         }
+        if let cast = try castConfig(keyPath: keyPath, types: types, overall: overall, weights: try settings("weights"),
+                                     activation: try settings("activation"), tensors: tensors) {
+            return cast
+        }
         var config = QuantizerConfig(keyPath: keyPath)
         config.weight = try settings("weights").weightConfig()
         config.data = try settings("activation").dataConfig()
@@ -197,6 +222,62 @@ enum VitisConfig {
                              message: "leaving out \"input\" is not supported yet: qat quantizes the model input where the first "
                                 + "conv2d or linear layer reads it (list \"input\")")
         }
+        return config
+    }
+}
+
+extension VitisConfig {
+    /// The rule of a configuration whose weights or activation have a float `datatype`: a cast
+    /// layer (docs/ALGORITHMS.md §3.6); nil when both are int. The input (when listed) must have
+    /// the activation's type, as for integers; the bias is cast when `quantizable_data_type`
+    /// lists it and stays float32 otherwise. qat's decision: a layer is integer or float
+    /// throughout, so int beside a float type is refused.
+    fileprivate static func castConfig(keyPath: String, types: (names: [String], keyPath: String, isDefault: Bool),
+                                       overall: TensorSettings, weights: TensorSettings, activation: TensorSettings,
+                                       tensors: [String: JSONObject]) throws -> QuantizerConfig? {
+        let weightType = try weights.tensorDataType(), activationType = try activation.tensorDataType()
+        guard weightType != .int || activationType != .int else { return nil }
+        let file = overall.file
+        for required in ["weights", "activation"] where !types.names.contains(required) {
+            throw InputError(file: file, keyPath: types.keyPath,
+                             message: "leaving out \"\(required)\" is not supported yet: qat casts a layer's weights and its "
+                                + "input activations together (list \"weights\" and \"activation\")")
+        }
+        if weightType == .int || activationType == .int {
+            let (intSide, floatSide) = weightType == .int ? (weights, activation) : (activation, weights)
+            throw intSide.refuse(intSide.dataType, "datatype", "beside \(floatSide.dataType.value) \(weightType == .int ? "activation" : "weights") "
+                                 + "is not supported: qat runs a layer in integers or in one float format throughout (give weights "
+                                 + "and activation float datatypes, or both int)")
+        }
+        var input = overall
+        if let object = tensors["input"] { try input.apply(object) }
+        if types.names.contains("input") || tensors["input"] != nil {
+            guard try input.tensorDataType() == activationType else {
+                throw input.refuse(input.dataType, "datatype", "for input differs from activation's \(activationType.rawValue), which is not "
+                                   + "supported yet: qat casts the model input where the layers that read it cast their input")
+            }
+        } else if keyPath.isEmpty {
+            throw InputError(file: file, keyPath: types.keyPath,
+                             message: "leaving out \"input\" is not supported yet: qat casts the model input where the first "
+                                + "conv2d or linear layer reads it (list \"input\")")
+        }
+        var biasType = TensorDataType.float32
+        if types.names.contains("bias") {
+            var bias = overall
+            if let object = tensors["bias"] { try bias.apply(object) }
+            biasType = try bias.tensorDataType()
+            if biasType == .int {
+                throw bias.refuse(bias.dataType, "datatype", "for bias in a layer of \(weightType.rawValue) weights is not supported: "
+                                  + "give the bias a float datatype (bfloat16, float16, float32)")
+            }
+        } else if let object = tensors["bias"] {
+            throw InputError(file: file, keyPath: object.path, message: "quantizable_data_type does not list \"bias\": list it, or "
+                             + "remove this entry (an unlisted bias stays float32)")
+        }
+        var config = QuantizerConfig(keyPath: keyPath)
+        config.data.dataType = activationType
+        config.weight.dataType = weightType
+        config.weight.biasDataType = biasType
         return config
     }
 }
@@ -229,7 +310,10 @@ struct TensorSettings {
 
     static let methods = ["maxmin", "percentile", "entropy", "mse", "diffs"]
     static let roundModes = RoundMode.allCases.map(\.rawValue)
-    static let dataTypes = ["int", "bfloat16", "float16", "float32"]
+    static let dataTypes = TensorDataType.allCases.map(\.rawValue)
+    /// Settings the manual applies to datatype int only.
+    static let intOnlyKeys = ["bit_width", "method", "round_mode", "symmetry", "per_channel", "signed", "narrow_range",
+                              "scale_type", "calib_statistic_method", "percentage"]
 
     /// Reads the keys `object` gives over the current values.
     mutating func apply(_ object: JSONObject) throws {
@@ -251,6 +335,12 @@ struct TensorSettings {
         }
         try choice("datatype", Self.dataTypes, \.dataType)
         try choice("data_type", Self.dataTypes, \.dataType)
+        // The manual: the other settings apply "only when the data type is int".
+        if let type = try object.string("datatype") ?? object.string("data_type"), type != "int" {
+            for key in Self.intOnlyKeys where object.contains(key) {
+                throw object.error(key, "applies to datatype int only (the manual); remove it, since this object sets datatype \(type)")
+            }
+        }
         if let bits = try object.int("bit_width") {
             guard (1...32).contains(bits) else { throw object.error("bit_width", "must be in 1…32, got \(bits)") }
             bitWidth = Setting(value: bits, keyPath: object.keyPath("bit_width"))
@@ -278,9 +368,15 @@ struct TensorSettings {
         return (keyPath, "")
     }
 
-    private func refuse<Value>(_ setting: Setting<Value>, _ key: String, _ message: String) -> InputError {
+    fileprivate func refuse<Value>(_ setting: Setting<Value>, _ key: String, _ message: String) -> InputError {
         let (keyPath, note) = blame(setting, key)
         return InputError(file: file, keyPath: keyPath, message: "\(setting.value)\(note) \(message)")
+    }
+
+    /// `datatype` as the config type.
+    fileprivate func tensorDataType() throws -> TensorDataType {
+        guard let type = TensorDataType(rawValue: dataType.value) else { throw refuse(dataType, "datatype", "is not a data type") }
+        return type
     }
 
     /// Checks shared by weights and activations: integer data.
@@ -409,6 +505,10 @@ struct DPURules {
     }
 
     mutating func enforce(on settings: inout TensorSettings, tensor: String) throws {
+        guard settings.dataType.value == "int" else {
+            throw InputError(file: settings.file, keyPath: settings.dataType.keyPath ?? "\(settings.defaultsPath).datatype",
+                             message: "\(settings.dataType.value) is not allowed with \(origin): the DPU runs integers (datatype int)")
+        }
         let method = settings.method
         guard ["diffs", "maxmin"].contains(method.value) else {
             throw InputError(file: settings.file, keyPath: method.keyPath ?? "\(settings.defaultsPath).method",
