@@ -41,6 +41,11 @@ struct DeployCommand: ParsableCommand {
                     print("  " + "".padded(to: 22) + "NUQ (nuq_quantize): at most \(steps) levels per weight row, written as "
                           + "its int8 codes for the INT8 kernels")
                 }
+                if let shared = node.sharedInputGrid {
+                    print("  " + "".padded(to: 22) + String(format: "joint_quant: both inputs as int8 codes on one grid (s %.4g, o %d), ",
+                                                            shared.scale, Int(shared.zeroPoint))
+                          + "summed in float exactly as fake quant sums them")
+                }
                 if node.isWeightOnly {
                     print("  " + "".padded(to: 22) + "weight-only (weight_compress_only): float input and the dequantized INT8 "
                           + "weights, run as a float \(node.op.rawValue) on the INT8 engine")

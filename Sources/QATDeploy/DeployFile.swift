@@ -92,6 +92,8 @@ public struct DeployNode: Equatable, Sendable {
     public var constantShape: [Int] = []
     /// Integer layers: the quantizer of the input codes (s_d, o_d).
     public var inputQuantizer: QuantizationGrid?
+    /// An add under `joint_quant`: the grid both operands are quantized to before their float sum.
+    public var sharedInputGrid: QuantizationGrid?
     /// Integer layers: w_q [O, C / groups, KH, KW] or [O, I].
     public var weightCodes: [Int8] = []
     /// Integer layers: b_q [O].
@@ -339,7 +341,13 @@ extension DeployNode {
         case .constant:
             try attribute("shape", .int64s(constantShape.map(Int64.init)))
             for (key, tensor) in floatTensors.sorted(by: { $0.key < $1.key }) { try file.write(tensor, at: group + "/" + key) }
-        case .quantize, .relu, .relu6, .flatten, .add, .sigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
+        case .add:
+            // Written only under joint_quant, so files of float adds keep their bytes.
+            if let grid = sharedInputGrid {
+                try attribute("shared_input_scale", .double(Double(grid.scale)))
+                try attribute("shared_input_zero_point", .int64(Int64(grid.zeroPoint)))
+            }
+        case .quantize, .relu, .relu6, .flatten, .sigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
             break
         }
     }
@@ -471,7 +479,12 @@ extension DeployNode {
         case .constant:
             node.constantShape = try ints("shape")
             for key in try file.children(of: group) { node.floatTensors[key] = try file.readTensor(at: group + "/" + key) }
-        case .quantize, .relu, .relu6, .flatten, .add, .sigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
+        case .add:
+            if try file.hasAttribute("shared_input_scale", on: group) {
+                node.sharedInputGrid = QuantizationGrid(bits: 8, scale: try scale("shared_input_scale"),
+                                                        offset: Int(try zeroPoint("shared_input_zero_point")))
+            }
+        case .quantize, .relu, .relu6, .flatten, .sigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
             break
         }
         return node

@@ -21,6 +21,8 @@ public func deploy(checkpoint: String, output: String) throws {
 ///   quantizer; a ReLU or ReLU6 that is the value's only consumer becomes saturation of the
 ///   codes (at the zero point, and for ReLU6 at the code of 6.0).
 ///   Otherwise the value stays float, and each quantized consumer quantizes it itself.
+/// - An add under joint_quant reads both operands as codes on its shared grid (a producer whose
+///   only reader it is requantizes straight into that grid) and sums them in float, as fake quant.
 /// - Adds, average pools, the layers without an integer form (sigmoid, hard sigmoid, hard swish,
 ///   leaky ReLU, clip, mul, concat, global average pool, constants: lowering `.float`),
 ///   BatchNorms that cannot fold and unquantized conv/linear layers run in float with the
@@ -98,6 +100,8 @@ private struct Builder {
     var wideInputs: [Int: QuantizationGrid] = [:]
     /// Weight-only layers: float nodes with the dequantized weight and a float input.
     var weightOnly: Set<Int> = []
+    /// Adds under joint_quant: the grid both operands are quantized to.
+    var sharedAddGrids: [Int: QuantizationGrid] = [:]
     /// conv index → folded BN index
     var foldedInto: [Int: Int] = [:]
     var folded: Set<Int> = []
@@ -127,6 +131,12 @@ private struct Builder {
                 inputQuantizers[i] = try Deployer.inputGrid(of: q, source: source)
             } else if let weighted = layer as? WeightedLayer, weighted.quantizer != nil {
                 throw fail(i, "cannot be deployed: its quantizer is not a fake quantizer the deployer knows")
+            } else if let joint = (layer as? AddLayer)?.jointQuantizer {
+                guard let grid = joint.grid() else {
+                    throw fail(i, "cannot be deployed: its shared input quantizer (joint_quant) was never calibrated, "
+                               + "or its clip bounds are invalid with no previous valid pair")
+                }
+                sharedAddGrids[i] = grid
             }
         }
         for (i, b) in graph.batchNormFolds where inputQuantizers[i] != nil {
@@ -153,7 +163,7 @@ private struct Builder {
             var t: QuantizationGrid?
             if c == outputSentinel {
                 t = nil
-            } else if let q = inputQuantizers[c] {
+            } else if let q = inputQuantizers[c] ?? sharedAddGrids[c] {
                 t = q
             } else {
                 switch specs[c].kind.lowering {
@@ -235,6 +245,7 @@ private struct Builder {
                 }
             case .float:
                 if let constant = layer as? ConstantLayer { node.floatTensors["value"] = constant.value }
+                node.sharedInputGrid = sharedAddGrids[i]
             }
             nodes.append(node)
             finishFloat(i, node: node.name)

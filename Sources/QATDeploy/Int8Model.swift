@@ -288,6 +288,17 @@ public final class Int8Model {
             return input
         case .add:
             let other = values[step.inputs[1]]!
+            if let shared = node.sharedInputGrid {
+                // joint_quant: both operands on one grid, dequantized and summed in float exactly as
+                // fake quant sums its two fake-quantized operands; a quantize node follows if needed.
+                // Observed and substituted as the two operands' codes one after the other, as an
+                // integer layer's input (`qat verify` checks the add's grid like a layer's).
+                let own = codes(input, shared) + codes(other, shared)
+                observeInputCodes?(node.name, own)
+                let both = Int8Kernels.dequantize(substituteInputCodes?(node.name) ?? own, shared)
+                let half = both.count / 2
+                return .floats((0..<half).map { both[$0] + both[half + $0] })
+            }
             if let qy = node.output, case .codes(let a, let qa) = input, case .codes(let b, let qb) = other {
                 return .codes(Int8Kernels.add(a, qa, b, qb, output: qy, relu: node.fusedActivation != nil,
                                               upperBound: node.fusedActivation?.codeRange(on: qy).upperBound ?? .max), qy)

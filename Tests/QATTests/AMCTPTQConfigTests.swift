@@ -220,7 +220,8 @@ final class AMCTPTQConfigTests: XCTestCase {
     // MARK: Unsupported semantics: refused, never ignored
 
     func testUnsupportedSemanticsAreRefused() {
-        assertError(#"{"joint_quant": true, "conv1": {}}"#, keyPath: "joint_quant", mentions: ["not supported yet"])
+        // joint_quant runs (JointQuantTests): on a model without an eltwise add it changes nothing.
+        XCTAssertEqual(try plan(#"{"joint_quant": true, "conv1": {}}"#).layers.compactMap(\.jointQuant), [])
         // DMQ runs (DMQTests); on a layer reading the image there is no layer to take its scales.
         assertError(#"{"conv1": {"dmq_balancer_param": 0.5}}"#, keyPath: "conv1.dmq_balancer_param", mentions: ["DMQ", "model input"])
         assertError(#"{"tensor_quantize": [{"layer_name": "pool1", "input_index": 0}], "conv1": {}}"#,

@@ -180,7 +180,8 @@ final class AMCTSimpleConfigTests: XCTestCase {
     // MARK: Refusals and ranges
 
     func testUnsupportedSemanticsAreRefusedWithTheirKeyPath() {
-        assertError("version: 1\njoint_quant: true", keyPath: "joint_quant", at: "line 2, column 1", mentions: ["not supported yet"])
+        // joint_quant runs (JointQuantTests); a value that is not a bool is still an error at its line.
+        assertError("version: 1\njoint_quant: 3", keyPath: "joint_quant", at: "line 2, column 1")
         assertError("enable_auto_nuq: true", keyPath: "enable_auto_nuq", at: "line 1, column 1", mentions: ["not supported"])
         // NUQ and weight-only layers run (NonUniformWeightsTests); NUQ's ranges are checked.
         assertError("common_config { nuq_quantize { num_steps: 8 } }", keyPath: "common_config.nuq_quantize.num_steps",

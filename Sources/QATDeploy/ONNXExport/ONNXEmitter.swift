@@ -159,7 +159,16 @@ struct ONNXEmitter {
             if node.op == .avgpool2d { attributes.append(("count_include_pad", .int(node.countIncludePad ? 1 : 0))) }
             add(node.op == .maxpool2d ? "MaxPool" : "AveragePool", name: node.name, inputs, floatName, attributes)
         case .flatten: add("Flatten", name: node.name, inputs, floatName, [("axis", .int(1))])
-        case .add: add("Add", name: node.name, inputs, floatName)
+        case .add:
+            var operands = inputs
+            if let shared = node.sharedInputGrid {
+                // joint_quant: each operand through QuantizeLinear/DequantizeLinear with the one shared grid.
+                try requireExpressible(shared, layer: node.name)
+                operands = node.inputs.enumerated().map { k, input in
+                    floatValue(codesValue(input, on: shared, reader: "\(node.name)/operand\(k)"))
+                }
+            }
+            add("Add", name: node.name, operands, floatName)
         case .mul: add("Mul", name: node.name, inputs, floatName)
         case .concat: add("Concat", name: node.name, inputs, floatName, [("axis", .int(1))])
         case .leakyReLU: add("LeakyRelu", name: node.name, inputs, floatName, [("alpha", .float(node.leakyReLU.negativeSlope))])

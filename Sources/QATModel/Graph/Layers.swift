@@ -36,7 +36,8 @@ func makeLayer(_ spec: LayerSpec, generator: inout SeededGenerator) -> any Layer
     case .linear(let attributes): return LinearLayer(spec: spec, attributes, generator: &generator)
     case .batchnorm2d(let attributes): return BatchNorm2DLayer(spec: spec, attributes)
     case .constant(let attributes): return ConstantLayer(spec: spec, attributes)
-    case .relu, .relu6, .maxpool2d, .avgpool2d, .flatten, .add, .clip, .leakyReLU, .sigmoid, .hardSigmoid, .hardSwish,
+    case .add: return AddLayer(spec: spec)
+    case .relu, .relu6, .maxpool2d, .avgpool2d, .flatten, .clip, .leakyReLU, .sigmoid, .hardSigmoid, .hardSwish,
          .globalAvgpool2d, .mul, .concat:
         return StatelessLayer(spec: spec, operation: statelessOperation(spec.kind)!)
     }

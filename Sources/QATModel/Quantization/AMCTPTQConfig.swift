@@ -4,8 +4,9 @@ import QATIO
 // AMCT's post-training quantization config.json, verbatim (docs/CONFIG.md "AMCT PTQ
 // config.json"; the manual's parameter table gives every key and range). It is read into the
 // same rule model as the retrain formats (one entry per layer), so `qat calibrate`, `qat plan`
-// and `qat train` resolve it into the one per-layer plan. Semantics qat cannot run yet (joint
-// quantization, quantized MaxPool/Add inputs, 16-bit weights) are refused with the key path,
+// and `qat train` resolve it into the one per-layer plan; `joint_quant` gives each eltwise add a
+// shared input grid (JointQuant.swift). Semantics qat cannot run yet (quantized MaxPool/Add
+// inputs, 16-bit weights) are refused with the key path,
 // never accepted and ignored; `dmq_balancer_param` runs DMQ before calibration (ALGORITHMS §2.5).
 
 /// The AMCT PTQ config.json reader.
@@ -29,10 +30,6 @@ enum AMCTPTQConfig {
         }
         // The manual recommends true, and an omitted key means AMCT's default, true.
         let activationOffset: Symmetry = (try root.bool("activation_offset") ?? true, "activation_offset")
-        if try root.bool("joint_quant") == true {
-            throw root.error("joint_quant", "true is not supported yet: qat quantizes each input of an eltwise add "
-                             + "on its own (set false or leave it out)")
-        }
         let fusion = ConvBNFusion(isEnabled: try root.bool("do_fusion") ?? true,
                                   skippedLayers: try root.stringArray("skip_fusion_layers") ?? [])
         try checkTensorQuantize(root, activationOffset: activationOffset)
@@ -48,8 +45,14 @@ enum AMCTPTQConfig {
             entries[name] = try parseLayerEntry(JSONObject(file: root.file, path: root.keyPath(name), values: entry),
                                                 activationOffset: activationOffset)
         }
-        return RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: .perLayer(entries),
-                             runtimeSections: sections, format: .amctPTQ, fusion: fusion)
+        var config = RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: .perLayer(entries),
+                                   runtimeSections: sections, format: .amctPTQ, fusion: fusion)
+        // joint_quant: each eltwise add's operands share one IFMR grid, symmetric or not as
+        // activation_offset says (an add has no layer entry of its own).
+        if try root.bool("joint_quant") == true {
+            config.jointQuantCalibration = CalibrationConfig(settings: ["asymmetric": .flag(activationOffset.asymmetric)])
+        }
+        return config
     }
 
     /// `tensor_quantize`: each entry is checked (`layer_name`, `input_index`, its

@@ -7,8 +7,8 @@ import QATIO
 // override_layer_configs > override_layer_types > common_config, key by key, and
 // `activation_offset` below all three (it is the `asymmetric` every ifmr_quantize leaves out).
 // NUQ (`nuq_quantize`) and weight-only layers (`weight_compress_only`, with asymmetric ARQ) run
-// (docs/ALGORITHMS.md §3.1, §3.2). Semantics qat cannot run yet (joint quantization, quantized
-// MaxPool/Add inputs, automatic NUQ) are refused with the field's key path and line.
+// (docs/ALGORITHMS.md §3.1, §3.2), and `joint_quant` gives each eltwise add a shared input grid.
+// Semantics qat cannot run yet (quantized MaxPool/Add inputs, automatic NUQ) are refused with the field's key path and line.
 
 /// The reader of AMCT's simple config in proto text.
 enum AMCTSimpleConfig {
@@ -37,13 +37,12 @@ enum AMCTSimpleConfig {
         guard version == 1 else {
             throw root.error(try root.single("version")!, "unsupported version \(version) (allowed: 1)")
         }
-        try refuseIfTrue(root, "joint_quant", "joint quantization of an eltwise add's inputs is not supported yet: "
-                         + "qat quantizes each input on its own (set false or leave it out)")
         try refuseIfTrue(root, "enable_auto_nuq", "automatic non-uniform weight quantization is not supported: AMCT picks "
                          + "the layers whose weight bandwidth limits an Ascend chip, a hardware measure qat does not have; "
                          + "give nuq_quantize to the layers you choose (set false or leave it out)")
         // The manual gives no default; AMCT's PTQ config.json defaults to true, and so does this.
         let activationOffset = try root.bool("activation_offset") ?? true
+        let jointQuant = try root.bool("joint_quant") ?? false
 
         var rules = SimpleRules()
         rules.skipLayers = try root.strings("skip_layers").map(\.value)
@@ -88,8 +87,12 @@ enum AMCTSimpleConfig {
 
         // activation_offset is the least specific `asymmetric`: the calibration default of every layer.
         let calibration = CalibrationConfig(settings: ["asymmetric": .flag(activationOffset)])
-        return RetrainConfig(file: root.file, version: version, rules: .simple(rules), calibration: calibration,
-                             format: .amctSimpleProtoText, fusion: fusion)
+        var config = RetrainConfig(file: root.file, version: version, rules: .simple(rules), calibration: calibration,
+                                   format: .amctSimpleProtoText, fusion: fusion)
+        // joint_quant: each eltwise add's operands share one IFMR grid, symmetric or not as
+        // activation_offset says (no override level names an add).
+        if jointQuant { config.jointQuantCalibration = calibration }
+        return config
     }
 
     /// A CalibrationConfig message as one level of the simple form's rules. `arq_quantize` and

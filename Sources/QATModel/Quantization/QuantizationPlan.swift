@@ -89,6 +89,8 @@ public struct LayerPlan: Equatable, Sendable {
     public var rule: String
     /// The settings, or nil when the layer stays float.
     public var quantizer: QuantizerSettings?
+    /// An eltwise add under `joint_quant`: the shared grid of its two operands.
+    public var jointQuant: JointQuantSettings?
 
     public init(name: String, kind: LayerKind, rule: String, quantizer: QuantizerSettings? = nil) {
         self.name = name
@@ -186,6 +188,14 @@ extension RetrainConfig {
             throw InputError(file: file, message: "no layer is quantized: the config disables or leaves out every "
                 + "conv2d/linear layer of model \(model.name) (\(names.isEmpty ? "it has none" : names.joined(separator: ", "))); "
                 + "enable at least one, or train in float without a retrain config")
+        }
+        if let jointQuantCalibration {
+            let method = try CalibrationConfig.resolve([(jointQuantCalibration, ConfigFormat.jointQuantKey)], layer: "joint_quant",
+                                                       file: file, warnings: &warnings)
+            for index in layers.indices where wiring.isEltwiseAdd(layerAt: index) {
+                layers[index].jointQuant = JointQuantSettings(calibration: method)
+                layers[index].rule = "joint_quant"
+            }
         }
         let folds = try fusion?.check(wiring, layers: layers, file: file, warnings: &warnings) ?? []
         var plan = QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
@@ -464,6 +474,11 @@ extension QuantizationPlan {
     public func table(floatNodes: [String] = []) -> String {
         var rows = [["layer", "type", "quantized", "width", "activation", "fixed_min", "weights", "rule"]]
         for layer in layers {
+            if let joint = layer.jointQuant {
+                rows.append([layer.name, layer.kind.typeName, "inputs", "int8", "shared input grid, \(joint.calibration.name.uppercased())",
+                             "false", "-", layer.rule])
+                continue
+            }
             guard let q = layer.quantizer else {
                 rows.append([layer.name, layer.kind.typeName, "no", "float", "-", "-", "-", layer.rule])
                 continue
@@ -513,6 +528,10 @@ extension QuantizationPlan {
             text += "\nWeight-only layers (weight_compress_only) keep a float input and deploy as float layers with their "
                 + "dequantized INT8 weights (docs/DEPLOY-FORMAT.md).\n"
         }
+        if layers.contains(where: { $0.jointQuant != nil }) {
+            text += "\nAdds under joint_quant fake-quantize both inputs on one shared INT8 grid, calibrated on both "
+                + "inputs' values together; the INT8 engine adds their codes in float exactly as fake quant does.\n"
+        }
         if !floatNodes.isEmpty {
             text += "\nOn the INT8 engine these layers run as float nodes (the training op in eval mode, between "
                 + "dequantize and quantize; docs/DEPLOY-FORMAT.md): \(floatNodes.joined(separator: ", ")).\n"
@@ -530,7 +549,8 @@ extension QuantizationPlan {
     public func describeCalibration(of names: [String]) -> String {
         var groups: [(method: String, layers: [String])] = []
         for name in names {
-            let method = layer(named: name)?.quantizer?.calibration.name.uppercased() ?? "no quantizer"
+            let entry = layer(named: name)
+            let method = (entry?.quantizer?.calibration ?? entry?.jointQuant?.calibration)?.name.uppercased() ?? "no quantizer"
             if let index = groups.firstIndex(where: { $0.method == method }) {
                 groups[index].layers.append(name)
             } else {

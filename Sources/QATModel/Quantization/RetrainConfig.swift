@@ -212,6 +212,10 @@ public struct RetrainConfig: Equatable, Sendable {
     public var ptqTransforms: Set<PTQTransform> = []
     /// Changes to the float model before quantizing it (Vitis AI's `convert_relu6_to_relu`).
     public var graphRewrites: Set<GraphRewrite> = []
+    /// AMCT's `joint_quant: true`: the calibration of the grid every eltwise add's two operands
+    /// share (JointQuant.swift); nil keeps adds in float. The retrain forms write it as
+    /// `joint_quant_calibration` (qat's record of a plan).
+    public var jointQuantCalibration: CalibrationConfig?
 
     public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
                 calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:],
@@ -298,7 +302,14 @@ extension RetrainConfig {
         }
 
         // Every other top-level key is a layer name (AMCT form) or a simple-form key.
-        let otherKeys = root.keys.filter { !["version", "batch_num"].contains($0) && !reservedSections.contains($0) }
+        var jointQuantCalibration: CalibrationConfig?
+        if let section = try root.object(ConfigFormat.jointQuantKey) {
+            jointQuantCalibration = try CalibrationConfig.parse(section)
+            try section.rejectUnknownKeys()
+        }
+        let otherKeys = root.keys.filter {
+            !["version", "batch_num", ConfigFormat.jointQuantKey].contains($0) && !reservedSections.contains($0)
+        }
         let simpleKeys = otherKeys.filter { simpleFormKeys.contains($0) }
         let layerNames = otherKeys.filter { !simpleFormKeys.contains($0) }
 
@@ -321,8 +332,10 @@ extension RetrainConfig {
             }
             rules = .perLayer(entries)
         }
-        return RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: rules,
-                             calibration: calibration, runtimeSections: sections)
+        var config = RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: rules,
+                                   calibration: calibration, runtimeSections: sections)
+        config.jointQuantCalibration = jointQuantCalibration
+        return config
     }
 
     /// `version` (1) and `batch_num`, which every AMCT format shares.

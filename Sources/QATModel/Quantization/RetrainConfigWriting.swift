@@ -15,6 +15,7 @@ extension RetrainConfig: Encodable {
             if let section = runtimeSections[name] { members.append(.init(name, section)) }
         }
         if !calibration.isEmpty { members.append(.init("calibration", .object(calibration.members))) }
+        if let jointQuantCalibration { members.append(.init(ConfigFormat.jointQuantKey, .object(jointQuantCalibration.members))) }
         members.append(.init("version", JSONValue(version)))
         members.append(.init("batch_num", JSONValue(batchCount)))
         let rank = Dictionary(layerOrder.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
@@ -160,6 +161,8 @@ extension QuantizationPlan {
                                             narrowRange: q.weightNarrowRange ? true : nil),
                 dmqStrength: q.dmqStrength)
         }
-        return RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))
+        var config = RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))
+        config.jointQuantCalibration = layers.lazy.compactMap(\.jointQuant).first?.calibration.explicitConfig
+        return config
     }
 }
