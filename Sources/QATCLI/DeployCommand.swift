@@ -41,6 +41,10 @@ struct DeployCommand: ParsableCommand {
                     print("  " + "".padded(to: 22) + "NUQ (nuq_quantize): at most \(steps) levels per weight row, written as "
                           + "its int8 codes for the INT8 kernels")
                 }
+                if node.op == .add && node.sharedInputGrid == nil {
+                    print("  " + "".padded(to: 22) + "float add: both inputs dequantized and summed in float32, as the float model "
+                          + "(Vitis AI's keep_add_layer_accuracy); a quantized reader quantizes the sum")
+                }
                 if let shared = node.sharedInputGrid {
                     print("  " + "".padded(to: 22) + String(format: "joint_quant: both inputs as int8 codes on one grid (s %.4g, o %d), ",
                                                             shared.scale, Int(shared.zeroPoint))

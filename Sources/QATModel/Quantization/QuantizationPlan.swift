@@ -178,6 +178,11 @@ extension RetrainConfig {
                 layers.append(try plan(layerAt: index, of: wiring, simple: simple, warnings: &warnings))
             }
         }
+        if keepsAddsFloat {
+            let adds = layers.indices.filter { layers[$0].kind.layerType == .add }
+            for index in adds { layers[index].rule = "keep_add_layer_accuracy (float)" }
+            if adds.isEmpty { warnings.append("keep_add_layer_accuracy: model \(model.name) has no add layer; the key has no effect") }
+        }
         for index in layers.indices {
             if let rewrite = converted[layers[index].name] {
                 layers[index].rule = "\(rewrite.rawValue) (was \(original.layers[index].kind.typeName))"

@@ -216,6 +216,10 @@ public struct RetrainConfig: Equatable, Sendable {
     /// share (JointQuant.swift); nil keeps adds in float. The retrain forms write it as
     /// `joint_quant_calibration` (qat's record of a plan).
     public var jointQuantCalibration: CalibrationConfig?
+    /// Vitis AI's `keep_add_layer_accuracy`: every add runs in float, its inputs as their
+    /// producers leave them and its sum quantized only where a quantized layer reads it (what
+    /// qat does with an add unless `joint_quant` says otherwise); the plan names the rule.
+    public var keepsAddsFloat = false
 
     public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
                 calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:],

@@ -9,7 +9,7 @@ import QATIO
 // into the one per-layer plan. `include_cle` and `include_bias_corr` (true by default, as in the
 // manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5);
 // `convert_relu6_to_relu` a graph rewrite (GraphRewrite.swift); `keep_first_last_layer_accuracy`
-// a rule of the plan. What qat
+// and `keep_add_layer_accuracy` rules of the plan. What qat
 // cannot run yet (DPU rules, bias
 // quantization, …) is refused with the key path, never accepted and ignored.
 
@@ -28,7 +28,6 @@ enum VitisConfig {
     /// manual's default (used when the key is left out; true for CLE and bias correction).
     static let unsupportedSwitches: [(key: String, manualDefault: Bool, feature: String)] = [
         ("convert_silu_to_hswish", false, "qat has no converting SiLU to hard swish"),
-        ("keep_add_layer_accuracy", false, "qat has no keeping add layers in float"),
     ]
 
     static func parse(_ root: JSONObject) throws -> RetrainConfig {
@@ -77,6 +76,7 @@ enum VitisConfig {
         if try root.bool("include_cle") ?? true { config.ptqTransforms.insert(.crossLayerEqualization) }
         if try root.bool("include_bias_corr") ?? true { config.ptqTransforms.insert(.biasCorrection) }
         if try root.bool("convert_relu6_to_relu") ?? false { config.graphRewrites.insert(.relu6ToReLU) }
+        config.keepsAddsFloat = try root.bool("keep_add_layer_accuracy") ?? false
         return config
     }
 
