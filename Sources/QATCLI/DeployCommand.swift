@@ -46,9 +46,10 @@ struct DeployCommand: ParsableCommand {
                           + "(Vitis AI's keep_add_layer_accuracy); a quantized reader quantizes the sum")
                 }
                 if let shared = node.sharedInputGrid {
-                    print("  " + "".padded(to: 22) + String(format: "joint_quant: both inputs as int8 codes on one grid (s %.4g, o %d), ",
-                                                            shared.scale, Int(shared.zeroPoint))
-                          + "summed in float exactly as fake quant sums them")
+                    let grid = String(format: "(s %.4g, o %d)", shared.scale, Int(shared.zeroPoint))
+                    print("  " + "".padded(to: 22) + (node.op == .add
+                        ? "joint_quant: both inputs as int8 codes on one grid \(grid), summed in float exactly as fake quant sums them"
+                        : "tensor_quantize: input as int8 codes on its own grid \(grid), pooled on codes"))
                 }
                 if node.isWeightOnly {
                     print("  " + "".padded(to: 22) + "weight-only (weight_compress_only): float input and the dequantized INT8 "

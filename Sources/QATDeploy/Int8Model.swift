@@ -123,7 +123,8 @@ public final class Int8Model {
             guard step.node.op == .conv2d, step.node.inputQuantizer != nil, step.requantization != nil,
                   i + 1 < steps.count, readers[i + 1] == 1 else { return false }
             let next = steps[i + 1]
-            return next.node.op == .maxpool2d && next.inputs == [i + 1]
+            // A pool with its own input grid (tensor_quantize) runs alone: `qat verify` observes its input codes.
+            return next.node.op == .maxpool2d && next.inputs == [i + 1] && next.node.sharedInputGrid == nil
         }
         quantizedLayerNames = deployed.nodes.filter(\.isInteger).map(\.name)
     }
@@ -270,6 +271,19 @@ public final class Int8Model {
             }
             return floatResult(relu6(tensor(input, step.inputShape), tape: nil))
         case .maxpool2d:
+            if let grid = node.sharedInputGrid {
+                // tensor_quantize: the input on the pool's own grid (observed and substituted as an
+                // integer layer's input), pooled on codes: max commutes with the monotone quantizer.
+                let own = codes(input, grid)
+                observeInputCodes?(node.name, own)
+                let x = substituteInputCodes?(node.name) ?? own
+                if node.hasPlainPoolGeometry {
+                    let s = step.inputShape
+                    return .codes(Int8Kernels.maxPool2d(x, planes: n * s[0], height: s[1], width: s[2],
+                                                        kernel: node.kernel.height, stride: node.stride.height), grid)
+                }
+                return .codes(Int8Kernels.maxPool2d(x, planes: n * step.inputShape[0], pool: poolGeometry(step)), grid)
+            }
             if case .codes(let c, let q) = input {
                 if node.hasPlainPoolGeometry {
                     let s = step.inputShape

@@ -79,7 +79,7 @@ extension DeployVerification {
     public static func run(model: Model, engine: Int8Model, data: Dataset, batchSize: Int = 256) -> DeployVerification {
         let quantizers = model.fakeQuantizers
         // Adds under joint_quant: both operands' codes on the shared grid (first operand, then second).
-        let adds = model.jointAddQuantizers
+        let adds = model.tensorQuantizers
         let compared = engine.file.nodes.filter { $0.isInteger || $0.sharedInputGrid != nil }.map(\.name)
         var report = DeployVerification(layers: compared.map { Layer(name: $0) })
         let layerIndex = Dictionary(uniqueKeysWithValues: report.layers.enumerated().map { ($1.name, $0) })

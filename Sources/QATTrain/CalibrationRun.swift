@@ -95,6 +95,6 @@ extension Model {
         let quantizers = weighted.map(\.quantizer)
         for layer in weighted { layer.quantizer = nil }
         defer { for (layer, quantizer) in zip(weighted, quantizers) { layer.quantizer = quantizer } }
-        return try withoutJointQuantizers(body)
+        return try withoutTensorQuantizers(body)
     }
 }

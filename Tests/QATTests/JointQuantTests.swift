@@ -36,9 +36,9 @@ final class JointQuantTests: XCTestCase {
     /// 1/64 (half to even) and clamped to [−128, 127] codes before the float sum.
     func testSharedGridFakeQuantizesBothOperandsBeforeTheSum() throws {
         let model = try Model(spec: tinySpec)
-        let add = try XCTUnwrap(model.layer(named: "sum") as? AddLayer)
-        let quantizer = JointAddQuantizer(layerName: "sum", settings: JointQuantSettings(calibration: .default))
-        add.jointQuantizer = quantizer
+        let add = try XCTUnwrap(model.layer(named: "sum") as? StatelessLayer)
+        let quantizer = TensorQuantizer(layerName: "sum", settings: TensorQuantizerSettings(calibration: .default))
+        add.inputQuantizer = quantizer
         quantizer.activation.setClipRange(max: 127.0 / 64, min: -2)
         XCTAssertEqual(quantizer.grid(), QuantizationGrid(bits: 8, scale: 1.0 / 64, offset: 0))
 
@@ -48,9 +48,9 @@ final class JointQuantTests: XCTestCase {
         let y = add.forward([a, b], training: false, tape: nil)
         XCTAssertEqual(y.value.storage, [19.0 / 64, -2.5, 159.0 / 64, 2.0 / 64])
         // Without the quantizer the add is the plain float sum.
-        add.jointQuantizer = nil
+        add.inputQuantizer = nil
         XCTAssertEqual(add.forward([a, b], training: false, tape: nil).value.storage, [0.1 + 0.2, -3.5, 3.5, 2.0 / 64])
-        add.jointQuantizer = quantizer
+        add.inputQuantizer = quantizer
 
         // Deployed: the input is quantized once onto the shared grid (its only readers are the
         // add's two operands), and the engine's add equals fake quant's bit for bit.
@@ -78,14 +78,14 @@ final class JointQuantTests: XCTestCase {
         let model = try Model(spec: spec, seed: 5)
         let plan = try RetrainConfig.parse(JSONObject.parse(Data(ptqConfig(jointQuant: true).utf8), file: "ptq.json")).resolve(for: spec)
         model.applyQuantization(plan)
-        let add = try XCTUnwrap(model.jointAddQuantizers.first)
+        let add = try XCTUnwrap(model.tensorQuantizers.first)
         let batch = try fashionMNIST(.train, count: 16).batch(Array(0..<16)[...]).images
 
         // The operands a float forward of the other quantizers' calibration pass gives the add.
         let twin = try Model(spec: spec, seed: 5)
         twin.applyQuantization(plan)
         var operands: [Tensor] = []
-        twin.jointAddQuantizers[0].collectInput = { operands.append($0) }
+        twin.tensorQuantizers[0].collectInput = { operands.append($0) }
         _ = twin.forward(batch, training: false, tape: nil)
         XCTAssertEqual(operands.count, 2)
 
@@ -111,15 +111,15 @@ final class JointQuantTests: XCTestCase {
         let add = try XCTUnwrap(joint.layer(named: "block1_add"))
         XCTAssertEqual(add.rule, "joint_quant")
         XCTAssertFalse(add.isQuantized, "an add has no weights: it is not a quantized layer")
-        let ifmr = try XCTUnwrap(add.jointQuant?.calibration.calibrator as? IFMRParameters)
+        let ifmr = try XCTUnwrap(add.tensorQuantizer?.calibration.calibrator as? IFMRParameters)
         XCTAssertFalse(ifmr.asymmetric, "activation_offset false: a symmetric IFMR grid")
-        XCTAssertEqual(joint.layers.filter { $0.jointQuant != nil }.map(\.name), ["block1_add"])
+        XCTAssertEqual(joint.layers.filter { $0.tensorQuantizer != nil }.map(\.name), ["block1_add"])
         XCTAssertTrue(joint.table().contains("shared input grid, IFMR"), joint.table())
-        XCTAssertTrue(try plan(ptqConfig(jointQuant: false)).layers.allSatisfy { $0.jointQuant == nil })
+        XCTAssertTrue(try plan(ptqConfig(jointQuant: false)).layers.allSatisfy { $0.tensorQuantizer == nil })
 
         // The proto-text form: activation_offset (default true) decides the symmetry.
         let cfg = try AMCTSimpleConfig.parse(ProtoTextMessage.parse(Data("joint_quant: true\n".utf8), file: "quant.cfg")).resolve(for: spec)
-        XCTAssertEqual((cfg.layer(named: "block1_add")?.jointQuant?.calibration.calibrator as? IFMRParameters)?.asymmetric, true)
+        XCTAssertEqual((cfg.layer(named: "block1_add")?.tensorQuantizer?.calibration.calibrator as? IFMRParameters)?.asymmetric, true)
         let without = try AMCTSimpleConfig.parse(ProtoTextMessage.parse(Data("joint_quant: false\n".utf8), file: "quant.cfg"))
         XCTAssertNil(without.jointQuantCalibration)
 
@@ -127,7 +127,7 @@ final class JointQuantTests: XCTestCase {
         let record = joint.explicitConfig().jsonText(layerOrder: spec.layers.map(\.name))
         XCTAssertTrue(record.contains("\"\(ConfigFormat.jointQuantKey)\": {"), record)
         let reread = try plan(record)
-        XCTAssertEqual(reread.layers.map(\.jointQuant), joint.layers.map(\.jointQuant))
+        XCTAssertEqual(reread.layers.map(\.tensorQuantizer), joint.layers.map(\.tensorQuantizer))
         XCTAssertEqual(reread.layers.map(\.quantizer), joint.layers.map(\.quantizer))
         XCTAssertFalse(try plan(ptqConfig(jointQuant: false)).explicitConfig().jsonText().contains(ConfigFormat.jointQuantKey))
         // The record's key is checked like a calibration section.
@@ -160,7 +160,7 @@ final class JointQuantTests: XCTestCase {
         let shared = try XCTUnwrap(add.sharedInputGrid)
         XCTAssertEqual(deployed.nodes.first { $0.name == "block1_conv2" }?.output, shared)
         let (model, _) = try Model.load(checkpoint: ptq)
-        XCTAssertEqual(model.jointAddQuantizers.first?.grid(), shared)
+        XCTAssertEqual(model.tensorQuantizers.first?.grid(), shared)
 
         let (verifyStatus, verified) = try qat(["verify", "--checkpoint", ptq, "--deploy", int8, "--test-limit", "300"])
         XCTAssertEqual(verifyStatus, 0, verified)

@@ -28,7 +28,7 @@ final class KeepAddFloatTests: XCTestCase {
         let add = try XCTUnwrap(kept.layer(named: "block1_add"))
         XCTAssertEqual(add.rule, "keep_add_layer_accuracy (float)")
         XCTAssertNil(add.quantizer)
-        XCTAssertNil(add.jointQuant, "no shared input grid: the add's inputs are not quantized for it")
+        XCTAssertNil(add.tensorQuantizer, "no shared input grid: the add's inputs are not quantized for it")
         XCTAssertTrue(kept.warnings.isEmpty, "\(kept.warnings)")
         XCTAssertTrue(kept.table().contains("keep_add_layer_accuracy (float)"), kept.table())
         // Only the add's rule differs from the default (false): every quantizer is the same.

@@ -150,6 +150,11 @@ struct ONNXEmitter {
         case .relu6: addClip(node.name, inputs[0], min: 0, max: 6, output: floatName)
         case .clip: addClip(node.name, inputs[0], min: node.clip.min, max: node.clip.max, output: floatName)
         case .maxpool2d, .avgpool2d:
+            var inputs = inputs
+            if let grid = node.sharedInputGrid {   // tensor_quantize: the input through Q/DQ on the pool's grid
+                try requireExpressible(grid, layer: node.name)
+                inputs = [floatValue(codesValue(node.inputs[0], on: grid, reader: node.name))]
+            }
             var attributes: [(name: String, value: ONNXAttributeValue)] = [
                 ("kernel_shape", .ints([node.kernel.height, node.kernel.width])),
                 ("strides", .ints([node.stride.height, node.stride.width])),

@@ -36,8 +36,7 @@ func makeLayer(_ spec: LayerSpec, generator: inout SeededGenerator) -> any Layer
     case .linear(let attributes): return LinearLayer(spec: spec, attributes, generator: &generator)
     case .batchnorm2d(let attributes): return BatchNorm2DLayer(spec: spec, attributes)
     case .constant(let attributes): return ConstantLayer(spec: spec, attributes)
-    case .add: return AddLayer(spec: spec)
-    case .relu, .relu6, .maxpool2d, .avgpool2d, .flatten, .clip, .leakyReLU, .sigmoid, .hardSigmoid, .hardSwish,
+    case .relu, .relu6, .maxpool2d, .avgpool2d, .flatten, .add, .clip, .leakyReLU, .sigmoid, .hardSigmoid, .hardSwish,
          .globalAvgpool2d, .mul, .concat:
         return StatelessLayer(spec: spec, operation: statelessOperation(spec.kind)!)
     }
@@ -208,17 +207,24 @@ public final class ConstantLayer: Layer {
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable { Variable(value) }
 }
 
-/// A layer without parameters (activations, pooling, flatten, add): the float op it runs.
+/// A layer without parameters (activations, pooling, flatten, add): the float op it runs, on
+/// inputs first fake-quantized by `inputQuantizer` when the config gives the layer one (an add
+/// under `joint_quant`, a max pool under `tensor_quantize`; TensorQuantizer.swift).
 public final class StatelessLayer: Layer {
     public let spec: LayerSpec
     private let operation: ([Variable], Tape?) -> Variable
+    public var inputQuantizer: TensorQuantizer?
 
     init(spec: LayerSpec, operation: @escaping ([Variable], Tape?) -> Variable) {
         self.spec = spec
         self.operation = operation
     }
 
-    public var parameters: [NamedVariable] { [] }
+    public var parameters: [NamedVariable] {
+        (inputQuantizer?.parameters ?? []).map { NamedVariable("\(spec.name).\($0.name)", $0.variable) }
+    }
 
-    public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable { operation(inputs, tape) }
+    public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
+        operation(inputQuantizer?.quantize(inputs, tape: tape) ?? inputs, tape)
+    }
 }

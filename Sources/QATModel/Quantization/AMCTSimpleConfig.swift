@@ -8,7 +8,8 @@ import QATIO
 // `activation_offset` below all three (it is the `asymmetric` every ifmr_quantize leaves out).
 // NUQ (`nuq_quantize`) and weight-only layers (`weight_compress_only`, with asymmetric ARQ) run
 // (docs/ALGORITHMS.md §3.1, §3.2), and `joint_quant` gives each eltwise add a shared input grid.
-// Semantics qat cannot run yet (quantized MaxPool/Add inputs, automatic NUQ) are refused with the field's key path and line.
+// `tensor_quantize` a max pool's input its own. Semantics qat cannot run yet (one input of an add,
+// automatic NUQ) are refused with the field's key path and line.
 
 /// The reader of AMCT's simple config in proto text.
 enum AMCTSimpleConfig {
@@ -82,7 +83,7 @@ enum AMCTSimpleConfig {
         }
         let fusion = ConvBNFusion(isEnabled: try root.bool("do_fusion") ?? true,
                                   skippedLayers: try root.strings("skip_fusion_layers").map(\.value))
-        try checkTensorQuantize(root)
+        let tensorQuantize = try parseTensorQuantize(root)
         try root.rejectUnknownFields(allowed: topLevelFields)
 
         // activation_offset is the least specific `asymmetric`: the calibration default of every layer.
@@ -92,6 +93,7 @@ enum AMCTSimpleConfig {
         // joint_quant: each eltwise add's operands share one IFMR grid, symmetric or not as
         // activation_offset says (no override level names an add).
         if jointQuant { config.jointQuantCalibration = calibration }
+        config.tensorQuantize = tensorQuantize
         return config
     }
 
@@ -182,25 +184,25 @@ enum AMCTSimpleConfig {
         }
     }
 
-    /// `tensor_quantize`: each entry is checked, then a non-empty list is refused: quantizing a
-    /// MaxPool's input tensor needs a quantizer on a layer qat keeps float.
-    private static func checkTensorQuantize(_ root: ProtoTextMessage) throws {
-        let entries = try root.messages("tensor_quantize")
-        for entry in entries {
+    /// `tensor_quantize`: a quantizer on input `input_index` of the node `layer_name` (a max pool;
+    /// resolving checks both against the model), calibrated by its `ifmr_quantize` (INT8).
+    private static func parseTensorQuantize(_ root: ProtoTextMessage) throws -> [TensorQuantizeEntry] {
+        try root.messages("tensor_quantize").map { entry in
             let (name, _) = try requiredString(entry, "layer_name", why: "the node whose input is quantized")
-            guard try entry.int("input_index", range: 0...Int(UInt32.max)) != nil else {
+            guard let index = try entry.int("input_index", range: 0...Int(UInt32.max)) else {
                 throw entry.error(at: entry.position, entry.keyPath("input_index"), "is required (which input of \(truncatedForMessage(name)))")
             }
+            var data = RetrainDataConfig()
             if let ifmr = try entry.message("ifmr_quantize") {
-                var ignored = RetrainDataConfig()
-                try parseIFMR(ifmr, into: &ignored)
+                try parseIFMR(ifmr, into: &data)
+                if data.dstType == .int16 {
+                    throw ifmr.error(try ifmr.single("dst_type")!, "INT16 is not supported for a node's input tensor: "
+                                     + "the INT8 engine pools int8 codes (set INT8)")
+                }
             }
             try entry.rejectUnknownFields(allowed: ["layer_name", "input_index", "ifmr_quantize"])
-        }
-        if let first = entries.first, let name = try first.string("layer_name") {
-            throw first.error(at: first.position, first.path,
-                              "quantizing the input tensor of node \"\(truncatedForMessage(name))\" is not supported yet: "
-                                + "qat quantizes the inputs of conv2d and linear layers only (remove the entry)")
+            return TensorQuantizeEntry(keyPath: entry.path, layerName: name, inputIndex: index, calibration: data.calibration,
+                                       position: entry.position)
         }
     }
 

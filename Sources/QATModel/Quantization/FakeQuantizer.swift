@@ -62,7 +62,7 @@ extension Model {
     /// Attaches a fake quantizer to every layer the plan quantizes, and the shared quantizer of
     /// every add under `joint_quant` (and removes any others).
     public func applyQuantization(_ plan: QuantizationPlan) {
-        applyJointQuantization(plan)
+        applyTensorQuantization(plan)
         for layer in layers {
             guard let weighted = layer as? WeightedLayer else { continue }
             if let settings = plan.layer(named: layer.name)?.quantizer {
@@ -87,7 +87,7 @@ extension Model {
     public func calibrate(on batches: [Tensor]) throws -> [String] {
         let pending = fakeQuantizers.filter { $0.quantizesInput && !$0.activation.initialized }
         // The adds' shared grids (joint_quant) calibrate in the same pass, on both operands' values.
-        let pendingAdds = jointAddQuantizers.filter { !$0.activation.initialized }
+        let pendingAdds = tensorQuantizers.filter { !$0.activation.initialized }
         guard !(pending.isEmpty && pendingAdds.isEmpty), !batches.isEmpty else { return [] }
         var collected = [String: [Tensor]]()
         for quantizer in pending {

@@ -90,7 +90,7 @@ public struct LayerPlan: Equatable, Sendable {
     /// The settings, or nil when the layer stays float.
     public var quantizer: QuantizerSettings?
     /// An eltwise add under `joint_quant`: the shared grid of its two operands.
-    public var jointQuant: JointQuantSettings?
+    public var tensorQuantizer: TensorQuantizerSettings?
 
     public init(name: String, kind: LayerKind, rule: String, quantizer: QuantizerSettings? = nil) {
         self.name = name
@@ -198,10 +198,11 @@ extension RetrainConfig {
             let method = try CalibrationConfig.resolve([(jointQuantCalibration, ConfigFormat.jointQuantKey)], layer: "joint_quant",
                                                        file: file, warnings: &warnings)
             for index in layers.indices where wiring.isEltwiseAdd(layerAt: index) {
-                layers[index].jointQuant = JointQuantSettings(calibration: method)
+                layers[index].tensorQuantizer = TensorQuantizerSettings(calibration: method)
                 layers[index].rule = "joint_quant"
             }
         }
+        try applyTensorQuantize(to: &layers, wiring: wiring, warnings: &warnings)
         let folds = try fusion?.check(wiring, layers: layers, file: file, warnings: &warnings) ?? []
         var plan = QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
                                     layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
@@ -479,8 +480,9 @@ extension QuantizationPlan {
     public func table(floatNodes: [String] = []) -> String {
         var rows = [["layer", "type", "quantized", "width", "activation", "fixed_min", "weights", "rule"]]
         for layer in layers {
-            if let joint = layer.jointQuant {
-                rows.append([layer.name, layer.kind.typeName, "inputs", "int8", "shared input grid, \(joint.calibration.name.uppercased())",
+            if let joint = layer.tensorQuantizer {
+                let grid = layer.kind.layerType == .add ? "shared input grid" : "input grid"
+                rows.append([layer.name, layer.kind.typeName, "inputs", "int8", "\(grid), \(joint.calibration.name.uppercased())",
                              "false", "-", layer.rule])
                 continue
             }
@@ -533,7 +535,11 @@ extension QuantizationPlan {
             text += "\nWeight-only layers (weight_compress_only) keep a float input and deploy as float layers with their "
                 + "dequantized INT8 weights (docs/DEPLOY-FORMAT.md).\n"
         }
-        if layers.contains(where: { $0.jointQuant != nil }) {
+        if layers.contains(where: { $0.tensorQuantizer != nil && $0.kind.layerType == .maxpool2d }) {
+            text += "\nMax pools under tensor_quantize fake-quantize their input on their own INT8 grid; the INT8 engine "
+                + "pools those codes (max commutes with the monotone quantizer).\n"
+        }
+        if layers.contains(where: { $0.tensorQuantizer != nil && $0.kind.layerType == .add }) {
             text += "\nAdds under joint_quant fake-quantize both inputs on one shared INT8 grid, calibrated on both "
                 + "inputs' values together; the INT8 engine adds their codes in float exactly as fake quant does.\n"
         }
@@ -555,7 +561,7 @@ extension QuantizationPlan {
         var groups: [(method: String, layers: [String])] = []
         for name in names {
             let entry = layer(named: name)
-            let method = (entry?.quantizer?.calibration ?? entry?.jointQuant?.calibration)?.name.uppercased() ?? "no quantizer"
+            let method = (entry?.quantizer?.calibration ?? entry?.tensorQuantizer?.calibration)?.name.uppercased() ?? "no quantizer"
             if let index = groups.firstIndex(where: { $0.method == method }) {
                 groups[index].layers.append(name)
             } else {

@@ -216,6 +216,9 @@ public struct RetrainConfig: Equatable, Sendable {
     /// share (JointQuant.swift); nil keeps adds in float. The retrain forms write it as
     /// `joint_quant_calibration` (qat's record of a plan).
     public var jointQuantCalibration: CalibrationConfig?
+    /// AMCT's `tensor_quantize`: quantizers on max pool inputs (TensorQuantizer.swift). The
+    /// retrain forms write them as `tensor_quantize_calibration` {layer: calibration}.
+    public var tensorQuantize: [TensorQuantizeEntry] = []
     /// Vitis AI's `keep_add_layer_accuracy`: every add runs in float, its inputs as their
     /// producers leave them and its sum quantized only where a quantized layer reads it (what
     /// qat does with an add unless `joint_quant` says otherwise); the plan names the rule.
@@ -311,8 +314,17 @@ extension RetrainConfig {
             jointQuantCalibration = try CalibrationConfig.parse(section)
             try section.rejectUnknownKeys()
         }
+        var tensorQuantize: [TensorQuantizeEntry] = []
+        if let section = try root.object(ConfigFormat.tensorQuantizeKey) {
+            for name in section.keys {
+                let entry = try requiredObject(section, name)
+                tensorQuantize.append(TensorQuantizeEntry(keyPath: entry.path, layerName: name, inputIndex: 0,
+                                                          calibration: try CalibrationConfig.parse(entry)))
+                try entry.rejectUnknownKeys()
+            }
+        }
         let otherKeys = root.keys.filter {
-            !["version", "batch_num", ConfigFormat.jointQuantKey].contains($0) && !reservedSections.contains($0)
+            !["version", "batch_num", ConfigFormat.jointQuantKey, ConfigFormat.tensorQuantizeKey].contains($0) && !reservedSections.contains($0)
         }
         let simpleKeys = otherKeys.filter { simpleFormKeys.contains($0) }
         let layerNames = otherKeys.filter { !simpleFormKeys.contains($0) }
@@ -339,6 +351,7 @@ extension RetrainConfig {
         var config = RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: rules,
                                    calibration: calibration, runtimeSections: sections)
         config.jointQuantCalibration = jointQuantCalibration
+        config.tensorQuantize = tensorQuantize
         return config
     }
 
