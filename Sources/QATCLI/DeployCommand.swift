@@ -47,6 +47,16 @@ struct DeployCommand: ParsableCommand {
                              : "input cast to \(cast.input.rawValue) and back, weights \(cast.weights.rawValue), bias \(cast.bias.rawValue), "
                                + "run as a float \(node.op.rawValue) on the INT8 engine"))
                 }
+                if node.op == .add && node.sharedInputGrid == nil {
+                    print("  " + "".padded(to: 22) + "float add: both inputs dequantized and summed in float32, as the float model "
+                          + "(Vitis AI's keep_add_layer_accuracy); a quantized reader quantizes the sum")
+                }
+                if let shared = node.sharedInputGrid {
+                    let grid = String(format: "(s %.4g, o %d)", shared.scale, Int(shared.zeroPoint))
+                    print("  " + "".padded(to: 22) + (node.op == .add
+                        ? "joint_quant: both inputs as int8 codes on one grid \(grid), summed in float exactly as fake quant sums them"
+                        : "tensor_quantize: input as int8 codes on its own grid \(grid), pooled on codes"))
+                }
                 if node.isWeightOnly {
                     print("  " + "".padded(to: 22) + "weight-only (weight_compress_only): float input and the dequantized INT8 "
                           + "weights, run as a float \(node.op.rawValue) on the INT8 engine")

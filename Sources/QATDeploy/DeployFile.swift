@@ -92,6 +92,9 @@ public struct DeployNode: Equatable, Sendable {
     public var constantShape: [Int] = []
     /// Integer layers: the quantizer of the input codes (s_d, o_d).
     public var inputQuantizer: QuantizationGrid?
+    /// An add under `joint_quant` (both operands, before their float sum) or a max pool under
+    /// `tensor_quantize` (its input): the grid the inputs are quantized to.
+    public var sharedInputGrid: QuantizationGrid?
     /// Integer layers: w_q [O, C / groups, KH, KW] or [O, I].
     public var weightCodes: [Int8] = []
     /// Integer layers: b_q [O].
@@ -335,6 +338,7 @@ extension DeployNode {
             try writeGeometry(attribute)
             if ceilMode { try attribute("ceil_mode", .int64(1)) }
             if op == .avgpool2d && !countIncludePad { try attribute("count_include_pad", .int64(0)) }
+            try writeSharedInputGrid(attribute)
         case .clip:
             try attribute("min", .double(Double(clip.min)))
             try attribute("max", .double(Double(clip.max)))
@@ -346,9 +350,18 @@ extension DeployNode {
         case .constant:
             try attribute("shape", .int64s(constantShape.map(Int64.init)))
             for (key, tensor) in floatTensors.sorted(by: { $0.key < $1.key }) { try file.write(tensor, at: group + "/" + key) }
-        case .quantize, .relu, .relu6, .flatten, .add, .sigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
+        case .add:
+            try writeSharedInputGrid(attribute)
+        case .quantize, .relu, .relu6, .flatten, .sigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
             break
         }
+    }
+
+    /// Written only under joint_quant or tensor_quantize, so other files keep their bytes.
+    private func writeSharedInputGrid(_ attribute: (String, HDF5Attribute) throws -> Void) throws {
+        guard let grid = sharedInputGrid else { return }
+        try attribute("shared_input_scale", .double(Double(grid.scale)))
+        try attribute("shared_input_zero_point", .int64(Int64(grid.zeroPoint)))
     }
 
     /// kernel_size and stride as an int64 when square, else [h, w]; padding as an int64 when
@@ -423,6 +436,11 @@ extension DeployNode {
             guard value == 0 || value == 1 else { throw fail(group, "\(name) must be 0 or 1, got \(value)") }
             return value == 1
         }
+        func readSharedInputGrid() throws {
+            guard try file.hasAttribute("shared_input_scale", on: group) else { return }
+            node.sharedInputGrid = QuantizationGrid(bits: 8, scale: try scale("shared_input_scale"),
+                                                    offset: Int(try zeroPoint("shared_input_zero_point")))
+        }
         switch try file.stringAttribute("output", of: group) {
         case "int8":
             node.output = QuantizationGrid(bits: 8, scale: try scale("output_scale"), offset: Int(try zeroPoint("output_zero_point")),
@@ -475,6 +493,7 @@ extension DeployNode {
             try readGeometry()
             if try file.hasAttribute("ceil_mode", on: group) { node.ceilMode = try int("ceil_mode") != 0 }
             if try file.hasAttribute("count_include_pad", on: group) { node.countIncludePad = try int("count_include_pad") != 0 }
+            try readSharedInputGrid()
         case .clip:
             node.clip = ClipAttributes(min: Float(try file.doubleAttribute("min", of: group)), max: Float(try file.doubleAttribute("max", of: group)))
         case .leakyReLU:
@@ -485,7 +504,9 @@ extension DeployNode {
         case .constant:
             node.constantShape = try ints("shape")
             for key in try file.children(of: group) { node.floatTensors[key] = try file.readTensor(at: group + "/" + key) }
-        case .quantize, .relu, .relu6, .flatten, .add, .sigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
+        case .add:
+            try readSharedInputGrid()
+        case .quantize, .relu, .relu6, .flatten, .sigmoid, .hardSwish, .globalAvgpool2d, .mul, .concat:
             break
         }
         return node

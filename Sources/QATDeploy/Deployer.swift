@@ -21,6 +21,9 @@ public func deploy(checkpoint: String, output: String) throws {
 ///   quantizer; a ReLU or ReLU6 that is the value's only consumer becomes saturation of the
 ///   codes (at the zero point, and for ReLU6 at the code of 6.0).
 ///   Otherwise the value stays float, and each quantized consumer quantizes it itself.
+/// - An add under joint_quant reads both operands as codes on its shared grid (a producer whose
+///   only reader it is requantizes straight into that grid) and sums them in float, as fake quant;
+///   a max pool under tensor_quantize reads its input as codes on its own grid and pools codes.
 /// - Adds, average pools, the layers without an integer form (sigmoid, hard sigmoid, hard swish,
 ///   leaky ReLU, clip, mul, concat, global average pool, constants: lowering `.float`),
 ///   BatchNorms that cannot fold and unquantized conv/linear layers run in float with the
@@ -100,6 +103,8 @@ private struct Builder {
     var weightOnly: Set<Int> = []
     /// Cast layers: float nodes with the cast weight and bias that cast their input.
     var casts: [Int: FloatCast] = [:]
+    /// Adds under joint_quant, max pools under tensor_quantize: the grid their inputs are quantized to.
+    var tensorGrids: [Int: QuantizationGrid] = [:]
     /// conv index → folded BN index
     var foldedInto: [Int: Int] = [:]
     var folded: Set<Int> = []
@@ -131,6 +136,12 @@ private struct Builder {
                 inputQuantizers[i] = try Deployer.inputGrid(of: q, source: source)
             } else if let weighted = layer as? WeightedLayer, weighted.quantizer != nil {
                 throw fail(i, "cannot be deployed: its quantizer is not a fake quantizer the deployer knows")
+            } else if let tensor = (layer as? StatelessLayer)?.inputQuantizer {
+                guard let grid = tensor.grid() else {
+                    throw fail(i, "cannot be deployed: its input quantizer (joint_quant or tensor_quantize) was never calibrated, "
+                               + "or its clip bounds are invalid with no previous valid pair")
+                }
+                tensorGrids[i] = grid
             }
         }
         for (i, b) in graph.batchNormFolds where inputQuantizers[i] != nil {
@@ -157,7 +168,7 @@ private struct Builder {
             var t: QuantizationGrid?
             if c == outputSentinel {
                 t = nil
-            } else if let q = inputQuantizers[c] {
+            } else if let q = inputQuantizers[c] ?? tensorGrids[c] {
                 t = q
             } else {
                 switch specs[c].kind.lowering {
@@ -238,6 +249,13 @@ private struct Builder {
                 node.floatTensors = ["gamma": bn.gamma.value, "beta": bn.beta.value,
                                      "running_mean": bn.statistics.mean, "running_var": bn.statistics.variance]
             case .codePreserving:
+                if let q = tensorGrids[i] {   // tensor_quantize: its input onto its own grid, codes out on it
+                    node.sharedInputGrid = q
+                    node.output = q
+                    nodes.append(node)
+                    values[i] = (node.name, q)
+                    continue
+                }
                 if let q = values[graph.sources[i][0]]!.codes {   // codes in, codes out
                     node.output = q
                     nodes.append(node)
@@ -246,6 +264,7 @@ private struct Builder {
                 }
             case .float:
                 if let constant = layer as? ConstantLayer { node.floatTensors["value"] = constant.value }
+                node.sharedInputGrid = tensorGrids[i]
             }
             nodes.append(node)
             finishFloat(i, node: node.name)

@@ -123,7 +123,8 @@ public final class Int8Model {
             guard step.node.op == .conv2d, step.node.inputQuantizer != nil, step.requantization != nil,
                   i + 1 < steps.count, readers[i + 1] == 1 else { return false }
             let next = steps[i + 1]
-            return next.node.op == .maxpool2d && next.inputs == [i + 1]
+            // A pool with its own input grid (tensor_quantize) runs alone: `qat verify` observes its input codes.
+            return next.node.op == .maxpool2d && next.inputs == [i + 1] && next.node.sharedInputGrid == nil
         }
         quantizedLayerNames = deployed.nodes.filter(\.isInteger).map(\.name)
     }
@@ -270,6 +271,19 @@ public final class Int8Model {
             }
             return floatResult(relu6(tensor(input, step.inputShape), tape: nil))
         case .maxpool2d:
+            if let grid = node.sharedInputGrid {
+                // tensor_quantize: the input on the pool's own grid (observed and substituted as an
+                // integer layer's input), pooled on codes: max commutes with the monotone quantizer.
+                let own = codes(input, grid)
+                observeInputCodes?(node.name, own)
+                let x = substituteInputCodes?(node.name) ?? own
+                if node.hasPlainPoolGeometry {
+                    let s = step.inputShape
+                    return .codes(Int8Kernels.maxPool2d(x, planes: n * s[0], height: s[1], width: s[2],
+                                                        kernel: node.kernel.height, stride: node.stride.height), grid)
+                }
+                return .codes(Int8Kernels.maxPool2d(x, planes: n * step.inputShape[0], pool: poolGeometry(step)), grid)
+            }
             if case .codes(let c, let q) = input {
                 if node.hasPlainPoolGeometry {
                     let s = step.inputShape
@@ -288,6 +302,17 @@ public final class Int8Model {
             return input
         case .add:
             let other = values[step.inputs[1]]!
+            if let shared = node.sharedInputGrid {
+                // joint_quant: both operands on one grid, dequantized and summed in float exactly as
+                // fake quant sums its two fake-quantized operands; a quantize node follows if needed.
+                // Observed and substituted as the two operands' codes one after the other, as an
+                // integer layer's input (`qat verify` checks the add's grid like a layer's).
+                let own = codes(input, shared) + codes(other, shared)
+                observeInputCodes?(node.name, own)
+                let both = Int8Kernels.dequantize(substituteInputCodes?(node.name) ?? own, shared)
+                let half = both.count / 2
+                return .floats((0..<half).map { both[$0] + both[half + $0] })
+            }
             if let qy = node.output, case .codes(let a, let qa) = input, case .codes(let b, let qb) = other {
                 return .codes(Int8Kernels.add(a, qa, b, qb, output: qy, relu: node.fusedActivation != nil,
                                               upperBound: node.fusedActivation?.codeRange(on: qy).upperBound ?? .max), qy)

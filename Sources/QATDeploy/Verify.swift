@@ -78,11 +78,18 @@ extension DeployVerification {
     /// quantizer sees, with the (s_d, o_d) that forward used.
     public static func run(model: Model, engine: Int8Model, data: Dataset, batchSize: Int = 256) -> DeployVerification {
         let quantizers = model.fakeQuantizers
-        var report = DeployVerification(layers: engine.quantizedLayerNames.map { Layer(name: $0) })
+        // Adds under joint_quant: both operands' codes on the shared grid (first operand, then second).
+        let adds = model.tensorQuantizers
+        let compared = engine.file.nodes.filter { $0.isInteger || $0.sharedInputGrid != nil }.map(\.name)
+        var report = DeployVerification(layers: compared.map { Layer(name: $0) })
         let layerIndex = Dictionary(uniqueKeysWithValues: report.layers.enumerated().map { ($1.name, $0) })
         var collected: [String: [Float]] = [:]
         for q in quantizers { q.collectInput = { collected[q.layerName, default: []].append(contentsOf: $0.storage) } }
-        defer { for q in quantizers { q.collectInput = nil } }
+        for q in adds { q.collectInput = { collected[q.layerName, default: []].append(contentsOf: $0.storage) } }
+        defer {
+            for q in quantizers { q.collectInput = nil }
+            for q in adds { q.collectInput = nil }
+        }
 
         let fakeQuant = { (images: Tensor) -> Tensor in
             collected = [:]
@@ -104,11 +111,12 @@ extension DeployVerification {
         }
         let evaluations = Evaluator.evaluate([fakeQuant, int8], on: data, batchSize: batchSize) { batch, logits in
             var fakeQuantCodes: [String: [Int8]] = [:]
-            for q in quantizers {
-                guard let index = layerIndex[q.layerName], let theirs = engineCodes[q.layerName] else { continue }
-                let ours = Int8Kernels.quantize(collected[q.layerName] ?? [], q.activation.grid)
-                precondition(ours.count == theirs.count, "verify: \(q.layerName) has \(ours.count) fake-quant codes, \(theirs.count) INT8 codes")
-                fakeQuantCodes[q.layerName] = ours
+            let grids = quantizers.map { ($0.layerName, $0.activation.grid) } + adds.map { ($0.layerName, $0.activation.grid) }
+            for (name, grid) in grids {
+                guard let index = layerIndex[name], let theirs = engineCodes[name] else { continue }
+                let ours = Int8Kernels.quantize(collected[name] ?? [], grid)
+                precondition(ours.count == theirs.count, "verify: \(name) has \(ours.count) fake-quant codes, \(theirs.count) INT8 codes")
+                fakeQuantCodes[name] = ours
                 let (equal, maxDifference) = agreement(ours, theirs)
                 report.layers[index].count += ours.count
                 report.layers[index].equal += equal

@@ -90,13 +90,13 @@ extension TrainingRun {
 }
 
 extension Model {
-    /// Runs `body` on the float model: the fake quantizers are detached meanwhile and then put
-    /// back unchanged.
+    /// Runs `body` on the float model: the fake quantizers (and the adds' shared ones) are
+    /// detached meanwhile and then put back unchanged.
     public func withoutFakeQuantizers<T>(_ body: () throws -> T) rethrows -> T {
         let weighted = layers.compactMap { $0 as? WeightedLayer }
         let quantizers = weighted.map(\.quantizer)
         for layer in weighted { layer.quantizer = nil }
         defer { for (layer, quantizer) in zip(weighted, quantizers) { layer.quantizer = quantizer } }
-        return try body()
+        return try withoutTensorQuantizers(body)
     }
 }

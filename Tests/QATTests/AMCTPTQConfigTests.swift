@@ -40,19 +40,17 @@ final class AMCTPTQConfigTests: XCTestCase {
         let shipped = try FileManager.default.contentsOfDirectory(atPath: repositoryPath("Configs/amct"))
             .filter { $0.hasPrefix("ptq-") }.sorted()
         XCTAssertEqual(shipped, ["ptq-dmq.json", "ptq-hfmg.json", "ptq-ifmr.json", "ptq-plain.json"], "each is checked below")
-        // Both literal examples quantize a MaxPool input (tensor_quantize): refused, with its key path.
-        func refusal(_ file: String) -> InputError? {
-            do {
-                _ = try RetrainConfig.load(file: repositoryPath(file)).resolve(for: lenet)
-                return nil
-            } catch { return error as? InputError }
-        }
-        let ifmr = try XCTUnwrap(refusal("Configs/amct/ptq-ifmr.json"))
-        XCTAssertEqual(ifmr.keyPath, "tensor_quantize[0]")
-        XCTAssertTrue(ifmr.message.contains("input tensor of node \"pool1\" is not supported yet"), "\(ifmr)")
-        let hfmg = try XCTUnwrap(refusal("Configs/amct/ptq-hfmg.json"))
-        XCTAssertEqual(hfmg.keyPath, "tensor_quantize[0]")
-        XCTAssertTrue(hfmg.message.contains("input tensor of node \"pool1\" is not supported yet"), "\(hfmg)")
+        // Both literal examples load: pool1's input gets its own grid (tensor_quantize), symmetric
+        // IFMR or HFMG as the entry says; their layers are conv2 (and fc1), which DMQ can run on.
+        let ifmr = try RetrainConfig.load(file: repositoryPath("Configs/amct/ptq-ifmr.json")).resolve(for: lenet)
+        XCTAssertEqual(ifmr.layer(named: "pool1")?.rule, "tensor_quantize[0]")
+        XCTAssertEqual(ifmr.layer(named: "pool1")?.tensorQuantizer?.calibration,
+                       CalibrationMethod(IFMRParameters(asymmetric: false)))
+        XCTAssertEqual(ifmr.quantizedLayers.map(\.name), ["conv2", "fc1"])
+        XCTAssertEqual(ifmr.layers.filter { $0.tensorQuantizer != nil }.map(\.name), ["pool1"])
+        let hfmg = try RetrainConfig.load(file: repositoryPath("Configs/amct/ptq-hfmg.json")).resolve(for: lenet)
+        XCTAssertEqual(hfmg.layer(named: "pool1")?.tensorQuantizer?.calibration.name, "hfmg")
+        XCTAssertEqual(hfmg.quantizedLayers.map(\.name), ["conv2"])
 
         // The IFMR example without those two keys loads: two symmetric IFMR layers.
         let plain = try RetrainConfig.load(file: repositoryPath("Configs/amct/ptq-plain.json"))
@@ -220,11 +218,22 @@ final class AMCTPTQConfigTests: XCTestCase {
     // MARK: Unsupported semantics: refused, never ignored
 
     func testUnsupportedSemanticsAreRefused() {
-        assertError(#"{"joint_quant": true, "conv1": {}}"#, keyPath: "joint_quant", mentions: ["not supported yet"])
+        // joint_quant runs (JointQuantTests): on a model without an eltwise add it changes nothing.
+        XCTAssertEqual(try plan(#"{"joint_quant": true, "conv1": {}}"#).layers.compactMap(\.tensorQuantizer), [])
         // DMQ runs (DMQTests); on a layer reading the image there is no layer to take its scales.
         assertError(#"{"conv1": {"dmq_balancer_param": 0.5}}"#, keyPath: "conv1.dmq_balancer_param", mentions: ["DMQ", "model input"])
-        assertError(#"{"tensor_quantize": [{"layer_name": "pool1", "input_index": 0}], "conv1": {}}"#,
-                    keyPath: "tensor_quantize[0]", mentions: ["not supported yet"])
+        // tensor_quantize runs on a max pool (TensorQuantizeTests); any other node, or an input it
+        // does not have, is an error naming the key path.
+        assertError(#"{"tensor_quantize": [{"layer_name": "pool9", "input_index": 0}], "conv1": {}}"#,
+                    keyPath: "tensor_quantize[0].layer_name", mentions: ["no layer named \"pool9\"", "max pools: pool1, pool2"])
+        assertError(#"{"tensor_quantize": [{"layer_name": "relu1", "input_index": 0}], "conv1": {}}"#,
+                    keyPath: "tensor_quantize[0].layer_name", mentions: ["relu1 is a relu layer", "maxpool2d only"])
+        assertError(#"{"tensor_quantize": [{"layer_name": "pool1", "input_index": 1}], "conv1": {}}"#,
+                    keyPath: "tensor_quantize[0].input_index", mentions: ["1 is out of range: pool1 has 1 input(s)"])
+        assertError(#"{"tensor_quantize": [{"layer_name": "pool1", "input_index": 0, "activation_quant_params": {"num_bits": 16}}], "conv1": {}}"#,
+                    keyPath: "tensor_quantize[0].activation_quant_params.num_bits", mentions: ["16 is not supported"])
+        assertError(#"{"tensor_quantize": [{"layer_name": "block1_add", "input_index": 0}], "stem": {}}"#, model: resnet,
+                    keyPath: "tensor_quantize[0].layer_name", mentions: ["block1_add is a add layer", "joint_quant"])
         assertError("{\(layer("conv1", #""num_bits": 8"#, weights: #""num_bits": 16"#))}",
                     keyPath: "conv1.weight_quant_params.num_bits", mentions: ["16-bit weights are not supported yet"])
         // A PTQ config without layer entries quantizes nothing: an error, not float training.

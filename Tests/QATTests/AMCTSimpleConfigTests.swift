@@ -49,10 +49,15 @@ final class AMCTSimpleConfigTests: XCTestCase {
                 return nil
             } catch { return error as? InputError }
         }
-        let uniform = try XCTUnwrap(refusal("simple-uniform.cfg"))
-        XCTAssertEqual(uniform.keyPath, "tensor_quantize[0]")
-        XCTAssertEqual(uniform.message, "line 61, column 1: quantizing the input tensor of node \"pool1\" is not supported yet: "
-                       + "qat quantizes the inputs of conv2d and linear layers only (remove the entry)")
+        // The uniform example loads: its two tensor_quantize entries (the second renamed pool2) give
+        // both max pools an input grid, the first with its own IFMR settings, the second with the
+        // defaults and activation_offset's asymmetric.
+        XCTAssertNil(refusal("simple-uniform.cfg"))
+        let uniform = try RetrainConfig.load(file: repositoryPath("Configs/amct/simple-uniform.cfg")).resolve(for: lenet)
+        XCTAssertEqual(uniform.layers.filter { $0.tensorQuantizer != nil }.map(\.rule), ["tensor_quantize[0]", "tensor_quantize[1]"])
+        XCTAssertEqual(uniform.layer(named: "pool2")?.tensorQuantizer?.calibration, CalibrationMethod(IFMRParameters(asymmetric: true)))
+        XCTAssertEqual(try RetrainConfig.load(file: repositoryPath("Configs/amct/simple-uniform-plain.cfg")).resolve(for: lenet).layers.map(\.quantizer),
+                       uniform.layers.map(\.quantizer), "the layers' quantizers are those of the file without tensor_quantize")
         // The weight-only example loads: every layer weight-only; conv1 and the "Gemm" layers
         // asymmetric (channel_wise true is allowed on linear layers that run in float).
         XCTAssertNil(refusal("simple-weight-only.cfg"))
@@ -60,10 +65,14 @@ final class AMCTSimpleConfigTests: XCTestCase {
         XCTAssertEqual(weightOnly.quantizedLayers.map(\.name), ["conv1", "conv2", "fc1", "fc2", "fc3"])
         XCTAssertTrue(weightOnly.quantizedLayers.allSatisfy { $0.quantizer!.weightCompressOnly && $0.quantizer!.channelWise })
         XCTAssertEqual(weightOnly.quantizedLayers.filter { $0.quantizer!.asymmetricWeights }.map(\.name), ["conv1", "fc1", "fc2", "fc3"])
-        // The NUQ example's calibration configs load; its tensor_quantize entries are refused later.
-        let nuq = try XCTUnwrap(refusal("simple-nuq.cfg"))
-        XCTAssertEqual(nuq.keyPath, "tensor_quantize[0]")
-        XCTAssertTrue(nuq.message.hasPrefix("line 56, column 1: quantizing the input tensor of node \"pool1\" is not supported yet"), "\(nuq)")
+        // The NUQ example loads, its tensor_quantize entries included.
+        XCTAssertNil(refusal("simple-nuq.cfg"))
+        let nuq = try RetrainConfig.load(file: repositoryPath("Configs/amct/simple-nuq.cfg")).resolve(for: lenet)
+        XCTAssertEqual(nuq.layers.filter { $0.tensorQuantizer != nil }.map(\.name), ["pool1", "pool2"])
+        // A proto-text entry naming a node that is not a max pool is an error at its key path.
+        XCTAssertThrowsError(try plan("tensor_quantize { layer_name: \"fc1\" input_index: 0 }")) { error in
+            XCTAssertEqual((error as? InputError)?.keyPath, "tensor_quantize.layer_name", "\(error)")
+        }
         // Without them it loads: conv1 with 32 levels after one Lloyd pass, the others uniform.
         let nuqPlain = try RetrainConfig.load(file: repositoryPath("Configs/amct/simple-nuq-plain.cfg")).resolve(for: lenet)
         XCTAssertEqual(nuqPlain.layer(named: "conv1")?.quantizer?.nonUniform, NUQParameters(steps: 32, iterations: 1))
@@ -180,7 +189,8 @@ final class AMCTSimpleConfigTests: XCTestCase {
     // MARK: Refusals and ranges
 
     func testUnsupportedSemanticsAreRefusedWithTheirKeyPath() {
-        assertError("version: 1\njoint_quant: true", keyPath: "joint_quant", at: "line 2, column 1", mentions: ["not supported yet"])
+        // joint_quant runs (JointQuantTests); a value that is not a bool is still an error at its line.
+        assertError("version: 1\njoint_quant: 3", keyPath: "joint_quant", at: "line 2, column 1")
         // enable_auto_nuq runs (AutoNUQTests); its value is checked like every switch's.
         assertError("version: 1\nenable_auto_nuq: 2", keyPath: "enable_auto_nuq", at: "line 2, column 1", mentions: ["true or false"])
         XCTAssertEqual(try plan("enable_auto_nuq: true").autoNonUniform?.filter(\.isPicked).map(\.layer), ["fc1", "fc2", "fc3"])
@@ -189,8 +199,14 @@ final class AMCTSimpleConfigTests: XCTestCase {
                     at: "line 1, column 32", mentions: ["must be 16 or 32, got 8"])
         assertError("common_config { nuq_quantize { num_of_iteration: 6 } }", keyPath: "common_config.nuq_quantize.num_of_iteration",
                     at: "line 1, column 32", mentions: ["must be in 0...5, got 6"])
-        assertError("tensor_quantize { layer_name: \"pool1\" input_index: 0 }", keyPath: "tensor_quantize", at: "line 1, column 1",
-                    mentions: ["input tensor of node \"pool1\" is not supported yet"])
+        // tensor_quantize runs on a max pool (TensorQuantizeTests); other nodes and missing inputs are errors at the entry.
+        XCTAssertNoThrow(try plan("tensor_quantize { layer_name: \"pool1\" input_index: 0 }"))
+        assertError("tensor_quantize { layer_name: \"fc1\" input_index: 0 }", keyPath: "tensor_quantize.layer_name", at: "line 1, column 1",
+                    mentions: ["fc1 is a linear layer", "maxpool2d only"])
+        assertError("tensor_quantize { layer_name: \"pool1\" input_index: 2 }", keyPath: "tensor_quantize.input_index", at: "line 1, column 1",
+                    mentions: ["2 is out of range"])
+        assertError("tensor_quantize { layer_name: \"pool1\" input_index: 0 ifmr_quantize { dst_type: INT16 } }",
+                    keyPath: "tensor_quantize.ifmr_quantize.dst_type", at: "line 1, column 70", mentions: ["INT16 is not supported"])
         assertError("tensor_quantize { layer_name: \"pool1\" }", keyPath: "tensor_quantize.input_index", at: "line 1, column 1",
                     mentions: ["is required"])
         assertError("version: 2", keyPath: "version", at: "line 1, column 1", mentions: ["unsupported version 2 (allowed: 1)"])
@@ -304,9 +320,10 @@ final class AMCTSimpleConfigTests: XCTestCase {
         })
         let (checkStatus, checked) = try qat(["check", "model", "--config", "Configs/amct/simple-uniform-plain.cfg"])
         XCTAssertTrue(checked.hasPrefix("read AMCT simple config (proto text)"), "\(checkStatus): \(checked)")
-        let (refusedStatus, refused) = try qat(["plan", "--config", "Configs/amct/simple-nuq.cfg"])
+        let (refusedStatus, refused) = try qat(["plan", "--config", "Configs/amct/simple-nuq.cfg", "--model", "Configs/models/resnet-tiny.json"])
         XCTAssertEqual(refusedStatus, 1)
         XCTAssertEqual(refused.split(separator: "\n").count, 1, refused)
+        XCTAssertTrue(refused.contains("tensor_quantize[1].layer_name: line 67, column 1: pool2 is a avgpool2d layer"), refused)
         // eval and verify read only a data section, which proto text has not.
         let (evalStatus, evaluated) = try qat(["eval", "--checkpoint", repositoryPath("Checkpoints/lenet5-float.h5"),
                                                "--config", "Configs/amct/simple-uniform-plain.cfg"])

@@ -150,6 +150,11 @@ struct ONNXEmitter {
         case .relu6: addClip(node.name, inputs[0], min: 0, max: 6, output: floatName)
         case .clip: addClip(node.name, inputs[0], min: node.clip.min, max: node.clip.max, output: floatName)
         case .maxpool2d, .avgpool2d:
+            var inputs = inputs
+            if let grid = node.sharedInputGrid {   // tensor_quantize: the input through Q/DQ on the pool's grid
+                try requireExpressible(grid, layer: node.name)
+                inputs = [floatValue(codesValue(node.inputs[0], on: grid, reader: node.name))]
+            }
             var attributes: [(name: String, value: ONNXAttributeValue)] = [
                 ("kernel_shape", .ints([node.kernel.height, node.kernel.width])),
                 ("strides", .ints([node.stride.height, node.stride.width])),
@@ -159,7 +164,16 @@ struct ONNXEmitter {
             if node.op == .avgpool2d { attributes.append(("count_include_pad", .int(node.countIncludePad ? 1 : 0))) }
             add(node.op == .maxpool2d ? "MaxPool" : "AveragePool", name: node.name, inputs, floatName, attributes)
         case .flatten: add("Flatten", name: node.name, inputs, floatName, [("axis", .int(1))])
-        case .add: add("Add", name: node.name, inputs, floatName)
+        case .add:
+            var operands = inputs
+            if let shared = node.sharedInputGrid {
+                // joint_quant: each operand through QuantizeLinear/DequantizeLinear with the one shared grid.
+                try requireExpressible(shared, layer: node.name)
+                operands = node.inputs.enumerated().map { k, input in
+                    floatValue(codesValue(input, on: shared, reader: "\(node.name)/operand\(k)"))
+                }
+            }
+            add("Add", name: node.name, operands, floatName)
         case .mul: add("Mul", name: node.name, inputs, floatName)
         case .concat: add("Concat", name: node.name, inputs, floatName, [("axis", .int(1))])
         case .leakyReLU: add("LeakyRelu", name: node.name, inputs, floatName, [("alpha", .float(node.leakyReLU.negativeSlope))])

@@ -226,17 +226,24 @@ public final class ConstantLayer: Layer {
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable { Variable(value) }
 }
 
-/// A layer without parameters (activations, pooling, flatten, add): the float op it runs.
+/// A layer without parameters (activations, pooling, flatten, add): the float op it runs, on
+/// inputs first fake-quantized by `inputQuantizer` when the config gives the layer one (an add
+/// under `joint_quant`, a max pool under `tensor_quantize`; TensorQuantizer.swift).
 public final class StatelessLayer: Layer {
     public let spec: LayerSpec
     private let operation: ([Variable], Tape?) -> Variable
+    public var inputQuantizer: TensorQuantizer?
 
     init(spec: LayerSpec, operation: @escaping ([Variable], Tape?) -> Variable) {
         self.spec = spec
         self.operation = operation
     }
 
-    public var parameters: [NamedVariable] { [] }
+    public var parameters: [NamedVariable] {
+        (inputQuantizer?.parameters ?? []).map { NamedVariable("\(spec.name).\($0.name)", $0.variable) }
+    }
 
-    public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable { operation(inputs, tape) }
+    public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
+        operation(inputQuantizer?.quantize(inputs, tape: tape) ?? inputs, tape)
+    }
 }

@@ -4,8 +4,9 @@ import QATIO
 // AMCT's post-training quantization config.json, verbatim (docs/CONFIG.md "AMCT PTQ
 // config.json"; the manual's parameter table gives every key and range). It is read into the
 // same rule model as the retrain formats (one entry per layer), so `qat calibrate`, `qat plan`
-// and `qat train` resolve it into the one per-layer plan. Semantics qat cannot run yet (joint
-// quantization, quantized MaxPool/Add inputs, 16-bit weights) are refused with the key path,
+// and `qat train` resolve it into the one per-layer plan; `joint_quant` gives each eltwise add a
+// shared input grid and `tensor_quantize` a max pool's input its own (TensorQuantizer.swift).
+// Semantics qat cannot run yet (one input of an add, 16-bit weights) are refused with the key path,
 // never accepted and ignored; `dmq_balancer_param` runs DMQ before calibration (ALGORITHMS §2.5).
 
 /// The AMCT PTQ config.json reader.
@@ -29,13 +30,9 @@ enum AMCTPTQConfig {
         }
         // The manual recommends true, and an omitted key means AMCT's default, true.
         let activationOffset: Symmetry = (try root.bool("activation_offset") ?? true, "activation_offset")
-        if try root.bool("joint_quant") == true {
-            throw root.error("joint_quant", "true is not supported yet: qat quantizes each input of an eltwise add "
-                             + "on its own (set false or leave it out)")
-        }
         let fusion = ConvBNFusion(isEnabled: try root.bool("do_fusion") ?? true,
                                   skippedLayers: try root.stringArray("skip_fusion_layers") ?? [])
-        try checkTensorQuantize(root, activationOffset: activationOffset)
+        let tensorQuantize = try parseTensorQuantize(root, activationOffset: activationOffset)
 
         var entries: [String: QuantizerConfig] = [:]
         let known = ["version", "batch_num"] + RetrainConfig.trainerSections + topLevelKeys
@@ -48,16 +45,23 @@ enum AMCTPTQConfig {
             entries[name] = try parseLayerEntry(JSONObject(file: root.file, path: root.keyPath(name), values: entry),
                                                 activationOffset: activationOffset)
         }
-        return RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: .perLayer(entries),
-                             runtimeSections: sections, format: .amctPTQ, fusion: fusion)
+        var config = RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: .perLayer(entries),
+                                   runtimeSections: sections, format: .amctPTQ, fusion: fusion)
+        config.tensorQuantize = tensorQuantize
+        // joint_quant: each eltwise add's operands share one IFMR grid, symmetric or not as
+        // activation_offset says (an add has no layer entry of its own).
+        if try root.bool("joint_quant") == true {
+            config.jointQuantCalibration = CalibrationConfig(settings: ["asymmetric": .flag(activationOffset.asymmetric)])
+        }
+        return config
     }
 
-    /// `tensor_quantize`: each entry is checked (`layer_name`, `input_index`, its
-    /// `activation_quant_params`), then a non-empty list is refused: quantizing a MaxPool's input
-    /// tensor needs a quantizer on a layer qat keeps float.
-    private static func checkTensorQuantize(_ root: JSONObject, activationOffset: Symmetry) throws {
-        guard let entries = try root.objectArray("tensor_quantize") else { return }
-        for entry in entries {
+    /// `tensor_quantize`: a quantizer on input `input_index` of the node `layer_name` (a max pool;
+    /// resolving checks both against the model), with its `activation_quant_params` (INT8; IFMR
+    /// symmetric or not as `activation_offset` says when left out).
+    private static func parseTensorQuantize(_ root: JSONObject, activationOffset: Symmetry) throws -> [TensorQuantizeEntry] {
+        guard let entries = try root.objectArray("tensor_quantize") else { return [] }
+        return try entries.map { entry in
             guard let name = try entry.string("layer_name") else {
                 throw InputError(file: entry.file, keyPath: entry.keyPath("layer_name"), message: "is required (the node whose input is quantized)")
             }
@@ -67,15 +71,19 @@ enum AMCTPTQConfig {
             guard (0...Int(UInt32.max)).contains(index) else {
                 throw entry.error("input_index", "must be an unsigned 32-bit integer, got \(index)")
             }
+            var data = RetrainDataConfig(dstType: .int8)
             if let params = try entry.object("activation_quant_params") {
-                _ = try parseActivation(params, activationOffset: activationOffset)
+                data = try parseActivation(params, activationOffset: activationOffset)
+            } else {
+                try applySymmetry(activationOffset, to: &data, asymmetricKey: entry.keyPath("activation_quant_params.asymmetric"),
+                                  file: entry.file)
+            }
+            if data.dstType == .int16 {
+                throw entry.error("activation_quant_params.num_bits", "16 is not supported for a node's input tensor: "
+                                  + "the INT8 engine pools int8 codes (set 8)")
             }
             try entry.rejectUnknownKeys()
-        }
-        if let first = entries.first {
-            throw InputError(file: root.file, keyPath: first.path,
-                             message: "quantizing the input tensor of node \"\(truncatedForMessage(try first.string("layer_name")!))\" "
-                                + "is not supported yet: qat quantizes the inputs of conv2d and linear layers only (remove the entry)")
+            return TensorQuantizeEntry(keyPath: entry.path, layerName: name, inputIndex: index, calibration: data.calibration)
         }
     }
 

@@ -7,9 +7,10 @@ import QATIO
 // override_layer_configs > override_layer_types > common_config, key by key, and
 // `activation_offset` below all three (it is the `asymmetric` every ifmr_quantize leaves out).
 // NUQ (`nuq_quantize`) and weight-only layers (`weight_compress_only`, with asymmetric ARQ) run
-// (docs/ALGORITHMS.md §3.1, §3.2); `enable_auto_nuq` picks NUQ layers by their bytes (AutoNUQ.swift).
-// Semantics qat cannot run yet (joint quantization, quantized MaxPool/Add inputs) are refused with
-// the field's key path and line.
+// (docs/ALGORITHMS.md §3.1, §3.2); `enable_auto_nuq` picks NUQ layers by their bytes (AutoNUQ.swift);
+// `joint_quant` gives each eltwise add a shared input grid, `tensor_quantize` a max pool's input
+// its own. Semantics qat cannot run yet (one input of an add) are refused with the field's key
+// path and line.
 
 /// The reader of AMCT's simple config in proto text.
 enum AMCTSimpleConfig {
@@ -38,10 +39,9 @@ enum AMCTSimpleConfig {
         guard version == 1 else {
             throw root.error(try root.single("version")!, "unsupported version \(version) (allowed: 1)")
         }
-        try refuseIfTrue(root, "joint_quant", "joint quantization of an eltwise add's inputs is not supported yet: "
-                         + "qat quantizes each input on its own (set false or leave it out)")
         // The manual gives no default; AMCT's PTQ config.json defaults to true, and so does this.
         let activationOffset = try root.bool("activation_offset") ?? true
+        let jointQuant = try root.bool("joint_quant") ?? false
 
         var rules = SimpleRules()
         rules.skipLayers = try root.strings("skip_layers").map(\.value)
@@ -81,7 +81,7 @@ enum AMCTSimpleConfig {
         }
         let fusion = ConvBNFusion(isEnabled: try root.bool("do_fusion") ?? true,
                                   skippedLayers: try root.strings("skip_fusion_layers").map(\.value))
-        try checkTensorQuantize(root)
+        let tensorQuantize = try parseTensorQuantize(root)
         let enablesAutoNonUniform = try root.bool("enable_auto_nuq") ?? false
         try root.rejectUnknownFields(allowed: topLevelFields)
 
@@ -90,6 +90,10 @@ enum AMCTSimpleConfig {
         var config = RetrainConfig(file: root.file, version: version, rules: .simple(rules), calibration: calibration,
                                    format: .amctSimpleProtoText, fusion: fusion)
         config.enablesAutoNonUniform = enablesAutoNonUniform
+        // joint_quant: each eltwise add's operands share one IFMR grid, symmetric or not as
+        // activation_offset says (no override level names an add).
+        if jointQuant { config.jointQuantCalibration = calibration }
+        config.tensorQuantize = tensorQuantize
         return config
     }
 
@@ -180,25 +184,25 @@ enum AMCTSimpleConfig {
         }
     }
 
-    /// `tensor_quantize`: each entry is checked, then a non-empty list is refused: quantizing a
-    /// MaxPool's input tensor needs a quantizer on a layer qat keeps float.
-    private static func checkTensorQuantize(_ root: ProtoTextMessage) throws {
-        let entries = try root.messages("tensor_quantize")
-        for entry in entries {
+    /// `tensor_quantize`: a quantizer on input `input_index` of the node `layer_name` (a max pool;
+    /// resolving checks both against the model), calibrated by its `ifmr_quantize` (INT8).
+    private static func parseTensorQuantize(_ root: ProtoTextMessage) throws -> [TensorQuantizeEntry] {
+        try root.messages("tensor_quantize").map { entry in
             let (name, _) = try requiredString(entry, "layer_name", why: "the node whose input is quantized")
-            guard try entry.int("input_index", range: 0...Int(UInt32.max)) != nil else {
+            guard let index = try entry.int("input_index", range: 0...Int(UInt32.max)) else {
                 throw entry.error(at: entry.position, entry.keyPath("input_index"), "is required (which input of \(truncatedForMessage(name)))")
             }
+            var data = RetrainDataConfig()
             if let ifmr = try entry.message("ifmr_quantize") {
-                var ignored = RetrainDataConfig()
-                try parseIFMR(ifmr, into: &ignored)
+                try parseIFMR(ifmr, into: &data)
+                if data.dstType == .int16 {
+                    throw ifmr.error(try ifmr.single("dst_type")!, "INT16 is not supported for a node's input tensor: "
+                                     + "the INT8 engine pools int8 codes (set INT8)")
+                }
             }
             try entry.rejectUnknownFields(allowed: ["layer_name", "input_index", "ifmr_quantize"])
-        }
-        if let first = entries.first, let name = try first.string("layer_name") {
-            throw first.error(at: first.position, first.path,
-                              "quantizing the input tensor of node \"\(truncatedForMessage(name))\" is not supported yet: "
-                                + "qat quantizes the inputs of conv2d and linear layers only (remove the entry)")
+            return TensorQuantizeEntry(keyPath: entry.path, layerName: name, inputIndex: index, calibration: data.calibration,
+                                       position: entry.position)
         }
     }
 
@@ -208,10 +212,6 @@ enum AMCTSimpleConfig {
         if let type = layerTypeAliases[name] ?? LayerType(name: name), type.isQuantizable { return type }
         let why = LayerType(name: name) == nil ? "unknown layer type" : "layers of this type are never quantized:"
         throw message.error(at: position, keyPath, "\(why) \"\(truncatedForMessage(name))\" (allowed: \(layerTypeNames.joined(separator: ", ")))")
-    }
-
-    private static func refuseIfTrue(_ message: ProtoTextMessage, _ name: String, _ why: String) throws {
-        if try message.bool(name) == true { throw message.error(try message.single(name)!, "true: \(why)") }
     }
 
     private static func requiredString(_ message: ProtoTextMessage, _ name: String, why: String) throws -> (String, ProtoTextField) {

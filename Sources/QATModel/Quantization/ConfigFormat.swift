@@ -115,6 +115,13 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
         }
     }
 
+    /// The retrain forms' record of AMCT's `joint_quant: true` (qat's key): the calibration
+    /// settings of the grid each eltwise add's operands share.
+    public static let jointQuantKey = "joint_quant_calibration"
+    /// The retrain forms' record of AMCT's `tensor_quantize` (qat's key): per max pool, the
+    /// calibration settings of its input grid.
+    public static let tensorQuantizeKey = "tensor_quantize_calibration"
+
     /// True when `data` is not JSON: its first character other than white space is not "{".
     /// AMCT's quant.cfg starts with a field name or a "#" comment; an empty file is left to the
     /// JSON reader, whose message says so.
@@ -131,7 +138,7 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     /// config.json when it has layer entries, else a float training config.
     public static func detect(_ root: JSONObject) throws -> ConfigFormat {
         var evidence: [(format: ConfigFormat, keyPath: String)] = []
-        let sections = RetrainConfig.reservedSections + ["version", "batch_num"]
+        let sections = RetrainConfig.reservedSections + ["version", "batch_num", jointQuantKey, tensorQuantizeKey]
         var hasLayerEntries = false
         for key in root.values.keys.sorted() where !sections.contains(key) {
             if let format = allCases.first(where: { $0.topLevelMarkers.contains(key) }) {

@@ -73,8 +73,10 @@ public final class FakeQuantizer: LayerQuantizer {
 }
 
 extension Model {
-    /// Attaches a fake quantizer to every layer the plan quantizes (and removes any others).
+    /// Attaches a fake quantizer to every layer the plan quantizes, and the shared quantizer of
+    /// every add under `joint_quant` (and removes any others).
     public func applyQuantization(_ plan: QuantizationPlan) {
+        applyTensorQuantization(plan)
         for layer in layers {
             guard let weighted = layer as? WeightedLayer else { continue }
             if let settings = plan.layer(named: layer.name)?.quantizer {
@@ -98,13 +100,26 @@ extension Model {
     @discardableResult
     public func calibrate(on batches: [Tensor]) throws -> [String] {
         let pending = fakeQuantizers.filter { $0.quantizesInput && !$0.activation.initialized }
-        guard !pending.isEmpty, !batches.isEmpty else { return [] }
+        // The adds' shared grids (joint_quant) calibrate in the same pass, on both operands' values.
+        let pendingAdds = tensorQuantizers.filter { !$0.activation.initialized }
+        guard !(pending.isEmpty && pendingAdds.isEmpty), !batches.isEmpty else { return [] }
         var collected = [String: [Tensor]]()
         for quantizer in pending {
             quantizer.collectInput = { collected[quantizer.layerName, default: []].append($0) }
         }
-        defer { for quantizer in pending { quantizer.collectInput = nil } }
+        for quantizer in pendingAdds {
+            quantizer.collectInput = { collected[quantizer.layerName, default: []].append($0) }
+        }
+        defer {
+            for quantizer in pending { quantizer.collectInput = nil }
+            for quantizer in pendingAdds { quantizer.collectInput = nil }
+        }
         for batch in batches { _ = forward(batch, training: false, tape: nil) }
+        for quantizer in pendingAdds {
+            let bounds = try quantizer.settings.calibration.calibrator
+                .startingClipRange(batches: collected[quantizer.layerName] ?? [], layer: quantizer.layerName)
+            quantizer.activation.setClipRange(max: bounds.clipMax, min: bounds.clipMin)
+        }
         for quantizer in pending {
             let bounds = try quantizer.settings.calibration.calibrator
                 .startingClipRange(batches: collected[quantizer.layerName] ?? [], layer: quantizer.layerName)
@@ -113,6 +128,6 @@ extension Model {
             let activation = quantizer.activation
             activation.setClipRange(max: bounds.clipMax, min: activation.fixedMin ? 0 : bounds.clipMin)
         }
-        return pending.map(\.layerName)
+        return pendingAdds.map(\.layerName) + pending.map(\.layerName)
     }
 }

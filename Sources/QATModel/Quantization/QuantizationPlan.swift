@@ -104,6 +104,8 @@ public struct LayerPlan: Equatable, Sendable {
     public var rule: String
     /// The settings, or nil when the layer stays float.
     public var quantizer: QuantizerSettings?
+    /// An eltwise add under `joint_quant`: the shared grid of its two operands.
+    public var tensorQuantizer: TensorQuantizerSettings?
 
     public init(name: String, kind: LayerKind, rule: String, quantizer: QuantizerSettings? = nil) {
         self.name = name
@@ -196,6 +198,11 @@ extension RetrainConfig {
                 layers.append(try plan(layerAt: index, of: wiring, simple: simple, warnings: &warnings))
             }
         }
+        if keepsAddsFloat {
+            let adds = layers.indices.filter { layers[$0].kind.layerType == .add }
+            for index in adds { layers[index].rule = "keep_add_layer_accuracy (float)" }
+            if adds.isEmpty { warnings.append("keep_add_layer_accuracy: model \(model.name) has no add layer; the key has no effect") }
+        }
         for index in layers.indices {
             if let (rewrite, was) = converted[layers[index].name] {
                 layers[index].rule = "\(rewrite.rawValue) (was \(was))"
@@ -211,6 +218,15 @@ extension RetrainConfig {
                 + "conv2d/linear layer of model \(model.name) (\(names.isEmpty ? "it has none" : names.joined(separator: ", "))); "
                 + "enable at least one, or train in float without a retrain config")
         }
+        if let jointQuantCalibration {
+            let method = try CalibrationConfig.resolve([(jointQuantCalibration, ConfigFormat.jointQuantKey)], layer: "joint_quant",
+                                                       file: file, warnings: &warnings)
+            for index in layers.indices where wiring.isEltwiseAdd(layerAt: index) {
+                layers[index].tensorQuantizer = TensorQuantizerSettings(calibration: method)
+                layers[index].rule = "joint_quant"
+            }
+        }
+        try applyTensorQuantize(to: &layers, wiring: wiring, warnings: &warnings)
         let folds = try fusion?.check(wiring, layers: layers, file: file, warnings: &warnings) ?? []
         var plan = QuantizationPlan(modelName: model.name, configFile: file, batchCount: batchCount,
                                     layers: layers, warnings: warnings, foldsBeforeCalibration: folds)
@@ -537,6 +553,12 @@ extension QuantizationPlan {
     public func table(floatNodes: [String] = []) -> String {
         var rows = [["layer", "type", "quantized", "width", "activation", "fixed_min", "weights", "rule"]]
         for layer in layers {
+            if let joint = layer.tensorQuantizer {
+                let grid = layer.kind.layerType == .add ? "shared input grid" : "input grid"
+                rows.append([layer.name, layer.kind.typeName, "inputs", "int8", "\(grid), \(joint.calibration.name.uppercased())",
+                             "false", "-", layer.rule])
+                continue
+            }
             guard let q = layer.quantizer else {
                 rows.append([layer.name, layer.kind.typeName, "no", "float", "-", "-", "-", layer.rule])
                 continue
@@ -602,6 +624,14 @@ extension QuantizationPlan {
                 + (casts.contains { $0.input.isIdentity || $0.weights.isIdentity || $0.bias.isIdentity }
                    ? " float32 is the identity: a float32 tensor is left exactly as it is." : "") + "\n"
         }
+        if layers.contains(where: { $0.tensorQuantizer != nil && $0.kind.layerType == .maxpool2d }) {
+            text += "\nMax pools under tensor_quantize fake-quantize their input on their own INT8 grid; the INT8 engine "
+                + "pools those codes (max commutes with the monotone quantizer).\n"
+        }
+        if layers.contains(where: { $0.tensorQuantizer != nil && $0.kind.layerType == .add }) {
+            text += "\nAdds under joint_quant fake-quantize both inputs on one shared INT8 grid, calibrated on both "
+                + "inputs' values together; the INT8 engine adds their codes in float exactly as fake quant does.\n"
+        }
         if !floatNodes.isEmpty {
             text += "\nOn the INT8 engine these layers run as float nodes (the training op in eval mode, between "
                 + "dequantize and quantize; docs/DEPLOY-FORMAT.md): \(floatNodes.joined(separator: ", ")).\n"
@@ -622,7 +652,8 @@ extension QuantizationPlan {
     public func describeCalibration(of names: [String]) -> String {
         var groups: [(method: String, layers: [String])] = []
         for name in names {
-            let method = layer(named: name)?.quantizer?.calibration.name.uppercased() ?? "no quantizer"
+            let entry = layer(named: name)
+            let method = (entry?.quantizer?.calibration ?? entry?.tensorQuantizer?.calibration)?.name.uppercased() ?? "no quantizer"
             if let index = groups.firstIndex(where: { $0.method == method }) {
                 groups[index].layers.append(name)
             } else {

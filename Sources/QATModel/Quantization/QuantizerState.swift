@@ -25,7 +25,7 @@ package enum QuantizerStateKey: String, CaseIterable {
 /// (what deployment exports). Stored under /state/quant/<layer>/… as float32 tensors.
 extension Model {
     public func quantizerStateTensors() -> [String: Tensor] {
-        var state: [String: Tensor] = [:]
+        var state = tensorQuantizerStateTensors()
         for q in fakeQuantizers {
             func set(_ key: QuantizerStateKey, _ tensor: Tensor) { state[key.key(layer: q.layerName)] = tensor }
             let a = q.activation
@@ -48,6 +48,7 @@ extension Model {
     /// Restores what `quantizerStateTensors` saved; a missing entry is a checkpoint error, unless
     /// `skippingMissingLayers` (starting QAT from a checkpoint whose plan quantized other layers).
     public func loadQuantizerState(_ state: [String: Tensor], file: String, skippingMissingLayers: Bool = false) throws {
+        try loadTensorQuantizerState(state, file: file, skippingMissingLayers: skippingMissingLayers)
         for q in fakeQuantizers {
             if skippingMissingLayers && state[QuantizerStateKey.initialized.key(layer: q.layerName)] == nil { continue }
             func value(_ key: QuantizerStateKey, count: Int = 1) throws -> [Float] {

@@ -276,6 +276,17 @@ public struct RetrainConfig: Equatable, Sendable {
     public var notes: [String] = []
     /// AMCT's `enable_auto_nuq`: NUQ for the uniform layers whose weights dominate their traffic (AutoNUQ.swift).
     public var enablesAutoNonUniform = false
+    /// AMCT's `joint_quant: true`: the calibration of the grid every eltwise add's two operands
+    /// share (JointQuant.swift); nil keeps adds in float. The retrain forms write it as
+    /// `joint_quant_calibration` (qat's record of a plan).
+    public var jointQuantCalibration: CalibrationConfig?
+    /// AMCT's `tensor_quantize`: quantizers on max pool inputs (TensorQuantizer.swift). The
+    /// retrain forms write them as `tensor_quantize_calibration` {layer: calibration}.
+    public var tensorQuantize: [TensorQuantizeEntry] = []
+    /// Vitis AI's `keep_add_layer_accuracy`: every add runs in float, its inputs as their
+    /// producers leave them and its sum quantized only where a quantized layer reads it (what
+    /// qat does with an add unless `joint_quant` says otherwise); the plan names the rule.
+    public var keepsAddsFloat = false
 
     public init(file: String, version: Int = 1, batchCount: Int = 1, rules: LayerRules,
                 calibration: CalibrationConfig = CalibrationConfig(), runtimeSections: [String: JSONValue] = [:],
@@ -362,7 +373,23 @@ extension RetrainConfig {
         }
 
         // Every other top-level key is a layer name (AMCT form) or a simple-form key.
-        let otherKeys = root.keys.filter { !["version", "batch_num"].contains($0) && !reservedSections.contains($0) }
+        var jointQuantCalibration: CalibrationConfig?
+        if let section = try root.object(ConfigFormat.jointQuantKey) {
+            jointQuantCalibration = try CalibrationConfig.parse(section)
+            try section.rejectUnknownKeys()
+        }
+        var tensorQuantize: [TensorQuantizeEntry] = []
+        if let section = try root.object(ConfigFormat.tensorQuantizeKey) {
+            for name in section.keys {
+                let entry = try requiredObject(section, name)
+                tensorQuantize.append(TensorQuantizeEntry(keyPath: entry.path, layerName: name, inputIndex: 0,
+                                                          calibration: try CalibrationConfig.parse(entry)))
+                try entry.rejectUnknownKeys()
+            }
+        }
+        let otherKeys = root.keys.filter {
+            !["version", "batch_num", ConfigFormat.jointQuantKey, ConfigFormat.tensorQuantizeKey].contains($0) && !reservedSections.contains($0)
+        }
         let simpleKeys = otherKeys.filter { simpleFormKeys.contains($0) }
         let layerNames = otherKeys.filter { !simpleFormKeys.contains($0) }
 
@@ -385,8 +412,11 @@ extension RetrainConfig {
             }
             rules = .perLayer(entries)
         }
-        return RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: rules,
-                             calibration: calibration, runtimeSections: sections)
+        var config = RetrainConfig(file: root.file, version: version, batchCount: batchCount, rules: rules,
+                                   calibration: calibration, runtimeSections: sections)
+        config.jointQuantCalibration = jointQuantCalibration
+        config.tensorQuantize = tensorQuantize
+        return config
     }
 
     /// `version` (1) and `batch_num`, which every AMCT format shares.

@@ -15,6 +15,10 @@ extension RetrainConfig: Encodable {
             if let section = runtimeSections[name] { members.append(.init(name, section)) }
         }
         if !calibration.isEmpty { members.append(.init("calibration", .object(calibration.members))) }
+        if let jointQuantCalibration { members.append(.init(ConfigFormat.jointQuantKey, .object(jointQuantCalibration.members))) }
+        if !tensorQuantize.isEmpty {
+            members.append(.init(ConfigFormat.tensorQuantizeKey, .object(tensorQuantize.map { .init($0.layerName, .object($0.calibration.members)) })))
+        }
         members.append(.init("version", JSONValue(version)))
         members.append(.init("batch_num", JSONValue(batchCount)))
         let rank = Dictionary(layerOrder.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
@@ -178,6 +182,14 @@ extension QuantizationPlan {
                                             percentage: q.weightPercentage),
                 dmqStrength: q.dmqStrength)
         }
-        return RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))
+        var config = RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))
+        config.jointQuantCalibration = layers.lazy.filter { $0.kind.layerType == .add }.compactMap(\.tensorQuantizer).first?.calibration.explicitConfig
+        config.tensorQuantize = layers.filter { $0.kind.layerType == .maxpool2d }.compactMap { layer in
+            layer.tensorQuantizer.map {
+                TensorQuantizeEntry(keyPath: "\(ConfigFormat.tensorQuantizeKey).\(layer.name)", layerName: layer.name, inputIndex: 0,
+                                    calibration: $0.calibration.explicitConfig)
+            }
+        }
+        return config
     }
 }

@@ -9,7 +9,7 @@ import QATIO
 // into the one per-layer plan. `include_cle` and `include_bias_corr` (true by default, as in the
 // manual) become the plan's PTQ transforms, run around calibration (ALGORITHMS §2.5);
 // `convert_relu6_to_relu` and `convert_silu_to_hswish` graph rewrites (GraphRewrite.swift);
-// `keep_first_last_layer_accuracy` a rule of the plan; a float `datatype` makes cast layers
+// `keep_first_last_layer_accuracy` and `keep_add_layer_accuracy` rules of the plan; a float `datatype` makes cast layers
 // (CastQuantization.swift); `target_device: "DPU"` the DPU rules (`DPURules`). What qat cannot
 // run yet is refused with the key path, never accepted and ignored.
 
@@ -34,21 +34,9 @@ enum VitisConfig {
     /// The tensors a config can quantize (`quantizable_data_type`, `tensor_quantize_config`).
     static let tensorNames = ["input", "weights", "bias", "activation"]
 
-    /// Global switches whose only supported value is false, with what true would ask for and the
-    /// manual's default (used when the key is left out; true for CLE and bias correction).
-    static let unsupportedSwitches: [(key: String, manualDefault: Bool, feature: String)] = [
-        ("keep_add_layer_accuracy", false, "qat has no keeping add layers in float"),
-    ]
-
     static func parse(_ root: JSONObject) throws -> RetrainConfig {
         let (version, batchCount) = try RetrainConfig.parseVersionAndBatchCount(root)
         let sections = try RetrainConfig.parseTrainerSections(root)
-        for (key, manualDefault, feature) in unsupportedSwitches {
-            let value = try root.bool(key)
-            guard value ?? manualDefault else { continue }
-            throw root.error(key, "true\(value == nil ? " (the manual's default when the key is left out)" : "") is not "
-                             + "supported yet: \(feature); set \(key) false")
-        }
         let device = try root.string("target_device") ?? "DPU"
         var dpu: DPURules?
         switch device {
@@ -98,6 +86,7 @@ enum VitisConfig {
         if try root.bool("convert_relu6_to_relu") ?? false { config.graphRewrites.insert(.relu6ToReLU) }
         config.notes = dpu?.notes ?? []
         if try root.bool("convert_silu_to_hswish") ?? false { config.graphRewrites.insert(.siluToHardSwish) }
+        config.keepsAddsFloat = try root.bool("keep_add_layer_accuracy") ?? false
         return config
     }
 
