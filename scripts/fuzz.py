@@ -45,7 +45,8 @@ ONNX_MODELS = {"lenet.onnx": "Tests/Fixtures/onnx/lenet.onnx", "mobile.onnx": "T
 NPY_FILES = ["test-images.npy", "test-labels.npy"]
 HDF5_DATA = "test-data.h5"
 GOOD_FILES = ["ckpt.h5", "step.h5", "int8.h5", "config.json", "simple.json", "quant.cfg", "npy.json", "hdf5.json",
-              "vitis.json", "nuq.cfg", "pow2.h5", "pow2-int8.h5", "nuq.h5"] \
+              "vitis.json", "nuq.cfg", "pow2.h5", "pow2-int8.h5", "nuq.h5", "dpu.json", "bf16.json", "ptq.json",
+              "dpu.h5", "bf16.h5", "bf16-int8.h5", "tq.h5", "tq-int8.h5"] \
     + list(ONNX_MODELS) + NPY_FILES + [HDF5_DATA]
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -94,6 +95,11 @@ def make_configs(work, data):
     # vitis.json: Vitis AI JSON with power-of-two scales; nuq.cfg: proto text with NUQ weights on conv1.
     shutil.copyfile(os.path.join(REPO, "Configs/vitis/plain-poweroftwo.json"), os.path.join(work, "vitis.json"))
     shutil.copyfile(os.path.join(REPO, "Configs/amct/simple-nuq-plain.cfg"), os.path.join(work, "nuq.cfg"))
+    # dpu.json: the Vitis manual's default (DPU rules, quantized biases); bf16.json: its bfloat16
+    # cast layers; ptq.json: AMCT's PTQ example (DMQ, tensor_quantize on a max pool).
+    shutil.copyfile(os.path.join(REPO, "Configs/vitis/default.json"), os.path.join(work, "dpu.json"))
+    shutil.copyfile(os.path.join(REPO, "Configs/vitis/bfloat16_config.json"), os.path.join(work, "bf16.json"))
+    shutil.copyfile(os.path.join(REPO, "Configs/amct/ptq-ifmr.json"), os.path.join(work, "ptq.json"))
 
 
 def npy_bytes(descr, shape, payload):
@@ -174,7 +180,14 @@ def prepare(qat, work, timeout):
                  "--data", os.path.join(work, "data"), "--batch-num", "1", "--test-limit", "64", "--threads", "1"]
     steps += [["calibrate", "--config", "vitis.json", "--output", "pow2.h5"] + float_run,
               ["deploy", "--checkpoint", "pow2.h5", "--output", "pow2-int8.h5"],
-              ["calibrate", "--config", "nuq.cfg", "--output", "nuq.h5"] + float_run]
+              ["calibrate", "--config", "nuq.cfg", "--output", "nuq.h5"] + float_run,
+              # Issue 12's last records: bias grids (dpu.h5), cast layers and a max pool's own grid
+              # in deploy files (bf16-int8.h5: input_cast; tq-int8.h5: shared_input_scale).
+              ["calibrate", "--config", "dpu.json", "--output", "dpu.h5"] + float_run,
+              ["calibrate", "--config", "bf16.json", "--output", "bf16.h5"] + float_run,
+              ["deploy", "--checkpoint", "bf16.h5", "--output", "bf16-int8.h5"],
+              ["calibrate", "--config", "ptq.json", "--output", "tq.h5"] + float_run,
+              ["deploy", "--checkpoint", "tq.h5", "--output", "tq-int8.h5"]]
     for args in steps:
         code, out, err, _ = run(qat, args, good, timeout * 10)
         if code != 0:
@@ -213,6 +226,13 @@ COMMANDS = {
                                 os.path.join(REPO, "Configs/models/lenet5.json")], None),
     "eval-deploy-pow2": ("deploy-pow2", ["eval", "--deploy", "pow2-int8.h5", "--data", "DATA"] + EVAL_LIMITS, None),
     "eval-checkpoint-nuq": ("checkpoint-nuq", ["eval", "--checkpoint", "nuq.h5", "--data", "DATA"] + EVAL_LIMITS, None),
+    "plan-vitis-dpu": ("config-dpu", ["plan", "--config", "dpu.json", "--model",
+                                      os.path.join(REPO, "Configs/models/lenet5.json")], None),
+    "plan-ptq": ("config-ptq", ["plan", "--config", "ptq.json", "--model",
+                                os.path.join(REPO, "Configs/models/lenet5.json")], None),
+    "eval-checkpoint-dpu": ("checkpoint-dpu", ["eval", "--checkpoint", "dpu.h5", "--data", "DATA"] + EVAL_LIMITS, None),
+    "eval-deploy-cast": ("deploy-cast", ["eval", "--deploy", "bf16-int8.h5", "--data", "DATA"] + EVAL_LIMITS, None),
+    "eval-deploy-tq": ("deploy-tq", ["eval", "--deploy", "tq-int8.h5", "--data", "DATA"] + EVAL_LIMITS, None),
     "check-model": ("config", ["check", "model", "--config", "config.json"], None),
     "train-config": ("config", ["train", "--config", "config.json", "--epochs", "1", "--output", "out.h5",
                                 "--batch-size", "32"] + LIMITS, None),
@@ -234,9 +254,11 @@ for _model in ONNX_MODELS:
 FILE_OF_KIND = {"checkpoint": "ckpt.h5", "resume": "step.h5", "deploy": "int8.h5", "config": "config.json",
                 "config-simple": "simple.json", "config-prototext": "quant.cfg", "hdf5-data": HDF5_DATA,
                 "config-vitis": "vitis.json", "config-nuq": "nuq.cfg", "deploy-pow2": "pow2-int8.h5",
-                "checkpoint-nuq": "nuq.h5"}
+                "checkpoint-nuq": "nuq.h5", "config-dpu": "dpu.json", "config-ptq": "ptq.json",
+                "checkpoint-dpu": "dpu.h5", "deploy-cast": "bf16-int8.h5", "deploy-tq": "tq-int8.h5"}
 # The damaged HDF5 files whose result must equal the good run's when a command accepts them.
-CHECKSUMMED = ("checkpoint", "resume", "deploy", "deploy-pow2", "checkpoint-nuq")
+CHECKSUMMED = ("checkpoint", "resume", "deploy", "deploy-pow2", "checkpoint-nuq", "checkpoint-dpu", "deploy-cast",
+               "deploy-tq")
 FILE_OF_KIND.update({"onnx:" + m: m for m in ONNX_MODELS})
 
 # Lines of stdout that carry a result; timings and progress are dropped before comparing.
