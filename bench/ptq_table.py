@@ -30,7 +30,10 @@ DMQ_STRENGTHS = [0.2, 0.5, 0.8]
 VITIS_CONFIGS = [("plain-maxmin", "maxmin"), ("plain-percentile", "percentile"), ("plain-entropy", "entropy"),
                  ("plain-mse", "mse"), ("plain-diffs", "diffs, power-of-two scales"),
                  ("plain-poweroftwo", "maxmin, power-of-two scales"), ("plain-std-round", "maxmin, round_mode std_round"),
-                 ("plain-narrow-range", "maxmin, narrow_range"), ("plain-weights-mse", "maxmin, weights mse")]
+                 ("plain-narrow-range", "maxmin, narrow_range"), ("plain-weights-mse", "maxmin, weights mse"),
+                 ("int_config", "maxmin, biases on their own 8-bit grids"),
+                 ("default", "DPU default: diffs + modal, power-of-two, narrow, quantized biases, CLE + bias correction"),
+                 ("bfloat16_config", "bfloat16 cast layers")]
 
 
 def run(qat, *arguments):
@@ -109,6 +112,7 @@ def main():
     parser.add_argument("--work", default=".build/ptq-table")
     parser.add_argument("--models", default="lenet5,resnet-tiny,mobilenetv2-tiny,resnet18-tiny")
     parser.add_argument("--rows", choices=["all", "dmq", "vitis"], default="all")
+    parser.add_argument("--vitis", help="comma-separated Configs/vitis files (without .json) for the Vitis rows; default all")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     print("| model | calibration | float | PTQ (fake quant) | INT8 engine | verify |")
@@ -122,7 +126,8 @@ def main():
         if args.rows in ("all", "dmq"):
             rows += [("ifmr", [], strength, None) for strength in DMQ_STRENGTHS]
         if args.rows in ("all", "vitis"):
-            rows += [(label, [], None, f"Configs/vitis/{file}.json") for file, label in VITIS_CONFIGS]
+            chosen = args.vitis.split(",") if args.vitis else [file for file, _ in VITIS_CONFIGS]
+            rows += [(label, [], None, f"Configs/vitis/{file}.json") for file, label in VITIS_CONFIGS if file in chosen]
         for method, transforms, dmq, config in rows:
             r = ptq(args.qat, args.work, model, spec, checkpoint, method, transforms, dmq, config)
             label = method + "".join(" " + t for t in transforms)
