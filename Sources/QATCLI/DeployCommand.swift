@@ -53,9 +53,17 @@ struct DeployCommand: ParsableCommand {
                 }
                 if let shared = node.sharedInputGrid {
                     let grid = String(format: "(s %.4g, o %d)", shared.scale, Int(shared.zeroPoint))
-                    print("  " + "".padded(to: 22) + (node.op == .add
-                        ? "joint_quant: both inputs as int8 codes on one grid \(grid), summed in float exactly as fake quant sums them"
-                        : "tensor_quantize: input as int8 codes on its own grid \(grid), pooled on codes"))
+                    let text: String
+                    switch (node.op == .add, node.sharedInputIndex) {
+                    case (true, let k?):
+                        text = "tensor_quantize: input \(k) as int8 codes on its own grid \(grid), input \(1 - k) as it comes, "
+                            + "summed in float exactly as fake quant sums them"
+                    case (true, nil):
+                        text = "joint_quant: both inputs as int8 codes on one grid \(grid), summed in float exactly as fake quant sums them"
+                    case (false, _):
+                        text = "tensor_quantize: input as int8 codes on its own grid \(grid), pooled on codes"
+                    }
+                    print("  " + "".padded(to: 22) + text)
                 }
                 if node.isWeightOnly {
                     print("  " + "".padded(to: 22) + "weight-only (weight_compress_only): float input and the dequantized INT8 "

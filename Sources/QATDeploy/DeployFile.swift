@@ -92,9 +92,13 @@ public struct DeployNode: Equatable, Sendable {
     public var constantShape: [Int] = []
     /// Integer layers: the quantizer of the input codes (s_d, o_d).
     public var inputQuantizer: QuantizationGrid?
-    /// An add under `joint_quant` (both operands, before their float sum) or a max pool under
-    /// `tensor_quantize` (its input): the grid the inputs are quantized to.
+    /// An add under `joint_quant` (both operands, before their float sum), a max pool under
+    /// `tensor_quantize` (its input) or an add under `tensor_quantize` (input `sharedInputIndex`):
+    /// the grid the inputs are quantized to.
     public var sharedInputGrid: QuantizationGrid?
+    /// An add under `tensor_quantize`: the one input on `sharedInputGrid` (the other is read as
+    /// it comes); nil: every input.
+    public var sharedInputIndex: Int?
     /// Integer layers: w_q [O, C / groups, KH, KW] or [O, I].
     public var weightCodes: [Int8] = []
     /// Integer layers: b_q [O].
@@ -357,11 +361,13 @@ extension DeployNode {
         }
     }
 
-    /// Written only under joint_quant or tensor_quantize, so other files keep their bytes.
+    /// Written only under joint_quant or tensor_quantize, so other files keep their bytes; the
+    /// input index only for an add's one input.
     private func writeSharedInputGrid(_ attribute: (String, HDF5Attribute) throws -> Void) throws {
         guard let grid = sharedInputGrid else { return }
         try attribute("shared_input_scale", .double(Double(grid.scale)))
         try attribute("shared_input_zero_point", .int64(Int64(grid.zeroPoint)))
+        if let sharedInputIndex { try attribute("shared_input_index", .int64(Int64(sharedInputIndex))) }
     }
 
     /// kernel_size and stride as an int64 when square, else [h, w]; padding as an int64 when
@@ -440,6 +446,12 @@ extension DeployNode {
             guard try file.hasAttribute("shared_input_scale", on: group) else { return }
             node.sharedInputGrid = QuantizationGrid(bits: 8, scale: try scale("shared_input_scale"),
                                                     offset: Int(try zeroPoint("shared_input_zero_point")))
+            guard try file.hasAttribute("shared_input_index", on: group) else { return }
+            let index = try int("shared_input_index")
+            guard op == .add, (0..<node.inputs.count).contains(index) else {
+                throw fail(group, "shared_input_index \(index) is not an input of this \(op.rawValue) node (an add's 0 or 1)")
+            }
+            node.sharedInputIndex = index
         }
         switch try file.stringAttribute("output", of: group) {
         case "int8":

@@ -23,7 +23,9 @@ public func deploy(checkpoint: String, output: String) throws {
 ///   Otherwise the value stays float, and each quantized consumer quantizes it itself.
 /// - An add under joint_quant reads both operands as codes on its shared grid (a producer whose
 ///   only reader it is requantizes straight into that grid) and sums them in float, as fake quant;
-///   a max pool under tensor_quantize reads its input as codes on its own grid and pools codes.
+///   a max pool under tensor_quantize reads its input as codes on its own grid and pools codes;
+///   an add under tensor_quantize reads the one input `input_index` names as codes on its own
+///   grid (as joint_quant's operands) and the other as it comes, and sums in float, as fake quant.
 /// - Adds, average pools, the layers without an integer form (sigmoid, hard sigmoid, hard swish,
 ///   leaky ReLU, clip, mul, concat, global average pool, constants: lowering `.float`),
 ///   BatchNorms that cannot fold and unquantized conv/linear layers run in float with the
@@ -103,8 +105,10 @@ private struct Builder {
     var weightOnly: Set<Int> = []
     /// Cast layers: float nodes with the cast weight and bias that cast their input.
     var casts: [Int: FloatCast] = [:]
-    /// Adds under joint_quant, max pools under tensor_quantize: the grid their inputs are quantized to.
+    /// Adds under joint_quant, max pools and adds under tensor_quantize: the grid their inputs are quantized to.
     var tensorGrids: [Int: QuantizationGrid] = [:]
+    /// Adds under tensor_quantize: the one input on `tensorGrids` (absent: every input).
+    var tensorGridInputs: [Int: Int] = [:]
     /// conv index → folded BN index
     var foldedInto: [Int: Int] = [:]
     var folded: Set<Int> = []
@@ -142,6 +146,7 @@ private struct Builder {
                                + "or its clip bounds are invalid with no previous valid pair")
                 }
                 tensorGrids[i] = grid
+                tensorGridInputs[i] = tensor.settings.inputIndex
             }
         }
         for (i, b) in graph.batchNormFolds where inputQuantizers[i] != nil {
@@ -168,8 +173,12 @@ private struct Builder {
             var t: QuantizationGrid?
             if c == outputSentinel {
                 t = nil
-            } else if let q = inputQuantizers[c] ?? tensorGrids[c] {
+            } else if let q = inputQuantizers[c] {
                 t = q
+            } else if let q = tensorGrids[c] {
+                // An add's one quantized input: the grid only when `value` is read there alone.
+                let slots = graph.sources[c].indices.filter { graph.sources[c][$0] == value }
+                t = slots.allSatisfy { k in tensorGridInputs[c].map { $0 == k } ?? true } ? q : nil
             } else {
                 switch specs[c].kind.lowering {
                 case .codePreserving: t = codeTarget(c)
@@ -265,6 +274,7 @@ private struct Builder {
             case .float:
                 if let constant = layer as? ConstantLayer { node.floatTensors["value"] = constant.value }
                 node.sharedInputGrid = tensorGrids[i]
+                node.sharedInputIndex = tensorGridInputs[i]
             }
             nodes.append(node)
             finishFloat(i, node: node.name)

@@ -302,6 +302,17 @@ public final class Int8Model {
             return input
         case .add:
             let other = values[step.inputs[1]]!
+            if let grid = node.sharedInputGrid, let k = node.sharedInputIndex {
+                // tensor_quantize: input k on the add's own grid (observed and substituted as an
+                // integer layer's input), dequantized; the other input as it comes; the training
+                // op's float sum, exactly fake quant's. A quantize node follows if needed.
+                let own = codes(values[step.inputs[k]]!, grid)
+                observeInputCodes?(node.name, own)
+                var operands = floatInputs()
+                operands[k] = Variable(Tensor(shape: operands[k].value.shape,
+                                              storage: Int8Kernels.dequantize(substituteInputCodes?(node.name) ?? own, grid)))
+                return floatResult(add(operands[0], operands[1], tape: nil))
+            }
             if let shared = node.sharedInputGrid {
                 // joint_quant: both operands on one grid, dequantized and summed in float exactly as
                 // fake quant sums its two fake-quantized operands; a quantize node follows if needed.

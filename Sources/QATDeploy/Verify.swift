@@ -78,7 +78,8 @@ extension DeployVerification {
     /// quantizer sees, with the (s_d, o_d) that forward used.
     public static func run(model: Model, engine: Int8Model, data: Dataset, batchSize: Int = 256) -> DeployVerification {
         let quantizers = model.fakeQuantizers
-        // Adds under joint_quant: both operands' codes on the shared grid (first operand, then second).
+        // Adds under joint_quant: both operands' codes on the shared grid (first operand, then second);
+        // max pools and adds under tensor_quantize: the codes of the one input on the layer's grid.
         let adds = model.tensorQuantizers
         let compared = engine.file.nodes.filter { $0.isInteger || $0.sharedInputGrid != nil }.map(\.name)
         var report = DeployVerification(layers: compared.map { Layer(name: $0) })

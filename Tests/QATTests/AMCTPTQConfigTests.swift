@@ -222,18 +222,23 @@ final class AMCTPTQConfigTests: XCTestCase {
         XCTAssertEqual(try plan(#"{"joint_quant": true, "conv1": {}}"#).layers.compactMap(\.tensorQuantizer), [])
         // DMQ runs (DMQTests); on a layer reading the image there is no layer to take its scales.
         assertError(#"{"conv1": {"dmq_balancer_param": 0.5}}"#, keyPath: "conv1.dmq_balancer_param", mentions: ["DMQ", "model input"])
-        // tensor_quantize runs on a max pool (TensorQuantizeTests); any other node, or an input it
-        // does not have, is an error naming the key path.
+        // tensor_quantize runs on a max pool and on one input of an add (TensorQuantizeTests,
+        // TensorQuantizeAddTests); any other node, or an input it does not have, is an error naming the key path.
         assertError(#"{"tensor_quantize": [{"layer_name": "pool9", "input_index": 0}], "conv1": {}}"#,
-                    keyPath: "tensor_quantize[0].layer_name", mentions: ["no layer named \"pool9\"", "max pools: pool1, pool2"])
+                    keyPath: "tensor_quantize[0].layer_name", mentions: ["no layer named \"pool9\"", "max pools: pool1, pool2; adds: none"])
         assertError(#"{"tensor_quantize": [{"layer_name": "relu1", "input_index": 0}], "conv1": {}}"#,
-                    keyPath: "tensor_quantize[0].layer_name", mentions: ["relu1 is a relu layer", "maxpool2d only"])
+                    keyPath: "tensor_quantize[0].layer_name", mentions: ["relu1 is a relu layer", "maxpool2d or an add only"])
         assertError(#"{"tensor_quantize": [{"layer_name": "pool1", "input_index": 1}], "conv1": {}}"#,
                     keyPath: "tensor_quantize[0].input_index", mentions: ["1 is out of range: pool1 has 1 input(s)"])
         assertError(#"{"tensor_quantize": [{"layer_name": "pool1", "input_index": 0, "activation_quant_params": {"num_bits": 16}}], "conv1": {}}"#,
                     keyPath: "tensor_quantize[0].activation_quant_params.num_bits", mentions: ["16 is not supported"])
-        assertError(#"{"tensor_quantize": [{"layer_name": "block1_add", "input_index": 0}], "stem": {}}"#, model: resnet,
-                    keyPath: "tensor_quantize[0].layer_name", mentions: ["block1_add is a add layer", "joint_quant"])
+        // An add: input 0 or 1, not under joint_quant, one entry per add.
+        assertError(#"{"tensor_quantize": [{"layer_name": "block1_add", "input_index": 2}], "stem": {}}"#, model: resnet,
+                    keyPath: "tensor_quantize[0].input_index", mentions: ["2 is out of range: block1_add has 2 input(s) (index 0 to 1)"])
+        assertError(#"{"joint_quant": true, "tensor_quantize": [{"layer_name": "block1_add", "input_index": 1}], "stem": {}}"#, model: resnet,
+                    keyPath: "tensor_quantize[0].layer_name", mentions: ["block1_add is under joint_quant: true", "set joint_quant false"])
+        assertError(#"{"tensor_quantize": [{"layer_name": "block1_add", "input_index": 0}, {"layer_name": "block1_add", "input_index": 1}], "stem": {}}"#,
+                    model: resnet, keyPath: "tensor_quantize[1].layer_name", mentions: ["named by an earlier entry already"])
         assertError("{\(layer("conv1", #""num_bits": 8"#, weights: #""num_bits": 16"#))}",
                     keyPath: "conv1.weight_quant_params.num_bits", mentions: ["16-bit weights are not supported yet"])
         // A PTQ config without layer entries quantizes nothing: an error, not float training.

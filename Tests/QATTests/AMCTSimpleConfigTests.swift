@@ -202,7 +202,7 @@ final class AMCTSimpleConfigTests: XCTestCase {
         // tensor_quantize runs on a max pool (TensorQuantizeTests); other nodes and missing inputs are errors at the entry.
         XCTAssertNoThrow(try plan("tensor_quantize { layer_name: \"pool1\" input_index: 0 }"))
         assertError("tensor_quantize { layer_name: \"fc1\" input_index: 0 }", keyPath: "tensor_quantize.layer_name", at: "line 1, column 1",
-                    mentions: ["fc1 is a linear layer", "maxpool2d only"])
+                    mentions: ["fc1 is a linear layer", "maxpool2d or an add only"])
         assertError("tensor_quantize { layer_name: \"pool1\" input_index: 2 }", keyPath: "tensor_quantize.input_index", at: "line 1, column 1",
                     mentions: ["2 is out of range"])
         assertError("tensor_quantize { layer_name: \"pool1\" input_index: 0 ifmr_quantize { dst_type: INT16 } }",

@@ -167,10 +167,12 @@ struct ONNXEmitter {
         case .add:
             var operands = inputs
             if let shared = node.sharedInputGrid {
-                // joint_quant: each operand through QuantizeLinear/DequantizeLinear with the one shared grid.
+                // joint_quant: each operand through QuantizeLinear/DequantizeLinear with the one shared
+                // grid; tensor_quantize: the one operand it names.
                 try requireExpressible(shared, layer: node.name)
                 operands = node.inputs.enumerated().map { k, input in
-                    floatValue(codesValue(input, on: shared, reader: "\(node.name)/operand\(k)"))
+                    guard node.sharedInputIndex.map({ $0 == k }) ?? true else { return inputs[k] }
+                    return floatValue(codesValue(input, on: shared, reader: "\(node.name)/operand\(k)"))
                 }
             }
             add("Add", name: node.name, operands, floatName)

@@ -228,7 +228,7 @@ public final class ConstantLayer: Layer {
 
 /// A layer without parameters (activations, pooling, flatten, add): the float op it runs, on
 /// inputs first fake-quantized by `inputQuantizer` when the config gives the layer one (an add
-/// under `joint_quant`, a max pool under `tensor_quantize`; TensorQuantizer.swift).
+/// under `joint_quant`, a max pool or one input of an add under `tensor_quantize`; TensorQuantizer.swift).
 public final class StatelessLayer: Layer {
     public let spec: LayerSpec
     private let operation: ([Variable], Tape?) -> Variable

@@ -5,8 +5,8 @@ import QATIO
 // config.json"; the manual's parameter table gives every key and range). It is read into the
 // same rule model as the retrain formats (one entry per layer), so `qat calibrate`, `qat plan`
 // and `qat train` resolve it into the one per-layer plan; `joint_quant` gives each eltwise add a
-// shared input grid and `tensor_quantize` a max pool's input its own (TensorQuantizer.swift).
-// Semantics qat cannot run yet (one input of an add, 16-bit weights) are refused with the key path,
+// shared input grid and `tensor_quantize` a max pool's input, or one input of an add, its own
+// (TensorQuantizer.swift). Semantics qat cannot run yet (16-bit weights) are refused with the key path,
 // never accepted and ignored; `dmq_balancer_param` runs DMQ before calibration (ALGORITHMS §2.5).
 
 /// The AMCT PTQ config.json reader.
@@ -56,7 +56,7 @@ enum AMCTPTQConfig {
         return config
     }
 
-    /// `tensor_quantize`: a quantizer on input `input_index` of the node `layer_name` (a max pool;
+    /// `tensor_quantize`: a quantizer on input `input_index` of the node `layer_name` (a max pool or an add;
     /// resolving checks both against the model), with its `activation_quant_params` (INT8; IFMR
     /// symmetric or not as `activation_offset` says when left out).
     private static func parseTensorQuantize(_ root: JSONObject, activationOffset: Symmetry) throws -> [TensorQuantizeEntry] {
@@ -80,7 +80,7 @@ enum AMCTPTQConfig {
             }
             if data.dstType == .int16 {
                 throw entry.error("activation_quant_params.num_bits", "16 is not supported for a node's input tensor: "
-                                  + "the INT8 engine pools int8 codes (set 8)")
+                                  + "the INT8 engine takes int8 codes there (set 8)")
             }
             try entry.rejectUnknownKeys()
             return TensorQuantizeEntry(keyPath: entry.path, layerName: name, inputIndex: index, calibration: data.calibration)

@@ -8,8 +8,8 @@ import QATIO
 // `activation_offset` below all three (it is the `asymmetric` every ifmr_quantize leaves out).
 // NUQ (`nuq_quantize`) and weight-only layers (`weight_compress_only`, with asymmetric ARQ) run
 // (docs/ALGORITHMS.md §3.1, §3.2); `enable_auto_nuq` picks NUQ layers by their bytes (AutoNUQ.swift);
-// `joint_quant` gives each eltwise add a shared input grid, `tensor_quantize` a max pool's input
-// its own. Semantics qat cannot run yet (one input of an add) are refused with the field's key
+// `joint_quant` gives each eltwise add a shared input grid, `tensor_quantize` a max pool's input,
+// or one input of an add, its own. Semantics qat cannot run are refused with the field's key
 // path and line.
 
 /// The reader of AMCT's simple config in proto text.
@@ -184,7 +184,7 @@ enum AMCTSimpleConfig {
         }
     }
 
-    /// `tensor_quantize`: a quantizer on input `input_index` of the node `layer_name` (a max pool;
+    /// `tensor_quantize`: a quantizer on input `input_index` of the node `layer_name` (a max pool or an add;
     /// resolving checks both against the model), calibrated by its `ifmr_quantize` (INT8).
     private static func parseTensorQuantize(_ root: ProtoTextMessage) throws -> [TensorQuantizeEntry] {
         try root.messages("tensor_quantize").map { entry in
@@ -197,7 +197,7 @@ enum AMCTSimpleConfig {
                 try parseIFMR(ifmr, into: &data)
                 if data.dstType == .int16 {
                     throw ifmr.error(try ifmr.single("dst_type")!, "INT16 is not supported for a node's input tensor: "
-                                     + "the INT8 engine pools int8 codes (set INT8)")
+                                     + "the INT8 engine takes int8 codes there (set INT8)")
                 }
             }
             try entry.rejectUnknownFields(allowed: ["layer_name", "input_index", "ifmr_quantize"])

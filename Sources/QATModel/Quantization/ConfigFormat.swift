@@ -118,8 +118,8 @@ public enum ConfigFormat: Equatable, Sendable, CaseIterable {
     /// The retrain forms' record of AMCT's `joint_quant: true` (qat's key): the calibration
     /// settings of the grid each eltwise add's operands share.
     public static let jointQuantKey = "joint_quant_calibration"
-    /// The retrain forms' record of AMCT's `tensor_quantize` (qat's key): per max pool, the
-    /// calibration settings of its input grid.
+    /// The retrain forms' record of AMCT's `tensor_quantize` (qat's key): per max pool or add, the
+    /// calibration settings of its input grid (and an add's `input_index` when not 0).
     public static let tensorQuantizeKey = "tensor_quantize_calibration"
 
     /// True when `data` is not JSON: its first character other than white space is not "{".

@@ -104,7 +104,8 @@ public struct LayerPlan: Equatable, Sendable {
     public var rule: String
     /// The settings, or nil when the layer stays float.
     public var quantizer: QuantizerSettings?
-    /// An eltwise add under `joint_quant`: the shared grid of its two operands.
+    /// An eltwise add under `joint_quant` (the shared grid of its two operands), or a max pool or
+    /// one input of an add under `tensor_quantize`: the grid of a weightless layer's input.
     public var tensorQuantizer: TensorQuantizerSettings?
 
     public init(name: String, kind: LayerKind, rule: String, quantizer: QuantizerSettings? = nil) {

@@ -13,7 +13,7 @@ extension QuantizationPlan {
         var rows = [["layer", "type", "quantized", "width", "activation", "fixed_min", "weights", "rule"]]
         for layer in layers {
             if let joint = layer.tensorQuantizer {
-                let grid = layer.kind.layerType == .add ? "shared input grid" : "input grid"
+                let grid = joint.inputIndex.map { "input \($0) grid" } ?? (layer.kind.layerType == .add ? "shared input grid" : "input grid")
                 rows.append([layer.name, layer.kind.typeName, "inputs", "int8", "\(grid), \(joint.calibration.name.uppercased())",
                              "false", "-", layer.rule])
                 continue
@@ -87,7 +87,12 @@ extension QuantizationPlan {
             text += "\nMax pools under tensor_quantize fake-quantize their input on their own INT8 grid; the INT8 engine "
                 + "pools those codes (max commutes with the monotone quantizer).\n"
         }
-        if layers.contains(where: { $0.tensorQuantizer != nil && $0.kind.layerType == .add }) {
+        if layers.contains(where: { $0.tensorQuantizer?.inputIndex != nil }) {
+            text += "\nAdds under tensor_quantize fake-quantize the one input input_index names on its own INT8 grid; the other "
+                + "input stays as it is and the sum stays float; the INT8 engine adds that input's codes, dequantized, to the "
+                + "other in float exactly as fake quant does.\n"
+        }
+        if layers.contains(where: { $0.tensorQuantizer != nil && $0.tensorQuantizer?.inputIndex == nil && $0.kind.layerType == .add }) {
             text += "\nAdds under joint_quant fake-quantize both inputs on one shared INT8 grid, calibrated on both "
                 + "inputs' values together; the INT8 engine adds their codes in float exactly as fake quant does.\n"
         }

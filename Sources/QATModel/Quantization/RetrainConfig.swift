@@ -278,11 +278,12 @@ public struct RetrainConfig: Equatable, Sendable {
     /// AMCT's `enable_auto_nuq`: NUQ for the uniform layers whose weights dominate their traffic (AutoNUQ.swift).
     public var enablesAutoNonUniform = false
     /// AMCT's `joint_quant: true`: the calibration of the grid every eltwise add's two operands
-    /// share (JointQuant.swift); nil keeps adds in float. The retrain forms write it as
+    /// share (TensorQuantizer.swift); nil keeps adds in float. The retrain forms write it as
     /// `joint_quant_calibration` (qat's record of a plan).
     public var jointQuantCalibration: CalibrationConfig?
-    /// AMCT's `tensor_quantize`: quantizers on max pool inputs (TensorQuantizer.swift). The
-    /// retrain forms write them as `tensor_quantize_calibration` {layer: calibration}.
+    /// AMCT's `tensor_quantize`: quantizers on max pool inputs and on one input of an add
+    /// (TensorQuantizer.swift). The retrain forms write them as `tensor_quantize_calibration`
+    /// {layer: calibration, with an add's `input_index` when not 0}.
     public var tensorQuantize: [TensorQuantizeEntry] = []
     /// Vitis AI's `keep_add_layer_accuracy`: every add runs in float, its inputs as their
     /// producers leave them and its sum quantized only where a quantized layer reads it (what

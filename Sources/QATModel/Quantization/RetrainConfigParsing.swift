@@ -63,7 +63,10 @@ extension RetrainConfig {
         if let section = try root.object(ConfigFormat.tensorQuantizeKey) {
             for name in section.keys {
                 let entry = try requiredObject(section, name)
-                tensorQuantize.append(TensorQuantizeEntry(keyPath: entry.path, layerName: name, inputIndex: 0,
+                // input_index: an add's input (absent: 0, a max pool's only input).
+                let inputIndex = try entry.int("input_index") ?? 0
+                guard inputIndex >= 0 else { throw entry.error("input_index", "must be ≥ 0, got \(inputIndex)") }
+                tensorQuantize.append(TensorQuantizeEntry(keyPath: entry.path, layerName: name, inputIndex: inputIndex,
                                                           calibration: try CalibrationConfig.parse(entry)))
                 try entry.rejectUnknownKeys()
             }

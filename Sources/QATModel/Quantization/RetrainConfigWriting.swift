@@ -17,7 +17,11 @@ extension RetrainConfig: Encodable {
         if !calibration.isEmpty { members.append(.init("calibration", .object(calibration.members))) }
         if let jointQuantCalibration { members.append(.init(ConfigFormat.jointQuantKey, .object(jointQuantCalibration.members))) }
         if !tensorQuantize.isEmpty {
-            members.append(.init(ConfigFormat.tensorQuantizeKey, .object(tensorQuantize.map { .init($0.layerName, .object($0.calibration.members)) })))
+            // An add's input index (0 when absent, as for a max pool, whose records keep their bytes).
+            members.append(.init(ConfigFormat.tensorQuantizeKey, .object(tensorQuantize.map { entry in
+                .init(entry.layerName, .object((entry.inputIndex == 0 ? [] : [.init("input_index", JSONValue(entry.inputIndex))])
+                                               + entry.calibration.members))
+            })))
         }
         members.append(.init("version", JSONValue(version)))
         members.append(.init("batch_num", JSONValue(batchCount)))
@@ -183,11 +187,13 @@ extension QuantizationPlan {
                 dmqStrength: q.dmqStrength)
         }
         var config = RetrainConfig(file: configFile, batchCount: batchCount, rules: .perLayer(entries))
-        config.jointQuantCalibration = layers.lazy.filter { $0.kind.layerType == .add }.compactMap(\.tensorQuantizer).first?.calibration.explicitConfig
-        config.tensorQuantize = layers.filter { $0.kind.layerType == .maxpool2d }.compactMap { layer in
+        // An add with a grid on every input is joint_quant's; a max pool, or an add with a grid on one input, tensor_quantize's.
+        func isJoint(_ layer: LayerPlan) -> Bool { layer.kind.layerType == .add && layer.tensorQuantizer?.inputIndex == nil }
+        config.jointQuantCalibration = layers.lazy.filter(isJoint).compactMap(\.tensorQuantizer).first?.calibration.explicitConfig
+        config.tensorQuantize = layers.filter { !isJoint($0) }.compactMap { layer in
             layer.tensorQuantizer.map {
-                TensorQuantizeEntry(keyPath: "\(ConfigFormat.tensorQuantizeKey).\(layer.name)", layerName: layer.name, inputIndex: 0,
-                                    calibration: $0.calibration.explicitConfig)
+                TensorQuantizeEntry(keyPath: "\(ConfigFormat.tensorQuantizeKey).\(layer.name)", layerName: layer.name,
+                                    inputIndex: $0.inputIndex ?? 0, calibration: $0.calibration.explicitConfig)
             }
         }
         return config

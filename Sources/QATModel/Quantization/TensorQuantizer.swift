@@ -5,23 +5,33 @@ import QATIO
 // §5): AMCT's `joint_quant` fake-quantizes the two operands of every eltwise add on one shared
 // INT8 grid before the float sum, so the INT8 engine adds codes of equal scale and zero point
 // exactly as fake quant adds them; AMCT's `tensor_quantize` puts a grid on a max pool's input,
-// so the engine pools codes (max commutes with the monotone quantizer). A shared grid is
+// so the engine pools codes (max commutes with the monotone quantizer), or on one input of an
+// add (`input_index`), whose other input stays as it is and whose sum stays float. A shared grid is
 // calibrated once on both operands' values together (the calibrator receives the batches of
 // both inputs), not as the union of two separately calibrated ranges: one outlier operand would
 // otherwise widen the grid for both, and IFMR/HFMG choose the range that fits all the values the
 // grid quantizes.
 
-/// The resolved input grid of an add under `joint_quant` (both operands) or of a max pool under
-/// `tensor_quantize`: INT8, float scale, half to even, calibrated with `calibration`; the lower
-/// bound is free (an add's operands may be negative).
+/// The resolved input grid of an add under `joint_quant` (both operands), of a max pool under
+/// `tensor_quantize`, or of one input of an add under `tensor_quantize`: INT8, float scale, half
+/// to even, calibrated with `calibration`; the lower bound is free (an add's operands may be negative).
 public struct TensorQuantizerSettings: Equatable, Sendable {
     public var calibration: CalibrationMethod
+    /// The one input on the grid (an add's `input_index` under `tensor_quantize`), or nil: every
+    /// input (joint_quant's two operands, a max pool's only input).
+    public var inputIndex: Int?
 
-    public init(calibration: CalibrationMethod) { self.calibration = calibration }
+    public init(calibration: CalibrationMethod, inputIndex: Int? = nil) {
+        self.calibration = calibration
+        self.inputIndex = inputIndex
+    }
+
+    /// True when input `k` of the layer is fake-quantized on the grid.
+    public func quantizes(input k: Int) -> Bool { inputIndex.map { $0 == k } ?? true }
 }
 
 /// One `tensor_quantize` entry: a quantizer on input `inputIndex` of the layer `layerName` (a
-/// max pool), calibrated as `calibration` says; `keyPath` names the entry in messages.
+/// max pool or an add), calibrated as `calibration` says; `keyPath` names the entry in messages.
 public struct TensorQuantizeEntry: Equatable, Sendable {
     public var keyPath: String
     public var layerName: String
@@ -37,44 +47,64 @@ public struct TensorQuantizeEntry: Equatable, Sendable {
 }
 
 extension RetrainConfig {
-    /// Resolves `tensor_quantize` into `layers`: each entry names a max pool of `wiring`'s model and
-    /// an input it has; errors name the entry's key path.
+    /// Resolves `tensor_quantize` into `layers`: each entry names a max pool or an add of
+    /// `wiring`'s model and an input it has; errors name the entry's key path. An add under
+    /// `joint_quant` is refused (its inputs share one grid already), and so is a second entry
+    /// on one add (one input per add has a grid of its own; joint_quant puts both on one).
     func applyTensorQuantize(to layers: inout [LayerPlan], wiring: ModelGraph.Wiring, warnings: inout [String]) throws {
         let model = wiring.spec
         for entry in tensorQuantize {
             func fail(_ key: String, _ message: String) -> InputError {
                 InputError(file: file, keyPath: "\(entry.keyPath).\(key)", message: (entry.position.map { "\($0): " } ?? "") + message)
             }
+            func names(_ type: LayerType) -> String {
+                let found = model.layers.filter { $0.kind.layerType == type }.map(\.name)
+                return found.isEmpty ? "none" : found.joined(separator: ", ")
+            }
             let name = truncatedForMessage(entry.layerName)
             guard let index = model.layers.firstIndex(where: { $0.name == entry.layerName }) else {
-                let pools = model.layers.filter { $0.kind.layerType == .maxpool2d }.map(\.name)
-                throw fail("layer_name", "no layer named \"\(name)\" in model \(model.name) (max pools: "
-                           + "\(pools.isEmpty ? "none" : pools.joined(separator: ", ")))")
+                throw fail("layer_name", "no layer named \"\(name)\" in model \(model.name) (max pools: \(names(.maxpool2d)); adds: \(names(.add)))")
             }
             let kind = model.layers[index].kind
-            guard kind.layerType == .maxpool2d else {
-                throw fail("layer_name", "\(name) is a \(kind.typeName) layer: tensor_quantize quantizes the input of a maxpool2d "
-                           + "only (an add's inputs share one grid with joint_quant)")
+            let isAdd = kind.layerType == .add
+            guard kind.layerType == .maxpool2d || isAdd else {
+                throw fail("layer_name", "\(name) is a \(kind.typeName) layer: tensor_quantize quantizes an input of a maxpool2d "
+                           + "or an add only")
             }
-            guard entry.inputIndex < wiring.sources[index].count else {
-                throw fail("input_index", "\(entry.inputIndex) is out of range: \(name) has \(wiring.sources[index].count) input(s) (index 0)")
+            let inputs = wiring.sources[index]
+            guard entry.inputIndex < inputs.count else {
+                throw fail("input_index", "\(entry.inputIndex) is out of range: \(name) has \(inputs.count) input(s) "
+                           + "(index \(inputs.count == 1 ? "0" : "0 to \(inputs.count - 1)"))")
             }
-            guard layers[index].tensorQuantizer == nil else { throw fail("layer_name", "\(name) is named by an earlier entry already") }
+            let source = inputs[entry.inputIndex]
+            if source >= 0, case .constant = model.layers[source].kind {
+                throw fail("input_index", "input \(entry.inputIndex) of \(name) is the constant \(model.layers[source].name): "
+                           + "tensor_quantize quantizes a computed tensor (an added constant is a bias, and stays float)")
+            }
+            if let earlier = layers[index].tensorQuantizer {
+                if isAdd && earlier.inputIndex == nil {   // joint_quant ran first
+                    throw fail("layer_name", "\(name) is under joint_quant: true, where both its inputs share one grid; tensor_quantize "
+                               + "cannot give input \(entry.inputIndex) a grid of its own (set joint_quant false, or drop this entry)")
+                }
+                throw fail("layer_name", "\(name) is named by an earlier entry already (one input of an add gets a grid of "
+                           + "its own; joint_quant puts both inputs on one shared grid)")
+            }
             let method = try CalibrationConfig.resolve([(calibration, "calibration"), (entry.calibration, entry.keyPath)],
                                                        layer: entry.layerName, file: file, warnings: &warnings)
-            layers[index].tensorQuantizer = TensorQuantizerSettings(calibration: method)
+            layers[index].tensorQuantizer = TensorQuantizerSettings(calibration: method, inputIndex: isAdd ? entry.inputIndex : nil)
             layers[index].rule = entry.keyPath
         }
     }
 }
 
 /// The fake quantization of a weightless layer's inputs on one grid (ULQ with learnable clip
-/// bounds, as a conv's input quantizer; an add's two operands share the one state).
+/// bounds, as a conv's input quantizer; an add's two operands share the one state under
+/// joint_quant, or only the operand `settings.inputIndex` is quantized).
 public final class TensorQuantizer {
     public let layerName: String
     public let settings: TensorQuantizerSettings
     public let activation: ActivationQuantizerState
-    /// Set during calibration and verification: receives every operand batch, first then second.
+    /// Set during calibration and verification: receives every quantized operand batch, first then second.
     package var collectInput: ((Tensor) -> Void)?
 
     public init(layerName: String, settings: TensorQuantizerSettings) {
@@ -83,9 +113,10 @@ public final class TensorQuantizer {
         activation = ActivationQuantizerState(fixedMin: false)
     }
 
-    /// Both operands on the shared grid.
+    /// The operands the settings name on the grid; any other operand as it is.
     public func quantize(_ operands: [Variable], tape: Tape?) -> [Variable] {
-        operands.map { x in
+        operands.enumerated().map { k, x in
+            guard settings.quantizes(input: k) else { return x }
             collectInput?(x.value)
             return ulqFakeQuantize(x, state: activation, tape: tape)
         }
