@@ -81,7 +81,7 @@ final class TensorQuantizeAddTests: XCTestCase {
         XCTAssertEqual(engineSum?.storage, expected)
         XCTAssertEqual(codes, [6, -32, 127, 2, 13, -128, 32, 0], "input 1's codes, observed as an integer layer's input")
 
-        // The file keeps the grid and its input; a file without the index (joint_quant's) reads as every input.
+        // The file keeps the grid and its input.
         let file = try makeTemporaryFolder(self) + "/tiny-int8.h5"
         try deployed.write(to: file)
         XCTAssertEqual(try DeployFile.read(from: file), deployed)
