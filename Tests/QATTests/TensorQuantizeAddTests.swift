@@ -161,6 +161,26 @@ final class TensorQuantizeAddTests: XCTestCase {
         }
     }
 
+    /// An add of a constant (a bias, broadcast): its computed input may take a grid, the constant not.
+    func testAConstantInputIsRefused() throws {
+        let spec = try ModelSpec.parse(JSONObject.parse(Data(#"""
+            {"name": "tiny-bias", "input": [1, 2, 2], "layers": [
+              {"name": "shift", "type": "constant", "shape": [1]},
+              {"name": "shifted", "type": "add", "inputs": ["input", "shift"]},
+              {"name": "flatten", "type": "flatten"},
+              {"name": "fc", "type": "linear", "in_features": 4, "out_features": 2}]}
+            """#.utf8), file: "tiny.json"))
+        func plan(_ inputIndex: Int) throws -> QuantizationPlan {
+            let json = #"{"tensor_quantize": [{"layer_name": "shifted", "input_index": \#(inputIndex)}], "fc": {}}"#
+            return try RetrainConfig.parse(JSONObject.parse(Data(json.utf8), file: "ptq.json")).resolve(for: spec)
+        }
+        XCTAssertEqual(try plan(0).layer(named: "shifted")?.tensorQuantizer?.inputIndex, 0)
+        XCTAssertThrowsError(try plan(1)) { error in
+            XCTAssertEqual((error as? InputError)?.keyPath, "tensor_quantize[0].input_index", "\(error)")
+            XCTAssertTrue((error as? InputError)?.message.contains("input 1 of shifted is the constant shift") == true, "\(error)")
+        }
+    }
+
     // MARK: End to end
 
     /// resnet-tiny, float-trained briefly, calibrated with tensor_quantize on block1_add's input 1

@@ -86,8 +86,8 @@ extension RetrainConfig {
                     throw fail("layer_name", "\(name) is under joint_quant: true, where both its inputs share one grid; tensor_quantize "
                                + "cannot give input \(entry.inputIndex) a grid of its own (set joint_quant false, or drop this entry)")
                 }
-                throw fail("layer_name", "\(name) is named by an earlier entry already (one input of an add gets a grid of "
-                           + "its own; joint_quant puts both inputs on one shared grid)")
+                throw fail("layer_name", "\(name) is named by an earlier entry already"
+                           + (isAdd ? " (one input of an add gets a grid of its own; joint_quant puts both inputs on one shared grid)" : ""))
             }
             let method = try CalibrationConfig.resolve([(calibration, "calibration"), (entry.calibration, entry.keyPath)],
                                                        layer: entry.layerName, file: file, warnings: &warnings)
