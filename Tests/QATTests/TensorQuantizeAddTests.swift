@@ -85,6 +85,17 @@ final class TensorQuantizeAddTests: XCTestCase {
         let file = try makeTemporaryFolder(self) + "/tiny-int8.h5"
         try deployed.write(to: file)
         XCTAssertEqual(try DeployFile.read(from: file), deployed)
+        // An index that names no input of the add is one clear error naming the file.
+        var damaged = deployed
+        damaged.nodes[1].sharedInputIndex = 2
+        let bad = try makeTemporaryFolder(self) + "/bad-int8.h5"
+        try damaged.write(to: bad)
+        XCTAssertThrowsError(try DeployFile.read(from: bad)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("shared_input_index 2 is not an input of this add node"), text)
+            XCTAssertTrue(text.contains("bad-int8.h5"), text)
+            XCTAssertFalse(text.contains("\n"), "one line: \(text)")
+        }
     }
 
     /// Input 0 (the ReLU) on the grid: its producer reads no other value's grid, so a quantize node
