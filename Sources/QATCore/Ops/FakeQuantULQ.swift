@@ -1,3 +1,4 @@
+import CKernels
 import QATIO
 
 /// ULQ activation fake quantization with learnable clip bounds (docs/ALGORITHMS.md §1).
@@ -148,11 +149,13 @@ public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape
                              narrowRange: state.narrowRange)
     state.commit(clipMax: clipMax, clipMin: clipMin, grid: q)
 
-    var y = x.value
-    y.storage.withUnsafeMutableBufferPointer { ys in
-        let base = ys.baseAddress!
-        Parallel.forEachChunk(ys.count, minimumChunk: 1 << 16) { chunk in
-            q.fakeQuantize(UnsafeMutableBufferPointer(start: base + chunk.lowerBound, count: chunk.count))
+    var y = Tensor(shape: x.value.shape, storage: uninitializedFloats(x.value.count))
+    x.value.storage.withUnsafeBufferPointer { xs in
+        y.storage.withUnsafeMutableBufferPointer { ys in
+            let (source, destination) = (xs.baseAddress!, ys.baseAddress!)
+            Parallel.forEachChunk(ys.count, minimumChunk: 1 << 16) { chunk in
+                q.fakeQuantize(source + chunk.lowerBound, into: destination + chunk.lowerBound, count: chunk.count)
+            }
         }
     }
 
@@ -183,7 +186,7 @@ public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape
 private func residual(_ t: Float, _ mode: RoundMode) -> Float { mode.round(t) - t }
 
 /// Σ g·(round(t) − t) over elements inside [L, U], and Σ g above U and below L.
-private struct ULQGradientSums {
+struct ULQGradientSums: Equatable {
     var insideResidual = 0.0
     var above = 0.0
     var below = 0.0
@@ -200,24 +203,36 @@ private func ulqBackward(_ input: Tensor, into x: Variable, upstream gy: Tensor,
     let blockCount = (count + ulqBlockSize - 1) / ulqBlockSize
     var partials = [ULQGradientSums](repeating: ULQGradientSums(), count: blockCount)
 
-    func run(_ gx: UnsafeMutablePointer<Float>?) {
+    func run(_ gx: UnsafeMutablePointer<Float>?, overwrite: Bool) {
         input.storage.withUnsafeBufferPointer { xs in
             gy.storage.withUnsafeBufferPointer { g in
                 partials.withUnsafeMutableBufferPointer { blocks in
                     Parallel.forEachChunk(blockCount, minimumChunk: 16) { chunk in
                         for block in chunk {
                             let start = block * ulqBlockSize
-                            blocks[block] = ulqBlockSums(
-                                x: xs.baseAddress! + start, upstream: g.baseAddress! + start,
-                                inputGradient: gx.map { $0 + start },
-                                count: min(ulqBlockSize, count - start), grid: q)
+                            let (x, upstream, n) = (xs.baseAddress! + start, g.baseAddress! + start, min(ulqBlockSize, count - start))
+                            guard q.roundMode == .halfEven else {
+                                blocks[block] = ulqBlockSums(x: x, upstream: upstream, inputGradient: gx.map { $0 + start },
+                                                             overwrite: overwrite, count: n, grid: q)
+                                continue
+                            }
+                            var sums = (0.0, 0.0, 0.0)
+                            withUnsafeMutableBytes(of: &sums) { raw in
+                                qat_ulq_backward_block(x, upstream, gx.map { $0 + start }, n, q.scale, q.lower, q.upper,
+                                                       overwrite ? 1 : 0, raw.baseAddress!.assumingMemoryBound(to: Double.self))
+                            }
+                            blocks[block] = ULQGradientSums(insideResidual: sums.0, above: sums.1, below: sums.2)
                         }
                     }
                 }
             }
         }
     }
-    if x.requiresGrad { x.withGradient { run($0.baseAddress) } } else { run(nil) }
+    if x.requiresGrad {
+        x.withGradient(overwritingFresh: { gx, overwrite in run(gx.baseAddress, overwrite: overwrite) })
+    } else {
+        run(nil, overwrite: false)
+    }
 
     var total = ULQGradientSums()
     for p in partials {
@@ -229,11 +244,13 @@ private func ulqBackward(_ input: Tensor, into x: Variable, upstream gy: Tensor,
 }
 
 /// The backward of one block, eight elements at a time and branch-free: masks select which of
-/// the three sums (and dL/dx) each element feeds. Elements outside [L, U] may have a huge or
-/// meaningless residual, but the mask discards it.
+/// the three sums (and dL/dx) each element feeds. Half to even runs the same lanes in
+/// CKernels/fake_quant.c (wider vectors); this loop serves the other tie rules and tests. Elements outside [L, U] may have a huge or
+/// meaningless residual, but the mask discards it. With `overwrite` dL/dx is stored as 0 + g·in
+/// (a fresh gradient: the bits adding into zeros gives, without reading them).
 @inline(__always)
-private func ulqBlockSums(x: UnsafePointer<Float>, upstream g: UnsafePointer<Float>,
-                          inputGradient gx: UnsafeMutablePointer<Float>?, count: Int,
+func ulqBlockSums(x: UnsafePointer<Float>, upstream g: UnsafePointer<Float>,
+                          inputGradient gx: UnsafeMutablePointer<Float>?, overwrite: Bool, count: Int,
                           grid q: QuantizationGrid) -> ULQGradientSums {
     typealias Lanes = SIMD8<Float>
     let (s, lower, upper) = (q.scale, q.lower, q.upper)
@@ -251,12 +268,13 @@ private func ulqBlockSums(x: UnsafePointer<Float>, upstream g: UnsafePointer<Flo
         belowLanes += gv.replacing(with: 0, where: .!below)
         if let gx {
             let p = UnsafeMutableRawPointer(gx + i)
-            p.storeBytes(of: p.loadUnaligned(as: Lanes.self) + gv.replacing(with: 0, where: outside),
-                         as: Lanes.self)
+            let previous = overwrite ? Lanes() : p.loadUnaligned(as: Lanes.self)
+            p.storeBytes(of: previous + gv.replacing(with: 0, where: outside), as: Lanes.self)
         }
     }
     for i in vectorEnd..<count {   // the tail, into lane 0
         let (xi, gi) = (x[i], g[i])
+        if overwrite { gx?[i] = 0 }
         if xi > upper {
             aboveLanes[0] += gi
         } else if xi < lower {

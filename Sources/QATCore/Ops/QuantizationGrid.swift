@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import QATIO
 
@@ -118,13 +119,20 @@ public struct QuantizationGrid: Equatable, Sendable, Codable {
     /// Fake-quantizes in place, x̂ = s·round(clamp(x/s, qmin − o, qmax − o)): the ULQ and ARQ
     /// forward (docs/ALGORITHMS.md §1 step 4, §3). The hot loop of fake quant.
     public func fakeQuantize(_ values: UnsafeMutableBufferPointer<Float>) {
+        guard let base = values.baseAddress else { return }
+        fakeQuantize(UnsafePointer(base), into: base, count: values.count)
+    }
+
+    /// x̂ of `count` values from `source` into `destination` (the same buffer, or one not
+    /// overlapping it): one pass, so a fresh output needs no copy of the input first.
+    public func fakeQuantize(_ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count: Int) {
         let (s, low, high) = (scale, Float(qmin - offset), Float(qmax - offset))
         guard roundMode == .halfEven else {   // the other tie rules: a separate loop keeps this one as it was
             let mode = roundMode
-            for i in values.indices { values[i] = mode.round(min(max(values[i] / s, low), high)) * s }
+            for i in 0..<count { destination[i] = mode.round(min(max(source[i] / s, low), high)) * s }
             return
         }
-        for i in values.indices { values[i] = Self.clampAndRound(values[i] / s, low: low, high: high) * s }
+        qat_ulq_forward(source, destination, count, s, low, high)   // clampAndRound's bits, in vectors
     }
 
     public func fakeQuantize(_ values: inout [Float]) {
