@@ -25,33 +25,110 @@ static inline float average_factor(const qat_pool_geometry *g, long hs, long ws,
     return area > 0 ? 1.0f / (float)area : 0.0f;
 }
 
+// The maximum of plane's window rows [h0, h1) × columns [w0, w1), scanned in order: strict >
+// keeps the first maximum; a NaN wins and stays (as qat_maxpool_forward). Returns its index in
+// the plane (−1 for an empty window, whose value is −∞).
+static inline long window_max(const float *plane, long W, long h0, long h1, long w0, long w1, float *value) {
+    long best = -1;
+    float best_value = -INFINITY;
+    if (h0 < h1 && w0 < w1) {
+        best = h0 * W + w0;
+        best_value = plane[best];
+        for (long r = h0; r < h1; r++) {
+            for (long c = w0; c < w1; c++) {
+                const float v = plane[r * W + c];
+                if (v > best_value || (v != v && best_value == best_value)) { best_value = v; best = r * W + c; }
+            }
+        }
+    }
+    *value = best_value;
+    return best;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+
+// n ≤ 16 windows side by side (outputs j0 … j0+n−1 of one row, all inside the input across, rows
+// [h0, h1) inside down), stride 1 or 2 across, lanes past n neither read nor written: each lane scans its window in window_max's order
+// with the same rule, so values and indices are window_max's. The winner is data-dependent: as
+// a branch it mispredicts on most taps.
+AVX512 static void window_max16(const float *plane, long W, long h0, long h1, long c0, long K, long S, long n,
+                                int32_t plane_offset, float *y, int32_t *argmax) {
+    const __mmask16 out = (__mmask16)((1u << n) - 1);
+    // Stride 2: lane l reads offset 2l, the even elements of 2n − 1 floats over two vectors.
+    const __mmask16 low = S == 1 ? out : (__mmask16)(n >= 8 ? 0xffff : (1u << (2 * n - 1)) - 1);
+    const __mmask16 high = (__mmask16)(S == 2 && n > 8 ? (1u << (2 * n - 17)) - 1 : 0);
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i lane_columns = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((int)S));
+    __m512 best = _mm512_setzero_ps();
+    __m512i best_index = _mm512_setzero_si512();
+    for (long r = h0; r < h1; r++) {
+        for (long c = 0; c < K; c++) {
+            const long first = r * W + c0 + c;   // lane l reads first + l·S
+            const float *src = plane + first;
+            const __m512 v = S == 1 ? _mm512_maskz_loadu_ps(low, src)
+                : _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(low, src), evens, _mm512_maskz_loadu_ps(high, src + 16));
+            const __m512i index = _mm512_add_epi32(_mm512_set1_epi32((int32_t)first), lane_columns);
+            __mmask16 take;
+            if (r == h0 && c == 0) {
+                take = 0xffff;
+            } else {
+                take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ)
+                     | (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+            }
+            best = _mm512_mask_mov_ps(best, take, v);
+            best_index = _mm512_mask_mov_epi32(best_index, take, index);
+        }
+    }
+    _mm512_mask_storeu_ps(y, out, best);
+    if (argmax) _mm512_mask_storeu_epi32(argmax, out, _mm512_add_epi32(best_index, _mm512_set1_epi32(plane_offset)));
+}
+
+static int pool_has_avx512(void) {
+    static int has = -1;
+    if (has < 0) { __builtin_cpu_init(); has = __builtin_cpu_supports("avx512f") ? 1 : 0; }
+    return has;
+}
+#endif
+
 void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int32_t *restrict argmax,
                                 const qat_pool_geometry *g, long p0, long p1) {
     const long H = g->height, W = g->width, oh = g->out_height, ow = g->out_width;
+    const long K = g->kernel_w, S = g->stride_w, P = g->pad_left;
+    // Outputs [jA, jB) have their window inside the input across.
+    long jA = (P + S - 1) / S, jB = W - K + P >= 0 ? (W - K + P) / S + 1 : 0;
+    if (jB > ow) jB = ow;
+    if (jA > jB) jA = jB;
+    int vector = 0;
+#if defined(__x86_64__)
+    vector = (S == 1 || S == 2) && pool_has_avx512() && H * W <= INT32_MAX / 2;
+#endif
     for (long p = p0; p < p1; p++) {
         const float *plane = x + p * H * W;
         for (long i = 0; i < oh; i++) {
             long h0, h1;
             clip_window(i * g->stride_h - g->pad_top, g->kernel_h, H, &h0, &h1);
-            for (long j = 0; j < ow; j++) {
-                long w0, w1;
-                clip_window(j * g->stride_w - g->pad_left, g->kernel_w, W, &w0, &w1);
-                long best = -1;
-                float best_value = -INFINITY;
-                if (h0 < h1 && w0 < w1) {
-                    best = h0 * W + w0;
-                    best_value = plane[best];
-                    for (long r = h0; r < h1; r++) {
-                        for (long c = w0; c < w1; c++) {
-                            // strict > keeps the first maximum; a NaN wins and stays (as qat_maxpool_forward)
-                            const float v = plane[r * W + c];
-                            if (v > best_value || (v != v && best_value == best_value)) { best_value = v; best = r * W + c; }
-                        }
-                    }
+            const long row = (p * oh + i) * ow;
+            long j = 0;
+            while (j < ow) {
+#if defined(__x86_64__)
+                if (vector && h0 < h1 && j >= jA && j < jB) {
+                    const long n = jB - j < 16 ? jB - j : 16;
+                    window_max16(plane, W, h0, h1, j * S - P, K, S, n, (int32_t)(p * H * W), y + row + j,
+                                 argmax ? argmax + row + j : NULL);
+                    j += n;
+                    continue;
                 }
-                const long o = (p * oh + i) * ow + j;
-                y[o] = best_value;
-                if (argmax) argmax[o] = best < 0 ? -1 : (int32_t)(p * H * W + best);
+#endif
+                long w0, w1;
+                clip_window(j * S - P, K, W, &w0, &w1);
+                float value;
+                const long best = window_max(plane, W, h0, h1, w0, w1, &value);
+                y[row + j] = value;
+                if (argmax) argmax[row + j] = best < 0 ? -1 : (int32_t)(p * H * W + best);
+                j++;
             }
         }
     }

@@ -233,6 +233,10 @@ final class OpFastPathAgreementTests: XCTestCase {
             ([1, 2, 9, 30], Size2D(3), Size2D(1), Padding2D(1)),
             ([2, 1, 11, 12], Size2D(height: 2, width: 3), Size2D(height: 1, width: 2), Padding2D(top: 0, left: 2, bottom: 1, right: 0)),
             ([1, 2, 5, 5], Size2D(3), Size2D(2), Padding2D(0)),
+            // Rows of 16 windows and a remainder on the AVX-512 path (stride 2 and 1, K up to 4).
+            ([2, 2, 7, 71], Size2D(3), Size2D(2), Padding2D(1)),
+            ([1, 3, 6, 41], Size2D(4), Size2D(1), Padding2D(top: 1, left: 3, bottom: 2, right: 0)),
+            ([1, 1, 4, 50], Size2D(height: 1, width: 2), Size2D(2), Padding2D(0)),
         ]
         for (shape, kernel, stride, padding) in cases {
             let (h, w) = (shape[2], shape[3])
