@@ -54,6 +54,8 @@ test: deps
 # pairs per (model, mode, threads), 350 measurement processes of up to 6 s each: about an hour
 # in all (estimated; one pair of 70 processes with a 3 s cap took 12 minutes on a 2-core machine
 # at load 7-10). COMPARE_ARGS="--quick" (1 pair, few images): about 6 minutes at load 3-4.
+# Last, bench/memory.py: peak RSS of float training, the data in memory and streamed, against
+# PyTorch (3 rounds of 15 processes, about 3 minutes).
 COMPARE_ARGS ?=
 bench: deps
 	$(SWIFT) build -c release --product qat-bench
@@ -78,6 +80,8 @@ bench: deps
 	else \
 	  echo "no $(TORCH_VENV) and make venv-torch failed: the PyTorch comparison is skipped"; \
 	fi
+	@echo "== peak RSS of training: data in memory and streamed, against PyTorch (bench/memory.py) =="
+	python3 bench/memory.py --json .build/bench-memory.json
 
 # PyTorch and ONNX Runtime in a venv of their own, for the peers of the bench (bench/) and the
 # exporter of the ONNX examples (examples/onnx-models/); the test suite never needs them.

@@ -101,6 +101,16 @@ func loadAverage() -> Double {
     return getloadavg(&loads, 3) > 0 ? loads[0] : -1
 }
 
+/// Fashion-MNIST's training split as an HDF5 dataset file (HDF5Dataset's layout), for `--train-data`.
+func writeTrainingCopy(to path: String) throws {
+    let train = try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .train)
+    guard case .bytes(let pixels) = train.stored else { throw InputError(file: path, message: "expected uint8 images") }
+    let file = try HDF5File.create(at: path, withDigest: false)
+    try file.write(pixels, shape: [train.count] + train.sampleShape, at: HDF5Dataset.imagesPath)
+    try file.write(train.labels.map { UInt8($0) }, shape: [train.count], at: HDF5Dataset.labelsPath)
+    print("wrote \(train.count) images to \(path)")
+}
+
 private func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
 /// Builds, trains and runs one model the way `qat train` and `qat deploy` do, in-process.
@@ -113,6 +123,15 @@ struct Measurer {
     let maxSeconds: Double
     /// Images per training step (the global batch under mpirun).
     var trainingBatch = Measurer.defaultTrainingBatch
+    /// An HDF5 copy of the training split to stream from (`--train-data`); nil: the IDX files in memory.
+    var streamedTrainingFile: String?
+
+    /// The training split: in memory from the IDX files, or streamed from the HDF5 copy.
+    func trainingSet() throws -> Dataset {
+        guard let file = streamedTrainingFile else { return try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .train) }
+        return try HDF5Dataset.load(file: file, limit: nil, inputShape: [1, 28, 28], layout: .nchw,
+                                    normalization: FashionMNIST.normalization, inMemory: false)
+    }
 
     /// The model with the spec's (or the ONNX file's) weights, quantized with the default
     /// config (`qat create-config`) and calibrated on one training batch if `quantized`.
@@ -141,7 +160,7 @@ struct Measurer {
     /// warm-up steps (drawn from epoch 1's order).
     func training(quantized: Bool, images: Int, timing: StepTiming? = nil) throws -> MeasurementResult {
         Runtime.configure(threads: threads)
-        let train = try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .train)
+        let train = try trainingSet()
         let trainer = try makeTrainer(quantized: quantized, train: train)
         for batch in train.batches(size: trainingBatch, order: trainer.order(epoch: 1), limit: Self.warmUpSteps,
                                    shard: trainer.batchShard) {

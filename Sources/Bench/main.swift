@@ -11,6 +11,8 @@ let usage = """
     usage: qat-bench                                   the LeNet-5 report of `make bench`
            qat-bench [--model NAME]... [--mode MODE]... [--threads N]... [--images N]
                      [--batch N] [--max-seconds S] [--json] [--profile] [--no-pointwise]
+                     [--train-data FILE.h5]
+           qat-bench --write-train-data FILE.h5
       --model        \(BenchModel.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable; default all)
       --mode         \(BenchMode.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable;
                      default train-float, train-qat, infer-int8). fma-peak: the FMA units' measured
@@ -25,6 +27,12 @@ let usage = """
       --json         one JSON line per measurement (pytorch_peers.py's fields)
       --profile      also print the per-layer forward/backward time of the training steps
       --no-pointwise 1×1 convs on the paths they took before Conv2DPointwise.swift (before/after)
+      --train-data   train on this HDF5 copy of the training images, streamed batch by batch
+                     (`in_memory: false`), instead of the IDX files held in memory: the peak RSS
+                     of a run whose memory does not grow with the dataset
+      --write-train-data  write Fashion-MNIST's training split as that HDF5 file (/images uint8
+                     [N, 1, 28, 28], /labels) and exit; a process of its own, so the copy's
+                     memory is not in any measurement
     Under mpirun (mpirun -np 2 qat-bench --model lenet5 --mode train-qat --threads 1) the ranks
     train data-parallel, each batch of 64 shared, rank 0 prints, and --max-seconds is not applied.
     Run from the repository root. Peak RSS is the process's: one measurement per process for
@@ -40,6 +48,7 @@ struct Options {
     var maxSeconds = 6.0
     var json = false
     var profile = false
+    var trainData: String?
 
     static func parse(_ arguments: [String]) throws -> Options {
         var options = Options()
@@ -77,6 +86,10 @@ struct Options {
             case "--json": options.json = true
             case "--profile": options.profile = true
             case "--no-pointwise": ConvKernels.pointwiseEnabled = false
+            case "--train-data": options.trainData = try value(flag)
+            case "--write-train-data":
+                try writeTrainingCopy(to: try value(flag))
+                exit(0)
             case "--help", "-h":
                 print(usage)
                 exit(0)
@@ -104,6 +117,7 @@ func runMeasurements(_ options: Options) throws {
             for threads in threads {
                 var measurer = Measurer(model: model, threads: threads, maxSeconds: options.maxSeconds)
                 measurer.trainingBatch = options.batch
+                measurer.streamedTrainingFile = options.trainData
                 let timing = options.profile && mode.isTraining ? StepTiming() : nil
                 let result = mode.isTraining
                     ? try measurer.training(quantized: mode == .trainQAT, images: options.images ?? model.trainingImages, timing: timing)
