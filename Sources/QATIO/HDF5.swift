@@ -109,7 +109,10 @@ public final class HDF5File {
     /// `close()` really releases the file (needed before an atomic rename).
     private static func fileAccessList(_ path: String) throws -> hid_t {
         let access = H5Pcreate(qat_H5P_FILE_ACCESS())
-        guard access >= 0, H5Pset_fclose_degree(access, H5F_CLOSE_STRONG) >= 0 else {
+        // A small sieve buffer: streamed datasets read rows of a few hundred bytes scattered over
+        // the file, and the default 64 KiB buffer copied 64 KiB for each of them.
+        guard access >= 0, H5Pset_fclose_degree(access, H5F_CLOSE_STRONG) >= 0,
+              H5Pset_sieve_buf_size(access, 4096) >= 0 else {
             throw HDF5Error(file: path, message: "cannot set up file access" + libraryDetail())
         }
         return access
