@@ -97,12 +97,14 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #define QCB_VEC qv16
 #define QCB_VECU qv16u
 #define QCB_FORWARD_PB 12
+#define QCB_FORWARD_ROWS 0
 #define QCB_WEIGHT_GRAD_ALL_TAPS 1
 #define QCB_INPUT_GRAD_ACCS 6    // 2 pixels × 3 taps for 3×3: measured faster than wider blocks
 #include "conv_blocked_body.h"
 #undef QCB_NAME
 #undef QCB_TARGET
 #undef QCB_FORWARD_PB
+#undef QCB_FORWARD_ROWS
 #undef QCB_INPUT_GRAD_ACCS
 #undef QCB_WEIGHT_GRAD_ALL_TAPS
 
@@ -110,6 +112,7 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #define QCB_NAME(f) avx2_##f
 #define QCB_TARGET __attribute__((target("avx2,fma")))
 #define QCB_FORWARD_PB 6
+#define QCB_FORWARD_ROWS 0
 #define QCB_INPUT_GRAD_ACCS 6
 #define QCB_WEIGHT_GRAD_ALL_TAPS 0
 #include "conv_blocked_body.h"
@@ -119,6 +122,7 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #undef QCB_VEC
 #undef QCB_VECU
 #undef QCB_FORWARD_PB
+#undef QCB_FORWARD_ROWS
 #undef QCB_INPUT_GRAD_ACCS
 #undef QCB_WEIGHT_GRAD_ALL_TAPS
 
@@ -130,12 +134,14 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #define QCB_VEC qv8
 #define QCB_VECU qv8u
 #define QCB_FORWARD_PB 24
+#define QCB_FORWARD_ROWS 1      // 24 accumulators + K ≤ 5 weight vectors + 1 input value in 32 registers
 #define QCB_WEIGHT_GRAD_ALL_TAPS 1
 #define QCB_INPUT_GRAD_ACCS 12
 #include "conv_blocked_body.h"
 #undef QCB_NAME
 #undef QCB_TARGET
 #undef QCB_FORWARD_PB
+#undef QCB_FORWARD_ROWS
 #undef QCB_INPUT_GRAD_ACCS
 #undef QCB_WEIGHT_GRAD_ALL_TAPS
 
@@ -143,6 +149,7 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #define QCB_NAME(f) avx2_8_##f
 #define QCB_TARGET __attribute__((target("avx2,fma")))
 #define QCB_FORWARD_PB 12
+#define QCB_FORWARD_ROWS 0
 #define QCB_INPUT_GRAD_ACCS 6
 #define QCB_WEIGHT_GRAD_ALL_TAPS 1
 #include "conv_blocked_body.h"

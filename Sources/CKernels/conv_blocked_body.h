@@ -52,11 +52,34 @@ QCB_TARGET __attribute__((always_inline))
 static inline void QCB_NAME(forward_block)(const float *restrict xn, const float *restrict wk,
         const long *restrict taps, long C, long KK, long channelFloats, long q0, long qFirst, long Q, long Wq,
         long ow, long oh, const float *restrict bias, long o0, long O, float *restrict yn, int accumulate,
-        const int PB) {
+        const int PB, const int rowK) {
     // Unrolled in full, or clang keeps more than ~16 accumulators in memory instead of registers.
     QCB_VEC acc[QCB_FORWARD_PB];
     _Pragma("clang loop unroll(full)")
     for (int p = 0; p < PB; p++) acc[p] = (QCB_VEC){0};
+#if QCB_FORWARD_ROWS
+    // Stride 1, rowK = K: the K taps of a kernel row read shifted windows of one input row, so each
+    // input value is loaded once for K FMAs (PB + K − 1 loads for PB·K FMAs, not PB·K: the loads,
+    // not the FMAs, bounded the 8-lane loop). Each accumulator still adds (c, kh, kw) in order.
+    if (rowK > 0) {
+        for (long c = 0; c < C; c++) {
+            const float *xc = xn + c * channelFloats + q0;
+            for (int kh = 0; kh < rowK; kh++, wk += rowK * QCB_LANES) {
+                QCB_VEC wv[7];
+                _Pragma("clang loop unroll(full)")
+                for (int kw = 0; kw < rowK; kw++) wv[kw] = *(const QCB_VECU *)(wk + kw * QCB_LANES);
+                const float *xr = xc + kh * Wq;
+                _Pragma("clang loop unroll(full)")
+                for (int m = 0; m < PB + rowK - 1; m++) {
+                    const float xv = xr[m];
+                    _Pragma("clang loop unroll(full)")
+                    for (int kw = 0; kw < rowK; kw++)
+                        if (m - kw >= 0 && m - kw < PB) acc[m - kw] += wv[kw] * xv;
+                }
+            }
+        }
+    } else
+#endif
     for (long c = 0; c < C; c++) {
         const float *xc = xn + c * channelFloats + q0;
         for (long t = 0; t < KK; t++, wk += QCB_LANES) {
@@ -107,13 +130,25 @@ static void QCB_NAME(forward)(const float *restrict xq, const float *restrict wf
         for (long ob = 0; ob < QCB_BLOCKS(s.O); ob++) {
             const float *wk = wf + ob * s.C * s.KK * QCB_LANES;
             long q0 = 0;
-            for (; q0 + QCB_FORWARD_PB <= s.Q; q0 += QCB_FORWARD_PB)
+            for (; q0 + QCB_FORWARD_PB <= s.Q; q0 += QCB_FORWARD_PB) {
+#if QCB_FORWARD_ROWS
+                if (s.S == 1 && (s.K == 3 || s.K == 5)) {   // K constant: weights and accumulators in registers
+                    if (s.K == 3)
+                        QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, q0, s.Q, s.Wq, s.ow, s.oh,
+                                                bias, QCB_LANES * ob, s.O, yn, accumulate, QCB_FORWARD_PB, 3);
+                    else
+                        QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, q0, s.Q, s.Wq, s.ow, s.oh,
+                                                bias, QCB_LANES * ob, s.O, yn, accumulate, QCB_FORWARD_PB, 5);
+                    continue;
+                }
+#endif
                 QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, q0, s.Q, s.Wq, s.ow, s.oh,
-                                        bias, QCB_LANES * ob, s.O, yn, accumulate, QCB_FORWARD_PB);
+                                        bias, QCB_LANES * ob, s.O, yn, accumulate, QCB_FORWARD_PB, 0);
+            }
             for (; q0 < s.Q; q0 += 4) {
                 const long start = q0 + 4 <= s.Q || s.Q < 4 ? q0 : s.Q - 4;
                 QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, start, q0, s.Q, s.Wq, s.ow, s.oh,
-                                        bias, QCB_LANES * ob, s.O, yn, accumulate, 4);
+                                        bias, QCB_LANES * ob, s.O, yn, accumulate, 4, 0);
             }
         }
     }
