@@ -99,6 +99,7 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #define QCB_FORWARD_PB 12
 #define QCB_FORWARD_ROWS 0
 #define QCB_WEIGHT_GRAD_ALL_TAPS 1
+#define QCB_WEIGHT_GRAD_ROW_PIXELS 0
 #define QCB_INPUT_GRAD_ACCS 6    // 2 pixels × 3 taps for 3×3: measured faster than wider blocks
 #include "conv_blocked_body.h"
 #undef QCB_NAME
@@ -107,6 +108,7 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #undef QCB_FORWARD_ROWS
 #undef QCB_INPUT_GRAD_ACCS
 #undef QCB_WEIGHT_GRAD_ALL_TAPS
+#undef QCB_WEIGHT_GRAD_ROW_PIXELS
 
 // Two 8-lane registers per qv16: half the accumulators of the AVX-512 blocking fit 16 registers.
 #define QCB_NAME(f) avx2_##f
@@ -115,6 +117,7 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #define QCB_FORWARD_ROWS 0
 #define QCB_INPUT_GRAD_ACCS 6
 #define QCB_WEIGHT_GRAD_ALL_TAPS 0
+#define QCB_WEIGHT_GRAD_ROW_PIXELS 0
 #include "conv_blocked_body.h"
 #undef QCB_NAME
 #undef QCB_TARGET
@@ -125,9 +128,11 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #undef QCB_FORWARD_ROWS
 #undef QCB_INPUT_GRAD_ACCS
 #undef QCB_WEIGHT_GRAD_ALL_TAPS
+#undef QCB_WEIGHT_GRAD_ROW_PIXELS
 
-// 8 lanes, AVX-512VL: ymm registers, 32 of them (ymm16–31 included), and the FMAs take their
-// broadcast input as a memory operand.
+// 8 lanes, AVX-512VL: ymm registers, 32 of them (ymm16–31 included). A 256-bit FMA does as many
+// FLOPs a cycle as a 512-bit one on CPUs that split AVX-512 in halves, so at 8 lanes a cycle
+// carries twice the loads; the stride-1 kernels reuse each loaded input value for a kernel row.
 #define QCB_NAME(f) avx512_8_##f
 #define QCB_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma")))
 #define QCB_LANES 8
@@ -136,6 +141,7 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #define QCB_FORWARD_PB 24
 #define QCB_FORWARD_ROWS 1      // 24 accumulators + K ≤ 5 weight vectors + 1 input value in 32 registers
 #define QCB_WEIGHT_GRAD_ALL_TAPS 1
+#define QCB_WEIGHT_GRAD_ROW_PIXELS 8   // 9 accumulators + 8 gy vectors + 1 input value
 #define QCB_INPUT_GRAD_ACCS 12
 #include "conv_blocked_body.h"
 #undef QCB_NAME
@@ -144,6 +150,7 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #undef QCB_FORWARD_ROWS
 #undef QCB_INPUT_GRAD_ACCS
 #undef QCB_WEIGHT_GRAD_ALL_TAPS
+#undef QCB_WEIGHT_GRAD_ROW_PIXELS
 
 // 8 lanes, AVX2: one register per accumulator, 16 registers.
 #define QCB_NAME(f) avx2_8_##f
@@ -152,6 +159,7 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #define QCB_FORWARD_ROWS 0
 #define QCB_INPUT_GRAD_ACCS 6
 #define QCB_WEIGHT_GRAD_ALL_TAPS 1
+#define QCB_WEIGHT_GRAD_ROW_PIXELS 0
 #include "conv_blocked_body.h"
 
 static int blocked_cpu_isa(void) {

@@ -280,7 +280,32 @@ static inline void QCB_NAME(weight_grad_taps_unit)(const float *restrict xq, con
         for (long i = 0; i < s->oh; i++) {
             const float *xr = xc + i * s->Wq;
             const float *gr = gn + i * s->ow * Op;
-            for (long j = 0; j < s->ow; j++) {
+            long j = 0;
+#if QCB_WEIGHT_GRAD_ROW_PIXELS
+            // Stride 1: tap (kh, kw) of pixel j reads x[kh·Wq + kw + j], so over JB pixels each input
+            // value is loaded once for its K taps (JB + K − 1 loads per kernel row, not JB·K). Each
+            // accumulator still adds its pixels in order j = 0, 1, …
+            const int JB = QCB_WEIGHT_GRAD_ROW_PIXELS;
+            if (s->S == 1) {
+                for (; j + JB <= s->ow; j += JB) {
+                    QCB_VEC gv[QCB_WEIGHT_GRAD_ROW_PIXELS];
+                    _Pragma("clang loop unroll(full)")
+                    for (int p = 0; p < JB; p++) gv[p] = *(const QCB_VECU *)(gr + (j + p) * Op);
+                    _Pragma("clang loop unroll(full)")
+                    for (int kh = 0; kh < K; kh++) {
+                        const float *xk = xr + kh * s->Wq + j;
+                        _Pragma("clang loop unroll(full)")
+                        for (int m = 0; m < JB + K - 1; m++) {
+                            const float xv = xk[m];
+                            _Pragma("clang loop unroll(full)")
+                            for (int kw = 0; kw < K; kw++)
+                                if (m - kw >= 0 && m - kw < JB) acc[kh * K + kw] += gv[m - kw] * xv;
+                        }
+                    }
+                }
+            }
+#endif
+            for (; j < s->ow; j++) {
                 const QCB_VEC gv = *(const QCB_VECU *)(gr + j * Op);
                 for (int t = 0; t < K * K; t++) acc[t] += gv * xr[tap[t] + j];
             }

@@ -26,8 +26,9 @@ final class ConvBlockedEightLaneTests: XCTestCase {
         var description: String { "\(x) o\(outputs) k\(kernel) s\(stride) p\(padding)" }
     }
 
-    /// C and O in 1…8 (and one side above 8), 3×3 and 5×5, stride 1 and 2, padding 0/1/2, odd H
-    /// and W, output planes under 4 pixels, batch 1 and 3.
+    /// C and O in 1…8 (and one side above 8), 3×3, 5×5 and 2×2, stride 1 and 2, padding 0/1/2,
+    /// odd H and W, output planes under 4 pixels, rows of 8 or more pixels (the stride-1 loops that
+    /// reuse each input value for a kernel row), batch 1 and 3.
     private let shapes: [Shape] = [
         Shape(x: [1, 1, 3, 3], outputs: 1, kernel: 3, stride: 1, padding: 1),
         Shape(x: [3, 8, 7, 5], outputs: 8, kernel: 3, stride: 1, padding: 1),
@@ -42,6 +43,7 @@ final class ConvBlockedEightLaneTests: XCTestCase {
         Shape(x: [3, 8, 15, 15], outputs: 16, kernel: 3, stride: 2, padding: 1),  // forward 16 lanes, input gradient 8
         Shape(x: [3, 12, 9, 7], outputs: 8, kernel: 3, stride: 1, padding: 1),    // forward 8 lanes, input gradient 16
         Shape(x: [1, 8, 28, 28], outputs: 8, kernel: 3, stride: 1, padding: 1),   // resnet-tiny's block convs
+        Shape(x: [3, 3, 9, 11], outputs: 5, kernel: 2, stride: 1, padding: 1),    // 2×2, rows of 12
     ]
 
     /// y, dx, dW, db of one forward and backward (upstream gradient r) in Float through conv2d.
@@ -168,7 +170,8 @@ final class ConvBlockedEightLaneTests: XCTestCase {
                        Shape(x: [3, 2, 5, 5], outputs: 5, kernel: 5, stride: 2, padding: 0),
                        Shape(x: [2, 1, 6, 5], outputs: 8, kernel: 3, stride: 1, padding: 1),
                        Shape(x: [1, 10, 5, 3], outputs: 8, kernel: 3, stride: 1, padding: 1),
-                       Shape(x: [1, 5, 7, 5], outputs: 16, kernel: 3, stride: 2, padding: 1)]
+                       Shape(x: [1, 5, 7, 5], outputs: 16, kernel: 3, stride: 2, padding: 1),
+                       Shape(x: [1, 2, 3, 9], outputs: 3, kernel: 3, stride: 1, padding: 1)]   // rows of 9: row-reuse loops
         for isa in instructionSets {
             ConvKernels.forceBlockedInstructionSet(isa)
             for (index, s) in checked.enumerated() {
