@@ -139,7 +139,7 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #define QCB_VEC qv8
 #define QCB_VECU qv8u
 #define QCB_FORWARD_PB 24
-#define QCB_FORWARD_ROWS 1      // 24 accumulators + K ≤ 5 weight vectors + 1 input value in 32 registers
+#define QCB_FORWARD_ROWS 5      // 24 accumulators + K ≤ 5 weight vectors + 1 input value in 32 registers
 #define QCB_WEIGHT_GRAD_ALL_TAPS 1
 #define QCB_WEIGHT_GRAD_ROW_PIXELS 8   // 9 accumulators + 8 gy vectors + 1 input value
 #define QCB_INPUT_GRAD_ACCS 12
@@ -152,14 +152,15 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #undef QCB_WEIGHT_GRAD_ALL_TAPS
 #undef QCB_WEIGHT_GRAD_ROW_PIXELS
 
-// 8 lanes, AVX2: one register per accumulator, 16 registers.
+// 8 lanes, AVX2: one register per accumulator, 16 registers; the stride-1 row loops take 8 pixels
+// (forward) or 4 (weight gradient) so their weights, accumulators and gy vectors fit.
 #define QCB_NAME(f) avx2_8_##f
 #define QCB_TARGET __attribute__((target("avx2,fma")))
-#define QCB_FORWARD_PB 12
-#define QCB_FORWARD_ROWS 0
+#define QCB_FORWARD_PB 8
+#define QCB_FORWARD_ROWS 3      // 8 accumulators + 3 weight vectors + 1 input value in 16 registers
 #define QCB_INPUT_GRAD_ACCS 6
 #define QCB_WEIGHT_GRAD_ALL_TAPS 1
-#define QCB_WEIGHT_GRAD_ROW_PIXELS 0
+#define QCB_WEIGHT_GRAD_ROW_PIXELS 4   // 9 accumulators + 4 gy vectors + 1 input value
 #include "conv_blocked_body.h"
 
 static int blocked_cpu_isa(void) {

@@ -132,7 +132,8 @@ static void QCB_NAME(forward)(const float *restrict xq, const float *restrict wf
             long q0 = 0;
             for (; q0 + QCB_FORWARD_PB <= s.Q; q0 += QCB_FORWARD_PB) {
 #if QCB_FORWARD_ROWS
-                if (s.S == 1 && (s.K == 3 || s.K == 5)) {   // K constant: weights and accumulators in registers
+                // K constant: weights and accumulators in registers. QCB_FORWARD_ROWS: the largest K.
+                if (s.S == 1 && (s.K == 3 || (s.K == 5 && QCB_FORWARD_ROWS >= 5))) {
                     if (s.K == 3)
                         QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, q0, s.Q, s.Wq, s.ow, s.oh,
                                                 bias, QCB_LANES * ob, s.O, yn, accumulate, QCB_FORWARD_PB, 3);
