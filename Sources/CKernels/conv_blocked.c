@@ -1,13 +1,15 @@
-// Direct convolution for padded / strided layers, 16 channels at a time (declarations and layouts
-// in include/conv_blocked.h; the math in Sources/QATCore/Ops/Conv2D.swift).
+// Direct convolution for padded / strided layers, 16 or 8 channels at a time (declarations and
+// layouts in include/conv_blocked.h; the math in Sources/QATCore/Ops/Conv2D.swift).
 //
-// Forward: y's 16 output channels of a block are one vector; PB consecutive output pixels are
+// Forward: y's 16 (or 8) output channels of a block are one vector; PB consecutive output pixels are
 // register-blocked, each FMA broadcasting one input value. The input is a zero-padded copy split
 // into its S×S stride phases, so that tap (kh, kw) of output pixel (i, j) sits at
 // phase (kh mod S, kw mod S), offset (i + kh/S)·Wq + j + kw/S: consecutive for consecutive j, and
 // flattened over rows (q = i·Wq + j) with the Wq − Wo padding columns computed and dropped.
-// Input gradient: the transposed conv as a scatter into a padded pixel-major buffer, 16 input
-// channels a vector. Weight gradient: 16 output channels a vector, gy transposed pixel-major.
+// Input gradient: the transposed conv as a scatter into a padded pixel-major buffer, 16 (or 8)
+// input channels a vector. Weight gradient: 16 (or 8) output channels a vector, gy transposed
+// pixel-major. A pass takes 8 channels a vector when the channels it vectorises over are at most 8
+// (blocked_lanes): a half-empty 16-lane vector costs as much as a full 8-lane one.
 // Every sum runs in a fixed order that depends on the shape only.
 #include "conv_blocked.h"
 
@@ -22,7 +24,6 @@ struct blocked_shape {
     long N, C, H, W, O, K, KK, S, P, oh, ow;
     long Hq, Wq, phaseFloats, channelFloats, imageFloats;
     long Q;                 // flattened output pixels of the forward: (Ho − 1)·Wq + Wo
-    long oBlocks, cBlocks;  // ceil(O/16), ceil(C/16)
 };
 
 static struct blocked_shape blocked_shape_of(const qat_conv_geometry *g) {
@@ -38,10 +39,20 @@ static struct blocked_shape blocked_shape_of(const qat_conv_geometry *g) {
     // + 16 zeros: the last register block of a small plane reads up to PB − 1 floats past it.
     s.imageFloats = s.C * s.channelFloats + 16;
     s.Q = (s.oh - 1) * s.Wq + s.ow;
-    s.oBlocks = (s.O + 15) / 16;
-    s.cBlocks = (s.C + 15) / 16;
     return s;
 }
+
+// Tests: 16 forces 16 lanes on every pass, 0 lets the shape choose.
+static int forced_lanes = 0;
+
+// Channels a vector for a pass that vectorises over `channels`: 8 when they fit (on CPUs that run
+// AVX-512 as two 256-bit halves one 8-lane FMA does the same FLOPs per cycle as a 16-lane one, and
+// elsewhere it does the useful half of one), else 16. The shape alone decides, never the threads.
+static long blocked_lanes(long channels) { return forced_lanes != 16 && channels <= 8 ? 8 : 16; }
+static long forward_lanes(const qat_conv_geometry *g) { return blocked_lanes(g->out_channels); }
+static long input_grad_lanes(const qat_conv_geometry *g) { return blocked_lanes(g->channels); }
+static long weight_grad_lanes(const qat_conv_geometry *g) { return blocked_lanes(g->out_channels); }
+static long round_up(long n, long lanes) { return (n + lanes - 1) / lanes * lanes; }
 
 // Offset of tap (kh, kw) from output pixel q's position in a channel's phased planes.
 static void blocked_taps(const struct blocked_shape *s, long *taps) {
@@ -51,23 +62,25 @@ static void blocked_taps(const struct blocked_shape *s, long *taps) {
                                    + (kh / s->S) * s->Wq + kw / s->S;
 }
 
-// gxn [C, H, W] += d [Hp, Wp, 16] (input-channel block cb), the padding ring dropped.
+// gxn [C, H, W] += d [Hp, Wp, L] (input-channel block cb of L channels), the padding ring dropped.
 static void blocked_add_pixels_major(const float *restrict d, float *restrict gxn,
-                                     const struct blocked_shape *s, long cb) {
+                                     const struct blocked_shape *s, long cb, const long L) {
     const long Wp = s->W + 2 * s->P;
-    const long lanes = s->C - 16 * cb < 16 ? s->C - 16 * cb : 16;
+    const long lanes = s->C - L * cb < L ? s->C - L * cb : L;
     for (long l = 0; l < lanes; l++) {
-        float *plane = gxn + (16 * cb + l) * s->H * s->W;
+        float *plane = gxn + (L * cb + l) * s->H * s->W;
         for (long h = 0; h < s->H; h++) {
-            const float *src = d + ((h + s->P) * Wp + s->P) * 16 + l;
+            const float *src = d + ((h + s->P) * Wp + s->P) * L + l;
             float *dst = plane + h * s->W;
-            for (long w = 0; w < s->W; w++) dst[w] += src[16 * w];
+            for (long w = 0; w < s->W; w++) dst[w] += src[L * w];
         }
     }
 }
 
 typedef float qv16 __attribute__((vector_size(64)));
 typedef float qv16u __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float qv8 __attribute__((vector_size(32)));
+typedef float qv8u __attribute__((vector_size(32), aligned(4), may_alias));
 
 // The stride-1 input gradient as a forward conv of one image: gy [O, Ho, Wo] padded by K − 1 − P.
 static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
@@ -80,22 +93,74 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 
 #define QCB_NAME(f) avx512_##f
 #define QCB_TARGET __attribute__((target("avx512f,avx2,fma")))
+#define QCB_LANES 16
+#define QCB_VEC qv16
+#define QCB_VECU qv16u
 #define QCB_FORWARD_PB 12
+#define QCB_FORWARD_ROWS 0
 #define QCB_WEIGHT_GRAD_ALL_TAPS 1
+#define QCB_WEIGHT_GRAD_ROW_PIXELS 0
 #define QCB_INPUT_GRAD_ACCS 6    // 2 pixels × 3 taps for 3×3: measured faster than wider blocks
 #include "conv_blocked_body.h"
 #undef QCB_NAME
 #undef QCB_TARGET
 #undef QCB_FORWARD_PB
+#undef QCB_FORWARD_ROWS
 #undef QCB_INPUT_GRAD_ACCS
 #undef QCB_WEIGHT_GRAD_ALL_TAPS
+#undef QCB_WEIGHT_GRAD_ROW_PIXELS
 
 // Two 8-lane registers per qv16: half the accumulators of the AVX-512 blocking fit 16 registers.
 #define QCB_NAME(f) avx2_##f
 #define QCB_TARGET __attribute__((target("avx2,fma")))
 #define QCB_FORWARD_PB 6
+#define QCB_FORWARD_ROWS 0
 #define QCB_INPUT_GRAD_ACCS 6
 #define QCB_WEIGHT_GRAD_ALL_TAPS 0
+#define QCB_WEIGHT_GRAD_ROW_PIXELS 0
+#include "conv_blocked_body.h"
+#undef QCB_NAME
+#undef QCB_TARGET
+#undef QCB_LANES
+#undef QCB_VEC
+#undef QCB_VECU
+#undef QCB_FORWARD_PB
+#undef QCB_FORWARD_ROWS
+#undef QCB_INPUT_GRAD_ACCS
+#undef QCB_WEIGHT_GRAD_ALL_TAPS
+#undef QCB_WEIGHT_GRAD_ROW_PIXELS
+
+// 8 lanes, AVX-512VL: ymm registers, 32 of them (ymm16–31 included). A 256-bit FMA does as many
+// FLOPs a cycle as a 512-bit one on CPUs that split AVX-512 in halves, so at 8 lanes a cycle
+// carries twice the loads; the stride-1 kernels reuse each loaded input value for a kernel row.
+#define QCB_NAME(f) avx512_8_##f
+#define QCB_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma")))
+#define QCB_LANES 8
+#define QCB_VEC qv8
+#define QCB_VECU qv8u
+#define QCB_FORWARD_PB 24
+#define QCB_FORWARD_ROWS 5      // 24 accumulators + K ≤ 5 weight vectors + 1 input value in 32 registers
+#define QCB_WEIGHT_GRAD_ALL_TAPS 1
+#define QCB_WEIGHT_GRAD_ROW_PIXELS 8   // 9 accumulators + 8 gy vectors + 1 input value
+#define QCB_INPUT_GRAD_ACCS 12
+#include "conv_blocked_body.h"
+#undef QCB_NAME
+#undef QCB_TARGET
+#undef QCB_FORWARD_PB
+#undef QCB_FORWARD_ROWS
+#undef QCB_INPUT_GRAD_ACCS
+#undef QCB_WEIGHT_GRAD_ALL_TAPS
+#undef QCB_WEIGHT_GRAD_ROW_PIXELS
+
+// 8 lanes, AVX2: one register per accumulator, 16 registers; the stride-1 row loops take 8 pixels
+// (forward) or 4 (weight gradient) so their weights, accumulators and gy vectors fit.
+#define QCB_NAME(f) avx2_8_##f
+#define QCB_TARGET __attribute__((target("avx2,fma")))
+#define QCB_FORWARD_PB 8
+#define QCB_FORWARD_ROWS 3      // 8 accumulators + 3 weight vectors + 1 input value in 16 registers
+#define QCB_INPUT_GRAD_ACCS 6
+#define QCB_WEIGHT_GRAD_ALL_TAPS 1
+#define QCB_WEIGHT_GRAD_ROW_PIXELS 4   // 9 accumulators + 4 gy vectors + 1 input value
 #include "conv_blocked_body.h"
 
 static int blocked_cpu_isa(void) {
@@ -117,36 +182,60 @@ int qat_conv_blocked_force_isa(int isa) {
     return qat_conv_blocked_isa();
 }
 
+int qat_conv_blocked_force_lanes(int lanes) {
+    forced_lanes = lanes == 16 ? 16 : 0;
+    return forced_lanes;
+}
+
+// Which instance runs a pass: the ISA, and for 8 lanes on AVX-512 also VL (ymm16–31).
+enum blocked_instance { avx2_16, avx512_16, avx2_8, avx512_8 };
+
+static enum blocked_instance blocked_instance_for(long lanes) {
+    const int isa = qat_conv_blocked_isa();
+    if (lanes == 16) return isa == 2 ? avx512_16 : avx2_16;
+    return isa == 2 && __builtin_cpu_supports("avx512vl") ? avx512_8 : avx2_8;
+}
+
+#define QCB_CALL(instance, f, ...) do { switch (instance) { \
+    case avx2_16: avx2_##f(__VA_ARGS__); break; \
+    case avx512_16: avx512_##f(__VA_ARGS__); break; \
+    case avx2_8: avx2_8_##f(__VA_ARGS__); break; \
+    case avx512_8: avx512_8_##f(__VA_ARGS__); break; } } while (0)
+
 void qat_conv_blocked_forward(const float *restrict xq, const float *restrict wf, const float *restrict bias,
                               float *restrict y, const qat_conv_geometry *g, long n0, long n1) {
-    if (qat_conv_blocked_isa() == 2) avx512_forward(xq, wf, bias, y, g, n0, n1, 0);
-    else avx2_forward(xq, wf, bias, y, g, n0, n1, 0);
+    QCB_CALL(blocked_instance_for(forward_lanes(g)), forward, xq, wf, bias, y, g, n0, n1, 0);
 }
 
 void qat_conv_blocked_input_grad(const float *restrict gy, const float *restrict wb, float *restrict gx,
                                  float *restrict scratch, const qat_conv_geometry *g, long n0, long n1) {
+    const enum blocked_instance instance = blocked_instance_for(input_grad_lanes(g));
     if (g->stride == 1) {
+        // The transposed conv's output channels are g's input channels: same lanes as wb's.
         const qat_conv_geometry t = transposed_geometry(g);
         const long gyImage = t.channels * t.height * t.width, gxImage = t.out_channels * g->height * g->width;
         for (long n = n0; n < n1; n++) {
             qat_conv_blocked_phase(gy + n * gyImage, scratch, &t, 0, 1);
-            if (qat_conv_blocked_isa() == 2) avx512_forward(scratch, wb, NULL, gx + n * gxImage, &t, 0, 1, 1);
-            else avx2_forward(scratch, wb, NULL, gx + n * gxImage, &t, 0, 1, 1);
+            QCB_CALL(instance, forward, scratch, wb, NULL, gx + n * gxImage, &t, 0, 1, 1);
         }
         return;
     }
-    if (qat_conv_blocked_isa() == 2) avx512_input_grad(gy, wb, gx, scratch, g, n0, n1);
-    else avx2_input_grad(gy, wb, gx, scratch, g, n0, n1);
+    QCB_CALL(instance, input_grad, gy, wb, gx, scratch, g, n0, n1);
 }
 
 long qat_conv_blocked_weight_grad_units(const qat_conv_geometry *g) {
-    return qat_conv_blocked_isa() == 2 ? avx512_weight_grad_units(g) : avx2_weight_grad_units(g);
+    switch (blocked_instance_for(weight_grad_lanes(g))) {
+    case avx2_16: return avx2_weight_grad_units(g);
+    case avx512_16: return avx512_weight_grad_units(g);
+    case avx2_8: return avx2_8_weight_grad_units(g);
+    case avx512_8: return avx512_8_weight_grad_units(g);
+    }
+    return 0;
 }
 
 void qat_conv_blocked_weight_grad(const float *restrict xq, const float *restrict gyt, float *restrict gw,
                                   const qat_conv_geometry *g, long u0, long u1) {
-    if (qat_conv_blocked_isa() == 2) avx512_weight_grad(xq, gyt, gw, g, u0, u1);
-    else avx2_weight_grad(xq, gyt, gw, g, u0, u1);
+    QCB_CALL(blocked_instance_for(weight_grad_lanes(g)), weight_grad, xq, gyt, gw, g, u0, u1);
 }
 
 int qat_conv_blocked_supported(const qat_conv_geometry *g) {
@@ -193,32 +282,35 @@ void qat_conv_blocked_phase(const float *restrict x, float *restrict xq, const q
 }
 
 long qat_conv_blocked_weight_floats(const qat_conv_geometry *g) {
-    const struct blocked_shape s = blocked_shape_of(g);
-    const long forward = s.oBlocks * 16 * s.C * s.KK, backward = s.cBlocks * 16 * s.O * s.KK;
+    const long KK = g->kernel * g->kernel;
+    const long forward = round_up(g->out_channels, forward_lanes(g)) * g->channels * KK;
+    const long backward = round_up(g->channels, input_grad_lanes(g)) * g->out_channels * KK;
     return forward > backward ? forward : backward;
 }
 
 void qat_conv_blocked_forward_weights(const float *restrict w, float *restrict wf, const qat_conv_geometry *g) {
     const struct blocked_shape s = blocked_shape_of(g);
-    for (long ob = 0; ob < s.oBlocks; ob++)
+    const long L = forward_lanes(g);
+    for (long ob = 0; ob < (s.O + L - 1) / L; ob++)
         for (long c = 0; c < s.C; c++)
             for (long t = 0; t < s.KK; t++)
-                for (long l = 0; l < 16; l++) {
-                    const long o = 16 * ob + l;
-                    wf[((ob * s.C + c) * s.KK + t) * 16 + l] = o < s.O ? w[(o * s.C + c) * s.KK + t] : 0.0f;
+                for (long l = 0; l < L; l++) {
+                    const long o = L * ob + l;
+                    wf[((ob * s.C + c) * s.KK + t) * L + l] = o < s.O ? w[(o * s.C + c) * s.KK + t] : 0.0f;
                 }
 }
 
 void qat_conv_blocked_input_grad_weights(const float *restrict w, float *restrict wb, const qat_conv_geometry *g) {
     const struct blocked_shape s = blocked_shape_of(g);
-    for (long cb = 0; cb < s.cBlocks; cb++)
+    const long L = input_grad_lanes(g);
+    for (long cb = 0; cb < (s.C + L - 1) / L; cb++)
         for (long o = 0; o < s.O; o++)
             for (long t = 0; t < s.KK; t++)
-                for (long l = 0; l < 16; l++) {
-                    const long c = 16 * cb + l;
+                for (long l = 0; l < L; l++) {
+                    const long c = L * cb + l;
                     // stride 1: taps reversed, the kernel of the transposed forward conv
                     const long tap = s.S == 1 ? s.KK - 1 - t : t;
-                    wb[((cb * s.O + o) * s.KK + t) * 16 + l] = c < s.C ? w[(o * s.C + c) * s.KK + tap] : 0.0f;
+                    wb[((cb * s.O + o) * s.KK + t) * L + l] = c < s.C ? w[(o * s.C + c) * s.KK + tap] : 0.0f;
                 }
 }
 
@@ -227,13 +319,18 @@ long qat_conv_blocked_input_grad_scratch(const qat_conv_geometry *g) {
         const qat_conv_geometry t = transposed_geometry(g);
         return qat_conv_blocked_image_floats(&t) + qat_conv_blocked_slack();
     }
-    return (g->height + 2 * g->padding) * (g->width + 2 * g->padding) * 16;
+    return (g->height + 2 * g->padding) * (g->width + 2 * g->padding) * input_grad_lanes(g);
+}
+
+long qat_conv_blocked_gy_pixels_major_floats(const qat_conv_geometry *g) {
+    const struct blocked_shape s = blocked_shape_of(g);
+    return s.N * s.oh * s.ow * round_up(s.O, weight_grad_lanes(g));
 }
 
 void qat_conv_blocked_gy_pixels_major(const float *restrict gy, float *restrict gyt, const qat_conv_geometry *g,
                                       long n0, long n1) {
     const struct blocked_shape s = blocked_shape_of(g);
-    const long plane = s.oh * s.ow, Op = 16 * s.oBlocks;
+    const long plane = s.oh * s.ow, Op = round_up(s.O, weight_grad_lanes(g));
     for (long n = n0; n < n1; n++) {
         const float *src = gy + n * s.O * plane;
         float *dst = gyt + n * plane * Op;
@@ -248,6 +345,7 @@ void qat_conv_blocked_gy_pixels_major(const float *restrict gy, float *restrict 
 
 int qat_conv_blocked_isa(void) { return 0; }
 int qat_conv_blocked_force_isa(int isa) { (void)isa; return 0; }
+int qat_conv_blocked_force_lanes(int lanes) { (void)lanes; return 0; }
 int qat_conv_blocked_supported(const qat_conv_geometry *g) { (void)g; return 0; }
 long qat_conv_blocked_image_floats(const qat_conv_geometry *g) { (void)g; return 0; }
 long qat_conv_blocked_slack(void) { return 0; }
@@ -272,10 +370,7 @@ void qat_conv_blocked_input_grad(const float *restrict gy, const float *restrict
 }
 void qat_conv_blocked_gy_pixels_major(const float *restrict gy, float *restrict gyt, const qat_conv_geometry *g,
                                       long n0, long n1) { (void)gy; (void)gyt; (void)g; (void)n0; (void)n1; }
-long qat_conv_blocked_weight_grad_units(const qat_conv_geometry *g) {
-    return qat_conv_blocked_isa() == 2 ? avx512_weight_grad_units(g) : avx2_weight_grad_units(g);
-}
-
+long qat_conv_blocked_gy_pixels_major_floats(const qat_conv_geometry *g) { (void)g; return 0; }
 void qat_conv_blocked_weight_grad(const float *restrict xq, const float *restrict gyt, float *restrict gw,
                                   const qat_conv_geometry *g, long u0, long u1) {
     (void)xq; (void)gyt; (void)gw; (void)g; (void)u0; (void)u1;

@@ -1,37 +1,110 @@
-// Kernels of conv_blocked.c, included once per instruction set with QCB_NAME, QCB_TARGET and the
-// register-blocking sizes defined (see there). qv16 is 16 floats: one AVX-512 register or two
-// AVX2 registers, as the target attribute lowers it.
+// Kernels of conv_blocked.c, included once per (instruction set, vector width) with QCB_NAME,
+// QCB_TARGET, QCB_LANES (channels a vector: 16 or 8), its vector types QCB_VEC / QCB_VECU and the
+// register-blocking sizes defined (see there). A 16-lane vector is one AVX-512 register or two AVX2
+// registers, an 8-lane one a single ymm register, as the target attribute lowers it.
+#define QCB_BLOCKS(n) (((n) + QCB_LANES - 1) / QCB_LANES)
 
 // ---------------------------------------------------------------- forward
 // PB consecutive pixels q0 … q0+PB−1 (q = i·Wq + j; j ≥ Wo are the padding columns, computed and
-// dropped) × 16 output channels of block ob, summed over (c, kh, kw). Only pixels in
+// dropped) × QCB_LANES output channels of block ob, summed over (c, kh, kw). Only pixels in
 // [qFirst, Q) are stored: the remainder after the PB-pixel blocks is done in 4-pixel blocks, the
 // last one moved back to end at Q (or, for planes under 4 pixels, reading past Q into the next
 // plane or the image's 16 zeros), so no block is latency-bound on a single FMA chain.
+#if QCB_LANES == 8
+// dst[l·plane + k] = r[k][l] + b[l] (or += r[k][l]) for 8 pixels k of one row and the first `lanes`
+// channels l: an 8×8 transpose in registers, then one vector store per channel instead of 8
+// scalar ones (the stores were a third of the 8-lane forward's time). Same additions, same bits.
+QCB_TARGET __attribute__((always_inline))
+static inline void QCB_NAME(store_transposed)(const qv8 *restrict r, float *restrict dst, long plane, long lanes,
+                                              const float *restrict b, int accumulate) {
+    const qv8 t0 = __builtin_shufflevector(r[0], r[1], 0, 8, 1, 9, 4, 12, 5, 13);
+    const qv8 t1 = __builtin_shufflevector(r[0], r[1], 2, 10, 3, 11, 6, 14, 7, 15);
+    const qv8 t2 = __builtin_shufflevector(r[2], r[3], 0, 8, 1, 9, 4, 12, 5, 13);
+    const qv8 t3 = __builtin_shufflevector(r[2], r[3], 2, 10, 3, 11, 6, 14, 7, 15);
+    const qv8 t4 = __builtin_shufflevector(r[4], r[5], 0, 8, 1, 9, 4, 12, 5, 13);
+    const qv8 t5 = __builtin_shufflevector(r[4], r[5], 2, 10, 3, 11, 6, 14, 7, 15);
+    const qv8 t6 = __builtin_shufflevector(r[6], r[7], 0, 8, 1, 9, 4, 12, 5, 13);
+    const qv8 t7 = __builtin_shufflevector(r[6], r[7], 2, 10, 3, 11, 6, 14, 7, 15);
+    const qv8 u0 = __builtin_shufflevector(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+    const qv8 u1 = __builtin_shufflevector(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+    const qv8 u2 = __builtin_shufflevector(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+    const qv8 u3 = __builtin_shufflevector(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+    const qv8 u4 = __builtin_shufflevector(t4, t6, 0, 1, 8, 9, 4, 5, 12, 13);
+    const qv8 u5 = __builtin_shufflevector(t4, t6, 2, 3, 10, 11, 6, 7, 14, 15);
+    const qv8 u6 = __builtin_shufflevector(t5, t7, 0, 1, 8, 9, 4, 5, 12, 13);
+    const qv8 u7 = __builtin_shufflevector(t5, t7, 2, 3, 10, 11, 6, 7, 14, 15);
+    const qv8 col[8] = {   // col[l]: channel l of the 8 pixels
+        __builtin_shufflevector(u0, u4, 0, 1, 2, 3, 8, 9, 10, 11), __builtin_shufflevector(u1, u5, 0, 1, 2, 3, 8, 9, 10, 11),
+        __builtin_shufflevector(u2, u6, 0, 1, 2, 3, 8, 9, 10, 11), __builtin_shufflevector(u3, u7, 0, 1, 2, 3, 8, 9, 10, 11),
+        __builtin_shufflevector(u0, u4, 4, 5, 6, 7, 12, 13, 14, 15), __builtin_shufflevector(u1, u5, 4, 5, 6, 7, 12, 13, 14, 15),
+        __builtin_shufflevector(u2, u6, 4, 5, 6, 7, 12, 13, 14, 15), __builtin_shufflevector(u3, u7, 4, 5, 6, 7, 12, 13, 14, 15),
+    };
+    _Pragma("clang loop unroll(full)")
+    for (long l = 0; l < 8; l++) {
+        if (l >= lanes) break;
+        qv8u *d = (qv8u *)(dst + l * plane);
+        *d = accumulate ? *d + col[l] : col[l] + b[l];
+    }
+}
+#endif
+
 QCB_TARGET __attribute__((always_inline))
 static inline void QCB_NAME(forward_block)(const float *restrict xn, const float *restrict wk,
         const long *restrict taps, long C, long KK, long channelFloats, long q0, long qFirst, long Q, long Wq,
         long ow, long oh, const float *restrict bias, long o0, long O, float *restrict yn, int accumulate,
-        const int PB) {
-    qv16 acc[QCB_FORWARD_PB];
-    for (int p = 0; p < PB; p++) acc[p] = (qv16){0};
+        const int PB, const int rowK) {
+    // Unrolled in full, or clang keeps more than ~16 accumulators in memory instead of registers.
+    QCB_VEC acc[QCB_FORWARD_PB];
+    _Pragma("clang loop unroll(full)")
+    for (int p = 0; p < PB; p++) acc[p] = (QCB_VEC){0};
+#if QCB_FORWARD_ROWS
+    // Stride 1, rowK = K: the K taps of a kernel row read shifted windows of one input row, so each
+    // input value is loaded once for K FMAs (PB + K − 1 loads for PB·K FMAs, not PB·K: the loads,
+    // not the FMAs, bounded the 8-lane loop). Each accumulator still adds (c, kh, kw) in order.
+    if (rowK > 0) {
+        for (long c = 0; c < C; c++) {
+            const float *xc = xn + c * channelFloats + q0;
+            for (int kh = 0; kh < rowK; kh++, wk += rowK * QCB_LANES) {
+                QCB_VEC wv[7];
+                _Pragma("clang loop unroll(full)")
+                for (int kw = 0; kw < rowK; kw++) wv[kw] = *(const QCB_VECU *)(wk + kw * QCB_LANES);
+                const float *xr = xc + kh * Wq;
+                _Pragma("clang loop unroll(full)")
+                for (int m = 0; m < PB + rowK - 1; m++) {
+                    const float xv = xr[m];
+                    _Pragma("clang loop unroll(full)")
+                    for (int kw = 0; kw < rowK; kw++)
+                        if (m - kw >= 0 && m - kw < PB) acc[m - kw] += wv[kw] * xv;
+                }
+            }
+        }
+    } else
+#endif
     for (long c = 0; c < C; c++) {
         const float *xc = xn + c * channelFloats + q0;
-        for (long t = 0; t < KK; t++, wk += 16) {
-            const qv16 wv = *(const qv16u *)wk;
+        for (long t = 0; t < KK; t++, wk += QCB_LANES) {
+            const QCB_VEC wv = *(const QCB_VECU *)wk;
             const float *tap = xc + taps[t];
+            _Pragma("clang loop unroll(full)")
             for (int p = 0; p < PB; p++) acc[p] += wv * tap[p];
         }
     }
     const long plane = oh * ow;
-    const long lanes = O - o0 < 16 ? O - o0 : 16;
-    float b[16] = {0};
+    const long lanes = O - o0 < QCB_LANES ? O - o0 : QCB_LANES;
+    float b[QCB_LANES] = {0};
     if (bias && !accumulate) for (long l = 0; l < lanes; l++) b[l] = bias[o0 + l];
     for (int p = 0; p < PB; p++) {
         const long q = q0 + p, i = q / Wq, j = q - i * Wq;
+#if QCB_LANES == 8
+        if (PB % 8 == 0 && p % 8 == 0 && j + 8 <= ow && q >= qFirst && q + 8 <= Q) {
+            QCB_NAME(store_transposed)(acc + p, yn + o0 * plane + i * ow + j, plane, lanes, b, accumulate);
+            p += 7;
+            continue;
+        }
+#endif
         if (j >= ow || q >= Q || q < qFirst) continue;
-        float out[16];
-        *(qv16u *)out = acc[p];
+        float out[QCB_LANES];
+        *(QCB_VECU *)out = acc[p];
         float *dst = yn + o0 * plane + i * ow + j;
         // Scalar stores: vectorised, this loop became a scatter fed by a masked reload of `out`,
         // which stalls on store forwarding.
@@ -54,16 +127,29 @@ static void QCB_NAME(forward)(const float *restrict xq, const float *restrict wf
     for (long n = n0; n < n1; n++) {
         const float *xn = xq + n * s.imageFloats;
         float *yn = y + n * s.O * s.oh * s.ow;
-        for (long ob = 0; ob < s.oBlocks; ob++) {
-            const float *wk = wf + ob * s.C * s.KK * 16;
+        for (long ob = 0; ob < QCB_BLOCKS(s.O); ob++) {
+            const float *wk = wf + ob * s.C * s.KK * QCB_LANES;
             long q0 = 0;
-            for (; q0 + QCB_FORWARD_PB <= s.Q; q0 += QCB_FORWARD_PB)
+            for (; q0 + QCB_FORWARD_PB <= s.Q; q0 += QCB_FORWARD_PB) {
+#if QCB_FORWARD_ROWS
+                // K constant: weights and accumulators in registers. QCB_FORWARD_ROWS: the largest K.
+                if (s.S == 1 && (s.K == 3 || (s.K == 5 && QCB_FORWARD_ROWS >= 5))) {
+                    if (s.K == 3)
+                        QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, q0, s.Q, s.Wq, s.ow, s.oh,
+                                                bias, QCB_LANES * ob, s.O, yn, accumulate, QCB_FORWARD_PB, 3);
+                    else
+                        QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, q0, s.Q, s.Wq, s.ow, s.oh,
+                                                bias, QCB_LANES * ob, s.O, yn, accumulate, QCB_FORWARD_PB, 5);
+                    continue;
+                }
+#endif
                 QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, q0, s.Q, s.Wq, s.ow, s.oh,
-                                        bias, 16 * ob, s.O, yn, accumulate, QCB_FORWARD_PB);
+                                        bias, QCB_LANES * ob, s.O, yn, accumulate, QCB_FORWARD_PB, 0);
+            }
             for (; q0 < s.Q; q0 += 4) {
                 const long start = q0 + 4 <= s.Q || s.Q < 4 ? q0 : s.Q - 4;
                 QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, start, q0, s.Q, s.Wq, s.ow, s.oh,
-                                        bias, 16 * ob, s.O, yn, accumulate, 4);
+                                        bias, QCB_LANES * ob, s.O, yn, accumulate, 4, 0);
             }
         }
     }
@@ -74,26 +160,26 @@ static void QCB_NAME(forward)(const float *restrict xq, const float *restrict wf
 // reversed) and the channels swapped, added into gx (see qat_conv_blocked_input_grad).
 // Stride 2, the transposed conv as a scatter: for PIX pixels (i, j0 … j0+PIX−1) of gy and kernel row kh,
 // acc[p][kw] = Σ_o wb[cb, o, kh, kw, ·] · gy[o, i, j0+p], then added into the padded
-// pixel-major buffer d [Hp, Wp, 16 c] at (i·S + kh, (j0+p)·S + kw).
+// pixel-major buffer d [Hp, Wp, QCB_LANES c] at (i·S + kh, (j0+p)·S + kw).
 QCB_TARGET __attribute__((always_inline))
 static inline void QCB_NAME(input_grad_block)(const float *restrict gyn, const float *restrict wcb,
         float *restrict d, long O, long plane, long i, long j0, long ow, long S, long Wp, const int K,
         const int PIX) {
     for (int kh = 0; kh < K; kh++) {
-        qv16 acc[QCB_INPUT_GRAD_ACCS + 7];   // PIX·K ≤ max(ACCS, K)
-        for (int a = 0; a < PIX * K; a++) acc[a] = (qv16){0};
+        QCB_VEC acc[QCB_INPUT_GRAD_ACCS + 7];   // PIX·K ≤ max(ACCS, K)
+        for (int a = 0; a < PIX * K; a++) acc[a] = (QCB_VEC){0};
         const float *go = gyn + i * ow + j0;
-        const float *wk = wcb + kh * K * 16;
-        for (long o = 0; o < O; o++, go += plane, wk += K * K * 16) {
+        const float *wk = wcb + kh * K * QCB_LANES;
+        for (long o = 0; o < O; o++, go += plane, wk += K * K * QCB_LANES) {
             for (int kw = 0; kw < K; kw++) {
-                const qv16 wv = *(const qv16u *)(wk + kw * 16);
+                const QCB_VEC wv = *(const QCB_VECU *)(wk + kw * QCB_LANES);
                 for (int p = 0; p < PIX; p++) acc[p * K + kw] += wv * go[p];
             }
         }
         for (int p = 0; p < PIX; p++) {
-            float *row = d + ((i * S + kh) * Wp + (j0 + p) * S) * 16;
+            float *row = d + ((i * S + kh) * Wp + (j0 + p) * S) * QCB_LANES;
             for (int kw = 0; kw < K; kw++) {
-                qv16u *cell = (qv16u *)(row + kw * 16);
+                QCB_VECU *cell = (QCB_VECU *)(row + kw * QCB_LANES);
                 *cell = *cell + acc[p * K + kw];
             }
         }
@@ -118,9 +204,9 @@ static void QCB_NAME(input_grad)(const float *restrict gy, const float *restrict
     const long Hp = s.H + 2 * s.P, Wp = s.W + 2 * s.P;
     for (long n = n0; n < n1; n++) {
         const float *gyn = gy + n * s.O * s.oh * s.ow;
-        for (long cb = 0; cb < s.cBlocks; cb++) {
-            memset(scratch, 0, sizeof(float) * (size_t)(Hp * Wp * 16));
-            const float *wcb = wb + cb * s.O * s.KK * 16;
+        for (long cb = 0; cb < QCB_BLOCKS(s.C); cb++) {
+            memset(scratch, 0, sizeof(float) * (size_t)(Hp * Wp * QCB_LANES));
+            const float *wcb = wb + cb * s.O * s.KK * QCB_LANES;
             switch (s.K) {   // constant K: the accumulators stay in registers
             case 1: QCB_NAME(input_grad_image)(gyn, wcb, scratch, s.O, s.oh, s.ow, s.S, Wp, 1); break;
             case 2: QCB_NAME(input_grad_image)(gyn, wcb, scratch, s.O, s.oh, s.ow, s.S, Wp, 2); break;
@@ -130,48 +216,48 @@ static void QCB_NAME(input_grad)(const float *restrict gy, const float *restrict
             case 6: QCB_NAME(input_grad_image)(gyn, wcb, scratch, s.O, s.oh, s.ow, s.S, Wp, 6); break;
             default: QCB_NAME(input_grad_image)(gyn, wcb, scratch, s.O, s.oh, s.ow, s.S, Wp, 7); break;
             }
-            blocked_add_pixels_major(scratch, gx + n * s.C * s.H * s.W, &s, cb);
+            blocked_add_pixels_major(scratch, gx + n * s.C * s.H * s.W, &s, cb, QCB_LANES);
         }
     }
 }
 
 // ---------------------------------------------------------------- weight gradient
-// gw[16 o of block ob, c, kh, 0 … K) summed over every image and output pixel; two accumulator
+// gw[QCB_LANES o of block ob, c, kh, 0 … K) summed over every image and output pixel; two accumulator
 // sets (even and odd pixels of a row) keep 2·K independent FMA chains.
 QCB_TARGET __attribute__((always_inline))
 static inline void QCB_NAME(weight_grad_unit)(const float *restrict xq, const float *restrict gyt,
         float *restrict gw, const struct blocked_shape *s, long ob, long c, long kh, const int K) {
-    qv16 acc[2][7];
-    for (int k = 0; k < K; k++) { acc[0][k] = (qv16){0}; acc[1][k] = (qv16){0}; }
+    QCB_VEC acc[2][7];
+    for (int k = 0; k < K; k++) { acc[0][k] = (QCB_VEC){0}; acc[1][k] = (QCB_VEC){0}; }
     long tap[7];
     for (int kw = 0; kw < K; kw++)
         tap[kw] = ((kh % s->S) * s->S + kw % s->S) * s->phaseFloats + (kh / s->S) * s->Wq + kw / s->S;
-    const long Op = 16 * s->oBlocks;
+    const long Op = QCB_LANES * QCB_BLOCKS(s->O);
     for (long n = 0; n < s->N; n++) {
         const float *xc = xq + n * s->imageFloats + c * s->channelFloats;
-        const float *gn = gyt + n * s->oh * s->ow * Op + 16 * ob;
+        const float *gn = gyt + n * s->oh * s->ow * Op + QCB_LANES * ob;
         for (long i = 0; i < s->oh; i++) {
             const float *xr = xc + i * s->Wq;
             const float *gr = gn + i * s->ow * Op;
             long j = 0;
             for (; j + 2 <= s->ow; j += 2) {
-                const qv16 g0 = *(const qv16u *)(gr + j * Op), g1 = *(const qv16u *)(gr + (j + 1) * Op);
+                const QCB_VEC g0 = *(const QCB_VECU *)(gr + j * Op), g1 = *(const QCB_VECU *)(gr + (j + 1) * Op);
                 for (int kw = 0; kw < K; kw++) {
                     acc[0][kw] += g0 * xr[tap[kw] + j];
                     acc[1][kw] += g1 * xr[tap[kw] + j + 1];
                 }
             }
             if (j < s->ow) {
-                const qv16 g0 = *(const qv16u *)(gr + j * Op);
+                const QCB_VEC g0 = *(const QCB_VECU *)(gr + j * Op);
                 for (int kw = 0; kw < K; kw++) acc[0][kw] += g0 * xr[tap[kw] + j];
             }
         }
     }
-    const long lanes = s->O - 16 * ob < 16 ? s->O - 16 * ob : 16;
+    const long lanes = s->O - QCB_LANES * ob < QCB_LANES ? s->O - QCB_LANES * ob : QCB_LANES;
     for (int kw = 0; kw < K; kw++) {
-        float out[16];
-        *(qv16u *)out = acc[0][kw] + acc[1][kw];
-        for (long l = 0; l < lanes; l++) gw[(((16 * ob + l) * s->C + c) * K + kh) * K + kw] += out[l];
+        float out[QCB_LANES];
+        *(QCB_VECU *)out = acc[0][kw] + acc[1][kw];
+        for (long l = 0; l < lanes; l++) gw[(((QCB_LANES * ob + l) * s->C + c) * K + kh) * K + kw] += out[l];
     }
 }
 
@@ -181,31 +267,56 @@ static inline void QCB_NAME(weight_grad_unit)(const float *restrict xq, const fl
 QCB_TARGET __attribute__((always_inline))
 static inline void QCB_NAME(weight_grad_taps_unit)(const float *restrict xq, const float *restrict gyt,
         float *restrict gw, const struct blocked_shape *s, long ob, long c, const int K) {
-    qv16 acc[9];
+    QCB_VEC acc[9];
     long tap[9];
     for (int t = 0; t < K * K; t++) {
-        acc[t] = (qv16){0};
+        acc[t] = (QCB_VEC){0};
         const long kh = t / K, kw = t % K;
         tap[t] = ((kh % s->S) * s->S + kw % s->S) * s->phaseFloats + (kh / s->S) * s->Wq + kw / s->S;
     }
-    const long Op = 16 * s->oBlocks;
+    const long Op = QCB_LANES * QCB_BLOCKS(s->O);
     for (long n = 0; n < s->N; n++) {
         const float *xc = xq + n * s->imageFloats + c * s->channelFloats;
-        const float *gn = gyt + n * s->oh * s->ow * Op + 16 * ob;
+        const float *gn = gyt + n * s->oh * s->ow * Op + QCB_LANES * ob;
         for (long i = 0; i < s->oh; i++) {
             const float *xr = xc + i * s->Wq;
             const float *gr = gn + i * s->ow * Op;
-            for (long j = 0; j < s->ow; j++) {
-                const qv16 gv = *(const qv16u *)(gr + j * Op);
+            long j = 0;
+#if QCB_WEIGHT_GRAD_ROW_PIXELS
+            // Stride 1: tap (kh, kw) of pixel j reads x[kh·Wq + kw + j], so over JB pixels each input
+            // value is loaded once for its K taps (JB + K − 1 loads per kernel row, not JB·K). Each
+            // accumulator still adds its pixels in order j = 0, 1, …
+            const int JB = QCB_WEIGHT_GRAD_ROW_PIXELS;
+            if (s->S == 1) {
+                for (; j + JB <= s->ow; j += JB) {
+                    QCB_VEC gv[QCB_WEIGHT_GRAD_ROW_PIXELS];
+                    _Pragma("clang loop unroll(full)")
+                    for (int p = 0; p < JB; p++) gv[p] = *(const QCB_VECU *)(gr + (j + p) * Op);
+                    _Pragma("clang loop unroll(full)")
+                    for (int kh = 0; kh < K; kh++) {
+                        const float *xk = xr + kh * s->Wq + j;
+                        _Pragma("clang loop unroll(full)")
+                        for (int m = 0; m < JB + K - 1; m++) {
+                            const float xv = xk[m];
+                            _Pragma("clang loop unroll(full)")
+                            for (int kw = 0; kw < K; kw++)
+                                if (m - kw >= 0 && m - kw < JB) acc[kh * K + kw] += gv[m - kw] * xv;
+                        }
+                    }
+                }
+            }
+#endif
+            for (; j < s->ow; j++) {
+                const QCB_VEC gv = *(const QCB_VECU *)(gr + j * Op);
                 for (int t = 0; t < K * K; t++) acc[t] += gv * xr[tap[t] + j];
             }
         }
     }
-    const long lanes = s->O - 16 * ob < 16 ? s->O - 16 * ob : 16;
+    const long lanes = s->O - QCB_LANES * ob < QCB_LANES ? s->O - QCB_LANES * ob : QCB_LANES;
     for (int t = 0; t < K * K; t++) {
-        float out[16];
-        *(qv16u *)out = acc[t];
-        for (long l = 0; l < lanes; l++) gw[((16 * ob + l) * s->C + c) * K * K + t] += out[l];
+        float out[QCB_LANES];
+        *(QCB_VECU *)out = acc[t];
+        for (long l = 0; l < lanes; l++) gw[((QCB_LANES * ob + l) * s->C + c) * K * K + t] += out[l];
     }
 }
 #endif
@@ -213,7 +324,7 @@ static inline void QCB_NAME(weight_grad_taps_unit)(const float *restrict xq, con
 // Units of the weight gradient: (ob, c) when one unit takes all taps, else (ob, c, kh).
 static long QCB_NAME(weight_grad_units)(const qat_conv_geometry *g) {
     const struct blocked_shape s = blocked_shape_of(g);
-    return QCB_WEIGHT_GRAD_ALL_TAPS && s.K <= 3 ? s.oBlocks * s.C : s.oBlocks * s.C * s.K;
+    return QCB_WEIGHT_GRAD_ALL_TAPS && s.K <= 3 ? QCB_BLOCKS(s.O) * s.C : QCB_BLOCKS(s.O) * s.C * s.K;
 }
 
 QCB_TARGET
@@ -246,3 +357,5 @@ static void QCB_NAME(weight_grad)(const float *restrict xq, const float *restric
         }
     }
 }
+
+#undef QCB_BLOCKS

@@ -1,7 +1,8 @@
 import CKernels
 
 // The blocked direct path of conv2d (CKernels/conv_blocked.c): padded or strided layers with any
-// channel count, 16 channels a vector, AVX-512 or AVX2 chosen once from cpuid. Every pass splits
+// channel count, 16 channels a vector (8 for a pass whose vectorised channels fit 8), AVX-512 or
+// AVX2 chosen once from cpuid. Every pass splits
 // its work into units fixed by the geometry (images, or weight rows that each sum all images in a
 // fixed order), so the result is the same for any `Parallel.threads`.
 
@@ -19,6 +20,12 @@ extension ConvKernels {
     @discardableResult
     public static func forceBlockedInstructionSet(_ isa: Int) -> Int {
         Int(qat_conv_blocked_force_isa(Int32(isa)))
+    }
+    /// Tests: 16 makes every blocked pass take 16 channels a vector (the reference for the 8-lane
+    /// passes), 0 lets the shape choose. Returns the forced width (0 or 16).
+    @discardableResult
+    public static func forceBlockedLanes(_ lanes: Int) -> Int {
+        Int(qat_conv_blocked_force_lanes(Int32(lanes)))
     }
 }
 
@@ -75,13 +82,12 @@ func blockedInputGradient(_ gy: Tensor, _ w: Tensor, _ g: ConvGeometry,
 }
 
 /// gw += Σ gy ⋆ x on the blocked path: gy transposed pixel-major (split over images), then units
-/// of (16 output channels, input channel[, kernel row]), each summing every image.
+/// of (16 or 8 output channels, input channel[, kernel row]), each summing every image.
 func blockedWeightGradient(phased: [Float], _ gy: Tensor, _ g: ConvGeometry,
                            into gw: UnsafeMutableBufferPointer<Float>) {
     let cg = g.c
-    let paddedChannels = (g.outputChannels + 15) / 16 * 16
-    var pixelsMajor = uninitializedFloats(g.columns * paddedChannels)
     withUnsafePointer(to: cg) { gp in
+        var pixelsMajor = uninitializedFloats(qat_conv_blocked_gy_pixels_major_floats(gp))
         gy.storage.withUnsafeBufferPointer { gys in
             pixelsMajor.withUnsafeMutableBufferPointer { gyt in
                 Parallel.forEachChunk(g.batch) { images in
