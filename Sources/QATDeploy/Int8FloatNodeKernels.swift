@@ -31,6 +31,45 @@ extension Int8Kernels {
         return makeArray(planes * pool.outputHeight * pool.outputWidth) { out in qat_i8_maxpool_float(path.c, x, out, planes, &geometry) }
     }
 
+    /// `conv2dDequantized` (any geometry but depthwise), then when `relu` QATCore's float ReLU,
+    /// then the float `maxPool2d` with `pool` (input size: the conv's output size), one image at a
+    /// time: the same floats as the three passes, without the conv's output in memory.
+    /// → [N, O, pool.outputHeight, pool.outputWidth].
+    public static func conv2dDequantizedMaxPool(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                                bias: [Int32], scales: [Float], offsets: [Float]?, relu: Bool,
+                                                pool: Int8PoolGeometry, path: Path = activePath) -> [Float] {
+        precondition(g.isValid, "conv2d: bad geometry \(g)")
+        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
+        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
+        precondition(bias.count == g.outputChannels && scales.count == g.outputChannels
+                     && (offsets == nil || offsets!.count == g.outputChannels), "conv2d: per-channel values for \(g.outputChannels) channels")
+        precondition(pool.isValid && pool.height == g.outputHeight && pool.width == g.outputWidth,
+                     "conv2dDequantizedMaxPool: pool \(pool) does not fit the conv output \(g.outputHeight)×\(g.outputWidth)")
+        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
+        var geometry = g.c, poolGeometry = pool.c
+        return withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
+            makeArray(g.batch * g.outputChannels * pool.outputHeight * pool.outputWidth) { out in
+                qat_i8_conv2d_float_maxpool(path.c, x, inputZeroPoint, &geometry, weights, bias, output, relu ? 1 : 0, &poolGeometry, out)
+            }
+        }
+    }
+
+    /// `quantize` of the float sums a[i] + b[i] (QATCore's add of two same-shaped tensors), in
+    /// one pass without the sums in memory.
+    public static func addQuantized(_ a: [Float], _ b: [Float], _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
+        precondition(a.count == b.count, "addQuantized: \(a.count) and \(b.count) values")
+        return makeArray(a.count) { out in
+            qat_i8_add_quantize(path.c, a, b, q.scale, Int32(q.zeroPoint), Int32(q.qmin), q.roundMode.c, out, a.count)
+        }
+    }
+
+    /// `quantize` of `hardSwish(x)`, in one pass without the floats in memory.
+    public static func hardSwishQuantized(_ x: [Float], _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
+        makeArray(x.count) { out in
+            qat_i8_hard_swish_quantize(path.c, x, q.scale, Int32(q.zeroPoint), Int32(q.qmin), q.roundMode.c, out, x.count)
+        }
+    }
+
     /// QATCore's hardSwish on floats, the same floats (x · clamp(x + 3, 0, 6) / 6), vectorised.
     public static func hardSwish(_ x: [Float], path: Path = activePath) -> [Float] {
         makeArray(x.count) { out in qat_i8_hard_swish(path.c, x, out, x.count) }
