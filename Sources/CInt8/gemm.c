@@ -202,11 +202,12 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             if (staging)  // [oc][images·p] → this image's [oc][p]
                 for (int o = 0; o < oc; o++)
                     memcpy(image_out + (size_t)o * p * elem, staging + ((size_t)o * columns + (size_t)i * p) * elem, (size_t)p * elem);
+            if (relu && output.kind == QAT_I8_OUT_FLOAT) {  // the image just written, still in cache
+                float *image = (float *)image_out;
+                for (size_t j = 0; j < (size_t)oc * p; j++) image[j] = image[j] < 0.0f ? 0.0f : image[j];
+            }
             if (pool && output.kind == QAT_I8_OUT_FLOAT) {
-                float *image = (float *)conv_image;
-                if (relu)
-                    for (size_t j = 0; j < (size_t)oc * p; j++) image[j] = image[j] < 0.0f ? 0.0f : image[j];
-                qat_i8_maxpool_float(path, image, (float *)out + (img0 + i) * pooled_image, (size_t)oc, pool);
+                qat_i8_maxpool_float(path, (float *)conv_image, (float *)out + (img0 + i) * pooled_image, (size_t)oc, pool);
             } else if (pool) {
                 qat_i8_maxpool_padded(path, conv_image, (int8_t *)out + (img0 + i) * pooled_image, (size_t)oc, pool);
             }
@@ -251,7 +252,7 @@ void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, con
     conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, 0);
 }
 
-void qat_i8_conv2d_float_maxpool(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+void qat_i8_conv2d_float_epilogue(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                                  const int8_t *weight, const int32_t *bias, qat_i8_output output, int relu,
                                  const qat_i8_pool_geometry *pool, float *out) {
     output.kind = QAT_I8_OUT_FLOAT;

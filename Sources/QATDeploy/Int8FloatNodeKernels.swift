@@ -31,25 +31,33 @@ extension Int8Kernels {
         return makeArray(planes * pool.outputHeight * pool.outputWidth) { out in qat_i8_maxpool_float(path.c, x, out, planes, &geometry) }
     }
 
-    /// `conv2dDequantized` (any geometry but depthwise), then when `relu` QATCore's float ReLU,
-    /// then the float `maxPool2d` with `pool` (input size: the conv's output size), one image at a
-    /// time: the same floats as the three passes, without the conv's output in memory.
-    /// → [N, O, pool.outputHeight, pool.outputWidth].
-    public static func conv2dDequantizedMaxPool(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
-                                                bias: [Int32], scales: [Float], offsets: [Float]?, relu: Bool,
-                                                pool: Int8PoolGeometry, path: Path = activePath) -> [Float] {
+    /// `conv2dDequantized`, then when `relu` QATCore's float ReLU, then when `pool` is set the
+    /// float `maxPool2d` with it (input size: the conv's output size), one image at a time: the
+    /// same floats as the separate passes, without another pass over the conv's output in
+    /// memory. Depthwise geometries run through the GEMM here. → [N, O, pool.outputHeight,
+    /// pool.outputWidth], or [N, O, Ho, Wo] without a pool.
+    public static func conv2dDequantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                         bias: [Int32], scales: [Float], offsets: [Float]?, relu: Bool,
+                                         pool: Int8PoolGeometry?, path: Path = activePath) -> [Float] {
         precondition(g.isValid, "conv2d: bad geometry \(g)")
         precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
         precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
         precondition(bias.count == g.outputChannels && scales.count == g.outputChannels
                      && (offsets == nil || offsets!.count == g.outputChannels), "conv2d: per-channel values for \(g.outputChannels) channels")
-        precondition(pool.isValid && pool.height == g.outputHeight && pool.width == g.outputWidth,
-                     "conv2dDequantizedMaxPool: pool \(pool) does not fit the conv output \(g.outputHeight)×\(g.outputWidth)")
         checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
-        var geometry = g.c, poolGeometry = pool.c
+        var geometry = g.c
+        let outputs = pool.map { p -> Int in
+            precondition(p.isValid && p.height == g.outputHeight && p.width == g.outputWidth,
+                         "conv2dDequantized: pool \(p) does not fit the conv output \(g.outputHeight)×\(g.outputWidth)")
+            return p.outputHeight * p.outputWidth
+        } ?? g.outputHeight * g.outputWidth
         return withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
-            makeArray(g.batch * g.outputChannels * pool.outputHeight * pool.outputWidth) { out in
-                qat_i8_conv2d_float_maxpool(path.c, x, inputZeroPoint, &geometry, weights, bias, output, relu ? 1 : 0, &poolGeometry, out)
+            makeArray(g.batch * g.outputChannels * outputs) { out in
+                func run(_ p: UnsafePointer<qat_i8_pool_geometry>?) {
+                    qat_i8_conv2d_float_epilogue(path.c, x, inputZeroPoint, &geometry, weights, bias, output, relu ? 1 : 0, p, out)
+                }
+                guard let pool else { return run(nil) }
+                withUnsafePointer(to: pool.c) { run($0) }
             }
         }
     }

@@ -28,10 +28,18 @@ public final class Int8Model {
     /// fusesPool[i]: step i is an integer conv with int8 output whose only reader is step i + 1,
     /// a max pool; unobserved runs do both in one kernel (Int8Kernels.conv2dMaxPool).
     private let fusesPool: [Bool]
-    /// floatPoolFusion[i]: step i is an integer conv (not depthwise) with float output, read only
-    /// by a float ReLU read only by a max pool (2), or only by the pool (1); unobserved runs do
-    /// them in one kernel (Int8Kernels.conv2dDequantizedMaxPool), as resnet18's stem.
-    private let floatPoolFusion: [Int?]
+    /// floatEpilogues[i]: step i is an integer conv (not depthwise) with float output, read only
+    /// by a float ReLU and/or a max pool; unobserved runs do them in one kernel, an image at a
+    /// time (Int8Kernels.conv2dDequantized(…relu:pool:)), as resnet's stems.
+    private let floatEpilogues: [FloatEpilogue?]
+
+    private struct FloatEpilogue {
+        var relu: Bool
+        /// The step index of the max pool, if one is fused.
+        var pool: Int?
+        /// The last step fused.
+        var last: Int
+    }
     /// fusesQuantize[i]: step i is an add of two same-shaped values or a HardSwish, whose only
     /// reader is step i + 1, a quantize node; unobserved runs on floats quantize the float results
     /// as they are made (Int8Kernels.addQuantized, hardSwishQuantized).
@@ -63,7 +71,7 @@ public final class Int8Model {
 
     /// How many runs of nodes plain forwards fuse into one kernel (tests check there are some).
     var fusedRuns: Int {
-        fusesPool.filter { $0 }.count + floatPoolFusion.compactMap { $0 }.count + fusesQuantize.filter { $0 }.count
+        fusesPool.filter { $0 }.count + floatEpilogues.compactMap { $0 }.count + fusesQuantize.filter { $0 }.count
     }
 
     public static func load(deployFile path: String) throws -> Int8Model {
@@ -142,18 +150,21 @@ public final class Int8Model {
             // A pool with its own input grid (tensor_quantize) runs alone: `qat verify` observes its input codes.
             return next.node.op == .maxpool2d && next.inputs == [i + 1] && next.node.sharedInputGrid == nil
         }
-        floatPoolFusion = steps.indices.map { i in
+        floatEpilogues = steps.indices.map { i in
             let step = steps[i]
             guard step.node.op == .conv2d, step.node.inputQuantizer != nil, step.requantization == nil,
                   !(step.node.groups > 1 && step.node.groups == step.node.inputChannels) else { return nil }
-            var last = i   // the step whose output the pool reads
-            if last + 1 < steps.count, readers[last + 1] == 1, steps[last + 1].node.op == .relu, steps[last + 1].inputs == [last + 1] {
-                last += 1
+            /// Step j reads only value j (step j − 1's output), and nothing else reads that.
+            func onlyReader(_ j: Int, _ op: DeployNode.Op) -> Bool {
+                j < steps.count && readers[j] == 1 && steps[j].node.op == op && steps[j].inputs == [j]
             }
-            guard last + 1 < steps.count, readers[last + 1] == 1 else { return nil }
-            let pool = steps[last + 1]
-            guard pool.node.op == .maxpool2d, pool.inputs == [last + 1], pool.node.sharedInputGrid == nil else { return nil }
-            return last + 1 - i
+            var epilogue = FloatEpilogue(relu: false, pool: nil, last: i)
+            if onlyReader(i + 1, .relu) { epilogue = FloatEpilogue(relu: true, pool: nil, last: i + 1) }
+            if onlyReader(epilogue.last + 1, .maxpool2d) && steps[epilogue.last + 1].node.sharedInputGrid == nil {
+                epilogue.last += 1
+                epilogue.pool = epilogue.last
+            }
+            return epilogue.last > i ? epilogue : nil
         }
         fusesQuantize = steps.indices.map { i in
             let step = steps[i]
@@ -221,18 +232,18 @@ public final class Int8Model {
                 i += 2
                 continue
             }
-            if observe == nil, let fused = floatPoolFusion[i], let qd = step.node.inputQuantizer, let input = values[step.inputs[0]] {
-                // conv → (ReLU →) max pool on floats in one kernel, an image at a time.
+            if observe == nil, let fused = floatEpilogues[i], let qd = step.node.inputQuantizer, let input = values[step.inputs[0]] {
+                // conv → ReLU and/or max pool on floats in one kernel, an image at a time.
                 let own = codes(input, qd)
                 observeInputCodes?(step.node.name, own)
                 let x = substituteInputCodes?(step.node.name) ?? own
                 let node = step.node
-                let y = Int8Kernels.conv2dDequantizedMaxPool(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint,
-                                                             weights: node.weightCodes, bias: node.biasCodes, scales: node.multipliers,
-                                                             offsets: step.offsets, relu: fused == 2, pool: poolGeometry(steps[i + fused]))
-                values[i + 1 + fused] = .floats(y)
+                let y = Int8Kernels.conv2dDequantized(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint,
+                                                      weights: node.weightCodes, bias: node.biasCodes, scales: node.multipliers,
+                                                      offsets: step.offsets, relu: fused.relu, pool: fused.pool.map { poolGeometry(steps[$0]) })
+                values[fused.last + 1] = .floats(y)
                 for input in step.inputs where lastUse[input] == i { values[input] = nil }
-                i += 1 + fused
+                i = fused.last + 1
                 continue
             }
             if observe == nil && fusesQuantize[i], step.inputs.allSatisfy({ if case .floats = values[$0] { true } else { false } }) {

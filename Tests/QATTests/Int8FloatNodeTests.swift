@@ -178,11 +178,12 @@ final class Int8FloatNodeTests: XCTestCase {
         }
     }
 
-    /// conv2d with float output fused with QATCore's ReLU and a float max pool equals the three
-    /// passes (conv2dDequantized, the training ReLU, the training pool), bit for bit: resnet18's
-    /// stem (1 → 16 channels, 28×28, pool 3×3/2 pad 1), a 4-channel-blocked small output, and the
-    /// grouped geometries; with and without the ReLU, on every path.
-    func testConvDequantizedFusedWithReLUAndFloatPoolEqualsThePasses() {
+    /// conv2d with float output fused with QATCore's ReLU and/or a float max pool equals the
+    /// separate passes (conv2dDequantized, the training ReLU, the training pool), bit for bit:
+    /// resnet18's stem (1 → 16 channels, 28×28, pool 3×3/2 pad 1), a 4-channel-blocked small
+    /// output (several images per GEMM), and the grouped geometries; with and without the ReLU
+    /// and the pool, on every path.
+    func testConvDequantizedFusedWithReLUAndOrFloatPoolEqualsThePasses() {
         var rng = SeededGenerator(seed: 158)
         let stem = Int8ConvGeometry(batch: 3, channels: 1, height: 28, width: 28, outputChannels: 16, kernelHeight: 3, kernelWidth: 3,
                                     strideHeight: 1, strideWidth: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, groups: 1)
@@ -194,22 +195,23 @@ final class Int8FloatNodeTests: XCTestCase {
             let g = c.geometry
             let conv = Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
                                                      scales: c.scales, offsets: c.offsets, path: .portable, algorithm: .im2colGEMM)
-            for pc in [PoolCase(height: g.outputHeight, width: g.outputWidth, kernel: Size2D(3), stride: Size2D(2),
-                                padding: Padding2D(1), ceilMode: false),
-                       PoolCase(height: g.outputHeight, width: g.outputWidth, kernel: Size2D(height: 2, width: 3),
-                                stride: Size2D(height: 2, width: 1), padding: Padding2D(top: 1, left: 0, bottom: 0, right: 1),
-                                ceilMode: true)] {
-                let pool = pc.geometry
-                guard pool.outputHeight > 0 && pool.outputWidth > 0 else { continue }
+            let pools: [PoolCase?] = [nil, PoolCase(height: g.outputHeight, width: g.outputWidth, kernel: Size2D(3), stride: Size2D(2),
+                                                    padding: Padding2D(1), ceilMode: false),
+                                      PoolCase(height: g.outputHeight, width: g.outputWidth, kernel: Size2D(height: 2, width: 3),
+                                               stride: Size2D(height: 2, width: 1), padding: Padding2D(top: 1, left: 0, bottom: 0, right: 1),
+                                               ceilMode: true)]
+            for pc in pools {
+                let pool = pc?.geometry
+                if let pool, pool.outputHeight <= 0 || pool.outputWidth <= 0 { continue }
                 for withReLU in [false, true] {
                     let shape = [g.batch, g.outputChannels, g.outputHeight, g.outputWidth]
                     let activated = withReLU ? relu(Variable(Tensor(shape: shape, storage: conv)), tape: nil).value.storage : conv
-                    let expected = pc.floatPool(activated, planes: g.batch * g.outputChannels).map(\.bitPattern)
+                    let expected = (pc?.floatPool(activated, planes: g.batch * g.outputChannels) ?? activated).map(\.bitPattern)
                     for path in Path.allCases where Int8Kernels.isSupported(path) {
-                        let fused = Int8Kernels.conv2dDequantizedMaxPool(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                                        scales: c.scales, offsets: c.offsets, relu: withReLU,
-                                                                        pool: pool, path: path)
-                        XCTAssertEqual(fused.map(\.bitPattern), expected, "\(path) ReLU \(withReLU) \(g) \(pool)")
+                        let fused = Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                                  scales: c.scales, offsets: c.offsets, relu: withReLU,
+                                                                  pool: pool, path: path)
+                        XCTAssertEqual(fused.map(\.bitPattern), expected, "\(path) ReLU \(withReLU) \(g) \(String(describing: pool))")
                     }
                 }
             }

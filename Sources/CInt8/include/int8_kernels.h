@@ -113,8 +113,9 @@ void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, con
 // qat_i8_conv2d_grouped with float output (output.kind FLOAT: dequantized), then QATCore's float
 // ReLU (x < 0 → 0, NaN and −0 kept) when `relu`, then qat_i8_maxpool_float with `pool` (h, w the
 // conv's output size) on each output plane, one image at a time: the same floats as the three
-// passes, without the full conv output in memory. out: [n][oc][pool->oh][pool->ow].
-void qat_i8_conv2d_float_maxpool(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+// passes, without the full conv output in memory. out: [n][oc][pool->oh][pool->ow], or without a
+// pool (NULL) the conv's [n][oc][oh][ow], each image's ReLU applied while it is in cache.
+void qat_i8_conv2d_float_epilogue(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                                  const int8_t *weight, const int32_t *bias, qat_i8_output output, int relu,
                                  const qat_i8_pool_geometry *pool, float *out);
 
