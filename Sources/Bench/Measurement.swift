@@ -186,24 +186,31 @@ struct Measurer {
     /// Batches of 256 of the first `images` test images, normalised beforehand (the pipeline is
     /// not timed, as for the peers), through the deployed INT8 engine or the float model in
     /// eval mode; 2 warm-up batches.
-    func inference(int8: Bool, images: Int) throws -> MeasurementResult {
+    /// With `profile`, the INT8 engine's timed batches book each node's time there (the batch
+    /// runs whole, as on one thread), and `deployed` receives the engine's nodes.
+    func inference(int8: Bool, images: Int, profile: StepTiming? = nil,
+                   deployed: (([DeployNode]) -> Void)? = nil) throws -> MeasurementResult {
         Runtime.configure(threads: threads)
         let test = try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .test)
         let batches = test.batches(size: Self.inferenceBatch, limit: images / Self.inferenceBatch).map(\.images)
         let run: (Tensor) -> Void
         var note: String?
+        var startTiming = {}
         if int8 {
             let train = try FashionMNIST.load(folder: FashionMNIST.defaultPath, split: .train, limit: 1024)
             let qatModel = try makeTrainer(quantized: true, train: train).model
             _ = qatModel.forward(train.batch(Array(0..<64)[...]).images, training: false, tape: nil)   // sets the scales
             let engine = try Int8Model(Deployer.deploy(model: qatModel, source: model.file))
             run = { _ = engine.forward($0) }
+            deployed?(engine.file.nodes)
+            startTiming = { engine.timing = profile }
             note = "INT8 path \(Int8Kernels.activePath.rawValue), deployed in-process from the default QAT config"
         } else {
             let network = try makeTrainer(quantized: false, train: test.prefix(0)).model
             run = { _ = network.forward($0, training: false, tape: nil) }
         }
         for batch in batches.prefix(2) { run(batch) }
+        startTiming()
         var done = 0
         let start = now()
         for batch in batches {

@@ -25,7 +25,8 @@ let usage = """
       --batch        training images per step (default 64; the global batch under mpirun)
       --max-seconds  end a timed pass after this long, counting the images done (default 6)
       --json         one JSON line per measurement (pytorch_peers.py's fields)
-      --profile      also print the per-layer forward/backward time of the training steps
+      --profile      also print the per-layer forward/backward time of the training steps, and
+                     the per-node time of the INT8 forward (infer-int8; the batch runs whole)
       --no-pointwise 1×1 convs on the paths they took before Conv2DPointwise.swift (before/after)
       --train-data   train on this HDF5 copy of the training images, streamed batch by batch
                      (`in_memory: false`), instead of the IDX files held in memory: the peak RSS
@@ -119,10 +120,22 @@ func runMeasurements(_ options: Options) throws {
                 measurer.trainingBatch = options.batch
                 measurer.streamedTrainingFile = options.trainData
                 let timing = options.profile && mode.isTraining ? StepTiming() : nil
+                let nodeTiming = options.profile && mode == .inferInt8 ? StepTiming() : nil
+                var nodes: [DeployNode] = []
                 let result = mode.isTraining
                     ? try measurer.training(quantized: mode == .trainQAT, images: options.images ?? model.trainingImages, timing: timing)
+                    : nodeTiming != nil
+                    ? try measurer.inference(int8: true, images: options.images ?? model.inferenceImages, profile: nodeTiming,
+                                             deployed: { nodes = $0 })
                     : try measurer.measure(mode, images: options.images)
                 print(options.json ? result.jsonLine() : result.textLine())
+                if let nodeTiming {
+                    let batches = max(result.images / Measurer.inferenceBatch, 1)
+                    print("per-node time of one INT8 forward (batch \(Measurer.inferenceBatch), the batch whole on one thread, mean of \(batches) batches):")
+                    print(nodeTiming.table(steps: batches))
+                    print("\nthe same by node kind:")
+                    print(int8NodeKindTable(nodeTiming, nodes: nodes, batches: batches))
+                }
                 if let timing {
                     let steps = result.images / measurer.trainingBatch
                     print("per-layer time of one \(mode.rawValue) step (batch \(measurer.trainingBatch), \(threads) thread(s), mean of \(steps) steps):")

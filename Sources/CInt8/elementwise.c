@@ -56,7 +56,14 @@ void qat_i8_maxpool_padded(qat_i8_path path, const int8_t *x, int8_t *y, size_t 
     free(rowmax);
 }
 
+static int maxpool_float_vectorised = 1;
+void qat_i8_vectorise_maxpool_float(int enabled) { maxpool_float_vectorised = enabled; }
+
 void qat_i8_maxpool_float(qat_i8_path path, const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g) {
+    if (maxpool_float_vectorised && (g->sw == 1 || g->sw == 2)) {
+        if (path == QAT_I8_VNNI) { qat_i8_maxpool_float_vnni16(x, y, planes, g); return; }
+        if (path == QAT_I8_AVX2) { qat_i8_maxpool_float_avx2x8(x, y, planes, g); return; }
+    }
     float *scratch = qat_i8_checked_malloc(((size_t)g->sw * (g->ow + g->kw) + g->w) * sizeof(float));
     DISPATCH(maxpool_float, x, y, planes, g, scratch)
     free(scratch);
@@ -95,6 +102,27 @@ void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a
 void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode,
                      int8_t *q, size_t count) {
     DISPATCH(quantize, x, scale, zero, lo, round_mode, q, count)
+}
+
+// The float sums go through a small buffer, a block at a time, into the quantize loop above.
+void qat_i8_add_quantize(qat_i8_path path, const float *a, const float *b, float scale, int32_t zero, int32_t lo,
+                         qat_i8_round_mode round_mode, int8_t *q, size_t count) {
+    float sum[1024];
+    for (size_t i = 0; i < count; i += 1024) {
+        const size_t block = count - i < 1024 ? count - i : 1024;
+        for (size_t j = 0; j < block; j++) sum[j] = a[i + j] + b[i + j];
+        qat_i8_quantize(path, sum, scale, zero, lo, round_mode, q + i, block);
+    }
+}
+
+void qat_i8_hard_swish_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo,
+                                qat_i8_round_mode round_mode, int8_t *q, size_t count) {
+    float y[1024];
+    for (size_t i = 0; i < count; i += 1024) {
+        const size_t block = count - i < 1024 ? count - i : 1024;
+        qat_i8_hard_swish(path, x + i, y, block);
+        qat_i8_quantize(path, y, scale, zero, lo, round_mode, q + i, block);
+    }
 }
 
 void qat_i8_dequantize(qat_i8_path path, const int8_t *q, float scale, int32_t zero, float *x, size_t count) {

@@ -103,12 +103,13 @@ static void run_im2col_blocked(qat_i8_path path, const uint8_t *xb, const qat_i8
 // by side (image i at columns i·p …), one GEMM writing [oc][block·p] to a staging buffer that is
 // then copied out per image. With a `pool`: each image's requantized int8 output goes to a
 // scratch buffer (still in L1) and is max pooled from there into `out`, so the full-size conv
-// output never exists. Channels per group a multiple of 4 take the channel-blocked operands
+// output never exists; with float output (dequantized), the float pool of qat_i8_maxpool_float,
+// after QATCore's float ReLU (x < 0 → 0) on the image when `relu`. Channels per group a multiple of 4 take the channel-blocked operands
 // (int8_internal.h), and a 1×1 conv with stride 1 and no padding needs no column matrix at all;
 // other convs the byte-wise im2col. The accumulators are exact, so none of this changes a result.
 static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *cg,
                         const int8_t *weight, const int32_t *bias, qat_i8_output output, void *out,
-                        const qat_i8_pool_geometry *pool) {
+                        const qat_i8_pool_geometry *pool, int relu) {
     const int c = cg->c, h = cg->h, w = cg->w, oc = cg->oc, groups = cg->groups, n = cg->n;
     const int oh = qat_i8_conv_out_h(cg), ow = qat_i8_conv_out_w(cg);
     const int group_c = c / groups, group_oc = oc / groups;
@@ -201,7 +202,15 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             if (staging)  // [oc][images·p] → this image's [oc][p]
                 for (int o = 0; o < oc; o++)
                     memcpy(image_out + (size_t)o * p * elem, staging + ((size_t)o * columns + (size_t)i * p) * elem, (size_t)p * elem);
-            if (pool) qat_i8_maxpool_padded(path, conv_image, (int8_t *)out + (img0 + i) * pooled_image, (size_t)oc, pool);
+            if (relu && output.kind == QAT_I8_OUT_FLOAT) {  // the image just written, still in cache
+                float *image = (float *)image_out;
+                for (size_t j = 0; j < (size_t)oc * p; j++) image[j] = image[j] < 0.0f ? 0.0f : image[j];
+            }
+            if (pool && output.kind == QAT_I8_OUT_FLOAT) {
+                qat_i8_maxpool_float(path, (float *)conv_image, (float *)out + (img0 + i) * pooled_image, (size_t)oc, pool);
+            } else if (pool) {
+                qat_i8_maxpool_padded(path, conv_image, (int8_t *)out + (img0 + i) * pooled_image, (size_t)oc, pool);
+            }
         }
     }
     free(conv_image);
@@ -222,7 +231,7 @@ void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w
                    const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
                    qat_i8_output output, void *out) {
     const qat_i8_conv_geometry g = square_geometry(n, c, h, w, oc, k, stride, pad);
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, NULL);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, NULL, 0);
 }
 
 void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
@@ -233,14 +242,21 @@ void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int 
     const int oh = qat_i8_conv_out_h(&g), ow = qat_i8_conv_out_w(&g);
     const qat_i8_pool_geometry pool = {.h = oh, .w = ow, .oh = (oh - pool_k) / pool_s + 1, .ow = (ow - pool_k) / pool_s + 1,
                                        .kh = pool_k, .kw = pool_k, .sh = pool_s, .sw = pool_s};
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, &pool);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, &pool, 0);
 }
 
 void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                            const int8_t *weight, const int32_t *bias, qat_i8_output output,
                            const qat_i8_pool_geometry *pool, void *out) {
     if (pool) output.kind = QAT_I8_OUT_INT8;
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool);
+    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, 0);
+}
+
+void qat_i8_conv2d_float_epilogue(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                                 const int8_t *weight, const int32_t *bias, qat_i8_output output, int relu,
+                                 const qat_i8_pool_geometry *pool, float *out) {
+    output.kind = QAT_I8_OUT_FLOAT;
+    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, relu);
 }
 
 void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,

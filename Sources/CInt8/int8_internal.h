@@ -221,6 +221,11 @@ void qat_i8_maxpool2x2_fast(const int8_t *x, int8_t *y, size_t planes, size_t h,
 size_t qat_i8_global_avgpool_fast(const float *x, const int8_t *q, float scale, int32_t zero,
                                   size_t planes, size_t area, float factor, float *y);
 
+// The float max pool of qat_i8_maxpool_float, 16 or 8 output columns at a time (maxpool_float_simd.c);
+// column strides 1 and 2.
+void qat_i8_maxpool_float_vnni16(const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g);
+void qat_i8_maxpool_float_avx2x8(const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g);
+
 // malloc that aborts with a message when memory runs out (gemm.c).
 void *qat_i8_checked_malloc(size_t bytes);
 

@@ -31,6 +31,53 @@ extension Int8Kernels {
         return makeArray(planes * pool.outputHeight * pool.outputWidth) { out in qat_i8_maxpool_float(path.c, x, out, planes, &geometry) }
     }
 
+    /// `conv2dDequantized`, then when `relu` QATCore's float ReLU, then when `pool` is set the
+    /// float `maxPool2d` with it (input size: the conv's output size), one image at a time: the
+    /// same floats as the separate passes, without another pass over the conv's output in
+    /// memory. Depthwise geometries run through the GEMM here. → [N, O, pool.outputHeight,
+    /// pool.outputWidth], or [N, O, Ho, Wo] without a pool.
+    public static func conv2dDequantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                         bias: [Int32], scales: [Float], offsets: [Float]?, relu: Bool,
+                                         pool: Int8PoolGeometry?, path: Path = activePath) -> [Float] {
+        precondition(g.isValid, "conv2d: bad geometry \(g)")
+        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
+        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
+        precondition(bias.count == g.outputChannels && scales.count == g.outputChannels
+                     && (offsets == nil || offsets!.count == g.outputChannels), "conv2d: per-channel values for \(g.outputChannels) channels")
+        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
+        var geometry = g.c
+        let outputs = pool.map { p -> Int in
+            precondition(p.isValid && p.height == g.outputHeight && p.width == g.outputWidth,
+                         "conv2dDequantized: pool \(p) does not fit the conv output \(g.outputHeight)×\(g.outputWidth)")
+            return p.outputHeight * p.outputWidth
+        } ?? g.outputHeight * g.outputWidth
+        return withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
+            makeArray(g.batch * g.outputChannels * outputs) { out in
+                func run(_ p: UnsafePointer<qat_i8_pool_geometry>?) {
+                    qat_i8_conv2d_float_epilogue(path.c, x, inputZeroPoint, &geometry, weights, bias, output, relu ? 1 : 0, p, out)
+                }
+                guard let pool else { return run(nil) }
+                withUnsafePointer(to: pool.c) { run($0) }
+            }
+        }
+    }
+
+    /// `quantize` of the float sums a[i] + b[i] (QATCore's add of two same-shaped tensors), in
+    /// one pass without the sums in memory.
+    public static func addQuantized(_ a: [Float], _ b: [Float], _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
+        precondition(a.count == b.count, "addQuantized: \(a.count) and \(b.count) values")
+        return makeArray(a.count) { out in
+            qat_i8_add_quantize(path.c, a, b, q.scale, Int32(q.zeroPoint), Int32(q.qmin), q.roundMode.c, out, a.count)
+        }
+    }
+
+    /// `quantize` of `hardSwish(x)`, in one pass without the floats in memory.
+    public static func hardSwishQuantized(_ x: [Float], _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
+        makeArray(x.count) { out in
+            qat_i8_hard_swish_quantize(path.c, x, q.scale, Int32(q.zeroPoint), Int32(q.qmin), q.roundMode.c, out, x.count)
+        }
+    }
+
     /// QATCore's hardSwish on floats, the same floats (x · clamp(x + 3, 0, 6) / 6), vectorised.
     public static func hardSwish(_ x: [Float], path: Path = activePath) -> [Float] {
         makeArray(x.count) { out in qat_i8_hard_swish(path.c, x, out, x.count) }

@@ -90,6 +90,10 @@ public enum Int8Kernels {
     /// (same results as without; tests switch it off to compare).
     static func allowVBMI(_ allowed: Bool) { qat_i8_allow_vbmi(allowed ? 1 : 0) }
 
+    /// Whether the AVX2 and VNNI paths pool floats several windows at a time (same results as
+    /// the loop they ran before; tests switch it off to compare).
+    static func vectoriseFloatMaxPool(_ enabled: Bool) { qat_i8_vectorise_maxpool_float(enabled ? 1 : 0) }
+
     /// The fastest path this CPU supports.
     public static var bestSupportedPath: Path {
         isSupported(.vnni) ? .vnni : isSupported(.avx2) ? .avx2 : .portable
@@ -357,14 +361,14 @@ public enum Int8Kernels {
 
     /// No int32 partial sum may overflow, in any path and any order of additions (int8_internal.h):
     /// |b_q| + 2·255·128·K < 2^31.
-    private static func checkAccumulatorRange(_ bias: [Int32], patch: Int, _ op: String) {
+    static func checkAccumulatorRange(_ bias: [Int32], patch: Int, _ op: String) {
         let largestBias = bias.lazy.map { Int64($0).magnitude }.max() ?? 0
         precondition(Int64(largestBias) + 2 * 255 * 128 * Int64(patch) < Int64(Int32.max),
                      "\(op): patch size \(patch) with bias up to \(largestBias) could overflow int32")
     }
 
     /// The C output description, valid inside `body`.
-    private static func withOutput<R>(_ kind: qat_i8_out_kind, _ scales: [Float], _ offsets: [Float]?, _ zeroPoint: Int32,
+    static func withOutput<R>(_ kind: qat_i8_out_kind, _ scales: [Float], _ offsets: [Float]?, _ zeroPoint: Int32,
                                       _ lo: Int32, _ hi: Int32, _ shifts: [Int32]? = nil, _ roundMode: RoundMode = .halfEven,
                                       _ body: (qat_i8_output) -> R) -> R {
         scales.withUnsafeBufferPointer { s in

@@ -22,9 +22,28 @@ public final class Int8Model {
     public let quantizedLayerNames: [String]
 
     private let steps: [Step]
+    /// When set, each forward books every node's wall time under the node's name (a conv with
+    /// its max pool fused: under the conv's), and runs the batch whole on one thread (profiling).
+    public var timing: StepTiming?
     /// fusesPool[i]: step i is an integer conv with int8 output whose only reader is step i + 1,
     /// a max pool; unobserved runs do both in one kernel (Int8Kernels.conv2dMaxPool).
     private let fusesPool: [Bool]
+    /// floatEpilogues[i]: step i is an integer conv (not depthwise) with float output, read only
+    /// by a float ReLU and/or a max pool; unobserved runs do them in one kernel, an image at a
+    /// time (Int8Kernels.conv2dDequantized(…relu:pool:)), as resnet's stems.
+    private let floatEpilogues: [FloatEpilogue?]
+
+    private struct FloatEpilogue {
+        var relu: Bool
+        /// The step index of the max pool, if one is fused.
+        var pool: Int?
+        /// The last step fused.
+        var last: Int
+    }
+    /// fusesQuantize[i]: step i is an add of two same-shaped values or a HardSwish, whose only
+    /// reader is step i + 1, a quantize node; unobserved runs on floats quantize the float results
+    /// as they are made (Int8Kernels.addQuantized, hardSwishQuantized).
+    private let fusesQuantize: [Bool]
 
     /// A value between nodes: codes with their quantizer, or floats. Shapes are per sample.
     private enum Value {
@@ -48,6 +67,11 @@ public final class Int8Model {
         let floatBias: Variable?
         let bnGamma: Variable?, bnBeta: Variable?
         let bnStatistics: BatchNormStatistics?
+    }
+
+    /// How many runs of nodes plain forwards fuse into one kernel (tests check there are some).
+    var fusedRuns: Int {
+        fusesPool.filter { $0 }.count + floatEpilogues.compactMap { $0 }.count + fusesQuantize.filter { $0 }.count
     }
 
     public static func load(deployFile path: String) throws -> Int8Model {
@@ -126,6 +150,30 @@ public final class Int8Model {
             // A pool with its own input grid (tensor_quantize) runs alone: `qat verify` observes its input codes.
             return next.node.op == .maxpool2d && next.inputs == [i + 1] && next.node.sharedInputGrid == nil
         }
+        floatEpilogues = steps.indices.map { i in
+            let step = steps[i]
+            guard step.node.op == .conv2d, step.node.inputQuantizer != nil, step.requantization == nil,
+                  !(step.node.groups > 1 && step.node.groups == step.node.inputChannels) else { return nil }
+            /// Step j reads only value j (step j − 1's output), and nothing else reads that.
+            func onlyReader(_ j: Int, _ op: DeployNode.Op) -> Bool {
+                j < steps.count && readers[j] == 1 && steps[j].node.op == op && steps[j].inputs == [j]
+            }
+            var epilogue = FloatEpilogue(relu: false, pool: nil, last: i)
+            if onlyReader(i + 1, .relu) { epilogue = FloatEpilogue(relu: true, pool: nil, last: i + 1) }
+            if onlyReader(epilogue.last + 1, .maxpool2d) && steps[epilogue.last + 1].node.sharedInputGrid == nil {
+                epilogue.last += 1
+                epilogue.pool = epilogue.last
+            }
+            return epilogue.last > i ? epilogue : nil
+        }
+        fusesQuantize = steps.indices.map { i in
+            let step = steps[i]
+            let fusable = step.node.op == .hardSwish
+                || (step.node.op == .add && step.node.sharedInputGrid == nil && step.node.output == nil
+                    && step.inputShapes.count == 2 && step.inputShapes[0] == step.inputShapes[1] && step.inputShapes[0] == step.outputShape
+                    && step.inputs.allSatisfy({ $0 == 0 || steps[$0 - 1].node.op != .constant }))
+            return fusable && i + 1 < steps.count && readers[i + 1] == 1 && steps[i + 1].node.op == .quantize && steps[i + 1].inputs == [i + 1]
+        }
         quantizedLayerNames = deployed.nodes.filter(\.isInteger).map(\.name)
     }
 
@@ -145,7 +193,8 @@ public final class Int8Model {
         let n = x.shape[0]
         // Samples are independent in integer arithmetic, so plain inference splits the batch over
         // the threads; observed runs stay whole so observers see one tensor per layer.
-        if observe == nil && observeInputCodes == nil && substituteInputCodes == nil && Parallel.threads > 1 && n >= 2 * Parallel.threads {
+        if observe == nil && observeInputCodes == nil && substituteInputCodes == nil && timing == nil
+            && Parallel.threads > 1 && n >= 2 * Parallel.threads {
             return forwardSplittingBatch(x)
         }
         return forwardWhole(x, observe: observe, observeInputCodes: observeInputCodes, substituteInputCodes: substituteInputCodes)
@@ -163,6 +212,8 @@ public final class Int8Model {
         var i = 0
         while i < steps.count {
             let step = steps[i]
+            let start = timing == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+            defer { timing?.add(step.node.name, forward: DispatchTime.now().uptimeNanoseconds - start) }
             if observe == nil && fusesPool[i], let qd = step.node.inputQuantizer, let r = step.requantization,
                let input = values[step.inputs[0]] {
                 // conv → max pool in one kernel; the conv output (read by the pool alone) never exists.
@@ -177,6 +228,32 @@ public final class Int8Model {
                     : Int8Kernels.conv2dMaxPool(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
                                                 bias: node.biasCodes, requantize: r, pool: poolGeometry(steps[i + 1]))
                 values[i + 2] = .codes(y, node.output!)
+                for input in step.inputs where lastUse[input] == i { values[input] = nil }
+                i += 2
+                continue
+            }
+            if observe == nil, let fused = floatEpilogues[i], let qd = step.node.inputQuantizer, let input = values[step.inputs[0]] {
+                // conv → ReLU and/or max pool on floats in one kernel, an image at a time.
+                let own = codes(input, qd)
+                observeInputCodes?(step.node.name, own)
+                let x = substituteInputCodes?(step.node.name) ?? own
+                let node = step.node
+                let y = Int8Kernels.conv2dDequantized(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint,
+                                                      weights: node.weightCodes, bias: node.biasCodes, scales: node.multipliers,
+                                                      offsets: step.offsets, relu: fused.relu, pool: fused.pool.map { poolGeometry(steps[$0]) })
+                values[fused.last + 1] = .floats(y)
+                for input in step.inputs where lastUse[input] == i { values[input] = nil }
+                i = fused.last + 1
+                continue
+            }
+            if observe == nil && fusesQuantize[i], step.inputs.allSatisfy({ if case .floats = values[$0] { true } else { false } }) {
+                // add or HardSwish on floats → quantize: the quantize node's codes, the floats never stored.
+                let quantize = steps[i + 1].node, grid = quantize.output!
+                let x = floats(values[step.inputs[0]]!)
+                var q = step.node.op == .hardSwish ? Int8Kernels.hardSwishQuantized(x, grid)
+                                                   : Int8Kernels.addQuantized(x, floats(values[step.inputs[1]]!), grid)
+                if let activation = quantize.fusedActivation { saturate(&q, activation.codeRange(on: grid)) }
+                values[i + 2] = .codes(q, grid)
                 for input in step.inputs where lastUse[input] == i { values[input] = nil }
                 i += 2
                 continue

@@ -94,19 +94,58 @@ final class Int8FloatNodeTests: XCTestCase {
         var rng = SeededGenerator(seed: 152)
         for c in Self.poolCases {
             for withNaNAndNegativeZero in [true, false] {
-                let special: [Float] = withNaNAndNegativeZero ? [0, -0, .nan, Float(nan: 7, signaling: false), -.infinity, .infinity]
+                let special: [Float] = withNaNAndNegativeZero ? [0, -Float.zero, .nan, Float(nan: 7, signaling: false), -.infinity, .infinity]
                                                               : [0, 0, -.infinity, .infinity, 1, 1]
                 let planes = 4
                 let x: [Float] = (0..<(planes * c.height * c.width)).map { _ in
                     let r = Int.random(in: 0..<40, using: &rng)
                     if r < special.count { return special[r] }
-                    if r < 20 { return withNaNAndNegativeZero ? [0, -0][r % 2] : 0 }   // many ties between zeros
+                    if r < 20 { return withNaNAndNegativeZero ? [0, -Float.zero][r % 2] : 0 }   // many ties between zeros
                     return Float.random(in: -3...3, using: &rng)
                 }
                 let expected = c.floatPool(x, planes: planes).map(\.bitPattern)
                 for path in Path.allCases where Int8Kernels.isSupported(path) {
                     XCTAssertEqual(Int8Kernels.maxPool2d(x, planes: planes, pool: c.geometry, path: path).map(\.bitPattern), expected,
                                    "\(path) \(c) NaN and −0: \(withNaNAndNegativeZero)")
+                }
+            }
+        }
+    }
+
+    /// The AVX2 / AVX-512 float pool (8 or 16 windows side by side) equals the loop it replaced
+    /// and QATCore's pool, bit for bit: rows of full vectors and remainders, strides 1 and 2 with
+    /// the even-element gather reaching past 16 floats, windows clipped at both edges, and planes
+    /// with and without NaN, −0 and ±∞.
+    func testVectorisedFloatMaxPoolEqualsTheLoop() {
+        defer { Int8Kernels.vectoriseFloatMaxPool(true) }
+        var rng = SeededGenerator(seed: 153)
+        let cases = Self.poolCases + [
+            PoolCase(height: 28, width: 45, kernel: Size2D(3), stride: Size2D(2), padding: Padding2D(1), ceilMode: false),
+            PoolCase(height: 5, width: 37, kernel: Size2D(height: 1, width: 2), stride: Size2D(height: 1, width: 2),
+                     padding: Padding2D(0), ceilMode: true),
+            PoolCase(height: 6, width: 40, kernel: Size2D(height: 2, width: 5), stride: Size2D(height: 2, width: 1),
+                     padding: Padding2D(top: 1, left: 2, bottom: 0, right: 1), ceilMode: false),
+            PoolCase(height: 3, width: 17, kernel: Size2D(3), stride: Size2D(1), padding: Padding2D(0), ceilMode: false),
+            PoolCase(height: 3, width: 33, kernel: Size2D(3), stride: Size2D(2), padding: Padding2D(0), ceilMode: false),
+        ]
+        for c in cases {
+            for withNaNAndNegativeZero in [true, false] {
+                let special: [Float] = withNaNAndNegativeZero ? [0, -Float.zero, .nan, Float(nan: 9, signaling: false), -.infinity, .infinity]
+                                                              : [0, 0, -.infinity, 2, 1, 1]
+                let planes = 3
+                let x: [Float] = (0..<(planes * c.height * c.width)).map { _ in
+                    let r = Int.random(in: 0..<60, using: &rng)
+                    if r < special.count { return special[r] }
+                    if r < 15 { return withNaNAndNegativeZero ? [0, -Float.zero][r % 2] : 0 }
+                    return Float.random(in: -3...3, using: &rng)
+                }
+                let expected = c.floatPool(x, planes: planes).map(\.bitPattern)
+                for path in Path.allCases where Int8Kernels.isSupported(path) {
+                    for vectorised in [false, true] {
+                        Int8Kernels.vectoriseFloatMaxPool(vectorised)
+                        XCTAssertEqual(Int8Kernels.maxPool2d(x, planes: planes, pool: c.geometry, path: path).map(\.bitPattern), expected,
+                                       "\(path) vectorised \(vectorised) \(c) NaN and −0: \(withNaNAndNegativeZero)")
+                    }
                 }
             }
         }
@@ -133,6 +172,46 @@ final class Int8FloatNodeTests: XCTestCase {
                                                               requantize: c.requantization, pool: pool, path: path,
                                                               algorithm: algorithm)
                         XCTAssertEqual(fused, expected, "\(path) \(algorithm) \(g) \(pool)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// conv2d with float output fused with QATCore's ReLU and/or a float max pool equals the
+    /// separate passes (conv2dDequantized, the training ReLU, the training pool), bit for bit:
+    /// resnet18's stem (1 → 16 channels, 28×28, pool 3×3/2 pad 1), a 4-channel-blocked small
+    /// output (several images per GEMM), and the grouped geometries; with and without the ReLU
+    /// and the pool, on every path.
+    func testConvDequantizedFusedWithReLUAndOrFloatPoolEqualsThePasses() {
+        var rng = SeededGenerator(seed: 158)
+        let stem = Int8ConvGeometry(batch: 3, channels: 1, height: 28, width: 28, outputChannels: 16, kernelHeight: 3, kernelWidth: 3,
+                                    strideHeight: 1, strideWidth: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, groups: 1)
+        let blocked = Int8ConvGeometry(batch: 5, channels: 8, height: 9, width: 7, outputChannels: 12, kernelHeight: 3, kernelWidth: 3,
+                                       strideHeight: 1, strideWidth: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, groups: 1)
+        let cases = [Int8ConvTests.randomCase(stem, relu6: false, &rng), Int8ConvTests.randomCase(blocked, relu6: false, &rng)]
+            + Int8ConvTests.groupedCases()
+        for c in cases {
+            let g = c.geometry
+            let conv = Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                     scales: c.scales, offsets: c.offsets, path: .portable, algorithm: .im2colGEMM)
+            let pools: [PoolCase?] = [nil, PoolCase(height: g.outputHeight, width: g.outputWidth, kernel: Size2D(3), stride: Size2D(2),
+                                                    padding: Padding2D(1), ceilMode: false),
+                                      PoolCase(height: g.outputHeight, width: g.outputWidth, kernel: Size2D(height: 2, width: 3),
+                                               stride: Size2D(height: 2, width: 1), padding: Padding2D(top: 1, left: 0, bottom: 0, right: 1),
+                                               ceilMode: true)]
+            for pc in pools {
+                let pool = pc?.geometry
+                if let pool, pool.outputHeight <= 0 || pool.outputWidth <= 0 { continue }
+                for withReLU in [false, true] {
+                    let shape = [g.batch, g.outputChannels, g.outputHeight, g.outputWidth]
+                    let activated = withReLU ? relu(Variable(Tensor(shape: shape, storage: conv)), tape: nil).value.storage : conv
+                    let expected = (pc?.floatPool(activated, planes: g.batch * g.outputChannels) ?? activated).map(\.bitPattern)
+                    for path in Path.allCases where Int8Kernels.isSupported(path) {
+                        let fused = Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                                  scales: c.scales, offsets: c.offsets, relu: withReLU,
+                                                                  pool: pool, path: path)
+                        XCTAssertEqual(fused.map(\.bitPattern), expected, "\(path) ReLU \(withReLU) \(g) \(String(describing: pool))")
                     }
                 }
             }
@@ -237,6 +316,40 @@ final class Int8FloatNodeTests: XCTestCase {
 
     /// The C hard swish equals QATCore's bit for bit: around the kinks at ±3, at ±0, ±∞, NaN,
     /// and on random values.
+    /// An add or a HardSwish with its quantize fused (a block of 1,024 floats at a time) equals
+    /// the training op then `quantize`: 2,500 values (two full blocks and a remainder) with ties
+    /// on the grid, NaN, ±∞ and values past the code range, every tie rule and narrow range.
+    func testAddAndHardSwishQuantizedEqualTheOpThenQuantize() {
+        var rng = SeededGenerator(seed: 159)
+        let count = 2_500
+        func values() -> [Float] {
+            (0..<count).map { i in
+                switch i % 50 {
+                case 0: return .nan
+                case 1: return .infinity
+                case 2: return -.infinity
+                case 3: return Float(Int.random(in: -300...300, using: &rng)) * 0.025   // ties at scale 0.05
+                default: return Float.random(in: -9...9, using: &rng)
+                }
+            }
+        }
+        let (a, b) = (values(), values())
+        let shape = [5, count / 5]
+        let sum = add(Variable(Tensor(shape: shape, storage: a)), Variable(Tensor(shape: shape, storage: b)), tape: nil).value.storage
+        let swished = hardSwish(Variable(Tensor(shape: shape, storage: a)), tape: nil).value.storage
+        for mode in RoundMode.allCases {
+            for grid in [QuantizationGrid(bits: 8, scale: 0.05, offset: -3, roundMode: mode),
+                         QuantizationGrid(bits: 8, scale: 0.013, offset: 100, roundMode: mode, narrowRange: true)] {
+                for path in Path.allCases where Int8Kernels.isSupported(path) {
+                    XCTAssertEqual(Int8Kernels.addQuantized(a, b, grid, path: path), Int8Kernels.quantize(sum, grid, path: .portable),
+                                   "add \(path) \(grid)")
+                    XCTAssertEqual(Int8Kernels.hardSwishQuantized(a, grid, path: path), Int8Kernels.quantize(swished, grid, path: .portable),
+                                   "hard swish \(path) \(grid)")
+                }
+            }
+        }
+    }
+
     func testHardSwishEqualsTheTrainingOp() {
         var rng = SeededGenerator(seed: 156)
         var x: [Float] = [-3, 3, -0, 0, .infinity, -.infinity, .nan, -3.0000002, -2.9999998, 2.9999998, 3.0000002, 1e-40, -1e-40]

@@ -110,6 +110,15 @@ void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, con
                            const int8_t *weight, const int32_t *bias, qat_i8_output output,
                            const qat_i8_pool_geometry *pool, void *out);
 
+// qat_i8_conv2d_grouped with float output (output.kind FLOAT: dequantized), then QATCore's float
+// ReLU (x < 0 → 0, NaN and −0 kept) when `relu`, then qat_i8_maxpool_float with `pool` (h, w the
+// conv's output size) on each output plane, one image at a time: the same floats as the three
+// passes, without the full conv output in memory. out: [n][oc][pool->oh][pool->ow], or without a
+// pool (NULL) the conv's [n][oc][oh][ow], each image's ReLU applied while it is in cache.
+void qat_i8_conv2d_float_epilogue(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                                 const int8_t *weight, const int32_t *bias, qat_i8_output output, int relu,
+                                 const qat_i8_pool_geometry *pool, float *out);
+
 // Depthwise convolution (groups == c, oc = c·multiplier; output channel o reads input channel
 // o / multiplier) by a direct kernel: no column matrix over channels, one pass per plane. The
 // same integers, output formula and precondition (K = kh·kw) as qat_i8_conv2d_grouped, and the
@@ -144,6 +153,9 @@ void qat_i8_maxpool_padded(qat_i8_path path, const int8_t *x, int8_t *y, size_t 
 // the first strictly greatest element in scan order, a NaN winning (the first one), −∞ for a
 // window without elements.
 void qat_i8_maxpool_float(qat_i8_path path, const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g);
+// 1 (default): the AVX2 and VNNI paths of qat_i8_maxpool_float scan 8 or 16 windows side by side
+// (maxpool_float_simd.c); 0: the loop they ran before, kept for agreement tests. Same results.
+void qat_i8_vectorise_maxpool_float(int enabled);
 
 // Hard swish on floats with QATCore's hardSwish results: y = x · clamp(x + 3, 0, 6) / 6, product
 // and quotient each rounded.
@@ -179,6 +191,15 @@ void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a
 // or −127 on a narrow-range grid.
 void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode,
                      int8_t *q, size_t count);
+
+// q = qat_i8_quantize of the float sums a[i] + b[i] (one IEEE add each): a residual add on
+// floats and the quantize after it in one pass, without the sums in memory.
+void qat_i8_add_quantize(qat_i8_path path, const float *a, const float *b, float scale, int32_t zero, int32_t lo,
+                         qat_i8_round_mode round_mode, int8_t *q, size_t count);
+
+// q = qat_i8_quantize of qat_i8_hard_swish(x), a block at a time, without the floats in memory.
+void qat_i8_hard_swish_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo,
+                                qat_i8_round_mode round_mode, int8_t *q, size_t count);
 
 // x = scale · (q − zero).
 void qat_i8_dequantize(qat_i8_path path, const int8_t *q, float scale, int32_t zero, float *x, size_t count);

@@ -1,0 +1,117 @@
+// The float max pool for the AVX2 and VNNI paths (qat_i8_maxpool_float): the same floats as the
+// portable loop (elementwise_body.h) and QATCore's padded pool. Per window the elements are
+// scanned in order, a strictly greater value or the first NaN replacing the best so far, from
+// −∞. Which element wins is data-dependent, so as a branch per tap it mispredicts; here 8 (AVX2)
+// or 16 (AVX-512) output columns of one row scan their windows side by side, each tap a compare
+// and a select per lane. Columns whose window is clipped at the left or right edge take the
+// scalar scan. Column strides 1 and 2 only (others: the loop of elementwise_body.h).
+#include <immintrin.h>
+#include <math.h>
+#include "int8_internal.h"
+
+// One window, clipped to rows [y0, y1) and columns [x0, x1), in scan order.
+static inline float window_max(const float *plane, int w, int y0, int y1, int x0, int x1) {
+    float best = -INFINITY;
+    for (int r = y0; r < y1; r++)
+        for (int c = x0; c < x1; c++) {
+            const float v = plane[(size_t)r * w + c];
+            best = (v > best) | ((v != v) & (best == best)) ? v : best;
+        }
+    return best;
+}
+
+// Output columns [ja, jb) have their whole window inside the plane across.
+static void interior_columns(const qat_i8_pool_geometry *g, int *ja, int *jb) {
+    int a = (g->pad_left + g->sw - 1) / g->sw;
+    int b = g->w - g->kw + g->pad_left >= 0 ? (g->w - g->kw + g->pad_left) / g->sw + 1 : 0;
+    if (b > g->ow) b = g->ow;
+    if (a > b) a = b;
+    *ja = a;
+    *jb = b;
+}
+
+// n ≤ 16 output columns from ox of output row oy; lanes past n are neither read nor written.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
+void columns16(const float *plane, const qat_i8_pool_geometry *g, int y0, int y1, int ox, int n, float *o) {
+    const int sw = g->sw;
+    const __mmask16 out = (__mmask16)((1u << n) - 1);
+    // Stride 2: lane l reads offset 2l, the even elements of 2n − 1 floats over two vectors.
+    const __mmask16 low = sw == 1 ? out : (__mmask16)(n >= 8 ? 0xffff : (1u << (2 * n - 1)) - 1);
+    const __mmask16 high = (__mmask16)(sw == 2 && n > 8 ? (1u << (2 * n - 17)) - 1 : 0);
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __m512 best = _mm512_set1_ps(-INFINITY);
+    for (int r = y0; r < y1; r++) {
+        const float *row = plane + (size_t)r * g->w + ox * sw - g->pad_left;
+        for (int c = 0; c < g->kw; c++) {
+            const __m512 v = sw == 1 ? _mm512_maskz_loadu_ps(low, row + c)
+                : _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(low, row + c), evens, _mm512_maskz_loadu_ps(high, row + c + 16));
+            const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ)
+                                 | (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+            best = _mm512_mask_mov_ps(best, take, v);
+        }
+    }
+    _mm512_mask_storeu_ps(o, out, best);
+}
+
+// The same with 8 lanes; AVX2 masked loads do not fault on masked-off lanes either.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+void columns8(const float *plane, const qat_i8_pool_geometry *g, int y0, int y1, int ox, int n, float *o) {
+    const int sw = g->sw;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i out = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+    // Stride 2: offsets 0 … 2n − 2 over two vectors, then the even ones gathered by permutes.
+    const __m256i low = sw == 1 ? out : _mm256_cmpgt_epi32(_mm256_set1_epi32(2 * n - 1), lane);
+    const __m256i high = _mm256_cmpgt_epi32(_mm256_set1_epi32(2 * n - 9), lane);
+    const __m256i evens = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    __m256 best = _mm256_set1_ps(-INFINITY);
+    for (int r = y0; r < y1; r++) {
+        const float *row = plane + (size_t)r * g->w + ox * sw - g->pad_left;
+        for (int c = 0; c < g->kw; c++) {
+            __m256 v;
+            if (sw == 1) {
+                v = _mm256_maskload_ps(row + c, low);
+            } else {
+                const __m256 a = _mm256_permutevar8x32_ps(_mm256_maskload_ps(row + c, low), evens);
+                const __m256 b = _mm256_permutevar8x32_ps(_mm256_maskload_ps(row + c + 8, high), evens);
+                v = _mm256_blend_ps(a, b, 0xF0);
+            }
+            const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ),
+                                             _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(best, best, _CMP_ORD_Q)));
+            best = _mm256_blendv_ps(best, v, take);
+        }
+    }
+    _mm256_maskstore_ps(o, out, best);
+}
+
+#define POOL_BODY(LANES, COLUMNS)                                                                          \
+    int ja, jb;                                                                                            \
+    interior_columns(g, &ja, &jb);                                                                         \
+    for (size_t p = 0; p < planes; p++) {                                                                  \
+        const float *plane = x + p * (size_t)g->h * g->w;                                                  \
+        for (int oy = 0; oy < g->oh; oy++) {                                                               \
+            float *o = y + (p * g->oh + oy) * (size_t)g->ow;                                               \
+            const int top = oy * g->sh - g->pad_top, y0 = top < 0 ? 0 : top;                               \
+            const int y1 = top + g->kh < g->h ? top + g->kh : g->h;                                        \
+            int ox = 0;                                                                                    \
+            while (ox < g->ow) {                                                                           \
+                if (y0 < y1 && ox >= ja && ox < jb) {                                                      \
+                    const int n = jb - ox < LANES ? jb - ox : LANES;                                       \
+                    COLUMNS(plane, g, y0, y1, ox, n, o + ox);                                              \
+                    ox += n;                                                                               \
+                    continue;                                                                              \
+                }                                                                                          \
+                const int left = ox * g->sw - g->pad_left, x0 = left < 0 ? 0 : left;                       \
+                const int x1 = left + g->kw < g->w ? left + g->kw : g->w;                                  \
+                o[ox] = window_max(plane, g->w, y0, y1, x0, x1);                                           \
+                ox++;                                                                                      \
+            }                                                                                              \
+        }                                                                                                  \
+    }
+
+QAT_I8_TARGET_VNNI void qat_i8_maxpool_float_vnni16(const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g) {
+    POOL_BODY(16, columns16)
+}
+
+QAT_I8_TARGET_AVX2 void qat_i8_maxpool_float_avx2x8(const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g) {
+    POOL_BODY(8, columns8)
+}

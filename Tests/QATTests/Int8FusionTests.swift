@@ -1,0 +1,49 @@
+import Foundation
+import XCTest
+@testable import QATIO
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+@testable import QATTrain
+@testable import QATDeploy
+import QAT
+
+/// The INT8 engine's fused node runs (conv → ReLU → float max pool, add or HardSwish → quantize,
+/// conv → int8 max pool) give the bytes of the node-by-node runs: on the networks of the bench
+/// (resnet-tiny, resnet18-tiny with its float stem pool, mobilenetv2-tiny with HardSwish and
+/// residual adds on floats), deployed from the default QAT config. An observed forward runs
+/// node by node; plain ones fuse, at 1 and 2 threads (which split the batch).
+final class Int8FusionTests: XCTestCase {
+    func deployedEngine(_ file: String) throws -> Int8Model {
+        let source = try ModelSource.load(file: repositoryPath(file))
+        let network = try Model(spec: source.spec, seed: 1)
+        let config = try RetrainConfig.parse(JSONObject.parse(Data(createDefaultConfig(for: source.spec).utf8), file: "default"))
+        network.applyQuantization(try config.resolve(for: source.spec))
+        if let weights = source.weights {
+            try network.load(weights, file: file, mayBeMissing: { $0.contains("_quant.") })
+        }
+        let train = try fashionMNIST(.train, count: 64)
+        let images = train.batch(Array(0..<64)[...]).images
+        _ = try network.calibrate(on: [images])
+        _ = network.forward(images, training: false, tape: nil)   // sets the scales
+        return try Int8Model(Deployer.deploy(model: network, source: file))
+    }
+
+    func testFusedRunsEqualNodeByNodeRuns() throws {
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        let test = try fashionMNIST(.test, count: 37)
+        let x = test.batch(Array(0..<37)[...]).images
+        for file in ["Configs/models/resnet-tiny.json", "examples/onnx-models/resnet18-tiny.onnx",
+                     "examples/onnx-models/mobilenetv2-tiny.onnx"] {
+            let engine = try deployedEngine(file)
+            XCTAssertGreaterThan(engine.fusedRuns, 0, "\(file): nothing fused")
+            Parallel.threads = 1
+            let nodeByNode = engine.forward(x, observe: { _, _ in }).storage.map(\.bitPattern)
+            let fused = engine.forward(x).storage.map(\.bitPattern)
+            XCTAssertEqual(fused, nodeByNode, file)
+            Parallel.threads = 2
+            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads")
+        }
+    }
+}
