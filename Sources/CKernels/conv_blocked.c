@@ -209,16 +209,18 @@ static enum blocked_instance blocked_instance_for(long lanes) {
     case avx2_8: avx2_8_##f(__VA_ARGS__); break; \
     case avx512_8: avx512_8_##f(__VA_ARGS__); break; } } while (0)
 
-// Image slots (forward_slots) on output planes of at most SLOT_PLANE pixels: there a per-image
-// block is mostly padding columns or 4-pixel remainders (measured on resnet18-tiny's 7×7, 4×4
-// and 2×2 planes). Tests turn them off to compare with the per-image path.
-#define SLOT_PLANE 64
+// Image slots (forward_slots) on output planes of at most 64 pixels: there a per-image block is
+// mostly padding columns or 4-pixel remainders. Measured (forward alone, 8 and 16 lanes): 1.1–2×
+// faster on 2×2 … 8×8 planes with C·K·K ≥ 72, and on planes up to 16 pixels from C·K·K ≥ 18;
+// below that (few FMAs per slot for its scattered stores) and on 14×14 planes, slower or even.
+// Tests turn them off to compare with the per-image path.
 static int slots_enabled = 1;
 
 static int blocked_use_slots(const qat_conv_geometry *g) {
     const long oh = (g->height + 2 * g->padding - g->kernel) / g->stride + 1;
     const long ow = (g->width + 2 * g->padding - g->kernel) / g->stride + 1;
-    return slots_enabled && oh * ow <= SLOT_PLANE;
+    const long terms = g->channels * g->kernel * g->kernel;
+    return slots_enabled && ((oh * ow <= 64 && terms >= 72) || (oh * ow <= 16 && terms >= 18));
 }
 
 int qat_conv_blocked_enable_slots(int enabled) {

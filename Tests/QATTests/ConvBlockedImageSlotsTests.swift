@@ -30,16 +30,17 @@ final class ConvBlockedImageSlotsTests: XCTestCase {
     }
 
     /// Output planes 1×1 … 7×7 and 8×8 (the largest on slots), stride 1 and 2, C and O across
-    /// 1…40 (8 and 16 lanes, partial channel blocks), kernels 2, 3, 5, batch 1, 3 and 7.
+    /// 1…40 (8 and 16 lanes, partial channel blocks; a few too small for slots in one pass, which
+    /// then runs per image), kernels 2, 3, 5, batch 1, 3 and 7.
     private let shapes: [Shape] = [
-        Shape(x: [1, 1, 1, 1], outputs: 1, kernel: 3, stride: 1, padding: 1),     // 1×1
+        Shape(x: [1, 2, 1, 1], outputs: 1, kernel: 3, stride: 1, padding: 1),     // 1×1
         Shape(x: [3, 5, 2, 2], outputs: 7, kernel: 3, stride: 1, padding: 1),     // 2×2
         Shape(x: [7, 17, 3, 3], outputs: 9, kernel: 3, stride: 1, padding: 1),    // 3×3
         Shape(x: [3, 40, 4, 4], outputs: 33, kernel: 3, stride: 1, padding: 1),   // 4×4
         Shape(x: [7, 3, 5, 5], outputs: 40, kernel: 3, stride: 1, padding: 1),    // 5×5
         Shape(x: [3, 24, 6, 6], outputs: 16, kernel: 3, stride: 1, padding: 1),   // 6×6
         Shape(x: [7, 9, 7, 7], outputs: 12, kernel: 3, stride: 1, padding: 1),    // 7×7
-        Shape(x: [3, 1, 7, 5], outputs: 3, kernel: 3, stride: 1, padding: 1),     // 7×5
+        Shape(x: [3, 8, 7, 5], outputs: 3, kernel: 3, stride: 1, padding: 1),     // 7×5
         Shape(x: [3, 6, 8, 8], outputs: 5, kernel: 3, stride: 1, padding: 1),     // 8×8
         Shape(x: [1, 33, 2, 2], outputs: 2, kernel: 3, stride: 1, padding: 1),    // batch 1, one block
         Shape(x: [3, 11, 4, 4], outputs: 20, kernel: 3, stride: 2, padding: 1),   // 2×2 stride 2
