@@ -5,7 +5,9 @@
 // register-blocked, each FMA broadcasting one input value. The input is a zero-padded copy split
 // into its S×S stride phases, so that tap (kh, kw) of output pixel (i, j) sits at
 // phase (kh mod S, kw mod S), offset (i + kh/S)·Wq + j + kw/S: consecutive for consecutive j, and
-// flattened over rows (q = i·Wq + j) with the Wq − Wo padding columns computed and dropped.
+// flattened over rows (q = i·Wq + j) with the Wq − Wo padding columns computed and dropped. On
+// small output planes (blocked_use_slots) a block's pixels are instead "slots": consecutive
+// useful pixels of consecutive images, each with its own input and output address.
 // Input gradient: the transposed conv as a scatter into a padded pixel-major buffer, 16 (or 8)
 // input channels a vector. Weight gradient: 16 (or 8) output channels a vector, gy transposed
 // pixel-major. A pass takes 8 channels a vector when the channels it vectorises over are at most 8
