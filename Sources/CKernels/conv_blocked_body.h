@@ -155,6 +155,110 @@ static void QCB_NAME(forward)(const float *restrict xq, const float *restrict wf
     }
 }
 
+// ---------------------------------------------------------------- forward over image slots
+// Small planes (blocked_use_slots): a block's PB pixel slots are consecutive USEFUL pixels of
+// consecutive images (no padding columns), each slot with its own input base xs[p] (pixel
+// (i, j) of image n: its phased planes + i·Wq + j) and output address ys[p] (NULL: a filler slot
+// past the end, computed and dropped). A weight vector loaded once serves PB useful pixels; each
+// output still sums (c, kh, kw) in order, one FMA each, so its bits are the per-image path's.
+QCB_TARGET __attribute__((always_inline))
+static inline void QCB_NAME(slots_block)(const float *const *restrict xs, float *const *restrict ys,
+        const float *restrict wk, const long *restrict taps, long C, long KK, long channelFloats, long Wq,
+        long plane, const float *restrict b, long lanes, int accumulate, const int PB, const int rowK) {
+    QCB_VEC acc[QCB_FORWARD_PB];
+    _Pragma("clang loop unroll(full)")
+    for (int p = 0; p < PB; p++) acc[p] = (QCB_VEC){0};
+    if (rowK > 0) {
+        // Stride 1: the K taps of a kernel row are K consecutive floats of each slot's input row.
+        for (long c = 0; c < C; c++) {
+            for (int kh = 0; kh < rowK; kh++, wk += rowK * QCB_LANES) {
+                QCB_VEC wv[3];
+                _Pragma("clang loop unroll(full)")
+                for (int kw = 0; kw < rowK; kw++) wv[kw] = *(const QCB_VECU *)(wk + kw * QCB_LANES);
+                const long row = c * channelFloats + kh * Wq;
+                _Pragma("clang loop unroll(full)")
+                for (int p = 0; p < PB; p++) {
+                    const float *xr = xs[p] + row;
+                    _Pragma("clang loop unroll(full)")
+                    for (int kw = 0; kw < rowK; kw++) acc[p] += wv[kw] * xr[kw];
+                }
+            }
+        }
+    } else {
+        for (long c = 0; c < C; c++) {
+            for (long t = 0; t < KK; t++, wk += QCB_LANES) {
+                const QCB_VEC wv = *(const QCB_VECU *)wk;
+                const long offset = c * channelFloats + taps[t];
+                _Pragma("clang loop unroll(full)")
+                for (int p = 0; p < PB; p++) acc[p] += wv * xs[p][offset];
+            }
+        }
+    }
+    for (int p = 0; p < PB; p++) {
+        if (!ys[p]) continue;
+        float out[QCB_LANES];
+        *(QCB_VECU *)out = acc[p];
+        float *dst = ys[p];
+        if (accumulate) {
+            _Pragma("clang loop vectorize(disable)")
+            for (long l = 0; l < lanes; l++) dst[l * plane] += out[l];
+        } else {
+            _Pragma("clang loop vectorize(disable)")
+            for (long l = 0; l < lanes; l++) dst[l * plane] = out[l] + b[l];
+        }
+    }
+}
+
+// Slots [u0, u0 + PB) of the useful pixels of images [n0, n1) (u = (n − n0)·plane + i·Wo + j);
+// those past U become fillers that repeat the last pixel and are not stored.
+static inline void QCB_NAME(slots_fill)(const struct blocked_shape *s, const float *xq, float *y, long n0,
+                                        long u0, long U, long o0, const float **xs, float **ys, const int PB) {
+    const long plane = s->oh * s->ow;
+    for (int p = 0; p < PB; p++) {
+        const long u = u0 + p < U ? u0 + p : U - 1;
+        const long n = n0 + u / plane, r = u % plane, i = r / s->ow, j = r % s->ow;
+        xs[p] = xq + n * s->imageFloats + i * s->Wq + j;
+        ys[p] = u0 + p < U ? y + (n * s->O + o0) * plane + r : NULL;
+    }
+}
+
+QCB_TARGET
+static void QCB_NAME(forward_slots)(const float *restrict xq, const float *restrict wf, const float *restrict bias,
+                                    float *restrict y, const qat_conv_geometry *g, long n0, long n1, int accumulate) {
+    const struct blocked_shape s = blocked_shape_of(g);
+    long taps[QCB_MAX_TAPS];
+    blocked_taps(&s, taps);
+    const long plane = s.oh * s.ow, U = (n1 - n0) * plane;
+    const int rows = QCB_SLOTS_ROWS && s.S == 1 && s.K == 3;
+    const float *xs[QCB_FORWARD_PB];
+    float *ys[QCB_FORWARD_PB];
+    for (long ob = 0; ob < QCB_BLOCKS(s.O); ob++) {
+        const float *wk = wf + ob * s.C * s.KK * QCB_LANES;
+        const long o0 = QCB_LANES * ob, lanes = s.O - o0 < QCB_LANES ? s.O - o0 : QCB_LANES;
+        float b[QCB_LANES] = {0};
+        if (bias && !accumulate) for (long l = 0; l < lanes; l++) b[l] = bias[o0 + l];
+        long u0 = 0;
+        for (; u0 + QCB_FORWARD_PB / 2 < U; u0 += QCB_FORWARD_PB) {
+            QCB_NAME(slots_fill)(&s, xq, y, n0, u0, U, o0, xs, ys, QCB_FORWARD_PB);
+            if (rows)
+                QCB_NAME(slots_block)(xs, ys, wk, taps, s.C, s.KK, s.channelFloats, s.Wq, plane, b, lanes,
+                                      accumulate, QCB_FORWARD_PB, 3);
+            else
+                QCB_NAME(slots_block)(xs, ys, wk, taps, s.C, s.KK, s.channelFloats, s.Wq, plane, b, lanes,
+                                      accumulate, QCB_FORWARD_PB, 0);
+        }
+        for (; u0 < U; u0 += 4) {   // at most half a block left: 4 slots at a time
+            QCB_NAME(slots_fill)(&s, xq, y, n0, u0, U, o0, xs, ys, 4);
+            if (rows)
+                QCB_NAME(slots_block)(xs, ys, wk, taps, s.C, s.KK, s.channelFloats, s.Wq, plane, b, lanes,
+                                      accumulate, 4, 3);
+            else
+                QCB_NAME(slots_block)(xs, ys, wk, taps, s.C, s.KK, s.channelFloats, s.Wq, plane, b, lanes,
+                                      accumulate, 4, 0);
+        }
+    }
+}
+
 // ---------------------------------------------------------------- input gradient
 // Stride 1: the forward kernel on gy, padded by K − 1 − P, with the flipped kernel (wb's taps
 // reversed) and the channels swapped, added into gx (see qat_conv_blocked_input_grad).

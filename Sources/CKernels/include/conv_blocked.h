@@ -15,6 +15,12 @@ int qat_conv_blocked_force_isa(int isa);
 // Tests: 16 makes every pass take 16 channels a vector (the layout before 8-lane passes existed),
 // 0 lets the shape choose. Returns the forced width (0 or 16).
 int qat_conv_blocked_force_lanes(int lanes);
+// Tests: 0 turns the forward's image slots off (every plane on the per-image blocks), 1 back on
+// (the default). Returns the setting now used.
+int qat_conv_blocked_enable_slots(int enabled);
+// Images a work unit of the forward and the input gradient: > 1 on small output planes, whose
+// register blocks span consecutive images (split work over whole groups).
+long qat_conv_blocked_image_group(const qat_conv_geometry *g);
 // Whether the blocked kernels handle this layer: 2 ≤ K ≤ 7, stride 1 or 2, padding < K, and
 // AVX2+FMA present (the shape and the CPU only).
 int qat_conv_blocked_supported(const qat_conv_geometry *g);

@@ -27,6 +27,20 @@ extension ConvKernels {
     public static func forceBlockedLanes(_ lanes: Int) -> Int {
         Int(qat_conv_blocked_force_lanes(Int32(lanes)))
     }
+    /// Tests: false runs small output planes on the per-image register blocks (the reference for
+    /// the blocks that span images), true (the default) lets the shape choose.
+    @discardableResult
+    public static func enableBlockedImageSlots(_ enabled: Bool) -> Bool {
+        qat_conv_blocked_enable_slots(enabled ? 1 : 0) != 0
+    }
+}
+
+/// Runs body on images [n0, n1) split over the pool in whole groups of `group` images (fixed by
+/// the shape: small planes register-block across a group's images).
+private func forEachImageGroup(batch: Int, group: Int, _ body: (Int, Int) -> Void) {
+    Parallel.forEachChunk((batch + group - 1) / group) { groups in
+        body(groups.lowerBound * group, min(groups.upperBound * group, batch))
+    }
 }
 
 /// Forward on the blocked path; returns the phased, zero-padded copy of x for the weight gradient.
@@ -44,8 +58,7 @@ func blockedForward(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, _ g: ConvGeometry
                 phased.withUnsafeMutableBufferPointer { xq in
                     y.storage.withUnsafeMutableBufferPointer { ys in
                         withBiasPointer(bias) { b in
-                            Parallel.forEachChunk(g.batch) { images in
-                                let (n0, n1) = (images.lowerBound, images.upperBound)
+                            forEachImageGroup(batch: g.batch, group: qat_conv_blocked_image_group(gp)) { n0, n1 in
                                 qat_conv_blocked_phase(xs.baseAddress!, xq.baseAddress!, gp, n0, n1)
                                 qat_conv_blocked_forward(xq.baseAddress!, wf.baseAddress!, b, ys.baseAddress!, gp, n0, n1)
                             }
@@ -69,11 +82,11 @@ func blockedInputGradient(_ gy: Tensor, _ w: Tensor, _ g: ConvGeometry,
         }
         gy.storage.withUnsafeBufferPointer { gys in
             packed.withUnsafeBufferPointer { wb in
-                Parallel.forEachChunk(g.batch) { images in
+                forEachImageGroup(batch: g.batch, group: qat_conv_blocked_image_group(gp)) { n0, n1 in
                     var scratch = uninitializedFloats(qat_conv_blocked_input_grad_scratch(gp))
                     scratch.withUnsafeMutableBufferPointer { sb in
                         qat_conv_blocked_input_grad(gys.baseAddress!, wb.baseAddress!, gx.baseAddress!, sb.baseAddress!,
-                                                    gp, images.lowerBound, images.upperBound)
+                                                    gp, n0, n1)
                     }
                 }
             }
