@@ -14,7 +14,7 @@ import QAT
 /// residual adds on floats), deployed from the default QAT config. An observed forward runs
 /// node by node; plain ones fuse, at 1 and 2 threads (which split the batch).
 final class Int8FusionTests: XCTestCase {
-    func deployedEngine(_ file: String) throws -> Int8Model {
+    static func deployedEngine(_ file: String) throws -> Int8Model {
         let source = try ModelSource.load(file: repositoryPath(file))
         let network = try Model(spec: source.spec, seed: 1)
         let config = try RetrainConfig.parse(JSONObject.parse(Data(createDefaultConfig(for: source.spec).utf8), file: "default"))
@@ -36,7 +36,7 @@ final class Int8FusionTests: XCTestCase {
         let x = test.batch(Array(0..<37)[...]).images
         for file in ["Configs/models/resnet-tiny.json", "examples/onnx-models/resnet18-tiny.onnx",
                      "examples/onnx-models/mobilenetv2-tiny.onnx"] {
-            let engine = try deployedEngine(file)
+            let engine = try Self.deployedEngine(file)
             XCTAssertGreaterThan(engine.fusedRuns, 0, "\(file): nothing fused")
             Parallel.threads = 1
             let nodeByNode = engine.forward(x, observe: { _, _ in }).storage.map(\.bitPattern)
