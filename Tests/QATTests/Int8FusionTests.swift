@@ -12,9 +12,10 @@ import QAT
 /// conv → int8 max pool) give the bytes of the node-by-node runs: on the networks of the bench
 /// (resnet-tiny, resnet18-tiny with its float stem pool, mobilenetv2-tiny with HardSwish and
 /// residual adds on floats), deployed from the default QAT config. An observed forward runs
-/// node by node; plain ones fuse, at 1 and 2 threads (which split the batch).
+/// node by node; plain ones fuse, at 1 and 2 threads (which split the batch), with and without the
+/// flat depthwise kernel for small planes (Int8DepthwiseFlatTests).
 final class Int8FusionTests: XCTestCase {
-    static func deployedEngine(_ file: String) throws -> Int8Model {
+    func deployedEngine(_ file: String) throws -> Int8Model {
         let source = try ModelSource.load(file: repositoryPath(file))
         let network = try Model(spec: source.spec, seed: 1)
         let config = try RetrainConfig.parse(JSONObject.parse(Data(createDefaultConfig(for: source.spec).utf8), file: "default"))
@@ -31,12 +32,12 @@ final class Int8FusionTests: XCTestCase {
 
     func testFusedRunsEqualNodeByNodeRuns() throws {
         let saved = Parallel.threads
-        defer { Parallel.threads = saved }
+        defer { Parallel.threads = saved; Int8Kernels.allowFlatDepthwise(true) }
         let test = try fashionMNIST(.test, count: 37)
         let x = test.batch(Array(0..<37)[...]).images
         for file in ["Configs/models/resnet-tiny.json", "examples/onnx-models/resnet18-tiny.onnx",
                      "examples/onnx-models/mobilenetv2-tiny.onnx"] {
-            let engine = try Self.deployedEngine(file)
+            let engine = try deployedEngine(file)
             XCTAssertGreaterThan(engine.fusedRuns, 0, "\(file): nothing fused")
             Parallel.threads = 1
             let nodeByNode = engine.forward(x, observe: { _, _ in }).storage.map(\.bitPattern)
@@ -44,6 +45,13 @@ final class Int8FusionTests: XCTestCase {
             XCTAssertEqual(fused, nodeByNode, file)
             Parallel.threads = 2
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads")
+            // mobilenetv2-tiny's 7×7 and 14×14 depthwise planes: the flat VBMI kernel (where this
+            // CPU has it) gives the logits of the row kernel.
+            Int8Kernels.allowFlatDepthwise(false)
+            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, no flat depthwise")
+            Parallel.threads = 1
+            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 1 thread, no flat depthwise")
+            Int8Kernels.allowFlatDepthwise(true)
         }
     }
 }
