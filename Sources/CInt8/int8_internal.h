@@ -192,7 +192,7 @@ typedef struct {
     int8_t *codes;
     qat_i8_output output;
     int channel;
-    // The VBMI kernel reads the padded plane itself, shifted to u8 ([hp][wp] and 64 spare bytes),
+    // The VBMI kernels read the padded plane itself, shifted to u8 ([hp][wp] and 128 spare bytes),
     // instead of rows; sw is its column stride (1 or 2).
     const uint8_t *plane;
     int wp, sw;
