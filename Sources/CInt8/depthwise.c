@@ -75,15 +75,18 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
         corr[o] = (int32_t)((int64_t)bias[o] - (128 + (int64_t)x_zero) * sum);
     }
 
-    // One padded plane of codes; its border and 64 spare bytes (over-read by the fast row
-    // builder) are the code of real zero, written once: every channel copies in the same interior.
+    // One padded plane of codes; its border and 128 spare bytes (over-read by the fast row
+    // builder and the flat kernel) are the code of real zero, written once: every channel copies in the same interior.
     // The row builders shift the codes to u8; for the VBMI kernel, which needs no rows, the
     // plane holds u8 itself (shifted as it is copied in).
     const int vbmi = path == QAT_I8_VNNI && kw <= 4 && g->dw == 1 && g->sw <= 2 && qat_i8_cpu_has_vbmi();
     const int8_t shift = vbmi ? (int8_t)0x80 : 0;
+    // Small output planes on that kernel: flat, 16 outputs per vector across row ends (depthwise_flat.c).
+    qat_i8_flat_table flat;
+    const int use_flat = vbmi && qat_i8_flat_table_init(g, wp, owpad, &flat);
     const size_t padded = (size_t)hp * wp;
-    int8_t *plane = qat_i8_checked_malloc(padded + 64);
-    memset(plane, x_zero ^ shift, padded + 64);
+    int8_t *plane = qat_i8_checked_malloc(padded + 128);
+    memset(plane, x_zero ^ shift, padded + 128);
     const qat_i8_rows_shape rs = {.hp = hp, .wp = wp, .kw = kw, .sw = g->sw, .dw = g->dw, .ow = ow, .kw4 = kw4, .owpad = owpad};
     // Zeroed: the portable builder leaves columns ow…owpad − 1 alone, and the vector kernels read them.
     const size_t rows_bytes = vbmi ? 0 : (size_t)hp * kw4 * owpad * 4;
@@ -120,17 +123,26 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
                                                   .sh = g->sh, .dh = g->dh, .kw4 = kw4, .oh = oh, .ow = ow, .owpad = owpad,
                                                   .acc = acc, .codes = codes, .output = output, .channel = o,
                                                   .plane = (const uint8_t *)plane, .wp = wp, .sw = g->sw};
+                void *plane_out = pool ? (void *)conv_plane : (char *)out + at * out_plane;
+                if (use_flat) {
+                    // Codes, floats and int32 go straight out; other requantizations through acc.
+                    const int direct = codes || output.kind != QAT_I8_OUT_INT8;
+                    qat_i8_depthwise_plane_flat(&p, &flat, direct ? plane_out : acc);
+                    if (!direct) qat_i8_finish(path, acc, 1, (size_t)flat.n, (size_t)flat.n, output, o, plane_out);
+                    if (pool) qat_i8_maxpool_padded(path, conv_plane, (int8_t *)out + at * pooled_plane, 1, pool);
+                    continue;
+                }
                 switch (path) {
                 case QAT_I8_VNNI: if (vbmi) qat_i8_depthwise_plane_vbmi(&p); else qat_i8_depthwise_plane_vnni(&p); break;
                 case QAT_I8_AVX2: qat_i8_depthwise_plane_avx2(&p); break;
                 default: qat_i8_depthwise_plane_portable(&p); break;
                 }
-                void *plane_out = pool ? (void *)conv_plane : (char *)out + at * out_plane;
                 if (!codes) qat_i8_finish(path, acc, (size_t)oh, (size_t)ow, (size_t)owpad, output, o, plane_out);
                 if (pool) qat_i8_maxpool_padded(path, conv_plane, (int8_t *)out + at * pooled_plane, 1, pool);
             }
         }
     }
+    if (use_flat) qat_i8_flat_table_free(&flat);
     free(conv_plane);
     free(acc);
     free(rows);

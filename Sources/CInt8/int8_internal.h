@@ -192,7 +192,7 @@ typedef struct {
     int8_t *codes;
     qat_i8_output output;
     int channel;
-    // The VBMI kernel reads the padded plane itself, shifted to u8 ([hp][wp] and 64 spare bytes),
+    // The VBMI kernels read the padded plane itself, shifted to u8 ([hp][wp] and 128 spare bytes),
     // instead of rows; sw is its column stride (1 or 2).
     const uint8_t *plane;
     int wp, sw;
@@ -203,6 +203,22 @@ void qat_i8_depthwise_plane_avx2(const qat_i8_depthwise_plane *p);
 void qat_i8_depthwise_plane_vnni(const qat_i8_depthwise_plane *p);
 // VNNI + VBMI, for kw ≤ 4, dw = 1, sw ≤ 2, from p->plane: the same accumulators and codes.
 void qat_i8_depthwise_plane_vbmi(const qat_i8_depthwise_plane *p);
+// The flat kernel for small output planes (depthwise_flat.c), VNNI + VBMI, kw ≤ 4: output j = oy·ow + ox
+// in lane j mod 16 of vector j / 16, its operand bytes picked from 128 bytes of the padded u8 plane
+// at base[v] + ky·row_step by index[64v…64v + 63]. Built per call from the shape only.
+typedef struct {
+    int n, vectors, row_step;
+    int two_sources;  // some index ≥ 64: two loads and vpermi2b, else one load and vpermb
+    int32_t *base;
+    uint8_t *index;
+} qat_i8_flat_table;
+// 1 and a table when the flat kernel applies and needs fewer vectors than the row kernels
+// (owpad / 16 per output row); else 0 and an empty table. wp: the padded plane's row stride.
+int qat_i8_flat_table_init(const qat_i8_conv_geometry *g, int wp, int owpad, qat_i8_flat_table *t);
+void qat_i8_flat_table_free(qat_i8_flat_table *t);
+// The accumulators of one output plane as p->codes says, else to `out` (floats for output kind
+// FLOAT, else int32, oh·ow contiguous); reads p->plane (with 128 spare bytes), p->w, corr, kh, output.
+void qat_i8_depthwise_plane_flat(const qat_i8_depthwise_plane *p, const qat_i8_flat_table *t, void *out);
 // The VBMI kernel's plane: h rows of w codes from src into dst (row stride wp), shifted to u8.
 void qat_i8_depthwise_copy_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp);
 // 1 when the CPU has AVX-512 VBMI and qat_i8_allow_vbmi has not turned it off.

@@ -90,6 +90,10 @@ public enum Int8Kernels {
     /// (same results as without; tests switch it off to compare).
     static func allowVBMI(_ allowed: Bool) { qat_i8_allow_vbmi(allowed ? 1 : 0) }
 
+    /// Whether that VBMI kernel may run small output planes as one flat run of outputs, 16 per
+    /// vector across row ends (same results as the row kernel; tests switch it off to compare).
+    static func allowFlatDepthwise(_ allowed: Bool) { qat_i8_allow_flat_depthwise(allowed ? 1 : 0) }
+
     /// Whether the AVX2 and VNNI paths pool floats several windows at a time (same results as
     /// the loop they ran before; tests switch it off to compare).
     static func vectoriseFloatMaxPool(_ enabled: Bool) { qat_i8_vectorise_maxpool_float(enabled ? 1 : 0) }

@@ -78,6 +78,28 @@ final class Int8ConvTests: XCTestCase {
         return cases
     }
 
+    /// Small planes, where the VBMI path's flat kernel runs (outputs across row ends in one vector):
+    /// every input height 1…15 with an odd spread of widths, 3×3, stride 1 and 2, padding 0 and 1
+    /// (and one asymmetric), multiplier 1 and 2, random zero points; plus 1×3 and 2×2 kernels.
+    static func smallPlaneCases() -> [Case] {
+        var rng = SeededGenerator(seed: 23)
+        var cases: [Case] = []
+        for height in 1...15 {
+            for (stride, pad) in [(1, 1), (2, 1), (1, 0), (2, 0)] {
+                let width = (height * 7 + stride + pad) % 15 + 1
+                let pads = height == 9 && stride == 2 ? (0, 1, 1, 0) : (pad, pad, pad, pad)
+                let kernel = height == 4 ? (1, 3) : height == 6 && pad == 0 ? (2, 2) : (3, 3)
+                let multiplier = 1 + height % 2
+                let g = Int8ConvGeometry(batch: 2, channels: 3, height: height, width: width, outputChannels: 3 * multiplier,
+                                         kernelHeight: kernel.0, kernelWidth: kernel.1, strideHeight: stride, strideWidth: stride,
+                                         padTop: pads.0, padLeft: pads.1, padBottom: pads.2, padRight: pads.3, groups: 3)
+                guard g.isValid else { continue }
+                cases.append(randomCase(g, relu6: height % 3 == 0, &rng))
+            }
+        }
+        return cases
+    }
+
     /// Grouped and general (groups 1) geometries for the im2col + GEMM path.
     static func groupedCases() -> [Case] {
         var rng = SeededGenerator(seed: 22)
@@ -190,6 +212,10 @@ final class Int8ConvTests: XCTestCase {
 
     func testDepthwiseDirectMatchesReference() {
         assertMatchesReference(Self.depthwiseCases(), algorithm: .depthwiseDirect)
+    }
+
+    func testDepthwiseDirectMatchesReferenceOnSmallPlanes() {
+        assertMatchesReference(Self.smallPlaneCases(), algorithm: .depthwiseDirect)
     }
 
     func testDepthwiseThroughGEMMMatchesReference() {

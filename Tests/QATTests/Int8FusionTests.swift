@@ -12,7 +12,8 @@ import QAT
 /// conv → int8 max pool) give the bytes of the node-by-node runs: on the networks of the bench
 /// (resnet-tiny, resnet18-tiny with its float stem pool, mobilenetv2-tiny with HardSwish and
 /// residual adds on floats), deployed from the default QAT config. An observed forward runs
-/// node by node; plain ones fuse, at 1 and 2 threads (which split the batch).
+/// node by node; plain ones fuse, at 1 and 2 threads (which split the batch), with and without the
+/// flat depthwise kernel for small planes (Int8DepthwiseFlatTests).
 final class Int8FusionTests: XCTestCase {
     func deployedEngine(_ file: String) throws -> Int8Model {
         let source = try ModelSource.load(file: repositoryPath(file))
@@ -31,7 +32,7 @@ final class Int8FusionTests: XCTestCase {
 
     func testFusedRunsEqualNodeByNodeRuns() throws {
         let saved = Parallel.threads
-        defer { Parallel.threads = saved }
+        defer { Parallel.threads = saved; Int8Kernels.allowFlatDepthwise(true) }
         let test = try fashionMNIST(.test, count: 37)
         let x = test.batch(Array(0..<37)[...]).images
         for file in ["Configs/models/resnet-tiny.json", "examples/onnx-models/resnet18-tiny.onnx",
@@ -44,6 +45,13 @@ final class Int8FusionTests: XCTestCase {
             XCTAssertEqual(fused, nodeByNode, file)
             Parallel.threads = 2
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads")
+            // mobilenetv2-tiny's 7×7 and 14×14 depthwise planes: the flat VBMI kernel (where this
+            // CPU has it) gives the logits of the row kernel.
+            Int8Kernels.allowFlatDepthwise(false)
+            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, no flat depthwise")
+            Parallel.threads = 1
+            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 1 thread, no flat depthwise")
+            Int8Kernels.allowFlatDepthwise(true)
         }
     }
 }

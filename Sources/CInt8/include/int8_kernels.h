@@ -178,6 +178,9 @@ void qat_i8_scale_rows(qat_i8_path path, const float *x, const float *per_row, s
 // Whether the VNNI path may use AVX-512 VBMI where the CPU has it (the depthwise kernel for
 // kernels up to 4 wide; same results). 1 by default; tests turn it off to check the other kernel.
 void qat_i8_allow_vbmi(int allowed);
+// Whether that VBMI depthwise kernel may take small output planes as one flat run of outputs,
+// 16 per vector across row ends (same results). 1 by default; tests turn it off to compare.
+void qat_i8_allow_flat_depthwise(int allowed);
 
 // Residual add on codes:
 //   q = clamp(round((s_a·(q_a − o_a) + s_b·(q_b − o_b)) / s_y) + o_y, lo, hi)
