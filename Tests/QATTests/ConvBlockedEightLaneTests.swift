@@ -12,19 +12,9 @@ final class ConvBlockedEightLaneTests: XCTestCase {
         ConvKernels.forceBlockedLanes(0)
     }
 
-    private var instructionSets: [Int] {
-        let best = ConvKernels.forceBlockedInstructionSet(0)
-        return best == 0 ? [] : Array(1...best)
-    }
+    private var instructionSets: [Int] { blockedInstructionSets }
 
-    private struct Shape: CustomStringConvertible {
-        let x: [Int], outputs: Int, kernel: Int, stride: Int, padding: Int
-        var geometry: ConvGeometry {
-            ConvGeometry(batch: x[0], channels: x[1], height: x[2], width: x[3],
-                         outputChannels: outputs, kernel: kernel, stride: stride, padding: padding)
-        }
-        var description: String { "\(x) o\(outputs) k\(kernel) s\(stride) p\(padding)" }
-    }
+    private typealias Shape = BlockedConvShape
 
     /// C and O in 1…8 (and one side above 8), 3×3, 5×5 and 2×2, stride 1 and 2, padding 0/1/2,
     /// odd H and W, output planes under 4 pixels, rows of 8 or more pixels (the stride-1 loops that
@@ -172,28 +162,7 @@ final class ConvBlockedEightLaneTests: XCTestCase {
                        Shape(x: [1, 10, 5, 3], outputs: 8, kernel: 3, stride: 1, padding: 1),
                        Shape(x: [1, 5, 7, 5], outputs: 16, kernel: 3, stride: 2, padding: 1),
                        Shape(x: [1, 2, 3, 9], outputs: 3, kernel: 3, stride: 1, padding: 1)]   // rows of 9: row-reuse loops
-        for isa in instructionSets {
-            ConvKernels.forceBlockedInstructionSet(isa)
-            for (index, s) in checked.enumerated() {
-                let g = s.geometry
-                XCTAssertTrue(g.blockedSupported && !g.directSupported && !g.c16Supported, "\(s)")
-                let seed = UInt64(440 + index)
-                var rng = SeededGenerator(seed: seed)
-                let wShape = [s.outputs, s.x[1], s.kernel, s.kernel]
-                let x = randomVariable(s.x, &rng)
-                let w = randomVariable(wShape, bound: 0.5, &rng)
-                let b = randomVariable([s.outputs], &rng)
-                checkOp("8-lane blocked conv2d isa \(isa) \(s)",
-                        inputs: [OpInput("x", x), OpInput("weight", w), OpInput("bias", b)],
-                        outputShape: [s.x[0], s.outputs, g.outputHeight, g.outputWidth],
-                        reference: { v in
-                            conv2dReference(x: v[0], xShape: s.x, w: v[1], wShape: wShape, b: v[2],
-                                            stride: s.stride, padding: s.padding)
-                        },
-                        forward: { tape in conv2d(x, weight: w, bias: b, stride: s.stride, padding: s.padding, tape: tape) },
-                        seed: seed &+ 1)
-            }
-        }
+        checkBlockedConvGradients(checked, label: "8-lane blocked conv2d", seedBase: 440)
     }
 
     /// Batch 9 split over 1 and 2 threads: bit-identical on each ISA.

@@ -15,19 +15,9 @@ final class ConvBlockedImageSlotsTests: XCTestCase {
         ConvKernels.enableBlockedImageSlots(true)
     }
 
-    private var instructionSets: [Int] {
-        let best = ConvKernels.forceBlockedInstructionSet(0)
-        return best == 0 ? [] : Array(1...best)
-    }
+    private var instructionSets: [Int] { blockedInstructionSets }
 
-    private struct Shape: CustomStringConvertible {
-        let x: [Int], outputs: Int, kernel: Int, stride: Int, padding: Int
-        var geometry: ConvGeometry {
-            ConvGeometry(batch: x[0], channels: x[1], height: x[2], width: x[3],
-                         outputChannels: outputs, kernel: kernel, stride: stride, padding: padding)
-        }
-        var description: String { "\(x) o\(outputs) k\(kernel) s\(stride) p\(padding)" }
-    }
+    private typealias Shape = BlockedConvShape
 
     /// Output planes 1×1 … 7×7 and 8×8 (the largest on slots), stride 1 and 2, C and O across
     /// 1…40 (8 and 16 lanes, partial channel blocks; a few too small for slots in one pass, which
@@ -125,28 +115,7 @@ final class ConvBlockedImageSlotsTests: XCTestCase {
                        Shape(x: [3, 4, 4, 4], outputs: 18, kernel: 3, stride: 2, padding: 1),
                        Shape(x: [3, 3, 1, 1], outputs: 4, kernel: 3, stride: 1, padding: 1),
                        Shape(x: [2, 3, 4, 4], outputs: 5, kernel: 5, stride: 1, padding: 2)]
-        for isa in instructionSets {
-            ConvKernels.forceBlockedInstructionSet(isa)
-            for (index, s) in checked.enumerated() {
-                let g = s.geometry
-                XCTAssertTrue(g.blockedSupported && !g.directSupported && !g.c16Supported, "\(s)")
-                let seed = UInt64(560 + index)
-                var rng = SeededGenerator(seed: seed)
-                let wShape = [s.outputs, s.x[1], s.kernel, s.kernel]
-                let x = randomVariable(s.x, &rng)
-                let w = randomVariable(wShape, bound: 0.5, &rng)
-                let b = randomVariable([s.outputs], &rng)
-                checkOp("image-slot blocked conv2d isa \(isa) \(s)",
-                        inputs: [OpInput("x", x), OpInput("weight", w), OpInput("bias", b)],
-                        outputShape: [s.x[0], s.outputs, g.outputHeight, g.outputWidth],
-                        reference: { v in
-                            conv2dReference(x: v[0], xShape: s.x, w: v[1], wShape: wShape, b: v[2],
-                                            stride: s.stride, padding: s.padding)
-                        },
-                        forward: { tape in conv2d(x, weight: w, bias: b, stride: s.stride, padding: s.padding, tape: tape) },
-                        seed: seed &+ 1)
-            }
-        }
+        checkBlockedConvGradients(checked, label: "image-slot blocked conv2d", seedBase: 560)
     }
 
     /// Batches that are not a multiple of the image group, over 1 and 2 threads: bit-identical.

@@ -13,10 +13,7 @@ final class ConvBlockedTests: XCTestCase {
     }
 
     /// The instruction sets this CPU can run the blocked kernels on (empty: not x86 or no AVX2).
-    private var instructionSets: [Int] {
-        let best = ConvKernels.forceBlockedInstructionSet(0)
-        return best == 0 ? [] : Array(1...best)
-    }
+    private var instructionSets: [Int] { blockedInstructionSets }
 
     private func geometry(_ x: [Int], outputs: Int, kernel: Int, stride: Int, padding: Int) -> ConvGeometry {
         ConvGeometry(batch: x[0], channels: x[1], height: x[2], width: x[3],
@@ -37,28 +34,10 @@ final class ConvBlockedTests: XCTestCase {
 
     /// Finite-difference gradient check of conv2d through the blocked kernels, on each ISA.
     func testGradientsOnOddShapes() {
-        for isa in instructionSets {
-            ConvKernels.forceBlockedInstructionSet(isa)
-            for (index, s) in oddShapes.enumerated() {
-                let g = geometry(s.x, outputs: s.outputs, kernel: s.kernel, stride: s.stride, padding: s.padding)
-                XCTAssertTrue(g.blockedSupported && !g.directSupported && !g.c16Supported, "\(s)")
-                let seed = UInt64(300 + index)
-                var rng = SeededGenerator(seed: seed)
-                let wShape = [s.outputs, s.x[1], s.kernel, s.kernel]
-                let x = randomVariable(s.x, &rng)
-                let w = randomVariable(wShape, bound: 0.5, &rng)
-                let b = randomVariable([s.outputs], &rng)
-                checkOp("blocked conv2d isa \(isa) \(s.x) o\(s.outputs) k\(s.kernel) s\(s.stride) p\(s.padding)",
-                        inputs: [OpInput("x", x), OpInput("weight", w), OpInput("bias", b)],
-                        outputShape: [s.x[0], s.outputs, g.outputHeight, g.outputWidth],
-                        reference: { v in
-                            conv2dReference(x: v[0], xShape: s.x, w: v[1], wShape: wShape, b: v[2],
-                                            stride: s.stride, padding: s.padding)
-                        },
-                        forward: { tape in conv2d(x, weight: w, bias: b, stride: s.stride, padding: s.padding, tape: tape) },
-                        seed: seed &+ 1)
-            }
+        let shapes = oddShapes.map {
+            BlockedConvShape(x: $0.x, outputs: $0.outputs, kernel: $0.kernel, stride: $0.stride, padding: $0.padding)
         }
+        checkBlockedConvGradients(shapes, label: "blocked conv2d", seedBase: 300)
     }
 
     /// Runs a conv forward and backward and returns y, dx, dW, db.
