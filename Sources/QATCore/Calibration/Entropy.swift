@@ -46,18 +46,9 @@ public struct EntropyCalibrator: BatchwiseCalibrator, Equatable {
 
     /// The candidate bin count i (levelCount…histogram.count) with the smallest KL(P‖Q).
     static func klSearch(_ histogram: [Double]) -> Int {
-        let first = levelCount
-        let candidates = Array(first...histogram.count)
-        var divergences = [Double](repeating: 0, count: candidates.count)
-        divergences.withUnsafeMutableBufferPointer { out in
-            // Candidates are independent; each sum runs in one fixed order.
-            Parallel.forEachChunk(candidates.count) { chunk in
-                for c in chunk { out[c] = klDivergence(histogram, keeping: candidates[c]) }
-            }
-        }
-        var best = 0
-        for c in 1..<divergences.count where divergences[c] < divergences[best] { best = c }
-        return candidates[best]
+        let candidates = Array(levelCount...histogram.count)
+        let best = firstBestCandidate(count: candidates.count) { klDivergence(histogram, keeping: candidates[$0]) }
+        return candidates[best.index]
     }
 
     /// KL(P‖Q) of one candidate, as the type's comment describes; +∞ when Q is 0 where P is not

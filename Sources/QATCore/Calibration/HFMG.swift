@@ -117,23 +117,16 @@ public func hfmgSymmetricSearch(_ histogram: Histogram) -> Float {
         masses.append(c)
     }
     let candidates = (bins - max(bins / 4, 2)) / 2 + 1
-    var errors = [Double](repeating: 0, count: candidates)
-    errors.withUnsafeMutableBufferPointer { out in
-        Parallel.forEachChunk(candidates) { chunk in
-            for i in chunk {
-                let step = (upper - Double(i) * width) / 127
-                var sum = 0.0
-                for j in 0..<centres.count {
-                    let level = QuantizationGrid.clampAndRound(centres[j] / step, low: -128, high: 127)
-                    let d = centres[j] - level * step
-                    sum += masses[j] * d * d
-                }
-                out[i] = sum
-            }
+    let best = firstBestCandidate(count: candidates) { i in
+        let step = (upper - Double(i) * width) / 127
+        var sum = 0.0
+        for j in 0..<centres.count {
+            let level = QuantizationGrid.clampAndRound(centres[j] / step, low: -128, high: 127)
+            let d = centres[j] - level * step
+            sum += masses[j] * d * d
         }
-    }
-    var best = 0
-    for i in 1..<candidates where errors[i] < errors[best] { best = i }
+        return sum
+    }.index
     return best == 0 ? histogram.upperEdge : Float(upper - Double(best) * width)
 }
 
@@ -185,31 +178,22 @@ public func hfmgSearch(_ histogram: Histogram) -> HFMGResult {
         masses.append(c)
     }
 
-    var errors = [Double](repeating: 0, count: ranges.count)
-    errors.withUnsafeMutableBufferPointer { out in
-        // Candidates are independent; each sum runs in one fixed order.
-        Parallel.forEachChunk(ranges.count) { chunk in
-            for i in chunk {
-                let a = lowerEdge + Double(ranges[i].start) * width
-                let b = lowerEdge + Double(ranges[i].end) * width
-                let step = (b - a) / 255
-                var sum = 0.0
-                for j in 0..<centres.count {
-                    let level = QuantizationGrid.clampAndRound((centres[j] - a) / step, low: 0, high: 255)
-                    let d = centres[j] - (a + level * step)
-                    sum += masses[j] * d * d
-                }
-                out[i] = sum
-            }
+    let (best, error) = firstBestCandidate(count: ranges.count) { i in
+        let a = lowerEdge + Double(ranges[i].start) * width
+        let b = lowerEdge + Double(ranges[i].end) * width
+        let step = (b - a) / 255
+        var sum = 0.0
+        for j in 0..<centres.count {
+            let level = QuantizationGrid.clampAndRound((centres[j] - a) / step, low: 0, high: 255)
+            let d = centres[j] - (a + level * step)
+            sum += masses[j] * d * d
         }
+        return sum
     }
-
-    var best = 0
-    for i in 1..<errors.count where errors[i] < errors[best] { best = i }
     let chosen = ranges[best]
     // The outer edges are returned exactly rather than recomputed from the bin width.
     let clipMin = chosen.start == 0 ? histogram.lowerEdge : Float(lowerEdge + Double(chosen.start) * width)
     let clipMax = chosen.end == bins ? histogram.upperEdge : Float(lowerEdge + Double(chosen.end) * width)
     return HFMGResult(clipMin: clipMin, clipMax: clipMax,
-                      startBin: chosen.start, endBin: chosen.end, error: errors[best])
+                      startBin: chosen.start, endBin: chosen.end, error: error)
 }

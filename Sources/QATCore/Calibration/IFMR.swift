@@ -179,28 +179,19 @@ public func ifmr(_ values: [Float], parameters: IFMRParameters = IFMRParameters(
         let c = Float(r * Double(a))
         return (-c, c, c / divisor)
     }
-    var losses = [Double](repeating: 0, count: candidates.count)
-    values.withUnsafeBufferPointer { xs in
-        losses.withUnsafeMutableBufferPointer { out in
-            // Candidates are independent, so threads split them without changing any sum.
-            Parallel.forEachChunk(candidates.count) { chunk in
-                for i in chunk {
-                    let c = candidates[i]
-                    let s = c.scale < quantizationEpsilon ? 1 : c.scale
-                    var sum = 0.0
-                    for x in xs {
-                        let d = Double(roundHalfEven(min(max(x, c.lower), c.upper) / s) * s - x)
-                        sum += d * d
-                    }
-                    out[i] = sum / Double(n)
-                }
+    // Step 4: the first argmin.
+    let (best, loss) = values.withUnsafeBufferPointer { xs in
+        firstBestCandidate(count: candidates.count) { i in
+            let c = candidates[i]
+            let s = c.scale < quantizationEpsilon ? 1 : c.scale
+            var sum = 0.0
+            for x in xs {
+                let d = Double(roundHalfEven(min(max(x, c.lower), c.upper) / s) * s - x)
+                sum += d * d
             }
+            return sum / Double(n)
         }
     }
-
-    // Step 4: the first argmin.
-    var best = 0
-    for i in 1..<losses.count where losses[i] < losses[best] { best = i }
     let chosen = candidates[best]
     let scale = chosen.scale < quantizationEpsilon ? 1 : chosen.scale
     var offset = 0
@@ -209,7 +200,7 @@ public func ifmr(_ values: [Float], parameters: IFMRParameters = IFMRParameters(
         offset = min(max(offset, -128), 127)   // only float noise can push it out
     }
     return IFMRResult(scale: scale, offset: offset, clipMax: chosen.upper, clipMin: chosen.lower,
-                      ratio: ratios[best], loss: losses[best])
+                      ratio: ratios[best], loss: loss)
 }
 
 /// The value that would sit at `index` if `values` were sorted (quickselect, reordering

@@ -26,26 +26,18 @@ public struct MSECalibrator: BatchwiseCalibrator, Equatable {
         guard largest > 0 else { return 0 }
         let count = Self.candidateCount
         let thresholds = (1...count).map { Float(Double(largest) * Double($0) / Double(count)) }
-        var errors = [Double](repeating: 0, count: count)
-        values.withUnsafeBufferPointer { xs in
-            errors.withUnsafeMutableBufferPointer { out in
-                // Candidates are independent; each sum runs in one fixed order.
-                Parallel.forEachChunk(count) { chunk in
-                    for k in chunk {
-                        let s = thresholds[k] / 127
-                        var sum = 0.0
-                        for x in xs {
-                            let d = Double(QuantizationGrid.clampAndRound(x / s, low: -128, high: 127) * s - x)
-                            sum += d * d
-                        }
-                        out[k] = sum / Double(xs.count)
-                    }
+        let best = values.withUnsafeBufferPointer { xs in
+            firstBestCandidate(count: count) { k in
+                let s = thresholds[k] / 127
+                var sum = 0.0
+                for x in xs {
+                    let d = Double(QuantizationGrid.clampAndRound(x / s, low: -128, high: 127) * s - x)
+                    sum += d * d
                 }
+                return sum / Double(xs.count)
             }
         }
-        var best = 0
-        for k in 1..<count where errors[k] < errors[best] { best = k }
-        return thresholds[best]
+        return thresholds[best.index]
     }
 
     public func range(_ values: [Float], layer: String) throws -> (lower: Float, upper: Float) {
