@@ -85,97 +85,41 @@ bool convert(const onnx::TensorProto &tensor, Out *out, size_t count, std::strin
         message = "tensor \"" + tensor.name() + "\" keeps its data in an external file, which is not supported";
         return false;
     }
-    const bool raw = tensor.has_raw_data();
-    const std::string &bytes = tensor.raw_data();
     auto size_error = [&](size_t stored) {
         message = "tensor \"" + tensor.name() + "\" holds " + std::to_string(stored) + " values but its dims say " +
                   std::to_string(count);
         return false;
     };
+    // The element type's raw width, the repeated field that holds it otherwise, and how one value
+    // becomes a number (generic lambdas: they take the raw value and the field's element alike).
+    auto copy = [&](auto raw_type, const auto &field, auto decode) {
+        using Raw = decltype(raw_type);
+        if (tensor.has_raw_data()) {
+            std::vector<Raw> v;
+            if (!read_raw(tensor.raw_data(), count, v)) return size_error(tensor.raw_data().size() / sizeof(Raw));
+            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(decode(v[i]));
+        } else {
+            if (static_cast<size_t>(field.size()) != count) return size_error(static_cast<size_t>(field.size()));
+            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(decode(field.Get(static_cast<int>(i))));
+        }
+        return true;
+    };
+    const auto as_is = [](auto v) { return v; };
     switch (tensor.data_type()) {
-    case onnx::TensorProto::FLOAT: {
-        if (raw) {
-            std::vector<float> v;
-            if (!read_raw(bytes, count, v)) return size_error(bytes.size() / sizeof(float));
-            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(v[i]);
-        } else {
-            if (static_cast<size_t>(tensor.float_data_size()) != count) return size_error(tensor.float_data_size());
-            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(tensor.float_data(static_cast<int>(i)));
-        }
-        return true;
-    }
-    case onnx::TensorProto::DOUBLE: {
-        if (raw) {
-            std::vector<double> v;
-            if (!read_raw(bytes, count, v)) return size_error(bytes.size() / sizeof(double));
-            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(v[i]);
-        } else {
-            if (static_cast<size_t>(tensor.double_data_size()) != count) return size_error(tensor.double_data_size());
-            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(tensor.double_data(static_cast<int>(i)));
-        }
-        return true;
-    }
-    case onnx::TensorProto::FLOAT16: {
-        if (raw) {
-            std::vector<uint16_t> v;
-            if (!read_raw(bytes, count, v)) return size_error(bytes.size() / sizeof(uint16_t));
-            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(half_to_float(v[i]));
-        } else {
-            if (static_cast<size_t>(tensor.int32_data_size()) != count) return size_error(tensor.int32_data_size());
-            for (size_t i = 0; i < count; i++)
-                out[i] = static_cast<Out>(half_to_float(static_cast<uint16_t>(tensor.int32_data(static_cast<int>(i)))));
-        }
-        return true;
-    }
-#define CONNX_INT32_FIELD_TYPE(ONNX_TYPE, CTYPE)                                                              \
-    case onnx::TensorProto::ONNX_TYPE: {                                                                     \
-        if (raw) {                                                                                           \
-            std::vector<CTYPE> v;                                                                            \
-            if (!read_raw(bytes, count, v)) return size_error(bytes.size() / sizeof(CTYPE));                 \
-            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(v[i]);                              \
-        } else {                                                                                             \
-            if (static_cast<size_t>(tensor.int32_data_size()) != count) return size_error(tensor.int32_data_size()); \
-            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(static_cast<CTYPE>(tensor.int32_data(static_cast<int>(i)))); \
-        }                                                                                                    \
-        return true;                                                                                         \
-    }
-    CONNX_INT32_FIELD_TYPE(INT8, int8_t)
-    CONNX_INT32_FIELD_TYPE(UINT8, uint8_t)
-    CONNX_INT32_FIELD_TYPE(INT16, int16_t)
-    CONNX_INT32_FIELD_TYPE(UINT16, uint16_t)
-    CONNX_INT32_FIELD_TYPE(INT32, int32_t)
-    CONNX_INT32_FIELD_TYPE(BOOL, uint8_t)
-#undef CONNX_INT32_FIELD_TYPE
-    case onnx::TensorProto::INT64: {
-        if (raw) {
-            std::vector<int64_t> v;
-            if (!read_raw(bytes, count, v)) return size_error(bytes.size() / sizeof(int64_t));
-            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(v[i]);
-        } else {
-            if (static_cast<size_t>(tensor.int64_data_size()) != count) return size_error(tensor.int64_data_size());
-            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(tensor.int64_data(static_cast<int>(i)));
-        }
-        return true;
-    }
-    case onnx::TensorProto::UINT32:
-    case onnx::TensorProto::UINT64: {
-        const bool wide = tensor.data_type() == onnx::TensorProto::UINT64;
-        if (raw) {
-            if (wide) {
-                std::vector<uint64_t> v;
-                if (!read_raw(bytes, count, v)) return size_error(bytes.size() / sizeof(uint64_t));
-                for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(v[i]);
-            } else {
-                std::vector<uint32_t> v;
-                if (!read_raw(bytes, count, v)) return size_error(bytes.size() / sizeof(uint32_t));
-                for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(v[i]);
-            }
-        } else {
-            if (static_cast<size_t>(tensor.uint64_data_size()) != count) return size_error(tensor.uint64_data_size());
-            for (size_t i = 0; i < count; i++) out[i] = static_cast<Out>(tensor.uint64_data(static_cast<int>(i)));
-        }
-        return true;
-    }
+    case onnx::TensorProto::FLOAT: return copy(float{}, tensor.float_data(), as_is);
+    case onnx::TensorProto::DOUBLE: return copy(double{}, tensor.double_data(), as_is);
+    case onnx::TensorProto::FLOAT16:
+        return copy(uint16_t{}, tensor.int32_data(), [](auto v) { return half_to_float(static_cast<uint16_t>(v)); });
+    // Types narrower than 32 bits keep one value per int32_data element when not raw.
+    case onnx::TensorProto::INT8: return copy(int8_t{}, tensor.int32_data(), [](auto v) { return static_cast<int8_t>(v); });
+    case onnx::TensorProto::UINT8:
+    case onnx::TensorProto::BOOL: return copy(uint8_t{}, tensor.int32_data(), [](auto v) { return static_cast<uint8_t>(v); });
+    case onnx::TensorProto::INT16: return copy(int16_t{}, tensor.int32_data(), [](auto v) { return static_cast<int16_t>(v); });
+    case onnx::TensorProto::UINT16: return copy(uint16_t{}, tensor.int32_data(), [](auto v) { return static_cast<uint16_t>(v); });
+    case onnx::TensorProto::INT32: return copy(int32_t{}, tensor.int32_data(), as_is);
+    case onnx::TensorProto::INT64: return copy(int64_t{}, tensor.int64_data(), as_is);
+    case onnx::TensorProto::UINT32: return copy(uint32_t{}, tensor.uint64_data(), as_is);
+    case onnx::TensorProto::UINT64: return copy(uint64_t{}, tensor.uint64_data(), as_is);
     default:
         message = "tensor \"" + tensor.name() + "\" has element type " +
                   onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(tensor.data_type())) +
