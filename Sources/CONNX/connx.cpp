@@ -35,6 +35,20 @@ void set_error(char **error, const std::string &text) {
     if (error) *error = copy_string(text);
 }
 
+// Parses `length` bytes into `message` (an ONNX `what`); false with `error` set when it cannot.
+bool parse_bytes(google::protobuf::MessageLite &message, const void *bytes, size_t length, const char *what,
+                 char **error) {
+    if (length > static_cast<size_t>(std::numeric_limits<int>::max())) {
+        set_error(error, "the file is larger than 2 GB, which protobuf cannot parse in one piece");
+        return false;
+    }
+    if (!message.ParseFromArray(bytes, static_cast<int>(length))) {
+        set_error(error, std::string("not a valid ONNX ") + what + " (the protobuf does not parse: truncated or damaged)");
+        return false;
+    }
+    return true;
+}
+
 const onnx::TensorProto &tensor_of(const connx_tensor *tensor) {
     return *reinterpret_cast<const onnx::TensorProto *>(tensor);
 }
@@ -160,15 +174,8 @@ void connx_string_free(char *string) { std::free(string); }
 
 connx_model *connx_model_parse(const void *bytes, size_t length, int infer_shapes, char **error) {
     try {
-        if (length > static_cast<size_t>(std::numeric_limits<int>::max())) {
-            set_error(error, "the file is larger than 2 GB, which protobuf cannot parse in one piece");
-            return nullptr;
-        }
         auto model = std::make_unique<connx_model>();
-        if (!model->proto.ParseFromArray(bytes, static_cast<int>(length))) {
-            set_error(error, "not a valid ONNX model (the protobuf does not parse: truncated or damaged)");
-            return nullptr;
-        }
+        if (!parse_bytes(model->proto, bytes, length, "model", error)) return nullptr;
         try {
             onnx::checker::check_model(model->proto);
         } catch (const std::exception &exception) {
@@ -339,15 +346,8 @@ int connx_tensor_copy_int64s(const connx_tensor *tensor, int64_t *out, size_t co
 
 connx_tensor_file *connx_tensor_file_parse(const void *bytes, size_t length, char **error) {
     try {
-        if (length > static_cast<size_t>(std::numeric_limits<int>::max())) {
-            set_error(error, "the file is larger than 2 GB");
-            return nullptr;
-        }
         auto file = std::make_unique<connx_tensor_file>();
-        if (!file->proto.ParseFromArray(bytes, static_cast<int>(length))) {
-            set_error(error, "not a valid ONNX TensorProto (truncated or damaged)");
-            return nullptr;
-        }
+        if (!parse_bytes(file->proto, bytes, length, "TensorProto", error)) return nullptr;
         return file.release();
     } catch (const std::exception &exception) {
         set_error(error, exception.what());
