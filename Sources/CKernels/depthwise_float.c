@@ -295,15 +295,6 @@ static inline portable_vec portable_fma(portable_vec a, portable_vec b, portable
 #pragma clang fp contract(off)
 #include "depthwise_float_body.h"
 #pragma clang fp contract(on)
-#undef SUFFIX
-#undef TARGET
-#undef LANES
-#undef vec
-#undef vec_zero
-#undef vec_set1
-#undef vec_load
-#undef vec_store
-#undef vec_fma
 
 #define SUFFIX avx2
 #define TARGET __attribute__((target("avx2,fma")))
@@ -315,15 +306,6 @@ static inline portable_vec portable_fma(portable_vec a, portable_vec b, portable
 #define vec_store(p, v) _mm256_storeu_ps(p, v)
 #define vec_fma(a, b, c) _mm256_fmadd_ps(a, b, c)
 #include "depthwise_float_body.h"
-#undef SUFFIX
-#undef TARGET
-#undef LANES
-#undef vec
-#undef vec_zero
-#undef vec_set1
-#undef vec_load
-#undef vec_store
-#undef vec_fma
 
 #define SUFFIX avx512
 #define TARGET __attribute__((target("avx512f")))
@@ -335,15 +317,6 @@ static inline portable_vec portable_fma(portable_vec a, portable_vec b, portable
 #define vec_store(p, v) _mm512_storeu_ps(p, v)
 #define vec_fma(a, b, c) _mm512_fmadd_ps(a, b, c)
 #include "depthwise_float_body.h"
-#undef SUFFIX
-#undef TARGET
-#undef LANES
-#undef vec
-#undef vec_zero
-#undef vec_set1
-#undef vec_load
-#undef vec_store
-#undef vec_fma
 
 typedef struct {
     long lanes;

@@ -1,6 +1,6 @@
 // The inner loops of the 3×3 depthwise kernels, included by depthwise_float.c once per path with
 // SUFFIX, TARGET, LANES, the vector type vec and vec_zero / vec_set1 / vec_load / vec_store /
-// vec_fma (a·b + c) defined. All work in the "wide" layout of depthwise_float.c: position p of a
+// vec_fma (a·b + c) defined; it undefines them at its end. All work in the "wide" layout of depthwise_float.c: position p of a
 // plane of pitch P is row p / P, column p % P, so every tap is the same offset for all p and a
 // loop over p covers all rows at once (the columns past the real ones are scratch).
 // Loops run over whole vectors: buffers hold LANES floats of zeros past their last position.
@@ -96,3 +96,13 @@ TARGET static void NAME(stride2_classes, SUFFIX)(const float *restrict gp, long 
 
 #undef NAME
 #undef NAME2
+// The parameters go too, so the next path defines its own.
+#undef SUFFIX
+#undef TARGET
+#undef LANES
+#undef vec
+#undef vec_zero
+#undef vec_set1
+#undef vec_load
+#undef vec_store
+#undef vec_fma
