@@ -80,6 +80,20 @@ static void blocked_add_pixels_major(const float *restrict d, float *restrict gx
 }
 
 typedef float qv16 __attribute__((vector_size(64)));
+typedef float qv4 __attribute__((vector_size(16)));
+typedef float qv4u __attribute__((vector_size(16), aligned(4), may_alias));
+
+// Tests: 1 runs the loops that issue 15's second pass replaced (the references for their
+// bit-identical replacements): the image-slot forward storing one float at a time and reading
+// stride-2 taps one address per FMA, and the stride-2 phase copy row by row. 0 (the default):
+// transposed 4-pixel stores, kernel rows at stride 2, the small-image stride-2 copy.
+static int reference_loops = 0;
+
+int qat_conv_blocked_use_reference_loops(int enabled) {
+    reference_loops = enabled != 0;
+    return reference_loops;
+}
+
 typedef float qv16u __attribute__((vector_size(64), aligned(4), may_alias));
 typedef float qv8 __attribute__((vector_size(32)));
 typedef float qv8u __attribute__((vector_size(32), aligned(4), may_alias));
@@ -313,12 +327,34 @@ static void phase_small_rows(const float *restrict src, float *restrict dst, con
     }
 }
 
+// Stride 2, rows of at most 32 floats: zero the image once, then send each source row's even and
+// odd columns to their phases (the general copy's per-row memset calls and loops over 1–8
+// destination floats cost more than the copying). Writes the same values as the general copy.
+static void phase_small_stride2(const float *restrict src, float *restrict dst, const struct blocked_shape *s) {
+    memset(dst, 0, sizeof(float) * (size_t)s->imageFloats);
+    for (long c = 0; c < s->C; c++) {
+        for (long h = 0; h < s->H; h++) {
+            const long a = (h + s->P) % 2, u = (h + s->P) / 2;
+            const float *line = src + (c * s->H + h) * s->W;
+            float *row = dst + c * s->channelFloats + 2 * a * s->phaseFloats + u * s->Wq;
+            for (long b = 0; b < 2; b++) {
+                float *phaseRow = row + b * s->phaseFloats;
+                for (long w = (b + s->P) % 2; w < s->W; w += 2) phaseRow[(w + s->P) / 2] = line[w];
+            }
+        }
+    }
+}
+
 void qat_conv_blocked_phase(const float *restrict x, float *restrict xq, const qat_conv_geometry *g,
                             long n0, long n1) {
     const struct blocked_shape s = blocked_shape_of(g);
     for (long n = n0; n < n1; n++) {
         if (s.S == 1 && s.W <= 16) {
             phase_small_rows(x + n * s.C * s.H * s.W, xq + n * s.imageFloats, &s);
+            continue;
+        }
+        if (s.S == 2 && s.W <= 32 && !reference_loops) {
+            phase_small_stride2(x + n * s.C * s.H * s.W, xq + n * s.imageFloats, &s);
             continue;
         }
         for (long c = 0; c < s.C; c++) {
@@ -415,6 +451,7 @@ int qat_conv_blocked_isa(void) { return 0; }
 int qat_conv_blocked_force_isa(int isa) { (void)isa; return 0; }
 int qat_conv_blocked_force_lanes(int lanes) { (void)lanes; return 0; }
 int qat_conv_blocked_enable_slots(int enabled) { (void)enabled; return 0; }
+int qat_conv_blocked_use_reference_loops(int enabled) { (void)enabled; return 0; }
 long qat_conv_blocked_image_group(const qat_conv_geometry *g) { (void)g; return 1; }
 int qat_conv_blocked_supported(const qat_conv_geometry *g) { (void)g; return 0; }
 long qat_conv_blocked_image_floats(const qat_conv_geometry *g) { (void)g; return 0; }
