@@ -135,6 +135,7 @@ static inline void QCB_NAME(forward_block)(const float *restrict xn, const float
     const long lanes = O - o0 < QCB_LANES ? O - o0 : QCB_LANES;
     float b[QCB_LANES] = {0};
     if (bias && !accumulate) for (long l = 0; l < lanes; l++) b[l] = bias[o0 + l];
+    const QCB_VEC bv = *(const QCB_VECU *)b;
     for (int p = 0; p < PB; p++) {
         const long q = q0 + p, i = q / Wq, j = q - i * Wq;
 #if QCB_LANES == 8
@@ -144,6 +145,12 @@ static inline void QCB_NAME(forward_block)(const float *restrict xn, const float
             continue;
         }
 #endif
+        // 4 pixels of one row (rows and blocks need not align to 8: 14-pixel rows in 24-pixel blocks)
+        if (!reference_loops && PB % 4 == 0 && p % 4 == 0 && j + 4 <= ow && q >= qFirst && q + 4 <= Q) {
+            QCB_NAME(store4_transposed)(acc + p, yn + o0 * plane + i * ow + j, plane, lanes, bv, accumulate);
+            p += 3;
+            continue;
+        }
         if (j >= ow || q >= Q || q < qFirst) continue;
         float out[QCB_LANES];
         *(QCB_VECU *)out = acc[p];
@@ -188,6 +195,17 @@ static void QCB_NAME(forward)(const float *restrict xq, const float *restrict wf
                 QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, q0, q0, s.Q, s.Wq, s.ow, s.oh,
                                         bias, QCB_LANES * ob, s.O, yn, accumulate, QCB_FORWARD_PB, 0);
             }
+#if QCB_FORWARD_ROWS
+            // 3×3 stride 1: the tail in 8-pixel kernel-row blocks, the last one moved back to end at
+            // Q (4-pixel blocks have too few accumulators to hide the FMA latency).
+            if (s.S == 1 && s.K == 3 && s.Q >= 8 && !reference_loops) {
+                for (; q0 < s.Q; q0 += 8) {
+                    const long start = q0 + 8 <= s.Q ? q0 : s.Q - 8;
+                    QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, start, q0, s.Q, s.Wq, s.ow,
+                                            s.oh, bias, QCB_LANES * ob, s.O, yn, accumulate, 8, 3);
+                }
+            }
+#endif
             for (; q0 < s.Q; q0 += 4) {
                 const long start = q0 + 4 <= s.Q || s.Q < 4 ? q0 : s.Q - 4;
                 QCB_NAME(forward_block)(xn, wk, taps, s.C, s.KK, s.channelFloats, start, q0, s.Q, s.Wq, s.ow, s.oh,

@@ -1,10 +1,11 @@
 import XCTest
 import QAT
 
-/// Issue 15's second pass on the blocked conv (Conv2DBlocked.swift): the image-slot forward stores
-/// 4 pixels at a time after an in-register transpose and reads stride-2 3×3 taps a kernel row at a
-/// time, and small stride-2 images get their phased copy in one pass. Each output still sums the
-/// same terms in the same order, so every result must be bit-identical to the loops they replaced
+/// Issue 15's second pass on the blocked conv (Conv2DBlocked.swift): the forward stores 4 pixels at
+/// a time after an in-register transpose, the image-slot forward reads stride-2 3×3 taps a kernel
+/// row at a time, the per-image 3×3 forward ends on 8-pixel blocks, and small images get their
+/// phased copy a vector at a time. Each output still sums the same terms in the same order, so
+/// every result must be bit-identical to the loops they replaced
 /// (`ConvKernels.useBlockedReferenceLoops(true)`); checked on odd shapes for both instruction sets
 /// and lane widths, across thread counts, and by finite differences.
 final class ConvBlockedReferenceLoopsTests: XCTestCase {
@@ -17,9 +18,9 @@ final class ConvBlockedReferenceLoopsTests: XCTestCase {
 
     private typealias Shape = BlockedConvShape
 
-    /// Input planes 1×1 … 15×15 and one 30×31, stride 2 and 1, C and O across 1…40 (8 and 16
-    /// lanes, partial channel blocks, O = 1 where consecutive images' planes touch), kernels 2, 3
-    /// and 5, on slots and per image, batch 1, 3, 5 and 7.
+    /// Input planes 1×1 … 15×15 and one 30×31, stride 2 and 1 (rows under 8 floats and 8 … 16),
+    /// C and O across 1…40 (8 and 16 lanes, partial channel blocks, O = 1 where consecutive
+    /// images' planes touch), kernels 2, 3 and 5, on slots and per image, batch 1, 3, 5 and 7.
     private let shapes: [Shape] = [
         Shape(x: [3, 8, 14, 14], outputs: 16, kernel: 3, stride: 2, padding: 1),   // resnet18-tiny layer2
         Shape(x: [7, 16, 7, 7], outputs: 32, kernel: 3, stride: 2, padding: 1),    // layer3
@@ -38,6 +39,10 @@ final class ConvBlockedReferenceLoopsTests: XCTestCase {
         Shape(x: [1, 9, 2, 2], outputs: 15, kernel: 3, stride: 1, padding: 1),
         Shape(x: [3, 20, 3, 3], outputs: 1, kernel: 3, stride: 1, padding: 1),     // O 1, stride 1
         Shape(x: [7, 10, 4, 4], outputs: 10, kernel: 3, stride: 1, padding: 1),
+        Shape(x: [3, 10, 14, 14], outputs: 8, kernel: 3, stride: 1, padding: 1),   // resnet18-tiny layer1
+        Shape(x: [3, 9, 11, 9], outputs: 5, kernel: 3, stride: 1, padding: 1),     // 9-float rows, 8 lanes
+        Shape(x: [5, 9, 11, 9], outputs: 20, kernel: 3, stride: 1, padding: 1),    // 16 lanes per image
+        Shape(x: [3, 4, 10, 12], outputs: 6, kernel: 5, stride: 1, padding: 2),    // K 5, 12-float rows
     ]
 
     /// y, dx, dW, db of one forward and backward (upstream gradient r) through conv2d.

@@ -33,9 +33,9 @@ extension ConvKernels {
     public static func enableBlockedImageSlots(_ enabled: Bool) -> Bool {
         qat_conv_blocked_enable_slots(enabled ? 1 : 0) != 0
     }
-    /// Tests: true runs the loops that bit-identical faster ones replaced (the image-slot forward's
-    /// per-float stores and per-tap stride-2 reads, the row-by-row stride-2 phase copy), the
-    /// reference for them; false (the default) the faster ones.
+    /// Tests: true runs the loops that bit-identical faster ones replaced (per-float forward
+    /// stores, per-tap stride-2 slot reads, 4-pixel 3×3 tails, the float-by-float small-image
+    /// phase copies), the reference for them; false (the default) the faster ones.
     @discardableResult
     public static func useBlockedReferenceLoops(_ enabled: Bool) -> Bool {
         qat_conv_blocked_use_reference_loops(enabled ? 1 : 0) != 0
