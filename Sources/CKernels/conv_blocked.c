@@ -80,6 +80,20 @@ static void blocked_add_pixels_major(const float *restrict d, float *restrict gx
 }
 
 typedef float qv16 __attribute__((vector_size(64)));
+typedef float qv4 __attribute__((vector_size(16)));
+typedef float qv4u __attribute__((vector_size(16), aligned(4), may_alias));
+
+// Tests: 1 runs the loops that issue 15's second pass replaced (the references for their
+// bit-identical replacements): forward outputs stored one float at a time where no 8×8 transpose
+// applies, stride-2 slot taps read one address per FMA, 3×3 per-image tails in 4-pixel blocks, and
+// the small-image phase copies row by row, one float at a time. 0 (the default): the new loops.
+static int reference_loops = 0;
+
+int qat_conv_blocked_use_reference_loops(int enabled) {
+    reference_loops = enabled != 0;
+    return reference_loops;
+}
+
 typedef float qv16u __attribute__((vector_size(64), aligned(4), may_alias));
 typedef float qv8 __attribute__((vector_size(32)));
 typedef float qv8u __attribute__((vector_size(32), aligned(4), may_alias));
@@ -313,12 +327,79 @@ static void phase_small_rows(const float *restrict src, float *restrict dst, con
     }
 }
 
+// phase_small_rows for rows of 8 … 16 floats: each row as 8-float copies, the last one moved back
+// to end at W (rewriting the same values). Its own function: the AVX2 target attribute made the
+// loops of the narrower rows slower.
+__attribute__((target("avx2")))
+static void phase_small_wide_rows(const float *restrict src, float *restrict dst, const struct blocked_shape *s) {
+    memset(dst, 0, sizeof(float) * (size_t)s->imageFloats);
+    for (long c = 0; c < s->C; c++) {
+        for (long h = 0; h < s->H; h++) {
+            float *row = dst + c * s->channelFloats + (h + s->P) * s->Wq + s->P;
+            const float *line = src + (c * s->H + h) * s->W;
+            for (long w0 = 0; w0 < s->W; w0 += 8) {
+                const long start = w0 + 8 <= s->W ? w0 : s->W - 8;
+                *(qv8u *)(row + start) = *(const qv8u *)(line + start);
+            }
+        }
+    }
+}
+
+// Stride 2, rows of 8 … 32 floats: zero the image once, then send each source row's even and odd
+// columns to their phases, 8 source floats a load split into two 4-float stores (the general
+// copy's per-row memset calls and loops over 1–8 floats cost more than the copying). Writes the
+// same values as the general copy.
+__attribute__((target("avx2")))   // the blocked path runs only where AVX2 is present
+static void phase_small_stride2(const float *restrict src, float *restrict dst, const struct blocked_shape *s) {
+    memset(dst, 0, sizeof(float) * (size_t)s->imageFloats);
+    for (long c = 0; c < s->C; c++) {
+        for (long h = 0; h < s->H; h++) {
+            const long a = (h + s->P) % 2, u = (h + s->P) / 2;
+            const float *line = src + (c * s->H + h) * s->W;
+            float *phaseRows[2];   // row u of phases (a, 0) and (a, 1)
+            phaseRows[0] = dst + c * s->channelFloats + 2 * a * s->phaseFloats + u * s->Wq;
+            phaseRows[1] = phaseRows[0] + s->phaseFloats;
+            // source column w goes to phase (w + P) mod 2, column (w + P) / 2; the last 8 floats
+            // are moved back to end at W (rewriting the same values)
+            for (long w0 = 0; w0 < s->W; w0 += 8) {
+                const long start = w0 + 8 <= s->W ? w0 : s->W - 8, b = (start + s->P) % 2;
+                const qv8 v = *(const qv8u *)(line + start);
+                *(qv4u *)(phaseRows[b] + (start + s->P) / 2) = __builtin_shufflevector(v, v, 0, 2, 4, 6);
+                *(qv4u *)(phaseRows[1 - b] + (start + 1 + s->P) / 2) = __builtin_shufflevector(v, v, 1, 3, 5, 7);
+            }
+        }
+    }
+}
+
+// phase_small_stride2 for rows under 8 floats: one float at a time (no target attribute, which
+// made these loops slower).
+static void phase_small_stride2_narrow(const float *restrict src, float *restrict dst, const struct blocked_shape *s) {
+    memset(dst, 0, sizeof(float) * (size_t)s->imageFloats);
+    for (long c = 0; c < s->C; c++) {
+        for (long h = 0; h < s->H; h++) {
+            const long a = (h + s->P) % 2, u = (h + s->P) / 2;
+            const float *line = src + (c * s->H + h) * s->W;
+            float *row = dst + c * s->channelFloats + 2 * a * s->phaseFloats + u * s->Wq;
+            for (long w = 0; w < s->W; w++) row[((w + s->P) % 2) * s->phaseFloats + (w + s->P) / 2] = line[w];
+        }
+    }
+}
+
 void qat_conv_blocked_phase(const float *restrict x, float *restrict xq, const qat_conv_geometry *g,
                             long n0, long n1) {
     const struct blocked_shape s = blocked_shape_of(g);
     for (long n = n0; n < n1; n++) {
+        if (s.S == 1 && s.W >= 8 && s.W <= 16 && !reference_loops) {
+            phase_small_wide_rows(x + n * s.C * s.H * s.W, xq + n * s.imageFloats, &s);
+            continue;
+        }
         if (s.S == 1 && s.W <= 16) {
             phase_small_rows(x + n * s.C * s.H * s.W, xq + n * s.imageFloats, &s);
+            continue;
+        }
+        if (s.S == 2 && s.W <= 32 && !reference_loops) {
+            if (s.W >= 8) phase_small_stride2(x + n * s.C * s.H * s.W, xq + n * s.imageFloats, &s);
+            else phase_small_stride2_narrow(x + n * s.C * s.H * s.W, xq + n * s.imageFloats, &s);
             continue;
         }
         for (long c = 0; c < s.C; c++) {
@@ -415,6 +496,7 @@ int qat_conv_blocked_isa(void) { return 0; }
 int qat_conv_blocked_force_isa(int isa) { (void)isa; return 0; }
 int qat_conv_blocked_force_lanes(int lanes) { (void)lanes; return 0; }
 int qat_conv_blocked_enable_slots(int enabled) { (void)enabled; return 0; }
+int qat_conv_blocked_use_reference_loops(int enabled) { (void)enabled; return 0; }
 long qat_conv_blocked_image_group(const qat_conv_geometry *g) { (void)g; return 1; }
 int qat_conv_blocked_supported(const qat_conv_geometry *g) { (void)g; return 0; }
 long qat_conv_blocked_image_floats(const qat_conv_geometry *g) { (void)g; return 0; }

@@ -18,6 +18,10 @@ int qat_conv_blocked_force_lanes(int lanes);
 // Tests: 0 turns the forward's image slots off (every plane on the per-image blocks), 1 back on
 // (the default). Returns the setting now used.
 int qat_conv_blocked_enable_slots(int enabled);
+// Tests: 1 runs the loops that bit-identical faster ones replaced (per-float forward stores,
+// per-tap stride-2 slot reads, 4-pixel 3×3 tails, the float-by-float small-image phase copies),
+// 0 (the default) the faster ones. Returns the setting now used.
+int qat_conv_blocked_use_reference_loops(int enabled);
 // Images a work unit of the forward and the input gradient: > 1 on small output planes, whose
 // register blocks span consecutive images (split work over whole groups).
 long qat_conv_blocked_image_group(const qat_conv_geometry *g);

@@ -33,6 +33,13 @@ extension ConvKernels {
     public static func enableBlockedImageSlots(_ enabled: Bool) -> Bool {
         qat_conv_blocked_enable_slots(enabled ? 1 : 0) != 0
     }
+    /// Tests: true runs the loops that bit-identical faster ones replaced (per-float forward
+    /// stores, per-tap stride-2 slot reads, 4-pixel 3×3 tails, the float-by-float small-image
+    /// phase copies), the reference for them; false (the default) the faster ones.
+    @discardableResult
+    public static func useBlockedReferenceLoops(_ enabled: Bool) -> Bool {
+        qat_conv_blocked_use_reference_loops(enabled ? 1 : 0) != 0
+    }
 }
 
 /// Runs body on images [n0, n1) split over the pool in whole groups of `group` images (fixed by
