@@ -145,6 +145,12 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     group_blocking.cb = group_c / 4;
     const size_t group_bytes = (size_t)group_c * block * hp * wp;  // one group's channel blocks in xu
 
+    // A float output that is max pooled: pool the exact int32 sums and dequantize only the
+    // pooled ones where that gives the same floats (qat_i8_maxpool_accumulators).
+    const int pool_sums = pool && output.kind == QAT_I8_OUT_FLOAT && path == QAT_I8_VNNI && qat_i8_pool_accumulators_allowed &&
+                          pool->w <= 32 && pool->ow <= 16 && pool->kw <= 16 && qat_i8_dequantize_is_increasing(&output, oc);
+    qat_i8_output gemm_output = output;
+    if (pool_sums) gemm_output.kind = QAT_I8_OUT_INT32;
     const size_t elem = element_size(output.kind), out_image = (size_t)oc * p * elem;
     char *staging = block > 1 ? checked_malloc(block * out_image) : NULL;
     int8_t *conv_image = NULL;
@@ -162,6 +168,9 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             uint8_t *image = xu + i * padded;
             if (hp == h && wp == w) {  // no padding: one run over the image
                 for (size_t j = 0; j < (size_t)c * h * w; j++) image[j] = (uint8_t)src[j] ^ 0x80;
+            } else if (path == QAT_I8_VNNI) {  // a vector per row (the loop below ran a byte at a time)
+                for (int ch = 0; ch < c; ch++)
+                    qat_i8_copy_rows_shifted(src + (size_t)ch * h * w, h, w, image + ((size_t)ch * hp + pad_top) * wp + pad_left, wp);
             } else for (int ch = 0; ch < c; ch++) {
                 for (int y = 0; y < h; y++) {
                     const int8_t *row = src + ((size_t)ch * h + y) * w;
@@ -186,8 +195,8 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                 }
             }
             const int row0 = grp * group_oc;
-            qat_i8_output group_output = output;
-            if (output.kind != QAT_I8_OUT_INT32) {
+            qat_i8_output group_output = gemm_output;
+            if (gemm_output.kind != QAT_I8_OUT_INT32) {
                 group_output.scale = output.scale + row0;
                 if (output.offset) group_output.offset = output.offset + row0;
                 if (output.shift) group_output.shift = output.shift + row0;
@@ -202,6 +211,11 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             if (staging)  // [oc][images·p] → this image's [oc][p]
                 for (int o = 0; o < oc; o++)
                     memcpy(image_out + (size_t)o * p * elem, staging + ((size_t)o * columns + (size_t)i * p) * elem, (size_t)p * elem);
+            if (pool_sums) {
+                qat_i8_maxpool_accumulators_vnni16((int32_t *)conv_image, (float *)out + (img0 + i) * pooled_image, (size_t)oc, pool,
+                                                   output.scale, output.offset, relu);
+                continue;
+            }
             if (relu && output.kind == QAT_I8_OUT_FLOAT) {  // the image just written, still in cache
                 float *image = (float *)image_out;
                 for (size_t j = 0; j < (size_t)oc * p; j++) image[j] = image[j] < 0.0f ? 0.0f : image[j];

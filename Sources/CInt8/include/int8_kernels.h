@@ -182,6 +182,10 @@ void qat_i8_allow_vbmi(int allowed);
 // 16 per vector across row ends (same results). 1 by default; tests turn it off to compare.
 void qat_i8_allow_flat_depthwise(int allowed);
 
+// Whether qat_i8_conv2d_float_epilogue may max pool the int32 accumulators and dequantize only
+// the pooled ones (when every scale is above 0; the same floats). 1 by default; tests turn it off.
+void qat_i8_allow_pool_accumulators(int allowed);
+
 // Residual add on codes:
 //   q = clamp(round((s_a·(q_a − o_a) + s_b·(q_b − o_b)) / s_y) + o_y, lo, hi)
 // with the two products and the sum each rounded to float (no fused multiply-add), round with
