@@ -38,6 +38,8 @@ typedef struct {
 void qat_i8_gemm_portable(const qat_i8_gemm *g);
 void qat_i8_gemm_avx2(const qat_i8_gemm *g);
 void qat_i8_gemm_vnni(const qat_i8_gemm *g);
+// 1 (default): the VNNI GEMM runs m a multiple of 8 in 8-row tiles (qat_i8_allow_eight_row_tiles).
+extern int qat_i8_eight_row_tiles;
 
 // Requantize one accumulator. Float math chosen to match the fake-quant simulation in Swift,
 // `(Float(acc) * m).rounded(.toNearestOrEven)`: int→float conversion, one IEEE multiply and a

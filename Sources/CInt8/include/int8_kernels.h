@@ -182,6 +182,10 @@ void qat_i8_allow_vbmi(int allowed);
 // 16 per vector across row ends (same results). 1 by default; tests turn it off to compare.
 void qat_i8_allow_flat_depthwise(int allowed);
 
+// Whether the VNNI GEMM may run m a multiple of 8 in 8-row tiles (same results). 1 by default;
+// tests turn it off to compare with the 6-row tiles.
+void qat_i8_allow_eight_row_tiles(int allowed);
+
 // Whether qat_i8_conv2d_float_epilogue may max pool the int32 accumulators and dequantize only
 // the pooled ones (when every scale is above 0; the same floats). 1 by default; tests turn it off.
 void qat_i8_allow_pool_accumulators(int allowed);
