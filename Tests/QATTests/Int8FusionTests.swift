@@ -9,6 +9,7 @@ import XCTest
 import QAT
 
 /// The INT8 engine's fused node runs (conv → ReLU → float max pool, add or HardSwish → quantize,
+/// conv → residual add → quantize,
 /// conv → int8 max pool) give the bytes of the node-by-node runs: on the networks of the bench
 /// (resnet-tiny, resnet18-tiny with its float stem pool, mobilenetv2-tiny with HardSwish and
 /// residual adds on floats), deployed from the default QAT config. An observed forward runs
