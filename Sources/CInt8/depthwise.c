@@ -105,7 +105,7 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
         for (int ci = 0; ci < c; ci++) {
             const int8_t *src = x + ((size_t)img * c + ci) * h * w;
             if (vbmi) {
-                qat_i8_depthwise_copy_shifted(src, h, w, (uint8_t *)plane + (size_t)g->pad_top * wp + g->pad_left, wp);
+                qat_i8_copy_rows_shifted(src, h, w, (uint8_t *)plane + (size_t)g->pad_top * wp + g->pad_left, wp);
             } else {
                 for (int y = 0; y < h; y++) memcpy(plane + (size_t)(y + g->pad_top) * wp + g->pad_left, src + (size_t)y * w, (size_t)w);
                 if (path == QAT_I8_PORTABLE) qat_i8_depthwise_rows_portable(plane, &rs, rows);

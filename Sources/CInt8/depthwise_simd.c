@@ -254,8 +254,8 @@ QAT_I8_TARGET_VBMI void qat_i8_depthwise_plane_vbmi(const qat_i8_depthwise_plane
 
 // Copies the h rows of w codes of one plane into the padded u8 plane (row stride wp, the first
 // at `dst`), shifted to u8, 64 bytes at a time with a masked store for each row's tail, so the
-// padding around the rows is never written.
-QAT_I8_TARGET_VBMI void qat_i8_depthwise_copy_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp) {
+// padding around the rows is never written. AVX-512 BW only: the VNNI path's convs use it too.
+QAT_I8_TARGET_VNNI void qat_i8_copy_rows_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp) {
     const __m512i shift = _mm512_set1_epi8((char)0x80);
     for (int y = 0; y < h; y++) {
         const int8_t *s = src + (size_t)y * w;

@@ -56,6 +56,21 @@ void qat_i8_maxpool_padded(qat_i8_path path, const int8_t *x, int8_t *y, size_t 
     free(rowmax);
 }
 
+// Pooling accumulators equals pooling their floats when the dequantize is increasing (a scale
+// above 0, finite, a finite offset): then it never makes a NaN or a −0, so the float pool's
+// first-maximum rule picks the same value (int8_internal.h, qat_i8_maxpool_accumulators_vnni16).
+int qat_i8_pool_accumulators_allowed = 1;
+
+int qat_i8_dequantize_is_increasing(const qat_i8_output *o, int channels) {
+    for (int c = 0; c < channels; c++) {
+        if (!(o->scale[c] > 0.0f && isfinite(o->scale[c]))) return 0;
+        if (o->offset && !isfinite(o->offset[c])) return 0;
+    }
+    return 1;
+}
+
+void qat_i8_allow_pool_accumulators(int allowed) { qat_i8_pool_accumulators_allowed = allowed; }
+
 static int maxpool_float_vectorised = 1;
 void qat_i8_vectorise_maxpool_float(int enabled) { maxpool_float_vectorised = enabled; }
 

@@ -106,10 +106,20 @@ static void run_im2col_blocked(qat_i8_path path, const uint8_t *xb, const qat_i8
 // output never exists; with float output (dequantized), the float pool of qat_i8_maxpool_float,
 // after QATCore's float ReLU (x < 0 → 0) on the image when `relu`. Channels per group a multiple of 4 take the channel-blocked operands
 // (int8_internal.h), and a 1×1 conv with stride 1 and no padding needs no column matrix at all;
-// other convs the byte-wise im2col. The accumulators are exact, so none of this changes a result.
+// other convs the byte-wise im2col. With a `residual` (float output), each image's floats are added
+// to the addend's and quantized while in cache. The accumulators are exact, so none of this changes a result.
+// A residual add after a float-output conv: the conv's floats plus `addend` (laid out as the conv
+// output), quantized as qat_i8_add_quantize does.
+typedef struct {
+    const float *addend;
+    float scale;
+    int32_t zero, lo;
+    qat_i8_round_mode round_mode;
+} residual_quantize;
+
 static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *cg,
                         const int8_t *weight, const int32_t *bias, qat_i8_output output, void *out,
-                        const qat_i8_pool_geometry *pool, int relu) {
+                        const qat_i8_pool_geometry *pool, int relu, const residual_quantize *residual) {
     const int c = cg->c, h = cg->h, w = cg->w, oc = cg->oc, groups = cg->groups, n = cg->n;
     const int oh = qat_i8_conv_out_h(cg), ow = qat_i8_conv_out_w(cg);
     const int group_c = c / groups, group_oc = oc / groups;
@@ -145,14 +155,18 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     group_blocking.cb = group_c / 4;
     const size_t group_bytes = (size_t)group_c * block * hp * wp;  // one group's channel blocks in xu
 
+    // A float output that is max pooled: pool the exact int32 sums and dequantize only the
+    // pooled ones where that gives the same floats (qat_i8_maxpool_accumulators).
+    const int pool_sums = pool && output.kind == QAT_I8_OUT_FLOAT && path == QAT_I8_VNNI && qat_i8_pool_accumulators_allowed &&
+                          pool->w <= 32 && pool->ow <= 16 && pool->kw <= 16 && qat_i8_dequantize_is_increasing(&output, oc);
+    qat_i8_output gemm_output = output;
+    if (pool_sums) gemm_output.kind = QAT_I8_OUT_INT32;
     const size_t elem = element_size(output.kind), out_image = (size_t)oc * p * elem;
     char *staging = block > 1 ? checked_malloc(block * out_image) : NULL;
     int8_t *conv_image = NULL;
     size_t pooled_image = 0;
-    if (pool) {
-        conv_image = checked_malloc(out_image);
-        pooled_image = (size_t)oc * pool->oh * pool->ow;
-    }
+    if (pool || residual) conv_image = checked_malloc(out_image);
+    if (pool) pooled_image = (size_t)oc * pool->oh * pool->ow;
     const int pad_top = cg->pad_top, pad_left = cg->pad_left;  // locals: byte stores may alias *cg
     for (int img0 = 0; img0 < n; img0 += block) {
         const int images = n - img0 < block ? n - img0 : block, columns = images * p;
@@ -162,6 +176,9 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             uint8_t *image = xu + i * padded;
             if (hp == h && wp == w) {  // no padding: one run over the image
                 for (size_t j = 0; j < (size_t)c * h * w; j++) image[j] = (uint8_t)src[j] ^ 0x80;
+            } else if (path == QAT_I8_VNNI) {  // a vector per row (the loop below ran a byte at a time)
+                for (int ch = 0; ch < c; ch++)
+                    qat_i8_copy_rows_shifted(src + (size_t)ch * h * w, h, w, image + ((size_t)ch * hp + pad_top) * wp + pad_left, wp);
             } else for (int ch = 0; ch < c; ch++) {
                 for (int y = 0; y < h; y++) {
                     const int8_t *row = src + ((size_t)ch * h + y) * w;
@@ -171,7 +188,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             }
         }
         // One image goes straight to its output (or the pool's scratch); a block to the staging buffer.
-        char *gemm_out = staging ? staging : pool ? (char *)conv_image : (char *)out + img0 * out_image;
+        char *gemm_out = staging ? staging : conv_image ? (char *)conv_image : (char *)out + img0 * out_image;
         for (int grp = 0; grp < groups; grp++) {
             const uint8_t *operand = b;
             if (direct) {
@@ -186,8 +203,8 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                 }
             }
             const int row0 = grp * group_oc;
-            qat_i8_output group_output = output;
-            if (output.kind != QAT_I8_OUT_INT32) {
+            qat_i8_output group_output = gemm_output;
+            if (gemm_output.kind != QAT_I8_OUT_INT32) {
                 group_output.scale = output.scale + row0;
                 if (output.offset) group_output.offset = output.offset + row0;
                 if (output.shift) group_output.shift = output.shift + row0;
@@ -198,10 +215,21 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             run_gemm(path, &g);
         }
         for (int i = 0; i < images; i++) {
-            char *image_out = pool ? (char *)conv_image : (char *)out + (img0 + i) * out_image;
+            char *image_out = conv_image ? (char *)conv_image : (char *)out + (img0 + i) * out_image;
             if (staging)  // [oc][images·p] → this image's [oc][p]
                 for (int o = 0; o < oc; o++)
                     memcpy(image_out + (size_t)o * p * elem, staging + ((size_t)o * columns + (size_t)i * p) * elem, (size_t)p * elem);
+            if (residual) {
+                const size_t values = (size_t)oc * p, at = (size_t)(img0 + i) * values;
+                qat_i8_add_quantize(path, (const float *)conv_image, residual->addend + at, residual->scale, residual->zero,
+                                    residual->lo, residual->round_mode, (int8_t *)out + at, values);
+                continue;
+            }
+            if (pool_sums) {
+                qat_i8_maxpool_accumulators_vnni16((int32_t *)conv_image, (float *)out + (img0 + i) * pooled_image, (size_t)oc, pool,
+                                                   output.scale, output.offset, relu);
+                continue;
+            }
             if (relu && output.kind == QAT_I8_OUT_FLOAT) {  // the image just written, still in cache
                 float *image = (float *)image_out;
                 for (size_t j = 0; j < (size_t)oc * p; j++) image[j] = image[j] < 0.0f ? 0.0f : image[j];
@@ -231,7 +259,7 @@ void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w
                    const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
                    qat_i8_output output, void *out) {
     const qat_i8_conv_geometry g = square_geometry(n, c, h, w, oc, k, stride, pad);
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, NULL, 0);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, NULL, 0, NULL);
 }
 
 void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
@@ -242,21 +270,29 @@ void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int 
     const int oh = qat_i8_conv_out_h(&g), ow = qat_i8_conv_out_w(&g);
     const qat_i8_pool_geometry pool = {.h = oh, .w = ow, .oh = (oh - pool_k) / pool_s + 1, .ow = (ow - pool_k) / pool_s + 1,
                                        .kh = pool_k, .kw = pool_k, .sh = pool_s, .sw = pool_s};
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, &pool, 0);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, &pool, 0, NULL);
 }
 
 void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                            const int8_t *weight, const int32_t *bias, qat_i8_output output,
                            const qat_i8_pool_geometry *pool, void *out) {
     if (pool) output.kind = QAT_I8_OUT_INT8;
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, 0);
+    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, 0, NULL);
 }
 
 void qat_i8_conv2d_float_epilogue(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                                  const int8_t *weight, const int32_t *bias, qat_i8_output output, int relu,
                                  const qat_i8_pool_geometry *pool, float *out) {
     output.kind = QAT_I8_OUT_FLOAT;
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, relu);
+    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, relu, NULL);
+}
+
+void qat_i8_conv2d_add_quantize(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                                const int8_t *weight, const int32_t *bias, qat_i8_output output, const float *addend,
+                                float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode, int8_t *out) {
+    output.kind = QAT_I8_OUT_FLOAT;
+    const residual_quantize residual = {.addend = addend, .scale = scale, .zero = zero, .lo = lo, .round_mode = round_mode};
+    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, NULL, 0, &residual);
 }
 
 void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,

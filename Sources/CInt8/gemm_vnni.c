@@ -5,7 +5,11 @@
 #include <string.h>
 #include "int8_internal.h"
 
-enum { MR = 6, NV = 4 };  // tile: MR rows × NV vectors of 16 columns
+int qat_i8_eight_row_tiles = 1;
+void qat_i8_allow_eight_row_tiles(int allowed) { qat_i8_eight_row_tiles = allowed; }
+
+enum { MR = 6, NV = 4 };  // tile: MR rows × NV vectors of 16 columns; or 8 rows × 3 vectors (MR8)
+enum { MR8 = 8 };
 
 // The int8 codes of 16 accumulators as int32 lanes: the same steps as qat_i8_store1 (convert, multiply,
 // add the offset, round half even, clamp, add o_y).
@@ -127,7 +131,7 @@ static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
 void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv) {
     // Fully unrolled loops keep acc[][] in registers (left to itself, clang kept the 5- and 6-row
     // tiles on the stack: a memset and loads and stores around every vpdpbusd).
-    __m512i acc[MR][NV];
+    __m512i acc[MR8][NV];
 #pragma clang loop unroll(full)
     for (int r = 0; r < mr; r++)
 #pragma clang loop unroll(full)
@@ -173,10 +177,24 @@ void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv) {
         }                                              \
         break;
 
+#define TILE_8ROWS(NVEC)                               \
+    case NVEC: tile(g, i0, j0, 8, NVEC); break;
+
 QAT_I8_TARGET_VNNI void qat_i8_gemm_vnni(const qat_i8_gemm *g) {
     // Column tiles outside: the 64-column slice of b (k4 × 256 bytes) stays in L1 while
     // every row tile passes over it.
     const int columns = (g->n + 15) / 16 * 16;  // b's row stride npad may be longer (or, direct 1×1, not a multiple of 16)
+    if (g->m % 8 == 0 && qat_i8_eight_row_tiles) {
+        // 8 rows × 3 vectors (24 accumulators, as 6 × 4): 8-channel layers in one row tile
+        // instead of 6 + 2, whose 2-row tile loads as many columns for a third of the products.
+        for (int j0 = 0; j0 < columns; j0 += 48) {
+            const int nv = (columns - j0) / 16 < 3 ? (columns - j0) / 16 : 3;
+            for (int i0 = 0; i0 < g->m; i0 += 8) {
+                switch (nv) { TILE_8ROWS(1) TILE_8ROWS(2) default: tile(g, i0, j0, 8, 3); break; }
+            }
+        }
+        return;
+    }
     for (int j0 = 0; j0 < columns; j0 += 16 * NV) {
         const int nv = (columns - j0) / 16 < NV ? (columns - j0) / 16 : NV;
         for (int i0 = 0; i0 < g->m; i0 += MR) {

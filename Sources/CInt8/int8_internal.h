@@ -38,6 +38,8 @@ typedef struct {
 void qat_i8_gemm_portable(const qat_i8_gemm *g);
 void qat_i8_gemm_avx2(const qat_i8_gemm *g);
 void qat_i8_gemm_vnni(const qat_i8_gemm *g);
+// 1 (default): the VNNI GEMM runs m a multiple of 8 in 8-row tiles (qat_i8_allow_eight_row_tiles).
+extern int qat_i8_eight_row_tiles;
 
 // Requantize one accumulator. Float math chosen to match the fake-quant simulation in Swift,
 // `(Float(acc) * m).rounded(.toNearestOrEven)`: int→float conversion, one IEEE multiply and a
@@ -220,7 +222,8 @@ void qat_i8_flat_table_free(qat_i8_flat_table *t);
 // FLOAT, else int32, oh·ow contiguous); reads p->plane (with 128 spare bytes), p->w, corr, kh, output.
 void qat_i8_depthwise_plane_flat(const qat_i8_depthwise_plane *p, const qat_i8_flat_table *t, void *out);
 // The VBMI kernel's plane: h rows of w codes from src into dst (row stride wp), shifted to u8.
-void qat_i8_depthwise_copy_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp);
+// Also the VNNI path's padded conv input (gemm.c); needs AVX-512 BW only.
+void qat_i8_copy_rows_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp);
 // 1 when the CPU has AVX-512 VBMI and qat_i8_allow_vbmi has not turned it off.
 int qat_i8_cpu_has_vbmi(void);
 
@@ -241,6 +244,19 @@ size_t qat_i8_global_avgpool_fast(const float *x, const int8_t *q, float scale, 
 // column strides 1 and 2.
 void qat_i8_maxpool_float_vnni16(const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g);
 void qat_i8_maxpool_float_avx2x8(const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g);
+
+// A conv's float output pooled on its accumulators, VNNI path, planes up to 32 wide with up to 16
+// output columns (maxpool_float_simd.c): max pool (g) each int32 plane c, then dequantize as
+// qat_i8_scaled1 ((float)acc · scale[c] (+ offset[c])) and, with relu, x < 0 → 0. The floats of
+// dequantize → ReLU → qat_i8_maxpool_float whenever qat_i8_dequantize_is_increasing: every step
+// is then non-decreasing and no NaN or −0 arises, so the max of the floats is the float of the
+// max accumulator (a window without pixels: −∞ either way). Returns 0, doing nothing, for other shapes.
+int qat_i8_maxpool_accumulators_vnni16(const int32_t *x, float *y, size_t planes, const qat_i8_pool_geometry *g,
+                                       const float *scale, const float *offset, int relu);
+// 1 when every scale[c] is finite and above 0 and every offset[c] (if any) finite.
+int qat_i8_dequantize_is_increasing(const qat_i8_output *o, int channels);
+// 1 (default): conv2d_impl pools accumulators where it may; 0 (tests): the float epilogue.
+extern int qat_i8_pool_accumulators_allowed;
 
 // malloc that aborts with a message when memory runs out (gemm.c).
 void *qat_i8_checked_malloc(size_t bytes);

@@ -115,3 +115,56 @@ QAT_I8_TARGET_VNNI void qat_i8_maxpool_float_vnni16(const float *x, float *y, si
 QAT_I8_TARGET_AVX2 void qat_i8_maxpool_float_avx2x8(const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g) {
     POOL_BODY(8, columns8)
 }
+
+// qat_i8_maxpool_accumulators on planes up to 32 wide with up to 16 output columns (resnet's stem
+// pool, 28 → 14): an output row is one vector. The rows' max in two vectors, then per kernel
+// column kx a vpermt2d picks each output's column ox·sw + kx − pad_left (lanes whose column is
+// outside the plane keep their max), then the dequantize of qat_i8_scaled1 and the ReLU on 16
+// lanes. Returns 0, doing nothing, for other shapes.
+QAT_I8_TARGET_VNNI int qat_i8_maxpool_accumulators_vnni16(const int32_t *x, float *y, size_t planes, const qat_i8_pool_geometry *g,
+                                                          const float *scale, const float *offset, int relu) {
+#pragma clang fp contract(off)
+    const int h = g->h, w = g->w, oh = g->oh, ow = g->ow, kh = g->kh, kw = g->kw, sh = g->sh, sw = g->sw;
+    const int pad_top = g->pad_top, pad_left = g->pad_left;
+    if (w > 32 || ow > 16 || kw > 16) return 0;
+    __m512i index[16];
+    __mmask16 valid[16];
+    for (int kx = 0; kx < kw; kx++) {
+        int32_t lanes[16];
+        valid[kx] = 0;
+        for (int ox = 0; ox < 16; ox++) {
+            const int c = ox * sw + kx - pad_left;
+            const int inside = ox < ow && c >= 0 && c < w;
+            lanes[ox] = inside ? c : 0;
+            if (inside) valid[kx] |= (__mmask16)(1u << ox);
+        }
+        index[kx] = _mm512_loadu_si512(lanes);
+    }
+    const __mmask16 low = (__mmask16)(w >= 16 ? 0xFFFF : (1u << w) - 1), high = (__mmask16)(w <= 16 ? 0 : (1u << (w - 16)) - 1);
+    const __mmask16 columns = (__mmask16)((1u << ow) - 1);
+    const __m512i none = _mm512_set1_epi32(INT32_MIN);
+    const __m512 zero = _mm512_setzero_ps(), minus_infinity = _mm512_set1_ps(-INFINITY);
+    for (size_t p = 0; p < planes; p++) {
+        const int32_t *plane = x + p * (size_t)h * w;
+        const __m512 s = _mm512_set1_ps(scale[p]);
+        const __m512 off = _mm512_set1_ps(offset ? offset[p] : 0.0f);
+        for (int oy = 0; oy < oh; oy++) {
+            float *o = y + (p * oh + oy) * (size_t)ow;
+            const int top = oy * sh - pad_top, y0 = top < 0 ? 0 : top, y1 = top + kh < h ? top + kh : h;
+            __m512i r0 = none, r1 = none, best = none;
+            for (int r = y0; r < y1; r++) {
+                r0 = _mm512_max_epi32(r0, _mm512_maskz_loadu_epi32(low, plane + (size_t)r * w));
+                r1 = _mm512_max_epi32(r1, _mm512_maskz_loadu_epi32(high, plane + (size_t)r * w + 16));
+            }
+            if (y0 < y1)
+                for (int kx = 0; kx < kw; kx++)
+                    best = _mm512_mask_max_epi32(best, valid[kx], best, _mm512_permutex2var_epi32(r0, index[kx], r1));
+            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(best), s);
+            if (offset) v = _mm512_add_ps(v, off);
+            if (relu) v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
+            v = _mm512_mask_mov_ps(v, _mm512_cmpeq_epi32_mask(best, none), minus_infinity);
+            _mm512_mask_storeu_ps(o, columns, v);
+        }
+    }
+    return 1;
+}

@@ -71,6 +71,29 @@ extension Int8Kernels {
         }
     }
 
+    /// `conv2dDequantized`, then `addQuantized` of its floats and `addend` (the conv output's
+    /// shape), an image at a time: the codes of conv → residual add → quantize, without the conv's
+    /// floats in memory. Depthwise geometries run through the GEMM here.
+    public static func conv2dDequantizedAddQuantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                                     bias: [Int32], scales: [Float], offsets: [Float]?, addend: [Float],
+                                                     _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
+        precondition(g.isValid, "conv2d: bad geometry \(g)")
+        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
+        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
+        precondition(bias.count == g.outputChannels && scales.count == g.outputChannels
+                     && (offsets == nil || offsets!.count == g.outputChannels), "conv2d: per-channel values for \(g.outputChannels) channels")
+        let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
+        precondition(addend.count == count, "conv2dDequantizedAddQuantized: \(addend.count) addends for \(count) outputs")
+        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
+        var geometry = g.c
+        return withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
+            makeArray(count) { out in
+                qat_i8_conv2d_add_quantize(path.c, x, inputZeroPoint, &geometry, weights, bias, output, addend, q.scale,
+                                           Int32(q.zeroPoint), Int32(q.qmin), q.roundMode.c, out)
+            }
+        }
+    }
+
     /// `quantize` of `hardSwish(x)`, in one pass without the floats in memory.
     public static func hardSwishQuantized(_ x: [Float], _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
         makeArray(x.count) { out in

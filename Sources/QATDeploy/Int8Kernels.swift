@@ -94,6 +94,15 @@ public enum Int8Kernels {
     /// vector across row ends (same results as the row kernel; tests switch it off to compare).
     static func allowFlatDepthwise(_ allowed: Bool) { qat_i8_allow_flat_depthwise(allowed ? 1 : 0) }
 
+    /// Whether the VNNI GEMM runs layers whose output channels are a multiple of 8 in 8-row tiles
+    /// (same results as its 6-row tiles; tests switch it off to compare).
+    static func allowEightRowTiles(_ allowed: Bool) { qat_i8_allow_eight_row_tiles(allowed ? 1 : 0) }
+
+    /// Whether a conv with float output fused with a max pool may pool its int32 accumulators
+    /// and dequantize only the pooled ones (VNNI path, when every scale is above 0: the same
+    /// floats; tests switch it off to compare).
+    static func poolAccumulators(_ allowed: Bool) { qat_i8_allow_pool_accumulators(allowed ? 1 : 0) }
+
     /// Whether the AVX2 and VNNI paths pool floats several windows at a time (same results as
     /// the loop they ran before; tests switch it off to compare).
     static func vectoriseFloatMaxPool(_ enabled: Bool) { qat_i8_vectorise_maxpool_float(enabled ? 1 : 0) }

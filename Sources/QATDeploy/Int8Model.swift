@@ -44,6 +44,11 @@ public final class Int8Model {
     /// reader is step i + 1, a quantize node; unobserved runs on floats quantize the float results
     /// as they are made (Int8Kernels.addQuantized, hardSwishQuantized).
     private let fusesQuantize: [Bool]
+    /// fusesResidual[i]: step i is an integer conv (not depthwise) with float output whose only
+    /// reader is step i + 1, an add fused with its quantize (fusesQuantize); unobserved runs add the
+    /// other operand, when it is floats, to each image's conv output and quantize it while it is
+    /// in cache (Int8Kernels.conv2dDequantizedAddQuantized), as resnet-tiny's block.
+    private let fusesResidual: [Bool]
 
     /// A value between nodes: codes with their quantizer, or floats. Shapes are per sample.
     private enum Value {
@@ -72,6 +77,7 @@ public final class Int8Model {
     /// How many runs of nodes plain forwards fuse into one kernel (tests check there are some).
     var fusedRuns: Int {
         fusesPool.filter { $0 }.count + floatEpilogues.compactMap { $0 }.count + fusesQuantize.filter { $0 }.count
+            + fusesResidual.filter { $0 }.count
     }
 
     public static func load(deployFile path: String) throws -> Int8Model {
@@ -166,13 +172,22 @@ public final class Int8Model {
             }
             return epilogue.last > i ? epilogue : nil
         }
-        fusesQuantize = steps.indices.map { i in
+        let quantizeFusions = steps.indices.map { i in
             let step = steps[i]
             let fusable = step.node.op == .hardSwish
                 || (step.node.op == .add && step.node.sharedInputGrid == nil && step.node.output == nil
                     && step.inputShapes.count == 2 && step.inputShapes[0] == step.inputShapes[1] && step.inputShapes[0] == step.outputShape
                     && step.inputs.allSatisfy({ $0 == 0 || steps[$0 - 1].node.op != .constant }))
             return fusable && i + 1 < steps.count && readers[i + 1] == 1 && steps[i + 1].node.op == .quantize && steps[i + 1].inputs == [i + 1]
+        }
+        fusesQuantize = quantizeFusions
+        fusesResidual = steps.indices.map { i in
+            let step = steps[i]
+            guard step.node.op == .conv2d, step.node.inputQuantizer != nil, step.requantization == nil,
+                  !(step.node.groups > 1 && step.node.groups == step.node.inputChannels),
+                  i + 1 < steps.count, readers[i + 1] == 1, quantizeFusions[i + 1] else { return false }
+            let add = steps[i + 1]
+            return add.node.op == .add && add.inputs.filter({ $0 == i + 1 }).count == 1
         }
         quantizedLayerNames = deployed.nodes.filter(\.isInteger).map(\.name)
     }
@@ -230,6 +245,23 @@ public final class Int8Model {
                 values[i + 2] = .codes(y, node.output!)
                 for input in step.inputs where lastUse[input] == i { values[input] = nil }
                 i += 2
+                continue
+            }
+            if observe == nil && fusesResidual[i], let qd = step.node.inputQuantizer, let input = values[step.inputs[0]],
+               let other = steps[i + 1].inputs.first(where: { $0 != i + 1 }), case .floats(let addend)? = values[other] {
+                // conv → residual add → quantize in one kernel, an image at a time.
+                let own = codes(input, qd)
+                observeInputCodes?(step.node.name, own)
+                let x = substituteInputCodes?(step.node.name) ?? own
+                let node = step.node, quantize = steps[i + 2].node, grid = quantize.output!
+                var q = Int8Kernels.conv2dDequantizedAddQuantized(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint,
+                                                                  weights: node.weightCodes, bias: node.biasCodes,
+                                                                  scales: node.multipliers, offsets: step.offsets, addend: addend, grid)
+                if let activation = quantize.fusedActivation { saturate(&q, activation.codeRange(on: grid)) }
+                values[i + 3] = .codes(q, grid)
+                for input in step.inputs where lastUse[input] == i { values[input] = nil }
+                if lastUse[other] == i + 1 { values[other] = nil }
+                i += 3
                 continue
             }
             if observe == nil, let fused = floatEpilogues[i], let qd = step.node.inputQuantizer, let input = values[step.inputs[0]] {

@@ -9,11 +9,13 @@ import XCTest
 import QAT
 
 /// The INT8 engine's fused node runs (conv → ReLU → float max pool, add or HardSwish → quantize,
+/// conv → residual add → quantize,
 /// conv → int8 max pool) give the bytes of the node-by-node runs: on the networks of the bench
 /// (resnet-tiny, resnet18-tiny with its float stem pool, mobilenetv2-tiny with HardSwish and
 /// residual adds on floats), deployed from the default QAT config. An observed forward runs
 /// node by node; plain ones fuse, at 1 and 2 threads (which split the batch), with and without the
-/// flat depthwise kernel for small planes (Int8DepthwiseFlatTests).
+/// flat depthwise kernel for small planes (Int8DepthwiseFlatTests) and the stem pool on accumulators
+/// (Int8PoolAccumulatorTests).
 final class Int8FusionTests: XCTestCase {
     func deployedEngine(_ file: String) throws -> Int8Model {
         let source = try ModelSource.load(file: repositoryPath(file))
@@ -32,7 +34,7 @@ final class Int8FusionTests: XCTestCase {
 
     func testFusedRunsEqualNodeByNodeRuns() throws {
         let saved = Parallel.threads
-        defer { Parallel.threads = saved; Int8Kernels.allowFlatDepthwise(true) }
+        defer { Parallel.threads = saved; Int8Kernels.allowFlatDepthwise(true); Int8Kernels.poolAccumulators(true) }
         let test = try fashionMNIST(.test, count: 37)
         let x = test.batch(Array(0..<37)[...]).images
         for file in ["Configs/models/resnet-tiny.json", "examples/onnx-models/resnet18-tiny.onnx",
@@ -46,12 +48,15 @@ final class Int8FusionTests: XCTestCase {
             Parallel.threads = 2
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads")
             // mobilenetv2-tiny's 7×7 and 14×14 depthwise planes: the flat VBMI kernel (where this
-            // CPU has it) gives the logits of the row kernel.
+            // CPU has it) gives the logits of the row kernel; resnet18-tiny's stem pool on floats
+            // those of the pool on accumulators.
             Int8Kernels.allowFlatDepthwise(false)
+            Int8Kernels.poolAccumulators(false)
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, no flat depthwise")
             Parallel.threads = 1
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 1 thread, no flat depthwise")
             Int8Kernels.allowFlatDepthwise(true)
+            Int8Kernels.poolAccumulators(true)
         }
     }
 }

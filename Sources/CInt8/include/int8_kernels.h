@@ -119,6 +119,14 @@ void qat_i8_conv2d_float_epilogue(qat_i8_path path, const int8_t *x, int8_t x_ze
                                  const int8_t *weight, const int32_t *bias, qat_i8_output output, int relu,
                                  const qat_i8_pool_geometry *pool, float *out);
 
+// qat_i8_conv2d_grouped with float output (output.kind FLOAT: dequantized), then the float sums
+// with `addend` ([n][oc][oh][ow] floats, as the conv output) quantized as qat_i8_add_quantize does,
+// one image at a time: the codes of conv → residual add → quantize, without the conv's floats in
+// memory. out: [n][oc][oh][ow] codes.
+void qat_i8_conv2d_add_quantize(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                                const int8_t *weight, const int32_t *bias, qat_i8_output output, const float *addend,
+                                float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode, int8_t *out);
+
 // Depthwise convolution (groups == c, oc = c·multiplier; output channel o reads input channel
 // o / multiplier) by a direct kernel: no column matrix over channels, one pass per plane. The
 // same integers, output formula and precondition (K = kh·kw) as qat_i8_conv2d_grouped, and the
@@ -181,6 +189,14 @@ void qat_i8_allow_vbmi(int allowed);
 // Whether that VBMI depthwise kernel may take small output planes as one flat run of outputs,
 // 16 per vector across row ends (same results). 1 by default; tests turn it off to compare.
 void qat_i8_allow_flat_depthwise(int allowed);
+
+// Whether the VNNI GEMM may run m a multiple of 8 in 8-row tiles (same results). 1 by default;
+// tests turn it off to compare with the 6-row tiles.
+void qat_i8_allow_eight_row_tiles(int allowed);
+
+// Whether qat_i8_conv2d_float_epilogue may max pool the int32 accumulators and dequantize only
+// the pooled ones (when every scale is above 0; the same floats). 1 by default; tests turn it off.
+void qat_i8_allow_pool_accumulators(int allowed);
 
 // Residual add on codes:
 //   q = clamp(round((s_a·(q_a − o_a) + s_b·(q_b − o_b)) / s_y) + o_y, lo, hi)
