@@ -139,7 +139,7 @@ private func batchStatistics(_ x: Tensor, _ geometry: BatchNormGeometry, updatin
     let m = n * plane
     var mean = [Float](repeating: 0, count: c)
     var inverseStd = [Float](repeating: 0, count: c)
-    // Double accumulators, one serial chain per channel: the variance of many float32 values
+    // Double accumulators in a fixed order (CKernels/batchnorm.h): the variance of many float32 values
     // loses digits otherwise. Two passes (mean, then squared deviations), as the reference.
     var sums = [Double](repeating: 0, count: c)
     var sumSquares = [Double](repeating: 0, count: c)
