@@ -492,48 +492,40 @@ static void plane_gradients(const float *gs, const float *xs, long plane, long p
         plane_gradient(gs + q * plane, xs + q * plane, plane, mean[q], inverse_std[q], out + q, out_normalized + q);
 }
 
-// ---- drivers: samples outer (channel totals add plane sums in sample order), channels in
-// blocks of CHUNK so the per-plane results fit on the stack ----
-#define CHUNK 64
+// ---- drivers: planes [q0, q1) in runs of one sample's consecutive channels ----
 
-void qat_bn_channel_sums(const float *restrict x, double *restrict sums,
-                         long batch, long channels, long plane, long c0, long c1) {
-    double partial[CHUNK];
-    for (long c = c0; c < c1; c++) sums[c] = 0;
-    for (long n = 0; n < batch; n++)
-        for (long c = c0; c < c1; c += CHUNK) {
-            const long count = c1 - c < CHUNK ? c1 - c : CHUNK;
-            plane_sums(x + (n * channels + c) * plane, plane, count, partial);
-            for (long k = 0; k < count; k++) sums[c + k] += partial[k];
-        }
+void qat_bn_plane_sums(const float *restrict x, double *restrict sums, long channels, long plane, long q0, long q1) {
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, count = channels - c < q1 - q ? channels - c : q1 - q;
+        plane_sums(x + q * plane, plane, count, sums + q);
+        q += count;
+    }
 }
 
-void qat_bn_channel_squared_deviations(const float *restrict x, const double *restrict mean,
-                                       double *restrict squares,
-                                       long batch, long channels, long plane, long c0, long c1) {
-    double partial[CHUNK];
-    for (long c = c0; c < c1; c++) squares[c] = 0;
-    for (long n = 0; n < batch; n++)
-        for (long c = c0; c < c1; c += CHUNK) {
-            const long count = c1 - c < CHUNK ? c1 - c : CHUNK;
-            plane_squared_deviations(x + (n * channels + c) * plane, plane, count, mean + c, partial);
-            for (long k = 0; k < count; k++) squares[c + k] += partial[k];
-        }
+void qat_bn_plane_squared_deviations(const float *restrict x, const double *restrict mean, double *restrict squares,
+                                     long channels, long plane, long q0, long q1) {
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, count = channels - c < q1 - q ? channels - c : q1 - q;
+        plane_squared_deviations(x + q * plane, plane, count, mean + c, squares + q);
+        q += count;
+    }
 }
 
-void qat_bn_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,
-                          const float *restrict inverse_std, double *restrict sum_grad,
-                          double *restrict sum_grad_normalized,
-                          long batch, long channels, long plane, long c0, long c1) {
-    double partial[CHUNK], partial_normalized[CHUNK];
-    for (long c = c0; c < c1; c++) { sum_grad[c] = 0; sum_grad_normalized[c] = 0; }
+void qat_bn_plane_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,
+                                const float *restrict inverse_std, double *restrict sums,
+                                double *restrict sums_normalized, long channels, long plane, long q0, long q1) {
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, count = channels - c < q1 - q ? channels - c : q1 - q;
+        plane_gradients(gy + q * plane, x + q * plane, plane, count, mean + c, inverse_std + c, sums + q,
+                        sums_normalized + q);
+        q += count;
+    }
+}
+
+void qat_bn_channel_totals(const double *restrict planes, double *restrict totals, long batch, long channels) {
+    for (long c = 0; c < channels; c++) totals[c] = 0;
     for (long n = 0; n < batch; n++)
-        for (long c = c0; c < c1; c += CHUNK) {
-            const long count = c1 - c < CHUNK ? c1 - c : CHUNK;
-            const long offset = (n * channels + c) * plane;
-            plane_gradients(gy + offset, x + offset, plane, count, mean + c, inverse_std + c, partial, partial_normalized);
-            for (long k = 0; k < count; k++) { sum_grad[c + k] += partial[k]; sum_grad_normalized[c + k] += partial_normalized[k]; }
-        }
+        for (long c = 0; c < channels; c++) totals[c] += planes[n * channels + c];
 }
 
 void qat_bn_normalize(const float *restrict x, float *restrict y, const float *restrict mean,

@@ -52,6 +52,23 @@ final class BatchNormKernelTests: XCTestCase {
         }
     }
 
+    /// The kernels' channel totals, their planes written in three uneven chunks (a chunk may start
+    /// and end inside a sample), as threads would split them.
+    private func kernelTotals(_ s: Shape, outputs: Int = 1,
+                              _ body: (Int, Int, UnsafeMutablePointer<Double>) -> Void) -> [[Double]] {
+        let planes = s.batch * s.channels
+        var partial = [Double](repeating: .nan, count: outputs * planes)
+        let cuts = [0, planes / 3, planes / 3 + (planes + 1) / 4, planes]
+        partial.withUnsafeMutableBufferPointer { buffer in
+            for k in 0..<3 where cuts[k] < cuts[k + 1] { body(cuts[k], cuts[k + 1], buffer.baseAddress!) }
+        }
+        return (0..<outputs).map { k in
+            var totals = [Double](repeating: .nan, count: s.channels)
+            partial.withUnsafeBufferPointer { qat_bn_channel_totals($0.baseAddress! + k * planes, &totals, s.batch, s.channels) }
+            return totals
+        }
+    }
+
     private func assertSameBits<T: BinaryFloatingPoint>(_ a: [T], _ b: [T], _ message: String,
                                                         file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(a.count, b.count, message, file: file, line: line)
@@ -70,10 +87,15 @@ final class BatchNormKernelTests: XCTestCase {
                 let meanF = values(s.channels, seed: UInt64(index) + 200, scale: 1)
                 let inverseStd = values(s.channels, seed: UInt64(index) + 300, scale: 0.5).map { abs($0) + 0.5 }
                 let mean = meanF.map(Double.init)
-                var sums = [Double](repeating: .nan, count: s.channels), squares = sums, sumGrad = sums, sumNormalized = sums
-                qat_bn_channel_sums(x, &sums, s.batch, s.channels, s.plane, 0, s.channels)
-                qat_bn_channel_squared_deviations(x, mean, &squares, s.batch, s.channels, s.plane, 0, s.channels)
-                qat_bn_gradient_sums(gy, x, meanF, inverseStd, &sumGrad, &sumNormalized, s.batch, s.channels, s.plane, 0, s.channels)
+                let planes = s.batch * s.channels
+                let sums = kernelTotals(s) { q0, q1, partial in qat_bn_plane_sums(x, partial, s.channels, s.plane, q0, q1) }[0]
+                let squares = kernelTotals(s) { q0, q1, partial in
+                    qat_bn_plane_squared_deviations(x, mean, partial, s.channels, s.plane, q0, q1)
+                }[0]
+                let gradient = kernelTotals(s, outputs: 2) { q0, q1, partial in
+                    qat_bn_plane_gradient_sums(gy, x, meanF, inverseStd, partial, partial + planes, s.channels, s.plane, q0, q1)
+                }
+                let (sumGrad, sumNormalized) = (gradient[0], gradient[1])
                 let label = "path \(path) \(s)"
                 assertSameBits(sums, channelTotals(s) { i, _ in Double(x[i]) }, "Σx " + label)
                 assertSameBits(squares, channelTotals(s) { i, c in
