@@ -129,7 +129,8 @@ private struct BatchNormGeometry {
         }
     }
 
-    /// Calls `body(q0, q1)` for chunks of the N·C planes (element-wise work: any split gives the same bits).
+    /// Calls `body(q0, q1)` for chunks of the N·C planes (each plane whole in one call: any split
+    /// gives the same bits).
     func forEachPlaneBlock(_ body: (Int, Int) -> Void) {
         Parallel.forEachChunk(batch * channels, minimumChunk: max(1, 4096 / max(plane, 1))) { planes in
             body(planes.lowerBound, planes.upperBound)
