@@ -267,9 +267,10 @@ AVX512 static long small_gradient_512(const float *gs, const float *xs, long pla
     return q;
 }
 
-// Element-wise passes on planes under 16 positions: a masked vector per plane would be mostly
-// empty, so the parameters are spread per (channel, position) once and a run of one sample's
-// consecutive planes is walked as one flat array. Same expressions per element: the same bits.
+// Element-wise passes on planes of at most 16 positions: one vector per plane would leave the
+// per-plane setup (and masked tails) dominant, so the parameters are spread per (channel,
+// position) once and a run of one sample's consecutive planes is walked as one flat array.
+// Same expressions per element: the same bits.
 #define SPREAD_MAX 1024
 
 // params[i] = the channel value of element i of channels [0, channels), `plane` positions each.
@@ -532,7 +533,7 @@ void qat_bn_normalize(const float *restrict x, float *restrict y, const float *r
                       const float *restrict inverse_std, const float *restrict gamma,
                       const float *restrict beta, long channels, long plane, long q0, long q1) {
 #if defined(__x86_64__)
-    if (qat_bn_isa() == 2 && plane < 16 && channels * plane <= SPREAD_MAX) {
+    if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
         normalize_small_512(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1);
         return;
     }
@@ -561,7 +562,7 @@ void qat_bn_input_grad(const float *restrict gy, const float *restrict x, const 
                        const float *restrict mean_grad, const float *restrict mean_grad_normalized,
                        float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
 #if defined(__x86_64__)
-    if (qat_bn_isa() == 2 && plane < 16 && channels * plane <= SPREAD_MAX) {
+    if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
         input_grad_small_512(gy, x, mean, inverse_std, scale, mean_grad, mean_grad_normalized, gx, overwrite,
                              channels, plane, q0, q1);
         return;
