@@ -3,214 +3,548 @@
 #pragma STDC FP_CONTRACT OFF
 #include "batchnorm.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
-// Channels are walked in groups of this many: one independent Double chain each, interleaved.
-// Samples are the outer loop (the chains carried in the output arrays from one sample to the
-// next), so memory is read in order, one [group, plane] block after the other.
-#define GROUP 8
+// The order of every Double sum (the same on every path, see batchnorm.h): a plane's sum has 8
+// lanes, lane j taking positions p ≡ j (mod 8) in order from +0, folded as
+// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)); a channel's total adds its planes' sums in
+// sample order from 0. Lanes start at +0 and never become −0, so a vector path may pad a plane's
+// tail with zeros: adding +0 leaves every lane as it was.
+#define LANES 8
+// Planes summed side by side: independent chains, so the adds overlap instead of waiting.
+#define PLANES 4
 
-// ---- AVX2: 8 channels per vector, one lane per channel ----
-// The same chains as the portable loops below (lane k is channel c + k, positions added in
-// order), 8 at once: rows of 8 positions from the 8 planes are loaded and transposed so that each
-// vector holds one position of all 8 channels. AVX2 without FMA, so every value rounds the same.
+static inline double fold_lanes(const double l[LANES]) {
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+// ---- portable: the reference of the order above ----
+
+static double plane_sum(const float *v, long plane) {
+    double l[LANES] = {0};
+    for (long p = 0; p < plane; p++) l[p % LANES] += (double)v[p];
+    return fold_lanes(l);
+}
+
+static double plane_squares(const float *v, long plane, double mean) {
+    double l[LANES] = {0};
+    for (long p = 0; p < plane; p++) {
+        const double d = (double)v[p] - mean;
+        l[p % LANES] += d * d;
+    }
+    return fold_lanes(l);
+}
+
+// Σ gy and Σ gy·x̂ over one plane, x̂ = (x − μ)·s in float.
+static void plane_gradient(const float *gs, const float *xs, long plane, float mu, float s,
+                           double *sum, double *sum_normalized) {
+    double l[LANES] = {0}, ln[LANES] = {0};
+    for (long p = 0; p < plane; p++) {
+        const float normalized = (xs[p] - mu) * s;
+        l[p % LANES] += (double)gs[p];
+        ln[p % LANES] += (double)(gs[p] * normalized);
+    }
+    *sum = fold_lanes(l);
+    *sum_normalized = fold_lanes(ln);
+}
+
+#if defined(__x86_64__)
 #define AVX2 __attribute__((target("avx2")))
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx2")))
 
-// r[j] lane k ← r[k] lane j (an 8 × 8 transpose).
-AVX2 static inline void transpose8(__m256 r[8]) {
-    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-    const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-    const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-    const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-    const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-    const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-    const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-    const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20); r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20); r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20); r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+// ---- AVX-512: one zmm of 8 Double lanes per plane, PLANES planes side by side ----
+
+AVX512 static inline double fold512(__m512d l) {
+    const __m256d a = _mm256_add_pd(_mm512_castpd512_pd256(l), _mm512_extractf64x4_pd(l, 1));
+    const __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
 }
 
-// Position p of the 8 planes starting at `base`, `plane` apart.
-AVX2 static inline __m256 column8(const float *base, long plane, long p) {
-    return _mm256_setr_ps(base[p], base[plane + p], base[2 * plane + p], base[3 * plane + p],
-                          base[4 * plane + p], base[5 * plane + p], base[6 * plane + p], base[7 * plane + p]);
+AVX512 static void sums_512(const float *base, long plane, long planes, double *out) {
+    const long full = plane & ~7L;
+    const __mmask8 tail = (__mmask8)((1u << (plane - full)) - 1);   // past the end: zeros
+    long q = 0;
+    for (; q + PLANES <= planes; q += PLANES) {
+        __m512d l[PLANES];
+        for (int k = 0; k < PLANES; k++) l[k] = _mm512_setzero_pd();
+        for (long p = 0; p < full; p += 8)
+            for (int k = 0; k < PLANES; k++)
+                l[k] = _mm512_add_pd(l[k], _mm512_cvtps_pd(_mm256_loadu_ps(base + (q + k) * plane + p)));
+        if (tail)
+            for (int k = 0; k < PLANES; k++)
+                l[k] = _mm512_add_pd(l[k], _mm512_cvtps_pd(_mm256_maskz_loadu_ps(tail, base + (q + k) * plane + full)));
+        for (int k = 0; k < PLANES; k++) out[q + k] = fold512(l[k]);
+    }
+    for (; q < planes; q++) {
+        __m512d l = _mm512_setzero_pd();
+        for (long p = 0; p < full; p += 8) l = _mm512_add_pd(l, _mm512_cvtps_pd(_mm256_loadu_ps(base + q * plane + p)));
+        if (tail) l = _mm512_add_pd(l, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(tail, base + q * plane + full)));
+        out[q] = fold512(l);
+    }
 }
 
-// Positions [p, p + 8) of the 8 planes, transposed: v[j] = position p + j of every channel.
-AVX2 static inline void load_block8(const float *base, long plane, long p, __m256 v[8]) {
-    for (int k = 0; k < 8; k++) v[k] = _mm256_loadu_ps(base + k * plane + p);
-    transpose8(v);
+AVX512 static inline __m512d add_square512(__m512d l, __m256 v, __m512d mean) {
+    const __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(v), mean);
+    return _mm512_add_pd(l, _mm512_mul_pd(d, d));
+}
+
+// Padded positions must add +0, not (0 − μ)²: they are masked out of the add.
+AVX512 static inline __m512d add_square512_masked(__m512d l, __m256 v, __m512d mean, __mmask8 m) {
+    const __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(v), mean);
+    return _mm512_mask_add_pd(l, m, l, _mm512_mul_pd(d, d));
+}
+
+// The planes of channels c .. c + planes − 1 (consecutive), with their channels' means.
+AVX512 static void squares_512(const float *base, long plane, long planes, const double *mean, double *out) {
+    const long full = plane & ~7L;
+    const __mmask8 tail = (__mmask8)((1u << (plane - full)) - 1);
+    long q = 0;
+    for (; q + PLANES <= planes; q += PLANES) {
+        __m512d l[PLANES], mu[PLANES];
+        for (int k = 0; k < PLANES; k++) { l[k] = _mm512_setzero_pd(); mu[k] = _mm512_set1_pd(mean[q + k]); }
+        for (long p = 0; p < full; p += 8)
+            for (int k = 0; k < PLANES; k++) l[k] = add_square512(l[k], _mm256_loadu_ps(base + (q + k) * plane + p), mu[k]);
+        if (tail)
+            for (int k = 0; k < PLANES; k++)
+                l[k] = add_square512_masked(l[k], _mm256_maskz_loadu_ps(tail, base + (q + k) * plane + full), mu[k], tail);
+        for (int k = 0; k < PLANES; k++) out[q + k] = fold512(l[k]);
+    }
+    for (; q < planes; q++) {
+        __m512d l = _mm512_setzero_pd();
+        const __m512d mu = _mm512_set1_pd(mean[q]);
+        for (long p = 0; p < full; p += 8) l = add_square512(l, _mm256_loadu_ps(base + q * plane + p), mu);
+        if (tail) l = add_square512_masked(l, _mm256_maskz_loadu_ps(tail, base + q * plane + full), mu, tail);
+        out[q] = fold512(l);
+    }
+}
+
+// Padded positions load gy = 0 (Σ gy adds +0); their product may be −0, so it is masked out.
+AVX512 static inline void add_gradient512(const float *gs, const float *xs, long p, __mmask8 m, __m256 mu, __m256 s,
+                                          __m512d *sum, __m512d *sum_normalized) {
+    const __m256 g = _mm256_maskz_loadu_ps(m, gs + p), x = _mm256_maskz_loadu_ps(m, xs + p);
+    const __m256 product = _mm256_mul_ps(g, _mm256_mul_ps(_mm256_sub_ps(x, mu), s));
+    *sum = _mm512_add_pd(*sum, _mm512_cvtps_pd(g));
+    *sum_normalized = _mm512_mask_add_pd(*sum_normalized, m, *sum_normalized, _mm512_cvtps_pd(product));
+}
+
+AVX512 static void gradient_512(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                                const float *inverse_std, double *out, double *out_normalized) {
+    const long full = plane & ~7L;
+    const __mmask8 tail = (__mmask8)((1u << (plane - full)) - 1);
+    long q = 0;
+    for (; q + PLANES <= planes; q += PLANES) {
+        __m512d l[PLANES], ln[PLANES];
+        __m256 mu[PLANES], s[PLANES];
+        for (int k = 0; k < PLANES; k++) {
+            l[k] = ln[k] = _mm512_setzero_pd();
+            mu[k] = _mm256_set1_ps(mean[q + k]); s[k] = _mm256_set1_ps(inverse_std[q + k]);
+        }
+        for (long p = 0; p < full; p += 8)
+            for (int k = 0; k < PLANES; k++)
+                add_gradient512(gs + (q + k) * plane, xs + (q + k) * plane, p, 0xff, mu[k], s[k], &l[k], &ln[k]);
+        if (tail)
+            for (int k = 0; k < PLANES; k++)
+                add_gradient512(gs + (q + k) * plane, xs + (q + k) * plane, full, tail, mu[k], s[k], &l[k], &ln[k]);
+        for (int k = 0; k < PLANES; k++) { out[q + k] = fold512(l[k]); out_normalized[q + k] = fold512(ln[k]); }
+    }
+    for (; q < planes; q++) {
+        __m512d l = _mm512_setzero_pd(), ln = l;
+        const __m256 mu = _mm256_set1_ps(mean[q]), s = _mm256_set1_ps(inverse_std[q]);
+        for (long p = 0; p < full; p += 8) add_gradient512(gs + q * plane, xs + q * plane, p, 0xff, mu, s, &l, &ln);
+        if (tail) add_gradient512(gs + q * plane, xs + q * plane, full, tail, mu, s, &l, &ln);
+        out[q] = fold512(l); out_normalized[q] = fold512(ln);
+    }
+}
+
+// Element-wise passes, 16 floats a vector: the same float expressions as the portable loops.
+AVX512 static void normalize_plane_512(const float *xs, float *ys, long plane, float mean, float inverse_std,
+                                       float gamma, float beta) {
+    const __m512 mu = _mm512_set1_ps(mean), s = _mm512_set1_ps(inverse_std), g = _mm512_set1_ps(gamma),
+                 b = _mm512_set1_ps(beta);
+    for (long p = 0; p < plane; p += 16) {
+        const __mmask16 m = p + 16 <= plane ? 0xffff : (__mmask16)((1u << (plane - p)) - 1);
+        const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + p), mu), s);
+        _mm512_mask_storeu_ps(ys + p, m, _mm512_add_ps(_mm512_mul_ps(g, v), b));
+    }
+}
+
+AVX512 static void input_grad_plane_512(const float *gs, const float *xs, float *out, long plane, int overwrite,
+                                        float scale, const float *statistics /* μ, s, mean_grad, mean_grad_normalized */) {
+    const __m512 k = _mm512_set1_ps(scale), zero = _mm512_setzero_ps();
+    const __m512 mu = _mm512_set1_ps(statistics ? statistics[0] : 0), s = _mm512_set1_ps(statistics ? statistics[1] : 0);
+    const __m512 mg = _mm512_set1_ps(statistics ? statistics[2] : 0), mgn = _mm512_set1_ps(statistics ? statistics[3] : 0);
+    for (long p = 0; p < plane; p += 16) {
+        const __mmask16 m = p + 16 <= plane ? 0xffff : (__mmask16)((1u << (plane - p)) - 1);
+        const __m512 g = _mm512_maskz_loadu_ps(m, gs + p);
+        __m512 value;
+        if (statistics) {
+            const __m512 normalized = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + p), mu), s);
+            value = _mm512_mul_ps(k, _mm512_sub_ps(_mm512_sub_ps(g, mg), _mm512_mul_ps(normalized, mgn)));
+        } else {
+            value = _mm512_mul_ps(k, g);
+        }
+        const __m512 base = overwrite ? zero : _mm512_maskz_loadu_ps(m, out + p);
+        _mm512_mask_storeu_ps(out + p, m, _mm512_add_ps(base, value));
+    }
+}
+
+// ---- AVX-512, planes of at most SMALL_PLANE positions: 8 planes a block, one zmm lane per plane ----
+// Folding one zmm per plane would cost more than its few adds. Instead the 8 planes (at most 32
+// floats) are loaded into two zmm, register j holds lane j of the 8 planes (position p of each
+// plane picked by a permute), and the fold is the same tree across registers: the same bits as
+// one plane at a time.
+#define SMALL_PLANE 4
+
+AVX512 static inline __m512d fold_registers(const __m512d l[LANES]) {
+    return _mm512_add_pd(_mm512_add_pd(_mm512_add_pd(l[0], l[4]), _mm512_add_pd(l[2], l[6])),
+                         _mm512_add_pd(_mm512_add_pd(l[1], l[5]), _mm512_add_pd(l[3], l[7])));
+}
+
+// The 8 planes at `base` (8·plane ≤ 32 floats) as two zmm, and position p of each plane picked out.
+typedef struct { __m512 low, high; } small_block;
+
+AVX512 static inline small_block load_small_block(const float *base, long plane) {
+    const long n = 8 * plane;
+    const __mmask16 low = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+    const __mmask16 high = n <= 16 ? 0 : n >= 32 ? 0xffff : (__mmask16)((1u << (n - 16)) - 1);
+    return (small_block){_mm512_maskz_loadu_ps(low, base), _mm512_maskz_loadu_ps(high, base + 16)};
+}
+
+AVX512 static inline __m256 position_of_planes(small_block b, long plane, long p) {
+    const __m512i index = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0),
+                                                              _mm512_set1_epi32((int)plane)),
+                                           _mm512_set1_epi32((int)p));
+    return _mm512_castps512_ps256(_mm512_permutex2var_ps(b.low, index, b.high));
+}
+
+AVX512 static long small_sums_512(const float *base, long plane, long planes, double *out) {
+    long q = 0;
+    for (; q + 8 <= planes; q += 8) {
+        __m512d l[LANES];
+        for (int j = 0; j < LANES; j++) l[j] = _mm512_setzero_pd();
+        const small_block b = load_small_block(base + q * plane, plane);
+        for (long p = 0; p < plane; p++) l[p] = _mm512_add_pd(l[p], _mm512_cvtps_pd(position_of_planes(b, plane, p)));
+        _mm512_storeu_pd(out + q, fold_registers(l));
+    }
+    return q;
+}
+
+AVX512 static long small_squares_512(const float *base, long plane, long planes, const double *mean, double *out) {
+    long q = 0;
+    for (; q + 8 <= planes; q += 8) {
+        const __m512d mu = _mm512_loadu_pd(mean + q);
+        __m512d l[LANES];
+        for (int j = 0; j < LANES; j++) l[j] = _mm512_setzero_pd();
+        const small_block b = load_small_block(base + q * plane, plane);
+        for (long p = 0; p < plane; p++) {
+            const __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(position_of_planes(b, plane, p)), mu);
+            l[p] = _mm512_add_pd(l[p], _mm512_mul_pd(d, d));
+        }
+        _mm512_storeu_pd(out + q, fold_registers(l));
+    }
+    return q;
+}
+
+AVX512 static long small_gradient_512(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                                      const float *inverse_std, double *out, double *out_normalized) {
+    long q = 0;
+    for (; q + 8 <= planes; q += 8) {
+        const __m256 mu = _mm256_loadu_ps(mean + q), s = _mm256_loadu_ps(inverse_std + q);
+        __m512d l[LANES], ln[LANES];
+        for (int j = 0; j < LANES; j++) l[j] = ln[j] = _mm512_setzero_pd();
+        const small_block gb = load_small_block(gs + q * plane, plane), xb = load_small_block(xs + q * plane, plane);
+        for (long p = 0; p < plane; p++) {
+            const __m256 g = position_of_planes(gb, plane, p), x = position_of_planes(xb, plane, p);
+            const __m256 product = _mm256_mul_ps(g, _mm256_mul_ps(_mm256_sub_ps(x, mu), s));
+            l[p] = _mm512_add_pd(l[p], _mm512_cvtps_pd(g));
+            ln[p] = _mm512_add_pd(ln[p], _mm512_cvtps_pd(product));
+        }
+        _mm512_storeu_pd(out + q, fold_registers(l));
+        _mm512_storeu_pd(out_normalized + q, fold_registers(ln));
+    }
+    return q;
+}
+
+// Element-wise passes on planes of at most 16 positions: one vector per plane would leave the
+// per-plane setup (and masked tails) dominant, so the parameters are spread per (channel,
+// position) once and a run of one sample's consecutive planes is walked as one flat array.
+// Same expressions per element: the same bits.
+#define SPREAD_MAX 1024
+
+// params[i] = the channel value of element i of channels [0, channels), `plane` positions each.
+static void spread(const float *restrict values, long channels, long plane, float *restrict params) {
+    for (long c = 0; c < channels; c++)
+        for (long p = 0; p < plane; p++) params[c * plane + p] = values[c];
+}
+
+static inline __mmask16 mask16(long i, long count) {
+    return i + 16 <= count ? 0xffff : (__mmask16)((1u << (count - i)) - 1);
+}
+
+AVX512 static void normalize_small_512(const float *x, float *y, const float *mean, const float *inverse_std,
+                                       const float *gamma, const float *beta, long channels, long plane,
+                                       long q0, long q1) {
+    float mu[SPREAD_MAX], s[SPREAD_MAX], g[SPREAD_MAX], b[SPREAD_MAX];
+    spread(mean, channels, plane, mu); spread(inverse_std, channels, plane, s);
+    spread(gamma, channels, plane, g); spread(beta, channels, plane, b);
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, planes = channels - c < q1 - q ? channels - c : q1 - q;
+        const long count = planes * plane, first = c * plane;
+        const float *xs = x + q * plane;
+        float *ys = y + q * plane;
+        for (long i = 0; i < count; i += 16) {
+            const __mmask16 m = mask16(i, count);
+            const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + i), _mm512_maskz_loadu_ps(m, mu + first + i)),
+                                           _mm512_maskz_loadu_ps(m, s + first + i));
+            _mm512_mask_storeu_ps(ys + i, m, _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, g + first + i), v),
+                                                           _mm512_maskz_loadu_ps(m, b + first + i)));
+        }
+        q += planes;
+    }
+}
+
+AVX512 static void input_grad_small_512(const float *gy, const float *x, const float *mean, const float *inverse_std,
+                                        const float *scale, const float *mean_grad, const float *mean_grad_normalized,
+                                        float *gx, int overwrite, long channels, long plane, long q0, long q1) {
+    float k[SPREAD_MAX], mu[SPREAD_MAX], s[SPREAD_MAX], mg[SPREAD_MAX], mgn[SPREAD_MAX];
+    spread(scale, channels, plane, k);
+    if (mean_grad) {
+        spread(mean, channels, plane, mu); spread(inverse_std, channels, plane, s);
+        spread(mean_grad, channels, plane, mg); spread(mean_grad_normalized, channels, plane, mgn);
+    }
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, planes = channels - c < q1 - q ? channels - c : q1 - q;
+        const long count = planes * plane, first = c * plane;
+        const float *gs = gy + q * plane, *xs = x + q * plane;
+        float *out = gx + q * plane;
+        for (long i = 0; i < count; i += 16) {
+            const __mmask16 m = mask16(i, count);
+            const __m512 g = _mm512_maskz_loadu_ps(m, gs + i), kv = _mm512_maskz_loadu_ps(m, k + first + i);
+            __m512 value;
+            if (mean_grad) {
+                const __m512 normalized = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + i), _mm512_maskz_loadu_ps(m, mu + first + i)),
+                                                        _mm512_maskz_loadu_ps(m, s + first + i));
+                value = _mm512_mul_ps(kv, _mm512_sub_ps(_mm512_sub_ps(g, _mm512_maskz_loadu_ps(m, mg + first + i)),
+                                                        _mm512_mul_ps(normalized, _mm512_maskz_loadu_ps(m, mgn + first + i))));
+            } else {
+                value = _mm512_mul_ps(kv, g);
+            }
+            const __m512 base = overwrite ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, out + i);
+            _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(base, value));
+        }
+        q += planes;
+    }
+}
+
+// ---- AVX2: the 8 lanes as two ymm (l0–l3, l4–l7), PLANES planes side by side ----
+
+AVX2 static inline double fold256(__m256d lo, __m256d hi) {
+    const __m256d a = _mm256_add_pd(lo, hi);
+    const __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
+}
+
+// The mask of positions [p, p + 8) inside the plane (all ones for a full row).
+AVX2 static inline __m256i mask8_avx2(long p, long plane) {
+    const long n = plane - p >= 8 ? 8 : plane - p;
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+AVX2 static inline __m256 load8_avx2(const float *v, long p, long plane) {
+    return p + 8 <= plane ? _mm256_loadu_ps(v + p) : _mm256_maskload_ps(v + p, mask8_avx2(p, plane));
 }
 
 AVX2 static inline __m256d low_to_double(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
 AVX2 static inline __m256d high_to_double(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
 
-// 8 or 16 planes read side by side defeat the hardware prefetcher on large tensors: fetch each
-// plane's line PREFETCH_AHEAD floats ahead (a hint: an address past a plane does not fault).
-#define PREFETCH_AHEAD 128
-AVX2 static inline void prefetch_block8(const float *a, long plane, long p) {
-    for (int k = 0; k < 8; k++) _mm_prefetch((const char *)(a + k * plane + p), _MM_HINT_T0);
-}
-
-// acc[c..c+8) += Σ_p plane values, for the 8 planes at `base`.
-AVX2 static void sums_block8_avx2(const float *base, long plane, double *acc) {
-    __m256d lo = _mm256_loadu_pd(acc), hi = _mm256_loadu_pd(acc + 4);
-    long p = 0;
-    for (; p + 8 <= plane; p += 8) {
-        __m256 v[8];
-        if ((p & 15) == 0) prefetch_block8(base, plane, p + PREFETCH_AHEAD);
-        load_block8(base, plane, p, v);
-        for (int j = 0; j < 8; j++) { lo = _mm256_add_pd(lo, low_to_double(v[j])); hi = _mm256_add_pd(hi, high_to_double(v[j])); }
+AVX2 static void sums_avx2(const float *base, long plane, long planes, double *out) {
+    long q = 0;
+    for (; q < planes; q += PLANES) {
+        const int count = planes - q < PLANES ? (int)(planes - q) : PLANES;
+        __m256d lo[PLANES], hi[PLANES];
+        for (int k = 0; k < PLANES; k++) lo[k] = hi[k] = _mm256_setzero_pd();
+        for (long p = 0; p < plane; p += 8)
+            for (int k = 0; k < count; k++) {
+                const __m256 v = load8_avx2(base + (q + k) * plane, p, plane);
+                lo[k] = _mm256_add_pd(lo[k], low_to_double(v)); hi[k] = _mm256_add_pd(hi[k], high_to_double(v));
+            }
+        for (int k = 0; k < count; k++) out[q + k] = fold256(lo[k], hi[k]);
     }
-    for (; p < plane; p++) {
-        const __m256 v = column8(base, plane, p);
-        lo = _mm256_add_pd(lo, low_to_double(v)); hi = _mm256_add_pd(hi, high_to_double(v));
-    }
-    _mm256_storeu_pd(acc, lo); _mm256_storeu_pd(acc + 4, hi);
 }
 
-AVX2 static inline void add_square(__m256d *acc, __m256d value, __m256d mean) {
-    const __m256d d = _mm256_sub_pd(value, mean);
-    *acc = _mm256_add_pd(*acc, _mm256_mul_pd(d, d));
+// Padded positions add +0: the square is masked to 0 before the add.
+AVX2 static inline __m256d add_square_avx2(__m256d l, __m256d v, __m256d mean, __m256d keep) {
+    const __m256d d = _mm256_sub_pd(v, mean);
+    return _mm256_add_pd(l, _mm256_and_pd(_mm256_mul_pd(d, d), keep));
 }
 
-AVX2 static void squares_block8_avx2(const float *base, long plane, const double *mean, double *acc) {
-    const __m256d mu_lo = _mm256_loadu_pd(mean), mu_hi = _mm256_loadu_pd(mean + 4);
-    __m256d lo = _mm256_loadu_pd(acc), hi = _mm256_loadu_pd(acc + 4);
-    long p = 0;
-    for (; p + 8 <= plane; p += 8) {
-        __m256 v[8];
-        if ((p & 15) == 0) prefetch_block8(base, plane, p + PREFETCH_AHEAD);
-        load_block8(base, plane, p, v);
-        for (int j = 0; j < 8; j++) { add_square(&lo, low_to_double(v[j]), mu_lo); add_square(&hi, high_to_double(v[j]), mu_hi); }
-    }
-    for (; p < plane; p++) {
-        const __m256 v = column8(base, plane, p);
-        add_square(&lo, low_to_double(v), mu_lo); add_square(&hi, high_to_double(v), mu_hi);
-    }
-    _mm256_storeu_pd(acc, lo); _mm256_storeu_pd(acc + 4, hi);
-}
-
-// One position of the 8 channels: Σ gy and Σ gy·x̂, x̂ = (x − μ)·s in float.
-AVX2 static inline void add_gradient(__m256 g, __m256 x, __m256 mu, __m256 s,
-                                     __m256d *sum_lo, __m256d *sum_hi, __m256d *norm_lo, __m256d *norm_hi) {
-    const __m256 product = _mm256_mul_ps(g, _mm256_mul_ps(_mm256_sub_ps(x, mu), s));
-    *sum_lo = _mm256_add_pd(*sum_lo, low_to_double(g)); *sum_hi = _mm256_add_pd(*sum_hi, high_to_double(g));
-    *norm_lo = _mm256_add_pd(*norm_lo, low_to_double(product)); *norm_hi = _mm256_add_pd(*norm_hi, high_to_double(product));
-}
-
-// total[c..c+8) += (this sample's plane sum, a chain started at 0), for Σ gy and Σ gy·x̂.
-AVX2 static void gradient_block8_avx2(const float *gs, const float *xs, long plane, const float *mean,
-                                      const float *inverse_std, double *total, double *total_normalized) {
-    const __m256 mu = _mm256_loadu_ps(mean), s = _mm256_loadu_ps(inverse_std);
-    __m256d sum_lo = _mm256_setzero_pd(), sum_hi = sum_lo, norm_lo = sum_lo, norm_hi = sum_lo;
-    long p = 0;
-    for (; p + 8 <= plane; p += 8) {
-        __m256 g[8], v[8];
-        if ((p & 15) == 0) { prefetch_block8(gs, plane, p + PREFETCH_AHEAD); prefetch_block8(xs, plane, p + PREFETCH_AHEAD); }
-        load_block8(gs, plane, p, g);
-        load_block8(xs, plane, p, v);
-        for (int j = 0; j < 8; j++) add_gradient(g[j], v[j], mu, s, &sum_lo, &sum_hi, &norm_lo, &norm_hi);
-    }
-    for (; p < plane; p++)
-        add_gradient(column8(gs, plane, p), column8(xs, plane, p), mu, s, &sum_lo, &sum_hi, &norm_lo, &norm_hi);
-    _mm256_storeu_pd(total, _mm256_add_pd(_mm256_loadu_pd(total), sum_lo));
-    _mm256_storeu_pd(total + 4, _mm256_add_pd(_mm256_loadu_pd(total + 4), sum_hi));
-    _mm256_storeu_pd(total_normalized, _mm256_add_pd(_mm256_loadu_pd(total_normalized), norm_lo));
-    _mm256_storeu_pd(total_normalized + 4, _mm256_add_pd(_mm256_loadu_pd(total_normalized + 4), norm_hi));
-}
-
-// ---- portable: the same chains, `count` ≤ GROUP channels interleaved ----
-
-static void sums_block(const float *base, long plane, double *acc, long count) {
-    double a[GROUP];
-    for (long k = 0; k < count; k++) a[k] = acc[k];
-    for (long p = 0; p < plane; p++)
-        for (long k = 0; k < count; k++) a[k] += (double)base[k * plane + p];
-    for (long k = 0; k < count; k++) acc[k] = a[k];
-}
-
-static void squares_block(const float *base, long plane, const double *mean, double *acc, long count) {
-    double a[GROUP];
-    for (long k = 0; k < count; k++) a[k] = acc[k];
-    for (long p = 0; p < plane; p++)
-        for (long k = 0; k < count; k++) {
-            const double d = (double)base[k * plane + p] - mean[k];
-            a[k] += d * d;
+AVX2 static void squares_avx2(const float *base, long plane, long planes, const double *mean, double *out) {
+    long q = 0;
+    for (; q < planes; q += PLANES) {
+        const int count = planes - q < PLANES ? (int)(planes - q) : PLANES;
+        __m256d lo[PLANES], hi[PLANES], mu[PLANES];
+        for (int k = 0; k < count; k++) { lo[k] = hi[k] = _mm256_setzero_pd(); mu[k] = _mm256_set1_pd(mean[q + k]); }
+        for (long p = 0; p < plane; p += 8) {
+            // The 32-bit mask widened to 64-bit lanes of all ones (sign extension).
+            const __m256i m = mask8_avx2(p, plane);
+            const __m256d keep_lo = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(m)));
+            const __m256d keep_hi = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(m, 1)));
+            for (int k = 0; k < count; k++) {
+                const __m256 v = load8_avx2(base + (q + k) * plane, p, plane);
+                lo[k] = add_square_avx2(lo[k], low_to_double(v), mu[k], keep_lo);
+                hi[k] = add_square_avx2(hi[k], high_to_double(v), mu[k], keep_hi);
+            }
         }
-    for (long k = 0; k < count; k++) acc[k] = a[k];
+        for (int k = 0; k < count; k++) out[q + k] = fold256(lo[k], hi[k]);
+    }
 }
 
-static void gradient_block(const float *gs, const float *xs, long plane, const float *mean, const float *inverse_std,
-                           double *total, double *total_normalized, long count) {
-    double sum[GROUP] = {0}, sum_normalized[GROUP] = {0};
-    for (long p = 0; p < plane; p++)
-        for (long k = 0; k < count; k++) {
-            const float grad = gs[k * plane + p];
-            const float normalized = (xs[k * plane + p] - mean[k]) * inverse_std[k];
-            sum[k] += (double)grad;
-            sum_normalized[k] += (double)(grad * normalized);
+AVX2 static void gradient_avx2(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                               const float *inverse_std, double *out, double *out_normalized) {
+    long q = 0;
+    for (; q < planes; q += PLANES) {
+        const int count = planes - q < PLANES ? (int)(planes - q) : PLANES;
+        __m256d lo[PLANES], hi[PLANES], nlo[PLANES], nhi[PLANES];
+        for (int k = 0; k < count; k++) lo[k] = hi[k] = nlo[k] = nhi[k] = _mm256_setzero_pd();
+        for (long p = 0; p < plane; p += 8) {
+            const __m256 keep = _mm256_castsi256_ps(mask8_avx2(p, plane));
+            for (int k = 0; k < count; k++) {
+                const __m256 mu = _mm256_set1_ps(mean[q + k]), s = _mm256_set1_ps(inverse_std[q + k]);
+                const __m256 g = load8_avx2(gs + (q + k) * plane, p, plane), x = load8_avx2(xs + (q + k) * plane, p, plane);
+                // A padded position's product may be −0 (0 · negative x̂): masked to +0.
+                const __m256 product = _mm256_and_ps(_mm256_mul_ps(g, _mm256_mul_ps(_mm256_sub_ps(x, mu), s)), keep);
+                lo[k] = _mm256_add_pd(lo[k], low_to_double(g)); hi[k] = _mm256_add_pd(hi[k], high_to_double(g));
+                nlo[k] = _mm256_add_pd(nlo[k], low_to_double(product)); nhi[k] = _mm256_add_pd(nhi[k], high_to_double(product));
+            }
         }
-    for (long k = 0; k < count; k++) { total[k] += sum[k]; total_normalized[k] += sum_normalized[k]; }
+        for (int k = 0; k < count; k++) { out[q + k] = fold256(lo[k], hi[k]); out_normalized[q + k] = fold256(nlo[k], nhi[k]); }
+    }
 }
 
-// ---- drivers: samples outer, groups of channels inner ----
+static int cpu_isa(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return 2;
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+}
+#else
+static int cpu_isa(void) { return 0; }
+#endif
 
-void qat_bn_channel_sums(const float *restrict x, double *restrict sums,
-                         long batch, long channels, long plane, long c0, long c1) {
-    const int avx2 = __builtin_cpu_supports("avx2");
-    for (long c = c0; c < c1; c++) sums[c] = 0;
+static int forced_isa = -1;
+
+int qat_bn_isa(void) {
+    static int cpu = -1;
+    if (cpu < 0) cpu = cpu_isa();
+    return forced_isa >= 0 && forced_isa <= cpu ? forced_isa : cpu;
+}
+
+int qat_bn_force_isa(int isa) {
+    forced_isa = isa;
+    return qat_bn_isa();
+}
+
+// ---- one sample's planes of channels [c0, c1) → per-plane sums ----
+
+static void plane_sums(const float *base, long plane, long planes, double *out) {
+#if defined(__x86_64__)
+    switch (qat_bn_isa()) {
+    case 2: {
+        const long done = plane <= SMALL_PLANE ? small_sums_512(base, plane, planes, out) : 0;
+        sums_512(base + done * plane, plane, planes - done, out + done);
+        return;
+    }
+    case 1: sums_avx2(base, plane, planes, out); return;
+    }
+#endif
+    for (long q = 0; q < planes; q++) out[q] = plane_sum(base + q * plane, plane);
+}
+
+static void plane_squared_deviations(const float *base, long plane, long planes, const double *mean, double *out) {
+#if defined(__x86_64__)
+    switch (qat_bn_isa()) {
+    case 2: {
+        const long done = plane <= SMALL_PLANE ? small_squares_512(base, plane, planes, mean, out) : 0;
+        squares_512(base + done * plane, plane, planes - done, mean + done, out + done);
+        return;
+    }
+    case 1: squares_avx2(base, plane, planes, mean, out); return;
+    }
+#endif
+    for (long q = 0; q < planes; q++) out[q] = plane_squares(base + q * plane, plane, mean[q]);
+}
+
+static void plane_gradients(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                            const float *inverse_std, double *out, double *out_normalized) {
+#if defined(__x86_64__)
+    switch (qat_bn_isa()) {
+    case 2: {
+        const long done = plane <= SMALL_PLANE
+            ? small_gradient_512(gs, xs, plane, planes, mean, inverse_std, out, out_normalized) : 0;
+        gradient_512(gs + done * plane, xs + done * plane, plane, planes - done, mean + done, inverse_std + done,
+                     out + done, out_normalized + done);
+        return;
+    }
+    case 1: gradient_avx2(gs, xs, plane, planes, mean, inverse_std, out, out_normalized); return;
+    }
+#endif
+    for (long q = 0; q < planes; q++)
+        plane_gradient(gs + q * plane, xs + q * plane, plane, mean[q], inverse_std[q], out + q, out_normalized + q);
+}
+
+// ---- drivers: planes [q0, q1) in runs of one sample's consecutive channels ----
+
+void qat_bn_plane_sums(const float *restrict x, double *restrict sums, long channels, long plane, long q0, long q1) {
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, count = channels - c < q1 - q ? channels - c : q1 - q;
+        plane_sums(x + q * plane, plane, count, sums + q);
+        q += count;
+    }
+}
+
+void qat_bn_plane_squared_deviations(const float *restrict x, const double *restrict mean, double *restrict squares,
+                                     long channels, long plane, long q0, long q1) {
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, count = channels - c < q1 - q ? channels - c : q1 - q;
+        plane_squared_deviations(x + q * plane, plane, count, mean + c, squares + q);
+        q += count;
+    }
+}
+
+void qat_bn_plane_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,
+                                const float *restrict inverse_std, double *restrict sums,
+                                double *restrict sums_normalized, long channels, long plane, long q0, long q1) {
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, count = channels - c < q1 - q ? channels - c : q1 - q;
+        plane_gradients(gy + q * plane, x + q * plane, plane, count, mean + c, inverse_std + c, sums + q,
+                        sums_normalized + q);
+        q += count;
+    }
+}
+
+void qat_bn_channel_totals(const double *restrict planes, double *restrict totals, long batch, long channels) {
+    for (long c = 0; c < channels; c++) totals[c] = 0;
     for (long n = 0; n < batch; n++)
-        for (long c = c0; c < c1; c += GROUP) {
-            const float *base = x + (n * channels + c) * plane;
-            const long count = c1 - c < GROUP ? c1 - c : GROUP;
-            if (avx2 && count == GROUP) sums_block8_avx2(base, plane, sums + c);
-            else sums_block(base, plane, sums + c, count);
-        }
-}
-
-void qat_bn_channel_squared_deviations(const float *restrict x, const double *restrict mean,
-                                       double *restrict squares,
-                                       long batch, long channels, long plane, long c0, long c1) {
-    const int avx2 = __builtin_cpu_supports("avx2");
-    for (long c = c0; c < c1; c++) squares[c] = 0;
-    for (long n = 0; n < batch; n++)
-        for (long c = c0; c < c1; c += GROUP) {
-            const float *base = x + (n * channels + c) * plane;
-            const long count = c1 - c < GROUP ? c1 - c : GROUP;
-            if (avx2 && count == GROUP) squares_block8_avx2(base, plane, mean + c, squares + c);
-            else squares_block(base, plane, mean + c, squares + c, count);
-        }
-}
-
-void qat_bn_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,
-                          const float *restrict inverse_std, double *restrict sum_grad,
-                          double *restrict sum_grad_normalized,
-                          long batch, long channels, long plane, long c0, long c1) {
-    const int avx2 = __builtin_cpu_supports("avx2");
-    for (long c = c0; c < c1; c++) { sum_grad[c] = 0; sum_grad_normalized[c] = 0; }
-    for (long n = 0; n < batch; n++)
-        for (long c = c0; c < c1; c += GROUP) {
-            const long offset = (n * channels + c) * plane;
-            const long count = c1 - c < GROUP ? c1 - c : GROUP;
-            if (avx2 && count == GROUP)
-                gradient_block8_avx2(gy + offset, x + offset, plane, mean + c, inverse_std + c, sum_grad + c,
-                                     sum_grad_normalized + c);
-            else
-                gradient_block(gy + offset, x + offset, plane, mean + c, inverse_std + c, sum_grad + c,
-                               sum_grad_normalized + c, count);
-        }
+        for (long c = 0; c < channels; c++) totals[c] += planes[n * channels + c];
 }
 
 void qat_bn_normalize(const float *restrict x, float *restrict y, const float *restrict mean,
                       const float *restrict inverse_std, const float *restrict gamma,
                       const float *restrict beta, long channels, long plane, long q0, long q1) {
+#if defined(__x86_64__)
+    if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
+        normalize_small_512(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1);
+        return;
+    }
+    if (qat_bn_isa() == 2) {
+        for (long q = q0; q < q1; q++) {
+            const long c = q % channels;
+            normalize_plane_512(x + q * plane, y + q * plane, plane, mean[c], inverse_std[c], gamma[c], beta[c]);
+        }
+        return;
+    }
+#endif
     for (long q = q0; q < q1; q++) {
         const long c = q % channels;
         const float mu = mean[c], s = inverse_std[c], g = gamma[c], b = beta[c];
@@ -227,6 +561,23 @@ void qat_bn_input_grad(const float *restrict gy, const float *restrict x, const 
                        const float *restrict inverse_std, const float *restrict scale,
                        const float *restrict mean_grad, const float *restrict mean_grad_normalized,
                        float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
+#if defined(__x86_64__)
+    if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
+        input_grad_small_512(gy, x, mean, inverse_std, scale, mean_grad, mean_grad_normalized, gx, overwrite,
+                             channels, plane, q0, q1);
+        return;
+    }
+    if (qat_bn_isa() == 2) {
+        for (long q = q0; q < q1; q++) {
+            const long c = q % channels;
+            const float statistics[4] = {mean[c], inverse_std[c], mean_grad ? mean_grad[c] : 0,
+                                         mean_grad ? mean_grad_normalized[c] : 0};
+            input_grad_plane_512(gy + q * plane, x + q * plane, gx + q * plane, plane, overwrite, scale[c],
+                                 mean_grad ? statistics : NULL);
+        }
+        return;
+    }
+#endif
     for (long q = q0; q < q1; q++) {
         const long c = q % channels;
         const float k = scale[c];

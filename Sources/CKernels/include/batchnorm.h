@@ -1,27 +1,34 @@
 // BatchNorm's loops over x [N, C, P] (P = H·W); the math is in Sources/QATCore/Ops/BatchNorm.swift.
-// Every per-channel sum is one serial Double chain in a fixed order, so results do not depend on
-// how channels are spread over threads; channels are walked 8 at a time (one AVX2 lane each where
-// the CPU has it) so that 8 independent chains overlap instead of waiting on one add at a time.
+// Every per-channel sum is in Double, in one fixed order on every path and thread count:
+// a plane's sum has 8 lanes, lane j adding positions p ≡ j (mod 8) in order from +0, folded as
+// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)); a channel's total adds its planes' sums in
+// sample order from 0. Paths: AVX-512 (4 planes side by side, one zmm each), AVX2 (two ymm each),
+// portable C; all give the same bits.
 #pragma once
 #include <stddef.h>
 
-// sums[c] = Σ_n Σ_p x[n, c, p] for channels [c0, c1), one chain per channel in (n, p) order.
-void qat_bn_channel_sums(const float *restrict x, double *restrict sums,
-                         long batch, long channels, long plane, long c0, long c1);
-// squares[c] = Σ_n Σ_p (x[n, c, p] − mean[c])² in Double, same order, channels [c0, c1).
-void qat_bn_channel_squared_deviations(const float *restrict x, const double *restrict mean,
-                                       double *restrict squares,
-                                       long batch, long channels, long plane, long c0, long c1);
+// The path the functions below take: 2 AVX-512 (F + VL), 1 AVX2, 0 portable.
+int qat_bn_isa(void);
+// Tests: force a path (taken only if the CPU has it), or −1 for cpuid's choice. Returns the path now used.
+int qat_bn_force_isa(int isa);
+
+// Plane q = (n, c) with c = q mod C. Planes [q0, q1): sums[q] = Σ_p x[q, p] in the order above
+// (any split of the planes gives the same bits).
+void qat_bn_plane_sums(const float *restrict x, double *restrict sums, long channels, long plane, long q0, long q1);
+// Planes [q0, q1): squares[q] = Σ_p (x[q, p] − mean[c])² in Double, same order.
+void qat_bn_plane_squared_deviations(const float *restrict x, const double *restrict mean, double *restrict squares,
+                                     long channels, long plane, long q0, long q1);
+// totals[c] = Σ_n planes[n·C + c], added in sample order from 0: a channel's total from its planes'.
+void qat_bn_channel_totals(const double *restrict planes, double *restrict totals, long batch, long channels);
 // Planes [q0, q1) (plane q = (n, c) with c = q mod C): y = γ·((x − μ)·s) + β, all in float.
 void qat_bn_normalize(const float *restrict x, float *restrict y, const float *restrict mean,
                       const float *restrict inverse_std, const float *restrict gamma,
                       const float *restrict beta, long channels, long plane, long q0, long q1);
-// Channels [c0, c1): sum_grad[c] = Σ_n (Σ_p gy) and sum_grad_normalized[c] = Σ_n (Σ_p gy·x̂), with
-// x̂ = (x − μ)·s recomputed in float and each plane's sum a chain of its own started at 0.
-void qat_bn_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,
-                          const float *restrict inverse_std, double *restrict sum_grad,
-                          double *restrict sum_grad_normalized,
-                          long batch, long channels, long plane, long c0, long c1);
+// Planes [q0, q1): sums[q] = Σ_p gy and sums_normalized[q] = Σ_p gy·x̂, same order, with
+// x̂ = (x − μ)·s and gy·x̂ computed in float.
+void qat_bn_plane_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,
+                                const float *restrict inverse_std, double *restrict sums,
+                                double *restrict sums_normalized, long channels, long plane, long q0, long q1);
 // Planes [q0, q1), training: gx (+)= k·(gy − mean_grad − x̂·mean_grad_normalized), k = γ·s per channel;
 // eval (mean_grad == NULL): gx (+)= k·gy. With overwrite, gx is written as 0 + value (the same
 // bits as adding into a zeroed buffer) and need not be initialised.

@@ -68,18 +68,14 @@ private func batchNormBackward(_ gy: Tensor, input: Tensor, x: Variable, gamma: 
     let c = geometry.channels
     var m = geometry.batch * geometry.plane
     // Per channel: Σ dy and Σ dy·x̂, the two reductions every gradient needs.
-    var sumGrad = [Double](repeating: 0, count: c)
-    var sumGradNormalized = [Double](repeating: 0, count: c)
+    let planes = geometry.batch * c
+    let totals = geometry.channelTotals(outputs: 2) { q0, q1, partial in
+        qat_bn_plane_gradient_sums(gy.storage, input.storage, mean, inverseStd, partial, partial + planes,
+                                   c, geometry.plane, q0, q1)
+    }
+    var (sumGrad, sumGradNormalized) = (totals[0], totals[1])
     gy.storage.withUnsafeBufferPointer { g in
         input.storage.withUnsafeBufferPointer { xs in
-            sumGrad.withUnsafeMutableBufferPointer { sg in
-                sumGradNormalized.withUnsafeMutableBufferPointer { sgn in
-                    geometry.forEachChannelBlock { c0, c1 in
-                        qat_bn_gradient_sums(g.baseAddress!, xs.baseAddress!, mean, inverseStd, sg.baseAddress!,
-                                             sgn.baseAddress!, geometry.batch, c, geometry.plane, c0, c1)
-                    }
-                }
-            }
             // Synchronised BN: the batch statistics were global, so their gradients are too.
             if training, let combine = BatchNormSync.combine {
                 var sums = sumGrad + sumGradNormalized + [Double(m)]
@@ -115,15 +111,26 @@ private func batchNormBackward(_ gy: Tensor, input: Tensor, x: Variable, gamma: 
 private struct BatchNormGeometry {
     let batch: Int, channels: Int, plane: Int
 
-    /// Calls `body(c0, c1)` on ranges of whole 8-channel groups, one range per thread. Each
-    /// channel's sums are computed whole inside one call, so they do not depend on the thread count.
-    func forEachChannelBlock(_ body: (Int, Int) -> Void) {
-        Parallel.forEachChunk((channels + 7) / 8) { groups in
-            body(groups.lowerBound * 8, min(channels, groups.upperBound * 8))
+    /// Per-channel totals of per-plane Double sums: `body(q0, q1, partial)` writes planes [q0, q1)
+    /// of `outputs` arrays (array k at partial + k·N·C). The planes are split over threads, each
+    /// plane summed whole in one call, and each channel adds its planes in sample order: the
+    /// totals do not depend on the thread count.
+    func channelTotals(outputs: Int = 1, _ body: (Int, Int, UnsafeMutablePointer<Double>) -> Void) -> [[Double]] {
+        let planes = batch * channels
+        var partial = [Double](repeating: 0, count: outputs * planes)
+        partial.withUnsafeMutableBufferPointer { buffer in
+            let base = buffer.baseAddress!
+            forEachPlaneBlock { q0, q1 in body(q0, q1, base) }
+        }
+        return (0..<outputs).map { k in
+            var totals = [Double](repeating: 0, count: channels)
+            partial.withUnsafeBufferPointer { qat_bn_channel_totals($0.baseAddress! + k * planes, &totals, batch, channels) }
+            return totals
         }
     }
 
-    /// Calls `body(q0, q1)` for chunks of the N·C planes (element-wise work: any split gives the same bits).
+    /// Calls `body(q0, q1)` for chunks of the N·C planes (each plane whole in one call: any split
+    /// gives the same bits).
     func forEachPlaneBlock(_ body: (Int, Int) -> Void) {
         Parallel.forEachChunk(batch * channels, minimumChunk: max(1, 4096 / max(plane, 1))) { planes in
             body(planes.lowerBound, planes.upperBound)
@@ -139,31 +146,23 @@ private func batchStatistics(_ x: Tensor, _ geometry: BatchNormGeometry, updatin
     let m = n * plane
     var mean = [Float](repeating: 0, count: c)
     var inverseStd = [Float](repeating: 0, count: c)
-    // Double accumulators, one serial chain per channel: the variance of many float32 values
+    // Double accumulators in a fixed order (CKernels/batchnorm.h): the variance of many float32 values
     // loses digits otherwise. Two passes (mean, then squared deviations), as the reference.
-    var sums = [Double](repeating: 0, count: c)
-    var sumSquares = [Double](repeating: 0, count: c)
+    var sums = geometry.channelTotals { q0, q1, partial in qat_bn_plane_sums(x.storage, partial, c, plane, q0, q1) }[0]
     var count = Double(m)
-    x.storage.withUnsafeBufferPointer { xs in
-        sums.withUnsafeMutableBufferPointer { out in
-            geometry.forEachChannelBlock { c0, c1 in qat_bn_channel_sums(xs.baseAddress!, out.baseAddress!, n, c, plane, c0, c1) }
-        }
-        if let combine = BatchNormSync.combine {
-            var global = sums + [count]
-            combine(&global)
-            sums = Array(global[0..<c]); count = global[c]
-        }
-        let means = sums.map { $0 / count }
-        sumSquares.withUnsafeMutableBufferPointer { out in
-            geometry.forEachChannelBlock { c0, c1 in
-                qat_bn_channel_squared_deviations(xs.baseAddress!, means, out.baseAddress!, n, c, plane, c0, c1)
-            }
-        }
-        if let combine = BatchNormSync.combine {
-            var global = sumSquares + [Double(m)]
-            combine(&global)
-            sumSquares = Array(global[0..<c])
-        }
+    if let combine = BatchNormSync.combine {
+        var global = sums + [count]
+        combine(&global)
+        sums = Array(global[0..<c]); count = global[c]
+    }
+    let means = sums.map { $0 / count }
+    var sumSquares = geometry.channelTotals { q0, q1, partial in
+        qat_bn_plane_squared_deviations(x.storage, means, partial, c, plane, q0, q1)
+    }[0]
+    if let combine = BatchNormSync.combine {
+        var global = sumSquares + [Double(m)]
+        combine(&global)
+        sumSquares = Array(global[0..<c])
     }
     for ch in 0..<c {
         let mu = sums[ch] / count
