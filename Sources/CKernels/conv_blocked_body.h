@@ -48,13 +48,16 @@ static inline void QCB_NAME(store_transposed)(const qv8 *restrict r, float *rest
 }
 #endif
 
-// dst[l·plane + k] = r[k][l] (+ bv[l], or += r[k][l]) for 4 consecutive output pixels k and the
+// dst[l·plane + k] = r[k][l] (+ bias[l], or += r[k][l]) for 4 consecutive output pixels k and the
 // first `lanes` channels l: a 4×4 transpose inside each 128-bit quarter, then one 4-float store per
 // channel instead of 4 scalar ones (scalar stores were a third of the 16-lane slot forward's time).
 // Same additions, same bits.
 QCB_TARGET __attribute__((always_inline))
 static inline void QCB_NAME(store4_transposed)(const QCB_VEC *restrict r, float *restrict dst, long plane,
-                                               long lanes, QCB_VEC bv, int accumulate) {
+                                               long lanes, const float *restrict bias, int accumulate) {
+    // The bias comes by address: a vector argument wider than the target's registers (qv16 on
+    // AVX2) would have no agreed ABI.
+    const QCB_VEC bv = *(const QCB_VECU *)bias;
     const QCB_VEC r0 = accumulate ? r[0] : r[0] + bv, r1 = accumulate ? r[1] : r[1] + bv;
     const QCB_VEC r2 = accumulate ? r[2] : r[2] + bv, r3 = accumulate ? r[3] : r[3] + bv;
 #if QCB_LANES == 16
@@ -135,7 +138,6 @@ static inline void QCB_NAME(forward_block)(const float *restrict xn, const float
     const long lanes = O - o0 < QCB_LANES ? O - o0 : QCB_LANES;
     float b[QCB_LANES] = {0};
     if (bias && !accumulate) for (long l = 0; l < lanes; l++) b[l] = bias[o0 + l];
-    const QCB_VEC bv = *(const QCB_VECU *)b;
     for (int p = 0; p < PB; p++) {
         const long q = q0 + p, i = q / Wq, j = q - i * Wq;
 #if QCB_LANES == 8
@@ -147,7 +149,7 @@ static inline void QCB_NAME(forward_block)(const float *restrict xn, const float
 #endif
         // 4 pixels of one row (rows and blocks need not align to 8: 14-pixel rows in 24-pixel blocks)
         if (!reference_loops && PB % 4 == 0 && p % 4 == 0 && j + 4 <= ow && q >= qFirst && q + 4 <= Q) {
-            QCB_NAME(store4_transposed)(acc + p, yn + o0 * plane + i * ow + j, plane, lanes, bv, accumulate);
+            QCB_NAME(store4_transposed)(acc + p, yn + o0 * plane + i * ow + j, plane, lanes, b, accumulate);
             p += 3;
             continue;
         }
@@ -262,13 +264,12 @@ static inline void QCB_NAME(slots_block)(const float *const *restrict xs, float 
             }
         }
     }
-    const QCB_VEC bv = *(const QCB_VECU *)b;
     for (int p = 0; p < PB; p++) {
         if (!ys[p]) continue;
         // slots p … p + 3 (p a multiple of 4) on consecutive addresses: consecutive pixels of one image
         if (!reference_loops && PB % 4 == 0 && p % 4 == 0
             && ys[p + 1] == ys[p] + 1 && ys[p + 2] == ys[p] + 2 && ys[p + 3] == ys[p] + 3) {
-            QCB_NAME(store4_transposed)(acc + p, ys[p], plane, lanes, bv, accumulate);
+            QCB_NAME(store4_transposed)(acc + p, ys[p], plane, lanes, b, accumulate);
             p += 3;
             continue;
         }
