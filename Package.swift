@@ -57,7 +57,7 @@ let package = Package(
         .target(name: "QATModel", dependencies: ["QATCore"]),
         .target(name: "QATONNX", dependencies: ["QATModel", "CONNX"]),
         .target(name: "QATData", dependencies: ["QATONNX"]),
-        .target(name: "QATTrain", dependencies: ["QATModel", "QATONNX", "QATData", "CMPI"]),
+        .target(name: "QATTrain", dependencies: ["QATModel", "QATONNX", "QATData", "CMPI", "CKernels"]),
         .target(name: "QATDeploy", dependencies: ["QATTrain", "QATONNX", "CInt8"]),
         .target(name: "QATDebug", dependencies: ["QATDeploy"]),
         .target(name: "QAT", dependencies: ["QATDebug"]),

@@ -159,14 +159,20 @@ AVX512 static void gradient_512(const float *gs, const float *xs, long plane, lo
 }
 
 // Element-wise passes, 16 floats a vector: the same float expressions as the portable loops.
+// relu(v) as qat_relu_forward: v < 0 ? 0 : v (−0 and NaN pass through).
+AVX512 static inline __m512 relu512(__m512 v) {
+    return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps());
+}
+
 AVX512 static void normalize_plane_512(const float *xs, float *ys, long plane, float mean, float inverse_std,
-                                       float gamma, float beta) {
+                                       float gamma, float beta, int relu) {
     const __m512 mu = _mm512_set1_ps(mean), s = _mm512_set1_ps(inverse_std), g = _mm512_set1_ps(gamma),
                  b = _mm512_set1_ps(beta);
     for (long p = 0; p < plane; p += 16) {
         const __mmask16 m = p + 16 <= plane ? 0xffff : (__mmask16)((1u << (plane - p)) - 1);
         const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + p), mu), s);
-        _mm512_mask_storeu_ps(ys + p, m, _mm512_add_ps(_mm512_mul_ps(g, v), b));
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(g, v), b);
+        _mm512_mask_storeu_ps(ys + p, m, relu ? relu512(y) : y);
     }
 }
 
@@ -285,7 +291,7 @@ static inline __mmask16 mask16(long i, long count) {
 
 AVX512 static void normalize_small_512(const float *x, float *y, const float *mean, const float *inverse_std,
                                        const float *gamma, const float *beta, long channels, long plane,
-                                       long q0, long q1) {
+                                       long q0, long q1, int relu) {
     float mu[SPREAD_MAX], s[SPREAD_MAX], g[SPREAD_MAX], b[SPREAD_MAX];
     spread(mean, channels, plane, mu); spread(inverse_std, channels, plane, s);
     spread(gamma, channels, plane, g); spread(beta, channels, plane, b);
@@ -298,8 +304,9 @@ AVX512 static void normalize_small_512(const float *x, float *y, const float *me
             const __mmask16 m = mask16(i, count);
             const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + i), _mm512_maskz_loadu_ps(m, mu + first + i)),
                                            _mm512_maskz_loadu_ps(m, s + first + i));
-            _mm512_mask_storeu_ps(ys + i, m, _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, g + first + i), v),
-                                                           _mm512_maskz_loadu_ps(m, b + first + i)));
+            const __m512 out = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, g + first + i), v),
+                                             _mm512_maskz_loadu_ps(m, b + first + i));
+            _mm512_mask_storeu_ps(ys + i, m, relu ? relu512(out) : out);
         }
         q += planes;
     }
@@ -531,16 +538,16 @@ void qat_bn_channel_totals(const double *restrict planes, double *restrict total
 
 void qat_bn_normalize(const float *restrict x, float *restrict y, const float *restrict mean,
                       const float *restrict inverse_std, const float *restrict gamma,
-                      const float *restrict beta, long channels, long plane, long q0, long q1) {
+                      const float *restrict beta, long channels, long plane, long q0, long q1, int relu) {
 #if defined(__x86_64__)
     if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
-        normalize_small_512(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1);
+        normalize_small_512(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
         return;
     }
     if (qat_bn_isa() == 2) {
         for (long q = q0; q < q1; q++) {
             const long c = q % channels;
-            normalize_plane_512(x + q * plane, y + q * plane, plane, mean[c], inverse_std[c], gamma[c], beta[c]);
+            normalize_plane_512(x + q * plane, y + q * plane, plane, mean[c], inverse_std[c], gamma[c], beta[c], relu);
         }
         return;
     }
@@ -552,7 +559,8 @@ void qat_bn_normalize(const float *restrict x, float *restrict y, const float *r
         float *restrict ys = y + q * plane;
         for (long p = 0; p < plane; p++) {
             const float v = (xs[p] - mu) * s;
-            ys[p] = g * v + b;
+            const float out = g * v + b;
+            ys[p] = relu && out < 0.0f ? 0.0f : out;
         }
     }
 }

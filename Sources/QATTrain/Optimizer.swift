@@ -1,3 +1,4 @@
+import CKernels
 import QATCore
 import QATData
 import QATIO
@@ -25,6 +26,9 @@ public final class SGD: Optimizer {
     public let weightDecay: Float
     private var velocity: [String: Tensor] = [:]
     private var order: [String] = []
+    /// Switch for tests: true runs the update as the Swift loops it replaced (the reference of
+    /// CKernels/optimizer.c, which must give the same bits).
+    nonisolated(unsafe) public static var usesReferenceLoops = false
 
     public init(learningRate: Float, momentum: Float = 0, weightDecay: Float = 0) {
         self.learningRate = learningRate
@@ -34,13 +38,30 @@ public final class SGD: Optimizer {
 
     public func step(_ parameters: [NamedVariable]) {
         for p in parameters {
-            guard let grad = p.variable.grad else { continue }
+            // Not bound to a local: a second reference to g would make the in-place pass copy it.
+            guard p.variable.grad != nil else { continue }
             let decay = takesWeightDecay(p.name) ? weightDecay : 0
             if momentum != 0 && velocity[p.name] == nil {
-                velocity[p.name] = Tensor(shape: grad.shape)
+                velocity[p.name] = Tensor(shape: p.variable.shape)
                 order.append(p.name)
             }
             let (lr, mu) = (learningRate, momentum)
+            if !SGD.usesReferenceLoops {   // the update and the zeroing of g in one vectorised pass
+                p.variable.value.storage.withUnsafeMutableBufferPointer { w in
+                    p.variable.withGradient { g in
+                        guard w.count > 0 else { return }
+                        if mu == 0 {
+                            qat_sgd_step(w.baseAddress!, g.baseAddress!, w.count, lr, decay)
+                        } else {
+                            velocity[p.name]!.storage.withUnsafeMutableBufferPointer { v in
+                                qat_sgd_momentum_step(w.baseAddress!, v.baseAddress!, g.baseAddress!, w.count, lr, mu, decay)
+                            }
+                        }
+                    }
+                }
+                continue
+            }
+            let grad = p.variable.grad!
             grad.storage.withUnsafeBufferPointer { g in
                 p.variable.value.storage.withUnsafeMutableBufferPointer { w in
                     if mu == 0 {

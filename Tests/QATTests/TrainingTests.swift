@@ -72,6 +72,42 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(w.value.storage[0], 0.949 - 0.1 * 0.96849, accuracy: 1e-6)
     }
 
+    /// CKernels/optimizer.c against the Swift loops it replaced (`SGD.usesReferenceLoops`): the
+    /// same bits over several steps, with and without momentum, decayed or not (a quantizer
+    /// bound), sizes that end in vector tails, and ±0, tiny and large values.
+    func testSGDKernelGivesTheReferenceLoopsBits() {
+        defer { SGD.usesReferenceLoops = false }
+        let names = ["conv.weight", "conv.bias", "conv.act_quant.clip_max", "fc.weight"]
+        let sizes = [37, 1, 1, 1003]
+        func run(reference: Bool, momentum: Float) -> [[UInt32]] {
+            SGD.usesReferenceLoops = reference
+            var rng = SeededGenerator(seed: 31)
+            let parameters = zip(names, sizes).map { name, size in
+                NamedVariable(name, Variable(Tensor.uniform([size], bound: 3, using: &rng), requiresGrad: true))
+            }
+            parameters[3].variable.value.storage[0...3] = [0, -0.0, 1e-38, 3e38]
+            let sgd = SGD(learningRate: 0.05, momentum: momentum, weightDecay: 5e-4)
+            var bits: [[UInt32]] = []
+            for step in 0..<4 {
+                for p in parameters where step != 2 || p.name != "conv.bias" {   // one step on a zeroed gradient
+                    p.variable.grad = Tensor.uniform(p.variable.shape, bound: 1, using: &rng)
+                }
+                sgd.step(parameters)
+                for p in parameters {
+                    bits.append(p.variable.value.storage.map(\.bitPattern))
+                    bits.append(p.variable.grad!.storage.map(\.bitPattern))
+                }
+                bits += sgd.state.map { $0.tensor.storage.map(\.bitPattern) }
+            }
+            return bits
+        }
+        for momentum: Float in [0.9, 0] {
+            let kernel = run(reference: false, momentum: momentum)
+            XCTAssertEqual(kernel, run(reference: true, momentum: momentum), "momentum \(momentum)")
+            XCTAssertTrue(kernel.count > 16)
+        }
+    }
+
     func testAdamFirstStepMovesByLearningRate() {
         // After bias correction the first Adam step is lr · g/|g| (up to ε).
         let w = Variable(Tensor(shape: [2], storage: [1, -1]), requiresGrad: true)

@@ -20,10 +20,18 @@ void qat_bn_plane_squared_deviations(const float *restrict x, const double *rest
                                      long channels, long plane, long q0, long q1);
 // totals[c] = Σ_n planes[n·C + c], added in sample order from 0: a channel's total from its planes'.
 void qat_bn_channel_totals(const double *restrict planes, double *restrict totals, long batch, long channels);
-// Planes [q0, q1) (plane q = (n, c) with c = q mod C): y = γ·((x − μ)·s) + β, all in float.
+// Planes [q0, q1) (plane q = (n, c) with c = q mod C): y = γ·((x − μ)·s) + β, all in float; with
+// relu, then y < 0 ? 0 : y (qat_relu_forward's rule).
 void qat_bn_normalize(const float *restrict x, float *restrict y, const float *restrict mean,
                       const float *restrict inverse_std, const float *restrict gamma,
-                      const float *restrict beta, long channels, long plane, long q0, long q1);
+                      const float *restrict beta, long channels, long plane, long q0, long q1, int relu);
+// BatchNorm fused with the ReLU after it, backward: planes [q0, q1), g = 0 + (gy where
+// γ·((x − μ)·s) + β > 0, else +0): ReLU's input gradient, the test on the recomputed normalize
+// (the same float expression as qat_bn_normalize, so the same outcome as the forward's).
+void qat_bn_relu_mask_gradient(const float *restrict gy, const float *restrict x, const float *restrict mean,
+                               const float *restrict inverse_std, const float *restrict gamma,
+                               const float *restrict beta, float *restrict g, long channels, long plane,
+                               long q0, long q1);
 // Planes [q0, q1): sums[q] = Σ_p gy and sums_normalized[q] = Σ_p gy·x̂, same order, with
 // x̂ = (x − μ)·s and gy·x̂ computed in float.
 void qat_bn_plane_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,

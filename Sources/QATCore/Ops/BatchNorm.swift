@@ -27,9 +27,14 @@ public enum BatchNormSync {
 /// Training: normalise with the batch mean and biased variance, and move the running statistics
 /// by `momentum` toward the batch mean and the unbiased variance. Eval: use the running statistics.
 /// y = γ · (x − μ) / √(σ² + ε) + β
+///
+/// With `fusedReLU`, returns relu(y) as `relu(batchNorm2d(…))` would, bit for bit, without the
+/// intermediate y: the forward applies ReLU in the normalize pass, and the pullback applies
+/// ReLU's mask (recomputed from x, which BatchNorm keeps anyway) to the incoming gradient.
 public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
                         statistics: BatchNormStatistics, training: Bool,
-                        momentum: Float = 0.1, epsilon: Float = 1e-5, tape: Tape?) -> Variable {
+                        momentum: Float = 0.1, epsilon: Float = 1e-5, fusedReLU: Bool = false,
+                        tape: Tape?) -> Variable {
     precondition(x.value.rank == 4 && x.shape[1] == gamma.value.count, "batchNorm2d: input \(x.shape) vs γ \(gamma.shape)")
     let geometry = BatchNormGeometry(batch: x.shape[0], channels: x.shape[1], plane: x.shape[2] * x.shape[3])
     let input = tape == nil ? x.value : x.valueForPullback()
@@ -45,7 +50,7 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
                 beta.value.storage.withUnsafeBufferPointer { b in
                     geometry.forEachPlaneBlock { q0, q1 in
                         qat_bn_normalize(xs.baseAddress!, ys.baseAddress!, mean, inverseStd, g.baseAddress!, b.baseAddress!,
-                                         geometry.channels, geometry.plane, q0, q1)
+                                         geometry.channels, geometry.plane, q0, q1, fusedReLU ? 1 : 0)
                     }
                 }
             }
@@ -53,8 +58,13 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
     }
     let out = Variable(y, requiresGrad: needsPullback(tape, x, gamma, beta))
     guard out.requiresGrad, let tape else { return out }
+    let normalizedWith = (gamma: gamma.value, beta: beta.value)   // what the fused ReLU tested
     tape.record {
-        guard let gy = out.grad else { return }
+        guard let outputGradient = out.grad else { return }
+        let gy = fusedReLU
+            ? reluMaskedGradient(outputGradient, input: input, mean: mean, inverseStd: inverseStd,
+                                 gamma: normalizedWith.gamma, beta: normalizedWith.beta, geometry: geometry)
+            : outputGradient
         batchNormBackward(gy, input: input, x: x, gamma: gamma, beta: beta, mean: mean, inverseStd: inverseStd,
                           geometry: geometry, training: training)
     }
@@ -105,6 +115,29 @@ private func batchNormBackward(_ gy: Tensor, input: Tensor, x: Variable, gamma: 
             })
         }
     }
+}
+
+/// ReLU's pullback for `fusedReLU`: 0 + gy where γ·x̂ + β > 0, +0 elsewhere, as relu's pullback
+/// writes into a fresh gradient (γ, β as the forward read them).
+private func reluMaskedGradient(_ gy: Tensor, input: Tensor, mean: [Float], inverseStd: [Float],
+                                gamma: Tensor, beta: Tensor, geometry: BatchNormGeometry) -> Tensor {
+    var masked = Tensor(shape: gy.shape, storage: uninitializedFloats(gy.count))
+    gy.storage.withUnsafeBufferPointer { gs in
+        input.storage.withUnsafeBufferPointer { xs in
+            masked.storage.withUnsafeMutableBufferPointer { ms in
+                gamma.storage.withUnsafeBufferPointer { g in
+                    beta.storage.withUnsafeBufferPointer { b in
+                        geometry.forEachPlaneBlock { q0, q1 in
+                            qat_bn_relu_mask_gradient(gs.baseAddress!, xs.baseAddress!, mean, inverseStd, g.baseAddress!,
+                                                      b.baseAddress!, ms.baseAddress!, geometry.channels, geometry.plane,
+                                                      q0, q1)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return masked
 }
 
 /// The [N, C, plane] layout BatchNorm walks: one contiguous plane per (sample, channel).

@@ -203,8 +203,14 @@ public final class BatchNorm2DLayer: Layer {
     }
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
+        forward(inputs, training: training, fusedReLU: false, tape: tape)
+    }
+
+    /// With `fusedReLU`, the output is relu(BatchNorm(x)), computed in BatchNorm's own passes.
+    func forward(_ inputs: [Variable], training: Bool, fusedReLU: Bool, tape: Tape?) -> Variable {
         batchNorm2d(inputs[0], gamma: gamma, beta: beta, statistics: statistics, training: training,
-                    momentum: updatesRunningStatistics ? attributes.momentum : 0, epsilon: attributes.epsilon, tape: tape)
+                    momentum: updatesRunningStatistics ? attributes.momentum : 0, epsilon: attributes.epsilon,
+                    fusedReLU: fusedReLU, tape: tape)
     }
 }
 

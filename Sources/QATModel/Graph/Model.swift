@@ -13,6 +13,10 @@ public final class Model {
     /// run, so only what pullbacks captured stays alive until backward. False keeps every output
     /// until `forward` returns; results are the same bits either way.
     public var releasesReadOutputs = true
+    /// True (the default): a BatchNorm whose output only a ReLU reads applies the ReLU in its own
+    /// passes (`batchNorm2d(fusedReLU:)`), and the ReLU layer passes that output on: the same bits
+    /// without the intermediate tensor. False runs them apart (the reference; never with `observe`).
+    public var fusesBatchNormReLU = true
 
     /// Builds the layers and draws their initial weights from `seed` (same seed, same weights).
     public init(spec: ModelSpec, seed: UInt64 = 0) throws {
@@ -36,6 +40,18 @@ public final class Model {
 
     public var numberOfClasses: Int { graph.numberOfClasses }
 
+    /// [BatchNorm layer: the ReLU layer that alone reads it, without an input quantizer of its own].
+    public func batchNormReLUPairs() -> [Int: Int] {
+        var pairs: [Int: Int] = [:]
+        for (i, layer) in layers.enumerated() where layer is BatchNorm2DLayer {
+            let readers = graph.consumers(of: i)
+            guard readers.count == 1, let relu = layers[readers[0]] as? StatelessLayer,
+                  relu.inputQuantizer == nil, graph.sources[readers[0]] == [i] else { continue }
+            if case .relu = relu.spec.kind { pairs[i] = readers[0] }
+        }
+        return pairs
+    }
+
     /// Runs the graph on x: [N, ...inputShape] and returns the last layer's output (a
     /// classifier's logits [N, K]).
     /// `observe`, if given, sees every layer's output as it is produced (layer-wise debugging);
@@ -51,19 +67,28 @@ public final class Model {
         // Eval mode adds integer layers' biases in whole accumulator units, as the INT8 engine
         // and ONNX QDQ runtimes do (docs/ALGORITHMS.md §5); training keeps them float.
         let (biasCorrections, exactBiases) = training ? ([:], [:]) : accumulatorGridCorrections()
+        let fused = fusesBatchNormReLU && observe == nil ? batchNormReLUPairs().filter { biasCorrections[$0.key] == nil } : [:]
+        let fusedReLUs = Set(fused.values)
         for (i, layer) in layers.enumerated() {
             let inputs = graph.sources[i].map { $0 < 0 ? input : outputs[$0] }
             tape?.currentLabel = layer.name
             let weighted = exactBiases[i] == nil ? nil : layer as? WeightedLayer
             weighted?.accumulatorGridBias = exactBiases[i]
-            var y = timing.map { $0.measure(layer.name) { layer.forward(inputs, training: training, tape: tape) } }
-                ?? layer.forward(inputs, training: training, tape: tape)
+            func run() -> Variable {
+                if fusedReLUs.contains(i) { return inputs[0] }   // the BatchNorm before applied it
+                if fused[i] != nil, let batchNorm = layer as? BatchNorm2DLayer {
+                    return batchNorm.forward(inputs, training: training, fusedReLU: true, tape: tape)
+                }
+                return layer.forward(inputs, training: training, tape: tape)
+            }
+            var y = timing.map { $0.measure(layer.name, run) } ?? run()
             weighted?.accumulatorGridBias = nil
             if let correction = biasCorrections[i] { y = add(y, Variable(correction), tape: tape) }
             observe?(i, y)
             outputs.append(y)
             if releasesReadOutputs {
-                for value in releasedAfter[i] { outputs[value].releaseValue() }
+                // A fused BatchNorm's output is its ReLU's: released with that.
+                for value in releasedAfter[i] where fused[value] == nil { outputs[value].releaseValue() }
             }
         }
         return outputs.last!

@@ -1,0 +1,139 @@
+import XCTest
+import CKernels
+@testable import QATCore
+@testable import QATModel
+@testable import QATData
+import QAT
+
+/// `batchNorm2d(fusedReLU: true)` is `relu(batchNorm2d(…))` bit for bit (forward, dx, dγ, dβ),
+/// on every BatchNorm path and thread count; the model fuses the pairs and trains to the same bits.
+final class BatchNormReLUFusionTests: XCTestCase {
+    /// Planes of 1, 6, 16 (the flat small-plane passes), 63 (a masked tail) and 196 positions.
+    static let shapes: [[Int]] = [[5, 2, 1, 1], [2, 3, 2, 3], [4, 3, 4, 4], [3, 5, 7, 9], [4, 8, 14, 14]]
+
+    private struct Run: Equatable { var y, dx, dGamma, dBeta: [UInt32] }
+
+    private func run(_ shape: [Int], seed: UInt64, training: Bool, fused: Bool) -> Run {
+        var rng = SeededGenerator(seed: seed)
+        let c = shape[1]
+        let x = Variable(Tensor.uniform(shape, bound: 2, using: &rng), requiresGrad: true)
+        let gamma = Variable(Tensor(shape: [c], storage: (0..<c).map { _ in 0.5 + rng.nextUnitFloat() }), requiresGrad: true)
+        let beta = Variable(Tensor.uniform([c], bound: 0.5, using: &rng), requiresGrad: true)
+        let statistics = BatchNormStatistics(channels: c)
+        for ch in 0..<c { statistics.mean.storage[ch] = 0.2 * Float(ch) - 0.3 }
+        // Gradients already there, so the pullbacks must add into them.
+        x.grad = Tensor.uniform(shape, bound: 1, using: &rng)
+        gamma.grad = Tensor.uniform([c], bound: 1, using: &rng)
+        let upstream = Tensor.uniform(shape, bound: 1, using: &rng)
+        let tape = Tape()
+        // h = x·1 makes BatchNorm's input an intermediate value, as a conv output is.
+        let h = multiply(x, Variable(Tensor(shape: [1], storage: [1])), tape: tape)
+        let y = fused
+            ? batchNorm2d(h, gamma: gamma, beta: beta, statistics: statistics, training: training, fusedReLU: true, tape: tape)
+            : relu(batchNorm2d(h, gamma: gamma, beta: beta, statistics: statistics, training: training, tape: tape), tape: tape)
+        let values = y.value.storage.map(\.bitPattern)
+        y.grad = upstream
+        tape.backward(from: Variable(.scalar(0)))
+        return Run(y: values, dx: x.grad!.storage.map(\.bitPattern), dGamma: gamma.grad!.storage.map(\.bitPattern),
+                   dBeta: beta.grad!.storage.map(\.bitPattern))
+    }
+
+    func testFusedEqualsReLUAfterBatchNormOnEveryPathAndThreadCount() {
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved; _ = qat_bn_force_isa(-1) }
+        for isa in [0, 1, 2] where qat_bn_force_isa(Int32(isa)) == isa {
+            for (index, shape) in Self.shapes.enumerated() {
+                for training in [true, false] {
+                    Parallel.threads = 1
+                    let reference = run(shape, seed: 700 + UInt64(index), training: training, fused: false)
+                    let fused = run(shape, seed: 700 + UInt64(index), training: training, fused: true)
+                    Parallel.threads = 2
+                    let fusedTwoThreads = run(shape, seed: 700 + UInt64(index), training: training, fused: true)
+                    XCTAssertEqual(fused, reference, "isa \(isa) \(shape) training \(training)")
+                    XCTAssertEqual(fusedTwoThreads, fused, "isa \(isa) \(shape) training \(training), 2 threads")
+                    XCTAssertTrue(reference.y.contains(0) && reference.y.contains { $0 != 0 }, "ReLU cuts some, not all")
+                }
+            }
+        }
+    }
+
+    /// NaN passes ReLU's forward and blocks its gradient; −0 stays −0 (qat_relu_forward's rule).
+    func testSpecialValuesFollowReLUsRule() {
+        let shape = [1, 2, 2, 4]
+        func bits(fused: Bool) -> [[UInt32]] {
+            let x = Variable(Tensor(shape: shape, storage: [.nan, 0, 1, -1, 2, -2, 0.5, -0.5,
+                                                             3, 1, -2, 2, .infinity, 2, 2, 2]), requiresGrad: true)
+            let gamma = Variable(Tensor(shape: [2], storage: [1, -0.0]), requiresGrad: true)
+            let beta = Variable(Tensor(shape: [2], storage: [0, -0.0]), requiresGrad: true)
+            let statistics = BatchNormStatistics(channels: 2)
+            let tape = Tape()
+            let h = multiply(x, Variable(Tensor(shape: [1], storage: [1])), tape: tape)
+            let y = fused
+                ? batchNorm2d(h, gamma: gamma, beta: beta, statistics: statistics, training: false, fusedReLU: true, tape: tape)
+                : relu(batchNorm2d(h, gamma: gamma, beta: beta, statistics: statistics, training: false, tape: tape), tape: tape)
+            let values = y.value.storage
+            y.grad = Tensor(shape: shape, storage: (0..<16).map { $0 % 3 == 0 ? -0.0 : Float($0) - 7 })
+            tape.backward(from: Variable(.scalar(0)))
+            return [values.map(\.bitPattern), x.grad!.storage.map(\.bitPattern), gamma.grad!.storage.map(\.bitPattern),
+                    beta.grad!.storage.map(\.bitPattern)]
+        }
+        let fused = bits(fused: true)
+        XCTAssertTrue(Float(bitPattern: fused[0][0]).isNaN)
+        XCTAssertEqual(fused[0][8], (-0.0 as Float).bitPattern, "−0·x̂ + −0 is −0, which ReLU keeps")
+        XCTAssertEqual(fused, bits(fused: false))
+    }
+
+    func testFusedGradientsAgainstFiniteDifferences() {
+        var rng = SeededGenerator(seed: 77)
+        let shape = [3, 2, 3, 3]
+        let x = Variable(Tensor.uniform(shape, bound: 2, using: &rng), requiresGrad: true)
+        let gamma = Variable(Tensor(shape: [2], storage: [0.8, 1.3]), requiresGrad: true)
+        let beta = Variable(Tensor(shape: [2], storage: [0.1, -0.2]), requiresGrad: true)
+        let statistics = BatchNormStatistics(channels: 2)
+        checkOp("batchNorm2d fused ReLU", inputs: [OpInput("x", x), OpInput("gamma", gamma), OpInput("beta", beta)],
+                outputShape: shape,
+                reference: { v in
+                    batchNormTrainReference(x: v[0], gamma: v[1], beta: v[2], shape: shape, epsilon: 1e-5).map { max($0, 0) }
+                },
+                forward: { tape in
+                    batchNorm2d(x, gamma: gamma, beta: beta, statistics: statistics, training: true, fusedReLU: true, tape: tape)
+                },
+                seed: 78)
+    }
+
+    /// resnet-tiny fuses its BatchNorm → ReLU pairs (not the ReLU after the residual add) and two
+    /// training steps give the same bits as the unfused model.
+    func testResNetTinyFusesAndTrainsToTheSameBits() throws {
+        let spec = try ModelSpec.load(file: repositoryPath("Configs/models/resnet-tiny.json"))
+        let count = 12
+        let batch = try fashionMNIST(.train, count: count).batch(Array(0..<count)[...])
+        func twoSteps(fusing: Bool) throws -> [[UInt32]] {
+            let model = try Model(spec: spec, seed: 9)
+            model.fusesBatchNormReLU = fusing
+            var bits: [[UInt32]] = []
+            for _ in 0..<2 {
+                for p in model.parameters { p.variable.zeroGradient() }
+                let tape = Tape()
+                let logits = model.forward(batch.images, training: true, tape: tape)
+                let (loss, _) = softmaxCrossEntropy(logits, labels: batch.labels, tape: tape)
+                bits.append(logits.value.storage.map(\.bitPattern))
+                tape.backward(from: loss)
+                for p in model.parameters {
+                    bits.append(p.variable.grad!.storage.map(\.bitPattern))
+                    p.variable.value.storage.withUnsafeMutableBufferPointer { w in
+                        for i in 0..<w.count { w[i] -= 0.05 * p.variable.grad!.storage[i] }
+                    }
+                }
+            }
+            for layer in model.batchNormLayers { bits.append(layer.statistics.variance.storage.map(\.bitPattern)) }
+            let eval = model.forward(batch.images, training: false, tape: nil)
+            bits.append(eval.value.storage.map(\.bitPattern))
+            return bits
+        }
+        let model = try Model(spec: spec)
+        let names = model.batchNormReLUPairs().sorted { $0.key < $1.key }.map { "\(model.layers[$0.key].name)→\(model.layers[$0.value].name)" }
+        XCTAssertEqual(names, ["stem_bn→stem_relu", "block1_bn1→block1_relu1"] + names.dropFirst(2), "\(names)")
+        XCTAssertFalse(names.contains { $0.hasSuffix("block1_relu2") }, "the ReLU after the add is not a BN's")
+        XCTAssertEqual(try twoSteps(fusing: true), try twoSteps(fusing: false))
+    }
+}
