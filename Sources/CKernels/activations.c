@@ -119,3 +119,20 @@ void qat_masked_backward(const uint8_t *restrict mask, const float *restrict gy,
                          size_t n, int overwrite) {
     STORE_GRADIENT(value = keep_or_zero(mask[i], gy[i]));
 }
+
+void qat_add_relu_forward(const float *restrict a, const float *restrict b, float *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float v = a[i] + b[i];
+        y[i] = v < 0.0f ? 0.0f : v;
+    }
+}
+
+void qat_add_relu_backward(const float *restrict y, const float *restrict gy, float *restrict gx, size_t n,
+                           int overwrite) {
+    STORE_GRADIENT(value = 0.0f + keep_or_zero(y[i] > 0.0f, gy[i]));
+}
+
+void qat_add_relu_masked_backward(const uint8_t *restrict mask, const float *restrict gy, float *restrict gx,
+                                  size_t n, int overwrite) {
+    STORE_GRADIENT(value = 0.0f + keep_or_zero(mask[i], gy[i]));
+}

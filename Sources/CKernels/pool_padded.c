@@ -86,6 +86,8 @@ AVX512 static void window_max16(const float *plane, long W, long h0, long h1, lo
     if (argmax) _mm512_mask_storeu_epi32(argmax, out, _mm512_add_epi32(best_index, _mm512_set1_epi32(plane_offset)));
 }
 
+static int scalar_only = 0;   // qat_pool_force_scalar
+
 static int pool_has_avx512(void) {
     static int has = -1;
     if (has < 0) { __builtin_cpu_init(); has = __builtin_cpu_supports("avx512f") ? 1 : 0; }
@@ -103,7 +105,7 @@ void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int3
     if (jA > jB) jA = jB;
     int vector = 0;
 #if defined(__x86_64__)
-    vector = (S == 1 || S == 2) && pool_has_avx512() && H * W <= INT32_MAX / 2;
+    vector = (S == 1 || S == 2) && pool_has_avx512() && H * W <= INT32_MAX / 2 && !scalar_only;
 #endif
     for (long p = p0; p < p1; p++) {
         const float *plane = x + p * H * W;
@@ -132,6 +134,16 @@ void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int3
             }
         }
     }
+}
+
+int qat_pool_force_scalar(int on) {
+#if defined(__x86_64__)
+    scalar_only = on;
+    return pool_has_avx512() && !on;
+#else
+    (void)on;
+    return 0;
+#endif
 }
 
 void qat_maxpool_padded_backward(const float *restrict gy, const int32_t *restrict argmax, float *restrict gx,

@@ -86,7 +86,7 @@ final class MemoryReleaseTests: XCTestCase {
         kept.releasesReadOutputs = false
         let released = try Model(spec: resnetSpec, seed: 5)
         // Unfused, so every BN output the list below names is a tensor of its own.
-        (kept.fusesBatchNormReLU, released.fusesBatchNormReLU) = (false, false)
+        (kept.fusesReLU, released.fusesReLU) = (false, false)
         _ = (bytesHeld(kept), bytesHeld(released))   // first steps allocate the gradients of the parameters
         let (keptBytes, releasedBytes) = (bytesHeld(kept), bytesHeld(released))
 

@@ -1,4 +1,5 @@
 import XCTest
+import CKernels
 import QAT
 
 /// Output length of a sliding window, written out independently of the op (PyTorch/ONNX rule):
@@ -183,6 +184,39 @@ final class OpPoolPaddedTests: XCTestCase {
                                        countIncludePad: include, tape: nil)
                 XCTAssertEqual(newAvg.value, avgPool2d(x, kernel: k, stride: s, tape: nil).value)
             }
+        }
+    }
+
+    /// The AVX-512 lanes against the scalar
+    /// window scan: the same values and the same argmax (so gradients), with ties, NaN, ±∞ and
+    /// ±0 in the data, on geometries whose left windows lose 1 or 2 columns.
+    func testVectorLanesMatchTheScalarScan() {
+        defer { _ = qat_pool_force_scalar(0) }
+        let special: [Float] = [.nan, .infinity, -.infinity, 0, -0.0, 1, 1, 1]
+        let cases: [(shape: [Int], kernel: Size2D, stride: Size2D, padding: Padding2D, ceil: Bool)] = [
+            ([2, 3, 28, 28], Size2D(3), Size2D(2), Padding2D(1), false),   // resnet18-tiny's stem pool
+            ([1, 2, 9, 37], Size2D(3), Size2D(1), Padding2D(1), false),
+            ([2, 2, 11, 40], Size2D(5), Size2D(2), Padding2D(2), true),
+            ([1, 3, 7, 19], Size2D(height: 2, width: 5), Size2D(height: 1, width: 2),
+             Padding2D(top: 1, left: 2, bottom: 0, right: 1), false),
+            ([1, 1, 5, 33], Size2D(4), Size2D(1), Padding2D(top: 0, left: 3, bottom: 2, right: 0), true),
+        ]
+        for (index, c) in cases.enumerated() {
+            func run(scalar: Bool) -> [[UInt32]] {
+                _ = qat_pool_force_scalar(scalar ? 1 : 0)
+                var rng = SeededGenerator(seed: 520 + UInt64(index))
+                let count = c.shape.reduce(1, *)
+                // Few distinct values, so windows hold ties; some special values among them.
+                let values = (0..<count).map { i -> Float in
+                    i % 23 == 0 ? special[(i / 23) % special.count] : Float(Int(rng.nextUnitFloat() * 5)) - 2
+                }
+                let x = Variable(Tensor(shape: c.shape, storage: values), requiresGrad: true)
+                let tape = Tape()
+                let y = maxPool2d(x, kernel: c.kernel, stride: c.stride, padding: c.padding, ceilMode: c.ceil, tape: tape)
+                tape.backward(from: weightedSum(y, weights: (0..<y.value.count).map { Float($0 % 7) + 0.5 }, tape: tape))
+                return [y.value.storage.map(\.bitPattern), x.grad!.storage.map(\.bitPattern)]
+            }
+            XCTAssertEqual(run(scalar: false), run(scalar: true), "case \(index) \(c.shape)")
         }
     }
 

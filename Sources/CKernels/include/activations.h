@@ -35,3 +35,13 @@ void qat_relu6_mask(const float *restrict y, uint8_t *restrict mask, size_t n);
 void qat_clip_mask(const float *restrict x, uint8_t *restrict mask, size_t n, float low, float high);
 void qat_masked_backward(const uint8_t *restrict mask, const float *restrict gy, float *restrict gx,
                          size_t n, int overwrite);
+
+// Add fused with the ReLU after it (Sources/QATCore/Ops/Add.swift): y = relu(a + b), qat_relu_forward's rule.
+void qat_add_relu_forward(const float *restrict a, const float *restrict b, float *restrict y, size_t n);
+// Its pullback into one operand: gx (+)= 0 + (gy where the test holds, else +0), the test y > 0
+// (saved y) or mask[i] (saved mask, qat_relu_mask): what ReLU's pullback writes into a fresh
+// gradient and add's then adds into gx, in one pass.
+void qat_add_relu_backward(const float *restrict y, const float *restrict gy, float *restrict gx, size_t n,
+                           int overwrite);
+void qat_add_relu_masked_backward(const uint8_t *restrict mask, const float *restrict gy, float *restrict gx,
+                                  size_t n, int overwrite);

@@ -93,6 +93,9 @@ typedef struct {
 // for a window with no element inside the input (y = −∞).
 void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int32_t *restrict argmax,
                                 const qat_pool_geometry *g, long p0, long p1);
+// Tests: 1 makes qat_maxpool_padded_forward scan every window with the scalar loop (the
+// reference of its AVX-512 lanes), 0 lets it vectorise again. Returns whether it now vectorises.
+int qat_pool_force_scalar(int on);
 // Planes [p0, p1): gx[argmax[o]] += gy[o] where argmax[o] ≥ 0, in output order.
 void qat_maxpool_padded_backward(const float *restrict gy, const int32_t *restrict argmax, float *restrict gx,
                                  const qat_pool_geometry *g, long p0, long p1);

@@ -29,6 +29,52 @@ public func add(_ a: Variable, _ b: Variable, tape: Tape?) -> Variable {
     return out
 }
 
+/// relu(a + b), bit for bit as `relu(add(a, b))`, in one forward pass and one backward pass per
+/// operand (the residual add before a ResNet block's last ReLU). The pullback keeps y until the
+/// model releases it, then ReLU's one-byte mask, as `relu` does. Operands of different shapes,
+/// or one variable added to itself, take the two ops.
+public func addReLU(_ a: Variable, _ b: Variable, tape: Tape?) -> Variable {
+    guard a.shape == b.shape, a !== b else { return relu(add(a, b, tape: tape), tape: tape) }
+    var y = Tensor(shape: a.shape, storage: uninitializedFloats(a.value.count))
+    a.value.storage.withUnsafeBufferPointer { av in
+        b.value.storage.withUnsafeBufferPointer { bv in
+            y.storage.withUnsafeMutableBufferPointer { ys in
+                Parallel.forEachChunk(ys.count, minimumChunk: pointwiseMinimumChunk) { r in
+                    qat_add_relu_forward(av.baseAddress! + r.lowerBound, bv.baseAddress! + r.lowerBound,
+                                         ys.baseAddress! + r.lowerBound, r.count)
+                }
+            }
+        }
+    }
+    let out = Variable(y, requiresGrad: needsPullback(tape, a, b))
+    guard out.requiresGrad, let tape else { return out }
+    let saved = SavedOutputOrMask(out.value)
+    out.whenReleasedUnkept { [weak saved] in saved?.shrink { ys, m, n in qat_relu_mask(ys, m, n) } }
+    tape.record {
+        guard let gy = out.grad else { return }
+        for input in [a, b] where input.requiresGrad {
+            gy.storage.withUnsafeBufferPointer { g in
+                input.withGradient(overwritingFresh: { gx, overwrite in
+                    Parallel.forEachChunk(gx.count, minimumChunk: pointwiseMinimumChunk) { r in
+                        let (gyPart, gxPart) = (g.baseAddress! + r.lowerBound, gx.baseAddress! + r.lowerBound)
+                        if let output = saved.output {
+                            output.storage.withUnsafeBufferPointer { ys in
+                                qat_add_relu_backward(ys.baseAddress! + r.lowerBound, gyPart, gxPart, r.count, overwrite ? 1 : 0)
+                            }
+                        } else {
+                            saved.mask.withUnsafeBufferPointer { m in
+                                qat_add_relu_masked_backward(m.baseAddress! + r.lowerBound, gyPart, gxPart, r.count,
+                                                             overwrite ? 1 : 0)
+                            }
+                        }
+                    }
+                })
+            }
+        }
+    }
+    return out
+}
+
 private func broadcastAdd(_ a: Variable, _ b: Variable, tape: Tape?) -> Variable {
     let plan = broadcast("add", a, b)
     if let rows = RowBroadcast(plan, countA: a.value.count, countB: b.value.count) {

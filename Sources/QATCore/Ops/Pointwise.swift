@@ -47,7 +47,7 @@ func pointwiseMasked(_ x: Variable, tape: Tape?, forward: PointwiseForward, mask
 
 /// What a masked pullback keeps: the tensor its test reads (y, or x for clip), or after `shrink`
 /// the test's outcome per element.
-private final class SavedOutputOrMask {
+final class SavedOutputOrMask {
     private(set) var output: Tensor?
     private(set) var mask: [UInt8] = []
 
@@ -89,7 +89,7 @@ func pointwiseOnInput(_ x: Variable, tape: Tape?, forward: PointwiseForward, mas
 }
 
 /// Element-wise work is split into fixed-size-independent chunks: any split gives the same bits.
-private let pointwiseMinimumChunk = 1 << 14
+let pointwiseMinimumChunk = 1 << 14
 
 private func runPointwise(_ x: Tensor, _ forward: PointwiseForward) -> Tensor {
     var y = Tensor(shape: x.shape, storage: uninitializedFloats(x.count))

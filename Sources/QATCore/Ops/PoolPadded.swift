@@ -49,7 +49,8 @@ public func maxPool2d(_ x: Variable, kernel: Size2D, stride: Size2D, padding: Pa
     var y = Tensor(shape: pool.shape, storage: uninitializedFloats(pool.shape.reduce(1, *)))
     let record = needsPullback(tape, x)
     // Flat index into x of each window's maximum, kept for the pullback.
-    var argmax = [Int32](repeating: 0, count: record ? y.count : 0)
+    // Every element is written by the forward (−1 for an empty window): no zero fill.
+    var argmax = [Int32](unsafeUninitializedCapacity: record ? y.count : 0) { _, initialized in initialized = record ? y.count : 0 }
     withUnsafePointer(to: pool.geometry) { g in
         x.value.storage.withUnsafeBufferPointer { xs in
             y.storage.withUnsafeMutableBufferPointer { ys in

@@ -13,10 +13,11 @@ public final class Model {
     /// run, so only what pullbacks captured stays alive until backward. False keeps every output
     /// until `forward` returns; results are the same bits either way.
     public var releasesReadOutputs = true
-    /// True (the default): a BatchNorm whose output only a ReLU reads applies the ReLU in its own
-    /// passes (`batchNorm2d(fusedReLU:)`), and the ReLU layer passes that output on: the same bits
-    /// without the intermediate tensor. False runs them apart (the reference; never with `observe`).
-    public var fusesBatchNormReLU = true
+    /// True (the default): a BatchNorm or an add whose output only a ReLU reads applies the ReLU in
+    /// its own passes (`batchNorm2d(fusedReLU:)`, `addReLU`), and the ReLU layer passes that output
+    /// on: the same bits without the intermediate tensor. False runs them apart (the reference;
+    /// never with `observe`).
+    public var fusesReLU = true
 
     /// Builds the layers and draws their initial weights from `seed` (same seed, same weights).
     public init(spec: ModelSpec, seed: UInt64 = 0) throws {
@@ -40,10 +41,16 @@ public final class Model {
 
     public var numberOfClasses: Int { graph.numberOfClasses }
 
-    /// [BatchNorm layer: the ReLU layer that alone reads it, without an input quantizer of its own].
-    public func batchNormReLUPairs() -> [Int: Int] {
+    /// [BatchNorm or add layer (without input quantizers): the ReLU layer, without an input
+    /// quantizer either, that alone reads it].
+    public func reluFusions() -> [Int: Int] {
         var pairs: [Int: Int] = [:]
-        for (i, layer) in layers.enumerated() where layer is BatchNorm2DLayer {
+        for (i, layer) in layers.enumerated() {
+            if let add = layer as? StatelessLayer {
+                guard case .add = add.spec.kind, add.inputQuantizer == nil else { continue }
+            } else if !(layer is BatchNorm2DLayer) {
+                continue
+            }
             let readers = graph.consumers(of: i)
             guard readers.count == 1, let relu = layers[readers[0]] as? StatelessLayer,
                   relu.inputQuantizer == nil, graph.sources[readers[0]] == [i] else { continue }
@@ -67,7 +74,7 @@ public final class Model {
         // Eval mode adds integer layers' biases in whole accumulator units, as the INT8 engine
         // and ONNX QDQ runtimes do (docs/ALGORITHMS.md §5); training keeps them float.
         let (biasCorrections, exactBiases) = training ? ([:], [:]) : accumulatorGridCorrections()
-        let fused = fusesBatchNormReLU && observe == nil ? batchNormReLUPairs().filter { biasCorrections[$0.key] == nil } : [:]
+        let fused = fusesReLU && observe == nil ? reluFusions().filter { biasCorrections[$0.key] == nil } : [:]
         let fusedReLUs = Set(fused.values)
         for (i, layer) in layers.enumerated() {
             let inputs = graph.sources[i].map { $0 < 0 ? input : outputs[$0] }
@@ -75,9 +82,12 @@ public final class Model {
             let weighted = exactBiases[i] == nil ? nil : layer as? WeightedLayer
             weighted?.accumulatorGridBias = exactBiases[i]
             func run() -> Variable {
-                if fusedReLUs.contains(i) { return inputs[0] }   // the BatchNorm before applied it
-                if fused[i] != nil, let batchNorm = layer as? BatchNorm2DLayer {
-                    return batchNorm.forward(inputs, training: training, fusedReLU: true, tape: tape)
+                if fusedReLUs.contains(i) { return inputs[0] }   // the layer before applied it
+                if fused[i] != nil {
+                    if let batchNorm = layer as? BatchNorm2DLayer {
+                        return batchNorm.forward(inputs, training: training, fusedReLU: true, tape: tape)
+                    }
+                    return addReLU(inputs[0], inputs[1], tape: tape)
                 }
                 return layer.forward(inputs, training: training, tape: tape)
             }
@@ -87,7 +97,7 @@ public final class Model {
             observe?(i, y)
             outputs.append(y)
             if releasesReadOutputs {
-                // A fused BatchNorm's output is its ReLU's: released with that.
+                // A fused layer's output is its ReLU's: released with that.
                 for value in releasedAfter[i] where fused[value] == nil { outputs[value].releaseValue() }
             }
         }

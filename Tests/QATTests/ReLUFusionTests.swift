@@ -6,8 +6,9 @@ import CKernels
 import QAT
 
 /// `batchNorm2d(fusedReLU: true)` is `relu(batchNorm2d(…))` bit for bit (forward, dx, dγ, dβ),
-/// on every BatchNorm path and thread count; the model fuses the pairs and trains to the same bits.
-final class BatchNormReLUFusionTests: XCTestCase {
+/// on every BatchNorm path and thread count, and `addReLU` is `relu(add(…))`; the model fuses
+/// the pairs and trains to the same bits.
+final class ReLUFusionTests: XCTestCase {
     /// Planes of 1, 6, 16 (the flat small-plane passes), 63 (a masked tail) and 196 positions.
     static let shapes: [[Int]] = [[5, 2, 1, 1], [2, 3, 2, 3], [4, 3, 4, 4], [3, 5, 7, 9], [4, 8, 14, 14]]
 
@@ -101,15 +102,15 @@ final class BatchNormReLUFusionTests: XCTestCase {
                 seed: 78)
     }
 
-    /// resnet-tiny fuses its BatchNorm → ReLU pairs (not the ReLU after the residual add) and two
-    /// training steps give the same bits as the unfused model.
+    /// resnet-tiny fuses its BatchNorm → ReLU and add → ReLU pairs, and two training steps (and
+    /// an eval forward) give the same bits as the unfused model.
     func testResNetTinyFusesAndTrainsToTheSameBits() throws {
         let spec = try ModelSpec.load(file: repositoryPath("Configs/models/resnet-tiny.json"))
         let count = 12
         let batch = try fashionMNIST(.train, count: count).batch(Array(0..<count)[...])
         func twoSteps(fusing: Bool) throws -> [[UInt32]] {
             let model = try Model(spec: spec, seed: 9)
-            model.fusesBatchNormReLU = fusing
+            model.fusesReLU = fusing
             var bits: [[UInt32]] = []
             for _ in 0..<2 {
                 for p in model.parameters { p.variable.zeroGradient() }
@@ -131,9 +132,47 @@ final class BatchNormReLUFusionTests: XCTestCase {
             return bits
         }
         let model = try Model(spec: spec)
-        let names = model.batchNormReLUPairs().sorted { $0.key < $1.key }.map { "\(model.layers[$0.key].name)→\(model.layers[$0.value].name)" }
-        XCTAssertEqual(names, ["stem_bn→stem_relu", "block1_bn1→block1_relu1"] + names.dropFirst(2), "\(names)")
-        XCTAssertFalse(names.contains { $0.hasSuffix("block1_relu2") }, "the ReLU after the add is not a BN's")
+        let names = Set(model.reluFusions().map { "\(model.layers[$0.key].name)→\(model.layers[$0.value].name)" })
+        XCTAssertTrue(names.isSuperset(of: ["stem_bn→stem_relu", "block1_bn1→block1_relu1", "block1_add→block1_relu2"]), "\(names)")
         XCTAssertEqual(try twoSteps(fusing: true), try twoSteps(fusing: false))
+    }
+
+    /// addReLU against relu(add): values, both operands' gradients (fresh and accumulated), with
+    /// y kept and with the model's release (ReLU's mask), special values, 1 and 2 threads.
+    func testAddReLUEqualsReLUAfterAdd() {
+        let special: [Float] = [.nan, 0, -0.0, 1e-30, -1e-30, .infinity, -.infinity, 3, -3]
+        let count = 40_000   // more than one chunk of the element-wise split
+        var rng = SeededGenerator(seed: 91)
+        let av = special + (0..<(count - special.count)).map { _ in rng.nextUnitFloat() * 4 - 2 }
+        let bv = special.reversed() + (0..<(count - special.count)).map { _ in rng.nextUnitFloat() * 4 - 2 }
+        let upstream = (0..<count).map { i in i % 5 == 0 ? -0.0 : rng.nextUnitFloat() - 0.5 }
+        let prior = (0..<count).map { i in i % 3 == 0 ? -0.0 : rng.nextUnitFloat() }
+        func run(fused: Bool, release: Bool, accumulate: Bool) -> [[UInt32]] {
+            let a = Variable(Tensor(shape: [count], storage: av), requiresGrad: true)
+            let b = Variable(Tensor(shape: [count], storage: bv), requiresGrad: true)
+            if accumulate { a.grad = Tensor(shape: [count], storage: prior) }
+            let tape = Tape()
+            let one = Variable(Tensor(shape: [1], storage: [1]))
+            let (ha, hb) = (multiply(a, one, tape: tape), multiply(b, one, tape: tape))
+            let y = fused ? addReLU(ha, hb, tape: tape) : relu(add(ha, hb, tape: tape), tape: tape)
+            let values = y.value.storage.map(\.bitPattern)
+            if release { y.releaseValue() }
+            y.grad = Tensor(shape: [count], storage: upstream)
+            tape.backward(from: Variable(.scalar(0)))
+            return [values, a.grad!.storage.map(\.bitPattern), b.grad!.storage.map(\.bitPattern)]
+        }
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        for release in [false, true] {
+            for accumulate in [false, true] {
+                Parallel.threads = 1
+                let reference = run(fused: false, release: release, accumulate: accumulate)
+                XCTAssertEqual(run(fused: true, release: release, accumulate: accumulate), reference,
+                               "release \(release) accumulate \(accumulate)")
+                Parallel.threads = 2
+                XCTAssertEqual(run(fused: true, release: release, accumulate: accumulate), reference,
+                               "2 threads, release \(release) accumulate \(accumulate)")
+            }
+        }
     }
 }
