@@ -9,8 +9,9 @@ import QAT
 /// on every BatchNorm path and thread count, and `addReLU` is `relu(add(…))`; the model fuses
 /// the pairs and trains to the same bits.
 final class ReLUFusionTests: XCTestCase {
-    /// Planes of 1, 6, 16 (the flat small-plane passes), 63 (a masked tail) and 196 positions.
-    static let shapes: [[Int]] = [[5, 2, 1, 1], [2, 3, 2, 3], [4, 3, 4, 4], [3, 5, 7, 9], [4, 8, 14, 14]]
+    /// Planes of 1, 6, 16 (the flat small-plane passes), 63 (a masked tail), 196 and 1,600
+    /// positions (the fused backward masks and sums 10 planes at a time: 3 blocks).
+    static let shapes: [[Int]] = [[5, 2, 1, 1], [2, 3, 2, 3], [4, 3, 4, 4], [3, 5, 7, 9], [4, 8, 14, 14], [6, 4, 40, 40]]
 
     private struct Run: Equatable { var y, dx, dGamma, dBeta: [UInt32] }
 

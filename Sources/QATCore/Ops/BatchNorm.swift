@@ -60,28 +60,48 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
     guard out.requiresGrad, let tape else { return out }
     let normalizedWith = (gamma: gamma.value, beta: beta.value)   // what the fused ReLU tested
     tape.record {
-        guard let outputGradient = out.grad else { return }
-        let gy = fusedReLU
-            ? reluMaskedGradient(outputGradient, input: input, mean: mean, inverseStd: inverseStd,
-                                 gamma: normalizedWith.gamma, beta: normalizedWith.beta, geometry: geometry)
-            : outputGradient
+        guard let gy = out.grad else { return }
         batchNormBackward(gy, input: input, x: x, gamma: gamma, beta: beta, mean: mean, inverseStd: inverseStd,
-                          geometry: geometry, training: training)
+                          geometry: geometry, training: training, fusedReLU: fusedReLU ? normalizedWith : nil)
     }
     return out
 }
 
 /// The pullback of `batchNorm2d`: dγ = Σ dy·x̂, dβ = Σ dy, and in training
 /// dx = γ·invStd·(dy − mean(dy) − x̂·mean(dy·x̂)); in eval the statistics are constants, dx = γ·invStd·dy.
-private func batchNormBackward(_ gy: Tensor, input: Tensor, x: Variable, gamma: Variable, beta: Variable,
-                               mean: [Float], inverseStd: [Float], geometry: BatchNormGeometry, training: Bool) {
+/// With `fusedReLU` (the γ, β the forward normalised with), dy is first ReLU's pullback of the
+/// incoming gradient: 0 + gy where γ·x̂ + β > 0, +0 elsewhere, as relu writes into a fresh gradient.
+private func batchNormBackward(_ incoming: Tensor, input: Tensor, x: Variable, gamma: Variable, beta: Variable,
+                               mean: [Float], inverseStd: [Float], geometry: BatchNormGeometry, training: Bool,
+                               fusedReLU: (gamma: Tensor, beta: Tensor)?) {
     let c = geometry.channels
     var m = geometry.batch * geometry.plane
     // Per channel: Σ dy and Σ dy·x̂, the two reductions every gradient needs.
     let planes = geometry.batch * c
-    let totals = geometry.channelTotals(outputs: 2) { q0, q1, partial in
-        qat_bn_plane_gradient_sums(gy.storage, input.storage, mean, inverseStd, partial, partial + planes,
-                                   c, geometry.plane, q0, q1)
+    let gy: Tensor, totals: [[Double]]
+    if let fusedReLU {
+        var masked = Tensor(shape: incoming.shape, storage: uninitializedFloats(incoming.count))
+        totals = masked.storage.withUnsafeMutableBufferPointer { dy in
+            geometry.channelTotals(outputs: 2) { q0, q1, partial in
+                // A few planes at a time, masked and then summed while they are in cache (each
+                // plane's sums are the same bits however the planes are split).
+                let step = max(1, 16_384 / max(geometry.plane, 1))
+                for first in stride(from: q0, to: q1, by: step) {
+                    let last = min(q1, first + step)
+                    qat_bn_relu_mask_gradient(incoming.storage, input.storage, mean, inverseStd, fusedReLU.gamma.storage,
+                                              fusedReLU.beta.storage, dy.baseAddress!, c, geometry.plane, first, last)
+                    qat_bn_plane_gradient_sums(dy.baseAddress!, input.storage, mean, inverseStd, partial, partial + planes,
+                                               c, geometry.plane, first, last)
+                }
+            }
+        }
+        gy = masked
+    } else {
+        gy = incoming
+        totals = geometry.channelTotals(outputs: 2) { q0, q1, partial in
+            qat_bn_plane_gradient_sums(gy.storage, input.storage, mean, inverseStd, partial, partial + planes,
+                                       c, geometry.plane, q0, q1)
+        }
     }
     var (sumGrad, sumGradNormalized) = (totals[0], totals[1])
     gy.storage.withUnsafeBufferPointer { g in
@@ -115,29 +135,6 @@ private func batchNormBackward(_ gy: Tensor, input: Tensor, x: Variable, gamma: 
             })
         }
     }
-}
-
-/// ReLU's pullback for `fusedReLU`: 0 + gy where γ·x̂ + β > 0, +0 elsewhere, as relu's pullback
-/// writes into a fresh gradient (γ, β as the forward read them).
-private func reluMaskedGradient(_ gy: Tensor, input: Tensor, mean: [Float], inverseStd: [Float],
-                                gamma: Tensor, beta: Tensor, geometry: BatchNormGeometry) -> Tensor {
-    var masked = Tensor(shape: gy.shape, storage: uninitializedFloats(gy.count))
-    gy.storage.withUnsafeBufferPointer { gs in
-        input.storage.withUnsafeBufferPointer { xs in
-            masked.storage.withUnsafeMutableBufferPointer { ms in
-                gamma.storage.withUnsafeBufferPointer { g in
-                    beta.storage.withUnsafeBufferPointer { b in
-                        geometry.forEachPlaneBlock { q0, q1 in
-                            qat_bn_relu_mask_gradient(gs.baseAddress!, xs.baseAddress!, mean, inverseStd, g.baseAddress!,
-                                                      b.baseAddress!, ms.baseAddress!, geometry.channels, geometry.plane,
-                                                      q0, q1)
-                        }
-                    }
-                }
-            }
-        }
-    }
-    return masked
 }
 
 /// The [N, C, plane] layout BatchNorm walks: one contiguous plane per (sample, channel).
