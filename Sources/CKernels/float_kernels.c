@@ -1,5 +1,7 @@
 #include "float_kernels.h"
 
+#include <string.h>
+
 void qat_relu_forward(const float *restrict x, float *restrict y, size_t n) {
     for (size_t i = 0; i < n; i++) {
         const float v = x[i];
@@ -17,6 +19,16 @@ void qat_relu_backward(const float *restrict y, const float *restrict gy, float 
 
 void qat_add_into(float *restrict a, const float *restrict b, size_t n) {
     for (size_t i = 0; i < n; i++) a[i] += b[i];
+}
+
+int qat_all_finite(const float *restrict x, size_t n) {
+    uint32_t infinite = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &x[i], sizeof bits);
+        infinite |= (bits & 0x7f800000u) == 0x7f800000u;
+    }
+    return infinite == 0;
 }
 
 /// The common 2×2 / stride 2 case, branch-free: the comparisons become selects, so random data

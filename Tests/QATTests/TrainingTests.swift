@@ -108,6 +108,25 @@ final class TrainingTests: XCTestCase {
         }
     }
 
+    /// Tensor.isFinite (the trainer's per-step gradient check): false for NaN and ±∞ anywhere,
+    /// vector tails included; true for ±0, subnormals and the largest floats.
+    func testIsFiniteFindsEveryNonFiniteValue() {
+        let finite: [Float] = [0, -0.0, .leastNonzeroMagnitude, -.leastNormalMagnitude, .greatestFiniteMagnitude,
+                               -.greatestFiniteMagnitude, 1, -3.5]
+        XCTAssertTrue(Tensor(shape: [0], storage: []).isFinite)
+        for count in [1, 7, 16, 33, 1000] {
+            let values = (0..<count).map { finite[$0 % finite.count] }
+            XCTAssertTrue(Tensor(shape: [count], storage: values).isFinite, "\(count)")
+            for bad: Float in [.nan, -.nan, .signalingNaN, .infinity, -.infinity] {
+                for position in Set([0, count / 2, count - 1]) {
+                    var broken = values
+                    broken[position] = bad
+                    XCTAssertFalse(Tensor(shape: [count], storage: broken).isFinite, "\(bad) at \(position) of \(count)")
+                }
+            }
+        }
+    }
+
     func testAdamFirstStepMovesByLearningRate() {
         // After bias correction the first Adam step is lr · g/|g| (up to ε).
         let w = Variable(Tensor(shape: [2], storage: [1, -1]), requiresGrad: true)

@@ -10,6 +10,8 @@ void qat_relu_forward(const float *restrict x, float *restrict y, size_t n);
 void qat_relu_backward(const float *restrict y, const float *restrict gy, float *restrict gx, size_t n);
 // a += b
 void qat_add_into(float *restrict a, const float *restrict b, size_t n);
+// 1 when no x[i] is ±∞ or NaN (exponent bits all ones), else 0: a bit test, so it vectorises.
+int qat_all_finite(const float *restrict x, size_t n);
 
 // Max pool over `planes` planes of h×w, window k, stride s; argmax (flat input index) may be NULL.
 void qat_maxpool_forward(const float *restrict x, float *restrict y, int32_t *restrict argmax,
