@@ -141,10 +141,14 @@ public class WeightedLayer {
         return (quantizer.quantizeInput(x, training: training, tape: tape), quantizer.quantizeWeight(weight, tape: tape))
     }
 
+    /// Set from `Model.releasesReadOutputs`: false keeps the quantized input for whoever reads it
+    /// after the forward pass (a quantizer that records it, in tests).
+    final var releasesQuantizedInput = true
+
     /// Once the op has run, the quantized copy of the input has no reader left: its pullbacks keep
     /// what they need (a padded copy, or the fake quantizer's recipe), so its memory goes now.
     func releaseQuantizedInput(_ quantized: Variable, of input: Variable) {
-        if quantized !== input { quantized.releaseValue() }
+        if releasesQuantizedInput && quantized !== input { quantized.releaseValue() }
     }
 }
 

@@ -10,9 +10,12 @@ public final class Model {
     /// releasedAfter[i]: the layer outputs no layer after layer i reads (derived once from the graph).
     private let releasedAfter: [[Int]]
     /// True (the default): `forward` releases each layer output's value once its last reader has
-    /// run, so only what pullbacks captured stays alive until backward. False keeps every output
-    /// until `forward` returns; results are the same bits either way.
-    public var releasesReadOutputs = true
+    /// run, and each quantized layer its fake-quantized input once its op has run, so only what
+    /// pullbacks captured stays alive until backward. False keeps every output (and quantized
+    /// input) until `forward` returns; results are the same bits either way.
+    public var releasesReadOutputs = true {
+        didSet { for case let layer as WeightedLayer in layers { layer.releasesQuantizedInput = releasesReadOutputs } }
+    }
 
     /// Builds the layers and draws their initial weights from `seed` (same seed, same weights).
     public init(spec: ModelSpec, seed: UInt64 = 0) throws {
