@@ -46,6 +46,19 @@ public final class Variable {
         return value
     }
 
+    /// Set by an op whose output its own pullback can recompute bit for bit from what that pullback
+    /// keeps anyway (a fake quantizer: its input and grid). A reader that saves the value for
+    /// backward (`savedForPullback()`) then keeps this recipe instead of a second float tensor.
+    /// Dropped on release: only the readers that saved it still hold it.
+    public var recomputation: (() -> Tensor)?
+
+    /// What a pullback keeps of this value to read it in backward: the recipe when there is one
+    /// (and `SavedValue.recomputesOutputs` is on), else the value itself (as `valueForPullback()`).
+    public func savedForPullback() -> SavedValue {
+        if SavedValue.recomputesOutputs, let recomputation { return SavedValue(shape: shape, recompute: recomputation) }
+        return SavedValue(valueForPullback())
+    }
+
     /// Registers `shrink`, run when the value is released while no other pullback keeps it: the
     /// producer's pullback, the value's last holder, may then keep something smaller (ReLU: a mask).
     public func whenReleasedUnkept(_ shrink: @escaping () -> Void) {
@@ -60,6 +73,7 @@ public final class Variable {
         guard releasedShape == nil else { return }
         releasedShape = storedValue.shape
         storedValue = Tensor(shape: [0], storage: [])
+        recomputation = nil
         if !valueIsKeptForBackward { for shrink in shrinkers { shrink() } }
         shrinkers = []
     }
@@ -97,4 +111,35 @@ public final class Variable {
             }
         }
     }
+}
+
+/// A value a pullback reads in backward: kept as it is, or recomputed there from a recipe (see
+/// `Variable.recomputation`) so that the float tensor need not stay alive from forward to backward.
+public struct SavedValue {
+    private let kept: Tensor?
+    private let recompute: (() -> Tensor)?
+    /// The value's shape, known without recomputing it.
+    public let shape: [Int]
+
+    /// On: readers of a fake quantizer's output keep its recipe and recompute the value in
+    /// backward (same bits). Off: they keep the float output itself, as before (tests compare both).
+    nonisolated(unsafe) public static var recomputesOutputs = true
+
+    public init(_ value: Tensor) {
+        kept = value
+        recompute = nil
+        shape = value.shape
+    }
+
+    public init(shape: [Int], recompute: @escaping () -> Tensor) {
+        kept = nil
+        self.recompute = recompute
+        self.shape = shape
+    }
+
+    /// True when `tensor()` recomputes the value rather than returning a kept tensor.
+    public var isRecomputed: Bool { kept == nil }
+
+    /// The value: the kept tensor, or a fresh recomputation (call it once per backward, where needed).
+    public func tensor() -> Tensor { kept ?? recompute!() }
 }

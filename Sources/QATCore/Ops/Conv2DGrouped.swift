@@ -37,14 +37,18 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, stride: Siz
     let record = needsPullback(tape, x, weight, bias)
     let out = Variable(y, requiresGrad: record)
     guard record, let tape else { return out }
-    let (xValue, wValue) = (x.valueForPullback(), weight.value)
+    // x itself, or (a fake quantizer's output) the recipe that recomputes it in backward
+    let (savedX, wValue) = (x.savedForPullback(), weight.value)
     tape.record {
         guard let gy = out.grad else { return }
         if depthwise {
             if x.requiresGrad { x.withGradient { depthwiseInputGradient(gy, wValue, g, into: $0) } }
-            if weight.requiresGrad { weight.withGradient { depthwiseWeightGradient(xValue, gy, g, into: $0) } }
+            if weight.requiresGrad {
+                let xValue = savedX.tensor()
+                weight.withGradient { depthwiseWeightGradient(xValue, gy, g, into: $0) }
+            }
         } else if x.requiresGrad || weight.requiresGrad {
-            groupedBackward(xValue, wValue, gy, g, x: x.requiresGrad ? x : nil,
+            groupedBackward(savedX.tensor(), wValue, gy, g, x: x.requiresGrad ? x : nil,
                             weight: weight.requiresGrad ? weight : nil)
         }
         if let bias, bias.requiresGrad {

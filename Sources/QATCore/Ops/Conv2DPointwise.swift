@@ -25,11 +25,15 @@ func pointwiseConv2d(_ x: Variable, weight: Variable, bias: Variable?, _ g: Conv
     pointwiseForward(x.value, weight.value, bias?.value, g, into: &y)
     let out = Variable(y, requiresGrad: record)
     guard record, let tape else { return out }
-    let (xValue, wValue) = (x.valueForPullback(), weight.value)
+    // x itself, or (a fake quantizer's output) the recipe that recomputes it for the weight gradient
+    let (savedX, wValue) = (weight.requiresGrad ? x.savedForPullback() : nil, weight.value)
     tape.record {
         guard let gy = out.grad else { return }
         if x.requiresGrad { x.withGradient { pointwiseInputGradient(gy, wValue, g, into: $0) } }
-        if weight.requiresGrad { weight.withGradient { pointwiseWeightGradient(xValue, gy, g, into: $0) } }
+        if let savedX, weight.requiresGrad {
+            let xValue = savedX.tensor()
+            weight.withGradient { pointwiseWeightGradient(xValue, gy, g, into: $0) }
+        }
         if let bias, bias.requiresGrad {
             gy.storage.withUnsafeBufferPointer { gys in
                 bias.withGradient { gb in

@@ -149,17 +149,7 @@ public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape
                              narrowRange: state.narrowRange)
     state.commit(clipMax: clipMax, clipMin: clipMin, grid: q)
 
-    var y = Tensor(shape: x.value.shape, storage: uninitializedFloats(x.value.count))
-    x.value.storage.withUnsafeBufferPointer { xs in
-        y.storage.withUnsafeMutableBufferPointer { ys in
-            let (source, destination) = (xs.baseAddress!, ys.baseAddress!)
-            Parallel.forEachChunk(ys.count, minimumChunk: 1 << 16) { chunk in
-                q.fakeQuantize(source + chunk.lowerBound, into: destination + chunk.lowerBound, count: chunk.count)
-            }
-        }
-    }
-
-    let out = Variable(y, requiresGrad: needsPullback(tape, x, state.clipMax, state.clipMin))
+    let out = Variable(fakeQuantized(x.value, grid: q), requiresGrad: needsPullback(tape, x, state.clipMax, state.clipMin))
     guard out.requiresGrad, let tape else { return out }
     let clipMaxVariable = state.clipMax, clipMinVariable = state.clipMin
     let gradientScale = state.gradientScale ?? 1
@@ -178,7 +168,25 @@ public func ulqFakeQuantize(_ x: Variable, state: ActivationQuantizerState, tape
         if clipMaxVariable.requiresGrad { clipMaxVariable.withGradient { $0[0] += dMax } }
         if clipMinVariable.requiresGrad { clipMinVariable.withGradient { $0[0] += dMin } }
     }
+    // The pullback keeps x anyway: a reader that needs y in backward (the conv's weight gradient)
+    // recomputes it from x rather than keeping a second float tensor from forward to backward.
+    out.recomputation = { fakeQuantized(input, grid: q) }
     return out
+}
+
+/// y = x̂ of every element of x. Element-wise, so the split into chunks does not change the
+/// bits: the forward and a recomputation in backward give the same tensor.
+func fakeQuantized(_ x: Tensor, grid q: QuantizationGrid) -> Tensor {
+    var y = Tensor(shape: x.shape, storage: uninitializedFloats(x.count))
+    x.storage.withUnsafeBufferPointer { xs in
+        y.storage.withUnsafeMutableBufferPointer { ys in
+            guard let source = xs.baseAddress, let destination = ys.baseAddress else { return }
+            Parallel.forEachChunk(ys.count, minimumChunk: 1 << 16) { chunk in
+                q.fakeQuantize(source + chunk.lowerBound, into: destination + chunk.lowerBound, count: chunk.count)
+            }
+        }
+    }
+    return y
 }
 
 /// round(t) − t, with the grid's tie rule.

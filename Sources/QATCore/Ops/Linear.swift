@@ -23,14 +23,16 @@ public func linear(_ x: Variable, weight: Variable, bias: Variable?, tape: Tape?
     }
     let out = Variable(y, requiresGrad: needsPullback(tape, x, weight, bias))
     guard out.requiresGrad, let tape else { return out }
-    let input = x.valueForPullback()   // dW reads it; `x` itself may have released its value by then
+    // dW reads x: the tensor, or (a fake quantizer's output) the recipe that recomputes it;
+    // `x` itself may have released its value by then
+    let savedInput = x.savedForPullback()
 
     tape.record {
         guard let gyTensor = out.grad else { return }
         gyTensor.storage.withUnsafeBufferPointer { gy in
             if weight.requiresGrad {
                 // dW [O, I] += gyᵀ [O, N] · x [N, I]
-                input.storage.withUnsafeBufferPointer { xs in
+                savedInput.tensor().storage.withUnsafeBufferPointer { xs in
                     weight.withGradient { gw in
                         BLAS.gemm(transposeA: true, m: o, n: i, k: n, a: gy.baseAddress!, lda: o,
                                   b: xs.baseAddress!, ldb: i, beta: 1, c: gw.baseAddress!, ldc: i)

@@ -140,6 +140,16 @@ public class WeightedLayer {
         guard let quantizer else { return (x, weight) }
         return (quantizer.quantizeInput(x, training: training, tape: tape), quantizer.quantizeWeight(weight, tape: tape))
     }
+
+    /// Set from `Model.releasesReadOutputs`: false keeps the quantized input for whoever reads it
+    /// after the forward pass (a quantizer that records it, in tests).
+    final var releasesQuantizedInput = true
+
+    /// Once the op has run, the quantized copy of the input has no reader left: its pullbacks keep
+    /// what they need (a padded copy, or the fake quantizer's recipe), so its memory goes now.
+    func releaseQuantizedInput(_ quantized: Variable, of input: Variable) {
+        if releasesQuantizedInput && quantized !== input { quantized.releaseValue() }
+    }
 }
 
 public final class Conv2DLayer: WeightedLayer, Layer {
@@ -154,7 +164,9 @@ public final class Conv2DLayer: WeightedLayer, Layer {
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         let (x, w) = quantized(inputs[0], training: training, tape: tape)
-        return convolution.apply(x, weight: w, bias: effectiveBias(tape: tape), tape: tape)
+        let y = convolution.apply(x, weight: w, bias: effectiveBias(tape: tape), tape: tape)
+        releaseQuantizedInput(x, of: inputs[0])
+        return y
     }
 }
 
@@ -176,7 +188,9 @@ public final class LinearLayer: WeightedLayer, Layer {
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
         let (x, w) = quantized(inputs[0], training: training, tape: tape)
-        return linear(x, weight: w, bias: effectiveBias(tape: tape), tape: tape)
+        let y = linear(x, weight: w, bias: effectiveBias(tape: tape), tape: tape)
+        releaseQuantizedInput(x, of: inputs[0])
+        return y
     }
 }
 

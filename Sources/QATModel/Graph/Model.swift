@@ -10,9 +10,12 @@ public final class Model {
     /// releasedAfter[i]: the layer outputs no layer after layer i reads (derived once from the graph).
     private let releasedAfter: [[Int]]
     /// True (the default): `forward` releases each layer output's value once its last reader has
-    /// run, so only what pullbacks captured stays alive until backward. False keeps every output
-    /// until `forward` returns; results are the same bits either way.
-    public var releasesReadOutputs = true
+    /// run, and each quantized layer its fake-quantized input once its op has run, so only what
+    /// pullbacks captured stays alive until backward. False keeps every output (and quantized
+    /// input) until `forward` returns; results are the same bits either way.
+    public var releasesReadOutputs = true {
+        didSet { for case let layer as WeightedLayer in layers { layer.releasesQuantizedInput = releasesReadOutputs } }
+    }
     /// True (the default): a BatchNorm or an add whose output only a ReLU reads applies the ReLU in
     /// its own passes (`batchNorm2d(fusedReLU:)`, `addReLU`), and the ReLU layer passes that output
     /// on: the same bits without the intermediate tensor. False runs them apart (the reference;
