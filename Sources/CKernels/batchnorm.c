@@ -2,6 +2,7 @@
 // every float expression rounds as the Swift reference it replaced, so the bits do not change.
 #pragma STDC FP_CONTRACT OFF
 #include "batchnorm.h"
+#include "batchnorm_relu_mask.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -37,14 +38,16 @@ static double plane_squares(const float *v, long plane, double mean) {
     return fold_lanes(l);
 }
 
-// Σ gy and Σ gy·x̂ over one plane, x̂ = (x − μ)·s in float.
-static void plane_gradient(const float *gs, const float *xs, long plane, float mu, float s,
-                           double *sum, double *sum_normalized) {
+// Σ dy and Σ dy·x̂ over one plane, x̂ = (x − μ)·s in float; dy = gy, or with a fused ReLU
+// (gamma non-NULL) ReLU's mask of gy through γ·x̂ + β.
+static void plane_gradient(const float *gs, const float *xs, long plane, float mu, float s, const float *gamma,
+                           const float *beta, double *sum, double *sum_normalized) {
     double l[LANES] = {0}, ln[LANES] = {0};
     for (long p = 0; p < plane; p++) {
         const float normalized = (xs[p] - mu) * s;
-        l[p % LANES] += (double)gs[p];
-        ln[p % LANES] += (double)(gs[p] * normalized);
+        const float g = gamma ? relu_masked_gradient(gs[p], normalized, *gamma, *beta) : gs[p];
+        l[p % LANES] += (double)g;
+        ln[p % LANES] += (double)(g * normalized);
     }
     *sum = fold_lanes(l);
     *sum_normalized = fold_lanes(ln);
@@ -120,80 +123,68 @@ AVX512 static void squares_512(const float *base, long plane, long planes, const
     }
 }
 
-// Padded positions load gy = 0 (Σ gy adds +0); their product may be −0, so it is masked out.
-AVX512 static inline void add_gradient512(const float *gs, const float *xs, long p, __mmask8 m, __m256 mu, __m256 s,
-                                          __m512d *sum, __m512d *sum_normalized) {
-    const __m256 g = _mm256_maskz_loadu_ps(m, gs + p), x = _mm256_maskz_loadu_ps(m, xs + p);
-    const __m256 product = _mm256_mul_ps(g, _mm256_mul_ps(_mm256_sub_ps(x, mu), s));
+// Padded positions load gy = 0 (Σ gy adds +0, masked or not); their product may be −0, so it
+// is masked out. With relu, gy is ReLU's mask of it through γ·x̂ + β (ga, be).
+#define INLINE static inline __attribute__((always_inline))
+AVX512 INLINE void add_gradient512(const float *gs, const float *xs, long p, __mmask8 m, __m256 mu, __m256 s, int relu,
+                                   __m256 ga, __m256 be, __m512d *sum, __m512d *sum_normalized) {
+    const __m256 x = _mm256_maskz_loadu_ps(m, xs + p), normalized = _mm256_mul_ps(_mm256_sub_ps(x, mu), s);
+    __m256 g = _mm256_maskz_loadu_ps(m, gs + p);
+    if (relu) g = relu_masked_gradient256(g, normalized, ga, be);
+    const __m256 product = _mm256_mul_ps(g, normalized);
     *sum = _mm512_add_pd(*sum, _mm512_cvtps_pd(g));
     *sum_normalized = _mm512_mask_add_pd(*sum_normalized, m, *sum_normalized, _mm512_cvtps_pd(product));
 }
 
-AVX512 static void gradient_512(const float *gs, const float *xs, long plane, long planes, const float *mean,
-                                const float *inverse_std, double *out, double *out_normalized) {
+// gamma, beta: the fused ReLU's per-plane γ and β, or NULL (always inlined, so each caller's
+// loops are compiled for its case).
+AVX512 INLINE void gradient_512(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                                const float *inverse_std, const float *gamma, const float *beta, double *out,
+                                double *out_normalized) {
     const long full = plane & ~7L;
     const __mmask8 tail = (__mmask8)((1u << (plane - full)) - 1);
+    const int relu = gamma != NULL;
     long q = 0;
     for (; q + PLANES <= planes; q += PLANES) {
         __m512d l[PLANES], ln[PLANES];
-        __m256 mu[PLANES], s[PLANES];
+        __m256 mu[PLANES], s[PLANES], ga[PLANES], be[PLANES];
         for (int k = 0; k < PLANES; k++) {
             l[k] = ln[k] = _mm512_setzero_pd();
             mu[k] = _mm256_set1_ps(mean[q + k]); s[k] = _mm256_set1_ps(inverse_std[q + k]);
+            ga[k] = relu ? _mm256_set1_ps(gamma[q + k]) : mu[k]; be[k] = relu ? _mm256_set1_ps(beta[q + k]) : mu[k];
         }
         for (long p = 0; p < full; p += 8)
             for (int k = 0; k < PLANES; k++)
-                add_gradient512(gs + (q + k) * plane, xs + (q + k) * plane, p, 0xff, mu[k], s[k], &l[k], &ln[k]);
+                add_gradient512(gs + (q + k) * plane, xs + (q + k) * plane, p, 0xff, mu[k], s[k], relu, ga[k], be[k],
+                                &l[k], &ln[k]);
         if (tail)
             for (int k = 0; k < PLANES; k++)
-                add_gradient512(gs + (q + k) * plane, xs + (q + k) * plane, full, tail, mu[k], s[k], &l[k], &ln[k]);
+                add_gradient512(gs + (q + k) * plane, xs + (q + k) * plane, full, tail, mu[k], s[k], relu, ga[k], be[k],
+                                &l[k], &ln[k]);
         for (int k = 0; k < PLANES; k++) { out[q + k] = fold512(l[k]); out_normalized[q + k] = fold512(ln[k]); }
     }
     for (; q < planes; q++) {
         __m512d l = _mm512_setzero_pd(), ln = l;
         const __m256 mu = _mm256_set1_ps(mean[q]), s = _mm256_set1_ps(inverse_std[q]);
-        for (long p = 0; p < full; p += 8) add_gradient512(gs + q * plane, xs + q * plane, p, 0xff, mu, s, &l, &ln);
-        if (tail) add_gradient512(gs + q * plane, xs + q * plane, full, tail, mu, s, &l, &ln);
+        const __m256 ga = relu ? _mm256_set1_ps(gamma[q]) : mu, be = relu ? _mm256_set1_ps(beta[q]) : mu;
+        for (long p = 0; p < full; p += 8)
+            add_gradient512(gs + q * plane, xs + q * plane, p, 0xff, mu, s, relu, ga, be, &l, &ln);
+        if (tail) add_gradient512(gs + q * plane, xs + q * plane, full, tail, mu, s, relu, ga, be, &l, &ln);
         out[q] = fold512(l); out_normalized[q] = fold512(ln);
     }
 }
 
-// Element-wise passes, 16 floats a vector: the same float expressions as the portable loops.
-// relu(v) as qat_relu_forward: v < 0 ? 0 : v (−0 and NaN pass through).
-AVX512 static inline __m512 relu512(__m512 v) {
-    return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps());
+
+// Each case compiled apart: the loops without the ReLU stay as they were.
+AVX512 static void gradient_512_plain(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                                      const float *inverse_std, double *out, double *out_normalized) {
+    gradient_512(gs, xs, plane, planes, mean, inverse_std, NULL, NULL, out, out_normalized);
 }
 
-AVX512 static void normalize_plane_512(const float *xs, float *ys, long plane, float mean, float inverse_std,
-                                       float gamma, float beta, int relu) {
-    const __m512 mu = _mm512_set1_ps(mean), s = _mm512_set1_ps(inverse_std), g = _mm512_set1_ps(gamma),
-                 b = _mm512_set1_ps(beta);
-    for (long p = 0; p < plane; p += 16) {
-        const __mmask16 m = p + 16 <= plane ? 0xffff : (__mmask16)((1u << (plane - p)) - 1);
-        const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + p), mu), s);
-        const __m512 y = _mm512_add_ps(_mm512_mul_ps(g, v), b);
-        _mm512_mask_storeu_ps(ys + p, m, relu ? relu512(y) : y);
-    }
-}
-
-AVX512 static void input_grad_plane_512(const float *gs, const float *xs, float *out, long plane, int overwrite,
-                                        float scale, const float *statistics /* μ, s, mean_grad, mean_grad_normalized */) {
-    const __m512 k = _mm512_set1_ps(scale), zero = _mm512_setzero_ps();
-    const __m512 mu = _mm512_set1_ps(statistics ? statistics[0] : 0), s = _mm512_set1_ps(statistics ? statistics[1] : 0);
-    const __m512 mg = _mm512_set1_ps(statistics ? statistics[2] : 0), mgn = _mm512_set1_ps(statistics ? statistics[3] : 0);
-    for (long p = 0; p < plane; p += 16) {
-        const __mmask16 m = p + 16 <= plane ? 0xffff : (__mmask16)((1u << (plane - p)) - 1);
-        const __m512 g = _mm512_maskz_loadu_ps(m, gs + p);
-        __m512 value;
-        if (statistics) {
-            const __m512 normalized = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + p), mu), s);
-            value = _mm512_mul_ps(k, _mm512_sub_ps(_mm512_sub_ps(g, mg), _mm512_mul_ps(normalized, mgn)));
-        } else {
-            value = _mm512_mul_ps(k, g);
-        }
-        const __m512 base = overwrite ? zero : _mm512_maskz_loadu_ps(m, out + p);
-        _mm512_mask_storeu_ps(out + p, m, _mm512_add_ps(base, value));
-    }
+AVX512 static void gradient_512_relu(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                                     const float *inverse_std, const float *gamma, const float *beta, double *out,
+                                     double *out_normalized) {
+    gradient_512(gs, xs, plane, planes, mean, inverse_std, gamma, beta, out, out_normalized);
 }
 
 // ---- AVX-512, planes of at most SMALL_PLANE positions: 8 planes a block, one zmm lane per plane ----
@@ -254,16 +245,20 @@ AVX512 static long small_squares_512(const float *base, long plane, long planes,
 }
 
 AVX512 static long small_gradient_512(const float *gs, const float *xs, long plane, long planes, const float *mean,
-                                      const float *inverse_std, double *out, double *out_normalized) {
+                                      const float *inverse_std, const float *gamma, const float *beta, double *out,
+                                      double *out_normalized) {
     long q = 0;
     for (; q + 8 <= planes; q += 8) {
         const __m256 mu = _mm256_loadu_ps(mean + q), s = _mm256_loadu_ps(inverse_std + q);
+        const __m256 ga = gamma ? _mm256_loadu_ps(gamma + q) : mu, be = gamma ? _mm256_loadu_ps(beta + q) : mu;
         __m512d l[LANES], ln[LANES];
         for (int j = 0; j < LANES; j++) l[j] = ln[j] = _mm512_setzero_pd();
         const small_block gb = load_small_block(gs + q * plane, plane), xb = load_small_block(xs + q * plane, plane);
         for (long p = 0; p < plane; p++) {
-            const __m256 g = position_of_planes(gb, plane, p), x = position_of_planes(xb, plane, p);
-            const __m256 product = _mm256_mul_ps(g, _mm256_mul_ps(_mm256_sub_ps(x, mu), s));
+            const __m256 x = position_of_planes(xb, plane, p), normalized = _mm256_mul_ps(_mm256_sub_ps(x, mu), s);
+            __m256 g = position_of_planes(gb, plane, p);
+            if (gamma) g = relu_masked_gradient256(g, normalized, ga, be);
+            const __m256 product = _mm256_mul_ps(g, normalized);
             l[p] = _mm512_add_pd(l[p], _mm512_cvtps_pd(g));
             ln[p] = _mm512_add_pd(ln[p], _mm512_cvtps_pd(product));
         }
@@ -273,77 +268,6 @@ AVX512 static long small_gradient_512(const float *gs, const float *xs, long pla
     return q;
 }
 
-// Element-wise passes on planes of at most 16 positions: one vector per plane would leave the
-// per-plane setup (and masked tails) dominant, so the parameters are spread per (channel,
-// position) once and a run of one sample's consecutive planes is walked as one flat array.
-// Same expressions per element: the same bits.
-#define SPREAD_MAX 1024
-
-// params[i] = the channel value of element i of channels [0, channels), `plane` positions each.
-static void spread(const float *restrict values, long channels, long plane, float *restrict params) {
-    for (long c = 0; c < channels; c++)
-        for (long p = 0; p < plane; p++) params[c * plane + p] = values[c];
-}
-
-static inline __mmask16 mask16(long i, long count) {
-    return i + 16 <= count ? 0xffff : (__mmask16)((1u << (count - i)) - 1);
-}
-
-AVX512 static void normalize_small_512(const float *x, float *y, const float *mean, const float *inverse_std,
-                                       const float *gamma, const float *beta, long channels, long plane,
-                                       long q0, long q1, int relu) {
-    float mu[SPREAD_MAX], s[SPREAD_MAX], g[SPREAD_MAX], b[SPREAD_MAX];
-    spread(mean, channels, plane, mu); spread(inverse_std, channels, plane, s);
-    spread(gamma, channels, plane, g); spread(beta, channels, plane, b);
-    for (long q = q0; q < q1;) {
-        const long c = q % channels, planes = channels - c < q1 - q ? channels - c : q1 - q;
-        const long count = planes * plane, first = c * plane;
-        const float *xs = x + q * plane;
-        float *ys = y + q * plane;
-        for (long i = 0; i < count; i += 16) {
-            const __mmask16 m = mask16(i, count);
-            const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + i), _mm512_maskz_loadu_ps(m, mu + first + i)),
-                                           _mm512_maskz_loadu_ps(m, s + first + i));
-            const __m512 out = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, g + first + i), v),
-                                             _mm512_maskz_loadu_ps(m, b + first + i));
-            _mm512_mask_storeu_ps(ys + i, m, relu ? relu512(out) : out);
-        }
-        q += planes;
-    }
-}
-
-AVX512 static void input_grad_small_512(const float *gy, const float *x, const float *mean, const float *inverse_std,
-                                        const float *scale, const float *mean_grad, const float *mean_grad_normalized,
-                                        float *gx, int overwrite, long channels, long plane, long q0, long q1) {
-    float k[SPREAD_MAX], mu[SPREAD_MAX], s[SPREAD_MAX], mg[SPREAD_MAX], mgn[SPREAD_MAX];
-    spread(scale, channels, plane, k);
-    if (mean_grad) {
-        spread(mean, channels, plane, mu); spread(inverse_std, channels, plane, s);
-        spread(mean_grad, channels, plane, mg); spread(mean_grad_normalized, channels, plane, mgn);
-    }
-    for (long q = q0; q < q1;) {
-        const long c = q % channels, planes = channels - c < q1 - q ? channels - c : q1 - q;
-        const long count = planes * plane, first = c * plane;
-        const float *gs = gy + q * plane, *xs = x + q * plane;
-        float *out = gx + q * plane;
-        for (long i = 0; i < count; i += 16) {
-            const __mmask16 m = mask16(i, count);
-            const __m512 g = _mm512_maskz_loadu_ps(m, gs + i), kv = _mm512_maskz_loadu_ps(m, k + first + i);
-            __m512 value;
-            if (mean_grad) {
-                const __m512 normalized = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + i), _mm512_maskz_loadu_ps(m, mu + first + i)),
-                                                        _mm512_maskz_loadu_ps(m, s + first + i));
-                value = _mm512_mul_ps(kv, _mm512_sub_ps(_mm512_sub_ps(g, _mm512_maskz_loadu_ps(m, mg + first + i)),
-                                                        _mm512_mul_ps(normalized, _mm512_maskz_loadu_ps(m, mgn + first + i))));
-            } else {
-                value = _mm512_mul_ps(kv, g);
-            }
-            const __m512 base = overwrite ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, out + i);
-            _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(base, value));
-        }
-        q += planes;
-    }
-}
 
 // ---- AVX2: the 8 lanes as two ymm (l0–l3, l4–l7), PLANES planes side by side ----
 
@@ -408,8 +332,9 @@ AVX2 static void squares_avx2(const float *base, long plane, long planes, const 
     }
 }
 
-AVX2 static void gradient_avx2(const float *gs, const float *xs, long plane, long planes, const float *mean,
-                               const float *inverse_std, double *out, double *out_normalized) {
+AVX2 INLINE void gradient_avx2(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                               const float *inverse_std, const float *gamma, const float *beta, double *out,
+                               double *out_normalized) {
     long q = 0;
     for (; q < planes; q += PLANES) {
         const int count = planes - q < PLANES ? (int)(planes - q) : PLANES;
@@ -419,15 +344,28 @@ AVX2 static void gradient_avx2(const float *gs, const float *xs, long plane, lon
             const __m256 keep = _mm256_castsi256_ps(mask8_avx2(p, plane));
             for (int k = 0; k < count; k++) {
                 const __m256 mu = _mm256_set1_ps(mean[q + k]), s = _mm256_set1_ps(inverse_std[q + k]);
-                const __m256 g = load8_avx2(gs + (q + k) * plane, p, plane), x = load8_avx2(xs + (q + k) * plane, p, plane);
+                const __m256 x = load8_avx2(xs + (q + k) * plane, p, plane), normalized = _mm256_mul_ps(_mm256_sub_ps(x, mu), s);
+                __m256 g = load8_avx2(gs + (q + k) * plane, p, plane);   // padded: +0, masked or not
+                if (gamma) g = relu_masked_gradient256(g, normalized, _mm256_set1_ps(gamma[q + k]), _mm256_set1_ps(beta[q + k]));
                 // A padded position's product may be −0 (0 · negative x̂): masked to +0.
-                const __m256 product = _mm256_and_ps(_mm256_mul_ps(g, _mm256_mul_ps(_mm256_sub_ps(x, mu), s)), keep);
+                const __m256 product = _mm256_and_ps(_mm256_mul_ps(g, normalized), keep);
                 lo[k] = _mm256_add_pd(lo[k], low_to_double(g)); hi[k] = _mm256_add_pd(hi[k], high_to_double(g));
                 nlo[k] = _mm256_add_pd(nlo[k], low_to_double(product)); nhi[k] = _mm256_add_pd(nhi[k], high_to_double(product));
             }
         }
         for (int k = 0; k < count; k++) { out[q + k] = fold256(lo[k], hi[k]); out_normalized[q + k] = fold256(nlo[k], nhi[k]); }
     }
+}
+
+AVX2 static void gradient_avx2_plain(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                                     const float *inverse_std, double *out, double *out_normalized) {
+    gradient_avx2(gs, xs, plane, planes, mean, inverse_std, NULL, NULL, out, out_normalized);
+}
+
+AVX2 static void gradient_avx2_relu(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                                    const float *inverse_std, const float *gamma, const float *beta, double *out,
+                                    double *out_normalized) {
+    gradient_avx2(gs, xs, plane, planes, mean, inverse_std, gamma, beta, out, out_normalized);
 }
 
 static int cpu_isa(void) {
@@ -482,22 +420,31 @@ static void plane_squared_deviations(const float *base, long plane, long planes,
     for (long q = 0; q < planes; q++) out[q] = plane_squares(base + q * plane, plane, mean[q]);
 }
 
+// gamma, beta: the fused ReLU's, or NULL.
 static void plane_gradients(const float *gs, const float *xs, long plane, long planes, const float *mean,
-                            const float *inverse_std, double *out, double *out_normalized) {
+                            const float *inverse_std, const float *gamma, const float *beta, double *out,
+                            double *out_normalized) {
 #if defined(__x86_64__)
     switch (qat_bn_isa()) {
     case 2: {
         const long done = plane <= SMALL_PLANE
-            ? small_gradient_512(gs, xs, plane, planes, mean, inverse_std, out, out_normalized) : 0;
-        gradient_512(gs + done * plane, xs + done * plane, plane, planes - done, mean + done, inverse_std + done,
-                     out + done, out_normalized + done);
+            ? small_gradient_512(gs, xs, plane, planes, mean, inverse_std, gamma, beta, out, out_normalized) : 0;
+        gs += done * plane; xs += done * plane; mean += done; inverse_std += done; out += done; out_normalized += done;
+        if (gamma)
+            gradient_512_relu(gs, xs, plane, planes - done, mean, inverse_std, gamma + done, beta + done, out, out_normalized);
+        else
+            gradient_512_plain(gs, xs, plane, planes - done, mean, inverse_std, out, out_normalized);
         return;
     }
-    case 1: gradient_avx2(gs, xs, plane, planes, mean, inverse_std, out, out_normalized); return;
+    case 1:
+        if (gamma) gradient_avx2_relu(gs, xs, plane, planes, mean, inverse_std, gamma, beta, out, out_normalized);
+        else gradient_avx2_plain(gs, xs, plane, planes, mean, inverse_std, out, out_normalized);
+        return;
     }
 #endif
     for (long q = 0; q < planes; q++)
-        plane_gradient(gs + q * plane, xs + q * plane, plane, mean[q], inverse_std[q], out + q, out_normalized + q);
+        plane_gradient(gs + q * plane, xs + q * plane, plane, mean[q], inverse_std[q], gamma ? gamma + q : NULL,
+                       gamma ? beta + q : NULL, out + q, out_normalized + q);
 }
 
 // ---- drivers: planes [q0, q1) in runs of one sample's consecutive channels ----
@@ -524,8 +471,20 @@ void qat_bn_plane_gradient_sums(const float *restrict gy, const float *restrict 
                                 double *restrict sums_normalized, long channels, long plane, long q0, long q1) {
     for (long q = q0; q < q1;) {
         const long c = q % channels, count = channels - c < q1 - q ? channels - c : q1 - q;
-        plane_gradients(gy + q * plane, x + q * plane, plane, count, mean + c, inverse_std + c, sums + q,
+        plane_gradients(gy + q * plane, x + q * plane, plane, count, mean + c, inverse_std + c, NULL, NULL, sums + q,
                         sums_normalized + q);
+        q += count;
+    }
+}
+
+void qat_bn_relu_plane_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,
+                                     const float *restrict inverse_std, const float *restrict gamma,
+                                     const float *restrict beta, double *restrict sums,
+                                     double *restrict sums_normalized, long channels, long plane, long q0, long q1) {
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, count = channels - c < q1 - q ? channels - c : q1 - q;
+        plane_gradients(gy + q * plane, x + q * plane, plane, count, mean + c, inverse_std + c, gamma + c, beta + c,
+                        sums + q, sums_normalized + q);
         q += count;
     }
 }
@@ -534,75 +493,4 @@ void qat_bn_channel_totals(const double *restrict planes, double *restrict total
     for (long c = 0; c < channels; c++) totals[c] = 0;
     for (long n = 0; n < batch; n++)
         for (long c = 0; c < channels; c++) totals[c] += planes[n * channels + c];
-}
-
-void qat_bn_normalize(const float *restrict x, float *restrict y, const float *restrict mean,
-                      const float *restrict inverse_std, const float *restrict gamma,
-                      const float *restrict beta, long channels, long plane, long q0, long q1, int relu) {
-#if defined(__x86_64__)
-    if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
-        normalize_small_512(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
-        return;
-    }
-    if (qat_bn_isa() == 2) {
-        for (long q = q0; q < q1; q++) {
-            const long c = q % channels;
-            normalize_plane_512(x + q * plane, y + q * plane, plane, mean[c], inverse_std[c], gamma[c], beta[c], relu);
-        }
-        return;
-    }
-#endif
-    for (long q = q0; q < q1; q++) {
-        const long c = q % channels;
-        const float mu = mean[c], s = inverse_std[c], g = gamma[c], b = beta[c];
-        const float *restrict xs = x + q * plane;
-        float *restrict ys = y + q * plane;
-        for (long p = 0; p < plane; p++) {
-            const float v = (xs[p] - mu) * s;
-            const float out = g * v + b;
-            ys[p] = relu && out < 0.0f ? 0.0f : out;
-        }
-    }
-}
-
-void qat_bn_input_grad(const float *restrict gy, const float *restrict x, const float *restrict mean,
-                       const float *restrict inverse_std, const float *restrict scale,
-                       const float *restrict mean_grad, const float *restrict mean_grad_normalized,
-                       float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
-#if defined(__x86_64__)
-    if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
-        input_grad_small_512(gy, x, mean, inverse_std, scale, mean_grad, mean_grad_normalized, gx, overwrite,
-                             channels, plane, q0, q1);
-        return;
-    }
-    if (qat_bn_isa() == 2) {
-        for (long q = q0; q < q1; q++) {
-            const long c = q % channels;
-            const float statistics[4] = {mean[c], inverse_std[c], mean_grad ? mean_grad[c] : 0,
-                                         mean_grad ? mean_grad_normalized[c] : 0};
-            input_grad_plane_512(gy + q * plane, x + q * plane, gx + q * plane, plane, overwrite, scale[c],
-                                 mean_grad ? statistics : NULL);
-        }
-        return;
-    }
-#endif
-    for (long q = q0; q < q1; q++) {
-        const long c = q % channels;
-        const float k = scale[c];
-        const float *restrict gs = gy + q * plane;
-        float *restrict out = gx + q * plane;
-        if (mean_grad) {
-            const float mu = mean[c], s = inverse_std[c], mg = mean_grad[c], mgn = mean_grad_normalized[c];
-            const float *restrict xs = x + q * plane;
-            if (overwrite)
-                for (long p = 0; p < plane; p++) out[p] = 0.0f + k * (gs[p] - mg - ((xs[p] - mu) * s) * mgn);
-            else
-                for (long p = 0; p < plane; p++) out[p] += k * (gs[p] - mg - ((xs[p] - mu) * s) * mgn);
-        } else {
-            if (overwrite)
-                for (long p = 0; p < plane; p++) out[p] = 0.0f + k * gs[p];
-            else
-                for (long p = 0; p < plane; p++) out[p] += k * gs[p];
-        }
-    }
 }

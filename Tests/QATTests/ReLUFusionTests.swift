@@ -59,6 +59,32 @@ final class ReLUFusionTests: XCTestCase {
         }
     }
 
+    /// The backward with ReLU's mask folded into the sums and input-gradient passes against the
+    /// separate mask pass it replaced: the same bits on every path, in training and eval, at 1
+    /// and 2 threads (plus planes of 4, the 8-plane sums block, and 70 channels of 16, past the
+    /// spread input-gradient pass).
+    func testFoldedMaskEqualsSeparateMaskPass() {
+        let saved = (Parallel.threads, BatchNormReLUBackward.usesSeparateMaskPass)
+        defer {
+            (Parallel.threads, BatchNormReLUBackward.usesSeparateMaskPass) = saved
+            _ = qat_bn_force_isa(-1)
+        }
+        let shapes = Self.shapes + [[3, 4, 2, 2], [2, 70, 4, 4]]
+        for isa in [0, 1, 2] where qat_bn_force_isa(Int32(isa)) == isa {
+            for (index, shape) in shapes.enumerated() {
+                for training in [true, false] {
+                    func fused(separate: Bool, threads: Int) -> Run {
+                        (BatchNormReLUBackward.usesSeparateMaskPass, Parallel.threads) = (separate, threads)
+                        return run(shape, seed: 900 + UInt64(index), training: training, fused: true)
+                    }
+                    let reference = fused(separate: true, threads: 1)
+                    XCTAssertEqual(fused(separate: false, threads: 1), reference, "isa \(isa) \(shape) training \(training)")
+                    XCTAssertEqual(fused(separate: false, threads: 2), reference, "isa \(isa) \(shape) training \(training), 2 threads")
+                }
+            }
+        }
+    }
+
     /// NaN passes ReLU's forward and blocks its gradient; −0 stays −0 (qat_relu_forward's rule).
     func testSpecialValuesFollowReLUsRule() {
         let shape = [1, 2, 2, 4]

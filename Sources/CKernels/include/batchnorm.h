@@ -37,6 +37,12 @@ void qat_bn_relu_mask_gradient(const float *restrict gy, const float *restrict x
 void qat_bn_plane_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,
                                 const float *restrict inverse_std, double *restrict sums,
                                 double *restrict sums_normalized, long channels, long plane, long q0, long q1);
+// BatchNorm fused with the ReLU after it: qat_bn_plane_gradient_sums with gy replaced by
+// qat_bn_relu_mask_gradient's g, computed on the fly (the same bits, without g in memory).
+void qat_bn_relu_plane_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,
+                                     const float *restrict inverse_std, const float *restrict gamma,
+                                     const float *restrict beta, double *restrict sums,
+                                     double *restrict sums_normalized, long channels, long plane, long q0, long q1);
 // Planes [q0, q1), training: gx (+)= k·(gy − mean_grad − x̂·mean_grad_normalized), k = γ·s per channel;
 // eval (mean_grad == NULL): gx (+)= k·gy. With overwrite, gx is written as 0 + value (the same
 // bits as adding into a zeroed buffer) and need not be initialised.
@@ -44,3 +50,10 @@ void qat_bn_input_grad(const float *restrict gy, const float *restrict x, const 
                        const float *restrict inverse_std, const float *restrict scale,
                        const float *restrict mean_grad, const float *restrict mean_grad_normalized,
                        float *restrict gx, int overwrite, long channels, long plane, long q0, long q1);
+// BatchNorm fused with the ReLU after it: qat_bn_input_grad with gy replaced by
+// qat_bn_relu_mask_gradient's g, computed on the fly (the same bits, without g in memory).
+void qat_bn_relu_input_grad(const float *restrict gy, const float *restrict x, const float *restrict mean,
+                            const float *restrict inverse_std, const float *restrict gamma,
+                            const float *restrict beta, const float *restrict scale,
+                            const float *restrict mean_grad, const float *restrict mean_grad_normalized,
+                            float *restrict gx, int overwrite, long channels, long plane, long q0, long q1);

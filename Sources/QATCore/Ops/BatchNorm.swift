@@ -22,6 +22,14 @@ public enum BatchNormSync {
     nonisolated(unsafe) public static var combine: ((inout [Double]) -> Void)? = nil
 }
 
+/// The backward of BatchNorm fused with ReLU (`batchNorm2d(fusedReLU: true)`).
+public enum BatchNormReLUBackward {
+    /// Switch for tests: true runs ReLU's mask as its own pass into a gradient buffer, read by
+    /// the sums and input-gradient passes (the path the folded passes replaced, and their
+    /// reference: the same bits); false (the default) computes the masked gradient inside both.
+    nonisolated(unsafe) public static var usesSeparateMaskPass = false
+}
+
 /// BatchNorm over the channels of x: [N, C, H, W], as PyTorch's BatchNorm2d.
 ///
 /// Training: normalise with the batch mean and biased variance, and move the running statistics
@@ -79,7 +87,15 @@ private func batchNormBackward(_ incoming: Tensor, input: Tensor, x: Variable, g
     // Per channel: Σ dy and Σ dy·x̂, the two reductions every gradient needs.
     let planes = geometry.batch * c
     let gy: Tensor, totals: [[Double]]
-    if let fusedReLU {
+    // With the ReLU folded in, the passes read the incoming gradient and mask it themselves.
+    let folded = BatchNormReLUBackward.usesSeparateMaskPass ? nil : fusedReLU
+    if let folded {
+        gy = incoming
+        totals = geometry.channelTotals(outputs: 2) { q0, q1, partial in
+            qat_bn_relu_plane_gradient_sums(gy.storage, input.storage, mean, inverseStd, folded.gamma.storage,
+                                            folded.beta.storage, partial, partial + planes, c, geometry.plane, q0, q1)
+        }
+    } else if let fusedReLU {
         var masked = Tensor(shape: incoming.shape, storage: uninitializedFloats(incoming.count))
         totals = masked.storage.withUnsafeMutableBufferPointer { dy in
             geometry.channelTotals(outputs: 2) { q0, q1, partial in
@@ -124,7 +140,15 @@ private func batchNormBackward(_ incoming: Tensor, input: Tensor, x: Variable, g
             let meanGradNormalized = sumGradNormalized.map { Float($0 / Double(m)) }
             x.withGradient(overwritingFresh: { gx, overwrite in
                 geometry.forEachPlaneBlock { q0, q1 in
-                    if training {
+                    if let folded, training {
+                        qat_bn_relu_input_grad(g.baseAddress!, xs.baseAddress!, mean, inverseStd, folded.gamma.storage,
+                                               folded.beta.storage, scale, meanGrad, meanGradNormalized, gx.baseAddress!,
+                                               overwrite ? 1 : 0, c, geometry.plane, q0, q1)
+                    } else if let folded {
+                        qat_bn_relu_input_grad(g.baseAddress!, xs.baseAddress!, mean, inverseStd, folded.gamma.storage,
+                                               folded.beta.storage, scale, nil, nil, gx.baseAddress!,
+                                               overwrite ? 1 : 0, c, geometry.plane, q0, q1)
+                    } else if training {
                         qat_bn_input_grad(g.baseAddress!, xs.baseAddress!, mean, inverseStd, scale, meanGrad,
                                           meanGradNormalized, gx.baseAddress!, overwrite ? 1 : 0, c, geometry.plane, q0, q1)
                     } else {

@@ -1,0 +1,230 @@
+// BatchNorm's element-wise passes (the math is in Sources/QATCore/Ops/BatchNorm.swift): the
+// normalize of the forward and the input gradient of the backward, optionally with the ReLU after
+// BatchNorm folded in. No fused multiply-add: every float expression rounds as the Swift
+// reference it replaced, so the bits do not change.
+#pragma STDC FP_CONTRACT OFF
+#include "batchnorm.h"
+#include "batchnorm_relu_mask.h"
+
+// What the input gradient reads per channel: mean_grad NULL in eval (then dx = k·dy), gamma and
+// beta NULL without a fused ReLU (then dy = gy, else dy = ReLU's mask of gy through γ·x̂ + β).
+typedef struct {
+    const float *mean, *inverse_std, *scale, *mean_grad, *mean_grad_normalized, *gamma, *beta;
+} input_grad_channels;
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx2")))
+
+// Element-wise passes, 16 floats a vector: the same float expressions as the portable loops.
+// relu(v) as qat_relu_forward: v < 0 ? 0 : v (−0 and NaN pass through).
+AVX512 static inline __m512 relu512(__m512 v) {
+    return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps());
+}
+
+AVX512 static void normalize_plane_512(const float *xs, float *ys, long plane, float mean, float inverse_std,
+                                       float gamma, float beta, int relu) {
+    const __m512 mu = _mm512_set1_ps(mean), s = _mm512_set1_ps(inverse_std), g = _mm512_set1_ps(gamma),
+                 b = _mm512_set1_ps(beta);
+    for (long p = 0; p < plane; p += 16) {
+        const __mmask16 m = p + 16 <= plane ? 0xffff : (__mmask16)((1u << (plane - p)) - 1);
+        const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + p), mu), s);
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(g, v), b);
+        _mm512_mask_storeu_ps(ys + p, m, relu ? relu512(y) : y);
+    }
+}
+
+AVX512 static void input_grad_plane_512(const float *gs, const float *xs, float *out, long plane, int overwrite,
+                                        const input_grad_channels *ch, long c) {
+    const int training = ch->mean_grad != NULL, relu = ch->gamma != NULL;
+    const __m512 k = _mm512_set1_ps(ch->scale[c]), zero = _mm512_setzero_ps();
+    const __m512 mu = _mm512_set1_ps(ch->mean[c]), s = _mm512_set1_ps(ch->inverse_std[c]);
+    const __m512 mg = training ? _mm512_set1_ps(ch->mean_grad[c]) : zero;
+    const __m512 mgn = training ? _mm512_set1_ps(ch->mean_grad_normalized[c]) : zero;
+    const __m512 gamma = relu ? _mm512_set1_ps(ch->gamma[c]) : zero, beta = relu ? _mm512_set1_ps(ch->beta[c]) : zero;
+    for (long p = 0; p < plane; p += 16) {
+        const __mmask16 m = p + 16 <= plane ? 0xffff : (__mmask16)((1u << (plane - p)) - 1);
+        __m512 g = _mm512_maskz_loadu_ps(m, gs + p);
+        const __m512 normalized = training || relu ? _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + p), mu), s) : zero;
+        if (relu) g = relu_masked_gradient512(g, normalized, gamma, beta);
+        const __m512 value = training ? _mm512_mul_ps(k, _mm512_sub_ps(_mm512_sub_ps(g, mg), _mm512_mul_ps(normalized, mgn)))
+                                      : _mm512_mul_ps(k, g);
+        const __m512 base = overwrite ? zero : _mm512_maskz_loadu_ps(m, out + p);
+        _mm512_mask_storeu_ps(out + p, m, _mm512_add_ps(base, value));
+    }
+}
+
+// Element-wise passes on planes of at most 16 positions: one vector per plane would leave the
+// per-plane setup (and masked tails) dominant, so the parameters are spread per (channel,
+// position) once and a run of one sample's consecutive planes is walked as one flat array.
+// Same expressions per element: the same bits.
+#define SPREAD_MAX 1024
+
+// params[i] = the channel value of element i of channels [0, channels), `plane` positions each.
+static void spread(const float *restrict values, long channels, long plane, float *restrict params) {
+    for (long c = 0; c < channels; c++)
+        for (long p = 0; p < plane; p++) params[c * plane + p] = values[c];
+}
+
+static inline __mmask16 mask16(long i, long count) {
+    return i + 16 <= count ? 0xffff : (__mmask16)((1u << (count - i)) - 1);
+}
+
+AVX512 static void normalize_small_512(const float *x, float *y, const float *mean, const float *inverse_std,
+                                       const float *gamma, const float *beta, long channels, long plane,
+                                       long q0, long q1, int relu) {
+    float mu[SPREAD_MAX], s[SPREAD_MAX], g[SPREAD_MAX], b[SPREAD_MAX];
+    spread(mean, channels, plane, mu); spread(inverse_std, channels, plane, s);
+    spread(gamma, channels, plane, g); spread(beta, channels, plane, b);
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, planes = channels - c < q1 - q ? channels - c : q1 - q;
+        const long count = planes * plane, first = c * plane;
+        const float *xs = x + q * plane;
+        float *ys = y + q * plane;
+        for (long i = 0; i < count; i += 16) {
+            const __mmask16 m = mask16(i, count);
+            const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + i), _mm512_maskz_loadu_ps(m, mu + first + i)),
+                                           _mm512_maskz_loadu_ps(m, s + first + i));
+            const __m512 out = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, g + first + i), v),
+                                             _mm512_maskz_loadu_ps(m, b + first + i));
+            _mm512_mask_storeu_ps(ys + i, m, relu ? relu512(out) : out);
+        }
+        q += planes;
+    }
+}
+
+AVX512 static void input_grad_small_512(const float *gy, const float *x, const input_grad_channels *ch, float *gx,
+                                        int overwrite, long channels, long plane, long q0, long q1) {
+    const int training = ch->mean_grad != NULL, relu = ch->gamma != NULL;
+    float k[SPREAD_MAX], mu[SPREAD_MAX], s[SPREAD_MAX], mg[SPREAD_MAX], mgn[SPREAD_MAX], ga[SPREAD_MAX], be[SPREAD_MAX];
+    spread(ch->scale, channels, plane, k);
+    if (training || relu) { spread(ch->mean, channels, plane, mu); spread(ch->inverse_std, channels, plane, s); }
+    if (training) { spread(ch->mean_grad, channels, plane, mg); spread(ch->mean_grad_normalized, channels, plane, mgn); }
+    if (relu) { spread(ch->gamma, channels, plane, ga); spread(ch->beta, channels, plane, be); }
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, planes = channels - c < q1 - q ? channels - c : q1 - q;
+        const long count = planes * plane, first = c * plane;
+        const float *gs = gy + q * plane, *xs = x + q * plane;
+        float *out = gx + q * plane;
+        for (long i = 0; i < count; i += 16) {
+            const __mmask16 m = mask16(i, count);
+            const long e = first + i;
+            __m512 g = _mm512_maskz_loadu_ps(m, gs + i);
+            const __m512 kv = _mm512_maskz_loadu_ps(m, k + e);
+            const __m512 normalized = training || relu
+                ? _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + i), _mm512_maskz_loadu_ps(m, mu + e)),
+                                _mm512_maskz_loadu_ps(m, s + e))
+                : _mm512_setzero_ps();
+            if (relu) g = relu_masked_gradient512(g, normalized, _mm512_maskz_loadu_ps(m, ga + e), _mm512_maskz_loadu_ps(m, be + e));
+            const __m512 value = training
+                ? _mm512_mul_ps(kv, _mm512_sub_ps(_mm512_sub_ps(g, _mm512_maskz_loadu_ps(m, mg + e)),
+                                                  _mm512_mul_ps(normalized, _mm512_maskz_loadu_ps(m, mgn + e))))
+                : _mm512_mul_ps(kv, g);
+            const __m512 base = overwrite ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, out + i);
+            _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(base, value));
+        }
+        q += planes;
+    }
+}
+#endif
+
+void qat_bn_normalize(const float *restrict x, float *restrict y, const float *restrict mean,
+                      const float *restrict inverse_std, const float *restrict gamma,
+                      const float *restrict beta, long channels, long plane, long q0, long q1, int relu) {
+#if defined(__x86_64__)
+    if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
+        normalize_small_512(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
+        return;
+    }
+    if (qat_bn_isa() == 2) {
+        for (long q = q0; q < q1; q++) {
+            const long c = q % channels;
+            normalize_plane_512(x + q * plane, y + q * plane, plane, mean[c], inverse_std[c], gamma[c], beta[c], relu);
+        }
+        return;
+    }
+#endif
+    for (long q = q0; q < q1; q++) {
+        const long c = q % channels;
+        const float mu = mean[c], s = inverse_std[c], g = gamma[c], b = beta[c];
+        const float *restrict xs = x + q * plane;
+        float *restrict ys = y + q * plane;
+        for (long p = 0; p < plane; p++) {
+            const float v = (xs[p] - mu) * s;
+            const float out = g * v + b;
+            ys[p] = relu && out < 0.0f ? 0.0f : out;
+        }
+    }
+}
+
+// The portable loops, with the fused ReLU: the reference of the vector paths (same expressions).
+static void input_grad_relu_plane(const float *restrict gs, const float *restrict xs, float *restrict out, long plane,
+                                  int overwrite, const input_grad_channels *ch, long c) {
+    const float k = ch->scale[c], mu = ch->mean[c], s = ch->inverse_std[c], ga = ch->gamma[c], be = ch->beta[c];
+    if (ch->mean_grad) {
+        const float mg = ch->mean_grad[c], mgn = ch->mean_grad_normalized[c];
+        for (long p = 0; p < plane; p++) {
+            const float normalized = (xs[p] - mu) * s;
+            const float value = k * (relu_masked_gradient(gs[p], normalized, ga, be) - mg - normalized * mgn);
+            out[p] = (overwrite ? 0.0f : out[p]) + value;
+        }
+    } else {
+        for (long p = 0; p < plane; p++) {
+            const float value = k * relu_masked_gradient(gs[p], (xs[p] - mu) * s, ga, be);
+            out[p] = (overwrite ? 0.0f : out[p]) + value;
+        }
+    }
+}
+
+static void input_grad(const float *restrict gy, const float *restrict x, const input_grad_channels *ch,
+                       float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
+#if defined(__x86_64__)
+    if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
+        input_grad_small_512(gy, x, ch, gx, overwrite, channels, plane, q0, q1);
+        return;
+    }
+    if (qat_bn_isa() == 2) {
+        for (long q = q0; q < q1; q++)
+            input_grad_plane_512(gy + q * plane, x + q * plane, gx + q * plane, plane, overwrite, ch, q % channels);
+        return;
+    }
+#endif
+    for (long q = q0; q < q1; q++) {
+        const long c = q % channels;
+        const float k = ch->scale[c];
+        const float *restrict gs = gy + q * plane;
+        float *restrict out = gx + q * plane;
+        if (ch->gamma) {
+            input_grad_relu_plane(gs, x + q * plane, out, plane, overwrite, ch, c);
+        } else if (ch->mean_grad) {
+            const float mu = ch->mean[c], s = ch->inverse_std[c], mg = ch->mean_grad[c], mgn = ch->mean_grad_normalized[c];
+            const float *restrict xs = x + q * plane;
+            if (overwrite)
+                for (long p = 0; p < plane; p++) out[p] = 0.0f + k * (gs[p] - mg - ((xs[p] - mu) * s) * mgn);
+            else
+                for (long p = 0; p < plane; p++) out[p] += k * (gs[p] - mg - ((xs[p] - mu) * s) * mgn);
+        } else {
+            if (overwrite)
+                for (long p = 0; p < plane; p++) out[p] = 0.0f + k * gs[p];
+            else
+                for (long p = 0; p < plane; p++) out[p] += k * gs[p];
+        }
+    }
+}
+
+void qat_bn_input_grad(const float *restrict gy, const float *restrict x, const float *restrict mean,
+                       const float *restrict inverse_std, const float *restrict scale,
+                       const float *restrict mean_grad, const float *restrict mean_grad_normalized,
+                       float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
+    const input_grad_channels ch = {mean, inverse_std, scale, mean_grad, mean_grad_normalized, NULL, NULL};
+    input_grad(gy, x, &ch, gx, overwrite, channels, plane, q0, q1);
+}
+
+void qat_bn_relu_input_grad(const float *restrict gy, const float *restrict x, const float *restrict mean,
+                            const float *restrict inverse_std, const float *restrict gamma,
+                            const float *restrict beta, const float *restrict scale,
+                            const float *restrict mean_grad, const float *restrict mean_grad_normalized,
+                            float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
+    const input_grad_channels ch = {mean, inverse_std, scale, mean_grad, mean_grad_normalized, gamma, beta};
+    input_grad(gy, x, &ch, gx, overwrite, channels, plane, q0, q1);
+}
