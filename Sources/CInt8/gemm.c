@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <immintrin.h>
 #include "int8_internal.h"
 
 int qat_i8_cpu_supports(qat_i8_path path) {
@@ -71,6 +72,85 @@ static int8_t *pack_weights_blocked(const int8_t *w, const int32_t *bias, int m,
     return a;
 }
 
+// The same for the row-tap layout of an implicit GEMM (below): a[i][(ci·kh + ky)·4 + t] = w[i][ci][ky][t]
+// for t < kw (kw ≤ 4), zero weights past kw; k4 = c·kh; the same corr.
+static int8_t *pack_weights_row_taps(const int8_t *w, const int32_t *bias, int m, int c, int kh, int kw,
+                                     int8_t x_zero, int32_t **corr_out) {
+    const int k4 = c * kh;
+    int8_t *a = calloc((size_t)m * k4 * 4, 1);
+    int32_t *corr = checked_malloc((size_t)m * sizeof(int32_t));
+    if (!a) { fprintf(stderr, "qat int8: out of memory\n"); abort(); }
+    for (int i = 0; i < m; i++) {
+        const int8_t *row = w + (size_t)i * c * kh * kw;
+        int64_t sum = 0;
+        for (int j = 0; j < c * kh * kw; j++) sum += row[j];
+        for (int q = 0; q < k4; q++)  // q = ci·kh + ky
+            for (int t = 0; t < kw; t++) a[((size_t)i * k4 + q) * 4 + t] = row[(size_t)q * kw + t];
+        corr[i] = (int32_t)((int64_t)bias[i] - (128 + (int64_t)x_zero) * sum);
+    }
+    *corr_out = corr;
+    return a;
+}
+
+// Implicit GEMM (VNNI, groups 1, stride 1, one image per GEMM): instead of a column matrix, the
+// GEMM reads the padded image itself, each group of 4 k at a fixed word offset (tap[q]) from the
+// column. Column j is grid position (oy, ox) = (j / wp, j mod wp) of the padded width, so that
+// the 16 columns of a vector are 16 consecutive words; the wp − ow columns at each row end are
+// not outputs (qat_i8_gemm's keep / dest drop them): wp/ow more columns (7 % on 28×28 with
+// padding 1) for no im2col at all. Two image layouts give the words:
+//   channel-blocked (channels a multiple of 4, qat_i8_block_channels): word (cb, y, x) holds
+//     channels 4·cb … 4·cb + 3 of pixel (y, x); q = (cb, ky, kx), tap = cb·hp·wp + ky·dh·wp + kx·dw;
+//   row taps (other channel counts, kw ≤ 4, when c·kh groups are no more than the column matrix's
+//     k4: a 1-channel stem): word (ci, y, x) holds pixels x, x + dw, x + 2·dw, x + 3·dw of row y;
+//     q = (ci, ky), tap = ci·hp·wp + ky·dh·wp.
+// The products are the same exact integers in another order of addition: the same sums.
+typedef enum { IMPLICIT_NONE, IMPLICIT_BLOCKED, IMPLICIT_ROW_TAPS } implicit_layout;
+
+// Off by default until an unexplained failure seen with it on is understood (docs/BENCHMARKS.md).
+int qat_i8_implicit_gemm_allowed = 0;
+void qat_i8_allow_implicit_gemm(int allowed) { qat_i8_implicit_gemm_allowed = allowed; }
+
+static implicit_layout choose_implicit(qat_i8_path path, const qat_i8_conv_geometry *cg, int ow, int wp, int p, int k4) {
+    if (path != QAT_I8_VNNI || !qat_i8_implicit_gemm_allowed || cg->groups != 1 || cg->sh != 1 || cg->sw != 1) return IMPLICIT_NONE;
+    // One image per GEMM (p ≥ 64), and at most a quarter more columns than outputs (14×14 with
+    // padding 1: 16/14; 7×7: 9/7, where the blocked copies of several images per GEMM win).
+    if (p < 64 || 4 * (wp - ow) > ow) return IMPLICIT_NONE;
+    if (cg->c % 4 == 0) return IMPLICIT_BLOCKED;
+    if (cg->kw <= 4 && 3 * cg->dw <= 64 && cg->c * cg->kh <= k4) return IMPLICIT_ROW_TAPS;
+    return IMPLICIT_NONE;
+}
+
+// Row taps of each padded u8 plane of xu ([c][hp][wp], 128 spare bytes) into words ([c][hp·wp], 64
+// spare bytes): word i of a plane is its bytes i, i + dw, i + 2·dw, i + 3·dw, read flat (a word near a
+// row end takes the next row's bytes: only garbage columns and zero weights see them). Planes
+// in order: each one's last vector spills into the next, which overwrites it.
+static QAT_I8_TARGET_VNNI void row_taps_vnni(const uint8_t *xu, int c, size_t plane, int dw, uint32_t *words) {
+    for (int ci = 0; ci < c; ci++) {
+        const uint8_t *src = xu + (size_t)ci * plane;
+        uint32_t *dst = words + (size_t)ci * plane;
+        for (size_t i = 0; i < plane; i += 16) {
+            __m512i word = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
+            for (int t = 1; t < 4; t++) {
+                const __m512i byte = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + i + (size_t)t * dw)));
+                word = _mm512_or_si512(word, _mm512_slli_epi32(byte, 8 * t));
+            }
+            _mm512_storeu_si512(dst + i, word);
+        }
+    }
+}
+
+// keep / dest of qat_i8_gemm for a grid of oh rows of wp columns, ow of them outputs.
+static void implicit_columns(int oh, int ow, int wp, uint16_t *keep, int32_t *dest) {
+    const int n = (oh - 1) * wp + ow;
+    for (int v = 0; v * 16 < n; v++) {
+        const int j0 = 16 * v;
+        dest[v] = j0 / wp * ow + (j0 % wp < ow ? j0 % wp : ow);
+        keep[v] = 0;
+        for (int l = 0; l < 16; l++)
+            if (j0 + l < n && (j0 + l) % wp < ow) keep[v] |= (uint16_t)(1u << l);
+    }
+}
+
 static void run_gemm(qat_i8_path path, const qat_i8_gemm *g) {
     switch (path) {
     case QAT_I8_VNNI: qat_i8_gemm_vnni(g); break;
@@ -129,23 +209,50 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     // Blocked operands where the byte-wise im2col wastes work: outputs narrower than the 16
     // columns it fills per output row, and 1×1 convs without padding (no column matrix). Wider
     // outputs keep the byte-wise one: no faster blocked (measured on 28×28, 32 channels).
-    const int blocked = group_c % 4 == 0 && (ow < 16 || (cg->kh == 1 && cg->kw == 1 && hp == h && wp == w));
-    const int direct = blocked && cg->kh == 1 && cg->kw == 1 && cg->sh == 1 && cg->sw == 1 && hp == h && wp == w;
+    const int direct = group_c % 4 == 0 && cg->kh == 1 && cg->kw == 1 && cg->sh == 1 && cg->sw == 1 && hp == h && wp == w;
+    const implicit_layout implicit = direct ? IMPLICIT_NONE : choose_implicit(path, cg, ow, wp, p, k4);
+    const int blocked = implicit == IMPLICIT_BLOCKED ||
+                        (implicit == IMPLICIT_NONE && group_c % 4 == 0 && (ow < 16 || (cg->kh == 1 && cg->kw == 1 && hp == h && wp == w)));
     // Columns padded to 16. Byte-wise im2col of several images: 16 more, so that its overrun past
     // the last image (up to 15 columns) stays in its own row of b instead of the next row's
     // first image, which was written before it. Direct: the blocked images are b.
     const int npad = direct ? block * p : block == 1 ? round_up16(p) : round_up16(block * p) + 16;
     // Weights [oc][group_c·kh·kw] are one matrix whose row blocks are the groups.
     int32_t *corr;
-    int8_t *a = blocked ? pack_weights_blocked(weight, bias, oc, group_c, cg->kh, cg->kw, x_zero, &corr)
-                        : pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
+    int8_t *a = implicit == IMPLICIT_ROW_TAPS ? pack_weights_row_taps(weight, bias, oc, c, cg->kh, cg->kw, x_zero, &corr)
+                : blocked                      ? pack_weights_blocked(weight, bias, oc, group_c, cg->kh, cg->kw, x_zero, &corr)
+                                               : pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
+    // The implicit GEMM's groups, offsets and columns (block is 1 image: p ≥ 64).
+    const int implicit_k4 = implicit == IMPLICIT_ROW_TAPS ? c * cg->kh : k4;
+    const int grid_columns = (oh - 1) * wp + ow;
+    int32_t *tap = NULL, *dest = NULL;
+    uint16_t *keep = NULL;
+    uint32_t *row_taps = NULL;
+    if (implicit != IMPLICIT_NONE) {
+        tap = checked_malloc((size_t)implicit_k4 * sizeof(int32_t));
+        const int vectors = (grid_columns + 15) / 16;
+        keep = checked_malloc((size_t)vectors * sizeof(uint16_t));
+        dest = checked_malloc((size_t)vectors * sizeof(int32_t));
+        implicit_columns(oh, ow, wp, keep, dest);
+        int q = 0;
+        if (implicit == IMPLICIT_BLOCKED) {
+            for (int cb = 0; cb < c / 4; cb++)
+                for (int ky = 0; ky < cg->kh; ky++)
+                    for (int kx = 0; kx < cg->kw; kx++) tap[q++] = (cb * hp + ky * cg->dh) * wp + kx * cg->dw;
+        } else {
+            for (int ci = 0; ci < c; ci++)
+                for (int ky = 0; ky < cg->kh; ky++) tap[q++] = (ci * hp + ky * cg->dh) * wp;
+            row_taps = checked_malloc((size_t)c * hp * wp * 4 + 128);
+            memset((char *)row_taps + (size_t)c * hp * wp * 4, 0, 128);  // garbage columns read into it
+        }
+    }
 
     // One padded image in u8 per image of a block; the border (and the spare bytes the fast
     // im2col may over-read) is the code of real zero, written once and never touched again.
     const size_t padded = (size_t)c * hp * wp;
     uint8_t *xu = checked_malloc(block * padded + 128);
     memset(xu, (uint8_t)x_zero ^ 0x80, block * padded + 128);
-    uint8_t *b = direct ? NULL : checked_malloc(((size_t)k4 * npad + 16) * 4);
+    uint8_t *b = direct || implicit != IMPLICIT_NONE ? NULL : checked_malloc(((size_t)k4 * npad + 16) * 4);
     const qat_i8_im2col_shape shape = {.c = group_c, .hp = hp, .wp = wp, .kh = cg->kh, .kw = cg->kw, .sh = cg->sh,
                                        .sw = cg->sw, .dh = cg->dh, .dw = cg->dw, .oh = oh, .ow = ow, .k4 = k4, .npad = npad};
     const qat_i8_blocking blocking = {.cb = c / 4, .images = block, .h = h, .w = w, .hp = hp, .wp = wp,
@@ -161,6 +268,8 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                           pool->w <= 32 && pool->ow <= 16 && pool->kw <= 16 && qat_i8_dequantize_is_increasing(&output, oc);
     qat_i8_output gemm_output = output;
     if (pool_sums) gemm_output.kind = QAT_I8_OUT_INT32;
+    // The VNNI GEMM applies a float ReLU as it stores (the same floats as the loop below).
+    const int gemm_relu = relu && gemm_output.kind == QAT_I8_OUT_FLOAT && path == QAT_I8_VNNI;
     const size_t elem = element_size(output.kind), out_image = (size_t)oc * p * elem;
     char *staging = block > 1 ? checked_malloc(block * out_image) : NULL;
     int8_t *conv_image = NULL;
@@ -191,7 +300,12 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
         char *gemm_out = staging ? staging : conv_image ? (char *)conv_image : (char *)out + img0 * out_image;
         for (int grp = 0; grp < groups; grp++) {
             const uint8_t *operand = b;
-            if (direct) {
+            if (implicit == IMPLICIT_BLOCKED) {
+                operand = xu;
+            } else if (implicit == IMPLICIT_ROW_TAPS) {
+                row_taps_vnni(xu, c, (size_t)hp * wp, cg->dw, row_taps);
+                operand = (const uint8_t *)row_taps;
+            } else if (direct) {
                 operand = xu + grp * group_bytes;
             } else if (blocked) {
                 run_im2col_blocked(path, xu + grp * group_bytes, &group_blocking, npad, b);
@@ -211,7 +325,16 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             }
             qat_i8_gemm g = {.m = group_oc, .n = columns, .k4 = k4, .npad = npad, .a = a + (size_t)row0 * k4 * 4,
                              .corr = corr + row0, .b = operand, .output = group_output,
-                             .out = gemm_out + (size_t)row0 * columns * elem, .row_stride = columns, .col_stride = 1};
+                             .out = gemm_out + (size_t)row0 * columns * elem, .row_stride = columns, .col_stride = 1,
+                             .relu = gemm_relu};
+            if (implicit != IMPLICIT_NONE) {
+                g.n = grid_columns;
+                g.k4 = implicit_k4;
+                g.npad = 0;
+                g.tap = tap;
+                g.keep = keep;
+                g.dest = dest;
+            }
             run_gemm(path, &g);
         }
         for (int i = 0; i < images; i++) {
@@ -230,7 +353,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                                                    output.scale, output.offset, relu);
                 continue;
             }
-            if (relu && output.kind == QAT_I8_OUT_FLOAT) {  // the image just written, still in cache
+            if (relu && output.kind == QAT_I8_OUT_FLOAT && !gemm_relu) {  // the image just written, still in cache
                 float *image = (float *)image_out;
                 for (size_t j = 0; j < (size_t)oc * p; j++) image[j] = image[j] < 0.0f ? 0.0f : image[j];
             }
@@ -241,6 +364,10 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             }
         }
     }
+    free(row_taps);
+    free(tap);
+    free(keep);
+    free(dest);
     free(conv_image);
     free(staging);
     free(b);

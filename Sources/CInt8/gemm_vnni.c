@@ -62,6 +62,15 @@ __m512i requant16(const qat_i8_gemm *g, int row, __m512i acc) {
     return _mm512_add_epi32(_mm512_cvtps_epi32(r), _mm512_set1_epi32(zero));
 }
 
+// The floats of 16 accumulators as qat_i8_scaled1 computes them, then g->relu's ReLU.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
+__m512 dequantize16(const qat_i8_gemm *g, int row, __m512i acc) {
+    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
+    if (g->output.offset) y = _mm512_add_ps(y, _mm512_set1_ps(g->output.offset[row]));
+    if (g->relu) y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps());
+    return y;
+}
+
 // Finishes 16 accumulators (bias already added) of row `row`, columns col…col+15.
 static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
 void store16(const qat_i8_gemm *g, int row, int col, __m512i acc) {
@@ -77,9 +86,7 @@ void store16(const qat_i8_gemm *g, int row, int col, __m512i acc) {
             for (int l = 0; l < valid; l++) ((int8_t *)g->out)[at + l * g->col_stride] = lanes[l];
         } else if (g->output.kind == QAT_I8_OUT_FLOAT) {
             float lanes[16];
-            __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
-            if (g->output.offset) y = _mm512_add_ps(y, _mm512_set1_ps(g->output.offset[row]));
-            _mm512_storeu_ps(lanes, y);
+            _mm512_storeu_ps(lanes, dequantize16(g, row, acc));
             for (int l = 0; l < valid; l++) ((float *)g->out)[at + l * g->col_stride] = lanes[l];
         } else {
             int32_t lanes[16];
@@ -94,12 +101,9 @@ void store16(const qat_i8_gemm *g, int row, int col, __m512i acc) {
     case QAT_I8_OUT_INT32:
         _mm512_mask_storeu_epi32((int32_t *)g->out + at, mask, acc);
         break;
-    case QAT_I8_OUT_FLOAT: {
-        __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(g->output.scale[row]));
-        if (g->output.offset) y = _mm512_add_ps(y, _mm512_set1_ps(g->output.offset[row]));
-        _mm512_mask_storeu_ps((float *)g->out + at, mask, y);
+    case QAT_I8_OUT_FLOAT:
+        _mm512_mask_storeu_ps((float *)g->out + at, mask, dequantize16(g, row, acc));
         break;
-    }
     case QAT_I8_OUT_INT8: {
         const __m512i q = requant16(g, row, acc);
         _mm512_mask_cvtepi32_storeu_epi8((int8_t *)g->out + at, mask, q);
@@ -126,9 +130,35 @@ void store64_int8(const qat_i8_gemm *g, int row, int col, const int nv, __m512i 
     _mm512_mask_storeu_epi8((int8_t *)g->out + (ptrdiff_t)row * g->row_stride + col, mask, q);
 }
 
-// One tile; mr and nv are constants after inlining, so acc[][] lives in registers.
+// Implicit GEMM (g->tap): finishes 16 accumulators of row `row` for the grid columns col…col+15,
+// of which the lanes g->keep[col/16] are outputs: compressed to the front, in order, and stored
+// from output column g->dest[col/16] on. Garbage lanes are computed as any other (from the
+// padding and neighbouring pixels) and dropped.
 static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
-void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv) {
+void store16_kept(const qat_i8_gemm *g, int row, int col, __m512i acc) {
+    if (col >= g->n) return;
+    const __mmask16 keep = g->keep[col / 16];
+    if (!keep) return;
+    const int count = __builtin_popcount(keep);
+    const __mmask16 mask = (__mmask16)(count == 16 ? 0xFFFF : (1u << count) - 1);
+    const ptrdiff_t at = (ptrdiff_t)row * g->row_stride + g->dest[col / 16];
+    switch (g->output.kind) {
+    case QAT_I8_OUT_INT32:
+        _mm512_mask_storeu_epi32((int32_t *)g->out + at, mask, _mm512_maskz_compress_epi32(keep, acc));
+        break;
+    case QAT_I8_OUT_FLOAT:
+        _mm512_mask_storeu_ps((float *)g->out + at, mask, _mm512_maskz_compress_ps(keep, dequantize16(g, row, acc)));
+        break;
+    case QAT_I8_OUT_INT8:
+        _mm512_mask_cvtepi32_storeu_epi8((int8_t *)g->out + at, mask, _mm512_maskz_compress_epi32(keep, requant16(g, row, acc)));
+        break;
+    }
+}
+
+// One tile; mr, nv and implicit are constants after inlining, so acc[][] lives in registers.
+// implicit: group q of the tile's columns is read at g->tap[q] (an implicit GEMM), not q·npad.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
+void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv, const int implicit) {
     // Fully unrolled loops keep acc[][] in registers (left to itself, clang kept the 5- and 6-row
     // tiles on the stack: a memset and loads and stores around every vpdpbusd).
     __m512i acc[MR8][NV];
@@ -142,7 +172,8 @@ void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv) {
     for (int q = 0; q < g->k4; q++) {
         __m512i u[NV];
 #pragma clang loop unroll(full)
-        for (int v = 0; v < nv; v++) u[v] = _mm512_loadu_si512(b + (size_t)q * g->npad * 4 + v * 64);
+        for (int v = 0; v < nv; v++)
+            u[v] = _mm512_loadu_si512(b + (implicit ? (size_t)g->tap[q] : (size_t)q * g->npad) * 4 + v * 64);
 #pragma clang loop unroll(full)
         for (int r = 0; r < mr; r++) {
             int32_t four;  // memcpy: the int8 array is read 32 bits at a time
@@ -155,6 +186,11 @@ void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv) {
 #pragma clang loop unroll(full)
     for (int r = 0; r < mr; r++) {
         const __m512i corr = _mm512_set1_epi32(g->corr[i0 + r]);
+        if (implicit) {
+#pragma clang loop unroll(full)
+            for (int v = 0; v < nv; v++) store16_kept(g, i0 + r, j0 + 16 * v, _mm512_add_epi32(acc[r][v], corr));
+            continue;
+        }
         if (g->output.kind == QAT_I8_OUT_INT8 && g->col_stride == 1) {
             __m512i a[NV];
 #pragma clang loop unroll(full)
@@ -167,41 +203,48 @@ void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv) {
     }
 }
 
-#define TILE_ROWS(R)                                   \
-    case R:                                            \
-        switch (nv) {                                  \
-        case 1: tile(g, i0, j0, R, 1); break;          \
-        case 2: tile(g, i0, j0, R, 2); break;          \
-        case 3: tile(g, i0, j0, R, 3); break;          \
-        default: tile(g, i0, j0, R, 4); break;         \
-        }                                              \
+#define TILE_ROWS(R, IMPLICIT)                                         \
+    case R:                                                      \
+        switch (nv) {                                            \
+        case 1: tile(g, i0, j0, R, 1, IMPLICIT); break;          \
+        case 2: tile(g, i0, j0, R, 2, IMPLICIT); break;          \
+        case 3: tile(g, i0, j0, R, 3, IMPLICIT); break;          \
+        default: tile(g, i0, j0, R, 4, IMPLICIT); break;         \
+        }                                                        \
         break;
 
-#define TILE_8ROWS(NVEC)                               \
-    case NVEC: tile(g, i0, j0, 8, NVEC); break;
+#define TILE_8ROWS(NVEC, IMPLICIT)                                     \
+    case NVEC: tile(g, i0, j0, 8, NVEC, IMPLICIT); break;
+
+// The tile loops, once for a column matrix (IMPLICIT 0) and once read by per-group offsets (1).
+#define GEMM_LOOPS(IMPLICIT)                                                                      \
+    do {                                                                                          \
+        if (g->m % 8 == 0 && qat_i8_eight_row_tiles) {                                            \
+            for (int j0 = 0; j0 < columns; j0 += 48) {                                            \
+                const int nv = (columns - j0) / 16 < 3 ? (columns - j0) / 16 : 3;                 \
+                for (int i0 = 0; i0 < g->m; i0 += 8) {                                            \
+                    switch (nv) { TILE_8ROWS(1, IMPLICIT) TILE_8ROWS(2, IMPLICIT) default: tile(g, i0, j0, 8, 3, IMPLICIT); break; } \
+                }                                                                                 \
+            }                                                                                     \
+            return;                                                                               \
+        }                                                                                         \
+        for (int j0 = 0; j0 < columns; j0 += 16 * NV) {                                          \
+            const int nv = (columns - j0) / 16 < NV ? (columns - j0) / 16 : NV;                   \
+            for (int i0 = 0; i0 < g->m; i0 += MR) {                                               \
+                const int mr = g->m - i0 < MR ? g->m - i0 : MR;                                   \
+                switch (mr) {                                                                     \
+                    TILE_ROWS(1, IMPLICIT) TILE_ROWS(2, IMPLICIT) TILE_ROWS(3, IMPLICIT) TILE_ROWS(4, IMPLICIT) TILE_ROWS(5, IMPLICIT) TILE_ROWS(6, IMPLICIT) \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    } while (0)
 
 QAT_I8_TARGET_VNNI void qat_i8_gemm_vnni(const qat_i8_gemm *g) {
     // Column tiles outside: the 64-column slice of b (k4 × 256 bytes) stays in L1 while
-    // every row tile passes over it.
+    // every row tile passes over it. Output channels a multiple of 8 run 8 rows × 3 vectors
+    // (24 accumulators, as 6 × 4): 8-channel layers in one row tile instead of 6 + 2, whose
+    // 2-row tile loads as many columns for a third of the products.
     const int columns = (g->n + 15) / 16 * 16;  // b's row stride npad may be longer (or, direct 1×1, not a multiple of 16)
-    if (g->m % 8 == 0 && qat_i8_eight_row_tiles) {
-        // 8 rows × 3 vectors (24 accumulators, as 6 × 4): 8-channel layers in one row tile
-        // instead of 6 + 2, whose 2-row tile loads as many columns for a third of the products.
-        for (int j0 = 0; j0 < columns; j0 += 48) {
-            const int nv = (columns - j0) / 16 < 3 ? (columns - j0) / 16 : 3;
-            for (int i0 = 0; i0 < g->m; i0 += 8) {
-                switch (nv) { TILE_8ROWS(1) TILE_8ROWS(2) default: tile(g, i0, j0, 8, 3); break; }
-            }
-        }
-        return;
-    }
-    for (int j0 = 0; j0 < columns; j0 += 16 * NV) {
-        const int nv = (columns - j0) / 16 < NV ? (columns - j0) / 16 : NV;
-        for (int i0 = 0; i0 < g->m; i0 += MR) {
-            const int mr = g->m - i0 < MR ? g->m - i0 : MR;
-            switch (mr) {
-                TILE_ROWS(1) TILE_ROWS(2) TILE_ROWS(3) TILE_ROWS(4) TILE_ROWS(5) TILE_ROWS(6)
-            }
-        }
-    }
+    if (g->tap) GEMM_LOOPS(1);
+    else GEMM_LOOPS(0);
 }

@@ -42,6 +42,28 @@ static QAT_I8_TARGET_AVX2 void interleave_fast(const int8_t *src, size_t plane, 
     interleave_portable(src + j, plane, count - j, dst + 4 * j);
 }
 
+// The same for the VNNI path, 16 pixels at a time with masked loads and one masked store for the
+// last chunk of a row: rows of 2 … 28 pixels (ResNet's planes) no longer end in the byte loop.
+static QAT_I8_TARGET_VNNI void interleave_vnni(const int8_t *src, size_t plane, int count, uint8_t *dst) {
+    const __m128i flip = _mm_set1_epi8((char)0x80);
+    for (int j = 0; j < count; j += 16) {
+        const int n = count - j < 16 ? count - j : 16;
+        const __mmask16 pixels = (__mmask16)((1u << n) - 1u);
+        const __m128i x0 = _mm_xor_si128(_mm_maskz_loadu_epi8(pixels, src + j), flip);
+        const __m128i x1 = _mm_xor_si128(_mm_maskz_loadu_epi8(pixels, src + plane + j), flip);
+        const __m128i x2 = _mm_xor_si128(_mm_maskz_loadu_epi8(pixels, src + 2 * plane + j), flip);
+        const __m128i x3 = _mm_xor_si128(_mm_maskz_loadu_epi8(pixels, src + 3 * plane + j), flip);
+        const __m128i lo01 = _mm_unpacklo_epi8(x0, x1), hi01 = _mm_unpackhi_epi8(x0, x1);
+        const __m128i lo23 = _mm_unpacklo_epi8(x2, x3), hi23 = _mm_unpackhi_epi8(x2, x3);
+        __m512i out = _mm512_castsi128_si512(_mm_unpacklo_epi16(lo01, lo23));
+        out = _mm512_inserti32x4(out, _mm_unpackhi_epi16(lo01, lo23), 1);
+        out = _mm512_inserti32x4(out, _mm_unpacklo_epi16(hi01, hi23), 2);
+        out = _mm512_inserti32x4(out, _mm_unpackhi_epi16(hi01, hi23), 3);
+        const __mmask64 bytes = n == 16 ? ~(__mmask64)0 : (((__mmask64)1 << (4 * n)) - 1);
+        _mm512_mask_storeu_epi8(dst + 4 * j, bytes, out);
+    }
+}
+
 void qat_i8_block_channels(qat_i8_path path, const int8_t *x, const qat_i8_blocking *s, int image, uint8_t *xb) {
     const size_t plane = (size_t)s->h * s->w;
     for (int cb = 0; cb < s->cb; cb++) {
@@ -52,6 +74,7 @@ void qat_i8_block_channels(qat_i8_path path, const int8_t *x, const qat_i8_block
         for (int y = 0; y < rows; y++) {
             uint8_t *row = dst + ((size_t)(y + s->pad_top) * s->wp + s->pad_left) * 4;
             if (path == QAT_I8_PORTABLE) interleave_portable(src + (size_t)y * s->w, plane, run, row);
+            else if (path == QAT_I8_VNNI) interleave_vnni(src + (size_t)y * s->w, plane, run, row);
             else interleave_fast(src + (size_t)y * s->w, plane, run, row);
         }
     }

@@ -33,6 +33,15 @@ typedef struct {
     qat_i8_output output;
     void *out;
     ptrdiff_t row_stride, col_stride;
+    // Implicit GEMM (VNNI path only; all NULL otherwise): b is no column matrix but an image
+    // layout read by per-group offsets, group q of column j being the word at b + 4·(tap[q] + j).
+    // Columns are then the positions of a padded-width grid, of which only some are outputs:
+    // in 16-column vector v, the lanes keep[v] are, in order, output columns dest[v], dest[v] + 1, …
+    // (so row i's outputs go to out + i·row_stride + dest[v] …, col_stride 1).
+    const int32_t *tap;    // [k4] word offsets
+    const uint16_t *keep;  // [⌈n/16⌉]
+    const int32_t *dest;   // [⌈n/16⌉]
+    int relu;              // VNNI path, float output: QATCore's ReLU (x < 0 → 0; NaN and −0 kept) on the stored floats
 } qat_i8_gemm;
 
 void qat_i8_gemm_portable(const qat_i8_gemm *g);
@@ -40,6 +49,9 @@ void qat_i8_gemm_avx2(const qat_i8_gemm *g);
 void qat_i8_gemm_vnni(const qat_i8_gemm *g);
 // 1 (default): the VNNI GEMM runs m a multiple of 8 in 8-row tiles (qat_i8_allow_eight_row_tiles).
 extern int qat_i8_eight_row_tiles;
+// 0 (default for now): conv2d_impl reads stride-1 convs on wide planes by per-tap offsets on the VNNI path
+// (qat_i8_allow_implicit_gemm).
+extern int qat_i8_implicit_gemm_allowed;
 
 // Requantize one accumulator. Float math chosen to match the fake-quant simulation in Swift,
 // `(Float(acc) * m).rounded(.toNearestOrEven)`: int→float conversion, one IEEE multiply and a

@@ -97,6 +97,9 @@ public enum Int8Kernels {
     /// Whether the VNNI GEMM runs layers whose output channels are a multiple of 8 in 8-row tiles
     /// (same results as its 6-row tiles; tests switch it off to compare).
     static func allowEightRowTiles(_ allowed: Bool) { qat_i8_allow_eight_row_tiles(allowed ? 1 : 0) }
+    /// Whether the VNNI path may read stride-1 convs on wide planes by per-tap offsets (an implicit
+    /// GEMM, no im2col; same results). Off by default for now (docs/BENCHMARKS.md); tests switch it.
+    static func allowImplicitGEMM(_ allowed: Bool) { qat_i8_allow_implicit_gemm(allowed ? 1 : 0) }
 
     /// Whether a conv with float output fused with a max pool may pool its int32 accumulators
     /// and dequantize only the pooled ones (VNNI path, when every scale is above 0: the same

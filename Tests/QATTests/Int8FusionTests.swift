@@ -14,8 +14,8 @@ import QAT
 /// (resnet-tiny, resnet18-tiny with its float stem pool, mobilenetv2-tiny with HardSwish and
 /// residual adds on floats), deployed from the default QAT config. An observed forward runs
 /// node by node; plain ones fuse, at 1 and 2 threads (which split the batch), with and without the
-/// flat depthwise kernel for small planes (Int8DepthwiseFlatTests) and the stem pool on accumulators
-/// (Int8PoolAccumulatorTests).
+/// flat depthwise kernel for small planes (Int8DepthwiseFlatTests), the stem pool on accumulators
+/// (Int8PoolAccumulatorTests) and the implicit GEMM (Int8ImplicitGEMMTests).
 final class Int8FusionTests: XCTestCase {
     func deployedEngine(_ file: String) throws -> Int8Model {
         let source = try ModelSource.load(file: repositoryPath(file))
@@ -34,7 +34,12 @@ final class Int8FusionTests: XCTestCase {
 
     func testFusedRunsEqualNodeByNodeRuns() throws {
         let saved = Parallel.threads
-        defer { Parallel.threads = saved; Int8Kernels.allowFlatDepthwise(true); Int8Kernels.poolAccumulators(true) }
+        defer {
+            Parallel.threads = saved
+            Int8Kernels.allowFlatDepthwise(true)
+            Int8Kernels.poolAccumulators(true)
+            Int8Kernels.allowImplicitGEMM(false)   // the default
+        }
         let test = try fashionMNIST(.test, count: 37)
         let x = test.batch(Array(0..<37)[...]).images
         for file in ["Configs/models/resnet-tiny.json", "examples/onnx-models/resnet18-tiny.onnx",
@@ -57,6 +62,14 @@ final class Int8FusionTests: XCTestCase {
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 1 thread, no flat depthwise")
             Int8Kernels.allowFlatDepthwise(true)
             Int8Kernels.poolAccumulators(true)
+            // The stride-1 convs on 28×28 and 14×14 planes (resnet-tiny's stem and block, resnet18-tiny's
+            // stem and layer1) through the implicit GEMM (Int8ImplicitGEMMTests; off by default) instead of
+            // the column-matrix GEMM: the same logits.
+            Int8Kernels.allowImplicitGEMM(true)
+            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 1 thread, implicit GEMM")
+            Parallel.threads = 2
+            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, implicit GEMM")
+            Int8Kernels.allowImplicitGEMM(false)
         }
     }
 }
