@@ -57,7 +57,7 @@ AVX512 static void window_max16(const float *plane, long W, long h0, long h1, lo
                                 int32_t plane_offset, float *y, int32_t *argmax) {
     const __mmask16 out = (__mmask16)((1u << n) - 1);
     // Stride 2: lane l reads offset 2l, the even elements of 2n − 1 floats over two vectors.
-    const __mmask16 low = S == 1 ? out : (__mmask16)(n >= 8 ? 0xffff : (1u << (2 * n - 1)) - 1);
+    const __mmask16 low = S == 1 ? out : (__mmask16)(n > 8 ? 0xffff : (1u << (2 * n - 1)) - 1);
     const __mmask16 high = (__mmask16)(S == 2 && n > 8 ? (1u << (2 * n - 17)) - 1 : 0);
     const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
