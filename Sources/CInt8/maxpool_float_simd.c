@@ -36,7 +36,7 @@ void columns16(const float *plane, const qat_i8_pool_geometry *g, int y0, int y1
     const int sw = g->sw;
     const __mmask16 out = (__mmask16)((1u << n) - 1);
     // Stride 2: lane l reads offset 2l, the even elements of 2n − 1 floats over two vectors.
-    const __mmask16 low = sw == 1 ? out : (__mmask16)(n >= 8 ? 0xffff : (1u << (2 * n - 1)) - 1);
+    const __mmask16 low = sw == 1 ? out : (__mmask16)(n > 8 ? 0xffff : (1u << (2 * n - 1)) - 1);
     const __mmask16 high = (__mmask16)(sw == 2 && n > 8 ? (1u << (2 * n - 17)) - 1 : 0);
     const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     __m512 best = _mm512_set1_ps(-INFINITY);
