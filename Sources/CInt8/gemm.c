@@ -107,7 +107,7 @@ static int8_t *pack_weights_row_taps(const int8_t *w, const int32_t *bias, int m
 typedef enum { IMPLICIT_NONE, IMPLICIT_BLOCKED, IMPLICIT_ROW_TAPS } implicit_layout;
 
 // Off by default until an unexplained failure seen with it on is understood (docs/BENCHMARKS.md).
-int qat_i8_implicit_gemm_allowed = 0;
+int qat_i8_implicit_gemm_allowed = 1;
 void qat_i8_allow_implicit_gemm(int allowed) { qat_i8_implicit_gemm_allowed = allowed; }
 
 static implicit_layout choose_implicit(qat_i8_path path, const qat_i8_conv_geometry *cg, int ow, int wp, int p, int k4) {

@@ -49,7 +49,7 @@ void qat_i8_gemm_avx2(const qat_i8_gemm *g);
 void qat_i8_gemm_vnni(const qat_i8_gemm *g);
 // 1 (default): the VNNI GEMM runs m a multiple of 8 in 8-row tiles (qat_i8_allow_eight_row_tiles).
 extern int qat_i8_eight_row_tiles;
-// 0 (default for now): conv2d_impl reads stride-1 convs on wide planes by per-tap offsets on the VNNI path
+// 1 (default): conv2d_impl reads stride-1 convs on wide planes by per-tap offsets on the VNNI path
 // (qat_i8_allow_implicit_gemm).
 extern int qat_i8_implicit_gemm_allowed;
 

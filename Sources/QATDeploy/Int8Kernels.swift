@@ -98,7 +98,7 @@ public enum Int8Kernels {
     /// (same results as its 6-row tiles; tests switch it off to compare).
     static func allowEightRowTiles(_ allowed: Bool) { qat_i8_allow_eight_row_tiles(allowed ? 1 : 0) }
     /// Whether the VNNI path may read stride-1 convs on wide planes by per-tap offsets (an implicit
-    /// GEMM, no im2col; same results). Off by default for now (docs/BENCHMARKS.md); tests switch it.
+    /// GEMM, no im2col; same results). On by default; tests switch it off to compare.
     static func allowImplicitGEMM(_ allowed: Bool) { qat_i8_allow_implicit_gemm(allowed ? 1 : 0) }
 
     /// Whether a conv with float output fused with a max pool may pool its int32 accumulators

@@ -38,7 +38,7 @@ final class Int8FusionTests: XCTestCase {
             Parallel.threads = saved
             Int8Kernels.allowFlatDepthwise(true)
             Int8Kernels.poolAccumulators(true)
-            Int8Kernels.allowImplicitGEMM(false)   // the default
+            Int8Kernels.allowImplicitGEMM(true)   // the default
         }
         let test = try fashionMNIST(.test, count: 37)
         let x = test.batch(Array(0..<37)[...]).images
@@ -63,13 +63,13 @@ final class Int8FusionTests: XCTestCase {
             Int8Kernels.allowFlatDepthwise(true)
             Int8Kernels.poolAccumulators(true)
             // The stride-1 convs on 28×28 and 14×14 planes (resnet-tiny's stem and block, resnet18-tiny's
-            // stem and layer1) through the implicit GEMM (Int8ImplicitGEMMTests; off by default) instead of
-            // the column-matrix GEMM: the same logits.
-            Int8Kernels.allowImplicitGEMM(true)
-            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 1 thread, implicit GEMM")
-            Parallel.threads = 2
-            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, implicit GEMM")
+            // stem and layer1) through the column-matrix GEMM instead of the implicit GEMM
+            // (Int8ImplicitGEMMTests; on by default): the same logits.
             Int8Kernels.allowImplicitGEMM(false)
+            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 1 thread, no implicit GEMM")
+            Parallel.threads = 2
+            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, no implicit GEMM")
+            Int8Kernels.allowImplicitGEMM(true)
         }
     }
 }

@@ -46,7 +46,7 @@ final class Int8ImplicitGEMMTests: XCTestCase {
     }
 
     func testImplicitGEMMMatchesReferenceOnEveryPath() {
-        defer { Int8Kernels.allowImplicitGEMM(false); Int8Kernels.allowEightRowTiles(true) }   // the defaults
+        defer { Int8Kernels.allowImplicitGEMM(true); Int8Kernels.allowEightRowTiles(true) }   // the defaults
         for c in Self.cases() {
             let g = c.geometry, plane = g.outputHeight * g.outputWidth
             let expected = Int8ConvTests.referenceAccumulators(c)
@@ -84,7 +84,7 @@ final class Int8ImplicitGEMMTests: XCTestCase {
     /// the implicit GEMM, the portable path's results.
     func testFusedEpiloguesOnImplicitGEMM() throws {
         try XCTSkipUnless(Int8Kernels.isSupported(.vnni), "no VNNI on this CPU")
-        defer { Int8Kernels.allowImplicitGEMM(false); Int8Kernels.poolAccumulators(true) }   // the defaults
+        defer { Int8Kernels.allowImplicitGEMM(true); Int8Kernels.poolAccumulators(true) }   // the defaults
         var rng = SeededGenerator(seed: 1_512)
         for c in Self.cases() {
             let g = c.geometry
@@ -117,7 +117,7 @@ final class Int8ImplicitGEMMTests: XCTestCase {
     /// A batch split in two (as Int8Model splits it over 2 threads) gives the whole batch's codes.
     func testSplittingTheBatchChangesNothing() {
         let saved = Parallel.threads
-        defer { Parallel.threads = saved; Int8Kernels.allowImplicitGEMM(false) }   // the default
+        defer { Parallel.threads = saved; Int8Kernels.allowImplicitGEMM(true) }   // the default
         Parallel.threads = 2
         Int8Kernels.allowImplicitGEMM(true)
         for c in Self.cases() {

@@ -197,7 +197,7 @@ void qat_i8_allow_eight_row_tiles(int allowed);
 // Whether the VNNI path may run stride-1 convs on planes of 64 or more outputs (groups 1, padded width
 // at most 5/4 of the output width)
 // as an implicit GEMM that reads the padded image by per-tap offsets instead of an im2col matrix
-// (same results). 0 by default for now (docs/BENCHMARKS.md, "INT8 implicit GEMM"); tests turn it on and off.
+// (same results). 1 by default; tests turn it off to compare.
 void qat_i8_allow_implicit_gemm(int allowed);
 
 // Whether qat_i8_conv2d_float_epilogue may max pool the int32 accumulators and dequantize only
