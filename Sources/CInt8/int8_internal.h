@@ -244,6 +244,18 @@ int qat_i8_cpu_has_vbmi(void);
 void qat_i8_finish(qat_i8_path path, const int32_t *acc, size_t rows, size_t cols, size_t acc_stride,
                    qat_i8_output output, int channel, void *out);
 
+// What follows a float-output conv in qat_i8_conv2d_hard_swish: hardSwish, then a quantize when set.
+typedef struct {
+    const qat_i8_quantize_grid *quantize;
+} qat_i8_hard_swish_epilogue;
+// hardSwish on count floats in place, or (e->quantize) from them into `codes` (elementwise.c).
+void qat_i8_hard_swish_epilogue_run(qat_i8_path path, const qat_i8_hard_swish_epilogue *e, float *floats, int8_t *codes,
+                                    size_t count);
+// qat_i8_conv2d_depthwise, with a hardSwish epilogue on each float output plane when `hard_swish` is set.
+void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                           const int8_t *weight, const int32_t *bias, qat_i8_output output, const qat_i8_pool_geometry *pool,
+                           const qat_i8_hard_swish_epilogue *hard_swish, void *out);
+
 // 2×2 stride-2 max pool for the AVX2 and VNNI paths (im2col.c); h, w ≥ 2.
 void qat_i8_maxpool2x2_fast(const int8_t *x, int8_t *y, size_t planes, size_t h, size_t w);
 
@@ -251,6 +263,10 @@ void qat_i8_maxpool2x2_fast(const int8_t *x, int8_t *y, size_t planes, size_t h,
 // of floats x or, when q is set, codes dequantized as scale·(q − zero); returns how many it did.
 size_t qat_i8_global_avgpool_fast(const float *x, const int8_t *q, float scale, int32_t zero,
                                   size_t planes, size_t area, float factor, float *y);
+
+// qat_i8_hard_swish's loop, 16 or 8 floats at a time, the same bits (float_nodes_simd.c); x may be y.
+void qat_i8_hard_swish_vnni16(const float *x, float *y, size_t count);
+void qat_i8_hard_swish_avx2x8(const float *x, float *y, size_t count);
 
 // The float max pool of qat_i8_maxpool_float, 16 or 8 output columns at a time (maxpool_float_simd.c);
 // column strides 1 and 2.

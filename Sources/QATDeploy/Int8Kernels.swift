@@ -109,6 +109,9 @@ public enum Int8Kernels {
     /// Whether the AVX2 and VNNI paths pool floats several windows at a time (same results as
     /// the loop they ran before; tests switch it off to compare).
     static func vectoriseFloatMaxPool(_ enabled: Bool) { qat_i8_vectorise_maxpool_float(enabled ? 1 : 0) }
+    /// Whether the AVX2 and VNNI paths run HardSwish on explicit vectors (the same bits as the
+    /// loop they ran before; tests switch it off to compare).
+    static func vectoriseHardSwish(_ enabled: Bool) { qat_i8_vectorise_hard_swish(enabled ? 1 : 0) }
 
     /// The fastest path this CPU supports.
     public static var bestSupportedPath: Path {
