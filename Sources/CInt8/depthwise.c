@@ -92,6 +92,8 @@ void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, con
     // Small output planes on that kernel: flat, 16 outputs per vector across row ends (depthwise_flat.c).
     qat_i8_flat_table flat;
     const int use_flat = vbmi && qat_i8_flat_table_init(g, wp, owpad, &flat);
+    qat_i8_row_packing packing;  // that plane's copy, several rows per vector
+    const int packed_copy = vbmi && qat_i8_row_packing_init(w, wp, &packing);
     const size_t padded = (size_t)hp * wp;
     int8_t *plane = qat_i8_checked_malloc(padded + 128);
     memset(plane, x_zero ^ shift, padded + 128);
@@ -115,7 +117,9 @@ void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, con
     for (int img = 0; img < g->n; img++) {
         for (int ci = 0; ci < c; ci++) {
             const int8_t *src = x + ((size_t)img * c + ci) * h * w;
-            if (vbmi) {
+            if (packed_copy) {
+                qat_i8_copy_plane_packed(src, h, w, wp, &packing, (uint8_t *)plane + (size_t)g->pad_top * wp + g->pad_left);
+            } else if (vbmi) {
                 qat_i8_copy_rows_shifted(src, h, w, (uint8_t *)plane + (size_t)g->pad_top * wp + g->pad_left, wp);
             } else {
                 for (int y = 0; y < h; y++) memcpy(plane + (size_t)(y + g->pad_top) * wp + g->pad_left, src + (size_t)y * w, (size_t)w);

@@ -236,6 +236,16 @@ void qat_i8_depthwise_plane_flat(const qat_i8_depthwise_plane *p, const qat_i8_f
 // The VBMI kernel's plane: h rows of w codes from src into dst (row stride wp), shifted to u8.
 // Also the VNNI path's padded conv input (gemm.c); needs AVX-512 BW only.
 void qat_i8_copy_rows_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp);
+// qat_i8_copy_rows_shifted for a padded width wp ≤ 64, `rows` = 64 / wp rows per vector (VBMI;
+// depthwise_simd.c): index[j] is the code under padded byte j of a run of rows, keep its mask.
+typedef struct {
+    uint8_t index[64];
+    uint64_t keep;
+    int rows;
+} qat_i8_row_packing;
+// 0 when the plane does not fit (or qat_i8_allow_packed_plane_copy turned it off).
+int qat_i8_row_packing_init(int w, int wp, qat_i8_row_packing *t);
+void qat_i8_copy_plane_packed(const int8_t *src, int h, int w, int wp, const qat_i8_row_packing *t, uint8_t *dst);
 // 1 when the CPU has AVX-512 VBMI and qat_i8_allow_vbmi has not turned it off.
 int qat_i8_cpu_has_vbmi(void);
 

@@ -38,6 +38,7 @@ final class Int8FusionTests: XCTestCase {
         defer {
             Parallel.threads = saved
             Int8Kernels.allowFlatDepthwise(true)
+            Int8Kernels.allowPackedPlaneCopy(true)
             Int8Kernels.poolAccumulators(true)
             Int8Kernels.allowImplicitGEMM(true)   // the default
             Int8Kernels.vectoriseHardSwish(true)
@@ -58,11 +59,13 @@ final class Int8FusionTests: XCTestCase {
             // CPU has it) gives the logits of the row kernel; resnet18-tiny's stem pool on floats
             // those of the pool on accumulators.
             Int8Kernels.allowFlatDepthwise(false)
+            Int8Kernels.allowPackedPlaneCopy(false)
             Int8Kernels.poolAccumulators(false)
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, no flat depthwise")
             Parallel.threads = 1
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 1 thread, no flat depthwise")
             Int8Kernels.allowFlatDepthwise(true)
+            Int8Kernels.allowPackedPlaneCopy(true)
             Int8Kernels.poolAccumulators(true)
             // The stride-1 convs on 28×28 and 14×14 planes (resnet-tiny's stem and block, resnet18-tiny's
             // stem and layer1) through the column-matrix GEMM instead of the implicit GEMM

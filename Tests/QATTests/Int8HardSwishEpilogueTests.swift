@@ -9,7 +9,7 @@ import XCTest
 /// codes of the separate passes (conv2dDequantized, QATCore's hardSwish, quantize): MobileNet's
 /// 1×1 expansions and head (7×7 and 14×14, several images per GEMM), depthwise 3×3 stride 1 and 2,
 /// odd planes 1×1 … 15×15, channel counts not multiples of 16, a 3×3 and a grouped conv; every
-/// path, with the flat depthwise kernel and the vectorised HardSwish on and off.
+/// path, with the flat depthwise kernel, its packed plane copy and the vectorised HardSwish on and off.
 final class Int8HardSwishEpilogueTests: XCTestCase {
     typealias Path = Int8Kernels.Path
 
@@ -39,6 +39,7 @@ final class Int8HardSwishEpilogueTests: XCTestCase {
     func testConvHardSwishEqualsThePasses() {
         defer {
             Int8Kernels.allowFlatDepthwise(true)
+            Int8Kernels.allowPackedPlaneCopy(true)
             Int8Kernels.vectoriseHardSwish(true)
         }
         var rng = SeededGenerator(seed: 1_516)
@@ -67,12 +68,13 @@ final class Int8HardSwishEpilogueTests: XCTestCase {
                                                          offsets: offsets, path: .portable, algorithm: .im2colGEMM)
                 let swished = hardSwish(Variable(Tensor(shape: [conv.count], storage: conv)), tape: nil).value.storage
                 XCTAssertTrue(swished.contains { $0 < -0.1 } && swished.contains { $0 > 3 }, "\(g): no floats around the bends")
-                for flat in [true, false] {
+                for (flat, packed) in [(true, true), (false, true), (true, false)] {
                     Int8Kernels.allowFlatDepthwise(flat)
+                    Int8Kernels.allowPackedPlaneCopy(packed)
                     for vectorised in [true, false] {
                         Int8Kernels.vectoriseHardSwish(vectorised)
                         for path in Path.allCases where Int8Kernels.isSupported(path) {
-                            let label = "\(path) \(g) offsets \(offsets != nil) flat \(flat) vectorised \(vectorised)"
+                            let label = "\(path) \(g) offsets \(offsets != nil) flat \(flat) packed \(packed) vectorised \(vectorised)"
                             let floats = Int8Kernels.conv2dDequantizedHardSwish(c.x, g, inputZeroPoint: c.zero, weights: c.weights,
                                                                                 bias: c.bias, scales: scales, offsets: offsets, path: path)
                             XCTAssertEqual(floats.map(\.bitPattern), swished.map(\.bitPattern), label)

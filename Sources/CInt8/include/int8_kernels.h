@@ -208,6 +208,9 @@ void qat_i8_allow_vbmi(int allowed);
 // Whether that VBMI depthwise kernel may take small output planes as one flat run of outputs,
 // 16 per vector across row ends (same results). 1 by default; tests turn it off to compare.
 void qat_i8_allow_flat_depthwise(int allowed);
+// Whether that kernel's padded input planes up to 64 bytes wide are copied several rows per vector
+// (same planes). 1 by default; tests turn it off to compare with the row-by-row copy.
+void qat_i8_allow_packed_plane_copy(int allowed);
 
 // Whether the VNNI GEMM may run m a multiple of 8 in 8-row tiles (same results). 1 by default;
 // tests turn it off to compare with the 6-row tiles.
