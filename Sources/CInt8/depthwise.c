@@ -53,6 +53,14 @@ static size_t element_size(qat_i8_out_kind kind) { return kind == QAT_I8_OUT_INT
 void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                              const int8_t *weight, const int32_t *bias, qat_i8_output output,
                              const qat_i8_pool_geometry *pool, void *out) {
+    qat_i8_depthwise_impl(path, x, x_zero, g, weight, bias, output, pool, NULL, out);
+}
+
+// With `hard_swish` (float output, no pool): each image's float planes are written (to a scratch
+// image when they are then quantized), then hardSwish'ed (and quantized) while in cache.
+void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                           const int8_t *weight, const int32_t *bias, qat_i8_output output, const qat_i8_pool_geometry *pool,
+                           const qat_i8_hard_swish_epilogue *hard_swish, void *out) {
     if (pool) output.kind = QAT_I8_OUT_INT8;
     const int c = g->c, h = g->h, w = g->w, oc = g->oc, multiplier = oc / c;
     const int kh = g->kh, kw = g->kw, kw4 = (kw + 3) / 4;
@@ -84,6 +92,8 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
     // Small output planes on that kernel: flat, 16 outputs per vector across row ends (depthwise_flat.c).
     qat_i8_flat_table flat;
     const int use_flat = vbmi && qat_i8_flat_table_init(g, wp, owpad, &flat);
+    qat_i8_row_packing packing;  // that plane's copy, several rows per vector
+    const int packed_copy = vbmi && qat_i8_row_packing_init(w, wp, &packing);
     const size_t padded = (size_t)hp * wp;
     int8_t *plane = qat_i8_checked_malloc(padded + 128);
     memset(plane, x_zero ^ shift, padded + 128);
@@ -101,10 +111,15 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
         conv_plane = qat_i8_checked_malloc(out_plane);
         pooled_plane = (size_t)pool->oh * pool->ow;
     }
+    // An image's float planes to a scratch image when they are then quantized (else to out).
+    const int swish_codes = hard_swish && hard_swish->quantize;
+    float *swish_image = swish_codes ? qat_i8_checked_malloc((size_t)oc * oh * ow * sizeof(float)) : NULL;
     for (int img = 0; img < g->n; img++) {
         for (int ci = 0; ci < c; ci++) {
             const int8_t *src = x + ((size_t)img * c + ci) * h * w;
-            if (vbmi) {
+            if (packed_copy) {
+                qat_i8_copy_plane_packed(src, h, w, wp, &packing, (uint8_t *)plane + (size_t)g->pad_top * wp + g->pad_left);
+            } else if (vbmi) {
                 qat_i8_copy_rows_shifted(src, h, w, (uint8_t *)plane + (size_t)g->pad_top * wp + g->pad_left, wp);
             } else {
                 for (int y = 0; y < h; y++) memcpy(plane + (size_t)(y + g->pad_top) * wp + g->pad_left, src + (size_t)y * w, (size_t)w);
@@ -123,7 +138,8 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
                                                   .sh = g->sh, .dh = g->dh, .kw4 = kw4, .oh = oh, .ow = ow, .owpad = owpad,
                                                   .acc = acc, .codes = codes, .output = output, .channel = o,
                                                   .plane = (const uint8_t *)plane, .wp = wp, .sw = g->sw};
-                void *plane_out = pool ? (void *)conv_plane : (char *)out + at * out_plane;
+                void *plane_out = pool ? (void *)conv_plane : swish_codes ? (void *)(swish_image + (size_t)o * oh * ow)
+                                                                          : (void *)((char *)out + at * out_plane);
                 if (use_flat) {
                     // Codes, floats and int32 go straight out; other requantizations through acc.
                     const int direct = codes || output.kind != QAT_I8_OUT_INT8;
@@ -141,9 +157,15 @@ void qat_i8_conv2d_depthwise(qat_i8_path path, const int8_t *x, int8_t x_zero, c
                 if (pool) qat_i8_maxpool_padded(path, conv_plane, (int8_t *)out + at * pooled_plane, 1, pool);
             }
         }
+        if (hard_swish) {  // the image's float planes, still in cache
+            const size_t values = (size_t)oc * oh * ow;
+            float *floats = swish_codes ? swish_image : (float *)out + (size_t)img * values;
+            qat_i8_hard_swish_epilogue_run(path, hard_swish, floats, swish_codes ? (int8_t *)out + (size_t)img * values : NULL, values);
+        }
     }
     if (use_flat) qat_i8_flat_table_free(&flat);
     free(conv_plane);
+    free(swish_image);
     free(acc);
     free(rows);
     free(plane);

@@ -267,3 +267,33 @@ QAT_I8_TARGET_VNNI void qat_i8_copy_rows_shifted(const int8_t *src, int h, int w
         }
     }
 }
+
+// The padded-plane copy of qat_i8_copy_rows_shifted for planes whose padded rows fit a vector
+// (wp ≤ 64): t->rows rows at a time, one masked load of their codes, one vpermb putting each code
+// at its padded column, one masked store that skips the padding columns (never written). A 7×7
+// plane is one vector instead of seven rows, 14×14 four instead of fourteen.
+static int packed_plane_copy_allowed = 1;
+void qat_i8_allow_packed_plane_copy(int allowed) { packed_plane_copy_allowed = allowed; }
+
+int qat_i8_row_packing_init(int w, int wp, qat_i8_row_packing *t) {
+    if (!packed_plane_copy_allowed || wp > 64 || w > wp) return 0;
+    t->rows = 64 / wp;
+    t->keep = 0;
+    for (int j = 0; j < 64; j++) {
+        const int r = j / wp, col = j % wp, inside = r < t->rows && col < w;
+        t->index[j] = (uint8_t)(inside ? r * w + col : 0);
+        if (inside) t->keep |= 1ull << j;
+    }
+    return 1;
+}
+
+QAT_I8_TARGET_VBMI void qat_i8_copy_plane_packed(const int8_t *src, int h, int w, int wp, const qat_i8_row_packing *t, uint8_t *dst) {
+    const __m512i index = _mm512_loadu_si512(t->index), shift = _mm512_set1_epi8((char)0x80);
+    for (int y = 0; y < h; y += t->rows) {
+        const int rows = h - y < t->rows ? h - y : t->rows, n = rows * w, span = rows * wp;  // n ≤ span ≤ 64
+        const __mmask64 load = n == 64 ? ~(__mmask64)0 : (((__mmask64)1) << n) - 1;
+        const __mmask64 store = t->keep & (span == 64 ? ~(__mmask64)0 : (((__mmask64)1) << span) - 1);
+        const __m512i codes = _mm512_maskz_loadu_epi8(load, src + (size_t)y * w);
+        _mm512_mask_storeu_epi8(dst + (size_t)y * wp, store, _mm512_xor_si512(_mm512_permutexvar_epi8(index, codes), shift));
+    }
+}

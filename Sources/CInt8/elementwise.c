@@ -84,7 +84,12 @@ void qat_i8_maxpool_float(qat_i8_path path, const float *x, float *y, size_t pla
     free(scratch);
 }
 
+static int hard_swish_vectorised = 1;
+void qat_i8_vectorise_hard_swish(int enabled) { hard_swish_vectorised = enabled; }
+
 void qat_i8_hard_swish(qat_i8_path path, const float *x, float *y, size_t count) {
+    if (hard_swish_vectorised && path == QAT_I8_VNNI) { qat_i8_hard_swish_vnni16(x, y, count); return; }
+    if (hard_swish_vectorised && path == QAT_I8_AVX2) { qat_i8_hard_swish_avx2x8(x, y, count); return; }
     DISPATCH(hard_swish, x, y, count)
 }
 
@@ -138,6 +143,13 @@ void qat_i8_hard_swish_quantize(qat_i8_path path, const float *x, float scale, i
         qat_i8_hard_swish(path, x + i, y, block);
         qat_i8_quantize(path, y, scale, zero, lo, round_mode, q + i, block);
     }
+}
+
+void qat_i8_hard_swish_epilogue_run(qat_i8_path path, const qat_i8_hard_swish_epilogue *e, float *floats, int8_t *codes,
+                                    size_t count) {
+    const qat_i8_quantize_grid *q = e->quantize;
+    if (q) qat_i8_hard_swish_quantize(path, floats, q->scale, q->zero, q->lo, q->round_mode, codes, count);
+    else qat_i8_hard_swish(path, floats, floats, count);
 }
 
 void qat_i8_dequantize(qat_i8_path path, const int8_t *q, float scale, int32_t zero, float *x, size_t count) {

@@ -199,7 +199,8 @@ typedef struct {
 
 static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *cg,
                         const int8_t *weight, const int32_t *bias, qat_i8_output output, void *out,
-                        const qat_i8_pool_geometry *pool, int relu, const residual_quantize *residual) {
+                        const qat_i8_pool_geometry *pool, int relu, const residual_quantize *residual,
+                        const qat_i8_hard_swish_epilogue *hard_swish) {
     const int c = cg->c, h = cg->h, w = cg->w, oc = cg->oc, groups = cg->groups, n = cg->n;
     const int oh = qat_i8_conv_out_h(cg), ow = qat_i8_conv_out_w(cg);
     const int group_c = c / groups, group_oc = oc / groups;
@@ -274,7 +275,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     char *staging = block > 1 ? checked_malloc(block * out_image) : NULL;
     int8_t *conv_image = NULL;
     size_t pooled_image = 0;
-    if (pool || residual) conv_image = checked_malloc(out_image);
+    if (pool || residual || (hard_swish && hard_swish->quantize)) conv_image = checked_malloc(out_image);
     if (pool) pooled_image = (size_t)oc * pool->oh * pool->ow;
     const int pad_top = cg->pad_top, pad_left = cg->pad_left;  // locals: byte stores may alias *cg
     for (int img0 = 0; img0 < n; img0 += block) {
@@ -348,6 +349,12 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                                     residual->lo, residual->round_mode, (int8_t *)out + at, values);
                 continue;
             }
+            if (hard_swish) {  // the image's floats, still in cache
+                const size_t values = (size_t)oc * p;
+                qat_i8_hard_swish_epilogue_run(path, hard_swish, (float *)image_out,
+                                               hard_swish->quantize ? (int8_t *)out + (size_t)(img0 + i) * values : NULL, values);
+                continue;
+            }
             if (pool_sums) {
                 qat_i8_maxpool_accumulators_vnni16((int32_t *)conv_image, (float *)out + (img0 + i) * pooled_image, (size_t)oc, pool,
                                                    output.scale, output.offset, relu);
@@ -386,7 +393,7 @@ void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w
                    const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
                    qat_i8_output output, void *out) {
     const qat_i8_conv_geometry g = square_geometry(n, c, h, w, oc, k, stride, pad);
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, NULL, 0, NULL);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, NULL, 0, NULL, NULL);
 }
 
 void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
@@ -397,21 +404,21 @@ void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int 
     const int oh = qat_i8_conv_out_h(&g), ow = qat_i8_conv_out_w(&g);
     const qat_i8_pool_geometry pool = {.h = oh, .w = ow, .oh = (oh - pool_k) / pool_s + 1, .ow = (ow - pool_k) / pool_s + 1,
                                        .kh = pool_k, .kw = pool_k, .sh = pool_s, .sw = pool_s};
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, &pool, 0, NULL);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, &pool, 0, NULL, NULL);
 }
 
 void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                            const int8_t *weight, const int32_t *bias, qat_i8_output output,
                            const qat_i8_pool_geometry *pool, void *out) {
     if (pool) output.kind = QAT_I8_OUT_INT8;
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, 0, NULL);
+    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, 0, NULL, NULL);
 }
 
 void qat_i8_conv2d_float_epilogue(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                                  const int8_t *weight, const int32_t *bias, qat_i8_output output, int relu,
                                  const qat_i8_pool_geometry *pool, float *out) {
     output.kind = QAT_I8_OUT_FLOAT;
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, relu, NULL);
+    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, relu, NULL, NULL);
 }
 
 void qat_i8_conv2d_add_quantize(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
@@ -419,7 +426,16 @@ void qat_i8_conv2d_add_quantize(qat_i8_path path, const int8_t *x, int8_t x_zero
                                 float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode, int8_t *out) {
     output.kind = QAT_I8_OUT_FLOAT;
     const residual_quantize residual = {.addend = addend, .scale = scale, .zero = zero, .lo = lo, .round_mode = round_mode};
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, NULL, 0, &residual);
+    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, NULL, 0, &residual, NULL);
+}
+
+void qat_i8_conv2d_hard_swish(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                              const int8_t *weight, const int32_t *bias, qat_i8_output output,
+                              const qat_i8_quantize_grid *quantize, void *out) {
+    output.kind = QAT_I8_OUT_FLOAT;
+    const qat_i8_hard_swish_epilogue epilogue = {.quantize = quantize};
+    if (g->groups > 1 && g->groups == g->c) qat_i8_depthwise_impl(path, x, x_zero, g, weight, bias, output, NULL, &epilogue, out);
+    else conv2d_impl(path, x, x_zero, g, weight, bias, output, out, NULL, 0, NULL, &epilogue);
 }
 
 void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,

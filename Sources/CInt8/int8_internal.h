@@ -236,6 +236,16 @@ void qat_i8_depthwise_plane_flat(const qat_i8_depthwise_plane *p, const qat_i8_f
 // The VBMI kernel's plane: h rows of w codes from src into dst (row stride wp), shifted to u8.
 // Also the VNNI path's padded conv input (gemm.c); needs AVX-512 BW only.
 void qat_i8_copy_rows_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp);
+// qat_i8_copy_rows_shifted for a padded width wp ≤ 64, `rows` = 64 / wp rows per vector (VBMI;
+// depthwise_simd.c): index[j] is the code under padded byte j of a run of rows, keep its mask.
+typedef struct {
+    uint8_t index[64];
+    uint64_t keep;
+    int rows;
+} qat_i8_row_packing;
+// 0 when the plane does not fit (or qat_i8_allow_packed_plane_copy turned it off).
+int qat_i8_row_packing_init(int w, int wp, qat_i8_row_packing *t);
+void qat_i8_copy_plane_packed(const int8_t *src, int h, int w, int wp, const qat_i8_row_packing *t, uint8_t *dst);
 // 1 when the CPU has AVX-512 VBMI and qat_i8_allow_vbmi has not turned it off.
 int qat_i8_cpu_has_vbmi(void);
 
@@ -244,6 +254,18 @@ int qat_i8_cpu_has_vbmi(void);
 void qat_i8_finish(qat_i8_path path, const int32_t *acc, size_t rows, size_t cols, size_t acc_stride,
                    qat_i8_output output, int channel, void *out);
 
+// What follows a float-output conv in qat_i8_conv2d_hard_swish: hardSwish, then a quantize when set.
+typedef struct {
+    const qat_i8_quantize_grid *quantize;
+} qat_i8_hard_swish_epilogue;
+// hardSwish on count floats in place, or (e->quantize) from them into `codes` (elementwise.c).
+void qat_i8_hard_swish_epilogue_run(qat_i8_path path, const qat_i8_hard_swish_epilogue *e, float *floats, int8_t *codes,
+                                    size_t count);
+// qat_i8_conv2d_depthwise, with a hardSwish epilogue on each float output plane when `hard_swish` is set.
+void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                           const int8_t *weight, const int32_t *bias, qat_i8_output output, const qat_i8_pool_geometry *pool,
+                           const qat_i8_hard_swish_epilogue *hard_swish, void *out);
+
 // 2×2 stride-2 max pool for the AVX2 and VNNI paths (im2col.c); h, w ≥ 2.
 void qat_i8_maxpool2x2_fast(const int8_t *x, int8_t *y, size_t planes, size_t h, size_t w);
 
@@ -251,6 +273,10 @@ void qat_i8_maxpool2x2_fast(const int8_t *x, int8_t *y, size_t planes, size_t h,
 // of floats x or, when q is set, codes dequantized as scale·(q − zero); returns how many it did.
 size_t qat_i8_global_avgpool_fast(const float *x, const int8_t *q, float scale, int32_t zero,
                                   size_t planes, size_t area, float factor, float *y);
+
+// qat_i8_hard_swish's loop, 16 or 8 floats at a time, the same bits (float_nodes_simd.c); x may be y.
+void qat_i8_hard_swish_vnni16(const float *x, float *y, size_t count);
+void qat_i8_hard_swish_avx2x8(const float *x, float *y, size_t count);
 
 // The float max pool of qat_i8_maxpool_float, 16 or 8 output columns at a time (maxpool_float_simd.c);
 // column strides 1 and 2.

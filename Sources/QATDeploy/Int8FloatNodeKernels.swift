@@ -94,6 +94,41 @@ extension Int8Kernels {
         }
     }
 
+    /// `conv2dDequantized` (depthwise geometries on the depthwise kernel), then `hardSwish` of
+    /// each image's floats (depthwise: each plane's) while they are in cache: the same floats as
+    /// the two passes.
+    public static func conv2dDequantizedHardSwish(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                                  bias: [Int32], scales: [Float], offsets: [Float]?, path: Path = activePath) -> [Float] {
+        convHardSwish(x, g, inputZeroPoint, weights, bias, scales, offsets, nil, path)
+    }
+
+    /// The same, then `quantize` onto `q`: the codes of conv → HardSwish → quantize, without the
+    /// conv's or the HardSwish's floats in memory.
+    public static func conv2dDequantizedHardSwishQuantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                                           bias: [Int32], scales: [Float], offsets: [Float]?, _ q: QuantizationGrid,
+                                                           path: Path = activePath) -> [Int8] {
+        convHardSwish(x, g, inputZeroPoint, weights, bias, scales, offsets, q, path)
+    }
+
+    private static func convHardSwish<T>(_ x: [Int8], _ g: Int8ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
+                                         _ scales: [Float], _ offsets: [Float]?, _ q: QuantizationGrid?, _ path: Path) -> [T] {
+        precondition(g.isValid, "conv2d: bad geometry \(g)")
+        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
+        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
+        precondition(bias.count == g.outputChannels && scales.count == g.outputChannels
+                     && (offsets == nil || offsets!.count == g.outputChannels), "conv2d: per-channel values for \(g.outputChannels) channels")
+        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
+        var geometry = g.c
+        let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
+        return withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
+            makeArray(count) { (out: UnsafeMutablePointer<T>) in
+                guard let q else { return qat_i8_conv2d_hard_swish(path.c, x, zero, &geometry, weights, bias, output, nil, out) }
+                var grid = qat_i8_quantize_grid(scale: q.scale, zero: Int32(q.zeroPoint), lo: Int32(q.qmin), round_mode: q.roundMode.c)
+                qat_i8_conv2d_hard_swish(path.c, x, zero, &geometry, weights, bias, output, &grid, out)
+            }
+        }
+    }
+
     /// `quantize` of `hardSwish(x)`, in one pass without the floats in memory.
     public static func hardSwishQuantized(_ x: [Float], _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
         makeArray(x.count) { out in

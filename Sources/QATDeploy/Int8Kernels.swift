@@ -93,6 +93,9 @@ public enum Int8Kernels {
     /// Whether that VBMI kernel may run small output planes as one flat run of outputs, 16 per
     /// vector across row ends (same results as the row kernel; tests switch it off to compare).
     static func allowFlatDepthwise(_ allowed: Bool) { qat_i8_allow_flat_depthwise(allowed ? 1 : 0) }
+    /// Whether that kernel copies its padded input planes up to 64 bytes wide several rows per
+    /// vector (the same planes as row by row; tests switch it off to compare).
+    static func allowPackedPlaneCopy(_ allowed: Bool) { qat_i8_allow_packed_plane_copy(allowed ? 1 : 0) }
 
     /// Whether the VNNI GEMM runs layers whose output channels are a multiple of 8 in 8-row tiles
     /// (same results as its 6-row tiles; tests switch it off to compare).
@@ -109,6 +112,9 @@ public enum Int8Kernels {
     /// Whether the AVX2 and VNNI paths pool floats several windows at a time (same results as
     /// the loop they ran before; tests switch it off to compare).
     static func vectoriseFloatMaxPool(_ enabled: Bool) { qat_i8_vectorise_maxpool_float(enabled ? 1 : 0) }
+    /// Whether the AVX2 and VNNI paths run HardSwish on explicit vectors (the same bits as the
+    /// loop they ran before; tests switch it off to compare).
+    static func vectoriseHardSwish(_ enabled: Bool) { qat_i8_vectorise_hard_swish(enabled ? 1 : 0) }
 
     /// The fastest path this CPU supports.
     public static var bestSupportedPath: Path {

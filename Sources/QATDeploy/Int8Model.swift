@@ -49,6 +49,12 @@ public final class Int8Model {
     /// other operand, when it is floats, to each image's conv output and quantize it while it is
     /// in cache (Int8Kernels.conv2dDequantizedAddQuantized), as resnet-tiny's block.
     private let fusesResidual: [Bool]
+    /// fusesHardSwish[i]: step i is an integer conv with float output whose only reader is step
+    /// i + 1, a HardSwish; unobserved runs apply it (and its fused quantize, fusesQuantize[i + 1])
+    /// to each image's conv output while it is in cache (Int8Kernels.conv2dDequantizedHardSwish…).
+    private let fusesHardSwish: [Bool]
+    /// Whether plain forwards fuse conv → HardSwish (tests switch it off to compare).
+    var allowsConvHardSwishFusion = true
 
     /// A value between nodes: codes with their quantizer, or floats. Shapes are per sample.
     private enum Value {
@@ -77,7 +83,7 @@ public final class Int8Model {
     /// How many runs of nodes plain forwards fuse into one kernel (tests check there are some).
     var fusedRuns: Int {
         fusesPool.filter { $0 }.count + floatEpilogues.compactMap { $0 }.count + fusesQuantize.filter { $0 }.count
-            + fusesResidual.filter { $0 }.count
+            + fusesResidual.filter { $0 }.count + fusesHardSwish.filter { $0 }.count
     }
 
     public static func load(deployFile path: String) throws -> Int8Model {
@@ -189,6 +195,10 @@ public final class Int8Model {
             let add = steps[i + 1]
             return add.node.op == .add && add.inputs.filter({ $0 == i + 1 }).count == 1
         }
+        fusesHardSwish = steps.indices.map { i in
+            steps[i].node.op == .conv2d && steps[i].node.inputQuantizer != nil && steps[i].requantization == nil
+                && i + 1 < steps.count && readers[i + 1] == 1 && steps[i + 1].node.op == .hardSwish && steps[i + 1].inputs == [i + 1]
+        }
         quantizedLayerNames = deployed.nodes.filter(\.isInteger).map(\.name)
     }
 
@@ -262,6 +272,29 @@ public final class Int8Model {
                 for input in step.inputs where lastUse[input] == i { values[input] = nil }
                 if lastUse[other] == i + 1 { values[other] = nil }
                 i += 3
+                continue
+            }
+            if observe == nil && fusesHardSwish[i] && allowsConvHardSwishFusion, let qd = step.node.inputQuantizer,
+               let input = values[step.inputs[0]] {
+                // conv → HardSwish (→ quantize) in one kernel, an image at a time.
+                let own = codes(input, qd)
+                observeInputCodes?(step.node.name, own)
+                let x = substituteInputCodes?(step.node.name) ?? own
+                let node = step.node, g = generalConvGeometry(step, n)
+                if fusesQuantize[i + 1] {
+                    let quantize = steps[i + 2].node, grid = quantize.output!
+                    var q = Int8Kernels.conv2dDequantizedHardSwishQuantized(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                                            bias: node.biasCodes, scales: node.multipliers,
+                                                                            offsets: step.offsets, grid)
+                    if let activation = quantize.fusedActivation { saturate(&q, activation.codeRange(on: grid)) }
+                    values[i + 3] = .codes(q, grid)
+                } else {
+                    values[i + 2] = .floats(Int8Kernels.conv2dDequantizedHardSwish(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
+                                                                                   bias: node.biasCodes, scales: node.multipliers,
+                                                                                   offsets: step.offsets))
+                }
+                for input in step.inputs where lastUse[input] == i { values[input] = nil }
+                i += fusesQuantize[i + 1] ? 3 : 2
                 continue
             }
             if observe == nil, let fused = floatEpilogues[i], let qd = step.node.inputQuantizer, let input = values[step.inputs[0]] {
@@ -566,20 +599,5 @@ public final class Int8Model {
         codes.withUnsafeMutableBufferPointer { c in
             for i in c.indices { c[i] = min(max(c[i], low), high) }
         }
-    }
-}
-
-extension DeployNode {
-    /// An integer node whose output codes come from accumulators by rounding right shifts (every
-    /// multiplier an exact 2^−k, no bias residual; docs/ALGORITHMS.md §5.1), as `Int8Model`
-    /// decides when it loads the node.
-    public var requantizesByShift: Bool {
-        guard isInteger, output != nil else { return false }
-        return Int8Kernels.Requantization.shifts(of: multipliers, offsets: biasResidual) != nil
-    }
-
-    /// A max pool the integer kernel takes: square window and stride, no padding, no ceil mode.
-    var hasPlainPoolGeometry: Bool {
-        kernel.height == kernel.width && stride.height == stride.width && padding == Padding2D(0) && !ceilMode
     }
 }

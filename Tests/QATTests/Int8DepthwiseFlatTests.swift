@@ -5,7 +5,8 @@ import XCTest
 /// The VBMI depthwise kernel's flat form for small output planes (Sources/CInt8/depthwise_flat.c:
 /// outputs across row ends in one vector) gives the bytes of its row form: codes (requantized in
 /// registers, by float multiplier or by shift), accumulators, floats and the fused max pool, on odd
-/// small planes. Int8ConvTests compares both with the Int64 reference (smallPlaneCases);
+/// small planes; and its packed plane copy (several rows per vector) the bytes of the row copy.
+/// Int8ConvTests compares both with the Int64 reference (smallPlaneCases);
 /// Int8FusionTests checks mobilenetv2-tiny's logits with and without it, at 1 and 2 threads.
 final class Int8DepthwiseFlatTests: XCTestCase {
     override func tearDown() {
@@ -44,6 +45,23 @@ final class Int8DepthwiseFlatTests: XCTestCase {
             let flat = outputs(c, flat: true), rows = outputs(c, flat: false)
             XCTAssertEqual(flat.keys.sorted(), rows.keys.sorted())
             for (name, value) in rows { XCTAssertEqual(flat[name], value, "\(name) \(c.geometry)") }
+        }
+    }
+
+    /// The padded input planes copied several rows per vector (padded width ≤ 64) give the bytes of
+    /// the row-by-row copy, with the flat and the row kernel.
+    func testPackedPlaneCopyEqualsRowCopy() {
+        guard Int8Kernels.isSupported(.vnni) else { return }
+        defer { Int8Kernels.allowPackedPlaneCopy(true) }
+        for c in Int8ConvTests.smallPlaneCases() + Int8ConvTests.depthwiseCases() {
+            for flat in [true, false] {
+                Int8Kernels.allowPackedPlaneCopy(false)
+                let rows = outputs(c, flat: flat)
+                Int8Kernels.allowPackedPlaneCopy(true)
+                let packed = outputs(c, flat: flat)
+                XCTAssertEqual(packed.keys.sorted(), rows.keys.sorted())
+                for (name, value) in rows { XCTAssertEqual(packed[name], value, "\(name) \(c.geometry) flat \(flat)") }
+            }
         }
     }
 

@@ -15,7 +15,8 @@ import QAT
 /// residual adds on floats), deployed from the default QAT config. An observed forward runs
 /// node by node; plain ones fuse, at 1 and 2 threads (which split the batch), with and without the
 /// flat depthwise kernel for small planes (Int8DepthwiseFlatTests), the stem pool on accumulators
-/// (Int8PoolAccumulatorTests) and the implicit GEMM (Int8ImplicitGEMMTests).
+/// (Int8PoolAccumulatorTests), the implicit GEMM (Int8ImplicitGEMMTests) and conv → HardSwish
+/// (Int8HardSwishEpilogueTests).
 final class Int8FusionTests: XCTestCase {
     func deployedEngine(_ file: String) throws -> Int8Model {
         let source = try ModelSource.load(file: repositoryPath(file))
@@ -37,8 +38,10 @@ final class Int8FusionTests: XCTestCase {
         defer {
             Parallel.threads = saved
             Int8Kernels.allowFlatDepthwise(true)
+            Int8Kernels.allowPackedPlaneCopy(true)
             Int8Kernels.poolAccumulators(true)
             Int8Kernels.allowImplicitGEMM(true)   // the default
+            Int8Kernels.vectoriseHardSwish(true)
         }
         let test = try fashionMNIST(.test, count: 37)
         let x = test.batch(Array(0..<37)[...]).images
@@ -56,11 +59,13 @@ final class Int8FusionTests: XCTestCase {
             // CPU has it) gives the logits of the row kernel; resnet18-tiny's stem pool on floats
             // those of the pool on accumulators.
             Int8Kernels.allowFlatDepthwise(false)
+            Int8Kernels.allowPackedPlaneCopy(false)
             Int8Kernels.poolAccumulators(false)
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, no flat depthwise")
             Parallel.threads = 1
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 1 thread, no flat depthwise")
             Int8Kernels.allowFlatDepthwise(true)
+            Int8Kernels.allowPackedPlaneCopy(true)
             Int8Kernels.poolAccumulators(true)
             // The stride-1 convs on 28×28 and 14×14 planes (resnet-tiny's stem and block, resnet18-tiny's
             // stem and layer1) through the column-matrix GEMM instead of the implicit GEMM
@@ -70,6 +75,15 @@ final class Int8FusionTests: XCTestCase {
             Parallel.threads = 2
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, no implicit GEMM")
             Int8Kernels.allowImplicitGEMM(true)
+            // mobilenetv2-tiny's convs → HardSwish (→ quantize) in one kernel (Int8HardSwishEpilogueTests)
+            // or as separate passes, with the HardSwish vectorised or the loop: the same logits.
+            engine.allowsConvHardSwishFusion = false
+            Int8Kernels.vectoriseHardSwish(false)
+            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, no conv → HardSwish fusion")
+            Parallel.threads = 1
+            XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 1 thread, no conv → HardSwish fusion")
+            engine.allowsConvHardSwishFusion = true
+            Int8Kernels.vectoriseHardSwish(true)
         }
     }
 }

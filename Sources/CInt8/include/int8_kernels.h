@@ -127,6 +127,22 @@ void qat_i8_conv2d_add_quantize(qat_i8_path path, const int8_t *x, int8_t x_zero
                                 const int8_t *weight, const int32_t *bias, qat_i8_output output, const float *addend,
                                 float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode, int8_t *out);
 
+// A grid to quantize floats onto, as qat_i8_quantize takes it.
+typedef struct {
+    float scale;
+    int32_t zero, lo;
+    qat_i8_round_mode round_mode;
+} qat_i8_quantize_grid;
+
+// A float-output conv (output.kind FLOAT: dequantized; depthwise geometries on the depthwise
+// kernel, others as qat_i8_conv2d_grouped), then QATCore's hardSwish (qat_i8_hard_swish) on each
+// image's floats (depthwise: each plane's) while they are in cache, then, when `quantize` is not
+// NULL, qat_i8_quantize onto it: the floats or codes of the separate passes, without the conv's
+// floats in memory. out: [n][oc][oh][ow] floats, or codes with `quantize`.
+void qat_i8_conv2d_hard_swish(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                              const int8_t *weight, const int32_t *bias, qat_i8_output output,
+                              const qat_i8_quantize_grid *quantize, void *out);
+
 // Depthwise convolution (groups == c, oc = c·multiplier; output channel o reads input channel
 // o / multiplier) by a direct kernel: no column matrix over channels, one pass per plane. The
 // same integers, output formula and precondition (K = kh·kw) as qat_i8_conv2d_grouped, and the
@@ -168,6 +184,9 @@ void qat_i8_vectorise_maxpool_float(int enabled);
 // Hard swish on floats with QATCore's hardSwish results: y = x · clamp(x + 3, 0, 6) / 6, product
 // and quotient each rounded.
 void qat_i8_hard_swish(qat_i8_path path, const float *x, float *y, size_t count);
+// Whether the AVX2 and VNNI paths run qat_i8_hard_swish on explicit vectors (the same bits as the
+// loop; tests switch it off to compare).
+void qat_i8_vectorise_hard_swish(int enabled);
 
 // y[i] = table[q[i] + 128]: a unary float op on the 256 codes of one grid, tabulated by the caller.
 void qat_i8_lookup(qat_i8_path path, const int8_t *q, const float *table, float *y, size_t count);
@@ -189,6 +208,9 @@ void qat_i8_allow_vbmi(int allowed);
 // Whether that VBMI depthwise kernel may take small output planes as one flat run of outputs,
 // 16 per vector across row ends (same results). 1 by default; tests turn it off to compare.
 void qat_i8_allow_flat_depthwise(int allowed);
+// Whether that kernel's padded input planes up to 64 bytes wide are copied several rows per vector
+// (same planes). 1 by default; tests turn it off to compare with the row-by-row copy.
+void qat_i8_allow_packed_plane_copy(int allowed);
 
 // Whether the VNNI GEMM may run m a multiple of 8 in 8-row tiles (same results). 1 by default;
 // tests turn it off to compare with the 6-row tiles.
