@@ -39,6 +39,8 @@ final class Int8FusionTests: XCTestCase {
             Int8Kernels.allowFlatDepthwise(true)
             Int8Kernels.poolAccumulators(true)
             Int8Kernels.allowImplicitGEMM(true)   // the default
+            Int8Kernels.allowResidualReLUFusion(true)
+            Int8Kernels.allowImageColumns(true)
         }
         let test = try fashionMNIST(.test, count: 37)
         let x = test.batch(Array(0..<37)[...]).images
@@ -70,6 +72,32 @@ final class Int8FusionTests: XCTestCase {
             Parallel.threads = 2
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, no implicit GEMM")
             Int8Kernels.allowImplicitGEMM(true)
+            // resnet18-tiny's blocks: conv → add → ReLU in one kernel, and its 2×2 convs with the
+            // images as columns (Int8ImageColumnsTests); each switched off, and both, at 1 and 2 threads.
+            for (fusion, columns) in [(false, true), (true, false), (false, false)] {
+                Int8Kernels.allowResidualReLUFusion(fusion)
+                Int8Kernels.allowImageColumns(columns)
+                for threads in [1, 2] {
+                    Parallel.threads = threads
+                    XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode,
+                                   "\(file), \(threads) thread(s), conv-add-ReLU fusion \(fusion), image columns \(columns)")
+                }
+                Int8Kernels.allowResidualReLUFusion(true)
+                Int8Kernels.allowImageColumns(true)
+            }
         }
+    }
+
+    /// resnet18-tiny fuses its residual adds with the ReLU after them (five blocks: the add's sum
+    /// feeds both the next conv and the next add), so no add or ReLU node runs alone.
+    func testResNet18TinyFusesEveryResidualAdd() throws {
+        let engine = try deployedEngine("examples/onnx-models/resnet18-tiny.onnx")
+        let timing = StepTiming()
+        engine.timing = timing
+        let test = try fashionMNIST(.test, count: 16)
+        _ = engine.forward(test.batch(Array(0..<16)[...]).images)
+        let alone = timing.names.filter { $0.hasSuffix("_Add") || $0.hasSuffix("_Relu") }
+        XCTAssertEqual(alone, [], "add or ReLU nodes run alone")
+        XCTAssertTrue(timing.names.contains { $0.hasSuffix("_conv1_Conv") })
     }
 }
