@@ -245,6 +245,8 @@ static void residual_epilogue(qat_i8_path path, const float *conv, const residua
 }
 
 int qat_i8_image_columns_allowed = 1;
+int qat_i8_placed_stores_allowed = 1;
+void qat_i8_allow_placed_stores(int allowed) { qat_i8_placed_stores_allowed = allowed; }
 void qat_i8_allow_image_columns(int allowed) { qat_i8_image_columns_allowed = allowed; }
 
 // Images as columns (VNNI, planes under 64 outputs, channels a multiple of 4, groups 1): the
@@ -394,7 +396,23 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     // The VNNI GEMM applies a float ReLU as it stores (the same floats as the loop below).
     const int gemm_relu = relu && gemm_output.kind == QAT_I8_OUT_FLOAT && path == QAT_I8_VNNI;
     const size_t elem = element_size(output.kind), out_image = (size_t)oc * p * elem;
-    char *staging = block > 1 ? checked_malloc(block * out_image) : NULL;
+    // Planes of a multiple of 16 outputs (4×4), several images per GEMM, straight to the output: each
+    // vector of 16 columns lies in one image, so the VNNI GEMM stores it at its place (keep, dest as
+    // the implicit GEMM's) instead of in the staging buffer that is then copied out per image.
+    const int placed = path == QAT_I8_VNNI && qat_i8_placed_stores_allowed && implicit == IMPLICIT_NONE && groups == 1 &&
+                       block > 1 && p % 16 == 0 && !pool && !residual;
+    uint16_t *placed_keep = NULL;
+    int32_t *placed_dest = NULL;
+    if (placed) {
+        const int vectors = block * p / 16;
+        placed_keep = checked_malloc((size_t)vectors * sizeof(uint16_t));
+        placed_dest = checked_malloc((size_t)vectors * sizeof(int32_t));
+        for (int v = 0; v < vectors; v++) {
+            placed_keep[v] = 0xFFFF;
+            placed_dest[v] = (16 * v / p) * oc * p + 16 * v % p;
+        }
+    }
+    char *staging = block > 1 && !placed ? checked_malloc(block * out_image) : NULL;
     int8_t *conv_image = NULL;
     size_t pooled_image = 0;
     if (pool || residual) conv_image = checked_malloc(out_image);
@@ -450,6 +468,11 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                              .corr = corr + row0, .b = operand, .output = group_output,
                              .out = gemm_out + (size_t)row0 * columns * elem, .row_stride = columns, .col_stride = 1,
                              .relu = gemm_relu};
+            if (placed) {
+                g.row_stride = p;
+                g.keep = placed_keep;
+                g.dest = placed_dest;
+            }
             if (implicit != IMPLICIT_NONE) {
                 g.n = grid_columns;
                 g.k4 = implicit_k4;
@@ -486,6 +509,8 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             }
         }
     }
+    free(placed_keep);
+    free(placed_dest);
     free(row_taps);
     free(tap);
     free(keep);

@@ -186,7 +186,7 @@ void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv, cons
 #pragma clang loop unroll(full)
     for (int r = 0; r < mr; r++) {
         const __m512i corr = _mm512_set1_epi32(g->corr[i0 + r]);
-        if (implicit && g->keep) {
+        if (g->keep) {
 #pragma clang loop unroll(full)
             for (int v = 0; v < nv; v++) store16_kept(g, i0 + r, j0 + 16 * v, _mm512_add_epi32(acc[r][v], corr));
             continue;

@@ -41,6 +41,7 @@ final class Int8FusionTests: XCTestCase {
             Int8Kernels.allowImplicitGEMM(true)   // the default
             Int8Kernels.allowResidualReLUFusion(true)
             Int8Kernels.allowImageColumns(true)
+            Int8Kernels.allowPlacedStores(true)
         }
         let test = try fashionMNIST(.test, count: 37)
         let x = test.batch(Array(0..<37)[...]).images
@@ -73,10 +74,12 @@ final class Int8FusionTests: XCTestCase {
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 2 threads, no implicit GEMM")
             Int8Kernels.allowImplicitGEMM(true)
             // resnet18-tiny's blocks: conv → add → ReLU in one kernel, and its 2×2 convs with the
-            // images as columns (Int8ImageColumnsTests); each switched off, and both, at 1 and 2 threads.
+            // images as columns and 4×4 convs with placed stores (Int8ImageColumnsTests); each
+            // switched off, and all, at 1 and 2 threads.
             for (fusion, columns) in [(false, true), (true, false), (false, false)] {
                 Int8Kernels.allowResidualReLUFusion(fusion)
                 Int8Kernels.allowImageColumns(columns)
+                Int8Kernels.allowPlacedStores(columns)   // layer3's 4×4 planes with the staging copy
                 for threads in [1, 2] {
                     Parallel.threads = threads
                     XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode,
@@ -84,6 +87,7 @@ final class Int8FusionTests: XCTestCase {
                 }
                 Int8Kernels.allowResidualReLUFusion(true)
                 Int8Kernels.allowImageColumns(true)
+                Int8Kernels.allowPlacedStores(true)
             }
         }
     }

@@ -102,6 +102,60 @@ final class Int8ImageColumnsTests: XCTestCase {
         }
     }
 
+    /// Planes of a multiple of 16 outputs (4×4, 2×8, 4×8) run several images per GEMM with each
+    /// vector stored at its image's place (no staging copy): the accumulators of the Int64 reference,
+    /// codes (also by shifts), floats with and without ReLU, as with the staging copy and on the other
+    /// paths; 8 … 52 channels, 5 … 32 output channels, 3 … 37 images, stride 1 and 2.
+    func testPlacedStoresMatchReferenceOnEveryPath() {
+        defer { Int8Kernels.allowPlacedStores(true) }   // the default
+        var rng = SeededGenerator(seed: 1_533)
+        let shapes: [(n: Int, c: Int, o: Int, h: Int, w: Int, k: Int, stride: Int, pad: Int)] = [
+            (37, 32, 32, 4, 4, 3, 1, 1),     // resnet18-tiny's layer3
+            (5, 16, 32, 7, 7, 3, 2, 1),      // its layer3_0 conv1: 7×7 → 4×4
+            (3, 12, 5, 2, 8, 3, 1, 1),       // 2×8, 5 output channels (6-row tiles)
+            (9, 52, 24, 8, 16, 1, 2, 0),     // 1×1 stride 2 → 4×8
+            (6, 8, 13, 4, 4, 3, 1, 1),       // 13 output channels
+        ]
+        for (i, s) in shapes.enumerated() {
+            let g = Int8ConvGeometry(batch: s.n, channels: s.c, height: s.h, width: s.w, outputChannels: s.o,
+                                     kernelHeight: s.k, kernelWidth: s.k, strideHeight: s.stride, strideWidth: s.stride,
+                                     padTop: s.pad, padLeft: s.pad, padBottom: s.pad, padRight: s.pad)
+            let c = Int8ConvTests.randomCase(g, relu6: i % 2 == 0, &rng)
+            let plane = g.outputHeight * g.outputWidth
+            let expected = Int8ConvTests.referenceAccumulators(c)
+            let channel = { (i: Int) in i / plane % g.outputChannels }
+            let codes = expected.indices.map { Int8ConvTests.referenceCode(expected[$0], channel: channel($0), c.requantization) }
+            let floats = expected.indices.map { Int8ConvTests.referenceFloat(expected[$0], channel: channel($0), c).bitPattern }
+            let relu = floats.map { Float(bitPattern: $0) < 0 ? Float(0).bitPattern : $0 }
+            let shifts = Int8ImplicitGEMMTests.shiftRequantization(g)
+            let shifted = Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias, requantize: shifts,
+                                             path: .portable, algorithm: .im2colGEMM)
+            for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) {
+                for placed in [true, false] {
+                    Int8Kernels.allowPlacedStores(placed)
+                    let label = "\(path) placed stores \(placed) \(g)"
+                    XCTAssertEqual(Int8Kernels.conv2dAccumulators(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                                  path: path, algorithm: .im2colGEMM).map(Int64.init),
+                                   expected, "accumulators \(label)")
+                    XCTAssertEqual(Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                      requantize: c.requantization, path: path, algorithm: .im2colGEMM),
+                                   codes, "codes \(label)")
+                    XCTAssertEqual(Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                      requantize: shifts, path: path, algorithm: .im2colGEMM),
+                                   shifted, "codes by shifts \(label)")
+                    XCTAssertEqual(Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                                 scales: c.scales, offsets: c.offsets, path: path,
+                                                                 algorithm: .im2colGEMM).map(\.bitPattern),
+                                   floats, "floats \(label)")
+                    XCTAssertEqual(Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
+                                                                 scales: c.scales, offsets: c.offsets, relu: true, pool: nil,
+                                                                 path: path).map(\.bitPattern),
+                                   relu, "floats with ReLU \(label)")
+                }
+            }
+        }
+    }
+
     /// Images are independent: the batch in two parts gives the whole batch's codes (Int8Model
     /// splits the batch over threads, so 1 and 2 threads differ in images per call).
     func testSplittingTheBatchChangesNothing() {

@@ -219,6 +219,9 @@ void qat_i8_allow_implicit_gemm(int allowed);
 // at least 16 images, no pool) with the images as the GEMM's columns, one GEMM per output
 // position, instead of a column matrix (same results; tests switch it off to compare).
 void qat_i8_allow_image_columns(int allowed);
+// Whether the VNNI path stores convs on planes of a multiple of 16 outputs run several images per
+// GEMM straight to each image's place, without a staging copy (same results; tests switch it off).
+void qat_i8_allow_placed_stores(int allowed);
 
 // Whether qat_i8_conv2d_float_epilogue may max pool the int32 accumulators and dequantize only
 // the pooled ones (when every scale is above 0; the same floats). 1 by default; tests turn it off.
