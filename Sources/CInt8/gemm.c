@@ -163,27 +163,8 @@ static void run_gemm(qat_i8_path path, const qat_i8_gemm *g) {
 // 64-column tile empty, so the column matrices of several images sit side by side; of the
 // counts that give 64 to 256 columns, the one whose columns waste the least of their last
 // 16-column vector (p = 49: 5 images, 245 of 256 columns used; p = 4: 16 images, 64 of 64).
-// The VNNI GEMM's 8-row tiles take 3 vectors of 16 columns; a last tile of 1 or 2 vectors loads
-// the 8 weight rows for fewer products. Cost of `columns` in such tiles, counting each tile's
-// weight loads as one more vector.
-static long eight_row_tile_cost(int columns) {
-    const int vectors = (columns + 15) / 16;
-    return vectors + (vectors + 2) / 3;
-}
-
-int qat_i8_tile_fitted_blocks = 1;
-void qat_i8_allow_tile_fitted_blocks(int allowed) { qat_i8_tile_fitted_blocks = allowed; }
-
-// Images per GEMM for planes of p < 64 outputs: at least 64 columns (48 in 8-row tiles), at most
-// 256, the fewest padded columns (the lowest 8-row tile cost) per image, the fewest images on a tie.
-static int images_per_gemm(int p, int n, int eight_row_tiles) {
+static int images_per_gemm(int p, int n) {
     if (p >= 64) return 1;
-    if (eight_row_tiles && qat_i8_tile_fitted_blocks) {
-        int best = (48 + p - 1) / p;
-        for (int b = best; b * p <= 256; b++)
-            if (eight_row_tile_cost(b * p) * best < eight_row_tile_cost(best * p) * b) best = b;
-        return best < n ? best : n;
-    }
     int best = (64 + p - 1) / p;
     for (int b = best; b * p <= 256; b++)
         if ((long)round_up16(b * p) * best * p < (long)round_up16(best * p) * b * p) best = b;
@@ -238,7 +219,7 @@ static void add_relu(qat_i8_path path, const float *conv, const residual_quantiz
 
 // One image's conv floats (`values` of them, the image at `at` in the batch) through the residual:
 // added and quantized (qat_i8_add_quantize), or with `sums` as add_relu.
-static void residual_epilogue(qat_i8_path path, const float *conv, const residual_quantize *r, size_t at, size_t values,
+__attribute__((noinline)) static void residual_epilogue(qat_i8_path path, const float *conv, const residual_quantize *r, size_t at, size_t values,
                               void *out) {
     if (r->sums) add_relu(path, conv, r, at, values, (int8_t *)out);
     else qat_i8_add_quantize(path, conv, r->addend + at, r->scale, r->zero, r->lo, r->round_mode, (int8_t *)out + at, values);
@@ -255,7 +236,7 @@ void qat_i8_allow_image_columns(int allowed) { qat_i8_image_columns_allowed = al
 // GEMM over the images: group q = (cb, ky, kx) of column `image` is the word at
 // ((cb·hp + oy·sh + ky·dh)·wp + ox·sw + kx·dw)·NS + image. No column matrix (its k·p words per
 // image); every column is an output, stored oc·p apart. The same exact sums as the im2col path.
-static void conv2d_image_columns(const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *cg, const int8_t *weight,
+__attribute__((noinline)) static void conv2d_image_columns(const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *cg, const int8_t *weight,
                                  const int32_t *bias, qat_i8_output output, void *out, int relu, const residual_quantize *residual) {
     const int c = cg->c, h = cg->h, w = cg->w, oc = cg->oc, n = cg->n;
     const int oh = qat_i8_conv_out_h(cg), ow = qat_i8_conv_out_w(cg), p = oh * ow;
@@ -321,7 +302,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const int oh = qat_i8_conv_out_h(cg), ow = qat_i8_conv_out_w(cg);
     const int group_c = c / groups, group_oc = oc / groups;
     const int kk = group_c * cg->kh * cg->kw, k4 = (kk + 3) / 4, p = oh * ow;
-    const int block = images_per_gemm(p, n, path == QAT_I8_VNNI && qat_i8_eight_row_tiles && group_oc % 8 == 0);
+    const int block = images_per_gemm(p, n);
     const int hp = h + cg->pad_top + cg->pad_bottom, wp = w + cg->pad_left + cg->pad_right;
     // Blocked operands where the byte-wise im2col wastes work: outputs narrower than the 16
     // columns it fills per output row, and 1×1 convs without padding (no column matrix). Wider

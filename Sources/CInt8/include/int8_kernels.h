@@ -205,10 +205,6 @@ void qat_i8_allow_flat_depthwise(int allowed);
 // Whether the VNNI GEMM may run m a multiple of 8 in 8-row tiles (same results). 1 by default;
 // tests turn it off to compare with the 6-row tiles.
 void qat_i8_allow_eight_row_tiles(int allowed);
-// Whether convs on planes under 64 outputs that run in 8-row tiles pick images per GEMM for
-// those tiles (48 columns for 4×4 and 2×2 planes, not 64: no 1-vector tile); 0 keeps the old
-// choice. Same results (exact sums); tests switch it off to compare.
-void qat_i8_allow_tile_fitted_blocks(int allowed);
 
 // Whether the VNNI path may run stride-1 convs on planes of 64 or more outputs (groups 1, padded width
 // at most 5/4 of the output width)
