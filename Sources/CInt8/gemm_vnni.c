@@ -155,10 +155,15 @@ void store16_kept(const qat_i8_gemm *g, int row, int col, __m512i acc) {
     }
 }
 
-// One tile; mr, nv and implicit are constants after inlining, so acc[][] lives in registers.
-// implicit: group q of the tile's columns is read at g->tap[q] (an implicit GEMM), not q·npad.
+// One tile; mr, nv and mode are constants after inlining, so acc[][] lives in registers.
+// mode (one instance each, so no tile carries store code it never runs): TAPS_KEPT, an implicit
+// GEMM (group q of the tile's columns read at g->tap[q], not q·npad; kept lanes stored to dest);
+// TAPS_PLAIN, taps with plain stores (images as columns, col_stride apart); MATRIX_KEPT, the
+// column matrix with kept stores (placed stores); MATRIX_PLAIN, the column matrix.
+enum { MATRIX_PLAIN = 0, TAPS_KEPT = 1, TAPS_PLAIN = 2, MATRIX_KEPT = 3 };
 static inline __attribute__((always_inline)) QAT_I8_TARGET_VNNI
-void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv, const int implicit) {
+void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv, const int mode) {
+    const int implicit = mode == TAPS_KEPT || mode == TAPS_PLAIN, kept = mode == TAPS_KEPT || mode == MATRIX_KEPT;
     // Fully unrolled loops keep acc[][] in registers (left to itself, clang kept the 5- and 6-row
     // tiles on the stack: a memset and loads and stores around every vpdpbusd).
     __m512i acc[MR8][NV];
@@ -186,7 +191,7 @@ void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv, cons
 #pragma clang loop unroll(full)
     for (int r = 0; r < mr; r++) {
         const __m512i corr = _mm512_set1_epi32(g->corr[i0 + r]);
-        if (implicit) {
+        if (kept) {
 #pragma clang loop unroll(full)
             for (int v = 0; v < nv; v++) store16_kept(g, i0 + r, j0 + 16 * v, _mm512_add_epi32(acc[r][v], corr));
             continue;
@@ -216,7 +221,7 @@ void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv, cons
 #define TILE_8ROWS(NVEC, IMPLICIT)                                     \
     case NVEC: tile(g, i0, j0, 8, NVEC, IMPLICIT); break;
 
-// The tile loops, once for a column matrix (IMPLICIT 0) and once read by per-group offsets (1).
+// The tile loops, once per mode of tile (column matrix or taps, plain or kept stores).
 #define GEMM_LOOPS(IMPLICIT)                                                                      \
     do {                                                                                          \
         if (g->m % 8 == 0 && qat_i8_eight_row_tiles) {                                            \
@@ -239,12 +244,25 @@ void tile(const qat_i8_gemm *g, int i0, int j0, const int mr, const int nv, cons
         }                                                                                         \
     } while (0)
 
+// One function per tile mode: each compiled as the single mode it runs.
+#define GEMM_MODE(NAME, MODE)                                                     \
+    __attribute__((noinline)) static QAT_I8_TARGET_VNNI void NAME(const qat_i8_gemm *g) { \
+        const int columns = (g->n + 15) / 16 * 16;                                \
+        GEMM_LOOPS(MODE);                                                         \
+    }
+GEMM_MODE(gemm_taps_kept, TAPS_KEPT)
+GEMM_MODE(gemm_taps_plain, TAPS_PLAIN)
+GEMM_MODE(gemm_matrix_kept, MATRIX_KEPT)
+GEMM_MODE(gemm_matrix_plain, MATRIX_PLAIN)
+
 QAT_I8_TARGET_VNNI void qat_i8_gemm_vnni(const qat_i8_gemm *g) {
     // Column tiles outside: the 64-column slice of b (k4 × 256 bytes) stays in L1 while
     // every row tile passes over it. Output channels a multiple of 8 run 8 rows × 3 vectors
     // (24 accumulators, as 6 × 4): 8-channel layers in one row tile instead of 6 + 2, whose
-    // 2-row tile loads as many columns for a third of the products.
-    const int columns = (g->n + 15) / 16 * 16;  // b's row stride npad may be longer (or, direct 1×1, not a multiple of 16)
-    if (g->tap) GEMM_LOOPS(1);
-    else GEMM_LOOPS(0);
+    // 2-row tile loads as many columns for a third of the products. Columns: b's row stride
+    // npad may be longer (or, direct 1×1, not a multiple of 16).
+    if (g->tap && g->keep) gemm_taps_kept(g);
+    else if (g->tap) gemm_taps_plain(g);
+    else if (g->keep) gemm_matrix_kept(g);
+    else gemm_matrix_plain(g);
 }

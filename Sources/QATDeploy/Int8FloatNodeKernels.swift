@@ -129,6 +129,42 @@ extension Int8Kernels {
         }
     }
 
+    /// `conv2dDequantized`, plus `addend` (the conv output's shape), then QATCore's float ReLU when
+    /// `relu`, an image at a time: the floats of conv → residual add → ReLU, and those floats
+    /// quantized to `codesGrid` when one is given (`quantize`), without the conv's floats in memory.
+    public static func conv2dDequantizedAddReLU(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
+                                                bias: [Int32], scales: [Float], offsets: [Float]?, addend: [Float], relu: Bool,
+                                                codesGrid q: QuantizationGrid?, path: Path = activePath) -> (floats: [Float], codes: [Int8]?) {
+        precondition(g.isValid, "conv2d: bad geometry \(g)")
+        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
+        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
+        precondition(bias.count == g.outputChannels && scales.count == g.outputChannels
+                     && (offsets == nil || offsets!.count == g.outputChannels), "conv2d: per-channel values for \(g.outputChannels) channels")
+        let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
+        precondition(addend.count == count, "conv2dDequantizedAddReLU: \(addend.count) addends for \(count) outputs")
+        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
+        var geometry = g.c
+        var codes: [Int8]?
+        let floats = withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
+            makeArray(count) { (sums: UnsafeMutablePointer<Float>) in
+                guard let q else {
+                    return qat_i8_conv2d_add_relu(path.c, x, inputZeroPoint, &geometry, weights, bias, output, addend, relu ? 1 : 0,
+                                                  sums, 0, 0, 0, QAT_I8_ROUND_HALF_EVEN, nil)
+                }
+                codes = makeArray(count) { out in
+                    qat_i8_conv2d_add_relu(path.c, x, inputZeroPoint, &geometry, weights, bias, output, addend, relu ? 1 : 0,
+                                           sums, q.scale, Int32(q.zeroPoint), Int32(q.qmin), q.roundMode.c, out)
+                }
+            }
+        }
+        return (floats, codes)
+    }
+
+    /// Whether the engine runs conv → residual add on floats → ReLU as one kernel
+    /// (conv2dDequantizedAddReLU; the same bytes as the node-by-node passes; tests switch it off to compare).
+    static func allowResidualReLUFusion(_ allowed: Bool) { qat_i8_allow_residual_relu_fusion(allowed ? 1 : 0) }
+    static var residualReLUFusionAllowed: Bool { qat_i8_residual_relu_fusion_allowed != 0 }
+
     /// `quantize` of `hardSwish(x)`, in one pass without the floats in memory.
     public static func hardSwishQuantized(_ x: [Float], _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
         makeArray(x.count) { out in

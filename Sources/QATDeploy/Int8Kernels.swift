@@ -103,6 +103,12 @@ public enum Int8Kernels {
     /// Whether the VNNI path may read stride-1 convs on wide planes by per-tap offsets (an implicit
     /// GEMM, no im2col; same results). On by default; tests switch it off to compare.
     static func allowImplicitGEMM(_ allowed: Bool) { qat_i8_allow_implicit_gemm(allowed ? 1 : 0) }
+    /// Whether the VNNI path may run convs on planes of at most 8 outputs with k ≥ 256 with the
+    /// images as the GEMM's columns (no column matrix; same results). On by default; tests switch it off to compare.
+    static func allowImageColumns(_ allowed: Bool) { qat_i8_allow_image_columns(allowed ? 1 : 0) }
+    /// Whether the VNNI path stores convs on planes of a multiple of 16 outputs, run several images
+    /// per GEMM, straight to each image's place (no staging copy; same results). On by default; tests switch it off to compare.
+    static func allowPlacedStores(_ allowed: Bool) { qat_i8_allow_placed_stores(allowed ? 1 : 0) }
 
     /// Whether a conv with float output fused with a max pool may pool its int32 accumulators
     /// and dequantize only the pooled ones (VNNI path, when every scale is above 0: the same

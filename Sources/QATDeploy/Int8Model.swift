@@ -55,11 +55,26 @@ public final class Int8Model {
     private let fusesHardSwish: [Bool]
     /// Whether plain forwards fuse conv → HardSwish (tests switch it off to compare).
     var allowsConvHardSwishFusion = true
+    /// residualReLUs[i]: step i is such a conv read only by an add on floats (not fused with a
+    /// quantize) whose output only a ReLU reads, if any; unobserved runs make the floats of
+    /// conv → add → ReLU in one kernel, and the codes its first integer reader wants (resnet18-tiny's
+    /// blocks, whose sum feeds the next conv and the next add).
+    private let residualReLUs: [ResidualReLU?]
+
+    private struct ResidualReLU {
+        var relu: Bool
+        /// The last step fused (the add or the ReLU).
+        var last: Int
+        /// The input grid of the first integer layer reading the result, if any.
+        var codesGrid: QuantizationGrid?
+    }
 
     /// A value between nodes: codes with their quantizer, or floats. Shapes are per sample.
     private enum Value {
         case codes([Int8], QuantizationGrid)
         case floats([Float])
+        /// Floats, and the codes a reader wants made while they were in cache (the floats quantized).
+        case floatsAndCodes([Float], [Int8], QuantizationGrid)
     }
 
     private struct Step {
@@ -83,7 +98,7 @@ public final class Int8Model {
     /// How many runs of nodes plain forwards fuse into one kernel (tests check there are some).
     var fusedRuns: Int {
         fusesPool.filter { $0 }.count + floatEpilogues.compactMap { $0 }.count + fusesQuantize.filter { $0 }.count
-            + fusesResidual.filter { $0 }.count + fusesHardSwish.filter { $0 }.count
+            + fusesResidual.filter { $0 }.count + fusesHardSwish.filter { $0 }.count + residualReLUs.compactMap { $0 }.count
     }
 
     public static func load(deployFile path: String) throws -> Int8Model {
@@ -199,6 +214,20 @@ public final class Int8Model {
             steps[i].node.op == .conv2d && steps[i].node.inputQuantizer != nil && steps[i].requantization == nil
                 && i + 1 < steps.count && readers[i + 1] == 1 && steps[i + 1].node.op == .hardSwish && steps[i + 1].inputs == [i + 1]
         }
+        residualReLUs = steps.indices.map { i in
+            let step = steps[i]
+            guard step.node.op == .conv2d, step.node.inputQuantizer != nil, step.requantization == nil,
+                  !(step.node.groups > 1 && step.node.groups == step.node.inputChannels),
+                  i + 2 < steps.count, readers[i + 1] == 1, !quantizeFusions[i + 1] else { return nil }
+            let add = steps[i + 1].node, addInputs = steps[i + 1].inputs, shapes = steps[i + 1].inputShapes
+            guard add.op == .add, add.sharedInputGrid == nil, add.output == nil, shapes.count == 2, shapes[0] == shapes[1],
+                  shapes[0] == steps[i + 1].outputShape, addInputs.filter({ $0 == i + 1 }).count == 1,
+                  addInputs.allSatisfy({ $0 == 0 || steps[$0 - 1].node.op != .constant }) else { return nil }
+            let relu = readers[i + 2] == 1 && steps[i + 2].node.op == .relu && steps[i + 2].inputs == [i + 2]
+            let last = relu ? i + 2 : i + 1
+            let reader = steps[(last + 1)...].first { $0.inputs.first == last + 1 && $0.node.isInteger }
+            return ResidualReLU(relu: relu, last: last, codesGrid: reader?.node.inputQuantizer)
+        }
         quantizedLayerNames = deployed.nodes.filter(\.isInteger).map(\.name)
     }
 
@@ -258,7 +287,7 @@ public final class Int8Model {
                 continue
             }
             if observe == nil && fusesResidual[i], let qd = step.node.inputQuantizer, let input = values[step.inputs[0]],
-               let other = steps[i + 1].inputs.first(where: { $0 != i + 1 }), case .floats(let addend)? = values[other] {
+               let other = steps[i + 1].inputs.first(where: { $0 != i + 1 }), let addend = storedFloats(values[other]) {
                 // conv → residual add → quantize in one kernel, an image at a time.
                 let own = codes(input, qd)
                 observeInputCodes?(step.node.name, own)
@@ -297,6 +326,28 @@ public final class Int8Model {
                 i += fusesQuantize[i + 1] ? 3 : 2
                 continue
             }
+            if observe == nil, Int8Kernels.residualReLUFusionAllowed, let fused = residualReLUs[i], let qd = step.node.inputQuantizer,
+               let input = values[step.inputs[0]], let other = steps[i + 1].inputs.first(where: { $0 != i + 1 }),
+               let addend = storedFloats(values[other]) {
+                // conv → residual add → ReLU in one kernel, an image at a time, with the next conv's codes.
+                let own = codes(input, qd)
+                observeInputCodes?(step.node.name, own)
+                let x = substituteInputCodes?(step.node.name) ?? own
+                let node = step.node
+                let y = Int8Kernels.conv2dDequantizedAddReLU(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint,
+                                                             weights: node.weightCodes, bias: node.biasCodes, scales: node.multipliers,
+                                                             offsets: step.offsets, addend: addend, relu: fused.relu,
+                                                             codesGrid: fused.codesGrid)
+                if let q = y.codes, let grid = fused.codesGrid {
+                    values[fused.last + 1] = .floatsAndCodes(y.floats, q, grid)
+                } else {
+                    values[fused.last + 1] = .floats(y.floats)
+                }
+                for input in step.inputs where lastUse[input] == i { values[input] = nil }
+                if lastUse[other] == i + 1 { values[other] = nil }
+                i = fused.last + 1
+                continue
+            }
             if observe == nil, let fused = floatEpilogues[i], let qd = step.node.inputQuantizer, let input = values[step.inputs[0]] {
                 // conv → ReLU and/or max pool on floats in one kernel, an image at a time.
                 let own = codes(input, qd)
@@ -311,7 +362,7 @@ public final class Int8Model {
                 i = fused.last + 1
                 continue
             }
-            if observe == nil && fusesQuantize[i], step.inputs.allSatisfy({ if case .floats = values[$0] { true } else { false } }) {
+            if observe == nil && fusesQuantize[i], step.inputs.allSatisfy({ storedFloats(values[$0]) != nil }) {
                 // add or HardSwish on floats → quantize: the quantize node's codes, the floats never stored.
                 let quantize = steps[i + 1].node, grid = quantize.output!
                 let x = floats(values[step.inputs[0]]!)
@@ -363,14 +414,24 @@ public final class Int8Model {
 
     private func floats(_ v: Value) -> [Float] {
         switch v {
-        case .floats(let f): return f
+        case .floats(let f), .floatsAndCodes(let f, _, _): return f
         case .codes(let c, let q): return Int8Kernels.dequantize(c, q)
+        }
+    }
+
+    /// The floats of a value that holds floats (nil for codes or no value).
+    private func storedFloats(_ v: Value?) -> [Float]? {
+        switch v {
+        case .floats(let f)?, .floatsAndCodes(let f, _, _)?: return f
+        case .codes?, nil: return nil
         }
     }
 
     private func codes(_ v: Value, _ q: QuantizationGrid) -> [Int8] {
         switch v {
         case .codes(let c, let have) where have == q: return c
+        case .floatsAndCodes(_, let c, let have) where have == q: return c
+        case .floatsAndCodes(let f, _, _): return Int8Kernels.quantize(f, q)
         case .codes(let c, let have): return Int8Kernels.quantize(Int8Kernels.dequantize(c, have), q)
         case .floats(let f): return Int8Kernels.quantize(f, q)
         }

@@ -42,6 +42,9 @@ final class Int8FusionTests: XCTestCase {
             Int8Kernels.poolAccumulators(true)
             Int8Kernels.allowImplicitGEMM(true)   // the default
             Int8Kernels.vectoriseHardSwish(true)
+            Int8Kernels.allowResidualReLUFusion(true)
+            Int8Kernels.allowImageColumns(true)
+            Int8Kernels.allowPlacedStores(true)
         }
         let test = try fashionMNIST(.test, count: 37)
         let x = test.batch(Array(0..<37)[...]).images
@@ -84,6 +87,35 @@ final class Int8FusionTests: XCTestCase {
             XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode, "\(file), 1 thread, no conv → HardSwish fusion")
             engine.allowsConvHardSwishFusion = true
             Int8Kernels.vectoriseHardSwish(true)
+            // resnet18-tiny's blocks: conv → add → ReLU in one kernel, and its 2×2 convs with the
+            // images as columns and 4×4 convs with placed stores (Int8ImageColumnsTests); each
+            // switched off, and all, at 1 and 2 threads.
+            for (fusion, columns) in [(false, true), (true, false), (false, false)] {
+                Int8Kernels.allowResidualReLUFusion(fusion)
+                Int8Kernels.allowImageColumns(columns)
+                Int8Kernels.allowPlacedStores(columns)   // layer3's 4×4 planes with the staging copy
+                for threads in [1, 2] {
+                    Parallel.threads = threads
+                    XCTAssertEqual(engine.forward(x).storage.map(\.bitPattern), nodeByNode,
+                                   "\(file), \(threads) thread(s), conv-add-ReLU fusion \(fusion), image columns \(columns)")
+                }
+                Int8Kernels.allowResidualReLUFusion(true)
+                Int8Kernels.allowImageColumns(true)
+                Int8Kernels.allowPlacedStores(true)
+            }
         }
+    }
+
+    /// resnet18-tiny fuses its residual adds with the ReLU after them (five blocks: the add's sum
+    /// feeds both the next conv and the next add), so no add or ReLU node runs alone.
+    func testResNet18TinyFusesEveryResidualAdd() throws {
+        let engine = try deployedEngine("examples/onnx-models/resnet18-tiny.onnx")
+        let timing = StepTiming()
+        engine.timing = timing
+        let test = try fashionMNIST(.test, count: 16)
+        _ = engine.forward(test.batch(Array(0..<16)[...]).images)
+        let alone = timing.names.filter { $0.hasSuffix("_Add") || $0.hasSuffix("_Relu") }
+        XCTAssertEqual(alone, [], "add or ReLU nodes run alone")
+        XCTAssertTrue(timing.names.contains { $0.hasSuffix("_conv1_Conv") })
     }
 }

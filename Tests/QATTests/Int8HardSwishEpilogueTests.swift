@@ -47,14 +47,18 @@ final class Int8HardSwishEpilogueTests: XCTestCase {
         var shapes: [(c: Int, h: Int, w: Int, oc: Int, k: Int, stride: Int, groups: Int)] = [
             (24, 7, 7, 96, 1, 1, 1), (16, 14, 14, 64, 1, 1, 1), (32, 7, 7, 96, 1, 1, 1), (5, 9, 11, 13, 1, 1, 1),
             (20, 1, 1, 9, 1, 1, 1), (4, 5, 7, 12, 3, 1, 1), (8, 7, 5, 6, 3, 1, 2), (3, 6, 6, 7, 3, 2, 1),
-            (64, 14, 14, 64, 3, 2, 64), (96, 7, 7, 96, 3, 1, 96)]
+            (64, 14, 14, 64, 3, 2, 64), (96, 7, 7, 96, 3, 1, 96),
+            // 4×4 planes, several images per GEMM (placed stores), and 2×2 planes with k ≥ 256 and
+            // ≥ 16 images (images as columns): both keep the HardSwish epilogue's own paths.
+            (16, 4, 4, 20, 3, 1, 1), (64, 2, 2, 24, 3, 1, 1)]
         for size in [1, 2, 3, 5, 7, 8, 13, 15] {
             shapes.append((17, size, size, 17, 3, 1, 17))
             shapes.append((9, size, size, 18, 3, 2, 9))
         }
         for s in shapes {
             let pad = s.k / 2
-            let g = Int8ConvGeometry(batch: 5, channels: s.c, height: s.h, width: s.w, outputChannels: s.oc, kernelHeight: s.k,
+            let batch = s.h * s.w <= 8 && s.c >= 64 ? 17 : 5
+            let g = Int8ConvGeometry(batch: batch, channels: s.c, height: s.h, width: s.w, outputChannels: s.oc, kernelHeight: s.k,
                                      kernelWidth: s.k, strideHeight: s.stride, strideWidth: s.stride,
                                      padTop: pad, padLeft: pad, padBottom: pad, padRight: pad, groups: s.groups)
             let c = Int8ConvTests.randomCase(g, relu6: false, &rng)

@@ -142,6 +142,17 @@ typedef struct {
 void qat_i8_conv2d_hard_swish(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                               const int8_t *weight, const int32_t *bias, qat_i8_output output,
                               const qat_i8_quantize_grid *quantize, void *out);
+// qat_i8_conv2d_grouped with float output, plus `addend` (as above), then QATCore's float ReLU
+// (x < 0 → 0, NaN and −0 kept) when `relu`: the floats of conv → residual add → ReLU into `sums`
+// ([n][oc][oh][ow]) and, when `codes` is not NULL, those floats quantized there as qat_i8_quantize
+// does, one image at a time, without the conv's floats in memory.
+void qat_i8_conv2d_add_relu(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
+                            const int8_t *weight, const int32_t *bias, qat_i8_output output, const float *addend, int relu,
+                            float *sums, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode, int8_t *codes);
+// Whether the engine fuses conv → residual add → ReLU (qat_i8_conv2d_add_relu); 0 keeps the three
+// passes (tests compare both).
+extern int qat_i8_residual_relu_fusion_allowed;
+void qat_i8_allow_residual_relu_fusion(int allowed);
 
 // Depthwise convolution (groups == c, oc = c·multiplier; output channel o reads input channel
 // o / multiplier) by a direct kernel: no column matrix over channels, one pass per plane. The
@@ -221,6 +232,13 @@ void qat_i8_allow_eight_row_tiles(int allowed);
 // as an implicit GEMM that reads the padded image by per-tap offsets instead of an im2col matrix
 // (same results). 1 by default; tests turn it off to compare.
 void qat_i8_allow_implicit_gemm(int allowed);
+// Whether the VNNI path runs convs on planes under 64 outputs (groups 1, channels a multiple of 4,
+// at least 16 images, no pool) with the images as the GEMM's columns, one GEMM per output
+// position, instead of a column matrix (same results; tests switch it off to compare).
+void qat_i8_allow_image_columns(int allowed);
+// Whether the VNNI path stores convs on planes of a multiple of 16 outputs run several images per
+// GEMM straight to each image's place, without a staging copy (same results; tests switch it off).
+void qat_i8_allow_placed_stores(int allowed);
 
 // Whether qat_i8_conv2d_float_epilogue may max pool the int32 accumulators and dequantize only
 // the pooled ones (when every scale is above 0; the same floats). 1 by default; tests turn it off.
