@@ -39,12 +39,7 @@ extension Int8Kernels {
     public static func conv2dDequantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                          bias: [Int32], scales: [Float], offsets: [Float]?, relu: Bool,
                                          pool: Int8PoolGeometry?, path: Path = activePath) -> [Float] {
-        precondition(g.isValid, "conv2d: bad geometry \(g)")
-        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
-        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
-        precondition(bias.count == g.outputChannels && scales.count == g.outputChannels
-                     && (offsets == nil || offsets!.count == g.outputChannels), "conv2d: per-channel values for \(g.outputChannels) channels")
-        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
+        checkDequantizedConv(x, g, weights, bias, scales, offsets)
         var geometry = g.c
         let outputs = pool.map { p -> Int in
             precondition(p.isValid && p.height == g.outputHeight && p.width == g.outputWidth,
@@ -77,14 +72,9 @@ extension Int8Kernels {
     public static func conv2dDequantizedAddQuantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                                      bias: [Int32], scales: [Float], offsets: [Float]?, addend: [Float],
                                                      _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
-        precondition(g.isValid, "conv2d: bad geometry \(g)")
-        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
-        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
-        precondition(bias.count == g.outputChannels && scales.count == g.outputChannels
-                     && (offsets == nil || offsets!.count == g.outputChannels), "conv2d: per-channel values for \(g.outputChannels) channels")
+        checkDequantizedConv(x, g, weights, bias, scales, offsets)
         let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
         precondition(addend.count == count, "conv2dDequantizedAddQuantized: \(addend.count) addends for \(count) outputs")
-        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
         var geometry = g.c
         return withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
             makeArray(count) { out in
@@ -112,12 +102,7 @@ extension Int8Kernels {
 
     private static func convHardSwish<T>(_ x: [Int8], _ g: Int8ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
                                          _ scales: [Float], _ offsets: [Float]?, _ q: QuantizationGrid?, _ path: Path) -> [T] {
-        precondition(g.isValid, "conv2d: bad geometry \(g)")
-        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
-        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
-        precondition(bias.count == g.outputChannels && scales.count == g.outputChannels
-                     && (offsets == nil || offsets!.count == g.outputChannels), "conv2d: per-channel values for \(g.outputChannels) channels")
-        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
+        checkDequantizedConv(x, g, weights, bias, scales, offsets)
         var geometry = g.c
         let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
         return withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
@@ -135,14 +120,9 @@ extension Int8Kernels {
     public static func conv2dDequantizedAddReLU(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                                 bias: [Int32], scales: [Float], offsets: [Float]?, addend: [Float], relu: Bool,
                                                 codesGrid q: QuantizationGrid?, path: Path = activePath) -> (floats: [Float], codes: [Int8]?) {
-        precondition(g.isValid, "conv2d: bad geometry \(g)")
-        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
-        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
-        precondition(bias.count == g.outputChannels && scales.count == g.outputChannels
-                     && (offsets == nil || offsets!.count == g.outputChannels), "conv2d: per-channel values for \(g.outputChannels) channels")
+        checkDequantizedConv(x, g, weights, bias, scales, offsets)
         let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
         precondition(addend.count == count, "conv2dDequantizedAddReLU: \(addend.count) addends for \(count) outputs")
-        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
         var geometry = g.c
         var codes: [Int8]?
         let floats = withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
@@ -164,6 +144,17 @@ extension Int8Kernels {
     /// (conv2dDequantizedAddReLU; the same bytes as the node-by-node passes; tests switch it off to compare).
     static func allowResidualReLUFusion(_ allowed: Bool) { qat_i8_allow_residual_relu_fusion(allowed ? 1 : 0) }
     static var residualReLUFusionAllowed: Bool { qat_i8_residual_relu_fusion_allowed != 0 }
+
+    /// The operands of a conv with float output fit its geometry, and its int32 sums cannot overflow.
+    private static func checkDequantizedConv(_ x: [Int8], _ g: Int8ConvGeometry, _ weights: [Int8], _ bias: [Int32],
+                                             _ scales: [Float], _ offsets: [Float]?) {
+        precondition(g.isValid, "conv2d: bad geometry \(g)")
+        precondition(x.count == g.batch * g.channels * g.height * g.width, "conv2d: input has \(x.count) codes, geometry wants \(g)")
+        precondition(weights.count == g.outputChannels * g.patchSize, "conv2d: \(weights.count) weights for \(g)")
+        precondition(bias.count == g.outputChannels && scales.count == g.outputChannels
+                     && (offsets == nil || offsets!.count == g.outputChannels), "conv2d: per-channel values for \(g.outputChannels) channels")
+        checkAccumulatorRange(bias, patch: g.patchSize, "conv2d")
+    }
 
     /// `quantize` of `hardSwish(x)`, in one pass without the floats in memory.
     public static func hardSwishQuantized(_ x: [Float], _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
