@@ -3,7 +3,8 @@ import QAT
 
 /// The 8-lane passes of the blocked conv kernels (Conv2DBlocked.swift): a pass whose vectorised
 /// channels (forward and weight gradient: output channels, input gradient: input channels) are at
-/// most 8 takes 8 channels a vector. Checked on odd shapes against a Double reference, against the
+/// most 8 takes 8 channels a vector, and on AVX2 the forward and the input gradient take 8 for any
+/// channel count (several 8-lane blocks, the last one partly empty). Checked on odd shapes against a Double reference, against the
 /// 16-lane passes, by finite differences, across thread counts, on each instruction set.
 final class ConvBlockedEightLaneTests: XCTestCase {
     override func tearDown() {
@@ -34,6 +35,10 @@ final class ConvBlockedEightLaneTests: XCTestCase {
         Shape(x: [3, 12, 9, 7], outputs: 8, kernel: 3, stride: 1, padding: 1),    // forward 8 lanes, input gradient 16
         Shape(x: [1, 8, 28, 28], outputs: 8, kernel: 3, stride: 1, padding: 1),   // resnet-tiny's block convs
         Shape(x: [3, 3, 9, 11], outputs: 5, kernel: 2, stride: 1, padding: 1),    // 2×2, rows of 12
+        // Both sides above 8: on AVX2 several 8-lane blocks (forward and input gradient).
+        Shape(x: [3, 12, 9, 7], outputs: 20, kernel: 3, stride: 1, padding: 1),
+        Shape(x: [2, 17, 8, 8], outputs: 19, kernel: 3, stride: 2, padding: 1),
+        Shape(x: [5, 24, 4, 4], outputs: 24, kernel: 3, stride: 1, padding: 1),  // 4×4 planes: image slots
     ]
 
     /// y, dx, dW, db of one forward and backward (upstream gradient r) in Float through conv2d.
@@ -161,7 +166,9 @@ final class ConvBlockedEightLaneTests: XCTestCase {
                        Shape(x: [2, 1, 6, 5], outputs: 8, kernel: 3, stride: 1, padding: 1),
                        Shape(x: [1, 10, 5, 3], outputs: 8, kernel: 3, stride: 1, padding: 1),
                        Shape(x: [1, 5, 7, 5], outputs: 16, kernel: 3, stride: 2, padding: 1),
-                       Shape(x: [1, 2, 3, 9], outputs: 3, kernel: 3, stride: 1, padding: 1)]   // rows of 9: row-reuse loops
+                       Shape(x: [1, 2, 3, 9], outputs: 3, kernel: 3, stride: 1, padding: 1),   // rows of 9: row-reuse loops
+                       Shape(x: [1, 11, 5, 4], outputs: 13, kernel: 3, stride: 1, padding: 1),  // two 8-lane blocks on AVX2
+                       Shape(x: [2, 9, 5, 5], outputs: 10, kernel: 3, stride: 2, padding: 1)]
         checkBlockedConvGradients(checked, label: "8-lane blocked conv2d", seedBase: 440)
     }
 
@@ -169,7 +176,8 @@ final class ConvBlockedEightLaneTests: XCTestCase {
     func testIdenticalAcrossThreads() {
         let threaded = [Shape(x: [9, 8, 14, 13], outputs: 8, kernel: 3, stride: 1, padding: 1),
                         Shape(x: [9, 5, 11, 9], outputs: 16, kernel: 3, stride: 2, padding: 1),
-                        Shape(x: [9, 11, 7, 9], outputs: 6, kernel: 5, stride: 2, padding: 2)]
+                        Shape(x: [9, 11, 7, 9], outputs: 6, kernel: 5, stride: 2, padding: 2),
+                        Shape(x: [9, 20, 6, 6], outputs: 18, kernel: 3, stride: 1, padding: 1)]
         for isa in instructionSets {
             ConvKernels.forceBlockedInstructionSet(isa)
             for s in threaded {
