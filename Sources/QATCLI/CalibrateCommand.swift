@@ -15,10 +15,14 @@ struct CalibrateCommand: ParsableCommand {
             flags override it.
 
             Examples:
-              qat calibrate --config Configs/amct/ptq-plain.json --checkpoint Checkpoints/lenet5-float.h5 --output ptq.h5
-              qat calibrate --config Configs/retrain.json --checkpoint Checkpoints/lenet5-float.h5 --output ptq.h5
-              qat calibrate --config my-amct.json --model net.onnx --output ptq.h5 --batch-num 4
-              qat calibrate --config Configs/amct/ptq-plain.json --checkpoint float.h5 --output ptq.h5 --cle --bias-correction
+              qat calibrate --config Configs/amct/ptq-plain.json \\
+                --checkpoint Checkpoints/lenet5-float.h5 --output ptq.h5
+              qat calibrate --config Configs/retrain.json \\
+                --checkpoint Checkpoints/lenet5-float.h5 --output ptq.h5
+              qat calibrate --config my-amct.json --model net.onnx --output ptq.h5 \\
+                --batch-num 4
+              qat calibrate --config Configs/amct/ptq-plain.json --checkpoint float.h5 \\
+                --output ptq.h5 --cle --bias-correction
               qat train --config Configs/retrain.json --init ptq.h5 --epochs 1
             """)
 

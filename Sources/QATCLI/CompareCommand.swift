@@ -16,8 +16,10 @@ struct CompareCommand: ParsableCommand {
 
             Examples:
               qat compare --checkpoint Checkpoints/lenet5-qat/final.h5
-              qat compare --checkpoint Checkpoints/lenet5-float.h5 --config Configs/retrain.json --html report.html
-              qat compare --checkpoint qat.h5 --deploy int8.h5 --sides fakequant,int8 --json
+              qat compare --checkpoint Checkpoints/lenet5-float.h5 \\
+                --config Configs/retrain.json --html report.html
+              qat compare --checkpoint qat.h5 --deploy int8.h5 --sides fakequant,int8 \\
+                --json
             """)
 
     @Option(help: "QAT checkpoint, or a float checkpoint together with --config.") var checkpoint: String

@@ -33,7 +33,8 @@ struct PlanCommand: ParsableCommand {
             as an AMCT retrain config.json with every setting explicit (what checkpoints record).
             Examples:
               qat plan --config Configs/retrain.json
-              qat plan --config Configs/amct/ptq-plain.json --model Configs/models/lenet5.json --json > plan.json
+              qat plan --config Configs/amct/ptq-plain.json \\
+                --model Configs/models/lenet5.json --json > plan.json
             """)
 
     @Option(help: "The quantization config (any format).") var config: String

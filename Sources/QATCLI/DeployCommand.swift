@@ -11,7 +11,10 @@ struct DeployCommand: ParsableCommand {
             per-channel scales and biases to int32, and records every layer's activation scale and \
             offset and requantization multipliers. The file holds only what the INT8 engine needs; \
             its schema is docs/DEPLOY-FORMAT.md.
-            Example: qat deploy --checkpoint Checkpoints/lenet5-qat/final.h5 --output Checkpoints/lenet5-int8.h5
+
+            Example:
+              qat deploy --checkpoint Checkpoints/lenet5-qat/final.h5 \\
+                --output Checkpoints/lenet5-int8.h5
             """)
 
     @Option(help: "The QAT checkpoint.") var checkpoint: String

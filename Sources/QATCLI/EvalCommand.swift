@@ -10,8 +10,10 @@ struct EvalCommand: ParsableCommand {
             Give exactly one of --checkpoint and --deploy.
             Examples:
               qat eval --checkpoint Checkpoints/lenet5-float.h5
-              qat eval --deploy Checkpoints/lenet5-int8.h5      (INT8 engine; QAT_INT8_KERNEL=portable|avx2|vnni forces a kernel path)
-              qat eval --checkpoint run/final.h5 --config my-run.json   (the test set of the config's data section)
+              qat eval --deploy Checkpoints/lenet5-int8.h5
+                (the INT8 engine; QAT_INT8_KERNEL=portable|avx2|vnni forces a kernel path)
+              qat eval --checkpoint run/final.h5 --config my-run.json
+                (on the test set of the config's data section)
             """)
 
     @Option(help: "The checkpoint to evaluate (float, or fake quant for a QAT checkpoint).") var checkpoint: String?

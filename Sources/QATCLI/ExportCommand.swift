@@ -13,9 +13,12 @@ struct ExportCommand: ParsableCommand {
             The model passes onnx::checker before anything is written. docs/DEPLOY-FORMAT.md ("ONNX") \
             says how each quantity maps and what is lost.
             Examples:
-              qat export --checkpoint Checkpoints/lenet5-qat/final.h5 --output lenet5-qdq.onnx
-              qat export --checkpoint Checkpoints/lenet5-qat/final.h5 --output lenet5-exact.onnx --exact
-              qat export --checkpoint Checkpoints/lenet5-float.h5 --output lenet5.onnx --float
+              qat export --checkpoint Checkpoints/lenet5-qat/final.h5 \\
+                --output lenet5-qdq.onnx
+              qat export --checkpoint Checkpoints/lenet5-qat/final.h5 \\
+                --output lenet5-exact.onnx --exact
+              qat export --checkpoint Checkpoints/lenet5-float.h5 --output lenet5.onnx \\
+                --float
             """)
 
     @Option(help: "The checkpoint (QAT, or float with --float).") var checkpoint: String

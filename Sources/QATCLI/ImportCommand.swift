@@ -14,7 +14,8 @@ struct ImportCommand: ParsableCommand {
 
             Examples:
               qat import Tests/Fixtures/onnx/mobile.onnx --output-dir Imported
-              qat train --config Configs/float.json --model Tests/Fixtures/onnx/lenet.onnx --epochs 1
+              qat train --config Configs/float.json \\
+                --model Tests/Fixtures/onnx/lenet.onnx --epochs 1
             """)
 
     @Argument(help: "The ONNX file.") var onnxFile: String

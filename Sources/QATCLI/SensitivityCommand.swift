@@ -19,9 +19,11 @@ struct SensitivityCommand: ParsableCommand {
             checkpointing into a folder named after it.
 
             Examples:
-              qat sensitivity --checkpoint Checkpoints/lenet5-float.h5 --config Configs/retrain.json
+              qat sensitivity --checkpoint Checkpoints/lenet5-float.h5 \\
+                --config Configs/retrain.json
               qat sensitivity --checkpoint Checkpoints/lenet5-qat/final.h5 --top 3
-              qat sensitivity --checkpoint Checkpoints/lenet5-float.h5 --config my.json --write-config fixed.json --action int16 --top-k 1
+              qat sensitivity --checkpoint Checkpoints/lenet5-float.h5 --config my.json \\
+                --write-config fixed.json --action int16 --top-k 1
             """)
 
     @Option(help: "A float checkpoint (with --config) or a QAT checkpoint.") var checkpoint: String

@@ -19,8 +19,10 @@ struct TrainCommand: ParsableCommand {
             Examples:
               qat train --config Configs/float.json
               qat train --config Configs/retrain.json --epochs 3
-              qat train --config Configs/retrain.json --resume Checkpoints/lenet5-qat/epoch-1.h5
-              qat train --config my-amct-config.json --model Configs/models/lenet5.json --init Checkpoints/lenet5-float.h5
+              qat train --config Configs/retrain.json \\
+                --resume Checkpoints/lenet5-qat/epoch-1.h5
+              qat train --config my-amct-config.json \\
+                --model Configs/models/lenet5.json --init Checkpoints/lenet5-float.h5
               mpirun -np 2 qat train --config Configs/retrain.json --threads 1
             """)
 

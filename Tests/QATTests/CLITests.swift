@@ -74,4 +74,21 @@ final class CLITests: XCTestCase {
             XCTAssertTrue(output.contains(command), "\(command) missing from --help")
         }
     }
+
+    /// Piped help is wrapped at 80 columns: every example command fits, or continues on an
+    /// indented line after a backslash, so no example is broken in the middle of an argument.
+    func testHelpExamplesFitEightyColumns() throws {
+        let (_, top) = try qat(["--help"])
+        let commands = top.components(separatedBy: "SUBCOMMANDS:").last!.split(separator: "\n")
+            .compactMap { line in line.hasPrefix("  ") && !line.hasPrefix("   ") ? line.split(separator: " ").first.map(String.init) : nil }
+        XCTAssertGreaterThan(commands.count, 10, top)
+        for command in commands {
+            let (status, output) = try qat([command, "--help"])
+            XCTAssertEqual(status, 0, command)
+            let lines = output.split(separator: "\n", omittingEmptySubsequences: false)
+            for (line, next) in zip(lines, lines.dropFirst()) where line.hasPrefix("  qat ") || line.hasPrefix("  mpirun ") {
+                XCTAssertTrue(next.isEmpty || next.hasPrefix("  "), "qat \(command) --help: \(line) | \(next)")
+            }
+        }
+    }
 }
