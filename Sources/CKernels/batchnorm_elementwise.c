@@ -128,6 +128,42 @@ AVX512 static void input_grad_small_512(const float *gy, const float *x, const i
 }
 #endif
 
+// The portable loops: the reference of the vector paths (same expressions, same bits). Each is
+// compiled twice, for the baseline ISA and (on x86-64) for AVX2, where clang vectorises it 8 floats
+// wide instead of 4: an element's value is the same sequence of float operations either way.
+#define BN_INLINE static inline __attribute__((always_inline))
+
+BN_INLINE void normalize_loops(const float *restrict x, float *restrict y, const float *restrict mean,
+                               const float *restrict inverse_std, const float *restrict gamma,
+                               const float *restrict beta, long channels, long plane, long q0, long q1, int relu) {
+    for (long q = q0; q < q1; q++) {
+        const long c = q % channels;
+        const float mu = mean[c], s = inverse_std[c], g = gamma[c], b = beta[c];
+        const float *restrict xs = x + q * plane;
+        float *restrict ys = y + q * plane;
+        for (long p = 0; p < plane; p++) {
+            const float v = (xs[p] - mu) * s;
+            const float out = g * v + b;
+            ys[p] = relu && out < 0.0f ? 0.0f : out;
+        }
+    }
+}
+
+static void normalize_portable(const float *restrict x, float *restrict y, const float *restrict mean,
+                               const float *restrict inverse_std, const float *restrict gamma,
+                               const float *restrict beta, long channels, long plane, long q0, long q1, int relu) {
+    normalize_loops(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static void normalize_avx2(const float *restrict x, float *restrict y, const float *restrict mean,
+                                                           const float *restrict inverse_std, const float *restrict gamma,
+                                                           const float *restrict beta, long channels, long plane, long q0,
+                                                           long q1, int relu) {
+    normalize_loops(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
+}
+#endif
+
 void qat_bn_normalize(const float *restrict x, float *restrict y, const float *restrict mean,
                       const float *restrict inverse_std, const float *restrict gamma,
                       const float *restrict beta, long channels, long plane, long q0, long q1, int relu) {
@@ -143,22 +179,16 @@ void qat_bn_normalize(const float *restrict x, float *restrict y, const float *r
         }
         return;
     }
-#endif
-    for (long q = q0; q < q1; q++) {
-        const long c = q % channels;
-        const float mu = mean[c], s = inverse_std[c], g = gamma[c], b = beta[c];
-        const float *restrict xs = x + q * plane;
-        float *restrict ys = y + q * plane;
-        for (long p = 0; p < plane; p++) {
-            const float v = (xs[p] - mu) * s;
-            const float out = g * v + b;
-            ys[p] = relu && out < 0.0f ? 0.0f : out;
-        }
+    if (qat_bn_isa() == 1) {
+        normalize_avx2(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
+        return;
     }
+#endif
+    normalize_portable(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
 }
 
-// The portable loops, with the fused ReLU: the reference of the vector paths (same expressions).
-static void input_grad_relu_plane(const float *restrict gs, const float *restrict xs, float *restrict out, long plane,
+// The input gradient's portable loops, with the fused ReLU (compiled twice, as normalize_loops).
+BN_INLINE void input_grad_relu_plane(const float *restrict gs, const float *restrict xs, float *restrict out, long plane,
                                   int overwrite, const input_grad_channels *ch, long c) {
     const float k = ch->scale[c], mu = ch->mean[c], s = ch->inverse_std[c], ga = ch->gamma[c], be = ch->beta[c];
     if (ch->mean_grad) {
@@ -176,19 +206,8 @@ static void input_grad_relu_plane(const float *restrict gs, const float *restric
     }
 }
 
-static void input_grad(const float *restrict gy, const float *restrict x, const input_grad_channels *ch,
-                       float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
-#if defined(__x86_64__)
-    if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
-        input_grad_small_512(gy, x, ch, gx, overwrite, channels, plane, q0, q1);
-        return;
-    }
-    if (qat_bn_isa() == 2) {
-        for (long q = q0; q < q1; q++)
-            input_grad_plane_512(gy + q * plane, x + q * plane, gx + q * plane, plane, overwrite, ch, q % channels);
-        return;
-    }
-#endif
+BN_INLINE void input_grad_loops(const float *restrict gy, const float *restrict x, const input_grad_channels *ch,
+                                float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
     for (long q = q0; q < q1; q++) {
         const long c = q % channels;
         const float k = ch->scale[c];
@@ -210,6 +229,39 @@ static void input_grad(const float *restrict gy, const float *restrict x, const 
                 for (long p = 0; p < plane; p++) out[p] += k * gs[p];
         }
     }
+}
+
+static void input_grad_portable(const float *restrict gy, const float *restrict x, const input_grad_channels *ch,
+                                float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
+    input_grad_loops(gy, x, ch, gx, overwrite, channels, plane, q0, q1);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static void input_grad_avx2(const float *restrict gy, const float *restrict x,
+                                                            const input_grad_channels *ch, float *restrict gx,
+                                                            int overwrite, long channels, long plane, long q0, long q1) {
+    input_grad_loops(gy, x, ch, gx, overwrite, channels, plane, q0, q1);
+}
+#endif
+
+static void input_grad(const float *restrict gy, const float *restrict x, const input_grad_channels *ch,
+                       float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
+#if defined(__x86_64__)
+    if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
+        input_grad_small_512(gy, x, ch, gx, overwrite, channels, plane, q0, q1);
+        return;
+    }
+    if (qat_bn_isa() == 2) {
+        for (long q = q0; q < q1; q++)
+            input_grad_plane_512(gy + q * plane, x + q * plane, gx + q * plane, plane, overwrite, ch, q % channels);
+        return;
+    }
+    if (qat_bn_isa() == 1) {
+        input_grad_avx2(gy, x, ch, gx, overwrite, channels, plane, q0, q1);
+        return;
+    }
+#endif
+    input_grad_portable(gy, x, ch, gx, overwrite, channels, plane, q0, q1);
 }
 
 void qat_bn_input_grad(const float *restrict gy, const float *restrict x, const float *restrict mean,
