@@ -11,7 +11,8 @@
 // Input gradient: the transposed conv as a scatter into a padded pixel-major buffer, 16 (or 8)
 // input channels a vector. Weight gradient: 16 (or 8) output channels a vector, gy transposed
 // pixel-major. A pass takes 8 channels a vector when the channels it vectorises over are at most 8
-// (blocked_lanes): a half-empty 16-lane vector costs as much as a full 8-lane one.
+// (blocked_lanes): a half-empty 16-lane vector costs as much as a full 8-lane one. On AVX2 the
+// stride-1 weight gradient for K ≤ 3 has a path of its own (conv_blocked_weight_grad_avx2.h).
 // Every sum runs in a fixed order that depends on the shape only.
 #include "conv_blocked.h"
 
@@ -54,7 +55,8 @@ static long blocked_lanes(long channels) { return forced_lanes != 16 && channels
 // Without AVX-512 a 16-lane vector is two registers, so the forward's and the input gradient's
 // register blocks hold half as many pixels as at 8 lanes: on a Zen 3 core (AVX2) 8 lanes ran them at
 // 55–66 % of the FMA peak against 29–33 % at 16 (vgg-small's and resnet18-tiny's 3×3 convs). The
-// AVX2 weight gradient keeps blocked_lanes: its 8-lane instance measured slower (10–45 % against 25–60 %).
+// AVX2 weight gradient's instances keep blocked_lanes: their 8-lane one measured slower (10–45 %
+// against 25–60 %); the K ≤ 3 stride-1 path below takes 8 lanes with gy block-major instead.
 static long pixel_blocked_lanes(long channels) {
     return forced_lanes != 16 && qat_conv_blocked_isa() == 1 ? 8 : blocked_lanes(channels);
 }
