@@ -11,7 +11,8 @@
 // Input gradient: the transposed conv as a scatter into a padded pixel-major buffer, 16 (or 8)
 // input channels a vector. Weight gradient: 16 (or 8) output channels a vector, gy transposed
 // pixel-major. A pass takes 8 channels a vector when the channels it vectorises over are at most 8
-// (blocked_lanes): a half-empty 16-lane vector costs as much as a full 8-lane one.
+// (blocked_lanes): a half-empty 16-lane vector costs as much as a full 8-lane one. On AVX2 the
+// stride-1 weight gradient for K ≤ 3 has a path of its own (conv_blocked_weight_grad_avx2.h).
 // Every sum runs in a fixed order that depends on the shape only.
 #include "conv_blocked.h"
 
@@ -54,13 +55,24 @@ static long blocked_lanes(long channels) { return forced_lanes != 16 && channels
 // Without AVX-512 a 16-lane vector is two registers, so the forward's and the input gradient's
 // register blocks hold half as many pixels as at 8 lanes: on a Zen 3 core (AVX2) 8 lanes ran them at
 // 55–66 % of the FMA peak against 29–33 % at 16 (vgg-small's and resnet18-tiny's 3×3 convs). The
-// AVX2 weight gradient keeps blocked_lanes: its 8-lane instance measured slower (10–45 % against 25–60 %).
+// AVX2 weight gradient's instances keep blocked_lanes: their 8-lane one measured slower (10–45 %
+// against 25–60 %); the K ≤ 3 stride-1 path below takes 8 lanes with gy block-major instead.
 static long pixel_blocked_lanes(long channels) {
     return forced_lanes != 16 && qat_conv_blocked_isa() == 1 ? 8 : blocked_lanes(channels);
 }
 static long forward_lanes(const qat_conv_geometry *g) { return pixel_blocked_lanes(g->out_channels); }
 static long input_grad_lanes(const qat_conv_geometry *g) { return pixel_blocked_lanes(g->channels); }
-static long weight_grad_lanes(const qat_conv_geometry *g) { return blocked_lanes(g->out_channels); }
+// The AVX2 weight gradient of conv_blocked_weight_grad_avx2.h (K ≤ 3, stride 1, 8 lanes, gy
+// block-major; stride 2 measured slower there than on the instances); tests turn it off to
+// compare with the instances' weight gradient.
+static int avx2_weight_grad_enabled = 1;
+static int use_avx2_weight_grad(const qat_conv_geometry *g) {
+    return avx2_weight_grad_enabled && forced_lanes != 16 && qat_conv_blocked_isa() == 1
+        && g->kernel >= 2 && g->kernel <= 3 && g->stride == 1;
+}
+static long weight_grad_lanes(const qat_conv_geometry *g) {
+    return use_avx2_weight_grad(g) ? 8 : blocked_lanes(g->out_channels);
+}
 static long round_up(long n, long lanes) { return (n + lanes - 1) / lanes * lanes; }
 
 // Offset of tap (kh, kw) from output pixel q's position in a channel's phased planes.
@@ -193,6 +205,13 @@ static qat_conv_geometry transposed_geometry(const qat_conv_geometry *g) {
 #define QCB_WEIGHT_GRAD_ROW_PIXELS 4   // 9 accumulators + 4 gy vectors + 1 input value
 #include "conv_blocked_body.h"
 
+#include "conv_blocked_weight_grad_avx2.h"
+
+int qat_conv_blocked_enable_avx2_weight_grad(int enabled) {
+    avx2_weight_grad_enabled = enabled != 0;
+    return avx2_weight_grad_enabled;
+}
+
 static int blocked_cpu_isa(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return 2;
@@ -291,6 +310,7 @@ void qat_conv_blocked_input_grad(const float *restrict gy, const float *restrict
 }
 
 long qat_conv_blocked_weight_grad_units(const qat_conv_geometry *g) {
+    if (use_avx2_weight_grad(g)) return (g->out_channels + 7) / 8 * g->channels;
     switch (blocked_instance_for(weight_grad_lanes(g))) {
     case avx2_16: return avx2_weight_grad_units(g);
     case avx512_16: return avx512_weight_grad_units(g);
@@ -302,6 +322,7 @@ long qat_conv_blocked_weight_grad_units(const qat_conv_geometry *g) {
 
 void qat_conv_blocked_weight_grad(const float *restrict xq, const float *restrict gyt, float *restrict gw,
                                   const qat_conv_geometry *g, long u0, long u1) {
+    if (use_avx2_weight_grad(g)) { avx2_wg(xq, gyt, gw, g, u0, u1); return; }
     QCB_CALL(blocked_instance_for(weight_grad_lanes(g)), weight_grad, xq, gyt, gw, g, u0, u1);
 }
 
@@ -487,6 +508,20 @@ void qat_conv_blocked_gy_pixels_major(const float *restrict gy, float *restrict 
                                       long n0, long n1) {
     const struct blocked_shape s = blocked_shape_of(g);
     const long plane = s.oh * s.ow, Op = round_up(s.O, weight_grad_lanes(g));
+    if (use_avx2_weight_grad(g)) {   // block-major: gyt[ob][n][p][8]
+        for (long n = n0; n < n1; n++) {
+            const float *src = gy + n * s.O * plane;
+            for (long ob = 0; ob < Op / 8; ob++) {
+                float *dst = gyt + (ob * s.N + n) * plane * 8;
+                for (long l = 0; l < 8; l++) {
+                    const long o = 8 * ob + l;
+                    if (o < s.O) for (long p = 0; p < plane; p++) dst[p * 8 + l] = src[o * plane + p];
+                    else for (long p = 0; p < plane; p++) dst[p * 8 + l] = 0.0f;
+                }
+            }
+        }
+        return;
+    }
     for (long n = n0; n < n1; n++) {
         const float *src = gy + n * s.O * plane;
         float *dst = gyt + n * plane * Op;
@@ -504,6 +539,7 @@ int qat_conv_blocked_force_isa(int isa) { (void)isa; return 0; }
 int qat_conv_blocked_force_lanes(int lanes) { (void)lanes; return 0; }
 int qat_conv_blocked_enable_slots(int enabled) { (void)enabled; return 0; }
 int qat_conv_blocked_use_reference_loops(int enabled) { (void)enabled; return 0; }
+int qat_conv_blocked_enable_avx2_weight_grad(int enabled) { (void)enabled; return 0; }
 long qat_conv_blocked_image_group(const qat_conv_geometry *g) { (void)g; return 1; }
 int qat_conv_blocked_supported(const qat_conv_geometry *g) { (void)g; return 0; }
 long qat_conv_blocked_image_floats(const qat_conv_geometry *g) { (void)g; return 0; }

@@ -22,6 +22,9 @@ int qat_conv_blocked_enable_slots(int enabled);
 // per-tap stride-2 slot reads, 4-pixel 3×3 tails, the float-by-float small-image phase copies),
 // 0 (the default) the faster ones. Returns the setting now used.
 int qat_conv_blocked_use_reference_loops(int enabled);
+// Tests: 0 runs the AVX2 weight gradient on the kernel instances (16 lanes above 8 output
+// channels), 1 (the default) on the block-major 8-lane path for K ≤ 3. Returns the setting now used.
+int qat_conv_blocked_enable_avx2_weight_grad(int enabled);
 // Images a work unit of the forward and the input gradient: > 1 on small output planes, whose
 // register blocks span consecutive images (split work over whole groups).
 long qat_conv_blocked_image_group(const qat_conv_geometry *g);
@@ -51,7 +54,7 @@ long qat_conv_blocked_input_grad_scratch(const qat_conv_geometry *g);
 void qat_conv_blocked_input_grad(const float *restrict gy, const float *restrict wb, float *restrict gx,
                                  float *restrict scratch, const qat_conv_geometry *g, long n0, long n1);
 // gy [N, O, Ho, Wo] → gyt [N, Ho·Wo, ceil(O/L)·L] (L the weight gradient's lanes; lanes beyond O
-// are 0), images [n0, n1). gyt holds qat_conv_blocked_gy_pixels_major_floats floats.
+// are 0), images [n0, n1); on the AVX2 weight-gradient path block-major, gyt [O/8, N, Ho·Wo, 8]. gyt holds qat_conv_blocked_gy_pixels_major_floats floats.
 long qat_conv_blocked_gy_pixels_major_floats(const qat_conv_geometry *g);
 void qat_conv_blocked_gy_pixels_major(const float *restrict gy, float *restrict gyt, const qat_conv_geometry *g,
                                       long n0, long n1);

@@ -27,6 +27,12 @@ extension ConvKernels {
     public static func forceBlockedLanes(_ lanes: Int) -> Int {
         Int(qat_conv_blocked_force_lanes(Int32(lanes)))
     }
+    /// Tests: false runs the AVX2 weight gradient on the kernel instances (the reference for the
+    /// block-major 8-lane path, K ≤ 3), true (the default) on that path.
+    @discardableResult
+    public static func enableBlockedAVX2WeightGradient(_ enabled: Bool) -> Bool {
+        qat_conv_blocked_enable_avx2_weight_grad(enabled ? 1 : 0) != 0
+    }
     /// Tests: false runs small output planes on the per-image register blocks (the reference for
     /// the blocks that span images), true (the default) lets the shape choose.
     @discardableResult
