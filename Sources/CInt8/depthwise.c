@@ -94,12 +94,14 @@ void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, con
     const int use_flat = vbmi && qat_i8_flat_table_init(g, wp, owpad, &flat);
     qat_i8_row_packing packing;  // that plane's copy, several rows per vector
     const int packed_copy = vbmi && qat_i8_row_packing_init(w, wp, &packing);
+    // AVX2, kernels up to 4 wide at column stride 1 or 2: no rows, the plane itself (depthwise_avx2_direct.c).
+    const int avx2_direct = path == QAT_I8_AVX2 && qat_i8_depthwise_avx2_direct_applies(g);
     const size_t padded = (size_t)hp * wp;
     int8_t *plane = qat_i8_checked_malloc(padded + 128);
     memset(plane, x_zero ^ shift, padded + 128);
     const qat_i8_rows_shape rs = {.hp = hp, .wp = wp, .kw = kw, .sw = g->sw, .dw = g->dw, .ow = ow, .kw4 = kw4, .owpad = owpad};
     // Zeroed: the portable builder leaves columns ow…owpad − 1 alone, and the vector kernels read them.
-    const size_t rows_bytes = vbmi ? 0 : (size_t)hp * kw4 * owpad * 4;
+    const size_t rows_bytes = vbmi || avx2_direct ? 0 : (size_t)hp * kw4 * owpad * 4;
     uint8_t *rows = qat_i8_checked_malloc(rows_bytes);
     memset(rows, 0, rows_bytes);
     int32_t *acc = qat_i8_checked_malloc((size_t)oh * owpad * sizeof(int32_t));
@@ -123,7 +125,8 @@ void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, con
                 qat_i8_copy_rows_shifted(src, h, w, (uint8_t *)plane + (size_t)g->pad_top * wp + g->pad_left, wp);
             } else {
                 for (int y = 0; y < h; y++) memcpy(plane + (size_t)(y + g->pad_top) * wp + g->pad_left, src + (size_t)y * w, (size_t)w);
-                if (path == QAT_I8_PORTABLE) qat_i8_depthwise_rows_portable(plane, &rs, rows);
+                if (avx2_direct) {}
+                else if (path == QAT_I8_PORTABLE) qat_i8_depthwise_rows_portable(plane, &rs, rows);
                 else qat_i8_depthwise_rows_fast(plane, &rs, rows);
             }
             for (int j = 0; j < multiplier; j++) {
@@ -150,7 +153,7 @@ void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, con
                 }
                 switch (path) {
                 case QAT_I8_VNNI: if (vbmi) qat_i8_depthwise_plane_vbmi(&p); else qat_i8_depthwise_plane_vnni(&p); break;
-                case QAT_I8_AVX2: qat_i8_depthwise_plane_avx2(&p); break;
+                case QAT_I8_AVX2: if (avx2_direct) qat_i8_depthwise_plane_avx2_direct(&p); else qat_i8_depthwise_plane_avx2(&p); break;
                 default: qat_i8_depthwise_plane_portable(&p); break;
                 }
                 if (!codes) qat_i8_finish(path, acc, (size_t)oh, (size_t)ow, (size_t)owpad, output, o, plane_out);

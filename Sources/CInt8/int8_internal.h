@@ -215,6 +215,10 @@ typedef struct {
 void qat_i8_depthwise_plane_portable(const qat_i8_depthwise_plane *p);
 void qat_i8_depthwise_plane_avx2(const qat_i8_depthwise_plane *p);
 void qat_i8_depthwise_plane_vnni(const qat_i8_depthwise_plane *p);
+// AVX2 from p->plane (int8 codes, not shifted) for kw ≤ 4, dw = 1, sw 1 or 2 (depthwise_avx2_direct.c):
+// the same accumulators and codes; _applies says whether the driver may use it for g.
+int qat_i8_depthwise_avx2_direct_applies(const qat_i8_conv_geometry *g);
+void qat_i8_depthwise_plane_avx2_direct(const qat_i8_depthwise_plane *p);
 // VNNI + VBMI, for kw ≤ 4, dw = 1, sw ≤ 2, from p->plane: the same accumulators and codes.
 void qat_i8_depthwise_plane_vbmi(const qat_i8_depthwise_plane *p);
 // The flat kernel for small output planes (depthwise_flat.c), VNNI + VBMI, kw ≤ 4: output j = oy·ow + ox
