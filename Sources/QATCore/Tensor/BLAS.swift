@@ -3,6 +3,12 @@ import QATIO
 
 /// The only door to OpenBLAS. Everything else calls these wrappers, never `cblas_*` directly.
 public enum BLAS {
+    /// OpenBLAS runs one thread per call; our own pool splits the work (Parallel), so results do
+    /// not depend on the thread count. Set before the first GEMM, not only when Parallel.threads is
+    /// assigned: OpenBLAS starts with a thread per core, and a program that never assigned it got
+    /// multi-threaded GEMMs, whose sums round differently.
+    private static let oneThreadPerCall: Void = openblas_set_num_threads(1)
+
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, all row-major.
     /// op(A) is [m×k] (A stored [k×m] when `transposeA`), op(B) is [k×n] (B stored [n×k] when `transposeB`).
     @inline(__always)
@@ -14,6 +20,7 @@ public enum BLAS {
         beta: Float = 0,
         c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
+        _ = oneThreadPerCall
         cblas_sgemm(CblasRowMajor,
                     transposeA ? CblasTrans : CblasNoTrans,
                     transposeB ? CblasTrans : CblasNoTrans,
