@@ -18,7 +18,7 @@ public enum DepthwiseConvPath: String, CaseIterable, Sendable {
     case loops
     /// The 3×3 kernels in portable C, 8 lanes, products and sums rounded separately.
     case portable
-    /// The 3×3 kernels with AVX2 and FMA, 8 lanes.
+    /// The 3×3 kernels with AVX2 and FMA, 8 lanes, reading the planes in place with masked loads.
     case avx2
     /// The 3×3 kernels with AVX-512, 16 lanes, reading the planes in place with masked loads.
     case avx512
@@ -56,6 +56,14 @@ extension ConvKernels {
     }
 
     nonisolated(unsafe) private static var chosenDepthwisePath = DepthwiseConvPath.best
+
+    /// Tests: false sends the AVX-512 and AVX2 paths to their padded-copy 3×3 kernels on every
+    /// plane (the reference for the kernels that read the planes in place), true (the default)
+    /// lets the in-place kernels take planes up to 1024 columns. Returns the setting now used.
+    @discardableResult
+    public static func enableDepthwiseDirect(_ enabled: Bool) -> Bool {
+        qat_depthwise_enable_direct(enabled ? 1 : 0) != 0
+    }
 }
 
 extension GroupedConvGeometry {
