@@ -55,6 +55,12 @@ static void column_masks_of(column_masks *m, long output_width, long input_width
 
 static inline __m256i AVX2 mask_of(const int32_t lanes[LANES]) { return _mm256_loadu_si256((const __m256i *)lanes); }
 
+// Block b's load masks, loaded once for all the rows of a plane (loaded per row, they doubled the
+// loads of the edge blocks).
+AVX2 __attribute__((always_inline)) static inline void block_masks(const column_masks *m, long b, __m256i mask[4]) {
+    for (long k = 0; k < 4; k++) mask[k] = mask_of(m->in[b][k]);
+}
+
 // dst[0 … n) = (or += when `add`) the first n < 8 lanes of v. A scalar loop rather than vmaskmovps,
 // whose store form is microcoded and slow on AMD cores (the masked loads are cheap).
 AVX2 __attribute__((always_inline)) static inline void store_first(float *dst, __m256 v, long n, int add) {
@@ -76,24 +82,24 @@ AVX2 __attribute__((always_inline)) static inline void store_first(float *dst, _
 
 // The input values tap columns kw = 0, 1, 2 meet in block b of a row (row points at base(b));
 // `stride` is a constant where this is inlined. Stride 2 gives them in the shuffled order.
-AVX2 __attribute__((always_inline)) static inline void tap_columns(const float *row, const column_masks *m, long b,
+AVX2 __attribute__((always_inline)) static inline void tap_columns(const float *row, const __m256i mask[4], int full,
                                                                    long stride, __m256 v[3]) {
     if (stride == 1) {
-        if (m->full[b]) {
+        if (full) {
             for (long kw = 0; kw < 3; kw++) v[kw] = _mm256_loadu_ps(row + kw);
         } else {
-            for (long kw = 0; kw < 3; kw++) v[kw] = _mm256_maskload_ps(row + kw, mask_of(m->in[b][kw]));
+            for (long kw = 0; kw < 3; kw++) v[kw] = _mm256_maskload_ps(row + kw, mask[kw]);
         }
     } else {
         __m256 a, b8, a2, b10;
-        if (m->full[b]) {
+        if (full) {
             a = _mm256_loadu_ps(row), b8 = _mm256_loadu_ps(row + 8);
             a2 = _mm256_loadu_ps(row + 2), b10 = _mm256_loadu_ps(row + 10);
         } else {
-            a = _mm256_maskload_ps(row, mask_of(m->in[b][0]));
-            b8 = _mm256_maskload_ps(row + 8, mask_of(m->in[b][1]));
-            a2 = _mm256_maskload_ps(row + 2, mask_of(m->in[b][2]));
-            b10 = _mm256_maskload_ps(row + 10, mask_of(m->in[b][3]));
+            a = _mm256_maskload_ps(row, mask[0]);
+            b8 = _mm256_maskload_ps(row + 8, mask[1]);
+            a2 = _mm256_maskload_ps(row + 2, mask[2]);
+            b10 = _mm256_maskload_ps(row + 10, mask[3]);
         }
         v[0] = EVEN(a, b8);
         v[1] = ODD(a, b8);
@@ -115,15 +121,17 @@ forward_stride(const float *restrict x, const float *restrict w, const float *re
         __m256 taps[9];
         for (long t = 0; t < 9; t++) taps[t] = _mm256_set1_ps(w[c * 9 + t]);
         const __m256 b = _mm256_set1_ps(bias ? bias[c] : 0.0f);
-        for (long i = 0; i < oh; i++) {
-            for (long block = 0; block < m.blocks; block++) {
-                const long j0 = block * LANES;
+        for (long block = 0; block < m.blocks; block++) {
+            const long j0 = block * LANES;
+            __m256i mask[4];
+            block_masks(&m, block, mask);
+            for (long i = 0; i < oh; i++) {
                 __m256 acc = b;
                 for (long kh = 0; kh < 3; kh++) {
                     const long r = i * s + kh - top;
                     if (r < 0 || r >= H) continue;
                     __m256 v[3];
-                    tap_columns(plane + r * W + j0 * s - g->pad_left, &m, block, s, v);
+                    tap_columns(plane + r * W + j0 * s - g->pad_left, mask, m.full[block], s, v);
                     for (long kw = 0; kw < 3; kw++) acc = _mm256_fmadd_ps(taps[kh * 3 + kw], v[kw], acc);
                 }
                 if (s == 2) acc = SWAP_MIDDLE(acc);
@@ -161,15 +169,17 @@ AVX2 void qat_dw_direct_avx2_input_grad(const float *restrict gy, const float *r
         float *dst = gx + u * H * W;
         __m256 turned[9];
         for (long t = 0; t < 9; t++) turned[t] = _mm256_set1_ps(k[8 - t]);
-        for (long r = 0; r < H; r++) {
-            for (long block = 0; block < m.blocks; block++) {
-                const long q0 = block * LANES;
+        for (long block = 0; block < m.blocks; block++) {
+            const long q0 = block * LANES;
+            __m256i mask[4];
+            block_masks(&m, block, mask);
+            for (long r = 0; r < H; r++) {
                 __m256 acc = _mm256_setzero_ps();
                 for (long kh = 0; kh < 3; kh++) {
                     const long i = r + kh - 2 + top;
                     if (i < 0 || i >= oh) continue;
                     __m256 v[3];
-                    tap_columns(plane + i * ow + q0 + left - 2, &m, block, 1, v);
+                    tap_columns(plane + i * ow + q0 + left - 2, mask, m.full[block], 1, v);
                     for (long kw = 0; kw < 3; kw++) acc = _mm256_fmadd_ps(turned[kh * 3 + kw], v[kw], acc);
                 }
                 float *at = dst + r * W + q0;
@@ -212,14 +222,15 @@ AVX2 void qat_dw_direct_avx2_input_grad_stride2(const float *restrict gy, const 
         const float *k = w + (u % C) * 9;
         const float *plane = gy + u * oh * ow;
         float *dst = gx + u * H * W;
-        for (long r = 0; r < H; r++) {
-            for (long b = 0; b < blocks; b++) {
-                const long q0 = b * LANES, j_base = (q0 + left) / 2 - 1;
+        for (long b = 0; b < blocks; b++) {
+            const long q0 = b * LANES, j_base = (q0 + left) / 2 - 1;
+            const __m256i row_mask = mask_of(row_masks[b]);
+            for (long r = 0; r < H; r++) {
                 __m256 acc = _mm256_setzero_ps();
                 for (long kh = 0; kh < 3; kh++) {
                     const long a = r + top - kh;
                     if (a < 0 || a % 2 != 0 || a / 2 >= oh) continue;
-                    const __m256 row = _mm256_maskload_ps(plane + (a / 2) * ow + j_base, mask_of(row_masks[b]));
+                    const __m256 row = _mm256_maskload_ps(plane + (a / 2) * ow + j_base, row_mask);
                     const __m256 v0 = _mm256_and_ps(even, _mm256_permutevar8x32_ps(row, index0));
                     const __m256 v1 = _mm256_andnot_ps(even, _mm256_permutevar8x32_ps(row, index1));
                     const __m256 v2 = _mm256_and_ps(even, _mm256_permutevar8x32_ps(row, index2));
@@ -260,11 +271,13 @@ weight_grad_stride(const float *restrict x, const float *restrict gy, float *res
                     __m256 d = j0 + LANES <= ow ? _mm256_loadu_ps(grad + i * ow + j0)
                                                 : _mm256_maskload_ps(grad + i * ow + j0, mask_of(m.out[block]));
                     if (s == 2) d = SWAP_MIDDLE(d);
+                    __m256i mask[4];
+                    block_masks(&m, block, mask);
                     for (long kh = 0; kh < 3; kh++) {
                         const long r = i * s + kh - top;
                         if (r < 0 || r >= H) continue;
                         __m256 v[3];
-                        tap_columns(plane + r * W + j0 * s - g->pad_left, &m, block, s, v);
+                        tap_columns(plane + r * W + j0 * s - g->pad_left, mask, m.full[block], s, v);
                         for (long kw = 0; kw < 3; kw++) acc[kh * 3 + kw] = _mm256_fmadd_ps(d, v[kw], acc[kh * 3 + kw]);
                     }
                 }

@@ -235,8 +235,9 @@ final class OpConvDepthwiseTests: XCTestCase {
         return cases
     }
 
+    /// Runs body with the in-place kernels on every plane they fit (enabled) or on none.
     func withDirect<R>(_ enabled: Bool, _ body: () -> R) -> R {
-        ConvKernels.enableDepthwiseDirect(enabled)
+        ConvKernels.enableDepthwiseDirect(enabled, everywhere: true)
         defer { ConvKernels.enableDepthwiseDirect(true) }
         return body()
     }
@@ -278,7 +279,7 @@ final class OpConvDepthwiseTests: XCTestCase {
                      Case(batch: 3, channels: 3, height: 3, width: 1, stride: 2, pads: (2, 1, 0, 2))]
         for path in Self.directPaths {
             for (k, t) in cases.enumerated() {
-                withPath(path) {
+                withPath(path) { withDirect(true) {
                     let (x, w, b) = variables(t, seed: 1100 + UInt64(k))
                     var inputs = [OpInput("x", x), OpInput("weight", w)]
                     if let b { inputs.append(OpInput("bias", b)) }
@@ -291,7 +292,7 @@ final class OpConvDepthwiseTests: XCTestCase {
                             outputShape: [t.batch, t.outputs, t.outputHeight, t.outputWidth],
                             reference: { v in reference(v).values },
                             forward: { tape in self.run(t, x, w, b, tape: tape) }, seed: 1150 + UInt64(k))
-                }
+                } }
             }
         }
     }
