@@ -481,15 +481,15 @@ int qat_depthwise_enable_direct(int mode) {
 }
 
 // The in-place kernels (depthwise_float_direct.c, depthwise_float_direct_avx2.c) take the plane.
-// `copy_faster_at_stride1`: the forward and the input gradient, whose AVX2 padded-copy kernels
-// stay faster at stride 1 once a row spans more than one 8-column block (the in-place ones' edge
-// blocks cost masked loads and a scalar tail; on a Zen 3 core 0.7–0.8× on 14×14 and 28×28 planes,
-// 1.0–1.2× on 7×7). Mode 2 (tests) takes every plane that fits.
-static int use_direct(qat_dw_path path, const qat_conv2d_params *g, int copy_faster_at_stride1) {
+// AVX2's padded-copy kernels stay faster at stride 1 once a row spans more than one 8-column
+// block (the in-place ones' edge blocks cost masked loads and a scalar tail; on a Zen 3 core the forward and input gradient ran at 0.7–0.8× on 14×14 and 28×28 planes,
+// and in mobilenetv2-tiny's training step the stride-1 backward took ~10 % longer with the
+// in-place weight gradient). Mode 2 (tests) takes every plane that fits.
+static int use_direct(qat_dw_path path, const qat_conv2d_params *g) {
     if (direct_mode == 0 || !qat_dw_direct_fits(g)) return 0;
     if (path == QAT_DW_AVX512) return 1;
     if (path != QAT_DW_AVX2) return 0;
-    return direct_mode == 2 || !copy_faster_at_stride1 || g->stride_h == 2 || (g->width <= 8 && g->out_width <= 8);
+    return direct_mode == 2 || g->stride_h == 2 || (g->width <= 8 && g->out_width <= 8);
 }
 
 void qat_depthwise_forward(const float *restrict x, const float *restrict w, const float *restrict bias,
@@ -498,7 +498,7 @@ void qat_depthwise_forward(const float *restrict x, const float *restrict w, con
         loops_forward(x, w, bias, y, g, u0, u1);
         return;
     }
-    if (use_direct(path, g, 1)) {
+    if (use_direct(path, g)) {
         if (path == QAT_DW_AVX512) {
             qat_dw_direct_forward(x, w, bias, y, g, u0, u1);
         } else {
@@ -516,7 +516,7 @@ void qat_depthwise_input_grad(const float *restrict gy, const float *restrict w,
         loops_input_grad(gy, w, gx, g, u0, u1);
         return;
     }
-    if (use_direct(path, g, 1)) {
+    if (use_direct(path, g)) {
         if (path == QAT_DW_AVX512) {
             if (g->stride_h == 1) {
                 qat_dw_direct_input_grad(gy, w, gx, g, u0, u1);
@@ -544,7 +544,7 @@ void qat_depthwise_weight_grad(const float *restrict x, const float *restrict gy
         loops_weight_grad(x, gy, gw, g, c0, c1);
         return;
     }
-    if (use_direct(path, g, 0)) {
+    if (use_direct(path, g)) {
         if (path == QAT_DW_AVX512) {
             qat_dw_direct_weight_grad(x, gy, gw, g, c0, c1);
         } else {

@@ -19,7 +19,7 @@ public enum DepthwiseConvPath: String, CaseIterable, Sendable {
     /// The 3×3 kernels in portable C, 8 lanes, products and sums rounded separately.
     case portable
     /// The 3×3 kernels with AVX2 and FMA, 8 lanes, reading the planes in place with masked loads
-    /// (stride 2, the weight gradient, rows up to 8 wide) or on a padded copy (the rest).
+    /// (stride 2, and stride 1 on rows up to 8 wide) or on a padded copy (the rest).
     case avx2
     /// The 3×3 kernels with AVX-512, 16 lanes, reading the planes in place with masked loads.
     case avx512
@@ -61,7 +61,7 @@ extension ConvKernels {
     /// Tests: false sends the AVX-512 and AVX2 paths to their padded-copy 3×3 kernels on every
     /// plane (the reference for the kernels that read the planes in place); true (the default)
     /// lets the in-place kernels take planes up to 1024 columns where they are faster (AVX2 keeps
-    /// the padded copy for the stride-1 forward and input gradient of rows wider than 8), and
+    /// the padded copy at stride 1 for rows wider than 8), and
     /// `everywhere` every such plane. Returns whether they are enabled.
     @discardableResult
     public static func enableDepthwiseDirect(_ enabled: Bool, everywhere: Bool = false) -> Bool {
