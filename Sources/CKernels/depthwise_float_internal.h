@@ -14,3 +14,14 @@ void qat_dw_direct_input_grad_stride2(const float *restrict gy, const float *res
                                       const qat_conv2d_params *g, long u0, long u1);
 void qat_dw_direct_weight_grad(const float *restrict x, const float *restrict gy, float *restrict gw,
                                const qat_conv2d_params *g, long c0, long c1);
+
+// Their AVX2 + FMA counterparts (depthwise_float_direct_avx2.c), 8 columns a vector, for the same
+// planes (qat_dw_direct_fits).
+void qat_dw_direct_avx2_forward(const float *restrict x, const float *restrict w, const float *restrict bias,
+                                float *restrict y, const qat_conv2d_params *g, long u0, long u1);
+void qat_dw_direct_avx2_input_grad(const float *restrict gy, const float *restrict w, float *restrict gx,
+                                   const qat_conv2d_params *g, long u0, long u1);
+void qat_dw_direct_avx2_input_grad_stride2(const float *restrict gy, const float *restrict w, float *restrict gx,
+                                           const qat_conv2d_params *g, long u0, long u1);
+void qat_dw_direct_avx2_weight_grad(const float *restrict x, const float *restrict gy, float *restrict gw,
+                                    const qat_conv2d_params *g, long c0, long c1);

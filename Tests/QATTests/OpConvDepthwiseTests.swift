@@ -213,4 +213,87 @@ final class OpConvDepthwiseTests: XCTestCase {
             }
         }
     }
+
+    // MARK: the kernels that read the planes in place (AVX-512, AVX2)
+
+    static var directPaths: [DepthwiseConvPath] { [.avx2, .avx512].filter(\.isSupported) }
+
+    /// Plane widths around the 8- and 16-column blocks (1, 7, 8, 9, 15, 16, 17, 28), stride 1 and
+    /// 2, padding 0, 1 and asymmetric ones, 3 channels, 3 images.
+    static var directCases: [Case] {
+        var cases: [Case] = []
+        for (k, width) in [1, 7, 8, 9, 15, 16, 17, 28].enumerated() {
+            let height = [3, 6, 5, 4][k % 4]
+            for stride in [1, 2] {
+                for pads in [(0, 0, 0, 0), (1, 1, 1, 1), (0, 0, 1, 1), (2, 1, 0, 2), (1, 2, 2, 0)] {
+                    let t = Case(batch: 3, channels: 3, height: height, width: width, stride: stride, pads: pads,
+                                 bias: (k + stride) % 3 != 0)
+                    if height + pads.0 + pads.2 >= 3 && width + pads.1 + pads.3 >= 3 { cases.append(t) }
+                }
+            }
+        }
+        return cases
+    }
+
+    /// Runs body with the in-place kernels on every plane they fit (enabled) or on none.
+    func withDirect<R>(_ enabled: Bool, _ body: () -> R) -> R {
+        ConvKernels.enableDepthwiseDirect(enabled, everywhere: true)
+        defer { ConvKernels.enableDepthwiseDirect(true) }
+        return body()
+    }
+
+    /// The in-place kernels against the padded-copy ones of the same path: the forward and the
+    /// input gradient sum the same terms in the same order (equal values), the weight gradient
+    /// (lanes are columns) within the reference tolerance of the Double reference and the loops.
+    func testDirectKernelsAgreeWithThePaddedCopyKernels() {
+        for path in Self.directPaths {
+            for (k, t) in Self.directCases.enumerated() {
+                let seed = 1000 + UInt64(k)
+                let (direct, copy) = withPath(path) {
+                    (withDirect(true) { results(t, seed: seed) }, withDirect(false) { results(t, seed: seed) })
+                }
+                XCTAssertEqual(direct[0], copy[0], "\(path) y \(t)")
+                XCTAssertEqual(direct[1], copy[1], "\(path) dx \(t)")
+                XCTAssertEqual(direct[3], copy[3], "\(path) db \(t)")
+                let (x, w, b) = variables(t, seed: seed)
+                var rng = SeededGenerator(seed: seed &+ 1)
+                let r = (0..<(t.batch * t.channels * t.outputHeight * t.outputWidth)).map { _ in rng.nextUnitFloat() - 0.5 }
+                let expected = reference(t, x: x.value.storage, w: w.value.storage, b: b?.value.storage ?? [0, 0, 0], r: r)[2]
+                let loops = withPath(.loops) { results(t, seed: seed) }[2]
+                let dw = direct[2]
+                XCTAssertEqual(dw.count, expected.values.count, "\(path) dw \(t)")
+                let bad = dw.indices.first { i in abs(Double(dw[i]) - expected.values[i]) > 1e-5 * (1 + expected.scale[i]) }
+                XCTAssertNil(bad, "\(path) dw[\(bad ?? 0)] \(t): \(bad.map { dw[$0] } ?? 0) vs \(bad.map { expected.values[$0] } ?? 0)")
+                let apart = dw.indices.first { i in abs(dw[i] - loops[i]) > Float(2e-5 * (1 + expected.scale[i])) }
+                XCTAssertNil(apart, "\(path) dw vs loops [\(apart ?? 0)] \(t)")
+            }
+        }
+    }
+
+    /// Finite differences through the in-place kernels on shapes with partial and several blocks.
+    func testDirectKernelsPassTheGradientCheck() {
+        let cases = [Case(batch: 3, channels: 3, height: 5, width: 9),
+                     Case(batch: 3, channels: 3, height: 4, width: 17, stride: 2),
+                     Case(batch: 3, channels: 1, height: 3, width: 16, pads: (0, 0, 0, 0), bias: false),
+                     Case(batch: 3, channels: 3, height: 7, width: 15, stride: 2, pads: (0, 0, 1, 1)),
+                     Case(batch: 3, channels: 3, height: 3, width: 1, stride: 2, pads: (2, 1, 0, 2))]
+        for path in Self.directPaths {
+            for (k, t) in cases.enumerated() {
+                withPath(path) { withDirect(true) {
+                    let (x, w, b) = variables(t, seed: 1100 + UInt64(k))
+                    var inputs = [OpInput("x", x), OpInput("weight", w)]
+                    if let b { inputs.append(OpInput("bias", b)) }
+                    let reference = { (v: [[Double]]) in
+                        groupedConvReference(x: v[0], xShape: t.xShape, w: v[1], wShape: t.wShape, b: t.bias ? v[2] : nil,
+                                             stride: (t.stride, t.stride), pads: t.pads, dilation: (1, 1),
+                                             groups: t.channels)
+                    }
+                    checkOp("depthwise direct \(path) \(t)", inputs: inputs,
+                            outputShape: [t.batch, t.outputs, t.outputHeight, t.outputWidth],
+                            reference: { v in reference(v).values },
+                            forward: { tape in self.run(t, x, w, b, tape: tape) }, seed: 1150 + UInt64(k))
+                } }
+            }
+        }
+    }
 }

@@ -6,8 +6,10 @@
 // - 3×3 kernels (qat_depthwise3x3_supported: m = 1, dilation 1, the same stride 1 or 2 on both
 //   axes, top and left padding ≤ 2, any bottom and right padding), written once and compiled
 //   for AVX-512, AVX2 + FMA and portable C; the taps of each output are summed in registers.
-//   AVX-512 reads the planes in place with masked loads (depthwise_float_direct.c) for planes up
-//   to 1024 columns wide, the others work on a padded copy of each plane (depthwise_float.c).
+//   AVX-512 and AVX2 read the planes in place with masked loads (depthwise_float_direct.c,
+//   depthwise_float_direct_avx2.c) for planes up to 1024 columns wide (AVX2: at stride 1 only
+//   rows up to 8 wide, see qat_depthwise_enable_direct); wider
+//   planes and the portable path work on a padded copy of each plane (depthwise_float.c).
 // The paths round differently (FMA, lane count), each is deterministic and independent of how
 // its units are split.
 #pragma once
@@ -22,6 +24,11 @@ typedef enum {
 
 // Whether this CPU can run `path` (cpuid).
 int qat_depthwise_cpu_supports(qat_dw_path path);
+// Tests: 0 sends the AVX-512 and AVX2 paths to the padded-copy 3×3 kernels on every plane (as
+// before the in-place ones existed), 1 (the default) lets the in-place kernels take the planes
+// they fit where they are faster (AVX2 keeps the padded copy at stride 1 for rows wider than 8),
+// 2 every plane they fit. Returns the setting now used.
+int qat_depthwise_enable_direct(int mode);
 // Whether the 3×3 kernels handle this geometry (else every path runs the loops).
 int qat_depthwise3x3_supported(const qat_conv2d_params *g);
 

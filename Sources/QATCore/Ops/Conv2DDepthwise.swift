@@ -18,7 +18,8 @@ public enum DepthwiseConvPath: String, CaseIterable, Sendable {
     case loops
     /// The 3×3 kernels in portable C, 8 lanes, products and sums rounded separately.
     case portable
-    /// The 3×3 kernels with AVX2 and FMA, 8 lanes.
+    /// The 3×3 kernels with AVX2 and FMA, 8 lanes, reading the planes in place with masked loads
+    /// (stride 2, and stride 1 on rows up to 8 wide) or on a padded copy (the rest).
     case avx2
     /// The 3×3 kernels with AVX-512, 16 lanes, reading the planes in place with masked loads.
     case avx512
@@ -56,6 +57,16 @@ extension ConvKernels {
     }
 
     nonisolated(unsafe) private static var chosenDepthwisePath = DepthwiseConvPath.best
+
+    /// Tests: false sends the AVX-512 and AVX2 paths to their padded-copy 3×3 kernels on every
+    /// plane (the reference for the kernels that read the planes in place); true (the default)
+    /// lets the in-place kernels take planes up to 1024 columns where they are faster (AVX2 keeps
+    /// the padded copy at stride 1 for rows wider than 8), and
+    /// `everywhere` every such plane. Returns whether they are enabled.
+    @discardableResult
+    public static func enableDepthwiseDirect(_ enabled: Bool, everywhere: Bool = false) -> Bool {
+        qat_depthwise_enable_direct(enabled ? (everywhere ? 2 : 1) : 0) != 0
+    }
 }
 
 extension GroupedConvGeometry {
