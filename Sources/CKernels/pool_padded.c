@@ -86,12 +86,66 @@ AVX512 static void window_max16(const float *plane, long W, long h0, long h1, lo
     if (argmax) _mm512_mask_storeu_epi32(argmax, out, _mm512_add_epi32(best_index, _mm512_set1_epi32(plane_offset)));
 }
 
-static int scalar_only = 0;   // qat_pool_force_scalar
+#define AVX2 __attribute__((target("avx2,fma")))
 
-static int pool_has_avx512(void) {
-    static int has = -1;
-    if (has < 0) { __builtin_cpu_init(); has = __builtin_cpu_supports("avx512f") ? 1 : 0; }
-    return has;
+// window_max16 in 8 lanes for CPUs without AVX-512: the same scan, the same rule, the same bits.
+AVX2 static void window_max8(const float *plane, long W, long h0, long h1, long c0, long K, long S, long n,
+                             int32_t plane_offset, float *y, int32_t *argmax) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // maskload/maskstore take a lane when its top bit is set: lane < count.
+    const __m256i out = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lanes);
+    // Stride 2: lane l reads offset 2l, the even elements of 2n − 1 floats over two vectors.
+    const long spread = S == 1 ? n : 2 * n - 1;
+    const __m256i low = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)spread), lanes);
+    const __m256i high = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)spread - 8), lanes);
+    const __m256i lane_columns = _mm256_mullo_epi32(lanes, _mm256_set1_epi32((int)S));
+    __m256 best = _mm256_setzero_ps();
+    __m256 best_index = _mm256_setzero_ps();   // int32 lanes, moved with float blends
+    for (long r = h0; r < h1; r++) {
+        for (long c = 0; c < K; c++) {
+            const long first = r * W + c0 + c;   // lane l reads first + l·S
+            const float *src = plane + first;
+            __m256 v = _mm256_maskload_ps(src, low);
+            if (S == 2) {
+                // [a0 a2 b0 b2 | a4 a6 b4 b6] → [a0 a2 a4 a6 b0 b2 b4 b6]
+                const __m256 pairs = _mm256_shuffle_ps(v, _mm256_maskload_ps(src + 8, high), 0x88);
+                v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(pairs), 0xd8));
+            }
+            const __m256 index = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_set1_epi32((int32_t)first), lane_columns));
+            if (r == h0 && c == 0) {
+                best = v;
+                best_index = index;
+                continue;
+            }
+            const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ),
+                                             _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q),
+                                                           _mm256_cmp_ps(best, best, _CMP_ORD_Q)));
+            best = _mm256_blendv_ps(best, v, take);
+            best_index = _mm256_blendv_ps(best_index, index, take);
+        }
+    }
+    _mm256_maskstore_ps(y, out, best);
+    if (argmax) {
+        const __m256i indices = _mm256_add_epi32(_mm256_castps_si256(best_index), _mm256_set1_epi32(plane_offset));
+        _mm256_maskstore_epi32(argmax, out, indices);
+    }
+}
+
+static int widest_allowed = 16;   // qat_maxpool_limit_lanes
+
+// The lanes of the widest vector path this CPU has: 16 (AVX-512), 8 (AVX2) or 1 (scalar).
+static int pool_lanes_available(void) {
+    static int lanes = 0;
+    if (lanes == 0) {
+        __builtin_cpu_init();
+        lanes = __builtin_cpu_supports("avx512f") ? 16 : __builtin_cpu_supports("avx2") ? 8 : 1;
+    }
+    return lanes;
+}
+
+static int pool_lanes(void) {
+    const int available = pool_lanes_available();
+    return available < widest_allowed ? available : widest_allowed >= 16 ? 16 : widest_allowed >= 8 ? 8 : 1;
 }
 #endif
 
@@ -103,9 +157,9 @@ void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int3
     long jA = (P + S - 1) / S, jB = W - K + P >= 0 ? (W - K + P) / S + 1 : 0;
     if (jB > ow) jB = ow;
     if (jA > jB) jA = jB;
-    int vector = 0;
+    long lanes = 1;
 #if defined(__x86_64__)
-    vector = (S == 1 || S == 2) && pool_has_avx512() && H * W <= INT32_MAX / 2 && !scalar_only;
+    if ((S == 1 || S == 2) && H * W <= INT32_MAX / 2) lanes = pool_lanes();
 #endif
     for (long p = p0; p < p1; p++) {
         const float *plane = x + p * H * W;
@@ -116,10 +170,11 @@ void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int3
             long j = 0;
             while (j < ow) {
 #if defined(__x86_64__)
-                if (vector && h0 < h1 && j >= jA && j < jB) {
-                    const long n = jB - j < 16 ? jB - j : 16;
-                    window_max16(plane, W, h0, h1, j * S - P, K, S, n, (int32_t)(p * H * W), y + row + j,
-                                 argmax ? argmax + row + j : NULL);
+                if (lanes > 1 && h0 < h1 && j >= jA && j < jB) {
+                    const long n = jB - j < lanes ? jB - j : lanes;
+                    (lanes == 16 ? window_max16 : window_max8)(plane, W, h0, h1, j * S - P, K, S, n,
+                                                               (int32_t)(p * H * W), y + row + j,
+                                                               argmax ? argmax + row + j : NULL);
                     j += n;
                     continue;
                 }
@@ -136,13 +191,13 @@ void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int3
     }
 }
 
-int qat_pool_force_scalar(int on) {
+int qat_maxpool_limit_lanes(int widest) {
 #if defined(__x86_64__)
-    scalar_only = on;
-    return pool_has_avx512() && !on;
+    widest_allowed = widest;
+    return pool_lanes();
 #else
-    (void)on;
-    return 0;
+    (void)widest;
+    return 1;
 #endif
 }
 

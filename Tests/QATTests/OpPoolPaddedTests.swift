@@ -187,11 +187,13 @@ final class OpPoolPaddedTests: XCTestCase {
         }
     }
 
-    /// The AVX-512 lanes against the scalar
-    /// window scan: the same values and the same argmax (so gradients), with ties, NaN, ±∞ and
-    /// ±0 in the data, on geometries whose left windows lose 1 or 2 columns.
-    func testVectorLanesMatchTheScalarScan() {
-        defer { _ = qat_pool_force_scalar(0) }
+    /// The AVX-512 and AVX2 lanes (those this CPU has) against the scalar window scan: the same
+    /// values and the same argmax (so gradients), with ties, NaN, ±∞ and ±0 in the data, on
+    /// geometries whose left windows lose 1 or 2 columns.
+    func testVectorLanesMatchTheScalarScan() throws {
+        defer { _ = qat_maxpool_limit_lanes(16) }
+        let lanesAvailable = qat_maxpool_limit_lanes(16)
+        try XCTSkipIf(lanesAvailable == 1, "no AVX2 on this CPU: the scalar scan is the only path")
         let special: [Float] = [.nan, .infinity, -.infinity, 0, -0.0, 1, 1, 1]
         let cases: [(shape: [Int], kernel: Size2D, stride: Size2D, padding: Padding2D, ceil: Bool)] = [
             ([2, 3, 28, 28], Size2D(3), Size2D(2), Padding2D(1), false),   // resnet18-tiny's stem pool
@@ -202,8 +204,8 @@ final class OpPoolPaddedTests: XCTestCase {
             ([1, 1, 5, 33], Size2D(4), Size2D(1), Padding2D(top: 0, left: 3, bottom: 2, right: 0), true),
         ]
         for (index, c) in cases.enumerated() {
-            func run(scalar: Bool) -> [[UInt32]] {
-                _ = qat_pool_force_scalar(scalar ? 1 : 0)
+            func run(lanes: Int32) -> [[UInt32]] {
+                XCTAssertEqual(qat_maxpool_limit_lanes(lanes), lanes)
                 var rng = SeededGenerator(seed: 520 + UInt64(index))
                 let count = c.shape.reduce(1, *)
                 // Few distinct values, so windows hold ties; some special values among them.
@@ -216,7 +218,10 @@ final class OpPoolPaddedTests: XCTestCase {
                 tape.backward(from: weightedSum(y, weights: (0..<y.value.count).map { Float($0 % 7) + 0.5 }, tape: tape))
                 return [y.value.storage.map(\.bitPattern), x.grad!.storage.map(\.bitPattern)]
             }
-            XCTAssertEqual(run(scalar: false), run(scalar: true), "case \(index) \(c.shape)")
+            let scalar = run(lanes: 1)
+            for lanes: Int32 in [8, 16] where lanesAvailable >= lanes {
+                XCTAssertEqual(run(lanes: lanes), scalar, "\(lanes) lanes, case \(index) \(c.shape)")
+            }
         }
     }
 

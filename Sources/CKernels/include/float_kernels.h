@@ -95,9 +95,10 @@ typedef struct {
 // for a window with no element inside the input (y = −∞).
 void qat_maxpool_padded_forward(const float *restrict x, float *restrict y, int32_t *restrict argmax,
                                 const qat_pool_geometry *g, long p0, long p1);
-// Tests: 1 makes qat_maxpool_padded_forward scan every window with the scalar loop (the
-// reference of its AVX-512 lanes), 0 lets it vectorise again. Returns whether it now vectorises.
-int qat_pool_force_scalar(int on);
+// Tests: caps the lanes qat_maxpool_padded_forward scans windows with at `widest` (1: the scalar
+// loop, the reference; 8: AVX2; 16: AVX-512, the default) and returns the lanes it now uses,
+// which is less where the CPU lacks the instructions.
+int qat_maxpool_limit_lanes(int widest);
 // Planes [p0, p1): gx[argmax[o]] += gy[o] where argmax[o] ≥ 0, in output order.
 void qat_maxpool_padded_backward(const float *restrict gy, const int32_t *restrict argmax, float *restrict gx,
                                  const qat_pool_geometry *g, long p0, long p1);
