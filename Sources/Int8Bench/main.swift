@@ -118,3 +118,20 @@ for stride in [1, 2] {
     }
     print(line)
 }
+
+// The INT8 3×3 convs of vgg-small and resnet-tiny (batch 256, padding 1, requantized to codes):
+// GMAC/s per path, to compare against the multiply instructions' peak.
+print("\nINT8 3×3 convs, batch 256, padding 1, 1 thread: ms per call and GMAC/s")
+for (c, hw, oc) in [(32, 28, 32), (64, 14, 64), (128, 7, 128), (8, 28, 8)] {
+    let g = ConvGeometry(batch: batch, channels: c, height: hw, width: hw, outputChannels: oc, kernel: 3, stride: 1, padding: 1)
+    let x = codes(batch * c * hw * hw), w = codes(oc * c * 9), b = [Int32](repeating: 50, count: oc)
+    let macs = Double(batch * hw * hw * oc * c * 9)
+    var line = "\(c)→\(oc) on \(hw)×\(hw):"
+    for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) {
+        let seconds = Stopwatch.bestSecondsPerCall {
+            _ = Int8Kernels.conv2d(x, g, inputZeroPoint: 3, weights: w, bias: b, requantize: relu(oc, c * 9), path: path)
+        }
+        line += String(format: "  %@ %.2f ms %.1f GMAC/s", path.rawValue, 1000 * seconds, macs / seconds / 1e9)
+    }
+    print(line)
+}
