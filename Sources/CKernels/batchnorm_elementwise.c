@@ -150,11 +150,17 @@ BN_INLINE void normalize_loops(const float *restrict x, float *restrict y, const
         const float mu = mean[c], s = inverse_std[c], g = gamma[c], b = beta[c];
         const float *restrict xs = x + q * plane;
         float *restrict ys = y + q * plane;
-        for (long p = 0; p < plane; p++) {
-            const float v = (xs[p] - mu) * s;
-            const float out = g * v + b;
-            const float raised = clamped && out < 0.0f ? 0.0f : out;
-            ys[p] = clamped && raised > top ? top : raised;
+        // Two loops rather than a test per element: the clamped one then compiles to max/min
+        // (x86's maxps(0, v) is v < 0 ? 0 : v exactly, NaN and −0 included; minps(top, r) is
+        // r > top ? top : r).
+        if (clamped) {
+            for (long p = 0; p < plane; p++) {
+                const float out = g * ((xs[p] - mu) * s) + b;
+                const float raised = out < 0.0f ? 0.0f : out;
+                ys[p] = raised > top ? top : raised;
+            }
+        } else {
+            for (long p = 0; p < plane; p++) ys[p] = g * ((xs[p] - mu) * s) + b;
         }
     }
 }
