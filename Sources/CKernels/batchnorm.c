@@ -2,7 +2,7 @@
 // every float expression rounds as the Swift reference it replaced, so the bits do not change.
 #pragma STDC FP_CONTRACT OFF
 #include "batchnorm.h"
-#include "batchnorm_relu_mask.h"
+#include "batchnorm_clamp_mask.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -38,14 +38,15 @@ static double plane_squares(const float *v, long plane, double mean) {
     return fold_lanes(l);
 }
 
-// Σ dy and Σ dy·x̂ over one plane, x̂ = (x − μ)·s in float; dy = gy, or with a fused ReLU
-// (gamma non-NULL) ReLU's mask of gy through γ·x̂ + β.
+// Σ dy and Σ dy·x̂ over one plane, x̂ = (x − μ)·s in float; dy = gy, or with a fused clamp
+// (gamma non-NULL) the clamp's mask of gy through γ·x̂ + β.
 static void plane_gradient(const float *gs, const float *xs, long plane, float mu, float s, const float *gamma,
-                           const float *beta, double *sum, double *sum_normalized) {
+                           const float *beta, const qat_bn_clamp *clamp, double *sum, double *sum_normalized) {
     double l[LANES] = {0}, ln[LANES] = {0};
     for (long p = 0; p < plane; p++) {
         const float normalized = (xs[p] - mu) * s;
-        const float g = gamma ? relu_masked_gradient(gs[p], normalized, *gamma, *beta) : gs[p];
+        const float g = gamma ? clamp_masked_gradient(gs[p], normalized, *gamma, *beta, clamp->pass_above, clamp->pass_max)
+                              : gs[p];
         l[p % LANES] += (double)g;
         ln[p % LANES] += (double)(g * normalized);
     }
@@ -124,26 +125,27 @@ AVX512 static void squares_512(const float *base, long plane, long planes, const
 }
 
 // Padded positions load gy = 0 (Σ gy adds +0, masked or not); their product may be −0, so it
-// is masked out. With relu, gy is ReLU's mask of it through γ·x̂ + β (ga, be).
+// is masked out. With clamp, gy is the clamp's mask of it through γ·x̂ + β (ga, be; bounds ab, mx).
 #define INLINE static inline __attribute__((always_inline))
-AVX512 INLINE void add_gradient512(const float *gs, const float *xs, long p, __mmask8 m, __m256 mu, __m256 s, int relu,
-                                   __m256 ga, __m256 be, __m512d *sum, __m512d *sum_normalized) {
+AVX512 INLINE void add_gradient512(const float *gs, const float *xs, long p, __mmask8 m, __m256 mu, __m256 s, int clamped,
+                                   __m256 ga, __m256 be, __m256 ab, __m256 mx, __m512d *sum, __m512d *sum_normalized) {
     const __m256 x = _mm256_maskz_loadu_ps(m, xs + p), normalized = _mm256_mul_ps(_mm256_sub_ps(x, mu), s);
     __m256 g = _mm256_maskz_loadu_ps(m, gs + p);
-    if (relu) g = relu_masked_gradient256(g, normalized, ga, be);
+    if (clamped) g = clamp_masked_gradient256(g, normalized, ga, be, ab, mx);
     const __m256 product = _mm256_mul_ps(g, normalized);
     *sum = _mm512_add_pd(*sum, _mm512_cvtps_pd(g));
     *sum_normalized = _mm512_mask_add_pd(*sum_normalized, m, *sum_normalized, _mm512_cvtps_pd(product));
 }
 
-// gamma, beta: the fused ReLU's per-plane γ and β, or NULL (always inlined, so each caller's
+// gamma, beta: the fused clamp's per-plane γ and β, or NULL (always inlined, so each caller's
 // loops are compiled for its case).
 AVX512 INLINE void gradient_512(const float *gs, const float *xs, long plane, long planes, const float *mean,
-                                const float *inverse_std, const float *gamma, const float *beta, double *out,
-                                double *out_normalized) {
+                                const float *inverse_std, const float *gamma, const float *beta,
+                                const qat_bn_clamp *clamp, double *out, double *out_normalized) {
     const long full = plane & ~7L;
     const __mmask8 tail = (__mmask8)((1u << (plane - full)) - 1);
-    const int relu = gamma != NULL;
+    const int clamped = gamma != NULL;
+    const __m256 ab = _mm256_set1_ps(clamped ? clamp->pass_above : 0), mx = _mm256_set1_ps(clamped ? clamp->pass_max : 0);
     long q = 0;
     for (; q + PLANES <= planes; q += PLANES) {
         __m512d l[PLANES], ln[PLANES];
@@ -151,40 +153,40 @@ AVX512 INLINE void gradient_512(const float *gs, const float *xs, long plane, lo
         for (int k = 0; k < PLANES; k++) {
             l[k] = ln[k] = _mm512_setzero_pd();
             mu[k] = _mm256_set1_ps(mean[q + k]); s[k] = _mm256_set1_ps(inverse_std[q + k]);
-            ga[k] = relu ? _mm256_set1_ps(gamma[q + k]) : mu[k]; be[k] = relu ? _mm256_set1_ps(beta[q + k]) : mu[k];
+            ga[k] = clamped ? _mm256_set1_ps(gamma[q + k]) : mu[k]; be[k] = clamped ? _mm256_set1_ps(beta[q + k]) : mu[k];
         }
         for (long p = 0; p < full; p += 8)
             for (int k = 0; k < PLANES; k++)
-                add_gradient512(gs + (q + k) * plane, xs + (q + k) * plane, p, 0xff, mu[k], s[k], relu, ga[k], be[k],
-                                &l[k], &ln[k]);
+                add_gradient512(gs + (q + k) * plane, xs + (q + k) * plane, p, 0xff, mu[k], s[k], clamped, ga[k], be[k],
+                                ab, mx, &l[k], &ln[k]);
         if (tail)
             for (int k = 0; k < PLANES; k++)
-                add_gradient512(gs + (q + k) * plane, xs + (q + k) * plane, full, tail, mu[k], s[k], relu, ga[k], be[k],
-                                &l[k], &ln[k]);
+                add_gradient512(gs + (q + k) * plane, xs + (q + k) * plane, full, tail, mu[k], s[k], clamped, ga[k], be[k],
+                                ab, mx, &l[k], &ln[k]);
         for (int k = 0; k < PLANES; k++) { out[q + k] = fold512(l[k]); out_normalized[q + k] = fold512(ln[k]); }
     }
     for (; q < planes; q++) {
         __m512d l = _mm512_setzero_pd(), ln = l;
         const __m256 mu = _mm256_set1_ps(mean[q]), s = _mm256_set1_ps(inverse_std[q]);
-        const __m256 ga = relu ? _mm256_set1_ps(gamma[q]) : mu, be = relu ? _mm256_set1_ps(beta[q]) : mu;
+        const __m256 ga = clamped ? _mm256_set1_ps(gamma[q]) : mu, be = clamped ? _mm256_set1_ps(beta[q]) : mu;
         for (long p = 0; p < full; p += 8)
-            add_gradient512(gs + q * plane, xs + q * plane, p, 0xff, mu, s, relu, ga, be, &l, &ln);
-        if (tail) add_gradient512(gs + q * plane, xs + q * plane, full, tail, mu, s, relu, ga, be, &l, &ln);
+            add_gradient512(gs + q * plane, xs + q * plane, p, 0xff, mu, s, clamped, ga, be, ab, mx, &l, &ln);
+        if (tail) add_gradient512(gs + q * plane, xs + q * plane, full, tail, mu, s, clamped, ga, be, ab, mx, &l, &ln);
         out[q] = fold512(l); out_normalized[q] = fold512(ln);
     }
 }
 
 
-// Each case compiled apart: the loops without the ReLU stay as they were.
+// Each case compiled apart: the loops without the clamp stay as they were.
 AVX512 static void gradient_512_plain(const float *gs, const float *xs, long plane, long planes, const float *mean,
                                       const float *inverse_std, double *out, double *out_normalized) {
-    gradient_512(gs, xs, plane, planes, mean, inverse_std, NULL, NULL, out, out_normalized);
+    gradient_512(gs, xs, plane, planes, mean, inverse_std, NULL, NULL, NULL, out, out_normalized);
 }
 
-AVX512 static void gradient_512_relu(const float *gs, const float *xs, long plane, long planes, const float *mean,
-                                     const float *inverse_std, const float *gamma, const float *beta, double *out,
-                                     double *out_normalized) {
-    gradient_512(gs, xs, plane, planes, mean, inverse_std, gamma, beta, out, out_normalized);
+AVX512 static void gradient_512_clamp(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                                      const float *inverse_std, const float *gamma, const float *beta,
+                                      const qat_bn_clamp *clamp, double *out, double *out_normalized) {
+    gradient_512(gs, xs, plane, planes, mean, inverse_std, gamma, beta, clamp, out, out_normalized);
 }
 
 // ---- AVX-512, planes of at most SMALL_PLANE positions: 8 planes a block, one zmm lane per plane ----
@@ -245,8 +247,9 @@ AVX512 static long small_squares_512(const float *base, long plane, long planes,
 }
 
 AVX512 static long small_gradient_512(const float *gs, const float *xs, long plane, long planes, const float *mean,
-                                      const float *inverse_std, const float *gamma, const float *beta, double *out,
-                                      double *out_normalized) {
+                                      const float *inverse_std, const float *gamma, const float *beta,
+                                      const qat_bn_clamp *clamp, double *out, double *out_normalized) {
+    const __m256 ab = _mm256_set1_ps(gamma ? clamp->pass_above : 0), mx = _mm256_set1_ps(gamma ? clamp->pass_max : 0);
     long q = 0;
     for (; q + 8 <= planes; q += 8) {
         const __m256 mu = _mm256_loadu_ps(mean + q), s = _mm256_loadu_ps(inverse_std + q);
@@ -257,7 +260,7 @@ AVX512 static long small_gradient_512(const float *gs, const float *xs, long pla
         for (long p = 0; p < plane; p++) {
             const __m256 x = position_of_planes(xb, plane, p), normalized = _mm256_mul_ps(_mm256_sub_ps(x, mu), s);
             __m256 g = position_of_planes(gb, plane, p);
-            if (gamma) g = relu_masked_gradient256(g, normalized, ga, be);
+            if (gamma) g = clamp_masked_gradient256(g, normalized, ga, be, ab, mx);
             const __m256 product = _mm256_mul_ps(g, normalized);
             l[p] = _mm512_add_pd(l[p], _mm512_cvtps_pd(g));
             ln[p] = _mm512_add_pd(ln[p], _mm512_cvtps_pd(product));
@@ -333,8 +336,9 @@ AVX2 static void squares_avx2(const float *base, long plane, long planes, const 
 }
 
 AVX2 INLINE void gradient_avx2(const float *gs, const float *xs, long plane, long planes, const float *mean,
-                               const float *inverse_std, const float *gamma, const float *beta, double *out,
-                               double *out_normalized) {
+                               const float *inverse_std, const float *gamma, const float *beta,
+                               const qat_bn_clamp *clamp, double *out, double *out_normalized) {
+    const __m256 ab = _mm256_set1_ps(gamma ? clamp->pass_above : 0), mx = _mm256_set1_ps(gamma ? clamp->pass_max : 0);
     long q = 0;
     for (; q < planes; q += PLANES) {
         const int count = planes - q < PLANES ? (int)(planes - q) : PLANES;
@@ -346,7 +350,8 @@ AVX2 INLINE void gradient_avx2(const float *gs, const float *xs, long plane, lon
                 const __m256 mu = _mm256_set1_ps(mean[q + k]), s = _mm256_set1_ps(inverse_std[q + k]);
                 const __m256 x = load8_avx2(xs + (q + k) * plane, p, plane), normalized = _mm256_mul_ps(_mm256_sub_ps(x, mu), s);
                 __m256 g = load8_avx2(gs + (q + k) * plane, p, plane);   // padded: +0, masked or not
-                if (gamma) g = relu_masked_gradient256(g, normalized, _mm256_set1_ps(gamma[q + k]), _mm256_set1_ps(beta[q + k]));
+                if (gamma)
+                    g = clamp_masked_gradient256(g, normalized, _mm256_set1_ps(gamma[q + k]), _mm256_set1_ps(beta[q + k]), ab, mx);
                 // A padded position's product may be −0 (0 · negative x̂): masked to +0.
                 const __m256 product = _mm256_and_ps(_mm256_mul_ps(g, normalized), keep);
                 lo[k] = _mm256_add_pd(lo[k], low_to_double(g)); hi[k] = _mm256_add_pd(hi[k], high_to_double(g));
@@ -359,13 +364,13 @@ AVX2 INLINE void gradient_avx2(const float *gs, const float *xs, long plane, lon
 
 AVX2 static void gradient_avx2_plain(const float *gs, const float *xs, long plane, long planes, const float *mean,
                                      const float *inverse_std, double *out, double *out_normalized) {
-    gradient_avx2(gs, xs, plane, planes, mean, inverse_std, NULL, NULL, out, out_normalized);
+    gradient_avx2(gs, xs, plane, planes, mean, inverse_std, NULL, NULL, NULL, out, out_normalized);
 }
 
-AVX2 static void gradient_avx2_relu(const float *gs, const float *xs, long plane, long planes, const float *mean,
-                                    const float *inverse_std, const float *gamma, const float *beta, double *out,
-                                    double *out_normalized) {
-    gradient_avx2(gs, xs, plane, planes, mean, inverse_std, gamma, beta, out, out_normalized);
+AVX2 static void gradient_avx2_clamp(const float *gs, const float *xs, long plane, long planes, const float *mean,
+                                     const float *inverse_std, const float *gamma, const float *beta,
+                                     const qat_bn_clamp *clamp, double *out, double *out_normalized) {
+    gradient_avx2(gs, xs, plane, planes, mean, inverse_std, gamma, beta, clamp, out, out_normalized);
 }
 
 static int cpu_isa(void) {
@@ -420,31 +425,32 @@ static void plane_squared_deviations(const float *base, long plane, long planes,
     for (long q = 0; q < planes; q++) out[q] = plane_squares(base + q * plane, plane, mean[q]);
 }
 
-// gamma, beta: the fused ReLU's, or NULL.
+// gamma, beta, clamp: the fused clamp's, or NULL.
 static void plane_gradients(const float *gs, const float *xs, long plane, long planes, const float *mean,
-                            const float *inverse_std, const float *gamma, const float *beta, double *out,
-                            double *out_normalized) {
+                            const float *inverse_std, const float *gamma, const float *beta,
+                            const qat_bn_clamp *clamp, double *out, double *out_normalized) {
 #if defined(__x86_64__)
     switch (qat_bn_isa()) {
     case 2: {
         const long done = plane <= SMALL_PLANE
-            ? small_gradient_512(gs, xs, plane, planes, mean, inverse_std, gamma, beta, out, out_normalized) : 0;
+            ? small_gradient_512(gs, xs, plane, planes, mean, inverse_std, gamma, beta, clamp, out, out_normalized) : 0;
         gs += done * plane; xs += done * plane; mean += done; inverse_std += done; out += done; out_normalized += done;
         if (gamma)
-            gradient_512_relu(gs, xs, plane, planes - done, mean, inverse_std, gamma + done, beta + done, out, out_normalized);
+            gradient_512_clamp(gs, xs, plane, planes - done, mean, inverse_std, gamma + done, beta + done, clamp, out,
+                               out_normalized);
         else
             gradient_512_plain(gs, xs, plane, planes - done, mean, inverse_std, out, out_normalized);
         return;
     }
     case 1:
-        if (gamma) gradient_avx2_relu(gs, xs, plane, planes, mean, inverse_std, gamma, beta, out, out_normalized);
+        if (gamma) gradient_avx2_clamp(gs, xs, plane, planes, mean, inverse_std, gamma, beta, clamp, out, out_normalized);
         else gradient_avx2_plain(gs, xs, plane, planes, mean, inverse_std, out, out_normalized);
         return;
     }
 #endif
     for (long q = 0; q < planes; q++)
         plane_gradient(gs + q * plane, xs + q * plane, plane, mean[q], inverse_std[q], gamma ? gamma + q : NULL,
-                       gamma ? beta + q : NULL, out + q, out_normalized + q);
+                       gamma ? beta + q : NULL, clamp, out + q, out_normalized + q);
 }
 
 // ---- drivers: planes [q0, q1) in runs of one sample's consecutive channels ----
@@ -471,20 +477,20 @@ void qat_bn_plane_gradient_sums(const float *restrict gy, const float *restrict 
                                 double *restrict sums_normalized, long channels, long plane, long q0, long q1) {
     for (long q = q0; q < q1;) {
         const long c = q % channels, count = channels - c < q1 - q ? channels - c : q1 - q;
-        plane_gradients(gy + q * plane, x + q * plane, plane, count, mean + c, inverse_std + c, NULL, NULL, sums + q,
-                        sums_normalized + q);
+        plane_gradients(gy + q * plane, x + q * plane, plane, count, mean + c, inverse_std + c, NULL, NULL, NULL,
+                        sums + q, sums_normalized + q);
         q += count;
     }
 }
 
-void qat_bn_relu_plane_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,
-                                     const float *restrict inverse_std, const float *restrict gamma,
-                                     const float *restrict beta, double *restrict sums,
-                                     double *restrict sums_normalized, long channels, long plane, long q0, long q1) {
+void qat_bn_clamp_plane_gradient_sums(const float *restrict gy, const float *restrict x, const float *restrict mean,
+                                      const float *restrict inverse_std, const float *restrict gamma,
+                                      const float *restrict beta, const qat_bn_clamp *clamp, double *restrict sums,
+                                      double *restrict sums_normalized, long channels, long plane, long q0, long q1) {
     for (long q = q0; q < q1;) {
         const long c = q % channels, count = channels - c < q1 - q ? channels - c : q1 - q;
         plane_gradients(gy + q * plane, x + q * plane, plane, count, mean + c, inverse_std + c, gamma + c, beta + c,
-                        sums + q, sums_normalized + q);
+                        clamp, sums + q, sums_normalized + q);
         q += count;
     }
 }

@@ -1,15 +1,17 @@
 // BatchNorm's element-wise passes (the math is in Sources/QATCore/Ops/BatchNorm.swift): the
-// normalize of the forward and the input gradient of the backward, optionally with the ReLU after
-// BatchNorm folded in. No fused multiply-add: every float expression rounds as the Swift
+// normalize of the forward and the input gradient of the backward, optionally with the clamp after
+// BatchNorm (ReLU, ReLU6, Clip(+0, b): qat_bn_clamp) folded in. No fused multiply-add: every float expression rounds as the Swift
 // reference it replaced, so the bits do not change.
 #pragma STDC FP_CONTRACT OFF
 #include "batchnorm.h"
-#include "batchnorm_relu_mask.h"
+#include "batchnorm_clamp_mask.h"
 
 // What the input gradient reads per channel: mean_grad NULL in eval (then dx = k·dy), gamma and
-// beta NULL without a fused ReLU (then dy = gy, else dy = ReLU's mask of gy through γ·x̂ + β).
+// beta NULL without a fused clamp (then dy = gy, else dy = the clamp's mask of gy through γ·x̂ + β,
+// passing where above < γ·x̂ + β ≤ max).
 typedef struct {
     const float *mean, *inverse_std, *scale, *mean_grad, *mean_grad_normalized, *gamma, *beta;
+    float above, max;
 } input_grad_channels;
 
 #if defined(__x86_64__)
@@ -17,36 +19,39 @@ typedef struct {
 #define AVX512 __attribute__((target("avx512f,avx512vl,avx2")))
 
 // Element-wise passes, 16 floats a vector: the same float expressions as the portable loops.
-// relu(v) as qat_relu_forward: v < 0 ? 0 : v (−0 and NaN pass through).
-AVX512 static inline __m512 relu512(__m512 v) {
-    return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps());
+// The clamp as qat_relu6_forward / qat_clip_forward: v < 0 ? 0 : v, then that > top ? top : that
+// (−0 and NaN pass through; top = +∞ is ReLU).
+AVX512 static inline __m512 clamp512(__m512 v, __m512 top) {
+    const __m512 raised = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps());
+    return _mm512_mask_mov_ps(raised, _mm512_cmp_ps_mask(raised, top, _CMP_GT_OQ), top);
 }
 
 AVX512 static void normalize_plane_512(const float *xs, float *ys, long plane, float mean, float inverse_std,
-                                       float gamma, float beta, int relu) {
+                                       float gamma, float beta, int clamped, float top) {
     const __m512 mu = _mm512_set1_ps(mean), s = _mm512_set1_ps(inverse_std), g = _mm512_set1_ps(gamma),
-                 b = _mm512_set1_ps(beta);
+                 b = _mm512_set1_ps(beta), t = _mm512_set1_ps(top);
     for (long p = 0; p < plane; p += 16) {
         const __mmask16 m = p + 16 <= plane ? 0xffff : (__mmask16)((1u << (plane - p)) - 1);
         const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + p), mu), s);
         const __m512 y = _mm512_add_ps(_mm512_mul_ps(g, v), b);
-        _mm512_mask_storeu_ps(ys + p, m, relu ? relu512(y) : y);
+        _mm512_mask_storeu_ps(ys + p, m, clamped ? clamp512(y, t) : y);
     }
 }
 
 AVX512 static void input_grad_plane_512(const float *gs, const float *xs, float *out, long plane, int overwrite,
                                         const input_grad_channels *ch, long c) {
-    const int training = ch->mean_grad != NULL, relu = ch->gamma != NULL;
+    const int training = ch->mean_grad != NULL, clamped = ch->gamma != NULL;
     const __m512 k = _mm512_set1_ps(ch->scale[c]), zero = _mm512_setzero_ps();
+    const __m512 above = _mm512_set1_ps(ch->above), max = _mm512_set1_ps(ch->max);
     const __m512 mu = _mm512_set1_ps(ch->mean[c]), s = _mm512_set1_ps(ch->inverse_std[c]);
     const __m512 mg = training ? _mm512_set1_ps(ch->mean_grad[c]) : zero;
     const __m512 mgn = training ? _mm512_set1_ps(ch->mean_grad_normalized[c]) : zero;
-    const __m512 gamma = relu ? _mm512_set1_ps(ch->gamma[c]) : zero, beta = relu ? _mm512_set1_ps(ch->beta[c]) : zero;
+    const __m512 gamma = clamped ? _mm512_set1_ps(ch->gamma[c]) : zero, beta = clamped ? _mm512_set1_ps(ch->beta[c]) : zero;
     for (long p = 0; p < plane; p += 16) {
         const __mmask16 m = p + 16 <= plane ? 0xffff : (__mmask16)((1u << (plane - p)) - 1);
         __m512 g = _mm512_maskz_loadu_ps(m, gs + p);
-        const __m512 normalized = training || relu ? _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + p), mu), s) : zero;
-        if (relu) g = relu_masked_gradient512(g, normalized, gamma, beta);
+        const __m512 normalized = training || clamped ? _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + p), mu), s) : zero;
+        if (clamped) g = clamp_masked_gradient512(g, normalized, gamma, beta, above, max);
         const __m512 value = training ? _mm512_mul_ps(k, _mm512_sub_ps(_mm512_sub_ps(g, mg), _mm512_mul_ps(normalized, mgn)))
                                       : _mm512_mul_ps(k, g);
         const __m512 base = overwrite ? zero : _mm512_maskz_loadu_ps(m, out + p);
@@ -72,7 +77,8 @@ static inline __mmask16 mask16(long i, long count) {
 
 AVX512 static void normalize_small_512(const float *x, float *y, const float *mean, const float *inverse_std,
                                        const float *gamma, const float *beta, long channels, long plane,
-                                       long q0, long q1, int relu) {
+                                       long q0, long q1, int clamped, float top) {
+    const __m512 t = _mm512_set1_ps(top);
     float mu[SPREAD_MAX], s[SPREAD_MAX], g[SPREAD_MAX], b[SPREAD_MAX];
     spread(mean, channels, plane, mu); spread(inverse_std, channels, plane, s);
     spread(gamma, channels, plane, g); spread(beta, channels, plane, b);
@@ -87,7 +93,7 @@ AVX512 static void normalize_small_512(const float *x, float *y, const float *me
                                            _mm512_maskz_loadu_ps(m, s + first + i));
             const __m512 out = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, g + first + i), v),
                                              _mm512_maskz_loadu_ps(m, b + first + i));
-            _mm512_mask_storeu_ps(ys + i, m, relu ? relu512(out) : out);
+            _mm512_mask_storeu_ps(ys + i, m, clamped ? clamp512(out, t) : out);
         }
         q += planes;
     }
@@ -95,12 +101,12 @@ AVX512 static void normalize_small_512(const float *x, float *y, const float *me
 
 AVX512 static void input_grad_small_512(const float *gy, const float *x, const input_grad_channels *ch, float *gx,
                                         int overwrite, long channels, long plane, long q0, long q1) {
-    const int training = ch->mean_grad != NULL, relu = ch->gamma != NULL;
+    const int training = ch->mean_grad != NULL, clamped = ch->gamma != NULL;
     float k[SPREAD_MAX], mu[SPREAD_MAX], s[SPREAD_MAX], mg[SPREAD_MAX], mgn[SPREAD_MAX], ga[SPREAD_MAX], be[SPREAD_MAX];
     spread(ch->scale, channels, plane, k);
-    if (training || relu) { spread(ch->mean, channels, plane, mu); spread(ch->inverse_std, channels, plane, s); }
+    if (training || clamped) { spread(ch->mean, channels, plane, mu); spread(ch->inverse_std, channels, plane, s); }
     if (training) { spread(ch->mean_grad, channels, plane, mg); spread(ch->mean_grad_normalized, channels, plane, mgn); }
-    if (relu) { spread(ch->gamma, channels, plane, ga); spread(ch->beta, channels, plane, be); }
+    if (clamped) { spread(ch->gamma, channels, plane, ga); spread(ch->beta, channels, plane, be); }
     for (long q = q0; q < q1;) {
         const long c = q % channels, planes = channels - c < q1 - q ? channels - c : q1 - q;
         const long count = planes * plane, first = c * plane;
@@ -111,11 +117,13 @@ AVX512 static void input_grad_small_512(const float *gy, const float *x, const i
             const long e = first + i;
             __m512 g = _mm512_maskz_loadu_ps(m, gs + i);
             const __m512 kv = _mm512_maskz_loadu_ps(m, k + e);
-            const __m512 normalized = training || relu
+            const __m512 normalized = training || clamped
                 ? _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xs + i), _mm512_maskz_loadu_ps(m, mu + e)),
                                 _mm512_maskz_loadu_ps(m, s + e))
                 : _mm512_setzero_ps();
-            if (relu) g = relu_masked_gradient512(g, normalized, _mm512_maskz_loadu_ps(m, ga + e), _mm512_maskz_loadu_ps(m, be + e));
+            if (clamped)
+                g = clamp_masked_gradient512(g, normalized, _mm512_maskz_loadu_ps(m, ga + e), _mm512_maskz_loadu_ps(m, be + e),
+                                             _mm512_set1_ps(ch->above), _mm512_set1_ps(ch->max));
             const __m512 value = training
                 ? _mm512_mul_ps(kv, _mm512_sub_ps(_mm512_sub_ps(g, _mm512_maskz_loadu_ps(m, mg + e)),
                                                   _mm512_mul_ps(normalized, _mm512_maskz_loadu_ps(m, mgn + e))))
@@ -135,72 +143,85 @@ AVX512 static void input_grad_small_512(const float *gy, const float *x, const i
 
 BN_INLINE void normalize_loops(const float *restrict x, float *restrict y, const float *restrict mean,
                                const float *restrict inverse_std, const float *restrict gamma,
-                               const float *restrict beta, long channels, long plane, long q0, long q1, int relu) {
+                               const float *restrict beta, long channels, long plane, long q0, long q1, int clamped,
+                               float top) {
     for (long q = q0; q < q1; q++) {
         const long c = q % channels;
         const float mu = mean[c], s = inverse_std[c], g = gamma[c], b = beta[c];
         const float *restrict xs = x + q * plane;
         float *restrict ys = y + q * plane;
-        for (long p = 0; p < plane; p++) {
-            const float v = (xs[p] - mu) * s;
-            const float out = g * v + b;
-            ys[p] = relu && out < 0.0f ? 0.0f : out;
+        // Two loops rather than a test per element: the clamped one then compiles to max/min
+        // (x86's maxps(0, v) is v < 0 ? 0 : v exactly, NaN and −0 included; minps(top, r) is
+        // r > top ? top : r).
+        if (clamped) {
+            for (long p = 0; p < plane; p++) {
+                const float out = g * ((xs[p] - mu) * s) + b;
+                const float raised = out < 0.0f ? 0.0f : out;
+                ys[p] = raised > top ? top : raised;
+            }
+        } else {
+            for (long p = 0; p < plane; p++) ys[p] = g * ((xs[p] - mu) * s) + b;
         }
     }
 }
 
 static void normalize_portable(const float *restrict x, float *restrict y, const float *restrict mean,
                                const float *restrict inverse_std, const float *restrict gamma,
-                               const float *restrict beta, long channels, long plane, long q0, long q1, int relu) {
-    normalize_loops(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
+                               const float *restrict beta, long channels, long plane, long q0, long q1, int clamped,
+                               float top) {
+    normalize_loops(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, clamped, top);
 }
 
 #if defined(__x86_64__)
 __attribute__((target("avx2"))) static void normalize_avx2(const float *restrict x, float *restrict y, const float *restrict mean,
                                                            const float *restrict inverse_std, const float *restrict gamma,
                                                            const float *restrict beta, long channels, long plane, long q0,
-                                                           long q1, int relu) {
-    normalize_loops(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
+                                                           long q1, int clamped, float top) {
+    normalize_loops(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, clamped, top);
 }
 #endif
 
 void qat_bn_normalize(const float *restrict x, float *restrict y, const float *restrict mean,
                       const float *restrict inverse_std, const float *restrict gamma,
-                      const float *restrict beta, long channels, long plane, long q0, long q1, int relu) {
+                      const float *restrict beta, long channels, long plane, long q0, long q1,
+                      const qat_bn_clamp *clamp) {
+    const int clamped = clamp != NULL;
+    const float top = clamped ? clamp->top : 0.0f;
 #if defined(__x86_64__)
     if (qat_bn_isa() == 2 && plane <= 16 && channels * plane <= SPREAD_MAX) {
-        normalize_small_512(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
+        normalize_small_512(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, clamped, top);
         return;
     }
     if (qat_bn_isa() == 2) {
         for (long q = q0; q < q1; q++) {
             const long c = q % channels;
-            normalize_plane_512(x + q * plane, y + q * plane, plane, mean[c], inverse_std[c], gamma[c], beta[c], relu);
+            normalize_plane_512(x + q * plane, y + q * plane, plane, mean[c], inverse_std[c], gamma[c], beta[c], clamped, top);
         }
         return;
     }
     if (qat_bn_isa() == 1) {
-        normalize_avx2(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
+        normalize_avx2(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, clamped, top);
         return;
     }
 #endif
-    normalize_portable(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, relu);
+    normalize_portable(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, clamped, top);
 }
 
-// The input gradient's portable loops, with the fused ReLU (compiled twice, as normalize_loops).
-BN_INLINE void input_grad_relu_plane(const float *restrict gs, const float *restrict xs, float *restrict out, long plane,
+// The input gradient's portable loops, with the fused clamp (compiled twice, as normalize_loops).
+BN_INLINE void input_grad_clamp_plane(const float *restrict gs, const float *restrict xs, float *restrict out, long plane,
                                   int overwrite, const input_grad_channels *ch, long c) {
     const float k = ch->scale[c], mu = ch->mean[c], s = ch->inverse_std[c], ga = ch->gamma[c], be = ch->beta[c];
+    const float above = ch->above, max = ch->max;
     if (ch->mean_grad) {
         const float mg = ch->mean_grad[c], mgn = ch->mean_grad_normalized[c];
         for (long p = 0; p < plane; p++) {
             const float normalized = (xs[p] - mu) * s;
-            const float value = k * (relu_masked_gradient(gs[p], normalized, ga, be) - mg - normalized * mgn);
+            const float value = k * (clamp_masked_gradient(gs[p], normalized, ga, be, above, max) - mg - normalized * mgn);
             out[p] = (overwrite ? 0.0f : out[p]) + value;
         }
     } else {
         for (long p = 0; p < plane; p++) {
-            const float value = k * relu_masked_gradient(gs[p], (xs[p] - mu) * s, ga, be);
+            const float value = k * clamp_masked_gradient(gs[p], (xs[p] - mu) * s, ga, be, above, max);
             out[p] = (overwrite ? 0.0f : out[p]) + value;
         }
     }
@@ -214,7 +235,7 @@ BN_INLINE void input_grad_loops(const float *restrict gy, const float *restrict 
         const float *restrict gs = gy + q * plane;
         float *restrict out = gx + q * plane;
         if (ch->gamma) {
-            input_grad_relu_plane(gs, x + q * plane, out, plane, overwrite, ch, c);
+            input_grad_clamp_plane(gs, x + q * plane, out, plane, overwrite, ch, c);
         } else if (ch->mean_grad) {
             const float mu = ch->mean[c], s = ch->inverse_std[c], mg = ch->mean_grad[c], mgn = ch->mean_grad_normalized[c];
             const float *restrict xs = x + q * plane;
@@ -268,15 +289,16 @@ void qat_bn_input_grad(const float *restrict gy, const float *restrict x, const 
                        const float *restrict inverse_std, const float *restrict scale,
                        const float *restrict mean_grad, const float *restrict mean_grad_normalized,
                        float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
-    const input_grad_channels ch = {mean, inverse_std, scale, mean_grad, mean_grad_normalized, NULL, NULL};
+    const input_grad_channels ch = {mean, inverse_std, scale, mean_grad, mean_grad_normalized, NULL, NULL, 0.0f, 0.0f};
     input_grad(gy, x, &ch, gx, overwrite, channels, plane, q0, q1);
 }
 
-void qat_bn_relu_input_grad(const float *restrict gy, const float *restrict x, const float *restrict mean,
-                            const float *restrict inverse_std, const float *restrict gamma,
-                            const float *restrict beta, const float *restrict scale,
-                            const float *restrict mean_grad, const float *restrict mean_grad_normalized,
-                            float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
-    const input_grad_channels ch = {mean, inverse_std, scale, mean_grad, mean_grad_normalized, gamma, beta};
+void qat_bn_clamp_input_grad(const float *restrict gy, const float *restrict x, const float *restrict mean,
+                             const float *restrict inverse_std, const float *restrict gamma,
+                             const float *restrict beta, const qat_bn_clamp *clamp, const float *restrict scale,
+                             const float *restrict mean_grad, const float *restrict mean_grad_normalized,
+                             float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
+    const input_grad_channels ch = {mean, inverse_std, scale, mean_grad, mean_grad_normalized, gamma, beta,
+                                    clamp->pass_above, clamp->pass_max};
     input_grad(gy, x, &ch, gx, overwrite, channels, plane, q0, q1);
 }

@@ -131,7 +131,7 @@ final class BatchNormKernelTests: XCTestCase {
                 let cuts = [0, planes / 3, planes / 3 + (planes + 1) / 4, planes]
                 var y = [Float](repeating: .nan, count: count)
                 for k in 0..<3 where cuts[k] < cuts[k + 1] {
-                    qat_bn_normalize(x, &y, mean, inverseStd, gamma, beta, s.channels, s.plane, cuts[k], cuts[k + 1], 0)
+                    qat_bn_normalize(x, &y, mean, inverseStd, gamma, beta, s.channels, s.plane, cuts[k], cuts[k + 1], nil)
                 }
                 let expectedY = (0..<count).map { i -> Float in
                     let c = (i / s.plane) % s.channels

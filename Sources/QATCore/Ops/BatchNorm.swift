@@ -22,12 +22,40 @@ public enum BatchNormSync {
     nonisolated(unsafe) public static var combine: ((inout [Double]) -> Void)? = nil
 }
 
-/// The backward of BatchNorm fused with ReLU (`batchNorm2d(fusedReLU: true)`).
+/// The backward of BatchNorm fused with the clamp after it (`batchNorm2d(fusedClamp:)`: ReLU, ReLU6, Clip).
 public enum BatchNormReLUBackward {
-    /// Switch for tests: true runs ReLU's mask as its own pass into a gradient buffer, read by
+    /// Switch for tests: true runs the clamp's mask as its own pass into a gradient buffer, read by
     /// the sums and input-gradient passes (the path the folded passes replaced, and their
     /// reference: the same bits); false (the default) computes the masked gradient inside both.
     nonisolated(unsafe) public static var usesSeparateMaskPass = false
+}
+
+/// An activation BatchNorm can apply in its own passes: y = v < 0 ? 0 : v, then y > top ? top : y
+/// (qat_relu6_forward's and qat_clip_forward's rule: NaN and −0 pass through), and a gradient that
+/// passes g where passAbove < v ≤ passMax (v the BatchNorm output), +0 elsewhere and at NaN.
+public struct FusedClamp: Equatable, Sendable {
+    public let top: Float, passAbove: Float, passMax: Float
+
+    /// relu: the top never binds (v > +∞ is false), the gradient passes where v > 0 (+∞ included).
+    public static let relu = FusedClamp(top: .infinity, passAbove: 0, passMax: .infinity)
+    /// relu6: gradient where 0 < v < 6, i.e. v ≤ the float below 6 (0 at both bounds, as `relu6`).
+    public static let relu6 = FusedClamp(top: 6, passAbove: 0, passMax: Float(6).nextDown)
+
+    /// clip(min: low, max: high) when this clamp is it bit for bit: low must be +0 (with −0 the
+    /// forward would write −0 where this writes +0) and high not NaN. Clip's gradient is inclusive,
+    /// 0 ≤ v ≤ high (−0 included), i.e. v > −(the least subnormal) without flush-to-zero.
+    public static func clip(min low: Float, max high: Float) -> FusedClamp? {
+        guard low.bitPattern == 0, !high.isNaN else { return nil }
+        return FusedClamp(top: high, passAbove: -Float.leastNonzeroMagnitude, passMax: high)
+    }
+
+}
+
+/// The C form of `clamp` (NULL for none) for the duration of `body`.
+private func withClampBounds<R>(_ clamp: FusedClamp?, _ body: (UnsafePointer<qat_bn_clamp>?) -> R) -> R {
+    guard let clamp else { return body(nil) }
+    var bounds = qat_bn_clamp(top: clamp.top, pass_above: clamp.passAbove, pass_max: clamp.passMax)
+    return withUnsafePointer(to: &bounds) { body($0) }
 }
 
 /// BatchNorm over the channels of x: [N, C, H, W], as PyTorch's BatchNorm2d.
@@ -36,13 +64,16 @@ public enum BatchNormReLUBackward {
 /// by `momentum` toward the batch mean and the unbiased variance. Eval: use the running statistics.
 /// y = γ · (x − μ) / √(σ² + ε) + β
 ///
-/// With `fusedReLU`, returns relu(y) as `relu(batchNorm2d(…))` would, bit for bit, without the
-/// intermediate y: the forward applies ReLU in the normalize pass, and the pullback applies
-/// ReLU's mask (recomputed from x, which BatchNorm keeps anyway) to the incoming gradient.
+/// With `fusedClamp` (or `fusedReLU`, which is `fusedClamp: .relu`), returns the activation of y
+/// as `relu`/`relu6`/`clip` after `batchNorm2d(…)` would, bit for bit, without the intermediate y:
+/// the forward clamps in the normalize pass, and the pullback applies the activation's mask
+/// (recomputed from x, which BatchNorm keeps anyway) to the incoming gradient.
 public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
                         statistics: BatchNormStatistics, training: Bool,
                         momentum: Float = 0.1, epsilon: Float = 1e-5, fusedReLU: Bool = false,
-                        tape: Tape?) -> Variable {
+                        fusedClamp: FusedClamp? = nil, tape: Tape?) -> Variable {
+    precondition(!(fusedReLU && fusedClamp != nil), "batchNorm2d: fusedReLU and fusedClamp together")
+    let clamp = fusedClamp ?? (fusedReLU ? FusedClamp.relu : nil)
     precondition(x.value.rank == 4 && x.shape[1] == gamma.value.count, "batchNorm2d: input \(x.shape) vs γ \(gamma.shape)")
     let geometry = BatchNormGeometry(batch: x.shape[0], channels: x.shape[1], plane: x.shape[2] * x.shape[3])
     let input = tape == nil ? x.value : x.valueForPullback()
@@ -56,9 +87,11 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
         y.storage.withUnsafeMutableBufferPointer { ys in
             gamma.value.storage.withUnsafeBufferPointer { g in
                 beta.value.storage.withUnsafeBufferPointer { b in
-                    geometry.forEachPlaneBlock { q0, q1 in
-                        qat_bn_normalize(xs.baseAddress!, ys.baseAddress!, mean, inverseStd, g.baseAddress!, b.baseAddress!,
-                                         geometry.channels, geometry.plane, q0, q1, fusedReLU ? 1 : 0)
+                    withClampBounds(clamp) { bounds in
+                        geometry.forEachPlaneBlock { q0, q1 in
+                            qat_bn_normalize(xs.baseAddress!, ys.baseAddress!, mean, inverseStd, g.baseAddress!, b.baseAddress!,
+                                             geometry.channels, geometry.plane, q0, q1, bounds)
+                        }
                     }
                 }
             }
@@ -66,50 +99,54 @@ public func batchNorm2d(_ x: Variable, gamma: Variable, beta: Variable,
     }
     let out = Variable(y, requiresGrad: needsPullback(tape, x, gamma, beta))
     guard out.requiresGrad, let tape else { return out }
-    let normalizedWith = (gamma: gamma.value, beta: beta.value)   // what the fused ReLU tested
+    let fused = clamp.map { (gamma: gamma.value, beta: beta.value, clamp: $0) }   // what the fused clamp tests
     tape.record {
         guard let gy = out.grad else { return }
         batchNormBackward(gy, input: input, x: x, gamma: gamma, beta: beta, mean: mean, inverseStd: inverseStd,
-                          geometry: geometry, training: training, fusedReLU: fusedReLU ? normalizedWith : nil)
+                          geometry: geometry, training: training, fused: fused)
     }
     return out
 }
 
 /// The pullback of `batchNorm2d`: dγ = Σ dy·x̂, dβ = Σ dy, and in training
 /// dx = γ·invStd·(dy − mean(dy) − x̂·mean(dy·x̂)); in eval the statistics are constants, dx = γ·invStd·dy.
-/// With `fusedReLU` (the γ, β the forward normalised with), dy is first ReLU's pullback of the
-/// incoming gradient: 0 + gy where γ·x̂ + β > 0, +0 elsewhere, as relu writes into a fresh gradient.
+/// With `fused` (the γ, β the forward normalised with, and its clamp), dy is first the clamp's
+/// pullback of the incoming gradient: 0 + gy where the clamp passes γ·x̂ + β, +0 elsewhere, as
+/// relu / relu6 / clip write into a fresh gradient.
 private func batchNormBackward(_ incoming: Tensor, input: Tensor, x: Variable, gamma: Variable, beta: Variable,
                                mean: [Float], inverseStd: [Float], geometry: BatchNormGeometry, training: Bool,
-                               fusedReLU: (gamma: Tensor, beta: Tensor)?) {
+                               fused: (gamma: Tensor, beta: Tensor, clamp: FusedClamp)?) {
     let c = geometry.channels
     var m = geometry.batch * geometry.plane
     // Per channel: Σ dy and Σ dy·x̂, the two reductions every gradient needs.
     let planes = geometry.batch * c
     let gy: Tensor, totals: [[Double]]
-    // With the ReLU folded in, the passes read the incoming gradient and mask it themselves.
-    let folded = BatchNormReLUBackward.usesSeparateMaskPass ? nil : fusedReLU
+    // With the clamp folded in, the passes read the incoming gradient and mask it themselves.
+    let folded = BatchNormReLUBackward.usesSeparateMaskPass ? nil : fused
     if let folded {
         gy = incoming
-        totals = geometry.channelTotals(outputs: 2) { q0, q1, partial in
-            qat_bn_relu_plane_gradient_sums(gy.storage, input.storage, mean, inverseStd, folded.gamma.storage,
-                                            folded.beta.storage, partial, partial + planes, c, geometry.plane, q0, q1)
+        totals = withClampBounds(folded.clamp) { bounds in
+            geometry.channelTotals(outputs: 2) { q0, q1, partial in
+                qat_bn_clamp_plane_gradient_sums(gy.storage, input.storage, mean, inverseStd, folded.gamma.storage,
+                                                 folded.beta.storage, bounds, partial, partial + planes, c, geometry.plane,
+                                                 q0, q1)
+            }
         }
-    } else if let fusedReLU {
+    } else if let fused {
         var masked = Tensor(shape: incoming.shape, storage: uninitializedFloats(incoming.count))
         totals = masked.storage.withUnsafeMutableBufferPointer { dy in
-            geometry.channelTotals(outputs: 2) { q0, q1, partial in
+            withClampBounds(fused.clamp) { bounds in geometry.channelTotals(outputs: 2) { q0, q1, partial in
                 // A few planes at a time, masked and then summed while they are in cache (each
                 // plane's sums are the same bits however the planes are split).
                 let step = max(1, 16_384 / max(geometry.plane, 1))
                 for first in stride(from: q0, to: q1, by: step) {
                     let last = min(q1, first + step)
-                    qat_bn_relu_mask_gradient(incoming.storage, input.storage, mean, inverseStd, fusedReLU.gamma.storage,
-                                              fusedReLU.beta.storage, dy.baseAddress!, c, geometry.plane, first, last)
+                    qat_bn_clamp_mask_gradient(incoming.storage, input.storage, mean, inverseStd, fused.gamma.storage,
+                                               fused.beta.storage, bounds, dy.baseAddress!, c, geometry.plane, first, last)
                     qat_bn_plane_gradient_sums(dy.baseAddress!, input.storage, mean, inverseStd, partial, partial + planes,
                                                c, geometry.plane, first, last)
                 }
-            }
+            } }
         }
         gy = masked
     } else {
@@ -139,15 +176,15 @@ private func batchNormBackward(_ incoming: Tensor, input: Tensor, x: Variable, g
             let meanGrad = sumGrad.map { Float($0 / Double(m)) }
             let meanGradNormalized = sumGradNormalized.map { Float($0 / Double(m)) }
             x.withGradient(overwritingFresh: { gx, overwrite in
-                geometry.forEachPlaneBlock { q0, q1 in
+                withClampBounds(folded?.clamp) { bounds in geometry.forEachPlaneBlock { q0, q1 in
                     if let folded, training {
-                        qat_bn_relu_input_grad(g.baseAddress!, xs.baseAddress!, mean, inverseStd, folded.gamma.storage,
-                                               folded.beta.storage, scale, meanGrad, meanGradNormalized, gx.baseAddress!,
-                                               overwrite ? 1 : 0, c, geometry.plane, q0, q1)
+                        qat_bn_clamp_input_grad(g.baseAddress!, xs.baseAddress!, mean, inverseStd, folded.gamma.storage,
+                                                folded.beta.storage, bounds, scale, meanGrad, meanGradNormalized,
+                                                gx.baseAddress!, overwrite ? 1 : 0, c, geometry.plane, q0, q1)
                     } else if let folded {
-                        qat_bn_relu_input_grad(g.baseAddress!, xs.baseAddress!, mean, inverseStd, folded.gamma.storage,
-                                               folded.beta.storage, scale, nil, nil, gx.baseAddress!,
-                                               overwrite ? 1 : 0, c, geometry.plane, q0, q1)
+                        qat_bn_clamp_input_grad(g.baseAddress!, xs.baseAddress!, mean, inverseStd, folded.gamma.storage,
+                                                folded.beta.storage, bounds, scale, nil, nil, gx.baseAddress!,
+                                                overwrite ? 1 : 0, c, geometry.plane, q0, q1)
                     } else if training {
                         qat_bn_input_grad(g.baseAddress!, xs.baseAddress!, mean, inverseStd, scale, meanGrad,
                                           meanGradNormalized, gx.baseAddress!, overwrite ? 1 : 0, c, geometry.plane, q0, q1)
@@ -155,7 +192,7 @@ private func batchNormBackward(_ incoming: Tensor, input: Tensor, x: Variable, g
                         qat_bn_input_grad(g.baseAddress!, xs.baseAddress!, mean, inverseStd, scale, nil, nil,
                                           gx.baseAddress!, overwrite ? 1 : 0, c, geometry.plane, q0, q1)
                     }
-                }
+                } }
             })
         }
     }

@@ -217,14 +217,15 @@ public final class BatchNorm2DLayer: Layer {
     }
 
     public func forward(_ inputs: [Variable], training: Bool, tape: Tape?) -> Variable {
-        forward(inputs, training: training, fusedReLU: false, tape: tape)
+        forward(inputs, training: training, fusedClamp: nil, tape: tape)
     }
 
-    /// With `fusedReLU`, the output is relu(BatchNorm(x)), computed in BatchNorm's own passes.
-    func forward(_ inputs: [Variable], training: Bool, fusedReLU: Bool, tape: Tape?) -> Variable {
+    /// With `fusedClamp`, the output is the activation (ReLU, ReLU6, Clip) of BatchNorm(x), computed
+    /// in BatchNorm's own passes.
+    func forward(_ inputs: [Variable], training: Bool, fusedClamp: FusedClamp?, tape: Tape?) -> Variable {
         batchNorm2d(inputs[0], gamma: gamma, beta: beta, statistics: statistics, training: training,
                     momentum: updatesRunningStatistics ? attributes.momentum : 0, epsilon: attributes.epsilon,
-                    fusedReLU: fusedReLU, tape: tape)
+                    fusedClamp: fusedClamp, tape: tape)
     }
 }
 

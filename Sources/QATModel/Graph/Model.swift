@@ -16,10 +16,11 @@ public final class Model {
     public var releasesReadOutputs = true {
         didSet { for case let layer as WeightedLayer in layers { layer.releasesQuantizedInput = releasesReadOutputs } }
     }
-    /// True (the default): a BatchNorm or an add whose output only a ReLU reads applies the ReLU in
-    /// its own passes (`batchNorm2d(fusedReLU:)`, `addReLU`), and the ReLU layer passes that output
-    /// on: the same bits without the intermediate tensor. False runs them apart (the reference;
-    /// never with `observe`).
+    /// True (the default): a BatchNorm whose output only a ReLU, ReLU6 or Clip(+0, b) reads, or an
+    /// add whose output only a ReLU reads, applies the activation in its own passes
+    /// (`batchNorm2d(fusedClamp:)`, `addReLU`), and the activation layer passes that output on: the
+    /// same bits without the intermediate tensor. False runs them apart (the reference; never with
+    /// `observe`).
     public var fusesReLU = true
 
     /// Builds the layers and draws their initial weights from `seed` (same seed, same weights).
@@ -44,20 +45,35 @@ public final class Model {
 
     public var numberOfClasses: Int { graph.numberOfClasses }
 
-    /// [BatchNorm or add layer (without input quantizers): the ReLU layer, without an input
-    /// quantizer either, that alone reads it].
-    public func reluFusions() -> [Int: Int] {
-        var pairs: [Int: Int] = [:]
+    /// [BatchNorm or add layer (without input quantizers): the activation layer, without an input
+    /// quantizer either, that alone reads it]: ReLU after either, ReLU6 or an identical Clip after
+    /// BatchNorm (see `fusedClamps`).
+    public func reluFusions() -> [Int: Int] { fusedClamps().mapValues(\.activation) }
+
+    /// The pairs of `reluFusions` with the clamp each applies (always `.relu` after an add).
+    public func fusedClamps() -> [Int: (activation: Int, clamp: FusedClamp)] {
+        var pairs: [Int: (activation: Int, clamp: FusedClamp)] = [:]
         for (i, layer) in layers.enumerated() {
+            let isAdd: Bool
             if let add = layer as? StatelessLayer {
                 guard case .add = add.spec.kind, add.inputQuantizer == nil else { continue }
-            } else if !(layer is BatchNorm2DLayer) {
+                isAdd = true
+            } else if layer is BatchNorm2DLayer {
+                isAdd = false
+            } else {
                 continue
             }
             let readers = graph.consumers(of: i)
-            guard readers.count == 1, let relu = layers[readers[0]] as? StatelessLayer,
-                  relu.inputQuantizer == nil, graph.sources[readers[0]] == [i] else { continue }
-            if case .relu = relu.spec.kind { pairs[i] = readers[0] }
+            guard readers.count == 1, let activation = layers[readers[0]] as? StatelessLayer,
+                  activation.inputQuantizer == nil, graph.sources[readers[0]] == [i] else { continue }
+            let clamp: FusedClamp?
+            switch activation.spec.kind {
+            case .relu: clamp = .relu
+            case .relu6: clamp = isAdd ? nil : .relu6
+            case .clip(let bounds): clamp = isAdd ? nil : FusedClamp.clip(min: bounds.min, max: bounds.max)
+            default: clamp = nil
+            }
+            if let clamp { pairs[i] = (readers[0], clamp) }
         }
         return pairs
     }
@@ -77,8 +93,8 @@ public final class Model {
         // Eval mode adds integer layers' biases in whole accumulator units, as the INT8 engine
         // and ONNX QDQ runtimes do (docs/ALGORITHMS.md §5); training keeps them float.
         let (biasCorrections, exactBiases) = training ? ([:], [:]) : accumulatorGridCorrections()
-        let fused = fusesReLU && observe == nil ? reluFusions().filter { biasCorrections[$0.key] == nil } : [:]
-        let fusedReLUs = Set(fused.values)
+        let fused = fusesReLU && observe == nil ? fusedClamps().filter { biasCorrections[$0.key] == nil } : [:]
+        let fusedReLUs = Set(fused.values.map(\.activation))
         for (i, layer) in layers.enumerated() {
             let inputs = graph.sources[i].map { $0 < 0 ? input : outputs[$0] }
             tape?.currentLabel = layer.name
@@ -86,9 +102,9 @@ public final class Model {
             weighted?.accumulatorGridBias = exactBiases[i]
             func run() -> Variable {
                 if fusedReLUs.contains(i) { return inputs[0] }   // the layer before applied it
-                if fused[i] != nil {
+                if let pair = fused[i] {
                     if let batchNorm = layer as? BatchNorm2DLayer {
-                        return batchNorm.forward(inputs, training: training, fusedReLU: true, tape: tape)
+                        return batchNorm.forward(inputs, training: training, fusedClamp: pair.clamp, tape: tape)
                     }
                     return addReLU(inputs[0], inputs[1], tape: tape)
                 }
