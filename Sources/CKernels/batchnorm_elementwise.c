@@ -14,6 +14,18 @@ typedef struct {
     float above, max;
 } input_grad_channels;
 
+// Element-wise passes on planes of at most 16 positions: one vector per plane would leave the
+// per-plane setup (and masked tails) dominant, so the parameters are spread per (channel,
+// position) once and a run of one sample's consecutive planes is walked as one flat array.
+// Same expressions per element: the same bits.
+#define SPREAD_MAX 1024
+
+// params[i] = the channel value of element i of channels [0, channels), `plane` positions each.
+static void spread(const float *restrict values, long channels, long plane, float *restrict params) {
+    for (long c = 0; c < channels; c++)
+        for (long p = 0; p < plane; p++) params[c * plane + p] = values[c];
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define AVX512 __attribute__((target("avx512f,avx512vl,avx2")))
@@ -57,18 +69,6 @@ AVX512 static void input_grad_plane_512(const float *gs, const float *xs, float 
         const __m512 base = overwrite ? zero : _mm512_maskz_loadu_ps(m, out + p);
         _mm512_mask_storeu_ps(out + p, m, _mm512_add_ps(base, value));
     }
-}
-
-// Element-wise passes on planes of at most 16 positions: one vector per plane would leave the
-// per-plane setup (and masked tails) dominant, so the parameters are spread per (channel,
-// position) once and a run of one sample's consecutive planes is walked as one flat array.
-// Same expressions per element: the same bits.
-#define SPREAD_MAX 1024
-
-// params[i] = the channel value of element i of channels [0, channels), `plane` positions each.
-static void spread(const float *restrict values, long channels, long plane, float *restrict params) {
-    for (long c = 0; c < channels; c++)
-        for (long p = 0; p < plane; p++) params[c * plane + p] = values[c];
 }
 
 static inline __mmask16 mask16(long i, long count) {
@@ -141,6 +141,99 @@ AVX512 static void input_grad_small_512(const float *gy, const float *x, const i
 // wide instead of 4: an element's value is the same sequence of float operations either way.
 #define BN_INLINE static inline __attribute__((always_inline))
 
+// The small-plane walk of normalize_small_512 / input_grad_small_512 as plain loops, for AVX2:
+// a run of one sample's consecutive planes is one flat array with the parameters spread per
+// element, so clang vectorises across planes instead of over a few positions. Each element's
+// value is the same sequence of float operations as in normalize_loops / input_grad_loops.
+BN_INLINE void normalize_spread_loops(const float *restrict x, float *restrict y, const float *restrict mean,
+                                      const float *restrict inverse_std, const float *restrict gamma,
+                                      const float *restrict beta, long channels, long plane, long q0, long q1,
+                                      int clamped, float top) {
+    float mu[SPREAD_MAX], s[SPREAD_MAX], g[SPREAD_MAX], b[SPREAD_MAX];
+    spread(mean, channels, plane, mu); spread(inverse_std, channels, plane, s);
+    spread(gamma, channels, plane, g); spread(beta, channels, plane, b);
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, planes = channels - c < q1 - q ? channels - c : q1 - q;
+        const long count = planes * plane, first = c * plane;
+        const float *restrict xs = x + q * plane;
+        float *restrict ys = y + q * plane;
+        const float *restrict m = mu + first, *restrict sv = s + first, *restrict gv = g + first, *restrict bv = b + first;
+        if (clamped) {
+            for (long i = 0; i < count; i++) {
+                const float out = gv[i] * ((xs[i] - m[i]) * sv[i]) + bv[i];
+                const float raised = out < 0.0f ? 0.0f : out;
+                ys[i] = raised > top ? top : raised;
+            }
+        } else {
+            for (long i = 0; i < count; i++) ys[i] = gv[i] * ((xs[i] - m[i]) * sv[i]) + bv[i];
+        }
+        q += planes;
+    }
+}
+
+BN_INLINE void input_grad_spread_loops(const float *restrict gy, const float *restrict x, const input_grad_channels *ch,
+                                       float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
+    const int training = ch->mean_grad != NULL, clamped = ch->gamma != NULL;
+    const float above = ch->above, max = ch->max;
+    float k[SPREAD_MAX], mu[SPREAD_MAX], s[SPREAD_MAX], mg[SPREAD_MAX], mgn[SPREAD_MAX], ga[SPREAD_MAX], be[SPREAD_MAX];
+    spread(ch->scale, channels, plane, k);
+    if (training || clamped) { spread(ch->mean, channels, plane, mu); spread(ch->inverse_std, channels, plane, s); }
+    if (training) { spread(ch->mean_grad, channels, plane, mg); spread(ch->mean_grad_normalized, channels, plane, mgn); }
+    if (clamped) { spread(ch->gamma, channels, plane, ga); spread(ch->beta, channels, plane, be); }
+    for (long q = q0; q < q1;) {
+        const long c = q % channels, planes = channels - c < q1 - q ? channels - c : q1 - q;
+        const long count = planes * plane, e = c * plane;
+        const float *restrict gs = gy + q * plane, *restrict xs = x + q * plane;
+        float *restrict out = gx + q * plane;
+        if (clamped && training) {
+            for (long i = 0; i < count; i++) {
+                const float normalized = (xs[i] - mu[e + i]) * s[e + i];
+                const float g = clamp_masked_gradient(gs[i], normalized, ga[e + i], be[e + i], above, max);
+                const float value = k[e + i] * (g - mg[e + i] - normalized * mgn[e + i]);
+                out[i] = (overwrite ? 0.0f : out[i]) + value;
+            }
+        } else if (clamped) {
+            for (long i = 0; i < count; i++) {
+                const float value = k[e + i] * clamp_masked_gradient(gs[i], (xs[i] - mu[e + i]) * s[e + i], ga[e + i],
+                                                                     be[e + i], above, max);
+                out[i] = (overwrite ? 0.0f : out[i]) + value;
+            }
+        } else if (training) {
+            if (overwrite)
+                for (long i = 0; i < count; i++)
+                    out[i] = 0.0f + k[e + i] * (gs[i] - mg[e + i] - ((xs[i] - mu[e + i]) * s[e + i]) * mgn[e + i]);
+            else
+                for (long i = 0; i < count; i++)
+                    out[i] += k[e + i] * (gs[i] - mg[e + i] - ((xs[i] - mu[e + i]) * s[e + i]) * mgn[e + i]);
+        } else {
+            if (overwrite)
+                for (long i = 0; i < count; i++) out[i] = 0.0f + k[e + i] * gs[i];
+            else
+                for (long i = 0; i < count; i++) out[i] += k[e + i] * gs[i];
+        }
+        q += planes;
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static void normalize_spread_avx2(const float *restrict x, float *restrict y,
+                                                                  const float *restrict mean,
+                                                                  const float *restrict inverse_std,
+                                                                  const float *restrict gamma, const float *restrict beta,
+                                                                  long channels, long plane, long q0, long q1,
+                                                                  int clamped, float top) {
+    normalize_spread_loops(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, clamped, top);
+}
+
+__attribute__((target("avx2"))) static void input_grad_spread_avx2(const float *restrict gy, const float *restrict x,
+                                                                   const input_grad_channels *ch, float *restrict gx,
+                                                                   int overwrite, long channels, long plane, long q0,
+                                                                   long q1) {
+    input_grad_spread_loops(gy, x, ch, gx, overwrite, channels, plane, q0, q1);
+}
+#endif
+
+
 BN_INLINE void normalize_loops(const float *restrict x, float *restrict y, const float *restrict mean,
                                const float *restrict inverse_std, const float *restrict gamma,
                                const float *restrict beta, long channels, long plane, long q0, long q1, int clamped,
@@ -197,6 +290,10 @@ void qat_bn_normalize(const float *restrict x, float *restrict y, const float *r
             const long c = q % channels;
             normalize_plane_512(x + q * plane, y + q * plane, plane, mean[c], inverse_std[c], gamma[c], beta[c], clamped, top);
         }
+        return;
+    }
+    if (qat_bn_isa() == 1 && plane <= 16 && channels * plane <= SPREAD_MAX) {
+        normalize_spread_avx2(x, y, mean, inverse_std, gamma, beta, channels, plane, q0, q1, clamped, top);
         return;
     }
     if (qat_bn_isa() == 1) {
@@ -275,6 +372,10 @@ static void input_grad(const float *restrict gy, const float *restrict x, const 
     if (qat_bn_isa() == 2) {
         for (long q = q0; q < q1; q++)
             input_grad_plane_512(gy + q * plane, x + q * plane, gx + q * plane, plane, overwrite, ch, q % channels);
+        return;
+    }
+    if (qat_bn_isa() == 1 && plane <= 16 && channels * plane <= SPREAD_MAX) {
+        input_grad_spread_avx2(gy, x, ch, gx, overwrite, channels, plane, q0, q1);
         return;
     }
     if (qat_bn_isa() == 1) {
