@@ -26,11 +26,12 @@ enum { LANES = 8, MAX_BLOCKS = 128 };
 // base(b) = 8·b·stride + offset. Stride 1: load k (k = kw) reads columns base + k + l.
 // Stride 2: loads k = 0, 1, 2, 3 read columns base + {0, 8, 2, 10} + l. `in` keeps the lanes whose
 // column lies inside [0, input_width) (at stride 1 also only real outputs), `out` the real
-// outputs (as masks of all-ones lanes); `full` says every load of the block keeps all its lanes.
+// outputs (as masks of all-ones lanes); `full` says every load of the block keeps all its lanes,
+// `left_only` that only load 0 drops some (the first block of a plane padded on the left).
 typedef struct {
     long blocks;
     int32_t out[MAX_BLOCKS][LANES], in[MAX_BLOCKS][4][LANES];
-    unsigned char full[MAX_BLOCKS];
+    unsigned char full[MAX_BLOCKS], left_only[MAX_BLOCKS];
 } column_masks;
 
 static void column_masks_of(column_masks *m, long output_width, long input_width, long offset, long stride) {
@@ -38,7 +39,7 @@ static void column_masks_of(column_masks *m, long output_width, long input_width
     const long loads = stride == 1 ? 3 : 4;
     m->blocks = (output_width + LANES - 1) / LANES;
     for (long b = 0; b < m->blocks; b++) {
-        int full = 1;
+        int full = 1, others_full = 1;
         for (long l = 0; l < LANES; l++) {
             const long j = b * LANES + l, base = b * LANES * stride + offset;
             m->out[b][l] = j < output_width ? -1 : 0;
@@ -47,9 +48,11 @@ static void column_masks_of(column_masks *m, long output_width, long input_width
                 const int inside = k < loads && column >= 0 && column < input_width && (stride == 2 || j < output_width);
                 m->in[b][k][l] = inside ? -1 : 0;
                 if (k < loads && !inside) full = 0;
+                if (k > 0 && k < loads && !inside) others_full = 0;
             }
         }
         m->full[b] = (unsigned char)full;
+        m->left_only[b] = (unsigned char)(!full && others_full);
     }
 }
 
@@ -89,18 +92,24 @@ AVX2 __attribute__((always_inline)) static inline void store_first(float *dst, _
 #define SWAP_MIDDLE(v) _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)))
 
 // The input values tap columns kw = 0, 1, 2 meet in block b of a row (row points at base(b));
-// `stride` is a constant where this is inlined. Stride 2 gives them in the shuffled order.
+// `stride` and `full` (0: masked loads, 1: plain ones, 2: left_only) are constants where inlined. Stride 2 gives them in the shuffled order.
 AVX2 __attribute__((always_inline)) static inline void tap_columns(const float *row, const __m256i mask[4], int full,
                                                                    long stride, __m256 v[3]) {
     if (stride == 1) {
-        if (full) {
+        if (full == 2) {   // left_only: plain loads but the first
+            v[0] = _mm256_maskload_ps(row, mask[0]);
+            for (long kw = 1; kw < 3; kw++) v[kw] = _mm256_loadu_ps(row + kw);
+        } else if (full) {
             for (long kw = 0; kw < 3; kw++) v[kw] = _mm256_loadu_ps(row + kw);
         } else {
             for (long kw = 0; kw < 3; kw++) v[kw] = _mm256_maskload_ps(row + kw, mask[kw]);
         }
     } else {
         __m256 a, b8, a2, b10;
-        if (full) {
+        if (full == 2) {
+            a = _mm256_maskload_ps(row, mask[0]), b8 = _mm256_loadu_ps(row + 8);
+            a2 = _mm256_loadu_ps(row + 2), b10 = _mm256_loadu_ps(row + 10);
+        } else if (full) {
             a = _mm256_loadu_ps(row), b8 = _mm256_loadu_ps(row + 8);
             a2 = _mm256_loadu_ps(row + 2), b10 = _mm256_loadu_ps(row + 10);
         } else {
@@ -382,6 +391,11 @@ correlate_plane(const float *restrict src, long src_h, long src_w, float *restri
                 correlate_rows(src, src_h, src_w, dst, dst_w, taps, init, top, left, m, block, mask, i, ROWS, s, 1, add);
             for (; i < dst_h; i++)
                 correlate_rows(src, src_h, src_w, dst, dst_w, taps, init, top, left, m, block, mask, i, 1, s, 1, add);
+        } else if (m->left_only[block]) {
+            for (; i + ROWS <= dst_h; i += ROWS)
+                correlate_rows(src, src_h, src_w, dst, dst_w, taps, init, top, left, m, block, mask, i, ROWS, s, 2, add);
+            for (; i < dst_h; i++)
+                correlate_rows(src, src_h, src_w, dst, dst_w, taps, init, top, left, m, block, mask, i, 1, s, 2, add);
         } else {
             for (; i + ROWS <= dst_h; i += ROWS)
                 correlate_rows(src, src_h, src_w, dst, dst_w, taps, init, top, left, m, block, mask, i, ROWS, s, 0, add);
@@ -563,6 +577,8 @@ weight_grad_rows(const float *restrict x, const float *restrict gy, float *restr
             for (long block = 0; block < m.blocks; block++) {
                 if (m.full[block]) {
                     weight_block(plane, grad, g, &m, block, acc, s, 1);
+                } else if (m.left_only[block]) {
+                    weight_block(plane, grad, g, &m, block, acc, s, 2);
                 } else {
                     weight_block(plane, grad, g, &m, block, acc, s, 0);
                 }
