@@ -481,15 +481,17 @@ int qat_depthwise_enable_direct(int mode) {
 }
 
 // The in-place kernels (depthwise_float_direct.c, depthwise_float_direct_avx2.c) take the plane.
-// AVX2's padded-copy kernels stay faster at stride 1 once a row spans more than one 8-column
-// block (the in-place ones' edge blocks cost masked loads and a scalar tail; on a Zen 3 core the forward and input gradient ran at 0.7–0.8× on 14×14 and 28×28 planes,
+// AVX2's row-group kernels (the default) beat the padded copy on every plane of mobilenetv2-tiny
+// (1.3–2× on a Zen 3). Without them (qat_dw_avx2_rows(0)), AVX2's padded-copy kernels stay faster
+// at stride 1 once a row spans more than one 8-column block (the in-place ones' edge blocks cost masked loads and a scalar tail; on a Zen 3 core the forward and input gradient ran at 0.7–0.8× on 14×14 and 28×28 planes,
 // and in mobilenetv2-tiny's training step the stride-1 backward took ~10 % longer with the
 // in-place weight gradient). Mode 2 (tests) takes every plane that fits.
 static int use_direct(qat_dw_path path, const qat_conv2d_params *g) {
     if (direct_mode == 0 || !qat_dw_direct_fits(g)) return 0;
     if (path == QAT_DW_AVX512) return 1;
     if (path != QAT_DW_AVX2) return 0;
-    return direct_mode == 2 || g->stride_h == 2 || (g->width <= 8 && g->out_width <= 8);
+    // The row-group kernels beat the padded copy on every plane (see depthwise_float_direct_avx2.c).
+    return direct_mode == 2 || qat_dw_avx2_rows_enabled() || g->stride_h == 2 || (g->width <= 8 && g->out_width <= 8);
 }
 
 void qat_depthwise_forward(const float *restrict x, const float *restrict w, const float *restrict bias,
@@ -501,6 +503,8 @@ void qat_depthwise_forward(const float *restrict x, const float *restrict w, con
     if (use_direct(path, g)) {
         if (path == QAT_DW_AVX512) {
             qat_dw_direct_forward(x, w, bias, y, g, u0, u1);
+        } else if (qat_dw_avx2_rows_enabled()) {
+            qat_dw_rows_avx2_forward(x, w, bias, y, g, u0, u1);
         } else {
             qat_dw_direct_avx2_forward(x, w, bias, y, g, u0, u1);
         }
@@ -524,7 +528,13 @@ void qat_depthwise_input_grad(const float *restrict gy, const float *restrict w,
                 qat_dw_direct_input_grad_stride2(gy, w, gx, g, u0, u1);
             }
         } else if (g->stride_h == 1) {
-            qat_dw_direct_avx2_input_grad(gy, w, gx, g, u0, u1);
+            if (qat_dw_avx2_rows_enabled()) {
+                qat_dw_rows_avx2_input_grad(gy, w, gx, g, u0, u1);
+            } else {
+                qat_dw_direct_avx2_input_grad(gy, w, gx, g, u0, u1);
+            }
+        } else if (qat_dw_avx2_rows_enabled()) {
+            qat_dw_rows_avx2_input_grad_stride2(gy, w, gx, g, u0, u1);
         } else {
             qat_dw_direct_avx2_input_grad_stride2(gy, w, gx, g, u0, u1);
         }
@@ -547,6 +557,8 @@ void qat_depthwise_weight_grad(const float *restrict x, const float *restrict gy
     if (use_direct(path, g)) {
         if (path == QAT_DW_AVX512) {
             qat_dw_direct_weight_grad(x, gy, gw, g, c0, c1);
+        } else if (qat_dw_avx2_rows_enabled()) {
+            qat_dw_rows_avx2_weight_grad(x, gy, gw, g, c0, c1);
         } else {
             qat_dw_direct_avx2_weight_grad(x, gy, gw, g, c0, c1);
         }

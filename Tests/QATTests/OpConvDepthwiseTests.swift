@@ -296,4 +296,86 @@ final class OpConvDepthwiseTests: XCTestCase {
             }
         }
     }
+
+    // MARK: the AVX2 kernels that compute several output rows per step
+
+    /// Widths 1 … 33 (around the 8-column blocks and the 4-row groups), heights 1 … 30, stride 1
+    /// and 2, padding 0, 1, 2 and asymmetric, 3 (odd) channels, 3 images.
+    static var rowCases: [Case] {
+        let pads = [(0, 0, 0, 0), (1, 1, 1, 1), (2, 2, 2, 2), (0, 0, 1, 1), (2, 1, 0, 2), (1, 2, 2, 0), (2, 0, 1, 2)]
+        var cases: [Case] = []
+        for width in 1...33 {
+            for stride in [1, 2] {
+                let height = (width * 7 + stride * 5) % 30 + 1
+                let p = pads[(width + stride) % pads.count]
+                guard height + p.0 + p.2 >= 3 && width + p.1 + p.3 >= 3 else { continue }
+                cases.append(Case(batch: 3, channels: 3, height: height, width: width, stride: stride, pads: p,
+                                  bias: width % 3 != 0))
+            }
+        }
+        return cases
+    }
+
+    /// The row-group kernels against the one-row in-place kernels they replace (both on every plane
+    /// they fit): the forward and the input gradient equal, the weight gradient (its partial sums
+    /// run in another order) within the reference tolerance of the Double reference and of the
+    /// one-row kernels.
+    func testRowKernelsAgreeWithTheOneRowKernels() throws {
+        guard DepthwiseConvPath.avx2.isSupported else { throw XCTSkip("no AVX2") }
+        XCTAssertGreaterThan(Self.rowCases.count, 60)
+        for (k, t) in Self.rowCases.enumerated() {
+            let seed = 1200 + UInt64(k)
+            let (rows, oneRow) = withPath(.avx2) { withDirect(true) { () -> ([[Float]], [[Float]]) in
+                defer { ConvKernels.enableDepthwiseRows(true) }
+                ConvKernels.enableDepthwiseRows(true)
+                let rows = results(t, seed: seed)
+                ConvKernels.enableDepthwiseRows(false)
+                return (rows, results(t, seed: seed))
+            } }
+            XCTAssertEqual(rows[0], oneRow[0], "y \(t)")
+            XCTAssertEqual(rows[1], oneRow[1], "dx \(t)")
+            XCTAssertEqual(rows[3], oneRow[3], "db \(t)")
+            let (x, w, b) = variables(t, seed: seed)
+            var rng = SeededGenerator(seed: seed &+ 1)
+            let r = (0..<(t.batch * t.channels * t.outputHeight * t.outputWidth)).map { _ in rng.nextUnitFloat() - 0.5 }
+            let expected = reference(t, x: x.value.storage, w: w.value.storage, b: b?.value.storage ?? [0, 0, 0], r: r)[2]
+            let dw = rows[2]
+            XCTAssertEqual(dw.count, expected.values.count, "dw \(t)")
+            let bad = dw.indices.first { i in abs(Double(dw[i]) - expected.values[i]) > 1e-5 * (1 + expected.scale[i]) }
+            XCTAssertNil(bad, "dw[\(bad ?? 0)] \(t): \(bad.map { dw[$0] } ?? 0) vs \(bad.map { expected.values[$0] } ?? 0)")
+            let apart = dw.indices.first { i in abs(dw[i] - oneRow[2][i]) > Float(2e-5 * (1 + expected.scale[i])) }
+            XCTAssertNil(apart, "dw vs one row [\(apart ?? 0)] \(t)")
+        }
+    }
+
+    /// Finite differences through the row-group kernels, and 1 and 2 threads giving the same bytes,
+    /// on planes with several row groups and a remainder.
+    func testRowKernelsPassTheGradientCheckAndIgnoreThreads() throws {
+        guard DepthwiseConvPath.avx2.isSupported else { throw XCTSkip("no AVX2") }
+        let cases = [Case(batch: 3, channels: 3, height: 11, width: 13),
+                     Case(batch: 3, channels: 3, height: 13, width: 17, stride: 2),
+                     Case(batch: 3, channels: 1, height: 9, width: 10, stride: 2, pads: (0, 0, 1, 1), bias: false),
+                     Case(batch: 3, channels: 3, height: 6, width: 9, pads: (2, 0, 0, 2))]
+        for (k, t) in cases.enumerated() {
+            withPath(.avx2) { withDirect(true) {
+                let (x, w, b) = variables(t, seed: 1300 + UInt64(k))
+                var inputs = [OpInput("x", x), OpInput("weight", w)]
+                if let b { inputs.append(OpInput("bias", b)) }
+                let reference = { (v: [[Double]]) in
+                    groupedConvReference(x: v[0], xShape: t.xShape, w: v[1], wShape: t.wShape, b: t.bias ? v[2] : nil,
+                                         stride: (t.stride, t.stride), pads: t.pads, dilation: (1, 1), groups: t.channels)
+                }
+                checkOp("depthwise rows \(t)", inputs: inputs,
+                        outputShape: [t.batch, t.outputs, t.outputHeight, t.outputWidth],
+                        reference: { v in reference(v).values },
+                        forward: { tape in self.run(t, x, w, b, tape: tape) }, seed: 1350 + UInt64(k))
+                let saved = Parallel.threads
+                defer { Parallel.threads = saved }
+                Parallel.threads = 1
+                let single = results(t, seed: 1360)
+                Parallel.threads = 2
+                XCTAssertEqual(single, results(t, seed: 1360), "threads \(t)")
+            } }
+        }
+    }
 }

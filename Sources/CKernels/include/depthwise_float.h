@@ -7,8 +7,8 @@
 //   axes, top and left padding ≤ 2, any bottom and right padding), written once and compiled
 //   for AVX-512, AVX2 + FMA and portable C; the taps of each output are summed in registers.
 //   AVX-512 and AVX2 read the planes in place with masked loads (depthwise_float_direct.c,
-//   depthwise_float_direct_avx2.c) for planes up to 1024 columns wide (AVX2: at stride 1 only
-//   rows up to 8 wide, see qat_depthwise_enable_direct); wider
+//   depthwise_float_direct_avx2.c) for planes up to 1024 columns wide (AVX2: several output
+//   rows per step, see qat_dw_avx2_rows); wider
 //   planes and the portable path work on a padded copy of each plane (depthwise_float.c).
 // The paths round differently (FMA, lane count), each is deterministic and independent of how
 // its units are split.
@@ -29,6 +29,10 @@ int qat_depthwise_cpu_supports(qat_dw_path path);
 // they fit where they are faster (AVX2 keeps the padded copy at stride 1 for rows wider than 8),
 // 2 every plane they fit. Returns the setting now used.
 int qat_depthwise_enable_direct(int mode);
+// Tests: 0 sends the AVX2 path's in-place kernels back to one output row per step (and to the
+// padded copy at stride 1 on rows wider than 8, as before); 1 (the default) lets them compute
+// several rows per step, on every plane they fit. Returns the setting now used.
+int qat_dw_avx2_rows(int enabled);
 // Whether the 3×3 kernels handle this geometry (else every path runs the loops).
 int qat_depthwise3x3_supported(const qat_conv2d_params *g);
 

@@ -18,8 +18,8 @@ public enum DepthwiseConvPath: String, CaseIterable, Sendable {
     case loops
     /// The 3×3 kernels in portable C, 8 lanes, products and sums rounded separately.
     case portable
-    /// The 3×3 kernels with AVX2 and FMA, 8 lanes, reading the planes in place with masked loads
-    /// (stride 2, and stride 1 on rows up to 8 wide) or on a padded copy (the rest).
+    /// The 3×3 kernels with AVX2 and FMA, 8 lanes, reading the planes in place with masked loads,
+    /// several output rows per step (planes up to 1024 columns; wider ones on a padded copy).
     case avx2
     /// The 3×3 kernels with AVX-512, 16 lanes, reading the planes in place with masked loads.
     case avx512
@@ -66,6 +66,15 @@ extension ConvKernels {
     @discardableResult
     public static func enableDepthwiseDirect(_ enabled: Bool, everywhere: Bool = false) -> Bool {
         qat_depthwise_enable_direct(enabled ? (everywhere ? 2 : 1) : 0) != 0
+    }
+
+    /// Tests: false sends the AVX2 path's in-place kernels back to one output row per step (and
+    /// to the padded copy at stride 1 on rows wider than 8, unless `enableDepthwiseDirect(true,
+    /// everywhere: true)`), the reference for the kernels that compute several rows per step;
+    /// true (the default) uses those. Returns whether they are enabled.
+    @discardableResult
+    public static func enableDepthwiseRows(_ enabled: Bool) -> Bool {
+        qat_dw_avx2_rows(enabled ? 1 : 0) != 0
     }
 }
 
