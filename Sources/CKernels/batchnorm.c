@@ -280,31 +280,50 @@ AVX2 static inline double fold256(__m256d lo, __m256d hi) {
     return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
 }
 
+// fold256 of 4 planes at once, written to out[0..3]: the same adds in the same order (a = lo + hi
+// holds l0+l4, l1+l5, l2+l6, l3+l7; then (a0 + a2) + (a1 + a3)), the planes side by side in lanes
+// instead of one horizontal fold each.
+AVX2 static inline void fold4_avx2(const __m256d lo[4], const __m256d hi[4], double *out) {
+    const __m256d a0 = _mm256_add_pd(lo[0], hi[0]), a1 = _mm256_add_pd(lo[1], hi[1]);
+    const __m256d a2 = _mm256_add_pd(lo[2], hi[2]), a3 = _mm256_add_pd(lo[3], hi[3]);
+    // u01 = [a0_0 + a0_2, a0_1 + a0_3, a1_0 + a1_2, a1_1 + a1_3], u23 likewise.
+    const __m256d u01 = _mm256_add_pd(_mm256_permute2f128_pd(a0, a1, 0x20), _mm256_permute2f128_pd(a0, a1, 0x31));
+    const __m256d u23 = _mm256_add_pd(_mm256_permute2f128_pd(a2, a3, 0x20), _mm256_permute2f128_pd(a2, a3, 0x31));
+    // [plane 0, plane 2, plane 1, plane 3], then in order.
+    const __m256d sums = _mm256_add_pd(_mm256_unpacklo_pd(u01, u23), _mm256_unpackhi_pd(u01, u23));
+    _mm256_storeu_pd(out, _mm256_permute4x64_pd(sums, 0xd8));
+}
+
 // The mask of positions [p, p + 8) inside the plane (all ones for a full row).
 AVX2 static inline __m256i mask8_avx2(long p, long plane) {
     const long n = plane - p >= 8 ? 8 : plane - p;
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-AVX2 static inline __m256 load8_avx2(const float *v, long p, long plane) {
-    return p + 8 <= plane ? _mm256_loadu_ps(v + p) : _mm256_maskload_ps(v + p, mask8_avx2(p, plane));
-}
-
 AVX2 static inline __m256d low_to_double(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
 AVX2 static inline __m256d high_to_double(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
 
+// Full rows take plain loads; the partial last row a masked one (zeros past the end add +0).
 AVX2 static void sums_avx2(const float *base, long plane, long planes, double *out) {
+    const long full = plane & ~7L;
     long q = 0;
     for (; q < planes; q += PLANES) {
         const int count = planes - q < PLANES ? (int)(planes - q) : PLANES;
         __m256d lo[PLANES], hi[PLANES];
         for (int k = 0; k < PLANES; k++) lo[k] = hi[k] = _mm256_setzero_pd();
-        for (long p = 0; p < plane; p += 8)
-            for (int k = 0; k < count; k++) {
-                const __m256 v = load8_avx2(base + (q + k) * plane, p, plane);
-                lo[k] = _mm256_add_pd(lo[k], low_to_double(v)); hi[k] = _mm256_add_pd(hi[k], high_to_double(v));
-            }
-        for (int k = 0; k < count; k++) out[q + k] = fold256(lo[k], hi[k]);
+#define ADD(k, v) (lo[k] = _mm256_add_pd(lo[k], low_to_double(v)), hi[k] = _mm256_add_pd(hi[k], high_to_double(v)))
+        if (count == PLANES) {
+            for (long p = 0; p < full; p += 8)
+                for (int k = 0; k < PLANES; k++) ADD(k, _mm256_loadu_ps(base + (q + k) * plane + p));
+        } else {
+            for (long p = 0; p < full; p += 8)
+                for (int k = 0; k < count; k++) ADD(k, _mm256_loadu_ps(base + (q + k) * plane + p));
+        }
+        if (full < plane)
+            for (int k = 0; k < count; k++) ADD(k, _mm256_maskload_ps(base + (q + k) * plane + full, mask8_avx2(full, plane)));
+#undef ADD
+        if (count == PLANES) fold4_avx2(lo, hi, out + q);
+        else for (int k = 0; k < count; k++) out[q + k] = fold256(lo[k], hi[k]);
     }
 }
 
@@ -314,50 +333,111 @@ AVX2 static inline __m256d add_square_avx2(__m256d l, __m256d v, __m256d mean, _
     return _mm256_add_pd(l, _mm256_and_pd(_mm256_mul_pd(d, d), keep));
 }
 
+AVX2 static inline __m256d add_square_full_avx2(__m256d l, __m256d v, __m256d mean) {
+    const __m256d d = _mm256_sub_pd(v, mean);
+    return _mm256_add_pd(l, _mm256_mul_pd(d, d));
+}
+
 AVX2 static void squares_avx2(const float *base, long plane, long planes, const double *mean, double *out) {
+    const long full = plane & ~7L;
     long q = 0;
     for (; q < planes; q += PLANES) {
         const int count = planes - q < PLANES ? (int)(planes - q) : PLANES;
         __m256d lo[PLANES], hi[PLANES], mu[PLANES];
-        for (int k = 0; k < count; k++) { lo[k] = hi[k] = _mm256_setzero_pd(); mu[k] = _mm256_set1_pd(mean[q + k]); }
-        for (long p = 0; p < plane; p += 8) {
+        for (int k = 0; k < PLANES; k++) {
+            lo[k] = hi[k] = _mm256_setzero_pd();
+            mu[k] = _mm256_set1_pd(mean[q + (k < count ? k : 0)]);
+        }
+#define ADD(k, v) (lo[k] = add_square_full_avx2(lo[k], low_to_double(v), mu[k]), \
+                   hi[k] = add_square_full_avx2(hi[k], high_to_double(v), mu[k]))
+        if (count == PLANES) {
+            for (long p = 0; p < full; p += 8)
+                for (int k = 0; k < PLANES; k++) ADD(k, _mm256_loadu_ps(base + (q + k) * plane + p));
+        } else {
+            for (long p = 0; p < full; p += 8)
+                for (int k = 0; k < count; k++) ADD(k, _mm256_loadu_ps(base + (q + k) * plane + p));
+        }
+#undef ADD
+        if (full < plane) {
             // The 32-bit mask widened to 64-bit lanes of all ones (sign extension).
-            const __m256i m = mask8_avx2(p, plane);
+            const __m256i m = mask8_avx2(full, plane);
             const __m256d keep_lo = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(m)));
             const __m256d keep_hi = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(m, 1)));
             for (int k = 0; k < count; k++) {
-                const __m256 v = load8_avx2(base + (q + k) * plane, p, plane);
+                const __m256 v = _mm256_maskload_ps(base + (q + k) * plane + full, m);
                 lo[k] = add_square_avx2(lo[k], low_to_double(v), mu[k], keep_lo);
                 hi[k] = add_square_avx2(hi[k], high_to_double(v), mu[k], keep_hi);
             }
         }
-        for (int k = 0; k < count; k++) out[q + k] = fold256(lo[k], hi[k]);
+        if (count == PLANES) fold4_avx2(lo, hi, out + q);
+        else for (int k = 0; k < count; k++) out[q + k] = fold256(lo[k], hi[k]);
     }
 }
 
+// One row of 8 positions of one plane: x̂, the (clamp-masked) gradient, and the four Double adds.
+// tail: a partial row (masked loads; a padded position's product may be −0 (0 · negative x̂),
+// so it is masked to +0).
+AVX2 INLINE void add_gradient_avx2(const float *gs, const float *xs, long p, long plane, int tail, __m256 mu, __m256 s,
+                                   int clamped, __m256 ga, __m256 be, __m256 ab, __m256 mx, __m256d *lo, __m256d *hi, __m256d *nlo, __m256d *nhi) {
+    const __m256i m = tail ? mask8_avx2(p, plane) : _mm256_set1_epi32(-1);
+    const __m256 x = tail ? _mm256_maskload_ps(xs + p, m) : _mm256_loadu_ps(xs + p);
+    const __m256 normalized = _mm256_mul_ps(_mm256_sub_ps(x, mu), s);
+    __m256 g = tail ? _mm256_maskload_ps(gs + p, m) : _mm256_loadu_ps(gs + p);   // padded: +0, masked or not
+    if (clamped) g = clamp_masked_gradient256(g, normalized, ga, be, ab, mx);
+    __m256 product = _mm256_mul_ps(g, normalized);
+    if (tail) product = _mm256_and_ps(product, _mm256_castsi256_ps(m));
+    *lo = _mm256_add_pd(*lo, low_to_double(g)); *hi = _mm256_add_pd(*hi, high_to_double(g));
+    *nlo = _mm256_add_pd(*nlo, low_to_double(product)); *nhi = _mm256_add_pd(*nhi, high_to_double(product));
+}
+
+// Planes side by side in the gradient sums: 2, as their 8 accumulators and the clamp's vectors
+// must stay in the 16 ymm registers (4 planes spilled the accumulators to the stack, each add then
+// waiting on a store and a load); 2 planes still give 8 independent chains.
+#define GRADIENT_PLANES 2
+
+// Full rows take plain loads (no mask, no product masking); the partial last row is apart.
 AVX2 INLINE void gradient_avx2(const float *gs, const float *xs, long plane, long planes, const float *mean,
                                const float *inverse_std, const float *gamma, const float *beta,
                                const qat_bn_clamp *clamp, double *out, double *out_normalized) {
     const __m256 ab = _mm256_set1_ps(gamma ? clamp->pass_above : 0), mx = _mm256_set1_ps(gamma ? clamp->pass_max : 0);
+    const long full = plane & ~7L;
+    const int clamped = gamma != NULL;
     long q = 0;
-    for (; q < planes; q += PLANES) {
-        const int count = planes - q < PLANES ? (int)(planes - q) : PLANES;
-        __m256d lo[PLANES], hi[PLANES], nlo[PLANES], nhi[PLANES];
-        for (int k = 0; k < count; k++) lo[k] = hi[k] = nlo[k] = nhi[k] = _mm256_setzero_pd();
-        for (long p = 0; p < plane; p += 8) {
-            const __m256 keep = _mm256_castsi256_ps(mask8_avx2(p, plane));
-            for (int k = 0; k < count; k++) {
-                const __m256 mu = _mm256_set1_ps(mean[q + k]), s = _mm256_set1_ps(inverse_std[q + k]);
-                const __m256 x = load8_avx2(xs + (q + k) * plane, p, plane), normalized = _mm256_mul_ps(_mm256_sub_ps(x, mu), s);
-                __m256 g = load8_avx2(gs + (q + k) * plane, p, plane);   // padded: +0, masked or not
-                if (gamma)
-                    g = clamp_masked_gradient256(g, normalized, _mm256_set1_ps(gamma[q + k]), _mm256_set1_ps(beta[q + k]), ab, mx);
-                // A padded position's product may be −0 (0 · negative x̂): masked to +0.
-                const __m256 product = _mm256_and_ps(_mm256_mul_ps(g, normalized), keep);
-                lo[k] = _mm256_add_pd(lo[k], low_to_double(g)); hi[k] = _mm256_add_pd(hi[k], high_to_double(g));
-                nlo[k] = _mm256_add_pd(nlo[k], low_to_double(product)); nhi[k] = _mm256_add_pd(nhi[k], high_to_double(product));
+    if (full == 0)   // planes of fewer than 8 positions: one partial row each, so 4 planes and one fold4
+        for (; q + 4 <= planes; q += 4) {
+            __m256d lo[4], hi[4], nlo[4], nhi[4];
+            for (int k = 0; k < 4; k++) {
+                lo[k] = hi[k] = nlo[k] = nhi[k] = _mm256_setzero_pd();
+                const long c = q + k;
+                const __m256 mu = _mm256_set1_ps(mean[c]), s = _mm256_set1_ps(inverse_std[c]);
+                const __m256 ga = clamped ? _mm256_set1_ps(gamma[c]) : mu, be = clamped ? _mm256_set1_ps(beta[c]) : mu;
+                add_gradient_avx2(gs + c * plane, xs + c * plane, 0, plane, 1, mu, s, clamped, ga, be, ab, mx, &lo[k], &hi[k],
+                                  &nlo[k], &nhi[k]);
             }
+            fold4_avx2(lo, hi, out + q);
+            fold4_avx2(nlo, nhi, out_normalized + q);
         }
+    for (; q < planes; q += GRADIENT_PLANES) {
+        const int count = planes - q < GRADIENT_PLANES ? (int)(planes - q) : GRADIENT_PLANES;
+        __m256d lo[GRADIENT_PLANES], hi[GRADIENT_PLANES], nlo[GRADIENT_PLANES], nhi[GRADIENT_PLANES];
+        __m256 mu[GRADIENT_PLANES], s[GRADIENT_PLANES], ga[GRADIENT_PLANES], be[GRADIENT_PLANES];
+        for (int k = 0; k < GRADIENT_PLANES; k++) {
+            lo[k] = hi[k] = nlo[k] = nhi[k] = _mm256_setzero_pd();
+            const long c = q + (k < count ? k : 0);
+            mu[k] = _mm256_set1_ps(mean[c]); s[k] = _mm256_set1_ps(inverse_std[c]);
+            ga[k] = clamped ? _mm256_set1_ps(gamma[c]) : mu[k]; be[k] = clamped ? _mm256_set1_ps(beta[c]) : mu[k];
+        }
+#define ROW(k, p, tail)                                                                                                \
+    add_gradient_avx2(gs + (q + (k)) * plane, xs + (q + (k)) * plane, p, plane, tail, mu[k], s[k], clamped, ga[k], be[k], \
+                      ab, mx, &lo[k], &hi[k], &nlo[k], &nhi[k])
+        if (count == GRADIENT_PLANES) {
+            for (long p = 0; p < full; p += 8) { ROW(0, p, 0); ROW(1, p, 0); }
+        } else {
+            for (long p = 0; p < full; p += 8) ROW(0, p, 0);
+        }
+        if (full < plane)
+            for (int k = 0; k < count; k++) ROW(k, full, 1);
+#undef ROW
         for (int k = 0; k < count; k++) { out[q + k] = fold256(lo[k], hi[k]); out_normalized[q + k] = fold256(nlo[k], nhi[k]); }
     }
 }
@@ -372,6 +452,7 @@ AVX2 static void gradient_avx2_clamp(const float *gs, const float *xs, long plan
                                      const qat_bn_clamp *clamp, double *out, double *out_normalized) {
     gradient_avx2(gs, xs, plane, planes, mean, inverse_std, gamma, beta, clamp, out, out_normalized);
 }
+
 
 static int cpu_isa(void) {
     __builtin_cpu_init();

@@ -117,6 +117,38 @@ final class BatchNormKernelTests: XCTestCase {
         }
     }
 
+    /// The gradient sums with the clamp folded in equal the plain sums over the clamp's mask written
+    /// by its own pass, bit for bit, on every path (ReLU, ReLU6, Clip bounds; planes below 8 take
+    /// AVX2's 4-plane blocks, longer ones full rows and a tail).
+    func testClampGradientSumsEqualMaskThenSumsOnEveryPath() {
+        let clamps = [qat_bn_clamp(top: .infinity, pass_above: 0, pass_max: .infinity),
+                      qat_bn_clamp(top: 6, pass_above: 0, pass_max: Float(6).nextDown),
+                      qat_bn_clamp(top: 1.5, pass_above: -Float.leastNonzeroMagnitude, pass_max: 1.5)]
+        for path in paths {
+            XCTAssertEqual(qat_bn_force_isa(path), path)
+            for (index, s) in shapes.enumerated() {
+                let count = s.batch * s.channels * s.plane, planes = s.batch * s.channels
+                let x = values(count, seed: UInt64(index) + 11), gy = values(count, seed: UInt64(index) + 12, scale: 1)
+                let mean = values(s.channels, seed: UInt64(index) + 13, scale: 1)
+                let inverseStd = values(s.channels, seed: UInt64(index) + 14, scale: 0.5).map { abs($0) + 0.5 }
+                let gamma = values(s.channels, seed: UInt64(index) + 15, scale: 3)
+                let beta = values(s.channels, seed: UInt64(index) + 16, scale: 2)
+                var clamp = clamps[index % clamps.count]
+                let fused = kernelTotals(s, outputs: 2) { q0, q1, partial in
+                    qat_bn_clamp_plane_gradient_sums(gy, x, mean, inverseStd, gamma, beta, &clamp, partial, partial + planes,
+                                                     s.channels, s.plane, q0, q1)
+                }
+                var masked = [Float](repeating: .nan, count: count)
+                qat_bn_clamp_mask_gradient(gy, x, mean, inverseStd, gamma, beta, &clamp, &masked, s.channels, s.plane, 0, planes)
+                let separate = kernelTotals(s, outputs: 2) { q0, q1, partial in
+                    qat_bn_plane_gradient_sums(masked, x, mean, inverseStd, partial, partial + planes, s.channels, s.plane, q0, q1)
+                }
+                assertSameBits(fused[0], separate[0], "Σdy clamp path \(path) \(s)")
+                assertSameBits(fused[1], separate[1], "Σdy·x̂ clamp path \(path) \(s)")
+            }
+        }
+    }
+
     /// The element-wise passes keep the float expressions of the portable loops, on planes split
     /// into uneven chunks (a chunk may start and end inside a sample).
     func testNormalizeAndInputGradientKeepTheBitsOnEveryPath() {
