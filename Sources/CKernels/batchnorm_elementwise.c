@@ -141,6 +141,16 @@ AVX512 static void input_grad_small_512(const float *gy, const float *x, const i
 // wide instead of 4: an element's value is the same sequence of float operations either way.
 #define BN_INLINE static inline __attribute__((always_inline))
 
+// out[p] = 0 + value, or out[p] + value, for p in [0, n): two loops rather than a test per
+// element, which clang compiles to a masked load of out even when overwriting.
+#define OVERWRITE_OR_ADD(n, value)                                  \
+    do {                                                            \
+        if (overwrite)                                              \
+            for (long p = 0; p < (n); p++) out[p] = 0.0f + (value); \
+        else                                                        \
+            for (long p = 0; p < (n); p++) out[p] += (value);       \
+    } while (0)
+
 // The small-plane walk of normalize_small_512 / input_grad_small_512 as plain loops, for AVX2:
 // a run of one sample's consecutive planes is one flat array with the parameters spread per
 // element, so clang vectorises across planes instead of over a few positions. Each element's
@@ -185,20 +195,15 @@ BN_INLINE void input_grad_spread_loops(const float *restrict gy, const float *re
         const long count = planes * plane, e = c * plane;
         const float *restrict gs = gy + q * plane, *restrict xs = x + q * plane;
         float *restrict out = gx + q * plane;
+#define NORMALIZED ((xs[p] - mu[e + p]) * s[e + p])
+#define MASKED clamp_masked_gradient(gs[p], NORMALIZED, ga[e + p], be[e + p], above, max)
         if (clamped && training) {
-            for (long i = 0; i < count; i++) {
-                const float normalized = (xs[i] - mu[e + i]) * s[e + i];
-                const float g = clamp_masked_gradient(gs[i], normalized, ga[e + i], be[e + i], above, max);
-                const float value = k[e + i] * (g - mg[e + i] - normalized * mgn[e + i]);
-                out[i] = (overwrite ? 0.0f : out[i]) + value;
-            }
+            OVERWRITE_OR_ADD(count, k[e + p] * (MASKED - mg[e + p] - NORMALIZED * mgn[e + p]));
         } else if (clamped) {
-            for (long i = 0; i < count; i++) {
-                const float value = k[e + i] * clamp_masked_gradient(gs[i], (xs[i] - mu[e + i]) * s[e + i], ga[e + i],
-                                                                     be[e + i], above, max);
-                out[i] = (overwrite ? 0.0f : out[i]) + value;
-            }
+            OVERWRITE_OR_ADD(count, k[e + p] * MASKED);
         } else if (training) {
+#undef MASKED
+#undef NORMALIZED
             if (overwrite)
                 for (long i = 0; i < count; i++)
                     out[i] = 0.0f + k[e + i] * (gs[i] - mg[e + i] - ((xs[i] - mu[e + i]) * s[e + i]) * mgn[e + i]);
@@ -309,19 +314,17 @@ BN_INLINE void input_grad_clamp_plane(const float *restrict gs, const float *res
                                   int overwrite, const input_grad_channels *ch, long c) {
     const float k = ch->scale[c], mu = ch->mean[c], s = ch->inverse_std[c], ga = ch->gamma[c], be = ch->beta[c];
     const float above = ch->above, max = ch->max;
+    // x̂ and the masked gradient at p (the same float expressions in each loop below).
+#define NORMALIZED ((xs[p] - mu) * s)
+#define MASKED clamp_masked_gradient(gs[p], NORMALIZED, ga, be, above, max)
     if (ch->mean_grad) {
         const float mg = ch->mean_grad[c], mgn = ch->mean_grad_normalized[c];
-        for (long p = 0; p < plane; p++) {
-            const float normalized = (xs[p] - mu) * s;
-            const float value = k * (clamp_masked_gradient(gs[p], normalized, ga, be, above, max) - mg - normalized * mgn);
-            out[p] = (overwrite ? 0.0f : out[p]) + value;
-        }
+        OVERWRITE_OR_ADD(plane, k * (MASKED - mg - NORMALIZED * mgn));
     } else {
-        for (long p = 0; p < plane; p++) {
-            const float value = k * clamp_masked_gradient(gs[p], (xs[p] - mu) * s, ga, be, above, max);
-            out[p] = (overwrite ? 0.0f : out[p]) + value;
-        }
+        OVERWRITE_OR_ADD(plane, k * MASKED);
     }
+#undef MASKED
+#undef NORMALIZED
 }
 
 BN_INLINE void input_grad_loops(const float *restrict gy, const float *restrict x, const input_grad_channels *ch,

@@ -197,6 +197,46 @@ final class BatchNormKernelTests: XCTestCase {
         }
     }
 
+    /// The input gradient with the clamp folded in against the Swift expressions, bit for bit:
+    /// training and eval, overwriting and adding, on every path and uneven chunks.
+    func testClampInputGradientKeepsTheBitsOnEveryPath() {
+        let clamps = [qat_bn_clamp(top: .infinity, pass_above: 0, pass_max: .infinity),
+                      qat_bn_clamp(top: 6, pass_above: 0, pass_max: Float(6).nextDown),
+                      qat_bn_clamp(top: 1.5, pass_above: -Float.leastNonzeroMagnitude, pass_max: 1.5)]
+        for path in paths {
+            XCTAssertEqual(qat_bn_force_isa(path), path)
+            for (index, s) in shapes.enumerated() {
+                let count = s.batch * s.channels * s.plane, planes = s.batch * s.channels
+                let x = values(count, seed: UInt64(index) + 21), gy = values(count, seed: UInt64(index) + 22, scale: 1)
+                let prior = values(count, seed: UInt64(index) + 23, scale: 1)
+                let p = (0..<7).map { values(s.channels, seed: UInt64(index) * 10 + UInt64($0) + 500, scale: 2) }
+                let (mean, inverseStd, gamma, beta, scale) = (p[0], p[1].map { abs($0) + 0.5 }, p[2], p[3], p[4])
+                let (meanGrad, meanGradNormalized) = (p[5], p[6])
+                var clamp = clamps[index % clamps.count]
+                let cuts = [0, planes / 3, planes / 3 + (planes + 1) / 4, planes]
+                for training in [true, false] {
+                    for overwrite in [true, false] {
+                        var gx = overwrite ? [Float](repeating: .nan, count: count) : prior
+                        for k in 0..<3 where cuts[k] < cuts[k + 1] {
+                            qat_bn_clamp_input_grad(gy, x, mean, inverseStd, gamma, beta, &clamp, scale,
+                                                    training ? meanGrad : nil, training ? meanGradNormalized : nil, &gx,
+                                                    overwrite ? 1 : 0, s.channels, s.plane, cuts[k], cuts[k + 1])
+                        }
+                        let expected = (0..<count).map { i -> Float in
+                            let c = (i / s.plane) % s.channels
+                            let normalized = (x[i] - mean[c]) * inverseStd[c]
+                            let y = gamma[c] * normalized + beta[c]
+                            let g: Float = 0 + (y > clamp.pass_above && y <= clamp.pass_max ? gy[i] : 0)
+                            let value = training ? scale[c] * (g - meanGrad[c] - normalized * meanGradNormalized[c]) : scale[c] * g
+                            return (overwrite ? 0 : prior[i]) + value
+                        }
+                        assertSameBits(gx, expected, "clamp input grad path \(path) \(s) training \(training) overwrite \(overwrite)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The whole op, forward and backward, on 1 and 2 threads: the same bits on each path.
     func testIdenticalAcrossThreads() {
         let shapes = [[7, 19, 5, 5], [5, 40, 2, 2], [3, 12, 28, 28], [6, 33, 1, 1]]
