@@ -78,8 +78,11 @@ final class BatchNormKernelTests: XCTestCase {
     }
 
     func testSumsFollowTheDocumentedOrderOnEveryPath() {
-        for path in paths {
+        defer { qat_bn_avx2_one_plane(1) }
+        // AVX2: one plane at a time (the default) and the previous 4-plane loops.
+        for (path, onePlane) in paths.flatMap({ path in [(path, Int32(1)), (path, Int32(0))] }) {
             XCTAssertEqual(qat_bn_force_isa(path), path)
+            qat_bn_avx2_one_plane(onePlane)
             for (index, s) in shapes.enumerated() {
                 let count = s.batch * s.channels * s.plane
                 let x = values(count, seed: UInt64(index) + 1)
@@ -96,7 +99,7 @@ final class BatchNormKernelTests: XCTestCase {
                     qat_bn_plane_gradient_sums(gy, x, meanF, inverseStd, partial, partial + planes, s.channels, s.plane, q0, q1)
                 }
                 let (sumGrad, sumNormalized) = (gradient[0], gradient[1])
-                let label = "path \(path) \(s)"
+                let label = "path \(path) one plane \(onePlane) \(s)"
                 assertSameBits(sums, channelTotals(s) { i, _ in Double(x[i]) }, "Σx " + label)
                 assertSameBits(squares, channelTotals(s) { i, c in
                     let d = Double(x[i]) - mean[c]

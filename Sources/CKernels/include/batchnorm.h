@@ -11,6 +11,9 @@
 int qat_bn_isa(void);
 // Tests: force a path (taken only if the CPU has it), or −1 for cpuid's choice. Returns the path now used.
 int qat_bn_force_isa(int isa);
+// Tests: the AVX2 sums and squared deviations on planes of 8 or more positions one plane at a time
+// (1, the default) or 4 side by side (0, the previous loops); the same bits. Returns the previous setting.
+int qat_bn_avx2_one_plane(int on);
 
 // Plane q = (n, c) with c = q mod C. Planes [q0, q1): sums[q] = Σ_p x[q, p] in the order above
 // (any split of the planes gives the same bits).
