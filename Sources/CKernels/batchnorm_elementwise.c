@@ -26,6 +26,20 @@ static void spread(const float *restrict values, long channels, long plane, floa
         for (long p = 0; p < plane; p++) params[c * plane + p] = values[c];
 }
 
+// The input gradient's per-channel values spread per element (those the pass reads).
+typedef struct {
+    float k[SPREAD_MAX], mu[SPREAD_MAX], s[SPREAD_MAX], mg[SPREAD_MAX], mgn[SPREAD_MAX], ga[SPREAD_MAX], be[SPREAD_MAX];
+} spread_input_grad_channels;
+
+static void spread_input_grad(const input_grad_channels *ch, long channels, long plane, spread_input_grad_channels *p) {
+    const int training = ch->mean_grad != NULL, clamped = ch->gamma != NULL;
+    spread(ch->scale, channels, plane, p->k);
+    if (training || clamped) { spread(ch->mean, channels, plane, p->mu); spread(ch->inverse_std, channels, plane, p->s); }
+    if (training) { spread(ch->mean_grad, channels, plane, p->mg); spread(ch->mean_grad_normalized, channels, plane, p->mgn); }
+    if (clamped) { spread(ch->gamma, channels, plane, p->ga); spread(ch->beta, channels, plane, p->be); }
+}
+
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define AVX512 __attribute__((target("avx512f,avx512vl,avx2")))
@@ -102,11 +116,9 @@ AVX512 static void normalize_small_512(const float *x, float *y, const float *me
 AVX512 static void input_grad_small_512(const float *gy, const float *x, const input_grad_channels *ch, float *gx,
                                         int overwrite, long channels, long plane, long q0, long q1) {
     const int training = ch->mean_grad != NULL, clamped = ch->gamma != NULL;
-    float k[SPREAD_MAX], mu[SPREAD_MAX], s[SPREAD_MAX], mg[SPREAD_MAX], mgn[SPREAD_MAX], ga[SPREAD_MAX], be[SPREAD_MAX];
-    spread(ch->scale, channels, plane, k);
-    if (training || clamped) { spread(ch->mean, channels, plane, mu); spread(ch->inverse_std, channels, plane, s); }
-    if (training) { spread(ch->mean_grad, channels, plane, mg); spread(ch->mean_grad_normalized, channels, plane, mgn); }
-    if (clamped) { spread(ch->gamma, channels, plane, ga); spread(ch->beta, channels, plane, be); }
+    spread_input_grad_channels p;
+    spread_input_grad(ch, channels, plane, &p);
+    const float *k = p.k, *mu = p.mu, *s = p.s, *mg = p.mg, *mgn = p.mgn, *ga = p.ga, *be = p.be;
     for (long q = q0; q < q1;) {
         const long c = q % channels, planes = channels - c < q1 - q ? channels - c : q1 - q;
         const long count = planes * plane, first = c * plane;
@@ -185,11 +197,9 @@ BN_INLINE void input_grad_spread_loops(const float *restrict gy, const float *re
                                        float *restrict gx, int overwrite, long channels, long plane, long q0, long q1) {
     const int training = ch->mean_grad != NULL, clamped = ch->gamma != NULL;
     const float above = ch->above, max = ch->max;
-    float k[SPREAD_MAX], mu[SPREAD_MAX], s[SPREAD_MAX], mg[SPREAD_MAX], mgn[SPREAD_MAX], ga[SPREAD_MAX], be[SPREAD_MAX];
-    spread(ch->scale, channels, plane, k);
-    if (training || clamped) { spread(ch->mean, channels, plane, mu); spread(ch->inverse_std, channels, plane, s); }
-    if (training) { spread(ch->mean_grad, channels, plane, mg); spread(ch->mean_grad_normalized, channels, plane, mgn); }
-    if (clamped) { spread(ch->gamma, channels, plane, ga); spread(ch->beta, channels, plane, be); }
+    spread_input_grad_channels p;
+    spread_input_grad(ch, channels, plane, &p);
+    const float *k = p.k, *mu = p.mu, *s = p.s, *mg = p.mg, *mgn = p.mgn, *ga = p.ga, *be = p.be;
     for (long q = q0; q < q1;) {
         const long c = q % channels, planes = channels - c < q1 - q ? channels - c : q1 - q;
         const long count = planes * plane, e = c * plane;
