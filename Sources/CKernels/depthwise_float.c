@@ -490,7 +490,7 @@ static int use_direct(qat_dw_path path, const qat_conv2d_params *g) {
     if (direct_mode == 0 || !qat_dw_direct_fits(g)) return 0;
     if (path == QAT_DW_AVX512) return 1;
     if (path != QAT_DW_AVX2) return 0;
-    // The row-group kernels beat the padded copy on every plane (see depthwise_float_direct_avx2.c).
+    // The row-group kernels beat the padded copy on every plane (see depthwise_float_rows_avx2.c).
     return direct_mode == 2 || qat_dw_avx2_rows_enabled() || g->stride_h == 2 || (g->width <= 8 && g->out_width <= 8);
 }
 

@@ -8,7 +8,7 @@
 //   for AVX-512, AVX2 + FMA and portable C; the taps of each output are summed in registers.
 //   AVX-512 and AVX2 read the planes in place with masked loads (depthwise_float_direct.c,
 //   depthwise_float_direct_avx2.c) for planes up to 1024 columns wide (AVX2: several output
-//   rows per step, see qat_dw_avx2_rows); wider
+//   rows per step, depthwise_float_rows_avx2.c, see qat_dw_avx2_rows); wider
 //   planes and the portable path work on a padded copy of each plane (depthwise_float.c).
 // The paths round differently (FMA, lane count), each is deterministic and independent of how
 // its units are split.
