@@ -503,6 +503,8 @@ void qat_depthwise_forward(const float *restrict x, const float *restrict w, con
     if (use_direct(path, g)) {
         if (path == QAT_DW_AVX512) {
             qat_dw_direct_forward(x, w, bias, y, g, u0, u1);
+        } else if (qat_dw_avx2_rows_enabled() && qat_dw_flat_avx2_takes(g)) {
+            qat_dw_flat_avx2_forward(x, w, bias, y, g, u0, u1);
         } else if (qat_dw_avx2_rows_enabled()) {
             qat_dw_rows_avx2_forward(x, w, bias, y, g, u0, u1);
         } else {
@@ -528,7 +530,9 @@ void qat_depthwise_input_grad(const float *restrict gy, const float *restrict w,
                 qat_dw_direct_input_grad_stride2(gy, w, gx, g, u0, u1);
             }
         } else if (g->stride_h == 1) {
-            if (qat_dw_avx2_rows_enabled()) {
+            if (qat_dw_avx2_rows_enabled() && qat_dw_flat_avx2_takes(g)) {
+                qat_dw_flat_avx2_input_grad(gy, w, gx, g, u0, u1);
+            } else if (qat_dw_avx2_rows_enabled()) {
                 qat_dw_rows_avx2_input_grad(gy, w, gx, g, u0, u1);
             } else {
                 qat_dw_direct_avx2_input_grad(gy, w, gx, g, u0, u1);
