@@ -490,7 +490,7 @@ static int use_direct(qat_dw_path path, const qat_conv2d_params *g) {
     if (direct_mode == 0 || !qat_dw_direct_fits(g)) return 0;
     if (path == QAT_DW_AVX512) return 1;
     if (path != QAT_DW_AVX2) return 0;
-    // The row-group kernels beat the padded copy on every plane (see depthwise_float_direct_avx2.c).
+    // The row-group kernels beat the padded copy on every plane (see depthwise_float_rows_avx2.c).
     return direct_mode == 2 || qat_dw_avx2_rows_enabled() || g->stride_h == 2 || (g->width <= 8 && g->out_width <= 8);
 }
 
@@ -503,6 +503,8 @@ void qat_depthwise_forward(const float *restrict x, const float *restrict w, con
     if (use_direct(path, g)) {
         if (path == QAT_DW_AVX512) {
             qat_dw_direct_forward(x, w, bias, y, g, u0, u1);
+        } else if (qat_dw_avx2_rows_enabled() && qat_dw_flat_avx2_takes(g)) {
+            qat_dw_flat_avx2_forward(x, w, bias, y, g, u0, u1);
         } else if (qat_dw_avx2_rows_enabled()) {
             qat_dw_rows_avx2_forward(x, w, bias, y, g, u0, u1);
         } else {
@@ -528,7 +530,9 @@ void qat_depthwise_input_grad(const float *restrict gy, const float *restrict w,
                 qat_dw_direct_input_grad_stride2(gy, w, gx, g, u0, u1);
             }
         } else if (g->stride_h == 1) {
-            if (qat_dw_avx2_rows_enabled()) {
+            if (qat_dw_avx2_rows_enabled() && qat_dw_flat_avx2_takes(g)) {
+                qat_dw_flat_avx2_input_grad(gy, w, gx, g, u0, u1);
+            } else if (qat_dw_avx2_rows_enabled()) {
                 qat_dw_rows_avx2_input_grad(gy, w, gx, g, u0, u1);
             } else {
                 qat_dw_direct_avx2_input_grad(gy, w, gx, g, u0, u1);

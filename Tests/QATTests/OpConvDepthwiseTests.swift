@@ -378,4 +378,84 @@ final class OpConvDepthwiseTests: XCTestCase {
             } }
         }
     }
+
+    // MARK: the AVX2 kernels that walk small stride-1 planes flat
+
+    /// Stride 1 with the output of the input's size (the planes the flat kernels take: fewer than
+    /// 8 columns, at most 256 floats) and, around them, widths 8 … 17 and 14×14 (which they leave to
+    /// the row kernels): every padding that keeps the size, heights 1 … 17, odd channel counts, 3 images.
+    static var flatCases: [Case] {
+        let pads = [(1, 1, 1, 1), (2, 2, 0, 0), (0, 0, 2, 2), (2, 0, 0, 2), (0, 2, 2, 0), (1, 2, 1, 0), (2, 1, 0, 1)]
+        var cases: [Case] = []
+        for width in Array(1...17) {
+            let height = (width * 5 + 3) % 17 + 1
+            let p = pads[width % pads.count]
+            cases.append(Case(batch: 3, channels: width % 2 == 0 ? 3 : 5, height: height, width: width, pads: p,
+                              bias: width % 3 != 0))
+        }
+        cases.append(Case(batch: 3, channels: 3, height: 7, width: 7))
+        cases.append(Case(batch: 2, channels: 3, height: 14, width: 14))
+        cases.append(Case(batch: 1, channels: 1, height: 32, width: 7, pads: (0, 2, 2, 0)))   // 224 floats: 28 vectors
+        return cases
+    }
+
+    /// The flat kernels against the row-group kernels (qat_dw_avx2_flat(0)): the forward and the
+    /// input gradient equal; the weight gradient (the row kernels' either way) within the reference
+    /// tolerance of the Double reference.
+    func testFlatKernelsAgreeWithTheRowKernels() throws {
+        guard DepthwiseConvPath.avx2.isSupported else { throw XCTSkip("no AVX2") }
+        for (k, t) in Self.flatCases.enumerated() {
+            let seed = 1400 + UInt64(k)
+            let (flat, rows) = withPath(.avx2) { withDirect(true) { () -> ([[Float]], [[Float]]) in
+                defer { ConvKernels.enableDepthwiseFlat(true) }
+                ConvKernels.enableDepthwiseFlat(true)
+                let flat = results(t, seed: seed)
+                ConvKernels.enableDepthwiseFlat(false)
+                return (flat, results(t, seed: seed))
+            } }
+            XCTAssertEqual(flat[0], rows[0], "y \(t)")
+            XCTAssertEqual(flat[1], rows[1], "dx \(t)")
+            XCTAssertEqual(flat[3], rows[3], "db \(t)")
+            let (x, w, b) = variables(t, seed: seed)
+            var rng = SeededGenerator(seed: seed &+ 1)
+            let r = (0..<(t.batch * t.channels * t.outputHeight * t.outputWidth)).map { _ in rng.nextUnitFloat() - 0.5 }
+            let expected = reference(t, x: x.value.storage, w: w.value.storage,
+                                     b: b?.value.storage ?? [Float](repeating: 0, count: t.channels), r: r)[2]
+            let dw = flat[2]
+            XCTAssertEqual(dw.count, expected.values.count, "dw \(t)")
+            let bad = dw.indices.first { i in abs(Double(dw[i]) - expected.values[i]) > 1e-5 * (1 + expected.scale[i]) }
+            XCTAssertNil(bad, "dw[\(bad ?? 0)] \(t): \(bad.map { dw[$0] } ?? 0) vs \(bad.map { expected.values[$0] } ?? 0)")
+            let apart = dw.indices.first { i in abs(dw[i] - rows[2][i]) > Float(2e-5 * (1 + expected.scale[i])) }
+            XCTAssertNil(apart, "dw vs rows [\(apart ?? 0)] \(t)")
+        }
+    }
+
+    /// Finite differences through the flat kernels, and 1 and 2 threads giving the same bytes.
+    func testFlatKernelsPassTheGradientCheckAndIgnoreThreads() throws {
+        guard DepthwiseConvPath.avx2.isSupported else { throw XCTSkip("no AVX2") }
+        let cases = [Case(batch: 3, channels: 3, height: 7, width: 7),
+                     Case(batch: 3, channels: 1, height: 5, width: 14, pads: (2, 0, 0, 2), bias: false),
+                     Case(batch: 2, channels: 3, height: 9, width: 3, pads: (0, 2, 2, 0))]
+        for (k, t) in cases.enumerated() {
+            withPath(.avx2) { withDirect(true) {
+                let (x, w, b) = variables(t, seed: 1450 + UInt64(k))
+                var inputs = [OpInput("x", x), OpInput("weight", w)]
+                if let b { inputs.append(OpInput("bias", b)) }
+                let reference = { (v: [[Double]]) in
+                    groupedConvReference(x: v[0], xShape: t.xShape, w: v[1], wShape: t.wShape, b: t.bias ? v[2] : nil,
+                                         stride: (t.stride, t.stride), pads: t.pads, dilation: (1, 1), groups: t.channels)
+                }
+                checkOp("depthwise flat \(t)", inputs: inputs,
+                        outputShape: [t.batch, t.outputs, t.outputHeight, t.outputWidth],
+                        reference: { v in reference(v).values },
+                        forward: { tape in self.run(t, x, w, b, tape: tape) }, seed: 1470 + UInt64(k))
+                let saved = Parallel.threads
+                defer { Parallel.threads = saved }
+                Parallel.threads = 1
+                let single = results(t, seed: 1480)
+                Parallel.threads = 2
+                XCTAssertEqual(single, results(t, seed: 1480), "threads \(t)")
+            } }
+        }
+    }
 }

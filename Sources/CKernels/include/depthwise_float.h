@@ -8,7 +8,7 @@
 //   for AVX-512, AVX2 + FMA and portable C; the taps of each output are summed in registers.
 //   AVX-512 and AVX2 read the planes in place with masked loads (depthwise_float_direct.c,
 //   depthwise_float_direct_avx2.c) for planes up to 1024 columns wide (AVX2: several output
-//   rows per step, see qat_dw_avx2_rows); wider
+//   rows per step, depthwise_float_rows_avx2.c, see qat_dw_avx2_rows); wider
 //   planes and the portable path work on a padded copy of each plane (depthwise_float.c).
 // The paths round differently (FMA, lane count), each is deterministic and independent of how
 // its units are split.
@@ -33,6 +33,10 @@ int qat_depthwise_enable_direct(int mode);
 // padded copy at stride 1 on rows wider than 8, as before); 1 (the default) lets them compute
 // several rows per step, on every plane they fit. Returns the setting now used.
 int qat_dw_avx2_rows(int enabled);
+// Tests: 0 leaves the small stride-1 planes the AVX2 flat kernels take (output of the input's size,
+// fewer than 8 columns, at most 256 floats; depthwise_float_flat_avx2.c) to the row kernels; 1 (the
+// default) walks their forward and input gradient flat. Returns the setting now used.
+int qat_dw_avx2_flat(int enabled);
 // Whether the 3×3 kernels handle this geometry (else every path runs the loops).
 int qat_depthwise3x3_supported(const qat_conv2d_params *g);
 

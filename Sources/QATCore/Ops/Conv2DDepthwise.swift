@@ -76,6 +76,14 @@ extension ConvKernels {
     public static func enableDepthwiseRows(_ enabled: Bool) -> Bool {
         qat_dw_avx2_rows(enabled ? 1 : 0) != 0
     }
+
+    /// Tests: false leaves the small stride-1 planes (output of the input's size, fewer than 8
+    /// columns) to the row-group kernels, the reference for the AVX2 kernels whose forward and
+    /// input gradient walk such a plane as one flat array; true (the default) uses those. Returns whether they are enabled.
+    @discardableResult
+    public static func enableDepthwiseFlat(_ enabled: Bool) -> Bool {
+        qat_dw_avx2_flat(enabled ? 1 : 0) != 0
+    }
 }
 
 extension GroupedConvGeometry {
