@@ -371,8 +371,10 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
 
     // A float output that is max pooled: pool the exact int32 sums and dequantize only the
     // pooled ones where that gives the same floats (qat_i8_maxpool_accumulators).
-    const int pool_sums = pool && output.kind == QAT_I8_OUT_FLOAT && path == QAT_I8_VNNI && qat_i8_pool_accumulators_allowed &&
-                          pool->w <= 32 && pool->ow <= 16 && pool->kw <= 16 && qat_i8_dequantize_is_increasing(&output, oc);
+    const int pool_shape = path == QAT_I8_VNNI ? pool && pool->w <= 32 && pool->ow <= 16 && pool->kw <= 16
+                           : path == QAT_I8_AVX2 && pool && (pool->sw == 1 || pool->sw == 2);
+    const int pool_sums = pool_shape && output.kind == QAT_I8_OUT_FLOAT && qat_i8_pool_accumulators_allowed &&
+                          qat_i8_dequantize_is_increasing(&output, oc);
     qat_i8_output gemm_output = output;
     if (pool_sums) gemm_output.kind = QAT_I8_OUT_INT32;
     // The VNNI GEMM applies a float ReLU as it stores (the same floats as the loop below).
@@ -482,8 +484,11 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                 continue;
             }
             if (pool_sums) {
-                qat_i8_maxpool_accumulators_vnni16((int32_t *)conv_image, (float *)out + (img0 + i) * pooled_image, (size_t)oc, pool,
-                                                   output.scale, output.offset, relu);
+                float *pooled = (float *)out + (img0 + i) * pooled_image;
+                if (path == QAT_I8_VNNI)
+                    qat_i8_maxpool_accumulators_vnni16((int32_t *)conv_image, pooled, (size_t)oc, pool, output.scale, output.offset, relu);
+                else
+                    qat_i8_maxpool_accumulators_avx2x8((int32_t *)conv_image, pooled, (size_t)oc, pool, output.scale, output.offset, relu);
                 continue;
             }
             if (relu && output.kind == QAT_I8_OUT_FLOAT && !gemm_relu) {  // the image just written, still in cache

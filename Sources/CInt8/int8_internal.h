@@ -295,6 +295,9 @@ void qat_i8_maxpool_float_avx2x8(const float *x, float *y, size_t planes, const 
 // max accumulator (a window without pixels: −∞ either way). Returns 0, doing nothing, for other shapes.
 int qat_i8_maxpool_accumulators_vnni16(const int32_t *x, float *y, size_t planes, const qat_i8_pool_geometry *g,
                                        const float *scale, const float *offset, int relu);
+// The same on AVX2 for any plane width, column strides 1 and 2 (returns 0 for others), 8 output columns at a time.
+int qat_i8_maxpool_accumulators_avx2x8(const int32_t *x, float *y, size_t planes, const qat_i8_pool_geometry *g,
+                                       const float *scale, const float *offset, int relu);
 // 1 when every scale[c] is finite and above 0 and every offset[c] (if any) finite.
 int qat_i8_dequantize_is_increasing(const qat_i8_output *o, int channels);
 // 1 (default): conv2d_impl pools accumulators where it may; 0 (tests): the float epilogue.

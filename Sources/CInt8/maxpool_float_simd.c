@@ -7,6 +7,7 @@
 // scalar scan. Column strides 1 and 2 only (others: the loop of elementwise_body.h).
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 #include "int8_internal.h"
 
 // One window, clipped to rows [y0, y1) and columns [x0, x1), in scan order.
@@ -80,7 +81,8 @@ void columns8(const float *plane, const qat_i8_pool_geometry *g, int y0, int y1,
             best = _mm256_blendv_ps(best, v, take);
         }
     }
-    _mm256_maskstore_ps(o, out, best);
+    if (n == 8) _mm256_storeu_ps(o, best);  // a masked store is microcoded and slow on AMD's cores
+    else _mm256_maskstore_ps(o, out, best);
 }
 
 #define POOL_BODY(LANES, COLUMNS)                                                                          \
@@ -166,5 +168,87 @@ QAT_I8_TARGET_VNNI int qat_i8_maxpool_accumulators_vnni16(const int32_t *x, floa
             _mm512_mask_storeu_ps(o, columns, v);
         }
     }
+    return 1;
+}
+
+// qat_i8_maxpool_accumulators on AVX2, any plane width, column strides 1 and 2. First, per plane,
+// each output row's max over its window rows goes into a row of int32 with INT32_MIN on both
+// sides (the columns outside the plane); then, 8 output columns at a time, the max over the
+// kernel columns, dequantized as qat_i8_scaled1 and, with relu, x < 0 → 0. (Two passes: the
+// second's unaligned loads would stall reading the first's stores right after them.) A window
+// without pixels (known from the geometry, not the values) gives −∞ as the float pool's.
+// Returns 0, doing nothing, for other strides.
+QAT_I8_TARGET_AVX2 int qat_i8_maxpool_accumulators_avx2x8(const int32_t *x, float *y, size_t planes, const qat_i8_pool_geometry *g,
+                                                          const float *scale, const float *offset, int relu) {
+#pragma clang fp contract(off)
+    const int h = g->h, w = g->w, oh = g->oh, ow = g->ow, kh = g->kh, kw = g->kw, sh = g->sh, sw = g->sw;
+    const int pad_top = g->pad_top, pad_left = g->pad_left;
+    if (sw != 1 && sw != 2) return 0;
+    // Row oy's column c at rowmax[oy·width + pad_left + c]; the second pass reads up to
+    // (ow rounded to 8)·sw + kw + 8 columns of a row, the first writes w rounded to 8.
+    const int vectors = (ow + 7) / 8, span = vectors * 8 * sw + kw + 8;
+    const int stored = pad_left + (w + 7) / 8 * 8, width = span > stored ? span : stored;
+    const size_t count = (size_t)oh * width;
+    int32_t *rowmax = qat_i8_checked_malloc(count * sizeof(int32_t));
+    for (size_t i = 0; i < count; i++) rowmax[i] = INT32_MIN;
+    // Output columns [ja, jb) have at least one pixel across (left edge ≤ w − 1, right edge ≥ 0).
+    int ja = 0, jb = 0;
+    for (int ox = 0; ox < ow; ox++) {
+        const int left = ox * sw - pad_left;
+        if (left + kw <= 0) ja = ox + 1;
+        if (left < w) jb = ox + 1;
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), evens = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    const __m256i none = _mm256_set1_epi32(INT32_MIN);
+    const __m256 zero = _mm256_setzero_ps(), minus_infinity = _mm256_set1_ps(-INFINITY);
+    for (size_t p = 0; p < planes; p++) {
+        const int32_t *plane = x + p * (size_t)h * w;
+        for (int oy = 0; oy < oh; oy++) {
+            int32_t *row = rowmax + (size_t)oy * width + pad_left;
+            const int top = oy * sh - pad_top, y0 = top < 0 ? 0 : top, y1 = top + kh < h ? top + kh : h;
+            for (int c = 0; c < w; c += 8) {  // the last vector's lanes past w: masked loads, stored as INT32_MIN
+                const __m256i inside = _mm256_cmpgt_epi32(_mm256_set1_epi32(w - c), lane);
+                __m256i m = none;
+                for (int r = y0; r < y1; r++) m = _mm256_max_epi32(m, _mm256_maskload_epi32(plane + (size_t)r * w + c, inside));
+                _mm256_storeu_si256((__m256i *)(row + c), _mm256_blendv_epi8(none, m, inside));
+            }
+        }
+        const __m256 s = _mm256_set1_ps(scale[p]), off = _mm256_set1_ps(offset ? offset[p] : 0.0f);
+        for (int oy = 0; oy < oh; oy++) {
+            float *o = y + (p * oh + oy) * (size_t)ow;
+            const int top = oy * sh - pad_top, y0 = top < 0 ? 0 : top, y1 = top + kh < h ? top + kh : h;
+            for (int ox = 0; ox < ow; ox += 8) {
+                const int32_t *at = rowmax + (size_t)oy * width + ox * sw;  // output column ox's window starts here
+                __m256i best = none;
+                for (int kx = 0; kx < kw; kx++) {
+                    __m256i v;
+                    if (sw == 1) {
+                        v = _mm256_loadu_si256((const __m256i *)(at + kx));
+                    } else {
+                        const __m256i a = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(at + kx)), evens);
+                        const __m256i b = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(at + kx + 8)), evens);
+                        v = _mm256_blend_epi32(a, b, 0xF0);
+                    }
+                    best = _mm256_max_epi32(best, v);
+                }
+                __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(best), s);
+                if (offset) f = _mm256_add_ps(f, off);
+                if (relu) f = _mm256_blendv_ps(f, zero, _mm256_cmp_ps(f, zero, _CMP_LT_OQ));
+                const __m256i column = _mm256_add_epi32(_mm256_set1_epi32(ox), lane);
+                const __m256i empty = _mm256_or_si256(_mm256_set1_epi32(-(y0 >= y1)),
+                                                      _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(ja), column),
+                                                                      _mm256_cmpgt_epi32(column, _mm256_set1_epi32(jb - 1))));
+                f = _mm256_blendv_ps(f, minus_infinity, _mm256_castsi256_ps(empty));
+                if (ow - ox >= 8) {
+                    _mm256_storeu_ps(o + ox, f);
+                } else {  // not vmaskmovps: a masked store is microcoded and slow on AMD's cores
+                    float lanes[8];
+                    _mm256_storeu_ps(lanes, f);
+                    memcpy(o + ox, lanes, (size_t)(ow - ox) * sizeof(float));
+                }
+            }
+        }
+    }
+    free(rowmax);
     return 1;
 }

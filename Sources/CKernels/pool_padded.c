@@ -124,10 +124,14 @@ AVX2 static void window_max8(const float *plane, long W, long h0, long h1, long 
             best_index = _mm256_blendv_ps(best_index, index, take);
         }
     }
-    _mm256_maskstore_ps(y, out, best);
-    if (argmax) {
-        const __m256i indices = _mm256_add_epi32(_mm256_castps_si256(best_index), _mm256_set1_epi32(plane_offset));
-        _mm256_maskstore_epi32(argmax, out, indices);
+    // Whole vectors with plain stores: a masked store is microcoded and slow on AMD's cores.
+    const __m256i indices = _mm256_add_epi32(_mm256_castps_si256(best_index), _mm256_set1_epi32(plane_offset));
+    if (n == 8) {
+        _mm256_storeu_ps(y, best);
+        if (argmax) _mm256_storeu_si256((__m256i *)argmax, indices);
+    } else {
+        _mm256_maskstore_ps(y, out, best);
+        if (argmax) _mm256_maskstore_epi32(argmax, out, indices);
     }
 }
 
