@@ -377,8 +377,9 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                           qat_i8_dequantize_is_increasing(&output, oc);
     qat_i8_output gemm_output = output;
     if (pool_sums) gemm_output.kind = QAT_I8_OUT_INT32;
-    // The VNNI GEMM applies a float ReLU as it stores (the same floats as the loop below).
-    const int gemm_relu = relu && gemm_output.kind == QAT_I8_OUT_FLOAT && path == QAT_I8_VNNI;
+    // The VNNI GEMM and the AVX2 pair kernel apply a float ReLU as they store (the same floats as the loop below).
+    const int gemm_relu = relu && gemm_output.kind == QAT_I8_OUT_FLOAT &&
+                          (path == QAT_I8_VNNI || (path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles));
     const size_t elem = element_size(output.kind), out_image = (size_t)oc * p * elem;
     // Planes of a multiple of 16 outputs (4×4), several images per GEMM, straight to the output: each
     // vector of 16 columns lies in one image, so the VNNI GEMM stores it at its place (keep, dest as

@@ -1,4 +1,6 @@
-// AVX2 GEMM. vpmaddubsw (u8×s8 pairs into int16) would saturate: 2·255·127 > 32767. So both
+// AVX2 GEMM, two kernels (qat_i8_allow_avx2_pair_tiles picks; same results).
+//
+// The "quad" kernel (the first one, kept for comparison): vpmaddubsw (u8×s8 pairs into int16) would saturate: 2·255·127 > 32767. So both
 // operands are widened to int16 and multiplied with vpmaddwd, whose pairwise int32 sums are
 // exact (255·128·2 < 2^31). Loading 4 columns × 4 k of b and widening gives lanes
 // (column, first pair of k) and (column, second pair); those two half sums accumulate
@@ -128,7 +130,7 @@ void tile(const qat_i8_gemm *g, const int16_t *a16, int i0, int j0, const int mr
     }
 }
 
-QAT_I8_TARGET_AVX2 void qat_i8_gemm_avx2(const qat_i8_gemm *g) {
+static QAT_I8_TARGET_AVX2 void gemm_avx2_quads(const qat_i8_gemm *g) {
     const size_t count = (size_t)g->m * g->k4 * 4;
     int16_t *a16 = aligned_alloc(32, (count * sizeof(int16_t) + 31) / 32 * 32);
     if (!a16) { fprintf(stderr, "qat int8: out of memory\n"); abort(); }
@@ -146,4 +148,14 @@ QAT_I8_TARGET_AVX2 void qat_i8_gemm_avx2(const qat_i8_gemm *g) {
         }
     }
     free(a16);
+}
+
+#include "gemm_avx2_pairs.h"
+
+int qat_i8_avx2_pair_tiles = 1;
+void qat_i8_allow_avx2_pair_tiles(int allowed) { qat_i8_avx2_pair_tiles = allowed; }
+
+QAT_I8_TARGET_AVX2 void qat_i8_gemm_avx2(const qat_i8_gemm *g) {
+    if (qat_i8_avx2_pair_tiles) gemm_avx2_pairs(g);
+    else gemm_avx2_quads(g);
 }

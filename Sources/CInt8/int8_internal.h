@@ -41,12 +41,15 @@ typedef struct {
     const int32_t *tap;    // [k4] word offsets
     const uint16_t *keep;  // [⌈n/16⌉]
     const int32_t *dest;   // [⌈n/16⌉]
-    int relu;              // VNNI path, float output: QATCore's ReLU (x < 0 → 0; NaN and −0 kept) on the stored floats
+    int relu;              // VNNI path and AVX2 pair kernel, float output: QATCore's ReLU (x < 0 → 0; NaN and −0 kept) on the stored floats
 } qat_i8_gemm;
 
 void qat_i8_gemm_portable(const qat_i8_gemm *g);
 void qat_i8_gemm_avx2(const qat_i8_gemm *g);
 void qat_i8_gemm_vnni(const qat_i8_gemm *g);
+// 1 (default): the AVX2 GEMM runs its pair kernel (gemm_avx2_pairs.h), which also applies g->relu;
+// 0: the quad kernel, which does not (qat_i8_allow_avx2_pair_tiles).
+extern int qat_i8_avx2_pair_tiles;
 // 1 (default): the VNNI GEMM runs m a multiple of 8 in 8-row tiles (qat_i8_allow_eight_row_tiles).
 extern int qat_i8_eight_row_tiles;
 // 1 (default): conv2d_impl reads stride-1 convs on wide planes by per-tap offsets on the VNNI path

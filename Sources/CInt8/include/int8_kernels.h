@@ -226,6 +226,10 @@ void qat_i8_allow_packed_plane_copy(int allowed);
 // from the padded plane instead of building rows (same results). 1 by default; tests compare.
 void qat_i8_allow_direct_depthwise_avx2(int allowed);
 
+// Whether the AVX2 GEMM runs its pair kernel (16-column tiles whose lanes are output columns, a
+// vector epilogue) rather than the first one (same results). 1 by default; tests turn it off to compare.
+void qat_i8_allow_avx2_pair_tiles(int allowed);
+
 // Whether the VNNI GEMM may run m a multiple of 8 in 8-row tiles (same results). 1 by default;
 // tests turn it off to compare with the 6-row tiles.
 void qat_i8_allow_eight_row_tiles(int allowed);

@@ -1,0 +1,159 @@
+// The AVX2 "pair" kernel, included by gemm_avx2.c (uses its round8 / round_shift8).
+//
+// b's VNNI layout holds, per group of 4 k, 8 columns in 32 bytes: (u0 u1 u2 u3) of column 0, then
+// column 1, … One vpshufb (in-lane; index 0x80 gives a zero byte) turns them into "pair 0", the
+// int16 pairs (u0, u1) of columns 0…7 in 32-bit lanes 0…7, and one more into "pair 1", (u2, u3).
+// vpmaddwd with a broadcast weight pair (w0, w1) or (w2, w3) then gives column j's partial sum in
+// lane j: the accumulators are the output columns in order, nothing to fold after the k loop.
+// Sums are exact in int32 (int8_internal.h), so the order of additions does not matter.
+//
+// Tile: MR_PAIRS rows × 16 columns: 2·MR accumulators, 4 pair vectors, 2 weight broadcasts.
+// The epilogue reads the output parameters from locals (byte stores may alias g) and writes a
+// row's 16 int8 codes with one 16-byte store.
+
+enum { MR_PAIRS = 4 };
+
+// g's output parameters as locals (see above).
+typedef struct {
+    qat_i8_out_kind kind;
+    const float *scale, *offset;
+    const int32_t *shift;
+    int32_t zero, lo, hi;
+    qat_i8_round_mode mode;
+    int relu, n;
+    char *out;
+    ptrdiff_t row_stride, col_stride;
+} pair_epilogue;
+
+// qat_i8_scaled1 on 8 lanes (multiply, then add: no FMA), then g->relu's ReLU (x < 0 → +0; NaN and −0 kept).
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+__m256 pair_dequantize8(const pair_epilogue *e, float scale, float offset, __m256i acc) {
+    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale));
+    if (e->offset) y = _mm256_add_ps(y, _mm256_set1_ps(offset));
+    if (e->relu) y = _mm256_andnot_ps(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_LT_OQ), y);
+    return y;
+}
+
+// The steps of store8's INT8 case (qat_i8_store1's formula), codes as int32 lanes.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+__m256i pair_requant8(const pair_epilogue *e, float scale, float offset, int32_t shift, __m256i acc) {
+    if (e->shift) {
+        __m256i q = round_shift8(acc, shift, e->mode);
+        q = _mm256_max_epi32(q, _mm256_set1_epi32(e->lo - e->zero));
+        q = _mm256_min_epi32(q, _mm256_set1_epi32(e->hi - e->zero));
+        return _mm256_add_epi32(q, _mm256_set1_epi32(e->zero));
+    }
+    __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale));
+    if (e->offset) r = _mm256_add_ps(r, _mm256_set1_ps(offset));
+    r = round8(r, e->mode);
+    r = _mm256_max_ps(r, _mm256_set1_ps((float)(e->lo - e->zero)));
+    r = _mm256_min_ps(r, _mm256_set1_ps((float)(e->hi - e->zero)));
+    return _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(e->zero));
+}
+
+// Row `row`, columns col…col+15 from a0 (col…col+7) and a1 (col+8…), bias already in.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+void pair_store16(const qat_i8_gemm *g, const pair_epilogue *e, int row, int col, __m256i a0, __m256i a1) {
+    const int valid = e->n - col < 16 ? e->n - col : 16;
+    if (valid < 16 || e->col_stride != 1) {  // tails and linear's strided outputs: the scalar formula
+        int32_t lanes[16];
+        _mm256_storeu_si256((__m256i *)lanes, a0);
+        _mm256_storeu_si256((__m256i *)(lanes + 8), a1);
+        for (int l = 0; l < valid; l++) {
+            qat_i8_store1(g, row, col + l, lanes[l]);
+            if (e->relu) {  // float output (conv2d_impl sets relu only then)
+                float *y = (float *)e->out + (ptrdiff_t)row * e->row_stride + (ptrdiff_t)(col + l) * e->col_stride;
+                *y = *y < 0.0f ? 0.0f : *y;
+            }
+        }
+        return;
+    }
+    const float scale = e->scale ? e->scale[row] : 0.0f, offset = e->offset ? e->offset[row] : 0.0f;
+    const ptrdiff_t at = (ptrdiff_t)row * e->row_stride + col;
+    switch (e->kind) {
+    case QAT_I8_OUT_INT32:
+        _mm256_storeu_si256((__m256i *)((int32_t *)e->out + at), a0);
+        _mm256_storeu_si256((__m256i *)((int32_t *)e->out + at + 8), a1);
+        break;
+    case QAT_I8_OUT_FLOAT:
+        _mm256_storeu_ps((float *)e->out + at, pair_dequantize8(e, scale, offset, a0));
+        _mm256_storeu_ps((float *)e->out + at + 8, pair_dequantize8(e, scale, offset, a1));
+        break;
+    case QAT_I8_OUT_INT8: {
+        const int32_t shift = e->shift ? e->shift[row] : 0;
+        const __m256i q0 = pair_requant8(e, scale, offset, shift, a0), q1 = pair_requant8(e, scale, offset, shift, a1);
+        // Codes are in [−128, 127], so the saturating packs are exact. Dwords after the two packs:
+        // q0[0…3] q1[0…3] (twice) | q0[4…7] q1[4…7] (twice); the permute puts dwords 0 4 1 5 first.
+        __m256i p = _mm256_packs_epi32(q0, q1);
+        p = _mm256_packs_epi16(p, p);
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 0, 4, 1, 5));
+        _mm_storeu_si128((__m128i *)((int8_t *)e->out + at), _mm256_castsi256_si128(p));
+        break;
+    }
+    }
+}
+
+// a32: the weights widened to int16 pairs, [m][k4][2] words (w0, w1) and (w2, w3).
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+void pair_tile(const qat_i8_gemm *g, const pair_epilogue *e, const int32_t *a32, int k4, size_t b_stride, const uint8_t *b,
+               const int32_t *corr, int i0, int j0, const int mr) {
+    // Bytes 0, 1 (pair 0) or 2, 3 (pair 1) of each 4-byte column word, each followed by a zero byte.
+    const __m256i pick0 = _mm256_setr_epi8(0, -128, 1, -128, 4, -128, 5, -128, 8, -128, 9, -128, 12, -128, 13, -128,
+                                           0, -128, 1, -128, 4, -128, 5, -128, 8, -128, 9, -128, 12, -128, 13, -128);
+    const __m256i pick1 = _mm256_add_epi8(pick0, _mm256_set1_epi8(2));  // 0x80 + 2 still has the top bit: zero
+    __m256i c0[MR_PAIRS], c1[MR_PAIRS];  // columns j0…j0+7, j0+8…j0+15
+    for (int r = 0; r < mr; r++) c0[r] = c1[r] = _mm256_setzero_si256();
+    const uint8_t *bj = b + (size_t)j0 * 4;
+    const int32_t *ai = a32 + (size_t)i0 * k4 * 2;
+    for (int q = 0; q < k4; q++) {
+        const uint8_t *bq = bj + (size_t)q * b_stride;
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)bq), b1 = _mm256_loadu_si256((const __m256i *)(bq + 32));
+        const __m256i p00 = _mm256_shuffle_epi8(b0, pick0), p01 = _mm256_shuffle_epi8(b0, pick1);
+        const __m256i p10 = _mm256_shuffle_epi8(b1, pick0), p11 = _mm256_shuffle_epi8(b1, pick1);
+        for (int r = 0; r < mr; r++) {
+            const int32_t *w = ai + ((size_t)r * k4 + q) * 2;
+            const __m256i w01 = _mm256_set1_epi32(w[0]), w23 = _mm256_set1_epi32(w[1]);
+            c0[r] = _mm256_add_epi32(c0[r], _mm256_madd_epi16(p00, w01));
+            c1[r] = _mm256_add_epi32(c1[r], _mm256_madd_epi16(p10, w01));
+            c0[r] = _mm256_add_epi32(c0[r], _mm256_madd_epi16(p01, w23));
+            c1[r] = _mm256_add_epi32(c1[r], _mm256_madd_epi16(p11, w23));
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        const __m256i cr = _mm256_set1_epi32(corr[i0 + r]);
+        pair_store16(g, e, i0 + r, j0, _mm256_add_epi32(c0[r], cr), _mm256_add_epi32(c1[r], cr));
+    }
+}
+
+static QAT_I8_TARGET_AVX2 void gemm_avx2_pairs(const qat_i8_gemm *g) {
+    const int m = g->m, n = g->n, k4 = g->k4;
+    // Weight pairs as words (low half the first weight), one broadcast each.
+    const size_t words = (size_t)m * k4 * 2;
+    int32_t *a32 = qat_i8_checked_malloc(words * sizeof(int32_t));
+    for (size_t i = 0; i < words; i++)
+        a32[i] = (int32_t)((uint32_t)(uint16_t)(int16_t)g->a[2 * i] | (uint32_t)(uint16_t)(int16_t)g->a[2 * i + 1] << 16);
+    const pair_epilogue e = {.kind = g->output.kind, .scale = g->output.scale, .offset = g->output.offset,
+                             .shift = g->output.shift, .zero = g->output.zero_point, .lo = g->output.lo,
+                             .hi = g->output.hi, .mode = g->output.round_mode,
+                             .relu = g->relu && g->output.kind == QAT_I8_OUT_FLOAT, .n = n, .out = g->out,
+                             .row_stride = g->row_stride, .col_stride = g->col_stride};
+    const uint8_t *b = g->b;
+    const int32_t *corr = g->corr;
+    const size_t b_stride = (size_t)g->npad * 4;
+    for (int j0 = 0; j0 < n; j0 += 16) {
+        for (int i0 = 0; i0 < m; i0 += MR_PAIRS) {
+            // The last tile's rows (the min keeps the cases past MR_PAIRS, never taken, in bounds).
+#define PAIR_TILE(rows) pair_tile(g, &e, a32, k4, b_stride, b, corr, i0, j0, (rows) < MR_PAIRS ? (rows) : MR_PAIRS)
+            switch (m - i0 < MR_PAIRS ? m - i0 : MR_PAIRS) {
+            case 1: PAIR_TILE(1); break;
+            case 2: PAIR_TILE(2); break;
+            case 3: PAIR_TILE(3); break;
+            case 4: PAIR_TILE(4); break;
+            case 5: PAIR_TILE(5); break;
+            default: PAIR_TILE(MR_PAIRS); break;
+            }
+#undef PAIR_TILE
+        }
+    }
+    free(a32);
+}
