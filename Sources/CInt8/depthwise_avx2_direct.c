@@ -116,8 +116,8 @@ int qat_i8_depthwise_avx2_widened_applies(void) { return widened_allowed; }
 // Each row's codes, 16 per vpmovsxbw, into the interior (row stride wp, border already the zero
 // code). A row's last store may run up to 15 elements past the row; a vector of the zero code
 // written at the row's end then restores the border (the next row rewrites its own interior), so
-// the plane needs 16 spare elements. The last 16 codes of the plane go through a bounce buffer:
-// src is read only inside its h·w bytes.
+// the plane needs 16 spare elements. src is read only inside its h·w bytes: near the plane's end
+// from its last 16 bytes, shifted into place (a bounce buffer when the plane is smaller).
 QAT_I8_TARGET_AVX2 void qat_i8_depthwise_avx2_widen_plane(const int8_t *src, int h, int w, int wp, int16_t zero,
                                                            int16_t *interior) {
     const size_t total = (size_t)h * w;
@@ -129,6 +129,13 @@ QAT_I8_TARGET_AVX2 void qat_i8_depthwise_avx2_widen_plane(const int8_t *src, int
             __m128i codes;
             if (at + 16 <= total) {
                 codes = _mm_loadu_si128((const __m128i *)(src + at));
+            } else if (total >= 16) {  // the plane's last 16 bytes, moved down by a pshufb (lanes past it: 0)
+                static const int8_t from[32] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                                                -128, -128, -128, -128, -128, -128, -128, -128,
+                                                -128, -128, -128, -128, -128, -128, -128, -128};
+                const size_t skip = at - (total - 16);
+                codes = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(src + total - 16)),
+                                         _mm_loadu_si128((const __m128i *)(from + skip)));
             } else {
                 int8_t bounce[16] = {0};
                 memcpy(bounce, src + at, total - at);
