@@ -223,6 +223,10 @@ static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
 void widened16(const qat_i8_depthwise_plane *p, const out_consts *k, const __m256i *w01, const __m256i *w23, __m256i corr,
                int oy, int ox, const int wide, const int kh, const int sw) {
     __m256i a0 = corr, a1 = _mm256_setzero_si256(), b0 = corr, b1 = _mm256_setzero_si256();
+    // Narrow stride 1: the words (0, 1), (1, 2), (2, 3), (3, 4) and (2, 3) … (5, 6) of a lane.
+    const __m256i pick01 = _mm256_setr_epi8(0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9);
+    const __m256i pick23 = _mm256_setr_epi8(4, 5, 6, 7, 6, 7, 8, 9, 8, 9, 10, 11, 10, 11, 12, 13,
+                                            4, 5, 6, 7, 6, 7, 8, 9, 8, 9, 10, 11, 10, 11, 12, 13);
     for (int ky = 0; ky < kh; ky++) {
         const int16_t *row = p->plane16 + (size_t)(oy * p->sh + ky * p->dh) * p->wp + (size_t)ox * sw;
         if (sw == 1 && wide) {  // a: columns 0–3 | 8–11, b: 4–7 | 12–15
@@ -232,13 +236,11 @@ void widened16(const qat_i8_depthwise_plane *p, const out_consts *k, const __m25
             b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), w01[ky]));
             a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpacklo_epi16(x2, x3), w23[ky]));
             b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x2, x3), w23[ky]));
-        } else if (sw == 1) {  // a: columns 0–7
-            const __m128i x0 = _mm_loadu_si128((const __m128i *)row), x1 = _mm_loadu_si128((const __m128i *)(row + 1));
-            const __m128i x2 = _mm_loadu_si128((const __m128i *)(row + 2)), x3 = _mm_loadu_si128((const __m128i *)(row + 3));
-            const __m256i p01 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(x0, x1)), _mm_unpackhi_epi16(x0, x1), 1);
-            const __m256i p23 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(x2, x3)), _mm_unpackhi_epi16(x2, x3), 1);
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p01, w01[ky]));
-            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p23, w23[ky]));
+        } else if (sw == 1) {  // a: columns 0–7; the lanes hold x[0…7] and x[4…11], each pair one in-lane pshufb away
+            const __m256i x = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)row)),
+                                                      _mm_loadu_si128((const __m128i *)(row + 4)), 1);
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_shuffle_epi8(x, pick01), w01[ky]));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_shuffle_epi8(x, pick23), w23[ky]));
         } else {  // stride 2, a: columns 0–7, b: 8–15
             a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)row), w01[ky]));
             a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(row + 2)), w23[ky]));
