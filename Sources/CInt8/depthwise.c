@@ -96,9 +96,16 @@ void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, con
     const int packed_copy = vbmi && qat_i8_row_packing_init(w, wp, &packing);
     // AVX2, kernels up to 4 wide at column stride 1 or 2: no rows, the plane itself (depthwise_avx2_direct.c).
     const int avx2_direct = path == QAT_I8_AVX2 && qat_i8_depthwise_avx2_direct_applies(g);
+    // Its widened form: the padded plane as int16 instead, built from the codes in one pass.
+    const int widened = avx2_direct && qat_i8_depthwise_avx2_widened_applies();
     const size_t padded = (size_t)hp * wp;
     int8_t *plane = qat_i8_checked_malloc(padded + 128);
     memset(plane, x_zero ^ shift, padded + 128);
+    int16_t *plane16 = NULL;
+    if (widened) {
+        plane16 = qat_i8_checked_malloc((padded + 64) * sizeof(int16_t));
+        for (size_t i = 0; i < padded + 64; i++) plane16[i] = x_zero;
+    }
     const qat_i8_rows_shape rs = {.hp = hp, .wp = wp, .kw = kw, .sw = g->sw, .dw = g->dw, .ow = ow, .kw4 = kw4, .owpad = owpad};
     // Zeroed: the portable builder leaves columns ow…owpad − 1 alone, and the vector kernels read them.
     const size_t rows_bytes = vbmi || avx2_direct ? 0 : (size_t)hp * kw4 * owpad * 4;
@@ -123,6 +130,8 @@ void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, con
                 qat_i8_copy_plane_packed(src, h, w, wp, &packing, (uint8_t *)plane + (size_t)g->pad_top * wp + g->pad_left);
             } else if (vbmi) {
                 qat_i8_copy_rows_shifted(src, h, w, (uint8_t *)plane + (size_t)g->pad_top * wp + g->pad_left, wp);
+            } else if (widened) {
+                qat_i8_depthwise_avx2_widen_plane(src, h, w, wp, x_zero, plane16 + (size_t)g->pad_top * wp + g->pad_left);
             } else {
                 for (int y = 0; y < h; y++) memcpy(plane + (size_t)(y + g->pad_top) * wp + g->pad_left, src + (size_t)y * w, (size_t)w);
                 if (avx2_direct) {}
@@ -143,6 +152,15 @@ void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, con
                                                   .plane = (const uint8_t *)plane, .wp = wp, .sw = g->sw};
                 void *plane_out = pool ? (void *)conv_plane : swish_codes ? (void *)(swish_image + (size_t)o * oh * ow)
                                                                           : (void *)((char *)out + at * out_plane);
+                if (widened) {  // floats and int32 straight out; other requantizations through acc
+                    qat_i8_depthwise_plane q = p;
+                    q.plane16 = plane16;
+                    if (output.kind != QAT_I8_OUT_INT8) q.out = plane_out;
+                    qat_i8_depthwise_plane_avx2_widened(&q);
+                    if (!codes && !q.out) qat_i8_finish(path, acc, (size_t)oh, (size_t)ow, (size_t)owpad, output, o, plane_out);
+                    if (pool) qat_i8_maxpool_padded(path, conv_plane, (int8_t *)out + at * pooled_plane, 1, pool);
+                    continue;
+                }
                 if (use_flat) {
                     // Codes, floats and int32 go straight out; other requantizations through acc.
                     const int direct = codes || output.kind != QAT_I8_OUT_INT8;
@@ -172,6 +190,7 @@ void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, con
     free(acc);
     free(rows);
     free(plane);
+    free(plane16);
     free(corr);
     free(wpack);
 }

@@ -213,6 +213,10 @@ typedef struct {
     // instead of rows; sw is its column stride (1 or 2).
     const uint8_t *plane;
     int wp, sw;
+    // The AVX2 widened kernel: the padded plane as int16 codes ([hp][wp] and 64 spare elements),
+    // and, when set (float or int32 output), where the oh·ow outputs go instead of acc.
+    const int16_t *plane16;
+    void *out;
 } qat_i8_depthwise_plane;
 
 void qat_i8_depthwise_plane_portable(const qat_i8_depthwise_plane *p);
@@ -222,6 +226,11 @@ void qat_i8_depthwise_plane_vnni(const qat_i8_depthwise_plane *p);
 // the same accumulators and codes; _applies says whether the driver may use it for g.
 int qat_i8_depthwise_avx2_direct_applies(const qat_i8_conv_geometry *g);
 void qat_i8_depthwise_plane_avx2_direct(const qat_i8_depthwise_plane *p);
+// Its widened form (same file): 1 unless qat_i8_allow_widened_depthwise_avx2 turned it off; the
+// interior of a padded int16 plane whose border holds `zero` and which has 64 spare elements; the kernel.
+int qat_i8_depthwise_avx2_widened_applies(void);
+void qat_i8_depthwise_avx2_widen_plane(const int8_t *src, int h, int w, int wp, int16_t zero, int16_t *interior);
+void qat_i8_depthwise_plane_avx2_widened(const qat_i8_depthwise_plane *p);
 // VNNI + VBMI, for kw ≤ 4, dw = 1, sw ≤ 2, from p->plane: the same accumulators and codes.
 void qat_i8_depthwise_plane_vbmi(const qat_i8_depthwise_plane *p);
 // The flat kernel for small output planes (depthwise_flat.c), VNNI + VBMI, kw ≤ 4: output j = oy·ow + ox

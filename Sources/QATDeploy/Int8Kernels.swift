@@ -99,6 +99,9 @@ public enum Int8Kernels {
     /// Whether the AVX2 depthwise conv reads kernels up to 4 wide (column stride 1 or 2) straight
     /// from the padded plane instead of building rows (same results; tests switch it off to compare).
     static func allowDirectDepthwiseAVX2(_ allowed: Bool) { qat_i8_allow_direct_depthwise_avx2(allowed ? 1 : 0) }
+    /// Whether that direct kernel reads the padded plane widened to int16 (once per input channel)
+    /// and writes codes, floats and int32 from registers (same results; tests switch it off to compare).
+    static func allowWidenedDepthwiseAVX2(_ allowed: Bool) { qat_i8_allow_widened_depthwise_avx2(allowed ? 1 : 0) }
 
     /// Whether the AVX2 GEMM runs its pair kernel (16-column tiles, vector epilogue, ReLU as it
     /// stores) rather than its first one (same results; tests switch it off to compare).

@@ -225,6 +225,9 @@ void qat_i8_allow_packed_plane_copy(int allowed);
 // Whether the AVX2 depthwise conv may read kernels up to 4 wide (column stride 1 or 2) straight
 // from the padded plane instead of building rows (same results). 1 by default; tests compare.
 void qat_i8_allow_direct_depthwise_avx2(int allowed);
+// Whether that direct kernel reads the plane widened to int16 once per channel, with the output's
+// constants in registers and floats and int32 written straight out (same results). 1 by default.
+void qat_i8_allow_widened_depthwise_avx2(int allowed);
 
 // Whether the AVX2 GEMM runs its pair kernel (16-column tiles whose lanes are output columns, a
 // vector epilogue) rather than the first one (same results). 1 by default; tests turn it off to compare.
