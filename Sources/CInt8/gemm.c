@@ -29,6 +29,14 @@ void *qat_i8_checked_malloc(size_t bytes) {
 
 static void *checked_malloc(size_t bytes) { return qat_i8_checked_malloc(bytes); }
 
+// On a 64-byte boundary: the AVX2 pair kernel reads 64 bytes of a GEMM operand per group of k,
+// which then never straddle two cache lines (their rows are multiples of 64 bytes apart).
+static void *checked_malloc_lines(size_t bytes) {
+    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!p) { fprintf(stderr, "qat int8: out of memory (%zu bytes)\n", bytes); abort(); }
+    return p;
+}
+
 static int round_up16(int n) { return (n + 15) / 16 * 16; }
 
 static size_t element_size(qat_i8_out_kind kind) { return kind == QAT_I8_OUT_INT8 ? 1 : 4; }
@@ -357,9 +365,9 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     // One padded image in u8 per image of a block; the border (and the spare bytes the fast
     // im2col may over-read) is the code of real zero, written once and never touched again.
     const size_t padded = (size_t)c * hp * wp;
-    uint8_t *xu = checked_malloc(block * padded + 128);
+    uint8_t *xu = checked_malloc_lines(block * padded + 128);
     memset(xu, (uint8_t)x_zero ^ 0x80, block * padded + 128);
-    uint8_t *b = direct || implicit != IMPLICIT_NONE ? NULL : checked_malloc(((size_t)k4 * npad + 16) * 4);
+    uint8_t *b = direct || implicit != IMPLICIT_NONE ? NULL : checked_malloc_lines(((size_t)k4 * npad + 16) * 4);
     const qat_i8_im2col_shape shape = {.c = group_c, .hp = hp, .wp = wp, .kh = cg->kh, .kw = cg->kw, .sh = cg->sh,
                                        .sw = cg->sw, .dh = cg->dh, .dw = cg->dw, .oh = oh, .ow = ow, .k4 = k4, .npad = npad};
     const qat_i8_blocking blocking = {.cb = c / 4, .images = block, .h = h, .w = w, .hp = hp, .wp = wp,
