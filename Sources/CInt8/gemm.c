@@ -1,4 +1,5 @@
-// Path selection, operand packing and the conv2d / linear drivers; the portable GEMM.
+// Path selection, the activation operands and the conv2d / linear drivers; the portable GEMM.
+// The weight operand is packed in gemm_pack.c.
 // The math of the shared GEMM (u = q + 128, corr) is in int8_internal.h.
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,65 +41,6 @@ static void *checked_malloc_lines(size_t bytes) {
 static int round_up16(int n) { return (n + 15) / 16 * 16; }
 
 static size_t element_size(qat_i8_out_kind kind) { return kind == QAT_I8_OUT_INT8 ? 1 : 4; }
-
-// Weights [m][k] → [m][k4·4] with zero weights in the padding, and
-// corr[i] = b_q[i] − (128 + o_d)·Σ_k w[i][k]   (see int8_internal.h).
-static int8_t *pack_weights(const int8_t *w, const int32_t *bias, int m, int k, int k4,
-                            int8_t x_zero, int32_t **corr_out) {
-    int8_t *a = calloc((size_t)m * k4 * 4, 1);
-    int32_t *corr = checked_malloc((size_t)m * sizeof(int32_t));
-    if (!a) { fprintf(stderr, "qat int8: out of memory\n"); abort(); }
-    for (int i = 0; i < m; i++) {
-        int64_t sum = 0;
-        for (int j = 0; j < k; j++) {
-            a[(size_t)i * k4 * 4 + j] = w[(size_t)i * k + j];
-            sum += w[(size_t)i * k + j];
-        }
-        corr[i] = (int32_t)((int64_t)bias[i] - (128 + (int64_t)x_zero) * sum);
-    }
-    *corr_out = corr;
-    return a;
-}
-
-// The same for channel-blocked operands (int8_internal.h): weights [m][c][kh][kw] with c a
-// multiple of 4 → a[i][((cb·kh + ky)·kw + kx)·4 + t] = w[i][4·cb + t][ky][kx], and the same corr.
-static int8_t *pack_weights_blocked(const int8_t *w, const int32_t *bias, int m, int c, int kh, int kw,
-                                    int8_t x_zero, int32_t **corr_out) {
-    const int taps = kh * kw, k = c * taps;
-    int8_t *a = checked_malloc((size_t)m * k);
-    int32_t *corr = checked_malloc((size_t)m * sizeof(int32_t));
-    for (int i = 0; i < m; i++) {
-        const int8_t *row = w + (size_t)i * k;
-        int64_t sum = 0;
-        for (int j = 0; j < k; j++) sum += row[j];
-        for (int ci = 0; ci < c; ci++)
-            for (int tap = 0; tap < taps; tap++)
-                a[(size_t)i * k + ((size_t)(ci / 4) * taps + tap) * 4 + ci % 4] = row[(size_t)ci * taps + tap];
-        corr[i] = (int32_t)((int64_t)bias[i] - (128 + (int64_t)x_zero) * sum);
-    }
-    *corr_out = corr;
-    return a;
-}
-
-// The same for the row-tap layout of an implicit GEMM (below): a[i][(ci·kh + ky)·4 + t] = w[i][ci][ky][t]
-// for t < kw (kw ≤ 4), zero weights past kw; k4 = c·kh; the same corr.
-static int8_t *pack_weights_row_taps(const int8_t *w, const int32_t *bias, int m, int c, int kh, int kw,
-                                     int8_t x_zero, int32_t **corr_out) {
-    const int k4 = c * kh;
-    int8_t *a = calloc((size_t)m * k4 * 4, 1);
-    int32_t *corr = checked_malloc((size_t)m * sizeof(int32_t));
-    if (!a) { fprintf(stderr, "qat int8: out of memory\n"); abort(); }
-    for (int i = 0; i < m; i++) {
-        const int8_t *row = w + (size_t)i * c * kh * kw;
-        int64_t sum = 0;
-        for (int j = 0; j < c * kh * kw; j++) sum += row[j];
-        for (int q = 0; q < k4; q++)  // q = ci·kh + ky
-            for (int t = 0; t < kw; t++) a[((size_t)i * k4 + q) * 4 + t] = row[(size_t)q * kw + t];
-        corr[i] = (int32_t)((int64_t)bias[i] - (128 + (int64_t)x_zero) * sum);
-    }
-    *corr_out = corr;
-    return a;
-}
 
 // Implicit GEMM (VNNI, groups 1, stride 1, one image per GEMM): instead of a column matrix, the
 // GEMM reads the padded image itself, each group of 4 k at a fixed word offset (tap[q]) from the
@@ -252,7 +194,7 @@ __attribute__((noinline)) static void conv2d_image_columns(const int8_t *x, int8
     const int chunk = n < 256 ? n : 256, ns = round_up16(chunk);
     const size_t plane = (size_t)hp * wp, words = (size_t)cb * plane * ns;
     int32_t *corr;
-    int8_t *a = pack_weights_blocked(weight, bias, oc, c, cg->kh, cg->kw, x_zero, &corr);
+    int8_t *a = qat_i8_pack_weights_blocked(weight, bias, oc, c, cg->kh, cg->kw, x_zero, &corr);
     const int k4 = cb * cg->kh * cg->kw;
     int32_t *tap = checked_malloc((size_t)k4 * sizeof(int32_t));
     for (int b = 0, q = 0; b < cb; b++)
@@ -334,9 +276,9 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const int npad = direct ? block * p : block == 1 ? round_up16(p) : round_up16(block * p) + 16;
     // Weights [oc][group_c·kh·kw] are one matrix whose row blocks are the groups.
     int32_t *corr;
-    int8_t *a = implicit == IMPLICIT_ROW_TAPS ? pack_weights_row_taps(weight, bias, oc, c, cg->kh, cg->kw, x_zero, &corr)
-                : blocked                      ? pack_weights_blocked(weight, bias, oc, group_c, cg->kh, cg->kw, x_zero, &corr)
-                                               : pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
+    int8_t *a = implicit == IMPLICIT_ROW_TAPS ? qat_i8_pack_weights_row_taps(weight, bias, oc, c, cg->kh, cg->kw, x_zero, &corr)
+                : blocked                      ? qat_i8_pack_weights_blocked(weight, bias, oc, group_c, cg->kh, cg->kw, x_zero, &corr)
+                                               : qat_i8_pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
     // The implicit GEMM's groups, offsets and columns (block is 1 image: p ≥ 64).
     const int implicit_k4 = implicit == IMPLICIT_ROW_TAPS ? c * cg->kh : k4;
     const int grid_columns = (oh - 1) * wp + ow;
@@ -597,7 +539,7 @@ void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_ze
                    qat_i8_output output, void *out) {
     const int k4 = (in + 3) / 4, npad = round_up16(n);
     int32_t *corr;
-    int8_t *a = pack_weights(weight, bias, outs, in, k4, x_zero, &corr);
+    int8_t *a = qat_i8_pack_weights(weight, bias, outs, in, k4, x_zero, &corr);
 
     // Samples become columns: b[g][j][t] = x[j][4g + t] + 128 (the padding k get code 0).
     uint8_t *b = checked_malloc((size_t)k4 * npad * 4);

@@ -315,6 +315,15 @@ int qat_i8_dequantize_is_increasing(const qat_i8_output *o, int channels);
 // 1 (default): conv2d_impl pools accumulators where it may; 0 (tests): the float epilogue.
 extern int qat_i8_pool_accumulators_allowed;
 
+// The weight operand a of qat_i8_gemm and its corr (gemm_pack.c), for the three b layouts: the
+// byte-wise im2col ([m][k] → [m][k4·4], zero weights in the padding), channel-blocked operands
+// (c a multiple of 4) and the implicit GEMM's row taps (kw ≤ 4). corr[i] = b_q[i] − (128 + o_d)·Σ_k w[i][k].
+int8_t *qat_i8_pack_weights(const int8_t *w, const int32_t *bias, int m, int k, int k4, int8_t x_zero, int32_t **corr_out);
+int8_t *qat_i8_pack_weights_blocked(const int8_t *w, const int32_t *bias, int m, int c, int kh, int kw, int8_t x_zero,
+                                    int32_t **corr_out);
+int8_t *qat_i8_pack_weights_row_taps(const int8_t *w, const int32_t *bias, int m, int c, int kh, int kw, int8_t x_zero,
+                                     int32_t **corr_out);
+
 // malloc that aborts with a message when memory runs out (gemm.c).
 void *qat_i8_checked_malloc(size_t bytes);
 
