@@ -51,11 +51,14 @@ __m256i pair_requant8(const pair_epilogue *e, float scale, float offset, int32_t
     return _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(e->zero));
 }
 
-// Row `row`, columns col…col+15 from a0 (col…col+7) and a1 (col+8…), bias already in.
+// Row `row`, columns col…col+15 from a0 (col…col+7) and a1 (col+8…), bias already in. A row's
+// last columns (fewer than 16) are computed as whole vectors into a local buffer and only the
+// valid ones copied out: the same formulas, so the same bits as qat_i8_store1 (which was called
+// per element for them: every row of a 14×14 plane ended in 4 such calls).
 static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
 void pair_store16(const qat_i8_gemm *g, const pair_epilogue *e, int row, int col, __m256i a0, __m256i a1) {
     const int valid = e->n - col < 16 ? e->n - col : 16;
-    if (valid < 16 || e->col_stride != 1) {  // tails and linear's strided outputs: the scalar formula
+    if (e->col_stride != 1) {  // linear's strided outputs: the scalar formula
         int32_t lanes[16];
         _mm256_storeu_si256((__m256i *)lanes, a0);
         _mm256_storeu_si256((__m256i *)(lanes + 8), a1);
@@ -70,14 +73,17 @@ void pair_store16(const qat_i8_gemm *g, const pair_epilogue *e, int row, int col
     }
     const float scale = e->scale ? e->scale[row] : 0.0f, offset = e->offset ? e->offset[row] : 0.0f;
     const ptrdiff_t at = (ptrdiff_t)row * e->row_stride + col;
+    _Alignas(32) char tail[64];  // 16 values of up to 4 bytes
+    const size_t size = e->kind == QAT_I8_OUT_INT8 ? 1 : 4;
+    char *dst = valid == 16 ? e->out + at * (ptrdiff_t)size : tail;
     switch (e->kind) {
     case QAT_I8_OUT_INT32:
-        _mm256_storeu_si256((__m256i *)((int32_t *)e->out + at), a0);
-        _mm256_storeu_si256((__m256i *)((int32_t *)e->out + at + 8), a1);
+        _mm256_storeu_si256((__m256i *)dst, a0);
+        _mm256_storeu_si256((__m256i *)(dst + 32), a1);
         break;
     case QAT_I8_OUT_FLOAT:
-        _mm256_storeu_ps((float *)e->out + at, pair_dequantize8(e, scale, offset, a0));
-        _mm256_storeu_ps((float *)e->out + at + 8, pair_dequantize8(e, scale, offset, a1));
+        _mm256_storeu_ps((float *)dst, pair_dequantize8(e, scale, offset, a0));
+        _mm256_storeu_ps((float *)(dst + 32), pair_dequantize8(e, scale, offset, a1));
         break;
     case QAT_I8_OUT_INT8: {
         const int32_t shift = e->shift ? e->shift[row] : 0;
@@ -87,10 +93,11 @@ void pair_store16(const qat_i8_gemm *g, const pair_epilogue *e, int row, int col
         __m256i p = _mm256_packs_epi32(q0, q1);
         p = _mm256_packs_epi16(p, p);
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 0, 4, 1, 5));
-        _mm_storeu_si128((__m128i *)((int8_t *)e->out + at), _mm256_castsi256_si128(p));
+        _mm_storeu_si128((__m128i *)dst, _mm256_castsi256_si128(p));
         break;
     }
     }
+    if (valid < 16) memcpy(e->out + at * (ptrdiff_t)size, tail, (size_t)valid * size);
 }
 
 // a32: the weights widened to int16 pairs, [m][k4][2] words (w0, w1) and (w2, w3).
