@@ -135,3 +135,20 @@ for (c, hw, oc) in [(32, 28, 32), (64, 14, 64), (128, 7, 128), (8, 28, 8)] {
     }
     print(line)
 }
+
+// resnet18-tiny's 3×3 convs (examples/onnx-models): small planes, where the column matrix and the
+// short rows weigh as much as the multiplies. The SIMD paths only (the portable one takes seconds).
+print("\nresnet18-tiny's 3×3 convs, batch 256, padding 1, 1 thread: ms per call and GMAC/s")
+for (c, hw, oc) in [(1, 28, 8), (8, 14, 8), (16, 7, 16), (32, 4, 32), (64, 2, 64)] {
+    let g = ConvGeometry(batch: batch, channels: c, height: hw, width: hw, outputChannels: oc, kernel: 3, stride: 1, padding: 1)
+    let x = codes(batch * c * hw * hw), w = codes(oc * c * 9), b = [Int32](repeating: 50, count: oc)
+    let macs = Double(batch * hw * hw * oc * c * 9)
+    var line = "\(c)→\(oc) on \(hw)×\(hw):"
+    for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) && path != .portable {
+        let seconds = Stopwatch.bestSecondsPerCall {
+            _ = Int8Kernels.conv2d(x, g, inputZeroPoint: 3, weights: w, bias: b, requantize: relu(oc, c * 9), path: path)
+        }
+        line += String(format: "  %@ %.3f ms %.1f GMAC/s", path.rawValue, 1000 * seconds, macs / seconds / 1e9)
+    }
+    print(line)
+}
