@@ -9,7 +9,10 @@
 //
 // Tile: MR_PAIRS rows × 16 columns: 2·MR accumulators, 4 pair vectors, 2 weight broadcasts.
 // The epilogue reads the output parameters from locals (byte stores may alias g) and writes a
-// row's 16 int8 codes with one 16-byte store.
+// row's 16 int8 codes with one 16-byte store. The common epilogues (int32; floats with or without
+// offset and ReLU; codes by scale with ties to even) are compiled as loops of their own, so that
+// nothing in a tile tests the output kind, the offset or the tie rule per vector: on short k (a
+// 1×1 conv of 16 channels has 4 groups of k per output) the epilogue is half of the work.
 
 enum { MR_PAIRS = 4 };
 
@@ -25,26 +28,45 @@ typedef struct {
     ptrdiff_t row_stride, col_stride;
 } pair_epilogue;
 
+// Which epilogue a loop is compiled for: constants in the specialised loops, g's values in the
+// general one (gemm_avx2_pairs).
+typedef struct {
+    qat_i8_out_kind kind;
+    int offset, relu, shift;
+    int even;  // codes by scale, ties to even: the clamp before the conversion, which rounds (below)
+} pair_variant;
+
 // qat_i8_scaled1 on 8 lanes (multiply, then add: no FMA), then g->relu's ReLU (x < 0 → +0; NaN and −0 kept).
 static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
-__m256 pair_dequantize8(const pair_epilogue *e, float scale, float offset, __m256i acc) {
+__m256 pair_dequantize8(const pair_variant v, float scale, float offset, __m256i acc) {
     __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale));
-    if (e->offset) y = _mm256_add_ps(y, _mm256_set1_ps(offset));
-    if (e->relu) y = _mm256_andnot_ps(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_LT_OQ), y);
+    if (v.offset) y = _mm256_add_ps(y, _mm256_set1_ps(offset));
+    if (v.relu) y = _mm256_andnot_ps(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_LT_OQ), y);
     return y;
 }
 
-// The steps of store8's INT8 case (qat_i8_store1's formula), codes as int32 lanes.
+// The steps of store8's INT8 case (qat_i8_store1's formula), codes as int32 lanes. With ties to
+// even, the clamp to the integers lo − zero … hi − zero comes before the rounding, which
+// vcvtps2dq does (to nearest, ties to even, as nearbyintf in the default rounding mode): rounding
+// is monotone and the bounds are integers, so clamp∘round = round∘clamp; a NaN still becomes
+// lo − zero (vmaxps returns its second operand), ±∞ the bounds.
 static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
-__m256i pair_requant8(const pair_epilogue *e, float scale, float offset, int32_t shift, __m256i acc) {
-    if (e->shift) {
+__m256i pair_requant8(const pair_epilogue *e, const pair_variant v, float scale, float offset, int32_t shift, __m256i acc) {
+    if (v.even) {
+        __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale));
+        if (v.offset) r = _mm256_add_ps(r, _mm256_set1_ps(offset));
+        r = _mm256_max_ps(r, _mm256_set1_ps((float)(e->lo - e->zero)));
+        r = _mm256_min_ps(r, _mm256_set1_ps((float)(e->hi - e->zero)));
+        return _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(e->zero));
+    }
+    if (v.shift) {
         __m256i q = round_shift8(acc, shift, e->mode);
         q = _mm256_max_epi32(q, _mm256_set1_epi32(e->lo - e->zero));
         q = _mm256_min_epi32(q, _mm256_set1_epi32(e->hi - e->zero));
         return _mm256_add_epi32(q, _mm256_set1_epi32(e->zero));
     }
     __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale));
-    if (e->offset) r = _mm256_add_ps(r, _mm256_set1_ps(offset));
+    if (v.offset) r = _mm256_add_ps(r, _mm256_set1_ps(offset));
     r = round8(r, e->mode);
     r = _mm256_max_ps(r, _mm256_set1_ps((float)(e->lo - e->zero)));
     r = _mm256_min_ps(r, _mm256_set1_ps((float)(e->hi - e->zero)));
@@ -56,7 +78,7 @@ __m256i pair_requant8(const pair_epilogue *e, float scale, float offset, int32_t
 // valid ones copied out: the same formulas, so the same bits as qat_i8_store1 (which was called
 // per element for them: every row of a 14×14 plane ended in 4 such calls).
 static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
-void pair_store16(const qat_i8_gemm *g, const pair_epilogue *e, int row, int col, __m256i a0, __m256i a1) {
+void pair_store16(const qat_i8_gemm *g, const pair_epilogue *e, const pair_variant v, int row, int col, __m256i a0, __m256i a1) {
     const int valid = e->n - col < 16 ? e->n - col : 16;
     if (e->col_stride != 1) {  // linear's strided outputs: the scalar formula
         int32_t lanes[16];
@@ -64,30 +86,30 @@ void pair_store16(const qat_i8_gemm *g, const pair_epilogue *e, int row, int col
         _mm256_storeu_si256((__m256i *)(lanes + 8), a1);
         for (int l = 0; l < valid; l++) {
             qat_i8_store1(g, row, col + l, lanes[l]);
-            if (e->relu) {  // float output (conv2d_impl sets relu only then)
+            if (v.relu) {  // float output (conv2d_impl sets relu only then)
                 float *y = (float *)e->out + (ptrdiff_t)row * e->row_stride + (ptrdiff_t)(col + l) * e->col_stride;
                 *y = *y < 0.0f ? 0.0f : *y;
             }
         }
         return;
     }
-    const float scale = e->scale ? e->scale[row] : 0.0f, offset = e->offset ? e->offset[row] : 0.0f;
+    const float scale = v.kind != QAT_I8_OUT_INT32 && e->scale ? e->scale[row] : 0.0f, offset = v.offset ? e->offset[row] : 0.0f;
     const ptrdiff_t at = (ptrdiff_t)row * e->row_stride + col;
     _Alignas(32) char tail[64];  // 16 values of up to 4 bytes
-    const size_t size = e->kind == QAT_I8_OUT_INT8 ? 1 : 4;
+    const size_t size = v.kind == QAT_I8_OUT_INT8 ? 1 : 4;
     char *dst = valid == 16 ? e->out + at * (ptrdiff_t)size : tail;
-    switch (e->kind) {
+    switch (v.kind) {
     case QAT_I8_OUT_INT32:
         _mm256_storeu_si256((__m256i *)dst, a0);
         _mm256_storeu_si256((__m256i *)(dst + 32), a1);
         break;
     case QAT_I8_OUT_FLOAT:
-        _mm256_storeu_ps((float *)dst, pair_dequantize8(e, scale, offset, a0));
-        _mm256_storeu_ps((float *)(dst + 32), pair_dequantize8(e, scale, offset, a1));
+        _mm256_storeu_ps((float *)dst, pair_dequantize8(v, scale, offset, a0));
+        _mm256_storeu_ps((float *)(dst + 32), pair_dequantize8(v, scale, offset, a1));
         break;
     case QAT_I8_OUT_INT8: {
-        const int32_t shift = e->shift ? e->shift[row] : 0;
-        const __m256i q0 = pair_requant8(e, scale, offset, shift, a0), q1 = pair_requant8(e, scale, offset, shift, a1);
+        const int32_t shift = v.shift ? e->shift[row] : 0;
+        const __m256i q0 = pair_requant8(e, v, scale, offset, shift, a0), q1 = pair_requant8(e, v, scale, offset, shift, a1);
         // Codes are in [−128, 127], so the saturating packs are exact. Dwords after the two packs:
         // q0[0…3] q1[0…3] (twice) | q0[4…7] q1[4…7] (twice); the permute puts dwords 0 4 1 5 first.
         __m256i p = _mm256_packs_epi32(q0, q1);
@@ -102,8 +124,8 @@ void pair_store16(const qat_i8_gemm *g, const pair_epilogue *e, int row, int col
 
 // a32: the weights widened to int16 pairs, [m][k4][2] words (w0, w1) and (w2, w3).
 static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
-void pair_tile(const qat_i8_gemm *g, const pair_epilogue *e, const int32_t *a32, int k4, size_t b_stride, const uint8_t *b,
-               const int32_t *corr, int i0, int j0, const int mr) {
+void pair_tile(const qat_i8_gemm *g, const pair_epilogue *e, const pair_variant v, const int32_t *a32, int k4, size_t b_stride,
+               const uint8_t *b, const int32_t *corr, int i0, int j0, const int mr) {
     // Bytes 0, 1 (pair 0) or 2, 3 (pair 1) of each 4-byte column word, each followed by a zero byte.
     const __m256i pick0 = _mm256_setr_epi8(0, -128, 1, -128, 4, -128, 5, -128, 8, -128, 9, -128, 12, -128, 13, -128,
                                            0, -128, 1, -128, 4, -128, 5, -128, 8, -128, 9, -128, 12, -128, 13, -128);
@@ -126,31 +148,26 @@ void pair_tile(const qat_i8_gemm *g, const pair_epilogue *e, const int32_t *a32,
             c1[r] = _mm256_add_epi32(c1[r], _mm256_madd_epi16(p11, w23));
         }
     }
+#pragma clang loop unroll(full)  // the accumulators stay in registers, not an array on the stack
     for (int r = 0; r < mr; r++) {
         const __m256i cr = _mm256_set1_epi32(corr[i0 + r]);
-        pair_store16(g, e, i0 + r, j0, _mm256_add_epi32(c0[r], cr), _mm256_add_epi32(c1[r], cr));
+        pair_store16(g, e, v, i0 + r, j0, _mm256_add_epi32(c0[r], cr), _mm256_add_epi32(c1[r], cr));
     }
 }
 
-static QAT_I8_TARGET_AVX2 void gemm_avx2_pairs(const qat_i8_gemm *g) {
+// Every tile of the GEMM, for one epilogue variant.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+void pair_loop(const qat_i8_gemm *g, const pair_epilogue *shared, const pair_variant v, const int32_t *a32) {
+    // A copy whose address no store can alias: its bounds and pointers stay in registers.
+    const pair_epilogue local = *shared, *e = &local;
     const int m = g->m, n = g->n, k4 = g->k4;
-    // Weight pairs as words (low half the first weight), one broadcast each.
-    const size_t words = (size_t)m * k4 * 2;
-    int32_t *a32 = qat_i8_checked_malloc(words * sizeof(int32_t));
-    for (size_t i = 0; i < words; i++)
-        a32[i] = (int32_t)((uint32_t)(uint16_t)(int16_t)g->a[2 * i] | (uint32_t)(uint16_t)(int16_t)g->a[2 * i + 1] << 16);
-    const pair_epilogue e = {.kind = g->output.kind, .scale = g->output.scale, .offset = g->output.offset,
-                             .shift = g->output.shift, .zero = g->output.zero_point, .lo = g->output.lo,
-                             .hi = g->output.hi, .mode = g->output.round_mode,
-                             .relu = g->relu && g->output.kind == QAT_I8_OUT_FLOAT, .n = n, .out = g->out,
-                             .row_stride = g->row_stride, .col_stride = g->col_stride};
     const uint8_t *b = g->b;
     const int32_t *corr = g->corr;
     const size_t b_stride = (size_t)g->npad * 4;
     for (int j0 = 0; j0 < n; j0 += 16) {
         for (int i0 = 0; i0 < m; i0 += MR_PAIRS) {
             // The last tile's rows (the min keeps the cases past MR_PAIRS, never taken, in bounds).
-#define PAIR_TILE(rows) pair_tile(g, &e, a32, k4, b_stride, b, corr, i0, j0, (rows) < MR_PAIRS ? (rows) : MR_PAIRS)
+#define PAIR_TILE(rows) pair_tile(g, e, v, a32, k4, b_stride, b, corr, i0, j0, (rows) < MR_PAIRS ? (rows) : MR_PAIRS)
             switch (m - i0 < MR_PAIRS ? m - i0 : MR_PAIRS) {
             case 1: PAIR_TILE(1); break;
             case 2: PAIR_TILE(2); break;
@@ -162,5 +179,54 @@ static QAT_I8_TARGET_AVX2 void gemm_avx2_pairs(const qat_i8_gemm *g) {
 #undef PAIR_TILE
         }
     }
+}
+
+// One instance of pair_loop per common epilogue (constant variant), and the general one.
+#define PAIR_LOOP_INSTANCE(name, ...) \
+    static QAT_I8_TARGET_AVX2 void name(const qat_i8_gemm *g, const pair_epilogue *e, const int32_t *a32) { \
+        pair_loop(g, e, (pair_variant){__VA_ARGS__}, a32); \
+    }
+PAIR_LOOP_INSTANCE(pair_loop_int32, .kind = QAT_I8_OUT_INT32)
+PAIR_LOOP_INSTANCE(pair_loop_float, .kind = QAT_I8_OUT_FLOAT)
+PAIR_LOOP_INSTANCE(pair_loop_float_relu, .kind = QAT_I8_OUT_FLOAT, .relu = 1)
+PAIR_LOOP_INSTANCE(pair_loop_float_offset, .kind = QAT_I8_OUT_FLOAT, .offset = 1)
+PAIR_LOOP_INSTANCE(pair_loop_float_offset_relu, .kind = QAT_I8_OUT_FLOAT, .offset = 1, .relu = 1)
+PAIR_LOOP_INSTANCE(pair_loop_codes_even, .kind = QAT_I8_OUT_INT8, .even = 1)
+PAIR_LOOP_INSTANCE(pair_loop_codes_even_offset, .kind = QAT_I8_OUT_INT8, .offset = 1, .even = 1)
+#undef PAIR_LOOP_INSTANCE
+
+static QAT_I8_TARGET_AVX2 __attribute__((noinline)) void pair_loop_general(const qat_i8_gemm *g, const pair_epilogue *e,
+                                                                          const int32_t *a32) {
+    const pair_variant v = {.kind = e->kind, .offset = e->offset != NULL, .relu = e->relu, .shift = e->shift != NULL};
+    pair_loop(g, e, v, a32);
+}
+
+int qat_i8_avx2_pair_epilogues = 1;
+void qat_i8_allow_avx2_pair_epilogues(int allowed) { qat_i8_avx2_pair_epilogues = allowed; }
+
+static QAT_I8_TARGET_AVX2 void gemm_avx2_pairs(const qat_i8_gemm *g) {
+    const int m = g->m, k4 = g->k4;
+    // Weight pairs as words (low half the first weight), one broadcast each.
+    const size_t words = (size_t)m * k4 * 2;
+    int32_t *a32 = qat_i8_checked_malloc(words * sizeof(int32_t));
+    for (size_t i = 0; i < words; i++)
+        a32[i] = (int32_t)((uint32_t)(uint16_t)(int16_t)g->a[2 * i] | (uint32_t)(uint16_t)(int16_t)g->a[2 * i + 1] << 16);
+    const pair_epilogue e = {.kind = g->output.kind, .scale = g->output.scale, .offset = g->output.offset,
+                             .shift = g->output.shift, .zero = g->output.zero_point, .lo = g->output.lo,
+                             .hi = g->output.hi, .mode = g->output.round_mode,
+                             .relu = g->relu && g->output.kind == QAT_I8_OUT_FLOAT, .n = g->n, .out = g->out,
+                             .row_stride = g->row_stride, .col_stride = g->col_stride};
+    void (*loop)(const qat_i8_gemm *, const pair_epilogue *, const int32_t *) = pair_loop_general;
+    if (qat_i8_avx2_pair_epilogues) switch (e.kind) {
+    case QAT_I8_OUT_INT32: loop = pair_loop_int32; break;
+    case QAT_I8_OUT_FLOAT:
+        loop = e.offset ? (e.relu ? pair_loop_float_offset_relu : pair_loop_float_offset)
+                        : (e.relu ? pair_loop_float_relu : pair_loop_float);
+        break;
+    case QAT_I8_OUT_INT8:
+        if (!e.shift && e.mode == QAT_I8_ROUND_HALF_EVEN) loop = e.offset ? pair_loop_codes_even_offset : pair_loop_codes_even;
+        break;
+    }
+    loop(g, &e, a32);
     free(a32);
 }

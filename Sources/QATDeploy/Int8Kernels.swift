@@ -106,6 +106,7 @@ public enum Int8Kernels {
     /// Whether the AVX2 GEMM runs its pair kernel (16-column tiles, vector epilogue, ReLU as it
     /// stores) rather than its first one (same results; tests switch it off to compare).
     static func allowAVX2PairTiles(_ allowed: Bool) { qat_i8_allow_avx2_pair_tiles(allowed ? 1 : 0) }
+    static func allowAVX2PairEpilogues(_ allowed: Bool) { qat_i8_allow_avx2_pair_epilogues(allowed ? 1 : 0) }
 
     /// Whether the VNNI GEMM runs layers whose output channels are a multiple of 8 in 8-row tiles
     /// (same results as its 6-row tiles; tests switch it off to compare).

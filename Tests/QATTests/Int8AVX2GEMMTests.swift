@@ -8,14 +8,22 @@ import XCTest
 /// of 4), n = 1…40 columns (16-column tiles with and without tails), every output kind (int32,
 /// floats with and without offsets and ReLU, codes by scale in every tie mode with wide and narrow
 /// clamps, codes by shift), 1×1 and 3×3 convs with stride 1 and 2, padding, several images per
-/// GEMM, a fused max pool, and linear layers (strided outputs).
+/// GEMM, a fused max pool, and linear layers (strided outputs). The pair kernel's specialised
+/// epilogue loops (int32; floats by offset and ReLU; codes by scale with ties to even, clamped
+/// before vcvtps2dq rounds) agree with its general loop, including multipliers so large that the
+/// scaled sums overflow to ±∞.
 final class Int8AVX2GEMMTests: XCTestCase {
     typealias Path = Int8Kernels.Path
 
     /// Every output of one conv as bit patterns, on `path` with the pair kernel on or off.
-    static func outputs(_ c: Int8ConvTests.Case, pool: Int8PoolGeometry? = nil, path: Path, pairs: Bool) -> [[UInt32]] {
+    static func outputs(_ c: Int8ConvTests.Case, pool: Int8PoolGeometry? = nil, path: Path, pairs: Bool,
+                        epilogues: Bool = true) -> [[UInt32]] {
         Int8Kernels.allowAVX2PairTiles(pairs)
-        defer { Int8Kernels.allowAVX2PairTiles(true) }
+        Int8Kernels.allowAVX2PairEpilogues(epilogues)
+        defer {
+            Int8Kernels.allowAVX2PairTiles(true)
+            Int8Kernels.allowAVX2PairEpilogues(true)
+        }
         let g = c.geometry, oc = g.outputChannels
         var result: [[UInt32]] = []
         func codes(_ r: Int8Kernels.Requantization) -> [UInt32] {
@@ -23,6 +31,13 @@ final class Int8AVX2GEMMTests: XCTestCase {
                                algorithm: .im2colGEMM).map { UInt32(UInt8(bitPattern: $0)) }
         }
         result.append(codes(c.requantization))
+        // Scaled sums far past the clamp, up to ±∞ (3e38 · |sum| ≥ 2 overflows), with and without offsets.
+        for huge: Float in [1e20, 3e38] {
+            for offsets in [nil, c.offsets ?? Array(repeating: 0.5, count: oc)] {
+                result.append(codes(Int8Kernels.Requantization(multipliers: Array(repeating: huge, count: oc), zeroPoint: -3,
+                                                               relu: false, offsets: offsets, upperBound: 127)))
+            }
+        }
         // Power-of-two multipliers make exact ties: by float multiply in every tie mode, and by shift.
         // Exponents near randomCase's multipliers (~35 / (√patch · 5500)), so codes are not all clamped.
         let base = Int(log2(Float(g.patchSize).squareRoot() * 157).rounded())
@@ -56,6 +71,8 @@ final class Int8AVX2GEMMTests: XCTestCase {
     func assertPairsAgree(_ c: Int8ConvTests.Case, pool: Int8PoolGeometry? = nil, _ label: String) {
         let expected = Self.outputs(c, pool: pool, path: .portable, pairs: true)
         XCTAssertEqual(Self.outputs(c, pool: pool, path: .avx2, pairs: true), expected, "pair kernel, \(label)")
+        XCTAssertEqual(Self.outputs(c, pool: pool, path: .avx2, pairs: true, epilogues: false), expected,
+                       "pair kernel's general epilogue, \(label)")
         XCTAssertEqual(Self.outputs(c, pool: pool, path: .avx2, pairs: false), expected, "quad kernel, \(label)")
     }
 

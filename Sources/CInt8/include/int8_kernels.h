@@ -233,6 +233,11 @@ void qat_i8_allow_widened_depthwise_avx2(int allowed);
 // vector epilogue) rather than the first one (same results). 1 by default; tests turn it off to compare.
 void qat_i8_allow_avx2_pair_tiles(int allowed);
 
+// Whether the pair kernel runs its specialised epilogue loops (int32; floats by offset and ReLU;
+// codes by scale with ties to even) rather than its general one (same results). 1 by default;
+// tests turn it off to compare.
+void qat_i8_allow_avx2_pair_epilogues(int allowed);
+
 // Whether the VNNI GEMM may run m a multiple of 8 in 8-row tiles (same results). 1 by default;
 // tests turn it off to compare with the 6-row tiles.
 void qat_i8_allow_eight_row_tiles(int allowed);
