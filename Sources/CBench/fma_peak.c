@@ -47,7 +47,34 @@ float qat_fma_peak_avx2(long iterations) {
     return total;
 }
 
+// The exact INT8 engine's multiply-accumulate without VNNI: vpmaddwd (16 products of int16 pairs,
+// summed in pairs to 8 int32) and a vpaddd into an accumulator, as the AVX2 GEMM's inner loop
+// does. 12 accumulators; the empty asm makes `y` opaque each round, so the multiplies cannot be
+// hoisted out of the loop.
+enum { INT8_CHAINS = 12 };
+
+long qat_int8_mac_peak_products_avx2(void) { return INT8_CHAINS * 16; }
+
+__attribute__((target("avx2")))
+int qat_int8_mac_peak_avx2(long iterations) {
+    __m256i acc[INT8_CHAINS], x[INT8_CHAINS], y = _mm256_set1_epi32(0x00030002);
+    for (int i = 0; i < INT8_CHAINS; i++) {
+        acc[i] = _mm256_set1_epi32(i);
+        x[i] = _mm256_set1_epi32(0x00010001 * (i + 1));
+    }
+    for (long it = 0; it < iterations; it++) {
+        __asm__ volatile("" : "+x"(y));
+#pragma GCC unroll 12
+        for (int i = 0; i < INT8_CHAINS; i++) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(x[i], y));
+    }
+    __m256i sum = acc[0];
+    for (int i = 1; i < INT8_CHAINS; i++) sum = _mm256_add_epi32(sum, acc[i]);
+    return _mm256_extract_epi32(sum, 0);
+}
+
 #else
+long qat_int8_mac_peak_products_avx2(void) { return 0; }
+int qat_int8_mac_peak_avx2(long iterations) { (void)iterations; return 0; }
 int qat_fma_peak_has_avx512(void) { return 0; }
 int qat_fma_peak_has_avx2(void) { return 0; }
 long qat_fma_peak_flops_avx512(void) { return 0; }
