@@ -177,13 +177,13 @@ QAT_I8_TARGET_VNNI int qat_i8_maxpool_accumulators_vnni16(const int32_t *x, floa
 // kernel columns, dequantized as qat_i8_scaled1 and, with relu, x < 0 → 0. (Two passes: the
 // second's unaligned loads would stall reading the first's stores right after them.) A window
 // without pixels (known from the geometry, not the values) gives −∞ as the float pool's.
-// Returns 0, doing nothing, for other strides.
-QAT_I8_TARGET_AVX2 int qat_i8_maxpool_accumulators_avx2x8(const int32_t *x, float *y, size_t planes, const qat_i8_pool_geometry *g,
-                                                          const float *scale, const float *offset, int relu) {
+// The body, for a kernel (kh, kw) and column stride sw that are constants in the common instance.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+void accumulator_pool(const int32_t *x, float *y, size_t planes, const qat_i8_pool_geometry *g, const float *scale,
+                      const float *offset, int relu, const int kh, const int kw, const int sw) {
 #pragma clang fp contract(off)
-    const int h = g->h, w = g->w, oh = g->oh, ow = g->ow, kh = g->kh, kw = g->kw, sh = g->sh, sw = g->sw;
+    const int h = g->h, w = g->w, oh = g->oh, ow = g->ow, sh = g->sh;
     const int pad_top = g->pad_top, pad_left = g->pad_left;
-    if (sw != 1 && sw != 2) return 0;
     // Row oy's column c at rowmax[oy·width + pad_left + c]; the second pass reads up to
     // (ow rounded to 8)·sw + kw + 8 columns of a row, the first writes w rounded to 8.
     const int vectors = (ow + 7) / 8, span = vectors * 8 * sw + kw + 8;
@@ -206,7 +206,13 @@ QAT_I8_TARGET_AVX2 int qat_i8_maxpool_accumulators_avx2x8(const int32_t *x, floa
         for (int oy = 0; oy < oh; oy++) {
             int32_t *row = rowmax + (size_t)oy * width + pad_left;
             const int top = oy * sh - pad_top, y0 = top < 0 ? 0 : top, y1 = top + kh < h ? top + kh : h;
-            for (int c = 0; c < w; c += 8) {  // the last vector's lanes past w: masked loads, stored as INT32_MIN
+            int c = 0;
+            for (; c + 8 <= w; c += 8) {
+                __m256i m = none;
+                for (int r = y0; r < y1; r++) m = _mm256_max_epi32(m, _mm256_loadu_si256((const __m256i *)(plane + (size_t)r * w + c)));
+                _mm256_storeu_si256((__m256i *)(row + c), m);
+            }
+            if (c < w) {  // the last vector's lanes past w: masked loads, stored as INT32_MIN
                 const __m256i inside = _mm256_cmpgt_epi32(_mm256_set1_epi32(w - c), lane);
                 __m256i m = none;
                 for (int r = y0; r < y1; r++) m = _mm256_max_epi32(m, _mm256_maskload_epi32(plane + (size_t)r * w + c, inside));
@@ -250,5 +256,14 @@ QAT_I8_TARGET_AVX2 int qat_i8_maxpool_accumulators_avx2x8(const int32_t *x, floa
         }
     }
     free(rowmax);
+}
+
+// ResNet's stem pool (3×3, stride 2) with its kernel and stride as constants; any other shape
+// with column stride 1 or 2 through the general instance. Returns 0, doing nothing, for other strides.
+QAT_I8_TARGET_AVX2 int qat_i8_maxpool_accumulators_avx2x8(const int32_t *x, float *y, size_t planes, const qat_i8_pool_geometry *g,
+                                                          const float *scale, const float *offset, int relu) {
+    if (g->sw != 1 && g->sw != 2) return 0;
+    if (g->kh == 3 && g->kw == 3 && g->sw == 2) accumulator_pool(x, y, planes, g, scale, offset, relu, 3, 3, 2);
+    else accumulator_pool(x, y, planes, g, scale, offset, relu, g->kh, g->kw, g->sw);
     return 1;
 }
