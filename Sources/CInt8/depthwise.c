@@ -62,6 +62,10 @@ void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, con
                            const int8_t *weight, const int32_t *bias, qat_i8_output output, const qat_i8_pool_geometry *pool,
                            const qat_i8_hard_swish_epilogue *hard_swish, void *out) {
     if (pool) output.kind = QAT_I8_OUT_INT8;
+    if (path == QAT_I8_AVX2 && !pool && qat_i8_depthwise_avx2_channels_applies(g, &output)) {
+        qat_i8_depthwise_avx2_channels(x, x_zero, g, weight, bias, output, hard_swish, out);
+        return;
+    }
     const int c = g->c, h = g->h, w = g->w, oc = g->oc, multiplier = oc / c;
     const int kh = g->kh, kw = g->kw, kw4 = (kw + 3) / 4;
     const int oh = qat_i8_conv_out_h(g), ow = qat_i8_conv_out_w(g), owpad = round_up16(ow);

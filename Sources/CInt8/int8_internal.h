@@ -281,6 +281,13 @@ void qat_i8_hard_swish_epilogue_run(qat_i8_path path, const qat_i8_hard_swish_ep
 void qat_i8_depthwise_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
                            const int8_t *weight, const int32_t *bias, qat_i8_output output, const qat_i8_pool_geometry *pool,
                            const qat_i8_hard_swish_epilogue *hard_swish, void *out);
+// AVX2, channels last inside the kernel (depthwise_avx2_channels.c): the whole call, every image,
+// the hardSwish epilogue included; the same outputs as the plane kernels. _applies says whether
+// it takes g and this output (multiplier 1, channels a multiple of 16, no pool).
+int qat_i8_depthwise_avx2_channels_applies(const qat_i8_conv_geometry *g, const qat_i8_output *o);
+void qat_i8_depthwise_avx2_channels(const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g, const int8_t *weight,
+                                    const int32_t *bias, qat_i8_output output, const qat_i8_hard_swish_epilogue *hard_swish,
+                                    void *out);
 
 // 2×2 stride-2 max pool for the AVX2 and VNNI paths (im2col.c); h, w ≥ 2.
 void qat_i8_maxpool2x2_fast(const int8_t *x, int8_t *y, size_t planes, size_t h, size_t w);

@@ -102,6 +102,10 @@ public enum Int8Kernels {
     /// Whether that direct kernel reads the padded plane widened to int16 (once per input channel)
     /// and writes codes, floats and int32 from registers (same results; tests switch it off to compare).
     static func allowWidenedDepthwiseAVX2(_ allowed: Bool) { qat_i8_allow_widened_depthwise_avx2(allowed ? 1 : 0) }
+    /// Whether the AVX2 depthwise conv runs channels last inside the kernel (16 channels of a pixel
+    /// per vector, NCHW at both edges) where channels are a multiple of 16 (same results; tests
+    /// switch it off to compare).
+    static func allowChannelsLastDepthwiseAVX2(_ allowed: Bool) { qat_i8_allow_channels_last_depthwise_avx2(allowed ? 1 : 0) }
 
     /// Whether the AVX2 GEMM runs its pair kernel (16-column tiles, vector epilogue, ReLU as it
     /// stores) rather than its first one (same results; tests switch it off to compare).

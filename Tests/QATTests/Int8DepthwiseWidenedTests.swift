@@ -11,6 +11,7 @@ final class Int8DepthwiseWidenedTests: XCTestCase {
     override func tearDown() {
         Int8Kernels.allowDirectDepthwiseAVX2(true)
         Int8Kernels.allowWidenedDepthwiseAVX2(true)
+        Int8Kernels.allowChannelsLastDepthwiseAVX2(true)
         super.tearDown()
     }
 
@@ -41,11 +42,19 @@ final class Int8DepthwiseWidenedTests: XCTestCase {
         return cases
     }
 
-    /// Everything the depthwise conv can write for case `c` with kernel `variant`.
+    /// Everything the depthwise conv can write for case `c` with kernel `variant` (the plane
+    /// kernels: channels last switched off).
     func outputs(_ c: Int8ConvTests.Case, _ variant: Variant) -> [String: [Int64]] {
         Int8Kernels.allowDirectDepthwiseAVX2(variant != .portable)
         Int8Kernels.allowWidenedDepthwiseAVX2(variant == .widened)
-        let path: Int8Kernels.Path = variant == .portable ? .portable : .avx2
+        Int8Kernels.allowChannelsLastDepthwiseAVX2(false)
+        return Self.outputs(c, path: variant == .portable ? .portable : .avx2)
+    }
+
+    /// Everything the depthwise conv can write for case `c` on `path`, with the kernels the
+    /// switches allow: codes under every tie rule, by shift, narrow and with multipliers past 1;
+    /// accumulators; floats with and without offsets; hardSwish as floats and codes; max pooled.
+    static func outputs(_ c: Int8ConvTests.Case, path: Int8Kernels.Path) -> [String: [Int64]] {
         let g = c.geometry, r = c.requantization
         var result: [String: [Int64]] = [:]
         func codes(_ name: String, _ q: Int8Kernels.Requantization) {

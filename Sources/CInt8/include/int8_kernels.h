@@ -228,6 +228,9 @@ void qat_i8_allow_direct_depthwise_avx2(int allowed);
 // Whether that direct kernel reads the plane widened to int16 once per channel, with the output's
 // constants in registers and floats and int32 written straight out (same results). 1 by default.
 void qat_i8_allow_widened_depthwise_avx2(int allowed);
+// Whether the AVX2 depthwise conv may run channels last inside the kernel (16 channels of a pixel
+// per vector, NCHW at both edges) where channels are a multiple of 16 (same results). 1 by default.
+void qat_i8_allow_channels_last_depthwise_avx2(int allowed);
 
 // Whether the AVX2 GEMM runs its pair kernel (16-column tiles whose lanes are output columns, a
 // vector epilogue) rather than the first one (same results). 1 by default; tests turn it off to compare.
