@@ -157,50 +157,71 @@ __m256i codes8(__m256i acc, __m256 scale, __m256 offset, int has_offset, const c
     return _mm256_add_epi32(_mm256_cvtps_epi32(r), q->zero);
 }
 
+// One block's constants, in the accumulators' lane order.
+typedef struct {
+    __m256i corr_lo, corr_hi;
+    __m256 scale_lo, scale_hi, offset_lo, offset_hi;
+} block_consts;
+
+// An output pixel's 16 channels into scratch at element `at`: codes (bytes), else floats or int32
+// in channel order.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+void store_pixel(void *scratch, size_t at, __m256i lo, __m256i hi, const block_consts *bc, int has_offset, const code_bounds *q,
+                 const qat_i8_out_kind kind) {
+    if (kind == QAT_I8_OUT_INT8) {
+        // packs: lo lane 0 (0–3), hi lane 0 (4–7) | lo lane 1 (8–11), hi lane 1 (12–15): in order.
+        const __m256i q16 = _mm256_packs_epi32(codes8(lo, bc->scale_lo, bc->offset_lo, has_offset, q),
+                                               codes8(hi, bc->scale_hi, bc->offset_hi, has_offset, q));
+        _mm_storeu_si128((__m128i *)((int8_t *)scratch + at), _mm_packs_epi16(_mm256_castsi256_si128(q16), _mm256_extracti128_si256(q16, 1)));
+        return;
+    }
+    if (kind == QAT_I8_OUT_FLOAT) {
+        __m256 f_lo = _mm256_mul_ps(_mm256_cvtepi32_ps(lo), bc->scale_lo), f_hi = _mm256_mul_ps(_mm256_cvtepi32_ps(hi), bc->scale_hi);
+        if (has_offset) {
+            f_lo = _mm256_add_ps(f_lo, bc->offset_lo);
+            f_hi = _mm256_add_ps(f_hi, bc->offset_hi);
+        }
+        lo = _mm256_castps_si256(f_lo);
+        hi = _mm256_castps_si256(f_hi);
+    }
+    int32_t *dst = (int32_t *)scratch + at;
+    _mm256_storeu_si256((__m256i *)dst, _mm256_permute2x128_si256(lo, hi, 0x20));        // 0–3, 4–7
+    _mm256_storeu_si256((__m256i *)(dst + 8), _mm256_permute2x128_si256(lo, hi, 0x31));  // 8–11, 12–15
+}
+
 // Step 2 over the image: every output pixel of every block, into scratch ([oh·ow][c], bytes for
 // codes, else 32-bit floats or int32 in channel order). kind and taps are constants after inlining.
+// Per output row, block by block: the row's taps (kh input rows) stay in L1.
 static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
 void compute_image(const int16_t *buffer, const qat_i8_conv_geometry *g, int wp, const channel_consts *k,
                    const qat_i8_output *o, const ptrdiff_t *tap, void *scratch, const qat_i8_out_kind kind, const int taps) {
-    const int c = g->c, oh = qat_i8_conv_out_h(g), ow = qat_i8_conv_out_w(g);
+    // Everything the loop reads as locals: the byte stores to scratch may alias any memory, so
+    // values behind pointers would be reloaded after each.
+    const int c = g->c, oh = qat_i8_conv_out_h(g), ow = qat_i8_conv_out_w(g), sh = g->sh, sw = g->sw;
     const int has_offset = o->offset != NULL;
+    const int16_t *all_weights = k->weights;
+    const int32_t *all_corr = k->corr;
+    const float *all_scale = k->scale, *all_offset = k->offset;
+    const int weights_per_block = k->pairs * 2 * 16;
+    ptrdiff_t offsets[taps];
+    for (int t = 0; t < taps; t++) offsets[t] = tap[t];
     code_bounds q = {0};
     if (kind == QAT_I8_OUT_INT8)
         q = (code_bounds){_mm256_set1_ps((float)(o->lo - o->zero_point)), _mm256_set1_ps((float)(o->hi - o->zero_point)),
                           _mm256_set1_epi32(o->zero_point)};
     for (int oy = 0; oy < oh; oy++) {
-        for (int ox = 0; ox < ow; ox++) {
-            const int16_t *pixel = buffer + ((size_t)oy * g->sh * wp + (size_t)ox * g->sw) * c;
-            for (int b = 0; b < c / 16; b++) {
-                const int16_t *weights = k->weights + (size_t)b * k->pairs * 2 * 16;
-                const __m256i corr_lo = _mm256_loadu_si256((const __m256i *)(k->corr + 16 * b));
-                const __m256i corr_hi = _mm256_loadu_si256((const __m256i *)(k->corr + 16 * b + 8));
-                const __m256 scale_lo = _mm256_loadu_ps(k->scale + 16 * b), scale_hi = _mm256_loadu_ps(k->scale + 16 * b + 8);
-                const __m256 offset_lo = _mm256_loadu_ps(k->offset + 16 * b), offset_hi = _mm256_loadu_ps(k->offset + 16 * b + 8);
+        const int16_t *row = buffer + (size_t)oy * sh * wp * c;
+        for (int b = 0; b < c / 16; b++) {
+            const int16_t *weights = all_weights + (size_t)b * weights_per_block;
+            const block_consts bc = {_mm256_loadu_si256((const __m256i *)(all_corr + 16 * b)),
+                                     _mm256_loadu_si256((const __m256i *)(all_corr + 16 * b + 8)),
+                                     _mm256_loadu_ps(all_scale + 16 * b), _mm256_loadu_ps(all_scale + 16 * b + 8),
+                                     _mm256_loadu_ps(all_offset + 16 * b), _mm256_loadu_ps(all_offset + 16 * b + 8)};
+            const size_t first = (size_t)oy * ow * c + 16 * b;
+            for (int ox = 0; ox < ow; ox++) {
                 __m256i lo, hi;
-                pixel_block(pixel + 16 * b, tap, weights, corr_lo, corr_hi, taps, &lo, &hi);
-                const size_t at = ((size_t)oy * ow + ox) * c + 16 * b;
-                if (kind == QAT_I8_OUT_INT8) {
-                    // packs: lo lane 0 (0–3), hi lane 0 (4–7) | lo lane 1 (8–11), hi lane 1 (12–15): in order.
-                    const __m256i q16 = _mm256_packs_epi32(codes8(lo, scale_lo, offset_lo, has_offset, &q),
-                                                           codes8(hi, scale_hi, offset_hi, has_offset, &q));
-                    _mm_storeu_si128((__m128i *)((int8_t *)scratch + at),
-                                     _mm_packs_epi16(_mm256_castsi256_si128(q16), _mm256_extracti128_si256(q16, 1)));
-                    continue;
-                }
-                __m256i v_lo = lo, v_hi = hi;
-                if (kind == QAT_I8_OUT_FLOAT) {
-                    __m256 f_lo = _mm256_mul_ps(_mm256_cvtepi32_ps(lo), scale_lo), f_hi = _mm256_mul_ps(_mm256_cvtepi32_ps(hi), scale_hi);
-                    if (has_offset) {
-                        f_lo = _mm256_add_ps(f_lo, offset_lo);
-                        f_hi = _mm256_add_ps(f_hi, offset_hi);
-                    }
-                    v_lo = _mm256_castps_si256(f_lo);
-                    v_hi = _mm256_castps_si256(f_hi);
-                }
-                int32_t *dst = (int32_t *)scratch + at;
-                _mm256_storeu_si256((__m256i *)dst, _mm256_permute2x128_si256(v_lo, v_hi, 0x20));      // 0–3, 4–7
-                _mm256_storeu_si256((__m256i *)(dst + 8), _mm256_permute2x128_si256(v_lo, v_hi, 0x31));  // 8–11, 12–15
+                pixel_block(row + (size_t)ox * sw * c + 16 * b, offsets, weights, bc.corr_lo, bc.corr_hi, taps, &lo, &hi);
+                store_pixel(scratch, first + (size_t)ox * c, lo, hi, &bc, has_offset, &q, kind);
             }
         }
     }
