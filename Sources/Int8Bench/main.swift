@@ -152,3 +152,21 @@ for (c, hw, oc) in [(1, 28, 8), (8, 14, 8), (16, 7, 16), (32, 4, 32), (64, 2, 64
     }
     print(line)
 }
+
+// mobilenetv2-tiny's depthwise 3×3 convs (examples/onnx-models), requantized to codes: ns per
+// output, where per-plane work and half-empty vectors on 7×7 planes show. The SIMD paths only.
+print("\nmobilenetv2-tiny's depthwise 3×3 convs, batch 256, padding 1, 1 thread: ms per call and ns per output")
+for (c, hw, stride) in [(16, 28, 1), (32, 28, 2), (64, 14, 1), (64, 14, 2), (96, 7, 1)] {
+    let g = Int8ConvGeometry(batch: batch, channels: c, height: hw, width: hw, outputChannels: c, kernelHeight: 3, kernelWidth: 3,
+                             strideHeight: stride, strideWidth: stride, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, groups: c)
+    let x = codes(batch * c * hw * hw), w = codes(c * 9), b = [Int32](repeating: 50, count: c)
+    let outputs = Double(batch * c * g.outputHeight * g.outputWidth)
+    var line = "\(c) channels, \(hw)×\(hw), stride \(stride):"
+    for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) && path != .portable {
+        let seconds = Stopwatch.bestSecondsPerCall {
+            _ = Int8Kernels.conv2d(x, g, inputZeroPoint: 3, weights: w, bias: b, requantize: relu(c, 9), path: path)
+        }
+        line += String(format: "  %@ %.3f ms %.2f ns", path.rawValue, 1000 * seconds, 1e9 * seconds / outputs)
+    }
+    print(line)
+}
