@@ -73,6 +73,37 @@ __m256i pair_requant8(const pair_epilogue *e, const pair_variant v, float scale,
     return _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(e->zero));
 }
 
+// Codes with ties to even as pair_requant8 has them, before the zero point is added: the scaled
+// sum clamped to lo − zero … hi − zero, rounded by the conversion.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+__m256i pair_even8(const pair_epilogue *e, const pair_variant v, __m256 scale, __m256 offset, __m256i acc) {
+    __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale);
+    if (v.offset) r = _mm256_add_ps(r, offset);
+    r = _mm256_max_ps(r, _mm256_set1_ps((float)(e->lo - e->zero)));
+    r = _mm256_min_ps(r, _mm256_set1_ps((float)(e->hi - e->zero)));
+    return _mm256_cvtps_epi32(r);
+}
+
+// Rows `row` and `row + 1`, 16 whole columns from `col`, as codes by scale with ties to even: the
+// steps of pair_requant8, with fewer instructions per code (on short k the epilogue is half of a
+// 1×1 conv). The zero point is added to the int16 values (a clamped value plus the zero point is a
+// code, so nothing wraps), and one packsswb packs both rows: its dwords are, for row A and B and
+// Ak = columns 4k…4k + 3, A0 A2 B0 B2 | A1 A3 B1 B3; one vpermd puts row A in the low half.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+void pair_store_two_rows_even(const pair_epilogue *e, const pair_variant v, int row, int col, __m256i a0, __m256i a1,
+                              __m256i b0, __m256i b1) {
+    const __m256 scale_a = _mm256_set1_ps(e->scale[row]), scale_b = _mm256_set1_ps(e->scale[row + 1]);
+    const __m256 offset_a = v.offset ? _mm256_set1_ps(e->offset[row]) : _mm256_setzero_ps();
+    const __m256 offset_b = v.offset ? _mm256_set1_ps(e->offset[row + 1]) : _mm256_setzero_ps();
+    const __m256i zero = _mm256_set1_epi16((int16_t)e->zero);
+    const __m256i a16 = _mm256_add_epi16(_mm256_packs_epi32(pair_even8(e, v, scale_a, offset_a, a0), pair_even8(e, v, scale_a, offset_a, a1)), zero);
+    const __m256i b16 = _mm256_add_epi16(_mm256_packs_epi32(pair_even8(e, v, scale_b, offset_b, b0), pair_even8(e, v, scale_b, offset_b, b1)), zero);
+    const __m256i both = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(a16, b16), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    char *dst = e->out + (ptrdiff_t)row * e->row_stride + col;
+    _mm_storeu_si128((__m128i *)dst, _mm256_castsi256_si128(both));
+    _mm_storeu_si128((__m128i *)(dst + e->row_stride), _mm256_extracti128_si256(both, 1));
+}
+
 // Row `row`, columns col…col+15 from a0 (col…col+7) and a1 (col+8…), bias already in. A row's
 // last columns (fewer than 16) are computed as whole vectors into a local buffer and only the
 // valid ones copied out: the same formulas, so the same bits as qat_i8_store1 (which was called
@@ -131,7 +162,8 @@ void pair_tile(const qat_i8_gemm *g, const pair_epilogue *e, const pair_variant 
                                            0, -128, 1, -128, 4, -128, 5, -128, 8, -128, 9, -128, 12, -128, 13, -128);
     const __m256i pick1 = _mm256_add_epi8(pick0, _mm256_set1_epi8(2));  // 0x80 + 2 still has the top bit: zero
     __m256i c0[MR_PAIRS], c1[MR_PAIRS];  // columns j0…j0+7, j0+8…j0+15
-    for (int r = 0; r < mr; r++) c0[r] = c1[r] = _mm256_setzero_si256();
+    // The accumulators start from the bias term (int32 sums wrap in any order to the same bits).
+    for (int r = 0; r < mr; r++) c0[r] = c1[r] = _mm256_set1_epi32(corr[i0 + r]);
     const uint8_t *bj = b + (size_t)j0 * 4;
     const int32_t *ai = a32 + (size_t)i0 * k4 * 2;
     for (int q = 0; q < k4; q++) {
@@ -148,11 +180,14 @@ void pair_tile(const qat_i8_gemm *g, const pair_epilogue *e, const pair_variant 
             c1[r] = _mm256_add_epi32(c1[r], _mm256_madd_epi16(p11, w23));
         }
     }
+    if (v.kind == QAT_I8_OUT_INT8 && v.even && e->col_stride == 1 && e->n - j0 >= 16) {
 #pragma clang loop unroll(full)  // the accumulators stay in registers, not an array on the stack
-    for (int r = 0; r < mr; r++) {
-        const __m256i cr = _mm256_set1_epi32(corr[i0 + r]);
-        pair_store16(g, e, v, i0 + r, j0, _mm256_add_epi32(c0[r], cr), _mm256_add_epi32(c1[r], cr));
+        for (int r = 0; r + 1 < mr; r += 2) pair_store_two_rows_even(e, v, i0 + r, j0, c0[r], c1[r], c0[r + 1], c1[r + 1]);
+        if (mr % 2) pair_store16(g, e, v, i0 + mr - 1, j0, c0[mr - 1], c1[mr - 1]);
+        return;
     }
+#pragma clang loop unroll(full)
+    for (int r = 0; r < mr; r++) pair_store16(g, e, v, i0 + r, j0, c0[r], c1[r]);
 }
 
 // Every tile of the GEMM, for one epilogue variant.
