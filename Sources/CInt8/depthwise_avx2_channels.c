@@ -151,17 +151,18 @@ void pixel_block(const int16_t *at, const ptrdiff_t *tap, const int16_t *weights
 
 typedef struct {
     __m256 low, high;
-    __m256i zero;
+    __m256i zero;  // the zero point in 16-bit lanes
 } code_bounds;
 
-// The steps of qat_i8_store1 for scaled codes: multiply, add the offset, round half even, clamp, add o_y.
+// The steps of qat_i8_store1 for scaled codes (multiply, add the offset, round half even, clamp),
+// without the zero point, which store_pixel adds to the packed int16. The clamp comes first and
+// vcvtps2dq rounds (to nearest even): the bounds are integers, so clamp∘round = round∘clamp, and a
+// NaN becomes the low bound (vmaxps returns its second operand), as in the GEMM's pair kernel.
 static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
 __m256i codes8(__m256i acc, __m256 scale, __m256 offset, int has_offset, const code_bounds *q) {
     __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale);
     if (has_offset) r = _mm256_add_ps(r, offset);
-    r = _mm256_round_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm256_min_ps(_mm256_max_ps(r, q->low), q->high);
-    return _mm256_add_epi32(_mm256_cvtps_epi32(r), q->zero);
+    return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, q->low), q->high));
 }
 
 // One block's constants, in the accumulators' lane order.
@@ -177,8 +178,10 @@ void store_pixel(void *scratch, size_t at, __m256i lo, __m256i hi, const block_c
                  const qat_i8_out_kind kind) {
     if (kind == QAT_I8_OUT_INT8) {
         // packs: lo lane 0 (0–3), hi lane 0 (4–7) | lo lane 1 (8–11), hi lane 1 (12–15): in order.
-        const __m256i q16 = _mm256_packs_epi32(codes8(lo, bc->scale_lo, bc->offset_lo, has_offset, q),
-                                               codes8(hi, bc->scale_hi, bc->offset_hi, has_offset, q));
+        // A clamped value plus the zero point is a code, so the int16 add cannot wrap.
+        const __m256i q16 = _mm256_add_epi16(_mm256_packs_epi32(codes8(lo, bc->scale_lo, bc->offset_lo, has_offset, q),
+                                                                codes8(hi, bc->scale_hi, bc->offset_hi, has_offset, q)),
+                                             q->zero);
         _mm_storeu_si128((__m128i *)((int8_t *)scratch + at), _mm_packs_epi16(_mm256_castsi256_si128(q16), _mm256_extracti128_si256(q16, 1)));
         return;
     }
@@ -215,7 +218,7 @@ void compute_image(const int16_t *buffer, const qat_i8_conv_geometry *g, int wp,
     code_bounds q = {0};
     if (kind == QAT_I8_OUT_INT8)
         q = (code_bounds){_mm256_set1_ps((float)(o->lo - o->zero_point)), _mm256_set1_ps((float)(o->hi - o->zero_point)),
-                          _mm256_set1_epi32(o->zero_point)};
+                          _mm256_set1_epi16((int16_t)o->zero_point)};
     for (int oy = 0; oy < oh; oy++) {
         const int16_t *row = buffer + (size_t)oy * sh * wp * c;
         for (int b = 0; b < c / 16; b++) {
