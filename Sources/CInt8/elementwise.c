@@ -119,9 +119,20 @@ void qat_i8_add(qat_i8_path path, const int8_t *a, float scale_a, int32_t zero_a
     DISPATCH(add, a, scale_a, zero_a, b, scale_b, zero_b, scale_y, zero_y, lo, hi, round_mode, y, count)
 }
 
+void qat_i8_quantize_exact(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode,
+                           int8_t *q, size_t count) {
+    DISPATCH(quantize, x, scale, zero, lo, round_mode, q, count)
+}
+
+// On AVX2, ties to even: by a product with 1/scale where that gives the same codes (quantize_reciprocal.c).
+static int reciprocal_applies(qat_i8_path path, float scale, qat_i8_round_mode round_mode) {
+    return path == QAT_I8_AVX2 && round_mode == QAT_I8_ROUND_HALF_EVEN && qat_i8_reciprocal_quantize_applies(scale);
+}
+
 void qat_i8_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode,
                      int8_t *q, size_t count) {
-    DISPATCH(quantize, x, scale, zero, lo, round_mode, q, count)
+    if (reciprocal_applies(path, scale, round_mode)) qat_i8_quantize_reciprocal_avx2(x, scale, zero, lo, q, count);
+    else qat_i8_quantize_exact(path, x, scale, zero, lo, round_mode, q, count);
 }
 
 // The float sums go through a small buffer, a block at a time, into the quantize loop above.
@@ -135,14 +146,20 @@ void qat_i8_add_quantize(qat_i8_path path, const float *a, const float *b, float
     }
 }
 
-void qat_i8_hard_swish_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo,
-                                qat_i8_round_mode round_mode, int8_t *q, size_t count) {
+void qat_i8_hard_swish_quantize_exact(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo,
+                                      qat_i8_round_mode round_mode, int8_t *q, size_t count) {
     float y[1024];
     for (size_t i = 0; i < count; i += 1024) {
         const size_t block = count - i < 1024 ? count - i : 1024;
         qat_i8_hard_swish(path, x + i, y, block);
-        qat_i8_quantize(path, y, scale, zero, lo, round_mode, q + i, block);
+        qat_i8_quantize_exact(path, y, scale, zero, lo, round_mode, q + i, block);
     }
+}
+
+void qat_i8_hard_swish_quantize(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo,
+                                qat_i8_round_mode round_mode, int8_t *q, size_t count) {
+    if (reciprocal_applies(path, scale, round_mode)) qat_i8_hard_swish_quantize_reciprocal_avx2(x, scale, zero, lo, q, count);
+    else qat_i8_hard_swish_quantize_exact(path, x, scale, zero, lo, round_mode, q, count);
 }
 
 void qat_i8_hard_swish_epilogue_run(qat_i8_path path, const qat_i8_hard_swish_epilogue *e, float *floats, int8_t *codes,

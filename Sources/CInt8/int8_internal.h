@@ -301,6 +301,18 @@ size_t qat_i8_global_avgpool_fast(const float *x, const int8_t *q, float scale, 
 void qat_i8_hard_swish_vnni16(const float *x, float *y, size_t count);
 void qat_i8_hard_swish_avx2x8(const float *x, float *y, size_t count);
 
+// qat_i8_quantize and qat_i8_hard_swish_quantize as their plain loops, with a division per value;
+// and, for ties to even on AVX2 where qat_i8_reciprocal_quantize_applies(scale) (1/scale a normal
+// float), the same codes by products with 1/scale (and 1/6), near ties redone by the loops
+// (quantize_reciprocal.c).
+void qat_i8_quantize_exact(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode,
+                           int8_t *q, size_t count);
+void qat_i8_hard_swish_quantize_exact(qat_i8_path path, const float *x, float scale, int32_t zero, int32_t lo,
+                                      qat_i8_round_mode round_mode, int8_t *q, size_t count);
+int qat_i8_reciprocal_quantize_applies(float scale);
+void qat_i8_quantize_reciprocal_avx2(const float *x, float scale, int32_t zero, int32_t lo, int8_t *q, size_t count);
+void qat_i8_hard_swish_quantize_reciprocal_avx2(const float *x, float scale, int32_t zero, int32_t lo, int8_t *q, size_t count);
+
 // The float max pool of qat_i8_maxpool_float, 16 or 8 output columns at a time (maxpool_float_simd.c);
 // column strides 1 and 2.
 void qat_i8_maxpool_float_vnni16(const float *x, float *y, size_t planes, const qat_i8_pool_geometry *g);

@@ -136,6 +136,9 @@ public enum Int8Kernels {
     /// Whether the AVX2 and VNNI paths run HardSwish on explicit vectors (the same bits as the
     /// loop they ran before; tests switch it off to compare).
     static func vectoriseHardSwish(_ enabled: Bool) { qat_i8_vectorise_hard_swish(enabled ? 1 : 0) }
+    /// Whether the AVX2 path quantizes with ties to even by a product with 1/scale instead of a
+    /// division (the same codes: near ties are redone by division; tests switch it off to compare).
+    static func allowReciprocalQuantize(_ allowed: Bool) { qat_i8_allow_reciprocal_quantize(allowed ? 1 : 0) }
 
     /// The fastest path this CPU supports.
     public static var bestSupportedPath: Path {

@@ -198,6 +198,9 @@ void qat_i8_hard_swish(qat_i8_path path, const float *x, float *y, size_t count)
 // Whether the AVX2 and VNNI paths run qat_i8_hard_swish on explicit vectors (the same bits as the
 // loop; tests switch it off to compare).
 void qat_i8_vectorise_hard_swish(int enabled);
+// Whether the AVX2 path's quantize (alone, after an add, after HardSwish) with ties to even may
+// multiply by 1/scale instead of dividing (the same codes; tests switch it off to compare).
+void qat_i8_allow_reciprocal_quantize(int allowed);
 
 // y[i] = table[q[i] + 128]: a unary float op on the 256 codes of one grid, tabulated by the caller.
 void qat_i8_lookup(qat_i8_path path, const int8_t *q, const float *table, float *y, size_t count);
