@@ -12,7 +12,7 @@ QAT := .build/release/qat
 # Importing a target that is not a declared dependency is an error, not a warning (Package.swift).
 STRICT := --explicit-target-dependency-import-check error
 
-.PHONY: all deps build demo test bench ptq-table behaviour-check layering fuzz fuzz-smoke clean venv-torch bench-peers examples-export onnx-examples interop
+.PHONY: all deps build demo test bench ptq-table behaviour-check layering fuzz fuzz-smoke clean venv-torch bench-peers examples-export onnx-examples interop bench-int8-gemm
 
 all: build
 
@@ -82,6 +82,15 @@ bench: deps
 	fi
 	@echo "== peak RSS of training: data in memory and streamed, against PyTorch (bench/memory.py) =="
 	python3 bench/memory.py --json .build/bench-memory.json
+
+# The AVX2 INT8 GEMM alone, ns per output against its depth (bench/int8_gemm_cost.c): plain C
+# against Sources/CInt8, one thread on CPU 0.
+bench-int8-gemm:
+	@mkdir -p .build/int8-gemm-cost
+	cd .build/int8-gemm-cost && clang -O2 -I../../Sources/CInt8/include -I../../Sources/CInt8 \
+	  -c ../../Sources/CInt8/*.c && clang -O2 -I../../Sources/CInt8/include -I../../Sources/CInt8 \
+	  ../../bench/int8_gemm_cost.c *.o -o int8-gemm-cost -lm
+	taskset -c 0 .build/int8-gemm-cost/int8-gemm-cost
 
 # PyTorch and ONNX Runtime in a venv of their own, for the peers of the bench (bench/) and the
 # exporter of the ONNX examples (examples/onnx-models/); the test suite never needs them.
