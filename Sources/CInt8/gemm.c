@@ -279,6 +279,8 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     int8_t *a = implicit == IMPLICIT_ROW_TAPS ? qat_i8_pack_weights_row_taps(weight, bias, oc, c, cg->kh, cg->kw, x_zero, &corr)
                 : blocked                      ? qat_i8_pack_weights_blocked(weight, bias, oc, group_c, cg->kh, cg->kw, x_zero, &corr)
                                                : qat_i8_pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
+    // The AVX2 pair kernel's weight pairs, widened once here rather than in each of the GEMMs below.
+    int32_t *a_pairs = path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles ? qat_i8_avx2_weight_pairs(a, (size_t)oc * k4) : NULL;
     // The implicit GEMM's groups, offsets and columns (block is 1 image: p ≥ 64).
     const int implicit_k4 = implicit == IMPLICIT_ROW_TAPS ? c * cg->kh : k4;
     const int grid_columns = (oh - 1) * wp + ow;
@@ -402,7 +404,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             qat_i8_gemm g = {.m = group_oc, .n = columns, .k4 = k4, .npad = npad, .a = a + (size_t)row0 * k4 * 4,
                              .corr = corr + row0, .b = operand, .output = group_output,
                              .out = gemm_out + (size_t)row0 * columns * elem, .row_stride = columns, .col_stride = 1,
-                             .relu = gemm_relu};
+                             .relu = gemm_relu, .a_pairs = a_pairs ? a_pairs + (size_t)row0 * k4 * 2 : NULL};
             if (placed) {
                 g.row_stride = p;
                 g.keep = placed_keep;
@@ -453,6 +455,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             }
         }
     }
+    free(a_pairs);
     free(placed_keep);
     free(placed_dest);
     free(row_taps);

@@ -239,13 +239,18 @@ static QAT_I8_TARGET_AVX2 __attribute__((noinline)) void pair_loop_general(const
 int qat_i8_avx2_pair_epilogues = 1;
 void qat_i8_allow_avx2_pair_epilogues(int allowed) { qat_i8_avx2_pair_epilogues = allowed; }
 
-static QAT_I8_TARGET_AVX2 void gemm_avx2_pairs(const qat_i8_gemm *g) {
-    const int m = g->m, k4 = g->k4;
-    // Weight pairs as words (low half the first weight), one broadcast each.
-    const size_t words = (size_t)m * k4 * 2;
-    int32_t *a32 = qat_i8_checked_malloc(words * sizeof(int32_t));
+int32_t *qat_i8_avx2_weight_pairs(const int8_t *a, size_t groups) {
+    const size_t words = groups * 2;
+    int32_t *pairs = qat_i8_checked_malloc(words * sizeof(int32_t));
     for (size_t i = 0; i < words; i++)
-        a32[i] = (int32_t)((uint32_t)(uint16_t)(int16_t)g->a[2 * i] | (uint32_t)(uint16_t)(int16_t)g->a[2 * i + 1] << 16);
+        pairs[i] = (int32_t)((uint32_t)(uint16_t)(int16_t)a[2 * i] | (uint32_t)(uint16_t)(int16_t)a[2 * i + 1] << 16);
+    return pairs;
+}
+
+static QAT_I8_TARGET_AVX2 void gemm_avx2_pairs(const qat_i8_gemm *g) {
+    // Weight pairs as words, one broadcast each: the caller's, or widened here.
+    int32_t *widened = g->a_pairs ? NULL : qat_i8_avx2_weight_pairs(g->a, (size_t)g->m * g->k4);
+    const int32_t *a32 = g->a_pairs ? g->a_pairs : widened;
     const pair_epilogue e = {.kind = g->output.kind, .scale = g->output.scale, .offset = g->output.offset,
                              .shift = g->output.shift, .zero = g->output.zero_point, .lo = g->output.lo,
                              .hi = g->output.hi, .mode = g->output.round_mode,
@@ -263,5 +268,5 @@ static QAT_I8_TARGET_AVX2 void gemm_avx2_pairs(const qat_i8_gemm *g) {
         break;
     }
     loop(g, &e, a32);
-    free(a32);
+    free(widened);
 }

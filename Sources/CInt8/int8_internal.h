@@ -42,6 +42,9 @@ typedef struct {
     const uint16_t *keep;  // [⌈n/16⌉]
     const int32_t *dest;   // [⌈n/16⌉]
     int relu;              // VNNI path and AVX2 pair kernel, float output: QATCore's ReLU (x < 0 → 0; NaN and −0 kept) on the stored floats
+    // AVX2 pair kernel: a as int16 weight pairs (qat_i8_avx2_weight_pairs), when the caller widened
+    // them once for many GEMMs over the same weights; NULL: the kernel widens a itself.
+    const int32_t *a_pairs;
 } qat_i8_gemm;
 
 void qat_i8_gemm_portable(const qat_i8_gemm *g);
@@ -50,6 +53,9 @@ void qat_i8_gemm_vnni(const qat_i8_gemm *g);
 // 1 (default): the AVX2 GEMM runs its pair kernel (gemm_avx2_pairs.h), which also applies g->relu;
 // 0: the quad kernel, which does not (qat_i8_allow_avx2_pair_tiles).
 extern int qat_i8_avx2_pair_tiles;
+// The pair kernel's weights: rows·k4 groups of 4 int8 as two words, (w0, w1) and (w2, w3) widened to
+// int16 (low half the first). Freed by the caller.
+int32_t *qat_i8_avx2_weight_pairs(const int8_t *a, size_t groups);
 // 1 (default): the VNNI GEMM runs m a multiple of 8 in 8-row tiles (qat_i8_allow_eight_row_tiles).
 extern int qat_i8_eight_row_tiles;
 // 1 (default): conv2d_impl reads stride-1 convs on wide planes by per-tap offsets on the VNNI path
