@@ -70,15 +70,22 @@ enum { SCRATCH_PIXELS = 4096 };
 
 static QAT_I8_TARGET_AVX2 void block_narrow_rows_avx2(const int8_t *src, const qat_i8_blocking *s, uint8_t *dst) {
     const size_t plane = (size_t)s->h * s->w;
-    uint8_t scratch[4 * SCRATCH_PIXELS];
-    interleave_fast(src, plane, (int)plane, scratch);
+    _Alignas(16) uint8_t scratch[4 * SCRATCH_PIXELS];
+    if (plane == 4) {  // 2×2 planes: the 4 channels' 16 bytes are contiguous; one shuffle transposes them
+        const __m128i transpose = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        const __m128i x = _mm_xor_si128(_mm_loadu_si128((const __m128i *)src), _mm_set1_epi8((char)0x80));
+        _mm_store_si128((__m128i *)scratch, _mm_shuffle_epi8(x, transpose));
+    } else {
+        interleave_fast(src, plane, (int)plane, scratch);
+    }
     for (int y = 0; y < s->h; y++)
         memcpy(dst + ((size_t)(y + s->pad_top) * s->wp + s->pad_left) * 4, scratch + (size_t)y * s->w * 4, (size_t)s->w * 4);
 }
 
 void qat_i8_block_channels(qat_i8_path path, const int8_t *x, const qat_i8_blocking *s, int image, uint8_t *xb) {
     const size_t plane = (size_t)s->h * s->w;
-    const int narrow = path == QAT_I8_AVX2 && s->w < 16 && plane >= 16 && plane <= SCRATCH_PIXELS && (s->hp != s->h || s->wp != s->w);
+    const int narrow = path == QAT_I8_AVX2 && s->w < 16 && (plane >= 16 || plane == 4) && plane <= SCRATCH_PIXELS &&
+                       (s->hp != s->h || s->wp != s->w);
     for (int cb = 0; cb < s->cb; cb++) {
         const int8_t *src = x + (size_t)cb * 4 * plane;
         uint8_t *dst = xb + ((size_t)cb * s->images + image) * s->hp * s->wp * 4;
@@ -131,6 +138,21 @@ void qat_i8_im2col_blocked_portable(const uint8_t *xb, const qat_i8_blocking *s,
 QAT_I8_TARGET_AVX2 void qat_i8_im2col_blocked_avx2(const uint8_t *xb, const qat_i8_blocking *s, int npad, uint8_t *b) {
     const int ow = s->ow, sw = s->sw;
     if (sw > 2) { qat_i8_im2col_blocked_portable(xb, s, npad, b); return; }
+    // Stride 1 on 2- and 4-wide output rows (ResNet's last planes): the narrowest vector that
+    // holds a row, and for 2-wide rows two rows per 16-byte store.
+    if (sw == 1 && ow == 2 && s->oh % 2 == 0) {
+        FOR_EACH_ROW(s, b, npad, xb, {
+            if (oy % 2 == 0) {
+                const __m128i upper = _mm_loadl_epi64((const __m128i *)src), lower = _mm_loadl_epi64((const __m128i *)(src + row_step_));
+                _mm_storeu_si128((__m128i *)dst, _mm_unpacklo_epi64(upper, lower));
+            }
+        });
+        return;
+    }
+    if (sw == 1 && ow <= 4) {
+        FOR_EACH_ROW(s, b, npad, xb, { _mm_storeu_si128((__m128i *)dst, _mm_loadu_si128((const __m128i *)src)); });
+        return;
+    }
     if (sw == 1) {
         FOR_EACH_ROW(s, b, npad, xb, {
             for (int ox = 0; ox < ow; ox += 8)

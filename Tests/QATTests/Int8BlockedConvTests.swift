@@ -29,6 +29,10 @@ final class Int8BlockedConvTests: XCTestCase {
             (2, 6, 11, 1, (4, 4), 3, 1, 1, 1),       // 6 channels: byte-wise im2col
             (2, 8, 13, 1, (14, 14), 3, 1, 1, 1),     // 14 wide: 16 columns of a row in one vector
             (2, 8, 5, 1, (9, 17), 3, 1, 1, 1),       // 17 wide: byte-wise im2col
+            (3, 8, 12, 1, (4, 4), 3, 1, 1, 1),       // 4 wide, stride 1: a 16-byte copy per row
+            (3, 4, 5, 1, (3, 2), 3, 1, 1, 1),        // 2 wide, 3 rows: the last row alone
+            (2, 4, 3, 1, (1, 4), 3, 1, 1, 1),        // 4 pixels in one row: the 2×2 planes' transpose
+            (2, 4, 3, 1, (4, 1), 3, 1, 1, 1),        // 1 wide
         ]
         return shapes.enumerated().map { i, s in
             let g = Int8ConvGeometry(batch: s.n, channels: s.c, height: s.size.0, width: s.size.1, outputChannels: s.o,
