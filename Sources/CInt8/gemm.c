@@ -101,6 +101,32 @@ static void implicit_columns(int oh, int ow, int wp, uint16_t *keep, int32_t *de
     }
 }
 
+// qat_i8_copy_rows_shifted on AVX2: 16 codes at a time; a row's last (or only) part of n < 16
+// codes is blended into the bytes already there (the padding read and written back unchanged), its
+// codes loaded as a vector while 16 bytes stay below src_end, else through a buffer.
+static QAT_I8_TARGET_AVX2 void copy_rows_shifted_avx2(const int8_t *src, int h, int w, uint8_t *dst, int wp, const int8_t *src_end) {
+    const __m128i shift = _mm_set1_epi8((char)0x80), lane = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int y = 0; y < h; y++) {
+        const int8_t *s = src + (size_t)y * w;
+        uint8_t *d = dst + (size_t)y * wp;
+        int i = 0;
+        for (; i + 16 <= w; i += 16)
+            _mm_storeu_si128((__m128i *)(d + i), _mm_xor_si128(_mm_loadu_si128((const __m128i *)(s + i)), shift));
+        if (i == w) continue;
+        __m128i codes;
+        if (src_end - (s + i) >= 16) {
+            codes = _mm_loadu_si128((const __m128i *)(s + i));
+        } else {
+            _Alignas(16) int8_t tail[16] = {0};
+            memcpy(tail, s + i, (size_t)(w - i));
+            codes = _mm_load_si128((const __m128i *)tail);
+        }
+        const __m128i inside = _mm_cmpgt_epi8(_mm_set1_epi8((char)(w - i)), lane);
+        const __m128i old = _mm_loadu_si128((const __m128i *)(d + i));
+        _mm_storeu_si128((__m128i *)(d + i), _mm_blendv_epi8(old, _mm_xor_si128(codes, shift), inside));
+    }
+}
+
 static void run_gemm(qat_i8_path path, const qat_i8_gemm *g) {
     switch (path) {
     case QAT_I8_VNNI: qat_i8_gemm_vnni(g); break;
@@ -253,23 +279,25 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const int oh = qat_i8_conv_out_h(cg), ow = qat_i8_conv_out_w(cg);
     const int group_c = c / groups, group_oc = oc / groups;
     const int kk = group_c * cg->kh * cg->kw, k4 = (kk + 3) / 4, p = oh * ow;
-    const int block = images_per_gemm(p, n);
+    // Winograd (winograd_avx2.c): blocks of 16 images, its sums requantized by the pair kernel's epilogue.
+    const int winograd = path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles && qat_i8_winograd_applies(cg);
+    const int block = winograd ? 16 : images_per_gemm(p, n);
     const int hp = h + cg->pad_top + cg->pad_bottom, wp = w + cg->pad_left + cg->pad_right;
     // Blocked operands where the byte-wise im2col wastes work: outputs narrower than the 16
     // columns it fills per output row, and 1×1 convs without padding (no column matrix). Wider
     // outputs keep the byte-wise one: no faster blocked (measured on 28×28, 32 channels).
-    const int direct = group_c % 4 == 0 && cg->kh == 1 && cg->kw == 1 && cg->sh == 1 && cg->sw == 1 && hp == h && wp == w;
+    const int direct = !winograd && group_c % 4 == 0 && cg->kh == 1 && cg->kw == 1 && cg->sh == 1 && cg->sw == 1 && hp == h && wp == w;
     // Measured on resnet18-tiny's layers: faster on 2×2 outputs with k ≥ 256 (0.39 → 0.31 ms at 64
     // channels), slower on 4×4 and 7×7 outputs and on short k, where storing each output apart costs
     // more than the column matrix saves.
-    if (path == QAT_I8_VNNI && qat_i8_image_columns_allowed && groups == 1 && c % 4 == 0 && p <= 8 && k4 >= 64 && !pool
+    if (path == QAT_I8_VNNI && !winograd && qat_i8_image_columns_allowed && groups == 1 && c % 4 == 0 && p <= 8 && k4 >= 64 && !pool
         && !direct && n >= 16 && !hard_swish) {  // (it has no HardSwish epilogue)
         conv2d_image_columns(x, x_zero, cg, weight, bias, output, out, relu, residual);
         return;
     }
     const implicit_layout implicit = direct ? IMPLICIT_NONE : choose_implicit(path, cg, ow, wp, p, k4);
     const int blocked = implicit == IMPLICIT_BLOCKED ||
-                        (implicit == IMPLICIT_NONE && group_c % 4 == 0 && (ow < 16 || (cg->kh == 1 && cg->kw == 1 && hp == h && wp == w)));
+                        (implicit == IMPLICIT_NONE && !winograd && group_c % 4 == 0 && (ow < 16 || (cg->kh == 1 && cg->kw == 1 && hp == h && wp == w)));
     // Columns padded to 16. Byte-wise im2col of several images: 16 more, so that its overrun past
     // the last image (up to 15 columns) stays in its own row of b instead of the next row's
     // first image, which was written before it. Direct: the blocked images are b.
@@ -280,7 +308,13 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                 : blocked                      ? qat_i8_pack_weights_blocked(weight, bias, oc, group_c, cg->kh, cg->kw, x_zero, &corr)
                                                : qat_i8_pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
     // The AVX2 pair kernel's weight pairs, widened once here rather than in each of the GEMMs below.
-    int32_t *a_pairs = path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles ? qat_i8_avx2_weight_pairs(a, (size_t)oc * k4) : NULL;
+    int32_t *a_pairs = path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles && !winograd ? qat_i8_avx2_weight_pairs(a, (size_t)oc * k4) : NULL;
+    // Winograd's transformed weights, scratch and sums ([oc][sums_stride], a block's columns).
+    const size_t sums_stride = (size_t)round_up16(block * p);
+    int32_t *winograd_u = winograd ? qat_i8_winograd_weights(weight, oc, c) : NULL;
+    void *winograd_scratch = winograd ? checked_malloc(qat_i8_winograd_scratch_bytes(cg)) : NULL;
+    if (winograd) qat_i8_winograd_prepare(cg, x_zero, winograd_scratch);
+    int32_t *winograd_sums = winograd ? checked_malloc((size_t)oc * sums_stride * sizeof(int32_t)) : NULL;
     // The implicit GEMM's groups, offsets and columns (block is 1 image: p ≥ 64).
     const int implicit_k4 = implicit == IMPLICIT_ROW_TAPS ? c * cg->kh : k4;
     const int grid_columns = (oh - 1) * wp + ow;
@@ -309,9 +343,9 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     // One padded image in u8 per image of a block; the border (and the spare bytes the fast
     // im2col may over-read) is the code of real zero, written once and never touched again.
     const size_t padded = (size_t)c * hp * wp;
-    uint8_t *xu = checked_malloc_lines(block * padded + 128);
-    memset(xu, (uint8_t)x_zero ^ 0x80, block * padded + 128);
-    uint8_t *b = direct || implicit != IMPLICIT_NONE ? NULL : checked_malloc_lines(((size_t)k4 * npad + 16) * 4);
+    uint8_t *xu = winograd ? NULL : checked_malloc_lines(block * padded + 128);
+    if (xu) memset(xu, (uint8_t)x_zero ^ 0x80, block * padded + 128);
+    uint8_t *b = direct || implicit != IMPLICIT_NONE || winograd ? NULL : checked_malloc_lines(((size_t)k4 * npad + 16) * 4);
     const qat_i8_im2col_shape shape = {.c = group_c, .hp = hp, .wp = wp, .kh = cg->kh, .kw = cg->kw, .sh = cg->sh,
                                        .sw = cg->sw, .dh = cg->dh, .dw = cg->dw, .oh = oh, .ow = ow, .k4 = k4, .npad = npad};
     const qat_i8_blocking blocking = {.cb = c / 4, .images = block, .h = h, .w = w, .hp = hp, .wp = wp,
@@ -357,7 +391,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const int pad_top = cg->pad_top, pad_left = cg->pad_left;  // locals: byte stores may alias *cg
     for (int img0 = 0; img0 < n; img0 += block) {
         const int images = n - img0 < block ? n - img0 : block, columns = images * p;
-        for (int i = 0; i < images; i++) {
+        for (int i = 0; i < images && !winograd; i++) {  // (Winograd reads the codes themselves)
             const int8_t *src = x + (size_t)(img0 + i) * c * h * w;
             if (blocked) { qat_i8_block_channels(path, src, &blocking, i, xu); continue; }
             uint8_t *image = xu + i * padded;
@@ -366,6 +400,10 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             } else if (path == QAT_I8_VNNI) {  // a vector per row (the loop below ran a byte at a time)
                 for (int ch = 0; ch < c; ch++)
                     qat_i8_copy_rows_shifted(src + (size_t)ch * h * w, h, w, image + ((size_t)ch * hp + pad_top) * wp + pad_left, wp);
+            } else if (path == QAT_I8_AVX2 && w >= 16) {  // (narrower rows: the tail's blend would wait on the last row's store)
+                for (int ch = 0; ch < c; ch++)
+                    copy_rows_shifted_avx2(src + (size_t)ch * h * w, h, w, image + ((size_t)ch * hp + pad_top) * wp + pad_left, wp,
+                                           x + (size_t)n * c * h * w);
             } else for (int ch = 0; ch < c; ch++) {
                 for (int y = 0; y < h; y++) {
                     const int8_t *row = src + ((size_t)ch * h + y) * w;
@@ -383,6 +421,9 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             } else if (implicit == IMPLICIT_ROW_TAPS) {
                 row_taps_vnni(xu, c, (size_t)hp * wp, cg->dw, row_taps);
                 operand = (const uint8_t *)row_taps;
+            } else if (winograd) {
+                qat_i8_winograd_sums_avx2(x + (size_t)img0 * c * h * w, images, x + (size_t)n * c * h * w, cg, winograd_u,
+                                          winograd_scratch, winograd_sums, sums_stride);
             } else if (direct) {
                 operand = xu + grp * group_bytes;
             } else if (blocked) {
@@ -405,6 +446,12 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                              .corr = corr + row0, .b = operand, .output = group_output,
                              .out = gemm_out + (size_t)row0 * columns * elem, .row_stride = columns, .col_stride = 1,
                              .relu = gemm_relu, .a_pairs = a_pairs ? a_pairs + (size_t)row0 * k4 * 2 : NULL};
+            if (winograd) {
+                g.k4 = 0;
+                g.b = (const uint8_t *)winograd_sums;  // not read with k4 = 0
+                g.initial = winograd_sums;
+                g.initial_stride = sums_stride;
+            }
             if (placed) {
                 g.row_stride = p;
                 g.keep = placed_keep;
@@ -456,6 +503,9 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
         }
     }
     free(a_pairs);
+    free(winograd_u);
+    free(winograd_scratch);
+    free(winograd_sums);
     free(placed_keep);
     free(placed_dest);
     free(row_taps);

@@ -164,6 +164,12 @@ void pair_tile(const qat_i8_gemm *g, const pair_epilogue *e, const pair_variant 
     __m256i c0[MR_PAIRS], c1[MR_PAIRS];  // columns j0…j0+7, j0+8…j0+15
     // The accumulators start from the bias term (int32 sums wrap in any order to the same bits).
     for (int r = 0; r < mr; r++) c0[r] = c1[r] = _mm256_set1_epi32(corr[i0 + r]);
+    if (g->initial)
+        for (int r = 0; r < mr; r++) {
+            const int32_t *sums = g->initial + (size_t)(i0 + r) * g->initial_stride + j0;
+            c0[r] = _mm256_add_epi32(c0[r], _mm256_loadu_si256((const __m256i *)sums));
+            c1[r] = _mm256_add_epi32(c1[r], _mm256_loadu_si256((const __m256i *)(sums + 8)));
+        }
     const uint8_t *bj = b + (size_t)j0 * 4;
     const int32_t *ai = a32 + (size_t)i0 * k4 * 2;
     for (int q = 0; q < k4; q++) {
@@ -249,8 +255,9 @@ int32_t *qat_i8_avx2_weight_pairs(const int8_t *a, size_t groups) {
 
 static QAT_I8_TARGET_AVX2 void gemm_avx2_pairs(const qat_i8_gemm *g) {
     // Weight pairs as words, one broadcast each: the caller's, or widened here.
-    int32_t *widened = g->a_pairs ? NULL : qat_i8_avx2_weight_pairs(g->a, (size_t)g->m * g->k4);
-    const int32_t *a32 = g->a_pairs ? g->a_pairs : widened;
+    static const int32_t no_weights[1];  // k4 = 0 (the epilogue of sums made elsewhere): none to read
+    int32_t *widened = g->a_pairs || g->k4 == 0 ? NULL : qat_i8_avx2_weight_pairs(g->a, (size_t)g->m * g->k4);
+    const int32_t *a32 = g->a_pairs ? g->a_pairs : widened ? widened : no_weights;
     const pair_epilogue e = {.kind = g->output.kind, .scale = g->output.scale, .offset = g->output.offset,
                              .shift = g->output.shift, .zero = g->output.zero_point, .lo = g->output.lo,
                              .hi = g->output.hi, .mode = g->output.round_mode,

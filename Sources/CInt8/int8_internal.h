@@ -45,6 +45,11 @@ typedef struct {
     // AVX2 pair kernel: a as int16 weight pairs (qat_i8_avx2_weight_pairs), when the caller widened
     // them once for many GEMMs over the same weights; NULL: the kernel widens a itself.
     const int32_t *a_pairs;
+    // AVX2 pair kernel: sums computed elsewhere (winograd_avx2.c), [m][initial_stride]; the
+    // accumulators start from corr[i] + initial[i·initial_stride + j]. With k4 = 0 the GEMM is
+    // then only its epilogue.
+    const int32_t *initial;
+    size_t initial_stride;
 } qat_i8_gemm;
 
 void qat_i8_gemm_portable(const qat_i8_gemm *g);
@@ -56,6 +61,18 @@ extern int qat_i8_avx2_pair_tiles;
 // The pair kernel's weights: rows·k4 groups of 4 int8 as two words, (w0, w1) and (w2, w3) widened to
 // int16 (low half the first). Freed by the caller.
 int32_t *qat_i8_avx2_weight_pairs(const int8_t *a, size_t groups);
+
+// Winograd F(2×2, 3×3) on the AVX2 path (winograd_avx2.c): whether it takes a conv, its
+// transformed weights, its scratch for one block of 16 images (prepared once per conv), and the
+// exact sums Σ w·(code + 128) of a block (x: its first image's codes; x_end: the end of the
+// readable codes) into sums[oc][image·p + position].
+extern int qat_i8_winograd_allowed;
+int qat_i8_winograd_applies(const qat_i8_conv_geometry *g);
+int32_t *qat_i8_winograd_weights(const int8_t *weight, int oc, int c);
+size_t qat_i8_winograd_scratch_bytes(const qat_i8_conv_geometry *g);
+void qat_i8_winograd_prepare(const qat_i8_conv_geometry *g, int8_t x_zero, void *scratch);
+void qat_i8_winograd_sums_avx2(const int8_t *x, int images, const int8_t *x_end, const qat_i8_conv_geometry *g,
+                               const int32_t *u, void *scratch, int32_t *sums, size_t sums_stride);
 // 1 (default): the VNNI GEMM runs m a multiple of 8 in 8-row tiles (qat_i8_allow_eight_row_tiles).
 extern int qat_i8_eight_row_tiles;
 // 1 (default): conv2d_impl reads stride-1 convs on wide planes by per-tap offsets on the VNNI path

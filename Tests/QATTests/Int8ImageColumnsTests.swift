@@ -38,37 +38,12 @@ final class Int8ImageColumnsTests: XCTestCase {
     func testImageColumnsMatchReferenceOnEveryPath() {
         defer { Int8Kernels.allowImageColumns(true); Int8Kernels.allowEightRowTiles(true) }   // the defaults
         for c in Self.cases() {
-            let g = c.geometry, plane = g.outputHeight * g.outputWidth
-            let expected = Int8ConvTests.referenceAccumulators(c)
-            let channel = { (i: Int) in i / plane % g.outputChannels }
-            let codes = expected.indices.map { Int8ConvTests.referenceCode(expected[$0], channel: channel($0), c.requantization) }
-            let floats = expected.indices.map { Int8ConvTests.referenceFloat(expected[$0], channel: channel($0), c).bitPattern }
-            let relu = floats.map { Float(bitPattern: $0) < 0 ? Float(0).bitPattern : $0 }
-            let shifts = Int8ImplicitGEMMTests.shiftRequantization(g)
-            let shifted = Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias, requantize: shifts,
-                                             path: .portable, algorithm: .im2colGEMM)
+            let expected = Int8ConvReferenceOutputs(c)
             for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) {
                 for (columns, eightRows) in [(true, true), (true, false), (false, true)] {
                     Int8Kernels.allowImageColumns(columns)
                     Int8Kernels.allowEightRowTiles(eightRows)
-                    let label = "\(path) image columns \(columns) 8-row tiles \(eightRows) \(g)"
-                    let acc = Int8Kernels.conv2dAccumulators(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                             path: path, algorithm: .im2colGEMM)
-                    XCTAssertEqual(acc.map(Int64.init), expected, "accumulators \(label)")
-                    XCTAssertEqual(Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                      requantize: c.requantization, path: path, algorithm: .im2colGEMM),
-                                   codes, "codes \(label)")
-                    XCTAssertEqual(Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                      requantize: shifts, path: path, algorithm: .im2colGEMM),
-                                   shifted, "codes by shifts \(label)")
-                    XCTAssertEqual(Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                                 scales: c.scales, offsets: c.offsets, path: path,
-                                                                 algorithm: .im2colGEMM).map(\.bitPattern),
-                                   floats, "floats \(label)")
-                    XCTAssertEqual(Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                                 scales: c.scales, offsets: c.offsets, relu: true, pool: nil,
-                                                                 path: path).map(\.bitPattern),
-                                   relu, "floats with ReLU \(label)")
+                    expected.assertMatched(c, path: path, "\(path) image columns \(columns) 8-row tiles \(eightRows) \(c.geometry)")
                 }
             }
         }
@@ -121,36 +96,11 @@ final class Int8ImageColumnsTests: XCTestCase {
                                      kernelHeight: s.k, kernelWidth: s.k, strideHeight: s.stride, strideWidth: s.stride,
                                      padTop: s.pad, padLeft: s.pad, padBottom: s.pad, padRight: s.pad)
             let c = Int8ConvTests.randomCase(g, relu6: i % 2 == 0, &rng)
-            let plane = g.outputHeight * g.outputWidth
-            let expected = Int8ConvTests.referenceAccumulators(c)
-            let channel = { (i: Int) in i / plane % g.outputChannels }
-            let codes = expected.indices.map { Int8ConvTests.referenceCode(expected[$0], channel: channel($0), c.requantization) }
-            let floats = expected.indices.map { Int8ConvTests.referenceFloat(expected[$0], channel: channel($0), c).bitPattern }
-            let relu = floats.map { Float(bitPattern: $0) < 0 ? Float(0).bitPattern : $0 }
-            let shifts = Int8ImplicitGEMMTests.shiftRequantization(g)
-            let shifted = Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias, requantize: shifts,
-                                             path: .portable, algorithm: .im2colGEMM)
+            let expected = Int8ConvReferenceOutputs(c)
             for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) {
                 for placed in [true, false] {
                     Int8Kernels.allowPlacedStores(placed)
-                    let label = "\(path) placed stores \(placed) \(g)"
-                    XCTAssertEqual(Int8Kernels.conv2dAccumulators(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                                  path: path, algorithm: .im2colGEMM).map(Int64.init),
-                                   expected, "accumulators \(label)")
-                    XCTAssertEqual(Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                      requantize: c.requantization, path: path, algorithm: .im2colGEMM),
-                                   codes, "codes \(label)")
-                    XCTAssertEqual(Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                      requantize: shifts, path: path, algorithm: .im2colGEMM),
-                                   shifted, "codes by shifts \(label)")
-                    XCTAssertEqual(Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                                 scales: c.scales, offsets: c.offsets, path: path,
-                                                                 algorithm: .im2colGEMM).map(\.bitPattern),
-                                   floats, "floats \(label)")
-                    XCTAssertEqual(Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                                 scales: c.scales, offsets: c.offsets, relu: true, pool: nil,
-                                                                 path: path).map(\.bitPattern),
-                                   relu, "floats with ReLU \(label)")
+                    expected.assertMatched(c, path: path, "\(path) placed stores \(placed) \(g)")
                 }
             }
         }

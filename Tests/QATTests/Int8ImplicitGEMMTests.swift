@@ -48,32 +48,13 @@ final class Int8ImplicitGEMMTests: XCTestCase {
     func testImplicitGEMMMatchesReferenceOnEveryPath() {
         defer { Int8Kernels.allowImplicitGEMM(true); Int8Kernels.allowEightRowTiles(true) }   // the defaults
         for c in Self.cases() {
-            let g = c.geometry, plane = g.outputHeight * g.outputWidth
-            let expected = Int8ConvTests.referenceAccumulators(c)
-            let channel = { (i: Int) in i / plane % g.outputChannels }
-            let codes = expected.indices.map { Int8ConvTests.referenceCode(expected[$0], channel: channel($0), c.requantization) }
-            let floats = expected.indices.map { Int8ConvTests.referenceFloat(expected[$0], channel: channel($0), c).bitPattern }
-            let shifts = Self.shiftRequantization(g)
-            XCTAssertTrue(shifts.isByShift)
-            let shifted = Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias, requantize: shifts,
-                                             path: .portable, algorithm: .im2colGEMM)
+            let expected = Int8ConvReferenceOutputs(c)
+            XCTAssertTrue(expected.shifts.isByShift)
             for path in Int8Kernels.Path.allCases where Int8Kernels.isSupported(path) {
                 for (implicit, eightRows) in [(true, true), (true, false), (false, true)] {
                     Int8Kernels.allowImplicitGEMM(implicit)
                     Int8Kernels.allowEightRowTiles(eightRows)
-                    let label = "\(path) implicit \(implicit) 8-row tiles \(eightRows) \(g)"
-                    let acc = Int8Kernels.conv2dAccumulators(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                             path: path, algorithm: .im2colGEMM)
-                    XCTAssertEqual(acc.map(Int64.init), expected, "accumulators \(label)")
-                    XCTAssertEqual(Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                      requantize: c.requantization, path: path, algorithm: .im2colGEMM),
-                                   codes, "codes \(label)")
-                    XCTAssertEqual(Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                      requantize: shifts, path: path, algorithm: .im2colGEMM),
-                                   shifted, "codes by shifts \(label)")
-                    let y = Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                          scales: c.scales, offsets: c.offsets, path: path, algorithm: .im2colGEMM)
-                    XCTAssertEqual(y.map(\.bitPattern), floats, "floats \(label)")
+                    expected.assertMatched(c, path: path, "\(path) implicit \(implicit) 8-row tiles \(eightRows) \(c.geometry)")
                 }
             }
         }
