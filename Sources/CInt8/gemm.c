@@ -101,32 +101,6 @@ static void implicit_columns(int oh, int ow, int wp, uint16_t *keep, int32_t *de
     }
 }
 
-// qat_i8_copy_rows_shifted on AVX2: 16 codes at a time; a row's last (or only) part of n < 16
-// codes is blended into the bytes already there (the padding read and written back unchanged), its
-// codes loaded as a vector while 16 bytes stay below src_end, else through a buffer.
-static QAT_I8_TARGET_AVX2 void copy_rows_shifted_avx2(const int8_t *src, int h, int w, uint8_t *dst, int wp, const int8_t *src_end) {
-    const __m128i shift = _mm_set1_epi8((char)0x80), lane = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (int y = 0; y < h; y++) {
-        const int8_t *s = src + (size_t)y * w;
-        uint8_t *d = dst + (size_t)y * wp;
-        int i = 0;
-        for (; i + 16 <= w; i += 16)
-            _mm_storeu_si128((__m128i *)(d + i), _mm_xor_si128(_mm_loadu_si128((const __m128i *)(s + i)), shift));
-        if (i == w) continue;
-        __m128i codes;
-        if (src_end - (s + i) >= 16) {
-            codes = _mm_loadu_si128((const __m128i *)(s + i));
-        } else {
-            _Alignas(16) int8_t tail[16] = {0};
-            memcpy(tail, s + i, (size_t)(w - i));
-            codes = _mm_load_si128((const __m128i *)tail);
-        }
-        const __m128i inside = _mm_cmpgt_epi8(_mm_set1_epi8((char)(w - i)), lane);
-        const __m128i old = _mm_loadu_si128((const __m128i *)(d + i));
-        _mm_storeu_si128((__m128i *)(d + i), _mm_blendv_epi8(old, _mm_xor_si128(codes, shift), inside));
-    }
-}
-
 static void run_gemm(qat_i8_path path, const qat_i8_gemm *g) {
     switch (path) {
     case QAT_I8_VNNI: qat_i8_gemm_vnni(g); break;
@@ -402,8 +376,8 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                     qat_i8_copy_rows_shifted(src + (size_t)ch * h * w, h, w, image + ((size_t)ch * hp + pad_top) * wp + pad_left, wp);
             } else if (path == QAT_I8_AVX2 && w >= 16) {  // (narrower rows: the tail's blend would wait on the last row's store)
                 for (int ch = 0; ch < c; ch++)
-                    copy_rows_shifted_avx2(src + (size_t)ch * h * w, h, w, image + ((size_t)ch * hp + pad_top) * wp + pad_left, wp,
-                                           x + (size_t)n * c * h * w);
+                    qat_i8_copy_rows_shifted_avx2(src + (size_t)ch * h * w, h, w, image + ((size_t)ch * hp + pad_top) * wp + pad_left,
+                                                  wp, x + (size_t)n * c * h * w);
             } else for (int ch = 0; ch < c; ch++) {
                 for (int y = 0; y < h; y++) {
                     const int8_t *row = src + ((size_t)ch * h + y) * w;

@@ -275,6 +275,9 @@ void qat_i8_depthwise_plane_flat(const qat_i8_depthwise_plane *p, const qat_i8_f
 // The VBMI kernel's plane: h rows of w codes from src into dst (row stride wp), shifted to u8.
 // Also the VNNI path's padded conv input (gemm.c); needs AVX-512 BW only.
 void qat_i8_copy_rows_shifted(const int8_t *src, int h, int w, uint8_t *dst, int wp);
+// The same on AVX2 (depthwise_simd.c): a row's last part of n < 16 codes is blended into the bytes
+// already there; its codes are read as a vector while 16 bytes stay below src_end.
+void qat_i8_copy_rows_shifted_avx2(const int8_t *src, int h, int w, uint8_t *dst, int wp, const int8_t *src_end);
 // qat_i8_copy_rows_shifted for a padded width wp ≤ 64, `rows` = 64 / wp rows per vector (VBMI;
 // depthwise_simd.c): index[j] is the code under padded byte j of a run of rows, keep its mask.
 typedef struct {
