@@ -26,13 +26,21 @@ enum { LANES = 16, XI = 16, ROWS = 6 };
 int qat_i8_winograd_allowed = 1;
 void qat_i8_allow_winograd(int allowed) { qat_i8_winograd_allowed = allowed; }
 
-// From 32 input channels: the transforms and the transpose to image order cost, per output, about
-// what 16 channels of the direct conv's multiply-adds do (measured: 8 → 8 on 14×14 and 16 → 16 on
-// 7×7 ran 5–20 % slower than im2col + GEMM; 32 → 32 on 4×4 and 14×14, 64 → 64 on 14×14 and
-// 128 → 128 on 7×7 1.45–1.7× faster). The upper bound keeps 4·Σ w·u within int32 (above).
+// Where it is faster than im2col + GEMM (measured on the Zen 3, batch 256): its transforms and the
+// transpose back to image order cost per output about what 8–16 channels of the direct conv's
+// multiply-adds do, while im2col costs per input element and is shared by the output channels.
+//   - 32 channels or more: 1.15–1.7× (32 → 32 on 4×4 … 28×28, 64 → 64 on 14×14, 128 → 128 on 7×7);
+//   - 16 to 31 on an even output plane (every tile whole): 1.15× (14×14, 8×8, 4×4); on 7×7 even;
+//   - 8 to 15 on an even plane with no more output channels than input: 1.1–1.2× (8 → 8 on 14×14
+//     and 4×4), while 8 → 16 ran 7–15 % slower; 4 → 4 on 14×14 13 % slower.
+// The upper bound keeps 4·Σ w·u within int32 (above).
 int qat_i8_winograd_applies(const qat_i8_conv_geometry *g) {
-    return qat_i8_winograd_allowed && g->groups == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 &&
-           g->dw == 1 && g->c >= 32 && g->c <= 1827 && qat_i8_conv_out_h(g) >= 1 && qat_i8_conv_out_w(g) >= 1;
+    if (!qat_i8_winograd_allowed || g->groups != 1 || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 || g->dh != 1 ||
+        g->dw != 1 || g->c > 1827)
+        return 0;
+    const int oh = qat_i8_conv_out_h(g), ow = qat_i8_conv_out_w(g), even = oh >= 2 && ow >= 2 && oh % 2 == 0 && ow % 2 == 0;
+    if (oh < 1 || ow < 1) return 0;
+    return g->c >= 32 || (g->c >= 16 && even) || (g->c >= 8 && even && g->oc <= g->c);
 }
 
 // G' applied to 3 values: (2a, a + b + c, a − b + c, 2c).
@@ -205,62 +213,73 @@ static QAT_I8_TARGET_AVX2 void multiply(const int32_t *u, const int32_t *v, int 
 }
 
 // Step 4: Aᵀ m A of every (oc, tile), Aᵀ = [[1,1,1,0],[0,1,−1,−1]], >> 2, into sums.
+// Aᵀ m A, >> 2, of the 8 lanes at `at` (ξ planes xi_stride apart): y00, y01, y10, y11.
+static inline __attribute__((always_inline)) QAT_I8_TARGET_AVX2
+void output_transform(const int32_t *at, size_t xi_stride, __m256i y[4]) {
+    __m256i mm[16];
+    for (int x = 0; x < XI; x++) mm[x] = _mm256_loadu_si256((const __m256i *)(at + x * xi_stride));
+    __m256i t0[4], t1[4];  // Aᵀ applied down each column s
+    for (int s = 0; s < 4; s++) {
+        t0[s] = _mm256_add_epi32(_mm256_add_epi32(mm[s], mm[4 + s]), mm[8 + s]);
+        t1[s] = _mm256_sub_epi32(_mm256_sub_epi32(mm[4 + s], mm[8 + s]), mm[12 + s]);
+    }
+    const __m256i *rows[2] = {t0, t1};
+    for (int i = 0; i < 2; i++) {
+        const __m256i *q = rows[i];
+        y[2 * i] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), q[2]), 2);
+        y[2 * i + 1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(q[1], q[2]), q[3]), 2);
+    }
+}
+
+// Step 4: Aᵀ m A of every (oc, tile), Aᵀ = [[1,1,1,0],[0,1,−1,−1]], >> 2, into sums. Two whole
+// tiles side by side give each image 4 sums per output row: one 16-byte store (a lane's sums
+// gathered by unpacks) instead of one store per sum.
 static QAT_I8_TARGET_AVX2 void transform_outputs(const int32_t *m, int oc, int tw, int t0, int tiles, int oh, int ow, int images,
                                                  int32_t *sums, size_t sums_stride) {
     static const int lane_image[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
     const size_t n = (size_t)tiles * LANES, xi_stride = (size_t)oc * n, p = (size_t)oh * ow;
     for (int o = 0; o < oc; o++)
-        for (int t = 0; t < tiles; t++) {
-            const int ty = (t0 + t) / tw, tx = (t0 + t) % tw;
-                const int32_t *at = m + (size_t)o * n + (size_t)t * LANES;
-                _Alignas(32) int32_t y[4][16];  // y00, y01, y10, y11 of each lane
+        for (int t = 0; t < tiles;) {
+            const int ty = (t0 + t) / tw, tx = (t0 + t) % tw, oy = 2 * ty, ox = 2 * tx;
+            const int32_t *at = m + (size_t)o * n + (size_t)t * LANES;
+            int32_t *dst = sums + (size_t)o * sums_stride + (size_t)oy * ow + ox;
+            if (images == LANES && t + 1 < tiles && tx + 1 < tw && oy + 2 <= oh && ox + 4 <= ow) {
                 for (int half = 0; half < 2; half++) {
-                    __m256i mm[16];
-                    for (int x = 0; x < XI; x++) mm[x] = _mm256_loadu_si256((const __m256i *)(at + x * xi_stride + 8 * half));
-                    __m256i t0[4], t1[4];  // Aᵀ applied down each column s
-                    for (int s = 0; s < 4; s++) {
-                        t0[s] = _mm256_add_epi32(_mm256_add_epi32(mm[s], mm[4 + s]), mm[8 + s]);
-                        t1[s] = _mm256_sub_epi32(_mm256_sub_epi32(mm[4 + s], mm[8 + s]), mm[12 + s]);
-                    }
-                    const __m256i *rows[2] = {t0, t1};
+                    __m256i a[4], b[4];
+                    output_transform(at + 8 * half, xi_stride, a);
+                    output_transform(at + LANES + 8 * half, xi_stride, b);
                     for (int i = 0; i < 2; i++) {
-                        const __m256i *q = rows[i];
-                        const __m256i left = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), q[2]);
-                        const __m256i right = _mm256_sub_epi32(_mm256_sub_epi32(q[1], q[2]), q[3]);
-                        _mm256_store_si256((__m256i *)(y[2 * i] + 8 * half), _mm256_srai_epi32(left, 2));
-                        _mm256_store_si256((__m256i *)(y[2 * i + 1] + 8 * half), _mm256_srai_epi32(right, 2));
+                        const __m256i a_lo = _mm256_unpacklo_epi32(a[2 * i], a[2 * i + 1]), a_hi = _mm256_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
+                        const __m256i b_lo = _mm256_unpacklo_epi32(b[2 * i], b[2 * i + 1]), b_hi = _mm256_unpackhi_epi32(b[2 * i], b[2 * i + 1]);
+                        // Vector lanes k and k + 4 of each: (a_i0, a_i1, b_i0, b_i1) in its low and high 16 bytes.
+                        const __m256i rows4[4] = {_mm256_unpacklo_epi64(a_lo, b_lo), _mm256_unpackhi_epi64(a_lo, b_lo),
+                                                  _mm256_unpacklo_epi64(a_hi, b_hi), _mm256_unpackhi_epi64(a_hi, b_hi)};
+                        for (int k = 0; k < 4; k++) {
+                            int32_t *low = dst + (size_t)lane_image[8 * half + k] * p + (size_t)i * ow;
+                            int32_t *high = dst + (size_t)lane_image[8 * half + k + 4] * p + (size_t)i * ow;
+                            _mm_storeu_si128((__m128i *)low, _mm256_castsi256_si128(rows4[k]));
+                            _mm_storeu_si128((__m128i *)high, _mm256_extracti128_si256(rows4[k], 1));
+                        }
                     }
                 }
-                const int oy = 2 * ty, ox = 2 * tx, rows = oh - oy < 2 ? 1 : 2, cols = ow - ox < 2 ? 1 : 2;
-                if (rows == 2 && cols == 2 && images == LANES) {  // each lane's two rows as two 8-byte stores
-                    _Alignas(32) int64_t top[16], bottom[16];  // (y_i0, y_i1) of lanes 0 1 4 5 2 3 6 7 | 8 9 12 13 …
-                    for (int half = 0; half < 2; half++) {
-                        const __m256i y00 = _mm256_load_si256((const __m256i *)(y[0] + 8 * half));
-                        const __m256i y01 = _mm256_load_si256((const __m256i *)(y[1] + 8 * half));
-                        const __m256i y10 = _mm256_load_si256((const __m256i *)(y[2] + 8 * half));
-                        const __m256i y11 = _mm256_load_si256((const __m256i *)(y[3] + 8 * half));
-                        _mm256_store_si256((__m256i *)(top + 8 * half), _mm256_unpacklo_epi32(y00, y01));
-                        _mm256_store_si256((__m256i *)(top + 8 * half + 4), _mm256_unpackhi_epi32(y00, y01));
-                        _mm256_store_si256((__m256i *)(bottom + 8 * half), _mm256_unpacklo_epi32(y10, y11));
-                        _mm256_store_si256((__m256i *)(bottom + 8 * half + 4), _mm256_unpackhi_epi32(y10, y11));
-                    }
-                    static const int pair_lane[16] = {0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15};
-                    int32_t *dst = sums + (size_t)o * sums_stride + (size_t)oy * ow + ox;
-                    for (int k = 0; k < 16; k++) {
-                        int32_t *at = dst + (size_t)lane_image[pair_lane[k]] * p;
-                        memcpy(at, top + k, 8);
-                        memcpy(at + ow, bottom + k, 8);
-                    }
-                    continue;
-                }
-                for (int l = 0; l < LANES; l++) {
-                    const int image = lane_image[l];
-                    if (image >= images) continue;
-                    int32_t *dst = sums + (size_t)o * sums_stride + (size_t)image * p + (size_t)oy * ow + ox;
-                    for (int i = 0; i < rows; i++)
-                        for (int j = 0; j < cols; j++) dst[(size_t)i * ow + j] = y[2 * i + j][l];
-                }
+                t += 2;
+                continue;
             }
+            _Alignas(32) int32_t y[4][16];  // y00, y01, y10, y11 of each lane
+            for (int half = 0; half < 2; half++) {
+                __m256i v[4];
+                output_transform(at + 8 * half, xi_stride, v);
+                for (int k = 0; k < 4; k++) _mm256_store_si256((__m256i *)(y[k] + 8 * half), v[k]);
+            }
+            const int rows = oh - oy < 2 ? 1 : 2, cols = ow - ox < 2 ? 1 : 2;
+            for (int l = 0; l < LANES; l++) {
+                if (lane_image[l] >= images) continue;
+                int32_t *out = dst + (size_t)lane_image[l] * p;
+                for (int i = 0; i < rows; i++)
+                    for (int j = 0; j < cols; j++) out[(size_t)i * ow + j] = y[2 * i + j][l];
+            }
+            t++;
+        }
 }
 
 // Tiles per pass of steps 2–4: their transformed inputs and products (1 KiB per tile and pair

@@ -124,8 +124,8 @@ public enum Int8Kernels {
     /// Whether the VNNI path stores convs on planes of a multiple of 16 outputs, run several images
     /// per GEMM, straight to each image's place (no staging copy; same results). On by default; tests switch it off to compare.
     static func allowPlacedStores(_ allowed: Bool) { qat_i8_allow_placed_stores(allowed ? 1 : 0) }
-    /// Whether the AVX2 path runs 3×3 convs with stride 1 and at least 32 input channels as
-    /// Winograd F(2×2, 3×3) in exact integers (same results as im2col + GEMM). On by default;
+    /// Whether the AVX2 path runs 3×3 convs with stride 1 (where measured faster: winograd_avx2.c)
+    /// as Winograd F(2×2, 3×3) in exact integers (same results as im2col + GEMM). On by default;
     /// tests switch it off to compare.
     static func allowWinograd(_ allowed: Bool) { qat_i8_allow_winograd(allowed ? 1 : 0) }
 

@@ -2,11 +2,11 @@ import XCTest
 @testable import QATCore
 @testable import QATDeploy
 
-/// Winograd F(2×2, 3×3) on the AVX2 path (winograd_avx2.c: 3×3, stride 1, at least 32 channels)
+/// Winograd F(2×2, 3×3) on the AVX2 path (winograd_avx2.c: 3×3, stride 1, 8 … 1827 channels)
 /// gives the accumulators of the Int64 reference and, through the same epilogues, the codes (by
 /// scale and by shift), floats (with and without ReLU, max pooled) and residual outputs of the
 /// portable path and of im2col + GEMM with it switched off: odd planes (a last tile half outside),
-/// asymmetric and no padding, 32 … 67 channels (an odd one pairs with a zero channel), 1 … 37
+/// asymmetric and no padding, 8 … 67 channels (an odd one pairs with a zero channel), 1 … 37
 /// images (a last block of 16 partly empty), and codes and weights at their extremes, where the
 /// transformed values are largest.
 final class Int8WinogradTests: XCTestCase {
@@ -22,6 +22,8 @@ final class Int8WinogradTests: XCTestCase {
             (37, 32, 5, 5, 6, (0, 0, 0, 0)),      // no padding: 3×4 outputs, three blocks
             (2, 67, 9, 14, 14, (2, 1, 0, 2)),     // 14×14, wider padding
             (16, 48, 20, 3, 3, (1, 1, 1, 1)),     // 3×3 plane: one whole and three half tiles
+            (16, 8, 8, 14, 14, (1, 1, 1, 1)),     // resnet18-tiny's layer1: 8 channels, tiles in pairs and one alone
+            (20, 16, 11, 8, 8, (1, 1, 1, 1)),     // 16 channels on an even plane
         ]
         return shapes.enumerated().map { i, s in
             let g = Int8ConvGeometry(batch: s.n, channels: s.c, height: s.h, width: s.w, outputChannels: s.o,

@@ -261,7 +261,7 @@ void qat_i8_allow_image_columns(int allowed);
 // GEMM straight to each image's place, without a staging copy (same results; tests switch it off).
 void qat_i8_allow_placed_stores(int allowed);
 // 1 (default): 3×3 convs with stride 1 on the AVX2 path run as Winograd F(2×2, 3×3) in exact
-// integers (winograd_avx2.c); 0: im2col + GEMM. The same results either way.
+// integers where measured faster (winograd_avx2.c); 0: im2col + GEMM. The same results either way.
 void qat_i8_allow_winograd(int allowed);
 
 // Whether qat_i8_conv2d_float_epilogue may max pool the int32 accumulators and dequantize only
