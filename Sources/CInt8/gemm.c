@@ -246,7 +246,7 @@ __attribute__((noinline)) static void conv2d_image_columns(const int8_t *x, int8
 }
 
 static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *cg,
-                        const int8_t *weight, const int32_t *bias, qat_i8_output output, void *out,
+                        const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, qat_i8_output output, void *out,
                         const qat_i8_pool_geometry *pool, int relu, const residual_quantize *residual,
                         const qat_i8_hard_swish_epilogue *hard_swish) {
     const int c = cg->c, h = cg->h, w = cg->w, oc = cg->oc, groups = cg->groups, n = cg->n;
@@ -276,16 +276,17 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     // the last image (up to 15 columns) stays in its own row of b instead of the next row's
     // first image, which was written before it. Direct: the blocked images are b.
     const int npad = direct ? block * p : block == 1 ? round_up16(p) : round_up16(block * p) + 16;
-    // Weights [oc][group_c·kh·kw] are one matrix whose row blocks are the groups.
-    int32_t *corr;
-    int8_t *a = implicit == IMPLICIT_ROW_TAPS ? qat_i8_pack_weights_row_taps(weight, bias, oc, c, cg->kh, cg->kw, x_zero, &corr)
-                : blocked                      ? qat_i8_pack_weights_blocked(weight, bias, oc, group_c, cg->kh, cg->kw, x_zero, &corr)
-                                               : qat_i8_pack_weights(weight, bias, oc, kk, k4, x_zero, &corr);
-    // The AVX2 pair kernel's weight pairs, widened once here rather than in each of the GEMMs below.
-    int32_t *a_pairs = path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles && !winograd ? qat_i8_avx2_weight_pairs(a, (size_t)oc * k4) : NULL;
-    // Winograd's transformed weights, scratch and sums ([oc][sums_stride], a block's columns).
+    // Weights [oc][group_c·kh·kw] are one matrix whose row blocks are the groups; packed (with the
+    // AVX2 pair kernel's pairs, or Winograd's transform) on the first call given this cache.
+    const qat_i8_weights_key key = {
+        .layout = implicit == IMPLICIT_ROW_TAPS ? QAT_I8_WEIGHTS_ROW_TAPS : blocked ? QAT_I8_WEIGHTS_BLOCKED : QAT_I8_WEIGHTS_PLAIN,
+        .x_zero = x_zero, .pairs = path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles && !winograd, .winograd = winograd,
+        .oc = oc, .c = c, .kh = cg->kh, .kw = cg->kw, .groups = groups};
+    const qat_i8_prepared_weights *prepared = qat_i8_weights_prepared(cache, &key, weight, bias);
+    const int8_t *a = prepared->a;
+    const int32_t *corr = prepared->corr, *a_pairs = prepared->a_pairs, *winograd_u = prepared->winograd_u;
+    // Winograd's scratch and sums ([oc][sums_stride], a block's columns).
     const size_t sums_stride = (size_t)round_up16(block * p);
-    int32_t *winograd_u = winograd ? qat_i8_winograd_weights(weight, oc, c) : NULL;
     void *winograd_scratch = winograd ? checked_malloc(qat_i8_winograd_scratch_bytes(cg)) : NULL;
     if (winograd) qat_i8_winograd_prepare(cg, x_zero, winograd_scratch);
     int32_t *winograd_sums = winograd ? checked_malloc((size_t)oc * sums_stride * sizeof(int32_t)) : NULL;
@@ -476,8 +477,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             }
         }
     }
-    free(a_pairs);
-    free(winograd_u);
+    qat_i8_weights_release(cache, prepared);
     free(winograd_scratch);
     free(winograd_sums);
     free(placed_keep);
@@ -490,8 +490,6 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     free(staging);
     free(b);
     free(xu);
-    free(corr);
-    free(a);
 }
 
 static qat_i8_conv_geometry square_geometry(int n, int c, int h, int w, int oc, int k, int stride, int pad) {
@@ -501,64 +499,64 @@ static qat_i8_conv_geometry square_geometry(int n, int c, int h, int w, int oc, 
 }
 
 void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
-                   const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
+                   const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, int oc, int k, int stride, int pad,
                    qat_i8_output output, void *out) {
     const qat_i8_conv_geometry g = square_geometry(n, c, h, w, oc, k, stride, pad);
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, NULL, 0, NULL, NULL);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, cache, output, out, NULL, 0, NULL, NULL);
 }
 
 void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
-                           const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
+                           const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, int oc, int k, int stride, int pad,
                            qat_i8_output output, int pool_k, int pool_s, int8_t *out) {
     output.kind = QAT_I8_OUT_INT8;
     const qat_i8_conv_geometry g = square_geometry(n, c, h, w, oc, k, stride, pad);
     const int oh = qat_i8_conv_out_h(&g), ow = qat_i8_conv_out_w(&g);
     const qat_i8_pool_geometry pool = {.h = oh, .w = ow, .oh = (oh - pool_k) / pool_s + 1, .ow = (ow - pool_k) / pool_s + 1,
                                        .kh = pool_k, .kw = pool_k, .sh = pool_s, .sw = pool_s};
-    conv2d_impl(path, x, x_zero, &g, weight, bias, output, out, &pool, 0, NULL, NULL);
+    conv2d_impl(path, x, x_zero, &g, weight, bias, cache, output, out, &pool, 0, NULL, NULL);
 }
 
 void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
-                           const int8_t *weight, const int32_t *bias, qat_i8_output output,
+                           const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, qat_i8_output output,
                            const qat_i8_pool_geometry *pool, void *out) {
     if (pool) output.kind = QAT_I8_OUT_INT8;
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, 0, NULL, NULL);
+    conv2d_impl(path, x, x_zero, g, weight, bias, cache, output, out, pool, 0, NULL, NULL);
 }
 
 void qat_i8_conv2d_float_epilogue(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
-                                 const int8_t *weight, const int32_t *bias, qat_i8_output output, int relu,
+                                 const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, qat_i8_output output, int relu,
                                  const qat_i8_pool_geometry *pool, float *out) {
     output.kind = QAT_I8_OUT_FLOAT;
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, pool, relu, NULL, NULL);
+    conv2d_impl(path, x, x_zero, g, weight, bias, cache, output, out, pool, relu, NULL, NULL);
 }
 
 void qat_i8_conv2d_add_quantize(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
-                                const int8_t *weight, const int32_t *bias, qat_i8_output output, const float *addend,
+                                const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, qat_i8_output output, const float *addend,
                                 float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode, int8_t *out) {
     output.kind = QAT_I8_OUT_FLOAT;
     const residual_quantize residual = {.addend = addend, .scale = scale, .zero = zero, .lo = lo, .round_mode = round_mode};
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, out, NULL, 0, &residual, NULL);
+    conv2d_impl(path, x, x_zero, g, weight, bias, cache, output, out, NULL, 0, &residual, NULL);
 }
 
 void qat_i8_conv2d_hard_swish(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
-                              const int8_t *weight, const int32_t *bias, qat_i8_output output,
+                              const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, qat_i8_output output,
                               const qat_i8_quantize_grid *quantize, void *out) {
     output.kind = QAT_I8_OUT_FLOAT;
     const qat_i8_hard_swish_epilogue epilogue = {.quantize = quantize};
     if (g->groups > 1 && g->groups == g->c) qat_i8_depthwise_impl(path, x, x_zero, g, weight, bias, output, NULL, &epilogue, out);
-    else conv2d_impl(path, x, x_zero, g, weight, bias, output, out, NULL, 0, NULL, &epilogue);
+    else conv2d_impl(path, x, x_zero, g, weight, bias, cache, output, out, NULL, 0, NULL, &epilogue);
 }
 
 int qat_i8_residual_relu_fusion_allowed = 1;
 void qat_i8_allow_residual_relu_fusion(int allowed) { qat_i8_residual_relu_fusion_allowed = allowed; }
 
 void qat_i8_conv2d_add_relu(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
-                            const int8_t *weight, const int32_t *bias, qat_i8_output output, const float *addend, int relu,
+                            const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, qat_i8_output output, const float *addend, int relu,
                             float *sums, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode, int8_t *codes) {
     output.kind = QAT_I8_OUT_FLOAT;
     const residual_quantize residual = {.addend = addend, .scale = scale, .zero = zero, .lo = lo, .round_mode = round_mode,
                                         .sums = sums, .relu = relu};
-    conv2d_impl(path, x, x_zero, g, weight, bias, output, codes, NULL, 0, &residual, NULL);
+    conv2d_impl(path, x, x_zero, g, weight, bias, cache, output, codes, NULL, 0, &residual, NULL);
 }
 
 void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_zero,

@@ -371,6 +371,25 @@ int8_t *qat_i8_pack_weights_row_taps(const int8_t *w, const int32_t *bias, int m
 
 // malloc that aborts with a message when memory runs out (gemm.c).
 void *qat_i8_checked_malloc(size_t bytes);
+// A conv's weights as its GEMM takes them (conv_weights.c): packed in one of three layouts with
+// corr (bias and zero-point corrections), the AVX2 pair kernel's int16 pairs when `pairs`, and
+// Winograd's transformed weights when `winograd`. All fields int, so keys compare as bytes.
+typedef enum { QAT_I8_WEIGHTS_PLAIN, QAT_I8_WEIGHTS_BLOCKED, QAT_I8_WEIGHTS_ROW_TAPS } qat_i8_weight_layout;
+typedef struct {
+    int layout, x_zero, pairs, winograd, oc, c, kh, kw, groups;
+} qat_i8_weights_key;
+typedef struct qat_i8_prepared_weights {
+    qat_i8_weights_key key;
+    int8_t *a;
+    int32_t *corr, *a_pairs, *winograd_u;
+    struct qat_i8_prepared_weights *next;
+} qat_i8_prepared_weights;
+// The cache's entry for key, made on first use; with no cache (NULL), made for this call and
+// freed by qat_i8_weights_release.
+const qat_i8_prepared_weights *qat_i8_weights_prepared(qat_i8_conv_cache *cache, const qat_i8_weights_key *key,
+                                                      const int8_t *weight, const int32_t *bias);
+void qat_i8_weights_release(qat_i8_conv_cache *cache, const qat_i8_prepared_weights *prepared);
+
 
 #define QAT_I8_TARGET_AVX2 __attribute__((target("avx2")))
 #define QAT_I8_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))

@@ -38,7 +38,7 @@ extension Int8Kernels {
     /// pool.outputWidth], or [N, O, Ho, Wo] without a pool.
     public static func conv2dDequantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                          bias: [Int32], scales: [Float], offsets: [Float]?, relu: Bool,
-                                         pool: Int8PoolGeometry?, path: Path = activePath) -> [Float] {
+                                         pool: Int8PoolGeometry?, cache: Int8ConvCache? = nil, path: Path = activePath) -> [Float] {
         checkDequantizedConv(x, g, weights, bias, scales, offsets)
         var geometry = g.c
         let outputs = pool.map { p -> Int in
@@ -49,7 +49,7 @@ extension Int8Kernels {
         return withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
             makeArray(g.batch * g.outputChannels * outputs) { out in
                 func run(_ p: UnsafePointer<qat_i8_pool_geometry>?) {
-                    qat_i8_conv2d_float_epilogue(path.c, x, inputZeroPoint, &geometry, weights, bias, output, relu ? 1 : 0, p, out)
+                    qat_i8_conv2d_float_epilogue(path.c, x, inputZeroPoint, &geometry, weights, bias, cache?.pointer, output, relu ? 1 : 0, p, out)
                 }
                 guard let pool else { return run(nil) }
                 withUnsafePointer(to: pool.c) { run($0) }
@@ -71,14 +71,14 @@ extension Int8Kernels {
     /// floats in memory. Depthwise geometries run through the GEMM here.
     public static func conv2dDequantizedAddQuantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                                      bias: [Int32], scales: [Float], offsets: [Float]?, addend: [Float],
-                                                     _ q: QuantizationGrid, path: Path = activePath) -> [Int8] {
+                                                     _ q: QuantizationGrid, cache: Int8ConvCache? = nil, path: Path = activePath) -> [Int8] {
         checkDequantizedConv(x, g, weights, bias, scales, offsets)
         let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
         precondition(addend.count == count, "conv2dDequantizedAddQuantized: \(addend.count) addends for \(count) outputs")
         var geometry = g.c
         return withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
             makeArray(count) { out in
-                qat_i8_conv2d_add_quantize(path.c, x, inputZeroPoint, &geometry, weights, bias, output, addend, q.scale,
+                qat_i8_conv2d_add_quantize(path.c, x, inputZeroPoint, &geometry, weights, bias, cache?.pointer, output, addend, q.scale,
                                            Int32(q.zeroPoint), Int32(q.qmin), q.roundMode.c, out)
             }
         }
@@ -88,28 +88,28 @@ extension Int8Kernels {
     /// each image's floats (depthwise: each plane's) while they are in cache: the same floats as
     /// the two passes.
     public static func conv2dDequantizedHardSwish(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
-                                                  bias: [Int32], scales: [Float], offsets: [Float]?, path: Path = activePath) -> [Float] {
-        convHardSwish(x, g, inputZeroPoint, weights, bias, scales, offsets, nil, path)
+                                                  bias: [Int32], scales: [Float], offsets: [Float]?, cache: Int8ConvCache? = nil, path: Path = activePath) -> [Float] {
+        convHardSwish(x, g, inputZeroPoint, weights, bias, scales, offsets, nil, path, cache: cache)
     }
 
     /// The same, then `quantize` onto `q`: the codes of conv → HardSwish → quantize, without the
     /// conv's or the HardSwish's floats in memory.
     public static func conv2dDequantizedHardSwishQuantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                                            bias: [Int32], scales: [Float], offsets: [Float]?, _ q: QuantizationGrid,
-                                                           path: Path = activePath) -> [Int8] {
-        convHardSwish(x, g, inputZeroPoint, weights, bias, scales, offsets, q, path)
+                                                           cache: Int8ConvCache? = nil, path: Path = activePath) -> [Int8] {
+        convHardSwish(x, g, inputZeroPoint, weights, bias, scales, offsets, q, path, cache: cache)
     }
 
     private static func convHardSwish<T>(_ x: [Int8], _ g: Int8ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
-                                         _ scales: [Float], _ offsets: [Float]?, _ q: QuantizationGrid?, _ path: Path) -> [T] {
+                                         _ scales: [Float], _ offsets: [Float]?, _ q: QuantizationGrid?, _ path: Path, cache: Int8ConvCache?) -> [T] {
         checkDequantizedConv(x, g, weights, bias, scales, offsets)
         var geometry = g.c
         let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
         return withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
             makeArray(count) { (out: UnsafeMutablePointer<T>) in
-                guard let q else { return qat_i8_conv2d_hard_swish(path.c, x, zero, &geometry, weights, bias, output, nil, out) }
+                guard let q else { return qat_i8_conv2d_hard_swish(path.c, x, zero, &geometry, weights, bias, cache?.pointer, output, nil, out) }
                 var grid = qat_i8_quantize_grid(scale: q.scale, zero: Int32(q.zeroPoint), lo: Int32(q.qmin), round_mode: q.roundMode.c)
-                qat_i8_conv2d_hard_swish(path.c, x, zero, &geometry, weights, bias, output, &grid, out)
+                qat_i8_conv2d_hard_swish(path.c, x, zero, &geometry, weights, bias, cache?.pointer, output, &grid, out)
             }
         }
     }
@@ -119,7 +119,7 @@ extension Int8Kernels {
     /// quantized to `codesGrid` when one is given (`quantize`), without the conv's floats in memory.
     public static func conv2dDequantizedAddReLU(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                                 bias: [Int32], scales: [Float], offsets: [Float]?, addend: [Float], relu: Bool,
-                                                codesGrid q: QuantizationGrid?, path: Path = activePath) -> (floats: [Float], codes: [Int8]?) {
+                                                codesGrid q: QuantizationGrid?, cache: Int8ConvCache? = nil, path: Path = activePath) -> (floats: [Float], codes: [Int8]?) {
         checkDequantizedConv(x, g, weights, bias, scales, offsets)
         let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
         precondition(addend.count == count, "conv2dDequantizedAddReLU: \(addend.count) addends for \(count) outputs")
@@ -128,11 +128,11 @@ extension Int8Kernels {
         let floats = withOutput(QAT_I8_OUT_FLOAT, scales, offsets, 0, 0, 0) { output in
             makeArray(count) { (sums: UnsafeMutablePointer<Float>) in
                 guard let q else {
-                    return qat_i8_conv2d_add_relu(path.c, x, inputZeroPoint, &geometry, weights, bias, output, addend, relu ? 1 : 0,
+                    return qat_i8_conv2d_add_relu(path.c, x, inputZeroPoint, &geometry, weights, bias, cache?.pointer, output, addend, relu ? 1 : 0,
                                                   sums, 0, 0, 0, QAT_I8_ROUND_HALF_EVEN, nil)
                 }
                 codes = makeArray(count) { out in
-                    qat_i8_conv2d_add_relu(path.c, x, inputZeroPoint, &geometry, weights, bias, output, addend, relu ? 1 : 0,
+                    qat_i8_conv2d_add_relu(path.c, x, inputZeroPoint, &geometry, weights, bias, cache?.pointer, output, addend, relu ? 1 : 0,
                                            sums, q.scale, Int32(q.zeroPoint), Int32(q.qmin), q.roundMode.c, out)
                 }
             }

@@ -186,9 +186,9 @@ public enum Int8Kernels {
     /// x: [N, C, H, W] codes with zero point `inputZeroPoint`; weights: [O, C, K, K] (w_q);
     /// bias: [O] (b_q) → [N, O, Ho, Wo]. Padding is the code `inputZeroPoint` (real zero).
     public static func conv2d(_ x: [Int8], _ g: ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
-                              bias: [Int32], requantize r: Requantization, path: Path = activePath) -> [Int8] {
+                              bias: [Int32], requantize r: Requantization, cache: Int8ConvCache? = nil, path: Path = activePath) -> [Int8] {
         precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
-        return conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
+        return conv(x, g, inputZeroPoint, weights, bias, path, cache: cache, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
                     offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound), shifts: r.shifts, roundMode: r.roundMode)
     }
 
@@ -197,7 +197,7 @@ public enum Int8Kernels {
     /// is pooled while it is still in cache. → [N, O, (Ho − k)/s + 1, (Wo − k)/s + 1].
     public static func conv2dMaxPool(_ x: [Int8], _ g: ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                      bias: [Int32], requantize r: Requantization, poolKernel: Int, poolStride: Int,
-                                     path: Path = activePath) -> [Int8] {
+                                     cache: Int8ConvCache? = nil, path: Path = activePath) -> [Int8] {
         precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
         precondition(poolKernel > 0 && poolStride > 0 && poolKernel <= g.outputHeight && poolKernel <= g.outputWidth,
                      "conv2dMaxPool: bad window \(poolKernel)/\(poolStride)")
@@ -207,7 +207,7 @@ public enum Int8Kernels {
         return withOutput(QAT_I8_OUT_INT8, r.multipliers, r.offsets, Int32(r.zeroPoint), r.lowerBound, Int32(r.upperBound), r.shifts, r.roundMode) { output in
             makeArray(count) { (out: UnsafeMutablePointer<Int8>) in
                 qat_i8_conv2d_maxpool(path.c, x, Int32(g.batch), Int32(g.channels), Int32(g.height), Int32(g.width), inputZeroPoint,
-                                      weights, bias, Int32(g.outputChannels), Int32(g.kernel), Int32(g.stride), Int32(g.padding),
+                                      weights, bias, cache?.pointer, Int32(g.outputChannels), Int32(g.kernel), Int32(g.stride), Int32(g.padding),
                                       output, Int32(poolKernel), Int32(poolStride), out)
             }
         }
@@ -215,17 +215,17 @@ public enum Int8Kernels {
 
     /// The same convolution, returning the raw accumulators Σ (q_x − o_d)·w_q + b_q.
     public static func conv2dAccumulators(_ x: [Int8], _ g: ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
-                                          bias: [Int32], path: Path = activePath) -> [Int32] {
-        conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_INT32, scales: [], offsets: nil, zeroPoint: 0, lo: 0, hi: 0)
+                                          bias: [Int32], cache: Int8ConvCache? = nil, path: Path = activePath) -> [Int32] {
+        conv(x, g, inputZeroPoint, weights, bias, path, cache: cache, kind: QAT_I8_OUT_INT32, scales: [], offsets: nil, zeroPoint: 0, lo: 0, hi: 0)
     }
 
     /// The same convolution, dequantized: `Float(acc) * scales[c] (+ offsets[c])` with
     /// scales[c] = s_d · s_w[c].
     public static func conv2dDequantized(_ x: [Int8], _ g: ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
-                                         bias: [Int32], scales: [Float], offsets: [Float]? = nil, path: Path = activePath) -> [Float] {
+                                         bias: [Int32], scales: [Float], offsets: [Float]? = nil, cache: Int8ConvCache? = nil, path: Path = activePath) -> [Float] {
         precondition(scales.count == g.outputChannels, "conv2d: \(scales.count) scales for \(g.outputChannels) channels")
         precondition(offsets == nil || offsets!.count == g.outputChannels, "conv2d: offsets for \(g.outputChannels) channels")
-        return conv(x, g, inputZeroPoint, weights, bias, path, kind: QAT_I8_OUT_FLOAT, scales: scales, offsets: offsets, zeroPoint: 0, lo: 0, hi: 0)
+        return conv(x, g, inputZeroPoint, weights, bias, path, cache: cache, kind: QAT_I8_OUT_FLOAT, scales: scales, offsets: offsets, zeroPoint: 0, lo: 0, hi: 0)
     }
 
     /// Fully connected layer on codes: x: [N, I], weights: [O, I], bias: [O] → [N, O] codes.
@@ -262,14 +262,14 @@ public enum Int8Kernels {
     /// weights: [O, C/groups, KH, KW] (w_q); bias: [O] (b_q) → [N, O, Ho, Wo]. Padding is the
     /// code `inputZeroPoint` (real zero). Depthwise geometries run a direct kernel.
     public static func conv2d(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
-                              bias: [Int32], requantize r: Requantization, path: Path = activePath) -> [Int8] {
-        conv2d(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, requantize: r, path: path, algorithm: .automatic)
+                              bias: [Int32], requantize r: Requantization, cache: Int8ConvCache? = nil, path: Path = activePath) -> [Int8] {
+        conv2d(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, requantize: r, cache: cache, path: path, algorithm: .automatic)
     }
 
     static func conv2d(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8], bias: [Int32],
-                       requantize r: Requantization, path: Path, algorithm: ConvAlgorithm) -> [Int8] {
+                       requantize r: Requantization, cache: Int8ConvCache? = nil, path: Path, algorithm: ConvAlgorithm) -> [Int8] {
         precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
-        return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
+        return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, cache: cache, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
                            offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound), shifts: r.shifts, roundMode: r.roundMode)
     }
 
@@ -277,66 +277,66 @@ public enum Int8Kernels {
     /// output plane, as one kernel. → [N, O, (Ho − k)/s + 1, (Wo − k)/s + 1].
     public static func conv2dMaxPool(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                      bias: [Int32], requantize r: Requantization, poolKernel: Int, poolStride: Int,
-                                     path: Path = activePath) -> [Int8] {
+                                     cache: Int8ConvCache? = nil, path: Path = activePath) -> [Int8] {
         conv2dMaxPool(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, requantize: r,
-                      poolKernel: poolKernel, poolStride: poolStride, path: path, algorithm: .automatic)
+                      poolKernel: poolKernel, poolStride: poolStride, cache: cache, path: path, algorithm: .automatic)
     }
 
     static func conv2dMaxPool(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8], bias: [Int32],
-                              requantize r: Requantization, poolKernel: Int, poolStride: Int, path: Path,
+                              requantize r: Requantization, poolKernel: Int, poolStride: Int, cache: Int8ConvCache? = nil, path: Path,
                               algorithm: ConvAlgorithm) -> [Int8] {
         precondition(poolKernel > 0 && poolStride > 0 && poolKernel <= g.outputHeight && poolKernel <= g.outputWidth,
                      "conv2dMaxPool: bad window \(poolKernel)/\(poolStride)")
         return conv2dMaxPool(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, requantize: r,
                              pool: Int8PoolGeometry(height: g.outputHeight, width: g.outputWidth, kernel: poolKernel, stride: poolStride),
-                             path: path, algorithm: algorithm)
+                             cache: cache, path: path, algorithm: algorithm)
     }
 
     /// `conv2d` then a max pool of any geometry (`pool`, whose input size is the conv's output
     /// size) on each output plane, as one kernel. → [N, O, pool.outputHeight, pool.outputWidth].
     public static func conv2dMaxPool(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                      bias: [Int32], requantize r: Requantization, pool: Int8PoolGeometry,
-                                     path: Path = activePath) -> [Int8] {
+                                     cache: Int8ConvCache? = nil, path: Path = activePath) -> [Int8] {
         conv2dMaxPool(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, requantize: r, pool: pool,
-                      path: path, algorithm: .automatic)
+                      cache: cache, path: path, algorithm: .automatic)
     }
 
     static func conv2dMaxPool(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8], bias: [Int32],
-                              requantize r: Requantization, pool: Int8PoolGeometry, path: Path,
+                              requantize r: Requantization, pool: Int8PoolGeometry, cache: Int8ConvCache? = nil, path: Path,
                               algorithm: ConvAlgorithm) -> [Int8] {
         precondition(r.multipliers.count == g.outputChannels, "conv2d: \(r.multipliers.count) multipliers for \(g.outputChannels) channels")
         precondition(pool.isValid && pool.height == g.outputHeight && pool.width == g.outputWidth,
                      "conv2dMaxPool: pool \(pool) does not fit the conv output \(g.outputHeight)×\(g.outputWidth)")
-        return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
+        return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, cache: cache, kind: QAT_I8_OUT_INT8, scales: r.multipliers,
                            offsets: r.offsets, zeroPoint: Int32(r.zeroPoint), lo: r.lowerBound, hi: Int32(r.upperBound), shifts: r.shifts, roundMode: r.roundMode,
                            pool: pool, count: g.batch * g.outputChannels * pool.outputHeight * pool.outputWidth)
     }
 
     /// The same convolution, returning the raw accumulators Σ (q_x − o_d)·w_q + b_q.
     public static func conv2dAccumulators(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
-                                          bias: [Int32], path: Path = activePath) -> [Int32] {
-        conv2dAccumulators(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, path: path, algorithm: .automatic)
+                                          bias: [Int32], cache: Int8ConvCache? = nil, path: Path = activePath) -> [Int32] {
+        conv2dAccumulators(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, cache: cache, path: path, algorithm: .automatic)
     }
 
     static func conv2dAccumulators(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
-                                   bias: [Int32], path: Path, algorithm: ConvAlgorithm) -> [Int32] {
-        generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, kind: QAT_I8_OUT_INT32, scales: [], offsets: nil,
+                                   bias: [Int32], cache: Int8ConvCache? = nil, path: Path, algorithm: ConvAlgorithm) -> [Int32] {
+        generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, cache: cache, kind: QAT_I8_OUT_INT32, scales: [], offsets: nil,
                     zeroPoint: 0, lo: 0, hi: 0)
     }
 
     /// The same convolution, dequantized: `Float(acc) * scales[c] (+ offsets[c])`.
     public static func conv2dDequantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8],
                                          bias: [Int32], scales: [Float], offsets: [Float]? = nil,
-                                         path: Path = activePath) -> [Float] {
+                                         cache: Int8ConvCache? = nil, path: Path = activePath) -> [Float] {
         conv2dDequantized(x, g, inputZeroPoint: inputZeroPoint, weights: weights, bias: bias, scales: scales, offsets: offsets,
-                          path: path, algorithm: .automatic)
+                          cache: cache, path: path, algorithm: .automatic)
     }
 
     static func conv2dDequantized(_ x: [Int8], _ g: Int8ConvGeometry, inputZeroPoint: Int8, weights: [Int8], bias: [Int32],
-                                  scales: [Float], offsets: [Float]?, path: Path, algorithm: ConvAlgorithm) -> [Float] {
+                                  scales: [Float], offsets: [Float]?, cache: Int8ConvCache? = nil, path: Path, algorithm: ConvAlgorithm) -> [Float] {
         precondition(scales.count == g.outputChannels, "conv2d: \(scales.count) scales for \(g.outputChannels) channels")
         precondition(offsets == nil || offsets!.count == g.outputChannels, "conv2d: offsets for \(g.outputChannels) channels")
-        return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, kind: QAT_I8_OUT_FLOAT, scales: scales,
+        return generalConv(x, g, inputZeroPoint, weights, bias, path, algorithm, cache: cache, kind: QAT_I8_OUT_FLOAT, scales: scales,
                            offsets: offsets, zeroPoint: 0, lo: 0, hi: 0)
     }
 
@@ -436,15 +436,15 @@ public enum Int8Kernels {
     }
 
     private static func conv<T>(_ x: [Int8], _ g: ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
-                                _ path: Path, kind: qat_i8_out_kind, scales: [Float], offsets: [Float]?,
+                                _ path: Path, cache: Int8ConvCache?, kind: qat_i8_out_kind, scales: [Float], offsets: [Float]?,
                                 zeroPoint: Int32, lo: Int32, hi: Int32, shifts: [Int32]? = nil, roundMode: RoundMode = .halfEven) -> [T] {
         checkConv(x, g, weights, bias)
         let count = g.batch * g.outputChannels * g.outputHeight * g.outputWidth
         return withOutput(kind, scales, offsets, zeroPoint, lo, hi, shifts, roundMode) { output in
             makeArray(count) { (out: UnsafeMutablePointer<T>) in
                 qat_i8_conv2d(path.c, x, Int32(g.batch), Int32(g.channels), Int32(g.height), Int32(g.width), zero,
-                              weights, bias, Int32(g.outputChannels), Int32(g.kernel), Int32(g.stride), Int32(g.padding),
-                              output, out)
+                              weights, bias, cache?.pointer, Int32(g.outputChannels), Int32(g.kernel), Int32(g.stride),
+                              Int32(g.padding), output, out)
             }
         }
     }
@@ -459,7 +459,7 @@ public enum Int8Kernels {
     }
 
     private static func generalConv<T>(_ x: [Int8], _ g: Int8ConvGeometry, _ zero: Int8, _ weights: [Int8], _ bias: [Int32],
-                                       _ path: Path, _ algorithm: ConvAlgorithm, kind: qat_i8_out_kind, scales: [Float],
+                                       _ path: Path, _ algorithm: ConvAlgorithm, cache: Int8ConvCache?, kind: qat_i8_out_kind, scales: [Float],
                                        offsets: [Float]?, zeroPoint: Int32, lo: Int32, hi: Int32, shifts: [Int32]? = nil, roundMode: RoundMode = .halfEven,
                                        pool: Int8PoolGeometry? = nil, count: Int? = nil) -> [T] {
         precondition(g.isValid, "conv2d: bad geometry \(g)")
@@ -483,7 +483,7 @@ public enum Int8Kernels {
                     if direct {
                         qat_i8_conv2d_depthwise(path.c, x, zero, &geometry, weights, bias, output, poolGeometry, out)
                     } else {
-                        qat_i8_conv2d_grouped(path.c, x, zero, &geometry, weights, bias, output, poolGeometry, out)
+                        qat_i8_conv2d_grouped(path.c, x, zero, &geometry, weights, bias, cache?.pointer, output, poolGeometry, out)
                     }
                 }
             }
@@ -519,6 +519,17 @@ public enum Int8Kernels {
 /// (and likewise across). Output channel o reads the input channels of its group
 /// o / (outputChannels/groups). Kept apart from the float side's geometry so the INT8 kernels
 /// describe their own operands.
+/// What an INT8 conv derives from its weights alone (the packed weight matrix with its bias
+/// corrections, the AVX2 pair kernel's int16 weight pairs, Winograd's transformed weights), kept
+/// for the next call: a deployed conv runs on the same weights every batch. One per conv layer,
+/// filled on its first call; every call given it must pass the same weights, bias, input zero
+/// point and geometry but for the batch. Calls on several threads may share one.
+public final class Int8ConvCache: @unchecked Sendable {
+    let pointer: OpaquePointer
+    public init() { pointer = qat_i8_conv_cache_create() }
+    deinit { qat_i8_conv_cache_free(pointer) }
+}
+
 public struct Int8ConvGeometry: Equatable, Sendable {
     public var batch, channels, height, width, outputChannels: Int
     public var kernelHeight, kernelWidth: Int

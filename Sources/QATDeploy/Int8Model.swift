@@ -48,6 +48,8 @@ public final class Int8Model {
         let outputShape: [Int]
         // Prepared once at load.
         let requantization: Int8Kernels.Requantization?
+        /// Integer conv layers: the weights as the kernels take them, made on the first batch.
+        let convCache: Int8ConvCache?
         /// Integer layers: the bias residual in output units (codes, or float when dequantizing).
         let offsets: [Float]?
         let floatWeight: Variable?
@@ -113,7 +115,8 @@ public final class Int8Model {
                 statistics = s
             }
             steps.append(Step(node: node, inputs: inputs, inputShape: inShape, inputShapes: inputs.map { shapes[$0] }, outputShape: outShape,
-                              requantization: requantization, offsets: offsets, floatWeight: weight,
+                              requantization: requantization, convCache: node.isInteger && node.op == .conv2d ? Int8ConvCache() : nil,
+                              offsets: offsets, floatWeight: weight,
                               floatBias: node.isInteger ? nil : node.floatTensors["bias"].map { Variable($0) },
                               bnGamma: node.op == .batchnorm2d ? Variable(node.floatTensors["gamma"]!) : nil,
                               bnBeta: node.op == .batchnorm2d ? Variable(node.floatTensors["beta"]!) : nil,
@@ -176,9 +179,9 @@ public final class Int8Model {
                 let y = node.convolution.isPlain && pool.hasPlainPoolGeometry
                     ? Int8Kernels.conv2dMaxPool(x, convGeometry(step, n), inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
                                                 bias: node.biasCodes, requantize: r, poolKernel: pool.kernel.height,
-                                                poolStride: pool.stride.height)
+                                                poolStride: pool.stride.height, cache: step.convCache)
                     : Int8Kernels.conv2dMaxPool(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
-                                                bias: node.biasCodes, requantize: r, pool: poolGeometry(steps[i + 1]))
+                                                bias: node.biasCodes, requantize: r, pool: poolGeometry(steps[i + 1]), cache: step.convCache)
                 values[i + 2] = .codes(y, node.output!)
                 for input in step.inputs where lastUse[input] == i { values[input] = nil }
                 i += 2
@@ -193,7 +196,7 @@ public final class Int8Model {
                 let node = step.node, quantize = steps[i + 2].node, grid = quantize.output!
                 var q = Int8Kernels.conv2dDequantizedAddQuantized(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint,
                                                                   weights: node.weightCodes, bias: node.biasCodes,
-                                                                  scales: node.multipliers, offsets: step.offsets, addend: addend, grid)
+                                                                  scales: node.multipliers, offsets: step.offsets, addend: addend, grid, cache: step.convCache)
                 if let activation = quantize.fusedActivation { saturate(&q, activation.codeRange(on: grid)) }
                 values[i + 3] = .codes(q, grid)
                 for input in step.inputs where lastUse[input] == i { values[input] = nil }
@@ -212,13 +215,13 @@ public final class Int8Model {
                     let quantize = steps[i + 2].node, grid = quantize.output!
                     var q = Int8Kernels.conv2dDequantizedHardSwishQuantized(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
                                                                             bias: node.biasCodes, scales: node.multipliers,
-                                                                            offsets: step.offsets, grid)
+                                                                            offsets: step.offsets, grid, cache: step.convCache)
                     if let activation = quantize.fusedActivation { saturate(&q, activation.codeRange(on: grid)) }
                     values[i + 3] = .codes(q, grid)
                 } else {
                     values[i + 2] = .floats(Int8Kernels.conv2dDequantizedHardSwish(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
                                                                                    bias: node.biasCodes, scales: node.multipliers,
-                                                                                   offsets: step.offsets))
+                                                                                   offsets: step.offsets, cache: step.convCache))
                 }
                 for input in step.inputs where lastUse[input] == i { values[input] = nil }
                 i += fusion.fusesQuantize[i + 1] ? 3 : 2
@@ -235,7 +238,7 @@ public final class Int8Model {
                 let y = Int8Kernels.conv2dDequantizedAddReLU(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint,
                                                              weights: node.weightCodes, bias: node.biasCodes, scales: node.multipliers,
                                                              offsets: step.offsets, addend: addend, relu: fused.relu,
-                                                             codesGrid: fused.codesGrid)
+                                                             codesGrid: fused.codesGrid, cache: step.convCache)
                 if let q = y.codes, let grid = fused.codesGrid {
                     values[fused.last + 1] = .floatsAndCodes(y.floats, q, grid)
                 } else {
@@ -254,7 +257,8 @@ public final class Int8Model {
                 let node = step.node
                 let y = Int8Kernels.conv2dDequantized(x, generalConvGeometry(step, n), inputZeroPoint: qd.zeroPoint,
                                                       weights: node.weightCodes, bias: node.biasCodes, scales: node.multipliers,
-                                                      offsets: step.offsets, relu: fused.relu, pool: fused.pool.map { poolGeometry(steps[$0]) })
+                                                      offsets: step.offsets, relu: fused.relu, pool: fused.pool.map { poolGeometry(steps[$0]) },
+                                                      cache: step.convCache)
                 values[fused.last + 1] = .floats(y)
                 for input in step.inputs where lastUse[input] == i { values[input] = nil }
                 i = fused.last + 1
@@ -522,19 +526,21 @@ public final class Int8Model {
                 let g = generalConvGeometry(step, n)
                 if let r = step.requantization {
                     return .codes(Int8Kernels.conv2d(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
-                                                     bias: node.biasCodes, requantize: r), node.output!)
+                                                     bias: node.biasCodes, requantize: r, cache: step.convCache), node.output!)
                 }
                 return .floats(Int8Kernels.conv2dDequantized(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
-                                                             bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
+                                                             bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets,
+                                                             cache: step.convCache))
             }
             if node.op == .conv2d {
                 let g = convGeometry(step, n)
                 if let r = step.requantization {
                     return .codes(Int8Kernels.conv2d(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
-                                                     bias: node.biasCodes, requantize: r), node.output!)
+                                                     bias: node.biasCodes, requantize: r, cache: step.convCache), node.output!)
                 }
                 return .floats(Int8Kernels.conv2dDequantized(x, g, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,
-                                                             bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets))
+                                                             bias: node.biasCodes, scales: node.multipliers, offsets: step.offsets,
+                                                             cache: step.convCache))
             }
             if let r = step.requantization {
                 return .codes(Int8Kernels.linear(x, batch: n, inputZeroPoint: qd.zeroPoint, weights: node.weightCodes,

@@ -5,7 +5,7 @@ import XCTest
 /// reference: the accumulators, codes, codes by power-of-two multipliers (as the portable path
 /// gives them), floats, and floats after ReLU. `assertMatched` checks one path's outputs against
 /// them, for the tests that switch a kernel variant on and off (implicit GEMM, image columns,
-/// placed stores, Winograd).
+/// placed stores, Winograd), each call given `cache` when one is (Int8ConvCacheTests).
 struct Int8ConvReferenceOutputs {
     let accumulators: [Int64]
     let codes: [Int8]
@@ -26,25 +26,25 @@ struct Int8ConvReferenceOutputs {
                                      path: .portable, algorithm: .im2colGEMM)
     }
 
-    func assertMatched(_ c: Int8ConvTests.Case, path: Int8Kernels.Path, _ label: String,
+    func assertMatched(_ c: Int8ConvTests.Case, path: Int8Kernels.Path, _ label: String, cache: Int8ConvCache? = nil,
                        file: StaticString = #filePath, line: UInt = #line) {
         let g = c.geometry
         XCTAssertEqual(Int8Kernels.conv2dAccumulators(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                      path: path, algorithm: .im2colGEMM).map(Int64.init),
+                                                      cache: cache, path: path, algorithm: .im2colGEMM).map(Int64.init),
                        accumulators, "accumulators \(label)", file: file, line: line)
         XCTAssertEqual(Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                          requantize: c.requantization, path: path, algorithm: .im2colGEMM),
+                                          requantize: c.requantization, cache: cache, path: path, algorithm: .im2colGEMM),
                        codes, "codes \(label)", file: file, line: line)
         XCTAssertEqual(Int8Kernels.conv2d(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                          requantize: shifts, path: path, algorithm: .im2colGEMM),
+                                          requantize: shifts, cache: cache, path: path, algorithm: .im2colGEMM),
                        shifted, "codes by shifts \(label)", file: file, line: line)
         XCTAssertEqual(Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
-                                                     scales: c.scales, offsets: c.offsets, path: path,
+                                                     scales: c.scales, offsets: c.offsets, cache: cache, path: path,
                                                      algorithm: .im2colGEMM).map(\.bitPattern),
                        floats, "floats \(label)", file: file, line: line)
         XCTAssertEqual(Int8Kernels.conv2dDequantized(c.x, g, inputZeroPoint: c.zero, weights: c.weights, bias: c.bias,
                                                      scales: c.scales, offsets: c.offsets, relu: true, pool: nil,
-                                                     path: path).map(\.bitPattern),
+                                                     cache: cache, path: path).map(\.bitPattern),
                        relu, "floats with ReLU \(label)", file: file, line: line)
     }
 }

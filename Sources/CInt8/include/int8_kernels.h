@@ -51,14 +51,26 @@ typedef struct {
     qat_i8_round_mode round_mode; // INT8 only: the tie rule of the rounding (or of the shift)
 } qat_i8_output;
 
+// What a conv derives from its weights alone: the packed weight matrix with the bias and
+// zero-point corrections, the AVX2 pair kernel's int16 weight pairs, Winograd's transformed
+// weights. A deployed conv runs on the same weights every batch, so the conv functions below
+// keep these in a cache the caller owns, one per conv layer, and make them on the first call
+// only (resnet18-tiny: the Winograd transform alone was 4 % of a batch of 256). Every call given
+// a cache must pass the same weight, bias, input zero point, channel counts and kernel; NULL
+// makes them for the call. Calls on several threads may share a cache (a lock guards it).
+typedef struct qat_i8_conv_cache qat_i8_conv_cache;
+qat_i8_conv_cache *qat_i8_conv_cache_create(void);
+void qat_i8_conv_cache_free(qat_i8_conv_cache *cache);
+
 // Convolution (cross-correlation) on codes, NCHW in and out.
 // x: [n][c][h][w] codes with zero point x_zero; weight: [oc][c][k][k]; bias: [oc] (b_q);
+// cache: NULL or this layer's (above);
 // out: [n][oc][oh][ow] of int32, int8 or float as `output.kind` says, with
 // oh = (h + 2·pad − k)/stride + 1. Padding is the code x_zero, i.e. zero in the real domain.
 // Precondition (checked by the Swift wrapper): |b_q| + 2·255·128·c·k·k < 2^31, so no
 // partial sum can overflow int32 in any path.
 void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
-                   const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
+                   const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, int oc, int k, int stride, int pad,
                    qat_i8_output output, void *out);
 
 // conv2d requantized to int8 (output.kind must be QAT_I8_OUT_INT8) followed by a max pool
@@ -66,7 +78,7 @@ void qat_i8_conv2d(qat_i8_path path, const int8_t *x, int n, int c, int h, int w
 // qat_i8_conv2d then qat_i8_maxpool, without the full conv output in memory.
 // out: [n][oc][(oh − pool_k)/pool_s + 1][(ow − pool_k)/pool_s + 1].
 void qat_i8_conv2d_maxpool(qat_i8_path path, const int8_t *x, int n, int c, int h, int w, int8_t x_zero,
-                           const int8_t *weight, const int32_t *bias, int oc, int k, int stride, int pad,
+                           const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, int oc, int k, int stride, int pad,
                            qat_i8_output output, int pool_k, int pool_s, int8_t *out);
 
 // A general convolution's geometry (ONNX Conv / PyTorch Conv2d): input [n][c][h][w], weight
@@ -107,7 +119,7 @@ typedef struct {
 // with K = (c/groups)·kh·kw. A non-NULL `pool` (h, w the conv's output size) max pools each
 // int8 output plane as qat_i8_maxpool_padded does (output.kind must then be INT8).
 void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
-                           const int8_t *weight, const int32_t *bias, qat_i8_output output,
+                           const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, qat_i8_output output,
                            const qat_i8_pool_geometry *pool, void *out);
 
 // qat_i8_conv2d_grouped with float output (output.kind FLOAT: dequantized), then QATCore's float
@@ -116,7 +128,7 @@ void qat_i8_conv2d_grouped(qat_i8_path path, const int8_t *x, int8_t x_zero, con
 // passes, without the full conv output in memory. out: [n][oc][pool->oh][pool->ow], or without a
 // pool (NULL) the conv's [n][oc][oh][ow], each image's ReLU applied while it is in cache.
 void qat_i8_conv2d_float_epilogue(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
-                                 const int8_t *weight, const int32_t *bias, qat_i8_output output, int relu,
+                                 const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, qat_i8_output output, int relu,
                                  const qat_i8_pool_geometry *pool, float *out);
 
 // qat_i8_conv2d_grouped with float output (output.kind FLOAT: dequantized), then the float sums
@@ -124,7 +136,7 @@ void qat_i8_conv2d_float_epilogue(qat_i8_path path, const int8_t *x, int8_t x_ze
 // one image at a time: the codes of conv → residual add → quantize, without the conv's floats in
 // memory. out: [n][oc][oh][ow] codes.
 void qat_i8_conv2d_add_quantize(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
-                                const int8_t *weight, const int32_t *bias, qat_i8_output output, const float *addend,
+                                const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, qat_i8_output output, const float *addend,
                                 float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode, int8_t *out);
 
 // A grid to quantize floats onto, as qat_i8_quantize takes it.
@@ -140,14 +152,14 @@ typedef struct {
 // NULL, qat_i8_quantize onto it: the floats or codes of the separate passes, without the conv's
 // floats in memory. out: [n][oc][oh][ow] floats, or codes with `quantize`.
 void qat_i8_conv2d_hard_swish(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
-                              const int8_t *weight, const int32_t *bias, qat_i8_output output,
+                              const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, qat_i8_output output,
                               const qat_i8_quantize_grid *quantize, void *out);
 // qat_i8_conv2d_grouped with float output, plus `addend` (as above), then QATCore's float ReLU
 // (x < 0 → 0, NaN and −0 kept) when `relu`: the floats of conv → residual add → ReLU into `sums`
 // ([n][oc][oh][ow]) and, when `codes` is not NULL, those floats quantized there as qat_i8_quantize
 // does, one image at a time, without the conv's floats in memory.
 void qat_i8_conv2d_add_relu(qat_i8_path path, const int8_t *x, int8_t x_zero, const qat_i8_conv_geometry *g,
-                            const int8_t *weight, const int32_t *bias, qat_i8_output output, const float *addend, int relu,
+                            const int8_t *weight, const int32_t *bias, qat_i8_conv_cache *cache, qat_i8_output output, const float *addend, int relu,
                             float *sums, float scale, int32_t zero, int32_t lo, qat_i8_round_mode round_mode, int8_t *codes);
 // Whether the engine fuses conv → residual add → ReLU (qat_i8_conv2d_add_relu); 0 keeps the three
 // passes (tests compare both).
