@@ -289,7 +289,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const size_t sums_stride = (size_t)round_up16(block * p);
     void *winograd_scratch = winograd ? checked_malloc(qat_i8_winograd_scratch_bytes(cg)) : NULL;
     if (winograd) qat_i8_winograd_prepare(cg, x_zero, winograd_scratch);
-    int32_t *winograd_sums = winograd ? checked_malloc((size_t)oc * sums_stride * sizeof(int32_t)) : NULL;
+    int32_t *winograd_sums = winograd ? checked_malloc(((size_t)oc * sums_stride + 16) * sizeof(int32_t)) : NULL;
     // The implicit GEMM's groups, offsets and columns (block is 1 image: p ≥ 64).
     const int implicit_k4 = implicit == IMPLICIT_ROW_TAPS ? c * cg->kh : k4;
     const int grid_columns = (oh - 1) * wp + ow;
@@ -358,7 +358,12 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             placed_dest[v] = (16 * v / p) * oc * p + 16 * v % p;
         }
     }
-    char *staging = block > 1 && !placed ? checked_malloc(block * out_image) : NULL;
+    // Winograd's sums requantized image by image straight into each image's output: no staging
+    // buffer to copy out. On planes of 16 outputs or more, where the pair kernel's last vector of
+    // 16 columns per image wastes little (a third of them on 7×7, three quarters on 2×2).
+    const int winograd_per_image = winograd && groups == 1 && p >= 16;
+    char *staging = block > 1 && !placed && !winograd_per_image ? checked_malloc(block * out_image) : NULL;
+    qat_i8_gemm image_gemm = {0};
     int8_t *conv_image = NULL;
     size_t pooled_image = 0;
     if (pool || residual || (hard_swish && hard_swish->quantize)) conv_image = checked_malloc(out_image);
@@ -440,10 +445,18 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                 g.keep = keep;
                 g.dest = dest;
             }
-            run_gemm(path, &g);
+            if (winograd_per_image) image_gemm = g;  // run per image below
+            else run_gemm(path, &g);
         }
         for (int i = 0; i < images; i++) {
             char *image_out = conv_image ? (char *)conv_image : (char *)out + (img0 + i) * out_image;
+            if (winograd_per_image) {  // the pair kernel reads up to 15 sums past the image's: the next image's, or spare
+                image_gemm.n = p;
+                image_gemm.initial = winograd_sums + (size_t)i * p;
+                image_gemm.out = image_out;
+                image_gemm.row_stride = p;
+                run_gemm(path, &image_gemm);
+            }
             if (staging)  // [oc][images·p] → this image's [oc][p]
                 for (int o = 0; o < oc; o++)
                     memcpy(image_out + (size_t)o * p * elem, staging + ((size_t)o * columns + (size_t)i * p) * elem, (size_t)p * elem);
