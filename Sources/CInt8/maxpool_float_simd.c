@@ -258,12 +258,72 @@ void accumulator_pool(const int32_t *x, float *y, size_t planes, const qat_i8_po
     free(rowmax);
 }
 
-// ResNet's stem pool (3×3, stride 2) with its kernel and stride as constants; any other shape
-// with column stride 1 or 2 through the general instance. Returns 0, doing nothing, for other strides.
+// ResNet's stem pool, 3×3 with stride 2 and padding 1, on planes 18 to 32 wide (even) and
+// ow = w/2: every window has a pixel and none reaches past the right edge. Per output row, the
+// max over its 2 or 3 rows in four vectors R (columns 0…31; lanes past w read 0, and feed only
+// outputs past ow), then output j = max(R[2j − 1], R[2j], R[2j + 1]) from the even and odd
+// columns E, O of R: max(E[j], O[j], O[j − 1]), O[−1] being the padding. All in registers: the
+// general kernel's two passes through memory cost 43 % of the stem conv.
+static int stem_pool_applies(const qat_i8_pool_geometry *g) {
+    return g->kh == 3 && g->kw == 3 && g->sh == 2 && g->sw == 2 && g->pad_top == 1 && g->pad_left == 1 && g->w % 2 == 0 &&
+           g->w >= 18 && g->w <= 32 && g->ow == g->w / 2 && g->oh >= 1 && 2 * g->oh - 3 < g->h;
+}
+
+static QAT_I8_TARGET_AVX2 void stem_pool(const int32_t *x, float *y, size_t planes, const qat_i8_pool_geometry *g,
+                                         const float *scale, const float *offset, int relu) {
+#pragma clang fp contract(off)
+    const int h = g->h, w = g->w, oh = g->oh, ow = g->ow;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask2 = _mm256_cmpgt_epi32(_mm256_set1_epi32(w - 16), lane), mask3 = _mm256_cmpgt_epi32(_mm256_set1_epi32(w - 24), lane);
+    const __m256i split = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7), back_one = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
+    const __m256 zero = _mm256_setzero_ps();
+    for (size_t p = 0; p < planes; p++) {
+        const int32_t *plane = x + p * (size_t)h * w;
+        const __m256 s = _mm256_set1_ps(scale[p]), off = _mm256_set1_ps(offset ? offset[p] : 0.0f);
+        for (int oy = 0; oy < oh; oy++) {
+            const int y0 = oy == 0 ? 0 : 2 * oy - 1, y1 = 2 * oy + 2 < h ? 2 * oy + 2 : h;
+            __m256i r[4];
+            for (int k = 0; k < 4; k++) r[k] = _mm256_set1_epi32(INT32_MIN);
+            for (int row = y0; row < y1; row++) {
+                const int32_t *at = plane + (size_t)row * w;
+                r[0] = _mm256_max_epi32(r[0], _mm256_loadu_si256((const __m256i *)at));
+                r[1] = _mm256_max_epi32(r[1], _mm256_loadu_si256((const __m256i *)(at + 8)));
+                r[2] = _mm256_max_epi32(r[2], _mm256_maskload_epi32(at + 16, mask2));
+                r[3] = _mm256_max_epi32(r[3], _mm256_maskload_epi32(at + 24, mask3));
+            }
+            float *o = y + (p * oh + oy) * (size_t)ow;
+            __m256i previous_odd = _mm256_set1_epi32(INT32_MIN);  // O[j − 1] for the first lane: the padding
+            for (int half = 0; half < 2; half++) {
+                // Evens then odds of each vector in its lanes 0–3 and 4–7; then E, O of 8 outputs.
+                const __m256i a = _mm256_permutevar8x32_epi32(r[2 * half], split), b = _mm256_permutevar8x32_epi32(r[2 * half + 1], split);
+                const __m256i even = _mm256_permute2x128_si256(a, b, 0x20), odd = _mm256_permute2x128_si256(a, b, 0x31);
+                const __m256i odd_before = _mm256_blend_epi32(_mm256_permutevar8x32_epi32(odd, back_one), previous_odd, 0x01);
+                previous_odd = _mm256_permutevar8x32_epi32(odd, _mm256_set1_epi32(7));
+                const __m256i best = _mm256_max_epi32(_mm256_max_epi32(even, odd), odd_before);
+                __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(best), s);
+                if (offset) f = _mm256_add_ps(f, off);
+                if (relu) f = _mm256_blendv_ps(f, zero, _mm256_cmp_ps(f, zero, _CMP_LT_OQ));
+                const int count = ow - 8 * half < 8 ? ow - 8 * half : 8;
+                if (count == 8) {
+                    _mm256_storeu_ps(o + 8 * half, f);
+                } else {  // not vmaskmovps: a masked store is microcoded and slow on AMD's cores
+                    float lanes[8];
+                    _mm256_storeu_ps(lanes, f);
+                    memcpy(o + 8 * half, lanes, (size_t)count * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+// ResNet's stem pool (3×3, stride 2) by stem_pool, or with its kernel and stride as constants;
+// any other shape with column stride 1 or 2 through the general instance. Returns 0, doing
+// nothing, for other strides.
 QAT_I8_TARGET_AVX2 int qat_i8_maxpool_accumulators_avx2x8(const int32_t *x, float *y, size_t planes, const qat_i8_pool_geometry *g,
                                                           const float *scale, const float *offset, int relu) {
     if (g->sw != 1 && g->sw != 2) return 0;
-    if (g->kh == 3 && g->kw == 3 && g->sw == 2) accumulator_pool(x, y, planes, g, scale, offset, relu, 3, 3, 2);
+    if (stem_pool_applies(g)) stem_pool(x, y, planes, g, scale, offset, relu);
+    else if (g->kh == 3 && g->kw == 3 && g->sw == 2) accumulator_pool(x, y, planes, g, scale, offset, relu, 3, 3, 2);
     else accumulator_pool(x, y, planes, g, scale, offset, relu, g->kh, g->kw, g->sw);
     return 1;
 }

@@ -6,7 +6,7 @@ import XCTest
 
 /// A conv with float output fused with ReLU and a max pool, pooled on its int32 accumulators
 /// (VNNI: planes up to 32 wide and 16 output columns, resnet18's stem; AVX2: any width, column
-/// strides 1 and 2) equals the separate
+/// strides 1 and 2, and resnet18's stem pool on even planes 18 to 32 wide in registers) equals the separate
 /// passes (conv2dDequantized, the training ReLU, the training pool) bit for bit, with the
 /// accumulator pool on and off, on every path: widths 1 … 45 around the vector edges, strides 1,
 /// 2 and 3 (the AVX2 kernel's fallback), rectangular windows, padding, ceil mode, offsets or none, and a negative or zero scale
@@ -18,9 +18,11 @@ final class Int8PoolAccumulatorTests: XCTestCase {
     func testAccumulatorPoolEqualsDequantizeReLUThenFloatPool() {
         defer { Int8Kernels.poolAccumulators(true) }
         var rng = SeededGenerator(seed: 1_501)
-        // (channels, height, width, conv stride): output planes of 28, 32, 33 (too wide for VNNI), 16, 17, 5, 1, 45 columns.
+        // (channels, height, width, conv stride): output planes of 28, 32, 33 (too wide for VNNI), 16, 17, 5, 1, 45 columns,
+        // and 18, 22, 24 (the AVX2 stem pool's other vector edges; 2 and 5 rows).
         let convs: [(c: Int, h: Int, w: Int, stride: Int)] = [(1, 28, 28, 1), (4, 6, 32, 1), (4, 5, 33, 1), (3, 9, 16, 1),
-                                                              (8, 7, 17, 1), (4, 11, 9, 2), (1, 3, 1, 1), (2, 4, 45, 1)]
+                                                              (8, 7, 17, 1), (4, 11, 9, 2), (1, 3, 1, 1), (2, 4, 45, 1),
+                                                              (2, 5, 18, 1), (1, 2, 22, 1), (3, 7, 24, 1)]
         let pools = [PoolCase(height: 0, width: 0, kernel: Size2D(3), stride: Size2D(2), padding: Padding2D(1), ceilMode: false),
                      PoolCase(height: 0, width: 0, kernel: Size2D(2), stride: Size2D(1), padding: Padding2D(0), ceilMode: false),
                      PoolCase(height: 0, width: 0, kernel: Size2D(height: 2, width: 3), stride: Size2D(height: 2, width: 1),
