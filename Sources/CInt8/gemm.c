@@ -1,26 +1,12 @@
-// Path selection, the activation operands and the conv2d / linear drivers; the portable GEMM.
-// The weight operand is packed in gemm_pack.c.
+// The activation operands and the conv2d / linear drivers. The weight operand is packed in
+// gemm_pack.c (and kept per layer by conv_weights.c); the paths' GEMMs are gemm_portable.c,
+// gemm_avx2.c and gemm_vnni.c, and which paths this CPU has, cpu_features.c.
 // The math of the shared GEMM (u = q + 128, corr) is in int8_internal.h.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <immintrin.h>
 #include "int8_internal.h"
-
-int qat_i8_cpu_supports(qat_i8_path path) {
-    switch (path) {
-    case QAT_I8_PORTABLE: return 1;
-    case QAT_I8_AVX2: return __builtin_cpu_supports("avx2") != 0;
-    case QAT_I8_VNNI:
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-    }
-    return 0;
-}
-
-static int vbmi_allowed = 1;
-void qat_i8_allow_vbmi(int allowed) { vbmi_allowed = allowed; }
-int qat_i8_cpu_has_vbmi(void) { return vbmi_allowed && __builtin_cpu_supports("avx512vbmi") != 0; }
 
 void *qat_i8_checked_malloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);
@@ -611,21 +597,4 @@ void qat_i8_linear(qat_i8_path path, const int8_t *x, int n, int in, int8_t x_ze
     free(b);
     free(corr);
     free(a);
-}
-
-// Plain loops over the same operands: one row of accumulators at a time.
-void qat_i8_gemm_portable(const qat_i8_gemm *g) {
-    int32_t *row = checked_malloc((size_t)g->n * sizeof(int32_t));
-    for (int i = 0; i < g->m; i++) {
-        for (int j = 0; j < g->n; j++) row[j] = g->corr[i];
-        const int8_t *w = g->a + (size_t)i * g->k4 * 4;
-        for (int q = 0; q < g->k4; q++) {
-            const int32_t w0 = w[4 * q], w1 = w[4 * q + 1], w2 = w[4 * q + 2], w3 = w[4 * q + 3];
-            const uint8_t *u = g->b + (size_t)q * g->npad * 4;
-            for (int j = 0; j < g->n; j++)
-                row[j] += w0 * u[4 * j] + w1 * u[4 * j + 1] + w2 * u[4 * j + 2] + w3 * u[4 * j + 3];
-        }
-        for (int j = 0; j < g->n; j++) qat_i8_store1(g, i, j, row[j]);
-    }
-    free(row);
 }
