@@ -260,6 +260,8 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const int kk = group_c * cg->kh * cg->kw, k4 = (kk + 3) / 4, p = oh * ow;
     // Winograd (winograd_avx2.c): blocks of 16 images, its sums requantized by the pair kernel's epilogue.
     const int winograd = path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles && qat_i8_winograd_applies(cg);
+    // One input channel, 3×3, stride 1 (conv_one_channel_avx2.c): its sums from the padded images, requantized alike.
+    const int one_channel = !winograd && path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles && qat_i8_one_channel_applies(cg);
     const int block = winograd ? 16 : images_per_gemm(p, n);
     const int hp = h + cg->pad_top + cg->pad_bottom, wp = w + cg->pad_left + cg->pad_right;
     // Blocked operands where the byte-wise im2col wastes work: outputs narrower than the 16
@@ -290,11 +292,11 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const qat_i8_prepared_weights *prepared = qat_i8_weights_prepared(cache, &key, weight, bias);
     const int8_t *a = prepared->a;
     const int32_t *corr = prepared->corr, *a_pairs = prepared->a_pairs, *winograd_u = prepared->winograd_u;
-    // Winograd's scratch and sums ([oc][sums_stride], a block's columns).
+    // Winograd's scratch, and the sums Winograd or the one-channel kernel compute before the GEMM
+    // ([oc][sums_stride], a block's columns).
     const size_t sums_stride = (size_t)round_up16(block * p);
     void *winograd_scratch = winograd ? checked_malloc(qat_i8_winograd_scratch_bytes(cg)) : NULL;
     if (winograd) qat_i8_winograd_prepare(cg, x_zero, winograd_scratch);
-    int32_t *winograd_sums = winograd ? checked_malloc(((size_t)oc * sums_stride + 16) * sizeof(int32_t)) : NULL;
     // The implicit GEMM's groups, offsets and columns (block is 1 image: p ≥ 64).
     const int implicit_k4 = implicit == IMPLICIT_ROW_TAPS ? c * cg->kh : k4;
     const int grid_columns = (oh - 1) * wp + ow;
@@ -325,7 +327,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const size_t padded = (size_t)c * hp * wp;
     uint8_t *xu = winograd ? NULL : checked_malloc_lines(block * padded + 128);
     if (xu) memset(xu, (uint8_t)x_zero ^ 0x80, block * padded + 128);
-    uint8_t *b = direct || implicit != IMPLICIT_NONE || winograd ? NULL : checked_malloc_lines(((size_t)k4 * npad + 16) * 4);
+    uint8_t *b = direct || implicit != IMPLICIT_NONE || winograd || one_channel ? NULL : checked_malloc_lines(((size_t)k4 * npad + 16) * 4);
     const qat_i8_im2col_shape shape = {.c = group_c, .hp = hp, .wp = wp, .kh = cg->kh, .kw = cg->kw, .sh = cg->sh,
                                        .sw = cg->sw, .dh = cg->dh, .dw = cg->dw, .oh = oh, .ow = ow, .k4 = k4, .npad = npad};
     const qat_i8_blocking blocking = {.cb = c / 4, .images = block, .h = h, .w = w, .hp = hp, .wp = wp,
@@ -343,6 +345,10 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                           qat_i8_dequantize_is_increasing(&output, oc);
     qat_i8_output gemm_output = output;
     if (pool_sums) gemm_output.kind = QAT_I8_OUT_INT32;
+    // An int32 output of one image per GEMM (a stem before its max pool) is the one-channel sums plus corr: no GEMM.
+    const int one_channel_output = one_channel && block == 1 && gemm_output.kind == QAT_I8_OUT_INT32;
+    int32_t *computed_sums =
+        winograd || (one_channel && !one_channel_output) ? checked_malloc(((size_t)oc * sums_stride + 16) * sizeof(int32_t)) : NULL;
     // The VNNI GEMM and the AVX2 pair kernel apply a float ReLU as they store (the same floats as the loop below).
     const int gemm_relu = relu && gemm_output.kind == QAT_I8_OUT_FLOAT &&
                           (path == QAT_I8_VNNI || (path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles));
@@ -408,7 +414,13 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                 operand = (const uint8_t *)row_taps;
             } else if (winograd) {
                 qat_i8_winograd_sums_avx2(x + (size_t)img0 * c * h * w, images, x + (size_t)n * c * h * w, cg, winograd_u,
-                                          winograd_scratch, winograd_sums, sums_stride);
+                                          winograd_scratch, computed_sums, sums_stride);
+            } else if (one_channel_output) {
+                qat_i8_one_channel_sums_avx2(xu, wp, oh, ow, weight, corr, oc, (int32_t *)gemm_out, (size_t)p);
+                continue;
+            } else if (one_channel) {
+                for (int i = 0; i < images; i++)
+                    qat_i8_one_channel_sums_avx2(xu + i * padded, wp, oh, ow, weight, NULL, oc, computed_sums + (size_t)i * p, sums_stride);
             } else if (direct) {
                 operand = xu + grp * group_bytes;
             } else if (blocked) {
@@ -431,10 +443,10 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                              .corr = corr + row0, .b = operand, .output = group_output,
                              .out = gemm_out + (size_t)row0 * columns * elem, .row_stride = columns, .col_stride = 1,
                              .relu = gemm_relu, .a_pairs = a_pairs ? a_pairs + (size_t)row0 * k4 * 2 : NULL};
-            if (winograd) {
+            if (winograd || one_channel) {
                 g.k4 = 0;
-                g.b = (const uint8_t *)winograd_sums;  // not read with k4 = 0
-                g.initial = winograd_sums;
+                g.b = (const uint8_t *)computed_sums;  // not read with k4 = 0
+                g.initial = computed_sums;
                 g.initial_stride = sums_stride;
             }
             if (placed) {
@@ -457,7 +469,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             char *image_out = conv_image ? (char *)conv_image : (char *)out + (img0 + i) * out_image;
             if (winograd_per_image) {  // the pair kernel reads up to 15 sums past the image's: the next image's, or spare
                 image_gemm.n = p;
-                image_gemm.initial = winograd_sums + (size_t)i * p;
+                image_gemm.initial = computed_sums + (size_t)i * p;
                 image_gemm.out = image_out;
                 image_gemm.row_stride = p;
                 run_gemm(path, &image_gemm);
@@ -496,7 +508,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     }
     qat_i8_weights_release(cache, prepared);
     free(winograd_scratch);
-    free(winograd_sums);
+    free(computed_sums);
     free(placed_keep);
     free(placed_dest);
     free(row_taps);

@@ -73,6 +73,16 @@ size_t qat_i8_winograd_scratch_bytes(const qat_i8_conv_geometry *g);
 void qat_i8_winograd_prepare(const qat_i8_conv_geometry *g, int8_t x_zero, void *scratch);
 void qat_i8_winograd_sums_avx2(const int8_t *x, int images, const int8_t *x_end, const qat_i8_conv_geometry *g,
                                const int32_t *u, void *scratch, int32_t *sums, size_t sums_stride);
+// 3×3 convs of one input channel, stride 1, up to 64 output channels, on the AVX2 path
+// (conv_one_channel_avx2.c): whether it takes a conv, and one image's exact sums Σ w·(code + 128)
+// from its padded u8 plane (oh + 2 rows of wp = ow + 2 bytes, 16 readable bytes past it) into
+// sums[o·sums_stride + oy·ow + ox], each plus start[o] when start is not NULL (the GEMM's corr:
+// then they are the conv's int32 output).
+enum { QAT_I8_ONE_CHANNEL_MAX_OC = 64 };
+extern int qat_i8_one_channel_allowed;
+int qat_i8_one_channel_applies(const qat_i8_conv_geometry *g);
+void qat_i8_one_channel_sums_avx2(const uint8_t *xu, int wp, int oh, int ow, const int8_t *weight, const int32_t *start, int oc,
+                                  int32_t *sums, size_t sums_stride);
 // 1 (default): the VNNI GEMM runs m a multiple of 8 in 8-row tiles (qat_i8_allow_eight_row_tiles).
 extern int qat_i8_eight_row_tiles;
 // 1 (default): conv2d_impl reads stride-1 convs on wide planes by per-tap offsets on the VNNI path

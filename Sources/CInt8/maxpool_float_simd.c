@@ -8,6 +8,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
+#include "avx2_store_lanes.h"
 #include "int8_internal.h"
 
 // One window, clipped to rows [y0, y1) and columns [x0, x1), in scan order.
@@ -306,10 +307,8 @@ static QAT_I8_TARGET_AVX2 void stem_pool(const int32_t *x, float *y, size_t plan
                 const int count = ow - 8 * half < 8 ? ow - 8 * half : 8;
                 if (count == 8) {
                     _mm256_storeu_ps(o + 8 * half, f);
-                } else {  // not vmaskmovps: a masked store is microcoded and slow on AMD's cores
-                    float lanes[8];
-                    _mm256_storeu_ps(lanes, f);
-                    memcpy(o + 8 * half, lanes, (size_t)count * sizeof(float));
+                } else {
+                    qat_i8_store_lanes_avx2(o + 8 * half, _mm256_castps_si256(f), count);
                 }
             }
         }

@@ -128,6 +128,10 @@ public enum Int8Kernels {
     /// as Winograd F(2×2, 3×3) in exact integers (same results as im2col + GEMM). On by default;
     /// tests switch it off to compare.
     static func allowWinograd(_ allowed: Bool) { qat_i8_allow_winograd(allowed ? 1 : 0) }
+    /// Whether the AVX2 path takes the sums of 3×3 convs of one input channel with stride 1 (a
+    /// stem on grey images) straight from the padded image instead of im2col + GEMM (same results).
+    /// On by default; tests switch it off to compare.
+    static func allowOneChannel(_ allowed: Bool) { qat_i8_allow_one_channel(allowed ? 1 : 0) }
 
     /// Whether a conv with float output fused with a max pool may pool its int32 accumulators
     /// and dequantize only the pooled ones (VNNI path, when every scale is above 0: the same

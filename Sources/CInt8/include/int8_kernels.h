@@ -275,6 +275,9 @@ void qat_i8_allow_placed_stores(int allowed);
 // 1 (default): 3×3 convs with stride 1 on the AVX2 path run as Winograd F(2×2, 3×3) in exact
 // integers where measured faster (winograd_avx2.c); 0: im2col + GEMM. The same results either way.
 void qat_i8_allow_winograd(int allowed);
+// 1 (default): 3×3 convs of one input channel with stride 1 on the AVX2 path take their sums
+// straight from the padded image (conv_one_channel_avx2.c); 0: im2col + GEMM. The same results.
+void qat_i8_allow_one_channel(int allowed);
 
 // Whether qat_i8_conv2d_float_epilogue may max pool the int32 accumulators and dequantize only
 // the pooled ones (when every scale is above 0; the same floats). 1 by default; tests turn it off.
