@@ -51,7 +51,7 @@ void sums_of_image(const uint8_t *xu, int wp, int oh, int ow, const int8_t *weig
             pair_words(r2 + ox + 2, r2 + ox + 3, &lo[4], &hi[4]);  // its weight word's high half is 0
             const int valid = ow - ox < 16 ? ow - ox : 16;
             for (int o = 0; o < oc; o++) {
-                __m256i s_lo = _mm256_set1_epi32(start ? start[o] : 0), s_hi = s_lo;
+                __m256i s_lo = _mm256_set1_epi32(start[o]), s_hi = s_lo;
                 for (int q = 0; q < 5; q++) {
                     const __m256i wq = _mm256_set1_epi32(w[o][q]);
                     s_lo = _mm256_add_epi32(s_lo, _mm256_madd_epi16(lo[q], wq));

@@ -260,9 +260,21 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const int kk = group_c * cg->kh * cg->kw, k4 = (kk + 3) / 4, p = oh * ow;
     // Winograd (winograd_avx2.c): blocks of 16 images, its sums requantized by the pair kernel's epilogue.
     const int winograd = path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles && qat_i8_winograd_applies(cg);
-    // One input channel, 3×3, stride 1 (conv_one_channel_avx2.c): its sums from the padded images, requantized alike.
-    const int one_channel = !winograd && path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles && qat_i8_one_channel_applies(cg);
     const int block = winograd ? 16 : images_per_gemm(p, n);
+    // A float output that is max pooled: pool the exact int32 sums and dequantize only the
+    // pooled ones where that gives the same floats (qat_i8_maxpool_accumulators).
+    const int pool_shape = path == QAT_I8_VNNI ? pool && pool->w <= 32 && pool->ow <= 16 && pool->kw <= 16
+                           : path == QAT_I8_AVX2 && pool && (pool->sw == 1 || pool->sw == 2);
+    const int pool_sums = pool_shape && output.kind == QAT_I8_OUT_FLOAT && qat_i8_pool_accumulators_allowed &&
+                          qat_i8_dequantize_is_increasing(&output, oc);
+    qat_i8_output gemm_output = output;
+    if (pool_sums) gemm_output.kind = QAT_I8_OUT_INT32;
+    // One input channel, 3×3, stride 1, an int32 output of one image per GEMM (a stem before its max
+    // pool; conv_one_channel_avx2.c): the sums plus the bias terms, straight from the padded image,
+    // are the output, with no column matrix and no GEMM. (Before a requantizing epilogue, as the
+    // GEMM's k4 = 0 pass, it was 7 % slower than im2col + GEMM: 1 → 8 on 28×28, codes out.)
+    const int one_channel = !winograd && path == QAT_I8_AVX2 && block == 1 && gemm_output.kind == QAT_I8_OUT_INT32 &&
+                            qat_i8_one_channel_applies(cg);
     const int hp = h + cg->pad_top + cg->pad_bottom, wp = w + cg->pad_left + cg->pad_right;
     // Blocked operands where the byte-wise im2col wastes work: outputs narrower than the 16
     // columns it fills per output row, and 1×1 convs without padding (no column matrix). Wider
@@ -292,8 +304,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     const qat_i8_prepared_weights *prepared = qat_i8_weights_prepared(cache, &key, weight, bias);
     const int8_t *a = prepared->a;
     const int32_t *corr = prepared->corr, *a_pairs = prepared->a_pairs, *winograd_u = prepared->winograd_u;
-    // Winograd's scratch, and the sums Winograd or the one-channel kernel compute before the GEMM
-    // ([oc][sums_stride], a block's columns).
+    // Winograd's scratch and sums ([oc][sums_stride], a block's columns).
     const size_t sums_stride = (size_t)round_up16(block * p);
     void *winograd_scratch = winograd ? checked_malloc(qat_i8_winograd_scratch_bytes(cg)) : NULL;
     if (winograd) qat_i8_winograd_prepare(cg, x_zero, winograd_scratch);
@@ -337,18 +348,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     group_blocking.cb = group_c / 4;
     const size_t group_bytes = (size_t)group_c * block * hp * wp;  // one group's channel blocks in xu
 
-    // A float output that is max pooled: pool the exact int32 sums and dequantize only the
-    // pooled ones where that gives the same floats (qat_i8_maxpool_accumulators).
-    const int pool_shape = path == QAT_I8_VNNI ? pool && pool->w <= 32 && pool->ow <= 16 && pool->kw <= 16
-                           : path == QAT_I8_AVX2 && pool && (pool->sw == 1 || pool->sw == 2);
-    const int pool_sums = pool_shape && output.kind == QAT_I8_OUT_FLOAT && qat_i8_pool_accumulators_allowed &&
-                          qat_i8_dequantize_is_increasing(&output, oc);
-    qat_i8_output gemm_output = output;
-    if (pool_sums) gemm_output.kind = QAT_I8_OUT_INT32;
-    // An int32 output of one image per GEMM (a stem before its max pool) is the one-channel sums plus corr: no GEMM.
-    const int one_channel_output = one_channel && block == 1 && gemm_output.kind == QAT_I8_OUT_INT32;
-    int32_t *computed_sums =
-        winograd || (one_channel && !one_channel_output) ? checked_malloc(((size_t)oc * sums_stride + 16) * sizeof(int32_t)) : NULL;
+    int32_t *winograd_sums = winograd ? checked_malloc(((size_t)oc * sums_stride + 16) * sizeof(int32_t)) : NULL;
     // The VNNI GEMM and the AVX2 pair kernel apply a float ReLU as they store (the same floats as the loop below).
     const int gemm_relu = relu && gemm_output.kind == QAT_I8_OUT_FLOAT &&
                           (path == QAT_I8_VNNI || (path == QAT_I8_AVX2 && qat_i8_avx2_pair_tiles));
@@ -414,13 +414,10 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                 operand = (const uint8_t *)row_taps;
             } else if (winograd) {
                 qat_i8_winograd_sums_avx2(x + (size_t)img0 * c * h * w, images, x + (size_t)n * c * h * w, cg, winograd_u,
-                                          winograd_scratch, computed_sums, sums_stride);
-            } else if (one_channel_output) {
-                qat_i8_one_channel_sums_avx2(xu, wp, oh, ow, weight, corr, oc, (int32_t *)gemm_out, (size_t)p);
-                continue;
+                                          winograd_scratch, winograd_sums, sums_stride);
             } else if (one_channel) {
-                for (int i = 0; i < images; i++)
-                    qat_i8_one_channel_sums_avx2(xu + i * padded, wp, oh, ow, weight, NULL, oc, computed_sums + (size_t)i * p, sums_stride);
+                qat_i8_one_channel_sums_avx2(xu, wp, oh, ow, weight, corr, oc, (int32_t *)gemm_out, (size_t)p);
+                continue;  // (groups is 1)
             } else if (direct) {
                 operand = xu + grp * group_bytes;
             } else if (blocked) {
@@ -443,10 +440,10 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
                              .corr = corr + row0, .b = operand, .output = group_output,
                              .out = gemm_out + (size_t)row0 * columns * elem, .row_stride = columns, .col_stride = 1,
                              .relu = gemm_relu, .a_pairs = a_pairs ? a_pairs + (size_t)row0 * k4 * 2 : NULL};
-            if (winograd || one_channel) {
+            if (winograd) {
                 g.k4 = 0;
-                g.b = (const uint8_t *)computed_sums;  // not read with k4 = 0
-                g.initial = computed_sums;
+                g.b = (const uint8_t *)winograd_sums;  // not read with k4 = 0
+                g.initial = winograd_sums;
                 g.initial_stride = sums_stride;
             }
             if (placed) {
@@ -469,7 +466,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
             char *image_out = conv_image ? (char *)conv_image : (char *)out + (img0 + i) * out_image;
             if (winograd_per_image) {  // the pair kernel reads up to 15 sums past the image's: the next image's, or spare
                 image_gemm.n = p;
-                image_gemm.initial = computed_sums + (size_t)i * p;
+                image_gemm.initial = winograd_sums + (size_t)i * p;
                 image_gemm.out = image_out;
                 image_gemm.row_stride = p;
                 run_gemm(path, &image_gemm);
@@ -508,7 +505,7 @@ static void conv2d_impl(qat_i8_path path, const int8_t *x, int8_t x_zero, const 
     }
     qat_i8_weights_release(cache, prepared);
     free(winograd_scratch);
-    free(computed_sums);
+    free(winograd_sums);
     free(placed_keep);
     free(placed_dest);
     free(row_taps);

@@ -75,9 +75,8 @@ void qat_i8_winograd_sums_avx2(const int8_t *x, int images, const int8_t *x_end,
                                const int32_t *u, void *scratch, int32_t *sums, size_t sums_stride);
 // 3×3 convs of one input channel, stride 1, up to 64 output channels, on the AVX2 path
 // (conv_one_channel_avx2.c): whether it takes a conv, and one image's exact sums Σ w·(code + 128)
-// from its padded u8 plane (oh + 2 rows of wp = ow + 2 bytes, 16 readable bytes past it) into
-// sums[o·sums_stride + oy·ow + ox], each plus start[o] when start is not NULL (the GEMM's corr:
-// then they are the conv's int32 output).
+// from its padded u8 plane (oh + 2 rows of wp = ow + 2 bytes, 16 readable bytes past it), each
+// plus start[o] (the GEMM's corr: the conv's int32 output), into sums[o·sums_stride + oy·ow + ox].
 enum { QAT_I8_ONE_CHANNEL_MAX_OC = 64 };
 extern int qat_i8_one_channel_allowed;
 int qat_i8_one_channel_applies(const qat_i8_conv_geometry *g);

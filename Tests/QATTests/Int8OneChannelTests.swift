@@ -3,10 +3,12 @@ import XCTest
 @testable import QATDeploy
 
 /// 3×3 convs of one input channel with stride 1 on the AVX2 path (conv_one_channel_avx2.c): the
-/// sums straight from the padded image, switched on and off, against the Int64 reference and the
-/// portable path. Output widths below 8, between 8 and 16, a multiple of 16 and one past it (the
-/// row's last block stores 1 … 16 lanes), one to 64 output channels, asymmetric padding, and the
-/// stem's conv → ReLU → 3×3 stride-2 max pool, whose int32 output skips the GEMM.
+/// int32 output of one image per GEMM (planes of 64 outputs or more) straight from the padded
+/// image, switched on and off, against the Int64 reference and the portable path; the stem's
+/// conv → ReLU → max pool, which pools those int32 sums; and every other output (codes, floats),
+/// which keeps im2col + GEMM. Output widths below 8, between 8 and 16, 16 + 8, 16 + 12 and one past
+/// a multiple of 16 (the row's last block stores 1 … 16 lanes), one to 64 output channels,
+/// asymmetric padding.
 final class Int8OneChannelTests: XCTestCase {
     typealias Case = Int8ConvTests.Case
 
@@ -14,12 +16,13 @@ final class Int8OneChannelTests: XCTestCase {
         var rng = SeededGenerator(seed: 1_701)
         let shapes: [(n: Int, o: Int, h: Int, w: Int, pads: (Int, Int, Int, Int))] = [
             (3, 8, 28, 28, (1, 1, 1, 1)),    // resnet18-tiny's stem: 28 = 16 + 12
-            (2, 3, 5, 7, (0, 0, 0, 0)),      // 5 outputs a row: one partial block
+            (2, 3, 16, 7, (0, 0, 0, 0)),     // 5 outputs a row: one partial block
             (1, 1, 9, 17, (1, 1, 1, 1)),     // 17 = 16 + 1
-            (2, 13, 6, 9, (1, 1, 1, 1)),     // 9 = 8 + 1
-            (2, 5, 3, 24, (0, 1, 0, 1)),     // 24 = 16 + 8
-            (4, 64, 12, 33, (2, 0, 1, 2)),   // the most output channels it takes; 34 = 2·16 + 2
-            (1, 65, 4, 4, (1, 1, 1, 1)),     // one too many: im2col + GEMM
+            (2, 13, 10, 9, (1, 1, 1, 1)),    // 9 = 8 + 1
+            (2, 5, 5, 24, (0, 1, 0, 1)),     // 24 = 16 + 8
+            (4, 64, 12, 33, (2, 0, 1, 2)),   // the most output channels it takes; 33 = 2·16 + 1
+            (1, 65, 8, 8, (1, 1, 1, 1)),     // one too many: im2col + GEMM
+            (2, 4, 6, 6, (1, 1, 1, 1)),      // 36 outputs: several images per GEMM, im2col + GEMM
         ]
         return shapes.map { s in
             let g = Int8ConvGeometry(batch: s.n, channels: 1, height: s.h, width: s.w, outputChannels: s.o,
