@@ -109,31 +109,38 @@ static winograd_shape shape_of(const qat_i8_conv_geometry *g) {
 
 // Step 1: xt[ch][pad_top + y][pad_left + x][lane] = image lane's code (ch, y, x) + 128 as int16.
 // Everything else in xt (the padding, the extra row and column) holds the code of real zero,
-// written once by qat_i8_winograd_prepare. Lanes past `images` repeat the last image; a 16-byte
-// read that would pass x_end goes through a buffer.
+// written once by qat_i8_winograd_prepare. Each image is read flat, 16 codes at a time across row
+// and channel ends, so that every transpose gives 16 positions (by rows, 4 × 4 planes used a
+// quarter of each and 2 × 2 planes an eighth). Lanes past `images` repeat the last image; a
+// 16-byte read that would pass x_end goes through a buffer.
 static QAT_I8_TARGET_AVX2 void transpose_images(const int8_t *x, int images, const int8_t *x_end, const winograd_shape *s,
                                                 int16_t *xt) {
     const size_t image = (size_t)s->c * s->h * s->w;
     const __m128i shift = _mm_set1_epi8((char)0x80);
     _Alignas(16) int8_t spare[16][16];
-    for (int ch = 0; ch < s->c; ch++)
-        for (int y = 0; y < s->h; y++)
-            for (int x0 = 0; x0 < s->w; x0 += 16) {
-                const int8_t *rows[16];
-                for (int l = 0; l < LANES; l++) {
-                    rows[l] = x + (size_t)(l < images ? l : images - 1) * image + ((size_t)ch * s->h + y) * s->w + x0;
-                    if (x_end - rows[l] < 16) {
-                        memset(spare[l], 0, 16);
-                        memcpy(spare[l], rows[l], (size_t)(s->w - x0 < 16 ? s->w - x0 : 16));
-                        rows[l] = spare[l];
-                    }
-                }
-                __m128i bytes[16];
-                transpose16(rows, bytes);
-                int16_t *dst = xt + (((size_t)ch * s->yh + s->pad_top + y) * s->xw + s->pad_left + x0) * LANES;
-                for (int j = 0; j < 16 && x0 + j < s->w; j++)
-                    _mm256_storeu_si256((__m256i *)(dst + j * LANES), _mm256_cvtepu8_epi16(_mm_xor_si128(bytes[j], shift)));
+    int ch = 0, y = 0, px = 0;  // the position of the next code stored
+    for (size_t f0 = 0; f0 < image; f0 += 16) {
+        const int8_t *rows[16];
+        for (int l = 0; l < LANES; l++) {
+            rows[l] = x + (size_t)(l < images ? l : images - 1) * image + f0;
+            if (x_end - rows[l] < 16) {
+                memset(spare[l], 0, 16);
+                memcpy(spare[l], rows[l], (size_t)(x_end - rows[l]));
+                rows[l] = spare[l];
             }
+        }
+        __m128i bytes[16];
+        transpose16(rows, bytes);
+        const int count = image - f0 < 16 ? (int)(image - f0) : 16;
+        for (int j = 0; j < count; j++) {
+            int16_t *dst = xt + (((size_t)ch * s->yh + s->pad_top + y) * s->xw + s->pad_left + px) * LANES;
+            _mm256_storeu_si256((__m256i *)dst, _mm256_cvtepu8_epi16(_mm_xor_si128(bytes[j], shift)));
+            if (++px == s->w) {
+                px = 0;
+                if (++y == s->h) y = 0, ch++;
+            }
+        }
+    }
 }
 
 // Bᵀ d B of one channel's 4×4 patch at p (rows `row` apart, 16 lanes each): v[4r + s].
