@@ -285,6 +285,23 @@ static QAT_I8_TARGET_AVX2 void transform_outputs(const int32_t *m, int oc, int t
                 t += 2;
                 continue;
             }
+            if (images == LANES && ow == 2 && oy + 2 <= oh) {  // 2-wide planes: a lane's 2×2 sums are 4 in a row
+                for (int half = 0; half < 2; half++) {
+                    __m256i v[4];
+                    output_transform(at + 8 * half, xi_stride, v);
+                    const __m256i lo01 = _mm256_unpacklo_epi32(v[0], v[1]), hi01 = _mm256_unpackhi_epi32(v[0], v[1]);
+                    const __m256i lo23 = _mm256_unpacklo_epi32(v[2], v[3]), hi23 = _mm256_unpackhi_epi32(v[2], v[3]);
+                    // Vector lanes k and k + 4 of each: (y00, y01, y10, y11) in its low and high 16 bytes.
+                    const __m256i lanes4[4] = {_mm256_unpacklo_epi64(lo01, lo23), _mm256_unpackhi_epi64(lo01, lo23),
+                                               _mm256_unpacklo_epi64(hi01, hi23), _mm256_unpackhi_epi64(hi01, hi23)};
+                    for (int k = 0; k < 4; k++) {
+                        _mm_storeu_si128((__m128i *)(dst + (size_t)lane_image[8 * half + k] * p), _mm256_castsi256_si128(lanes4[k]));
+                        _mm_storeu_si128((__m128i *)(dst + (size_t)lane_image[8 * half + k + 4] * p), _mm256_extracti128_si256(lanes4[k], 1));
+                    }
+                }
+                t++;
+                continue;
+            }
             _Alignas(32) int32_t y[4][16];  // y00, y01, y10, y11 of each lane
             for (int half = 0; half < 2; half++) {
                 __m256i v[4];
