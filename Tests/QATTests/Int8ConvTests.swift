@@ -20,6 +20,19 @@ final class Int8ConvTests: XCTestCase {
         (0..<count).map { _ in Int8.random(in: -128...127, using: &rng) }
     }
 
+    /// Two cases of `g` at the extremes: codes all 127 (u8 255) against weights all −128, and
+    /// alternating extremes; the largest sums (near the int32 bounds the kernels rely on).
+    static func extremeCases(_ g: Int8ConvGeometry, _ rng: inout SeededGenerator) -> [Case] {
+        var high = randomCase(g, relu6: false, &rng)
+        high.x = high.x.map { _ in 127 }
+        high.weights = high.weights.map { _ in -128 }
+        high.zero = -128
+        var alternating = randomCase(g, relu6: false, &rng)
+        alternating.x = alternating.x.indices.map { $0 % 2 == 0 ? 127 : -128 }
+        alternating.weights = alternating.weights.indices.map { $0 % 3 == 0 ? 127 : -128 }
+        return [high, alternating]
+    }
+
     /// Random codes, weights and biases for `g`; half the cases carry offsets (bias residuals),
     /// and `relu6` fuses a ReLU6 (lower bound o_y, upper bound the code of 6).
     static func randomCase(_ g: Int8ConvGeometry, relu6: Bool, _ rng: inout SeededGenerator) -> Case {

@@ -38,14 +38,7 @@ final class Int8OneChannelTests: XCTestCase {
         let g = Int8ConvGeometry(batch: 2, channels: 1, height: 20, width: 20, outputChannels: 4,
                                  kernelHeight: 3, kernelWidth: 3, strideHeight: 1, strideWidth: 1,
                                  padTop: 1, padLeft: 1, padBottom: 1, padRight: 1)
-        var high = Int8ConvTests.randomCase(g, relu6: false, &rng)
-        high.x = high.x.map { _ in 127 }
-        high.weights = high.weights.map { _ in -128 }
-        high.zero = -128
-        var alternating = Int8ConvTests.randomCase(g, relu6: false, &rng)
-        alternating.x = alternating.x.indices.map { $0 % 2 == 0 ? 127 : -128 }
-        alternating.weights = alternating.weights.indices.map { $0 % 3 == 0 ? 127 : -128 }
-        return [high, alternating]
+        return Int8ConvTests.extremeCases(g, &rng)
     }
 
     override func setUpWithError() throws {
